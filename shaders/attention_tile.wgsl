@@ -1,0 +1,79 @@
+// Shared by the attention kernels: queries, keys and values, the workgroup tiles that keys
+// and values stream through, and one online-softmax step of a query row.
+//
+// One thread owns one query row: its query (pre-scaled by scale * log2(e), so exp2 replaces
+// exp) and its output accumulator stay in registers, HEAD_VECS vec4 each.
+// Workgroup memory: KEY_TILE keys and KEY_TILE values of HEAD_DIM f32 each
+//                   (2 * KEY_TILE * HEAD_DIM * 4 bytes, sized by the host to the adapter).
+
+@group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> keys: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> values: array<vec4<f32>>;
+
+var<workgroup> key_tile: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
+var<workgroup> value_tile: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
+
+alias HeadVector = array<vec4<f32>, HEAD_VECS>;
+
+// The query of a flat row, scaled into the log2 domain.
+fn load_query(row: u32) -> HeadVector {
+    var query: HeadVector;
+    for (var i = 0u; i < HEAD_VECS; i++) {
+        query[i] = queries[row * HEAD_VECS + i] * params.scale_log2;
+    }
+    return query;
+}
+
+// All threads together copy keys and values [first, first + count) of a group into the
+// tiles, then wait for each other. Call from uniform control flow.
+fn stage_key_tile(group: u32, first: u32, count: u32, lid: u32) {
+    let base = (group * params.kv_len + first) * HEAD_VECS;
+    for (var i = lid; i < count * HEAD_VECS; i += WORKGROUP_SIZE) {
+        key_tile[i] = keys[base + i];
+        value_tile[i] = values[base + i];
+    }
+    workgroupBarrier();
+}
+
+// One online-softmax step: the row at `position` against the `count` staged keys, whose
+// first sits at `first`. `state` is the running (max, sum) in the log2 domain and `acc` the
+// unnormalised output. Keys after the query are masked when causal.
+fn attend_key_tile(
+    query: ptr<function, HeadVector>,
+    acc: ptr<function, HeadVector>,
+    state: ptr<function, vec2<f32>>,
+    first: u32,
+    count: u32,
+    position: u32,
+) {
+    var scores: array<f32, KEY_TILE>;
+    var tile_max = NEG_BIG;
+    for (var j = 0u; j < count; j++) {
+        var score = NEG_BIG;
+        if params.causal == 0u || first + j <= position {
+            score = 0.0;
+            for (var i = 0u; i < HEAD_VECS; i++) {
+                score += dot((*query)[i], key_tile[j * HEAD_VECS + i]);
+            }
+        }
+        scores[j] = score;
+        tile_max = max(tile_max, score);
+    }
+    if tile_max == NEG_BIG {
+        return; // every key of the tile is masked for this row
+    }
+    let new_max = max((*state).x, tile_max);
+    let correction = exp2((*state).x - new_max);
+    var sum = (*state).y * correction;
+    for (var i = 0u; i < HEAD_VECS; i++) {
+        (*acc)[i] *= correction;
+    }
+    for (var j = 0u; j < count; j++) {
+        let p = exp2(scores[j] - new_max);
+        sum += p;
+        for (var i = 0u; i < HEAD_VECS; i++) {
+            (*acc)[i] += p * value_tile[j * HEAD_VECS + i];
+        }
+    }
+    *state = vec2<f32>(new_max, sum);
+}

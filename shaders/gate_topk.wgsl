@@ -1,0 +1,87 @@
+// Gate and top-k: the blocks every query row attends.
+//
+// Grid: one thread per query row (groups * group_size * q_len rows), WORKGROUP_SIZE rows per
+//       workgroup, linear.
+// Registers: each thread keeps its query (HEAD_VECS vec4) and its best TOP_K (score, block)
+//       pairs while it streams over the block means, so no [rows, num_blocks] score matrix
+//       ever exists.
+// Rule (DESIGN §1): causal rows force their own block and rank only earlier blocks; ties go
+//       to the larger block id. Non-causal rows rank every block.
+// Memory: queries [rows, HEAD_DIM] vec4 f32; block_means [groups, num_blocks, HEAD_DIM] vec4 f32;
+//         selection [rows, TOP_K] i32, ascending, padded with -1.
+
+@group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> block_means: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> selection: array<i32>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) num: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = workgroup_index(wid, num) * WORKGROUP_SIZE + lid;
+    if row >= q_rows() {
+        return;
+    }
+    var query: array<vec4<f32>, HEAD_VECS>;
+    for (var i = 0u; i < HEAD_VECS; i++) {
+        query[i] = queries[row * HEAD_VECS + i];
+    }
+    let current = query_position(row % params.q_len) / params.block_size;
+    let means = row_group(row) * params.num_blocks * HEAD_VECS;
+
+    // Causal rows rank the blocks before their own for TOP_K - 1 places.
+    var places = TOP_K;
+    var eligible = params.num_blocks;
+    if params.causal != 0u {
+        places = TOP_K - 1u;
+        eligible = current;
+    }
+    // The best blocks so far, best first; `kept` of them are valid.
+    var best_score: array<f32, TOP_K>;
+    var best_block: array<u32, TOP_K>;
+    var kept = 0u;
+    for (var block = 0u; block < eligible; block++) {
+        var score = 0.0;
+        for (var i = 0u; i < HEAD_VECS; i++) {
+            score += dot(query[i], block_means[means + block * HEAD_VECS + i]);
+        }
+        if kept < places {
+            kept += 1u;
+        } else if places == 0u || score < best_score[places - 1u] {
+            continue;
+        }
+        // Blocks arrive in ascending order, so the new block outranks kept blocks of equal
+        // score: ties go to the more recent block.
+        var at = kept - 1u;
+        while at > 0u && best_score[at - 1u] <= score {
+            best_score[at] = best_score[at - 1u];
+            best_block[at] = best_block[at - 1u];
+            at -= 1u;
+        }
+        best_score[at] = score;
+        best_block[at] = block;
+    }
+    if params.causal != 0u {
+        best_block[kept] = current;
+        kept += 1u;
+    }
+    // Ascending block ids (insertion sort of at most TOP_K entries), then -1 padding.
+    for (var i = 1u; i < kept; i++) {
+        let block = best_block[i];
+        var at = i;
+        while at > 0u && best_block[at - 1u] > block {
+            best_block[at] = best_block[at - 1u];
+            at -= 1u;
+        }
+        best_block[at] = block;
+    }
+    for (var i = 0u; i < TOP_K; i++) {
+        var id = -1;
+        if i < kept {
+            id = i32(best_block[i]);
+        }
+        selection[row * TOP_K + i] = id;
+    }
+}

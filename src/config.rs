@@ -1,0 +1,214 @@
+//! What to compute: the MoBA configuration and the problem shape, with their validation.
+
+use crate::error::{MobaError, Result};
+
+/// How MoBA routes queries to key blocks (DESIGN §1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MobaConfig {
+    /// Keys per block (>= 1).
+    pub block_size: usize,
+    /// Blocks each query attends, its own block included in causal mode (>= 1).
+    pub top_k: usize,
+    /// Softmax scale; `None` means `1 / sqrt(head_dim)`.
+    pub scale: Option<f32>,
+    /// Causal mode: no future blocks, own block forced, keys after the query masked.
+    pub causal: bool,
+}
+
+impl MobaConfig {
+    /// A causal config with the default scale.
+    pub fn new(block_size: usize, top_k: usize) -> Self {
+        Self {
+            block_size,
+            top_k,
+            scale: None,
+            causal: true,
+        }
+    }
+
+    /// The same config with an explicit softmax scale.
+    pub fn with_scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+
+    /// The same config with causal masking switched on or off.
+    pub fn with_causal(mut self, causal: bool) -> Self {
+        self.causal = causal;
+        self
+    }
+
+    /// The scale actually used for a head dimension.
+    pub fn scale_for(&self, head_dim: usize) -> f32 {
+        self.scale.unwrap_or(1.0 / (head_dim as f32).sqrt())
+    }
+
+    /// Checks the values that do not depend on the shape.
+    pub fn validate(&self) -> Result<()> {
+        if self.block_size == 0 {
+            return Err(MobaError::Config("block_size must be >= 1".into()));
+        }
+        if self.top_k == 0 {
+            return Err(MobaError::Config("top_k must be >= 1".into()));
+        }
+        if let Some(s) = self.scale {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(MobaError::Config(format!(
+                    "scale must be finite and > 0, got {s}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sizes of one attention problem: `q: [batch, q_heads, q_len, head_dim]`,
+/// `k, v: [batch, kv_heads, kv_len, head_dim]`, all row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub batch: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub head_dim: usize,
+}
+
+impl Shape {
+    /// Prefill shape: as many queries as keys, one kv head per query head.
+    pub fn prefill(batch: usize, heads: usize, seq_len: usize, head_dim: usize) -> Self {
+        Self {
+            batch,
+            q_heads: heads,
+            kv_heads: heads,
+            q_len: seq_len,
+            kv_len: seq_len,
+            head_dim,
+        }
+    }
+
+    /// Builds a shape from the dims of q and k (`[B, H, S, D]` each), checking they agree.
+    pub fn from_dims(q: &[usize], k: &[usize]) -> Result<Self> {
+        for (tensor, dims) in [("q", q), ("k", k)] {
+            if dims.len() != 4 {
+                return Err(MobaError::Rank {
+                    tensor,
+                    expected: 4,
+                    shape: dims.to_vec(),
+                });
+            }
+        }
+        let shape = Self {
+            batch: q[0],
+            q_heads: q[1],
+            kv_heads: k[1],
+            q_len: q[2],
+            kv_len: k[2],
+            head_dim: q[3],
+        };
+        for (what, expected, actual) in [("k batch", q[0], k[0]), ("k head_dim", q[3], k[3])] {
+            if expected != actual {
+                return Err(MobaError::ShapeMismatch {
+                    what: what.into(),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        shape.validate()?;
+        Ok(shape)
+    }
+
+    /// Query heads that share one kv head.
+    pub fn group_size(&self) -> usize {
+        self.q_heads / self.kv_heads
+    }
+
+    /// Absolute position of query `t`: queries are the last `q_len` positions.
+    pub fn query_position(&self, t: usize) -> usize {
+        self.kv_len - self.q_len + t
+    }
+
+    /// Number of key blocks for a block size.
+    pub fn num_blocks(&self, block_size: usize) -> usize {
+        self.kv_len.div_ceil(block_size)
+    }
+
+    pub fn q_elems(&self) -> usize {
+        self.batch * self.q_heads * self.q_len * self.head_dim
+    }
+    pub fn kv_elems(&self) -> usize {
+        self.batch * self.kv_heads * self.kv_len * self.head_dim
+    }
+    /// Rows of the output: one per (batch, query head, query).
+    pub fn q_rows(&self) -> usize {
+        self.batch * self.q_heads * self.q_len
+    }
+
+    /// Checks the shape on its own.
+    pub fn validate(&self) -> Result<()> {
+        for (what, n) in [
+            ("batch", self.batch),
+            ("q_heads", self.q_heads),
+            ("kv_heads", self.kv_heads),
+            ("q_len", self.q_len),
+            ("kv_len", self.kv_len),
+            ("head_dim", self.head_dim),
+        ] {
+            if n == 0 {
+                return Err(MobaError::Empty { what });
+            }
+        }
+        if self.q_heads % self.kv_heads != 0 {
+            return Err(MobaError::HeadGroups {
+                q_heads: self.q_heads,
+                kv_heads: self.kv_heads,
+            });
+        }
+        if self.q_len > self.kv_len {
+            return Err(MobaError::QueryLongerThanKeys {
+                q_len: self.q_len,
+                kv_len: self.kv_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that host slices have the lengths this shape needs and hold finite values.
+    pub fn check_inputs(&self, q: &[f32], k: &[f32], v: &[f32]) -> Result<()> {
+        self.validate()?;
+        for (tensor, data, expected) in [
+            ("q", q, self.q_elems()),
+            ("k", k, self.kv_elems()),
+            ("v", v, self.kv_elems()),
+        ] {
+            check_len(tensor, data.len(), expected)?;
+            check_finite(tensor, data)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fails unless a slice named `what` has `expected` elements.
+pub fn check_len(what: &str, actual: usize, expected: usize) -> Result<()> {
+    if actual != expected {
+        return Err(MobaError::ShapeMismatch {
+            what: format!("{what} length"),
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Fails on the first NaN or infinity: it would otherwise spread silently through the softmax.
+pub fn check_finite(tensor: &'static str, data: &[f32]) -> Result<()> {
+    match data.iter().position(|x| !x.is_finite()) {
+        Some(index) => Err(MobaError::NonFinite {
+            tensor,
+            index,
+            value: data[index],
+        }),
+        None => Ok(()),
+    }
+}

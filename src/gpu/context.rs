@@ -1,0 +1,219 @@
+//! The GPU context: one adapter, its device and queue, the pipeline cache, and error capture.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::kernels::{Kernel, KernelConstants};
+use crate::error::{MobaError, Result};
+
+/// Which adapter to open.
+#[derive(Debug, Clone)]
+pub struct AdapterRequest {
+    /// Case-insensitive substring of the adapter name (`None`: the high-performance default).
+    pub name: Option<String>,
+    /// Graphics APIs to consider.
+    pub backends: wgpu::Backends,
+}
+
+impl Default for AdapterRequest {
+    fn default() -> Self {
+        Self {
+            name: None,
+            backends: wgpu::Backends::all(),
+        }
+    }
+}
+
+/// Parses `vulkan|metal|dx12|gl|webgpu` into wgpu backends.
+pub fn parse_api(api: &str) -> Result<wgpu::Backends> {
+    match api.to_ascii_lowercase().as_str() {
+        "vulkan" => Ok(wgpu::Backends::VULKAN),
+        "metal" => Ok(wgpu::Backends::METAL),
+        "dx12" => Ok(wgpu::Backends::DX12),
+        "gl" => Ok(wgpu::Backends::GL),
+        "webgpu" => Ok(wgpu::Backends::BROWSER_WEBGPU),
+        other => Err(MobaError::Config(format!(
+            "unknown api '{other}': expected vulkan, metal, dx12, gl or webgpu"
+        ))),
+    }
+}
+
+/// One line per adapter of the given backends: name, API, type and driver.
+pub async fn adapter_summaries(backends: wgpu::Backends) -> Vec<wgpu::AdapterInfo> {
+    let instance = new_instance(backends);
+    instance
+        .enumerate_adapters(backends)
+        .await
+        .iter()
+        .map(|a| a.get_info())
+        .collect()
+}
+
+fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    descriptor.backends = backends;
+    wgpu::Instance::new(descriptor)
+}
+
+/// An open GPU: device, queue, what the adapter offers, and the compiled pipelines.
+/// Cheap to clone; clones share the device and the pipeline cache.
+#[derive(Clone)]
+pub struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    pipelines: Arc<Mutex<HashMap<(Kernel, KernelConstants), wgpu::ComputePipeline>>>,
+    /// First error wgpu reported or the reason the device was lost.
+    failure: Arc<Mutex<Option<MobaError>>>,
+}
+
+impl GpuContext {
+    /// Opens the adapter the request names, or the high-performance default.
+    ///
+    /// ```no_run
+    /// let gpu = moba::gpu::GpuContext::new_blocking(&Default::default())?;
+    /// println!("{}", gpu.describe());
+    /// # Ok::<(), moba::MobaError>(())
+    /// ```
+    pub async fn new(request: &AdapterRequest) -> Result<Self> {
+        let instance = new_instance(request.backends);
+        let adapter = match &request.name {
+            None => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| MobaError::NoAdapter(format!(": {e}")))?,
+            Some(name) => {
+                let adapters = instance.enumerate_adapters(request.backends).await;
+                let wanted = name.to_lowercase();
+                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+                adapters
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+                    .ok_or_else(|| {
+                        MobaError::NoAdapter(format!(" whose name contains '{name}' (found: {names:?})"))
+                    })?
+            }
+        };
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("moba"),
+                required_features: wgpu::Features::empty(),
+                // Everything the adapter offers: long sequences need its largest buffers.
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| MobaError::NoAdapter(format!(": device request failed: {e}")))?;
+        Ok(Self::from_device(&adapter, device, queue))
+    }
+
+    /// [`GpuContext::new`], blocking (native only).
+    pub fn new_blocking(request: &AdapterRequest) -> Result<Self> {
+        pollster::block_on(Self::new(request))
+    }
+
+    /// Wraps a device you opened yourself (it must have the adapter's limits you need).
+    pub fn from_device(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let failure = Arc::new(Mutex::new(None));
+        let on_error = failure.clone();
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            let mut slot = on_error.lock().unwrap();
+            if slot.is_none() {
+                *slot = Some(MobaError::Gpu(error.to_string()));
+            }
+        }));
+        let on_lost = failure.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *on_lost.lock().unwrap() = Some(MobaError::DeviceLost(format!("{reason:?}: {message}")));
+        });
+        Self {
+            limits: device.limits(),
+            features: device.features(),
+            info: adapter.get_info(),
+            device,
+            queue,
+            pipelines: Arc::default(),
+            failure,
+        }
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// Adapter, API, device type and driver on one line, to print beside every number.
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )
+    }
+
+    /// Whether the adapter is a CPU emulation (lavapipe, SwiftShader, WARP).
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// The pipeline of a kernel for a set of constants, compiled once and cached.
+    pub(crate) fn pipeline(&self, kernel: Kernel, constants: &KernelConstants) -> Result<wgpu::ComputePipeline> {
+        let key = (kernel, *constants);
+        if let Some(pipeline) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(pipeline.clone());
+        }
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.name()),
+            source: wgpu::ShaderSource::Wgsl(kernel.source(constants).into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.name()),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        self.check()?;
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// The first error wgpu reported since the context opened, if any.
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.failure.lock().unwrap().clone() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the queue is idle (native); in the browser the event loop drives it.
+    pub(crate) fn wait_idle(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| MobaError::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.check()
+    }
+
+    /// Submits recorded work and waits for it (native): the synchronised wall clock of a run.
+    pub fn submit_and_wait(&self, commands: wgpu::CommandBuffer) -> Result<()> {
+        self.queue.submit([commands]);
+        self.wait_idle()
+    }
+}

@@ -1,0 +1,61 @@
+//! Dense flash attention on wgpu buffers: the baseline MoBA is measured against.
+
+use super::context::GpuContext;
+use super::forward::{check_io, io_sizes};
+use super::kernels::Kernel;
+use super::plan::{TilePlan, check_buffer_sizes, params};
+use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
+
+/// Dense attention (causal or not) planned for one shape on one adapter.
+pub struct DenseForward {
+    gpu: GpuContext,
+    shape: Shape,
+    plan: TilePlan,
+    pipeline: wgpu::ComputePipeline,
+    params: wgpu::Buffer,
+}
+
+impl DenseForward {
+    /// Only `scale` and `causal` of the config matter here.
+    pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
+        shape.validate()?;
+        config.validate()?;
+        check_buffer_sizes(gpu.limits(), &Self::buffer_sizes(shape))?;
+        let plan = TilePlan::new(gpu.limits(), shape.head_dim)?;
+        let pipeline = gpu.pipeline(Kernel::DenseAttention, &plan.constants(shape.head_dim, 1))?;
+        Ok(Self {
+            params: gpu.uniform("dense params", &params(shape, config, 0, 0)),
+            gpu: gpu.clone(),
+            shape: *shape,
+            plan,
+            pipeline,
+        })
+    }
+
+    pub(crate) fn buffer_sizes(shape: &Shape) -> Vec<(&'static str, u64)> {
+        io_sizes(shape)
+    }
+
+    /// Records one dense forward: `o` and `lse` from `q`, `k`, `v` (layouts as in
+    /// [`super::ForwardBuffers`]).
+    pub fn encode(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        q: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        o: &wgpu::Buffer,
+        lse: &wgpu::Buffer,
+    ) -> Result<()> {
+        check_io(&self.shape, q, k, v, o, lse)?;
+        let bind_group = self.gpu.bind(&self.pipeline, &[&self.params, q, k, v, o, lse]);
+        let tiles_per_head = self.shape.q_len.div_ceil(self.plan.workgroup_size as usize) as u64;
+        let heads = (self.shape.batch * self.shape.q_heads) as u64;
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("dense forward"),
+            timestamp_writes: None,
+        });
+        self.gpu.dispatch(&mut pass, &self.pipeline, &bind_group, heads * tiles_per_head)
+    }
+}

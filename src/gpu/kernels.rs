@@ -1,0 +1,150 @@
+//! The WGSL kernels: their sources, the constants the host prepends, and their parameters.
+
+use bytemuck::{Pod, Zeroable};
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const ATTENTION_TILE: &str = include_str!("../../shaders/attention_tile.wgsl");
+
+/// Every compute kernel of the wgpu path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kernel {
+    BlockMean,
+    GateTopk,
+    SelectionCount,
+    SelectionScan,
+    SelectionScatter,
+    MobaAttention,
+    AttentionFinalize,
+    DenseAttention,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::BlockMean => "block_mean",
+            Kernel::GateTopk => "gate_topk",
+            Kernel::SelectionCount => "selection_count",
+            Kernel::SelectionScan => "selection_scan",
+            Kernel::SelectionScatter => "selection_scatter",
+            Kernel::MobaAttention => "moba_attention",
+            Kernel::AttentionFinalize => "attention_finalize",
+            Kernel::DenseAttention => "dense_attention",
+        }
+    }
+
+    /// The files after `common.wgsl` that make up this kernel's module.
+    fn parts(self) -> &'static [&'static str] {
+        match self {
+            Kernel::BlockMean => &[include_str!("../../shaders/block_mean.wgsl")],
+            Kernel::GateTopk => &[include_str!("../../shaders/gate_topk.wgsl")],
+            Kernel::SelectionCount => &[include_str!("../../shaders/selection_count.wgsl")],
+            Kernel::SelectionScan => &[include_str!("../../shaders/selection_scan.wgsl")],
+            Kernel::SelectionScatter => &[include_str!("../../shaders/selection_scatter.wgsl")],
+            Kernel::MobaAttention => &[ATTENTION_TILE, include_str!("../../shaders/moba_attention.wgsl")],
+            Kernel::AttentionFinalize => &[include_str!("../../shaders/attention_finalize.wgsl")],
+            Kernel::DenseAttention => &[ATTENTION_TILE, include_str!("../../shaders/dense_attention.wgsl")],
+        }
+    }
+
+    /// The full WGSL module: constants, `common.wgsl`, then the kernel's own files.
+    pub fn source(self, constants: &KernelConstants) -> String {
+        let mut source = constants.prelude();
+        source.push_str(COMMON);
+        for part in self.parts() {
+            source.push('\n');
+            source.push_str(part);
+        }
+        source
+    }
+}
+
+/// Compile-time values of a kernel: they size arrays, so they are WGSL `const`s that the
+/// host prepends rather than uniforms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct KernelConstants {
+    pub head_dim: u32,
+    pub top_k: u32,
+    pub workgroup_size: u32,
+    pub key_tile: u32,
+    /// Query rows per attention tile (one per thread: equals the workgroup size).
+    pub query_tile: u32,
+}
+
+impl KernelConstants {
+    fn prelude(&self) -> String {
+        format!(
+            "// Set by the host (src/gpu/kernels.rs).\n\
+             const HEAD_DIM: u32 = {}u;\nconst TOP_K: u32 = {}u;\nconst WORKGROUP_SIZE: u32 = {}u;\n\
+             const KEY_TILE: u32 = {}u;\nconst QUERY_TILE: u32 = {}u;\n\n",
+            self.head_dim, self.top_k, self.workgroup_size, self.key_tile, self.query_tile
+        )
+    }
+}
+
+/// Mirror of `Params` in `common.wgsl` (uniform, 16-byte multiple).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub(crate) struct Params {
+    pub groups: u32,
+    pub group_size: u32,
+    pub q_len: u32,
+    pub kv_len: u32,
+    pub block_size: u32,
+    pub num_blocks: u32,
+    pub causal: u32,
+    pub scale_log2: f32,
+    pub slot: u32,
+    pub tiles_per_group: u32,
+    pub _pad: [u32; 2],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_source_starts_with_the_host_constants() {
+        let constants = KernelConstants {
+            head_dim: 64,
+            top_k: 3,
+            workgroup_size: 64,
+            key_tile: 16,
+            query_tile: 64,
+        };
+        let source = Kernel::MobaAttention.source(&constants);
+        assert!(source.starts_with("// Set by the host"));
+        assert!(source.contains("const HEAD_DIM: u32 = 64u;"));
+        assert!(source.contains("fn attend_key_tile"));
+        assert_eq!(std::mem::size_of::<Params>() % 16, 0);
+    }
+
+    #[test]
+    fn every_kernel_parses_and_validates_in_naga() {
+        let constants = KernelConstants {
+            head_dim: 16,
+            top_k: 2,
+            workgroup_size: 64,
+            key_tile: 32,
+            query_tile: 64,
+        };
+        for kernel in [
+            Kernel::BlockMean,
+            Kernel::GateTopk,
+            Kernel::SelectionCount,
+            Kernel::SelectionScan,
+            Kernel::SelectionScatter,
+            Kernel::MobaAttention,
+            Kernel::AttentionFinalize,
+            Kernel::DenseAttention,
+        ] {
+            let module = wgpu::naga::front::wgsl::parse_str(&kernel.source(&constants))
+                .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+            wgpu::naga::valid::Validator::new(
+                wgpu::naga::valid::ValidationFlags::all(),
+                wgpu::naga::valid::Capabilities::empty(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", kernel.name()));
+        }
+    }
+}

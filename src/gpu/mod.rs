@@ -1,0 +1,23 @@
+//! The wgpu runtime: adapter choice, pipelines, and the MoBA and dense forward kernels.
+//!
+//! It does not depend on burn, so the browser demo and plain wgpu users can use it. Two
+//! levels of API:
+//! - [`GpuContext::moba_forward`] on host slices (async, with `_blocking` wrappers): checks
+//!   the inputs, splits problems larger than the adapter's buffer limits over (batch, kv
+//!   head) groups, pads odd head dims, and returns host vectors;
+//! - [`MobaForward`] / [`DenseForward`] on your own wgpu buffers: record into your encoder.
+
+mod buffers;
+mod context;
+mod dense;
+mod forward;
+mod host;
+mod kernels;
+mod plan;
+
+pub use buffers::POISON;
+pub use context::{AdapterRequest, GpuContext, adapter_summaries, parse_api};
+pub use dense::DenseForward;
+pub use forward::{ForwardBuffers, MobaForward};
+pub use host::GpuForward;
+pub use plan::TilePlan;

@@ -1,0 +1,140 @@
+//! Launch planning: tile sizes from the adapter's limits, kernel parameters, and the buffer
+//! sizes a problem needs against the adapter's binding limits.
+
+use super::kernels::{KernelConstants, Params};
+use crate::config::{MobaConfig, Shape};
+use crate::error::{MobaError, Result};
+
+/// Threads per workgroup we aim for: one query row per thread in the attention tiles.
+const PREFERRED_WORKGROUP: u32 = 64;
+/// Largest key tile staged in workgroup memory.
+const MAX_KEY_TILE: u32 = 32;
+/// Workgroup bytes the attention kernels use beside the key/value tiles.
+const WORKGROUP_EXTRA_BYTES: u32 = 16;
+
+/// Tile sizes chosen for one adapter and head dim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TilePlan {
+    /// Threads per workgroup, and query rows per attention tile.
+    pub workgroup_size: u32,
+    /// Keys (and values) staged in workgroup memory at a time.
+    pub key_tile: u32,
+}
+
+impl TilePlan {
+    /// The largest tiles that fit the adapter's workgroup limits (32 KiB of workgroup memory
+    /// and 256 invocations in browsers).
+    pub fn new(limits: &wgpu::Limits, head_dim: usize) -> Result<Self> {
+        if head_dim % 4 != 0 {
+            return Err(MobaError::Unsupported(format!(
+                "head_dim {head_dim} in the wgpu kernels (a multiple of 4 is needed; the host-slice API pads)"
+            )));
+        }
+        let workgroup_size = PREFERRED_WORKGROUP
+            .min(limits.max_compute_invocations_per_workgroup)
+            .min(limits.max_compute_workgroup_size_x);
+        let per_key = 2 * head_dim as u64 * 4;
+        let budget = limits.max_compute_workgroup_storage_size.saturating_sub(WORKGROUP_EXTRA_BYTES) as u64;
+        let mut key_tile = MAX_KEY_TILE;
+        while key_tile > 1 && key_tile as u64 * per_key > budget {
+            key_tile /= 2;
+        }
+        if key_tile as u64 * per_key > budget {
+            return Err(MobaError::limit(
+                format!("one key and value of head_dim {head_dim} in workgroup memory"),
+                "max_compute_workgroup_storage_size",
+                per_key + WORKGROUP_EXTRA_BYTES as u64,
+                limits.max_compute_workgroup_storage_size as u64,
+            ));
+        }
+        Ok(Self {
+            workgroup_size,
+            key_tile,
+        })
+    }
+
+    pub(crate) fn constants(&self, head_dim: usize, top_k: usize) -> KernelConstants {
+        KernelConstants {
+            head_dim: head_dim as u32,
+            top_k: top_k as u32,
+            workgroup_size: self.workgroup_size,
+            key_tile: self.key_tile,
+            query_tile: self.workgroup_size,
+        }
+    }
+}
+
+/// Kernel parameters of a problem (seen as independent (batch, kv head) groups).
+pub(crate) fn params(shape: &Shape, config: &MobaConfig, slot: usize, tiles_per_group: u32) -> Params {
+    Params {
+        groups: (shape.batch * shape.kv_heads) as u32,
+        group_size: shape.group_size() as u32,
+        q_len: shape.q_len as u32,
+        kv_len: shape.kv_len as u32,
+        block_size: config.block_size as u32,
+        num_blocks: shape.num_blocks(config.block_size) as u32,
+        causal: config.causal as u32,
+        scale_log2: config.scale_for(shape.head_dim) * std::f32::consts::LOG2_E,
+        slot: slot as u32,
+        tiles_per_group,
+        _pad: [0; 2],
+    }
+}
+
+/// The largest buffer the adapter can bind.
+fn binding_limit(limits: &wgpu::Limits) -> u64 {
+    // Kernels index 4-byte elements with u32: stay under 2^32 elements too.
+    limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(u32::MAX as u64)
+}
+
+/// Fails with the first buffer over the adapter's binding limit.
+pub(crate) fn check_buffer_sizes(limits: &wgpu::Limits, sizes: &[(&'static str, u64)]) -> Result<()> {
+    let limit = binding_limit(limits);
+    match sizes.iter().find(|(_, bytes)| *bytes > limit) {
+        Some((name, bytes)) => Err(MobaError::limit(
+            format!("buffer `{name}`"),
+            "max_storage_buffer_binding_size",
+            *bytes,
+            limit,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// How many (batch, kv head) groups one call can take, given each buffer's bytes per group.
+pub(crate) fn groups_per_call(limits: &wgpu::Limits, per_group: &[(&'static str, u64)], groups: usize) -> Result<usize> {
+    check_buffer_sizes(limits, per_group)?;
+    let limit = binding_limit(limits);
+    let fit = per_group.iter().map(|(_, bytes)| limit / bytes.max(&1)).min().unwrap_or(u64::MAX);
+    Ok((fit as usize).clamp(1, groups))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_tiles_fit_browser_workgroup_memory() {
+        let limits = wgpu::Limits::downlevel_defaults();
+        let plan = TilePlan::new(&limits, 128).unwrap();
+        let bytes = plan.key_tile as u64 * 2 * 128 * 4 + WORKGROUP_EXTRA_BYTES as u64;
+        assert!(bytes <= limits.max_compute_workgroup_storage_size as u64);
+        assert_eq!(plan.key_tile, 8);
+        // What lavapipe and Chromium offer.
+        let web = wgpu::Limits {
+            max_compute_workgroup_storage_size: 32768,
+            ..Default::default()
+        };
+        assert_eq!(TilePlan::new(&web, 128).unwrap().key_tile, 16);
+        assert_eq!(TilePlan::new(&web, 64).unwrap().key_tile, 32);
+        assert!(TilePlan::new(&web, 10).is_err());
+    }
+
+    #[test]
+    fn a_group_too_large_for_one_binding_names_the_buffer() {
+        let limits = wgpu::Limits::default();
+        let err = groups_per_call(&limits, &[("keys", u64::MAX / 2)], 4).unwrap_err();
+        assert!(err.to_string().contains("keys"), "{err}");
+        assert_eq!(groups_per_call(&limits, &[("keys", 1 << 20)], 1000).unwrap(), 128);
+    }
+}

@@ -1,0 +1,32 @@
+//! # moba — Mixture of Block Attention on every GPU
+//!
+//! Keys are split into blocks; each query scores the mean key of every earlier block, keeps
+//! its own block plus the `top_k - 1` best, and attends only those blocks with one softmax.
+//!
+//! - [`reference`]: the exact CPU reference (f64), the oracle of every backend;
+//! - [`gpu`]: WGSL kernels through wgpu (Vulkan, Metal, DX12, GL, WebGPU);
+//! - [`npy`]: `.npy` reading and writing for the `moba attend` CLI.
+//!
+//! ```no_run
+//! use moba::{MobaConfig, Shape, gpu::GpuContext};
+//! let gpu = GpuContext::new_blocking(&Default::default())?;       // high-performance adapter
+//! let shape = Shape::prefill(1, 8, 4096, 64);                      // [B, H, S, D]
+//! let q = moba::random::normal(shape.q_elems(), 1);
+//! let (k, v) = (moba::random::normal(shape.kv_elems(), 2), moba::random::normal(shape.kv_elems(), 3));
+//! let config = MobaConfig::new(256, 3);                            // block 256, top-3, causal
+//! let out = gpu.moba_forward_blocking(&q, &k, &v, &shape, &config)?;
+//! let exact = moba::reference::forward(&q, &k, &v, &shape, &config)?;
+//! assert!((out.o[0] as f64 - exact.o[0]).abs() < 1e-4);
+//! # Ok::<(), moba::MobaError>(())
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod gpu;
+pub mod npy;
+pub mod random;
+pub mod reference;
+
+pub use config::{MobaConfig, Shape};
+pub use error::{MobaError, Result};
+

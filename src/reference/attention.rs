@@ -1,0 +1,112 @@
+//! Forward attention over the selected blocks, and dense attention (the baseline).
+
+use super::gate::{block_means, gate_row, padded};
+use super::{Row, dot, key_offset};
+use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
+
+/// Forward results in f64: `o: [rows, D]`, `lse: [rows]` (natural log of the scaled
+/// softmax normaliser), `selection: [rows, top_k]` (-1 padded; empty for dense).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    pub o: Vec<f64>,
+    pub lse: Vec<f64>,
+    pub selection: Vec<i32>,
+}
+
+/// Keys that one row attends: the selected blocks, minus keys after the query when causal.
+pub(crate) fn attended_keys(blocks: &[usize], shape: &Shape, config: &MobaConfig, position: usize) -> Vec<usize> {
+    let bs = config.block_size;
+    blocks
+        .iter()
+        .flat_map(|&j| j * bs..((j + 1) * bs).min(shape.kv_len))
+        .filter(|&i| !config.causal || i <= position)
+        .collect()
+}
+
+/// Softmax attention of one row over a key set: returns `(o, lse)`.
+pub(crate) fn attend_row(
+    query: &[f32],
+    keys: &[usize],
+    k: &[f32],
+    v: &[f32],
+    shape: &Shape,
+    group: usize,
+    scale: f64,
+) -> (Vec<f64>, f64) {
+    let d = shape.head_dim;
+    let scores: Vec<f64> = keys
+        .iter()
+        .map(|&i| scale * dot(query, &k[key_offset(shape, group, i)..][..d]))
+        .collect();
+    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut o = vec![0.0f64; d];
+    for (&i, w) in keys.iter().zip(&weights) {
+        let value = &v[key_offset(shape, group, i)..][..d];
+        for (acc, &x) in o.iter_mut().zip(value) {
+            *acc += w / total * x as f64;
+        }
+    }
+    (o, max + total.ln())
+}
+
+/// MoBA forward of the listed rows only (flat indices into `[B, Hq, S]`); outputs follow
+/// the order of `rows`. Used to check large problems on a sample.
+pub fn forward_rows(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: &Shape,
+    config: &MobaConfig,
+    rows: &[usize],
+) -> Result<Forward> {
+    config.validate()?;
+    shape.check_inputs(q, k, v)?;
+    let d = shape.head_dim;
+    let scale = config.scale_for(d) as f64;
+    let means = block_means(k, shape, config.block_size);
+    let mut out = Forward {
+        o: Vec::with_capacity(rows.len() * d),
+        lse: Vec::with_capacity(rows.len()),
+        selection: Vec::with_capacity(rows.len() * config.top_k),
+    };
+    for &index in rows {
+        let row = Row::new(shape, index);
+        let gate = gate_row(q, &means, shape, config, index);
+        let keys = attended_keys(&gate.selected, shape, config, row.position);
+        let (o, lse) = attend_row(row.query(q, d), &keys, k, v, shape, row.group, scale);
+        out.o.extend(o);
+        out.lse.push(lse);
+        out.selection.extend(padded(&gate.selected, config.top_k));
+    }
+    Ok(out)
+}
+
+/// MoBA forward of every row.
+pub fn forward(q: &[f32], k: &[f32], v: &[f32], shape: &Shape, config: &MobaConfig) -> Result<Forward> {
+    let rows: Vec<usize> = (0..shape.q_rows()).collect();
+    forward_rows(q, k, v, shape, config, &rows)
+}
+
+/// Dense softmax attention (causal or not), the baseline MoBA degenerates to when every
+/// block is selected. Written without blocks so that it can check that claim.
+pub fn dense_forward(q: &[f32], k: &[f32], v: &[f32], shape: &Shape, scale: f32, causal: bool) -> Result<Forward> {
+    shape.check_inputs(q, k, v)?;
+    let d = shape.head_dim;
+    let mut out = Forward {
+        o: Vec::with_capacity(shape.q_rows() * d),
+        lse: Vec::with_capacity(shape.q_rows()),
+        selection: Vec::new(),
+    };
+    for index in 0..shape.q_rows() {
+        let row = Row::new(shape, index);
+        let visible = if causal { row.position + 1 } else { shape.kv_len };
+        let keys: Vec<usize> = (0..visible).collect();
+        let (o, lse) = attend_row(row.query(q, d), &keys, k, v, shape, row.group, scale as f64);
+        out.o.extend(o);
+        out.lse.push(lse);
+    }
+    Ok(out)
+}
