@@ -51,12 +51,12 @@ impl MobaConfig {
         if self.top_k == 0 {
             return Err(MobaError::Config("top_k must be >= 1".into()));
         }
-        if let Some(s) = self.scale {
-            if !(s.is_finite() && s > 0.0) {
-                return Err(MobaError::Config(format!(
-                    "scale must be finite and > 0, got {s}"
-                )));
-            }
+        if let Some(s) = self.scale
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(MobaError::Config(format!(
+                "scale must be finite and > 0, got {s}"
+            )));
         }
         Ok(())
     }
@@ -124,6 +124,23 @@ impl Shape {
         self.q_heads / self.kv_heads
     }
 
+    /// The shape of `groups` (batch, kv head) groups of this problem, each an independent
+    /// batch entry with one kv head: row-major tensors of consecutive groups are contiguous
+    /// slices of the whole, so a problem can be split into calls of whole groups.
+    pub fn group_chunk(&self, groups: usize) -> Shape {
+        Shape {
+            batch: groups,
+            q_heads: self.group_size(),
+            kv_heads: 1,
+            ..*self
+        }
+    }
+
+    /// Number of (batch, kv head) groups.
+    pub fn groups(&self) -> usize {
+        self.batch * self.kv_heads
+    }
+
     /// Absolute position of query `t`: queries are the last `q_len` positions.
     pub fn query_position(&self, t: usize) -> usize {
         self.kv_len - self.q_len + t
@@ -159,7 +176,7 @@ impl Shape {
                 return Err(MobaError::Empty { what });
             }
         }
-        if self.q_heads % self.kv_heads != 0 {
+        if !self.q_heads.is_multiple_of(self.kv_heads) {
             return Err(MobaError::HeadGroups {
                 q_heads: self.q_heads,
                 kv_heads: self.kv_heads,

@@ -75,7 +75,12 @@ pub type Result<T, E = MobaError> = std::result::Result<T, E>;
 
 impl MobaError {
     /// A [`MobaError::LimitExceeded`] with the excess filled in.
-    pub fn limit(what: impl Into<String>, limit: &'static str, needed: u64, available: u64) -> Self {
+    pub fn limit(
+        what: impl Into<String>,
+        limit: &'static str,
+        needed: u64,
+        available: u64,
+    ) -> Self {
         MobaError::LimitExceeded {
             what: what.into(),
             limit,

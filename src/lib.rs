@@ -26,7 +26,7 @@ pub mod gpu;
 pub mod npy;
 pub mod random;
 pub mod reference;
+pub mod sparsity;
 
 pub use config::{MobaConfig, Shape};
 pub use error::{MobaError, Result};
-

@@ -55,12 +55,16 @@ pub fn encode<T: Element>(shape: &[usize], data: &[T]) -> Vec<u8> {
         1 => format!("({},)", dims[0]),
         _ => format!("({})", dims.join(", ")),
     };
-    let mut header = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {tuple}, }}", T::DESCR);
+    let mut header = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {tuple}, }}",
+        T::DESCR
+    );
     // Magic (6) + version (2) + length (2) + header + '\n' is padded to a multiple of 64.
     let unpadded = MAGIC.len() + 4 + header.len() + 1;
     header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
     header.push('\n');
-    let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + header.len() + std::mem::size_of_val(data));
+    let mut bytes =
+        Vec::with_capacity(MAGIC.len() + 4 + header.len() + std::mem::size_of_val(data));
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&[1, 0]);
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
@@ -76,7 +80,10 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<Array<T>, String> {
     }
     let (header_len, header_start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
         v => return Err(format!("unsupported .npy version {v}")),
     };
     let header = bytes
@@ -85,7 +92,10 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<Array<T>, String> {
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let descr = quoted_value(header, "descr").ok_or("header has no 'descr'")?;
     if descr != T::DESCR {
-        return Err(format!("dtype '{descr}' where '{}' is needed (convert with .astype)", T::DESCR));
+        return Err(format!(
+            "dtype '{descr}' where '{}' is needed (convert with .astype)",
+            T::DESCR
+        ));
     }
     if header_value(header, "fortran_order").is_some_and(|v| v.starts_with("True")) {
         return Err("Fortran-ordered arrays are not supported (use np.ascontiguousarray)".into());
@@ -95,7 +105,10 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<Array<T>, String> {
     let count: usize = shape.iter().product();
     let expected = count * std::mem::size_of::<T>();
     if payload.len() != expected {
-        return Err(format!("shape {shape:?} needs {expected} data bytes, file has {}", payload.len()));
+        return Err(format!(
+            "shape {shape:?} needs {expected} data bytes, file has {}",
+            payload.len()
+        ));
     }
     Ok(Array {
         shape,
@@ -134,8 +147,14 @@ mod tests {
     fn round_trips_f32_and_i32() {
         let data = [1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0];
         let bytes = encode(&[2, 3], &data);
-        assert_eq!(bytes.len() % 64, 24 % 64, "header padded to 64 bytes");
-        assert_eq!(decode::<f32>(&bytes).unwrap(), Array { shape: vec![2, 3], data: data.to_vec() });
+        assert_eq!((bytes.len() - 24) % 64, 0, "header padded to 64 bytes");
+        assert_eq!(
+            decode::<f32>(&bytes).unwrap(),
+            Array {
+                shape: vec![2, 3],
+                data: data.to_vec()
+            }
+        );
         let ids = [3i32, -1];
         assert_eq!(decode::<i32>(&encode(&[2], &ids)).unwrap().data, ids);
     }
@@ -159,7 +178,11 @@ mod tests {
         assert!(decode::<i32>(&bytes).unwrap_err().contains("dtype"));
         let fortran = String::from_utf8_lossy(&bytes).replace("False", "True ");
         assert!(decode::<f32>(fortran.as_bytes()).is_err());
-        assert!(decode::<f32>(&bytes[..bytes.len() - 1]).unwrap_err().contains("data bytes"));
+        assert!(
+            decode::<f32>(&bytes[..bytes.len() - 1])
+                .unwrap_err()
+                .contains("data bytes")
+        );
         assert!(decode::<f32>(b"not numpy").is_err());
     }
 }

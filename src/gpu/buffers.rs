@@ -17,11 +17,12 @@ pub(crate) const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 impl GpuContext {
     /// A storage buffer holding `data`.
     pub fn upload<T: Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
-        self.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(data),
-            usage: STORAGE,
-        })
+        self.device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(data),
+                usage: STORAGE,
+            })
     }
 
     /// A storage buffer of `elems` 4-byte elements filled with [`POISON`].
@@ -41,15 +42,20 @@ impl GpuContext {
 
     /// A uniform buffer holding one value.
     pub(crate) fn uniform<T: Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        self.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+        self.device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
     }
 
     /// A bind group binding `buffers` whole, at bindings 0, 1, 2, ... of the pipeline's group 0.
-    pub(crate) fn bind(&self, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+    pub(crate) fn bind(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
@@ -74,7 +80,10 @@ impl GpuContext {
         bind_group: &wgpu::BindGroup,
         workgroups: u64,
     ) -> Result<()> {
-        let (x, y) = fold_grid(workgroups, self.limits().max_compute_workgroups_per_dimension)?;
+        let (x, y) = fold_grid(
+            workgroups,
+            self.limits().max_compute_workgroups_per_dimension,
+        )?;
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(x, y, 1);

@@ -7,21 +7,12 @@ use super::kernels::{Kernel, KernelConstants};
 use crate::error::{MobaError, Result};
 
 /// Which adapter to open.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AdapterRequest {
     /// Case-insensitive substring of the adapter name (`None`: the high-performance default).
     pub name: Option<String>,
-    /// Graphics APIs to consider.
-    pub backends: wgpu::Backends,
-}
-
-impl Default for AdapterRequest {
-    fn default() -> Self {
-        Self {
-            name: None,
-            backends: wgpu::Backends::all(),
-        }
-    }
+    /// Graphics APIs to consider (`None`: Vulkan, Metal, DX12 or WebGPU, then GL if none).
+    pub backends: Option<wgpu::Backends>,
 }
 
 /// Parses `vulkan|metal|dx12|gl|webgpu` into wgpu backends.
@@ -38,15 +29,9 @@ pub fn parse_api(api: &str) -> Result<wgpu::Backends> {
     }
 }
 
-/// One line per adapter of the given backends: name, API, type and driver.
-pub async fn adapter_summaries(backends: wgpu::Backends) -> Vec<wgpu::AdapterInfo> {
-    let instance = new_instance(backends);
-    instance
-        .enumerate_adapters(backends)
-        .await
-        .iter()
-        .map(|a| a.get_info())
-        .collect()
+/// Every adapter of the given backends (native; a browser offers one through `new`).
+pub async fn adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    new_instance(backends).enumerate_adapters(backends).await
 }
 
 fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
@@ -78,7 +63,18 @@ impl GpuContext {
     /// # Ok::<(), moba::MobaError>(())
     /// ```
     pub async fn new(request: &AdapterRequest) -> Result<Self> {
-        let instance = new_instance(request.backends);
+        match request.backends {
+            Some(backends) => Self::open(request, backends).await,
+            // GL last: it is the fallback API, and probing it prints EGL noise on headless Linux.
+            None => match Self::open(request, wgpu::Backends::PRIMARY).await {
+                Err(MobaError::NoAdapter(_)) => Self::open(request, wgpu::Backends::GL).await,
+                opened => opened,
+            },
+        }
+    }
+
+    async fn open(request: &AdapterRequest, backends: wgpu::Backends) -> Result<Self> {
+        let instance = new_instance(backends);
         let adapter = match &request.name {
             None => instance
                 .request_adapter(&wgpu::RequestAdapterOptions {
@@ -88,14 +84,16 @@ impl GpuContext {
                 .await
                 .map_err(|e| MobaError::NoAdapter(format!(": {e}")))?,
             Some(name) => {
-                let adapters = instance.enumerate_adapters(request.backends).await;
+                let adapters = instance.enumerate_adapters(backends).await;
                 let wanted = name.to_lowercase();
                 let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
                 adapters
                     .into_iter()
                     .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
                     .ok_or_else(|| {
-                        MobaError::NoAdapter(format!(" whose name contains '{name}' (found: {names:?})"))
+                        MobaError::NoAdapter(format!(
+                            " whose name contains '{name}' (found: {names:?})"
+                        ))
                     })?
             }
         };
@@ -129,7 +127,8 @@ impl GpuContext {
         }));
         let on_lost = failure.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *on_lost.lock().unwrap() = Some(MobaError::DeviceLost(format!("{reason:?}: {message}")));
+            *on_lost.lock().unwrap() =
+                Some(MobaError::DeviceLost(format!("{reason:?}: {message}")));
         });
         Self {
             limits: device.limits(),
@@ -173,23 +172,31 @@ impl GpuContext {
     }
 
     /// The pipeline of a kernel for a set of constants, compiled once and cached.
-    pub(crate) fn pipeline(&self, kernel: Kernel, constants: &KernelConstants) -> Result<wgpu::ComputePipeline> {
+    pub(crate) fn pipeline(
+        &self,
+        kernel: Kernel,
+        constants: &KernelConstants,
+    ) -> Result<wgpu::ComputePipeline> {
         let key = (kernel, *constants);
         if let Some(pipeline) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(pipeline.clone());
         }
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(kernel.name()),
-            source: wgpu::ShaderSource::Wgsl(kernel.source(constants).into()),
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.name()),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(kernel.source(constants).into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.name()),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
         self.check()?;
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)

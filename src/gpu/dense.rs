@@ -49,13 +49,20 @@ impl DenseForward {
         lse: &wgpu::Buffer,
     ) -> Result<()> {
         check_io(&self.shape, q, k, v, o, lse)?;
-        let bind_group = self.gpu.bind(&self.pipeline, &[&self.params, q, k, v, o, lse]);
+        let bind_group = self
+            .gpu
+            .bind(&self.pipeline, &[&self.params, q, k, v, o, lse]);
         let tiles_per_head = self.shape.q_len.div_ceil(self.plan.workgroup_size as usize) as u64;
         let heads = (self.shape.batch * self.shape.q_heads) as u64;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("dense forward"),
             timestamp_writes: None,
         });
-        self.gpu.dispatch(&mut pass, &self.pipeline, &bind_group, heads * tiles_per_head)
+        self.gpu.dispatch(
+            &mut pass,
+            &self.pipeline,
+            &bind_group,
+            heads * tiles_per_head,
+        )
     }
 }

@@ -3,7 +3,7 @@
 use super::buffers::check_buffer;
 use super::context::GpuContext;
 use super::kernels::Kernel;
-use super::plan::{TilePlan, check_buffer_sizes, params};
+use super::plan::{TilePlan, check_buffer_sizes, groups_per_call, params};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 
@@ -81,7 +81,8 @@ impl MobaForward {
             finalize: pipeline(Kernel::AttentionFinalize)?,
         };
         let nb = shape.num_blocks(config.block_size);
-        let tiles_per_group = ((shape.group_size() * shape.q_len).div_ceil(plan.workgroup_size as usize) + nb) as u32;
+        let tiles_per_group =
+            ((shape.group_size() * shape.q_len).div_ceil(plan.workgroup_size as usize) + nb) as u32;
         let params = (0..config.top_k)
             .map(|slot| gpu.uniform("moba params", &params(shape, config, slot, tiles_per_group)))
             .collect();
@@ -105,7 +106,10 @@ impl MobaForward {
 
     fn scratch_sizes(shape: &Shape, config: &MobaConfig) -> [(&'static str, u64); 5] {
         let (groups, k) = ((shape.batch * shape.kv_heads) as u64, config.top_k as u64);
-        let (nb, rows) = (shape.num_blocks(config.block_size) as u64, shape.q_rows() as u64);
+        let (nb, rows) = (
+            shape.num_blocks(config.block_size) as u64,
+            shape.q_rows() as u64,
+        );
         [
             ("block_means", groups * nb * shape.head_dim as u64 * 4),
             ("list counts", groups * k * nb * 4),
@@ -121,6 +125,16 @@ impl MobaForward {
         sizes.push(("selection", shape.q_rows() as u64 * config.top_k as u64 * 4));
         sizes.extend(Self::scratch_sizes(shape, config));
         sizes
+    }
+
+    /// How many (batch, kv head) groups of `shape` one call can take within the adapter's
+    /// buffer limits (the host-slice API splits larger problems into calls of this many).
+    pub fn groups_per_call(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<usize> {
+        groups_per_call(
+            gpu.limits(),
+            &Self::buffer_sizes(&shape.group_chunk(1), config),
+            shape.groups(),
+        )
     }
 
     pub fn shape(&self) -> &Shape {
@@ -147,12 +161,33 @@ impl MobaForward {
         let gate = gpu.bind(&p.gate, &[params, io.q, &self.block_means, io.selection]);
         let count = gpu.bind(&p.count, &[params, io.selection, &self.counts]);
         let scan = gpu.bind(&p.scan, &[params, &self.counts, &self.starts]);
-        let scatter = gpu.bind(&p.scatter, &[params, io.selection, &self.starts, &self.cursors, &self.lists]);
+        let scatter = gpu.bind(
+            &p.scatter,
+            &[
+                params,
+                io.selection,
+                &self.starts,
+                &self.cursors,
+                &self.lists,
+            ],
+        );
         let attention: Vec<wgpu::BindGroup> = self
             .params
             .iter()
             .map(|slot_params| {
-                gpu.bind(&p.attention, &[slot_params, io.q, io.k, io.v, &self.lists, &self.starts, io.o, &self.stats])
+                gpu.bind(
+                    &p.attention,
+                    &[
+                        slot_params,
+                        io.q,
+                        io.k,
+                        io.v,
+                        &self.lists,
+                        &self.starts,
+                        io.o,
+                        &self.stats,
+                    ],
+                )
             })
             .collect();
         let finalize = gpu.bind(&p.finalize, &[params, io.o, &self.stats, io.lse]);
@@ -167,13 +202,33 @@ impl MobaForward {
         });
         gpu.dispatch(&mut pass, &p.block_mean, &block_mean, groups * nb)?;
         gpu.dispatch(&mut pass, &p.gate, &gate, rows.div_ceil(per_workgroup))?;
-        gpu.dispatch(&mut pass, &p.count, &count, (rows * top_k).div_ceil(per_workgroup))?;
+        gpu.dispatch(
+            &mut pass,
+            &p.count,
+            &count,
+            (rows * top_k).div_ceil(per_workgroup),
+        )?;
         gpu.dispatch(&mut pass, &p.scan, &scan, groups)?;
-        gpu.dispatch(&mut pass, &p.scatter, &scatter, (rows * top_k).div_ceil(per_workgroup))?;
+        gpu.dispatch(
+            &mut pass,
+            &p.scatter,
+            &scatter,
+            (rows * top_k).div_ceil(per_workgroup),
+        )?;
         for slot in &attention {
-            gpu.dispatch(&mut pass, &p.attention, slot, groups * self.tiles_per_group as u64)?;
+            gpu.dispatch(
+                &mut pass,
+                &p.attention,
+                slot,
+                groups * self.tiles_per_group as u64,
+            )?;
         }
-        gpu.dispatch(&mut pass, &p.finalize, &finalize, rows.div_ceil(per_workgroup))?;
+        gpu.dispatch(
+            &mut pass,
+            &p.finalize,
+            &finalize,
+            rows.div_ceil(per_workgroup),
+        )?;
         Ok(())
     }
 }
@@ -181,7 +236,13 @@ impl MobaForward {
 /// Bytes of q, k, v, o and lse.
 pub(crate) fn io_sizes(shape: &Shape) -> Vec<(&'static str, u64)> {
     let (q, kv) = (shape.q_elems() as u64 * 4, shape.kv_elems() as u64 * 4);
-    vec![("q", q), ("k", kv), ("v", kv), ("o", q), ("lse", shape.q_rows() as u64 * 4)]
+    vec![
+        ("q", q),
+        ("k", kv),
+        ("v", kv),
+        ("o", q),
+        ("lse", shape.q_rows() as u64 * 4),
+    ]
 }
 
 /// Fails unless q, k, v, o and lse are large enough for the shape.

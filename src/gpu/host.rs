@@ -59,7 +59,8 @@ impl GpuContext {
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuForward> {
-        self.run_host(Attention::Dense, q, k, v, shape, config).await
+        self.run_host(Attention::Dense, q, k, v, shape, config)
+            .await
     }
 
     /// [`GpuContext::moba_forward`], blocking (native only).
@@ -100,24 +101,30 @@ impl GpuContext {
         // Fix the scale before padding changes the head dim.
         let config = config.with_scale(config.scale_for(shape.head_dim));
         let padded = shape.head_dim.next_multiple_of(4);
-        let (q, k, v) = (pad_rows(q, shape.head_dim, padded), pad_rows(k, shape.head_dim, padded), pad_rows(v, shape.head_dim, padded));
-        let shape_padded = Shape { head_dim: padded, ..*shape };
+        let (q, k, v) = (
+            pad_rows(q, shape.head_dim, padded),
+            pad_rows(k, shape.head_dim, padded),
+            pad_rows(v, shape.head_dim, padded),
+        );
+        let shape_padded = Shape {
+            head_dim: padded,
+            ..*shape
+        };
 
         // Each (batch, kv head) group is independent: a chunk of groups is a problem of its
         // own with batch = groups and one kv head.
-        let groups = shape.batch * shape.kv_heads;
-        let chunk_shape = |n: usize| Shape {
-            batch: n,
-            q_heads: shape.group_size(),
-            kv_heads: 1,
-            ..shape_padded
-        };
+        let groups = shape.groups();
+        let chunk_shape = |n: usize| shape_padded.group_chunk(n);
         let per_group = match attention {
             Attention::Moba => MobaForward::buffer_sizes(&chunk_shape(1), &config),
             Attention::Dense => DenseForward::buffer_sizes(&chunk_shape(1)),
         };
         let chunk = groups_per_call(self.limits(), &per_group, groups)?;
-        let top_k = if attention == Attention::Moba { config.top_k } else { 0 };
+        let top_k = if attention == Attention::Moba {
+            config.top_k
+        } else {
+            0
+        };
         let mut out = GpuForward {
             o: Vec::with_capacity(q.len()),
             lse: Vec::with_capacity(shape.q_rows()),
@@ -125,7 +132,10 @@ impl GpuContext {
         };
         for first in (0..groups).step_by(chunk) {
             let part = chunk_shape(chunk.min(groups - first));
-            let (q_at, kv_at) = (first * chunk_shape(1).q_elems(), first * chunk_shape(1).kv_elems());
+            let (q_at, kv_at) = (
+                first * chunk_shape(1).q_elems(),
+                first * chunk_shape(1).kv_elems(),
+            );
             let io_q = self.upload("q", &q[q_at..q_at + part.q_elems()]);
             let io_k = self.upload("k", &k[kv_at..kv_at + part.kv_elems()]);
             let io_v = self.upload("v", &v[kv_at..kv_at + part.kv_elems()]);
@@ -145,16 +155,22 @@ impl GpuContext {
                         selection: &io_selection,
                     },
                 )?,
-                Attention::Dense => {
-                    DenseForward::new(self, &part, &config)?.encode(&mut encoder, &io_q, &io_k, &io_v, &io_o, &io_lse)?
-                }
+                Attention::Dense => DenseForward::new(self, &part, &config)?.encode(
+                    &mut encoder,
+                    &io_q,
+                    &io_k,
+                    &io_v,
+                    &io_o,
+                    &io_lse,
+                )?,
             }
             self.queue().submit([encoder.finish()]);
             let o: Vec<f32> = self.download(&io_o).await?;
             out.o.extend(unpad_rows(&o, padded, shape.head_dim));
             out.lse.extend(self.download::<f32>(&io_lse).await?);
             if top_k > 0 {
-                out.selection.extend(self.download::<i32>(&io_selection).await?);
+                out.selection
+                    .extend(self.download::<i32>(&io_selection).await?);
             }
         }
         Ok(out)
@@ -166,12 +182,23 @@ fn pad_rows(data: &[f32], width: usize, padded: usize) -> Cow<'_, [f32]> {
     if width == padded {
         return Cow::Borrowed(data);
     }
-    Cow::Owned(data.chunks(width).flat_map(|row| row.iter().copied().chain(std::iter::repeat_n(0.0, padded - width))).collect())
+    Cow::Owned(
+        data.chunks(width)
+            .flat_map(|row| {
+                row.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0.0, padded - width))
+            })
+            .collect(),
+    )
 }
 
 /// The first `width` values of every row of `padded` values.
 fn unpad_rows(data: &[f32], padded: usize, width: usize) -> Vec<f32> {
-    data.chunks(padded).flat_map(|row| &row[..width]).copied().collect()
+    data.chunks(padded)
+        .flat_map(|row| &row[..width])
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]

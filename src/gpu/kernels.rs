@@ -40,9 +40,15 @@ impl Kernel {
             Kernel::SelectionCount => &[include_str!("../../shaders/selection_count.wgsl")],
             Kernel::SelectionScan => &[include_str!("../../shaders/selection_scan.wgsl")],
             Kernel::SelectionScatter => &[include_str!("../../shaders/selection_scatter.wgsl")],
-            Kernel::MobaAttention => &[ATTENTION_TILE, include_str!("../../shaders/moba_attention.wgsl")],
+            Kernel::MobaAttention => &[
+                ATTENTION_TILE,
+                include_str!("../../shaders/moba_attention.wgsl"),
+            ],
             Kernel::AttentionFinalize => &[include_str!("../../shaders/attention_finalize.wgsl")],
-            Kernel::DenseAttention => &[ATTENTION_TILE, include_str!("../../shaders/dense_attention.wgsl")],
+            Kernel::DenseAttention => &[
+                ATTENTION_TILE,
+                include_str!("../../shaders/dense_attention.wgsl"),
+            ],
         }
     }
 

@@ -16,7 +16,7 @@ mod kernels;
 mod plan;
 
 pub use buffers::POISON;
-pub use context::{AdapterRequest, GpuContext, adapter_summaries, parse_api};
+pub use context::{AdapterRequest, GpuContext, adapters, parse_api};
 pub use dense::DenseForward;
 pub use forward::{ForwardBuffers, MobaForward};
 pub use host::GpuForward;

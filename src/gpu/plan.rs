@@ -25,7 +25,7 @@ impl TilePlan {
     /// The largest tiles that fit the adapter's workgroup limits (32 KiB of workgroup memory
     /// and 256 invocations in browsers).
     pub fn new(limits: &wgpu::Limits, head_dim: usize) -> Result<Self> {
-        if head_dim % 4 != 0 {
+        if !head_dim.is_multiple_of(4) {
             return Err(MobaError::Unsupported(format!(
                 "head_dim {head_dim} in the wgpu kernels (a multiple of 4 is needed; the host-slice API pads)"
             )));
@@ -34,7 +34,9 @@ impl TilePlan {
             .min(limits.max_compute_invocations_per_workgroup)
             .min(limits.max_compute_workgroup_size_x);
         let per_key = 2 * head_dim as u64 * 4;
-        let budget = limits.max_compute_workgroup_storage_size.saturating_sub(WORKGROUP_EXTRA_BYTES) as u64;
+        let budget = limits
+            .max_compute_workgroup_storage_size
+            .saturating_sub(WORKGROUP_EXTRA_BYTES) as u64;
         let mut key_tile = MAX_KEY_TILE;
         while key_tile > 1 && key_tile as u64 * per_key > budget {
             key_tile /= 2;
@@ -65,7 +67,12 @@ impl TilePlan {
 }
 
 /// Kernel parameters of a problem (seen as independent (batch, kv head) groups).
-pub(crate) fn params(shape: &Shape, config: &MobaConfig, slot: usize, tiles_per_group: u32) -> Params {
+pub(crate) fn params(
+    shape: &Shape,
+    config: &MobaConfig,
+    slot: usize,
+    tiles_per_group: u32,
+) -> Params {
     Params {
         groups: (shape.batch * shape.kv_heads) as u32,
         group_size: shape.group_size() as u32,
@@ -84,11 +91,17 @@ pub(crate) fn params(shape: &Shape, config: &MobaConfig, slot: usize, tiles_per_
 /// The largest buffer the adapter can bind.
 fn binding_limit(limits: &wgpu::Limits) -> u64 {
     // Kernels index 4-byte elements with u32: stay under 2^32 elements too.
-    limits.max_storage_buffer_binding_size.min(limits.max_buffer_size).min(u32::MAX as u64)
+    limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size)
+        .min(u32::MAX as u64)
 }
 
 /// Fails with the first buffer over the adapter's binding limit.
-pub(crate) fn check_buffer_sizes(limits: &wgpu::Limits, sizes: &[(&'static str, u64)]) -> Result<()> {
+pub(crate) fn check_buffer_sizes(
+    limits: &wgpu::Limits,
+    sizes: &[(&'static str, u64)],
+) -> Result<()> {
     let limit = binding_limit(limits);
     match sizes.iter().find(|(_, bytes)| *bytes > limit) {
         Some((name, bytes)) => Err(MobaError::limit(
@@ -102,10 +115,18 @@ pub(crate) fn check_buffer_sizes(limits: &wgpu::Limits, sizes: &[(&'static str, 
 }
 
 /// How many (batch, kv head) groups one call can take, given each buffer's bytes per group.
-pub(crate) fn groups_per_call(limits: &wgpu::Limits, per_group: &[(&'static str, u64)], groups: usize) -> Result<usize> {
+pub(crate) fn groups_per_call(
+    limits: &wgpu::Limits,
+    per_group: &[(&'static str, u64)],
+    groups: usize,
+) -> Result<usize> {
     check_buffer_sizes(limits, per_group)?;
     let limit = binding_limit(limits);
-    let fit = per_group.iter().map(|(_, bytes)| limit / bytes.max(&1)).min().unwrap_or(u64::MAX);
+    let fit = per_group
+        .iter()
+        .map(|(_, bytes)| limit / bytes.max(&1))
+        .min()
+        .unwrap_or(u64::MAX);
     Ok((fit as usize).clamp(1, groups))
 }
 
@@ -135,6 +156,9 @@ mod tests {
         let limits = wgpu::Limits::default();
         let err = groups_per_call(&limits, &[("keys", u64::MAX / 2)], 4).unwrap_err();
         assert!(err.to_string().contains("keys"), "{err}");
-        assert_eq!(groups_per_call(&limits, &[("keys", 1 << 20)], 1000).unwrap(), 128);
+        assert_eq!(
+            groups_per_call(&limits, &[("keys", 1 << 20)], 1000).unwrap(),
+            128
+        );
     }
 }

@@ -15,7 +15,12 @@ pub struct Forward {
 }
 
 /// Keys that one row attends: the selected blocks, minus keys after the query when causal.
-pub(crate) fn attended_keys(blocks: &[usize], shape: &Shape, config: &MobaConfig, position: usize) -> Vec<usize> {
+pub(crate) fn attended_keys(
+    blocks: &[usize],
+    shape: &Shape,
+    config: &MobaConfig,
+    position: usize,
+) -> Vec<usize> {
     let bs = config.block_size;
     blocks
         .iter()
@@ -85,14 +90,27 @@ pub fn forward_rows(
 }
 
 /// MoBA forward of every row.
-pub fn forward(q: &[f32], k: &[f32], v: &[f32], shape: &Shape, config: &MobaConfig) -> Result<Forward> {
+pub fn forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: &Shape,
+    config: &MobaConfig,
+) -> Result<Forward> {
     let rows: Vec<usize> = (0..shape.q_rows()).collect();
     forward_rows(q, k, v, shape, config, &rows)
 }
 
 /// Dense softmax attention (causal or not), the baseline MoBA degenerates to when every
 /// block is selected. Written without blocks so that it can check that claim.
-pub fn dense_forward(q: &[f32], k: &[f32], v: &[f32], shape: &Shape, scale: f32, causal: bool) -> Result<Forward> {
+pub fn dense_forward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: &Shape,
+    scale: f32,
+    causal: bool,
+) -> Result<Forward> {
     shape.check_inputs(q, k, v)?;
     let d = shape.head_dim;
     let mut out = Forward {
@@ -102,7 +120,11 @@ pub fn dense_forward(q: &[f32], k: &[f32], v: &[f32], shape: &Shape, scale: f32,
     };
     for index in 0..shape.q_rows() {
         let row = Row::new(shape, index);
-        let visible = if causal { row.position + 1 } else { shape.kv_len };
+        let visible = if causal {
+            row.position + 1
+        } else {
+            shape.kv_len
+        };
         let keys: Vec<usize> = (0..visible).collect();
         let (o, lse) = attend_row(row.query(q, d), &keys, k, v, shape, row.group, scale as f64);
         out.o.extend(o);

@@ -39,7 +39,13 @@ pub struct RowGate {
 
 /// Gate of one query row: scores `q . kbar_j`, then block `c` (causal) plus the best
 /// remaining blocks, ties to the larger block id.
-pub fn gate_row(q: &[f32], means: &[f64], shape: &Shape, config: &MobaConfig, row: usize) -> RowGate {
+pub fn gate_row(
+    q: &[f32],
+    means: &[f64],
+    shape: &Shape,
+    config: &MobaConfig,
+    row: usize,
+) -> RowGate {
     let (d, bs) = (shape.head_dim, config.block_size);
     let nb = shape.num_blocks(bs);
     let row = Row::new(shape, row);
@@ -61,8 +67,13 @@ pub fn gate_row(q: &[f32], means: &[f64], shape: &Shape, config: &MobaConfig, ro
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
 
     let chosen = slots.min(ranked.len());
-    let margin = (chosen > 0 && chosen < ranked.len()).then(|| ranked[chosen - 1].0 - ranked[chosen].0);
-    let mut selected: Vec<usize> = ranked[..chosen].iter().map(|&(_, j)| j).chain(forced).collect();
+    let margin =
+        (chosen > 0 && chosen < ranked.len()).then(|| ranked[chosen - 1].0 - ranked[chosen].0);
+    let mut selected: Vec<usize> = ranked[..chosen]
+        .iter()
+        .map(|&(_, j)| j)
+        .chain(forced)
+        .collect();
     selected.sort_unstable();
     RowGate { selected, margin }
 }
@@ -71,7 +82,12 @@ pub fn gate_row(q: &[f32], means: &[f64], shape: &Shape, config: &MobaConfig, ro
 pub fn selection(q: &[f32], k: &[f32], shape: &Shape, config: &MobaConfig) -> Vec<i32> {
     let means = block_means(k, shape, config.block_size);
     (0..shape.q_rows())
-        .flat_map(|row| padded(&gate_row(q, &means, shape, config, row).selected, config.top_k))
+        .flat_map(|row| {
+            padded(
+                &gate_row(q, &means, shape, config, row).selected,
+                config.top_k,
+            )
+        })
         .collect()
 }
 

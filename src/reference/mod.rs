@@ -51,3 +51,16 @@ pub(crate) fn key_offset(shape: &Shape, group: usize, i: usize) -> usize {
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
 }
+
+/// Largest `|got - want|`; a NaN anywhere in `got` counts as an infinite error, so an
+/// unwritten (poisoned) output can never pass a tolerance.
+pub fn max_abs_error(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "compared slices differ in length");
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| {
+            let error = (g as f64 - w).abs();
+            if error.is_nan() { f64::INFINITY } else { error }
+        })
+        .fold(0.0, f64::max)
+}

@@ -1,0 +1,51 @@
+//! Command-line arguments and dispatch.
+
+mod attend;
+mod demo;
+mod info;
+
+use clap::{Parser, Subcommand};
+use moba::Result;
+use moba::gpu::{AdapterRequest, GpuContext, parse_api};
+
+/// Mixture of Block Attention on every GPU.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Args {
+    /// Use the first adapter whose name contains this (case-insensitive).
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    /// Graphics API: vulkan, metal, dx12 or gl (default: all).
+    #[arg(long, global = true)]
+    api: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List adapters with their features and limits.
+    Info,
+    /// Run MoBA on random inputs: adapter, sparsity, error against the reference, time vs dense.
+    Demo(demo::DemoArgs),
+    /// Attention of .npy inputs: writes o.npy, lse.npy and selection.npy.
+    Attend(attend::AttendArgs),
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let backends = args.api.as_deref().map(parse_api).transpose()?;
+    let request = AdapterRequest {
+        name: args.adapter.clone(),
+        backends,
+    };
+    match args.command {
+        Some(Command::Info) => info::run(backends.unwrap_or(wgpu::Backends::all())),
+        Some(Command::Attend(attend)) => attend::run(&attend, &request),
+        Some(Command::Demo(demo)) => demo::run(&demo, &open(&request)?),
+        None => demo::run(&demo::DemoArgs::default(), &open(&request)?),
+    }
+}
+
+fn open(request: &AdapterRequest) -> Result<GpuContext> {
+    GpuContext::new_blocking(request)
+}

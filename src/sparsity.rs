@@ -1,0 +1,76 @@
+//! Counting attended (query, key) pairs: density, and the FLOPs that speed is measured on.
+
+use crate::config::{MobaConfig, Shape};
+
+/// Keys a row at `position` attends in the selected `blocks` (-1 entries ignored).
+pub fn row_pairs(blocks: &[i32], position: usize, shape: &Shape, config: &MobaConfig) -> u64 {
+    let bs = config.block_size;
+    blocks
+        .iter()
+        .filter(|&&j| j >= 0)
+        .map(|&j| {
+            let first = j as usize * bs;
+            let mut end = (first + bs).min(shape.kv_len);
+            if config.causal {
+                end = end.min(position + 1);
+            }
+            end.saturating_sub(first) as u64
+        })
+        .sum()
+}
+
+/// Attended pairs of a whole selection `[B, Hq, S, top_k]`.
+pub fn attended_pairs(selection: &[i32], shape: &Shape, config: &MobaConfig) -> u64 {
+    selection
+        .chunks(config.top_k)
+        .enumerate()
+        .map(|(row, blocks)| {
+            row_pairs(
+                blocks,
+                shape.query_position(row % shape.q_len),
+                shape,
+                config,
+            )
+        })
+        .sum()
+}
+
+/// Pairs of dense attention: every key up to the query when causal, else every key.
+pub fn dense_pairs(shape: &Shape, causal: bool) -> u64 {
+    let per_head: u64 = (0..shape.q_len)
+        .map(|t| {
+            if causal {
+                shape.query_position(t) as u64 + 1
+            } else {
+                shape.kv_len as u64
+            }
+        })
+        .sum();
+    per_head * (shape.batch * shape.q_heads) as u64
+}
+
+/// Forward FLOPs on `pairs` attended pairs: `q.k` and `p.v`, 2 FLOPs per multiply-add.
+pub fn forward_flops(pairs: u64, head_dim: usize) -> f64 {
+    4.0 * head_dim as f64 * pairs as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_selection_counts_the_dense_causal_pairs() {
+        let shape = Shape::prefill(1, 1, 10, 4);
+        let config = MobaConfig::new(4, 3);
+        // Blocks 0..=2 for every row: all keys up to the row.
+        let selection: Vec<i32> = (0..10)
+            .flat_map(|t| [0, 1, 2].map(|j| if j <= t / 4 { j } else { -1 }))
+            .collect();
+        assert_eq!(
+            attended_pairs(&selection, &shape, &config),
+            dense_pairs(&shape, true)
+        );
+        assert_eq!(dense_pairs(&shape, true), 55);
+        assert_eq!(dense_pairs(&shape, false), 100);
+    }
+}

@@ -1,0 +1,208 @@
+//! The `moba` binary end to end: `attend` with .npy files, `demo` at a tiny size, `info`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::inputs;
+use moba::{MobaConfig, Shape, npy, reference};
+
+fn moba(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moba"))
+        .args(args)
+        .output()
+        .expect("the moba binary runs")
+}
+
+/// A fresh folder under the system temp dir for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("moba-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes q, k, v (and dout) for a shape into `dir`.
+fn write_inputs(dir: &Path, shape: &Shape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (q, k, v) = inputs(shape, 31);
+    let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
+    let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
+    npy::write(&dir.join("q.npy"), &q_dims, &q).unwrap();
+    npy::write(&dir.join("k.npy"), &kv_dims, &k).unwrap();
+    npy::write(&dir.join("v.npy"), &kv_dims, &v).unwrap();
+    npy::write(&dir.join("do.npy"), &q_dims, &inputs(shape, 32).0).unwrap();
+    (q, k, v)
+}
+
+fn attend_args<'a>(dir: &'a str, backend: &'a str, out: &'a str) -> Vec<String> {
+    [
+        "attend",
+        "--q",
+        &format!("{dir}/q.npy"),
+        "--k",
+        &format!("{dir}/k.npy"),
+        "--v",
+        &format!("{dir}/v.npy"),
+        "--block-size",
+        "8",
+        "--top-k",
+        "2",
+        "--backend",
+        backend,
+        "--out-dir",
+        out,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn run_ok(args: &[String]) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = moba(&args);
+    assert!(
+        output.status.success(),
+        "moba {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn attend_writes_the_same_answer_from_both_backends() {
+    let dir = scratch("attend");
+    let shape = Shape {
+        kv_heads: 1,
+        ..Shape::prefill(1, 2, 37, 16)
+    };
+    let (q, k, v) = write_inputs(&dir, &shape);
+    let d = dir.to_str().unwrap();
+    for backend in ["reference", "wgpu"] {
+        run_ok(&attend_args(d, backend, &format!("{d}/{backend}")));
+    }
+    let read = |backend: &str, name: &str| npy::read::<f32>(&dir.join(backend).join(name)).unwrap();
+    let want = reference::forward(&q, &k, &v, &shape, &MobaConfig::new(8, 2)).unwrap();
+    for backend in ["reference", "wgpu"] {
+        let o = read(backend, "o.npy");
+        assert_eq!(o.shape, vec![1, 2, 37, 16]);
+        assert!(
+            reference::max_abs_error(&o.data, &want.o) < 1e-5,
+            "{backend}"
+        );
+        let lse = read(backend, "lse.npy");
+        assert_eq!(lse.shape, vec![1, 2, 37]);
+        assert!(
+            reference::max_abs_error(&lse.data, &want.lse) < 1e-5,
+            "{backend}"
+        );
+        let selection = npy::read::<i32>(&dir.join(backend).join("selection.npy")).unwrap();
+        assert_eq!(selection.shape, vec![1, 2, 37, 2]);
+        assert_eq!(selection.data, want.selection, "{backend}");
+    }
+}
+
+#[test]
+fn attend_with_dout_writes_reference_gradients() {
+    let dir = scratch("dout");
+    let shape = Shape::prefill(1, 1, 12, 4);
+    let (q, k, v) = write_inputs(&dir, &shape);
+    let d = dir.to_str().unwrap();
+    let mut args = attend_args(d, "reference", d);
+    args.extend(["--dout".to_string(), format!("{d}/do.npy")]);
+    run_ok(&args);
+    let dout = npy::read::<f32>(&dir.join("do.npy")).unwrap().data;
+    let grads = reference::backward(&q, &k, &v, &dout, &shape, &MobaConfig::new(8, 2)).unwrap();
+    let dk = npy::read::<f32>(&dir.join("dk.npy")).unwrap();
+    assert_eq!(dk.shape, vec![1, 1, 12, 4]);
+    assert!(reference::max_abs_error(&dk.data, &grads.dk) < 1e-6);
+}
+
+#[test]
+fn attend_reports_bad_input_clearly() {
+    let dir = scratch("bad");
+    let d = dir.to_str().unwrap();
+    write_inputs(&dir, &Shape::prefill(1, 1, 12, 4));
+    // --dout on wgpu: not built yet, said so.
+    let mut args = attend_args(d, "wgpu", d);
+    args.extend(["--dout".to_string(), format!("{d}/do.npy")]);
+    let output = moba(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("backward"));
+    // v with another shape than k.
+    npy::write(&dir.join("v.npy"), &[1, 1, 11, 4], &[0.5f32; 44]).unwrap();
+    let output = moba(
+        &attend_args(d, "reference", d)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("v has shape"),
+        "{output:?}"
+    );
+    // A missing file names its path.
+    std::fs::remove_file(dir.join("q.npy")).unwrap();
+    let output = moba(
+        &attend_args(d, "reference", d)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("q.npy"),
+        "{output:?}"
+    );
+}
+
+#[test]
+fn demo_checks_itself_against_the_reference() {
+    let output = moba(&[
+        "demo",
+        "--seq-len",
+        "200",
+        "--heads",
+        "2",
+        "--head-dim",
+        "16",
+        "--block-size",
+        "16",
+        "--runs",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "adapter :",
+        "density :",
+        "moba    :",
+        "dense   :",
+        "speedup :",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    let check = stdout
+        .lines()
+        .find(|l| l.starts_with("check"))
+        .expect("a check line");
+    let error: f64 = check
+        .split("max |o err| ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(error < 1e-5, "{check}");
+}
+
+#[test]
+fn info_lists_an_adapter() {
+    let output = moba(&["info"]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("limits:"));
+}

@@ -1,0 +1,172 @@
+//! Helpers shared by the integration tests: one GPU context, random problems, and the
+//! FlashAttention-style tolerance (DESIGN §4).
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use moba::gpu::GpuContext;
+use moba::{MobaConfig, Shape, random, reference};
+
+/// The default adapter (lavapipe in CI), opened once per test binary.
+pub fn gpu() -> &'static GpuContext {
+    static GPU: OnceLock<GpuContext> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let gpu = GpuContext::new_blocking(&Default::default())
+            .expect("a GPU adapter (in CI: mesa-vulkan-drivers)");
+        eprintln!("adapter: {}", gpu.describe());
+        gpu
+    })
+}
+
+/// Fresh standard-normal q, k, v for a shape.
+pub fn inputs(shape: &Shape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    (
+        random::normal(shape.q_elems(), seed),
+        random::normal(shape.kv_elems(), seed ^ 0x5eed_0001),
+        random::normal(shape.kv_elems(), seed ^ 0x5eed_0002),
+    )
+}
+
+/// A straightforward f32 implementation over a given selection: scores, softmax and
+/// weighted sum in f32, no tiling. Its error against the f64 reference is the yardstick.
+pub fn naive_f32(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: &Shape,
+    config: &MobaConfig,
+    selection: &[i32],
+) -> (Vec<f32>, Vec<f32>) {
+    let d = shape.head_dim;
+    let scale = config.scale_for(d);
+    let (mut o, mut lse) = (Vec::new(), Vec::new());
+    for row in 0..shape.q_rows() {
+        let t = row % shape.q_len;
+        let head = (row / shape.q_len) % shape.q_heads;
+        let group =
+            (row / (shape.q_len * shape.q_heads)) * shape.kv_heads + head / shape.group_size();
+        let position = shape.query_position(t);
+        let query = &q[row * d..(row + 1) * d];
+        let keys: Vec<usize> = selection[row * config.top_k..(row + 1) * config.top_k]
+            .iter()
+            .filter(|&&j| j >= 0)
+            .flat_map(|&j| {
+                j as usize * config.block_size
+                    ..((j as usize + 1) * config.block_size).min(shape.kv_len)
+            })
+            .filter(|&i| !config.causal || i <= position)
+            .collect();
+        let at = |i: usize| (group * shape.kv_len + i) * d;
+        let scores: Vec<f32> = keys
+            .iter()
+            .map(|&i| {
+                scale
+                    * query
+                        .iter()
+                        .zip(&k[at(i)..at(i) + d])
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>()
+            })
+            .collect();
+        let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+        let total: f32 = weights.iter().sum();
+        for c in 0..d {
+            o.push(
+                keys.iter()
+                    .zip(&weights)
+                    .map(|(&i, w)| w / total * v[at(i) + c])
+                    .sum(),
+            );
+        }
+        lse.push(max + total.ln());
+    }
+    (o, lse)
+}
+
+/// Allowed error: twice the naive f32 implementation's error, plus a floor for the rare case
+/// where the naive one happens to be exact.
+pub fn tolerance(naive_error: f64) -> f64 {
+    2.0 * naive_error + 1e-6
+}
+
+/// Score gap under which two blocks count as tied: f32 gate scores may order them either way.
+pub const NEAR_TIE: f64 = 1e-4;
+
+/// Rows whose GPU selection differs from the reference; panics unless each is a near tie.
+pub fn selection_mismatches(
+    got: &[i32],
+    want: &[i32],
+    q: &[f32],
+    k: &[f32],
+    shape: &Shape,
+    config: &MobaConfig,
+) -> Vec<usize> {
+    let means = reference::block_means(k, shape, config.block_size);
+    let mut rows = Vec::new();
+    for row in 0..shape.q_rows() {
+        let span = row * config.top_k..(row + 1) * config.top_k;
+        if got[span.clone()] != want[span.clone()] {
+            let gate = reference::gate_row(q, &means, shape, config, row);
+            let margin = gate.margin.unwrap_or(f64::INFINITY);
+            assert!(
+                margin < NEAR_TIE,
+                "row {row}: selection {:?} != reference {:?} with no near tie (margin {margin:e})",
+                &got[span.clone()],
+                &want[span]
+            );
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+/// Checks a GPU MoBA forward against the reference at the FlashAttention-style tolerance.
+pub fn check_moba(shape: Shape, config: MobaConfig, seed: u64) {
+    let (q, k, v) = inputs(&shape, seed);
+    let got = gpu()
+        .moba_forward_blocking(&q, &k, &v, &shape, &config)
+        .unwrap();
+    let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+    assert!(
+        got.selection.iter().all(|&j| j >= -1),
+        "selection holds poison"
+    );
+    let tied = selection_mismatches(&got.selection, &want.selection, &q, &k, &shape, &config);
+    assert!(
+        tied.len() * 100 <= shape.q_rows().max(100),
+        "too many near ties: {}",
+        tied.len()
+    );
+
+    // Compare every row whose selection agrees (a near-tie row attends other keys).
+    let d = shape.head_dim;
+    let keep = |row: &usize| !tied.contains(row);
+    let rows: Vec<usize> = (0..shape.q_rows()).filter(keep).collect();
+    let pick_o = |o: &[f32]| -> Vec<f32> {
+        rows.iter()
+            .flat_map(|&r| o[r * d..(r + 1) * d].to_vec())
+            .collect()
+    };
+    let pick_o64 = |o: &[f64]| -> Vec<f64> {
+        rows.iter()
+            .flat_map(|&r| o[r * d..(r + 1) * d].to_vec())
+            .collect()
+    };
+    let (naive_o, naive_lse) = naive_f32(&q, &k, &v, &shape, &config, &want.selection);
+    let want_o = pick_o64(&want.o);
+    let want_lse: Vec<f64> = rows.iter().map(|&r| want.lse[r]).collect();
+    let o_error = reference::max_abs_error(&pick_o(&got.o), &want_o);
+    let o_bound = tolerance(reference::max_abs_error(&pick_o(&naive_o), &want_o));
+    let lse_of = |lse: &[f32]| -> Vec<f32> { rows.iter().map(|&r| lse[r]).collect() };
+    let lse_error = reference::max_abs_error(&lse_of(&got.lse), &want_lse);
+    let lse_bound = tolerance(reference::max_abs_error(&lse_of(&naive_lse), &want_lse));
+    assert!(
+        o_error <= o_bound,
+        "{shape:?} {config:?}: o error {o_error:e} > bound {o_bound:e}"
+    );
+    assert!(
+        lse_error <= lse_bound,
+        "{shape:?} {config:?}: lse error {lse_error:e} > bound {lse_bound:e}"
+    );
+}

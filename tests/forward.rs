@@ -1,0 +1,262 @@
+//! The MoBA forward on the default adapter (lavapipe in CI) against the f64 reference, over
+//! the shape grid of DESIGN §4, plus the invariants that pin the semantics.
+
+mod common;
+
+use common::{check_moba, gpu, inputs, tolerance};
+use moba::{MobaConfig, Shape, reference};
+
+fn shape(
+    batch: usize,
+    q_heads: usize,
+    kv_heads: usize,
+    q_len: usize,
+    kv_len: usize,
+    head_dim: usize,
+) -> Shape {
+    Shape {
+        batch,
+        q_heads,
+        kv_heads,
+        q_len,
+        kv_len,
+        head_dim,
+    }
+}
+
+#[test]
+fn a_single_token() {
+    check_moba(shape(1, 1, 1, 1, 1, 16), MobaConfig::new(4, 2), 1);
+}
+
+#[test]
+fn seven_tokens_gqa_2() {
+    check_moba(shape(1, 2, 1, 7, 7, 16), MobaConfig::new(3, 2), 2);
+}
+
+#[test]
+fn batch_two_head_dim_64() {
+    check_moba(shape(2, 2, 2, 113, 113, 64), MobaConfig::new(16, 3), 3);
+}
+
+#[test]
+fn gqa_8() {
+    check_moba(shape(1, 8, 1, 113, 113, 16), MobaConfig::new(8, 4), 4);
+}
+
+#[test]
+fn length_1023_top_2() {
+    check_moba(shape(1, 1, 1, 1023, 1023, 16), MobaConfig::new(64, 2), 5);
+}
+
+#[test]
+fn length_1025_partial_last_block() {
+    check_moba(shape(1, 2, 2, 1025, 1025, 16), MobaConfig::new(100, 3), 6);
+}
+
+#[test]
+fn top_1_head_dim_128() {
+    check_moba(shape(1, 1, 1, 113, 113, 128), MobaConfig::new(32, 1), 7);
+}
+
+#[test]
+fn top_k_beyond_the_block_count() {
+    check_moba(shape(1, 2, 2, 113, 113, 64), MobaConfig::new(16, 99), 8);
+}
+
+#[test]
+fn decode_one_query_over_a_cache() {
+    check_moba(shape(1, 4, 2, 1, 200, 64), MobaConfig::new(32, 3), 9);
+}
+
+#[test]
+fn chunked_prefill() {
+    check_moba(shape(2, 2, 1, 37, 300, 16), MobaConfig::new(25, 2), 10);
+}
+
+#[test]
+fn non_causal() {
+    check_moba(
+        shape(1, 2, 1, 113, 113, 16),
+        MobaConfig::new(16, 3).with_causal(false),
+        11,
+    );
+}
+
+#[test]
+fn non_causal_decode_with_a_scale() {
+    check_moba(
+        shape(2, 1, 1, 50, 150, 64),
+        MobaConfig::new(20, 2).with_causal(false).with_scale(0.3),
+        12,
+    );
+}
+
+#[test]
+fn head_dim_not_a_multiple_of_four() {
+    check_moba(shape(1, 1, 1, 50, 50, 6), MobaConfig::new(8, 2), 13);
+}
+
+/// Checks GPU output against an independent dense attention at the tolerance.
+fn assert_matches_dense(
+    got: &moba::gpu::GpuForward,
+    want: &reference::Forward,
+    naive_o_error: f64,
+) {
+    let error = reference::max_abs_error(&got.o, &want.o);
+    let bound = tolerance(naive_o_error);
+    assert!(error <= bound, "error {error:e} > bound {bound:e}");
+}
+
+#[test]
+fn top_k_covering_every_block_is_dense_causal_attention() {
+    let shape = shape(1, 2, 1, 96, 96, 16);
+    let (q, k, v) = inputs(&shape, 20);
+    for config in [
+        MobaConfig::new(16, 6),
+        MobaConfig::new(96, 1),
+        MobaConfig::new(500, 2),
+    ] {
+        let dense =
+            reference::dense_forward(&q, &k, &v, &shape, config.scale_for(16), true).unwrap();
+        let exact = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+        let close = dense
+            .o
+            .iter()
+            .zip(&exact.o)
+            .all(|(a, b)| (a - b).abs() < 1e-12);
+        assert!(close, "{config:?}: reference MoBA differs from dense");
+        let got = gpu()
+            .moba_forward_blocking(&q, &k, &v, &shape, &config)
+            .unwrap();
+        let (naive, _) = common::naive_f32(&q, &k, &v, &shape, &config, &exact.selection);
+        assert_matches_dense(&got, &dense, reference::max_abs_error(&naive, &dense.o));
+    }
+}
+
+#[test]
+fn top_1_is_block_diagonal_causal_attention() {
+    let (block, blocks) = (16, 5);
+    let full = shape(1, 1, 1, block * blocks, block * blocks, 16);
+    let (q, k, v) = inputs(&full, 21);
+    let config = MobaConfig::new(block, 1);
+    let got = gpu()
+        .moba_forward_blocking(&q, &k, &v, &full, &config)
+        .unwrap();
+    // Each block alone, as its own dense causal problem.
+    let one = shape(1, 1, 1, block, block, 16);
+    for b in 0..blocks {
+        let part = |x: &[f32]| x[b * block * 16..(b + 1) * block * 16].to_vec();
+        let dense = reference::dense_forward(
+            &part(&q),
+            &part(&k),
+            &part(&v),
+            &one,
+            config.scale_for(16),
+            true,
+        )
+        .unwrap();
+        let error =
+            reference::max_abs_error(&got.o[b * block * 16..(b + 1) * block * 16], &dense.o);
+        assert!(error < 1e-5, "block {b}: error {error:e}");
+        assert!(
+            got.selection[b * block..(b + 1) * block]
+                .iter()
+                .all(|&j| j == b as i32)
+        );
+    }
+}
+
+#[test]
+fn same_bits_twice() {
+    let shape = shape(1, 4, 2, 300, 300, 16);
+    let (q, k, v) = inputs(&shape, 22);
+    let config = MobaConfig::new(20, 3);
+    let first = gpu()
+        .moba_forward_blocking(&q, &k, &v, &shape, &config)
+        .unwrap();
+    let second = gpu()
+        .moba_forward_blocking(&q, &k, &v, &shape, &config)
+        .unwrap();
+    let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&first.o), bits(&second.o));
+    assert_eq!(bits(&first.lse), bits(&second.lse));
+    assert_eq!(first.selection, second.selection);
+}
+
+#[test]
+fn dense_kernel_matches_the_reference() {
+    for (shape, causal) in [
+        (shape(1, 2, 1, 77, 77, 16), true),
+        (shape(2, 1, 1, 20, 90, 64), false),
+        (shape(1, 2, 2, 5, 130, 16), true),
+    ] {
+        let (q, k, v) = inputs(&shape, 23);
+        let config = MobaConfig::new(shape.kv_len, 1).with_causal(causal);
+        let got = gpu()
+            .dense_forward_blocking(&q, &k, &v, &shape, &config)
+            .unwrap();
+        let want =
+            reference::dense_forward(&q, &k, &v, &shape, config.scale_for(shape.head_dim), causal)
+                .unwrap();
+        let all: Vec<i32> = vec![0; shape.q_rows()];
+        let (naive, naive_lse) = common::naive_f32(&q, &k, &v, &shape, &config, &all);
+        assert_matches_dense(&got, &want, reference::max_abs_error(&naive, &want.o));
+        let lse_error = reference::max_abs_error(&got.lse, &want.lse);
+        assert!(
+            lse_error <= tolerance(reference::max_abs_error(&naive_lse, &want.lse)),
+            "lse error {lse_error:e}"
+        );
+    }
+}
+
+#[test]
+fn problems_over_the_binding_limit_are_split_over_groups() {
+    // 40 groups of 4 MiB keys and values: more than lavapipe's 128 MiB binding in all.
+    let shape = shape(1, 40, 40, 1, 262_144, 4);
+    let config = MobaConfig::new(4096, 2);
+    let per_call = moba::gpu::MobaForward::groups_per_call(gpu(), &shape, &config).unwrap();
+    let binding = gpu().limits().max_storage_buffer_binding_size;
+    if shape.kv_elems() as u64 * 4 <= binding {
+        eprintln!("skipped: this adapter binds {binding} bytes, the problem fits one call");
+        return;
+    }
+    assert!(per_call < 40, "{per_call} groups per call");
+    let (q, k, v) = inputs(&shape, 24);
+    let got = gpu()
+        .moba_forward_blocking(&q, &k, &v, &shape, &config)
+        .unwrap();
+    let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+    assert_eq!(got.selection, want.selection);
+    let error = reference::max_abs_error(&got.o, &want.o);
+    assert!(error < 1e-4, "error {error:e}");
+}
+
+#[test]
+fn ties_go_to_the_more_recent_block() {
+    // Blocks 0, 1 and 2 hold the same keys, so their means tie exactly (in f32 too). A query
+    // in block 3 keeps its own block and fills the other places from the most recent.
+    let (block, d) = (4, 4);
+    let shape = shape(1, 1, 1, 16, 16, d);
+    let (_, _, v) = inputs(&shape, 25);
+    let tied: Vec<f32> = (0..block * d).map(|i| 0.5 + 0.01 * i as f32).collect();
+    let k = [tied.clone(), tied.clone(), tied, vec![0.1; block * d]].concat();
+    let q = vec![1.0f32; shape.q_elems()];
+    for (config, last_row) in [
+        (MobaConfig::new(block, 2), vec![2, 3]),
+        (MobaConfig::new(block, 3), vec![1, 2, 3]),
+        (MobaConfig::new(block, 2).with_causal(false), vec![1, 2]),
+    ] {
+        let got = gpu()
+            .moba_forward_blocking(&q, &k, &v, &shape, &config)
+            .unwrap();
+        let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+        let top_k = config.top_k;
+        assert_eq!(
+            want.selection[15 * top_k..],
+            last_row,
+            "reference {config:?}"
+        );
+        assert_eq!(got.selection, want.selection, "{config:?}");
+    }
+}
