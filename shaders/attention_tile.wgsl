@@ -1,14 +1,10 @@
-// Shared by the attention kernels: queries, keys and values, the workgroup tiles that keys
-// and values stream through, and one online-softmax step of a query row.
+// Shared by the f32 attention kernels: the workgroup tiles that keys and values stream
+// through, and one online-softmax step of a query row.
 //
 // One thread owns one query row: its query (pre-scaled by scale * log2(e), so exp2 replaces
 // exp) and its output accumulator stay in registers, HEAD_VECS vec4 each.
 // Workgroup memory: KEY_TILE keys and KEY_TILE values of HEAD_DIM f32 each
 //                   (2 * KEY_TILE * HEAD_DIM * 4 bytes, sized by the host to the adapter).
-
-@group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> keys: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> values: array<vec4<f32>>;
 
 var<workgroup> key_tile: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
 var<workgroup> value_tile: array<vec4<f32>, KEY_TILE * HEAD_VECS>;

@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use clap::Args;
-use moba::gpu::{DenseForward, ForwardBuffers, GpuContext, MobaForward};
+use clap::{Args, ValueEnum};
+use moba::gpu::{AttentionKernel, DenseForward, ForwardBuffers, GpuContext, MobaForward};
 use moba::{MobaConfig, Result, Shape, random, reference, sparsity};
 
 #[derive(Args, Debug, Default)]
@@ -37,6 +37,20 @@ pub struct DemoArgs {
     /// Skip the dense baseline (it is quadratic: slow at long sequences).
     #[arg(long)]
     no_dense: bool,
+    /// Attention kernel: the fastest the adapter runs, or a named one.
+    #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
+    kernel: KernelChoice,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq)]
+pub enum KernelChoice {
+    /// Cooperative matrices where the adapter has them, else portable f32.
+    #[default]
+    Auto,
+    /// f32 WGSL, any adapter.
+    Portable,
+    /// f16 cooperative matrices (tensor cores), f32 accumulation.
+    Cooperative,
 }
 
 pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
@@ -58,6 +72,11 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
     let config = MobaConfig::new(pick(args.block_size, 64, 512), args.top_k.unwrap_or(3));
     config.validate()?;
     let runs = args.runs.unwrap_or(5).max(1);
+    let kernel = match args.kernel {
+        KernelChoice::Auto => AttentionKernel::best(gpu, shape.head_dim),
+        KernelChoice::Portable => AttentionKernel::Portable,
+        KernelChoice::Cooperative => AttentionKernel::Cooperative,
+    };
 
     println!("adapter : {}", gpu.describe());
     println!(
@@ -80,6 +99,7 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         if calls == 1 { "" } else { "s" },
         per_call
     );
+    println!("kernel  : {kernel:?} attention");
 
     let mut moba_seconds = 0.0;
     let mut dense_seconds = 0.0;
@@ -114,7 +134,7 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
             selection: &selection,
         };
         eprint!("\rcall {}/{calls}: moba  ", call + 1);
-        let moba = MobaForward::new(gpu, &part, &config)?;
+        let moba = MobaForward::with_kernel(gpu, &part, &config, kernel)?;
         moba_seconds += median_seconds(gpu, runs, |encoder| moba.encode(encoder, &io))?;
         let chosen: Vec<i32> = pollster::block_on(gpu.download(&selection))?;
         pairs += sparsity::attended_pairs(&chosen, &part, &config);

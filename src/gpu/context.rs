@@ -40,6 +40,20 @@ fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
     wgpu::Instance::new(descriptor)
 }
 
+/// Features the cooperative-matrix kernel needs.
+const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+
+/// Whether the adapter has the features and the 16x16x16 f16 -> f32 matrix shape.
+pub fn offers_cooperative_matrices(adapter: &wgpu::Adapter) -> bool {
+    use wgpu::CooperativeScalarType::{F16, F32};
+    adapter.features().contains(COOPERATIVE_FEATURES)
+        && adapter.cooperative_matrix_properties().iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == F16 && p.cr_type == F32
+        })
+}
+
 /// An open GPU: device, queue, what the adapter offers, and the compiled pipelines.
 /// Cheap to clone; clones share the device and the pipeline cache.
 #[derive(Clone)]
@@ -49,6 +63,8 @@ pub struct GpuContext {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     features: wgpu::Features,
+    /// Subgroup size when the cooperative-matrix kernel can run here.
+    cooperative_subgroup_size: Option<u32>,
     pipelines: Arc<Mutex<HashMap<(Kernel, KernelConstants), wgpu::ComputePipeline>>>,
     /// First error wgpu reported or the reason the device was lost.
     failure: Arc<Mutex<Option<MobaError>>>,
@@ -97,12 +113,21 @@ impl GpuContext {
                     })?
             }
         };
+        let cooperative = offers_cooperative_matrices(&adapter);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("moba"),
-                required_features: wgpu::Features::empty(),
+                required_features: if cooperative { COOPERATIVE_FEATURES } else { wgpu::Features::empty() },
                 // Everything the adapter offers: long sequences need its largest buffers.
                 required_limits: adapter.limits(),
+                experimental_features: if cooperative {
+                    // SAFETY: wgpu marks cooperative matrices experimental; only the
+                    // cooperative attention kernel uses them, and it is checked against the
+                    // reference like every kernel (`moba demo` prints the check).
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
                 ..Default::default()
             })
             .await
@@ -130,10 +155,17 @@ impl GpuContext {
             *on_lost.lock().unwrap() =
                 Some(MobaError::DeviceLost(format!("{reason:?}: {message}")));
         });
+        let info = adapter.get_info();
+        let fixed_subgroups = info.subgroup_min_size == info.subgroup_max_size;
+        let cooperative_subgroup_size = (device.features().contains(COOPERATIVE_FEATURES)
+            && offers_cooperative_matrices(adapter)
+            && fixed_subgroups)
+            .then_some(info.subgroup_min_size);
         Self {
             limits: device.limits(),
             features: device.features(),
-            info: adapter.get_info(),
+            cooperative_subgroup_size,
+            info,
             device,
             queue,
             pipelines: Arc::default(),
@@ -155,6 +187,11 @@ impl GpuContext {
     }
     pub fn features(&self) -> wgpu::Features {
         self.features
+    }
+
+    /// Subgroup size, when the cooperative-matrix (tensor core) kernel can run here.
+    pub fn cooperative_subgroup_size(&self) -> Option<u32> {
+        self.cooperative_subgroup_size
     }
 
     /// Adapter, API, device type and driver on one line, to print beside every number.

@@ -2,8 +2,8 @@
 
 use super::buffers::check_buffer;
 use super::context::GpuContext;
-use super::kernels::Kernel;
-use super::plan::{TilePlan, check_buffer_sizes, groups_per_call, params};
+use super::kernels::{Kernel, KernelConstants};
+use super::plan::{AttentionKernel, TilePlan, check_buffer_sizes, cooperative_constants, groups_per_call, params};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 
@@ -51,6 +51,7 @@ pub struct MobaForward {
     shape: Shape,
     config: MobaConfig,
     plan: TilePlan,
+    kernel: AttentionKernel,
     tiles_per_group: u32,
     pipelines: Pipelines,
     /// One parameter block per selection slot (the attention passes differ only in `slot`).
@@ -64,12 +65,30 @@ pub struct MobaForward {
 }
 
 impl MobaForward {
+    /// Plans a forward with the fastest attention kernel the adapter runs.
     pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
+        Self::with_kernel(gpu, shape, config, AttentionKernel::best(gpu, shape.head_dim))
+    }
+
+    /// Plans a forward with a chosen attention kernel (an error if the adapter lacks it).
+    pub fn with_kernel(gpu: &GpuContext, shape: &Shape, config: &MobaConfig, kernel: AttentionKernel) -> Result<Self> {
         shape.validate()?;
         config.validate()?;
         check_buffer_sizes(gpu.limits(), &Self::buffer_sizes(shape, config))?;
         let plan = TilePlan::new(gpu.limits(), shape.head_dim)?;
         let constants = plan.constants(shape.head_dim, config.top_k);
+        let (attention_kernel, attention_constants) = match kernel {
+            AttentionKernel::Portable => (Kernel::MobaAttention, constants),
+            AttentionKernel::Cooperative => (
+                Kernel::MobaAttentionCoop,
+                cooperative_constants(gpu, shape.head_dim, config.top_k)?,
+            ),
+        };
+        // The scan counts tiles of the attention kernel's query tile.
+        let constants = KernelConstants {
+            query_tile: attention_constants.query_tile,
+            ..constants
+        };
         let pipeline = |kernel| gpu.pipeline(kernel, &constants);
         let pipelines = Pipelines {
             block_mean: pipeline(Kernel::BlockMean)?,
@@ -77,7 +96,7 @@ impl MobaForward {
             count: pipeline(Kernel::SelectionCount)?,
             scan: pipeline(Kernel::SelectionScan)?,
             scatter: pipeline(Kernel::SelectionScatter)?,
-            attention: pipeline(Kernel::MobaAttention)?,
+            attention: gpu.pipeline(attention_kernel, &attention_constants)?,
             finalize: pipeline(Kernel::AttentionFinalize)?,
         };
         let nb = shape.num_blocks(config.block_size);
@@ -99,6 +118,7 @@ impl MobaForward {
             shape: *shape,
             config: *config,
             plan,
+            kernel,
             tiles_per_group,
             pipelines,
         })
@@ -145,6 +165,10 @@ impl MobaForward {
     }
     pub fn plan(&self) -> &TilePlan {
         &self.plan
+    }
+    /// The kernel that runs the attention passes.
+    pub fn kernel(&self) -> AttentionKernel {
+        self.kernel
     }
 
     /// Records one forward into `encoder`.

@@ -3,7 +3,9 @@
 use bytemuck::{Pod, Zeroable};
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
+const ATTENTION_INPUTS: &str = include_str!("../../shaders/attention_inputs.wgsl");
 const ATTENTION_TILE: &str = include_str!("../../shaders/attention_tile.wgsl");
+const BLOCK_TILES: &str = include_str!("../../shaders/block_tiles.wgsl");
 
 /// Every compute kernel of the wgpu path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,6 +16,7 @@ pub(crate) enum Kernel {
     SelectionScan,
     SelectionScatter,
     MobaAttention,
+    MobaAttentionCoop,
     AttentionFinalize,
     DenseAttention,
 }
@@ -27,6 +30,7 @@ impl Kernel {
             Kernel::SelectionScan => "selection_scan",
             Kernel::SelectionScatter => "selection_scatter",
             Kernel::MobaAttention => "moba_attention",
+            Kernel::MobaAttentionCoop => "moba_attention_coop",
             Kernel::AttentionFinalize => "attention_finalize",
             Kernel::DenseAttention => "dense_attention",
         }
@@ -41,20 +45,37 @@ impl Kernel {
             Kernel::SelectionScan => &[include_str!("../../shaders/selection_scan.wgsl")],
             Kernel::SelectionScatter => &[include_str!("../../shaders/selection_scatter.wgsl")],
             Kernel::MobaAttention => &[
+                ATTENTION_INPUTS,
                 ATTENTION_TILE,
+                BLOCK_TILES,
                 include_str!("../../shaders/moba_attention.wgsl"),
+            ],
+            Kernel::MobaAttentionCoop => &[
+                ATTENTION_INPUTS,
+                BLOCK_TILES,
+                include_str!("../../shaders/moba_attention_coop.wgsl"),
             ],
             Kernel::AttentionFinalize => &[include_str!("../../shaders/attention_finalize.wgsl")],
             Kernel::DenseAttention => &[
+                ATTENTION_INPUTS,
                 ATTENTION_TILE,
                 include_str!("../../shaders/dense_attention.wgsl"),
             ],
         }
     }
 
-    /// The full WGSL module: constants, `common.wgsl`, then the kernel's own files.
+    /// WGSL extensions the kernel enables (they must open the module).
+    fn enables(self) -> &'static str {
+        match self {
+            Kernel::MobaAttentionCoop => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            _ => "",
+        }
+    }
+
+    /// The full WGSL module: extensions, constants, `common.wgsl`, then the kernel's own files.
     pub fn source(self, constants: &KernelConstants) -> String {
-        let mut source = constants.prelude();
+        let mut source = self.enables().to_string();
+        source.push_str(&constants.prelude());
         source.push_str(COMMON);
         for part in self.parts() {
             source.push('\n');
@@ -72,8 +93,10 @@ pub(crate) struct KernelConstants {
     pub top_k: u32,
     pub workgroup_size: u32,
     pub key_tile: u32,
-    /// Query rows per attention tile (one per thread: equals the workgroup size).
+    /// Query rows per attention tile.
     pub query_tile: u32,
+    /// Subgroups per workgroup (the cooperative-matrix kernel splits its tiles by them).
+    pub subgroups: u32,
 }
 
 impl KernelConstants {
@@ -81,8 +104,8 @@ impl KernelConstants {
         format!(
             "// Set by the host (src/gpu/kernels.rs).\n\
              const HEAD_DIM: u32 = {}u;\nconst TOP_K: u32 = {}u;\nconst WORKGROUP_SIZE: u32 = {}u;\n\
-             const KEY_TILE: u32 = {}u;\nconst QUERY_TILE: u32 = {}u;\n\n",
-            self.head_dim, self.top_k, self.workgroup_size, self.key_tile, self.query_tile
+             const KEY_TILE: u32 = {}u;\nconst QUERY_TILE: u32 = {}u;\nconst SUBGROUPS: u32 = {}u;\n\n",
+            self.head_dim, self.top_k, self.workgroup_size, self.key_tile, self.query_tile, self.subgroups
         )
     }
 }
@@ -116,6 +139,7 @@ mod tests {
             workgroup_size: 64,
             key_tile: 16,
             query_tile: 64,
+            subgroups: 1,
         };
         let source = Kernel::MobaAttention.source(&constants);
         assert!(source.starts_with("// Set by the host"));
@@ -132,8 +156,16 @@ mod tests {
             workgroup_size: 64,
             key_tile: 32,
             query_tile: 64,
+            subgroups: 1,
         };
-        for kernel in [
+        let coop = KernelConstants {
+            head_dim: 128,
+            workgroup_size: 128,
+            subgroups: 4,
+            ..constants
+        };
+        let all = [(Kernel::MobaAttentionCoop, coop)];
+        for (kernel, constants) in [
             Kernel::BlockMean,
             Kernel::GateTopk,
             Kernel::SelectionCount,
@@ -142,12 +174,16 @@ mod tests {
             Kernel::MobaAttention,
             Kernel::AttentionFinalize,
             Kernel::DenseAttention,
-        ] {
+        ]
+        .map(|kernel| (kernel, constants))
+        .into_iter()
+        .chain(all)
+        {
             let module = wgpu::naga::front::wgsl::parse_str(&kernel.source(&constants))
                 .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
             wgpu::naga::valid::Validator::new(
                 wgpu::naga::valid::ValidationFlags::all(),
-                wgpu::naga::valid::Capabilities::empty(),
+                wgpu::naga::valid::Capabilities::all(),
             )
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {e:?}", kernel.name()));

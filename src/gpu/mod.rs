@@ -16,8 +16,8 @@ mod kernels;
 mod plan;
 
 pub use buffers::POISON;
-pub use context::{AdapterRequest, GpuContext, adapters, parse_api};
+pub use context::{AdapterRequest, GpuContext, adapters, offers_cooperative_matrices, parse_api};
 pub use dense::DenseForward;
 pub use forward::{ForwardBuffers, MobaForward};
 pub use host::GpuForward;
-pub use plan::TilePlan;
+pub use plan::{AttentionKernel, TilePlan};

@@ -1,6 +1,7 @@
 //! Launch planning: tile sizes from the adapter's limits, kernel parameters, and the buffer
 //! sizes a problem needs against the adapter's binding limits.
 
+use super::context::GpuContext;
 use super::kernels::{KernelConstants, Params};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -11,6 +12,71 @@ const PREFERRED_WORKGROUP: u32 = 64;
 const MAX_KEY_TILE: u32 = 32;
 /// Workgroup bytes the attention kernels use beside the key/value tiles.
 const WORKGROUP_EXTRA_BYTES: u32 = 16;
+
+/// Which kernel runs the MoBA attention passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// f32 WGSL on any adapter, the browser included.
+    Portable,
+    /// f16 cooperative matrices (tensor cores) with f32 accumulation: native adapters with
+    /// `EXPERIMENTAL_COOPERATIVE_MATRIX` at 16x16x16 f16 -> f32 and a fixed subgroup size.
+    Cooperative,
+}
+
+/// Tile of the cooperative kernel: 64 gathered rows x 32 keys, 128 threads.
+const COOP_WORKGROUP: u32 = 128;
+const COOP_QUERY_TILE: u32 = 64;
+const COOP_KEY_TILE: u32 = 32;
+
+impl AttentionKernel {
+    /// The fastest kernel the adapter can run at this head dim.
+    pub fn best(gpu: &GpuContext, head_dim: usize) -> Self {
+        match cooperative_constants(gpu, head_dim, 1) {
+            Ok(_) => AttentionKernel::Cooperative,
+            Err(_) => AttentionKernel::Portable,
+        }
+    }
+}
+
+/// Constants of the cooperative kernel, or why the adapter cannot run it.
+pub(crate) fn cooperative_constants(gpu: &GpuContext, head_dim: usize, top_k: usize) -> Result<KernelConstants> {
+    let Some(subgroup_size) = gpu.cooperative_subgroup_size() else {
+        return Err(MobaError::Unsupported(
+            "cooperative matrices (16x16x16 f16 -> f32 with SHADER_F16 and a fixed subgroup size)".into(),
+        ));
+    };
+    if head_dim % COOP_KEY_TILE as usize != 0 {
+        return Err(MobaError::Unsupported(format!(
+            "head_dim {head_dim} in the cooperative kernel (a multiple of {COOP_KEY_TILE} is needed)"
+        )));
+    }
+    let d = head_dim as u64;
+    let (rows, keys) = (COOP_QUERY_TILE as u64, COOP_KEY_TILE as u64);
+    let bytes = rows * d * 2 + 2 * keys * d * 2 + rows * keys * (4 + 2) + rows * 16 + 8;
+    let available = gpu.limits().max_compute_workgroup_storage_size as u64;
+    if bytes > available {
+        return Err(MobaError::limit(
+            format!("the cooperative kernel's tiles at head_dim {head_dim}"),
+            "max_compute_workgroup_storage_size",
+            bytes,
+            available,
+        ));
+    }
+    let subgroups = COOP_WORKGROUP / subgroup_size;
+    // Each subgroup takes an equal share of the 16x16 score tiles and of the row strips.
+    let score_tiles = (COOP_QUERY_TILE / 16) * (COOP_KEY_TILE / 16);
+    if subgroups == 0 || score_tiles % subgroups != 0 || (COOP_QUERY_TILE / 16) % subgroups != 0 {
+        return Err(MobaError::Unsupported(format!("subgroups of {subgroup_size} in the cooperative kernel")));
+    }
+    Ok(KernelConstants {
+        head_dim: head_dim as u32,
+        top_k: top_k as u32,
+        workgroup_size: COOP_WORKGROUP,
+        key_tile: COOP_KEY_TILE,
+        query_tile: COOP_QUERY_TILE,
+        subgroups,
+    })
+}
 
 /// Tile sizes chosen for one adapter and head dim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +128,7 @@ impl TilePlan {
             workgroup_size: self.workgroup_size,
             key_tile: self.key_tile,
             query_tile: self.workgroup_size,
+            subgroups: 1,
         }
     }
 }

@@ -1,0 +1,66 @@
+// The schedule of one MoBA attention pass, shared by its kernels: which block and which rows of
+// that block's list (for the pass's selection slot) a workgroup takes, and the running state
+// that carries a row from pass to pass.
+//
+// Memory: lists and starts as written by selection_scatter / selection_scan; out [rows,
+//         HEAD_DIM] vec4 f32, the running unnormalised output; stats [rows] vec2 f32, the
+//         running (max, sum) in the log2 domain.
+
+@group(0) @binding(4) var<storage, read> lists: array<u32>;
+@group(0) @binding(5) var<storage, read> starts: array<vec2<u32>>;
+@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> stats: array<vec2<f32>>;
+
+// Up to QUERY_TILE rows of one block's list; rows == 0 means the workgroup has no work.
+struct BlockTile {
+    group: u32,
+    block: u32,
+    first_entry: u32,
+    rows: u32,
+}
+
+// The tile of workgroup `index`: tiles_per_group workgroups per group, the w-th taking the
+// w-th tile of slot `params.slot`, found by binary search over the tile starts.
+fn block_tile(index: u32) -> BlockTile {
+    var tile = BlockTile(index / params.tiles_per_group, 0u, 0u, 0u);
+    if tile.group >= params.groups {
+        return tile;
+    }
+    let slot_starts = tile.group * (TOP_K * params.num_blocks + 1u) + params.slot * params.num_blocks;
+    let position = starts[slot_starts].y + index % params.tiles_per_group;
+    if position >= starts[slot_starts + params.num_blocks].y {
+        return tile;
+    }
+    // The last block whose tiles start at or before `position`.
+    var high = params.num_blocks - 1u;
+    while tile.block < high {
+        let middle = (tile.block + high + 1u) / 2u;
+        if starts[slot_starts + middle].y <= position {
+            tile.block = middle;
+        } else {
+            high = middle - 1u;
+        }
+    }
+    let list = starts[slot_starts + tile.block];
+    tile.first_entry = list.x + (position - list.y) * QUERY_TILE;
+    tile.rows = min(QUERY_TILE, starts[slot_starts + tile.block + 1u].x - tile.first_entry);
+    return tile;
+}
+
+// Flat query row and absolute position of row `i` (< tile.rows) of a tile.
+fn tile_row(tile: BlockTile, i: u32) -> vec2<u32> {
+    let rows_per_group = params.group_size * params.q_len;
+    let local_row = lists[tile.group * rows_per_group * TOP_K + tile.first_entry + i];
+    return vec2<u32>(tile.group * rows_per_group + local_row, query_position(local_row % params.q_len));
+}
+
+// Keys [first, end) of the tile's block that any of its rows can see: a causal tile stops at
+// its last row's position. `last_position` is the largest position among the rows.
+fn tile_key_range(tile: BlockTile, last_position: u32) -> vec2<u32> {
+    let first = tile.block * params.block_size;
+    var end = min(first + params.block_size, params.kv_len);
+    if params.causal != 0u {
+        end = min(end, last_position + 1u);
+    }
+    return vec2<u32>(first, end);
+}

@@ -1,0 +1,225 @@
+// MoBA attention on cooperative matrices (tensor cores), one pass per selection slot: the
+// schedule of moba_attention.wgsl (block_tiles.wgsl) with the tile products on 16x16x16
+// f16 x f16 -> f32 matrix units. Native adapters with EXPERIMENTAL_COOPERATIVE_MATRIX only.
+//
+// Grid: as moba_attention. Workgroup: WORKGROUP_SIZE threads in SUBGROUPS subgroups take
+//       QUERY_TILE (64) gathered rows against one block, KEY_TILE (32) keys at a time.
+// Two sweeps over the block's keys: the first finds every row's max score, the second forms
+//       p = exp2(s - max) once and for all, so the output, which lives in cooperative
+//       matrices that cannot be scaled row by row, never needs rescaling.
+// Work split: subgroup s computes score tiles [s * S_TILES, (s + 1) * S_TILES) and owns the
+//       output of row strips [s * STRIPS, (s + 1) * STRIPS), all HEAD_COLUMNS column tiles each.
+//       Control flow never depends on the subgroup (cooperative operations must stay in
+//       uniform control flow): only the addresses do.
+// Workgroup memory (HEAD_DIM 128): q_tile f16 [64, D] 16 KiB; k_tile, v_tile f16 [32, D] 8 KiB
+//       each; s_tile f32 [64, 32] 8 KiB (scores, then the output a column slice at a time);
+//       p_tile f16 [64, 32] 4 KiB; per-row index, position, max and sum.
+// Precision: q (pre-scaled into the log2 domain), k, v and p are rounded to f16; products
+//       accumulate in f32; the softmax statistics stay f32.
+
+const MATRIX: u32 = 16u;
+const ROW_STRIPS: u32 = QUERY_TILE / MATRIX;
+const KEY_COLUMNS: u32 = KEY_TILE / MATRIX;
+const HEAD_COLUMNS: u32 = HEAD_DIM / MATRIX;
+const S_TILES: u32 = ROW_STRIPS * KEY_COLUMNS / SUBGROUPS;
+const STRIPS: u32 = ROW_STRIPS / SUBGROUPS;
+const O_TILES: u32 = STRIPS * HEAD_COLUMNS;
+
+var<workgroup> q_tile: array<f16, QUERY_TILE * HEAD_DIM>;
+var<workgroup> k_tile: array<f16, KEY_TILE * HEAD_DIM>;
+var<workgroup> v_tile: array<f16, KEY_TILE * HEAD_DIM>;
+var<workgroup> s_tile: array<f32, QUERY_TILE * KEY_TILE>;
+var<workgroup> p_tile: array<f16, QUERY_TILE * KEY_TILE>;
+var<workgroup> row_index: array<u32, QUERY_TILE>;
+var<workgroup> row_position: array<u32, QUERY_TILE>;
+var<workgroup> row_max: array<f32, QUERY_TILE>;
+var<workgroup> row_sum: array<f32, QUERY_TILE>;
+var<workgroup> tile_last_position: atomic<u32>;
+var<workgroup> tile_key_end: u32;
+var<workgroup> shared_tile: BlockTile;
+
+// Stages keys (and values when `with_values`) [first, first + count) of a group as f16;
+// positions past `count` are zero so that they add nothing. Ends with a barrier.
+fn stage_keys(group: u32, first: u32, count: u32, lid: u32, with_values: bool) {
+    let base = (group * params.kv_len + first) * HEAD_VECS;
+    for (var i = lid; i < KEY_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
+        var key = vec4<f32>(0.0);
+        var value = vec4<f32>(0.0);
+        if i < count * HEAD_VECS {
+            key = keys[base + i];
+            if with_values {
+                value = values[base + i];
+            }
+        }
+        let at = i * 4u;
+        k_tile[at] = f16(key.x);
+        k_tile[at + 1u] = f16(key.y);
+        k_tile[at + 2u] = f16(key.z);
+        k_tile[at + 3u] = f16(key.w);
+        if with_values {
+            v_tile[at] = f16(value.x);
+            v_tile[at + 1u] = f16(value.y);
+            v_tile[at + 2u] = f16(value.z);
+            v_tile[at + 3u] = f16(value.w);
+        }
+    }
+    workgroupBarrier();
+}
+
+// s_tile = q_tile . k_tile^T on the matrix units, then a barrier.
+fn tile_scores(subgroup: u32) {
+    for (var t = 0u; t < S_TILES; t++) {
+        let tile = subgroup * S_TILES + t;
+        let strip = tile / KEY_COLUMNS;
+        let column = tile % KEY_COLUMNS;
+        var acc = coop_mat16x16<f32, C>();
+        for (var d = 0u; d < HEAD_DIM; d += MATRIX) {
+            // A: 16 rows x 16 dims of q, row-major. B: 16 dims x 16 keys, i.e. k read column-major.
+            let a = coopLoadT<coop_mat16x16<f16, A>>(&q_tile[strip * MATRIX * HEAD_DIM + d], HEAD_DIM);
+            let b = coopLoad<coop_mat16x16<f16, B>>(&k_tile[column * MATRIX * HEAD_DIM + d], HEAD_DIM);
+            acc = coopMultiplyAdd(a, b, acc);
+        }
+        coopStoreT(acc, &s_tile[strip * MATRIX * KEY_TILE + column * MATRIX], KEY_TILE);
+    }
+    workgroupBarrier();
+}
+
+// Score of staged key j for tile row r, or NEG_BIG where masked (causal, or past `count`).
+fn visible_score(r: u32, j: u32, first: u32, count: u32) -> f32 {
+    if j >= count || (params.causal != 0u && first + j > row_position[r]) {
+        return NEG_BIG;
+    }
+    return s_tile[r * KEY_TILE + j];
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) num: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) subgroup: u32,
+) {
+    // One thread reads the schedule; the load makes it uniform, as the matrix operations need.
+    if lid == 0u {
+        shared_tile = block_tile(workgroup_index(wid, num));
+    }
+    let tile = workgroupUniformLoad(&shared_tile);
+    if tile.rows == 0u {
+        return;
+    }
+    // Rows of the tile and the queries, scaled into the log2 domain, as f16.
+    if lid == 0u {
+        atomicStore(&tile_last_position, 0u);
+    }
+    workgroupBarrier();
+    if lid < tile.rows {
+        let row = tile_row(tile, lid);
+        row_index[lid] = row.x;
+        row_position[lid] = row.y;
+        atomicMax(&tile_last_position, row.y);
+    }
+    workgroupBarrier();
+    for (var i = lid; i < QUERY_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
+        let r = i / HEAD_VECS;
+        var query = vec4<f32>(0.0);
+        if r < tile.rows {
+            query = queries[row_index[r] * HEAD_VECS + i % HEAD_VECS] * params.scale_log2;
+        }
+        q_tile[i * 4u] = f16(query.x);
+        q_tile[i * 4u + 1u] = f16(query.y);
+        q_tile[i * 4u + 2u] = f16(query.z);
+        q_tile[i * 4u + 3u] = f16(query.w);
+    }
+    if lid == 0u {
+        tile_key_end = tile_key_range(tile, atomicLoad(&tile_last_position)).y;
+    }
+    let key_end = workgroupUniformLoad(&tile_key_end);
+    let key_first = tile.block * params.block_size;
+    let is_row = lid < tile.rows;
+
+    // Sweep 1: every row's max score over the block.
+    var max_score = NEG_BIG;
+    for (var first = key_first; first < key_end; first += KEY_TILE) {
+        let count = min(KEY_TILE, key_end - first);
+        stage_keys(tile.group, first, count, lid, false);
+        tile_scores(subgroup);
+        if is_row {
+            for (var j = 0u; j < KEY_TILE; j++) {
+                max_score = max(max_score, visible_score(lid, j, first, count));
+            }
+        }
+        workgroupBarrier();
+    }
+
+    // Sweep 2: p = exp2(s - max) in f16, its sum, and o += p . v on the matrix units.
+    var o: array<coop_mat16x16<f32, C>, O_TILES>;
+    var sum = 0.0;
+    for (var first = key_first; first < key_end; first += KEY_TILE) {
+        let count = min(KEY_TILE, key_end - first);
+        stage_keys(tile.group, first, count, lid, true);
+        tile_scores(subgroup);
+        if lid < QUERY_TILE {
+            for (var j = 0u; j < KEY_TILE; j++) {
+                var p = f16(0.0);
+                if is_row {
+                    p = f16(exp2(visible_score(lid, j, first, count) - max_score));
+                }
+                p_tile[lid * KEY_TILE + j] = p;
+                sum += f32(p);
+            }
+        }
+        workgroupBarrier();
+        for (var t = 0u; t < O_TILES; t++) {
+            let strip = subgroup * STRIPS + t / HEAD_COLUMNS;
+            let column = t % HEAD_COLUMNS;
+            for (var k = 0u; k < KEY_TILE; k += MATRIX) {
+                let a = coopLoadT<coop_mat16x16<f16, A>>(&p_tile[strip * MATRIX * KEY_TILE + k], KEY_TILE);
+                let b = coopLoadT<coop_mat16x16<f16, B>>(&v_tile[k * HEAD_DIM + column * MATRIX], HEAD_DIM);
+                o[t] = coopMultiplyAdd(a, b, o[t]);
+            }
+        }
+        workgroupBarrier();
+    }
+    if is_row {
+        row_max[lid] = max_score;
+        row_sum[lid] = sum;
+    }
+
+    // Merge with the running state, one KEY_TILE-wide column slice of the output at a time
+    // through s_tile: new = old * 2^(m_old - m) + block * 2^(m_block - m).
+    for (var slice = 0u; slice < HEAD_COLUMNS / KEY_COLUMNS; slice++) {
+        for (var t = 0u; t < O_TILES; t++) {
+            let column = t % HEAD_COLUMNS;
+            if column / KEY_COLUMNS == slice {
+                let strip = subgroup * STRIPS + t / HEAD_COLUMNS;
+                coopStoreT(o[t], &s_tile[strip * MATRIX * KEY_TILE + (column % KEY_COLUMNS) * MATRIX], KEY_TILE);
+            }
+        }
+        workgroupBarrier();
+        for (var i = lid; i < tile.rows * KEY_TILE; i += WORKGROUP_SIZE) {
+            let r = i / KEY_TILE;
+            let d = slice * KEY_TILE + i % KEY_TILE;
+            let at = row_index[r] * HEAD_VECS + d / 4u;
+            var old = 0.0;
+            var old_state = vec2<f32>(NEG_BIG, 0.0);
+            if params.slot > 0u {
+                old = out[at][d % 4u];
+                old_state = stats[row_index[r]];
+            }
+            let new_max = max(old_state.x, row_max[r]);
+            out[at][d % 4u] = old * exp2(old_state.x - new_max) + s_tile[i] * exp2(row_max[r] - new_max);
+        }
+        workgroupBarrier();
+    }
+    if is_row {
+        var old_state = vec2<f32>(NEG_BIG, 0.0);
+        if params.slot > 0u {
+            old_state = stats[row_index[lid]];
+        }
+        let new_max = max(old_state.x, max_score);
+        stats[row_index[lid]] = vec2<f32>(
+            new_max,
+            old_state.y * exp2(old_state.x - new_max) + sum * exp2(max_score - new_max),
+        );
+    }
+}
