@@ -12,8 +12,10 @@
 //       Control flow never depends on the subgroup (cooperative operations must stay in
 //       uniform control flow): only the addresses do.
 // Workgroup memory (HEAD_DIM 128): q_tile f16 [64, D] 16 KiB; k_tile, v_tile f16 [32, D] 8 KiB
-//       each; s_tile f32 [64, 32] 8 KiB (scores, then the output a column slice at a time);
-//       p_tile f16 [64, 32] 4 KiB; per-row index, position, max and sum.
+//       each; s_tile f32 8 KiB: scores key-major [32 keys][64 rows], so that the thread of a
+//       row walks its keys without bank conflicts, then the output a column slice at a time
+//       [64 rows][32 dims]; p_tile f16 [32 keys][64 rows] 4 KiB; a zero 16x16 f32 tile (the
+//       accumulators start from it); per-row index, position, max and sum.
 // Precision: q (pre-scaled into the log2 domain), k, v and p are rounded to f16; products
 //       accumulate in f32; the softmax statistics stay f32.
 
@@ -30,6 +32,7 @@ var<workgroup> k_tile: array<f16, KEY_TILE * HEAD_DIM>;
 var<workgroup> v_tile: array<f16, KEY_TILE * HEAD_DIM>;
 var<workgroup> s_tile: array<f32, QUERY_TILE * KEY_TILE>;
 var<workgroup> p_tile: array<f16, QUERY_TILE * KEY_TILE>;
+var<workgroup> zero_tile: array<f32, MATRIX * MATRIX>;
 var<workgroup> row_index: array<u32, QUERY_TILE>;
 var<workgroup> row_position: array<u32, QUERY_TILE>;
 var<workgroup> row_max: array<f32, QUERY_TILE>;
@@ -66,20 +69,26 @@ fn stage_keys(group: u32, first: u32, count: u32, lid: u32, with_values: bool) {
     workgroupBarrier();
 }
 
-// s_tile = q_tile . k_tile^T on the matrix units, then a barrier.
+// A 16x16 f32 accumulator of zeros.
+fn zero_accumulator() -> coop_mat16x16<f32, C> {
+    return coopLoadT<coop_mat16x16<f32, C>>(&zero_tile[0], MATRIX);
+}
+
+// s_tile = (q_tile . k_tile^T)^T on the matrix units (key-major), then a barrier.
 fn tile_scores(subgroup: u32) {
     for (var t = 0u; t < S_TILES; t++) {
         let tile = subgroup * S_TILES + t;
         let strip = tile / KEY_COLUMNS;
         let column = tile % KEY_COLUMNS;
-        var acc = coop_mat16x16<f32, C>();
+        var acc = zero_accumulator();
         for (var d = 0u; d < HEAD_DIM; d += MATRIX) {
             // A: 16 rows x 16 dims of q, row-major. B: 16 dims x 16 keys, i.e. k read column-major.
             let a = coopLoadT<coop_mat16x16<f16, A>>(&q_tile[strip * MATRIX * HEAD_DIM + d], HEAD_DIM);
             let b = coopLoad<coop_mat16x16<f16, B>>(&k_tile[column * MATRIX * HEAD_DIM + d], HEAD_DIM);
             acc = coopMultiplyAdd(a, b, acc);
         }
-        coopStoreT(acc, &s_tile[strip * MATRIX * KEY_TILE + column * MATRIX], KEY_TILE);
+        // Column-major store: element (row r, key j) lands at j * QUERY_TILE + r.
+        coopStore(acc, &s_tile[column * MATRIX * QUERY_TILE + strip * MATRIX], QUERY_TILE);
     }
     workgroupBarrier();
 }
@@ -89,7 +98,7 @@ fn visible_score(r: u32, j: u32, first: u32, count: u32) -> f32 {
     if j >= count || (params.causal != 0u && first + j > row_position[r]) {
         return NEG_BIG;
     }
-    return s_tile[r * KEY_TILE + j];
+    return s_tile[j * QUERY_TILE + r];
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -110,6 +119,9 @@ fn main(
     // Rows of the tile and the queries, scaled into the log2 domain, as f16.
     if lid == 0u {
         atomicStore(&tile_last_position, 0u);
+    }
+    for (var i = lid; i < MATRIX * MATRIX; i += WORKGROUP_SIZE) {
+        zero_tile[i] = 0.0;
     }
     workgroupBarrier();
     if lid < tile.rows {
@@ -153,6 +165,9 @@ fn main(
 
     // Sweep 2: p = exp2(s - max) in f16, its sum, and o += p . v on the matrix units.
     var o: array<coop_mat16x16<f32, C>, O_TILES>;
+    for (var t = 0u; t < O_TILES; t++) {
+        o[t] = zero_accumulator();
+    }
     var sum = 0.0;
     for (var first = key_first; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
@@ -164,7 +179,7 @@ fn main(
                 if is_row {
                     p = f16(exp2(visible_score(lid, j, first, count) - max_score));
                 }
-                p_tile[lid * KEY_TILE + j] = p;
+                p_tile[j * QUERY_TILE + lid] = p;
                 sum += f32(p);
             }
         }
@@ -173,7 +188,8 @@ fn main(
             let strip = subgroup * STRIPS + t / HEAD_COLUMNS;
             let column = t % HEAD_COLUMNS;
             for (var k = 0u; k < KEY_TILE; k += MATRIX) {
-                let a = coopLoadT<coop_mat16x16<f16, A>>(&p_tile[strip * MATRIX * KEY_TILE + k], KEY_TILE);
+                // A: 16 rows x 16 keys of p, stored key-major, so read column-major.
+                let a = coopLoad<coop_mat16x16<f16, A>>(&p_tile[k * QUERY_TILE + strip * MATRIX], QUERY_TILE);
                 let b = coopLoadT<coop_mat16x16<f16, B>>(&v_tile[k * HEAD_DIM + column * MATRIX], HEAD_DIM);
                 o[t] = coopMultiplyAdd(a, b, o[t]);
             }

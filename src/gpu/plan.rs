@@ -29,12 +29,11 @@ const COOP_QUERY_TILE: u32 = 64;
 const COOP_KEY_TILE: u32 = 32;
 
 impl AttentionKernel {
-    /// The fastest kernel the adapter can run at this head dim.
-    pub fn best(gpu: &GpuContext, head_dim: usize) -> Self {
-        match cooperative_constants(gpu, head_dim, 1) {
-            Ok(_) => AttentionKernel::Cooperative,
-            Err(_) => AttentionKernel::Portable,
-        }
+    /// The kernel used by default: the portable one. The cooperative kernel does not match
+    /// the reference yet (tests/cooperative.rs shows it on an H100), so it stays opt-in
+    /// through [`MobaForward::with_kernel`](super::MobaForward::with_kernel) until it does.
+    pub fn best(_gpu: &GpuContext, _head_dim: usize) -> Self {
+        AttentionKernel::Portable
     }
 }
 
