@@ -31,6 +31,9 @@ pub struct DemoArgs {
     /// Timed runs per kernel; the median is reported (default 5).
     #[arg(long)]
     runs: Option<usize>,
+    /// Untimed runs before the timed ones (default 1).
+    #[arg(long)]
+    warmup: Option<usize>,
     /// Rows checked against the f64 reference (default 64).
     #[arg(long)]
     check_rows: Option<usize>,
@@ -72,6 +75,7 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
     let config = MobaConfig::new(pick(args.block_size, 64, 512), args.top_k.unwrap_or(3));
     config.validate()?;
     let runs = args.runs.unwrap_or(5).max(1);
+    let warmup = args.warmup.unwrap_or(1);
     let kernel = match args.kernel {
         KernelChoice::Auto => AttentionKernel::best(gpu, shape.head_dim),
         KernelChoice::Portable => AttentionKernel::Portable,
@@ -135,7 +139,7 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         };
         eprint!("\rcall {}/{calls}: moba  ", call + 1);
         let moba = MobaForward::with_kernel(gpu, &part, &config, kernel)?;
-        moba_seconds += median_seconds(gpu, runs, |encoder| moba.encode(encoder, &io))?;
+        moba_seconds += median_seconds(gpu, warmup, runs, |encoder| moba.encode(encoder, &io))?;
         let chosen: Vec<i32> = pollster::block_on(gpu.download(&selection))?;
         pairs += sparsity::attended_pairs(&chosen, &part, &config);
         if call == 0 {
@@ -151,7 +155,7 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         if !args.no_dense {
             eprint!("\rcall {}/{calls}: dense ", call + 1);
             let dense = DenseForward::new(gpu, &part, &config)?;
-            dense_seconds += median_seconds(gpu, runs, |encoder| {
+            dense_seconds += median_seconds(gpu, warmup, runs, |encoder| {
                 dense.encode(encoder, io.q, io.k, io.v, io.o, io.lse)
             })?;
         }
@@ -194,9 +198,10 @@ fn rate(flops_per_second: f64) -> String {
     }
 }
 
-/// Median wall time of `runs` synchronised runs after one warm-up run.
+/// Median wall time of `runs` synchronised runs after `warmup` untimed ones.
 fn median_seconds(
     gpu: &GpuContext,
+    warmup: usize,
     runs: usize,
     mut encode: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
 ) -> Result<f64> {
@@ -207,7 +212,9 @@ fn median_seconds(
         gpu.submit_and_wait(encoder.finish())?;
         Ok(start.elapsed().as_secs_f64())
     };
-    run()?;
+    for _ in 0..warmup {
+        run()?;
+    }
     let mut times = (0..runs).map(|_| run()).collect::<Result<Vec<f64>>>()?;
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])

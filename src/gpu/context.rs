@@ -45,10 +45,12 @@ const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
 
-/// Whether the adapter has the features and the 16x16x16 f16 -> f32 matrix shape.
+/// Whether the adapter has the features and the 16x16x16 f16 -> f32 matrix shape (and this
+/// build has the `experimental-cooperative` feature that uses them).
 pub fn offers_cooperative_matrices(adapter: &wgpu::Adapter) -> bool {
     use wgpu::CooperativeScalarType::{F16, F32};
-    adapter.features().contains(COOPERATIVE_FEATURES)
+    cfg!(feature = "experimental-cooperative")
+        && adapter.features().contains(COOPERATIVE_FEATURES)
         && adapter.cooperative_matrix_properties().iter().any(|p| {
             (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == F16 && p.cr_type == F32
         })
@@ -117,7 +119,11 @@ impl GpuContext {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("moba"),
-                required_features: if cooperative { COOPERATIVE_FEATURES } else { wgpu::Features::empty() },
+                required_features: if cooperative {
+                    COOPERATIVE_FEATURES
+                } else {
+                    wgpu::Features::empty()
+                },
                 // Everything the adapter offers: long sequences need its largest buffers.
                 required_limits: adapter.limits(),
                 experimental_features: if cooperative {

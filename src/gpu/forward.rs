@@ -3,7 +3,9 @@
 use super::buffers::check_buffer;
 use super::context::GpuContext;
 use super::kernels::{Kernel, KernelConstants};
-use super::plan::{AttentionKernel, TilePlan, check_buffer_sizes, cooperative_constants, groups_per_call, params};
+use super::plan::{
+    AttentionKernel, TilePlan, check_buffer_sizes, cooperative_constants, groups_per_call, params,
+};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 
@@ -67,11 +69,21 @@ pub struct MobaForward {
 impl MobaForward {
     /// Plans a forward with the fastest attention kernel the adapter runs.
     pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
-        Self::with_kernel(gpu, shape, config, AttentionKernel::best(gpu, shape.head_dim))
+        Self::with_kernel(
+            gpu,
+            shape,
+            config,
+            AttentionKernel::best(gpu, shape.head_dim),
+        )
     }
 
     /// Plans a forward with a chosen attention kernel (an error if the adapter lacks it).
-    pub fn with_kernel(gpu: &GpuContext, shape: &Shape, config: &MobaConfig, kernel: AttentionKernel) -> Result<Self> {
+    pub fn with_kernel(
+        gpu: &GpuContext,
+        shape: &Shape,
+        config: &MobaConfig,
+        kernel: AttentionKernel,
+    ) -> Result<Self> {
         shape.validate()?;
         config.validate()?;
         check_buffer_sizes(gpu.limits(), &Self::buffer_sizes(shape, config))?;

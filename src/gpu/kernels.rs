@@ -7,9 +7,10 @@ const ATTENTION_INPUTS: &str = include_str!("../../shaders/attention_inputs.wgsl
 const ATTENTION_TILE: &str = include_str!("../../shaders/attention_tile.wgsl");
 const BLOCK_TILES: &str = include_str!("../../shaders/block_tiles.wgsl");
 
-/// Every compute kernel of the wgpu path.
+/// Every compute kernel of the wgpu path (public for tools and tests that assemble a
+/// kernel's WGSL themselves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Kernel {
+pub enum Kernel {
     BlockMean,
     GateTopk,
     SelectionCount,
@@ -22,6 +23,7 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
+    /// The kernel's name (its main file under `shaders/`).
     pub fn name(self) -> &'static str {
         match self {
             Kernel::BlockMean => "block_mean",
@@ -88,7 +90,7 @@ impl Kernel {
 /// Compile-time values of a kernel: they size arrays, so they are WGSL `const`s that the
 /// host prepends rather than uniforms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct KernelConstants {
+pub struct KernelConstants {
     pub head_dim: u32,
     pub top_k: u32,
     pub workgroup_size: u32,
@@ -105,7 +107,12 @@ impl KernelConstants {
             "// Set by the host (src/gpu/kernels.rs).\n\
              const HEAD_DIM: u32 = {}u;\nconst TOP_K: u32 = {}u;\nconst WORKGROUP_SIZE: u32 = {}u;\n\
              const KEY_TILE: u32 = {}u;\nconst QUERY_TILE: u32 = {}u;\nconst SUBGROUPS: u32 = {}u;\n\n",
-            self.head_dim, self.top_k, self.workgroup_size, self.key_tile, self.query_tile, self.subgroups
+            self.head_dim,
+            self.top_k,
+            self.workgroup_size,
+            self.key_tile,
+            self.query_tile,
+            self.subgroups
         )
     }
 }
