@@ -49,6 +49,11 @@ fn workgroup_index(wid: vec3<u32>, num: vec3<u32>) -> u32 {
     return wid.x + wid.y * num.x;
 }
 
+// Flat index of this thread in a linear grid of WORKGROUP_SIZE-thread workgroups.
+fn thread_index(wid: vec3<u32>, num: vec3<u32>, lid: u32) -> u32 {
+    return workgroup_index(wid, num) * WORKGROUP_SIZE + lid;
+}
+
 // Natural-log softmax normaliser from a running (max, sum) in the log2 domain.
 fn log_sum_exp(state: vec2<f32>) -> f32 {
     return (state.x + log2(state.y)) * LN_2;

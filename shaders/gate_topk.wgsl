@@ -20,7 +20,7 @@ fn main(
     @builtin(num_workgroups) num: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = workgroup_index(wid, num) * WORKGROUP_SIZE + lid;
+    let row = thread_index(wid, num, lid);
     if row >= q_rows() {
         return;
     }

@@ -4,7 +4,6 @@
 // Memory: selection [rows, TOP_K] i32 -> counts [groups, TOP_K, num_blocks] atomic u32,
 //         zeroed by the host before the launch. Integer atomics: the counts are exact.
 
-@group(0) @binding(1) var<storage, read> selection: array<i32>;
 @group(0) @binding(2) var<storage, read_write> counts: array<atomic<u32>>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -13,11 +12,8 @@ fn main(
     @builtin(num_workgroups) num: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let entry = workgroup_index(wid, num) * WORKGROUP_SIZE + lid;
-    if entry >= q_rows() * TOP_K {
-        return;
-    }
-    let block = selection[entry];
+    let entry = thread_index(wid, num, lid);
+    let block = chosen_block(entry);
     if block < 0 {
         return;
     }

@@ -8,7 +8,6 @@
 // The order inside a list depends on scheduling. Each row's attention result depends only on
 // its own inputs, never on its tile mates, so the outputs are the same bits in any order.
 
-@group(0) @binding(1) var<storage, read> selection: array<i32>;
 @group(0) @binding(2) var<storage, read> starts: array<vec2<u32>>;
 @group(0) @binding(3) var<storage, read_write> cursors: array<atomic<u32>>;
 @group(0) @binding(4) var<storage, read_write> lists: array<u32>;
@@ -19,11 +18,8 @@ fn main(
     @builtin(num_workgroups) num: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let entry = workgroup_index(wid, num) * WORKGROUP_SIZE + lid;
-    if entry >= q_rows() * TOP_K {
-        return;
-    }
-    let block = selection[entry];
+    let entry = thread_index(wid, num, lid);
+    let block = chosen_block(entry);
     if block < 0 {
         return;
     }

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use common::inputs;
 use moba::{MobaConfig, Shape, npy, reference};
 
-fn moba(args: &[&str]) -> Output {
+fn moba<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_moba"))
         .args(args)
         .output()
@@ -59,8 +59,7 @@ fn attend_args<'a>(dir: &'a str, backend: &'a str, out: &'a str) -> Vec<String> 
 }
 
 fn run_ok(args: &[String]) {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = moba(&args);
+    let output = moba(args);
     assert!(
         output.status.success(),
         "moba {args:?}: {}",
@@ -125,29 +124,19 @@ fn attend_reports_bad_input_clearly() {
     // --dout on wgpu: not built yet, said so.
     let mut args = attend_args(d, "wgpu", d);
     args.extend(["--dout".to_string(), format!("{d}/do.npy")]);
-    let output = moba(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let output = moba(&args);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("backward"));
     // v with another shape than k.
     npy::write(&dir.join("v.npy"), &[1, 1, 11, 4], &[0.5f32; 44]).unwrap();
-    let output = moba(
-        &attend_args(d, "reference", d)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let output = moba(&attend_args(d, "reference", d));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("v has shape"),
         "{output:?}"
     );
     // A missing file names its path.
     std::fs::remove_file(dir.join("q.npy")).unwrap();
-    let output = moba(
-        &attend_args(d, "reference", d)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let output = moba(&attend_args(d, "reference", d));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("q.npy"),
         "{output:?}"

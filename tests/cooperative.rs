@@ -93,51 +93,13 @@ fn load_and_store_conventions() {
     // Small integers: exact in f16 and in the f32 products.
     let a: Vec<f32> = (0..512).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
     let b: Vec<f32> = (0..512).map(|i| ((i * 3) % 7) as f32 - 3.0).collect();
-    let device = gpu.device();
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("probe"),
-        source: wgpu::ShaderSource::Wgsl(PROBE.into()),
-    });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("probe"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
     let (a_buffer, b_buffer, c_buffer) = (
         gpu.upload("a", &a),
         gpu.upload("b", &b),
         gpu.poisoned("c", 6 * 256),
     );
-    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: a_buffer.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: b_buffer.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: c_buffer.as_entire_binding(),
-            },
-        ],
-    });
-    let mut encoder = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind, &[]);
-        pass.dispatch_workgroups(1, 1, 1);
-    }
-    gpu.submit_and_wait(encoder.finish()).unwrap();
-    let c: Vec<f32> = pollster::block_on(gpu.download(&c_buffer)).unwrap();
+    dispatch_one(gpu, PROBE, &[&a_buffer, &b_buffer, &c_buffer]);
+    let c = download(gpu, &c_buffer);
     let product = |b_at: &dyn Fn(usize, usize) -> f32| -> Vec<f32> {
         (0..256)
             .map(|i| {
@@ -332,13 +294,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_id) sg: u32
 }
 "#;
 
-/// Runs a probe shader with one workgroup over the given inputs and outputs.
-fn run_probe(
-    gpu: &GpuContext,
-    source: &str,
-    inputs: &[&[f32]],
-    outputs: &[usize],
-) -> Vec<Vec<f32>> {
+/// Runs one workgroup of a shader with `buffers` bound at bindings 0, 1, 2, ...
+fn dispatch_one(gpu: &GpuContext, source: &str, buffers: &[&wgpu::Buffer]) {
     let device = gpu.device();
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some("probe"),
@@ -352,11 +309,6 @@ fn run_probe(
         compilation_options: Default::default(),
         cache: None,
     });
-    let buffers: Vec<wgpu::Buffer> = inputs
-        .iter()
-        .map(|data| gpu.upload("in", data))
-        .chain(outputs.iter().map(|&n| gpu.poisoned("out", n)))
-        .collect();
     let entries: Vec<wgpu::BindGroupEntry> = buffers
         .iter()
         .enumerate()
@@ -378,10 +330,10 @@ fn run_probe(
         pass.dispatch_workgroups(1, 1, 1);
     }
     gpu.submit_and_wait(encoder.finish()).unwrap();
-    buffers[inputs.len()..]
-        .iter()
-        .map(|b| pollster::block_on(gpu.download(b)).unwrap())
-        .collect()
+}
+
+fn download(gpu: &GpuContext, buffer: &wgpu::Buffer) -> Vec<f32> {
+    pollster::block_on(gpu.download(buffer)).unwrap()
 }
 
 #[test]
@@ -391,7 +343,24 @@ fn attention_tile_products_in_four_subgroups() {
     let small =
         |n: usize, m: usize| -> Vec<f32> { (0..n).map(|i| ((i * m) % 5) as f32 - 2.0).collect() };
     let (q, k, v) = (small(qt * d, 7), small(kt * d, 3), small(kt * d, 11));
-    let out = run_probe(gpu, TILE_PROBE, &[&q, &k, &v], &[kt * qt, qt * d]);
+    let (scores_buffer, o_buffer) = (gpu.poisoned("scores", kt * qt), gpu.poisoned("o", qt * d));
+    let inputs = [
+        gpu.upload("q", &q),
+        gpu.upload("k", &k),
+        gpu.upload("v", &v),
+    ];
+    dispatch_one(
+        gpu,
+        TILE_PROBE,
+        &[
+            &inputs[0],
+            &inputs[1],
+            &inputs[2],
+            &scores_buffer,
+            &o_buffer,
+        ],
+    );
+    let out = [download(gpu, &scores_buffer), download(gpu, &o_buffer)];
     let scores: Vec<f32> = (0..kt * qt)
         .map(|i| {
             (0..d)
@@ -489,23 +458,10 @@ fn kernel_stages_on_one_tile() {
     let params: Vec<u32> = vec![1, 1, 16, 16, 16, 1, 0, scale_log2.to_bits(), 0, 1, 0, 0];
     let lists: Vec<u32> = (0..16).collect();
     let starts: Vec<u32> = vec![0, 0, 16, 1];
-    let device = gpu.device();
     let mut all_ok = true;
     for (name, source) in variants {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: None,
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: None,
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
         let uniform = wgpu::util::DeviceExt::create_buffer_init(
-            device,
+            gpu.device(),
             &wgpu::util::BufferInitDescriptor {
                 label: None,
                 contents: bytemuck::cast_slice(&params),
@@ -513,6 +469,7 @@ fn kernel_stages_on_one_tile() {
             },
         );
         let buffers = [
+            uniform,
             gpu.upload("q", &q),
             gpu.upload("k", &k),
             gpu.upload("v", &v),
@@ -522,34 +479,9 @@ fn kernel_stages_on_one_tile() {
             gpu.poisoned("stats", rows * 2),
             gpu.poisoned("debug", 2048),
         ];
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uniform.as_entire_binding(),
-        }];
-        entries.extend(
-            buffers
-                .iter()
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry {
-                    binding: i as u32 + 1,
-                    resource: b.as_entire_binding(),
-                }),
-        );
-        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        let mut encoder = device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(1, 1, 1);
-        }
-        gpu.submit_and_wait(encoder.finish()).unwrap();
-        let debug: Vec<f32> = pollster::block_on(gpu.download(&buffers[7])).unwrap();
-        let out: Vec<f32> = pollster::block_on(gpu.download(&buffers[5])).unwrap();
+        dispatch_one(gpu, &source, &buffers.iter().collect::<Vec<_>>());
+        let debug = download(gpu, &buffers[8]);
+        let out = download(gpu, &buffers[6]);
         let f16ish = |x: f32| x; // inputs are rounded to f16 in the kernel: compare loosely
         let s_ok = (0..rows * rows)
             .filter(|&i| {

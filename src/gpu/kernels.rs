@@ -6,6 +6,7 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const ATTENTION_INPUTS: &str = include_str!("../../shaders/attention_inputs.wgsl");
 const ATTENTION_TILE: &str = include_str!("../../shaders/attention_tile.wgsl");
 const BLOCK_TILES: &str = include_str!("../../shaders/block_tiles.wgsl");
+const SELECTION_ENTRIES: &str = include_str!("../../shaders/selection_entries.wgsl");
 
 /// Every compute kernel of the wgpu path (public for tools and tests that assemble a
 /// kernel's WGSL themselves).
@@ -43,9 +44,15 @@ impl Kernel {
         match self {
             Kernel::BlockMean => &[include_str!("../../shaders/block_mean.wgsl")],
             Kernel::GateTopk => &[include_str!("../../shaders/gate_topk.wgsl")],
-            Kernel::SelectionCount => &[include_str!("../../shaders/selection_count.wgsl")],
+            Kernel::SelectionCount => &[
+                SELECTION_ENTRIES,
+                include_str!("../../shaders/selection_count.wgsl"),
+            ],
             Kernel::SelectionScan => &[include_str!("../../shaders/selection_scan.wgsl")],
-            Kernel::SelectionScatter => &[include_str!("../../shaders/selection_scatter.wgsl")],
+            Kernel::SelectionScatter => &[
+                SELECTION_ENTRIES,
+                include_str!("../../shaders/selection_scatter.wgsl"),
+            ],
             Kernel::MobaAttention => &[
                 ATTENTION_INPUTS,
                 ATTENTION_TILE,
