@@ -37,8 +37,10 @@ var<workgroup> row_index: array<u32, QUERY_TILE>;
 var<workgroup> row_position: array<u32, QUERY_TILE>;
 var<workgroup> row_max: array<f32, QUERY_TILE>;
 var<workgroup> row_sum: array<f32, QUERY_TILE>;
-var<workgroup> tile_last_position: atomic<u32>;
-var<workgroup> tile_key_end: u32;
+// Scalars padded to 16 bytes: drivers may place f16 tiles after every 4-byte variable, and
+// the matrix loads need their rows 16-byte aligned.
+var<workgroup> tile_last_position: array<atomic<u32>, 4>;
+var<workgroup> tile_key_end: array<u32, 4>;
 var<workgroup> shared_tile: BlockTile;
 
 // Stages keys (and values when `with_values`) [first, first + count) of a group as f16;
@@ -118,7 +120,7 @@ fn main(
     }
     // Rows of the tile and the queries, scaled into the log2 domain, as f16.
     if lid == 0u {
-        atomicStore(&tile_last_position, 0u);
+        atomicStore(&tile_last_position[0], 0u);
     }
     for (var i = lid; i < MATRIX * MATRIX; i += WORKGROUP_SIZE) {
         zero_tile[i] = 0.0;
@@ -128,7 +130,7 @@ fn main(
         let row = tile_row(tile, lid);
         row_index[lid] = row.x;
         row_position[lid] = row.y;
-        atomicMax(&tile_last_position, row.y);
+        atomicMax(&tile_last_position[0], row.y);
     }
     workgroupBarrier();
     for (var i = lid; i < QUERY_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
@@ -143,9 +145,9 @@ fn main(
         q_tile[i * 4u + 3u] = f16(query.w);
     }
     if lid == 0u {
-        tile_key_end = tile_key_range(tile, atomicLoad(&tile_last_position)).y;
+        tile_key_end[0] = tile_key_range(tile, atomicLoad(&tile_last_position[0])).y;
     }
-    let key_end = workgroupUniformLoad(&tile_key_end);
+    let key_end = workgroupUniformLoad(&tile_key_end)[0];
     let key_first = tile.block * params.block_size;
     let is_row = lid < tile.rows;
 

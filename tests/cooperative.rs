@@ -405,7 +405,6 @@ fn attention_tile_products_in_four_subgroups() {
 #[test]
 fn kernel_stages_on_one_tile() {
     use moba::gpu::{Kernel, KernelConstants};
-    let Some(gpu) = cooperative_gpu() else { return };
     let (rows, d) = (16usize, 32usize);
     let constants = KernelConstants {
         head_dim: 32,
@@ -431,11 +430,42 @@ fn kernel_stages_on_one_tile() {
         base.contains(function_barrier),
         "tile_scores ends with a barrier"
     );
+    let vector_q = "        q_tile[i * 4u] = f16(query.x);\n        q_tile[i * 4u + 1u] = f16(query.y);\n        q_tile[i * 4u + 2u] = f16(query.z);\n        q_tile[i * 4u + 3u] = f16(query.w);\n";
+    let scalar_q = "    }\n    for (var i = lid; i < QUERY_TILE * HEAD_DIM; i += WORKGROUP_SIZE) {\n        let r = i / HEAD_DIM;\n        var x = 0.0;\n        if r < tile.rows {\n            x = queries[(row_index[r] * HEAD_DIM + i % HEAD_DIM) / 4u][i % 4u] * params.scale_log2;\n        }\n        q_tile[i] = f16(x);\n";
+    let vector_k = "        k_tile[at] = f16(key.x);\n        k_tile[at + 1u] = f16(key.y);\n        k_tile[at + 2u] = f16(key.z);\n        k_tile[at + 3u] = f16(key.w);\n        if with_values {\n            v_tile[at] = f16(value.x);\n            v_tile[at + 1u] = f16(value.y);\n            v_tile[at + 2u] = f16(value.z);\n            v_tile[at + 3u] = f16(value.w);\n        }\n";
+    let scalar_k = "    }\n    for (var i = lid; i < KEY_TILE * HEAD_DIM; i += WORKGROUP_SIZE) {\n        var x = 0.0;\n        var y = 0.0;\n        if i < count * HEAD_DIM {\n            x = keys[base + i / 4u][i % 4u];\n            y = values[base + i / 4u][i % 4u];\n        }\n        k_tile[i] = f16(x);\n        v_tile[i] = f16(y);\n";
+    let atomic_max = "        atomicMax(&tile_last_position[0], row.y);\n";
+    let atomic_end = "        tile_key_end[0] = tile_key_range(tile, atomicLoad(&tile_last_position[0])).y;\n";
+    let fixed_end = "        tile_key_end[0] = tile_key_range(tile, 4000000000u).y;\n";
+    let before_end = "    if lid == 0u {\n        tile_key_end[0]";
+    for text in [vector_q, vector_k, atomic_max, atomic_end, before_end] {
+        assert!(base.contains(text), "{text}");
+    }
+    let sweep_only = |source: &str, dump: &str| -> String {
+        let cut = source.replace(sweep_one, dump);
+        let start = cut.find("    // Sweep 2:").unwrap();
+        let end = cut.find("\n@group(0) @binding(8)").unwrap();
+        let keep = "    if lid == 100000u { out[0] = vec4<f32>(max_score); stats[0] = vec2<f32>(0.0); }\n";
+        format!("{}{keep}}}\n{}", &cut[..start], &cut[end..])
+    };
     let variants: Vec<(&str, String)> = vec![
         ("as is", base.replace(sweep_one, dump)),
         ("no early return", base.replace(sweep_one, dump).replace(early_return, "")),
         ("constructor zero", base.replace(sweep_one, dump).replace(zero_call, "        var acc = coop_mat16x16<f32, C>();")),
         ("inlined at sweep 1", base.replace(sweep_one, &inlined)),
+        ("sweep 1, scalar q staging", sweep_only(&base, dump).replace(vector_q, scalar_q)),
+        ("sweep 1, scalar k staging", sweep_only(&base, dump).replace(vector_k, scalar_k)),
+        ("sweep 1, no atomics", sweep_only(&base, dump).replace(atomic_max, "").replace(atomic_end, fixed_end)),
+        ("sweep 1, barrier after q", sweep_only(&base, dump).replace(before_end, &format!("    workgroupBarrier();\n{before_end}"))),
+        (
+            "sweep 1, all four",
+            sweep_only(&base, dump)
+                .replace(vector_q, scalar_q)
+                .replace(vector_k, scalar_k)
+                .replace(atomic_max, "")
+                .replace(atomic_end, fixed_end)
+                .replace(before_end, &format!("    workgroupBarrier();\n{before_end}")),
+        ),
         ("sweep 1 only", {
             let cut = base.replace(sweep_one, dump);
             let start = cut.find("    // Sweep 2:").unwrap();
@@ -451,6 +481,14 @@ fn kernel_stages_on_one_tile() {
                 .replace("        tile_scores(subgroup);\n", "        tile_scores(subgroup);\n        workgroupBarrier();\n"),
         ),
     ];
+    // Every variant is valid WGSL (checked without a GPU too).
+    for (name, source) in &variants {
+        let module = wgpu::naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{name}: {e}"));
+        wgpu::naga::valid::Validator::new(wgpu::naga::valid::ValidationFlags::all(), wgpu::naga::valid::Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    }
+    let Some(gpu) = cooperative_gpu() else { return };
     let (q, k, v) = inputs(&Shape::prefill(1, 1, rows, d), 61);
     let scale_log2 = (1.0 / (d as f32).sqrt()) * std::f32::consts::LOG2_E;
     // Params: groups 1, group_size 1, q_len 16, kv_len 16, block 16, blocks 1, non-causal,
