@@ -45,12 +45,10 @@ const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
 
-/// Whether the adapter has the features and the 16x16x16 f16 -> f32 matrix shape (and this
-/// build has the `experimental-cooperative` feature that uses them).
+/// Whether the adapter has the features and the 16x16x16 f16 -> f32 matrix shape.
 pub fn offers_cooperative_matrices(adapter: &wgpu::Adapter) -> bool {
     use wgpu::CooperativeScalarType::{F16, F32};
-    cfg!(feature = "experimental-cooperative")
-        && adapter.features().contains(COOPERATIVE_FEATURES)
+    adapter.features().contains(COOPERATIVE_FEATURES)
         && adapter.cooperative_matrix_properties().iter().any(|p| {
             (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == F16 && p.cr_type == F32
         })
@@ -128,8 +126,8 @@ impl GpuContext {
                 required_limits: adapter.limits(),
                 experimental_features: if cooperative {
                     // SAFETY: wgpu marks cooperative matrices experimental; only the
-                    // cooperative attention kernel uses them, and it is checked against the
-                    // reference like every kernel (`moba demo` prints the check).
+                    // cooperative attention kernel uses them, checked against the reference
+                    // by tests/cooperative.rs and on every `moba demo` run.
                     unsafe { wgpu::ExperimentalFeatures::enabled() }
                 } else {
                     wgpu::ExperimentalFeatures::disabled()

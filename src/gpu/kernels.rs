@@ -8,10 +8,9 @@ const ATTENTION_TILE: &str = include_str!("../../shaders/attention_tile.wgsl");
 const BLOCK_TILES: &str = include_str!("../../shaders/block_tiles.wgsl");
 const SELECTION_ENTRIES: &str = include_str!("../../shaders/selection_entries.wgsl");
 
-/// Every compute kernel of the wgpu path (public for tools and tests that assemble a
-/// kernel's WGSL themselves).
+/// Every compute kernel of the wgpu path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kernel {
+pub(crate) enum Kernel {
     BlockMean,
     GateTopk,
     SelectionCount,
@@ -97,7 +96,7 @@ impl Kernel {
 /// Compile-time values of a kernel: they size arrays, so they are WGSL `const`s that the
 /// host prepends rather than uniforms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KernelConstants {
+pub(crate) struct KernelConstants {
     pub head_dim: u32,
     pub top_k: u32,
     pub workgroup_size: u32,

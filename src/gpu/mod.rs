@@ -20,5 +20,4 @@ pub use context::{AdapterRequest, GpuContext, adapters, offers_cooperative_matri
 pub use dense::DenseForward;
 pub use forward::{ForwardBuffers, MobaForward};
 pub use host::GpuForward;
-pub use kernels::{Kernel, KernelConstants};
 pub use plan::{AttentionKernel, TilePlan};
