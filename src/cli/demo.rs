@@ -5,7 +5,9 @@
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use moba::gpu::{AttentionKernel, DenseForward, ForwardBuffers, GpuContext, MobaForward};
+use moba::gpu::{
+    AttentionKernel, DenseForward, ForwardBuffers, GpuContext, MobaForward, STAGES, StageTimer,
+};
 use moba::{MobaConfig, Result, Shape, random, reference, sparsity};
 
 #[derive(Args, Debug, Default)]
@@ -109,6 +111,9 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
     let mut dense_seconds = 0.0;
     let mut pairs = 0u64;
     let mut check = String::new();
+    // Where the adapter has timestamps, one more run per call splits the time by stage.
+    let timer = StageTimer::new(gpu).ok();
+    let mut stage_seconds = [0.0f64; 4];
     for call in 0..calls {
         let groups = per_call.min(shape.groups() - call * per_call);
         let part = shape.group_chunk(groups);
@@ -140,6 +145,16 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         eprint!("\rcall {}/{calls}: moba  ", call + 1);
         let moba = MobaForward::with_kernel(gpu, &part, &config, kernel)?;
         moba_seconds += median_seconds(gpu, warmup, runs, |encoder| moba.encode(encoder, &io))?;
+        if let Some(timer) = &timer {
+            let mut encoder = gpu.device().create_command_encoder(&Default::default());
+            moba.encode_timed(&mut encoder, &io, timer)?;
+            gpu.submit_and_wait(encoder.finish())?;
+            let times = pollster::block_on(timer.read(gpu))?;
+            stage_seconds
+                .iter_mut()
+                .zip(times.0)
+                .for_each(|(total, t)| *total += t);
+        }
         let chosen: Vec<i32> = pollster::block_on(gpu.download(&selection))?;
         pairs += sparsity::attended_pairs(&chosen, &part, &config);
         if call == 0 {
@@ -174,6 +189,14 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         moba_seconds * 1e3,
         rate(flops / moba_seconds)
     );
+    if timer.is_some() {
+        let split: Vec<String> = STAGES
+            .iter()
+            .zip(stage_seconds)
+            .map(|(name, seconds)| format!("{name} {:.3} ms", seconds * 1e3))
+            .collect();
+        println!("stages  : {} (GPU timestamps, one run)", split.join(", "));
+    }
     if !args.no_dense {
         let dense_flops = sparsity::forward_flops(dense_pairs, shape.head_dim);
         println!(

@@ -114,14 +114,17 @@ impl GpuContext {
             }
         };
         let cooperative = offers_cooperative_matrices(&adapter);
+        // Timestamps where offered: the benchmark splits a forward's time by stage with them.
+        let timestamps = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("moba"),
-                required_features: if cooperative {
-                    COOPERATIVE_FEATURES
-                } else {
-                    wgpu::Features::empty()
-                },
+                required_features: timestamps
+                    | if cooperative {
+                        COOPERATIVE_FEATURES
+                    } else {
+                        wgpu::Features::empty()
+                    },
                 // Everything the adapter offers: long sequences need its largest buffers.
                 required_limits: adapter.limits(),
                 experimental_features: if cooperative {

@@ -6,6 +6,7 @@ use super::kernels::{Kernel, KernelConstants};
 use super::plan::{
     AttentionKernel, TilePlan, check_buffer_sizes, cooperative_constants, groups_per_call, params,
 };
+use super::timing::{STAGES, StageTimer};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 
@@ -185,6 +186,26 @@ impl MobaForward {
 
     /// Records one forward into `encoder`.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, io: &ForwardBuffers) -> Result<()> {
+        self.encode_with(encoder, io, None)
+    }
+
+    /// Records one forward with GPU timestamps around its stages; read them with
+    /// [`StageTimer::read`] once the work is submitted.
+    pub fn encode_timed(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        io: &ForwardBuffers,
+        timer: &StageTimer,
+    ) -> Result<()> {
+        self.encode_with(encoder, io, Some(timer))
+    }
+
+    fn encode_with(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        io: &ForwardBuffers,
+        timer: Option<&StageTimer>,
+    ) -> Result<()> {
         let (shape, gpu, p) = (&self.shape, &self.gpu, &self.pipelines);
         check_io(shape, io.q, io.k, io.v, io.o, io.lse)?;
         let top_k = self.config.top_k as u64;
@@ -232,39 +253,46 @@ impl MobaForward {
         let nb = shape.num_blocks(self.config.block_size) as u64;
         let rows = shape.q_rows() as u64;
         let per_workgroup = self.plan.workgroup_size as u64;
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("moba forward"),
-            timestamp_writes: None,
-        });
-        gpu.dispatch(&mut pass, &p.block_mean, &block_mean, groups * nb)?;
-        gpu.dispatch(&mut pass, &p.gate, &gate, rows.div_ceil(per_workgroup))?;
-        gpu.dispatch(
-            &mut pass,
-            &p.count,
-            &count,
-            (rows * top_k).div_ceil(per_workgroup),
-        )?;
-        gpu.dispatch(&mut pass, &p.scan, &scan, groups)?;
-        gpu.dispatch(
-            &mut pass,
-            &p.scatter,
-            &scatter,
-            (rows * top_k).div_ceil(per_workgroup),
-        )?;
-        for slot in &attention {
+        // One compute pass per stage, so that each can carry timestamps.
+        let stage = |index: usize| wgpu::ComputePassDescriptor {
+            label: Some(STAGES[index]),
+            timestamp_writes: timer.map(|t| t.writes(index)),
+        };
+        {
+            let mut pass = encoder.begin_compute_pass(&stage(0));
+            gpu.dispatch(&mut pass, &p.block_mean, &block_mean, groups * nb)?;
+            gpu.dispatch(&mut pass, &p.gate, &gate, rows.div_ceil(per_workgroup))?;
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&stage(1));
+            let entries = (rows * top_k).div_ceil(per_workgroup);
+            gpu.dispatch(&mut pass, &p.count, &count, entries)?;
+            gpu.dispatch(&mut pass, &p.scan, &scan, groups)?;
+            gpu.dispatch(&mut pass, &p.scatter, &scatter, entries)?;
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&stage(2));
+            for slot in &attention {
+                gpu.dispatch(
+                    &mut pass,
+                    &p.attention,
+                    slot,
+                    groups * self.tiles_per_group as u64,
+                )?;
+            }
+        }
+        {
+            let mut pass = encoder.begin_compute_pass(&stage(3));
             gpu.dispatch(
                 &mut pass,
-                &p.attention,
-                slot,
-                groups * self.tiles_per_group as u64,
+                &p.finalize,
+                &finalize,
+                rows.div_ceil(per_workgroup),
             )?;
         }
-        gpu.dispatch(
-            &mut pass,
-            &p.finalize,
-            &finalize,
-            rows.div_ceil(per_workgroup),
-        )?;
+        if let Some(timer) = timer {
+            timer.resolve(encoder);
+        }
         Ok(())
     }
 }

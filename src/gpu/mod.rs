@@ -14,6 +14,7 @@ mod forward;
 mod host;
 mod kernels;
 mod plan;
+mod timing;
 
 pub use buffers::POISON;
 pub use context::{AdapterRequest, GpuContext, adapters, offers_cooperative_matrices, parse_api};
@@ -21,3 +22,4 @@ pub use dense::DenseForward;
 pub use forward::{ForwardBuffers, MobaForward};
 pub use host::GpuForward;
 pub use plan::{AttentionKernel, TilePlan};
+pub use timing::{STAGES, StageTimer, StageTimes};
