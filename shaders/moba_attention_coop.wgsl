@@ -11,11 +11,12 @@
 //       output of row strips [s * STRIPS, (s + 1) * STRIPS), all HEAD_COLUMNS column tiles each.
 //       Control flow never depends on the subgroup (cooperative operations must stay in
 //       uniform control flow): only the addresses do.
-// Workgroup memory (HEAD_DIM 128): q_tile f16 [64, D] 16 KiB; k_tile, v_tile f16 [32, D] 8 KiB
-//       each; s_tile f32 8 KiB: scores key-major [32 keys][64 rows], so that the thread of a
-//       row walks its keys without bank conflicts, then the output a column slice at a time
-//       [64 rows][32 dims]; p_tile f16 [32 keys][64 rows] 4 KiB; a zero 16x16 f32 tile (the
-//       accumulators start from it); per-row index, position, max and sum.
+// Workgroup memory (HEAD_DIM 128, 47.8 KiB): q_tile f16 [64][D + 8], k_tile and v_tile f16
+//       [32][D + 8]; s_tile f32 [32 keys][64 + 4 rows] (key-major, so that the thread of a row
+//       walks its keys without bank conflicts; later the output, a column slice at a time,
+//       [64 rows][32 dims]); p_tile f16 [32 keys][64 + 8 rows]; per-row index, position, max.
+//       The padding moves consecutive rows 16 bytes apart across the banks, so the 16-byte row
+//       reads of a matrix load do not collide.
 // Precision: q (pre-scaled into the log2 domain), k, v and p are rounded to f16; products
 //       accumulate in f32; the softmax statistics stay f32.
 
@@ -27,16 +28,19 @@ const S_TILES: u32 = ROW_STRIPS * KEY_COLUMNS / SUBGROUPS;
 const STRIPS: u32 = ROW_STRIPS / SUBGROUPS;
 const O_TILES: u32 = STRIPS * HEAD_COLUMNS;
 
-var<workgroup> q_tile: array<f16, QUERY_TILE * HEAD_DIM>;
-var<workgroup> k_tile: array<f16, KEY_TILE * HEAD_DIM>;
-var<workgroup> v_tile: array<f16, KEY_TILE * HEAD_DIM>;
-var<workgroup> s_tile: array<f32, QUERY_TILE * KEY_TILE>;
-var<workgroup> p_tile: array<f16, QUERY_TILE * KEY_TILE>;
-var<workgroup> zero_tile: array<f32, MATRIX * MATRIX>;
+// Row strides in elements: rows padded by 16 bytes.
+const HEAD_STRIDE: u32 = HEAD_DIM + 8u;
+const S_STRIDE: u32 = QUERY_TILE + 4u;
+const P_STRIDE: u32 = QUERY_TILE + 8u;
+
+var<workgroup> q_tile: array<f16, QUERY_TILE * HEAD_STRIDE>;
+var<workgroup> k_tile: array<f16, KEY_TILE * HEAD_STRIDE>;
+var<workgroup> v_tile: array<f16, KEY_TILE * HEAD_STRIDE>;
+var<workgroup> s_tile: array<f32, KEY_TILE * S_STRIDE>;
+var<workgroup> p_tile: array<f16, KEY_TILE * P_STRIDE>;
 var<workgroup> row_index: array<u32, QUERY_TILE>;
 var<workgroup> row_position: array<u32, QUERY_TILE>;
 var<workgroup> row_max: array<f32, QUERY_TILE>;
-var<workgroup> row_sum: array<f32, QUERY_TILE>;
 // Scalars padded to 16 bytes: drivers may place f16 tiles after every 4-byte variable, and
 // the matrix loads need their rows 16-byte aligned.
 var<workgroup> tile_last_position: array<atomic<u32>, 4>;
@@ -56,7 +60,7 @@ fn stage_keys(group: u32, first: u32, count: u32, lid: u32, with_values: bool) {
                 value = values[base + i];
             }
         }
-        let at = i * 4u;
+        let at = (i / HEAD_VECS) * HEAD_STRIDE + (i % HEAD_VECS) * 4u;
         k_tile[at] = f16(key.x);
         k_tile[at + 1u] = f16(key.y);
         k_tile[at + 2u] = f16(key.z);
@@ -71,26 +75,21 @@ fn stage_keys(group: u32, first: u32, count: u32, lid: u32, with_values: bool) {
     workgroupBarrier();
 }
 
-// A 16x16 f32 accumulator of zeros.
-fn zero_accumulator() -> coop_mat16x16<f32, C> {
-    return coopLoadT<coop_mat16x16<f32, C>>(&zero_tile[0], MATRIX);
-}
-
 // s_tile = (q_tile . k_tile^T)^T on the matrix units (key-major), then a barrier.
 fn tile_scores(subgroup: u32) {
     for (var t = 0u; t < S_TILES; t++) {
         let tile = subgroup * S_TILES + t;
         let strip = tile / KEY_COLUMNS;
         let column = tile % KEY_COLUMNS;
-        var acc = zero_accumulator();
+        var acc = coop_mat16x16<f32, C>();
         for (var d = 0u; d < HEAD_DIM; d += MATRIX) {
             // A: 16 rows x 16 dims of q, row-major. B: 16 dims x 16 keys, i.e. k read column-major.
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&q_tile[strip * MATRIX * HEAD_DIM + d], HEAD_DIM);
-            let b = coopLoad<coop_mat16x16<f16, B>>(&k_tile[column * MATRIX * HEAD_DIM + d], HEAD_DIM);
+            let a = coopLoadT<coop_mat16x16<f16, A>>(&q_tile[strip * MATRIX * HEAD_STRIDE + d], HEAD_STRIDE);
+            let b = coopLoad<coop_mat16x16<f16, B>>(&k_tile[column * MATRIX * HEAD_STRIDE + d], HEAD_STRIDE);
             acc = coopMultiplyAdd(a, b, acc);
         }
-        // Column-major store: element (row r, key j) lands at j * QUERY_TILE + r.
-        coopStore(acc, &s_tile[column * MATRIX * QUERY_TILE + strip * MATRIX], QUERY_TILE);
+        // Column-major store: element (row r, key j) lands at j * S_STRIDE + r.
+        coopStore(acc, &s_tile[column * MATRIX * S_STRIDE + strip * MATRIX], S_STRIDE);
     }
     workgroupBarrier();
 }
@@ -100,7 +99,7 @@ fn visible_score(r: u32, j: u32, first: u32, count: u32) -> f32 {
     if j >= count || (params.causal != 0u && first + j > row_position[r]) {
         return NEG_BIG;
     }
-    return s_tile[j * QUERY_TILE + r];
+    return s_tile[j * S_STRIDE + r];
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -122,9 +121,6 @@ fn main(
     if lid == 0u {
         atomicStore(&tile_last_position[0], 0u);
     }
-    for (var i = lid; i < MATRIX * MATRIX; i += WORKGROUP_SIZE) {
-        zero_tile[i] = 0.0;
-    }
     workgroupBarrier();
     if lid < tile.rows {
         let row = tile_row(tile, lid);
@@ -139,10 +135,11 @@ fn main(
         if r < tile.rows {
             query = queries[row_index[r] * HEAD_VECS + i % HEAD_VECS] * params.scale_log2;
         }
-        q_tile[i * 4u] = f16(query.x);
-        q_tile[i * 4u + 1u] = f16(query.y);
-        q_tile[i * 4u + 2u] = f16(query.z);
-        q_tile[i * 4u + 3u] = f16(query.w);
+        let at = r * HEAD_STRIDE + (i % HEAD_VECS) * 4u;
+        q_tile[at] = f16(query.x);
+        q_tile[at + 1u] = f16(query.y);
+        q_tile[at + 2u] = f16(query.z);
+        q_tile[at + 3u] = f16(query.w);
     }
     if lid == 0u {
         tile_key_end[0] = tile_key_range(tile, atomicLoad(&tile_last_position[0])).y;
@@ -168,7 +165,7 @@ fn main(
     // Sweep 2: p = exp2(s - max) in f16, its sum, and o += p . v on the matrix units.
     var o: array<coop_mat16x16<f32, C>, O_TILES>;
     for (var t = 0u; t < O_TILES; t++) {
-        o[t] = zero_accumulator();
+        o[t] = coop_mat16x16<f32, C>();
     }
     var sum = 0.0;
     for (var first = key_first; first < key_end; first += KEY_TILE) {
@@ -181,7 +178,7 @@ fn main(
                 if is_row {
                     p = f16(exp2(visible_score(lid, j, first, count) - max_score));
                 }
-                p_tile[j * QUERY_TILE + lid] = p;
+                p_tile[j * P_STRIDE + lid] = p;
                 sum += f32(p);
             }
         }
@@ -191,8 +188,8 @@ fn main(
             let column = t % HEAD_COLUMNS;
             for (var k = 0u; k < KEY_TILE; k += MATRIX) {
                 // A: 16 rows x 16 keys of p, stored key-major, so read column-major.
-                let a = coopLoad<coop_mat16x16<f16, A>>(&p_tile[k * QUERY_TILE + strip * MATRIX], QUERY_TILE);
-                let b = coopLoadT<coop_mat16x16<f16, B>>(&v_tile[k * HEAD_DIM + column * MATRIX], HEAD_DIM);
+                let a = coopLoad<coop_mat16x16<f16, A>>(&p_tile[k * P_STRIDE + strip * MATRIX], P_STRIDE);
+                let b = coopLoadT<coop_mat16x16<f16, B>>(&v_tile[k * HEAD_STRIDE + column * MATRIX], HEAD_STRIDE);
                 o[t] = coopMultiplyAdd(a, b, o[t]);
             }
         }
@@ -200,7 +197,6 @@ fn main(
     }
     if is_row {
         row_max[lid] = max_score;
-        row_sum[lid] = sum;
     }
 
     // Merge with the running state, one KEY_TILE-wide column slice of the output at a time
