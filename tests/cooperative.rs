@@ -10,7 +10,7 @@
 mod common;
 
 use common::{gpu, inputs};
-use moba::gpu::{AttentionKernel, ForwardBuffers, GpuContext, MobaForward};
+use moba::gpu::{AttentionKernel, ForwardIo, GpuContext, MobaForward};
 use moba::{MobaConfig, Shape, reference};
 
 fn cooperative_gpu() -> Option<&'static GpuContext> {
@@ -184,29 +184,12 @@ fn moba_forward_matches_the_reference_at_f16_precision() {
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
         let forward =
             MobaForward::with_kernel(gpu, &shape, &config, AttentionKernel::Cooperative).unwrap();
-        let (qb, kb, vb) = (
-            gpu.upload("q", &q),
-            gpu.upload("k", &k),
-            gpu.upload("v", &v),
-        );
-        let (ob, lb) = (
-            gpu.poisoned("o", shape.q_elems()),
-            gpu.poisoned("lse", shape.q_rows()),
-        );
-        let sb = gpu.poisoned("selection", shape.q_rows() * config.top_k);
-        let io = ForwardBuffers {
-            q: &qb,
-            k: &kb,
-            v: &vb,
-            o: &ob,
-            lse: &lb,
-            selection: &sb,
-        };
+        let io = ForwardIo::new(gpu, &q, &k, &v, shape.q_rows(), config.top_k);
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
-        forward.encode(&mut encoder, &io).unwrap();
+        forward.encode(&mut encoder, &io.buffers()).unwrap();
         gpu.submit_and_wait(encoder.finish()).unwrap();
-        let o: Vec<f32> = pollster::block_on(gpu.download(&ob)).unwrap();
-        let lse: Vec<f32> = pollster::block_on(gpu.download(&lb)).unwrap();
+        let o = download(gpu, &io.o);
+        let lse = download(gpu, &io.lse);
         let d = shape.head_dim;
         let bad_rows: Vec<usize> = (0..shape.q_rows())
             .filter(|&r| {

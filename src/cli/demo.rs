@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use moba::gpu::{
-    AttentionKernel, DenseForward, ForwardBuffers, GpuContext, MobaForward, STAGES, StageTimer,
+    AttentionKernel, DenseForward, ForwardBuffers, ForwardIo, GpuContext, MobaForward, STAGES,
+    StageTimer,
 };
 use moba::{MobaConfig, Result, Shape, random, reference, sparsity};
 
@@ -124,24 +125,8 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
             random::normal(part.kv_elems(), seed + 1),
             random::normal(part.kv_elems(), seed + 2),
         );
-        let buffers = (
-            gpu.upload("q", &q),
-            gpu.upload("k", &k),
-            gpu.upload("v", &v),
-        );
-        let (o, lse) = (
-            gpu.poisoned("o", part.q_elems()),
-            gpu.poisoned("lse", part.q_rows()),
-        );
-        let selection = gpu.poisoned("selection", part.q_rows() * config.top_k);
-        let io = ForwardBuffers {
-            q: &buffers.0,
-            k: &buffers.1,
-            v: &buffers.2,
-            o: &o,
-            lse: &lse,
-            selection: &selection,
-        };
+        let owned = ForwardIo::new(gpu, &q, &k, &v, part.q_rows(), config.top_k);
+        let io = owned.buffers();
         eprint!("\rcall {}/{calls}: moba  ", call + 1);
         let moba = MobaForward::with_kernel(gpu, &part, &config, kernel)?;
         moba_seconds += median_seconds(gpu, warmup, runs, |encoder| moba.encode(encoder, &io))?;
@@ -155,7 +140,7 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
                 .zip(times.0)
                 .for_each(|(total, t)| *total += t);
         }
-        let chosen: Vec<i32> = pollster::block_on(gpu.download(&selection))?;
+        let chosen: Vec<i32> = pollster::block_on(gpu.download(&owned.selection))?;
         pairs += sparsity::attended_pairs(&chosen, &part, &config);
         if call == 0 {
             check = check_sample(

@@ -22,6 +22,51 @@ pub struct ForwardBuffers<'a> {
     pub selection: &'a wgpu::Buffer,
 }
 
+/// The buffers of one forward, owned: inputs uploaded from host slices, outputs filled with
+/// [`POISON`](super::POISON) so that an element no kernel writes cannot pass a check.
+pub struct ForwardIo {
+    pub q: wgpu::Buffer,
+    pub k: wgpu::Buffer,
+    pub v: wgpu::Buffer,
+    pub o: wgpu::Buffer,
+    pub lse: wgpu::Buffer,
+    pub selection: wgpu::Buffer,
+}
+
+impl ForwardIo {
+    /// Uploads `q`, `k`, `v` and makes poisoned outputs for `rows` rows of `head_dim` and
+    /// `top_k` selection entries each.
+    pub fn new(
+        gpu: &GpuContext,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        rows: usize,
+        top_k: usize,
+    ) -> Self {
+        Self {
+            q: gpu.upload("q", q),
+            k: gpu.upload("k", k),
+            v: gpu.upload("v", v),
+            o: gpu.poisoned("o", q.len()),
+            lse: gpu.poisoned("lse", rows),
+            selection: gpu.poisoned("selection", rows * top_k),
+        }
+    }
+
+    /// Borrowed views for [`MobaForward::encode`].
+    pub fn buffers(&self) -> ForwardBuffers<'_> {
+        ForwardBuffers {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            o: &self.o,
+            lse: &self.lse,
+            selection: &self.selection,
+        }
+    }
+}
+
 struct Pipelines {
     block_mean: wgpu::ComputePipeline,
     gate: wgpu::ComputePipeline,

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use super::context::GpuContext;
 use super::dense::DenseForward;
-use super::forward::{ForwardBuffers, MobaForward};
+use super::forward::{ForwardIo, MobaForward};
 use super::plan::groups_per_call;
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
@@ -136,41 +136,35 @@ impl GpuContext {
                 first * chunk_shape(1).q_elems(),
                 first * chunk_shape(1).kv_elems(),
             );
-            let io_q = self.upload("q", &q[q_at..q_at + part.q_elems()]);
-            let io_k = self.upload("k", &k[kv_at..kv_at + part.kv_elems()]);
-            let io_v = self.upload("v", &v[kv_at..kv_at + part.kv_elems()]);
-            let io_o = self.poisoned("o", part.q_elems());
-            let io_lse = self.poisoned("lse", part.q_rows());
-            let io_selection = self.poisoned("selection", part.q_rows() * top_k);
+            let io = ForwardIo::new(
+                self,
+                &q[q_at..q_at + part.q_elems()],
+                &k[kv_at..kv_at + part.kv_elems()],
+                &v[kv_at..kv_at + part.kv_elems()],
+                part.q_rows(),
+                top_k,
+            );
             let mut encoder = self.device().create_command_encoder(&Default::default());
             match attention {
-                Attention::Moba => MobaForward::new(self, &part, &config)?.encode(
-                    &mut encoder,
-                    &ForwardBuffers {
-                        q: &io_q,
-                        k: &io_k,
-                        v: &io_v,
-                        o: &io_o,
-                        lse: &io_lse,
-                        selection: &io_selection,
-                    },
-                )?,
+                Attention::Moba => {
+                    MobaForward::new(self, &part, &config)?.encode(&mut encoder, &io.buffers())?
+                }
                 Attention::Dense => DenseForward::new(self, &part, &config)?.encode(
                     &mut encoder,
-                    &io_q,
-                    &io_k,
-                    &io_v,
-                    &io_o,
-                    &io_lse,
+                    &io.q,
+                    &io.k,
+                    &io.v,
+                    &io.o,
+                    &io.lse,
                 )?,
             }
             self.queue().submit([encoder.finish()]);
-            let o: Vec<f32> = self.download(&io_o).await?;
+            let o: Vec<f32> = self.download(&io.o).await?;
             out.o.extend(unpad_rows(&o, padded, shape.head_dim));
-            out.lse.extend(self.download::<f32>(&io_lse).await?);
+            out.lse.extend(self.download::<f32>(&io.lse).await?);
             if top_k > 0 {
                 out.selection
-                    .extend(self.download::<i32>(&io_selection).await?);
+                    .extend(self.download::<i32>(&io.selection).await?);
             }
         }
         Ok(out)

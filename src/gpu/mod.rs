@@ -19,7 +19,7 @@ mod timing;
 pub use buffers::POISON;
 pub use context::{AdapterRequest, GpuContext, adapters, offers_cooperative_matrices, parse_api};
 pub use dense::DenseForward;
-pub use forward::{ForwardBuffers, MobaForward};
+pub use forward::{ForwardBuffers, ForwardIo, MobaForward};
 pub use host::GpuForward;
 pub use plan::{AttentionKernel, TilePlan};
 pub use timing::{STAGES, StageTimer, StageTimes};

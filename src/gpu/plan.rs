@@ -61,7 +61,11 @@ pub(crate) fn cooperative_constants(
     let (rows, keys) = (COOP_QUERY_TILE as u64, COOP_KEY_TILE as u64);
     // As laid out in moba_attention_coop.wgsl: padded f16 q/k/v rows, padded score and
     // probability tiles, three per-row arrays and three 16-byte scalars.
-    let bytes = (rows + 2 * keys) * (d + 8) * 2 + keys * (rows + 4) * 4 + keys * (rows + 8) * 2 + rows * 12 + 48;
+    let bytes = (rows + 2 * keys) * (d + 8) * 2
+        + keys * (rows + 4) * 4
+        + keys * (rows + 8) * 2
+        + rows * 12
+        + 48;
     let available = gpu.limits().max_compute_workgroup_storage_size as u64;
     if bytes > available {
         return Err(MobaError::limit(
