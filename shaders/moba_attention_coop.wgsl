@@ -7,6 +7,7 @@
 // Two sweeps over the block's keys: the first finds every row's max score, the second forms
 //       p = exp2(s - max) once and for all, so the output, which lives in cooperative
 //       matrices that cannot be scaled row by row, never needs rescaling.
+// Softmax: two threads per row, each walking half of every staged key tile.
 // Work split: subgroup s computes score tiles [s * S_TILES, (s + 1) * S_TILES) and owns the
 //       output of row strips [s * STRIPS, (s + 1) * STRIPS), all HEAD_COLUMNS column tiles each.
 //       Control flow never depends on the subgroup (cooperative operations must stay in
@@ -27,6 +28,7 @@ const HEAD_COLUMNS: u32 = HEAD_DIM / MATRIX;
 const S_TILES: u32 = ROW_STRIPS * KEY_COLUMNS / SUBGROUPS;
 const STRIPS: u32 = ROW_STRIPS / SUBGROUPS;
 const O_TILES: u32 = STRIPS * HEAD_COLUMNS;
+const HALF_KEYS: u32 = KEY_TILE / 2u;
 
 // Row strides in elements: rows padded by 16 bytes.
 const HEAD_STRIDE: u32 = HEAD_DIM + 8u;
@@ -94,6 +96,16 @@ fn tile_scores(subgroup: u32) {
     workgroupBarrier();
 }
 
+// The value of the thread that shares this thread's row (through s_tile, free between the
+// sweeps and before the merge). Call from uniform control flow.
+fn partner_value(lid: u32, value: f32) -> f32 {
+    s_tile[lid] = value;
+    workgroupBarrier();
+    let partner = s_tile[(lid + QUERY_TILE) % WORKGROUP_SIZE];
+    workgroupBarrier();
+    return partner;
+}
+
 // Score of staged key j for tile row r, or NEG_BIG where masked (causal, or past `count`).
 fn visible_score(r: u32, j: u32, first: u32, count: u32) -> f32 {
     if j >= count || (params.causal != 0u && first + j > row_position[r]) {
@@ -146,7 +158,11 @@ fn main(
     }
     let key_end = workgroupUniformLoad(&tile_key_end)[0];
     let key_first = tile.block * params.block_size;
-    let is_row = lid < tile.rows;
+    // The softmax work of a row is split over two threads (WORKGROUP_SIZE = 2 * QUERY_TILE):
+    // thread `lid` takes row `row` and the keys of its `half` of every staged tile.
+    let row = lid % QUERY_TILE;
+    let keys_first = (lid / QUERY_TILE) * HALF_KEYS;
+    let is_row = row < tile.rows;
 
     // Sweep 1: every row's max score over the block.
     var max_score = NEG_BIG;
@@ -155,12 +171,13 @@ fn main(
         stage_keys(tile.group, first, count, lid, false);
         tile_scores(subgroup);
         if is_row {
-            for (var j = 0u; j < KEY_TILE; j++) {
-                max_score = max(max_score, visible_score(lid, j, first, count));
+            for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
+                max_score = max(max_score, visible_score(row, j, first, count));
             }
         }
         workgroupBarrier();
     }
+    max_score = max(max_score, partner_value(lid, max_score));
 
     // Sweep 2: p = exp2(s - max) in f16, its sum, and o += p . v on the matrix units.
     var o: array<coop_mat16x16<f32, C>, O_TILES>;
@@ -172,15 +189,13 @@ fn main(
         let count = min(KEY_TILE, key_end - first);
         stage_keys(tile.group, first, count, lid, true);
         tile_scores(subgroup);
-        if lid < QUERY_TILE {
-            for (var j = 0u; j < KEY_TILE; j++) {
-                var p = f16(0.0);
-                if is_row {
-                    p = f16(exp2(visible_score(lid, j, first, count) - max_score));
-                }
-                p_tile[j * P_STRIDE + lid] = p;
-                sum += f32(p);
+        for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
+            var p = f16(0.0);
+            if is_row {
+                p = f16(exp2(visible_score(row, j, first, count) - max_score));
             }
+            p_tile[j * P_STRIDE + row] = p;
+            sum += f32(p);
         }
         workgroupBarrier();
         for (var t = 0u; t < O_TILES; t++) {
@@ -195,8 +210,10 @@ fn main(
         }
         workgroupBarrier();
     }
-    if is_row {
-        row_max[lid] = max_score;
+    sum += partner_value(lid, sum);
+    let owns_row = is_row && lid < QUERY_TILE;
+    if owns_row {
+        row_max[row] = max_score;
     }
 
     // Merge with the running state, one KEY_TILE-wide column slice of the output at a time
@@ -225,13 +242,13 @@ fn main(
         }
         workgroupBarrier();
     }
-    if is_row {
+    if owns_row {
         var old_state = vec2<f32>(NEG_BIG, 0.0);
         if params.slot > 0u {
-            old_state = stats[row_index[lid]];
+            old_state = stats[row_index[row]];
         }
         let new_max = max(old_state.x, max_score);
-        stats[row_index[lid]] = vec2<f32>(
+        stats[row_index[row]] = vec2<f32>(
             new_max,
             old_state.y * exp2(old_state.x - new_max) + sum * exp2(max_score - new_max),
         );
