@@ -16,7 +16,8 @@
 //! let config = MobaConfig::new(256, 3);                            // block 256, top-3, causal
 //! let out = gpu.moba_forward_blocking(&q, &k, &v, &shape, &config)?;
 //! let exact = moba::reference::forward(&q, &k, &v, &shape, &config)?;
-//! assert!((out.o[0] as f64 - exact.o[0]).abs() < 1e-4);
+//! // f32 kernel: about 1e-7; tensor-core kernel (f16 tiles): about 1e-3.
+//! assert!((out.o[0] as f64 - exact.o[0]).abs() < 1e-2);
 //! # Ok::<(), moba::MobaError>(())
 //! ```
 
