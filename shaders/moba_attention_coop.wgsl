@@ -30,14 +30,15 @@ const STRIPS: u32 = ROW_STRIPS / SUBGROUPS;
 const O_TILES: u32 = STRIPS * HEAD_COLUMNS;
 const HALF_KEYS: u32 = KEY_TILE / 2u;
 
-// Row strides in elements: rows padded by 16 bytes.
-const HEAD_STRIDE: u32 = HEAD_DIM + 8u;
+// Row strides: rows padded by 16 bytes. The q, k, v tiles hold vec4<f16> (one 8-byte store
+// per staged vec4), so their stride and offsets count vec4s.
+const HEAD_STRIDE: u32 = (HEAD_DIM + 8u) / 4u;
 const S_STRIDE: u32 = QUERY_TILE + 4u;
 const P_STRIDE: u32 = QUERY_TILE + 8u;
 
-var<workgroup> q_tile: array<f16, QUERY_TILE * HEAD_STRIDE>;
-var<workgroup> k_tile: array<f16, KEY_TILE * HEAD_STRIDE>;
-var<workgroup> v_tile: array<f16, KEY_TILE * HEAD_STRIDE>;
+var<workgroup> q_tile: array<vec4<f16>, QUERY_TILE * HEAD_STRIDE>;
+var<workgroup> k_tile: array<vec4<f16>, KEY_TILE * HEAD_STRIDE>;
+var<workgroup> v_tile: array<vec4<f16>, KEY_TILE * HEAD_STRIDE>;
 var<workgroup> s_tile: array<f32, KEY_TILE * S_STRIDE>;
 var<workgroup> p_tile: array<f16, KEY_TILE * P_STRIDE>;
 var<workgroup> row_index: array<u32, QUERY_TILE>;
@@ -62,16 +63,10 @@ fn stage_keys(group: u32, first: u32, count: u32, lid: u32, with_values: bool) {
                 value = values[base + i];
             }
         }
-        let at = (i / HEAD_VECS) * HEAD_STRIDE + (i % HEAD_VECS) * 4u;
-        k_tile[at] = f16(key.x);
-        k_tile[at + 1u] = f16(key.y);
-        k_tile[at + 2u] = f16(key.z);
-        k_tile[at + 3u] = f16(key.w);
+        let at = (i / HEAD_VECS) * HEAD_STRIDE + i % HEAD_VECS;
+        k_tile[at] = vec4<f16>(key);
         if with_values {
-            v_tile[at] = f16(value.x);
-            v_tile[at + 1u] = f16(value.y);
-            v_tile[at + 2u] = f16(value.z);
-            v_tile[at + 3u] = f16(value.w);
+            v_tile[at] = vec4<f16>(value);
         }
     }
     workgroupBarrier();
@@ -86,8 +81,8 @@ fn tile_scores(subgroup: u32) {
         var acc = coop_mat16x16<f32, C>();
         for (var d = 0u; d < HEAD_DIM; d += MATRIX) {
             // A: 16 rows x 16 dims of q, row-major. B: 16 dims x 16 keys, i.e. k read column-major.
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&q_tile[strip * MATRIX * HEAD_STRIDE + d], HEAD_STRIDE);
-            let b = coopLoad<coop_mat16x16<f16, B>>(&k_tile[column * MATRIX * HEAD_STRIDE + d], HEAD_STRIDE);
+            let a = coopLoadT<coop_mat16x16<f16, A>>(&q_tile[strip * MATRIX * HEAD_STRIDE + d / 4u], HEAD_STRIDE);
+            let b = coopLoad<coop_mat16x16<f16, B>>(&k_tile[column * MATRIX * HEAD_STRIDE + d / 4u], HEAD_STRIDE);
             acc = coopMultiplyAdd(a, b, acc);
         }
         // Column-major store: element (row r, key j) lands at j * S_STRIDE + r.
@@ -147,11 +142,7 @@ fn main(
         if r < tile.rows {
             query = queries[row_index[r] * HEAD_VECS + i % HEAD_VECS] * params.scale_log2;
         }
-        let at = r * HEAD_STRIDE + (i % HEAD_VECS) * 4u;
-        q_tile[at] = f16(query.x);
-        q_tile[at + 1u] = f16(query.y);
-        q_tile[at + 2u] = f16(query.z);
-        q_tile[at + 3u] = f16(query.w);
+        q_tile[r * HEAD_STRIDE + i % HEAD_VECS] = vec4<f16>(query);
     }
     if lid == 0u {
         tile_key_end[0] = tile_key_range(tile, atomicLoad(&tile_last_position[0])).y;
@@ -204,7 +195,7 @@ fn main(
             for (var k = 0u; k < KEY_TILE; k += MATRIX) {
                 // A: 16 rows x 16 keys of p, stored key-major, so read column-major.
                 let a = coopLoad<coop_mat16x16<f16, A>>(&p_tile[k * P_STRIDE + strip * MATRIX], P_STRIDE);
-                let b = coopLoadT<coop_mat16x16<f16, B>>(&v_tile[k * HEAD_STRIDE + column * MATRIX], HEAD_STRIDE);
+                let b = coopLoadT<coop_mat16x16<f16, B>>(&v_tile[k * HEAD_STRIDE + column * MATRIX / 4u], HEAD_STRIDE);
                 o[t] = coopMultiplyAdd(a, b, o[t]);
             }
         }
