@@ -51,7 +51,7 @@ impl GpuContext {
     }
 
     /// A bind group binding `buffers` whole, at bindings 0, 1, 2, ... of the pipeline's group 0.
-    pub(crate) fn bind(
+    pub fn bind(
         &self,
         pipeline: &wgpu::ComputePipeline,
         buffers: &[&wgpu::Buffer],
