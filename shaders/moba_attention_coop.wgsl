@@ -2,20 +2,23 @@
 // schedule of moba_attention.wgsl (block_tiles.wgsl) with the tile products on 16x16x16
 // f16 x f16 -> f32 matrix units. Native adapters with EXPERIMENTAL_COOPERATIVE_MATRIX only.
 //
-// Grid: as moba_attention. Workgroup: WORKGROUP_SIZE threads in SUBGROUPS subgroups take
-//       QUERY_TILE (64) gathered rows against one block, KEY_TILE (32) keys at a time.
+// Grid: as moba_attention. Workgroup: WORKGROUP_SIZE (256) threads in SUBGROUPS subgroups
+//       take QUERY_TILE (128) gathered rows against one block, KEY_TILE (32) keys at a time.
+// Queries stay in registers: subgroup s holds its 16-row strip of q as HEAD_COLUMNS
+//       cooperative A matrices, loaded once through workgroup memory 32 columns at a time.
 // Two sweeps over the block's keys: the first finds every row's max score, the second forms
 //       p = exp2(s - max) once and for all, so the output, which lives in cooperative
 //       matrices that cannot be scaled row by row, never needs rescaling.
 // Softmax: two threads per row, each walking half of every staged key tile.
-// Work split: subgroup s computes score tiles [s * S_TILES, (s + 1) * S_TILES) and owns the
-//       output of row strips [s * STRIPS, (s + 1) * STRIPS), all HEAD_COLUMNS column tiles each.
+// Work split: subgroup s owns row strip s: its score tiles (all KEY_COLUMNS) and its output
+//       tiles (all HEAD_COLUMNS).
 //       Control flow never depends on the subgroup (cooperative operations must stay in
 //       uniform control flow): only the addresses do.
-// Workgroup memory (HEAD_DIM 128, 47.8 KiB): q_tile f16 [64][D + 8], k_tile and v_tile f16
-//       [32][D + 8]; s_tile f32 [32 keys][64 + 4 rows] (key-major, so that the thread of a row
-//       walks its keys without bank conflicts; later the output, a column slice at a time,
-//       [64 rows][32 dims]); p_tile f16 [32 keys][64 + 8 rows]; per-row index, position, max.
+// Workgroup memory (HEAD_DIM 128, 43.5 KiB): kv_tile f16 [32 keys][D + 8] of keys then of
+//       values (first, [128 rows][32 + 8] query columns); s_tile f32 [32 keys][128 + 4 rows]
+//       (key-major, so that the thread of a row walks its keys without bank conflicts; later
+//       the output, a column slice at a time, [128 rows][32 dims]); p_tile f16
+//       [32 keys][128 + 8 rows]; per-row index, position, max.
 //       The padding moves consecutive rows 16 bytes apart across the banks, so the 16-byte row
 //       reads of a matrix load do not collide.
 // Precision: q (pre-scaled into the log2 domain), k, v and p are rounded to f16; products
@@ -25,20 +28,20 @@ const MATRIX: u32 = 16u;
 const ROW_STRIPS: u32 = QUERY_TILE / MATRIX;
 const KEY_COLUMNS: u32 = KEY_TILE / MATRIX;
 const HEAD_COLUMNS: u32 = HEAD_DIM / MATRIX;
-const S_TILES: u32 = ROW_STRIPS * KEY_COLUMNS / SUBGROUPS;
-const STRIPS: u32 = ROW_STRIPS / SUBGROUPS;
-const O_TILES: u32 = STRIPS * HEAD_COLUMNS;
+const O_TILES: u32 = HEAD_COLUMNS;
 const HALF_KEYS: u32 = KEY_TILE / 2u;
 
 // Row strides: rows padded by 16 bytes. The q, k, v tiles hold vec4<f16> (one 8-byte store
 // per staged vec4), so their stride and offsets count vec4s.
 const HEAD_STRIDE: u32 = (HEAD_DIM + 8u) / 4u;
+// Query columns staged per round, and their row stride in vec4s.
+const Q_COLUMNS: u32 = 32u;
+const Q_STRIDE: u32 = (Q_COLUMNS + 8u) / 4u;
+const V_OFFSET: u32 = KEY_TILE * HEAD_STRIDE;
 const S_STRIDE: u32 = QUERY_TILE + 4u;
 const P_STRIDE: u32 = QUERY_TILE + 8u;
 
-var<workgroup> q_tile: array<vec4<f16>, QUERY_TILE * HEAD_STRIDE>;
-var<workgroup> k_tile: array<vec4<f16>, KEY_TILE * HEAD_STRIDE>;
-var<workgroup> v_tile: array<vec4<f16>, KEY_TILE * HEAD_STRIDE>;
+var<workgroup> kv_tile: array<vec4<f16>, max(2u * KEY_TILE * HEAD_STRIDE, QUERY_TILE * Q_STRIDE)>;
 var<workgroup> s_tile: array<f32, KEY_TILE * S_STRIDE>;
 var<workgroup> p_tile: array<f16, KEY_TILE * P_STRIDE>;
 var<workgroup> row_index: array<u32, QUERY_TILE>;
@@ -64,26 +67,25 @@ fn stage_keys(group: u32, first: u32, count: u32, lid: u32, with_values: bool) {
             }
         }
         let at = (i / HEAD_VECS) * HEAD_STRIDE + i % HEAD_VECS;
-        k_tile[at] = vec4<f16>(key);
+        kv_tile[at] = vec4<f16>(key);
         if with_values {
-            v_tile[at] = vec4<f16>(value);
+            kv_tile[V_OFFSET + at] = vec4<f16>(value);
         }
     }
     workgroupBarrier();
 }
 
-// s_tile = (q_tile . k_tile^T)^T on the matrix units (key-major), then a barrier.
-fn tile_scores(subgroup: u32) {
-    for (var t = 0u; t < S_TILES; t++) {
-        let tile = subgroup * S_TILES + t;
-        let strip = tile / KEY_COLUMNS;
-        let column = tile % KEY_COLUMNS;
+alias QueryStrip = array<coop_mat16x16<f16, A>, HEAD_COLUMNS>;
+
+// s_tile = (q . k_tile^T)^T for the subgroup's strip on the matrix units (key-major), then a
+// barrier.
+fn tile_scores(query: ptr<function, QueryStrip>, strip: u32) {
+    for (var column = 0u; column < KEY_COLUMNS; column++) {
         var acc = coop_mat16x16<f32, C>();
-        for (var d = 0u; d < HEAD_DIM; d += MATRIX) {
-            // A: 16 rows x 16 dims of q, row-major. B: 16 dims x 16 keys, i.e. k read column-major.
-            let a = coopLoadT<coop_mat16x16<f16, A>>(&q_tile[strip * MATRIX * HEAD_STRIDE + d / 4u], HEAD_STRIDE);
-            let b = coopLoad<coop_mat16x16<f16, B>>(&k_tile[column * MATRIX * HEAD_STRIDE + d / 4u], HEAD_STRIDE);
-            acc = coopMultiplyAdd(a, b, acc);
+        for (var c = 0u; c < HEAD_COLUMNS; c++) {
+            // B: 16 dims x 16 keys, i.e. k read column-major.
+            let b = coopLoad<coop_mat16x16<f16, B>>(&kv_tile[column * MATRIX * HEAD_STRIDE + c * MATRIX / 4u], HEAD_STRIDE);
+            acc = coopMultiplyAdd((*query)[c], b, acc);
         }
         // Column-major store: element (row r, key j) lands at j * S_STRIDE + r.
         coopStore(acc, &s_tile[column * MATRIX * S_STRIDE + strip * MATRIX], S_STRIDE);
@@ -136,13 +138,26 @@ fn main(
         atomicMax(&tile_last_position[0], row.y);
     }
     workgroupBarrier();
-    for (var i = lid; i < QUERY_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
-        let r = i / HEAD_VECS;
-        var query = vec4<f32>(0.0);
-        if r < tile.rows {
-            query = queries[row_index[r] * HEAD_VECS + i % HEAD_VECS] * params.scale_log2;
+    // The subgroup's strip of q as matrices, Q_COLUMNS columns per round through kv_tile.
+    let strip = subgroup;
+    var query: QueryStrip;
+    for (var round = 0u; round < HEAD_DIM / Q_COLUMNS; round++) {
+        for (var i = lid; i < QUERY_TILE * Q_COLUMNS / 4u; i += WORKGROUP_SIZE) {
+            let r = i / (Q_COLUMNS / 4u);
+            let c = i % (Q_COLUMNS / 4u);
+            var value = vec4<f32>(0.0);
+            if r < tile.rows {
+                value = queries[row_index[r] * HEAD_VECS + round * Q_COLUMNS / 4u + c] * params.scale_log2;
+            }
+            kv_tile[r * Q_STRIDE + c] = vec4<f16>(value);
         }
-        q_tile[r * HEAD_STRIDE + i % HEAD_VECS] = vec4<f16>(query);
+        workgroupBarrier();
+        for (var c = 0u; c < Q_COLUMNS / MATRIX; c++) {
+            // A: 16 rows x 16 dims of q, row-major.
+            query[round * Q_COLUMNS / MATRIX + c] =
+                coopLoadT<coop_mat16x16<f16, A>>(&kv_tile[strip * MATRIX * Q_STRIDE + c * MATRIX / 4u], Q_STRIDE);
+        }
+        workgroupBarrier();
     }
     if lid == 0u {
         tile_key_end[0] = tile_key_range(tile, atomicLoad(&tile_last_position[0])).y;
@@ -160,7 +175,7 @@ fn main(
     for (var first = key_first; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
         stage_keys(tile.group, first, count, lid, false);
-        tile_scores(subgroup);
+        tile_scores(&query, strip);
         if is_row {
             for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
                 max_score = max(max_score, visible_score(row, j, first, count));
@@ -179,7 +194,7 @@ fn main(
     for (var first = key_first; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
         stage_keys(tile.group, first, count, lid, true);
-        tile_scores(subgroup);
+        tile_scores(&query, strip);
         for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
             var p = f16(0.0);
             if is_row {
@@ -190,12 +205,11 @@ fn main(
         }
         workgroupBarrier();
         for (var t = 0u; t < O_TILES; t++) {
-            let strip = subgroup * STRIPS + t / HEAD_COLUMNS;
-            let column = t % HEAD_COLUMNS;
+            let column = t;
             for (var k = 0u; k < KEY_TILE; k += MATRIX) {
                 // A: 16 rows x 16 keys of p, stored key-major, so read column-major.
                 let a = coopLoad<coop_mat16x16<f16, A>>(&p_tile[k * P_STRIDE + strip * MATRIX], P_STRIDE);
-                let b = coopLoadT<coop_mat16x16<f16, B>>(&v_tile[k * HEAD_STRIDE + column * MATRIX / 4u], HEAD_STRIDE);
+                let b = coopLoadT<coop_mat16x16<f16, B>>(&kv_tile[V_OFFSET + k * HEAD_STRIDE + column * MATRIX / 4u], HEAD_STRIDE);
                 o[t] = coopMultiplyAdd(a, b, o[t]);
             }
         }
@@ -211,9 +225,8 @@ fn main(
     // through s_tile: new = old * 2^(m_old - m) + block * 2^(m_block - m).
     for (var slice = 0u; slice < HEAD_COLUMNS / KEY_COLUMNS; slice++) {
         for (var t = 0u; t < O_TILES; t++) {
-            let column = t % HEAD_COLUMNS;
+            let column = t;
             if column / KEY_COLUMNS == slice {
-                let strip = subgroup * STRIPS + t / HEAD_COLUMNS;
                 coopStoreT(o[t], &s_tile[strip * MATRIX * KEY_TILE + (column % KEY_COLUMNS) * MATRIX], KEY_TILE);
             }
         }

@@ -173,8 +173,9 @@ mod tests {
         };
         let coop = KernelConstants {
             head_dim: 128,
-            workgroup_size: 128,
-            subgroups: 4,
+            workgroup_size: 256,
+            query_tile: 128,
+            subgroups: 8,
             ..constants
         };
         let all = [(Kernel::MobaAttentionCoop, coop)];

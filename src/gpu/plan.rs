@@ -25,9 +25,10 @@ pub enum AttentionKernel {
     Cooperative,
 }
 
-/// Tile of the cooperative kernel: 64 gathered rows x 32 keys, 128 threads.
-const COOP_WORKGROUP: u32 = 128;
-const COOP_QUERY_TILE: u32 = 64;
+/// Tile of the cooperative kernel: 128 gathered rows x 32 keys, 256 threads (two per row in
+/// the softmax, one 16-row strip per subgroup of 32).
+const COOP_WORKGROUP: u32 = 256;
+const COOP_QUERY_TILE: u32 = 128;
 const COOP_KEY_TILE: u32 = 32;
 
 impl AttentionKernel {
@@ -59,9 +60,9 @@ pub(crate) fn cooperative_constants(
     }
     let d = head_dim as u64;
     let (rows, keys) = (COOP_QUERY_TILE as u64, COOP_KEY_TILE as u64);
-    // As laid out in moba_attention_coop.wgsl: padded f16 q/k/v rows, padded score and
-    // probability tiles, three per-row arrays and three 16-byte scalars.
-    let bytes = (rows + 2 * keys) * (d + 8) * 2
+    // As laid out in moba_attention_coop.wgsl: padded f16 key/value rows (or query columns),
+    // padded score and probability tiles, three per-row arrays and three 16-byte scalars.
+    let bytes = (2 * keys * (d + 8) * 2).max(rows * 40 * 2)
         + keys * (rows + 4) * 4
         + keys * (rows + 8) * 2
         + rows * 12
@@ -76,12 +77,8 @@ pub(crate) fn cooperative_constants(
         ));
     }
     let subgroups = COOP_WORKGROUP / subgroup_size;
-    // Each subgroup takes an equal share of the 16x16 score tiles and of the row strips.
-    let score_tiles = (COOP_QUERY_TILE / 16) * (COOP_KEY_TILE / 16);
-    if subgroups == 0
-        || !score_tiles.is_multiple_of(subgroups)
-        || !(COOP_QUERY_TILE / 16).is_multiple_of(subgroups)
-    {
+    // Each subgroup owns one 16-row strip.
+    if subgroups * 16 != COOP_QUERY_TILE {
         return Err(MobaError::Unsupported(format!(
             "subgroups of {subgroup_size} in the cooperative kernel"
         )));
