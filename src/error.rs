@@ -74,6 +74,14 @@ pub enum MobaError {
 pub type Result<T, E = MobaError> = std::result::Result<T, E>;
 
 impl MobaError {
+    /// A [`MobaError::Io`] naming the file that failed.
+    pub fn io(path: &std::path::Path, error: impl std::fmt::Display) -> Self {
+        MobaError::Io {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        }
+    }
+
     /// A [`MobaError::LimitExceeded`] with the excess filled in.
     pub fn limit(
         what: impl Into<String>,

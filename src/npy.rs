@@ -30,10 +30,7 @@ pub struct Array<T> {
 
 /// Reads an array of `T` from a `.npy` file.
 pub fn read<T: Element>(path: &Path) -> Result<Array<T>> {
-    let bytes = std::fs::read(path).map_err(|e| MobaError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| MobaError::io(path, e))?;
     decode(&bytes).map_err(|message| MobaError::Npy {
         path: path.display().to_string(),
         message,
@@ -42,10 +39,7 @@ pub fn read<T: Element>(path: &Path) -> Result<Array<T>> {
 
 /// Writes `data` with `shape` to a `.npy` file (version 1.0).
 pub fn write<T: Element>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
-    std::fs::write(path, encode(shape, data)).map_err(|e| MobaError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
+    std::fs::write(path, encode(shape, data)).map_err(|e| MobaError::io(path, e))
 }
 
 /// The bytes of a `.npy` file holding `data` with `shape`.

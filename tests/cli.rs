@@ -195,3 +195,71 @@ fn info_lists_an_adapter() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("limits:"));
 }
+
+#[test]
+fn bench_writes_records_and_report_merges_them() {
+    let dir = scratch("bench");
+    let out = dir.join("run.jsonl");
+    let output = moba(&[
+        "bench",
+        "--seq-lens",
+        "64,96",
+        "--heads",
+        "1",
+        "--head-dim",
+        "16",
+        "--block-size",
+        "16",
+        "--runs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<moba::bench::Record> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        lines.iter().map(|r| r.seq_len).collect::<Vec<_>>(),
+        vec![64, 96]
+    );
+    for record in &lines {
+        assert!(
+            record.moba_ms > 0.0 && record.density > 0.0 && record.density <= 1.0,
+            "{record:?}"
+        );
+        assert!(record.o_error < 1e-5, "{record:?}");
+        assert!(!record.adapter.is_empty() && record.dense_ms.is_some());
+    }
+    // Two files (here the same one twice) merge into one table of four rows.
+    let report = moba(&[
+        "bench",
+        "report",
+        out.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    let table = String::from_utf8_lossy(&report.stdout);
+    assert_eq!(
+        table
+            .lines()
+            .filter(|l| l.contains(&lines[0].adapter))
+            .count(),
+        4,
+        "{table}"
+    );
+    // A line that is not a record names its file and line.
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"seq_len\": 1}\n").unwrap();
+    let report = moba(&["bench", "report", bad.to_str().unwrap()]);
+    assert!(!report.status.success());
+    assert!(
+        String::from_utf8_lossy(&report.stderr).contains("bad.jsonl:1"),
+        "{report:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! `moba attend`: attention of `.npy` inputs, written as `.npy` outputs (numpy interop).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use moba::gpu::{AdapterRequest, GpuContext};
@@ -81,7 +81,7 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
             ));
         }
     }
-    std::fs::create_dir_all(&args.out_dir).map_err(|e| io_error(&args.out_dir, e))?;
+    std::fs::create_dir_all(&args.out_dir).map_err(|e| MobaError::io(&args.out_dir, e))?;
 
     let (o, lse, selection) = match args.backend {
         Backend::Reference => {
@@ -124,11 +124,4 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
 
 fn to_f32(data: &[f64]) -> Vec<f32> {
     data.iter().map(|&x| x as f32).collect()
-}
-
-fn io_error(path: &Path, e: std::io::Error) -> MobaError {
-    MobaError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
 }

@@ -2,14 +2,10 @@
 //! sparsity, its error against the reference on sampled rows, and its time against the
 //! dense kernel on the same adapter.
 
-use std::time::Instant;
-
 use clap::{Args, ValueEnum};
-use moba::gpu::{
-    AttentionKernel, DenseForward, ForwardBuffers, ForwardIo, GpuContext, MobaForward, STAGES,
-    StageTimer,
-};
-use moba::{MobaConfig, Result, Shape, random, reference, sparsity};
+use moba::bench::{BenchOptions, measure};
+use moba::gpu::{AttentionKernel, GpuContext, STAGES};
+use moba::{MobaConfig, Result, Shape};
 
 #[derive(Args, Debug, Default)]
 pub struct DemoArgs {
@@ -49,7 +45,7 @@ pub struct DemoArgs {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq)]
-pub enum KernelChoice {
+pub(crate) enum KernelChoice {
     /// Cooperative matrices where the adapter has them, else portable f32.
     #[default]
     Auto,
@@ -57,6 +53,16 @@ pub enum KernelChoice {
     Portable,
     /// f16 cooperative matrices (tensor cores), f32 accumulation.
     Cooperative,
+}
+
+impl KernelChoice {
+    pub(crate) fn resolve(self, gpu: &GpuContext, head_dim: usize) -> AttentionKernel {
+        match self {
+            KernelChoice::Auto => AttentionKernel::best(gpu, head_dim),
+            KernelChoice::Portable => AttentionKernel::Portable,
+            KernelChoice::Cooperative => AttentionKernel::Cooperative,
+        }
+    }
 }
 
 pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
@@ -74,15 +80,13 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         kv_len: seq_len,
         head_dim: pick(args.head_dim, 64, 128),
     };
-    shape.validate()?;
     let config = MobaConfig::new(pick(args.block_size, 64, 512), args.top_k.unwrap_or(3));
-    config.validate()?;
-    let runs = args.runs.unwrap_or(5).max(1);
-    let warmup = args.warmup.unwrap_or(1);
-    let kernel = match args.kernel {
-        KernelChoice::Auto => AttentionKernel::best(gpu, shape.head_dim),
-        KernelChoice::Portable => AttentionKernel::Portable,
-        KernelChoice::Cooperative => AttentionKernel::Cooperative,
+    let options = BenchOptions {
+        kernel: args.kernel.resolve(gpu, shape.head_dim),
+        runs: args.runs.unwrap_or(5).max(1),
+        warmup: args.warmup.unwrap_or(1),
+        dense: !args.no_dense,
+        check_rows: args.check_rows.unwrap_or(64),
     };
 
     println!("adapter : {}", gpu.describe());
@@ -91,10 +95,8 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         std::env::consts::OS,
         std::env::consts::ARCH
     );
-    let per_call = MobaForward::groups_per_call(gpu, &shape, &config)?;
-    let calls = shape.groups().div_ceil(per_call);
     println!(
-        "problem : B={} Hq={} Hkv={} S={} D={} block={} top_k={} causal, f32 ({} call{} of up to {} (batch, kv head) groups)",
+        "problem : B={} Hq={} Hkv={} S={} D={} block={} top_k={} causal, f32",
         shape.batch,
         shape.q_heads,
         shape.kv_heads,
@@ -102,96 +104,52 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         shape.head_dim,
         config.block_size,
         config.top_k,
-        calls,
-        if calls == 1 { "" } else { "s" },
-        per_call
     );
-    println!("kernel  : {kernel:?} attention");
-
-    let mut moba_seconds = 0.0;
-    let mut dense_seconds = 0.0;
-    let mut pairs = 0u64;
-    let mut check = String::new();
-    // Where the adapter has timestamps, one more run per call splits the time by stage.
-    let timer = StageTimer::new(gpu).ok();
-    let mut stage_seconds = [0.0f64; 4];
-    for call in 0..calls {
-        let groups = per_call.min(shape.groups() - call * per_call);
-        let part = shape.group_chunk(groups);
-        eprint!("\rcall {}/{calls}: inputs", call + 1);
-        let seed = 3 * call as u64;
-        let (q, k, v) = (
-            random::normal(part.q_elems(), seed),
-            random::normal(part.kv_elems(), seed + 1),
-            random::normal(part.kv_elems(), seed + 2),
-        );
-        let owned = ForwardIo::new(gpu, &q, &k, &v, part.q_rows(), config.top_k);
-        let io = owned.buffers();
-        eprint!("\rcall {}/{calls}: moba  ", call + 1);
-        let moba = MobaForward::with_kernel(gpu, &part, &config, kernel)?;
-        moba_seconds += median_seconds(gpu, warmup, runs, |encoder| moba.encode(encoder, &io))?;
-        if let Some(timer) = &timer {
-            let mut encoder = gpu.device().create_command_encoder(&Default::default());
-            moba.encode_timed(&mut encoder, &io, timer)?;
-            gpu.submit_and_wait(encoder.finish())?;
-            let times = pollster::block_on(timer.read(gpu))?;
-            stage_seconds
-                .iter_mut()
-                .zip(times.0)
-                .for_each(|(total, t)| *total += t);
-        }
-        let chosen: Vec<i32> = pollster::block_on(gpu.download(&owned.selection))?;
-        pairs += sparsity::attended_pairs(&chosen, &part, &config);
-        if call == 0 {
-            check = check_sample(
-                gpu,
-                &io,
-                (&q, &k, &v),
-                &part,
-                &config,
-                args.check_rows.unwrap_or(64),
-            )?;
-        }
-        if !args.no_dense {
-            eprint!("\rcall {}/{calls}: dense ", call + 1);
-            let dense = DenseForward::new(gpu, &part, &config)?;
-            dense_seconds += median_seconds(gpu, warmup, runs, |encoder| {
-                dense.encode(encoder, io.q, io.k, io.v, io.o, io.lse)
-            })?;
-        }
-    }
+    println!("kernel  : {:?} attention", options.kernel);
+    let found = measure(gpu, &shape, &config, &options, |what| {
+        eprint!("\r{what:40}")
+    })?;
     eprint!("\r{:40}\r", "");
-    println!("{check}");
-
-    let dense_pairs = sparsity::dense_pairs(&shape, config.causal);
-    let flops = sparsity::forward_flops(pairs, shape.head_dim);
+    if found.calls > 1 {
+        println!(
+            "calls   : {} (the adapter's buffer limits split the (batch, kv head) groups)",
+            found.calls
+        );
+    }
     println!(
-        "density : {:.4} ({pairs} attended pairs of {dense_pairs} causal pairs)",
-        pairs as f64 / dense_pairs as f64
+        "check   : {} sampled rows vs the f64 reference: max |o err| {:.2e}, max |lse err| {:.2e}",
+        found.checked_rows, found.o_error, found.lse_error
     );
     println!(
-        "moba    : {:10.3} ms  (median of {runs}; {} on attended pairs)",
-        moba_seconds * 1e3,
-        rate(flops / moba_seconds)
+        "density : {:.4} ({} attended pairs of {} causal pairs)",
+        found.density(),
+        found.attended_pairs,
+        found.dense_pairs
     );
-    if timer.is_some() {
+    println!(
+        "moba    : {:10.3} ms  (median of {}; {} on attended pairs)",
+        found.moba_seconds * 1e3,
+        options.runs,
+        rate(found.moba_rate())
+    );
+    if let Some(stages) = found.stage_seconds {
         let split: Vec<String> = STAGES
             .iter()
-            .zip(stage_seconds)
+            .zip(stages)
             .map(|(name, seconds)| format!("{name} {:.3} ms", seconds * 1e3))
             .collect();
         println!("stages  : {} (GPU timestamps, one run)", split.join(", "));
     }
-    if !args.no_dense {
-        let dense_flops = sparsity::forward_flops(dense_pairs, shape.head_dim);
+    if let (Some(seconds), Some(dense_rate)) = (found.dense_seconds, found.dense_rate()) {
         println!(
-            "dense   : {:10.3} ms  (median of {runs}; {})",
-            dense_seconds * 1e3,
-            rate(dense_flops / dense_seconds)
+            "dense   : {:10.3} ms  (median of {}; {})",
+            seconds * 1e3,
+            options.runs,
+            rate(dense_rate)
         );
         println!(
             "speedup : {:.2}x over dense on the same adapter",
-            dense_seconds / moba_seconds
+            seconds / found.moba_seconds
         );
     }
     Ok(())
@@ -204,58 +162,4 @@ fn rate(flops_per_second: f64) -> String {
     } else {
         format!("{:.2} GFLOP/s", flops_per_second / 1e9)
     }
-}
-
-/// Median wall time of `runs` synchronised runs after `warmup` untimed ones.
-fn median_seconds(
-    gpu: &GpuContext,
-    warmup: usize,
-    runs: usize,
-    mut encode: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
-) -> Result<f64> {
-    let mut run = || -> Result<f64> {
-        let mut encoder = gpu.device().create_command_encoder(&Default::default());
-        encode(&mut encoder)?;
-        let start = Instant::now();
-        gpu.submit_and_wait(encoder.finish())?;
-        Ok(start.elapsed().as_secs_f64())
-    };
-    for _ in 0..warmup {
-        run()?;
-    }
-    let mut times = (0..runs).map(|_| run()).collect::<Result<Vec<f64>>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
-
-/// Compares sampled rows of the GPU output with the f64 reference; returns the report line.
-fn check_sample(
-    gpu: &GpuContext,
-    io: &ForwardBuffers,
-    (q, k, v): (&[f32], &[f32], &[f32]),
-    shape: &Shape,
-    config: &MobaConfig,
-    count: usize,
-) -> Result<String> {
-    let total = shape.q_rows();
-    let mut rows: Vec<usize> = (0..count.min(total))
-        .map(|i| i * total / count.min(total))
-        .collect();
-    rows.push(total - 1);
-    let exact = reference::forward_rows(q, k, v, shape, config, &rows)?;
-    let o: Vec<f32> = pollster::block_on(gpu.download(io.o))?;
-    let lse: Vec<f32> = pollster::block_on(gpu.download(io.lse))?;
-    let d = shape.head_dim;
-    let sampled_o: Vec<f32> = rows
-        .iter()
-        .flat_map(|&row| &o[row * d..(row + 1) * d])
-        .copied()
-        .collect();
-    let sampled_lse: Vec<f32> = rows.iter().map(|&row| lse[row]).collect();
-    Ok(format!(
-        "check   : {} sampled rows vs the f64 reference: max |o err| {:.2e}, max |lse err| {:.2e}",
-        rows.len(),
-        reference::max_abs_error(&sampled_o, &exact.o),
-        reference::max_abs_error(&sampled_lse, &exact.lse)
-    ))
 }

@@ -1,6 +1,7 @@
 //! Command-line arguments and dispatch.
 
 mod attend;
+mod bench;
 mod demo;
 mod info;
 
@@ -30,6 +31,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Attention of .npy inputs: writes o.npy, lse.npy and selection.npy.
     Attend(attend::AttendArgs),
+    /// Measure a sweep of forwards (JSON lines + markdown table); `bench report FILES` merges.
+    Bench(bench::BenchArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -41,6 +44,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.command {
         Some(Command::Info) => info::run(backends.unwrap_or(wgpu::Backends::all())),
         Some(Command::Attend(attend)) => attend::run(&attend, &request),
+        Some(Command::Bench(bench)) => bench::run(&bench, &request),
         Some(Command::Demo(demo)) => demo::run(&demo, &open(&request)?),
         None => demo::run(&demo::DemoArgs::default(), &open(&request)?),
     }

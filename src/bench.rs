@@ -1,0 +1,271 @@
+//! Measuring a MoBA forward on one adapter: the median of synchronised runs, the split by
+//! stage (GPU timestamps), attended pairs and density, and the error on sampled rows against
+//! the f64 reference. A problem too large for one call is measured call by call and summed.
+//! `moba demo` prints a [`Measurement`]; `moba bench` writes it as a JSON-line [`Record`].
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
+use crate::gpu::{AttentionKernel, DenseForward, ForwardIo, GpuContext, MobaForward, StageTimer};
+use crate::{random, reference, sparsity};
+
+/// How to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    pub kernel: AttentionKernel,
+    /// Timed runs per kernel (the median is kept).
+    pub runs: usize,
+    /// Untimed runs before them.
+    pub warmup: usize,
+    /// Also time the dense kernel (quadratic: slow at long sequences).
+    pub dense: bool,
+    /// Rows of the first call checked against the f64 reference.
+    pub check_rows: usize,
+}
+
+/// What one measurement found. Times are seconds, summed over the calls.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub shape: Shape,
+    pub config: MobaConfig,
+    pub options: BenchOptions,
+    /// Calls the problem was split into (the adapter's buffer limits).
+    pub calls: usize,
+    pub moba_seconds: f64,
+    pub dense_seconds: Option<f64>,
+    /// GPU time of each of [`crate::gpu::STAGES`] (one run), where the adapter has timestamps.
+    pub stage_seconds: Option<[f64; 4]>,
+    pub attended_pairs: u64,
+    pub dense_pairs: u64,
+    pub checked_rows: usize,
+    pub o_error: f64,
+    pub lse_error: f64,
+}
+
+impl Measurement {
+    pub fn density(&self) -> f64 {
+        self.attended_pairs as f64 / self.dense_pairs as f64
+    }
+
+    /// FLOP/s on attended pairs.
+    pub fn moba_rate(&self) -> f64 {
+        sparsity::forward_flops(self.attended_pairs, self.shape.head_dim) / self.moba_seconds
+    }
+
+    /// FLOP/s of the dense kernel on the dense pairs.
+    pub fn dense_rate(&self) -> Option<f64> {
+        let flops = sparsity::forward_flops(self.dense_pairs, self.shape.head_dim);
+        self.dense_seconds.map(|seconds| flops / seconds)
+    }
+}
+
+/// Measures the forward of `shape` on random standard-normal inputs; `progress` hears what
+/// runs now.
+pub fn measure(
+    gpu: &GpuContext,
+    shape: &Shape,
+    config: &MobaConfig,
+    options: &BenchOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<Measurement> {
+    shape.validate()?;
+    config.validate()?;
+    let per_call = MobaForward::groups_per_call(gpu, shape, config)?;
+    let calls = shape.groups().div_ceil(per_call);
+    let timer = StageTimer::new(gpu).ok();
+    let mut found = Measurement {
+        shape: *shape,
+        config: *config,
+        options: *options,
+        calls,
+        moba_seconds: 0.0,
+        dense_seconds: options.dense.then_some(0.0),
+        stage_seconds: timer.as_ref().map(|_| [0.0; 4]),
+        attended_pairs: 0,
+        dense_pairs: sparsity::dense_pairs(shape, config.causal),
+        checked_rows: 0,
+        o_error: 0.0,
+        lse_error: 0.0,
+    };
+    for call in 0..calls {
+        let part = shape.group_chunk(per_call.min(shape.groups() - call * per_call));
+        progress(&format!("call {}/{calls}: inputs", call + 1));
+        let seed = 3 * call as u64;
+        let q = random::normal(part.q_elems(), seed);
+        let k = random::normal(part.kv_elems(), seed + 1);
+        let v = random::normal(part.kv_elems(), seed + 2);
+        let owned = ForwardIo::new(gpu, &q, &k, &v, part.q_rows(), config.top_k);
+        let io = owned.buffers();
+
+        progress(&format!("call {}/{calls}: moba", call + 1));
+        let moba = MobaForward::with_kernel(gpu, &part, config, options.kernel)?;
+        found.moba_seconds += median_seconds(gpu, options, |encoder| moba.encode(encoder, &io))?;
+        if let (Some(timer), Some(stages)) = (&timer, &mut found.stage_seconds) {
+            let mut encoder = gpu.device().create_command_encoder(&Default::default());
+            moba.encode_timed(&mut encoder, &io, timer)?;
+            gpu.submit_and_wait(encoder.finish())?;
+            let times = pollster::block_on(timer.read(gpu))?;
+            stages
+                .iter_mut()
+                .zip(times.0)
+                .for_each(|(total, t)| *total += t);
+        }
+        let chosen: Vec<i32> = pollster::block_on(gpu.download(&owned.selection))?;
+        found.attended_pairs += sparsity::attended_pairs(&chosen, &part, config);
+        if call == 0 {
+            progress("checking against the reference");
+            check_sample(
+                gpu,
+                &owned,
+                (&q, &k, &v),
+                &part,
+                config,
+                options.check_rows,
+                &mut found,
+            )?;
+        }
+        if let Some(total) = &mut found.dense_seconds {
+            progress(&format!("call {}/{calls}: dense", call + 1));
+            let dense = DenseForward::new(gpu, &part, config)?;
+            *total += median_seconds(gpu, options, |encoder| {
+                dense.encode(encoder, io.q, io.k, io.v, io.o, io.lse)
+            })?;
+        }
+    }
+    Ok(found)
+}
+
+/// Median wall time of `runs` synchronised runs after `warmup` untimed ones.
+fn median_seconds(
+    gpu: &GpuContext,
+    options: &BenchOptions,
+    mut encode: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+) -> Result<f64> {
+    let mut run = || -> Result<f64> {
+        let mut encoder = gpu.device().create_command_encoder(&Default::default());
+        encode(&mut encoder)?;
+        let start = Instant::now();
+        gpu.submit_and_wait(encoder.finish())?;
+        Ok(start.elapsed().as_secs_f64())
+    };
+    for _ in 0..options.warmup {
+        run()?;
+    }
+    let mut times = (0..options.runs.max(1))
+        .map(|_| run())
+        .collect::<Result<Vec<f64>>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Compares sampled rows of the first call with the f64 reference.
+fn check_sample(
+    gpu: &GpuContext,
+    io: &ForwardIo,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    shape: &Shape,
+    config: &MobaConfig,
+    count: usize,
+    found: &mut Measurement,
+) -> Result<()> {
+    let total = shape.q_rows();
+    let count = count.min(total);
+    let mut rows: Vec<usize> = (0..count).map(|i| i * total / count.max(1)).collect();
+    rows.push(total - 1);
+    let exact = reference::forward_rows(q, k, v, shape, config, &rows)?;
+    let o: Vec<f32> = pollster::block_on(gpu.download(&io.o))?;
+    let lse: Vec<f32> = pollster::block_on(gpu.download(&io.lse))?;
+    let d = shape.head_dim;
+    let sampled_o: Vec<f32> = rows
+        .iter()
+        .flat_map(|&row| &o[row * d..(row + 1) * d])
+        .copied()
+        .collect();
+    let sampled_lse: Vec<f32> = rows.iter().map(|&row| lse[row]).collect();
+    found.checked_rows = rows.len();
+    found.o_error = reference::max_abs_error(&sampled_o, &exact.o);
+    found.lse_error = reference::max_abs_error(&sampled_lse, &exact.lse);
+    Ok(())
+}
+
+/// One measurement as a JSON line, with the machine and adapter beside the numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub machine: String,
+    pub adapter: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub kernel: String,
+    pub pass: String,
+    pub seq_len: usize,
+    pub kv_len: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+    pub top_k: usize,
+    pub runs: usize,
+    pub density: f64,
+    pub attended_pairs: u64,
+    pub moba_ms: f64,
+    pub moba_tflops: f64,
+    pub dense_ms: Option<f64>,
+    pub stage_ms: Option<[f64; 4]>,
+    pub o_error: f64,
+}
+
+impl Record {
+    pub fn new(gpu: &GpuContext, found: &Measurement) -> Self {
+        let info = gpu.info();
+        Self {
+            machine: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            adapter: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+            kernel: format!("{:?}", found.options.kernel),
+            pass: "forward".into(),
+            seq_len: found.shape.q_len,
+            kv_len: found.shape.kv_len,
+            q_heads: found.shape.q_heads,
+            kv_heads: found.shape.kv_heads,
+            head_dim: found.shape.head_dim,
+            block_size: found.config.block_size,
+            top_k: found.config.top_k,
+            runs: found.options.runs,
+            density: found.density(),
+            attended_pairs: found.attended_pairs,
+            moba_ms: found.moba_seconds * 1e3,
+            moba_tflops: found.moba_rate() / 1e12,
+            dense_ms: found.dense_seconds.map(|s| s * 1e3),
+            stage_ms: found.stage_seconds.map(|s| s.map(|t| t * 1e3)),
+            o_error: found.o_error,
+        }
+    }
+}
+
+/// A markdown table of records, one row each, the adapter beside every number.
+pub fn markdown_table(records: &[Record]) -> String {
+    let mut table = String::from(
+        "| adapter | api | kernel | S | H | D | block | top_k | density | MoBA ms | dense ms | speedup | GFLOP/s | error |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in records {
+        let dense = r.dense_ms.map_or("-".to_string(), |ms| format!("{ms:.2}"));
+        let speedup = r
+            .dense_ms
+            .map_or("-".to_string(), |ms| format!("{:.2}x", ms / r.moba_ms));
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2} | {dense} | {speedup} | {:.1} | {:.1e} |\n",
+            r.adapter, r.backend, r.kernel, r.seq_len, r.q_heads, r.head_dim, r.block_size, r.top_k, r.density,
+            r.moba_ms, r.moba_tflops * 1e3, r.o_error
+        ));
+    }
+    table
+}

@@ -1,0 +1,112 @@
+//! `moba bench`: a sweep of forward measurements on one adapter, written as JSON lines and
+//! printed as a markdown table; `moba bench report FILES...` merges result files (from
+//! several machines, say) into one table.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use moba::bench::{BenchOptions, Record, markdown_table, measure};
+use moba::gpu::{AdapterRequest, GpuContext};
+use moba::{MobaConfig, MobaError, Result, Shape};
+
+use super::demo::KernelChoice;
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    report: Option<BenchCommand>,
+    /// Sequence lengths to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1024,2048")]
+    seq_lens: Vec<usize>,
+    #[arg(long, default_value_t = 2)]
+    heads: usize,
+    #[arg(long, default_value_t = 64)]
+    head_dim: usize,
+    #[arg(long, default_value_t = 128)]
+    block_size: usize,
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Timed runs per kernel (the median is kept).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Skip the dense baseline.
+    #[arg(long)]
+    no_dense: bool,
+    #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
+    kernel: KernelChoice,
+    /// JSON-lines file the records are appended to (created with its folder).
+    #[arg(long, default_value = "results/bench.jsonl")]
+    out: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Merge JSON-lines result files into one markdown table.
+    Report { files: Vec<PathBuf> },
+}
+
+pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
+    if let Some(BenchCommand::Report { files }) = &args.report {
+        let mut records = Vec::new();
+        for file in files {
+            records.extend(read_records(file)?);
+        }
+        print!("{}", markdown_table(&records));
+        return Ok(());
+    }
+    let gpu = GpuContext::new_blocking(request)?;
+    eprintln!("adapter: {}", gpu.describe());
+    if let Some(folder) = args.out.parent().filter(|f| !f.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|e| MobaError::io(folder, e))?;
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .map_err(|e| MobaError::io(&args.out, e))?;
+    let mut records = Vec::new();
+    for (index, &seq_len) in args.seq_lens.iter().enumerate() {
+        let shape = Shape::prefill(1, args.heads, seq_len, args.head_dim);
+        let config = MobaConfig::new(args.block_size, args.top_k);
+        let options = BenchOptions {
+            kernel: args.kernel.resolve(&gpu, args.head_dim),
+            runs: args.runs.max(1),
+            warmup: 1,
+            dense: !args.no_dense,
+            check_rows: 16,
+        };
+        let step = format!("[{}/{}] S={seq_len}", index + 1, args.seq_lens.len());
+        let found = measure(&gpu, &shape, &config, &options, |what| {
+            eprint!("\r{step}: {what:40}")
+        })?;
+        let record = Record::new(&gpu, &found);
+        let line = serde_json::to_string(&record).expect("a record serialises");
+        writeln!(out, "{line}").map_err(|e| MobaError::io(&args.out, e))?;
+        records.push(record);
+    }
+    eprintln!(
+        "\r{:60}\rwrote {} records to {}",
+        "",
+        records.len(),
+        args.out.display()
+    );
+    print!("{}", markdown_table(&records));
+    Ok(())
+}
+
+/// The records of one JSON-lines file; a bad line is an error naming the file and line.
+fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let text = std::fs::read_to_string(path).map_err(|e| MobaError::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(number, line)| {
+            serde_json::from_str(line).map_err(|e| MobaError::Io {
+                path: format!("{}:{}", path.display(), number + 1),
+                message: format!("not a benchmark record: {e}"),
+            })
+        })
+        .collect()
+}
