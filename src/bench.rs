@@ -269,3 +269,68 @@ pub fn markdown_table(records: &[Record]) -> String {
     }
     table
 }
+
+/// Writes `time_vs_s.svg` and `speedup_vs_s.svg` into `dir`: one line per adapter, API,
+/// kernel and problem family (heads, head dim, block, top-k). Returns the files written.
+pub fn write_plots(records: &[Record], dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    use crate::plot::{Scale, Series, line_plot};
+    use std::collections::BTreeMap;
+
+    let mut times: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut speedups: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in records {
+        // What tells lines apart comes first: the legend may cut the end.
+        let family = format!(
+            "H{} D{} b{} k{}, {} ({})",
+            r.q_heads, r.head_dim, r.block_size, r.top_k, r.adapter, r.backend
+        );
+        let s = r.seq_len as f64;
+        let moba = format!("MoBA {} {family}", r.kernel);
+        times.entry(moba.clone()).or_default().push((s, r.moba_ms));
+        if let Some(dense) = r.dense_ms {
+            times
+                .entry(format!("dense {family}"))
+                .or_default()
+                .push((s, dense));
+            speedups
+                .entry(moba)
+                .or_default()
+                .push((s, dense / r.moba_ms));
+        }
+    }
+    let series = |map: BTreeMap<String, Vec<(f64, f64)>>| -> Vec<Series> {
+        map.into_iter()
+            .map(|(name, points)| Series { name, points })
+            .collect()
+    };
+    std::fs::create_dir_all(dir).map_err(|e| crate::MobaError::io(dir, e))?;
+    let plots = [
+        (
+            "time_vs_s.svg",
+            line_plot(
+                "MoBA and dense forward time",
+                "sequence length S",
+                "ms",
+                Scale::Log,
+                &series(times),
+            ),
+        ),
+        (
+            "speedup_vs_s.svg",
+            line_plot(
+                "MoBA speedup over dense (same adapter)",
+                "sequence length S",
+                "x",
+                Scale::Linear,
+                &series(speedups),
+            ),
+        ),
+    ];
+    let mut written = Vec::new();
+    for (name, svg) in plots {
+        let path = dir.join(name);
+        std::fs::write(&path, svg).map_err(|e| crate::MobaError::io(&path, e))?;
+        written.push(path);
+    }
+    Ok(written)
+}

@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod gpu;
 pub mod npy;
+pub mod plot;
 pub mod random;
 pub mod reference;
 pub mod sparsity;

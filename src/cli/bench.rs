@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use moba::bench::{BenchOptions, Record, markdown_table, measure};
+use moba::bench::{BenchOptions, Record, markdown_table, measure, write_plots};
 use moba::gpu::{AdapterRequest, GpuContext};
 use moba::{MobaConfig, MobaError, Result, Shape};
 
@@ -43,17 +43,23 @@ pub struct BenchArgs {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
-    /// Merge JSON-lines result files into one markdown table.
-    Report { files: Vec<PathBuf> },
+    /// Merge JSON-lines result files into one markdown table and SVG plots.
+    Report {
+        files: Vec<PathBuf>,
+        /// Folder for time_vs_s.svg and speedup_vs_s.svg.
+        #[arg(long, default_value = "results")]
+        plots: PathBuf,
+    },
 }
 
 pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
-    if let Some(BenchCommand::Report { files }) = &args.report {
+    if let Some(BenchCommand::Report { files, plots }) = &args.report {
         let mut records = Vec::new();
         for file in files {
             records.extend(read_records(file)?);
         }
         print!("{}", markdown_table(&records));
+        report_plots(&records, plots)?;
         return Ok(());
     }
     let gpu = GpuContext::new_blocking(request)?;
@@ -93,6 +99,18 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         args.out.display()
     );
     print!("{}", markdown_table(&records));
+    let folder = args
+        .out
+        .parent()
+        .filter(|f| !f.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    report_plots(&records, folder)
+}
+
+fn report_plots(records: &[Record], folder: &Path) -> Result<()> {
+    for path in write_plots(records, folder)? {
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
 }
 
