@@ -25,7 +25,6 @@
 //       accumulate in f32; the softmax statistics stay f32.
 
 const MATRIX: u32 = 16u;
-const ROW_STRIPS: u32 = QUERY_TILE / MATRIX;
 const KEY_COLUMNS: u32 = KEY_TILE / MATRIX;
 const HEAD_COLUMNS: u32 = HEAD_DIM / MATRIX;
 const O_TILES: u32 = HEAD_COLUMNS;
