@@ -18,11 +18,13 @@ struct Params {
     scale_log2: f32,      // softmax scale * log2(e): scores live in the log2 domain
     slot: u32,            // selection slot handled by one moba_attention pass
     tiles_per_group: u32, // moba_attention workgroups per group and pass
-    _pad0: u32,
-    _pad1: u32,
+    gate: u32,            // 0: mean-key scores, 1: most recent first, 2: sinks then recent
+    sink_blocks: u32,     // gate 2: blocks [0, sink_blocks) always win
 }
 
-@group(0) @binding(0) var<uniform> params: Params;
+// A read-only storage buffer rather than a uniform, so that burn's template kernels (which
+// bind every argument as storage) run the same source.
+@group(0) @binding(0) var<storage, read> params: Params;
 
 const HEAD_VECS: u32 = HEAD_DIM / 4u;
 const LN_2: f32 = 0.6931471805599453;

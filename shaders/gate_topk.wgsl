@@ -5,10 +5,15 @@
 // Registers: each thread keeps its query (HEAD_VECS vec4) and its best TOP_K (score, block)
 //       pairs while it streams over the block means, so no [rows, num_blocks] score matrix
 //       ever exists.
+// Scores: q . mean key (MoBA), or a fixed score for the static gates (block id; sinks above
+//       every other block), the same rule as `Gate::static_score` on the host.
 // Rule (DESIGN §1): causal rows force their own block and rank only earlier blocks; ties go
 //       to the larger block id. Non-causal rows rank every block.
 // Memory: queries [rows, HEAD_DIM] vec4 f32; block_means [groups, num_blocks, HEAD_DIM] vec4 f32;
 //         selection [rows, TOP_K] i32, ascending, padded with -1.
+
+const GATE_MEAN_KEY: u32 = 0u;
+const GATE_SINK_AND_RECENT: u32 = 2u;
 
 @group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> block_means: array<vec4<f32>>;
@@ -43,9 +48,14 @@ fn main(
     var best_block: array<u32, TOP_K>;
     var kept = 0u;
     for (var block = 0u; block < eligible; block++) {
-        var score = 0.0;
-        for (var i = 0u; i < HEAD_VECS; i++) {
-            score += dot(query[i], block_means[means + block * HEAD_VECS + i]);
+        var score = f32(block); // the static gates: recent blocks first
+        if params.gate == GATE_MEAN_KEY {
+            score = 0.0;
+            for (var i = 0u; i < HEAD_VECS; i++) {
+                score += dot(query[i], block_means[means + block * HEAD_VECS + i]);
+            }
+        } else if params.gate == GATE_SINK_AND_RECENT && block < params.sink_blocks {
+            score = f32(params.num_blocks + block);
         }
         if kept < places {
             kept += 1u;

@@ -2,6 +2,34 @@
 
 use crate::error::{MobaError, Result};
 
+/// How the gate scores the eligible blocks. Every gate feeds the same top-k rule and the
+/// same kernels: the static patterns of DESIGN §1 are MoBA with a fixed score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Gate {
+    /// MoBA: `q . mean(keys of the block)`.
+    #[default]
+    MeanKey,
+    /// Sliding window: the most recent blocks win (score = block id).
+    Recent,
+    /// Attention sink: the first `sink_blocks` blocks always win, then the most recent.
+    SinkAndRecent { sink_blocks: usize },
+}
+
+impl Gate {
+    /// The fixed score of block `j` for the static gates; `None` for the learned one.
+    /// Sinks score above every recent block; all gaps are >= 1, so never a near tie.
+    pub fn static_score(&self, block: usize, num_blocks: usize) -> Option<f64> {
+        match *self {
+            Gate::MeanKey => None,
+            Gate::Recent => Some(block as f64),
+            Gate::SinkAndRecent { sink_blocks } if block < sink_blocks => {
+                Some((num_blocks + block) as f64)
+            }
+            Gate::SinkAndRecent { .. } => Some(block as f64),
+        }
+    }
+}
+
 /// How MoBA routes queries to key blocks (DESIGN §1).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MobaConfig {
@@ -13,6 +41,8 @@ pub struct MobaConfig {
     pub scale: Option<f32>,
     /// Causal mode: no future blocks, own block forced, keys after the query masked.
     pub causal: bool,
+    /// How blocks are scored (MoBA's mean-key gate by default).
+    pub gate: Gate,
 }
 
 impl MobaConfig {
@@ -23,6 +53,25 @@ impl MobaConfig {
             top_k,
             scale: None,
             causal: true,
+            gate: Gate::MeanKey,
+        }
+    }
+
+    /// Sliding-window attention as a gate: each query attends its own block and the
+    /// `blocks - 1` blocks before it.
+    pub fn sliding_window(block_size: usize, blocks: usize) -> Self {
+        Self {
+            gate: Gate::Recent,
+            ..Self::new(block_size, blocks)
+        }
+    }
+
+    /// Attention sink as a gate: the first `sink_blocks` blocks plus the `recent_blocks`
+    /// most recent ones (its own block included).
+    pub fn sink(block_size: usize, sink_blocks: usize, recent_blocks: usize) -> Self {
+        Self {
+            gate: Gate::SinkAndRecent { sink_blocks },
+            ..Self::new(block_size, sink_blocks + recent_blocks)
         }
     }
 

@@ -31,5 +31,5 @@ pub mod random;
 pub mod reference;
 pub mod sparsity;
 
-pub use config::{MobaConfig, Shape};
+pub use config::{Gate, MobaConfig, Shape};
 pub use error::{MobaError, Result};

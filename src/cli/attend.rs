@@ -57,10 +57,9 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
         )));
     }
     let config = MobaConfig {
-        block_size: args.block_size,
-        top_k: args.top_k,
         scale: args.scale,
         causal: !args.non_causal,
+        ..MobaConfig::new(args.block_size, args.top_k)
     };
     config.validate()?;
     let dout = args

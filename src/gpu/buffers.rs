@@ -40,13 +40,13 @@ impl GpuContext {
         })
     }
 
-    /// A uniform buffer holding one value.
-    pub(crate) fn uniform<T: Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+    /// A read-only storage buffer holding one value (the kernels' parameter block).
+    pub(crate) fn constant<T: Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
         self.device()
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: bytemuck::bytes_of(value),
-                usage: wgpu::BufferUsages::UNIFORM,
+                usage: wgpu::BufferUsages::STORAGE,
             })
     }
 

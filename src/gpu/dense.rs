@@ -25,7 +25,7 @@ impl DenseForward {
         let plan = TilePlan::new(gpu.limits(), shape.head_dim)?;
         let pipeline = gpu.pipeline(Kernel::DenseAttention, &plan.constants(shape.head_dim, 1))?;
         Ok(Self {
-            params: gpu.uniform("dense params", &params(shape, config, 0, 0)),
+            params: gpu.constant("dense params", &params(shape, config, 0, 0)),
             gpu: gpu.clone(),
             shape: *shape,
             plan,

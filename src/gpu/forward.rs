@@ -161,7 +161,7 @@ impl MobaForward {
         let tiles_per_group =
             ((shape.group_size() * shape.q_len).div_ceil(plan.workgroup_size as usize) + nb) as u32;
         let params = (0..config.top_k)
-            .map(|slot| gpu.uniform("moba params", &params(shape, config, slot, tiles_per_group)))
+            .map(|slot| gpu.constant("moba params", &params(shape, config, slot, tiles_per_group)))
             .collect();
         let [means, counts, starts, lists, stats] = Self::scratch_sizes(shape, config);
         Ok(Self {

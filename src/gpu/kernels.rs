@@ -123,7 +123,7 @@ impl KernelConstants {
     }
 }
 
-/// Mirror of `Params` in `common.wgsl` (uniform, 16-byte multiple).
+/// Mirror of `Params` in `common.wgsl` (a read-only storage buffer, 16-byte multiple).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
 pub(crate) struct Params {
@@ -137,7 +137,8 @@ pub(crate) struct Params {
     pub scale_log2: f32,
     pub slot: u32,
     pub tiles_per_group: u32,
-    pub _pad: [u32; 2],
+    pub gate: u32,
+    pub sink_blocks: u32,
 }
 
 #[cfg(test)]

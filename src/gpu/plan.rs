@@ -3,7 +3,7 @@
 
 use super::context::GpuContext;
 use super::kernels::{KernelConstants, Params};
-use crate::config::{MobaConfig, Shape};
+use crate::config::{Gate, MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 
 /// Threads per workgroup we aim for: one query row per thread in the attention tiles.
@@ -166,7 +166,15 @@ pub(crate) fn params(
         scale_log2: config.scale_for(shape.head_dim) * std::f32::consts::LOG2_E,
         slot: slot as u32,
         tiles_per_group,
-        _pad: [0; 2],
+        gate: match config.gate {
+            Gate::MeanKey => 0,
+            Gate::Recent => 1,
+            Gate::SinkAndRecent { .. } => 2,
+        },
+        sink_blocks: match config.gate {
+            Gate::SinkAndRecent { sink_blocks } => sink_blocks as u32,
+            _ => 0,
+        },
     }
 }
 

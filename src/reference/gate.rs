@@ -52,8 +52,10 @@ pub fn gate_row(
     let query = row.query(q, d);
     let group_means = &means[row.group * nb * d..(row.group + 1) * nb * d];
     let score = |j: usize| -> f64 {
-        let mean = &group_means[j * d..(j + 1) * d];
-        query.iter().zip(mean).map(|(&x, &m)| x as f64 * m).sum()
+        config.gate.static_score(j, nb).unwrap_or_else(|| {
+            let mean = &group_means[j * d..(j + 1) * d];
+            query.iter().zip(mean).map(|(&x, &m)| x as f64 * m).sum()
+        })
     };
 
     let current = row.position / bs;
