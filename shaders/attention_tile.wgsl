@@ -9,8 +9,6 @@
 var<workgroup> key_tile: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
 var<workgroup> value_tile: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
 
-alias HeadVector = array<vec4<f32>, HEAD_VECS>;
-
 // The query of a flat row, scaled into the log2 domain.
 fn load_query(row: u32) -> HeadVector {
     var query: HeadVector;

@@ -1,15 +1,11 @@
-// The schedule of one MoBA attention pass, shared by its kernels: which block and which rows of
-// that block's list (for the pass's selection slot) a workgroup takes, and the running state
-// that carries a row from pass to pass.
+// The schedule of one pass over a selection slot, shared by the forward attention kernels and
+// the dq kernel: which block and which rows of that block's list (for the pass's slot) a
+// workgroup takes.
 //
-// Memory: lists and starts as written by selection_scatter / selection_scan; out [rows,
-//         HEAD_DIM] vec4 f32, the running unnormalised output; stats [rows] vec2 f32, the
-//         running (max, sum) in the log2 domain.
+// Memory: lists and starts as written by selection_scatter / selection_scan.
 
 @group(0) @binding(4) var<storage, read> lists: array<u32>;
 @group(0) @binding(5) var<storage, read> starts: array<vec2<u32>>;
-@group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> stats: array<vec2<f32>>;
 
 // Up to QUERY_TILE rows of one block's list; rows == 0 means the workgroup has no work.
 struct BlockTile {

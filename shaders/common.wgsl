@@ -27,6 +27,8 @@ struct Params {
 @group(0) @binding(0) var<storage, read> params: Params;
 
 const HEAD_VECS: u32 = HEAD_DIM / 4u;
+// One head-dim vector (a query, key, value or gradient row) in registers.
+alias HeadVector = array<vec4<f32>, HEAD_VECS>;
 const LN_2: f32 = 0.6931471805599453;
 // "Minus infinity" that stays finite, so that exp2(NEG_BIG - m) is exactly 0 without NaN.
 const NEG_BIG: f32 = -3.0e38;

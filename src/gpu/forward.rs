@@ -2,11 +2,11 @@
 
 use super::buffers::check_buffer;
 use super::context::GpuContext;
-use super::kernels::{Kernel, KernelConstants};
-use super::plan::{
-    AttentionKernel, TilePlan, check_buffer_sizes, cooperative_constants, groups_per_call, params,
-};
-use super::timing::{STAGES, StageTimer};
+use super::kernels::Kernel;
+use super::plan::{AttentionKernel, TilePlan, cooperative_constants, groups_per_call};
+use super::runner::ScheduleRunner;
+use super::schedule::Schedule;
+use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 
@@ -67,16 +67,6 @@ impl ForwardIo {
     }
 }
 
-struct Pipelines {
-    block_mean: wgpu::ComputePipeline,
-    gate: wgpu::ComputePipeline,
-    count: wgpu::ComputePipeline,
-    scan: wgpu::ComputePipeline,
-    scatter: wgpu::ComputePipeline,
-    attention: wgpu::ComputePipeline,
-    finalize: wgpu::ComputePipeline,
-}
-
 /// A MoBA forward planned for one shape and config on one adapter: pipelines and scratch
 /// buffers are made once, then [`MobaForward::encode`] records a run into any encoder.
 ///
@@ -95,21 +85,11 @@ struct Pipelines {
 /// # Ok::<(), moba::MobaError>(())
 /// ```
 pub struct MobaForward {
-    gpu: GpuContext,
     shape: Shape,
     config: MobaConfig,
     plan: TilePlan,
     kernel: AttentionKernel,
-    tiles_per_group: u32,
-    pipelines: Pipelines,
-    /// One parameter block per selection slot (the attention passes differ only in `slot`).
-    params: Vec<wgpu::Buffer>,
-    block_means: wgpu::Buffer,
-    counts: wgpu::Buffer,
-    cursors: wgpu::Buffer,
-    starts: wgpu::Buffer,
-    lists: wgpu::Buffer,
-    stats: wgpu::Buffer,
+    runner: ScheduleRunner,
 }
 
 impl MobaForward {
@@ -132,77 +112,41 @@ impl MobaForward {
     ) -> Result<Self> {
         shape.validate()?;
         config.validate()?;
-        check_buffer_sizes(gpu.limits(), &Self::buffer_sizes(shape, config))?;
         let plan = TilePlan::new(gpu.limits(), shape.head_dim)?;
+        let schedule = Self::schedule(gpu, shape, config, &plan, kernel)?;
+        Ok(Self {
+            runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
+            shape: *shape,
+            config: *config,
+            plan,
+            kernel,
+        })
+    }
+
+    fn schedule(
+        gpu: &GpuContext,
+        shape: &Shape,
+        config: &MobaConfig,
+        plan: &TilePlan,
+        kernel: AttentionKernel,
+    ) -> Result<Schedule> {
         let constants = plan.constants(shape.head_dim, config.top_k);
-        let (attention_kernel, attention_constants) = match kernel {
+        let attention = match kernel {
             AttentionKernel::Portable => (Kernel::MobaAttention, constants),
             AttentionKernel::Cooperative => (
                 Kernel::MobaAttentionCoop,
                 cooperative_constants(gpu, shape.head_dim, config.top_k)?,
             ),
         };
-        // The scan counts tiles of the attention kernel's query tile.
-        let constants = KernelConstants {
-            query_tile: attention_constants.query_tile,
-            ..constants
-        };
-        let pipeline = |kernel| gpu.pipeline(kernel, &constants);
-        let pipelines = Pipelines {
-            block_mean: pipeline(Kernel::BlockMean)?,
-            gate: pipeline(Kernel::GateTopk)?,
-            count: pipeline(Kernel::SelectionCount)?,
-            scan: pipeline(Kernel::SelectionScan)?,
-            scatter: pipeline(Kernel::SelectionScatter)?,
-            attention: gpu.pipeline(attention_kernel, &attention_constants)?,
-            finalize: pipeline(Kernel::AttentionFinalize)?,
-        };
-        let nb = shape.num_blocks(config.block_size);
-        let tiles_per_group =
-            ((shape.group_size() * shape.q_len).div_ceil(plan.workgroup_size as usize) + nb) as u32;
-        let params = (0..config.top_k)
-            .map(|slot| gpu.constant("moba params", &params(shape, config, slot, tiles_per_group)))
-            .collect();
-        let [means, counts, starts, lists, stats] = Self::scratch_sizes(shape, config);
-        Ok(Self {
-            params,
-            block_means: gpu.scratch("block means", means.1),
-            counts: gpu.scratch("list counts", counts.1),
-            cursors: gpu.scratch("list cursors", counts.1),
-            starts: gpu.scratch("list starts", starts.1),
-            lists: gpu.scratch("lists", lists.1),
-            stats: gpu.scratch("row stats", stats.1),
-            gpu: gpu.clone(),
-            shape: *shape,
-            config: *config,
-            plan,
-            kernel,
-            tiles_per_group,
-            pipelines,
-        })
+        Ok(Schedule::forward(shape, config, constants, attention))
     }
 
-    fn scratch_sizes(shape: &Shape, config: &MobaConfig) -> [(&'static str, u64); 5] {
-        let (groups, k) = ((shape.batch * shape.kv_heads) as u64, config.top_k as u64);
-        let (nb, rows) = (
-            shape.num_blocks(config.block_size) as u64,
-            shape.q_rows() as u64,
-        );
-        [
-            ("block_means", groups * nb * shape.head_dim as u64 * 4),
-            ("list counts", groups * k * nb * 4),
-            ("list starts", groups * (k * nb + 1) * 8),
-            ("lists", rows * k * 4),
-            ("row stats", rows * 8),
-        ]
-    }
-
-    /// Bytes of every buffer a forward of this shape binds, inputs and outputs included.
+    /// Bytes of every buffer a portable forward of this shape binds, inputs and outputs
+    /// included (the cooperative kernel's scratch is no larger).
     pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
-        let mut sizes = io_sizes(shape);
-        sizes.push(("selection", shape.q_rows() as u64 * config.top_k as u64 * 4));
-        sizes.extend(Self::scratch_sizes(shape, config));
-        sizes
+        let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
+        Schedule::forward(shape, config, constants, (Kernel::MobaAttention, constants))
+            .buffer_sizes(shape, config)
     }
 
     /// How many (batch, kv head) groups of `shape` one call can take within the adapter's
@@ -231,114 +175,25 @@ impl MobaForward {
 
     /// Records one forward into `encoder`.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, io: &ForwardBuffers) -> Result<()> {
-        self.encode_with(encoder, io, None)
+        self.runner.encode(encoder, &io.in_order(), None)
     }
 
-    /// Records one forward with GPU timestamps around its stages; read them with
-    /// [`StageTimer::read`] once the work is submitted.
+    /// Records one forward with GPU timestamps around its [`STAGES`](super::STAGES); read
+    /// them with [`StageTimer::read`] once the work is submitted.
     pub fn encode_timed(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         io: &ForwardBuffers,
         timer: &StageTimer,
     ) -> Result<()> {
-        self.encode_with(encoder, io, Some(timer))
+        self.runner.encode(encoder, &io.in_order(), Some(timer))
     }
+}
 
-    fn encode_with(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        io: &ForwardBuffers,
-        timer: Option<&StageTimer>,
-    ) -> Result<()> {
-        let (shape, gpu, p) = (&self.shape, &self.gpu, &self.pipelines);
-        check_io(shape, io.q, io.k, io.v, io.o, io.lse)?;
-        let top_k = self.config.top_k as u64;
-        check_buffer("selection", io.selection, shape.q_rows() as u64 * top_k * 4)?;
-        encoder.clear_buffer(&self.counts, 0, None);
-        encoder.clear_buffer(&self.cursors, 0, None);
-
-        let params = &self.params[0];
-        let block_mean = gpu.bind(&p.block_mean, &[params, io.k, &self.block_means]);
-        let gate = gpu.bind(&p.gate, &[params, io.q, &self.block_means, io.selection]);
-        let count = gpu.bind(&p.count, &[params, io.selection, &self.counts]);
-        let scan = gpu.bind(&p.scan, &[params, &self.counts, &self.starts]);
-        let scatter = gpu.bind(
-            &p.scatter,
-            &[
-                params,
-                io.selection,
-                &self.starts,
-                &self.cursors,
-                &self.lists,
-            ],
-        );
-        let attention: Vec<wgpu::BindGroup> = self
-            .params
-            .iter()
-            .map(|slot_params| {
-                gpu.bind(
-                    &p.attention,
-                    &[
-                        slot_params,
-                        io.q,
-                        io.k,
-                        io.v,
-                        &self.lists,
-                        &self.starts,
-                        io.o,
-                        &self.stats,
-                    ],
-                )
-            })
-            .collect();
-        let finalize = gpu.bind(&p.finalize, &[params, io.o, &self.stats, io.lse]);
-
-        let groups = (shape.batch * shape.kv_heads) as u64;
-        let nb = shape.num_blocks(self.config.block_size) as u64;
-        let rows = shape.q_rows() as u64;
-        let per_workgroup = self.plan.workgroup_size as u64;
-        // One compute pass per stage, so that each can carry timestamps.
-        let stage = |index: usize| wgpu::ComputePassDescriptor {
-            label: Some(STAGES[index]),
-            timestamp_writes: timer.map(|t| t.writes(index)),
-        };
-        {
-            let mut pass = encoder.begin_compute_pass(&stage(0));
-            gpu.dispatch(&mut pass, &p.block_mean, &block_mean, groups * nb)?;
-            gpu.dispatch(&mut pass, &p.gate, &gate, rows.div_ceil(per_workgroup))?;
-        }
-        {
-            let mut pass = encoder.begin_compute_pass(&stage(1));
-            let entries = (rows * top_k).div_ceil(per_workgroup);
-            gpu.dispatch(&mut pass, &p.count, &count, entries)?;
-            gpu.dispatch(&mut pass, &p.scan, &scan, groups)?;
-            gpu.dispatch(&mut pass, &p.scatter, &scatter, entries)?;
-        }
-        {
-            let mut pass = encoder.begin_compute_pass(&stage(2));
-            for slot in &attention {
-                gpu.dispatch(
-                    &mut pass,
-                    &p.attention,
-                    slot,
-                    groups * self.tiles_per_group as u64,
-                )?;
-            }
-        }
-        {
-            let mut pass = encoder.begin_compute_pass(&stage(3));
-            gpu.dispatch(
-                &mut pass,
-                &p.finalize,
-                &finalize,
-                rows.div_ceil(per_workgroup),
-            )?;
-        }
-        if let Some(timer) = timer {
-            timer.resolve(encoder);
-        }
-        Ok(())
+impl ForwardBuffers<'_> {
+    /// The buffers in the schedule's io order.
+    fn in_order(&self) -> [&wgpu::Buffer; 6] {
+        [self.q, self.k, self.v, self.o, self.lse, self.selection]
     }
 }
 

@@ -2,12 +2,14 @@
 //! head) groups to fit the adapter's buffer limits, and reads results back.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
+use super::backward::{BackwardBuffers, MobaBackward};
 use super::context::GpuContext;
 use super::dense::DenseForward;
 use super::forward::{ForwardIo, MobaForward};
 use super::plan::groups_per_call;
-use crate::config::{MobaConfig, Shape};
+use crate::config::{MobaConfig, Shape, check_finite, check_len};
 use crate::error::Result;
 
 /// Forward results on the host: `o: [B, Hq, S, D]`, `lse: [B, Hq, S]` (natural log),
@@ -17,6 +19,14 @@ pub struct GpuForward {
     pub o: Vec<f32>,
     pub lse: Vec<f32>,
     pub selection: Vec<i32>,
+}
+
+/// Gradients on the host: `dq: [B, Hq, S, D]`, `dk, dv: [B, Hkv, Sk, D]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuGradients {
+    pub dq: Vec<f32>,
+    pub dk: Vec<f32>,
+    pub dv: Vec<f32>,
 }
 
 /// Which kernel a host call runs.
@@ -63,6 +73,100 @@ impl GpuContext {
             .await
     }
 
+    /// Gradients of `sum(o * dout)` for the MoBA forward of host tensors: runs the forward,
+    /// then the backward kernels on its saved o, lse and selection (`dout` is `[B, Hq, S, D]`).
+    ///
+    /// ```no_run
+    /// use moba::{MobaConfig, Shape, gpu::GpuContext};
+    /// let gpu = GpuContext::new_blocking(&Default::default())?;
+    /// let shape = Shape::prefill(1, 2, 256, 64);
+    /// let (q, kv) = (moba::random::normal(shape.q_elems(), 1), moba::random::normal(shape.kv_elems(), 2));
+    /// let grads = gpu.moba_backward_blocking(&q, &kv, &kv, &q, &shape, &MobaConfig::new(64, 2))?;
+    /// assert_eq!(grads.dk.len(), shape.kv_elems());
+    /// # Ok::<(), moba::MobaError>(())
+    /// ```
+    pub async fn moba_backward(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dout: &[f32],
+        shape: &Shape,
+        config: &MobaConfig,
+    ) -> Result<GpuGradients> {
+        config.validate()?;
+        shape.check_inputs(q, k, v)?;
+        check_len("dout", dout.len(), shape.q_elems())?;
+        check_finite("dout", dout)?;
+        let (config, padded) = padded_problem(shape, config);
+        let width = (shape.head_dim, padded.head_dim);
+        let [q, k, v, dout] = [q, k, v, dout].map(|data| pad_rows(data, width.0, width.1));
+        let per_group: Vec<_> = MobaForward::buffer_sizes(&padded.group_chunk(1), &config)
+            .into_iter()
+            .chain(MobaBackward::buffer_sizes(&padded.group_chunk(1), &config))
+            .collect();
+        let mut grads = GpuGradients {
+            dq: Vec::with_capacity(shape.q_elems()),
+            dk: Vec::with_capacity(shape.kv_elems()),
+            dv: Vec::with_capacity(shape.kv_elems()),
+        };
+        for chunk in self.chunks(&padded, &per_group)? {
+            let part = &chunk.shape;
+            let io = ForwardIo::new(
+                self,
+                &q[chunk.q.clone()],
+                &k[chunk.kv.clone()],
+                &v[chunk.kv.clone()],
+                part.q_rows(),
+                config.top_k,
+            );
+            let dout = self.upload("dout", &dout[chunk.q.clone()]);
+            let dq = self.poisoned("dq", part.q_elems());
+            let (dk, dv) = (
+                self.poisoned("dk", part.kv_elems()),
+                self.poisoned("dv", part.kv_elems()),
+            );
+            let mut encoder = self.device().create_command_encoder(&Default::default());
+            MobaForward::new(self, part, &config)?.encode(&mut encoder, &io.buffers())?;
+            let buffers = BackwardBuffers {
+                q: &io.q,
+                k: &io.k,
+                v: &io.v,
+                o: &io.o,
+                lse: &io.lse,
+                selection: &io.selection,
+                dout: &dout,
+                dq: &dq,
+                dk: &dk,
+                dv: &dv,
+            };
+            MobaBackward::new(self, part, &config)?.encode(&mut encoder, &buffers)?;
+            self.queue().submit([encoder.finish()]);
+            for (buffer, out) in [
+                (&dq, &mut grads.dq),
+                (&dk, &mut grads.dk),
+                (&dv, &mut grads.dv),
+            ] {
+                let data: Vec<f32> = self.download(buffer).await?;
+                out.extend(unpad_rows(&data, width.1, width.0));
+            }
+        }
+        Ok(grads)
+    }
+
+    /// [`GpuContext::moba_backward`], blocking (native only).
+    pub fn moba_backward_blocking(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dout: &[f32],
+        shape: &Shape,
+        config: &MobaConfig,
+    ) -> Result<GpuGradients> {
+        pollster::block_on(self.moba_backward(q, k, v, dout, shape, config))
+    }
+
     /// [`GpuContext::moba_forward`], blocking (native only).
     pub fn moba_forward_blocking(
         &self,
@@ -98,58 +202,39 @@ impl GpuContext {
     ) -> Result<GpuForward> {
         config.validate()?;
         shape.check_inputs(q, k, v)?;
-        // Fix the scale before padding changes the head dim.
-        let config = config.with_scale(config.scale_for(shape.head_dim));
-        let padded = shape.head_dim.next_multiple_of(4);
-        let (q, k, v) = (
-            pad_rows(q, shape.head_dim, padded),
-            pad_rows(k, shape.head_dim, padded),
-            pad_rows(v, shape.head_dim, padded),
-        );
-        let shape_padded = Shape {
-            head_dim: padded,
-            ..*shape
-        };
-
-        // Each (batch, kv head) group is independent: a chunk of groups is a problem of its
-        // own with batch = groups and one kv head.
-        let groups = shape.groups();
-        let chunk_shape = |n: usize| shape_padded.group_chunk(n);
+        let (config, padded) = padded_problem(shape, config);
+        let width = (shape.head_dim, padded.head_dim);
+        let [q, k, v] = [q, k, v].map(|data| pad_rows(data, width.0, width.1));
         let per_group = match attention {
-            Attention::Moba => MobaForward::buffer_sizes(&chunk_shape(1), &config),
-            Attention::Dense => DenseForward::buffer_sizes(&chunk_shape(1)),
+            Attention::Moba => MobaForward::buffer_sizes(&padded.group_chunk(1), &config),
+            Attention::Dense => DenseForward::buffer_sizes(&padded.group_chunk(1)),
         };
-        let chunk = groups_per_call(self.limits(), &per_group, groups)?;
         let top_k = if attention == Attention::Moba {
             config.top_k
         } else {
             0
         };
         let mut out = GpuForward {
-            o: Vec::with_capacity(q.len()),
+            o: Vec::with_capacity(shape.q_elems()),
             lse: Vec::with_capacity(shape.q_rows()),
             selection: Vec::with_capacity(shape.q_rows() * top_k),
         };
-        for first in (0..groups).step_by(chunk) {
-            let part = chunk_shape(chunk.min(groups - first));
-            let (q_at, kv_at) = (
-                first * chunk_shape(1).q_elems(),
-                first * chunk_shape(1).kv_elems(),
-            );
+        for chunk in self.chunks(&padded, &per_group)? {
+            let part = &chunk.shape;
             let io = ForwardIo::new(
                 self,
-                &q[q_at..q_at + part.q_elems()],
-                &k[kv_at..kv_at + part.kv_elems()],
-                &v[kv_at..kv_at + part.kv_elems()],
+                &q[chunk.q.clone()],
+                &k[chunk.kv.clone()],
+                &v[chunk.kv.clone()],
                 part.q_rows(),
                 top_k,
             );
             let mut encoder = self.device().create_command_encoder(&Default::default());
             match attention {
                 Attention::Moba => {
-                    MobaForward::new(self, &part, &config)?.encode(&mut encoder, &io.buffers())?
+                    MobaForward::new(self, part, &config)?.encode(&mut encoder, &io.buffers())?
                 }
-                Attention::Dense => DenseForward::new(self, &part, &config)?.encode(
+                Attention::Dense => DenseForward::new(self, part, &config)?.encode(
                     &mut encoder,
                     &io.q,
                     &io.k,
@@ -160,7 +245,7 @@ impl GpuContext {
             }
             self.queue().submit([encoder.finish()]);
             let o: Vec<f32> = self.download(&io.o).await?;
-            out.o.extend(unpad_rows(&o, padded, shape.head_dim));
+            out.o.extend(unpad_rows(&o, width.1, width.0));
             out.lse.extend(self.download::<f32>(&io.lse).await?);
             if top_k > 0 {
                 out.selection
@@ -169,6 +254,46 @@ impl GpuContext {
         }
         Ok(out)
     }
+}
+
+/// One call's share of a problem: whole (batch, kv head) groups, as a problem of its own
+/// (batch = groups, one kv head), and where its elements sit in the full q and kv tensors.
+struct Chunk {
+    shape: Shape,
+    q: Range<usize>,
+    kv: Range<usize>,
+}
+
+impl GpuContext {
+    /// Splits a problem into calls of as many groups as the adapter's binding limits allow
+    /// for buffers of `per_group` bytes per group.
+    fn chunks(&self, shape: &Shape, per_group: &[(&'static str, u64)]) -> Result<Vec<Chunk>> {
+        let groups = shape.groups();
+        let size = groups_per_call(self.limits(), per_group, groups)?;
+        let one = shape.group_chunk(1);
+        Ok((0..groups)
+            .step_by(size)
+            .map(|first| {
+                let part = shape.group_chunk(size.min(groups - first));
+                Chunk {
+                    q: first * one.q_elems()..first * one.q_elems() + part.q_elems(),
+                    kv: first * one.kv_elems()..first * one.kv_elems() + part.kv_elems(),
+                    shape: part,
+                }
+            })
+            .collect())
+    }
+}
+
+/// The config with its scale fixed for the true head dim, and the shape with the head dim
+/// padded to a multiple of 4 (the kernels read vec4s).
+fn padded_problem(shape: &Shape, config: &MobaConfig) -> (MobaConfig, Shape) {
+    let config = config.with_scale(config.scale_for(shape.head_dim));
+    let padded = Shape {
+        head_dim: shape.head_dim.next_multiple_of(4),
+        ..*shape
+    };
+    (config, padded)
 }
 
 /// Rows of `width` values widened to `padded` with zeros (zero columns change no dot product).

@@ -6,6 +6,8 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const ATTENTION_INPUTS: &str = include_str!("../../shaders/attention_inputs.wgsl");
 const ATTENTION_TILE: &str = include_str!("../../shaders/attention_tile.wgsl");
 const BLOCK_TILES: &str = include_str!("../../shaders/block_tiles.wgsl");
+const ATTENTION_STATE: &str = include_str!("../../shaders/attention_state.wgsl");
+const BACKWARD_ROWS: &str = include_str!("../../shaders/backward_rows.wgsl");
 const SELECTION_ENTRIES: &str = include_str!("../../shaders/selection_entries.wgsl");
 
 /// Every compute kernel of the wgpu path.
@@ -20,9 +22,29 @@ pub(crate) enum Kernel {
     MobaAttentionCoop,
     AttentionFinalize,
     DenseAttention,
+    BackwardPrepare,
+    MobaBackwardDq,
+    MobaBackwardDkdv,
 }
 
 impl Kernel {
+    /// Every kernel, for checks that must not forget one.
+    #[cfg(test)]
+    pub const ALL: [Kernel; 12] = [
+        Kernel::BlockMean,
+        Kernel::GateTopk,
+        Kernel::SelectionCount,
+        Kernel::SelectionScan,
+        Kernel::SelectionScatter,
+        Kernel::MobaAttention,
+        Kernel::MobaAttentionCoop,
+        Kernel::AttentionFinalize,
+        Kernel::DenseAttention,
+        Kernel::BackwardPrepare,
+        Kernel::MobaBackwardDq,
+        Kernel::MobaBackwardDkdv,
+    ];
+
     /// The kernel's name (its main file under `shaders/`).
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +57,9 @@ impl Kernel {
             Kernel::MobaAttentionCoop => "moba_attention_coop",
             Kernel::AttentionFinalize => "attention_finalize",
             Kernel::DenseAttention => "dense_attention",
+            Kernel::BackwardPrepare => "backward_prepare",
+            Kernel::MobaBackwardDq => "moba_backward_dq",
+            Kernel::MobaBackwardDkdv => "moba_backward_dkdv",
         }
     }
 
@@ -56,11 +81,13 @@ impl Kernel {
                 ATTENTION_INPUTS,
                 ATTENTION_TILE,
                 BLOCK_TILES,
+                ATTENTION_STATE,
                 include_str!("../../shaders/moba_attention.wgsl"),
             ],
             Kernel::MobaAttentionCoop => &[
                 ATTENTION_INPUTS,
                 BLOCK_TILES,
+                ATTENTION_STATE,
                 include_str!("../../shaders/moba_attention_coop.wgsl"),
             ],
             Kernel::AttentionFinalize => &[include_str!("../../shaders/attention_finalize.wgsl")],
@@ -68,6 +95,19 @@ impl Kernel {
                 ATTENTION_INPUTS,
                 ATTENTION_TILE,
                 include_str!("../../shaders/dense_attention.wgsl"),
+            ],
+            Kernel::BackwardPrepare => &[include_str!("../../shaders/backward_prepare.wgsl")],
+            Kernel::MobaBackwardDq => &[
+                ATTENTION_INPUTS,
+                ATTENTION_TILE,
+                BLOCK_TILES,
+                BACKWARD_ROWS,
+                include_str!("../../shaders/moba_backward_dq.wgsl"),
+            ],
+            Kernel::MobaBackwardDkdv => &[
+                ATTENTION_INPUTS,
+                BACKWARD_ROWS,
+                include_str!("../../shaders/moba_backward_dkdv.wgsl"),
             ],
         }
     }
@@ -179,21 +219,11 @@ mod tests {
             subgroups: 8,
             ..constants
         };
-        let all = [(Kernel::MobaAttentionCoop, coop)];
-        for (kernel, constants) in [
-            Kernel::BlockMean,
-            Kernel::GateTopk,
-            Kernel::SelectionCount,
-            Kernel::SelectionScan,
-            Kernel::SelectionScatter,
-            Kernel::MobaAttention,
-            Kernel::AttentionFinalize,
-            Kernel::DenseAttention,
-        ]
-        .map(|kernel| (kernel, constants))
-        .into_iter()
-        .chain(all)
-        {
+        for kernel in Kernel::ALL {
+            let constants = match kernel {
+                Kernel::MobaAttentionCoop => coop,
+                _ => constants,
+            };
             let module = wgpu::naga::front::wgsl::parse_str(&kernel.source(&constants))
                 .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
             wgpu::naga::valid::Validator::new(

@@ -7,6 +7,7 @@
 //!   head) groups, pads odd head dims, and returns host vectors;
 //! - [`MobaForward`] / [`DenseForward`] on your own wgpu buffers: record into your encoder.
 
+mod backward;
 mod buffers;
 mod context;
 mod dense;
@@ -14,12 +15,15 @@ mod forward;
 mod host;
 mod kernels;
 mod plan;
+mod runner;
+mod schedule;
 mod timing;
 
+pub use backward::{BackwardBuffers, MobaBackward};
 pub use buffers::POISON;
 pub use context::{AdapterRequest, GpuContext, adapters, offers_cooperative_matrices, parse_api};
 pub use dense::DenseForward;
 pub use forward::{ForwardBuffers, ForwardIo, MobaForward};
-pub use host::GpuForward;
+pub use host::{GpuForward, GpuGradients};
 pub use plan::{AttentionKernel, TilePlan};
-pub use timing::{STAGES, StageTimer, StageTimes};
+pub use timing::{BACKWARD_STAGES, STAGES, StageTimer, StageTimes};

@@ -10,8 +10,9 @@ use crate::error::{MobaError, Result};
 const PREFERRED_WORKGROUP: u32 = 64;
 /// Largest key tile staged in workgroup memory.
 const MAX_KEY_TILE: u32 = 32;
-/// Workgroup bytes the attention kernels use beside the key/value tiles.
-const WORKGROUP_EXTRA_BYTES: u32 = 16;
+/// Workgroup bytes the kernels use beside their two tiles of KEY_TILE head-dim rows (the
+/// dk/dv kernel's row compaction: 2 * 4 bytes per thread plus 12 per staged row).
+const WORKGROUP_EXTRA_BYTES: u32 = 1024;
 
 /// Which kernel runs the MoBA attention passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +135,14 @@ impl TilePlan {
             workgroup_size,
             key_tile,
         })
+    }
+
+    /// The smallest tiles: for sizing buffers, which tiles do not change.
+    pub(crate) fn smallest() -> Self {
+        Self {
+            workgroup_size: PREFERRED_WORKGROUP,
+            key_tile: 1,
+        }
     }
 
     pub(crate) fn constants(&self, head_dim: usize, top_k: usize) -> KernelConstants {

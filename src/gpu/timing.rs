@@ -1,10 +1,12 @@
-//! GPU timestamps around the stages of a MoBA forward: where the time goes.
+//! GPU timestamps around the stages of a MoBA forward or backward: where the time goes.
 
 use super::context::GpuContext;
 use crate::error::{MobaError, Result};
 
 /// The stages of a forward, in order, each timed as one compute pass.
 pub const STAGES: [&str; 4] = ["gate", "selection inversion", "attention", "finalize"];
+/// The stages of a backward, in order, each timed as one compute pass.
+pub const BACKWARD_STAGES: [&str; 4] = ["selection inversion", "row terms", "dq", "dk dv"];
 
 /// Timestamp queries for the stages of one forward (the adapter needs `TIMESTAMP_QUERY`).
 pub struct StageTimer {
@@ -12,7 +14,7 @@ pub struct StageTimer {
     resolved: wgpu::Buffer,
 }
 
-/// Seconds spent in each of [`STAGES`].
+/// Seconds spent in each of [`STAGES`] (or [`BACKWARD_STAGES`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StageTimes(pub [f64; 4]);
 

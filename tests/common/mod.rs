@@ -27,6 +27,32 @@ pub fn inputs(shape: &Shape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     )
 }
 
+/// Where a row reads its keys: (kv group, position, keys it attends under `selection`).
+fn row_keys(
+    row: usize,
+    shape: &Shape,
+    config: &MobaConfig,
+    selection: &[i32],
+) -> (usize, Vec<usize>) {
+    let t = row % shape.q_len;
+    let head = (row / shape.q_len) % shape.q_heads;
+    let group = (row / (shape.q_len * shape.q_heads)) * shape.kv_heads + head / shape.group_size();
+    let position = shape.query_position(t);
+    let keys = selection[row * config.top_k..(row + 1) * config.top_k]
+        .iter()
+        .filter(|&&j| j >= 0)
+        .flat_map(|&j| {
+            j as usize * config.block_size..((j as usize + 1) * config.block_size).min(shape.kv_len)
+        })
+        .filter(|&i| !config.causal || i <= position)
+        .collect();
+    (group, keys)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 /// A straightforward f32 implementation over a given selection: scores, softmax and
 /// weighted sum in f32, no tiling. Its error against the f64 reference is the yardstick.
 pub fn naive_f32(
@@ -41,32 +67,12 @@ pub fn naive_f32(
     let scale = config.scale_for(d);
     let (mut o, mut lse) = (Vec::new(), Vec::new());
     for row in 0..shape.q_rows() {
-        let t = row % shape.q_len;
-        let head = (row / shape.q_len) % shape.q_heads;
-        let group =
-            (row / (shape.q_len * shape.q_heads)) * shape.kv_heads + head / shape.group_size();
-        let position = shape.query_position(t);
+        let (group, keys) = row_keys(row, shape, config, selection);
         let query = &q[row * d..(row + 1) * d];
-        let keys: Vec<usize> = selection[row * config.top_k..(row + 1) * config.top_k]
-            .iter()
-            .filter(|&&j| j >= 0)
-            .flat_map(|&j| {
-                j as usize * config.block_size
-                    ..((j as usize + 1) * config.block_size).min(shape.kv_len)
-            })
-            .filter(|&i| !config.causal || i <= position)
-            .collect();
         let at = |i: usize| (group * shape.kv_len + i) * d;
         let scores: Vec<f32> = keys
             .iter()
-            .map(|&i| {
-                scale
-                    * query
-                        .iter()
-                        .zip(&k[at(i)..at(i) + d])
-                        .map(|(a, b)| a * b)
-                        .sum::<f32>()
-            })
+            .map(|&i| scale * dot(query, &k[at(i)..at(i) + d]))
             .collect();
         let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
@@ -82,6 +88,77 @@ pub fn naive_f32(
         lse.push(max + total.ln());
     }
     (o, lse)
+}
+
+/// The straightforward f32 backward over a given selection (the yardstick of the gradient
+/// tolerance): `(dq, dk, dv)`, every product and sum in f32.
+pub fn naive_f32_backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: &[f32],
+    shape: &Shape,
+    config: &MobaConfig,
+    selection: &[i32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d = shape.head_dim;
+    let scale = config.scale_for(d);
+    let (o, lse) = naive_f32(q, k, v, shape, config, selection);
+    let mut dq = vec![0.0f32; shape.q_elems()];
+    let (mut dk, mut dv) = (
+        vec![0.0f32; shape.kv_elems()],
+        vec![0.0f32; shape.kv_elems()],
+    );
+    for row in 0..shape.q_rows() {
+        let (group, keys) = row_keys(row, shape, config, selection);
+        let span = row * d..(row + 1) * d;
+        let (query, grad_out) = (&q[span.clone()], &dout[span.clone()]);
+        let delta = dot(grad_out, &o[span]);
+        for i in keys {
+            let at = (group * shape.kv_len + i) * d;
+            let p = (scale * dot(query, &k[at..at + d]) - lse[row]).exp();
+            let ds = p * (dot(grad_out, &v[at..at + d]) - delta);
+            for c in 0..d {
+                dq[row * d + c] += scale * ds * k[at + c];
+                dk[at + c] += scale * ds * query[c];
+                dv[at + c] += p * grad_out[c];
+            }
+        }
+    }
+    (dq, dk, dv)
+}
+
+/// Checks the GPU backward (dq, dk, dv) against the reference at the FlashAttention-style
+/// tolerance. The seed must give no near tie in the gate (the gradients of a row with
+/// another selection differ by design).
+pub fn check_moba_backward(shape: Shape, config: MobaConfig, seed: u64) {
+    let (q, k, v) = inputs(&shape, seed);
+    let dout = random::normal(shape.q_elems(), seed ^ 0x5eed_0003);
+    let forward = gpu()
+        .moba_forward_blocking(&q, &k, &v, &shape, &config)
+        .unwrap();
+    let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
+    let selection = reference::selection(&q, &k, &shape, &config);
+    assert_eq!(
+        forward.selection, selection,
+        "{shape:?}: the GPU gate chose differently (a near tie?): pick another seed"
+    );
+    let got = gpu()
+        .moba_backward_blocking(&q, &k, &v, &dout, &shape, &config)
+        .unwrap();
+    let naive = naive_f32_backward(&q, &k, &v, &dout, &shape, &config, &selection);
+    for (name, got, naive, want) in [
+        ("dq", &got.dq, &naive.0, &want.dq),
+        ("dk", &got.dk, &naive.1, &want.dk),
+        ("dv", &got.dv, &naive.2, &want.dv),
+    ] {
+        let error = reference::max_abs_error(got, want);
+        let bound = tolerance(reference::max_abs_error(naive, want));
+        assert!(
+            error <= bound,
+            "{shape:?} {config:?}: {name} error {error:e} > bound {bound:e}"
+        );
+    }
 }
 
 /// Allowed error: twice the naive f32 implementation's error, plus a floor for the rare case

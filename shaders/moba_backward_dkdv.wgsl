@@ -1,0 +1,151 @@
+// MoBA backward, dk and dv: for each key, the sum over the query rows that selected its block
+// (every query head of the GQA group, every selection slot), in row order.
+//
+// Grid: groups * num_blocks * key_tiles workgroups, linear (key_tiles = ceil(block_size /
+//       WORKGROUP_SIZE)); workgroup (group, block, tile) owns WORKGROUP_SIZE consecutive keys
+//       of the block, one per thread, holding its key, value, dk and dv in registers.
+// Rows: the workgroup walks the group's rows in order, WORKGROUP_SIZE candidates at a time
+//       (a causal walk starts at the first row that can see its first key). Each thread tests
+//       one candidate's selection; a prefix sum compacts the rows that chose the block, in
+//       order; their q, dout and row terms are staged KEY_TILE rows at a time and every
+//       thread accumulates its key's gradients over them. Summation order is the row order,
+//       so dk and dv are the same bits on every run (no atomics).
+// Memory: selection [rows, TOP_K] i32 (ascending, -1 padded); dk, dv [groups, kv_len,
+//       HEAD_DIM] vec4 f32, every key written (zero where no row chose its block).
+// Workgroup memory: staged q and dout (2 * KEY_TILE * HEAD_DIM f32, the forward's key/value
+//       tile budget), row terms and positions, the candidate prefix sum and compacted rows.
+
+@group(0) @binding(4) var<storage, read> selection: array<i32>;
+@group(0) @binding(5) var<storage, read_write> dk: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> dv: array<vec4<f32>>;
+
+var<workgroup> staged_query: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
+var<workgroup> staged_dout: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
+var<workgroup> staged_terms: array<vec2<f32>, KEY_TILE>;
+var<workgroup> staged_position: array<u32, KEY_TILE>;
+var<workgroup> prefix: array<u32, WORKGROUP_SIZE>;
+var<workgroup> matched: array<u32, WORKGROUP_SIZE>;
+var<workgroup> matched_count: u32;
+
+// Whether flat row `row` chose `block` in any slot.
+fn chose_block(row: u32, block: u32) -> bool {
+    for (var slot = 0u; slot < TOP_K; slot++) {
+        if selection[row * TOP_K + slot] == i32(block) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Compacts the candidates whose `chosen` is true into `matched`, in lid order, and returns
+// how many there are (uniform). Call from uniform control flow.
+fn compact_rows(chosen: bool, row: u32, lid: u32) -> u32 {
+    prefix[lid] = u32(chosen);
+    workgroupBarrier();
+    for (var offset = 1u; offset < WORKGROUP_SIZE; offset <<= 1u) {
+        var add = 0u;
+        if lid >= offset {
+            add = prefix[lid - offset];
+        }
+        workgroupBarrier();
+        prefix[lid] += add;
+        workgroupBarrier();
+    }
+    if chosen {
+        matched[prefix[lid] - 1u] = row;
+    }
+    if lid == WORKGROUP_SIZE - 1u {
+        matched_count = prefix[lid];
+    }
+    return workgroupUniformLoad(&matched_count);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) num: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let key_tiles = (params.block_size + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
+    let index = workgroup_index(wid, num);
+    let group = index / (params.num_blocks * key_tiles);
+    if group >= params.groups {
+        return;
+    }
+    let block = (index / key_tiles) % params.num_blocks;
+    let block_end = min((block + 1u) * params.block_size, params.kv_len);
+    let first_key = block * params.block_size + (index % key_tiles) * WORKGROUP_SIZE;
+    if first_key >= block_end {
+        return;
+    }
+    let key_index = first_key + lid;
+    let is_key = key_index < block_end;
+    let key_at = (group * params.kv_len + key_index) * HEAD_VECS;
+    var key: HeadVector; // scaled into the log2 domain, as the scores are
+    var value: HeadVector;
+    var grad_key: HeadVector;
+    var grad_value: HeadVector;
+    if is_key {
+        for (var i = 0u; i < HEAD_VECS; i++) {
+            key[i] = keys[key_at + i] * params.scale_log2;
+            value[i] = values[key_at + i];
+            grad_key[i] = vec4<f32>(0.0);
+            grad_value[i] = vec4<f32>(0.0);
+        }
+    }
+    // Causal: rows before the first key see none of this workgroup's keys.
+    let first_position = params.kv_len - params.q_len;
+    var first_query = 0u;
+    if params.causal != 0u && first_key > first_position {
+        first_query = first_key - first_position;
+    }
+    let rows_per_group = params.group_size * params.q_len;
+    for (var head = 0u; head < params.group_size; head++) {
+        let head_rows = group * rows_per_group + head * params.q_len;
+        for (var chunk = first_query; chunk < params.q_len; chunk += WORKGROUP_SIZE) {
+            let t = chunk + lid;
+            let chosen = t < params.q_len && chose_block(head_rows + t, block);
+            let count = compact_rows(chosen, head_rows + t, lid);
+            for (var base = 0u; base < count; base += KEY_TILE) {
+                let rows = min(KEY_TILE, count - base);
+                for (var i = lid; i < rows * HEAD_VECS; i += WORKGROUP_SIZE) {
+                    let row = matched[base + i / HEAD_VECS];
+                    staged_query[i] = queries[row * HEAD_VECS + i % HEAD_VECS];
+                    staged_dout[i] = dout[row * HEAD_VECS + i % HEAD_VECS];
+                }
+                if lid < rows {
+                    let row = matched[base + lid];
+                    staged_terms[lid] = row_terms[row];
+                    staged_position[lid] = query_position(row % params.q_len);
+                }
+                workgroupBarrier();
+                if is_key {
+                    for (var r = 0u; r < rows; r++) {
+                        if params.causal != 0u && key_index > staged_position[r] {
+                            continue;
+                        }
+                        var score = 0.0;
+                        var dp = 0.0;
+                        for (var i = 0u; i < HEAD_VECS; i++) {
+                            score += dot(key[i], staged_query[r * HEAD_VECS + i]);
+                            dp += dot(value[i], staged_dout[r * HEAD_VECS + i]);
+                        }
+                        let gradient = score_gradient(score, dp, staged_terms[r]);
+                        for (var i = 0u; i < HEAD_VECS; i++) {
+                            grad_value[i] += gradient.x * staged_dout[r * HEAD_VECS + i];
+                            grad_key[i] += gradient.y * staged_query[r * HEAD_VECS + i];
+                        }
+                    }
+                }
+                workgroupBarrier();
+            }
+        }
+    }
+    if is_key {
+        let scale = params.scale_log2 * LN_2;
+        for (var i = 0u; i < HEAD_VECS; i++) {
+            dk[key_at + i] = scale * grad_key[i];
+            dv[key_at + i] = grad_value[i];
+        }
+    }
+}

@@ -1,0 +1,86 @@
+// MoBA backward, dq: one pass per selection slot over the forward's schedule (block_tiles.wgsl):
+// dense tiles of gathered query rows x the keys of one block.
+//
+// Grid: as moba_attention: per pass, tiles_per_group workgroups per group, linear; one row per
+//       thread (QUERY_TILE = WORKGROUP_SIZE); surplus workgroups exit.
+// Tiles: the block's keys and values stream through workgroup memory KEY_TILE at a time
+//       (attention_tile.wgsl); a causal tile stops at the last position among its rows.
+// Per row: dq += scale * sum_j p_j (dout . v_j - delta) k_j over the pass's block, with p from
+//       the saved lse, so no softmax is recomputed. Slot 0 starts dq; later slots add to it.
+//       Each row sits in exactly one tile per slot and the slots run in order, so dq is the
+//       same bits on every run.
+// Memory: dq [rows, HEAD_DIM] vec4 f32.
+
+@group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
+
+var<workgroup> tile_last_position: atomic<u32>;
+var<workgroup> tile_key_end: u32;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) num: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let tile = block_tile(workgroup_index(wid, num));
+    if tile.rows == 0u {
+        return;
+    }
+    let is_row = lid < tile.rows;
+    var row = vec2<u32>(0u, 0u); // (flat row, position)
+    var query: HeadVector;
+    var grad_out: HeadVector;
+    var grad_query: HeadVector;
+    var terms = vec2<f32>(0.0, 0.0);
+    if lid == 0u {
+        atomicStore(&tile_last_position, 0u);
+    }
+    workgroupBarrier();
+    if is_row {
+        row = tile_row(tile, lid);
+        query = load_query(row.x);
+        for (var i = 0u; i < HEAD_VECS; i++) {
+            grad_out[i] = dout[row.x * HEAD_VECS + i];
+            grad_query[i] = vec4<f32>(0.0);
+        }
+        terms = row_terms[row.x];
+        atomicMax(&tile_last_position, row.y);
+    }
+    workgroupBarrier();
+    if lid == 0u {
+        tile_key_end = tile_key_range(tile, atomicLoad(&tile_last_position)).y;
+    }
+    let key_end = workgroupUniformLoad(&tile_key_end);
+    for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
+        let count = min(KEY_TILE, key_end - first);
+        stage_key_tile(tile.group, first, count, lid);
+        if is_row {
+            for (var j = 0u; j < count; j++) {
+                if params.causal != 0u && first + j > row.y {
+                    break; // keys ascend: the rest of the tile is masked too
+                }
+                var score = 0.0;
+                var dp = 0.0;
+                for (var i = 0u; i < HEAD_VECS; i++) {
+                    score += dot(query[i], key_tile[j * HEAD_VECS + i]);
+                    dp += dot(grad_out[i], value_tile[j * HEAD_VECS + i]);
+                }
+                let ds = score_gradient(score, dp, terms).y;
+                for (var i = 0u; i < HEAD_VECS; i++) {
+                    grad_query[i] += ds * key_tile[j * HEAD_VECS + i];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if is_row {
+        let scale = params.scale_log2 * LN_2;
+        for (var i = 0u; i < HEAD_VECS; i++) {
+            var total = scale * grad_query[i];
+            if params.slot > 0u {
+                total += dq[row.x * HEAD_VECS + i];
+            }
+            dq[row.x * HEAD_VECS + i] = total;
+        }
+    }
+}

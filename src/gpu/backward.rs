@@ -1,0 +1,130 @@
+//! The MoBA backward on wgpu buffers: dq, dk and dv from a forward's saved o, lse and
+//! selection, with the selection held constant (DESIGN §1.6).
+
+use super::context::GpuContext;
+use super::plan::{TilePlan, groups_per_call};
+use super::runner::ScheduleRunner;
+use super::schedule::Schedule;
+use super::timing::StageTimer;
+use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
+
+/// The buffers of one backward, row-major f32 unless noted. Saved by the forward:
+/// `q, o, dout, dq: [B, Hq, S, D]`, `k, v, dk, dv: [B, Hkv, Sk, D]`, `lse: [B, Hq, S]`,
+/// `selection: [B, Hq, S, top_k]` i32. Every one needs `STORAGE` usage; `dq`, `dk` and `dv`
+/// are written whole (dk and dv are zero where no query chose the key's block).
+pub struct BackwardBuffers<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    pub o: &'a wgpu::Buffer,
+    pub lse: &'a wgpu::Buffer,
+    pub selection: &'a wgpu::Buffer,
+    pub dout: &'a wgpu::Buffer,
+    pub dq: &'a wgpu::Buffer,
+    pub dk: &'a wgpu::Buffer,
+    pub dv: &'a wgpu::Buffer,
+}
+
+impl BackwardBuffers<'_> {
+    /// The buffers in the schedule's io order.
+    fn in_order(&self) -> [&wgpu::Buffer; 10] {
+        [
+            self.q,
+            self.k,
+            self.v,
+            self.o,
+            self.lse,
+            self.selection,
+            self.dout,
+            self.dq,
+            self.dk,
+            self.dv,
+        ]
+    }
+}
+
+/// A MoBA backward planned for one shape and config on one adapter (portable f32 kernels).
+///
+/// Deterministic: dq sums each row's blocks in slot order, dk and dv sum the rows that chose
+/// a block in row order, and no float atomics are used, so two runs give the same bits.
+/// Memory beyond the caller's buffers: the selection inversion (`4 * top_k` bytes per row)
+/// and two floats per row, never `S x S`.
+///
+/// ```no_run
+/// use moba::{MobaConfig, Shape, gpu::{BackwardBuffers, ForwardIo, GpuContext, MobaBackward, MobaForward}};
+/// let gpu = GpuContext::new_blocking(&Default::default())?;
+/// let (shape, config) = (Shape::prefill(1, 2, 512, 64), MobaConfig::new(64, 3));
+/// let q = moba::random::normal(shape.q_elems(), 1);
+/// let kv = moba::random::normal(shape.kv_elems(), 2);
+/// let io = ForwardIo::new(&gpu, &q, &kv, &kv, shape.q_rows(), config.top_k);
+/// let (dout, dq) = (gpu.upload("dout", &q), gpu.poisoned("dq", shape.q_elems()));
+/// let (dk, dv) = (gpu.poisoned("dk", shape.kv_elems()), gpu.poisoned("dv", shape.kv_elems()));
+/// let mut encoder = gpu.device().create_command_encoder(&Default::default());
+/// MobaForward::new(&gpu, &shape, &config)?.encode(&mut encoder, &io.buffers())?;
+/// MobaBackward::new(&gpu, &shape, &config)?.encode(&mut encoder, &BackwardBuffers {
+///     q: &io.q, k: &io.k, v: &io.v, o: &io.o, lse: &io.lse, selection: &io.selection,
+///     dout: &dout, dq: &dq, dk: &dk, dv: &dv,
+/// })?;
+/// gpu.submit_and_wait(encoder.finish())?;
+/// # Ok::<(), moba::MobaError>(())
+/// ```
+pub struct MobaBackward {
+    shape: Shape,
+    config: MobaConfig,
+    runner: ScheduleRunner,
+}
+
+impl MobaBackward {
+    pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
+        shape.validate()?;
+        config.validate()?;
+        let plan = TilePlan::new(gpu.limits(), shape.head_dim)?;
+        let schedule =
+            Schedule::backward(shape, config, plan.constants(shape.head_dim, config.top_k));
+        Ok(Self {
+            runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
+            shape: *shape,
+            config: *config,
+        })
+    }
+
+    /// Bytes of every buffer a backward of this shape binds.
+    pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
+        let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
+        Schedule::backward(shape, config, constants).buffer_sizes(shape, config)
+    }
+
+    /// How many (batch, kv head) groups of `shape` one call can take within the adapter's
+    /// buffer limits.
+    pub fn groups_per_call(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<usize> {
+        groups_per_call(
+            gpu.limits(),
+            &Self::buffer_sizes(&shape.group_chunk(1), config),
+            shape.groups(),
+        )
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+    pub fn config(&self) -> &MobaConfig {
+        &self.config
+    }
+
+    /// Records one backward into `encoder`.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, io: &BackwardBuffers) -> Result<()> {
+        self.runner.encode(encoder, &io.in_order(), None)
+    }
+
+    /// Records one backward with GPU timestamps around its
+    /// [`BACKWARD_STAGES`](super::BACKWARD_STAGES).
+    pub fn encode_timed(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        io: &BackwardBuffers,
+        timer: &StageTimer,
+    ) -> Result<()> {
+        self.runner.encode(encoder, &io.in_order(), Some(timer))
+    }
+}

@@ -1,0 +1,412 @@
+//! A MoBA run as data: the kernels it launches, in order, with their buffers and grid sizes.
+//!
+//! The forward and the backward are each built once here. The wgpu runtime records a
+//! schedule into a command encoder ([`super::runner::ScheduleRunner`]); the burn backend
+//! launches the same steps through burn's template kernels. Either way the launch logic
+//! (which kernel, which buffers, how many workgroups) lives in this one file.
+
+use super::kernels::{Kernel, KernelConstants, Params};
+use super::plan::params;
+use super::timing::{BACKWARD_STAGES, STAGES};
+use crate::config::{MobaConfig, Shape};
+
+/// Buffers the caller owns. Callers pass them as a slice in this order: a forward takes
+/// `[q, k, v, o, lse, selection]`, a backward all ten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Io {
+    Q,
+    K,
+    V,
+    O,
+    Lse,
+    Selection,
+    Dout,
+    Dq,
+    Dk,
+    Dv,
+}
+
+impl Io {
+    pub fn name(self) -> &'static str {
+        [
+            "q",
+            "k",
+            "v",
+            "o",
+            "lse",
+            "selection",
+            "dout",
+            "dq",
+            "dk",
+            "dv",
+        ][self as usize]
+    }
+
+    /// Bytes the buffer needs for a shape (every element is 4 bytes).
+    pub fn bytes(self, shape: &Shape, config: &MobaConfig) -> u64 {
+        let elems = match self {
+            Io::Q | Io::O | Io::Dout | Io::Dq => shape.q_elems(),
+            Io::K | Io::V | Io::Dk | Io::Dv => shape.kv_elems(),
+            Io::Lse => shape.q_rows(),
+            Io::Selection => shape.q_rows() * config.top_k,
+        };
+        elems as u64 * 4
+    }
+}
+
+/// The caller's buffers of a forward, in [`Io`] order.
+pub(crate) const FORWARD_IO: [Io; 6] = [Io::Q, Io::K, Io::V, Io::O, Io::Lse, Io::Selection];
+/// The caller's buffers of a backward, in [`Io`] order.
+pub(crate) const BACKWARD_IO: [Io; 10] = [
+    Io::Q,
+    Io::K,
+    Io::V,
+    Io::O,
+    Io::Lse,
+    Io::Selection,
+    Io::Dout,
+    Io::Dq,
+    Io::Dk,
+    Io::Dv,
+];
+
+/// One buffer a launch binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Binding {
+    /// The `n`-th parameter block of the schedule.
+    Params(usize),
+    Io(Io),
+    /// The `n`-th scratch buffer of the schedule.
+    Scratch(usize),
+}
+
+/// A buffer the schedule owns for the length of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scratch {
+    pub label: &'static str,
+    pub bytes: u64,
+    /// Zeroed before every run (counters); otherwise every element is written before read.
+    pub zeroed: bool,
+}
+
+/// One kernel launch: bindings 0, 1, 2, ... in order, over a linear grid of workgroups.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Launch {
+    /// Index into [`Schedule::stages`]: launches of one stage share a timed compute pass.
+    pub stage: usize,
+    /// Index into [`Schedule::kernels`].
+    pub kernel: usize,
+    pub bindings: Vec<Binding>,
+    pub workgroups: u64,
+}
+
+/// Every launch of one run, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Schedule {
+    pub stages: &'static [&'static str],
+    pub io: &'static [Io],
+    pub kernels: Vec<(Kernel, KernelConstants)>,
+    pub params: Vec<Params>,
+    pub scratch: Vec<Scratch>,
+    pub launches: Vec<Launch>,
+}
+
+// Scratch buffers shared by both schedules, in this order.
+const COUNTS: usize = 0;
+const CURSORS: usize = 1;
+const STARTS: usize = 2;
+const LISTS: usize = 3;
+/// Forward: the running (max, sum) of every row; backward: (lse in log2, delta).
+const ROW_STATE: usize = 4;
+const BLOCK_MEANS: usize = 5;
+
+impl Schedule {
+    /// The MoBA forward: gate, selection inversion, one attention pass per slot, finalize.
+    /// `constants` are the portable kernels'; `attention` is the attention kernel with its
+    /// own constants (whose query tile the inversion counts in).
+    pub fn forward(
+        shape: &Shape,
+        config: &MobaConfig,
+        constants: KernelConstants,
+        attention: (Kernel, KernelConstants),
+    ) -> Self {
+        let constants = KernelConstants {
+            query_tile: attention.1.query_tile,
+            ..constants
+        };
+        let mut schedule = Self::new(&STAGES, &FORWARD_IO, shape, config, constants);
+        let nb = shape.num_blocks(config.block_size) as u64;
+        schedule.scratch.push(Scratch {
+            label: "block means",
+            bytes: shape.groups() as u64 * nb * shape.head_dim as u64 * 4,
+            zeroed: false,
+        });
+        let rows = shape.q_rows() as u64;
+        let per_workgroup = constants.workgroup_size as u64;
+        let groups = shape.groups() as u64;
+        let [block_mean, gate, finalize] = [
+            Kernel::BlockMean,
+            Kernel::GateTopk,
+            Kernel::AttentionFinalize,
+        ]
+        .map(|kernel| schedule.kernel(kernel, constants));
+        let attention_kernel = schedule.kernel(attention.0, attention.1);
+        use Binding::{Io as I, Params as P, Scratch as S};
+        schedule.launch(
+            0,
+            block_mean,
+            vec![P(0), I(Io::K), S(BLOCK_MEANS)],
+            groups * nb,
+        );
+        schedule.launch(
+            0,
+            gate,
+            vec![P(0), I(Io::Q), S(BLOCK_MEANS), I(Io::Selection)],
+            rows.div_ceil(per_workgroup),
+        );
+        schedule.inversion(1, shape, constants);
+        for slot in 0..config.top_k {
+            schedule.launch(
+                2,
+                attention_kernel,
+                vec![
+                    P(slot),
+                    I(Io::Q),
+                    I(Io::K),
+                    I(Io::V),
+                    S(LISTS),
+                    S(STARTS),
+                    I(Io::O),
+                    S(ROW_STATE),
+                ],
+                groups * schedule.params[slot].tiles_per_group as u64,
+            );
+        }
+        schedule.launch(
+            3,
+            finalize,
+            vec![P(0), I(Io::O), S(ROW_STATE), I(Io::Lse)],
+            rows.div_ceil(per_workgroup),
+        );
+        schedule
+    }
+
+    /// The MoBA backward from a forward's saved o, lse and selection: the selection
+    /// inversion again, the row terms, dq per slot over the inverted lists, then dk and dv
+    /// per key over the rows that chose its block.
+    pub fn backward(shape: &Shape, config: &MobaConfig, constants: KernelConstants) -> Self {
+        let mut schedule = Self::new(&BACKWARD_STAGES, &BACKWARD_IO, shape, config, constants);
+        let rows = shape.q_rows() as u64;
+        let per_workgroup = constants.workgroup_size as u64;
+        let groups = shape.groups() as u64;
+        let nb = shape.num_blocks(config.block_size) as u64;
+        let key_tiles = (config.block_size as u64).div_ceil(per_workgroup);
+        let [prepare, dq, dkdv] = [
+            Kernel::BackwardPrepare,
+            Kernel::MobaBackwardDq,
+            Kernel::MobaBackwardDkdv,
+        ]
+        .map(|kernel| schedule.kernel(kernel, constants));
+        use Binding::{Io as I, Params as P, Scratch as S};
+        schedule.inversion(0, shape, constants);
+        schedule.launch(
+            1,
+            prepare,
+            vec![P(0), I(Io::O), I(Io::Dout), I(Io::Lse), S(ROW_STATE)],
+            rows.div_ceil(per_workgroup),
+        );
+        for slot in 0..config.top_k {
+            schedule.launch(
+                2,
+                dq,
+                vec![
+                    P(slot),
+                    I(Io::Q),
+                    I(Io::K),
+                    I(Io::V),
+                    S(LISTS),
+                    S(STARTS),
+                    I(Io::Dout),
+                    S(ROW_STATE),
+                    I(Io::Dq),
+                ],
+                groups * schedule.params[slot].tiles_per_group as u64,
+            );
+        }
+        schedule.launch(
+            3,
+            dkdv,
+            vec![
+                P(0),
+                I(Io::Q),
+                I(Io::K),
+                I(Io::V),
+                I(Io::Selection),
+                I(Io::Dk),
+                I(Io::Dout),
+                S(ROW_STATE),
+                I(Io::Dv),
+            ],
+            groups * nb * key_tiles,
+        );
+        schedule
+    }
+
+    /// A schedule with one parameter block per selection slot and the inversion's scratch.
+    fn new(
+        stages: &'static [&'static str],
+        io: &'static [Io],
+        shape: &Shape,
+        config: &MobaConfig,
+        constants: KernelConstants,
+    ) -> Self {
+        let nb = shape.num_blocks(config.block_size);
+        // An upper bound on one slot's query tiles in a group: every list may end in a
+        // partial tile.
+        let tiles_per_group = ((shape.group_size() * shape.q_len)
+            .div_ceil(constants.query_tile as usize)
+            + nb) as u32;
+        let (groups, k, rows) = (
+            shape.groups() as u64,
+            config.top_k as u64,
+            shape.q_rows() as u64,
+        );
+        let scratch = |label, bytes, zeroed| Scratch {
+            label,
+            bytes,
+            zeroed,
+        };
+        Self {
+            stages,
+            io,
+            kernels: Vec::new(),
+            params: (0..config.top_k)
+                .map(|slot| params(shape, config, slot, tiles_per_group))
+                .collect(),
+            scratch: vec![
+                scratch("list counts", groups * k * nb as u64 * 4, true),
+                scratch("list cursors", groups * k * nb as u64 * 4, true),
+                scratch("list starts", groups * (k * nb as u64 + 1) * 8, false),
+                scratch("lists", rows * k * 4, false),
+                scratch("row state", rows * 8, false),
+            ],
+            launches: Vec::new(),
+        }
+    }
+
+    /// Selection inversion into per-(slot, block) lists of rows: count, scan, scatter.
+    fn inversion(&mut self, stage: usize, shape: &Shape, constants: KernelConstants) {
+        let [count, scan, scatter] = [
+            Kernel::SelectionCount,
+            Kernel::SelectionScan,
+            Kernel::SelectionScatter,
+        ]
+        .map(|kernel| self.kernel(kernel, constants));
+        let entries = (shape.q_rows() as u64 * self.params.len() as u64)
+            .div_ceil(constants.workgroup_size as u64);
+        let groups = shape.groups() as u64;
+        use Binding::{Io as I, Params as P, Scratch as S};
+        self.launch(
+            stage,
+            count,
+            vec![P(0), I(Io::Selection), S(COUNTS)],
+            entries,
+        );
+        self.launch(stage, scan, vec![P(0), S(COUNTS), S(STARTS)], groups);
+        self.launch(
+            stage,
+            scatter,
+            vec![P(0), I(Io::Selection), S(STARTS), S(CURSORS), S(LISTS)],
+            entries,
+        );
+    }
+
+    /// The index of a kernel in this schedule, added on first use.
+    fn kernel(&mut self, kernel: Kernel, constants: KernelConstants) -> usize {
+        let entry = (kernel, constants);
+        match self.kernels.iter().position(|k| *k == entry) {
+            Some(index) => index,
+            None => {
+                self.kernels.push(entry);
+                self.kernels.len() - 1
+            }
+        }
+    }
+
+    fn launch(&mut self, stage: usize, kernel: usize, bindings: Vec<Binding>, workgroups: u64) {
+        self.launches.push(Launch {
+            stage,
+            kernel,
+            bindings,
+            workgroups,
+        });
+    }
+
+    /// Bytes of every buffer a run binds, the caller's and the schedule's.
+    pub fn buffer_sizes(&self, shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
+        self.io
+            .iter()
+            .map(|io| (io.name(), io.bytes(shape, config)))
+            .chain(self.scratch.iter().map(|s| (s.label, s.bytes)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn constants() -> KernelConstants {
+        KernelConstants {
+            head_dim: 16,
+            top_k: 3,
+            workgroup_size: 64,
+            key_tile: 16,
+            query_tile: 64,
+            subgroups: 1,
+        }
+    }
+
+    #[test]
+    fn every_binding_of_a_schedule_exists() {
+        let shape = Shape::prefill(2, 4, 100, 16);
+        let config = MobaConfig::new(16, 3);
+        let forward = Schedule::forward(
+            &shape,
+            &config,
+            constants(),
+            (Kernel::MobaAttention, constants()),
+        );
+        let backward = Schedule::backward(&shape, &config, constants());
+        for schedule in [forward, backward] {
+            for launch in &schedule.launches {
+                assert!(launch.stage < schedule.stages.len());
+                assert!(launch.kernel < schedule.kernels.len());
+                for binding in &launch.bindings {
+                    match *binding {
+                        Binding::Params(n) => assert!(n < schedule.params.len()),
+                        Binding::Io(io) => assert!(schedule.io.contains(&io)),
+                        Binding::Scratch(n) => assert!(n < schedule.scratch.len()),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_attention_runs_one_pass_per_slot() {
+        let shape = Shape::prefill(1, 2, 64, 16);
+        let config = MobaConfig::new(8, 3);
+        let schedule = Schedule::forward(
+            &shape,
+            &config,
+            constants(),
+            (Kernel::MobaAttention, constants()),
+        );
+        let passes = schedule.launches.iter().filter(|l| l.stage == 2).count();
+        assert_eq!(passes, 3);
+        // dk/dv: one workgroup per (group, block, 64 keys) = 2 * 8 * 1.
+        let backward = Schedule::backward(&shape, &config, constants());
+        assert_eq!(backward.launches.last().unwrap().workgroups, 16);
+    }
+}
