@@ -21,6 +21,7 @@
 //! # Ok::<(), moba::MobaError>(())
 //! ```
 
+pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod error;

@@ -8,15 +8,15 @@
 //! - [`MobaForward`] / [`DenseForward`] on your own wgpu buffers: record into your encoder.
 
 mod backward;
-mod buffers;
+pub(crate) mod buffers;
 mod context;
 mod dense;
 mod forward;
 mod host;
-mod kernels;
-mod plan;
+pub(crate) mod kernels;
+pub(crate) mod plan;
 mod runner;
-mod schedule;
+pub(crate) mod schedule;
 mod timing;
 
 pub use backward::{BackwardBuffers, MobaBackward};

@@ -1,0 +1,174 @@
+//! MoBA on burn's wgpu backend: the same WGSL kernels and the same [`Schedule`] as the wgpu
+//! runtime, launched through burn's `template` kernels on burn's own device and queue, on the
+//! memory of burn tensors (no host round trip).
+
+use burn::backend::wgpu::{
+    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, WgpuRuntime,
+    into_contiguous,
+};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::{Handle, KernelArguments};
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Shape as TensorShape};
+
+use crate::config::{MobaConfig, Shape};
+use crate::gpu::buffers::fold_grid;
+use crate::gpu::kernels::{Kernel, KernelConstants};
+use crate::gpu::plan::TilePlan;
+use crate::gpu::schedule::{Binding, Schedule};
+
+/// burn's wgpu backend with f32 floats and i32 ints: the element types the kernels read.
+pub type WgpuF32<B = u32> = CubeBackend<WgpuRuntime, f32, i32, B>;
+
+type Tensor = CubeTensor<WgpuRuntime>;
+
+/// One of our WGSL kernels as burn template source; compiled once per (kernel, constants).
+struct MobaKernelSource {
+    kernel: Kernel,
+    constants: KernelConstants,
+}
+
+impl KernelSource for MobaKernelSource {
+    fn source(&self) -> SourceTemplate {
+        // burn sub-allocates tensors from shared buffers, and wgpu forbids a buffer bound
+        // read-only and read-write in one dispatch: every binding becomes read-write.
+        let source = self.kernel.source(&self.constants);
+        SourceTemplate::new(source.replace("var<storage, read>", "var<storage, read_write>"))
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.kernel, self.constants))
+    }
+}
+
+/// The adapter limits the tile planner reads, from burn's device properties.
+fn device_limits(tensor: &Tensor) -> wgpu::Limits {
+    let hardware = &tensor.client.properties().hardware;
+    wgpu::Limits {
+        max_compute_workgroup_storage_size: hardware.max_shared_memory_size as u32,
+        max_compute_invocations_per_workgroup: hardware.max_units_per_cube,
+        max_compute_workgroup_size_x: hardware.max_cube_dim.0,
+        max_compute_workgroups_per_dimension: hardware.max_cube_count.0,
+        ..wgpu::Limits::downlevel_defaults()
+    }
+}
+
+/// A new contiguous tensor of `dims` on the device of `like`.
+fn empty(like: &Tensor, dims: Vec<usize>, dtype: DType) -> Tensor {
+    let shape = TensorShape::from(dims);
+    let bytes = shape.num_elements() * dtype.size();
+    let handle = like.client.empty(bytes.max(4));
+    Tensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        dtype,
+    )
+}
+
+/// Launches every step of `schedule` on the queue of `io[0]`'s device; `io` are contiguous
+/// tensors in the schedule's io order.
+fn launch(schedule: &Schedule, io: &[&Tensor], limits: &wgpu::Limits) {
+    let client = &io[0].client;
+    let params: Vec<Handle> = schedule
+        .params
+        .iter()
+        .map(|params| client.create_from_slice(bytemuck::bytes_of(params)))
+        .collect();
+    let scratch: Vec<Handle> = schedule
+        .scratch
+        .iter()
+        .map(|scratch| {
+            let bytes = scratch.bytes.max(4) as usize;
+            match scratch.zeroed {
+                true => client.create_from_slice(&vec![0u8; bytes]),
+                false => client.empty(bytes),
+            }
+        })
+        .collect();
+    let handle = |binding: &Binding| match *binding {
+        Binding::Params(n) => params[n].clone(),
+        Binding::Io(kind) => {
+            let at = schedule.io.iter().position(|&i| i == kind);
+            io[at.expect("a schedule binds only its own io")]
+                .handle
+                .clone()
+        }
+        Binding::Scratch(n) => scratch[n].clone(),
+    };
+    for step in &schedule.launches {
+        let (kernel, constants) = schedule.kernels[step.kernel];
+        let source = MobaKernelSource { kernel, constants };
+        let (x, y) = fold_grid(step.workgroups, limits.max_compute_workgroups_per_dimension)
+            .expect("grids of problems that fit in memory fold into two dimensions");
+        let arguments = KernelArguments::new()
+            .with_buffers(step.bindings.iter().map(|b| handle(b).binding()).collect());
+        client.launch(
+            Box::new(SourceKernel::new(
+                source,
+                CubeDim::new_1d(constants.workgroup_size),
+            )),
+            CubeCount::Static(x, y, 1),
+            arguments,
+        );
+    }
+}
+
+/// The problem shape of q `[B, Hq, S, D]` and k `[B, Hkv, Sk, D]` tensors.
+fn problem_shape(q: &Tensor, k: &Tensor) -> Shape {
+    let (q, k) = (q.meta.shape(), k.meta.shape());
+    Shape {
+        batch: q[0],
+        q_heads: q[1],
+        kv_heads: k[1],
+        q_len: q[2],
+        kv_len: k[2],
+        head_dim: q[3],
+    }
+}
+
+/// The portable kernels' constants for a problem on this device.
+fn constants(shape: &Shape, config: &MobaConfig, limits: &wgpu::Limits) -> KernelConstants {
+    TilePlan::new(limits, shape.head_dim)
+        .expect("head dims are padded to a multiple of 4 before the kernels run")
+        .constants(shape.head_dim, config.top_k)
+}
+
+/// MoBA forward on burn-wgpu tensors (f32, head dim a multiple of 4): `(o, lse, selection)`.
+pub(crate) fn forward(q: Tensor, k: Tensor, v: Tensor, config: &MobaConfig) -> [Tensor; 3] {
+    let [q, k, v] = [q, k, v].map(into_contiguous);
+    let shape = problem_shape(&q, &k);
+    let limits = device_limits(&q);
+    let constants = constants(&shape, config, &limits);
+    let schedule = Schedule::forward(
+        &shape,
+        config,
+        constants,
+        (Kernel::MobaAttention, constants),
+    );
+    let rows = vec![shape.batch, shape.q_heads, shape.q_len];
+    let o = empty(&q, q.meta.shape().to_vec(), DType::F32);
+    let lse = empty(&q, rows.clone(), DType::F32);
+    let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
+    launch(&schedule, &[&q, &k, &v, &o, &lse, &selection], &limits);
+    [o, lse, selection]
+}
+
+/// MoBA backward on burn-wgpu tensors from a forward's saved outputs: `(dq, dk, dv)`.
+pub(crate) fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3] {
+    let [q, k, v, o, lse, selection] = saved.map(into_contiguous);
+    let dout = into_contiguous(dout);
+    let shape = problem_shape(&q, &k);
+    let limits = device_limits(&q);
+    let schedule = Schedule::backward(&shape, config, constants(&shape, config, &limits));
+    let dq = empty(&q, q.meta.shape().to_vec(), DType::F32);
+    let dk = empty(&q, k.meta.shape().to_vec(), DType::F32);
+    let dv = empty(&q, k.meta.shape().to_vec(), DType::F32);
+    launch(
+        &schedule,
+        &[&q, &k, &v, &o, &lse, &selection, &dout, &dq, &dk, &dv],
+        &limits,
+    );
+    [dq, dk, dv]
+}
