@@ -76,12 +76,12 @@ fn attend_writes_the_same_answer_from_both_backends() {
     };
     let (q, k, v) = write_inputs(&dir, &shape);
     let d = dir.to_str().unwrap();
-    for backend in ["reference", "wgpu"] {
+    for backend in BACKENDS {
         run_ok(&attend_args(d, backend, &format!("{d}/{backend}")));
     }
     let read = |backend: &str, name: &str| npy::read::<f32>(&dir.join(backend).join(name)).unwrap();
     let want = reference::forward(&q, &k, &v, &shape, &MobaConfig::new(8, 2)).unwrap();
-    for backend in ["reference", "wgpu"] {
+    for backend in BACKENDS {
         let o = read(backend, "o.npy");
         assert_eq!(o.shape, vec![1, 2, 37, 16]);
         assert!(
@@ -100,20 +100,36 @@ fn attend_writes_the_same_answer_from_both_backends() {
     }
 }
 
+/// Every backend that `moba attend` offers.
+const BACKENDS: [&str; 2] = ["reference", "wgpu"];
+
 #[test]
-fn attend_with_dout_writes_reference_gradients() {
+fn attend_with_dout_writes_gradients_from_every_backend() {
     let dir = scratch("dout");
-    let shape = Shape::prefill(1, 1, 12, 4);
+    let shape = Shape {
+        kv_heads: 1,
+        ..Shape::prefill(1, 2, 20, 8)
+    };
     let (q, k, v) = write_inputs(&dir, &shape);
     let d = dir.to_str().unwrap();
-    let mut args = attend_args(d, "reference", d);
-    args.extend(["--dout".to_string(), format!("{d}/do.npy")]);
-    run_ok(&args);
     let dout = npy::read::<f32>(&dir.join("do.npy")).unwrap().data;
     let grads = reference::backward(&q, &k, &v, &dout, &shape, &MobaConfig::new(8, 2)).unwrap();
-    let dk = npy::read::<f32>(&dir.join("dk.npy")).unwrap();
-    assert_eq!(dk.shape, vec![1, 1, 12, 4]);
-    assert!(reference::max_abs_error(&dk.data, &grads.dk) < 1e-6);
+    for backend in BACKENDS {
+        let out = format!("{d}/{backend}");
+        let mut args = attend_args(d, backend, &out);
+        args.extend(["--dout".to_string(), format!("{d}/do.npy")]);
+        run_ok(&args);
+        for (name, shape, want) in [
+            ("dq.npy", vec![1, 2, 20, 8], &grads.dq),
+            ("dk.npy", vec![1, 1, 20, 8], &grads.dk),
+            ("dv.npy", vec![1, 1, 20, 8], &grads.dv),
+        ] {
+            let got = npy::read::<f32>(&dir.join(backend).join(name)).unwrap();
+            assert_eq!(got.shape, shape, "{backend} {name}");
+            let error = reference::max_abs_error(&got.data, want);
+            assert!(error < 1e-5, "{backend} {name}: error {error:e}");
+        }
+    }
 }
 
 #[test]
@@ -121,12 +137,13 @@ fn attend_reports_bad_input_clearly() {
     let dir = scratch("bad");
     let d = dir.to_str().unwrap();
     write_inputs(&dir, &Shape::prefill(1, 1, 12, 4));
-    // --dout on wgpu: not built yet, said so.
+    // dout with another shape than q.
+    npy::write(&dir.join("bad_do.npy"), &[1, 1, 11, 4], &[0.5f32; 44]).unwrap();
     let mut args = attend_args(d, "wgpu", d);
-    args.extend(["--dout".to_string(), format!("{d}/do.npy")]);
+    args.extend(["--dout".to_string(), format!("{d}/bad_do.npy")]);
     let output = moba(&args);
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("backward"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("dout has shape"));
     // v with another shape than k.
     npy::write(&dir.join("v.npy"), &[1, 1, 11, 4], &[0.5f32; 44]).unwrap();
     let output = moba(&attend_args(d, "reference", d));

@@ -74,40 +74,32 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
                 dout.shape, q.shape
             )));
         }
-        if args.backend != Backend::Reference {
-            return Err(MobaError::Unsupported(
-                "--dout with --backend wgpu: the WGSL backward kernels are not built yet (use --backend reference)".into(),
-            ));
-        }
     }
     std::fs::create_dir_all(&args.out_dir).map_err(|e| MobaError::io(&args.out_dir, e))?;
 
-    let (o, lse, selection) = match args.backend {
-        Backend::Reference => {
-            let out = reference::forward(&q.data, &k.data, &v.data, &shape, &config)?;
-            (to_f32(&out.o), to_f32(&out.lse), out.selection)
-        }
-        Backend::Wgpu => {
-            let gpu = GpuContext::new_blocking(request)?;
-            eprintln!("adapter: {}", gpu.describe());
-            let out = gpu.moba_forward_blocking(&q.data, &k.data, &v.data, &shape, &config)?;
-            (out.o, out.lse, out.selection)
-        }
-    };
+    let out = compute(
+        args.backend,
+        request,
+        &q.data,
+        &k.data,
+        &v.data,
+        dout.as_ref().map(|d| &d.data[..]),
+        &shape,
+        &config,
+    )?;
     let rows = [shape.batch, shape.q_heads, shape.q_len];
     let dir = &args.out_dir;
-    npy::write(&dir.join("o.npy"), &q.shape, &o)?;
-    npy::write(&dir.join("lse.npy"), &rows, &lse)?;
+    npy::write(&dir.join("o.npy"), &q.shape, &out.o)?;
+    npy::write(&dir.join("lse.npy"), &rows, &out.lse)?;
     npy::write(
         &dir.join("selection.npy"),
         &[rows[0], rows[1], rows[2], config.top_k],
-        &selection,
+        &out.selection,
     )?;
-    if let Some(dout) = dout {
-        let grads = reference::backward(&q.data, &k.data, &v.data, &dout.data, &shape, &config)?;
-        npy::write(&dir.join("dq.npy"), &q.shape, &to_f32(&grads.dq))?;
-        npy::write(&dir.join("dk.npy"), &k.shape, &to_f32(&grads.dk))?;
-        npy::write(&dir.join("dv.npy"), &k.shape, &to_f32(&grads.dv))?;
+    if let Some([dq, dk, dv]) = &out.grads {
+        npy::write(&dir.join("dq.npy"), &q.shape, dq)?;
+        npy::write(&dir.join("dk.npy"), &k.shape, dk)?;
+        npy::write(&dir.join("dv.npy"), &k.shape, dv)?;
     }
     eprintln!(
         "wrote {} (o, lse, selection{})",
@@ -119,6 +111,57 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// What one backend computed: the forward and, given `dout`, `[dq, dk, dv]`.
+struct Outputs {
+    o: Vec<f32>,
+    lse: Vec<f32>,
+    selection: Vec<i32>,
+    grads: Option<[Vec<f32>; 3]>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compute(
+    backend: Backend,
+    request: &AdapterRequest,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: Option<&[f32]>,
+    shape: &Shape,
+    config: &MobaConfig,
+) -> Result<Outputs> {
+    match backend {
+        Backend::Reference => {
+            let out = reference::forward(q, k, v, shape, config)?;
+            let grads = dout
+                .map(|dout| reference::backward(q, k, v, dout, shape, config))
+                .transpose()?
+                .map(|g| [to_f32(&g.dq), to_f32(&g.dk), to_f32(&g.dv)]);
+            Ok(Outputs {
+                o: to_f32(&out.o),
+                lse: to_f32(&out.lse),
+                selection: out.selection,
+                grads,
+            })
+        }
+        Backend::Wgpu => {
+            let gpu = GpuContext::new_blocking(request)?;
+            eprintln!("adapter: {}", gpu.describe());
+            let out = gpu.moba_forward_blocking(q, k, v, shape, config)?;
+            let grads = dout
+                .map(|dout| gpu.moba_backward_blocking(q, k, v, dout, shape, config))
+                .transpose()?
+                .map(|g| [g.dq, g.dk, g.dv]);
+            Ok(Outputs {
+                o: out.o,
+                lse: out.lse,
+                selection: out.selection,
+                grads,
+            })
+        }
+    }
 }
 
 fn to_f32(data: &[f64]) -> Vec<f32> {
