@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
-use crate::gpu::{AttentionKernel, DenseForward, ForwardIo, GpuContext, MobaForward, StageTimer};
+use crate::gpu::{
+    AttentionKernel, BackwardBuffers, DenseForward, ForwardIo, GpuContext, MobaBackward,
+    MobaForward, StageTimer,
+};
 use crate::{random, reference, sparsity};
 
 /// How to measure.
@@ -24,6 +27,8 @@ pub struct BenchOptions {
     pub dense: bool,
     /// Rows of the first call checked against the f64 reference.
     pub check_rows: usize,
+    /// Also time a training step: the forward then the backward (dq, dk, dv).
+    pub backward: bool,
 }
 
 /// What one measurement found. Times are seconds, summed over the calls.
@@ -38,6 +43,13 @@ pub struct Measurement {
     pub dense_seconds: Option<f64>,
     /// GPU time of each of [`crate::gpu::STAGES`] (one run), where the adapter has timestamps.
     pub stage_seconds: Option<[f64; 4]>,
+    /// Forward + backward, where [`BenchOptions::backward`] asked for it.
+    pub step_seconds: Option<f64>,
+    /// GPU time of each of [`crate::gpu::BACKWARD_STAGES`] (one run).
+    pub backward_stage_seconds: Option<[f64; 4]>,
+    /// Bytes of every buffer one call binds: inputs, outputs and scratch of the forward (and
+    /// of the backward when timed). Grows like `S * (D + top_k)` per head.
+    pub memory_bytes: u64,
     pub attended_pairs: u64,
     pub dense_pairs: u64,
     pub checked_rows: usize,
@@ -53,6 +65,21 @@ impl Measurement {
     /// FLOP/s on attended pairs.
     pub fn moba_rate(&self) -> f64 {
         sparsity::forward_flops(self.attended_pairs, self.shape.head_dim) / self.moba_seconds
+    }
+
+    /// Training-step FLOP/s on attended pairs.
+    pub fn step_rate(&self) -> Option<f64> {
+        let flops = sparsity::training_flops(self.attended_pairs, self.shape.head_dim);
+        self.step_seconds.map(|seconds| flops / seconds)
+    }
+
+    /// Bytes a dense fallback that materialises attention (the generic burn path: scores,
+    /// probabilities and their gradients, `[B, Hq, S, Sk]` f32 each) needs for one step,
+    /// beside the same inputs and outputs: what MoBA's kernels avoid.
+    pub fn dense_fallback_bytes(&self) -> u64 {
+        let s = &self.shape;
+        let matrix = (s.batch * s.q_heads * s.q_len * s.kv_len) as u64 * 4;
+        4 * matrix + 2 * (2 * s.q_elems() + 2 * s.kv_elems()) as u64 * 4
     }
 
     /// FLOP/s of the dense kernel on the dense pairs.
@@ -76,6 +103,15 @@ pub fn measure(
     let per_call = MobaForward::groups_per_call(gpu, shape, config)?;
     let calls = shape.groups().div_ceil(per_call);
     let timer = StageTimer::new(gpu).ok();
+    let backward_timer = options
+        .backward
+        .then(|| StageTimer::new(gpu).ok())
+        .flatten();
+    let one_call = shape.group_chunk(per_call);
+    let mut memory = MobaForward::buffer_sizes(&one_call, config);
+    if options.backward {
+        memory.extend(MobaBackward::buffer_sizes(&one_call, config));
+    }
     let mut found = Measurement {
         shape: *shape,
         config: *config,
@@ -84,6 +120,9 @@ pub fn measure(
         moba_seconds: 0.0,
         dense_seconds: options.dense.then_some(0.0),
         stage_seconds: timer.as_ref().map(|_| [0.0; 4]),
+        step_seconds: options.backward.then_some(0.0),
+        backward_stage_seconds: backward_timer.as_ref().map(|_| [0.0; 4]),
+        memory_bytes: unique_bytes(&memory),
         attended_pairs: 0,
         dense_pairs: sparsity::dense_pairs(shape, config.causal),
         checked_rows: 0,
@@ -113,6 +152,41 @@ pub fn measure(
                 .zip(times.0)
                 .for_each(|(total, t)| *total += t);
         }
+        if let Some(total) = &mut found.step_seconds {
+            progress(&format!("call {}/{calls}: forward + backward", call + 1));
+            let backward = MobaBackward::new(gpu, &part, config)?;
+            let dout = gpu.upload("dout", &random::normal(part.q_elems(), seed + 3));
+            let [dq, dk, dv] = [part.q_elems(), part.kv_elems(), part.kv_elems()]
+                .map(|elems| gpu.poisoned("gradient", elems));
+            let grads = BackwardBuffers {
+                q: io.q,
+                k: io.k,
+                v: io.v,
+                o: io.o,
+                lse: io.lse,
+                selection: io.selection,
+                dout: &dout,
+                dq: &dq,
+                dk: &dk,
+                dv: &dv,
+            };
+            *total += median_seconds(gpu, options, |encoder| {
+                moba.encode(encoder, &io)?;
+                backward.encode(encoder, &grads)
+            })?;
+            if let (Some(timer), Some(stages)) =
+                (&backward_timer, &mut found.backward_stage_seconds)
+            {
+                let mut encoder = gpu.device().create_command_encoder(&Default::default());
+                backward.encode_timed(&mut encoder, &grads, timer)?;
+                gpu.submit_and_wait(encoder.finish())?;
+                let times = pollster::block_on(timer.read(gpu))?;
+                stages
+                    .iter_mut()
+                    .zip(times.0)
+                    .for_each(|(total, t)| *total += t);
+            }
+        }
         let chosen: Vec<i32> = pollster::block_on(gpu.download(&owned.selection))?;
         found.attended_pairs += sparsity::attended_pairs(&chosen, &part, config);
         if call == 0 {
@@ -136,6 +210,17 @@ pub fn measure(
         }
     }
     Ok(found)
+}
+
+/// Total bytes of named buffers, each name counted once (a backward binds the forward's
+/// buffers again).
+fn unique_bytes(buffers: &[(&'static str, u64)]) -> u64 {
+    let mut seen = std::collections::BTreeMap::new();
+    for &(name, bytes) in buffers {
+        let at = seen.entry(name).or_insert(0);
+        *at = bytes.max(*at);
+    }
+    seen.values().sum()
 }
 
 /// Median wall time of `runs` synchronised runs after `warmup` untimed ones.
@@ -216,6 +301,18 @@ pub struct Record {
     pub dense_ms: Option<f64>,
     pub stage_ms: Option<[f64; 4]>,
     pub o_error: f64,
+    /// Forward + backward time, where measured.
+    #[serde(default)]
+    pub step_ms: Option<f64>,
+    #[serde(default)]
+    pub step_tflops: Option<f64>,
+    #[serde(default)]
+    pub backward_stage_ms: Option<[f64; 4]>,
+    /// Bytes of every buffer one call binds (see [`Measurement::memory_bytes`]).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub dense_fallback_bytes: Option<u64>,
 }
 
 impl Record {
@@ -246,6 +343,11 @@ impl Record {
             dense_ms: found.dense_seconds.map(|s| s * 1e3),
             stage_ms: found.stage_seconds.map(|s| s.map(|t| t * 1e3)),
             o_error: found.o_error,
+            step_ms: found.step_seconds.map(|s| s * 1e3),
+            step_tflops: found.step_rate().map(|rate| rate / 1e12),
+            backward_stage_ms: found.backward_stage_seconds.map(|s| s.map(|t| t * 1e3)),
+            memory_bytes: Some(found.memory_bytes),
+            dense_fallback_bytes: Some(found.dense_fallback_bytes()),
         }
     }
 }
@@ -253,16 +355,22 @@ impl Record {
 /// A markdown table of records, one row each, the adapter beside every number.
 pub fn markdown_table(records: &[Record]) -> String {
     let mut table = String::from(
-        "| adapter | api | kernel | S | H | D | block | top_k | density | MoBA ms | dense ms | speedup | GFLOP/s | error |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| adapter | api | kernel | S | H | D | block | top_k | density | MoBA ms | dense ms | speedup | GFLOP/s | error | fwd+bwd ms | MiB (dense fallback) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in records {
         let dense = r.dense_ms.map_or("-".to_string(), |ms| format!("{ms:.2}"));
         let speedup = r
             .dense_ms
             .map_or("-".to_string(), |ms| format!("{:.2}x", ms / r.moba_ms));
+        let step = r.step_ms.map_or("-".to_string(), |ms| format!("{ms:.2}"));
+        let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+        let memory = match (r.memory_bytes, r.dense_fallback_bytes) {
+            (Some(moba), Some(dense)) => format!("{:.1} ({:.1})", mib(moba), mib(dense)),
+            _ => "-".to_string(),
+        };
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2} | {dense} | {speedup} | {:.1} | {:.1e} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2} | {dense} | {speedup} | {:.1} | {:.1e} | {step} | {memory} |\n",
             r.adapter, r.backend, r.kernel, r.seq_len, r.q_heads, r.head_dim, r.block_size, r.top_k, r.density,
             r.moba_ms, r.moba_tflops * 1e3, r.o_error
         ));

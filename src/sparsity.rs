@@ -54,6 +54,13 @@ pub fn forward_flops(pairs: u64, head_dim: usize) -> f64 {
     4.0 * head_dim as f64 * pairs as f64
 }
 
+/// Forward + backward FLOPs on `pairs` attended pairs: the forward's two products, and the
+/// backward's four (`q.k` again for p, `dout.v`, `ds.k`, `ds.q`, plus `p.dout`: 5 in all,
+/// counted as FlashAttention does, 2.5x the forward).
+pub fn training_flops(pairs: u64, head_dim: usize) -> f64 {
+    3.5 * forward_flops(pairs, head_dim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// Skip the dense baseline.
     #[arg(long)]
     no_dense: bool,
+    /// Also time a training step (forward + backward).
+    #[arg(long)]
+    backward: bool,
     #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
     kernel: KernelChoice,
     /// JSON-lines file the records are appended to (created with its folder).
@@ -82,6 +85,7 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             warmup: 1,
             dense: !args.no_dense,
             check_rows: 16,
+            backward: args.backward,
         };
         let step = format!("[{}/{}] S={seq_len}", index + 1, args.seq_lens.len());
         let found = measure(&gpu, &shape, &config, &options, |what| {

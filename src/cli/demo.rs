@@ -4,7 +4,7 @@
 
 use clap::{Args, ValueEnum};
 use moba::bench::{BenchOptions, measure};
-use moba::gpu::{AttentionKernel, GpuContext, STAGES};
+use moba::gpu::{AttentionKernel, BACKWARD_STAGES, GpuContext, STAGES};
 use moba::{MobaConfig, Result, Shape};
 
 #[derive(Args, Debug, Default)]
@@ -39,6 +39,9 @@ pub struct DemoArgs {
     /// Skip the dense baseline (it is quadratic: slow at long sequences).
     #[arg(long)]
     no_dense: bool,
+    /// Also time a training step: the forward then the backward (dq, dk, dv).
+    #[arg(long)]
+    backward: bool,
     /// Attention kernel: the fastest the adapter runs, or a named one.
     #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
     kernel: KernelChoice,
@@ -87,6 +90,7 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         warmup: args.warmup.unwrap_or(1),
         dense: !args.no_dense,
         check_rows: args.check_rows.unwrap_or(64),
+        backward: args.backward,
     };
 
     println!("adapter : {}", gpu.describe());
@@ -140,6 +144,28 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
             .collect();
         println!("stages  : {} (GPU timestamps, one run)", split.join(", "));
     }
+    if let (Some(seconds), Some(step_rate)) = (found.step_seconds, found.step_rate()) {
+        println!(
+            "fwd+bwd : {:10.3} ms  (median of {}; {} on attended pairs)",
+            seconds * 1e3,
+            options.runs,
+            rate(step_rate)
+        );
+    }
+    if let Some(stages) = found.backward_stage_seconds {
+        let split: Vec<String> = BACKWARD_STAGES
+            .iter()
+            .zip(stages)
+            .map(|(name, seconds)| format!("{name} {:.3} ms", seconds * 1e3))
+            .collect();
+        println!("backward: {} (GPU timestamps, one run)", split.join(", "));
+    }
+    let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+    println!(
+        "memory  : {:.1} MiB bound per call (a dense fallback materialising attention: {:.1} MiB)",
+        mib(found.memory_bytes),
+        mib(found.dense_fallback_bytes())
+    );
     if let (Some(seconds), Some(dense_rate)) = (found.dense_seconds, found.dense_rate()) {
         println!(
             "dense   : {:10.3} ms  (median of {}; {})",
