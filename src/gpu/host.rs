@@ -8,7 +8,7 @@ use super::backward::{BackwardBuffers, MobaBackward};
 use super::context::GpuContext;
 use super::dense::DenseForward;
 use super::forward::{ForwardIo, MobaForward};
-use super::plan::groups_per_call;
+use super::plan::{AttentionKernel, groups_per_call};
 use crate::config::{MobaConfig, Shape, check_finite, check_len};
 use crate::error::Result;
 
@@ -73,8 +73,9 @@ impl GpuContext {
             .await
     }
 
-    /// Gradients of `sum(o * dout)` for the MoBA forward of host tensors: runs the forward,
-    /// then the backward kernels on its saved o, lse and selection (`dout` is `[B, Hq, S, D]`).
+    /// Gradients of `sum(o * dout)` for the MoBA forward of host tensors: runs the forward
+    /// (the portable f32 kernel, so that the gradients keep f32 precision), then the backward
+    /// kernels on its saved o, lse and selection (`dout` is `[B, Hq, S, D]`).
     ///
     /// ```no_run
     /// use moba::{MobaConfig, Shape, gpu::GpuContext};
@@ -127,7 +128,9 @@ impl GpuContext {
                 self.poisoned("dv", part.kv_elems()),
             );
             let mut encoder = self.device().create_command_encoder(&Default::default());
-            MobaForward::new(self, part, &config)?.encode(&mut encoder, &io.buffers())?;
+            // The portable forward: its f32 o and lse keep the gradients at f32 precision.
+            MobaForward::with_kernel(self, part, &config, AttentionKernel::Portable)?
+                .encode(&mut encoder, &io.buffers())?;
             let buffers = BackwardBuffers {
                 q: &io.q,
                 k: &io.k,
