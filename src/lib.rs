@@ -26,6 +26,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod gpu;
+pub mod module;
 pub mod npy;
 pub mod plot;
 pub mod random;

@@ -1,66 +1,75 @@
-//! burn integration (in progress).
+//! burn integration: MoBA as a backend extension (a custom op with its own backward), not a
+//! fork of burn.
+//!
+//! - [`MobaBackend`]: the forward (o, lse, selection) and backward (dq, dk, dv) ops;
+//! - burn's wgpu backend runs the WGSL kernels through burn's `template` kernels on burn's
+//!   own device and queue (`CubeBackend<WgpuRuntime, f32, i32, _>`, and `Fusion` of it:
+//!   burn's default `Wgpu`);
+//! - `Autodiff<B>` records a custom backward that calls `B::moba_backward`, saving q, k, v,
+//!   o, lse and the selection;
+//! - `NdArray` (and any backend through [`generic`]) composes burn tensor ops: slower, exact;
+//! - [`moba_attention`] is the function to call; [`crate::module::MobaAttention`] the module.
 
+mod api;
+mod autodiff;
+mod fusion;
+pub mod generic;
+mod ndarray;
 pub(crate) mod wgpu;
 
-#[cfg(test)]
-mod tests {
-    use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
+pub use api::{MobaAttentionStats, moba_attention, moba_attention_with_stats};
 
-    use super::wgpu::WgpuF32;
-    use crate::{MobaConfig, Shape, random, reference};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 
-    #[test]
-    fn burn_wgpu_forward_and_backward_match_the_reference() {
-        let device = Default::default();
-        let shape = Shape {
-            batch: 1,
-            q_heads: 2,
-            kv_heads: 1,
-            q_len: 40,
-            kv_len: 40,
-            head_dim: 16,
-        };
-        let config = MobaConfig::new(8, 2);
-        let q = random::normal(shape.q_elems(), 1);
-        let k = random::normal(shape.kv_elems(), 2);
-        let v = random::normal(shape.kv_elems(), 3);
-        let dout = random::normal(shape.q_elems(), 4);
-        let tensor = |data: &[f32], dims: [usize; 4]| {
-            Tensor::<WgpuF32, 4>::from_data(TensorData::new(data.to_vec(), dims), &device)
-                .into_primitive()
-                .tensor()
-        };
-        let qd = [1, 2, 40, 16];
-        let kd = [1, 1, 40, 16];
-        let [o, lse, sel] =
-            super::wgpu::forward(tensor(&q, qd), tensor(&k, kd), tensor(&v, kd), &config);
-        let o = Tensor::<WgpuF32, 4>::from_primitive(TensorPrimitive::Float(o.clone()));
-        let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
-        let got: Vec<f32> = o.to_data().to_vec().unwrap();
-        assert!(reference::max_abs_error(&got, &want.o) < 1e-5);
-        let sel_t = Tensor::<WgpuF32, 4, Int>::from_primitive(sel.clone());
-        let got_sel: Vec<i32> = sel_t.to_data().to_vec().unwrap();
-        assert_eq!(got_sel, want.selection);
-        let [dq, dk, dv] = super::wgpu::backward(
-            [
-                tensor(&q, qd),
-                tensor(&k, kd),
-                tensor(&v, kd),
-                o.into_primitive().tensor(),
-                lse,
-                sel,
-            ],
-            tensor(&dout, qd),
-            &config,
-        );
-        let grads = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
-        for (got, want) in [(dq, &grads.dq), (dk, &grads.dk), (dv, &grads.dv)] {
-            let got: Vec<f32> = Tensor::<WgpuF32, 4>::from_primitive(TensorPrimitive::Float(got))
-                .to_data()
-                .to_vec()
-                .unwrap();
-            let err = reference::max_abs_error(&got, want);
-            assert!(err < 1e-4, "{err}");
-        }
-    }
+use crate::config::MobaConfig;
+
+/// What the forward returns: `o: [B, Hq, S, D]`, `lse: [B, Hq, S]` (natural log of the
+/// scaled softmax normaliser), `selection: [B, Hq, S, top_k]` (ascending block ids, -1
+/// padded).
+#[derive(Debug, Clone)]
+pub struct MobaForwardOutput<B: Backend> {
+    pub o: FloatTensor<B>,
+    pub lse: FloatTensor<B>,
+    pub selection: IntTensor<B>,
+}
+
+/// What the backward reads: the inputs and the forward's outputs.
+#[derive(Debug, Clone)]
+pub struct MobaSaved<B: Backend> {
+    pub q: FloatTensor<B>,
+    pub k: FloatTensor<B>,
+    pub v: FloatTensor<B>,
+    pub o: FloatTensor<B>,
+    pub lse: FloatTensor<B>,
+    pub selection: IntTensor<B>,
+}
+
+/// Gradients: `dq: [B, Hq, S, D]`, `dk, dv: [B, Hkv, Sk, D]` (summed over the query heads of
+/// each GQA group).
+#[derive(Debug, Clone)]
+pub struct MobaGradients<B: Backend> {
+    pub dq: FloatTensor<B>,
+    pub dk: FloatTensor<B>,
+    pub dv: FloatTensor<B>,
+}
+
+/// A burn backend that runs MoBA (DESIGN §1). Inputs are validated by [`moba_attention`]
+/// before these ops see them: q `[B, Hq, S, D]`, k and v `[B, Hkv, Sk, D]`, `Hq % Hkv == 0`,
+/// `S <= Sk`, a valid config.
+pub trait MobaBackend: Backend {
+    /// The forward: gate, selection and attention over the selected blocks.
+    fn moba_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self>;
+
+    /// Gradients of `sum(o * dout)` with the selection held constant (DESIGN §1.6).
+    fn moba_backward(
+        saved: MobaSaved<Self>,
+        dout: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaGradients<Self>;
 }

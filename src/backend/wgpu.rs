@@ -3,22 +3,21 @@
 //! memory of burn tensors (no host round trip).
 
 use burn::backend::wgpu::{
-    CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, WgpuRuntime,
+    BoolElement, CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, WgpuRuntime,
     into_contiguous,
 };
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::{Handle, KernelArguments};
 use burn::cubecl::{CubeCount, CubeDim};
-use burn::tensor::{DType, Shape as TensorShape};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Shape as TensorShape, Tensor as BurnTensor, TensorPrimitive};
 
+use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::gpu::buffers::fold_grid;
 use crate::gpu::kernels::{Kernel, KernelConstants};
 use crate::gpu::plan::TilePlan;
 use crate::gpu::schedule::{Binding, Schedule};
-
-/// burn's wgpu backend with f32 floats and i32 ints: the element types the kernels read.
-pub type WgpuF32<B = u32> = CubeBackend<WgpuRuntime, f32, i32, B>;
 
 type Tensor = CubeTensor<WgpuRuntime>;
 
@@ -136,7 +135,7 @@ fn constants(shape: &Shape, config: &MobaConfig, limits: &wgpu::Limits) -> Kerne
 }
 
 /// MoBA forward on burn-wgpu tensors (f32, head dim a multiple of 4): `(o, lse, selection)`.
-pub(crate) fn forward(q: Tensor, k: Tensor, v: Tensor, config: &MobaConfig) -> [Tensor; 3] {
+fn forward(q: Tensor, k: Tensor, v: Tensor, config: &MobaConfig) -> [Tensor; 3] {
     let [q, k, v] = [q, k, v].map(into_contiguous);
     let shape = problem_shape(&q, &k);
     let limits = device_limits(&q);
@@ -156,7 +155,7 @@ pub(crate) fn forward(q: Tensor, k: Tensor, v: Tensor, config: &MobaConfig) -> [
 }
 
 /// MoBA backward on burn-wgpu tensors from a forward's saved outputs: `(dq, dk, dv)`.
-pub(crate) fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3] {
+fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3] {
     let [q, k, v, o, lse, selection] = saved.map(into_contiguous);
     let dout = into_contiguous(dout);
     let shape = problem_shape(&q, &k);
@@ -171,4 +170,79 @@ pub(crate) fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) ->
         &limits,
     );
     [dq, dk, dv]
+}
+
+/// burn's wgpu backend with f32 floats and i32 ints, the element types the kernels read.
+/// `Fusion` of it (burn's default `Wgpu`) reaches it through `super::fusion`.
+impl<BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
+    fn moba_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let head_dim = q.meta.shape()[3];
+        let (config, pad) = padding::<BT>(head_dim, config);
+        let [o, lse, selection] = forward(pad(q), pad(k), pad(v), &config);
+        MobaForwardOutput {
+            o: unpad::<BT>(o, head_dim),
+            lse,
+            selection,
+        }
+    }
+
+    fn moba_backward(
+        saved: MobaSaved<Self>,
+        dout: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaGradients<Self> {
+        let head_dim = saved.q.meta.shape()[3];
+        let (config, pad) = padding::<BT>(head_dim, config);
+        let [q, k, v, o] = [saved.q, saved.k, saved.v, saved.o].map(&pad);
+        let saved = [q, k, v, o, saved.lse, saved.selection];
+        let [dq, dk, dv] = backward(saved, pad(dout), &config);
+        MobaGradients {
+            dq: unpad::<BT>(dq, head_dim),
+            dk: unpad::<BT>(dk, head_dim),
+            dv: unpad::<BT>(dv, head_dim),
+        }
+    }
+}
+
+type WgpuBackend<BT> = CubeBackend<WgpuRuntime, f32, i32, BT>;
+
+/// The kernels read vec4s: a head dim that is not a multiple of 4 is padded with zero
+/// columns (they change no dot product), the scale fixed for the true head dim first.
+fn padding<BT: BoolElement>(
+    head_dim: usize,
+    config: &MobaConfig,
+) -> (MobaConfig, impl Fn(Tensor) -> Tensor) {
+    let config = config.with_scale(config.scale_for(head_dim));
+    let padded = head_dim.next_multiple_of(4);
+    let pad = move |tensor: Tensor| {
+        if padded == head_dim {
+            return tensor;
+        }
+        let tensor =
+            BurnTensor::<WgpuBackend<BT>, 4>::from_primitive(TensorPrimitive::Float(tensor));
+        let [b, h, l, _] = tensor.dims();
+        let zeros = BurnTensor::zeros([b, h, l, padded - head_dim], &tensor.device());
+        BurnTensor::cat(vec![tensor, zeros], 3)
+            .into_primitive()
+            .tensor()
+    };
+    (config, pad)
+}
+
+/// The first `head_dim` columns of a padded result.
+fn unpad<BT: BoolElement>(tensor: Tensor, head_dim: usize) -> Tensor {
+    if tensor.meta.shape()[3] == head_dim {
+        return tensor;
+    }
+    let tensor = BurnTensor::<WgpuBackend<BT>, 4>::from_primitive(TensorPrimitive::Float(tensor));
+    let [b, h, l, _] = tensor.dims();
+    tensor
+        .slice([0..b, 0..h, 0..l, 0..head_dim])
+        .into_primitive()
+        .tensor()
 }

@@ -1,0 +1,100 @@
+//! MoBA under burn's autodiff: the forward of the inner backend, recorded with a custom
+//! backward that calls the inner backend's `moba_backward`.
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::FloatTensor;
+
+use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
+use crate::config::MobaConfig;
+
+/// The backward node of one MoBA call; its state is what the backward reads.
+#[derive(Debug)]
+struct MobaBackwardNode {
+    config: MobaConfig,
+}
+
+impl<B: MobaBackend> Backward<B, 3> for MobaBackwardNode {
+    type State = MobaSaved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dout = grads.consume::<B>(&ops.node);
+        let MobaGradients { dq, dk, dv } = B::moba_backward(ops.state, dout, &self.config);
+        for (parent, gradient) in ops.parents.iter().zip([dq, dk, dv]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, gradient);
+            }
+        }
+    }
+}
+
+impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
+    fn moba_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let out = B::moba_forward(
+            q.primitive.clone(),
+            k.primitive.clone(),
+            v.primitive.clone(),
+            config,
+        );
+        // lse and the selection are results, not differentiable outputs.
+        let lse = Self::from_inner(out.lse.clone());
+        let node = MobaBackwardNode { config: *config };
+        let o = match node
+            .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let saved = MobaSaved {
+                    q: q.primitive,
+                    k: k.primitive,
+                    v: v.primitive,
+                    o: out.o.clone(),
+                    lse: out.lse,
+                    selection: out.selection.clone(),
+                };
+                prep.finish(saved, out.o)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out.o),
+        };
+        MobaForwardOutput {
+            o,
+            lse,
+            selection: out.selection,
+        }
+    }
+
+    fn moba_backward(
+        saved: MobaSaved<Self>,
+        dout: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaGradients<Self> {
+        // Gradients of gradients are not tracked: the inner backward, as constants.
+        let inner = B::moba_backward(
+            MobaSaved {
+                q: saved.q.primitive,
+                k: saved.k.primitive,
+                v: saved.v.primitive,
+                o: saved.o.primitive,
+                lse: saved.lse.primitive,
+                selection: saved.selection,
+            },
+            dout.primitive,
+            config,
+        );
+        MobaGradients {
+            dq: Self::from_inner(inner.dq),
+            dk: Self::from_inner(inner.dk),
+            dv: Self::from_inner(inner.dv),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! MoBA on burn's `Fusion` backend (burn's default `Wgpu` is `Fusion<CubeBackend<..>>`):
+//! each call is registered as a custom operation in the fusion stream, and runs the inner
+//! backend's MoBA (the WGSL kernels) when the stream executes it.
+
+use std::marker::PhantomData;
+
+use burn::backend::ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Element, Shape};
+use burn_fusion::stream::{Operation, OperationStreams};
+use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
+
+use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
+use crate::config::MobaConfig;
+
+type Handles<B> =
+    HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
+
+/// The forward as a fusion operation: inputs q, k, v; outputs o, lse, selection.
+#[derive(Debug)]
+struct ForwardOp<B> {
+    desc: CustomOpIr,
+    config: MobaConfig,
+    _backend: PhantomData<B>,
+}
+
+impl<B: FusionBackend + MobaBackend> Operation<B::FusionRuntime> for ForwardOp<B> {
+    fn execute(&self, handles: &mut Handles<B>) {
+        let ([q, k, v], [o, lse, selection]) = self.desc.as_fixed();
+        let out = B::moba_forward(
+            handles.get_float_tensor::<B>(q),
+            handles.get_float_tensor::<B>(k),
+            handles.get_float_tensor::<B>(v),
+            &self.config,
+        );
+        handles.register_float_tensor::<B>(&o.id, out.o);
+        handles.register_float_tensor::<B>(&lse.id, out.lse);
+        handles.register_int_tensor::<B>(&selection.id, out.selection);
+    }
+}
+
+/// The backward as a fusion operation: inputs q, k, v, o, lse, selection, dout; outputs dq,
+/// dk, dv.
+#[derive(Debug)]
+struct BackwardOp<B> {
+    desc: CustomOpIr,
+    config: MobaConfig,
+    _backend: PhantomData<B>,
+}
+
+impl<B: FusionBackend + MobaBackend> Operation<B::FusionRuntime> for BackwardOp<B> {
+    fn execute(&self, handles: &mut Handles<B>) {
+        let ([q, k, v, o, lse, selection, dout], [dq, dk, dv]) = self.desc.as_fixed();
+        let saved = MobaSaved {
+            q: handles.get_float_tensor::<B>(q),
+            k: handles.get_float_tensor::<B>(k),
+            v: handles.get_float_tensor::<B>(v),
+            o: handles.get_float_tensor::<B>(o),
+            lse: handles.get_float_tensor::<B>(lse),
+            selection: handles.get_int_tensor::<B>(selection),
+        };
+        let grads = B::moba_backward(saved, handles.get_float_tensor::<B>(dout), &self.config);
+        handles.register_float_tensor::<B>(&dq.id, grads.dq);
+        handles.register_float_tensor::<B>(&dk.id, grads.dk);
+        handles.register_float_tensor::<B>(&dv.id, grads.dv);
+    }
+}
+
+impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
+    fn moba_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let client = q.client.clone();
+        let streams = OperationStreams::with_inputs([&q, &k, &v]);
+        let dims = q.shape.dims::<4>();
+        let output = |dims: Vec<usize>, dtype: DType| {
+            TensorIr::uninit(client.create_empty_handle(), Shape::from(dims), dtype)
+        };
+        let outputs = [
+            output(dims.to_vec(), q.dtype),
+            output(dims[..3].to_vec(), q.dtype),
+            output(
+                vec![dims[0], dims[1], dims[2], config.top_k],
+                B::IntElem::dtype(),
+            ),
+        ];
+        let desc = CustomOpIr::new(
+            "moba_forward",
+            &[q.into_ir(), k.into_ir(), v.into_ir()],
+            &outputs,
+        );
+        let op = ForwardOp::<B> {
+            desc: desc.clone(),
+            config: *config,
+            _backend: PhantomData,
+        };
+        let [o, lse, selection] = client
+            .register(streams, OperationIr::Custom(desc), op)
+            .try_into()
+            .expect("the forward declares three outputs");
+        MobaForwardOutput { o, lse, selection }
+    }
+
+    fn moba_backward(
+        saved: MobaSaved<Self>,
+        dout: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaGradients<Self> {
+        let client = saved.q.client.clone();
+        let inputs = [
+            &saved.q,
+            &saved.k,
+            &saved.v,
+            &saved.o,
+            &saved.lse,
+            &saved.selection,
+            &dout,
+        ];
+        let streams = OperationStreams::with_inputs(inputs);
+        let output = |like: &FloatTensor<Self>| {
+            TensorIr::uninit(client.create_empty_handle(), like.shape.clone(), like.dtype)
+        };
+        let outputs = [output(&saved.q), output(&saved.k), output(&saved.v)];
+        let desc = CustomOpIr::new(
+            "moba_backward",
+            &inputs.map(|tensor| tensor.clone().into_ir()),
+            &outputs,
+        );
+        let op = BackwardOp::<B> {
+            desc: desc.clone(),
+            config: *config,
+            _backend: PhantomData,
+        };
+        let [dq, dk, dv] = client
+            .register(streams, OperationIr::Custom(desc), op)
+            .try_into()
+            .expect("the backward declares three outputs");
+        MobaGradients { dq, dk, dv }
+    }
+}

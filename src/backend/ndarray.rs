@@ -1,0 +1,33 @@
+//! MoBA on burn's ndarray (CPU) backend: the generic tensor-op implementation.
+
+use burn::backend::NdArray;
+use burn::backend::ndarray::{
+    FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray,
+};
+use burn::tensor::ops::FloatTensor;
+
+use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, generic};
+use crate::config::MobaConfig;
+
+impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> MobaBackend for NdArray<E, I, Q>
+where
+    NdArrayTensor: From<SharedArray<E>>,
+    NdArrayTensor: From<SharedArray<I>>,
+{
+    fn moba_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        generic::forward(q, k, v, config)
+    }
+
+    fn moba_backward(
+        saved: MobaSaved<Self>,
+        dout: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaGradients<Self> {
+        generic::backward(saved, dout, config)
+    }
+}

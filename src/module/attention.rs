@@ -1,0 +1,175 @@
+//! `MobaAttention`: multi-head attention with q/k/v/o projections, GQA and RoPE, in the style
+//! of burn-nn's `MultiHeadAttention`, whose attention is MoBA or one of the static patterns
+//! that MoBA's gate expresses (DESIGN §1 variants).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig, RotaryEncoding, RotaryEncodingConfig};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::backend::{MobaBackend, moba_attention};
+use crate::config::MobaConfig;
+use crate::error::{MobaError, Result};
+
+/// Which attention a layer runs. Every kind runs on the same MoBA kernels.
+#[derive(Config, Debug, Copy, PartialEq)]
+pub enum AttentionKind {
+    /// MoBA: each query attends its own block and the `top_k - 1` best earlier blocks.
+    Moba { block_size: usize, top_k: usize },
+    /// Dense causal attention (one block that covers the sequence).
+    Full,
+    /// Each query attends its own block and the `blocks - 1` before it.
+    SlidingWindow { block_size: usize, blocks: usize },
+    /// The first `first` blocks plus the `recent` most recent ones (its own included).
+    Sink {
+        block_size: usize,
+        first: usize,
+        recent: usize,
+    },
+}
+
+impl AttentionKind {
+    /// The MoBA config of this kind for keys of length `kv_len`.
+    pub fn config(&self, kv_len: usize) -> MobaConfig {
+        match *self {
+            AttentionKind::Moba { block_size, top_k } => MobaConfig::new(block_size, top_k),
+            AttentionKind::Full => MobaConfig::new(kv_len.max(1), 1),
+            AttentionKind::SlidingWindow { block_size, blocks } => {
+                MobaConfig::sliding_window(block_size, blocks)
+            }
+            AttentionKind::Sink {
+                block_size,
+                first,
+                recent,
+            } => MobaConfig::sink(block_size, first, recent),
+        }
+    }
+}
+
+/// Configuration of a [`MobaAttention`] layer.
+#[derive(Config, Debug)]
+pub struct MobaAttentionConfig {
+    /// Width of the layer's input and output.
+    pub d_model: usize,
+    /// Query heads; the head dim is `d_model / n_heads`.
+    pub n_heads: usize,
+    /// Key/value heads (GQA); must divide `n_heads`.
+    pub n_kv_heads: usize,
+    pub kind: AttentionKind,
+    /// Longest sequence RoPE is prepared for; `None` means no positional rotation.
+    #[config(default = "Some(8192)")]
+    pub rope_max_len: Option<usize>,
+    #[config(default = 10000.0)]
+    pub rope_theta: f32,
+}
+
+/// Multi-head MoBA attention: `x: [batch, seq, d_model]` -> `[batch, seq, d_model]`.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::tensor::{Distribution, Tensor};
+/// use moba::module::{AttentionKind, MobaAttentionConfig};
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// let layer = MobaAttentionConfig::new(32, 4, 2, AttentionKind::Moba { block_size: 8, top_k: 2 })
+///     .init::<B>(&device)?;
+/// let x = Tensor::<B, 3>::random([2, 24, 32], Distribution::Normal(0.0, 1.0), &device);
+/// let y = layer.forward(x)?;
+/// let grads = y.sum().backward(); // gradients flow through the MoBA kernels
+/// # Ok::<(), moba::MobaError>(())
+/// ```
+#[derive(Module, Debug)]
+pub struct MobaAttention<B: Backend> {
+    query: Linear<B>,
+    key: Linear<B>,
+    value: Linear<B>,
+    output: Linear<B>,
+    rope: Option<RotaryEncoding<B>>,
+    #[module(skip)]
+    kind: AttentionKind,
+    d_model: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+}
+
+impl MobaAttentionConfig {
+    /// The layer, or an error naming the setting that does not fit.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<MobaAttention<B>> {
+        if self.n_heads == 0 || self.n_kv_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
+            return Err(MobaError::Config(format!(
+                "d_model ({}) must be a positive multiple of n_heads ({})",
+                self.d_model, self.n_heads
+            )));
+        }
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return Err(MobaError::HeadGroups {
+                q_heads: self.n_heads,
+                kv_heads: self.n_kv_heads,
+            });
+        }
+        let head_dim = self.d_model / self.n_heads;
+        if self.rope_max_len.is_some() && head_dim % 2 != 0 {
+            return Err(MobaError::Config(format!(
+                "RoPE needs an even head dim, got {head_dim}"
+            )));
+        }
+        self.kind.config(1).validate()?;
+        let linear = |out| LinearConfig::new(self.d_model, out).init(device);
+        Ok(MobaAttention {
+            query: linear(self.d_model),
+            key: linear(self.n_kv_heads * head_dim),
+            value: linear(self.n_kv_heads * head_dim),
+            output: linear(self.d_model),
+            rope: self.rope_max_len.map(|len| {
+                RotaryEncodingConfig::new(len, head_dim)
+                    .with_theta(self.rope_theta)
+                    .init(device)
+            }),
+            kind: self.kind,
+            d_model: self.d_model,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+        })
+    }
+}
+
+impl<B: MobaBackend> MobaAttention<B> {
+    /// Causal self-attention over `x: [batch, seq, d_model]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
+        let [batch, seq, width] = x.dims();
+        if width != self.d_model {
+            return Err(MobaError::ShapeMismatch {
+                what: "x last dimension (d_model)".into(),
+                expected: self.d_model,
+                actual: width,
+            });
+        }
+        if let Some(rope) = &self.rope {
+            let max = rope.freq_complex.dims()[0];
+            if seq > max {
+                return Err(MobaError::ShapeMismatch {
+                    what: "sequence length (at most rope_max_len)".into(),
+                    expected: max,
+                    actual: seq,
+                });
+            }
+        }
+        let head_dim = self.d_model / self.n_heads;
+        let heads = |x: Tensor<B, 3>, n: usize| -> Tensor<B, 4> {
+            x.reshape([batch, seq, n, head_dim]).swap_dims(1, 2)
+        };
+        let mut q = heads(self.query.forward(x.clone()), self.n_heads);
+        let mut k = heads(self.key.forward(x.clone()), self.n_kv_heads);
+        let v = heads(self.value.forward(x), self.n_kv_heads);
+        if let Some(rope) = &self.rope {
+            q = rope.forward(q);
+            k = rope.forward(k);
+        }
+        let o = moba_attention(q, k, v, &self.kind.config(seq))?;
+        Ok(self
+            .output
+            .forward(o.swap_dims(1, 2).reshape([batch, seq, self.d_model])))
+    }
+}

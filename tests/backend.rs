@@ -1,0 +1,276 @@
+//! MoBA inside burn: the ndarray (generic tensor ops), wgpu (WGSL template kernels) and
+//! Fusion backends against the f64 reference, gradients through `Autodiff`, and the
+//! `MobaAttention` module. GPU backends run on lavapipe in CI.
+
+use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
+use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::module::Module;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::{Distribution, Tensor, TensorData};
+use moba::backend::{MobaBackend, moba_attention, moba_attention_with_stats};
+use moba::module::{AttentionKind, MobaAttentionConfig};
+use moba::{MobaConfig, Shape, random, reference};
+
+/// burn's wgpu backend without fusion: the template kernels directly.
+type WgpuPlain = CubeBackend<WgpuRuntime, f32, i32, u32>;
+
+fn tensor<B: MobaBackend>(data: &[f32], dims: [usize; 4]) -> Tensor<B, 4> {
+    Tensor::from_data(TensorData::new(data.to_vec(), dims), &Default::default())
+}
+
+fn values<B: MobaBackend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+fn dims(shape: &Shape) -> ([usize; 4], [usize; 4]) {
+    (
+        [shape.batch, shape.q_heads, shape.q_len, shape.head_dim],
+        [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim],
+    )
+}
+
+/// The problems every backend is checked on: odd lengths, partial blocks, GQA, decode,
+/// non-causal, top-k past the block count, odd head dims, the static gates.
+fn grid() -> Vec<(Shape, MobaConfig)> {
+    let shape = |batch, q_heads, kv_heads, q_len, kv_len, head_dim| Shape {
+        batch,
+        q_heads,
+        kv_heads,
+        q_len,
+        kv_len,
+        head_dim,
+    };
+    vec![
+        (shape(1, 1, 1, 1, 1, 16), MobaConfig::new(4, 2)),
+        (shape(2, 2, 1, 33, 33, 16), MobaConfig::new(8, 2)),
+        (shape(1, 4, 2, 7, 40, 16), MobaConfig::new(8, 3)),
+        (shape(1, 2, 2, 33, 33, 4), MobaConfig::new(8, 1)),
+        (shape(1, 2, 1, 30, 30, 6), MobaConfig::new(7, 9)),
+        (
+            shape(1, 2, 1, 20, 35, 16),
+            MobaConfig::new(8, 2).with_causal(false),
+        ),
+        (shape(1, 2, 1, 40, 40, 8), MobaConfig::sliding_window(8, 2)),
+        (shape(1, 2, 1, 40, 40, 8), MobaConfig::sink(8, 1, 2)),
+    ]
+}
+
+/// Forward and gradients of one backend against the reference over the grid. Tolerance: f32
+/// arithmetic against f64, errors of order 1e-6 on these unit-variance problems; 1e-4 leaves
+/// room for the sums of a GQA group while any wrong key, block or mask is off by 1e-1 or more.
+fn check_backend<B: MobaBackend>(name: &str) {
+    for (seed, (shape, config)) in grid().into_iter().enumerate() {
+        let seed = seed as u64 * 10;
+        let (q, k, v) = (
+            random::normal(shape.q_elems(), seed),
+            random::normal(shape.kv_elems(), seed + 1),
+            random::normal(shape.kv_elems(), seed + 2),
+        );
+        let dout = random::normal(shape.q_elems(), seed + 3);
+        let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+        let (qd, kd) = dims(&shape);
+
+        let out = moba_attention_with_stats(
+            tensor::<B>(&q, qd),
+            tensor::<B>(&k, kd),
+            tensor::<B>(&v, kd),
+            &config,
+        )
+        .unwrap();
+        let selection: Vec<i32> = out.selection.into_data().convert::<i32>().to_vec().unwrap();
+        assert_eq!(selection, want.selection, "{name} {shape:?}: selection");
+        let o_error = reference::max_abs_error(&values(out.o), &want.o);
+        let lse_error = reference::max_abs_error(&values(out.lse), &want.lse);
+        assert!(
+            o_error < 1e-4,
+            "{name} {shape:?} {config:?}: o error {o_error:e}"
+        );
+        assert!(
+            lse_error < 1e-4,
+            "{name} {shape:?}: lse error {lse_error:e}"
+        );
+
+        // Gradients of sum(o * dout) through Autodiff<B>.
+        let grads = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
+        let [qt, kt, vt] = [(&q, qd), (&k, kd), (&v, kd)]
+            .map(|(data, dims)| tensor::<Autodiff<B>>(data, dims).require_grad());
+        let o = moba_attention(qt.clone(), kt.clone(), vt.clone(), &config).unwrap();
+        let gradients = (o * tensor::<Autodiff<B>>(&dout, qd)).sum().backward();
+        for (label, t, want) in [
+            ("dq", &qt, &grads.dq),
+            ("dk", &kt, &grads.dk),
+            ("dv", &vt, &grads.dv),
+        ] {
+            let got = values(t.grad(&gradients).expect("a gradient"));
+            let error = reference::max_abs_error(&got, want);
+            assert!(
+                error < 1e-4,
+                "{name} {shape:?} {config:?}: {label} error {error:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ndarray_matches_the_reference() {
+    check_backend::<NdArray>("ndarray");
+}
+
+#[test]
+fn wgpu_template_kernels_match_the_reference() {
+    check_backend::<WgpuPlain>("wgpu");
+}
+
+#[test]
+fn fusion_wgpu_matches_the_reference() {
+    check_backend::<Wgpu>("fusion wgpu");
+}
+
+type NdRecord = <moba::module::MobaAttention<NdArray> as Module<NdArray>>::Record;
+
+/// A two-layer model's parameter gradients on one backend, from the same weights.
+fn model_gradients<B: MobaBackend>(
+    kinds: [AttentionKind; 2],
+    records: &[Vec<u8>],
+) -> Vec<Vec<f32>> {
+    let device = Default::default();
+    let layers: Vec<moba::module::MobaAttention<Autodiff<B>>> = kinds
+        .iter()
+        .zip(records)
+        .map(|(&kind, record)| {
+            MobaAttentionConfig::new(16, 4, 2, kind)
+                .init::<Autodiff<B>>(&device)
+                .unwrap()
+                .load_record(from_bytes::<B>(record.clone()))
+        })
+        .collect();
+    let mut h = tensor_from_seed::<Autodiff<B>>([2, 24, 16], 99);
+    for layer in &layers {
+        h = layer.forward(h).unwrap();
+    }
+    let grads = h.powf_scalar(2.0).sum().backward();
+    let mut out = Vec::new();
+    for layer in &layers {
+        let mut visitor = GradientsOf::<B> {
+            grads: &grads,
+            out: &mut out,
+        };
+        layer.visit(&mut visitor);
+    }
+    out
+}
+
+fn tensor_from_seed<B: MobaBackend>(dims: [usize; 3], seed: u64) -> Tensor<B, 3> {
+    let data = random::normal(dims.iter().product(), seed);
+    Tensor::from_data(TensorData::new(data, dims), &Default::default())
+}
+
+/// A layer's weights as bytes (full precision), to load the same weights on every backend.
+fn to_bytes(record: NdRecord) -> Vec<u8> {
+    BinBytesRecorder::<FullPrecisionSettings>::default()
+        .record(record, ())
+        .unwrap()
+}
+
+fn from_bytes<B: MobaBackend>(
+    bytes: Vec<u8>,
+) -> <moba::module::MobaAttention<Autodiff<B>> as Module<Autodiff<B>>>::Record {
+    BinBytesRecorder::<FullPrecisionSettings>::default()
+        .load(bytes, &Default::default())
+        .unwrap()
+}
+
+/// Collects the gradient of every float parameter, in visiting order.
+struct GradientsOf<'a, B: MobaBackend> {
+    grads: &'a <Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
+    out: &'a mut Vec<Vec<f32>>,
+}
+
+impl<B: MobaBackend> burn::module::ModuleVisitor<Autodiff<B>> for GradientsOf<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<Autodiff<B>, D>>) {
+        if let Some(grad) = param.val().grad(self.grads) {
+            self.out.push(values(grad));
+        }
+    }
+}
+
+#[test]
+fn a_two_layer_model_has_the_same_gradients_on_wgpu_and_ndarray() {
+    let kinds = [
+        AttentionKind::Moba {
+            block_size: 8,
+            top_k: 2,
+        },
+        AttentionKind::SlidingWindow {
+            block_size: 8,
+            blocks: 2,
+        },
+    ];
+    let records: Vec<Vec<u8>> = kinds
+        .iter()
+        .map(|&kind| {
+            to_bytes(
+                MobaAttentionConfig::new(16, 4, 2, kind)
+                    .init::<NdArray>(&Default::default())
+                    .unwrap()
+                    .into_record(),
+            )
+        })
+        .collect();
+    let cpu = model_gradients::<NdArray>(kinds, &records);
+    let gpu = model_gradients::<Wgpu>(kinds, &records);
+    assert_eq!(cpu.len(), gpu.len());
+    assert!(cpu.len() >= 8, "every projection has a gradient");
+    for (index, (a, b)) in cpu.iter().zip(&gpu).enumerate() {
+        let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3);
+        let error = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            error <= 1e-3 * scale,
+            "parameter {index}: gradient differs by {error:e} (scale {scale:e})"
+        );
+    }
+}
+
+#[test]
+fn full_attention_kind_is_dense_causal() {
+    let device = Default::default();
+    let layer = MobaAttentionConfig::new(8, 2, 2, AttentionKind::Full)
+        .with_rope_max_len(None)
+        .init::<NdArray>(&device)
+        .unwrap();
+    let x = Tensor::<NdArray, 3>::random([1, 10, 8], Distribution::Normal(0.0, 1.0), &device);
+    // A later token never changes an earlier output (causal), whatever its value.
+    let y = layer.forward(x.clone()).unwrap();
+    let changed = x
+        .clone()
+        .slice_assign([0..1, 9..10, 0..8], Tensor::ones([1, 1, 8], &device) * 5.0);
+    let y2 = layer.forward(changed).unwrap();
+    let early = |t: Tensor<NdArray, 3>| values(t.slice([0..1, 0..9, 0..8]));
+    assert_eq!(early(y), early(y2));
+}
+
+#[test]
+fn bad_input_names_the_wrong_dimension() {
+    let device = Default::default();
+    let layer = MobaAttentionConfig::new(16, 4, 2, AttentionKind::Full)
+        .init::<NdArray>(&device)
+        .unwrap();
+    let x = Tensor::<NdArray, 3>::zeros([1, 5, 12], &device);
+    let err = layer.forward(x).unwrap_err().to_string();
+    assert!(
+        err.contains("d_model") && err.contains("16") && err.contains("12"),
+        "{err}"
+    );
+
+    let err = MobaAttentionConfig::new(16, 4, 3, AttentionKind::Full)
+        .init::<NdArray>(&device)
+        .unwrap_err();
+    assert!(err.to_string().contains("multiple"), "{err}");
+
+    let q = Tensor::<NdArray, 4>::zeros([1, 2, 8, 4], &device);
+    let k = Tensor::<NdArray, 4>::zeros([1, 2, 8, 6], &device);
+    let err = moba_attention(q.clone(), k.clone(), k, &MobaConfig::new(4, 2)).unwrap_err();
+    assert!(err.to_string().contains("head_dim"), "{err}");
+    let err = moba_attention(q.clone(), q.clone(), q, &MobaConfig::new(0, 2)).unwrap_err();
+    assert!(err.to_string().contains("block_size"), "{err}");
+}
