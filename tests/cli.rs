@@ -68,7 +68,7 @@ fn run_ok(args: &[String]) {
 }
 
 #[test]
-fn attend_writes_the_same_answer_from_both_backends() {
+fn attend_writes_the_same_answer_from_every_backend() {
     let dir = scratch("attend");
     let shape = Shape {
         kv_heads: 1,
@@ -101,7 +101,7 @@ fn attend_writes_the_same_answer_from_both_backends() {
 }
 
 /// Every backend that `moba attend` offers.
-const BACKENDS: [&str; 2] = ["reference", "wgpu"];
+const BACKENDS: [&str; 4] = ["reference", "wgpu", "burn-wgpu", "burn-ndarray"];
 
 #[test]
 fn attend_with_dout_writes_gradients_from_every_backend() {

@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
+use burn::backend::Autodiff;
+use burn::tensor::{Tensor, TensorData};
 use clap::{Args, ValueEnum};
+use moba::backend::{MobaBackend, moba_attention_with_stats};
 use moba::gpu::{AdapterRequest, GpuContext};
 use moba::{MobaConfig, MobaError, Result, Shape, npy, reference};
 
@@ -43,6 +46,10 @@ enum Backend {
     Reference,
     /// The WGSL kernels on the chosen adapter.
     Wgpu,
+    /// The same kernels through burn's wgpu backend (template kernels, Fusion, Autodiff).
+    BurnWgpu,
+    /// burn's ndarray backend (CPU): MoBA composed of burn tensor ops.
+    BurnNdarray,
 }
 
 pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
@@ -161,7 +168,48 @@ fn compute(
                 grads,
             })
         }
+        Backend::BurnWgpu => compute_burn::<burn::backend::Wgpu>(q, k, v, dout, shape, config),
+        Backend::BurnNdarray => {
+            compute_burn::<burn::backend::NdArray>(q, k, v, dout, shape, config)
+        }
     }
+}
+
+/// Forward (and gradients through `Autodiff<B>`) on a burn backend.
+fn compute_burn<B: MobaBackend>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: Option<&[f32]>,
+    shape: &Shape,
+    config: &MobaConfig,
+) -> Result<Outputs> {
+    let device = Default::default();
+    let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
+    let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
+    let tensor = |data: &[f32], dims: [usize; 4]| {
+        Tensor::<Autodiff<B>, 4>::from_data(TensorData::new(data.to_vec(), dims), &device)
+            .require_grad()
+    };
+    let (qt, kt, vt) = (tensor(q, q_dims), tensor(k, kv_dims), tensor(v, kv_dims));
+    let out = moba_attention_with_stats(qt.clone(), kt.clone(), vt.clone(), config)?;
+    let floats =
+        |data: TensorData| -> Vec<f32> { data.convert::<f32>().to_vec().expect("f32 data") };
+    let grads = dout.map(|dout| {
+        let gradients = (out.o.clone() * tensor(dout, q_dims)).sum().backward();
+        [&qt, &kt, &vt].map(|t| floats(t.grad(&gradients).expect("a gradient").into_data()))
+    });
+    Ok(Outputs {
+        o: floats(out.o.into_data()),
+        lse: floats(out.lse.into_data()),
+        selection: out
+            .selection
+            .into_data()
+            .convert::<i32>()
+            .to_vec()
+            .expect("i32 data"),
+        grads,
+    })
 }
 
 fn to_f32(data: &[f64]) -> Vec<f32> {
