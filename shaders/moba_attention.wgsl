@@ -11,9 +11,6 @@
 //        attention_finalize normalises after the last pass. Slot 0 is valid for every row
 //        (selections are ascending, -1 padded), so it starts the state.
 
-var<workgroup> tile_last_position: atomic<u32>;
-var<workgroup> tile_key_end: u32;
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -29,10 +26,6 @@ fn main(
     var query: HeadVector;
     var acc: HeadVector;
     var state = vec2<f32>(NEG_BIG, 0.0);
-    if lid == 0u {
-        atomicStore(&tile_last_position, 0u);
-    }
-    workgroupBarrier();
     if is_row {
         row = tile_row(tile, lid);
         query = load_query(row.x);
@@ -42,13 +35,8 @@ fn main(
             }
             state = stats[row.x];
         }
-        atomicMax(&tile_last_position, row.y);
     }
-    workgroupBarrier();
-    if lid == 0u {
-        tile_key_end = tile_key_range(tile, atomicLoad(&tile_last_position)).y;
-    }
-    let key_end = workgroupUniformLoad(&tile_key_end);
+    let key_end = shared_key_end(tile, is_row, row.y, lid);
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
         stage_key_tile(tile.group, first, count, lid);

@@ -13,9 +13,6 @@
 
 @group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
 
-var<workgroup> tile_last_position: atomic<u32>;
-var<workgroup> tile_key_end: u32;
-
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -32,10 +29,6 @@ fn main(
     var grad_out: HeadVector;
     var grad_query: HeadVector;
     var terms = vec2<f32>(0.0, 0.0);
-    if lid == 0u {
-        atomicStore(&tile_last_position, 0u);
-    }
-    workgroupBarrier();
     if is_row {
         row = tile_row(tile, lid);
         query = load_query(row.x);
@@ -44,13 +37,8 @@ fn main(
             grad_query[i] = vec4<f32>(0.0);
         }
         terms = row_terms[row.x];
-        atomicMax(&tile_last_position, row.y);
     }
-    workgroupBarrier();
-    if lid == 0u {
-        tile_key_end = tile_key_range(tile, atomicLoad(&tile_last_position)).y;
-    }
-    let key_end = workgroupUniformLoad(&tile_key_end);
+    let key_end = shared_key_end(tile, is_row, row.y, lid);
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
         stage_key_tile(tile.group, first, count, lid);

@@ -3,26 +3,8 @@
 
 mod common;
 
-use common::{check_moba_backward, gpu, inputs};
-use moba::{MobaConfig, Shape, random};
-
-fn shape(
-    batch: usize,
-    q_heads: usize,
-    kv_heads: usize,
-    q_len: usize,
-    kv_len: usize,
-    head_dim: usize,
-) -> Shape {
-    Shape {
-        batch,
-        q_heads,
-        kv_heads,
-        q_len,
-        kv_len,
-        head_dim,
-    }
-}
+use common::{check_moba_backward, gpu, inputs, shape};
+use moba::{MobaConfig, random};
 
 #[test]
 fn a_single_token() {

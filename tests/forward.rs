@@ -3,26 +3,8 @@
 
 mod common;
 
-use common::{check_moba, gpu, inputs, tolerance};
-use moba::{MobaConfig, Shape, reference};
-
-fn shape(
-    batch: usize,
-    q_heads: usize,
-    kv_heads: usize,
-    q_len: usize,
-    kv_len: usize,
-    head_dim: usize,
-) -> Shape {
-    Shape {
-        batch,
-        q_heads,
-        kv_heads,
-        q_len,
-        kv_len,
-        head_dim,
-    }
-}
+use common::{check_moba, gpu, inputs, shape, tolerance};
+use moba::{MobaConfig, reference};
 
 #[test]
 fn a_single_token() {

@@ -8,6 +8,7 @@ const ATTENTION_TILE: &str = include_str!("../../shaders/attention_tile.wgsl");
 const BLOCK_TILES: &str = include_str!("../../shaders/block_tiles.wgsl");
 const ATTENTION_STATE: &str = include_str!("../../shaders/attention_state.wgsl");
 const BACKWARD_ROWS: &str = include_str!("../../shaders/backward_rows.wgsl");
+const TILE_KEY_END: &str = include_str!("../../shaders/tile_key_end.wgsl");
 const SELECTION_ENTRIES: &str = include_str!("../../shaders/selection_entries.wgsl");
 
 /// Every compute kernel of the wgpu path.
@@ -81,6 +82,7 @@ impl Kernel {
                 ATTENTION_INPUTS,
                 ATTENTION_TILE,
                 BLOCK_TILES,
+                TILE_KEY_END,
                 ATTENTION_STATE,
                 include_str!("../../shaders/moba_attention.wgsl"),
             ],
@@ -101,6 +103,7 @@ impl Kernel {
                 ATTENTION_INPUTS,
                 ATTENTION_TILE,
                 BLOCK_TILES,
+                TILE_KEY_END,
                 BACKWARD_ROWS,
                 include_str!("../../shaders/moba_backward_dq.wgsl"),
             ],

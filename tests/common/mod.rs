@@ -18,6 +18,25 @@ pub fn gpu() -> &'static GpuContext {
     })
 }
 
+/// A shape from its six sizes, in `Shape`'s field order.
+pub fn shape(
+    batch: usize,
+    q_heads: usize,
+    kv_heads: usize,
+    q_len: usize,
+    kv_len: usize,
+    head_dim: usize,
+) -> Shape {
+    Shape {
+        batch,
+        q_heads,
+        kv_heads,
+        q_len,
+        kv_len,
+        head_dim,
+    }
+}
+
 /// Fresh standard-normal q, k, v for a shape.
 pub fn inputs(shape: &Shape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     (
