@@ -143,14 +143,9 @@ pub fn measure(
         let moba = MobaForward::with_kernel(gpu, &part, config, options.kernel)?;
         found.moba_seconds += median_seconds(gpu, options, |encoder| moba.encode(encoder, &io))?;
         if let (Some(timer), Some(stages)) = (&timer, &mut found.stage_seconds) {
-            let mut encoder = gpu.device().create_command_encoder(&Default::default());
-            moba.encode_timed(&mut encoder, &io, timer)?;
-            gpu.submit_and_wait(encoder.finish())?;
-            let times = pollster::block_on(timer.read(gpu))?;
-            stages
-                .iter_mut()
-                .zip(times.0)
-                .for_each(|(total, t)| *total += t);
+            add_stage_times(gpu, timer, stages, |encoder| {
+                moba.encode_timed(encoder, &io, timer)
+            })?;
         }
         if let Some(total) = &mut found.step_seconds {
             progress(&format!("call {}/{calls}: forward + backward", call + 1));
@@ -177,14 +172,9 @@ pub fn measure(
             if let (Some(timer), Some(stages)) =
                 (&backward_timer, &mut found.backward_stage_seconds)
             {
-                let mut encoder = gpu.device().create_command_encoder(&Default::default());
-                backward.encode_timed(&mut encoder, &grads, timer)?;
-                gpu.submit_and_wait(encoder.finish())?;
-                let times = pollster::block_on(timer.read(gpu))?;
-                stages
-                    .iter_mut()
-                    .zip(times.0)
-                    .for_each(|(total, t)| *total += t);
+                add_stage_times(gpu, timer, stages, |encoder| {
+                    backward.encode_timed(encoder, &grads, timer)
+                })?;
             }
         }
         let chosen: Vec<i32> = pollster::block_on(gpu.download(&owned.selection))?;
@@ -210,6 +200,24 @@ pub fn measure(
         }
     }
     Ok(found)
+}
+
+/// Runs one timed encoding and adds its per-stage GPU times to `stages`.
+fn add_stage_times(
+    gpu: &GpuContext,
+    timer: &StageTimer,
+    stages: &mut [f64; 4],
+    encode_timed: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+) -> Result<()> {
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    encode_timed(&mut encoder)?;
+    gpu.submit_and_wait(encoder.finish())?;
+    let times = pollster::block_on(timer.read(gpu))?;
+    stages
+        .iter_mut()
+        .zip(times.0)
+        .for_each(|(total, t)| *total += t);
+    Ok(())
 }
 
 /// Total bytes of named buffers, each name counted once (a backward binds the forward's

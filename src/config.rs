@@ -253,6 +253,12 @@ impl Shape {
         }
         Ok(())
     }
+
+    /// Checks an output gradient `dout: [B, Hq, S, D]`: its length and finite values.
+    pub fn check_dout(&self, dout: &[f32]) -> Result<()> {
+        check_len("dout", dout.len(), self.q_elems())?;
+        check_finite("dout", dout)
+    }
 }
 
 /// Fails unless a slice named `what` has `expected` elements.

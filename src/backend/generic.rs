@@ -217,6 +217,19 @@ fn attended_keys<B: Backend>(
     keys.bool_and(visible)
 }
 
+/// Scaled scores `[B, Hq, S, Sk]`, minus infinity outside the attended keys.
+fn masked_scores<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    attended: Tensor<B, 4, Bool>,
+    scale: f32,
+) -> Tensor<B, 4> {
+    q.clone()
+        .matmul(k.clone().swap_dims(2, 3))
+        .mul_scalar(scale)
+        .mask_fill(attended.bool_not(), f32::NEG_INFINITY)
+}
+
 /// Probabilities `[B, Hq, S, Sk]` (zero outside the attended keys) and lse `[B, Hq, S, 1]`.
 fn probabilities<B: Backend>(
     q: &Tensor<B, 4>,
@@ -224,11 +237,7 @@ fn probabilities<B: Backend>(
     attended: Tensor<B, 4, Bool>,
     scale: f32,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let scores = q
-        .clone()
-        .matmul(k.clone().swap_dims(2, 3))
-        .mul_scalar(scale)
-        .mask_fill(attended.bool_not(), f32::NEG_INFINITY);
+    let scores = masked_scores(q, k, attended, scale);
     // Every row attends at least one key (its own position, or any key when non-causal).
     let max = scores.clone().max_dim(3);
     let lse = (scores.clone() - max.clone()).exp().sum_dim(3).log() + max;
@@ -275,7 +284,11 @@ pub fn backward<B: Backend>(
     let attended = attended_keys(chosen, &shape, config);
     let scale = config.scale_for(shape.head_dim);
     let (k, v) = (expand_heads(k, &shape), expand_heads(v, &shape));
-    let (p, _) = probabilities(&q, &k, attended, scale);
+    // p from the forward's saved lse, as the kernels do: no second softmax reduction.
+    let [b, h, s, _] = q.dims();
+    let lse =
+        Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(saved.lse)).reshape([b, h, s, 1]);
+    let p = (masked_scores(&q, &k, attended, scale) - lse).exp();
     let delta = (dout.clone() * o).sum_dim(3);
     let dp = dout.clone().matmul(v.swap_dims(2, 3));
     let ds = p.clone() * (dp - delta);

@@ -9,7 +9,7 @@ use super::context::GpuContext;
 use super::dense::DenseForward;
 use super::forward::{ForwardIo, MobaForward};
 use super::plan::{AttentionKernel, groups_per_call};
-use crate::config::{MobaConfig, Shape, check_finite, check_len};
+use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 
 /// Forward results on the host: `o: [B, Hq, S, D]`, `lse: [B, Hq, S]` (natural log),
@@ -97,8 +97,7 @@ impl GpuContext {
     ) -> Result<GpuGradients> {
         config.validate()?;
         shape.check_inputs(q, k, v)?;
-        check_len("dout", dout.len(), shape.q_elems())?;
-        check_finite("dout", dout)?;
+        shape.check_dout(dout)?;
         let (config, padded) = padded_problem(shape, config);
         let width = (shape.head_dim, padded.head_dim);
         let [q, k, v, dout] = [q, k, v, dout].map(|data| pad_rows(data, width.0, width.1));

@@ -165,23 +165,7 @@ impl Schedule {
             rows.div_ceil(per_workgroup),
         );
         schedule.inversion(1, shape, constants);
-        for slot in 0..config.top_k {
-            schedule.launch(
-                2,
-                attention_kernel,
-                vec![
-                    P(slot),
-                    I(Io::Q),
-                    I(Io::K),
-                    I(Io::V),
-                    S(LISTS),
-                    S(STARTS),
-                    I(Io::O),
-                    S(ROW_STATE),
-                ],
-                groups * schedule.params[slot].tiles_per_group as u64,
-            );
-        }
+        schedule.slot_passes(2, attention_kernel, &[I(Io::O), S(ROW_STATE)], groups);
         schedule.launch(
             3,
             finalize,
@@ -215,24 +199,7 @@ impl Schedule {
             vec![P(0), I(Io::O), I(Io::Dout), I(Io::Lse), S(ROW_STATE)],
             rows.div_ceil(per_workgroup),
         );
-        for slot in 0..config.top_k {
-            schedule.launch(
-                2,
-                dq,
-                vec![
-                    P(slot),
-                    I(Io::Q),
-                    I(Io::K),
-                    I(Io::V),
-                    S(LISTS),
-                    S(STARTS),
-                    I(Io::Dout),
-                    S(ROW_STATE),
-                    I(Io::Dq),
-                ],
-                groups * schedule.params[slot].tiles_per_group as u64,
-            );
-        }
+        schedule.slot_passes(2, dq, &[I(Io::Dout), S(ROW_STATE), I(Io::Dq)], groups);
         schedule.launch(
             3,
             dkdv,
@@ -319,6 +286,18 @@ impl Schedule {
             vec![P(0), I(Io::Selection), S(STARTS), S(CURSORS), S(LISTS)],
             entries,
         );
+    }
+
+    /// One pass of `kernel` per selection slot over the inverted lists (block_tiles.wgsl):
+    /// bindings `params[slot], q, k, v, lists, starts`, then the kernel's own `tail`.
+    fn slot_passes(&mut self, stage: usize, kernel: usize, tail: &[Binding], groups: u64) {
+        use Binding::{Io as I, Params as P, Scratch as S};
+        for slot in 0..self.params.len() {
+            let mut bindings = vec![P(slot), I(Io::Q), I(Io::K), I(Io::V), S(LISTS), S(STARTS)];
+            bindings.extend_from_slice(tail);
+            let workgroups = groups * self.params[slot].tiles_per_group as u64;
+            self.launch(stage, kernel, bindings, workgroups);
+        }
     }
 
     /// The index of a kernel in this schedule, added on first use.

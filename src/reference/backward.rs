@@ -3,7 +3,7 @@
 use super::attention::{attend_row, attended_keys};
 use super::gate::{block_means, gate_row};
 use super::{Row, dot, key_offset};
-use crate::config::{MobaConfig, Shape, check_finite, check_len};
+use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 
 /// Gradients in f64: `dq: [B, Hq, S, D]`, `dk, dv: [B, Hkv, Sk, D]` (summed over the query
@@ -26,8 +26,7 @@ pub fn backward(
 ) -> Result<Gradients> {
     config.validate()?;
     shape.check_inputs(q, k, v)?;
-    check_len("dout", dout.len(), shape.q_elems())?;
-    check_finite("dout", dout)?;
+    shape.check_dout(dout)?;
     let d = shape.head_dim;
     let scale = config.scale_for(d) as f64;
     let means = block_means(k, shape, config.block_size);
