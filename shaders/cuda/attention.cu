@@ -1,0 +1,184 @@
+// MoBA forward on the tensor cores: dense tiles of gathered queries x one selected block,
+// one launch per selection slot, merged into a per-row online-softmax state.
+//
+// attention_pass — grid (tile capacity of a slot, batch * q_heads), TILE_THREADS threads.
+//   A thread block takes one tile of the inverted selection (inversion.cu): up to ROW_TILE
+//   rows that chose block j in slot `slot`. Each warp owns 16 rows; their q fragments stay
+//   in registers while the block's keys stream through shared memory KEY_TILE at a time:
+//   s = q.k^T (mma), causal mask, online softmax in base 2, o += p.v (mma, p straight from
+//   the score accumulators). Slots run in order and a row appears once per slot, so each
+//   row's state is updated by one thread block at a time: deterministic, no atomics.
+//   Shared memory (dynamic): q, k, v tiles [64][HEAD_DIM + 8] 16-bit.
+//   State: state_o [rows, HEAD_DIM] f32 (unnormalised), state_ml [rows, 2] f32 (max in
+//   base 2, sum); slot 0 writes it, later slots merge.
+// attention_finalize — one thread per (row, column): o = acc / sum as elem_t, and
+//   lse = (max + log2 sum) * ln 2.
+
+#define LN2 0.6931471805599453f
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v,
+               const u32* lists, const u32* starts, const u32* tiles,
+               float* state_o, float* state_ml) {
+    extern __shared__ __align__(16) u16 shared[];
+    u16* q_tile = shared;
+    u16* k_tile = q_tile + ROW_TILE * TILE_STRIDE;
+    u16* v_tile = k_tile + KEY_TILE * TILE_STRIDE;
+    __shared__ u32 rows[ROW_TILE];
+
+    u32 bh = blockIdx.y, list = bh * TOP_K + slot;
+    GatheredTile tile = gathered_tile(p, starts, tiles, list, blockIdx.x);
+    if (tile.count == 0) return;
+    const u32* list_rows = lists + (size_t)list * p.q_len + tile.first;
+    for (u32 i = threadIdx.x; i < ROW_TILE; i += TILE_THREADS) {
+        rows[i] = list_rows[min(i, tile.count - 1)];
+    }
+    __syncthreads();
+    stage_rows<ROW_TILE>(q_tile, q + (size_t)bh * p.q_len * HEAD_DIM, rows, tile.count);
+
+    size_t kv_base = (size_t)kv_group(p, bh) * p.kv_len * HEAD_DIM;
+    u32 key_first = tile.block * p.block_size;
+    u32 key_stop = block_end(p, tile.block);
+    if (p.causal) {
+        // Rows are in ascending order: the last one sees the most keys.
+        key_stop = min(key_stop, query_position(p, rows[tile.count - 1]) + 1);
+    }
+
+    u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    u32 g = lane / 4, t = lane % 4;
+    // This thread's two accumulator rows (g and g + 8 of the warp's 16).
+    u32 r0 = warp * 16 + g, r1 = r0 + 8;
+    u32 pos0 = query_position(p, rows[r0]), pos1 = query_position(p, rows[r1]);
+    __syncthreads();
+
+    u32 qf[HEAD_DIM / 16][4];
+#pragma unroll
+    for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) load_a(qf[kk], q_tile, TILE_STRIDE, warp * 16, kk * 16);
+
+    float acc[HEAD_DIM / 8][4];
+#pragma unroll
+    for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
+
+    for (u32 kb = key_first; kb < key_stop; kb += KEY_TILE) {
+        u32 keys = min((u32)KEY_TILE, key_stop - kb);
+        __syncthreads();
+        stage_span<KEY_TILE>(k_tile, k + kv_base, kb, keys);
+        stage_span<KEY_TILE>(v_tile, v + kv_base, kb, keys);
+        __syncthreads();
+
+        float s[KEY_TILE / 8][4];
+#pragma unroll
+        for (u32 n = 0; n < KEY_TILE / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) {
+#pragma unroll
+            for (u32 n = 0; n < KEY_TILE / 16; n++) {
+                u32 b[4];
+                load_b_nk(b, k_tile, TILE_STRIDE, n * 16, kk * 16);
+                mma(s[2 * n], qf[kk], b[0], b[1]);
+                mma(s[2 * n + 1], qf[kk], b[2], b[3]);
+            }
+        }
+
+        // Scale to base 2, mask keys past the tile and (causal) after the query.
+        float max0 = NEG_INF, max1 = NEG_INF;
+#pragma unroll
+        for (u32 n = 0; n < KEY_TILE / 8; n++) {
+#pragma unroll
+            for (u32 e = 0; e < 4; e++) {
+                u32 key = kb + n * 8 + 2 * t + (e & 1);
+                u32 pos = e < 2 ? pos0 : pos1;
+                bool valid = key < key_stop && (!p.causal || key <= pos);
+                s[n][e] = valid ? s[n][e] * p.scale_log2 : NEG_INF;
+            }
+            max0 = fmaxf(max0, fmaxf(s[n][0], s[n][1]));
+            max1 = fmaxf(max1, fmaxf(s[n][2], s[n][3]));
+        }
+        float new0 = fmaxf(m0, quad_max(max0)), new1 = fmaxf(m1, quad_max(max1));
+        // A row with every key masked so far keeps max -inf: subtract 0 instead (no NaN).
+        float base0 = new0 == NEG_INF ? 0.0f : new0, base1 = new1 == NEG_INF ? 0.0f : new1;
+        float corr0 = exp2f(m0 - base0), corr1 = exp2f(m1 - base1);
+        m0 = new0;
+        m1 = new1;
+        float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+        for (u32 n = 0; n < KEY_TILE / 8; n++) {
+            s[n][0] = exp2f(s[n][0] - base0);
+            s[n][1] = exp2f(s[n][1] - base0);
+            s[n][2] = exp2f(s[n][2] - base1);
+            s[n][3] = exp2f(s[n][3] - base1);
+            sum0 += s[n][0] + s[n][1];
+            sum1 += s[n][2] + s[n][3];
+        }
+        l0 = l0 * corr0 + sum0;
+        l1 = l1 * corr1 + sum1;
+#pragma unroll
+        for (u32 n = 0; n < HEAD_DIM / 8; n++) {
+            acc[n][0] *= corr0;
+            acc[n][1] *= corr0;
+            acc[n][2] *= corr1;
+            acc[n][3] *= corr1;
+        }
+#pragma unroll
+        for (u32 kk = 0; kk < KEY_TILE / 16; kk++) {
+            u32 a[4];
+            c_to_a(a, s, kk);
+#pragma unroll
+            for (u32 n = 0; n < HEAD_DIM / 16; n++) {
+                u32 b[4];
+                load_b_kn(b, v_tile, TILE_STRIDE, kk * 16, n * 16);
+                mma(acc[2 * n], a, b[0], b[1]);
+                mma(acc[2 * n + 1], a, b[2], b[3]);
+            }
+        }
+    }
+    l0 = quad_sum(l0);
+    l1 = quad_sum(l1);
+
+    // Merge into the rows' state: slot 0 writes it, later slots combine by their maxima.
+#pragma unroll
+    for (u32 half = 0; half < 2; half++) {
+        u32 r = half ? r1 : r0;
+        float m = half ? m1 : m0, l = half ? l1 : l0;
+        bool valid = r < tile.count;
+        size_t row = (size_t)bh * p.q_len + rows[r];
+        float keep = 0.0f, add = 1.0f, merged_m = m, merged_l = l;
+        if (valid && slot > 0) {
+            float old_m = state_ml[row * 2], old_l = state_ml[row * 2 + 1];
+            merged_m = fmaxf(old_m, m);
+            keep = exp2f(old_m - merged_m);
+            add = exp2f(m - merged_m);
+            merged_l = old_l * keep + l * add;
+        }
+        __syncwarp();
+        if (valid && t == 0) {
+            state_ml[row * 2] = merged_m;
+            state_ml[row * 2 + 1] = merged_l;
+        }
+        if (valid) {
+            float* out = state_o + row * HEAD_DIM + 2 * t;
+#pragma unroll
+            for (u32 n = 0; n < HEAD_DIM / 8; n++) {
+                float2 x = make_float2(acc[n][2 * half] * add, acc[n][2 * half + 1] * add);
+                if (slot > 0) {
+                    float2 old = *(float2*)(out + n * 8);
+                    x.x += old.x * keep;
+                    x.y += old.y * keep;
+                }
+                *(float2*)(out + n * 8) = x;
+            }
+        }
+    }
+}
+
+extern "C" __global__ void attention_finalize(Params p, const float* state_o, const float* state_ml,
+                                              elem_t* o, float* lse) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t rows = (size_t)p.batch * p.q_heads * p.q_len;
+    if (i >= rows * HEAD_DIM) return;
+    size_t row = i / HEAD_DIM;
+    float m = state_ml[row * 2], l = state_ml[row * 2 + 1];
+    store_elem(o, i, state_o[i] / l);
+    if (i % HEAD_DIM == 0) lse[row] = (m + log2f(l)) * LN2;
+}

@@ -1,0 +1,256 @@
+// MoBA backward on the tensor cores (DESIGN §1.6: the selection is a constant).
+// P = exp(scale q.k - lse), dS = P * (dO.v - delta), delta = rowsum(dO * o);
+// dq = scale dS.k, dk = scale dS^T.q, dv = P^T.dO.
+//
+// backward_prepare — one warp per row: row_terms [rows, 2] f32 = (lse in base 2, delta).
+// dq_pass — grid (tile capacity of a slot, batch * q_heads), TILE_THREADS threads: like
+//   attention_pass, one tile of gathered rows x their block j per thread block, one launch
+//   per slot; each warp owns 16 rows. Per key tile: s = q.k^T, p, dp = dO.v^T, ds,
+//   dq += ds.k (all mma). Slot 0 writes dq_state [rows, HEAD_DIM] f32, later slots add:
+//   deterministic, no atomics.
+//   Shared memory (dynamic): q, dO [ROW_TILE][HEAD_DIM + 8], k, v [KEY_TILE][HEAD_DIM + 8].
+// dq_finalize — one thread per element: dq = scale * dq_state as elem_t.
+// dkdv — grid (key tiles per block * num_blocks, batch * kv_heads), TILE_THREADS threads:
+//   a thread block owns KEY_TILE keys of one block (each warp 16 of them) and walks every
+//   row that chose the block: the query heads of the GQA group, slot by slot, each list in
+//   row order, DKDV_ROWS rows at a time. Per row tile: s^T = k.q^T, p^T,
+//   dv += p^T.dO, dp^T = v.dO^T, ds^T, dk += ds^T.q. A fixed order: deterministic.
+//   Shared memory (dynamic): k, v [KEY_TILE][HEAD_DIM + 8], q, dO [DKDV_ROWS][HEAD_DIM + 8].
+
+#define DKDV_ROWS 32
+
+extern "C" __global__ void backward_prepare(Params p, const elem_t* o, const elem_t* dout,
+                                            const float* lse, float* row_terms) {
+    size_t row = (size_t)blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    u32 lane = threadIdx.x % WARP;
+    if (row >= (size_t)p.batch * p.q_heads * p.q_len) return;
+    float delta = 0.0f;
+    for (u32 c = lane; c < HEAD_DIM; c += WARP) {
+        delta += to_float(o[row * HEAD_DIM + c]) * to_float(dout[row * HEAD_DIM + c]);
+    }
+    for (u32 offset = WARP / 2; offset > 0; offset /= 2) delta += __shfl_xor_sync(0xffffffff, delta, offset);
+    if (lane == 0) {
+        row_terms[row * 2] = lse[row] * LOG2E;
+        row_terms[row * 2 + 1] = delta;
+    }
+}
+
+// s = a.b^T for a 16-row warp slice of `a_tile` against the N rows of `b_tile` (both
+// [rows][HEAD_DIM + 8]): N / 8 accumulator n-tiles.
+template <int N>
+__device__ __forceinline__ void scores(float (*s)[4], const u16* a_tile, u32 a_row, const u16* b_tile) {
+#pragma unroll
+    for (u32 n = 0; n < N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) {
+        u32 a[4];
+        load_a(a, a_tile, TILE_STRIDE, a_row, kk * 16);
+#pragma unroll
+        for (u32 n = 0; n < N / 16; n++) {
+            u32 b[4];
+            load_b_nk(b, b_tile, TILE_STRIDE, n * 16, kk * 16);
+            mma(s[2 * n], a, b[0], b[1]);
+            mma(s[2 * n + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+// acc += c.b for a C tile `c` of K columns and a [K][HEAD_DIM + 8] tile `b_tile`.
+template <int K>
+__device__ __forceinline__ void accumulate(float (*acc)[4], const float (*c)[4], const u16* b_tile) {
+#pragma unroll
+    for (u32 kk = 0; kk < K / 16; kk++) {
+        u32 a[4];
+        c_to_a(a, c, kk);
+#pragma unroll
+        for (u32 n = 0; n < HEAD_DIM / 16; n++) {
+            u32 b[4];
+            load_b_kn(b, b_tile, TILE_STRIDE, kk * 16, n * 16);
+            mma(acc[2 * n], a, b[0], b[1]);
+            mma(acc[2 * n + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* dout,
+        const float* row_terms, const u32* lists, const u32* starts, const u32* tiles,
+        float* dq_state) {
+    extern __shared__ __align__(16) u16 shared[];
+    u16* q_tile = shared;
+    u16* do_tile = q_tile + ROW_TILE * TILE_STRIDE;
+    u16* k_tile = do_tile + ROW_TILE * TILE_STRIDE;
+    u16* v_tile = k_tile + KEY_TILE * TILE_STRIDE;
+    __shared__ u32 rows[ROW_TILE];
+
+    u32 bh = blockIdx.y, list = bh * TOP_K + slot;
+    GatheredTile tile = gathered_tile(p, starts, tiles, list, blockIdx.x);
+    if (tile.count == 0) return;
+    const u32* list_rows = lists + (size_t)list * p.q_len + tile.first;
+    for (u32 i = threadIdx.x; i < ROW_TILE; i += TILE_THREADS) {
+        rows[i] = list_rows[min(i, tile.count - 1)];
+    }
+    __syncthreads();
+    size_t q_base = (size_t)bh * p.q_len * HEAD_DIM;
+    stage_rows<ROW_TILE>(q_tile, q + q_base, rows, tile.count);
+    stage_rows<ROW_TILE>(do_tile, dout + q_base, rows, tile.count);
+
+    size_t kv_base = (size_t)kv_group(p, bh) * p.kv_len * HEAD_DIM;
+    u32 key_first = tile.block * p.block_size;
+    u32 key_stop = block_end(p, tile.block);
+    if (p.causal) key_stop = min(key_stop, query_position(p, rows[tile.count - 1]) + 1);
+
+    u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    u32 g = lane / 4, t = lane % 4;
+    u32 r0 = warp * 16 + g, r1 = r0 + 8;
+    u32 pos0 = query_position(p, rows[r0]), pos1 = query_position(p, rows[r1]);
+    size_t row0 = (size_t)bh * p.q_len + rows[r0], row1 = (size_t)bh * p.q_len + rows[r1];
+    float lse0 = row_terms[row0 * 2], delta0 = row_terms[row0 * 2 + 1];
+    float lse1 = row_terms[row1 * 2], delta1 = row_terms[row1 * 2 + 1];
+
+    float acc[HEAD_DIM / 8][4];
+#pragma unroll
+    for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+
+    for (u32 kb = key_first; kb < key_stop; kb += KEY_TILE) {
+        u32 keys = min((u32)KEY_TILE, key_stop - kb);
+        __syncthreads();
+        stage_span<KEY_TILE>(k_tile, k + kv_base, kb, keys);
+        stage_span<KEY_TILE>(v_tile, v + kv_base, kb, keys);
+        __syncthreads();
+
+        float s[KEY_TILE / 8][4], dp[KEY_TILE / 8][4];
+        scores<KEY_TILE>(s, q_tile, warp * 16, k_tile);
+        scores<KEY_TILE>(dp, do_tile, warp * 16, v_tile);
+#pragma unroll
+        for (u32 n = 0; n < KEY_TILE / 8; n++) {
+#pragma unroll
+            for (u32 e = 0; e < 4; e++) {
+                u32 key = kb + n * 8 + 2 * t + (e & 1);
+                bool upper = e < 2;
+                bool valid = key < key_stop && (!p.causal || key <= (upper ? pos0 : pos1));
+                float prob = valid ? exp2f(s[n][e] * p.scale_log2 - (upper ? lse0 : lse1)) : 0.0f;
+                s[n][e] = prob * (dp[n][e] - (upper ? delta0 : delta1)); // ds
+            }
+        }
+        accumulate<KEY_TILE>(acc, s, k_tile);
+    }
+
+#pragma unroll
+    for (u32 half = 0; half < 2; half++) {
+        u32 r = half ? r1 : r0;
+        if (r >= tile.count) continue;
+        float* out = dq_state + (half ? row1 : row0) * HEAD_DIM + 2 * t;
+#pragma unroll
+        for (u32 n = 0; n < HEAD_DIM / 8; n++) {
+            float2 x = make_float2(acc[n][2 * half], acc[n][2 * half + 1]);
+            if (slot > 0) {
+                float2 old = *(float2*)(out + n * 8);
+                x.x += old.x;
+                x.y += old.y;
+            }
+            *(float2*)(out + n * 8) = x;
+        }
+    }
+}
+
+extern "C" __global__ void dq_finalize(Params p, const float* dq_state, elem_t* dq) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)p.batch * p.q_heads * p.q_len * HEAD_DIM) return;
+    store_elem(dq, i, dq_state[i] * p.scale);
+}
+
+extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* dout,
+     const float* row_terms, const u32* lists, const u32* starts, elem_t* dk, elem_t* dv) {
+    extern __shared__ __align__(16) u16 shared[];
+    u16* k_tile = shared;
+    u16* v_tile = k_tile + KEY_TILE * TILE_STRIDE;
+    u16* q_tile = v_tile + KEY_TILE * TILE_STRIDE;
+    u16* do_tile = q_tile + DKDV_ROWS * TILE_STRIDE;
+    __shared__ u32 rows[DKDV_ROWS];
+    __shared__ float row_lse[DKDV_ROWS], row_delta[DKDV_ROWS];
+    __shared__ u32 row_pos[DKDV_ROWS];
+
+    u32 tiles_per_block = (p.block_size + KEY_TILE - 1) / KEY_TILE;
+    u32 j = blockIdx.x / tiles_per_block;
+    u32 group = blockIdx.y;
+    u32 key_first = j * p.block_size + (blockIdx.x % tiles_per_block) * KEY_TILE;
+    u32 key_stop = min(key_first + KEY_TILE, block_end(p, j));
+    if (key_first >= key_stop) return;
+    size_t kv_base = (size_t)group * p.kv_len * HEAD_DIM;
+    stage_span<KEY_TILE>(k_tile, k + kv_base, key_first, key_stop - key_first);
+    stage_span<KEY_TILE>(v_tile, v + kv_base, key_first, key_stop - key_first);
+
+    u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    u32 g = lane / 4, t = lane % 4;
+    // This thread's two keys (accumulator rows g and g + 8 of the warp's 16).
+    u32 key0 = key_first + warp * 16 + g, key1 = key0 + 8;
+
+    float dk_acc[HEAD_DIM / 8][4], dv_acc[HEAD_DIM / 8][4];
+#pragma unroll
+    for (u32 n = 0; n < HEAD_DIM / 8; n++) {
+        dk_acc[n][0] = dk_acc[n][1] = dk_acc[n][2] = dk_acc[n][3] = 0.0f;
+        dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] = dv_acc[n][3] = 0.0f;
+    }
+
+    u32 heads = group_size(p);
+    u32 first_bh = (group / p.kv_heads) * p.q_heads + (group % p.kv_heads) * heads;
+    for (u32 bh = first_bh; bh < first_bh + heads; bh++) {
+        size_t q_base = (size_t)bh * p.q_len;
+        for (u32 slot = 0; slot < TOP_K; slot++) {
+            u32 list = bh * TOP_K + slot;
+            const u32* list_starts = starts + (size_t)list * (p.num_blocks + 1);
+            u32 begin = list_starts[j], end = list_starts[j + 1];
+            const u32* list_rows = lists + (size_t)list * p.q_len;
+            for (u32 first = begin; first < end; first += DKDV_ROWS) {
+                u32 count = min((u32)DKDV_ROWS, end - first);
+                __syncthreads();
+                for (u32 i = threadIdx.x; i < DKDV_ROWS; i += TILE_THREADS) {
+                    u32 row = list_rows[first + min(i, count - 1)];
+                    rows[i] = row;
+                    row_pos[i] = query_position(p, row);
+                    // Rows past the list get lse +inf: p = 0, no contribution.
+                    row_lse[i] = i < count ? row_terms[(q_base + row) * 2] : -NEG_INF;
+                    row_delta[i] = row_terms[(q_base + row) * 2 + 1];
+                }
+                __syncthreads();
+                stage_rows<DKDV_ROWS>(q_tile, q + q_base * HEAD_DIM, rows, count);
+                stage_rows<DKDV_ROWS>(do_tile, dout + q_base * HEAD_DIM, rows, count);
+                __syncthreads();
+
+                float s[DKDV_ROWS / 8][4], dp[DKDV_ROWS / 8][4];
+                scores<DKDV_ROWS>(s, k_tile, warp * 16, q_tile);
+                scores<DKDV_ROWS>(dp, v_tile, warp * 16, do_tile);
+#pragma unroll
+                for (u32 n = 0; n < DKDV_ROWS / 8; n++) {
+#pragma unroll
+                    for (u32 e = 0; e < 4; e++) {
+                        u32 col = n * 8 + 2 * t + (e & 1);
+                        u32 key = e < 2 ? key0 : key1;
+                        bool valid = !p.causal || key <= row_pos[col];
+                        float prob = valid ? exp2f(s[n][e] * p.scale_log2 - row_lse[col]) : 0.0f;
+                        s[n][e] = prob;                               // p^T
+                        dp[n][e] = prob * (dp[n][e] - row_delta[col]); // ds^T
+                    }
+                }
+                accumulate<DKDV_ROWS>(dv_acc, s, do_tile);
+                accumulate<DKDV_ROWS>(dk_acc, dp, q_tile);
+            }
+        }
+    }
+
+#pragma unroll
+    for (u32 half = 0; half < 2; half++) {
+        u32 key = half ? key1 : key0;
+        if (key >= key_stop) continue;
+        size_t at = kv_base + (size_t)key * HEAD_DIM + 2 * t;
+#pragma unroll
+        for (u32 n = 0; n < HEAD_DIM / 8; n++) {
+            store_elem(dk, at + n * 8, dk_acc[n][2 * half] * p.scale);
+            store_elem(dk, at + n * 8 + 1, dk_acc[n][2 * half + 1] * p.scale);
+            store_elem(dv, at + n * 8, dv_acc[n][2 * half]);
+            store_elem(dv, at + n * 8 + 1, dv_acc[n][2 * half + 1]);
+        }
+    }
+}

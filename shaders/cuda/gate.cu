@@ -1,0 +1,99 @@
+// Gate: mean key of every block, then each query's top-k blocks (DESIGN §1 steps 1-4).
+//
+// block_means — grid (num_blocks, batch * kv_heads), HEAD_DIM threads: one thread per
+//   column sums the block's keys in f32. Memory: k [groups, kv_len, HEAD_DIM] elem_t,
+//   means [groups, num_blocks, HEAD_DIM] f32.
+// gate_topk — grid ceil(rows / GATE_THREADS), one thread per query row (rows = batch *
+//   q_heads * q_len). Each thread keeps its query and its best TOP_K (score, block) pairs in
+//   registers while it streams over the block means, so no [rows, num_blocks] score matrix
+//   exists. Same rule as the reference and the WGSL gate: causal rows force their own block
+//   and rank the earlier ones; ties go to the larger block id; the static gates score by
+//   block id (sinks above every other block). Memory: q [rows, HEAD_DIM] elem_t; selection
+//   [rows, TOP_K] i32, ascending, padded with -1.
+
+#define GATE_THREADS 128
+#define GATE_MEAN_KEY 0
+#define GATE_SINK_AND_RECENT 2
+
+extern "C" __global__ void block_means(Params p, const elem_t* k, float* means) {
+    u32 j = blockIdx.x, group = blockIdx.y, c = threadIdx.x;
+    u32 first = j * p.block_size, end = block_end(p, j);
+    const elem_t* keys = k + (size_t)group * p.kv_len * HEAD_DIM;
+    float sum = 0.0f;
+    for (u32 i = first; i < end; i++) {
+        sum += to_float(keys[(size_t)i * HEAD_DIM + c]);
+    }
+    means[((size_t)group * p.num_blocks + j) * HEAD_DIM + c] = sum / (float)(end - first);
+}
+
+extern "C" __global__ void __launch_bounds__(GATE_THREADS)
+gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
+    u32 row = blockIdx.x * GATE_THREADS + threadIdx.x;
+    u32 rows = p.batch * p.q_heads * p.q_len;
+    if (row >= rows) return;
+    u32 bh = row / p.q_len;
+    u32 current = query_position(p, row % p.q_len) / p.block_size;
+    const float4* block_mean = (const float4*)(means + (size_t)kv_group(p, bh) * p.num_blocks * HEAD_DIM);
+
+    float query[HEAD_DIM];
+#pragma unroll
+    for (u32 c = 0; c < HEAD_DIM; c++) query[c] = to_float(q[(size_t)row * HEAD_DIM + c]);
+
+    // Causal rows rank the blocks before their own for TOP_K - 1 places.
+    u32 places = p.causal ? TOP_K - 1 : TOP_K;
+    u32 eligible = p.causal ? current : p.num_blocks;
+    float best_score[TOP_K];
+    int best_block[TOP_K];
+#pragma unroll
+    for (u32 i = 0; i < TOP_K; i++) { best_score[i] = NEG_INF; best_block[i] = -1; }
+
+    for (u32 j = 0; j < eligible; j++) {
+        float score = (float)j; // the static gates: recent blocks first
+        if (p.gate == GATE_MEAN_KEY) {
+            score = 0.0f;
+#pragma unroll
+            for (u32 c = 0; c < HEAD_DIM / 4; c++) {
+                float4 m = block_mean[j * (HEAD_DIM / 4) + c];
+                score += query[4 * c] * m.x + query[4 * c + 1] * m.y + query[4 * c + 2] * m.z +
+                         query[4 * c + 3] * m.w;
+            }
+        } else if (p.gate == GATE_SINK_AND_RECENT && j < p.sink_blocks) {
+            score = (float)(p.num_blocks + j);
+        }
+        // Blocks arrive in ascending order, so a new block outranks kept blocks of equal
+        // score (ties to the more recent block): insert before the first score <= it.
+        // Unrolled over the fixed TOP_K places so the arrays stay in registers.
+        bool carry = true;
+        float carry_score = score;
+        int carry_block = (int)j;
+#pragma unroll
+        for (u32 i = 0; i < TOP_K; i++) {
+            bool take = i < places && carry &&
+                        (best_block[i] < 0 || best_score[i] <= carry_score);
+            if (take) {
+                float s = best_score[i];
+                int b = best_block[i];
+                best_score[i] = carry_score;
+                best_block[i] = carry_block;
+                carry_score = s;
+                carry_block = b;
+                carry = b >= 0;
+            }
+        }
+    }
+    if (p.causal) {
+        // TOP_K - 1 places were ranked; the last slot takes the forced block.
+        best_block[TOP_K - 1] = (int)current;
+    }
+    // Ascending block ids with -1 last: sort the TOP_K entries (-1 counts as largest).
+#pragma unroll
+    for (u32 i = 0; i < TOP_K; i++) {
+#pragma unroll
+        for (u32 m = 0; m + 1 < TOP_K - i; m++) {
+            u32 a = (u32)best_block[m], b = (u32)best_block[m + 1]; // -1 wraps to the top
+            if (a > b) { best_block[m] = (int)b; best_block[m + 1] = (int)a; }
+        }
+    }
+#pragma unroll
+    for (u32 i = 0; i < TOP_K; i++) selection[(size_t)row * TOP_K + i] = best_block[i];
+}

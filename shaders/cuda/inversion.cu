@@ -1,0 +1,108 @@
+// Selection inversion: for every query head and slot, the rows grouped by the block they
+// chose, in row order (DESIGN §3: invert, then run dense tiles of gathered rows).
+// A stable counting sort in three deterministic steps; "list" = one (query head, slot).
+//
+// count_chunks — grid (chunks, lists), INVERT_THREADS threads: a shared-memory histogram of
+//   the blocks chosen by CHUNK_ROWS consecutive rows -> counts [lists, num_blocks, chunks].
+// scan_counts — grid (lists), INVERT_THREADS threads: exclusive prefix over (block, chunk)
+//   -> offsets (same layout), starts [lists, num_blocks + 1] (first row of each block) and
+//   tiles [lists, num_blocks + 1] (first ROW_TILE-row tile of each block).
+// scatter_rows — grid (chunks, lists), one warp: the chunk's rows 32 at a time; lanes that
+//   chose the same block rank themselves by lane order (match_any), so the order is the row
+//   order whatever the timing -> lists [lists, q_len].
+// Rows whose slot holds -1 (fewer than TOP_K eligible blocks) appear in no list.
+// Shared memory: num_blocks u32 (dynamic).
+
+#define INVERT_THREADS 256
+#define CHUNK_ROWS 1024
+
+// The block row `t` of query head `bh` chose in `slot`, or -1.
+__device__ __forceinline__ int chosen_block(const int* selection, const Params& p, u32 list, u32 t) {
+    u32 bh = list / TOP_K, slot = list % TOP_K;
+    return selection[((size_t)bh * p.q_len + t) * TOP_K + slot];
+}
+
+extern "C" __global__ void count_chunks(Params p, const int* selection, u32* counts) {
+    extern __shared__ u32 histogram[];
+    u32 chunk = blockIdx.x, list = blockIdx.y, chunks = gridDim.x;
+    for (u32 j = threadIdx.x; j < p.num_blocks; j += blockDim.x) histogram[j] = 0;
+    __syncthreads();
+    u32 end = min((chunk + 1) * CHUNK_ROWS, p.q_len);
+    for (u32 t = chunk * CHUNK_ROWS + threadIdx.x; t < end; t += blockDim.x) {
+        int j = chosen_block(selection, p, list, t);
+        if (j >= 0) atomicAdd(&histogram[j], 1u);
+    }
+    __syncthreads();
+    for (u32 j = threadIdx.x; j < p.num_blocks; j += blockDim.x) {
+        counts[((size_t)list * p.num_blocks + j) * chunks + chunk] = histogram[j];
+    }
+}
+
+// Exclusive scan of `n` values in place by one thread block, in INVERT_THREADS-wide steps;
+// returns the total. `carry` is shared scratch of INVERT_THREADS u32.
+__device__ u32 block_exclusive_scan(u32* values, u32 n, u32* carry) {
+    u32 total = 0;
+    for (u32 base = 0; base < n; base += INVERT_THREADS) {
+        u32 i = base + threadIdx.x;
+        u32 x = i < n ? values[i] : 0;
+        carry[threadIdx.x] = x;
+        __syncthreads();
+        // Hillis-Steele inclusive scan of the step.
+        for (u32 offset = 1; offset < INVERT_THREADS; offset *= 2) {
+            u32 add = threadIdx.x >= offset ? carry[threadIdx.x - offset] : 0;
+            __syncthreads();
+            carry[threadIdx.x] += add;
+            __syncthreads();
+        }
+        if (i < n) values[i] = total + carry[threadIdx.x] - x;
+        total += carry[INVERT_THREADS - 1];
+        __syncthreads();
+    }
+    return total;
+}
+
+extern "C" __global__ void __launch_bounds__(INVERT_THREADS)
+scan_counts(Params p, u32 chunks, u32* counts, u32* starts, u32* tiles) {
+    __shared__ u32 carry[INVERT_THREADS];
+    u32 list = blockIdx.x;
+    u32* list_counts = counts + (size_t)list * p.num_blocks * chunks;
+    u32* list_starts = starts + (size_t)list * (p.num_blocks + 1);
+    u32* list_tiles = tiles + (size_t)list * (p.num_blocks + 1);
+    // Rows per block, and its tiles, before the scan turns counts into offsets.
+    for (u32 j = threadIdx.x; j < p.num_blocks; j += INVERT_THREADS) {
+        u32 rows = 0;
+        for (u32 c = 0; c < chunks; c++) rows += list_counts[j * chunks + c];
+        list_starts[j] = rows;
+        list_tiles[j] = (rows + ROW_TILE - 1) / ROW_TILE;
+    }
+    __syncthreads();
+    block_exclusive_scan(list_counts, p.num_blocks * chunks, carry);
+    u32 total_rows = block_exclusive_scan(list_starts, p.num_blocks, carry);
+    u32 total_tiles = block_exclusive_scan(list_tiles, p.num_blocks, carry);
+    if (threadIdx.x == 0) {
+        list_starts[p.num_blocks] = total_rows;
+        list_tiles[p.num_blocks] = total_tiles;
+    }
+}
+
+extern "C" __global__ void scatter_rows(Params p, const int* selection, const u32* offsets, u32* lists) {
+    extern __shared__ u32 cursor[];
+    u32 chunk = blockIdx.x, list = blockIdx.y, chunks = gridDim.x, lane = threadIdx.x;
+    for (u32 j = lane; j < p.num_blocks; j += WARP) {
+        cursor[j] = offsets[((size_t)list * p.num_blocks + j) * chunks + chunk];
+    }
+    __syncwarp();
+    u32* out = lists + (size_t)list * p.q_len;
+    u32 end = min((chunk + 1) * CHUNK_ROWS, p.q_len);
+    for (u32 base = chunk * CHUNK_ROWS; base < end; base += WARP) {
+        u32 t = base + lane;
+        int j = t < end ? chosen_block(selection, p, list, t) : -1;
+        u32 peers = __match_any_sync(0xffffffff, j);
+        u32 rank = __popc(peers & ((1u << lane) - 1));
+        if (j >= 0) out[cursor[j] + rank] = t;
+        __syncwarp();
+        // The lowest lane of each group advances its block's cursor.
+        if (j >= 0 && rank == 0) cursor[j] += __popc(peers);
+        __syncwarp();
+    }
+}
