@@ -28,6 +28,16 @@ impl Gate {
             Gate::SinkAndRecent { .. } => Some(block as f64),
         }
     }
+
+    /// The gate as the kernels' `(gate, sink_blocks)` parameters: 0 mean key, 1 recent,
+    /// 2 sink and recent.
+    pub fn kernel_code(&self) -> (u32, u32) {
+        match *self {
+            Gate::MeanKey => (0, 0),
+            Gate::Recent => (1, 0),
+            Gate::SinkAndRecent { sink_blocks } => (2, sink_blocks as u32),
+        }
+    }
 }
 
 /// How MoBA routes queries to key blocks (DESIGN §1).

@@ -62,6 +62,9 @@ pub enum MobaError {
     /// wgpu reported an error (validation, out of memory) while running a kernel.
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// The CUDA path failed: no driver, NVRTC, a launch, or a kernel fault.
+    #[error("CUDA: {0}")]
+    Cuda(String),
     /// Reading or writing a file failed.
     #[error("{path}: {message}")]
     Io { path: String, message: String },

@@ -5,6 +5,8 @@
 //!
 //! - [`reference`]: the exact CPU reference (f64), the oracle of every backend;
 //! - [`gpu`]: WGSL kernels through wgpu (Vulkan, Metal, DX12, GL, WebGPU);
+//! - [`backend`]: burn integration (custom op + custom backward, `Autodiff`, `Fusion`);
+//! - [`cuda`]: the CUDA path (tensor cores, NVRTC; `--features cuda`);
 //! - [`npy`]: `.npy` reading and writing for the `moba attend` CLI.
 //!
 //! ```no_run
@@ -24,6 +26,7 @@
 pub mod backend;
 pub mod bench;
 pub mod config;
+pub mod cuda;
 pub mod error;
 pub mod gpu;
 pub mod module;

@@ -81,7 +81,8 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
         };
         let outputs = [
             output(dims.to_vec(), q.dtype),
-            output(dims[..3].to_vec(), q.dtype),
+            // Every kernel backend returns lse in f32, whatever the float type.
+            output(dims[..3].to_vec(), DType::F32),
             output(
                 vec![dims[0], dims[1], dims[2], config.top_k],
                 B::IntElem::dtype(),

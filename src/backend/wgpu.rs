@@ -9,9 +9,10 @@ use burn::backend::wgpu::{
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::{Handle, KernelArguments};
 use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Shape as TensorShape, Tensor as BurnTensor, TensorPrimitive};
 
+use super::cube::{empty, padding, problem_shape, unpad};
 use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::gpu::buffers::fold_grid;
@@ -20,6 +21,9 @@ use crate::gpu::plan::TilePlan;
 use crate::gpu::schedule::{Binding, Schedule};
 
 type Tensor = CubeTensor<WgpuRuntime>;
+
+/// The kernels read vec4s: head dims are padded to a multiple of 4.
+const HEAD_DIM_MULTIPLE: usize = 4;
 
 /// One of our WGSL kernels as burn template source; compiled once per (kernel, constants).
 struct MobaKernelSource {
@@ -50,20 +54,6 @@ fn device_limits(tensor: &Tensor) -> wgpu::Limits {
         max_compute_workgroups_per_dimension: hardware.max_cube_count.0,
         ..wgpu::Limits::downlevel_defaults()
     }
-}
-
-/// A new contiguous tensor of `dims` on the device of `like`.
-fn empty(like: &Tensor, dims: Vec<usize>, dtype: DType) -> Tensor {
-    let shape = TensorShape::from(dims);
-    let bytes = shape.num_elements() * dtype.size();
-    let handle = like.client.empty(bytes.max(4));
-    Tensor::new_contiguous(
-        like.client.clone(),
-        like.device.clone(),
-        shape,
-        handle,
-        dtype,
-    )
 }
 
 /// Launches every step of `schedule` on the queue of `io[0]`'s device; `io` are contiguous
@@ -111,19 +101,6 @@ fn launch(schedule: &Schedule, io: &[&Tensor], limits: &wgpu::Limits) {
             CubeCount::Static(x, y, 1),
             arguments,
         );
-    }
-}
-
-/// The problem shape of q `[B, Hq, S, D]` and k `[B, Hkv, Sk, D]` tensors.
-fn problem_shape(q: &Tensor, k: &Tensor) -> Shape {
-    let (q, k) = (q.meta.shape(), k.meta.shape());
-    Shape {
-        batch: q[0],
-        q_heads: q[1],
-        kv_heads: k[1],
-        q_len: q[2],
-        kv_len: k[2],
-        head_dim: q[3],
     }
 }
 
@@ -182,10 +159,10 @@ impl<BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
         let head_dim = q.meta.shape()[3];
-        let (config, pad) = padding::<BT>(head_dim, config);
+        let (config, pad) = padding::<Self>(head_dim, HEAD_DIM_MULTIPLE, config);
         let [o, lse, selection] = forward(pad(q), pad(k), pad(v), &config);
         MobaForwardOutput {
-            o: unpad::<BT>(o, head_dim),
+            o: unpad::<Self>(o, head_dim),
             lse,
             selection,
         }
@@ -197,52 +174,14 @@ impl<BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         config: &MobaConfig,
     ) -> MobaGradients<Self> {
         let head_dim = saved.q.meta.shape()[3];
-        let (config, pad) = padding::<BT>(head_dim, config);
+        let (config, pad) = padding::<Self>(head_dim, HEAD_DIM_MULTIPLE, config);
         let [q, k, v, o] = [saved.q, saved.k, saved.v, saved.o].map(&pad);
         let saved = [q, k, v, o, saved.lse, saved.selection];
         let [dq, dk, dv] = backward(saved, pad(dout), &config);
         MobaGradients {
-            dq: unpad::<BT>(dq, head_dim),
-            dk: unpad::<BT>(dk, head_dim),
-            dv: unpad::<BT>(dv, head_dim),
+            dq: unpad::<Self>(dq, head_dim),
+            dk: unpad::<Self>(dk, head_dim),
+            dv: unpad::<Self>(dv, head_dim),
         }
     }
-}
-
-type WgpuBackend<BT> = CubeBackend<WgpuRuntime, f32, i32, BT>;
-
-/// The kernels read vec4s: a head dim that is not a multiple of 4 is padded with zero
-/// columns (they change no dot product), the scale fixed for the true head dim first.
-fn padding<BT: BoolElement>(
-    head_dim: usize,
-    config: &MobaConfig,
-) -> (MobaConfig, impl Fn(Tensor) -> Tensor) {
-    let config = config.with_scale(config.scale_for(head_dim));
-    let padded = head_dim.next_multiple_of(4);
-    let pad = move |tensor: Tensor| {
-        if padded == head_dim {
-            return tensor;
-        }
-        let tensor =
-            BurnTensor::<WgpuBackend<BT>, 4>::from_primitive(TensorPrimitive::Float(tensor));
-        let [b, h, l, _] = tensor.dims();
-        let zeros = BurnTensor::zeros([b, h, l, padded - head_dim], &tensor.device());
-        BurnTensor::cat(vec![tensor, zeros], 3)
-            .into_primitive()
-            .tensor()
-    };
-    (config, pad)
-}
-
-/// The first `head_dim` columns of a padded result.
-fn unpad<BT: BoolElement>(tensor: Tensor, head_dim: usize) -> Tensor {
-    if tensor.meta.shape()[3] == head_dim {
-        return tensor;
-    }
-    let tensor = BurnTensor::<WgpuBackend<BT>, 4>::from_primitive(TensorPrimitive::Float(tensor));
-    let [b, h, l, _] = tensor.dims();
-    tensor
-        .slice([0..b, 0..h, 0..l, 0..head_dim])
-        .into_primitive()
-        .tensor()
 }

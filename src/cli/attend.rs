@@ -32,6 +32,10 @@ pub struct AttendArgs {
     non_causal: bool,
     #[arg(long, value_enum, default_value_t = Backend::Wgpu)]
     backend: Backend,
+    /// Element type the backend computes in (bf16 and f16: the cuda backend only). Inputs
+    /// and outputs stay f32 `.npy`.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
     /// Output gradient f32 [B, Hq, S, D]: also writes dq.npy, dk.npy, dv.npy.
     #[arg(long)]
     dout: Option<PathBuf>,
@@ -50,6 +54,16 @@ enum Backend {
     BurnWgpu,
     /// burn's ndarray backend (CPU): MoBA composed of burn tensor ops.
     BurnNdarray,
+    /// burn-cuda with the CUDA kernels (tensor cores; needs `--features cuda` and an
+    /// NVIDIA GPU of compute capability 8.0+).
+    Cuda,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Dtype {
+    F32,
+    F16,
+    Bf16,
 }
 
 pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
@@ -84,8 +98,15 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out_dir).map_err(|e| MobaError::io(&args.out_dir, e))?;
 
+    if args.dtype != Dtype::F32 && args.backend != Backend::Cuda {
+        return Err(MobaError::Config(format!(
+            "--dtype {:?} needs --backend cuda; the {:?} backend computes in f32",
+            args.dtype, args.backend
+        )));
+    }
     let out = compute(
         args.backend,
+        args.dtype,
         request,
         &q.data,
         &k.data,
@@ -131,6 +152,7 @@ struct Outputs {
 #[allow(clippy::too_many_arguments)]
 fn compute(
     backend: Backend,
+    dtype: Dtype,
     request: &AdapterRequest,
     q: &[f32],
     k: &[f32],
@@ -172,7 +194,42 @@ fn compute(
         Backend::BurnNdarray => {
             compute_burn::<burn::backend::NdArray>(q, k, v, dout, shape, config)
         }
+        Backend::Cuda => compute_cuda(dtype, q, k, v, dout, shape, config),
     }
+}
+
+/// The CUDA backend in the chosen element type, after a clear check for a driver and GPU.
+#[cfg(feature = "cuda")]
+fn compute_cuda(
+    dtype: Dtype,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: Option<&[f32]>,
+    shape: &Shape,
+    config: &MobaConfig,
+) -> Result<Outputs> {
+    use burn::backend::Cuda;
+    use burn::tensor::{bf16, f16};
+    eprintln!("device: {}", moba::cuda::CudaRuntime::get(0)?.describe());
+    match dtype {
+        Dtype::F32 => compute_burn::<Cuda<f32>>(q, k, v, dout, shape, config),
+        Dtype::F16 => compute_burn::<Cuda<f16>>(q, k, v, dout, shape, config),
+        Dtype::Bf16 => compute_burn::<Cuda<bf16>>(q, k, v, dout, shape, config),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn compute_cuda(
+    _dtype: Dtype,
+    _q: &[f32],
+    _k: &[f32],
+    _v: &[f32],
+    _dout: Option<&[f32]>,
+    _shape: &Shape,
+    _config: &MobaConfig,
+) -> Result<Outputs> {
+    Err(moba::cuda::not_built())
 }
 
 /// Forward (and gradients through `Autodiff<B>`) on a burn backend.
@@ -188,8 +245,8 @@ fn compute_burn<B: MobaBackend>(
     let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
     let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
     let tensor = |data: &[f32], dims: [usize; 4]| {
-        Tensor::<Autodiff<B>, 4>::from_data(TensorData::new(data.to_vec(), dims), &device)
-            .require_grad()
+        let data = TensorData::new(data.to_vec(), dims).convert::<B::FloatElem>();
+        Tensor::<Autodiff<B>, 4>::from_data(data, &device).require_grad()
     };
     let (qt, kt, vt) = (tensor(q, q_dims), tensor(k, kv_dims), tensor(v, kv_dims));
     let out = moba_attention_with_stats(qt.clone(), kt.clone(), vt.clone(), config)?;

@@ -39,9 +39,22 @@ pub struct BenchArgs {
     backward: bool,
     #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
     kernel: KernelChoice,
+    /// `cuda`: the CUDA path on GPU 0 (a build with `--features cuda`) instead of wgpu.
+    #[arg(long)]
+    cuda: bool,
+    /// Element type of the CUDA path.
+    #[arg(long, value_enum, default_value_t = CudaDtype::Bf16)]
+    dtype: CudaDtype,
     /// JSON-lines file the records are appended to (created with its folder).
     #[arg(long, default_value = "results/bench.jsonl")]
     out: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum CudaDtype {
+    F32,
+    F16,
+    Bf16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -65,8 +78,6 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         report_plots(&records, plots)?;
         return Ok(());
     }
-    let gpu = GpuContext::new_blocking(request)?;
-    eprintln!("adapter: {}", gpu.describe());
     if let Some(folder) = args.out.parent().filter(|f| !f.as_os_str().is_empty()) {
         std::fs::create_dir_all(folder).map_err(|e| MobaError::io(folder, e))?;
     }
@@ -76,9 +87,25 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         .open(&args.out)
         .map_err(|e| MobaError::io(&args.out, e))?;
     let mut records = Vec::new();
+    let gpu = match args.cuda {
+        true => None,
+        false => Some(GpuContext::new_blocking(request)?),
+    };
+    if let Some(gpu) = &gpu {
+        eprintln!("adapter: {}", gpu.describe());
+    }
     for (index, &seq_len) in args.seq_lens.iter().enumerate() {
         let shape = Shape::prefill(1, args.heads, seq_len, args.head_dim);
         let config = MobaConfig::new(args.block_size, args.top_k);
+        let step = format!("[{}/{}] S={seq_len}", index + 1, args.seq_lens.len());
+        let progress = |what: &str| eprint!("\r{step}: {what:50}");
+        let Some(gpu) = &gpu else {
+            let record = measure_cuda(args, &shape, &config, progress)?;
+            let line = serde_json::to_string(&record).expect("a record serialises");
+            writeln!(out, "{line}").map_err(|e| MobaError::io(&args.out, e))?;
+            records.push(record);
+            continue;
+        };
         let options = BenchOptions {
             kernel: args.kernel.resolve(&gpu, args.head_dim),
             runs: args.runs.max(1),
@@ -87,11 +114,8 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             check_rows: 16,
             backward: args.backward,
         };
-        let step = format!("[{}/{}] S={seq_len}", index + 1, args.seq_lens.len());
-        let found = measure(&gpu, &shape, &config, &options, |what| {
-            eprint!("\r{step}: {what:40}")
-        })?;
-        let record = Record::new(&gpu, &found);
+        let found = measure(gpu, &shape, &config, &options, progress)?;
+        let record = Record::new(gpu, &found);
         let line = serde_json::to_string(&record).expect("a record serialises");
         writeln!(out, "{line}").map_err(|e| MobaError::io(&args.out, e))?;
         records.push(record);
@@ -109,6 +133,34 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         .filter(|f| !f.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     report_plots(&records, folder)
+}
+
+/// One measurement of the CUDA path in the chosen element type.
+#[cfg(feature = "cuda")]
+fn measure_cuda(
+    args: &BenchArgs,
+    shape: &Shape,
+    config: &MobaConfig,
+    progress: impl FnMut(&str),
+) -> Result<Record> {
+    use burn::tensor::{bf16, f16};
+    use moba::cuda::bench::measure;
+    let (runs, backward) = (args.runs.max(1), args.backward);
+    match args.dtype {
+        CudaDtype::F32 => measure::<f32>(shape, config, runs, backward, 16, progress),
+        CudaDtype::F16 => measure::<f16>(shape, config, runs, backward, 16, progress),
+        CudaDtype::Bf16 => measure::<bf16>(shape, config, runs, backward, 16, progress),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn measure_cuda(
+    _args: &BenchArgs,
+    _shape: &Shape,
+    _config: &MobaConfig,
+    _progress: impl FnMut(&str),
+) -> Result<Record> {
+    Err(moba::cuda::not_built())
 }
 
 fn report_plots(records: &[Record], folder: &Path) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use super::context::GpuContext;
 use super::kernels::{KernelConstants, Params};
-use crate::config::{Gate, MobaConfig, Shape};
+use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 
 /// Threads per workgroup we aim for: one query row per thread in the attention tiles.
@@ -175,15 +175,8 @@ pub(crate) fn params(
         scale_log2: config.scale_for(shape.head_dim) * std::f32::consts::LOG2_E,
         slot: slot as u32,
         tiles_per_group,
-        gate: match config.gate {
-            Gate::MeanKey => 0,
-            Gate::Recent => 1,
-            Gate::SinkAndRecent { .. } => 2,
-        },
-        sink_blocks: match config.gate {
-            Gate::SinkAndRecent { sink_blocks } => sink_blocks as u32,
-            _ => 0,
-        },
+        gate: config.gate.kernel_code().0,
+        sink_blocks: config.gate.kernel_code().1,
     }
 }
 

@@ -82,6 +82,21 @@ pub fn naive_f32(
     config: &MobaConfig,
     selection: &[i32],
 ) -> (Vec<f32>, Vec<f32>) {
+    naive(q, k, v, shape, config, selection, |x| x)
+}
+
+/// The straightforward implementation of a lower precision: every product's result
+/// (scores, probabilities, output) rounded by `round`, sums in f32 — what attention written
+/// with bf16/f16 matrix products computes. The yardstick of the tensor-core kernels.
+pub fn naive(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: &Shape,
+    config: &MobaConfig,
+    selection: &[i32],
+    round: impl Fn(f32) -> f32,
+) -> (Vec<f32>, Vec<f32>) {
     let d = shape.head_dim;
     let scale = config.scale_for(d);
     let (mut o, mut lse) = (Vec::new(), Vec::new());
@@ -91,18 +106,18 @@ pub fn naive_f32(
         let at = |i: usize| (group * shape.kv_len + i) * d;
         let scores: Vec<f32> = keys
             .iter()
-            .map(|&i| scale * dot(query, &k[at(i)..at(i) + d]))
+            .map(|&i| round(scale * round(dot(query, &k[at(i)..at(i) + d]))))
             .collect();
         let max = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
         let total: f32 = weights.iter().sum();
         for c in 0..d {
-            o.push(
+            o.push(round(
                 keys.iter()
                     .zip(&weights)
-                    .map(|(&i, w)| w / total * v[at(i) + c])
+                    .map(|(&i, w)| round(w / total) * v[at(i) + c])
                     .sum(),
-            );
+            ));
         }
         lse.push(max + total.ln());
     }
@@ -120,9 +135,25 @@ pub fn naive_f32_backward(
     config: &MobaConfig,
     selection: &[i32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    naive_backward(q, k, v, dout, shape, config, selection, |x| x)
+}
+
+/// The straightforward backward of a lower precision (see [`naive`]): probabilities,
+/// dO.v, dS and the gradients rounded by `round`, sums in f32.
+#[allow(clippy::too_many_arguments)]
+pub fn naive_backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: &[f32],
+    shape: &Shape,
+    config: &MobaConfig,
+    selection: &[i32],
+    round: impl Fn(f32) -> f32 + Copy,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let d = shape.head_dim;
     let scale = config.scale_for(d);
-    let (o, lse) = naive_f32(q, k, v, shape, config, selection);
+    let (o, lse) = naive(q, k, v, shape, config, selection, round);
     let mut dq = vec![0.0f32; shape.q_elems()];
     let (mut dk, mut dv) = (
         vec![0.0f32; shape.kv_elems()],
@@ -135,8 +166,8 @@ pub fn naive_f32_backward(
         let delta = dot(grad_out, &o[span]);
         for i in keys {
             let at = (group * shape.kv_len + i) * d;
-            let p = (scale * dot(query, &k[at..at + d]) - lse[row]).exp();
-            let ds = p * (dot(grad_out, &v[at..at + d]) - delta);
+            let p = round((round(scale * round(dot(query, &k[at..at + d]))) - lse[row]).exp());
+            let ds = round(p * (round(dot(grad_out, &v[at..at + d])) - delta));
             for c in 0..d {
                 dq[row * d + c] += scale * ds * k[at + c];
                 dk[at + c] += scale * ds * query[c];
@@ -144,7 +175,8 @@ pub fn naive_f32_backward(
             }
         }
     }
-    (dq, dk, dv)
+    let rounded = |x: Vec<f32>| x.into_iter().map(round).collect();
+    (rounded(dq), rounded(dk), rounded(dv))
 }
 
 /// Checks the GPU backward (dq, dk, dv) against the reference at the FlashAttention-style

@@ -1,0 +1,236 @@
+//! MoBA on burn-cuda: [`MobaBackend`] for `CubeBackend<CudaRuntime, F, i32, _>` with `F` in
+//! f32, f16, bf16. Through the generic impls, burn's `Cuda` (`Fusion` of it) and
+//! `Autodiff<Cuda>` follow. Our kernels run on the memory of burn's tensors: burn's queue is
+//! drained first, ours is drained before returning, so burn's next op sees the results.
+
+use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, FloatElement, into_contiguous};
+use burn::cubecl::cuda::CudaRuntime;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Tensor, TensorPrimitive, bf16, f16};
+
+use super::launch::{CudaParams, CudaPlan, HEAD_DIM_MULTIPLE};
+use super::runtime::CudaRuntime as Driver;
+use super::schedule::{BackwardTensors, CudaSchedule, ForwardTensors, Launch, Scratch};
+use super::source::{CudaConstants, ElemKind};
+use crate::backend::cube::{empty, padding, problem_shape, unpad};
+use crate::backend::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
+use crate::config::MobaConfig;
+use crate::error::Result;
+
+type CudaTensor = CubeTensor<CudaRuntime>;
+type CudaBackend<F, BT> = CubeBackend<CudaRuntime, F, i32, BT>;
+
+/// The float types the CUDA kernels read and write.
+pub trait CudaFloat: FloatElement {
+    const KIND: ElemKind;
+}
+
+impl CudaFloat for f32 {
+    const KIND: ElemKind = ElemKind::F32;
+}
+
+impl CudaFloat for f16 {
+    const KIND: ElemKind = ElemKind::F16;
+}
+
+impl CudaFloat for bf16 {
+    const KIND: ElemKind = ElemKind::Bf16;
+}
+
+/// Keeps burn's allocations alive (and addressable) while our kernels use them.
+struct Addresses {
+    _resources: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Addresses {
+    fn new() -> Self {
+        Addresses {
+            _resources: Vec::new(),
+        }
+    }
+
+    /// The device address of a tensor's memory.
+    fn of(&mut self, tensor: &CudaTensor) -> u64 {
+        let resource = tensor
+            .client
+            .get_resource(tensor.handle.clone())
+            .expect("a live burn-cuda tensor has device memory");
+        let address = resource.resource().ptr;
+        self._resources.push(Box::new(resource));
+        address
+    }
+}
+
+/// Scratch buffers of a plan, as f32/u32 tensors on the device of `like`.
+fn scratch(like: &CudaTensor, plan: &CudaPlan, addresses: &mut Addresses) -> (Vec<CudaTensor>, Scratch) {
+    let words = plan.scratch_words();
+    let sizes = [
+        words.means,
+        words.counts,
+        words.starts,
+        words.starts,
+        words.lists,
+        words.row_state,
+        words.row_accumulator,
+    ];
+    let buffers: Vec<CudaTensor> = sizes
+        .iter()
+        .map(|&n| empty(like, vec![n.max(1)], DType::F32))
+        .collect();
+    let at: Vec<u64> = buffers.iter().map(|b| addresses.of(b)).collect();
+    let scratch = Scratch {
+        means: at[0],
+        counts: at[1],
+        starts: at[2],
+        tiles: at[3],
+        lists: at[4],
+        row_state: at[5],
+        row_accumulator: at[6],
+    };
+    (buffers, scratch)
+}
+
+/// Drains burn's queue on the tensor's device, runs `launches` on ours, and waits for them;
+/// with `timed`, returns each launch's GPU milliseconds.
+fn run<F: CudaFloat, BT: BoolElement>(
+    like: &CudaTensor,
+    constants: CudaConstants,
+    launches: &[Launch],
+    timed: bool,
+) -> Result<Vec<f64>> {
+    CudaBackend::<F, BT>::sync(&like.device)
+        .map_err(|e| crate::error::MobaError::Cuda(format!("burn-cuda queue: {e:?}")))?;
+    Driver::get(like.device.index)?.execute(launches, constants, timed)
+}
+
+/// GPU milliseconds of each kernel launched, by kernel name (for the benchmark's stages).
+pub(crate) type KernelTimes = Vec<(&'static str, f64)>;
+
+fn kernel_times(launches: &[Launch], times: Vec<f64>) -> KernelTimes {
+    launches.iter().map(|l| l.kernel).zip(times).collect()
+}
+
+fn constants<F: CudaFloat>(head_dim: usize, config: &MobaConfig) -> CudaConstants {
+    CudaConstants {
+        head_dim,
+        elem: F::KIND,
+        top_k: config.top_k,
+    }
+}
+
+/// The forward on contiguous tensors, head dim a multiple of 16: `(o, lse, selection)`,
+/// and with `timed` each kernel's GPU time.
+pub(crate) fn forward<F: CudaFloat, BT: BoolElement>(
+    q: CudaTensor,
+    k: CudaTensor,
+    v: CudaTensor,
+    config: &MobaConfig,
+    timed: bool,
+) -> Result<([CudaTensor; 3], KernelTimes)> {
+    let [q, k, v] = [q, k, v].map(into_contiguous);
+    let shape = problem_shape(&q, &k);
+    let plan = CudaPlan::new(&shape, config);
+    let rows = vec![shape.batch, shape.q_heads, shape.q_len];
+    let o = empty(&q, q.meta.shape().to_vec(), F::dtype());
+    let lse = empty(&q, rows.clone(), DType::F32);
+    let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
+
+    let mut at = Addresses::new();
+    let tensors = ForwardTensors {
+        q: at.of(&q),
+        k: at.of(&k),
+        v: at.of(&v),
+        o: at.of(&o),
+        lse: at.of(&lse),
+        selection: at.of(&selection),
+    };
+    let (_buffers, scratch) = scratch(&q, &plan, &mut at);
+    let schedule = CudaSchedule::new(plan, CudaParams::new(&shape, config), config);
+    let launches = schedule.forward(&tensors, &scratch);
+    let times = run::<F, BT>(&q, constants::<F>(shape.head_dim, config), &launches, timed)?;
+    Ok(([o, lse, selection], kernel_times(&launches, times)))
+}
+
+/// The backward from a forward's saved tensors: `(dq, dk, dv)`, and with `timed` each
+/// kernel's GPU time.
+pub(crate) fn backward<F: CudaFloat, BT: BoolElement>(
+    saved: [CudaTensor; 6],
+    dout: CudaTensor,
+    config: &MobaConfig,
+    timed: bool,
+) -> Result<([CudaTensor; 3], KernelTimes)> {
+    let [q, k, v, o, lse, selection] = saved.map(into_contiguous);
+    let dout = into_contiguous(dout);
+    let shape = problem_shape(&q, &k);
+    let plan = CudaPlan::new(&shape, config);
+    let dq = empty(&q, q.meta.shape().to_vec(), F::dtype());
+    let dk = empty(&q, k.meta.shape().to_vec(), F::dtype());
+    let dv = empty(&q, k.meta.shape().to_vec(), F::dtype());
+
+    let mut at = Addresses::new();
+    let tensors = BackwardTensors {
+        forward: ForwardTensors {
+            q: at.of(&q),
+            k: at.of(&k),
+            v: at.of(&v),
+            o: at.of(&o),
+            lse: at.of(&lse),
+            selection: at.of(&selection),
+        },
+        dout: at.of(&dout),
+        dq: at.of(&dq),
+        dk: at.of(&dk),
+        dv: at.of(&dv),
+    };
+    let (_buffers, scratch) = scratch(&q, &plan, &mut at);
+    let schedule = CudaSchedule::new(plan, CudaParams::new(&shape, config), config);
+    let launches = schedule.backward(&tensors, &scratch);
+    let times = run::<F, BT>(&q, constants::<F>(shape.head_dim, config), &launches, timed)?;
+    Ok(([dq, dk, dv], kernel_times(&launches, times)))
+}
+
+/// lse in f32 whatever the float type: the kernels read it so.
+fn lse_f32<F: CudaFloat, BT: BoolElement>(lse: CudaTensor) -> CudaTensor {
+    Tensor::<CudaBackend<F, BT>, 3>::from_primitive(TensorPrimitive::Float(lse))
+        .cast(DType::F32)
+        .into_primitive()
+        .tensor()
+}
+
+impl<F: CudaFloat, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
+    fn moba_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let head_dim = q.meta.shape()[3];
+        let (config, pad) = padding::<Self>(head_dim, HEAD_DIM_MULTIPLE, config);
+        let ([o, lse, selection], _) = forward::<F, BT>(pad(q), pad(k), pad(v), &config, false)
+            .unwrap_or_else(|e| panic!("MoBA CUDA forward: {e}"));
+        MobaForwardOutput {
+            o: unpad::<Self>(o, head_dim),
+            lse,
+            selection,
+        }
+    }
+
+    fn moba_backward(
+        saved: MobaSaved<Self>,
+        dout: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaGradients<Self> {
+        let head_dim = saved.q.meta.shape()[3];
+        let (config, pad) = padding::<Self>(head_dim, HEAD_DIM_MULTIPLE, config);
+        let [q, k, v, o] = [saved.q, saved.k, saved.v, saved.o].map(&pad);
+        let saved = [q, k, v, o, lse_f32::<F, BT>(saved.lse), saved.selection];
+        let ([dq, dk, dv], _) = backward::<F, BT>(saved, pad(dout), &config, false)
+            .unwrap_or_else(|e| panic!("MoBA CUDA backward: {e}"));
+        MobaGradients {
+            dq: unpad::<Self>(dq, head_dim),
+            dk: unpad::<Self>(dk, head_dim),
+            dv: unpad::<Self>(dv, head_dim),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The CUDA path in `moba bench`: the same [`Record`] as the wgpu harness, measured on
+//! burn-cuda tensors. Wall clock of whole calls (burn's queue drained, our stream waited
+//! on) for the median; CUDA events between kernels for the stage split; random inputs
+//! rotated between two sets; the error of sampled rows against the f64 reference.
+
+use std::time::Instant;
+
+use burn::backend::cuda::CudaDevice;
+use burn::backend::wgpu::CubeBackend;
+use burn::cubecl::cuda::CudaRuntime;
+use burn::tensor::{Distribution, Int, Tensor, TensorPrimitive};
+
+use super::backend::{CudaFloat, KernelTimes, backward, forward};
+use super::launch::CudaPlan;
+use super::runtime::CudaRuntime as Driver;
+use crate::bench::Record;
+use crate::config::{MobaConfig, Shape};
+use crate::error::{MobaError, Result};
+use crate::gpu::{BACKWARD_STAGES, STAGES};
+use crate::{reference, sparsity};
+
+type Plain<F> = CubeBackend<CudaRuntime, F, i32, u8>;
+
+/// The stage (index into `stages`) of each kernel of the forward and backward.
+fn stage_of(kernel: &str) -> &'static str {
+    match kernel {
+        "block_means" | "gate_topk" => "gate",
+        "count_chunks" | "scan_counts" | "scatter_rows" => "selection inversion",
+        "attention_pass" => "attention",
+        "attention_finalize" => "finalize",
+        "backward_prepare" => "row terms",
+        "dq_pass" | "dq_finalize" => "dq",
+        "dkdv" => "dk dv",
+        other => unreachable!("kernel {other} has no stage"),
+    }
+}
+
+fn stage_split(times: &KernelTimes, stages: [&str; 4]) -> [f64; 4] {
+    let mut split = [0.0; 4];
+    for &(kernel, ms) in times {
+        let at = stages.iter().position(|&s| s == stage_of(kernel));
+        split[at.expect("every kernel's stage is listed")] += ms;
+    }
+    split
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn floats<F: CudaFloat, const D: usize>(tensor: Tensor<Plain<F>, D>) -> Result<Vec<f32>> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .map_err(|e| MobaError::Cuda(format!("reading back: {e:?}")))
+}
+
+/// Measures the CUDA forward (and with `backward` the training step) of `shape` (head dim
+/// a multiple of 16) in element type `F`; `progress` hears what runs now.
+pub fn measure<F: CudaFloat>(
+    shape: &Shape,
+    config: &MobaConfig,
+    runs: usize,
+    backward_too: bool,
+    check_rows: usize,
+    mut progress: impl FnMut(&str),
+) -> Result<Record> {
+    shape.validate()?;
+    config.validate()?;
+    if shape.head_dim % 16 != 0 {
+        return Err(MobaError::Config(format!(
+            "the CUDA benchmark needs a head dim multiple of 16, got {}",
+            shape.head_dim
+        )));
+    }
+    let driver = Driver::get(0)?;
+    let device = CudaDevice::default();
+    let config = config.with_scale(config.scale_for(shape.head_dim));
+    let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
+    let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
+    let normal = Distribution::Normal(0.0, 1.0);
+    let primitive = |t: Tensor<Plain<F>, 4>| t.into_primitive().tensor();
+    progress("inputs");
+    let sets: Vec<[Tensor<Plain<F>, 4>; 4]> = (0..2)
+        .map(|_| {
+            [q_dims, kv_dims, kv_dims, q_dims].map(|dims| Tensor::random(dims, normal, &device))
+        })
+        .collect();
+    let run_forward = |set: usize, timed: bool| {
+        let [q, k, v, _] = sets[set].clone();
+        forward::<F, u8>(primitive(q), primitive(k), primitive(v), &config, timed)
+    };
+
+    progress("compiling (NVRTC) and warming up");
+    run_forward(0, false)?;
+    progress("forward");
+    let mut samples = Vec::new();
+    for run in 0..runs {
+        let start = Instant::now();
+        run_forward(run % 2, false)?;
+        samples.push(start.elapsed().as_secs_f64());
+    }
+    let moba_seconds = median(samples);
+    let ([o, lse, selection], forward_times) = run_forward(0, true)?;
+    let stage_ms = stage_split(&forward_times, STAGES);
+
+    let mut step_ms = None;
+    let mut backward_stage_ms = None;
+    if backward_too {
+        progress("forward + backward");
+        let run_step = |set: usize, timed: bool| -> Result<KernelTimes> {
+            let [q, k, v, dout] = sets[set].clone().map(primitive);
+            let ([o, lse, selection], _) = forward::<F, u8>(q.clone(), k.clone(), v.clone(), &config, false)?;
+            let saved = [q, k, v, o, lse, selection];
+            let (_, times) = backward::<F, u8>(saved, dout, &config, timed)?;
+            Ok(times)
+        };
+        run_step(1, false)?;
+        let mut samples = Vec::new();
+        for run in 0..runs {
+            let start = Instant::now();
+            run_step(run % 2, false)?;
+            samples.push(start.elapsed().as_secs_f64());
+        }
+        step_ms = Some(median(samples) * 1e3);
+        backward_stage_ms = Some(stage_split(&run_step(0, true)?, BACKWARD_STAGES));
+    }
+
+    progress("checking sampled rows against the reference");
+    let chosen: Vec<i32> = Tensor::<Plain<F>, 4, Int>::from_primitive(selection)
+        .into_data()
+        .convert::<i32>()
+        .to_vec()
+        .map_err(|e| MobaError::Cuda(format!("reading back: {e:?}")))?;
+    let attended_pairs = sparsity::attended_pairs(&chosen, shape, &config);
+    // Rows of the first (batch, head): its q and its kv head suffice for the reference.
+    let one_head = Shape {
+        batch: 1,
+        q_heads: 1,
+        kv_heads: 1,
+        ..*shape
+    };
+    let [q, k, v, _] = sets[0].clone();
+    let first = |t: Tensor<Plain<F>, 4>, len: usize| t.slice([0..1, 0..1, 0..len, 0..shape.head_dim]);
+    let (q, k, v) = (
+        floats(first(q, shape.q_len))?,
+        floats(first(k, shape.kv_len))?,
+        floats(first(v, shape.kv_len))?,
+    );
+    let count = check_rows.clamp(1, shape.q_len);
+    let rows: Vec<usize> = (0..count).map(|i| i * shape.q_len / count).chain([shape.q_len - 1]).collect();
+    let exact = reference::forward_rows(&q, &k, &v, &one_head, &config, &rows)?;
+    let o = floats(Tensor::<Plain<F>, 4>::from_primitive(TensorPrimitive::Float(o)).slice([
+        0..1,
+        0..1,
+        0..shape.q_len,
+        0..shape.head_dim,
+    ]))?;
+    let d = shape.head_dim;
+    let sampled: Vec<f32> = rows.iter().flat_map(|&r| o[r * d..(r + 1) * d].to_vec()).collect();
+    let o_error = reference::max_abs_error(&sampled, &exact.o);
+    drop(lse);
+
+    let plan = CudaPlan::new(shape, &config);
+    let scratch = plan.scratch_words();
+    let scratch_bytes = 4 * (scratch.means + scratch.counts + 2 * scratch.starts + scratch.lists
+        + scratch.row_state + scratch.row_accumulator);
+    let elem = std::mem::size_of::<F>();
+    let tensors = elem * (2 * shape.q_elems() + 2 * shape.kv_elems()) + 4 * shape.q_rows() * (1 + config.top_k);
+    let training = if backward_too { elem * (2 * shape.q_elems() + 2 * shape.kv_elems()) } else { 0 };
+    let dense_pairs = sparsity::dense_pairs(shape, config.causal);
+    let flops = sparsity::forward_flops(attended_pairs, d);
+    Ok(Record {
+        machine: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        adapter: driver.describe().to_string(),
+        backend: "CUDA".into(),
+        device_type: "DiscreteGpu".into(),
+        driver: "CUDA driver (cudarc, NVRTC)".into(),
+        kernel: format!("cuda-{}", F::KIND.name()),
+        pass: "forward".into(),
+        seq_len: shape.q_len,
+        kv_len: shape.kv_len,
+        q_heads: shape.q_heads,
+        kv_heads: shape.kv_heads,
+        head_dim: d,
+        block_size: config.block_size,
+        top_k: config.top_k,
+        runs,
+        density: attended_pairs as f64 / dense_pairs as f64,
+        attended_pairs,
+        moba_ms: moba_seconds * 1e3,
+        moba_tflops: flops / moba_seconds / 1e12,
+        dense_ms: None,
+        stage_ms: Some(stage_ms),
+        o_error,
+        step_ms,
+        step_tflops: step_ms.map(|ms| sparsity::training_flops(attended_pairs, d) / (ms * 1e-3) / 1e12),
+        backward_stage_ms,
+        memory_bytes: Some((scratch_bytes + tensors + training) as u64),
+        dense_fallback_bytes: None,
+    })
+}

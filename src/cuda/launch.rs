@@ -1,0 +1,263 @@
+//! Launch arithmetic of the CUDA kernels: their parameters, grids, shared memory and scratch
+//! sizes. Pure functions (no driver), so CI checks them.
+
+use crate::config::{MobaConfig, Shape};
+
+/// Gathered query rows per attention / dq thread block (`ROW_TILE` in common.cuh).
+pub const ROW_TILE: usize = 64;
+/// Keys per shared-memory tile (`KEY_TILE`).
+pub const KEY_TILE: usize = 64;
+/// Threads of the tile kernels: one warp per 16 rows (`TILE_THREADS`).
+pub const TILE_THREADS: u32 = (ROW_TILE / 16 * 32) as u32;
+/// Rows per dk/dv step (`DKDV_ROWS` in backward.cu).
+pub const DKDV_ROWS: usize = 32;
+/// Rows per chunk of the counting sort (`CHUNK_ROWS` in inversion.cu).
+pub const CHUNK_ROWS: usize = 1024;
+/// Threads of the histogram and scan kernels (`INVERT_THREADS`).
+pub const INVERT_THREADS: u32 = 256;
+/// Threads of the gate (`GATE_THREADS` in gate.cu).
+pub const GATE_THREADS: u32 = 128;
+/// Threads of the element-wise and per-row kernels.
+pub const ELEMENT_THREADS: u32 = 256;
+/// Padding of every shared tile row, in 16-bit elements (`TILE_PAD`).
+const TILE_PAD: usize = 8;
+
+/// The tensor-core k step: head dims are padded to a multiple of it.
+pub const HEAD_DIM_MULTIPLE: usize = 16;
+
+/// Mirror of `struct Params` in common.cuh, passed by value to every kernel.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CudaParams {
+    pub batch: u32,
+    pub q_heads: u32,
+    pub kv_heads: u32,
+    pub q_len: u32,
+    pub kv_len: u32,
+    pub block_size: u32,
+    pub num_blocks: u32,
+    pub causal: u32,
+    pub gate: u32,
+    pub sink_blocks: u32,
+    pub scale: f32,
+    pub scale_log2: f32,
+}
+
+impl CudaParams {
+    /// The parameters of a problem; `config.scale` must already hold the scale of the true
+    /// (unpadded) head dim.
+    pub fn new(shape: &Shape, config: &MobaConfig) -> Self {
+        let scale = config.scale_for(shape.head_dim);
+        let (gate, sink_blocks) = config.gate.kernel_code();
+        CudaParams {
+            batch: shape.batch as u32,
+            q_heads: shape.q_heads as u32,
+            kv_heads: shape.kv_heads as u32,
+            q_len: shape.q_len as u32,
+            kv_len: shape.kv_len as u32,
+            block_size: config.block_size as u32,
+            num_blocks: shape.num_blocks(config.block_size) as u32,
+            causal: config.causal as u32,
+            gate,
+            sink_blocks,
+            scale,
+            scale_log2: scale * std::f32::consts::LOG2_E,
+        }
+    }
+}
+
+/// Grids, shared memory and scratch of one problem.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CudaPlan {
+    pub num_blocks: usize,
+    /// Query heads over the batch (`batch * q_heads`).
+    pub query_heads: usize,
+    /// Kv heads over the batch (`batch * kv_heads`).
+    pub kv_groups: usize,
+    /// Query rows (`batch * q_heads * q_len`).
+    pub rows: usize,
+    /// (query head, slot) lists of the inversion.
+    pub lists: usize,
+    /// Row chunks of the counting sort.
+    pub chunks: usize,
+    /// Upper bound on the row tiles of one slot of one query head: every block's list
+    /// wastes at most one partial tile.
+    pub tile_capacity: usize,
+    /// Key tiles per block in the dk/dv grid.
+    pub key_tiles_per_block: usize,
+    pub head_dim: usize,
+}
+
+impl CudaPlan {
+    /// `shape.head_dim` must be a multiple of [`HEAD_DIM_MULTIPLE`].
+    pub fn new(shape: &Shape, config: &MobaConfig) -> Self {
+        let num_blocks = shape.num_blocks(config.block_size);
+        let query_heads = shape.batch * shape.q_heads;
+        CudaPlan {
+            num_blocks,
+            query_heads,
+            kv_groups: shape.batch * shape.kv_heads,
+            rows: shape.q_rows(),
+            lists: query_heads * config.top_k,
+            chunks: shape.q_len.div_ceil(CHUNK_ROWS),
+            tile_capacity: shape.q_len.div_ceil(ROW_TILE) + num_blocks,
+            key_tiles_per_block: config.block_size.div_ceil(KEY_TILE),
+            head_dim: shape.head_dim,
+        }
+    }
+
+    /// Bytes of one padded shared tile of `rows` rows of 16-bit values.
+    fn tile_bytes(&self, rows: usize) -> u32 {
+        (rows * (self.head_dim + TILE_PAD) * 2) as u32
+    }
+
+    /// Dynamic shared memory of `attention_pass`: q, k and v tiles.
+    pub fn attention_shared_bytes(&self) -> u32 {
+        self.tile_bytes(ROW_TILE) + 2 * self.tile_bytes(KEY_TILE)
+    }
+
+    /// Dynamic shared memory of `dq_pass`: q, dO, k and v tiles.
+    pub fn dq_shared_bytes(&self) -> u32 {
+        2 * self.tile_bytes(ROW_TILE) + 2 * self.tile_bytes(KEY_TILE)
+    }
+
+    /// Dynamic shared memory of `dkdv`: k, v, q and dO tiles.
+    pub fn dkdv_shared_bytes(&self) -> u32 {
+        2 * self.tile_bytes(KEY_TILE) + 2 * self.tile_bytes(DKDV_ROWS)
+    }
+
+    /// Dynamic shared memory of the histogram and scatter kernels: one u32 per block.
+    pub fn inversion_shared_bytes(&self) -> u32 {
+        (self.num_blocks * 4) as u32
+    }
+
+    /// Grid of the tile passes (attention, dq): (tile capacity, query heads).
+    pub fn pass_grid(&self) -> (u32, u32, u32) {
+        (self.tile_capacity as u32, self.query_heads as u32, 1)
+    }
+
+    /// Grid of `dkdv`: (key tiles of every block, kv groups).
+    pub fn dkdv_grid(&self) -> (u32, u32, u32) {
+        let tiles = self.key_tiles_per_block * self.num_blocks;
+        (tiles as u32, self.kv_groups as u32, 1)
+    }
+
+    /// Grid of `count_chunks` and `scatter_rows`: (chunks, lists).
+    pub fn chunk_grid(&self) -> (u32, u32, u32) {
+        (self.chunks as u32, self.lists as u32, 1)
+    }
+
+    /// Blocks of `threads` threads covering `items`, one item per thread.
+    pub fn cover(items: usize, threads: u32) -> (u32, u32, u32) {
+        (items.div_ceil(threads as usize) as u32, 1, 1)
+    }
+
+    /// Element counts of the scratch buffers, in 4-byte words.
+    pub fn scratch_words(&self) -> ScratchWords {
+        ScratchWords {
+            means: self.kv_groups * self.num_blocks * self.head_dim,
+            counts: self.lists * self.num_blocks * self.chunks,
+            starts: self.lists * (self.num_blocks + 1),
+            lists: self.lists * (self.rows / self.query_heads),
+            row_state: self.rows * 2,
+            row_accumulator: self.rows * self.head_dim,
+        }
+    }
+}
+
+/// Sizes (4-byte words) of the scratch buffers the kernels share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScratchWords {
+    /// Block means, f32 `[kv groups, blocks, D]`.
+    pub means: usize,
+    /// Histogram then offsets, `[lists, blocks, chunks]`.
+    pub counts: usize,
+    /// List starts and tile starts, each `[lists, blocks + 1]`.
+    pub starts: usize,
+    /// Gathered rows, `[lists, q_len]`.
+    pub lists: usize,
+    /// Per-row (max, sum) or (lse, delta), `[rows, 2]`.
+    pub row_state: usize,
+    /// Per-row f32 accumulator (o or dq), `[rows, D]`.
+    pub row_accumulator: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Shape;
+    use crate::cuda::source::defined;
+
+/// The Rust copies of the sources' tile constants, as the sources define them.
+fn source_constants() -> [(&'static str, usize, Option<u32>); 8] {
+    [
+        ("ROW_TILE", ROW_TILE, defined("ROW_TILE")),
+        ("KEY_TILE", KEY_TILE, defined("KEY_TILE")),
+        ("DKDV_ROWS", DKDV_ROWS, defined("DKDV_ROWS")),
+        ("CHUNK_ROWS", CHUNK_ROWS, defined("CHUNK_ROWS")),
+        ("INVERT_THREADS", INVERT_THREADS as usize, defined("INVERT_THREADS")),
+        ("GATE_THREADS", GATE_THREADS as usize, defined("GATE_THREADS")),
+        ("TILE_PAD", TILE_PAD, defined("TILE_PAD")),
+        ("WARP", 32, defined("WARP")),
+    ]
+}
+
+    #[test]
+    fn rust_constants_match_the_cuda_sources() {
+        for (name, rust, source) in source_constants() {
+            assert_eq!(Some(rust as u32), source, "{name}");
+        }
+    }
+
+    #[test]
+    fn params_mirror_the_cuda_struct() {
+        // 10 u32 then 2 f32, no padding: the layout of `struct Params`.
+        assert_eq!(std::mem::size_of::<CudaParams>(), 48);
+        let shape = Shape::prefill(2, 4, 1000, 64);
+        let config = MobaConfig::sink(128, 1, 2);
+        let params = CudaParams::new(&shape, &config);
+        assert_eq!((params.num_blocks, params.gate, params.sink_blocks), (8, 2, 1));
+        assert_eq!(params.scale, 0.125);
+        assert!((params.scale_log2 - 0.125 * std::f32::consts::LOG2_E).abs() < 1e-7);
+    }
+
+    #[test]
+    fn the_tile_grid_covers_every_list_of_a_slot() {
+        // Worst case: every block's list ends in a partial tile.
+        let shape = Shape::prefill(1, 2, 1000, 128);
+        let plan = CudaPlan::new(&shape, &MobaConfig::new(100, 3));
+        let (num_blocks, q_len) = (10, 1000);
+        let partial_tiles: usize = (0..num_blocks)
+            .map(|_| (q_len / num_blocks).div_ceil(ROW_TILE))
+            .sum();
+        assert!(plan.tile_capacity >= partial_tiles);
+        assert_eq!(plan.tile_capacity, q_len.div_ceil(ROW_TILE) + num_blocks);
+        assert_eq!(plan.pass_grid(), (26, 2, 1));
+        assert_eq!(plan.dkdv_grid(), (20, 2, 1));
+        assert_eq!(plan.chunk_grid(), (1, 6, 1));
+    }
+
+    #[test]
+    fn shared_memory_fits_an_sm80_block_at_head_dim_128() {
+        // 227 KiB is the opt-in limit of sm_80 / sm_90; the kernels raise their limit to this.
+        let plan = CudaPlan::new(&Shape::prefill(1, 16, 32768, 128), &MobaConfig::new(512, 3));
+        assert_eq!(plan.attention_shared_bytes(), 3 * 64 * 136 * 2);
+        assert_eq!(plan.dq_shared_bytes(), 4 * 64 * 136 * 2);
+        assert_eq!(plan.dkdv_shared_bytes(), (2 * 64 + 2 * 32) * 136 * 2);
+        assert!(plan.dq_shared_bytes() <= 227 * 1024);
+    }
+
+    #[test]
+    fn scratch_sizes_follow_the_problem() {
+        let shape = Shape::prefill(1, 2, 2048, 64);
+        let plan = CudaPlan::new(&shape, &MobaConfig::new(256, 3));
+        let words = plan.scratch_words();
+        assert_eq!(words.means, 2 * 8 * 64);
+        assert_eq!(words.counts, 6 * 8 * 2);
+        assert_eq!(words.starts, 6 * 9);
+        assert_eq!(words.lists, 6 * 2048);
+        assert_eq!(words.row_state, 2 * 2048 * 2);
+        assert_eq!(words.row_accumulator, 2 * 2048 * 64);
+        assert_eq!(CudaPlan::cover(1000, 256), (4, 1, 1));
+    }
+}

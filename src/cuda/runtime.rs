@@ -1,0 +1,193 @@
+//! The driver side of the CUDA path: one context per GPU (the primary context, which
+//! burn-cuda uses too), NVRTC builds cached per (program, constants) and compiled for the
+//! device's compute capability, and launches on a stream of our own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUfunction_attribute};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+
+use super::launch::CudaParams;
+use super::schedule::{Arg, Launch};
+use super::source::{CudaConstants, CudaProgram};
+use crate::error::{MobaError, Result};
+
+// SAFETY: `CudaParams` is `repr(C)`, plain u32/f32 fields, the layout of `struct Params`.
+unsafe impl DeviceRepr for CudaParams {}
+
+/// Shared memory a block gets without opting in.
+const DEFAULT_SHARED_BYTES: u32 = 48 * 1024;
+
+/// The CUDA state of one GPU.
+pub struct CudaRuntime {
+    context: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    /// `sm_XY` of the device.
+    arch: &'static str,
+    name: String,
+    modules: Mutex<HashMap<(CudaProgram, CudaConstants), Arc<CudaModule>>>,
+}
+
+fn cuda_error(what: &str, error: impl std::fmt::Debug) -> MobaError {
+    MobaError::Cuda(format!("{what}: {error:?}"))
+}
+
+impl CudaRuntime {
+    /// The runtime of GPU `ordinal`, created on first use. Fails clearly when there is no
+    /// driver, no such GPU, or a GPU without bf16 tensor cores (compute capability < 8.0).
+    pub fn get(ordinal: usize) -> Result<Arc<CudaRuntime>> {
+        static RUNTIMES: OnceLock<Mutex<HashMap<usize, Arc<CudaRuntime>>>> = OnceLock::new();
+        let mut runtimes = RUNTIMES.get_or_init(Default::default).lock().unwrap();
+        if let Some(runtime) = runtimes.get(&ordinal) {
+            return Ok(runtime.clone());
+        }
+        let runtime = Arc::new(Self::open(ordinal)?);
+        runtimes.insert(ordinal, runtime.clone());
+        Ok(runtime)
+    }
+
+    fn open(ordinal: usize) -> Result<CudaRuntime> {
+        // cudarc loads libcuda at run time and panics when it is missing: turn that into
+        // an error a user can act on.
+        let context = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| {
+                MobaError::Cuda(
+                    "no CUDA driver found (libcuda.so could not be loaded): the CUDA path needs \
+                     an NVIDIA GPU and its driver"
+                        .into(),
+                )
+            })?
+            .map_err(|e| cuda_error(&format!("opening CUDA device {ordinal}"), e))?;
+        let attribute = |a| {
+            context
+                .attribute(a)
+                .map_err(|e| cuda_error("reading the compute capability", e))
+        };
+        let major = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let minor = attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        let name = context.name().unwrap_or_else(|_| "CUDA device".into());
+        if major < 8 {
+            return Err(MobaError::Unsupported(format!(
+                "{name} (compute capability {major}.{minor}): the CUDA path needs 8.0+ \
+                 (bf16 tensor-core mma); use the wgpu backend"
+            )));
+        }
+        let stream = context
+            .new_stream()
+            .map_err(|e| cuda_error("creating a stream", e))?;
+        Ok(CudaRuntime {
+            context,
+            stream,
+            // One string per GPU for the life of the process.
+            arch: Box::leak(format!("sm_{major}{minor}").into_boxed_str()),
+            name: format!("{name} (sm_{major}{minor})"),
+            modules: Mutex::default(),
+        })
+    }
+
+    /// The GPU's name and compute capability.
+    pub fn describe(&self) -> &str {
+        &self.name
+    }
+
+    /// The module of `program` built for `constants` (NVRTC on first use, ~1 s each).
+    fn module(&self, program: CudaProgram, constants: CudaConstants) -> Result<Arc<CudaModule>> {
+        let mut modules = self.modules.lock().unwrap();
+        if let Some(module) = modules.get(&(program, constants)) {
+            return Ok(module.clone());
+        }
+        let options = CompileOptions {
+            arch: Some(self.arch),
+            name: Some(program.name().into()),
+            ..Default::default()
+        };
+        let ptx = compile_ptx_with_opts(constants.source(program), options)
+            .map_err(|e| cuda_error(&format!("NVRTC compiling {}", program.name()), e))?;
+        let module = self
+            .context
+            .load_module(ptx)
+            .map_err(|e| cuda_error(&format!("loading {}", program.name()), e))?;
+        modules.insert((program, constants), module.clone());
+        Ok(module)
+    }
+
+    fn function(&self, launch: &Launch, constants: CudaConstants) -> Result<CudaFunction> {
+        let function = self
+            .module(launch.program, constants)?
+            .load_function(launch.kernel)
+            .map_err(|e| cuda_error(launch.kernel, e))?;
+        if launch.shared_bytes > DEFAULT_SHARED_BYTES {
+            function
+                .set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    launch.shared_bytes as i32,
+                )
+                .map_err(|e| cuda_error(&format!("{} shared memory", launch.kernel), e))?;
+        }
+        Ok(function)
+    }
+
+    /// Queues one kernel on our stream.
+    fn launch(&self, launch: &Launch, constants: CudaConstants) -> Result<()> {
+        let function = self.function(launch, constants)?;
+        let config = LaunchConfig {
+            grid_dim: launch.grid,
+            block_dim: (launch.threads, 1, 1),
+            shared_mem_bytes: launch.shared_bytes,
+        };
+        let mut builder = self.stream.launch_builder(&function);
+        for arg in &launch.args {
+            match arg {
+                Arg::Params(params) => builder.arg(params),
+                Arg::U32(value) => builder.arg(value),
+                Arg::Ptr(address) => builder.arg(address),
+            };
+        }
+        // SAFETY: the arguments match the kernel's signature (see `super::schedule`), and every
+        // address is a live allocation of the size the kernel indexes (`CudaPlan`).
+        unsafe { builder.launch(config) }
+            .map(|_| ())
+            .map_err(|e| cuda_error(&format!("launching {}", launch.kernel), e))
+    }
+
+    /// Runs `launches` in order and waits for them (a kernel fault is reported here). With
+    /// `timed`, returns each launch's GPU milliseconds (CUDA events between launches).
+    pub fn execute(
+        &self,
+        launches: &[Launch],
+        constants: CudaConstants,
+        timed: bool,
+    ) -> Result<Vec<f64>> {
+        let event = || {
+            self.stream
+                .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| cuda_error("recording an event", e))
+        };
+        let mut events = Vec::new();
+        if timed {
+            events.push(event()?);
+        }
+        for launch in launches {
+            self.launch(launch, constants)?;
+            if timed {
+                events.push(event()?);
+            }
+        }
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_error("running the MoBA kernels", e))?;
+        events
+            .windows(2)
+            .map(|pair| {
+                pair[0]
+                    .elapsed_ms(&pair[1])
+                    .map(f64::from)
+                    .map_err(|e| cuda_error("reading an event", e))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,190 @@
+//! The CUDA C++ sources of `shaders/cuda/`, made into one NVRTC program per kernel file and
+//! problem: the compile-time constants go in as `#define`s before the shared header.
+
+/// Element type of the tensors a kernel reads and writes (accumulation is always f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ElemKind {
+    /// f32 inputs, multiplied in bf16 on the tensor cores.
+    F32,
+    /// f16 inputs, multiplied in f16.
+    F16,
+    /// bf16 inputs, multiplied in bf16.
+    Bf16,
+}
+
+impl ElemKind {
+    /// The value of the sources' `ELEM_KIND`.
+    fn define(self) -> u32 {
+        match self {
+            ElemKind::F32 => 0,
+            ElemKind::F16 => 1,
+            ElemKind::Bf16 => 2,
+        }
+    }
+
+    /// The type's name (`f32`, `f16`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ElemKind::F32 => "f32",
+            ElemKind::F16 => "f16",
+            ElemKind::Bf16 => "bf16",
+        }
+    }
+
+    /// Bytes of one element.
+    pub fn size(self) -> usize {
+        match self {
+            ElemKind::F32 => 4,
+            ElemKind::F16 | ElemKind::Bf16 => 2,
+        }
+    }
+}
+
+/// One `.cu` file of `shaders/cuda/`: a module of kernels compiled together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CudaProgram {
+    /// `block_means`, `gate_topk`.
+    Gate,
+    /// `count_chunks`, `scan_counts`, `scatter_rows`.
+    Inversion,
+    /// `attention_pass`, `attention_finalize`.
+    Attention,
+    /// `backward_prepare`, `dq_pass`, `dq_finalize`, `dkdv`.
+    Backward,
+}
+
+const COMMON: &str = include_str!("../../shaders/cuda/common.cuh");
+
+impl CudaProgram {
+    /// Every program, for tests.
+    pub const ALL: [CudaProgram; 4] = [
+        CudaProgram::Gate,
+        CudaProgram::Inversion,
+        CudaProgram::Attention,
+        CudaProgram::Backward,
+    ];
+
+    /// The file's own source.
+    fn body(self) -> &'static str {
+        match self {
+            CudaProgram::Gate => include_str!("../../shaders/cuda/gate.cu"),
+            CudaProgram::Inversion => include_str!("../../shaders/cuda/inversion.cu"),
+            CudaProgram::Attention => include_str!("../../shaders/cuda/attention.cu"),
+            CudaProgram::Backward => include_str!("../../shaders/cuda/backward.cu"),
+        }
+    }
+
+    /// The program's name for NVRTC's messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            CudaProgram::Gate => "gate.cu",
+            CudaProgram::Inversion => "inversion.cu",
+            CudaProgram::Attention => "attention.cu",
+            CudaProgram::Backward => "backward.cu",
+        }
+    }
+
+    /// The kernels (`extern "C"` entry points) the program defines.
+    pub fn kernels(self) -> &'static [&'static str] {
+        match self {
+            CudaProgram::Gate => &["block_means", "gate_topk"],
+            CudaProgram::Inversion => &["count_chunks", "scan_counts", "scatter_rows"],
+            CudaProgram::Attention => &["attention_pass", "attention_finalize"],
+            CudaProgram::Backward => &["backward_prepare", "dq_pass", "dq_finalize", "dkdv"],
+        }
+    }
+}
+
+/// The compile-time constants of one build of a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CudaConstants {
+    /// Head dim, a multiple of 16 (the tensor-core k step).
+    pub head_dim: usize,
+    pub elem: ElemKind,
+    pub top_k: usize,
+}
+
+impl CudaConstants {
+    /// The full NVRTC source of `program` for these constants.
+    pub fn source(&self, program: CudaProgram) -> String {
+        assert!(
+            self.head_dim % 16 == 0 && self.head_dim > 0,
+            "CUDA head dims are padded to a multiple of 16 first"
+        );
+        format!(
+            "#define HEAD_DIM {}\n#define ELEM_KIND {}\n#define TOP_K {}\n{COMMON}\n{}",
+            self.head_dim,
+            self.elem.define(),
+            self.top_k,
+            program.body()
+        )
+    }
+}
+
+/// The value of `#define name value` in the CUDA sources, for the Rust side's copies.
+#[cfg(test)]
+pub(crate) fn defined(name: &str) -> Option<u32> {
+    CudaProgram::ALL
+        .iter()
+        .map(|program| program.body())
+        .chain([COMMON])
+        .flat_map(str::lines)
+        .find_map(|line| {
+            let rest = line.strip_prefix("#define ")?.strip_prefix(name)?;
+            rest.strip_prefix(' ')?.trim().parse().ok()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_define_their_constants_before_the_header() {
+        let constants = CudaConstants {
+            head_dim: 64,
+            elem: ElemKind::Bf16,
+            top_k: 3,
+        };
+        let source = constants.source(CudaProgram::Attention);
+        let header = source.find("struct Params").unwrap();
+        for define in ["#define HEAD_DIM 64\n", "#define ELEM_KIND 2\n", "#define TOP_K 3\n"] {
+            assert!(source.find(define).unwrap() < header, "{define}");
+        }
+    }
+
+    #[test]
+    fn every_listed_kernel_is_an_entry_point_of_its_file() {
+        for program in CudaProgram::ALL {
+            for kernel in program.kernels() {
+                let body = program.body();
+                let at = body
+                    .find(&format!(" {kernel}("))
+                    .unwrap_or_else(|| panic!("{kernel} missing in {}", program.name()));
+                let before = &body[..at];
+                let declaration = &before[before.rfind("extern \"C\"").unwrap()..];
+                assert!(declaration.contains("__global__"), "{kernel}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_sources_know_no_other_headers() {
+        // NVRTC runs with no include path on the GPU machine.
+        for program in CudaProgram::ALL {
+            assert!(!program.body().contains("#include"), "{}", program.name());
+        }
+        assert!(!COMMON.contains("#include"));
+    }
+
+    #[test]
+    #[should_panic(expected = "multiple of 16")]
+    fn head_dims_off_the_tensor_core_step_are_refused() {
+        let constants = CudaConstants {
+            head_dim: 40,
+            elem: ElemKind::F16,
+            top_k: 1,
+        };
+        constants.source(CudaProgram::Gate);
+    }
+}

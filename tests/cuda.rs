@@ -1,0 +1,281 @@
+//! The CUDA path on an NVIDIA GPU (sm_80+), built with `--features cuda`: the DESIGN §4
+//! grid for o, lse, dq, dk, dv against the f64 reference at the FlashAttention-style
+//! tolerance of the input precision (2x the error of a straightforward implementation
+//! whose matrix products round to that precision), for bf16, f16 and f32 inputs; training
+//! through `Autodiff<Cuda>`; the same bits twice. Prints one table row per case.
+//!
+//! Not run in CI (no GPU there): `scripts/stage-device.sh` builds this binary and
+//! `scripts/device-cuda.sh` runs it on the lent H100.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use burn::backend::Autodiff;
+use burn::backend::cuda::Cuda;
+use burn::backend::wgpu::CubeBackend;
+use burn::cubecl::cuda::CudaRuntime;
+use burn::tensor::{Element, Tensor, TensorData, bf16, f16};
+use common::{NEAR_TIE, inputs, naive, naive_backward, shape, tolerance};
+use moba::backend::{MobaBackend, MobaSaved, moba_attention, moba_attention_with_stats};
+use moba::cuda::CudaFloat;
+use moba::{MobaConfig, Shape, random, reference};
+
+type Plain<F> = CubeBackend<CudaRuntime, F, i32, u8>;
+
+fn tensor<B: MobaBackend, F: Element>(data: &[f32], dims: [usize; 4]) -> Tensor<B, 4> {
+    let data = TensorData::new(data.to_vec(), dims).convert::<F>();
+    Tensor::from_data(data, &Default::default())
+}
+
+fn values<B: MobaBackend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+fn dims(shape: &Shape) -> ([usize; 4], [usize; 4]) {
+    (
+        [shape.batch, shape.q_heads, shape.q_len, shape.head_dim],
+        [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim],
+    )
+}
+
+/// How a float type rounds: the inputs of the 16-bit types are rounded before the test (the
+/// reference sees the same values); f32 inputs are rounded inside the kernel (to bf16).
+trait Precision: CudaFloat {
+    const NAME: &'static str;
+    fn to_precision(x: f32) -> f32;
+    /// Whether the kernel rounds (the f32 path multiplies in bf16 but writes f32).
+    const ROUNDS_INPUTS_ITSELF: bool = false;
+}
+
+impl Precision for bf16 {
+    const NAME: &'static str = "bf16";
+    fn to_precision(x: f32) -> f32 {
+        bf16::from_f32(x).to_f32()
+    }
+}
+
+impl Precision for f16 {
+    const NAME: &'static str = "f16";
+    fn to_precision(x: f32) -> f32 {
+        f16::from_f32(x).to_f32()
+    }
+}
+
+impl Precision for f32 {
+    const NAME: &'static str = "f32";
+    fn to_precision(x: f32) -> f32 {
+        bf16::from_f32(x).to_f32()
+    }
+    const ROUNDS_INPUTS_ITSELF: bool = true;
+}
+
+/// The grid: odd lengths, partial blocks, top-k 1 / 2 / >= nb, GQA 1 / 2 / 8, head dims
+/// 16 / 64 / 128 (and 40, padded), batch 2, decode, non-causal, the static gates.
+fn grid() -> Vec<(Shape, MobaConfig)> {
+    vec![
+        (shape(1, 1, 1, 1, 1, 16), MobaConfig::new(4, 2)),
+        (shape(2, 2, 1, 7, 7, 16), MobaConfig::new(4, 2)),
+        (shape(1, 8, 1, 113, 113, 64), MobaConfig::new(16, 3)),
+        (shape(1, 2, 2, 1023, 1023, 128), MobaConfig::new(64, 1)),
+        (shape(1, 4, 2, 1025, 1025, 128), MobaConfig::new(128, 3)),
+        (shape(1, 2, 1, 33, 300, 64), MobaConfig::new(32, 4)),
+        (
+            shape(1, 2, 2, 200, 200, 64),
+            MobaConfig::new(32, 3).with_causal(false),
+        ),
+        (shape(1, 2, 1, 130, 130, 16), MobaConfig::new(32, 9)),
+        (shape(1, 2, 1, 256, 256, 64), MobaConfig::sliding_window(32, 3)),
+        (shape(1, 2, 1, 256, 256, 64), MobaConfig::sink(32, 1, 2)),
+        (shape(1, 2, 1, 100, 100, 40), MobaConfig::new(16, 2)),
+        (shape(2, 4, 4, 700, 700, 128), MobaConfig::new(100, 3)),
+    ]
+}
+
+/// Errors of one case against the reference and their bounds: (name, error, bound).
+type Report = Vec<(&'static str, f64, f64)>;
+
+fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Report {
+    let (q, k, v) = inputs(&shape, seed);
+    let dout = random::normal(shape.q_elems(), seed ^ 0x5eed_0003);
+    // The 16-bit types: the reference sees exactly the values the kernel reads.
+    let as_input = |x: Vec<f32>| -> Vec<f32> {
+        match F::ROUNDS_INPUTS_ITSELF {
+            true => x,
+            false => x.into_iter().map(F::to_precision).collect(),
+        }
+    };
+    let (q, k, v, dout) = (as_input(q), as_input(k), as_input(v), as_input(dout));
+    let (qd, kd) = dims(&shape);
+
+    let run = || {
+        let out = Plain::<F>::moba_forward(
+            tensor::<Plain<F>, F>(&q, qd).into_primitive().tensor(),
+            tensor::<Plain<F>, F>(&k, kd).into_primitive().tensor(),
+            tensor::<Plain<F>, F>(&v, kd).into_primitive().tensor(),
+            &config,
+        );
+        let wrap = |t| Tensor::<Plain<F>, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(t));
+        let o = values(wrap(out.o.clone()));
+        let lse = values(Tensor::<Plain<F>, 3>::from_primitive(
+            burn::tensor::TensorPrimitive::Float(out.lse.clone()),
+        ));
+        let selection: Vec<i32> = Tensor::<Plain<F>, 4, burn::tensor::Int>::from_primitive(out.selection.clone())
+            .into_data()
+            .convert::<i32>()
+            .to_vec()
+            .unwrap();
+        let saved = MobaSaved {
+            q: tensor::<Plain<F>, F>(&q, qd).into_primitive().tensor(),
+            k: tensor::<Plain<F>, F>(&k, kd).into_primitive().tensor(),
+            v: tensor::<Plain<F>, F>(&v, kd).into_primitive().tensor(),
+            o: out.o,
+            lse: out.lse,
+            selection: out.selection,
+        };
+        let grads = Plain::<F>::moba_backward(
+            saved,
+            tensor::<Plain<F>, F>(&dout, qd).into_primitive().tensor(),
+            &config,
+        );
+        let grads = [grads.dq, grads.dk, grads.dv].map(|g| values(wrap(g)));
+        (o, lse, selection, grads)
+    };
+    let (o, lse, selection, [dq, dk, dv]) = run();
+    let again = run();
+    assert!(
+        o == again.0 && dq == again.3[0] && dk == again.3[1] && dv == again.3[2],
+        "{shape:?}: two runs differ (a race?)"
+    );
+    assert!(o.iter().chain(&dq).chain(&dk).chain(&dv).all(|x| x.is_finite()), "non-finite output");
+
+    let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+    let means = reference::block_means(&k, &shape, config.block_size);
+    let top_k = config.top_k;
+    let tied: Vec<usize> = (0..shape.q_rows())
+        .filter(|&row| selection[row * top_k..][..top_k] != want.selection[row * top_k..][..top_k])
+        .collect();
+    for &row in &tied {
+        let margin = reference::gate_row(&q, &means, &shape, &config, row)
+            .margin
+            .unwrap_or(f64::INFINITY);
+        assert!(margin < NEAR_TIE * 100.0, "row {row}: selection differs with margin {margin:e}");
+    }
+
+    let round_inputs = |x: &[f32]| -> Vec<f32> { x.iter().map(|&x| F::to_precision(x)).collect() };
+    let (nq, nk, nv, ndout) = (round_inputs(&q), round_inputs(&k), round_inputs(&v), round_inputs(&dout));
+    let (naive_o, naive_lse) = naive(&nq, &nk, &nv, &shape, &config, &want.selection, F::to_precision);
+    let d = shape.head_dim;
+    let rows: Vec<usize> = (0..shape.q_rows()).filter(|r| !tied.contains(r)).collect();
+    let pick = |x: &[f32], width: usize| -> Vec<f32> {
+        rows.iter().flat_map(|&r| x[r * width..(r + 1) * width].to_vec()).collect()
+    };
+    let pick64 = |x: &[f64], width: usize| -> Vec<f64> {
+        rows.iter().flat_map(|&r| x[r * width..(r + 1) * width].to_vec()).collect()
+    };
+    let mut report = Report::new();
+    let mut compare = |name, got: &[f32], naive: &[f32], want: &[f64]| {
+        let error = reference::max_abs_error(got, want);
+        let bound = tolerance(reference::max_abs_error(naive, want));
+        report.push((name, error, bound));
+    };
+    compare("o", &pick(&o, d), &pick(&naive_o, d), &pick64(&want.o, d));
+    compare("lse", &pick(&lse, 1), &pick(&naive_lse, 1), &pick64(&want.lse, 1));
+    // Gradients: a row with another selection changes other rows' dk/dv, so they are
+    // compared only when the gate agreed everywhere.
+    if tied.is_empty() {
+        let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
+        let naive = naive_backward(&nq, &nk, &nv, &ndout, &shape, &config, &selection, F::to_precision);
+        compare("dq", &dq, &naive.0, &want.dq);
+        compare("dk", &dk, &naive.1, &want.dk);
+        compare("dv", &dv, &naive.2, &want.dv);
+    }
+    report
+}
+
+fn check_grid<F: Precision>(cases: &[usize]) {
+    let mut failures = Vec::new();
+    for (index, (shape, config)) in grid().into_iter().enumerate() {
+        if !cases.contains(&index) {
+            continue;
+        }
+        let report = check_case::<F>(shape, config, 100 + index as u64);
+        let cells: Vec<String> = report
+            .iter()
+            .map(|(name, error, bound)| {
+                let mark = if error <= bound { "" } else { " FAIL" };
+                format!("{name} {error:.1e}/{bound:.1e}{mark}")
+            })
+            .collect();
+        println!(
+            "| {} | B{} H{}/{} S{} Sk{} D{} | bs{} k{} causal={} {:?} | {} |",
+            F::NAME,
+            shape.batch,
+            shape.q_heads,
+            shape.kv_heads,
+            shape.q_len,
+            shape.kv_len,
+            shape.head_dim,
+            config.block_size,
+            config.top_k,
+            config.causal,
+            config.gate,
+            cells.join(" | ")
+        );
+        failures.extend(
+            report
+                .iter()
+                .filter(|(_, error, bound)| error > bound)
+                .map(|(name, error, bound)| format!("case {index} {name}: {error:e} > {bound:e}")),
+        );
+    }
+    assert!(failures.is_empty(), "{}: {failures:#?}", F::NAME);
+}
+
+#[test]
+fn bf16_grid_matches_the_reference() {
+    check_grid::<bf16>(&(0..grid().len()).collect::<Vec<_>>());
+}
+
+#[test]
+fn f16_grid_matches_the_reference() {
+    check_grid::<f16>(&[1, 2, 4, 5, 6, 10]);
+}
+
+#[test]
+fn f32_inputs_match_the_reference_at_bf16_precision() {
+    check_grid::<f32>(&[2, 4, 7, 10]);
+}
+
+#[test]
+fn training_through_autodiff_cuda_gives_the_kernel_gradients() {
+    type B = Autodiff<Cuda<bf16>>;
+    let (shape, config) = (shape(1, 4, 2, 300, 300, 64), MobaConfig::new(64, 2));
+    let (q, k, v) = inputs(&shape, 7);
+    let (qd, kd) = dims(&shape);
+    let q_t = tensor::<B, bf16>(&q, qd).require_grad();
+    let k_t = tensor::<B, bf16>(&k, kd).require_grad();
+    let v_t = tensor::<B, bf16>(&v, kd).require_grad();
+    let o = moba_attention(q_t.clone(), k_t.clone(), v_t.clone(), &config).unwrap();
+    let loss = (o.clone() * o).sum();
+    let grads = loss.backward();
+    let dq = values(q_t.grad(&grads).unwrap());
+    let dk = values(k_t.grad(&grads).unwrap());
+    let dv = values(v_t.grad(&grads).unwrap());
+    // d(sum o^2)/do = 2 o: the reference gradients of that dout.
+    let stats = moba_attention_with_stats(
+        tensor::<Cuda<bf16>, bf16>(&q, qd),
+        tensor::<Cuda<bf16>, bf16>(&k, kd),
+        tensor::<Cuda<bf16>, bf16>(&v, kd),
+        &config,
+    )
+    .unwrap();
+    let dout: Vec<f32> = values(stats.o).iter().map(|o| 2.0 * o).collect();
+    let round = |x: &[f32]| -> Vec<f32> { x.iter().map(|&x| bf16::from_f32(x).to_f32()).collect() };
+    let want = reference::backward(&round(&q), &round(&k), &round(&v), &dout, &shape, &config).unwrap();
+    for (name, got, want) in [("dq", &dq, &want.dq), ("dk", &dk, &want.dk), ("dv", &dv, &want.dv)] {
+        let error = reference::max_abs_error(got, want);
+        let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        println!("autodiff {name}: max error {error:.2e} (max |grad| {scale:.2e})");
+        assert!(error <= 0.05 * scale, "{name}: {error:e} vs max {scale:e}");
+    }
+}
