@@ -10,6 +10,8 @@ set -u
 OUT=${OUT:-results/device}
 SEQ_LENS=${SEQ_LENS:-8192,32768}
 mkdir -p "$OUT"
+# The binaries travel gzipped (scripts/stage-device.sh).
+for packed in .device/*.gz .device/tests/*.gz; do gunzip -kf "$packed"; done
 # The Vulkan loader is not installed on the device machine: unpack the carried debs.
 for deb in .gl/*.deb; do dpkg -x "$deb" / 2>/dev/null; done
 ldconfig

@@ -12,6 +12,8 @@ OUT=${OUT:-results/device-cuda}
 TRAIN_S=${TRAIN_S:-8192,32768}
 LONG_S=${LONG_S:-32768,131072,524288}
 mkdir -p "$OUT"
+# The binaries travel gzipped (scripts/stage-device.sh).
+for packed in .device/*.gz .device/tests/*.gz; do gunzip -kf "$packed"; done
 # NVRTC and the CUDA headers burn-cuda compiles with.
 export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
 export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"

@@ -4,18 +4,28 @@
 # the wgpu ones as CI builds them), and a copy of the PyTorch peers script.
 set -eu
 cd "$(dirname "$0")/.."
-cargo build --release --features cuda
 mkdir -p .device/tests
-rm -f .device/tests/*
-# The path of a test binary built with the given cargo flags.
-test_binary() {
-    cargo test --release --no-run "$@" --message-format=json 2>/dev/null \
-        | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -1
-}
-cp "$(test_binary --features cuda --test cuda)" .device/tests/cuda
-for test in backward cooperative; do
-    cp "$(test_binary --test "$test")" ".device/tests/$test"
-done
+rm -f .device/moba* .device/tests/*
+cargo build --release --features cuda
+# Copied now: building tests without the feature rebuilds target/release/moba.
 cp target/release/moba .device/moba
+# The path of test binary $1 built with the cargo flags that follow.
+test_binary() {
+    local name=$1
+    shift
+    cargo test --release --no-run --test "$name" "$@" --message-format=json 2>/dev/null \
+        | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["kind"] == ["test"] \
+            and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$name"
+}
+cp "$(test_binary cuda --features cuda)" .device/tests/cuda
+for test in backward cooperative; do
+    cp "$(test_binary "$test")" ".device/tests/$test"
+done
+# The call carries at most 64 MiB: the binaries travel gzipped (scripts/device-*.sh unpack).
+gzip -9 -f .device/moba .device/tests/*
 cp ../shared/anchors/peers_torch.py .device/ 2>/dev/null || echo "no ../shared/anchors/peers_torch.py: peers skipped"
 ls -la .device .device/tests

@@ -14,17 +14,18 @@ use burn::backend::Autodiff;
 use burn::backend::cuda::Cuda;
 use burn::backend::wgpu::CubeBackend;
 use burn::cubecl::cuda::CudaRuntime;
-use burn::tensor::{Element, Tensor, TensorData, bf16, f16};
+use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use common::{NEAR_TIE, inputs, naive, naive_backward, shape, tolerance};
 use moba::backend::{MobaBackend, MobaSaved, moba_attention, moba_attention_with_stats};
-use moba::cuda::CudaFloat;
 use moba::{MobaConfig, Shape, random, reference};
 
-type Plain<F> = CubeBackend<CudaRuntime, F, i32, u8>;
+/// burn-cuda without fusion. The kernels follow each tensor's dtype, which the tests set
+/// explicitly (burn keeps a default dtype per device, shared by every float type).
+type Plain = CubeBackend<CudaRuntime, f32, i32, u8>;
 
-fn tensor<B: MobaBackend, F: Element>(data: &[f32], dims: [usize; 4]) -> Tensor<B, 4> {
-    let data = TensorData::new(data.to_vec(), dims).convert::<F>();
-    Tensor::from_data(data, &Default::default())
+fn tensor<B: MobaBackend>(data: &[f32], dims: [usize; 4], dtype: DType) -> Tensor<B, 4> {
+    let data = TensorData::new(data.to_vec(), dims).convert_dtype(dtype);
+    Tensor::from_data(data, (&Default::default(), dtype))
 }
 
 fn values<B: MobaBackend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
@@ -40,8 +41,9 @@ fn dims(shape: &Shape) -> ([usize; 4], [usize; 4]) {
 
 /// How a float type rounds: the inputs of the 16-bit types are rounded before the test (the
 /// reference sees the same values); f32 inputs are rounded inside the kernel (to bf16).
-trait Precision: CudaFloat {
+trait Precision {
     const NAME: &'static str;
+    const DTYPE: DType;
     fn to_precision(x: f32) -> f32;
     /// Whether the kernel rounds (the f32 path multiplies in bf16 but writes f32).
     const ROUNDS_INPUTS_ITSELF: bool = false;
@@ -49,6 +51,7 @@ trait Precision: CudaFloat {
 
 impl Precision for bf16 {
     const NAME: &'static str = "bf16";
+    const DTYPE: DType = DType::BF16;
     fn to_precision(x: f32) -> f32 {
         bf16::from_f32(x).to_f32()
     }
@@ -56,6 +59,7 @@ impl Precision for bf16 {
 
 impl Precision for f16 {
     const NAME: &'static str = "f16";
+    const DTYPE: DType = DType::F16;
     fn to_precision(x: f32) -> f32 {
         f16::from_f32(x).to_f32()
     }
@@ -63,6 +67,7 @@ impl Precision for f16 {
 
 impl Precision for f32 {
     const NAME: &'static str = "f32";
+    const DTYPE: DType = DType::F32;
     fn to_precision(x: f32) -> f32 {
         bf16::from_f32(x).to_f32()
     }
@@ -108,33 +113,33 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
     let (qd, kd) = dims(&shape);
 
     let run = || {
-        let out = Plain::<F>::moba_forward(
-            tensor::<Plain<F>, F>(&q, qd).into_primitive().tensor(),
-            tensor::<Plain<F>, F>(&k, kd).into_primitive().tensor(),
-            tensor::<Plain<F>, F>(&v, kd).into_primitive().tensor(),
+        let out = Plain::moba_forward(
+            tensor::<Plain>(&q, qd, F::DTYPE).into_primitive().tensor(),
+            tensor::<Plain>(&k, kd, F::DTYPE).into_primitive().tensor(),
+            tensor::<Plain>(&v, kd, F::DTYPE).into_primitive().tensor(),
             &config,
         );
-        let wrap = |t| Tensor::<Plain<F>, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(t));
+        let wrap = |t| Tensor::<Plain, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(t));
         let o = values(wrap(out.o.clone()));
-        let lse = values(Tensor::<Plain<F>, 3>::from_primitive(
+        let lse = values(Tensor::<Plain, 3>::from_primitive(
             burn::tensor::TensorPrimitive::Float(out.lse.clone()),
         ));
-        let selection: Vec<i32> = Tensor::<Plain<F>, 4, burn::tensor::Int>::from_primitive(out.selection.clone())
+        let selection: Vec<i32> = Tensor::<Plain, 4, burn::tensor::Int>::from_primitive(out.selection.clone())
             .into_data()
             .convert::<i32>()
             .to_vec()
             .unwrap();
         let saved = MobaSaved {
-            q: tensor::<Plain<F>, F>(&q, qd).into_primitive().tensor(),
-            k: tensor::<Plain<F>, F>(&k, kd).into_primitive().tensor(),
-            v: tensor::<Plain<F>, F>(&v, kd).into_primitive().tensor(),
+            q: tensor::<Plain>(&q, qd, F::DTYPE).into_primitive().tensor(),
+            k: tensor::<Plain>(&k, kd, F::DTYPE).into_primitive().tensor(),
+            v: tensor::<Plain>(&v, kd, F::DTYPE).into_primitive().tensor(),
             o: out.o,
             lse: out.lse,
             selection: out.selection,
         };
-        let grads = Plain::<F>::moba_backward(
+        let grads = Plain::moba_backward(
             saved,
-            tensor::<Plain<F>, F>(&dout, qd).into_primitive().tensor(),
+            tensor::<Plain>(&dout, qd, F::DTYPE).into_primitive().tensor(),
             &config,
         );
         let grads = [grads.dq, grads.dk, grads.dv].map(|g| values(wrap(g)));
@@ -252,9 +257,9 @@ fn training_through_autodiff_cuda_gives_the_kernel_gradients() {
     let (shape, config) = (shape(1, 4, 2, 300, 300, 64), MobaConfig::new(64, 2));
     let (q, k, v) = inputs(&shape, 7);
     let (qd, kd) = dims(&shape);
-    let q_t = tensor::<B, bf16>(&q, qd).require_grad();
-    let k_t = tensor::<B, bf16>(&k, kd).require_grad();
-    let v_t = tensor::<B, bf16>(&v, kd).require_grad();
+    let q_t = tensor::<B>(&q, qd, DType::BF16).require_grad();
+    let k_t = tensor::<B>(&k, kd, DType::BF16).require_grad();
+    let v_t = tensor::<B>(&v, kd, DType::BF16).require_grad();
     let o = moba_attention(q_t.clone(), k_t.clone(), v_t.clone(), &config).unwrap();
     let loss = (o.clone() * o).sum();
     let grads = loss.backward();
@@ -263,9 +268,9 @@ fn training_through_autodiff_cuda_gives_the_kernel_gradients() {
     let dv = values(v_t.grad(&grads).unwrap());
     // d(sum o^2)/do = 2 o: the reference gradients of that dout.
     let stats = moba_attention_with_stats(
-        tensor::<Cuda<bf16>, bf16>(&q, qd),
-        tensor::<Cuda<bf16>, bf16>(&k, kd),
-        tensor::<Cuda<bf16>, bf16>(&v, kd),
+        tensor::<Cuda<bf16>>(&q, qd, DType::BF16),
+        tensor::<Cuda<bf16>>(&k, kd, DType::BF16),
+        tensor::<Cuda<bf16>>(&v, kd, DType::BF16),
         &config,
     )
     .unwrap();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use burn::backend::Autodiff;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Element, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use moba::backend::{MobaBackend, moba_attention_with_stats};
 use moba::gpu::{AdapterRequest, GpuContext};
@@ -245,8 +245,10 @@ fn compute_burn<B: MobaBackend>(
     let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
     let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
     let tensor = |data: &[f32], dims: [usize; 4]| {
-        let data = TensorData::new(data.to_vec(), dims).convert::<B::FloatElem>();
-        Tensor::<Autodiff<B>, 4>::from_data(data, &device).require_grad()
+        // The backend's own float type, not the device's default dtype.
+        let dtype = <B::FloatElem as Element>::dtype();
+        let data = TensorData::new(data.to_vec(), dims).convert_dtype(dtype);
+        Tensor::<Autodiff<B>, 4>::from_data(data, (&device, dtype)).require_grad()
     };
     let (qt, kt, vt) = (tensor(q, q_dims), tensor(k, kv_dims), tensor(v, kv_dims));
     let out = moba_attention_with_stats(qt.clone(), kt.clone(), vt.clone(), config)?;

@@ -143,14 +143,14 @@ fn measure_cuda(
     config: &MobaConfig,
     progress: impl FnMut(&str),
 ) -> Result<Record> {
-    use burn::tensor::{bf16, f16};
-    use moba::cuda::bench::measure;
+    use moba::cuda::source::ElemKind;
+    let elem = match args.dtype {
+        CudaDtype::F32 => ElemKind::F32,
+        CudaDtype::F16 => ElemKind::F16,
+        CudaDtype::Bf16 => ElemKind::Bf16,
+    };
     let (runs, backward) = (args.runs.max(1), args.backward);
-    match args.dtype {
-        CudaDtype::F32 => measure::<f32>(shape, config, runs, backward, 16, progress),
-        CudaDtype::F16 => measure::<f16>(shape, config, runs, backward, 16, progress),
-        CudaDtype::Bf16 => measure::<bf16>(shape, config, runs, backward, 16, progress),
-    }
+    moba::cuda::bench::measure(shape, config, elem, runs, backward, 16, progress)
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -1,13 +1,15 @@
-//! MoBA on burn-cuda: [`MobaBackend`] for `CubeBackend<CudaRuntime, F, i32, _>` with `F` in
-//! f32, f16, bf16. Through the generic impls, burn's `Cuda` (`Fusion` of it) and
-//! `Autodiff<Cuda>` follow. Our kernels run on the memory of burn's tensors: burn's queue is
-//! drained first, ours is drained before returning, so burn's next op sees the results.
+//! MoBA on burn-cuda: [`MobaBackend`] for `CubeBackend<CudaRuntime, F, i32, _>`. The
+//! kernels follow the tensors' dtype (f32, f16 or bf16), not `F`: burn keeps a default dtype
+//! per device, so a `Cuda<f16>` tensor may hold bf16. Through the generic impls, burn's
+//! `Cuda` (`Fusion` of it) and `Autodiff<Cuda>` follow. Our kernels run on the memory of
+//! burn's tensors: burn's queue is drained first, ours before returning, so burn's next op
+//! sees the results.
 
 use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, FloatElement, into_contiguous};
 use burn::cubecl::cuda::CudaRuntime;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorPrimitive, bf16, f16};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use super::launch::{CudaParams, CudaPlan, HEAD_DIM_MULTIPLE};
 use super::runtime::CudaRuntime as Driver;
@@ -16,27 +18,10 @@ use super::source::{CudaConstants, ElemKind};
 use crate::backend::cube::{empty, padding, problem_shape, unpad};
 use crate::backend::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::MobaConfig;
-use crate::error::Result;
+use crate::error::{MobaError, Result};
 
 type CudaTensor = CubeTensor<CudaRuntime>;
 type CudaBackend<F, BT> = CubeBackend<CudaRuntime, F, i32, BT>;
-
-/// The float types the CUDA kernels read and write.
-pub trait CudaFloat: FloatElement {
-    const KIND: ElemKind;
-}
-
-impl CudaFloat for f32 {
-    const KIND: ElemKind = ElemKind::F32;
-}
-
-impl CudaFloat for f16 {
-    const KIND: ElemKind = ElemKind::F16;
-}
-
-impl CudaFloat for bf16 {
-    const KIND: ElemKind = ElemKind::Bf16;
-}
 
 /// Keeps burn's allocations alive (and addressable) while our kernels use them.
 struct Addresses {
@@ -93,14 +78,14 @@ fn scratch(like: &CudaTensor, plan: &CudaPlan, addresses: &mut Addresses) -> (Ve
 
 /// Drains burn's queue on the tensor's device, runs `launches` on ours, and waits for them;
 /// with `timed`, returns each launch's GPU milliseconds.
-fn run<F: CudaFloat, BT: BoolElement>(
+fn run<F: FloatElement, BT: BoolElement>(
     like: &CudaTensor,
     constants: CudaConstants,
     launches: &[Launch],
     timed: bool,
 ) -> Result<Vec<f64>> {
     CudaBackend::<F, BT>::sync(&like.device)
-        .map_err(|e| crate::error::MobaError::Cuda(format!("burn-cuda queue: {e:?}")))?;
+        .map_err(|e| MobaError::Cuda(format!("burn-cuda queue: {e:?}")))?;
     Driver::get(like.device.index)?.execute(launches, constants, timed)
 }
 
@@ -111,28 +96,45 @@ fn kernel_times(launches: &[Launch], times: Vec<f64>) -> KernelTimes {
     launches.iter().map(|l| l.kernel).zip(times).collect()
 }
 
-fn constants<F: CudaFloat>(head_dim: usize, config: &MobaConfig) -> CudaConstants {
-    CudaConstants {
+/// The kernels' constants for tensors of `dtype`.
+fn constants(head_dim: usize, dtype: DType, config: &MobaConfig) -> Result<CudaConstants> {
+    let elem = ElemKind::from_dtype(dtype).ok_or_else(|| {
+        MobaError::Unsupported(format!("{dtype:?} tensors on the CUDA path (f32, f16, bf16)"))
+    })?;
+    Ok(CudaConstants {
         head_dim,
-        elem: F::KIND,
+        elem,
         top_k: config.top_k,
+    })
+}
+
+/// `tensor` in `dtype` (k, v, o and dout follow q's dtype).
+fn cast<F: FloatElement, BT: BoolElement>(tensor: CudaTensor, dtype: DType) -> CudaTensor {
+    if tensor.dtype == dtype {
+        return tensor;
     }
+    Tensor::<CudaBackend<F, BT>, 4>::from_primitive(TensorPrimitive::Float(tensor))
+        .cast(dtype)
+        .into_primitive()
+        .tensor()
 }
 
 /// The forward on contiguous tensors, head dim a multiple of 16: `(o, lse, selection)`,
 /// and with `timed` each kernel's GPU time.
-pub(crate) fn forward<F: CudaFloat, BT: BoolElement>(
+pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
     q: CudaTensor,
     k: CudaTensor,
     v: CudaTensor,
     config: &MobaConfig,
     timed: bool,
 ) -> Result<([CudaTensor; 3], KernelTimes)> {
-    let [q, k, v] = [q, k, v].map(into_contiguous);
+    let dtype = q.dtype;
+    let [q, k, v] = [q, k, v].map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
     let shape = problem_shape(&q, &k);
+    let constants = constants(shape.head_dim, dtype, config)?;
     let plan = CudaPlan::new(&shape, config);
     let rows = vec![shape.batch, shape.q_heads, shape.q_len];
-    let o = empty(&q, q.meta.shape().to_vec(), F::dtype());
+    let o = empty(&q, q.meta.shape().to_vec(), dtype);
     let lse = empty(&q, rows.clone(), DType::F32);
     let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
 
@@ -148,25 +150,28 @@ pub(crate) fn forward<F: CudaFloat, BT: BoolElement>(
     let (_buffers, scratch) = scratch(&q, &plan, &mut at);
     let schedule = CudaSchedule::new(plan, CudaParams::new(&shape, config), config);
     let launches = schedule.forward(&tensors, &scratch);
-    let times = run::<F, BT>(&q, constants::<F>(shape.head_dim, config), &launches, timed)?;
+    let times = run::<F, BT>(&q, constants, &launches, timed)?;
     Ok(([o, lse, selection], kernel_times(&launches, times)))
 }
 
 /// The backward from a forward's saved tensors: `(dq, dk, dv)`, and with `timed` each
 /// kernel's GPU time.
-pub(crate) fn backward<F: CudaFloat, BT: BoolElement>(
+pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     saved: [CudaTensor; 6],
     dout: CudaTensor,
     config: &MobaConfig,
     timed: bool,
 ) -> Result<([CudaTensor; 3], KernelTimes)> {
-    let [q, k, v, o, lse, selection] = saved.map(into_contiguous);
-    let dout = into_contiguous(dout);
+    let [q, k, v, o, lse, selection] = saved;
+    let dtype = q.dtype;
+    let [q, k, v, o, dout] = [q, k, v, o, dout].map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
+    let [lse, selection] = [lse, selection].map(into_contiguous);
     let shape = problem_shape(&q, &k);
+    let constants = constants(shape.head_dim, dtype, config)?;
     let plan = CudaPlan::new(&shape, config);
-    let dq = empty(&q, q.meta.shape().to_vec(), F::dtype());
-    let dk = empty(&q, k.meta.shape().to_vec(), F::dtype());
-    let dv = empty(&q, k.meta.shape().to_vec(), F::dtype());
+    let dq = empty(&q, q.meta.shape().to_vec(), dtype);
+    let dk = empty(&q, k.meta.shape().to_vec(), dtype);
+    let dv = empty(&q, k.meta.shape().to_vec(), dtype);
 
     let mut at = Addresses::new();
     let tensors = BackwardTensors {
@@ -186,19 +191,19 @@ pub(crate) fn backward<F: CudaFloat, BT: BoolElement>(
     let (_buffers, scratch) = scratch(&q, &plan, &mut at);
     let schedule = CudaSchedule::new(plan, CudaParams::new(&shape, config), config);
     let launches = schedule.backward(&tensors, &scratch);
-    let times = run::<F, BT>(&q, constants::<F>(shape.head_dim, config), &launches, timed)?;
+    let times = run::<F, BT>(&q, constants, &launches, timed)?;
     Ok(([dq, dk, dv], kernel_times(&launches, times)))
 }
 
 /// lse in f32 whatever the float type: the kernels read it so.
-fn lse_f32<F: CudaFloat, BT: BoolElement>(lse: CudaTensor) -> CudaTensor {
+fn lse_f32<F: FloatElement, BT: BoolElement>(lse: CudaTensor) -> CudaTensor {
     Tensor::<CudaBackend<F, BT>, 3>::from_primitive(TensorPrimitive::Float(lse))
         .cast(DType::F32)
         .into_primitive()
         .tensor()
 }
 
-impl<F: CudaFloat, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
+impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
     fn moba_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

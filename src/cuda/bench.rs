@@ -10,16 +10,18 @@ use burn::backend::wgpu::CubeBackend;
 use burn::cubecl::cuda::CudaRuntime;
 use burn::tensor::{Distribution, Int, Tensor, TensorPrimitive};
 
-use super::backend::{CudaFloat, KernelTimes, backward, forward};
+use super::backend::{KernelTimes, backward, forward};
 use super::launch::CudaPlan;
 use super::runtime::CudaRuntime as Driver;
+use super::source::ElemKind;
 use crate::bench::Record;
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::gpu::{BACKWARD_STAGES, STAGES};
 use crate::{reference, sparsity};
 
-type Plain<F> = CubeBackend<CudaRuntime, F, i32, u8>;
+/// burn-cuda without fusion; the element type follows each tensor's dtype.
+type Plain = CubeBackend<CudaRuntime, f32, i32, u8>;
 
 /// The stage (index into `stages`) of each kernel of the forward and backward.
 fn stage_of(kernel: &str) -> &'static str {
@@ -49,7 +51,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
-fn floats<F: CudaFloat, const D: usize>(tensor: Tensor<Plain<F>, D>) -> Result<Vec<f32>> {
+fn floats<const D: usize>(tensor: Tensor<Plain, D>) -> Result<Vec<f32>> {
     tensor
         .into_data()
         .convert::<f32>()
@@ -57,11 +59,12 @@ fn floats<F: CudaFloat, const D: usize>(tensor: Tensor<Plain<F>, D>) -> Result<V
         .map_err(|e| MobaError::Cuda(format!("reading back: {e:?}")))
 }
 
-/// Measures the CUDA forward (and with `backward` the training step) of `shape` (head dim
-/// a multiple of 16) in element type `F`; `progress` hears what runs now.
-pub fn measure<F: CudaFloat>(
+/// Measures the CUDA forward (and with `backward_too` the training step) of `shape` (head
+/// dim a multiple of 16) in element type `elem`; `progress` hears what runs now.
+pub fn measure(
     shape: &Shape,
     config: &MobaConfig,
+    elem: ElemKind,
     runs: usize,
     backward_too: bool,
     check_rows: usize,
@@ -81,16 +84,17 @@ pub fn measure<F: CudaFloat>(
     let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
     let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
     let normal = Distribution::Normal(0.0, 1.0);
-    let primitive = |t: Tensor<Plain<F>, 4>| t.into_primitive().tensor();
+    let primitive = |t: Tensor<Plain, 4>| t.into_primitive().tensor();
     progress("inputs");
-    let sets: Vec<[Tensor<Plain<F>, 4>; 4]> = (0..2)
+    let sets: Vec<[Tensor<Plain, 4>; 4]> = (0..2)
         .map(|_| {
-            [q_dims, kv_dims, kv_dims, q_dims].map(|dims| Tensor::random(dims, normal, &device))
+            [q_dims, kv_dims, kv_dims, q_dims]
+                .map(|dims| Tensor::random(dims, normal, (&device, elem.dtype())))
         })
         .collect();
     let run_forward = |set: usize, timed: bool| {
         let [q, k, v, _] = sets[set].clone();
-        forward::<F, u8>(primitive(q), primitive(k), primitive(v), &config, timed)
+        forward::<f32, u8>(primitive(q), primitive(k), primitive(v), &config, timed)
     };
 
     progress("compiling (NVRTC) and warming up");
@@ -112,9 +116,9 @@ pub fn measure<F: CudaFloat>(
         progress("forward + backward");
         let run_step = |set: usize, timed: bool| -> Result<KernelTimes> {
             let [q, k, v, dout] = sets[set].clone().map(primitive);
-            let ([o, lse, selection], _) = forward::<F, u8>(q.clone(), k.clone(), v.clone(), &config, false)?;
+            let ([o, lse, selection], _) = forward::<f32, u8>(q.clone(), k.clone(), v.clone(), &config, false)?;
             let saved = [q, k, v, o, lse, selection];
-            let (_, times) = backward::<F, u8>(saved, dout, &config, timed)?;
+            let (_, times) = backward::<f32, u8>(saved, dout, &config, timed)?;
             Ok(times)
         };
         run_step(1, false)?;
@@ -129,7 +133,7 @@ pub fn measure<F: CudaFloat>(
     }
 
     progress("checking sampled rows against the reference");
-    let chosen: Vec<i32> = Tensor::<Plain<F>, 4, Int>::from_primitive(selection)
+    let chosen: Vec<i32> = Tensor::<Plain, 4, Int>::from_primitive(selection)
         .into_data()
         .convert::<i32>()
         .to_vec()
@@ -143,7 +147,7 @@ pub fn measure<F: CudaFloat>(
         ..*shape
     };
     let [q, k, v, _] = sets[0].clone();
-    let first = |t: Tensor<Plain<F>, 4>, len: usize| t.slice([0..1, 0..1, 0..len, 0..shape.head_dim]);
+    let first = |t: Tensor<Plain, 4>, len: usize| t.slice([0..1, 0..1, 0..len, 0..shape.head_dim]);
     let (q, k, v) = (
         floats(first(q, shape.q_len))?,
         floats(first(k, shape.kv_len))?,
@@ -152,7 +156,7 @@ pub fn measure<F: CudaFloat>(
     let count = check_rows.clamp(1, shape.q_len);
     let rows: Vec<usize> = (0..count).map(|i| i * shape.q_len / count).chain([shape.q_len - 1]).collect();
     let exact = reference::forward_rows(&q, &k, &v, &one_head, &config, &rows)?;
-    let o = floats(Tensor::<Plain<F>, 4>::from_primitive(TensorPrimitive::Float(o)).slice([
+    let o = floats(Tensor::<Plain, 4>::from_primitive(TensorPrimitive::Float(o)).slice([
         0..1,
         0..1,
         0..shape.q_len,
@@ -167,9 +171,9 @@ pub fn measure<F: CudaFloat>(
     let scratch = plan.scratch_words();
     let scratch_bytes = 4 * (scratch.means + scratch.counts + 2 * scratch.starts + scratch.lists
         + scratch.row_state + scratch.row_accumulator);
-    let elem = std::mem::size_of::<F>();
-    let tensors = elem * (2 * shape.q_elems() + 2 * shape.kv_elems()) + 4 * shape.q_rows() * (1 + config.top_k);
-    let training = if backward_too { elem * (2 * shape.q_elems() + 2 * shape.kv_elems()) } else { 0 };
+    let elem_bytes = if elem == ElemKind::F32 { 4 } else { 2 };
+    let tensors = elem_bytes * (2 * shape.q_elems() + 2 * shape.kv_elems()) + 4 * shape.q_rows() * (1 + config.top_k);
+    let training = if backward_too { elem_bytes * (2 * shape.q_elems() + 2 * shape.kv_elems()) } else { 0 };
     let dense_pairs = sparsity::dense_pairs(shape, config.causal);
     let flops = sparsity::forward_flops(attended_pairs, d);
     Ok(Record {
@@ -178,7 +182,7 @@ pub fn measure<F: CudaFloat>(
         backend: "CUDA".into(),
         device_type: "DiscreteGpu".into(),
         driver: "CUDA driver (cudarc, NVRTC)".into(),
-        kernel: format!("cuda-{}", F::KIND.name()),
+        kernel: format!("cuda-{}", elem.name()),
         pass: "forward".into(),
         seq_len: shape.q_len,
         kv_len: shape.kv_len,

@@ -42,8 +42,6 @@ pub mod bench;
 mod runtime;
 
 #[cfg(feature = "cuda")]
-pub use backend::CudaFloat;
-#[cfg(feature = "cuda")]
 pub use runtime::CudaRuntime;
 
 /// The error of a CUDA request in a build without the `cuda` feature.

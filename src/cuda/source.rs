@@ -13,6 +13,27 @@ pub enum ElemKind {
 }
 
 impl ElemKind {
+    /// The kind of a tensor's dtype; `None` for dtypes the kernels do not read.
+    pub fn from_dtype(dtype: burn::tensor::DType) -> Option<ElemKind> {
+        use burn::tensor::DType;
+        match dtype {
+            DType::F32 => Some(ElemKind::F32),
+            DType::F16 => Some(ElemKind::F16),
+            DType::BF16 => Some(ElemKind::Bf16),
+            _ => None,
+        }
+    }
+
+    /// The burn dtype of this kind.
+    pub fn dtype(self) -> burn::tensor::DType {
+        use burn::tensor::DType;
+        match self {
+            ElemKind::F32 => DType::F32,
+            ElemKind::F16 => DType::F16,
+            ElemKind::Bf16 => DType::BF16,
+        }
+    }
+
     /// The value of the sources' `ELEM_KIND`.
     fn define(self) -> u32 {
         match self {
@@ -28,14 +49,6 @@ impl ElemKind {
             ElemKind::F32 => "f32",
             ElemKind::F16 => "f16",
             ElemKind::Bf16 => "bf16",
-        }
-    }
-
-    /// Bytes of one element.
-    pub fn size(self) -> usize {
-        match self {
-            ElemKind::F32 => 4,
-            ElemKind::F16 | ElemKind::Bf16 => 2,
         }
     }
 }
