@@ -132,6 +132,27 @@ fn attend_with_dout_writes_gradients_from_every_backend() {
     }
 }
 
+/// Without the `cuda` feature (as CI builds), or without a driver (as CI runs), the CUDA
+/// backend says what is missing instead of crashing; a 16-bit dtype needs that backend.
+#[test]
+fn attend_on_cuda_says_what_is_missing() {
+    let dir = scratch("cuda");
+    let d = dir.to_str().unwrap();
+    write_inputs(&dir, &Shape::prefill(1, 1, 12, 16));
+    let output = moba(&attend_args(d, "cuda", d));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = match cfg!(feature = "cuda") {
+        true => "no CUDA driver found",
+        false => "rebuild with `cargo build --release --features cuda`",
+    };
+    assert!(stderr.contains(expected), "{stderr}");
+    let mut args = attend_args(d, "wgpu", d);
+    args.extend(["--dtype".to_string(), "bf16".to_string()]);
+    let output = moba(&args);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs --backend cuda"));
+}
+
 #[test]
 fn attend_reports_bad_input_clearly() {
     let dir = scratch("bad");

@@ -3,12 +3,12 @@
 //
 // attention_pass — grid (tile capacity of a slot, batch * q_heads), TILE_THREADS threads.
 //   A thread block takes one tile of the inverted selection (inversion.cu): up to ROW_TILE
-//   rows that chose block j in slot `slot`. Each warp owns 16 rows; their q fragments stay
-//   in registers while the block's keys stream through shared memory KEY_TILE at a time:
+//   rows that chose block j in slot `slot`. Each warp owns 16 rows of the shared q tile
+//   while the block's keys stream through shared memory KEY_TILE at a time:
 //   s = q.k^T (mma), causal mask, online softmax in base 2, o += p.v (mma, p straight from
 //   the score accumulators). Slots run in order and a row appears once per slot, so each
 //   row's state is updated by one thread block at a time: deterministic, no atomics.
-//   Shared memory (dynamic): q, k, v tiles [64][HEAD_DIM + 8] 16-bit.
+//   Shared memory (dynamic): q [ROW_TILE], k and v [KEY_TILE] tiles, rows HEAD_DIM + 8 16-bit.
 //   State: state_o [rows, HEAD_DIM] f32 (unnormalised), state_ml [rows, 2] f32 (max in
 //   base 2, sum); slot 0 writes it, later slots merge.
 // attention_finalize — one thread per (row, column): o = acc / sum as elem_t, and
@@ -16,7 +16,8 @@
 
 #define LN2 0.6931471805599453f
 
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+// Two blocks per SM: 128 registers per thread.
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
 attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v,
                const u32* lists, const u32* starts, const u32* tiles,
                float* state_o, float* state_ml) {
@@ -51,10 +52,6 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     u32 pos0 = query_position(p, rows[r0]), pos1 = query_position(p, rows[r1]);
     __syncthreads();
 
-    u32 qf[HEAD_DIM / 16][4];
-#pragma unroll
-    for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) load_a(qf[kk], q_tile, TILE_STRIDE, warp * 16, kk * 16);
-
     float acc[HEAD_DIM / 8][4];
 #pragma unroll
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
@@ -72,12 +69,14 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
         for (u32 n = 0; n < KEY_TILE / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
         for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) {
+            u32 a[4];
+            load_a(a, q_tile, TILE_STRIDE, warp * 16, kk * 16);
 #pragma unroll
             for (u32 n = 0; n < KEY_TILE / 16; n++) {
                 u32 b[4];
                 load_b_nk(b, k_tile, TILE_STRIDE, n * 16, kk * 16);
-                mma(s[2 * n], qf[kk], b[0], b[1]);
-                mma(s[2 * n + 1], qf[kk], b[2], b[3]);
+                mma(s[2 * n], a, b[0], b[1]);
+                mma(s[2 * n + 1], a, b[2], b[3]);
             }
         }
 

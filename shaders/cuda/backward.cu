@@ -10,7 +10,7 @@
 //   deterministic, no atomics.
 //   Shared memory (dynamic): q, dO [ROW_TILE][HEAD_DIM + 8], k, v [KEY_TILE][HEAD_DIM + 8].
 // dq_finalize — one thread per element: dq = scale * dq_state as elem_t.
-// dkdv — grid (key tiles per block * num_blocks, batch * kv_heads), TILE_THREADS threads:
+// dkdv — grid (key tiles per block * num_blocks, batch * kv_heads), KEY_THREADS threads:
 //   a thread block owns KEY_TILE keys of one block (each warp 16 of them) and walks every
 //   row that chose the block: the query heads of the GQA group, slot by slot, each list in
 //   row order, DKDV_ROWS rows at a time. Per row tile: s^T = k.q^T, p^T,
@@ -160,7 +160,7 @@ extern "C" __global__ void dq_finalize(Params p, const float* dq_state, elem_t* 
     store_elem(dq, i, dq_state[i] * p.scale);
 }
 
-extern "C" __global__ void __launch_bounds__(TILE_THREADS)
+extern "C" __global__ void __launch_bounds__(KEY_THREADS)
 dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* dout,
      const float* row_terms, const u32* lists, const u32* starts, elem_t* dk, elem_t* dv) {
     extern __shared__ __align__(16) u16 shared[];
@@ -206,7 +206,7 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
             for (u32 first = begin; first < end; first += DKDV_ROWS) {
                 u32 count = min((u32)DKDV_ROWS, end - first);
                 __syncthreads();
-                for (u32 i = threadIdx.x; i < DKDV_ROWS; i += TILE_THREADS) {
+                for (u32 i = threadIdx.x; i < DKDV_ROWS; i += KEY_THREADS) {
                     u32 row = list_rows[first + min(i, count - 1)];
                     rows[i] = row;
                     row_pos[i] = query_position(p, row);

@@ -34,11 +34,13 @@ typedef u16 elem_t;
 
 #define WARP 32
 // Tiles of the attention kernels: ROW_TILE gathered query rows (16 per warp) x KEY_TILE
-// keys. The Rust launch arithmetic (src/cuda/launch.rs) uses the same numbers.
-#define ROW_TILE 64
+// keys; the dk/dv kernel gives each warp 16 keys instead. 128 rows share each key/value
+// tile load between 8 warps. The Rust launch arithmetic (src/cuda/launch.rs) uses the same
+// numbers.
+#define ROW_TILE 128
 #define KEY_TILE 64
-#define TILE_WARPS (ROW_TILE / 16)
-#define TILE_THREADS (TILE_WARPS * WARP)
+#define TILE_THREADS (ROW_TILE / 16 * WARP)
+#define KEY_THREADS (KEY_TILE / 16 * WARP)
 #define NEG_INF (__int_as_float(0xff800000))
 #define LOG2E 1.4426950408889634f
 

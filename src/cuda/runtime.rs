@@ -53,7 +53,12 @@ impl CudaRuntime {
     fn open(ordinal: usize) -> Result<CudaRuntime> {
         // cudarc loads libcuda at run time and panics when it is missing: turn that into
         // an error a user can act on.
-        let context = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+        // The default hook would print cudarc's panic before our error: silence it here.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let context = std::panic::catch_unwind(|| CudaContext::new(ordinal));
+        std::panic::set_hook(hook);
+        let context = context
             .map_err(|_| {
                 MobaError::Cuda(
                     "no CUDA driver found (libcuda.so could not be loaded): the CUDA path needs \

@@ -2,7 +2,8 @@
 //! Data only (no driver), so CI checks them; `runtime` executes them.
 
 use super::launch::{
-    CudaParams, CudaPlan, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, TILE_THREADS,
+    CudaParams, CudaPlan, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS,
+    TILE_THREADS,
 };
 use super::source::CudaProgram;
 use crate::config::{Gate, MobaConfig};
@@ -251,7 +252,7 @@ impl CudaSchedule {
             CudaProgram::Backward,
             "dkdv",
             plan.dkdv_grid(),
-            TILE_THREADS,
+            KEY_THREADS,
             plan.dkdv_shared_bytes(),
             &[
                 Arg::Ptr(f.q),

@@ -172,7 +172,9 @@ mod tests {
             for kernel in program.kernels() {
                 let body = program.body();
                 let at = body
-                    .find(&format!(" {kernel}("))
+                    .match_indices(&format!("{kernel}("))
+                    .map(|(at, _)| at)
+                    .find(|&at| body[..at].ends_with(char::is_whitespace))
                     .unwrap_or_else(|| panic!("{kernel} missing in {}", program.name()));
                 let before = &body[..at];
                 let declaration = &before[before.rfind("extern \"C\"").unwrap()..];
