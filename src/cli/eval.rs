@@ -58,7 +58,7 @@ impl BackendJob for EvalJob<'_> {
 
     fn run<B: MobaBackend>(self, device: B::Device, _: Option<MemoryProbe>) -> Result<EvalReport> {
         let config = load_config(self.dir)?;
-        let model = load_model::<B>(&config, &run_weights(self.dir)?, &device)?;
+        let model = load_model::<B>(&config.model, &run_weights(self.dir)?, &device)?;
         let report = evaluate(&model, &config, &self.options, &device)?;
         let path = self.dir.join("eval.json");
         let json = serde_json::to_string_pretty(&report).expect("plain numbers");

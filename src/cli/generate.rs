@@ -50,7 +50,7 @@ impl BackendJob for Job<'_> {
     fn run<B: MobaBackend>(self, device: B::Device, _: Option<MemoryProbe>) -> Result<()> {
         let args = self.args;
         let config = load_config(&args.run)?;
-        let model = load_model::<B>(&config, &run_weights(&args.run)?, &device)?;
+        let model = load_model::<B>(&config.model, &run_weights(&args.run)?, &device)?;
         let sampling = Sampling {
             temperature: args.temperature,
             top_p: args.top_p,

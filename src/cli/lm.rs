@@ -2,17 +2,15 @@
 //! backend choice and the flags that define a training run.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
+use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{NdArray, Wgpu};
-use burn::cubecl::Runtime;
 use clap::{Args, ValueEnum};
 use moba::backend::MobaBackend;
 use moba::data::RecallTask;
 use moba::model::LmConfig;
 use moba::module::AttentionKind;
-use moba::train::{DataConfig, MemoryProbe, TrainConfig};
+use moba::train::{DataConfig, MemoryProbe, TrainConfig, nvidia_memory_probe};
 use moba::{MobaError, Result};
 
 /// The burn backend a command runs on.
@@ -37,15 +35,7 @@ pub trait BackendJob {
 /// Runs `job` on `backend`'s default device.
 pub fn dispatch<J: BackendJob>(backend: LmBackend, job: J) -> Result<J::Output> {
     match backend {
-        LmBackend::Wgpu => {
-            let device = WgpuDevice::default();
-            let client_device = device.clone();
-            let probe: MemoryProbe = Arc::new(move || {
-                let usage = WgpuRuntime::client(&client_device).memory_usage().ok()?;
-                Some(usage.bytes_reserved)
-            });
-            job.run::<Wgpu>(device, Some(probe))
-        }
+        LmBackend::Wgpu => job.run::<Wgpu>(WgpuDevice::default(), nvidia_memory_probe(0)),
         LmBackend::Ndarray => job.run::<NdArray>(Default::default(), None),
     }
 }

@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use super::config::TrainConfig;
 use crate::backend::MobaBackend;
 use crate::error::{MobaError, Result};
-use crate::model::MobaLm;
+use crate::model::{LmConfig, MobaLm};
 
 /// The recorder of every model and checkpoint file.
 pub type RunRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -35,9 +35,10 @@ pub fn save_model<B: Backend>(model: &MobaLm<B>, path: &Path) -> Result<()> {
         .map_err(|e| MobaError::io(path, e))
 }
 
-/// The weights at `path` (`.mpk` is added) into a model of `config`'s shape.
+/// The weights at `path` (`.mpk` is added) into a model of `config`'s shape; an error
+/// names the file when it is missing, unreadable, or the weights of another model.
 pub fn load_model<B: MobaBackend>(
-    config: &TrainConfig,
+    config: &LmConfig,
     path: &Path,
     device: &B::Device,
 ) -> Result<MobaLm<B>> {
@@ -48,7 +49,7 @@ pub fn load_model<B: MobaBackend>(
     let record = RunRecorder::new()
         .load(path.to_path_buf(), device)
         .map_err(|e| checkpoint_error(&file, e))?;
-    let fresh = config.model.init::<B>(device)?;
+    let fresh = config.init::<B>(device)?;
     // burn loads a record of another size without a word: compare every shape.
     let (want, model) = (shapes(&fresh), fresh.load_record(record));
     let got = shapes(&model);

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use nvml_wrapper::Nvml;
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
     Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry,
@@ -12,8 +13,21 @@ use burn::train::metric::{
 
 use super::step::LmStats;
 
-/// Bytes of device memory the backend holds, where it can tell.
+/// Bytes of device memory in use, where the device can tell.
 pub type MemoryProbe = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
+
+/// Memory in use on NVIDIA GPU `index` as NVML reports it (all processes: on a GPU of its
+/// own, the training's); `None` without an NVIDIA driver. wgpu has no memory query, and
+/// cubecl's counts memory per stream.
+pub fn nvidia_memory_probe(index: u32) -> Option<MemoryProbe> {
+    let nvml = Nvml::init().ok()?;
+    nvml.device_by_index(index).ok()?;
+    let nvml = Arc::new(nvml);
+    Some(Arc::new(move || {
+        let device = nvml.device_by_index(index).ok()?;
+        device.memory_info().ok().map(|memory| memory.used)
+    }))
+}
 
 fn numeric(unit: Option<&str>, higher_is_better: bool) -> MetricAttributes {
     NumericAttributes {
@@ -155,7 +169,7 @@ impl Numeric for TokensPerSecondMetric {
     }
 }
 
-/// Device memory the backend holds (MiB) and its peak over the run.
+/// Device memory in use (MiB) and its peak over the run.
 #[derive(Clone)]
 pub struct GpuMemoryMetric {
     name: MetricName,

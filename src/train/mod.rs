@@ -42,7 +42,9 @@ pub use checkpoint::{
 pub use config::{DataConfig, TrainConfig};
 pub use curve::{CurveLogger, Curves, metrics_path};
 pub use eval::{EvalOptions, EvalReport, RecallBucket, evaluate};
-pub use metrics::{GpuMemoryMetric, MemoryProbe, PerplexityMetric, TokensPerSecondMetric};
+pub use metrics::{
+    GpuMemoryMetric, MemoryProbe, PerplexityMetric, TokensPerSecondMetric, nvidia_memory_probe,
+};
 pub use renderer::LineRenderer;
 pub use report::{Arm, write_report};
 pub use run::{Dashboard, TrainSummary, TrainTarget, train};

@@ -96,6 +96,7 @@ pub fn train<B: MobaBackend>(
     target: TrainTarget<'_, B>,
 ) -> Result<TrainSummary> {
     config.validate()?;
+    let (train_source, valid_source) = config.sources()?;
     let dir = target.dir;
     let device = target.device;
     let done = match (resume, config_path(dir).is_file()) {
@@ -123,7 +124,6 @@ pub fn train<B: MobaBackend>(
     Autodiff::<B>::seed(&device, config.seed);
     let model = config.model.init::<Autodiff<B>>(&device)?;
     let params = model.num_params();
-    let (train_source, valid_source) = config.sources()?;
     if done > 0 {
         check_checkpoint::<B>(config, dir, done, &device)?;
     }
@@ -238,7 +238,7 @@ fn check_checkpoint<B: MobaBackend>(
     epoch: usize,
     device: &B::Device,
 ) -> Result<()> {
-    load_model::<Autodiff<B>>(config, &checkpoint_file(dir, "model", epoch), device)?;
+    load_model::<Autodiff<B>>(&config.model, &checkpoint_file(dir, "model", epoch), device)?;
     let recorder = RunRecorder::new();
     let optim = checkpoint_file(dir, "optim", epoch);
     Recorder::<Autodiff<B>>::load::<LearnerOptimizerRecord<Components<B>>>(
