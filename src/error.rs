@@ -71,6 +71,9 @@ pub enum MobaError {
     /// A `.npy` file is malformed or has an unsupported dtype or layout.
     #[error("{path}: {message}")]
     Npy { path: String, message: String },
+    /// A training run's checkpoint or config is missing, truncated or of another model.
+    #[error("{path}: cannot load the checkpoint: {message}")]
+    Checkpoint { path: String, message: String },
 }
 
 /// Shorthand for results of this crate.

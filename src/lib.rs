@@ -7,7 +7,9 @@
 //! - [`gpu`]: WGSL kernels through wgpu (Vulkan, Metal, DX12, GL, WebGPU);
 //! - [`backend`]: burn integration (custom op + custom backward, `Autodiff`, `Fusion`);
 //! - [`cuda`]: the CUDA path (tensor cores, NVRTC; `--features cuda`);
-//! - [`npy`]: `.npy` reading and writing for the `moba attend` CLI.
+//! - [`npy`]: `.npy` reading and writing for the `moba attend` CLI;
+//! - [`model`], [`data`], [`train`]: a byte-level MoBA language model, its data, and its
+//!   training, evaluation and comparison on burn-train.
 //!
 //! ```no_run
 //! use moba::{MobaConfig, Shape, gpu::GpuContext};
@@ -27,14 +29,17 @@ pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod cuda;
+pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod module;
 pub mod npy;
 pub mod plot;
 pub mod random;
 pub mod reference;
 pub mod sparsity;
+pub mod train;
 
 pub use config::{Gate, MobaConfig, Shape};
 pub use error::{MobaError, Result};

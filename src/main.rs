@@ -1,4 +1,5 @@
-//! The `moba` command line: `info`, `demo` (the default), `attend`.
+//! The `moba` command line: `info`, `demo` (the default), `attend`, `bench`, and the
+//! language model's `train`, `eval`, `generate`, `compare`.
 
 mod cli;
 

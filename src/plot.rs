@@ -1,5 +1,5 @@
-//! Minimal SVG line plots for benchmark results: log-log or log-linear axes, one polyline
-//! per series, a legend. Written by hand to keep the dependency tree small.
+//! Minimal SVG line plots for benchmark and training results: log or linear axes, one
+//! polyline per series, a legend. Written by hand to keep the dependency tree small.
 
 /// One line of a plot: a name and its (x, y) points (x and y > 0 on log axes).
 pub struct Series {
@@ -10,7 +10,10 @@ pub struct Series {
 /// Axis scale.
 #[derive(Clone, Copy, PartialEq)]
 pub enum Scale {
+    /// Linear from zero (or below) to the data's maximum.
     Linear,
+    /// Linear over the data's range only (losses, where zero would flatten the curves).
+    Fit,
     Log,
 }
 
@@ -20,6 +23,7 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 330.0; // room for the legend
 const LEGEND_CHARS: usize = 44;
 const TOP: f64 = 40.0;
+const MARKED_POINTS: usize = 50;
 const BOTTOM: f64 = 50.0;
 const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
@@ -33,8 +37,23 @@ pub fn line_plot(
     y_scale: Scale,
     series: &[Series],
 ) -> String {
+    line_plot_xy(title, x_label, y_label, Scale::Log, y_scale, series)
+}
+
+/// An SVG document plotting `series` with x on `x_scale` and y on `y_scale`. A log x axis
+/// has a tick at every measured x (sizes); a linear one five round steps (training steps).
+pub fn line_plot_xy(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    x_scale: Scale,
+    y_scale: Scale,
+    series: &[Series],
+) -> String {
     let points = series.iter().flat_map(|s| s.points.iter().copied());
-    let usable = |&(x, y): &(f64, f64)| x > 0.0 && (y_scale == Scale::Linear || y > 0.0);
+    let usable = |&(x, y): &(f64, f64)| {
+        (x_scale != Scale::Log || x > 0.0) && (y_scale != Scale::Log || y > 0.0)
+    };
     let (xs, ys): (Vec<f64>, Vec<f64>) = points.filter(usable).unzip();
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" font-family=\"sans-serif\" font-size=\"12\">\n\
@@ -47,32 +66,42 @@ pub fn line_plot(
         svg.push_str("<text x=\"70\" y=\"80\">no data</text>\n</svg>\n");
         return svg;
     }
+    let transform_x = |x: f64| if x_scale == Scale::Log { x.log2() } else { x };
     let transform_y = |y: f64| if y_scale == Scale::Log { y.log10() } else { y };
-    let (x_min, x_max) = span(xs.iter().map(|x| x.log2()));
+    let (x_min, x_max) = span(xs.iter().map(|&x| transform_x(x)));
     let (mut y_min, y_max) = span(ys.iter().map(|&y| transform_y(y)));
     if y_scale == Scale::Linear {
         y_min = y_min.min(0.0);
     }
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let px = |x: f64| LEFT + (x.log2() - x_min) / (x_max - x_min) * plot_w;
+    let px = |x: f64| LEFT + (transform_x(x) - x_min) / (x_max - x_min) * plot_w;
     let py = |y: f64| TOP + plot_h - (transform_y(y) - y_min) / (y_max - y_min) * plot_h;
 
-    // Axes, x ticks at the measured x values, y ticks at decades (log) or five steps (linear).
+    // Axes; x ticks at the measured x values (log) or five round steps (linear); y ticks at
+    // decades (log) or five round steps (linear).
     svg.push_str(&format!(
         "<path d=\"M{LEFT} {TOP} V{} H{}\" stroke=\"black\" fill=\"none\"/>\n",
         TOP + plot_h,
         LEFT + plot_w
     ));
-    let mut x_ticks = xs.clone();
-    x_ticks.sort_by(f64::total_cmp);
-    x_ticks.dedup();
-    for x in x_ticks {
+    let x_ticks: Vec<(f64, String)> = match x_scale {
+        Scale::Log => {
+            let mut ticks = xs.clone();
+            ticks.sort_by(f64::total_cmp);
+            ticks.dedup();
+            ticks.into_iter().map(|x| (x, compact(x))).collect()
+        }
+        Scale::Linear | Scale::Fit => round_ticks(x_min, x_max)
+            .into_iter()
+            .map(|x| (x, decimal(x)))
+            .collect(),
+    };
+    for (x, label) in x_ticks {
         svg.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
             px(x),
             TOP + plot_h + 18.0,
-            compact(x)
         ));
     }
     let y_ticks: Vec<f64> = match y_scale {
@@ -80,13 +109,7 @@ pub fn line_plot(
         Scale::Log => (y_min.floor() as i32..=y_max.ceil() as i32)
             .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
             .collect(),
-        // Five steps of a round size.
-        Scale::Linear => {
-            let step = round_step((y_max - y_min) / 5.0);
-            (0..=((y_max - y_min) / step).ceil() as usize)
-                .map(|i| y_min + step * i as f64)
-                .collect()
-        }
+        Scale::Linear | Scale::Fit => round_ticks(y_min, y_max),
     };
     for y in y_ticks
         .into_iter()
@@ -123,7 +146,8 @@ pub fn line_plot(
             "<polyline points=\"{}\" stroke=\"{color}\" stroke-width=\"2\" fill=\"none\"/>\n",
             coordinates.join(" ")
         ));
-        for &(x, y) in &points {
+        // Markers on sparse series only: on dense ones (training curves) they would hide it.
+        for &(x, y) in points.iter().filter(|_| points.len() <= MARKED_POINTS) {
             svg.push_str(&format!(
                 "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"/>\n",
                 px(x),
@@ -163,6 +187,14 @@ fn shortened(name: &str) -> String {
         Some((at, _)) => format!("{}…", &name[..at]),
         None => name.to_string(),
     }
+}
+
+/// Ticks at multiples of a round step, about five of them, within `[low, high]`.
+fn round_ticks(low: f64, high: f64) -> Vec<f64> {
+    let step = round_step((high - low) / 5.0);
+    let first = (low / step - 1e-9).ceil() as i64;
+    let last = (high / step + 1e-9).floor() as i64;
+    (first..=last).map(|i| i as f64 * step).collect()
 }
 
 /// The 1, 2 or 5 times a power of ten nearest above `raw`.
@@ -230,5 +262,20 @@ mod tests {
         );
         assert!(svg.contains(">1K<") && svg.contains(">2K<"));
         assert!(line_plot("t", "S", "x", Scale::Linear, &[]).contains("no data"));
+    }
+
+    #[test]
+    fn linear_axes_tick_round_steps_and_fit_leaves_out_zero() {
+        let series = [Series {
+            name: "loss".into(),
+            points: vec![(0.0, 2.5), (1000.0, 1.5), (2000.0, 1.25)],
+        }];
+        let svg = line_plot_xy("t", "step", "loss", Scale::Linear, Scale::Fit, &series);
+        for tick in [">0<", ">500<", ">1000<", ">2000<", ">1.5<", ">2<", ">2.5<"] {
+            assert!(svg.contains(tick), "{tick} missing");
+        }
+        assert!(!svg.contains(">1<"), "Fit starts at the data, not at zero");
+        let from_zero = line_plot_xy("t", "step", "loss", Scale::Linear, Scale::Linear, &series);
+        assert!(from_zero.contains(">0.5<"));
     }
 }

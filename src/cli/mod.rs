@@ -4,6 +4,12 @@ mod attend;
 mod bench;
 mod demo;
 mod info;
+// The language-model commands.
+mod compare;
+mod eval;
+mod generate;
+mod lm;
+mod train;
 
 use clap::{Parser, Subcommand};
 use moba::Result;
@@ -33,6 +39,14 @@ enum Command {
     Attend(attend::AttendArgs),
     /// Measure a sweep of forwards (JSON lines + markdown table); `bench report FILES` merges.
     Bench(bench::BenchArgs),
+    /// Train a byte-level MoBA language model (dashboard, checkpoints, --resume).
+    Train(train::TrainArgs),
+    /// Validation loss, trailing loss and recall by distance of a trained run.
+    Eval(eval::EvalArgs),
+    /// Sample bytes from a trained run (MoBA prefill, then MoBA decode steps).
+    Generate(generate::GenerateArgs),
+    /// Train MoBA and full attention alike, then plot and tabulate both.
+    Compare(compare::CompareArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -46,6 +60,10 @@ pub fn run(args: Args) -> Result<()> {
         Some(Command::Attend(attend)) => attend::run(&attend, &request),
         Some(Command::Bench(bench)) => bench::run(&bench, &request),
         Some(Command::Demo(demo)) => demo::run(&demo, &open(&request)?),
+        Some(Command::Train(train)) => train::run(&train),
+        Some(Command::Eval(eval)) => eval::run(&eval),
+        Some(Command::Generate(generate)) => generate::run(&generate),
+        Some(Command::Compare(compare)) => compare::run(&compare),
         None => demo::run(&demo::DemoArgs::default(), &open(&request)?),
     }
 }

@@ -8,6 +8,7 @@ use burn::nn::{Linear, LinearConfig, RotaryEncoding, RotaryEncodingConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+use super::KvCache;
 use crate::backend::{MobaBackend, moba_attention};
 use crate::config::MobaConfig;
 use crate::error::{MobaError, Result};
@@ -138,6 +139,32 @@ impl MobaAttentionConfig {
 impl<B: MobaBackend> MobaAttention<B> {
     /// Causal self-attention over `x: [batch, seq, d_model]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
+        self.forward_cached(x, &mut KvCache::new())
+    }
+
+    /// Causal self-attention of `x: [batch, seq, d_model]`, the `seq` positions that follow
+    /// those in `cache`: their keys and values are appended to the cache, and the queries sit
+    /// at positions `cache.len()..` (RoPE included). An empty cache is prefill; `seq == 1`
+    /// is a MoBA decode step: the one query is gated over the cached blocks (DESIGN §1,
+    /// `S < Sk`), so generation stays sparse.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::tensor::{Distribution, Tensor};
+    /// use moba::module::{AttentionKind, KvCache, MobaAttentionConfig};
+    ///
+    /// let device = Default::default();
+    /// let layer = MobaAttentionConfig::new(32, 4, 2, AttentionKind::Moba { block_size: 8, top_k: 2 })
+    ///     .init::<NdArray>(&device)?;
+    /// let mut cache = KvCache::new();
+    /// let prompt = Tensor::<NdArray, 3>::random([1, 20, 32], Distribution::Normal(0.0, 1.0), &device);
+    /// layer.forward_cached(prompt, &mut cache)?;                      // prefill: 20 positions
+    /// let next = Tensor::<NdArray, 3>::random([1, 1, 32], Distribution::Normal(0.0, 1.0), &device);
+    /// let y = layer.forward_cached(next, &mut cache)?;                // decode: position 20
+    /// assert_eq!((y.dims(), cache.len()), ([1, 1, 32], 21));
+    /// # Ok::<(), moba::MobaError>(())
+    /// ```
+    pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
         let [batch, seq, width] = x.dims();
         if width != self.d_model {
             return Err(MobaError::ShapeMismatch {
@@ -146,13 +173,21 @@ impl<B: MobaBackend> MobaAttention<B> {
                 actual: width,
             });
         }
+        if let Some(cached) = cache.batch().filter(|&cached| cached != batch) {
+            return Err(MobaError::ShapeMismatch {
+                what: "batch size (that of the cache)".into(),
+                expected: cached,
+                actual: batch,
+            });
+        }
+        let past = cache.len();
         if let Some(rope) = &self.rope {
             let max = rope.freq_complex.dims()[0];
-            if seq > max {
+            if past + seq > max {
                 return Err(MobaError::ShapeMismatch {
                     what: "sequence length (at most rope_max_len)".into(),
                     expected: max,
-                    actual: seq,
+                    actual: past + seq,
                 });
             }
         }
@@ -164,10 +199,11 @@ impl<B: MobaBackend> MobaAttention<B> {
         let mut k = heads(self.key.forward(x.clone()), self.n_kv_heads);
         let v = heads(self.value.forward(x), self.n_kv_heads);
         if let Some(rope) = &self.rope {
-            q = rope.forward(q);
-            k = rope.forward(k);
+            q = rope.apply(q, past);
+            k = rope.apply(k, past);
         }
-        let o = moba_attention(q, k, v, &self.kind.config(seq))?;
+        let (k, v) = cache.append(k, v);
+        let o = moba_attention(q, k, v, &self.kind.config(past + seq))?;
         Ok(self
             .output
             .forward(o.swap_dims(1, 2).reshape([batch, seq, self.d_model])))

@@ -1,5 +1,7 @@
 //! burn modules built on MoBA.
 
 mod attention;
+mod cache;
 
 pub use attention::{AttentionKind, MobaAttention, MobaAttentionConfig};
+pub use cache::KvCache;

@@ -1,0 +1,128 @@
+//! `moba compare`: train MoBA and full attention (and optionally a hybrid) with the same
+//! seed, data and steps, evaluate each, and write the loss curves, recall by distance and a
+//! table. Running it again continues: finished arms are kept, interrupted ones resume.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use moba::Result;
+use moba::train::{Arm, Dashboard, TrainConfig, TrainTarget, load_config, write_report};
+
+use super::eval::{EvalFlags, EvalJob};
+use super::lm::{AttentionChoice, BackendJob, LmBackend, RunArgs, dispatch, other_run};
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum ArmChoice {
+    /// MoBA in every layer.
+    Moba,
+    /// Full attention in every layer (the reference).
+    Full,
+    /// MoBA with the last --hybrid-full-layers layers full.
+    Hybrid,
+}
+
+impl ArmChoice {
+    fn name(self) -> &'static str {
+        match self {
+            ArmChoice::Moba => "moba",
+            ArmChoice::Full => "full",
+            ArmChoice::Hybrid => "hybrid",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Output folder: a run directory per arm, then loss.svg, recall_by_distance.svg and
+    /// table.md.
+    #[arg(long)]
+    out: PathBuf,
+    /// The arms, comma-separated; `full` is the reference of the table.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "moba,full")]
+    arms: Vec<ArmChoice>,
+    /// Full layers at the end of the hybrid arm.
+    #[arg(long, default_value_t = 1)]
+    hybrid_full_layers: usize,
+    /// Only write the report from the arms' directories (runs made elsewhere).
+    #[arg(long)]
+    report_only: bool,
+    #[arg(long, value_enum, default_value_t = LmBackend::Wgpu)]
+    backend: LmBackend,
+    #[command(flatten)]
+    settings: RunArgs,
+    #[command(flatten)]
+    eval: EvalFlags,
+}
+
+/// Trains one arm (or resumes it).
+struct TrainJob<'a> {
+    config: &'a TrainConfig,
+    dir: &'a Path,
+    resume: bool,
+}
+
+impl BackendJob for TrainJob<'_> {
+    type Output = ();
+
+    fn run<B: moba::backend::MobaBackend>(
+        self,
+        device: B::Device,
+        memory: Option<moba::train::MemoryProbe>,
+    ) -> Result<()> {
+        let target = TrainTarget::<B> {
+            dir: self.dir,
+            device,
+            memory,
+            dashboard: Dashboard::Lines,
+        };
+        moba::train::train(self.config, self.resume, target).map(drop)
+    }
+}
+
+pub fn run(args: &CompareArgs) -> Result<()> {
+    let mut arms = Vec::new();
+    for &arm in &args.arms {
+        let dir = args.out.join(arm.name());
+        if !args.report_only {
+            let config = match arm {
+                ArmChoice::Moba => args.settings.config(AttentionChoice::Moba, 0)?,
+                ArmChoice::Full => args.settings.config(AttentionChoice::Full, 0)?,
+                ArmChoice::Hybrid => args
+                    .settings
+                    .config(AttentionChoice::Moba, args.hybrid_full_layers)?,
+            };
+            prepare(arm, &config, &dir, args)?;
+        }
+        arms.push(Arm::read(arm.name(), &dir)?);
+    }
+    let table = write_report(&arms, ArmChoice::Full.name(), &args.out)?;
+    println!("{table}");
+    println!("plots and table in {}", args.out.display());
+    Ok(())
+}
+
+/// Trains (or resumes) and evaluates the arm in `dir` unless that is done already.
+fn prepare(arm: ArmChoice, config: &TrainConfig, dir: &Path, args: &CompareArgs) -> Result<()> {
+    let started = dir.join("train.json").is_file();
+    if started && load_config(dir)? != *config {
+        return Err(other_run(dir));
+    }
+    if !dir.join("summary.json").is_file() {
+        eprintln!("== {}: training {}", arm.name(), dir.display());
+        let job = TrainJob {
+            config,
+            dir,
+            resume: started,
+        };
+        dispatch(args.backend, job)?;
+    }
+    if !dir.join("eval.json").is_file() {
+        eprintln!("== {}: evaluating", arm.name());
+        let job = EvalJob {
+            dir,
+            options: args.eval.options(),
+        };
+        dispatch(args.backend, job)?;
+    }
+    Ok(())
+}

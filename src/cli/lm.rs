@@ -1,0 +1,183 @@
+//! What the language-model commands (`train`, `eval`, `generate`, `compare`) share: the
+//! backend choice and the flags that define a training run.
+
+use std::path::PathBuf;
+
+use burn::backend::wgpu::WgpuDevice;
+use burn::backend::{NdArray, Wgpu};
+use clap::{Args, ValueEnum};
+use moba::backend::MobaBackend;
+use moba::data::RecallTask;
+use moba::model::LmConfig;
+use moba::module::AttentionKind;
+use moba::train::{DataConfig, MemoryProbe, TrainConfig, nvidia_memory_probe};
+use moba::{MobaError, Result};
+
+/// The burn backend a command runs on.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum LmBackend {
+    /// burn's wgpu backend (Vulkan, Metal, DX12): the WGSL kernels.
+    Wgpu,
+    /// burn's CPU backend (MoBA composed of tensor ops): slow, for tiny models.
+    Ndarray,
+}
+
+/// A command body generic over the backend (a closure cannot be generic).
+pub trait BackendJob {
+    type Output;
+    fn run<B: MobaBackend>(
+        self,
+        device: B::Device,
+        memory: Option<MemoryProbe>,
+    ) -> Result<Self::Output>;
+}
+
+/// Runs `job` on `backend`'s default device.
+pub fn dispatch<J: BackendJob>(backend: LmBackend, job: J) -> Result<J::Output> {
+    match backend {
+        LmBackend::Wgpu => job.run::<Wgpu>(WgpuDevice::default(), nvidia_memory_probe(0)),
+        LmBackend::Ndarray => job.run::<NdArray>(Default::default(), None),
+    }
+}
+
+/// The attention of the MoBA layers.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum AttentionChoice {
+    Moba,
+    Full,
+}
+
+/// Flags that define a training run (`moba train`; `moba compare` trains one run per arm).
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Model size: tiny, small, 8k or 32k (the flags below override its parts).
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Width of the residual stream.
+    #[arg(long)]
+    d_model: Option<usize>,
+    /// Transformer blocks.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Query heads.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Key/value heads (GQA).
+    #[arg(long)]
+    kv_heads: Option<usize>,
+    /// SwiGLU hidden width.
+    #[arg(long)]
+    d_ff: Option<usize>,
+    /// Keys per MoBA block (default: the preset's).
+    #[arg(long)]
+    block_size: Option<usize>,
+    /// Blocks each query attends, its own included (default 3).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Bytes per training sequence (default: the preset's context).
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Train on these files or directories (bytes) instead of the synthetic recall task.
+    #[arg(long, num_args = 1..)]
+    text: Vec<PathBuf>,
+    /// Fraction of the text that validates (its end).
+    #[arg(long, default_value_t = 0.05)]
+    valid_fraction: f64,
+    /// Recall task: key-value records per sequence (default: 4 per query).
+    #[arg(long)]
+    recall_pairs: Option<usize>,
+    /// Recall task: queries per sequence (default: one per 512 bytes, 1 to 16).
+    #[arg(long)]
+    recall_queries: Option<usize>,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Sequences per forward.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Forwards per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accumulation: usize,
+    /// Optimizer steps between validations and checkpoints (must divide --steps;
+    /// default: a tenth of them).
+    #[arg(long)]
+    valid_every: Option<usize>,
+    /// Batches per validation.
+    #[arg(long, default_value_t = 4)]
+    valid_batches: usize,
+    /// Peak learning rate (warm-up, then cosine to a tenth).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Warm-up steps (default: a twentieth of the steps).
+    #[arg(long)]
+    warmup: Option<usize>,
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f32,
+    /// Seed of the weights and the data.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+impl RunArgs {
+    /// The run these flags describe, with `attention` in all but the last `full_layers`.
+    pub fn config(&self, attention: AttentionChoice, full_layers: usize) -> Result<TrainConfig> {
+        let preset = LmConfig::preset(&self.preset)?;
+        let kind = match (attention, preset.attention) {
+            (AttentionChoice::Full, _) => AttentionKind::Full,
+            (AttentionChoice::Moba, AttentionKind::Moba { block_size, top_k }) => {
+                AttentionKind::Moba {
+                    block_size: self.block_size.unwrap_or(block_size),
+                    top_k: self.top_k.unwrap_or(top_k),
+                }
+            }
+            (AttentionChoice::Moba, other) => other,
+        };
+        let seq_len = self.seq_len.unwrap_or(preset.max_seq_len);
+        let model = LmConfig {
+            d_model: self.d_model.unwrap_or(preset.d_model),
+            n_layers: self.layers.unwrap_or(preset.n_layers),
+            n_heads: self.heads.unwrap_or(preset.n_heads),
+            n_kv_heads: self.kv_heads.unwrap_or(preset.n_kv_heads),
+            d_ff: self.d_ff.unwrap_or(preset.d_ff),
+            attention: kind,
+            full_layers,
+            max_seq_len: seq_len.max(preset.max_seq_len),
+            ..preset
+        };
+        let data = if self.text.is_empty() {
+            let defaults = RecallTask::new(seq_len, self.seed)?.counts();
+            DataConfig::Recall {
+                pairs: self.recall_pairs.unwrap_or(defaults.0),
+                queries: self.recall_queries.unwrap_or(defaults.1),
+            }
+        } else {
+            DataConfig::Text {
+                paths: self.text.iter().map(|p| p.display().to_string()).collect(),
+                valid_fraction: self.valid_fraction,
+            }
+        };
+        let valid_every = self.valid_every.unwrap_or(match self.steps {
+            steps if steps % 10 == 0 => steps / 10,
+            steps => steps,
+        });
+        let config = TrainConfig::new(model, data, seq_len, self.steps)
+            .with_batch_size(self.batch_size)
+            .with_grad_accumulation(self.grad_accumulation)
+            .with_valid_every(valid_every)
+            .with_valid_batches(self.valid_batches)
+            .with_learning_rate(self.lr)
+            .with_warmup_steps(self.warmup.unwrap_or(self.steps / 20))
+            .with_weight_decay(self.weight_decay)
+            .with_seed(self.seed);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// An error for a run directory that holds another run than the flags describe.
+pub fn other_run(dir: &std::path::Path) -> MobaError {
+    MobaError::Config(format!(
+        "{} holds a run with other settings than these flags: pick another directory",
+        dir.display()
+    ))
+}

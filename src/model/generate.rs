@@ -1,0 +1,173 @@
+//! Sampling bytes from a [`MobaLm`]: the prompt goes through one MoBA prefill, then each new
+//! byte through one MoBA decode step over the KV cache (one query gated over the cached
+//! blocks), so generation is sparse too.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::lm::MobaLm;
+use crate::backend::MobaBackend;
+use crate::error::{MobaError, Result};
+
+/// How the next byte is drawn from the model's scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Softmax temperature; 0 picks the most likely byte (greedy).
+    pub temperature: f32,
+    /// Nucleus sampling: draw from the most likely bytes whose probabilities sum to `top_p`.
+    pub top_p: f32,
+    /// Seed of the draws: the same seed, model and prompt give the same text.
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            seed: 0,
+        }
+    }
+}
+
+impl Sampling {
+    /// An error unless `temperature >= 0` and `0 < top_p <= 1`.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(MobaError::Config(format!(
+                "temperature must be finite and >= 0, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(MobaError::Config(format!(
+                "top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+
+    /// The index drawn from one row of `logits`.
+    pub fn draw(&self, logits: &[f32], rng: &mut StdRng) -> usize {
+        let best = |(a, x): &(usize, f32), (b, y): &(usize, f32)| x.total_cmp(y).then(b.cmp(a));
+        if self.temperature == 0.0 {
+            let argmax = logits.iter().copied().enumerate().max_by(best);
+            return argmax.map_or(0, |(index, _)| index);
+        }
+        // Probabilities at the temperature, most likely first, cut at top_p.
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut ranked: Vec<(usize, f32)> = logits
+            .iter()
+            .map(|&x| ((x - max) / self.temperature).exp())
+            .enumerate()
+            .collect();
+        ranked.sort_by(|a, b| best(b, a));
+        let total: f32 = ranked.iter().map(|(_, p)| p).sum();
+        let (mut nucleus, mut kept) = (0, 0.0);
+        while nucleus < ranked.len() && kept < self.top_p * total {
+            kept += ranked[nucleus].1;
+            nucleus += 1;
+        }
+        let mut target = rng.random::<f32>() * kept;
+        for &(index, p) in &ranked[..nucleus] {
+            if target < p {
+                return index;
+            }
+            target -= p;
+        }
+        ranked[nucleus - 1].0
+    }
+}
+
+/// Up to `max_new` bytes after `prompt`, each passed to `on_byte` as it is drawn (to stream
+/// them). Stops early at the model's `max_seq_len`.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use moba::model::{LmConfig, Sampling, generate};
+///
+/// let model = LmConfig::preset("tiny")?.init::<NdArray>(&Default::default())?;
+/// let text = generate(&model, b"Once upon", 16, &Sampling::default(), |_| {})?;
+/// assert_eq!(text.len(), 16); // untrained: noise, but 16 bytes of it
+/// # Ok::<(), moba::MobaError>(())
+/// ```
+pub fn generate<B: MobaBackend>(
+    model: &MobaLm<B>,
+    prompt: &[u8],
+    max_new: usize,
+    sampling: &Sampling,
+    mut on_byte: impl FnMut(u8),
+) -> Result<Vec<u8>> {
+    sampling.validate()?;
+    if prompt.is_empty() {
+        return Err(MobaError::Config(
+            "the prompt is empty: give at least one byte".into(),
+        ));
+    }
+    let device = model.head.weight.device();
+    let mut rng = StdRng::seed_from_u64(sampling.seed);
+    let mut cache = model.empty_cache();
+    let budget = max_new.min(model.max_seq_len.saturating_sub(prompt.len()) + 1);
+    let mut input = prompt.to_vec();
+    let mut out = Vec::with_capacity(budget);
+    while out.len() < budget {
+        let logits = model.forward_cached(byte_tensor::<B>(&input, &device), &mut cache)?;
+        let byte = sampling.draw(&last_row(logits), &mut rng) as u8;
+        on_byte(byte);
+        out.push(byte);
+        input = vec![byte];
+    }
+    Ok(out)
+}
+
+/// `bytes` as a `[1, len]` token tensor.
+pub fn byte_tensor<B: Backend>(bytes: &[u8], device: &B::Device) -> Tensor<B, 2, Int> {
+    let ints: Vec<i64> = bytes.iter().map(|&b| b as i64).collect();
+    Tensor::from_data(TensorData::new(ints, [1, bytes.len()]), device)
+}
+
+/// The scores of the last position of the first sequence, on the host.
+fn last_row<B: Backend>(logits: Tensor<B, 3>) -> Vec<f32> {
+    let [_, seq, vocab] = logits.dims();
+    logits
+        .slice([0..1, seq - 1..seq, 0..vocab])
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_argmax_and_top_p_keeps_the_nucleus() {
+        let logits = [0.0, 3.0, 1.0, 2.9];
+        let mut rng = StdRng::seed_from_u64(1);
+        let greedy = Sampling {
+            temperature: 0.0,
+            ..Default::default()
+        };
+        assert_eq!(greedy.draw(&logits, &mut rng), 1);
+        // Probabilities at temperature 1: 0.02, 0.47, 0.06, 0.43. top_p 0.5 keeps {1, 3}.
+        let nucleus = Sampling {
+            temperature: 1.0,
+            top_p: 0.5,
+            seed: 0,
+        };
+        let draws: Vec<usize> = (0..400).map(|_| nucleus.draw(&logits, &mut rng)).collect();
+        assert!(draws.iter().all(|&d| d == 1 || d == 3), "{draws:?}");
+        let ones = draws.iter().filter(|&&d| d == 1).count();
+        // 0.47 / 0.90 of the draws, within 5 standard deviations (about 0.125).
+        assert!((ones as f64 / 400.0 - 0.523).abs() < 0.125, "{ones} of 400");
+        let bad = Sampling {
+            top_p: 0.0,
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("top_p"));
+    }
+}

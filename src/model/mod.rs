@@ -1,0 +1,15 @@
+//! A byte-level MoBA language model: [`LmConfig`] (sizes, presets, the hybrid of MoBA and
+//! full layers), [`MobaLm`] (forward, KV-cache decode), [`generate`] (sampling).
+//!
+//! Training, evaluation and the comparison of MoBA with full attention are in
+//! [`crate::train`]; the data in [`crate::data`].
+
+mod block;
+mod config;
+pub mod generate;
+mod lm;
+
+pub use block::{Block, FeedForward};
+pub use config::{LmConfig, PRESETS, VOCAB_SIZE};
+pub use generate::{Sampling, generate};
+pub use lm::{MobaLm, token_nll};

@@ -1,0 +1,138 @@
+//! A run directory on disk: `train.json` (the [`TrainConfig`]), `model.mpk` (the final
+//! weights), `checkpoint/` (burn-train's model, optimizer and scheduler records of the last
+//! epochs). Records are burn's named MessagePack at full precision: plain data, no code.
+
+use std::path::{Path, PathBuf};
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::Backend;
+
+use super::config::TrainConfig;
+use crate::backend::MobaBackend;
+use crate::error::{MobaError, Result};
+use crate::model::{LmConfig, MobaLm};
+
+/// The recorder of every model and checkpoint file.
+pub type RunRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// `DIR/train.json`.
+pub fn config_path(run: &Path) -> PathBuf {
+    run.join("train.json")
+}
+
+/// `DIR/model` (the recorder adds `.mpk`).
+pub fn model_path(run: &Path) -> PathBuf {
+    run.join("model")
+}
+
+/// Saves `model` to `path` (`.mpk` is added).
+pub fn save_model<B: Backend>(model: &MobaLm<B>, path: &Path) -> Result<()> {
+    model
+        .clone()
+        .save_file(path, &RunRecorder::new())
+        .map_err(|e| MobaError::io(path, e))
+}
+
+/// The weights at `path` (`.mpk` is added) into a model of `config`'s shape; an error
+/// names the file when it is missing, unreadable, or the weights of another model.
+pub fn load_model<B: MobaBackend>(
+    config: &LmConfig,
+    path: &Path,
+    device: &B::Device,
+) -> Result<MobaLm<B>> {
+    let file = path.with_extension("mpk");
+    if !file.is_file() {
+        return Err(checkpoint_error(&file, "no such file"));
+    }
+    let record = RunRecorder::new()
+        .load(path.to_path_buf(), device)
+        .map_err(|e| checkpoint_error(&file, e))?;
+    let fresh = config.init::<B>(device)?;
+    // burn loads a record of another size without a word: compare every shape.
+    let (want, model) = (shapes(&fresh), fresh.load_record(record));
+    let got = shapes(&model);
+    if want != got {
+        let at = (0..want.len().max(got.len()))
+            .find(|&i| want.get(i) != got.get(i))
+            .unwrap_or(0);
+        return Err(checkpoint_error(
+            &file,
+            format!(
+                "parameter {at} has shape {:?} where the config wants {:?}: the weights of another model",
+                got.get(at),
+                want.get(at)
+            ),
+        ));
+    }
+    Ok(model)
+}
+
+/// The shapes of every parameter, in visiting order.
+fn shapes<B: Backend>(model: &MobaLm<B>) -> Vec<Vec<usize>> {
+    struct Shapes(Vec<Vec<usize>>);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Shapes {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            self.0.push(param.shape().to_vec());
+        }
+    }
+    let mut visitor = Shapes(Vec::new());
+    model.visit(&mut visitor);
+    visitor.0
+}
+
+/// The config of the run in `run`.
+pub fn load_config(run: &Path) -> Result<TrainConfig> {
+    let path = config_path(run);
+    if !path.is_file() {
+        return Err(checkpoint_error(
+            &path,
+            "no such file: not a training run directory",
+        ));
+    }
+    TrainConfig::load(&path).map_err(|e| checkpoint_error(&path, e))
+}
+
+/// The weights a finished or interrupted run offers: `model.mpk`, else its latest checkpoint.
+pub fn run_weights(run: &Path) -> Result<PathBuf> {
+    if model_path(run).with_extension("mpk").is_file() {
+        return Ok(model_path(run));
+    }
+    match latest_checkpoint(run) {
+        Some(epoch) => Ok(checkpoint_file(run, "model", epoch)),
+        None => Err(checkpoint_error(
+            &run.join("model.mpk"),
+            "no such file, and no checkpoint in checkpoint/",
+        )),
+    }
+}
+
+/// `DIR/checkpoint/{name}-{epoch}` (the recorder adds `.mpk`), as burn-train names them.
+pub fn checkpoint_file(run: &Path, name: &str, epoch: usize) -> PathBuf {
+    run.join("checkpoint").join(format!("{name}-{epoch}"))
+}
+
+/// The last epoch with a model checkpoint in `DIR/checkpoint`.
+pub fn latest_checkpoint(run: &Path) -> Option<usize> {
+    std::fs::read_dir(run.join("checkpoint"))
+        .ok()?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            name.strip_prefix("model-")?
+                .strip_suffix(".mpk")?
+                .parse()
+                .ok()
+        })
+        .max()
+}
+
+pub(crate) fn checkpoint_error(path: &Path, message: impl ToString) -> MobaError {
+    MobaError::Checkpoint {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}

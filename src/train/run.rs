@@ -1,0 +1,267 @@
+//! `train`: a run on burn-train's `SupervisedTraining` — AdamW, warm-up then cosine decay,
+//! gradient accumulation, metrics, checkpoints every epoch and resume.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use burn::backend::{Autodiff, NdArray};
+use burn::config::Config;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::lr_scheduler::composed::{ComposedLrScheduler, ComposedLrSchedulerConfig};
+use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
+use burn::module::Module;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig};
+use burn::record::Recorder;
+use burn::tensor::backend::Backend;
+use burn::train::checkpoint::KeepLastNCheckpoints;
+use burn::train::metric::{LearningRateMetric, LossMetric};
+use burn::train::{
+    Learner, LearnerOptimizerRecord, LearnerSchedulerRecord, LearningComponentsMarker,
+    SupervisedTraining,
+};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{
+    RunRecorder, checkpoint_error, checkpoint_file, config_path, latest_checkpoint, load_model,
+    model_path, save_model,
+};
+use super::config::TrainConfig;
+use super::curve::{CurveLogger, Curves, metrics_path};
+use super::metrics::{GpuMemoryMetric, MemoryProbe, PerplexityMetric, TokensPerSecondMetric};
+use super::renderer::LineRenderer;
+use crate::backend::MobaBackend;
+use crate::data::SequenceLoader;
+use crate::error::{MobaError, Result};
+use crate::model::MobaLm;
+
+type Model<B> = MobaLm<Autodiff<B>>;
+type Optim<B> = OptimizerAdaptor<AdamW, Model<B>, Autodiff<B>>;
+type Components<B> = LearningComponentsMarker<Autodiff<B>, ComposedLrScheduler, Model<B>, Optim<B>>;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dashboard {
+    /// burn-train's terminal dashboard when stdout is a terminal, else lines.
+    Auto,
+    /// One line every few seconds on stderr.
+    Lines,
+}
+
+/// Where and how to train.
+pub struct TrainTarget<'a, B: Backend> {
+    /// The run directory (created if missing).
+    pub dir: &'a Path,
+    pub device: B::Device,
+    /// The backend's device memory, for the GPU memory metric.
+    pub memory: Option<MemoryProbe>,
+    pub dashboard: Dashboard,
+}
+
+/// What a finished run reports (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Optimizer steps taken (all epochs, resumed ones included).
+    pub steps: usize,
+    /// Bytes read by the training forwards.
+    pub tokens: usize,
+    pub params: usize,
+    /// Wall time of this invocation's training (validation and compilation included).
+    pub seconds: f64,
+    /// Median over epochs of the epoch's training throughput (bytes per second).
+    pub tokens_per_second: f64,
+    /// Mean validation loss of the last epoch (nats per counted byte).
+    pub final_valid_loss: f64,
+    /// Largest device memory the backend held (MiB), where the backend tells.
+    pub peak_memory_mib: Option<f64>,
+}
+
+impl TrainSummary {
+    /// `DIR/summary.json` of a finished run.
+    pub fn read(run: &Path) -> Result<Self> {
+        let path = run.join("summary.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| MobaError::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| MobaError::io(&path, e))
+    }
+}
+
+/// Trains `config` in `target.dir`, or with `resume` continues the run there from its
+/// last checkpoint (same config, same data order). Writes `train.json`, `checkpoint/`,
+/// `metrics.jsonl`, `model.mpk` and `summary.json`.
+pub fn train<B: MobaBackend>(
+    config: &TrainConfig,
+    resume: bool,
+    target: TrainTarget<'_, B>,
+) -> Result<TrainSummary> {
+    config.validate()?;
+    let (train_source, valid_source) = config.sources()?;
+    let dir = target.dir;
+    let device = target.device;
+    let done = match (resume, config_path(dir).is_file()) {
+        (false, true) => {
+            return Err(MobaError::Config(format!(
+                "{} already holds a run: --resume continues it, or pick another directory",
+                dir.display()
+            )));
+        }
+        (true, false) => {
+            return Err(checkpoint_error(
+                &config_path(dir),
+                "no such file: nothing to resume",
+            ));
+        }
+        (true, true) => latest_checkpoint(dir).unwrap_or(0),
+        (false, false) => 0,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| MobaError::io(dir, e))?;
+    config
+        .save(config_path(dir))
+        .map_err(|e| MobaError::io(&config_path(dir), e))?;
+
+    // Same seed, same weights: MoBA and full attention arms start from one initialisation.
+    Autodiff::<B>::seed(&device, config.seed);
+    let model = config.model.init::<Autodiff<B>>(&device)?;
+    let params = model.num_params();
+    if done > 0 {
+        check_checkpoint::<B>(config, dir, done, &device)?;
+    }
+    let curve = match done {
+        0 => CurveLogger::create(&metrics_path(dir))?,
+        epoch => CurveLogger::resume(&metrics_path(dir), epoch)?,
+    };
+
+    let train_loader = SequenceLoader::<Autodiff<B>>::training(
+        train_source,
+        config.batch_size,
+        config.iterations_per_epoch(),
+        done as u64,
+        device.clone(),
+    );
+    let valid_loader = SequenceLoader::<B>::validation(
+        valid_source,
+        config.batch_size,
+        config.valid_batches,
+        device.clone(),
+    );
+    let optimizer = AdamWConfig::new()
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip)))
+        .init::<Autodiff<B>, Model<B>>();
+    let learner: Learner<Components<B>> = Learner::new(model, optimizer, schedule(config)?);
+
+    let mut training = SupervisedTraining::new(
+        dir,
+        std::sync::Arc::new(train_loader),
+        std::sync::Arc::new(valid_loader),
+    )
+    .metrics((LossMetric::<NdArray>::new(), PerplexityMetric::default()))
+    .metric_train_numeric(TokensPerSecondMetric::default())
+    .metric_train_numeric(LearningRateMetric::new())
+    .with_metric_logger(curve)
+    .with_file_checkpointer(RunRecorder::new())
+    .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
+    .num_epochs(config.epochs());
+    if let Some(probe) = target.memory {
+        training = training.metric_train_numeric(GpuMemoryMetric::new(probe));
+    }
+    if config.grad_accumulation > 1 {
+        training = training.grads_accumulation(config.grad_accumulation);
+    }
+    if target.dashboard == Dashboard::Lines || !std::io::stdout().is_terminal() {
+        training = training.renderer(LineRenderer::new(Duration::from_secs(5)));
+    }
+    if done > 0 {
+        training = training.checkpoint(done);
+    }
+    let start = Instant::now();
+    let result = training.launch(learner);
+    let seconds = start.elapsed().as_secs_f64();
+    save_model(&result.model, &model_path(dir))?;
+    // Dropping the renderer closes the dashboard before the summary is printed.
+    drop(result.renderer);
+
+    let curves = Curves::read(&metrics_path(dir))?;
+    let iterations = curves.train.len();
+    let summary = TrainSummary {
+        steps: iterations / config.grad_accumulation,
+        tokens: iterations * config.seq_len * config.batch_size,
+        params,
+        seconds,
+        tokens_per_second: median(
+            &curves
+                .train_epoch_ends
+                .iter()
+                .filter_map(|m| m.get("Tokens/s").copied())
+                .collect::<Vec<_>>(),
+        ),
+        final_valid_loss: curves
+            .valid_means("Loss")
+            .last()
+            .copied()
+            .unwrap_or(f64::NAN),
+        peak_memory_mib: curves
+            .train_values("GPU memory")
+            .into_iter()
+            .reduce(f64::max),
+    };
+    let path = dir.join("summary.json");
+    let json = serde_json::to_string_pretty(&summary).expect("plain numbers");
+    std::fs::write(&path, json).map_err(|e| MobaError::io(&path, e))?;
+    Ok(summary)
+}
+
+/// Warm-up (linear from near 0) then cosine decay to a tenth, in forwards: burn-train
+/// steps the scheduler once per forward, accumulated or not.
+fn schedule(config: &TrainConfig) -> Result<ComposedLrScheduler> {
+    let total = config.steps * config.grad_accumulation;
+    let warmup = config.warmup_steps * config.grad_accumulation;
+    let mut schedule = ComposedLrSchedulerConfig::new().cosine(
+        CosineAnnealingLrSchedulerConfig::new(config.learning_rate, total)
+            .with_min_lr(config.learning_rate / 10.0),
+    );
+    if warmup > 0 {
+        schedule = schedule.linear(LinearLrSchedulerConfig::new(
+            1.0 / warmup as f64,
+            1.0,
+            warmup,
+        ));
+    }
+    schedule.init().map_err(MobaError::Config)
+}
+
+/// An error naming the file unless the checkpoint of `epoch` loads (burn-train would panic).
+fn check_checkpoint<B: MobaBackend>(
+    config: &TrainConfig,
+    dir: &Path,
+    epoch: usize,
+    device: &B::Device,
+) -> Result<()> {
+    load_model::<Autodiff<B>>(&config.model, &checkpoint_file(dir, "model", epoch), device)?;
+    let recorder = RunRecorder::new();
+    let optim = checkpoint_file(dir, "optim", epoch);
+    Recorder::<Autodiff<B>>::load::<LearnerOptimizerRecord<Components<B>>>(
+        &recorder,
+        optim.clone(),
+        device,
+    )
+    .map_err(|e| checkpoint_error(&optim.with_extension("mpk"), e))?;
+    let scheduler = checkpoint_file(dir, "scheduler", epoch);
+    Recorder::<Autodiff<B>>::load::<LearnerSchedulerRecord<Components<B>>>(
+        &recorder,
+        scheduler.clone(),
+        device,
+    )
+    .map_err(|e| checkpoint_error(&scheduler.with_extension("mpk"), e))?;
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n => sorted[n / 2],
+    }
+}

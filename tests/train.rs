@@ -1,0 +1,280 @@
+//! The byte-level language model and its training on burn-train, at toy size: a few steps
+//! lower the loss, a resumed run ends where an uninterrupted one does, checkpoints
+//! round-trip bit-exactly, KV-cache decode equals the full forward (ndarray, and wgpu on
+//! lavapipe), the recall task puts its records where asked, bad inputs are clear errors.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::{NdArray, Wgpu};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use moba::MobaError;
+use moba::backend::MobaBackend;
+use moba::data::{RECORD_LEN, RecallTask, SequenceSource, TextCorpus};
+use moba::model::{LmConfig, MobaLm, generate::byte_tensor};
+use moba::module::AttentionKind;
+use moba::train::{
+    Curves, Dashboard, DataConfig, EvalOptions, TrainConfig, TrainSummary, TrainTarget,
+    checkpoint_file, evaluate, load_model, metrics_path, model_path, save_model, train,
+};
+
+/// A fresh folder under the system temp dir for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("moba-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Two layers, d 32: MoBA (blocks of 8, top-2) then full attention (the hybrid).
+fn tiny(max_seq_len: usize) -> LmConfig {
+    let moba = AttentionKind::Moba {
+        block_size: 8,
+        top_k: 2,
+    };
+    LmConfig::new(32, 2, 4, 2, 64, moba, max_seq_len).with_full_layers(1)
+}
+
+/// The repository's own prose as the corpus (about 16 KB).
+fn text_config(steps: usize, valid_every: usize) -> TrainConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let paths = ["README.md", "DESIGN.md"].map(|f| root.join(f).display().to_string());
+    let data = DataConfig::Text {
+        paths: paths.to_vec(),
+        valid_fraction: 0.1,
+    };
+    TrainConfig::new(tiny(64), data, 64, steps)
+        .with_batch_size(4)
+        .with_valid_every(valid_every)
+        .with_valid_batches(2)
+        .with_learning_rate(3e-3)
+        .with_warmup_steps(2)
+}
+
+fn target(dir: &Path) -> TrainTarget<'_, NdArray> {
+    TrainTarget {
+        dir,
+        device: Default::default(),
+        memory: None,
+        dashboard: Dashboard::Lines,
+    }
+}
+
+/// Every float parameter's bits, in visiting order.
+fn parameter_bits<B: Backend>(model: &MobaLm<B>) -> Vec<u32> {
+    struct Bits(Vec<u32>);
+    impl<B: Backend> ModuleVisitor<B> for Bits {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let data = param.val().into_data().convert::<f32>();
+            self.0.extend(data.iter::<f32>().map(f32::to_bits));
+        }
+    }
+    let mut bits = Bits(Vec::new());
+    model.visit(&mut bits);
+    bits.0
+}
+
+fn floats<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+#[test]
+fn a_few_training_steps_lower_the_loss() {
+    let config = text_config(24, 8);
+    let dir = scratch("steps");
+    let device = Default::default();
+    let options = EvalOptions {
+        batches: 4,
+        ..Default::default()
+    };
+    // The untrained model: the same seed gives the weights training starts from.
+    NdArray::seed(&device, config.seed);
+    let fresh = config.model.init::<NdArray>(&device).unwrap();
+    let before = evaluate(&fresh, &config, &options, &device).unwrap();
+
+    let summary = train(&config, false, target(&dir)).unwrap();
+    let trained = load_model::<NdArray>(&config.model, &model_path(&dir), &device).unwrap();
+    let after = evaluate(&trained, &config, &options, &device).unwrap();
+    // Uniform over 256 bytes is ln 256 = 5.55 nats; a byte unigram model of English prose
+    // is about 3.2. Twenty-four steps get well past the midpoint.
+    assert!(
+        (5.0..6.5).contains(&before.valid_loss),
+        "untrained loss {}",
+        before.valid_loss
+    );
+    assert!(
+        after.valid_loss < before.valid_loss - 1.0,
+        "validation loss {} -> {}",
+        before.valid_loss,
+        after.valid_loss
+    );
+    assert!(after.trailing_loss.is_finite() && after.recall.is_empty());
+
+    assert_eq!((summary.steps, summary.tokens), (24, 24 * 4 * 64));
+    let curves = Curves::read(&metrics_path(&dir)).unwrap();
+    assert_eq!(curves.train_values("Loss").len(), 24);
+    assert_eq!(curves.valid_means("Loss").len(), 3);
+    assert_eq!(summary.final_valid_loss, curves.valid_means("Loss")[2]);
+    // The last two epochs' checkpoints are kept, the first deleted.
+    let exists = |epoch| checkpoint_file(&dir, "optim", epoch).with_extension("mpk").is_file();
+    assert_eq!((exists(1), exists(2), exists(3)), (false, true, true));
+}
+
+#[test]
+fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
+    let config = text_config(8, 4);
+    let whole = scratch("whole");
+    let whole_summary = train(&config, false, target(&whole)).unwrap();
+
+    // The same run cut after epoch 1: its epoch-2 checkpoint and results gone, its metric
+    // log still holding epoch 2's lines (a crash after the log, before the checkpoint).
+    let cut = scratch("cut");
+    for file in ["train.json", "metrics.jsonl"] {
+        std::fs::copy(whole.join(file), cut.join(file)).unwrap();
+    }
+    std::fs::create_dir_all(cut.join("checkpoint")).unwrap();
+    for name in ["model", "optim", "scheduler"] {
+        let file = checkpoint_file(&whole, name, 1).with_extension("mpk");
+        std::fs::copy(&file, cut.join("checkpoint").join(file.file_name().unwrap())).unwrap();
+    }
+    let err = train(&config, false, target(&cut)).unwrap_err();
+    assert!(err.to_string().contains("--resume"), "{err}");
+    let resumed = train(&config, true, target(&cut)).unwrap();
+
+    assert_eq!(resumed.steps, 8, "the log was cut back to epoch 1, then grew");
+    let device = Default::default();
+    let load = |dir: &Path| load_model::<NdArray>(&config.model, &model_path(dir), &device).unwrap();
+    let (a, b) = (parameter_bits(&load(&whole)), parameter_bits(&load(&cut)));
+    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert_eq!(differing, 0, "{differing} of {} weights differ", a.len());
+    assert_eq!(resumed.final_valid_loss, whole_summary.final_valid_loss);
+}
+
+#[test]
+fn checkpoints_round_trip_bit_exactly() {
+    let dir = scratch("round-trip");
+    let device = Default::default();
+    let config = tiny(48);
+    let model = config.init::<NdArray>(&device).unwrap();
+    save_model(&model, &dir.join("model")).unwrap();
+    let loaded = load_model::<NdArray>(&config, &dir.join("model"), &device).unwrap();
+    let bits = parameter_bits(&model);
+    assert!(bits.len() > 10_000, "{} parameters", bits.len());
+    assert_eq!(bits, parameter_bits(&loaded));
+    let tokens = || byte_tensor::<NdArray>(b"Round trip through the recorder.", &device);
+    let (a, b) = (floats(model.forward(tokens()).unwrap()), floats(loaded.forward(tokens()).unwrap()));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
+/// Full-forward logits against a prefill of the first 30 bytes and 10 decode steps.
+fn check_decode<B: MobaBackend>() {
+    let device = Default::default();
+    let model = tiny(48).init::<B>(&device).unwrap();
+    let text = b"MoBA gates each query to a few blocks of keys.";
+    let full = floats(model.forward(byte_tensor::<B>(&text[..40], &device)).unwrap());
+    let mut cache = model.empty_cache();
+    let mut rows = floats(model.forward_cached(byte_tensor::<B>(&text[..30], &device), &mut cache).unwrap());
+    for position in 30..40 {
+        let step = model.forward_cached(byte_tensor::<B>(&text[position..position + 1], &device), &mut cache);
+        rows.extend(floats(step.unwrap()));
+    }
+    assert_eq!((rows.len(), cache[0].len()), (full.len(), 40));
+    let error = full.iter().zip(&rows).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let scale = full.iter().fold(0f32, |m, x| m.max(x.abs()));
+    // f32 sums of one row against many: errors of order 1e-6 of the logits' scale (about 1).
+    assert!(error < 1e-4 * scale.max(1.0), "decode differs by {error:e} (scale {scale})");
+}
+
+#[test]
+fn decode_with_the_cache_equals_the_full_forward() {
+    check_decode::<NdArray>();
+}
+
+#[test]
+fn decode_with_the_cache_equals_the_full_forward_on_wgpu() {
+    check_decode::<Wgpu>();
+}
+
+#[test]
+fn recall_records_lie_at_the_asked_distance() {
+    let task = RecallTask::new(2048, 3).unwrap();
+    let (pairs, queries) = task.counts();
+    assert_eq!((pairs, queries), (16, 4));
+    let far = task.at_distance(1500..2000).unwrap();
+    for index in 0..20 {
+        let sample = far.sample(index);
+        let tokens = &sample.sequence.tokens;
+        assert_eq!(tokens.len(), 2049);
+        assert_eq!(sample.sequence.weights.iter().sum::<f32>(), 3.0 * queries as f32);
+        for query in &sample.queries {
+            assert!((1500..2000).contains(&query.distance), "{}", query.distance);
+            // The record: `#KEY=VAL;` `distance` bytes before the first query.
+            let record = far.context() - query.distance;
+            let key = &tokens[query.at - 4..query.at - 1];
+            assert_eq!(tokens[record], b'#');
+            assert_eq!(&tokens[record + 1..record + 4], key);
+            assert_eq!(&tokens[record + 5..record + 8], query.value.as_bytes());
+            assert_eq!(tokens[query.at - 5..query.at - 4], *b"?");
+        }
+        assert_eq!(far.sequence(index), sample.sequence, "a function of the index");
+    }
+    assert_ne!(task.sequence(0), task.sequence(1));
+    let err = task.at_distance(10..12).unwrap_err();
+    assert!(err.to_string().contains("slots"), "{err}");
+    assert!(RecallTask::with_counts(64, 8, 2, 0).is_err(), "8 records need 8 slots of 16 bytes");
+    assert_eq!(RECORD_LEN, 9);
+}
+
+#[test]
+fn corrupt_checkpoints_and_bad_data_paths_are_clear_errors() {
+    let dir = scratch("errors");
+    let device = Default::default();
+    let config = tiny(48);
+    let path = dir.join("model");
+    let load = |config: &LmConfig| load_model::<NdArray>(config, &path, &device).unwrap_err();
+    let message = |err: MobaError| match &err {
+        MobaError::Checkpoint { path, .. } => {
+            assert!(path.ends_with("model.mpk"), "{err}");
+            err.to_string()
+        }
+        other => panic!("not a checkpoint error: {other}"),
+    };
+
+    assert!(message(load(&config)).contains("no such file"));
+    std::fs::write(path.with_extension("mpk"), b"not a checkpoint").unwrap();
+    message(load(&config));
+    save_model(&config.init::<NdArray>(&device).unwrap(), &path).unwrap();
+    let bytes = std::fs::read(path.with_extension("mpk")).unwrap();
+    std::fs::write(path.with_extension("mpk"), &bytes[..bytes.len() / 2]).unwrap();
+    message(load(&config));
+    std::fs::write(path.with_extension("mpk"), &bytes).unwrap();
+    let wider = config.clone().with_d_ff(96);
+    assert!(message(load(&wider)).contains("another model"));
+
+    let missing = PathBuf::from("/no/such/corpus");
+    let err = TextCorpus::load(&[missing.clone()], 0.1).unwrap_err();
+    assert!(matches!(&err, MobaError::Io { path, .. } if path == "/no/such/corpus"), "{err}");
+    let mut config = text_config(4, 2);
+    config.data = DataConfig::Text {
+        paths: vec![missing.display().to_string()],
+        valid_fraction: 0.1,
+    };
+    let run = dir.join("run");
+    let err = train(&config, false, target(&run)).unwrap_err();
+    assert!(err.to_string().contains("/no/such/corpus"), "{err}");
+    assert!(!run.exists(), "nothing is written before the data loads");
+
+    // A finished run whose optimizer checkpoint was damaged: resuming names the file.
+    let run = dir.join("damaged");
+    let config = text_config(4, 2);
+    train(&config, false, target(&run)).unwrap();
+    let optim = checkpoint_file(&run, "optim", 2).with_extension("mpk");
+    std::fs::write(&optim, b"garbage").unwrap();
+    let err = train(&config, true, target(&run)).unwrap_err();
+    assert!(
+        matches!(&err, MobaError::Checkpoint { path, .. } if path.ends_with("optim-2.mpk")),
+        "{err}"
+    );
+    assert!(TrainSummary::read(&run).is_ok(), "the finished run's summary stays");
+}
