@@ -20,6 +20,9 @@ pub enum LmBackend {
     Wgpu,
     /// burn's CPU backend (MoBA composed of tensor ops): slow, for tiny models.
     Ndarray,
+    /// burn-cuda with the CUDA kernels: f32 weights, attention on tensor cores in bf16
+    /// (needs `--features cuda` and an NVIDIA driver).
+    Cuda,
 }
 
 /// A command body generic over the backend (a closure cannot be generic).
@@ -37,7 +40,19 @@ pub fn dispatch<J: BackendJob>(backend: LmBackend, job: J) -> Result<J::Output> 
     match backend {
         LmBackend::Wgpu => job.run::<Wgpu>(WgpuDevice::default(), nvidia_memory_probe(0)),
         LmBackend::Ndarray => job.run::<NdArray>(Default::default(), None),
+        LmBackend::Cuda => dispatch_cuda(job),
     }
+}
+
+#[cfg(feature = "cuda")]
+fn dispatch_cuda<J: BackendJob>(job: J) -> Result<J::Output> {
+    eprintln!("device: {}", moba::cuda::CudaRuntime::get(0)?.describe());
+    job.run::<burn::backend::Cuda<f32>>(Default::default(), nvidia_memory_probe(0))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn dispatch_cuda<J: BackendJob>(_: J) -> Result<J::Output> {
+    Err(moba::cuda::not_built())
 }
 
 /// The attention of the MoBA layers.
