@@ -5,7 +5,9 @@
 //!
 //! - [`reference`]: the exact CPU reference (f64), the oracle of every backend;
 //! - [`gpu`]: WGSL kernels through wgpu (Vulkan, Metal, DX12, GL, WebGPU);
-//! - [`npy`]: `.npy` reading and writing for the `moba attend` CLI.
+//! - [`npy`]: `.npy` reading and writing for the `moba attend` CLI;
+//! - `backend`, `module`: the burn integration, behind the default `burn` feature (the rest
+//!   builds without burn, for wasm too: `web/` uses `default-features = false`).
 //!
 //! ```no_run
 //! use moba::{MobaConfig, Shape, gpu::GpuContext};
@@ -21,11 +23,13 @@
 //! # Ok::<(), moba::MobaError>(())
 //! ```
 
+#[cfg(feature = "burn")]
 pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod error;
 pub mod gpu;
+#[cfg(feature = "burn")]
 pub mod module;
 pub mod npy;
 pub mod plot;
