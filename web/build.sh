@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Builds the demo into web/pkg: the moba-web crate for wasm32, then wasm-bindgen's JS glue.
-# Its own target dir (target/web) lets it run inside `cargo test` (tests/browser.rs).
+# Builds the demo into web/pkg: the moba-web crate for wasm32 (settings in web/.cargo), then
+# wasm-bindgen's JS glue.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")"
 
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
     echo "error: the wasm32 target is missing: rustup target add wasm32-unknown-unknown" >&2
@@ -15,9 +15,7 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $version" ]; then
     exit 1
 fi
 
-# Unstripped: wasm-bindgen reads the module's target-features section (it strips itself).
-CARGO_PROFILE_RELEASE_STRIP=false \
-    cargo build --release -p moba-web --target wasm32-unknown-unknown --target-dir target/web
-wasm-bindgen --target web --no-typescript --out-dir web/pkg \
-    target/web/wasm32-unknown-unknown/release/moba_web.wasm
+cargo build --release
+wasm-bindgen --target web --no-typescript --out-dir pkg \
+    ../target/web/wasm32-unknown-unknown/release/moba_web.wasm
 echo "built web/pkg"
