@@ -14,5 +14,8 @@ fn the_browser_demo_passes_its_tests_in_chromium() {
     // Shown by the test harness when the test fails.
     print!("{}", String::from_utf8_lossy(&output.stdout));
     eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "web/test.sh failed: see its output above");
+    assert!(
+        output.status.success(),
+        "web/test.sh failed: see its output above"
+    );
 }

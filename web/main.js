@@ -48,11 +48,13 @@ function showAdapter(report, info) {
     ['timestamp queries', report.timestamps ? 'yes' : 'no'],
     ...report.limits.map((limit) => [limit.name, limit.value.toLocaleString('en')]),
   ];
-  const table = document.getElementById('adapter-table');
-  table.replaceChildren(...rows.map(([name, value]) => {
-    const row = table.insertRow();
-    row.insertCell().outerHTML = `<th>${name}</th>`;
-    row.insertCell().textContent = value;
+  document.getElementById('adapter-table').replaceChildren(...rows.map(([name, value]) => {
+    const header = document.createElement('th');
+    header.textContent = name;
+    const cell = document.createElement('td');
+    cell.textContent = value;
+    const row = document.createElement('tr');
+    row.append(header, cell);
     return row;
   }));
   document.getElementById('adapter').hidden = false;

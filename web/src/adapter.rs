@@ -26,13 +26,31 @@ impl AdapterReport {
     pub fn new(gpu: &GpuContext) -> Self {
         let l = gpu.limits();
         let limits = [
-            ("max_compute_invocations_per_workgroup", l.max_compute_invocations_per_workgroup as u64),
-            ("max_compute_workgroup_size_x", l.max_compute_workgroup_size_x as u64),
-            ("max_compute_workgroup_storage_size", l.max_compute_workgroup_storage_size as u64),
-            ("max_compute_workgroups_per_dimension", l.max_compute_workgroups_per_dimension as u64),
-            ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
+            (
+                "max_compute_invocations_per_workgroup",
+                l.max_compute_invocations_per_workgroup as u64,
+            ),
+            (
+                "max_compute_workgroup_size_x",
+                l.max_compute_workgroup_size_x as u64,
+            ),
+            (
+                "max_compute_workgroup_storage_size",
+                l.max_compute_workgroup_storage_size as u64,
+            ),
+            (
+                "max_compute_workgroups_per_dimension",
+                l.max_compute_workgroups_per_dimension as u64,
+            ),
+            (
+                "max_storage_buffer_binding_size",
+                l.max_storage_buffer_binding_size,
+            ),
             ("max_buffer_size", l.max_buffer_size),
-            ("max_storage_buffers_per_shader_stage", l.max_storage_buffers_per_shader_stage as u64),
+            (
+                "max_storage_buffers_per_shader_stage",
+                l.max_storage_buffers_per_shader_stage as u64,
+            ),
         ];
         Self {
             name: gpu.info().name.clone(),

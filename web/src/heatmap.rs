@@ -46,7 +46,11 @@ impl Heatmap {
             .map(|(at, &count)| {
                 let (row_cell, col) = (at / cells, at % cells);
                 let pairs = queries[row_cell] as f32 * blocks_in(col);
-                if pairs > 0.0 { count as f32 / pairs } else { 0.0 }
+                if pairs > 0.0 {
+                    count as f32 / pairs
+                } else {
+                    0.0
+                }
             })
             .collect();
         Self {

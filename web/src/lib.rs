@@ -16,14 +16,14 @@
 mod adapter;
 mod check;
 mod heatmap;
-mod run;
+mod measure;
 mod settings;
 mod timing;
 
 pub use adapter::{AdapterReport, Limit};
 pub use check::Check;
 pub use heatmap::Heatmap;
-pub use run::{Report, StageTime, run};
+pub use measure::{Report, StageTime, measure};
 pub use settings::Settings;
 
 use moba::gpu::{AdapterRequest, GpuContext};
@@ -58,7 +58,7 @@ impl Demo {
     /// [`Report`] object; a size over the adapter's limits is an error naming the limit.
     pub async fn run(&self, settings: JsValue) -> Result<JsValue, JsError> {
         let settings: Settings = serde_wasm_bindgen::from_value(settings)?;
-        to_js(&run(&self.gpu, &settings).await?)
+        to_js(&measure(&self.gpu, &settings).await?)
     }
 }
 

@@ -13,7 +13,13 @@ wasm_bindgen_test_configure!(run_in_browser);
 /// The f32 kernel against the f64 reference on standard-normal inputs (about 1e-7).
 const ERROR_BOUND: f64 = 1e-5;
 
-fn settings(seq_len: usize, heads: usize, head_dim: usize, block_size: usize, top_k: usize) -> Settings {
+fn settings(
+    seq_len: usize,
+    heads: usize,
+    head_dim: usize,
+    block_size: usize,
+    top_k: usize,
+) -> Settings {
     Settings {
         seq_len,
         heads,
@@ -48,11 +54,17 @@ async fn a_small_run_matches_the_reference() {
     assert!(check.o_error <= ERROR_BOUND, "{check:?}");
     assert!(check.lse_error <= ERROR_BOUND, "{check:?}");
     assert_eq!(check.selection_mismatches, 0);
-    assert!(report.moba_ms > 0.0 && report.dense_ms.unwrap() > 0.0, "{report:?}");
+    assert!(
+        report.moba_ms > 0.0 && report.dense_ms.unwrap() > 0.0,
+        "{report:?}"
+    );
     assert_eq!(report.kernel, "Portable");
     // Every query attends its own block: the diagonal of every map is 1.
     let map = &report.heatmap;
-    assert_eq!((map.heads, map.rows, map.cols, map.blocks_per_cell), (3, 13, 13, 1));
+    assert_eq!(
+        (map.heads, map.rows, map.cols, map.blocks_per_cell),
+        (3, 13, 13, 1)
+    );
     for head in 0..3 {
         for block in 0..13 {
             assert_eq!(map.values[(head * 13 + block) * 13 + block], 1.0);
@@ -66,13 +78,21 @@ async fn kernels_are_planned_within_the_browser_limits() {
     let adapter: AdapterReport = serde_wasm_bindgen::from_value(demo.adapter().unwrap()).unwrap();
     assert_eq!(adapter.backend, "BrowserWebGpu");
     let limit = |name: &str| {
-        adapter.limits.iter().find(|l| l.name == name).unwrap_or_else(|| panic!("{name}")).value
+        adapter
+            .limits
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .value
     };
     let report = run(&demo, &settings(64, 1, 128, 16, 2)).await.unwrap();
     assert!(report.workgroup_size as u64 <= limit("max_compute_invocations_per_workgroup"));
     // The attention tile stages keys and values of 128 f32 dims in workgroup memory.
     let tile_bytes = report.key_tile as u64 * 2 * 128 * 4;
-    assert!(tile_bytes <= limit("max_compute_workgroup_storage_size"), "{report:?}");
+    assert!(
+        tile_bytes <= limit("max_compute_workgroup_storage_size"),
+        "{report:?}"
+    );
     assert!(report.check.o_error <= ERROR_BOUND, "{:?}", report.check);
 }
 
@@ -81,9 +101,14 @@ async fn sizes_over_a_limit_are_errors_that_name_it() {
     let demo = Demo::open().await.unwrap();
     // One key and value of 4096 f32 dims do not fit 32 KiB of workgroup memory.
     let error = run(&demo, &settings(64, 1, 4096, 16, 2)).await.unwrap_err();
-    assert!(error.contains("max_compute_workgroup_storage_size"), "{error}");
+    assert!(
+        error.contains("max_compute_workgroup_storage_size"),
+        "{error}"
+    );
     // 65536 tokens x 16 heads x 64 dims fit the adapter's buffers but not the page's memory.
-    let error = run(&demo, &settings(65536, 16, 64, 512, 2)).await.unwrap_err();
+    let error = run(&demo, &settings(65536, 16, 64, 512, 2))
+        .await
+        .unwrap_err();
     assert!(error.contains("page memory"), "{error}");
     let error = run(&demo, &settings(64, 1, 16, 0, 2)).await.unwrap_err();
     assert!(error.contains("block_size"), "{error}");
@@ -105,7 +130,10 @@ fn the_heatmap_counts_the_share_of_queries_per_block() {
     ]);
     // Two blocks per cell: 2 x 2 cells; the last cell holds one block each way.
     let merged = Heatmap::new(&selection, &shape, &config, 2);
-    assert_eq!((merged.rows, merged.cols, merged.blocks_per_cell), (2, 2, 2));
+    assert_eq!(
+        (merged.rows, merged.cols, merged.blocks_per_cell),
+        (2, 2, 2)
+    );
     // Cell (0, 0): 4 queries x 2 blocks, 5 chosen; cell (1, 0): 2 queries x 2 blocks, 2 chosen.
     assert_eq!(merged.values, [5.0 / 8.0, 0.0, 0.5, 1.0]);
 }
@@ -127,7 +155,10 @@ fn the_check_reports_a_wrong_output_and_a_wrong_selection() {
     };
     let clean = Check::new(&got, (&q, &k, &v), &shape, &config).unwrap();
     assert!(clean.o_error < 1e-6 && clean.lse_error < 1e-6, "{clean:?}");
-    assert_eq!((clean.rows, clean.near_ties, clean.selection_mismatches), (80, 0, 0));
+    assert_eq!(
+        (clean.rows, clean.near_ties, clean.selection_mismatches),
+        (80, 0, 0)
+    );
 
     got.o[5 * 8 + 3] += 0.5;
     got.selection[79 * 2] = (got.selection[79 * 2] + 1) % 4; // the last row's non-forced block

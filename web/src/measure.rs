@@ -43,7 +43,7 @@ pub struct Report {
 }
 
 /// Runs MoBA, then the dense kernel, on seeded standard-normal inputs.
-pub async fn run(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
+pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
     let (shape, config) = settings.problem()?;
     // Plans first: they check the adapter's limits before any input is made.
     let moba = MobaForward::new(gpu, &shape, &config)?;
