@@ -16,9 +16,11 @@ pub struct Limit {
 pub struct AdapterReport {
     /// wgpu's adapter name (browsers may leave it empty; the page adds `GPUAdapterInfo`).
     pub name: String,
+    /// wgpu's backend (`BrowserWebGpu` in a browser).
     pub backend: String,
     /// Whether GPU timestamps split a run's time by stage.
     pub timestamps: bool,
+    /// The limits the kernels are planned against.
     pub limits: Vec<Limit>,
 }
 

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct Heatmap {
     pub heads: usize,
+    /// Query-block cells.
     pub rows: usize,
+    /// Key-block cells.
     pub cols: usize,
+    /// Blocks merged into a cell, each way.
     pub blocks_per_cell: usize,
     /// `[heads, rows, cols]`, row-major, each in `[0, 1]`.
     pub values: Vec<f32>,

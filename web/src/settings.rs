@@ -11,10 +11,15 @@ const HOST_BUDGET_BYTES: u64 = 512 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
+    /// Tokens (queries and keys).
     pub seq_len: usize,
+    /// Query heads, each with its own kv head.
     pub heads: usize,
+    /// Head dim (a multiple of 4: the kernels read vec4s).
     pub head_dim: usize,
+    /// Keys per block.
     pub block_size: usize,
+    /// Blocks per query, its own included.
     pub top_k: usize,
     /// Timed runs per kernel, after one warm-up; the median is reported.
     pub runs: usize,
