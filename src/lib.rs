@@ -11,6 +11,10 @@
 //! - [`model`], [`data`], [`train`]: a byte-level MoBA language model, its data, and its
 //!   training, evaluation and comparison on burn-train.
 //!
+//! The burn parts (`backend`, `cuda`, `data`, `model`, `module`, `train`) are behind the
+//! default `burn` feature: the rest builds without burn, for wasm too (`web/` uses
+//! `default-features = false`).
+//!
 //! ```no_run
 //! use moba::{MobaConfig, Shape, gpu::GpuContext};
 //! let gpu = GpuContext::new_blocking(&Default::default())?;       // high-performance adapter
@@ -25,20 +29,26 @@
 //! # Ok::<(), moba::MobaError>(())
 //! ```
 
+#[cfg(feature = "burn")]
 pub mod backend;
 pub mod bench;
 pub mod config;
+#[cfg(feature = "burn")]
 pub mod cuda;
+#[cfg(feature = "burn")]
 pub mod data;
 pub mod error;
 pub mod gpu;
+#[cfg(feature = "burn")]
 pub mod model;
+#[cfg(feature = "burn")]
 pub mod module;
 pub mod npy;
 pub mod plot;
 pub mod random;
 pub mod reference;
 pub mod sparsity;
+#[cfg(feature = "burn")]
 pub mod train;
 
 pub use config::{Gate, MobaConfig, Shape};

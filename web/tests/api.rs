@@ -1,0 +1,168 @@
+//! The wasm API in headless Chromium (SwiftShader WebGPU): `Demo` through its JS-facing
+//! methods, and the heatmap and reference check it reports. Run by `tests/browser.rs` at
+//! the repository root (wasm-bindgen-test-runner with Debian's chromedriver).
+
+use moba::gpu::GpuForward;
+use moba::{MobaConfig, Shape, random, reference};
+use moba_web::{AdapterReport, Check, Demo, Heatmap, Report, Settings};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// The f32 kernel against the f64 reference on standard-normal inputs (about 1e-7).
+const ERROR_BOUND: f64 = 1e-5;
+
+fn settings(
+    seq_len: usize,
+    heads: usize,
+    head_dim: usize,
+    block_size: usize,
+    top_k: usize,
+) -> Settings {
+    Settings {
+        seq_len,
+        heads,
+        head_dim,
+        block_size,
+        top_k,
+        runs: 1,
+        dense: true,
+    }
+}
+
+/// `Demo::run` as the page calls it: a JS settings object in, a JS report object out.
+async fn run(demo: &Demo, settings: &Settings) -> Result<Report, String> {
+    let settings = serde_wasm_bindgen::to_value(settings).unwrap();
+    match demo.run(settings).await {
+        Ok(report) => Ok(serde_wasm_bindgen::from_value(report).unwrap()),
+        Err(error) => Err(JsValue::from(error)
+            .dyn_into::<js_sys::Error>()
+            .unwrap()
+            .message()
+            .into()),
+    }
+}
+
+#[wasm_bindgen_test]
+async fn a_small_run_matches_the_reference() {
+    let demo = Demo::open().await.unwrap();
+    // 200 tokens in blocks of 16 (a partial last block), top-3, head dim 20 (not a power of 2).
+    let report = run(&demo, &settings(200, 3, 20, 16, 3)).await.unwrap();
+    let check = &report.check;
+    assert!(check.all_rows && check.rows == 600, "{check:?}");
+    assert!(check.o_error <= ERROR_BOUND, "{check:?}");
+    assert!(check.lse_error <= ERROR_BOUND, "{check:?}");
+    assert_eq!(check.selection_mismatches, 0);
+    assert!(
+        report.moba_ms > 0.0 && report.dense_ms.unwrap() > 0.0,
+        "{report:?}"
+    );
+    assert_eq!(report.kernel, "Portable");
+    // Every query attends its own block: the diagonal of every map is 1.
+    let map = &report.heatmap;
+    assert_eq!(
+        (map.heads, map.rows, map.cols, map.blocks_per_cell),
+        (3, 13, 13, 1)
+    );
+    for head in 0..3 {
+        for block in 0..13 {
+            assert_eq!(map.values[(head * 13 + block) * 13 + block], 1.0);
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn kernels_are_planned_within_the_browser_limits() {
+    let demo = Demo::open().await.unwrap();
+    let adapter: AdapterReport = serde_wasm_bindgen::from_value(demo.adapter().unwrap()).unwrap();
+    assert_eq!(adapter.backend, "BrowserWebGpu");
+    let limit = |name: &str| {
+        adapter
+            .limits
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .value
+    };
+    let report = run(&demo, &settings(64, 1, 128, 16, 2)).await.unwrap();
+    assert!(report.workgroup_size as u64 <= limit("max_compute_invocations_per_workgroup"));
+    // The attention tile stages keys and values of 128 f32 dims in workgroup memory.
+    let tile_bytes = report.key_tile as u64 * 2 * 128 * 4;
+    assert!(
+        tile_bytes <= limit("max_compute_workgroup_storage_size"),
+        "{report:?}"
+    );
+    assert!(report.check.o_error <= ERROR_BOUND, "{:?}", report.check);
+}
+
+#[wasm_bindgen_test]
+async fn sizes_over_a_limit_are_errors_that_name_it() {
+    let demo = Demo::open().await.unwrap();
+    // One key and value of 4096 f32 dims do not fit 32 KiB of workgroup memory.
+    let error = run(&demo, &settings(64, 1, 4096, 16, 2)).await.unwrap_err();
+    assert!(
+        error.contains("max_compute_workgroup_storage_size"),
+        "{error}"
+    );
+    // 65536 tokens x 16 heads x 64 dims fit the adapter's buffers but not the page's memory.
+    let error = run(&demo, &settings(65536, 16, 64, 512, 2))
+        .await
+        .unwrap_err();
+    assert!(error.contains("page memory"), "{error}");
+    let error = run(&demo, &settings(64, 1, 16, 0, 2)).await.unwrap_err();
+    assert!(error.contains("block_size"), "{error}");
+}
+
+#[wasm_bindgen_test]
+fn the_heatmap_counts_the_share_of_queries_per_block() {
+    // 6 tokens in blocks of 2, one head, top-2: query t chooses its own block t/2 and one other.
+    let shape = Shape::prefill(1, 1, 6, 4);
+    let config = MobaConfig::new(2, 2);
+    let selection = [0, -1, 0, -1, 0, 1, 1, -1, 0, 2, 1, 2];
+    let map = Heatmap::new(&selection, &shape, &config, 8);
+    assert_eq!((map.rows, map.cols, map.blocks_per_cell), (3, 3, 1));
+    #[rustfmt::skip]
+    assert_eq!(map.values, [
+        1.0, 0.0, 0.0,
+        0.5, 1.0, 0.0,
+        0.5, 0.5, 1.0,
+    ]);
+    // Two blocks per cell: 2 x 2 cells; the last cell holds one block each way.
+    let merged = Heatmap::new(&selection, &shape, &config, 2);
+    assert_eq!(
+        (merged.rows, merged.cols, merged.blocks_per_cell),
+        (2, 2, 2)
+    );
+    // Cell (0, 0): 4 queries x 2 blocks, 5 chosen; cell (1, 0): 2 queries x 2 blocks, 2 chosen.
+    assert_eq!(merged.values, [5.0 / 8.0, 0.0, 0.5, 1.0]);
+}
+
+#[wasm_bindgen_test]
+fn the_check_reports_a_wrong_output_and_a_wrong_selection() {
+    let shape = Shape::prefill(1, 2, 40, 8);
+    let config = MobaConfig::new(8, 2);
+    let (q, k, v) = (
+        random::normal(shape.q_elems(), 7),
+        random::normal(shape.kv_elems(), 8),
+        random::normal(shape.kv_elems(), 9),
+    );
+    let exact = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+    let mut got = GpuForward {
+        o: exact.o.iter().map(|&x| x as f32).collect(),
+        lse: exact.lse.iter().map(|&x| x as f32).collect(),
+        selection: exact.selection.clone(),
+    };
+    let clean = Check::new(&got, (&q, &k, &v), &shape, &config).unwrap();
+    assert!(clean.o_error < 1e-6 && clean.lse_error < 1e-6, "{clean:?}");
+    assert_eq!(
+        (clean.rows, clean.near_ties, clean.selection_mismatches),
+        (80, 0, 0)
+    );
+
+    got.o[5 * 8 + 3] += 0.5;
+    got.selection[79 * 2] = (got.selection[79 * 2] + 1) % 4; // the last row's non-forced block
+    let broken = Check::new(&got, (&q, &k, &v), &shape, &config).unwrap();
+    assert!((broken.o_error - 0.5).abs() < 1e-6, "{broken:?}");
+    assert_eq!(broken.selection_mismatches, 1, "{broken:?}");
+}

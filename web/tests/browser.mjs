@@ -1,0 +1,128 @@
+// Browser test of the demo page: Debian's Chromium (SwiftShader WebGPU) driven by
+// playwright-core. Serves web/ (built by build.sh), runs a small case and checks the
+// reported error against the reference, checks the messages for a size over the adapter's
+// limits and for a browser without WebGPU, and saves a screenshot.
+//
+//   node web/tests/browser.mjs [screenshot.png]
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { dirname, extname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const web = dirname(dirname(fileURLToPath(import.meta.url)));
+const screenshot = process.argv[2] ?? join(web, '..', 'target', 'web', 'screenshot.png');
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+// The f32 kernel against the f64 reference on standard-normal inputs: about 1e-7 here; a
+// wrong block, mask or normaliser gives 1e-2 or more.
+const ERROR_BOUND = 1e-5;
+
+for (const [path, hint] of [
+  [chromiumPath, 'apt-get install -y chromium'],
+  [join(web, 'pkg', 'moba_web.js'), 'web/build.sh'],
+]) {
+  if (!existsSync(path)) {
+    console.error(`missing ${path}: run \`${hint}\``);
+    process.exit(1);
+  }
+}
+
+// A static server for web/ (WebGPU needs a secure context: localhost is one).
+const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.wasm': 'application/wasm' };
+const server = createServer((request, response) => {
+  const path = normalize(decodeURIComponent(new URL(request.url, 'http://localhost').pathname));
+  const file = join(web, path === '/' ? 'index.html' : path);
+  if (!file.startsWith(web) || !existsSync(file)) {
+    response.writeHead(404).end();
+    return;
+  }
+  response.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' });
+  response.end(readFileSync(file));
+});
+await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+const origin = `http://localhost:${server.address().port}`;
+
+// playwright gives every launch a fresh profile directory of its own.
+const browser = await chromium.launch({
+  executablePath: chromiumPath,
+  args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-gpu-sandbox',
+    '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+
+// Opens the page with URL parameters and waits until it reports done or an error.
+async function openPage(query, { withoutWebGpu = false } = {}) {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  if (withoutWebGpu) await page.addInitScript(() => delete Navigator.prototype.gpu);
+  await page.goto(`${origin}/index.html?${query}`);
+  await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 240_000 });
+  assert.deepEqual(errors, [], 'uncaught errors in the page');
+  return page;
+}
+
+const value = async (page, id) => Number(await page.getAttribute(`#${id}`, 'data-value'));
+const statusOf = async (page) => [await page.getAttribute('#status', 'data-state'), await page.textContent('#status')];
+
+let failed = false;
+async function test(name, body) {
+  const start = Date.now();
+  try {
+    await body();
+    console.log(`ok   ${name} (${((Date.now() - start) / 1000).toFixed(1)} s)`);
+  } catch (error) {
+    failed = true;
+    console.log(`FAIL ${name}\n${error.stack}`);
+  }
+}
+
+await test('a small case matches the reference and draws the selection', async () => {
+  const page = await openPage('seqLen=300&blockSize=32&topK=3&heads=2&headDim=32&runs=2&run=1');
+  const [state, text] = await statusOf(page);
+  assert.equal(state, 'done', text);
+  assert.equal(await value(page, 'check-rows'), 600, 'every row checked');
+  for (const id of ['o-error', 'lse-error']) {
+    const error = await value(page, id);
+    assert.ok(error <= ERROR_BOUND, `${id} ${error} > ${ERROR_BOUND}`);
+  }
+  assert.equal(await value(page, 'selection-check'), 0, 'selection mismatches');
+  assert.ok(await value(page, 'moba-ms') > 0, 'MoBA time');
+  assert.ok(await value(page, 'dense-ms') > 0, 'dense time');
+  // 300 tokens in blocks of 32 with top-3: between 3/10 of the causal pairs and all of them.
+  const density = await value(page, 'density');
+  assert.ok(density > 0.3 && density < 1, `density ${density}`);
+  // One map per head; its first cell (query block 0 to key block 0) is always chosen: darkest.
+  assert.equal(await page.locator('#heatmaps canvas').count(), 2);
+  const corner = await page.evaluate(() =>
+    Array.from(document.querySelector('#heatmaps canvas').getContext('2d').getImageData(0, 0, 1, 1).data));
+  assert.deepEqual(corner, [8, 48, 107, 255]);
+  assert.match(await page.textContent('#adapter-table'), /max_compute_workgroup_storage_size/);
+  await page.screenshot({ path: screenshot, fullPage: true });
+  console.log(`     o error ${await value(page, 'o-error')}, screenshot ${screenshot}`);
+});
+
+await test('a size over the adapter\'s buffer limit names the limit', async () => {
+  const probe = await browser.newPage();
+  await probe.goto(`${origin}/index.html`);
+  const limit = await probe.evaluate(async () =>
+    (await navigator.gpu.requestAdapter()).limits.maxStorageBufferBindingSize);
+  await probe.close();
+  // One head whose q alone is twice the limit (4 bytes x 128 dims per token).
+  const seqLen = 2 * Math.ceil(limit / 512);
+  const page = await openPage(`seqLen=${seqLen}&blockSize=512&topK=3&heads=1&headDim=128&run=1`);
+  const [state, text] = await statusOf(page);
+  assert.equal(state, 'error', text);
+  assert.match(text, /max_storage_buffer_binding_size/);
+});
+
+await test('a browser without WebGPU gets a clear message', async () => {
+  const page = await openPage('', { withoutWebGpu: true });
+  const [state, text] = await statusOf(page);
+  assert.equal(state, 'error');
+  assert.match(text, /WebGPU is not available/);
+});
+
+await browser.close();
+server.close();
+process.exit(failed ? 1 : 0);
