@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::{NdArray, Wgpu};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use moba::MobaError;
 use moba::backend::MobaBackend;
 use moba::data::{RECORD_LEN, RecallTask, SequenceSource, TextCorpus};
@@ -89,7 +89,7 @@ fn a_few_training_steps_lower_the_loss() {
         ..Default::default()
     };
     // The untrained model: the same seed gives the weights training starts from.
-    NdArray::seed(&device, config.seed);
+    NdArray::<f32>::seed(&device, config.seed);
     let fresh = config.model.init::<NdArray>(&device).unwrap();
     let before = evaluate(&fresh, &config, &options, &device).unwrap();
 
@@ -249,7 +249,7 @@ fn corrupt_checkpoints_and_bad_data_paths_are_clear_errors() {
     std::fs::write(path.with_extension("mpk"), &bytes[..bytes.len() / 2]).unwrap();
     message(load(&config));
     std::fs::write(path.with_extension("mpk"), &bytes).unwrap();
-    let wider = config.clone().with_d_ff(96);
+    let wider = LmConfig { d_ff: 96, ..config.clone() };
     assert!(message(load(&wider)).contains("another model"));
 
     let missing = PathBuf::from("/no/such/corpus");
