@@ -29,6 +29,7 @@ pub fn model_path(run: &Path) -> PathBuf {
 
 /// Saves `model` to `path` (`.mpk` is added).
 pub fn save_model<B: Backend>(model: &MobaLm<B>, path: &Path) -> Result<()> {
+    materialize(model);
     model
         .clone()
         .save_file(path, &RunRecorder::new())
@@ -67,6 +68,22 @@ pub fn load_model<B: MobaBackend>(
         ));
     }
     Ok(model)
+}
+
+/// Draws every parameter that is still lazy. burn initialises a fresh module's weights on
+/// first use, and a clone of a lazy parameter draws its own: without this, the saved clone
+/// would hold other weights than `model`.
+fn materialize<B: Backend>(model: &MobaLm<B>) {
+    struct Materialize;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Materialize {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            param.val();
+        }
+    }
+    model.visit(&mut Materialize);
 }
 
 /// The shapes of every parameter, in visiting order.
