@@ -27,5 +27,6 @@ for test in backward cooperative; do
 done
 # The call carries at most 64 MiB: the binaries travel gzipped (scripts/device-*.sh unpack).
 gzip -9 -f .device/moba .device/tests/*
+scripts/stage-corpus.sh
 cp ../shared/anchors/peers_torch.py .device/ 2>/dev/null || echo "no ../shared/anchors/peers_torch.py: peers skipped"
 ls -la .device .device/tests

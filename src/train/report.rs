@@ -231,7 +231,11 @@ fn table(arms: &[Arm], reference: &str) -> String {
                     "- {} recall at the longest distance {recall:.3} vs {reference} {base_recall:.3} \
                      (target at least 90% of {reference}'s: {})",
                     arm.name,
-                    met(recall >= 0.9 * base_recall),
+                    if base_recall > 0.0 {
+                        met(recall >= 0.9 * base_recall)
+                    } else {
+                        "not measurable: the reference recalls nothing"
+                    },
                 );
             }
         }
