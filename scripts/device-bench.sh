@@ -32,4 +32,6 @@ if [ "${PEERS:-1}" = 1 ] && [ -f .device/peers_torch.py ]; then
     ONLY_S="$SEQ_LENS" OUT="$OUT" python3 .device/peers_torch.py > "$OUT/peers.log" 2>&1
     grep -E '^\{' "$OUT/peers.log"
 fi
-.device/moba bench report "$OUT/moba.jsonl" --plots "$OUT"
+peers=()
+[ -s "$OUT/peers.log" ] && peers=(--peers "$OUT/peers.log")
+.device/moba bench report "$OUT/moba.jsonl" "${peers[@]}" --plots "$OUT"

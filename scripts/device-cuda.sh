@@ -39,6 +39,10 @@ if [ "${PEERS:-1}" = 1 ] && [ -f .device/peers_torch.py ]; then
     ONLY_S="$TRAIN_S,$LONG_S" OUT="$OUT" python3 .device/peers_torch.py > "$OUT/peers.log" 2>&1
     grep -E '^\{' "$OUT/peers.log"
 fi
+if [ -s "$OUT/peers.log" ]; then
+    echo "== our records beside the peers"
+    .device/moba bench report "$OUT/cuda.jsonl" --peers "$OUT/peers.log" --plots "$OUT"
+fi
 echo "== our records (stage split: gate, inversion, attention, finalize ms)"
 python3 - "$OUT/cuda.jsonl" <<'PY'
 import json, sys

@@ -3,6 +3,8 @@
 //! the f64 reference. A problem too large for one call is measured call by call and summed.
 //! `moba demo` prints a [`Measurement`]; `moba bench` writes it as a JSON-line [`Record`].
 
+pub mod peers;
+
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -387,8 +389,13 @@ pub fn markdown_table(records: &[Record]) -> String {
 }
 
 /// Writes `time_vs_s.svg` and `speedup_vs_s.svg` into `dir`: one line per adapter, API,
-/// kernel and problem family (heads, head dim, block, top-k). Returns the files written.
-pub fn write_plots(records: &[Record], dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+/// kernel and problem family (heads, head dim, block, top-k), and PyTorch's peers (SDPA and
+/// FlexAttention-MoBA) on the time plot. Returns the files written.
+pub fn write_plots(
+    records: &[Record],
+    peers: &[peers::Peer],
+    dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>> {
     use crate::plot::{Scale, Series, line_plot};
     use std::collections::BTreeMap;
 
@@ -413,6 +420,20 @@ pub fn write_plots(records: &[Record], dir: &std::path::Path) -> Result<Vec<std:
                 .or_default()
                 .push((s, dense / r.moba_ms));
         }
+    }
+    for peer in peers {
+        let (s, heads, dim) = (peer.seq_len as f64, peer.heads, peer.head_dim);
+        times
+            .entry(format!("PyTorch SDPA (dense) H{heads} D{dim}"))
+            .or_default()
+            .push((s, peer.sdpa_ms));
+        times
+            .entry(format!(
+                "PyTorch FlexAttention-MoBA H{heads} D{dim} b{} k{}",
+                peer.block_size, peer.top_k
+            ))
+            .or_default()
+            .push((s, peer.flex_ms));
     }
     let series = |map: BTreeMap<String, Vec<(f64, f64)>>| -> Vec<Series> {
         map.into_iter()

@@ -291,6 +291,36 @@ fn bench_writes_records_and_report_merges_them() {
         4,
         "{table}"
     );
+    // PyTorch's peers (peers_torch.py's output, progress lines and all) join the report:
+    // their table matches the 64-token record, and they are drawn on the time plot.
+    let peers = dir.join("peers.log");
+    std::fs::write(
+        &peers,
+        "check S=64: ok\n\
+         {\"S\": 64, \"bs\": 16, \"topk\": 3, \"H\": 1, \"D\": 16, \"sdpa_ms\": 0.5, \"flex_total_ms\": 2.0, \"density\": 0.6}\n",
+    )
+    .unwrap();
+    let plots = dir.join("plots");
+    let report = moba(&[
+        "bench",
+        "report",
+        out.to_str().unwrap(),
+        "--peers",
+        peers.to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "{report:?}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| 64 | 1 | 16 | 16 | 3 | 0.600 | 0.50 | 2.00 |"))
+        .unwrap_or_else(|| panic!("no peer row: {text}"));
+    let expected = format!("| {:.2}x |", 0.5 / lines[0].moba_ms);
+    assert!(row.contains(&lines[0].adapter) && row.contains(&expected), "{row}");
+    let svg = std::fs::read_to_string(plots.join("time_vs_s.svg")).unwrap();
+    assert!(svg.contains("PyTorch SDPA (dense) H1 D16"), "no peer line in the plot");
+
     // A line that is not a record names its file and line.
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"seq_len\": 1}\n").unwrap();

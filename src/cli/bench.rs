@@ -1,11 +1,12 @@
 //! `moba bench`: a sweep of forward measurements on one adapter, written as JSON lines and
-//! printed as a markdown table; `moba bench report FILES...` merges result files (from
-//! several machines, say) into one table.
+//! printed as a markdown table; `moba bench report FILES... [--peers LOG...]` merges result
+//! files (from several machines, say) into one table, with PyTorch's peers beside them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use moba::bench::peers::{Peer, parse_peers, peers_table};
 use moba::bench::{BenchOptions, Record, markdown_table, measure, write_plots};
 use moba::gpu::{AdapterRequest, GpuContext};
 use moba::{MobaConfig, MobaError, Result, Shape};
@@ -62,6 +63,10 @@ enum BenchCommand {
     /// Merge JSON-lines result files into one markdown table and SVG plots.
     Report {
         files: Vec<PathBuf>,
+        /// Output of `peers_torch.py` (PyTorch SDPA and FlexAttention-MoBA on the same GPU):
+        /// a second table with the ratios, and the peers on the time plot.
+        #[arg(long, num_args = 1..)]
+        peers: Vec<PathBuf>,
         /// Folder for time_vs_s.svg and speedup_vs_s.svg.
         #[arg(long, default_value = "results")]
         plots: PathBuf,
@@ -69,13 +74,27 @@ enum BenchCommand {
 }
 
 pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
-    if let Some(BenchCommand::Report { files, plots }) = &args.report {
+    if let Some(BenchCommand::Report {
+        files,
+        peers: peer_files,
+        plots,
+    }) = &args.report
+    {
         let mut records = Vec::new();
         for file in files {
             records.extend(read_records(file)?);
         }
+        let mut peers = Vec::new();
+        for file in peer_files {
+            let text = std::fs::read_to_string(file).map_err(|e| MobaError::io(file, e))?;
+            peers.extend(parse_peers(&text, &file.display().to_string())?);
+        }
         print!("{}", markdown_table(&records));
-        report_plots(&records, plots)?;
+        if !peers.is_empty() {
+            print!("\nPyTorch peers on the same GPU (ratios: their time over ours)\n\n");
+            print!("{}", peers_table(&records, &peers));
+        }
+        report_plots(&records, &peers, plots)?;
         return Ok(());
     }
     if let Some(folder) = args.out.parent().filter(|f| !f.as_os_str().is_empty()) {
@@ -132,7 +151,7 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         .parent()
         .filter(|f| !f.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    report_plots(&records, folder)
+    report_plots(&records, &[], folder)
 }
 
 /// One measurement of the CUDA path in the chosen element type.
@@ -163,8 +182,8 @@ fn measure_cuda(
     Err(moba::cuda::not_built())
 }
 
-fn report_plots(records: &[Record], folder: &Path) -> Result<()> {
-    for path in write_plots(records, folder)? {
+fn report_plots(records: &[Record], peers: &[Peer], folder: &Path) -> Result<()> {
+    for path in write_plots(records, peers, folder)? {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
