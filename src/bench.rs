@@ -249,11 +249,16 @@ fn median_seconds(
     for _ in 0..options.warmup {
         run()?;
     }
-    let mut times = (0..options.runs.max(1))
+    let times = (0..options.runs.max(1))
         .map(|_| run())
         .collect::<Result<Vec<f64>>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(median(times))
+}
+
+/// The middle value (the upper of the two middle ones for an even count); NaN when empty.
+pub fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Compares sampled rows of the first call with the f64 reference.
@@ -323,6 +328,9 @@ pub struct Record {
     pub memory_bytes: Option<u64>,
     #[serde(default)]
     pub dense_fallback_bytes: Option<u64>,
+    /// burn's own attention op (causal, burn's default wgpu device), where measured.
+    #[serde(default)]
+    pub burn_ms: Option<f64>,
 }
 
 impl Record {
@@ -358,6 +366,7 @@ impl Record {
             backward_stage_ms: found.backward_stage_seconds.map(|s| s.map(|t| t * 1e3)),
             memory_bytes: Some(found.memory_bytes),
             dense_fallback_bytes: Some(found.dense_fallback_bytes()),
+            burn_ms: None,
         }
     }
 }
@@ -365,8 +374,8 @@ impl Record {
 /// A markdown table of records, one row each, the adapter beside every number.
 pub fn markdown_table(records: &[Record]) -> String {
     let mut table = String::from(
-        "| adapter | api | kernel | S | H | D | block | top_k | density | MoBA ms | dense ms | speedup | GFLOP/s | error | fwd+bwd ms | MiB (dense fallback) |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| adapter | api | kernel | S | H | D | block | top_k | density | MoBA ms | dense ms | speedup | burn attention ms | GFLOP/s | error | fwd+bwd ms | MiB (dense fallback) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in records {
         let dense = r.dense_ms.map_or("-".to_string(), |ms| format!("{ms:.2}"));
@@ -374,13 +383,14 @@ pub fn markdown_table(records: &[Record]) -> String {
             .dense_ms
             .map_or("-".to_string(), |ms| format!("{:.2}x", ms / r.moba_ms));
         let step = r.step_ms.map_or("-".to_string(), |ms| format!("{ms:.2}"));
+        let burn = r.burn_ms.map_or("-".to_string(), |ms| format!("{ms:.2}"));
         let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
         let memory = match (r.memory_bytes, r.dense_fallback_bytes) {
             (Some(moba), Some(dense)) => format!("{:.1} ({:.1})", mib(moba), mib(dense)),
             _ => "-".to_string(),
         };
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2} | {dense} | {speedup} | {:.1} | {:.1e} | {step} | {memory} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2} | {dense} | {speedup} | {burn} | {:.1} | {:.1e} | {step} | {memory} |\n",
             r.adapter, r.backend, r.kernel, r.seq_len, r.q_heads, r.head_dim, r.block_size, r.top_k, r.density,
             r.moba_ms, r.moba_tflops * 1e3, r.o_error
         ));
@@ -410,6 +420,12 @@ pub fn write_plots(
         let s = r.seq_len as f64;
         let moba = format!("MoBA {} {family}", r.kernel);
         times.entry(moba.clone()).or_default().push((s, r.moba_ms));
+        if let Some(burn) = r.burn_ms {
+            times
+                .entry(format!("burn attention {family}"))
+                .or_default()
+                .push((s, burn));
+        }
         if let Some(dense) = r.dense_ms {
             times
                 .entry(format!("dense {family}"))

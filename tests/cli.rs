@@ -250,6 +250,7 @@ fn bench_writes_records_and_report_merges_them() {
         "16",
         "--runs",
         "1",
+        "--burn-baseline",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -274,6 +275,7 @@ fn bench_writes_records_and_report_merges_them() {
         );
         assert!(record.o_error < 1e-5, "{record:?}");
         assert!(!record.adapter.is_empty() && record.dense_ms.is_some());
+        assert!(record.burn_ms.is_some_and(|ms| ms > 0.0), "{record:?}");
     }
     // Two files (here the same one twice) merge into one table of four rows.
     let report = moba(&[

@@ -12,6 +12,7 @@
 
 mod api;
 mod autodiff;
+pub mod baseline;
 pub(crate) mod cube;
 mod fusion;
 pub mod generic;

@@ -194,6 +194,7 @@ mod tests {
             backward_stage_ms: None,
             memory_bytes: None,
             dense_fallback_bytes: None,
+            burn_ms: None,
         }
     }
 

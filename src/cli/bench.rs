@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use moba::backend::baseline::burn_attention_seconds;
 use moba::bench::peers::{Peer, parse_peers, peers_table};
 use moba::bench::{BenchOptions, Record, markdown_table, measure, write_plots};
 use moba::gpu::{AdapterRequest, GpuContext};
@@ -38,6 +39,10 @@ pub struct BenchArgs {
     /// Also time a training step (forward + backward).
     #[arg(long)]
     backward: bool,
+    /// Also time burn's own attention op (causal, burn's default wgpu device: the
+    /// high-performance adapter, whatever --adapter says) as a baseline.
+    #[arg(long)]
+    burn_baseline: bool,
     #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
     kernel: KernelChoice,
     /// `cuda`: the CUDA path on GPU 0 (a build with `--features cuda`) instead of wgpu.
@@ -134,7 +139,11 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             backward: args.backward,
         };
         let found = measure(gpu, &shape, &config, &options, progress)?;
-        let record = Record::new(gpu, &found);
+        let mut record = Record::new(gpu, &found);
+        if args.burn_baseline {
+            progress("burn attention");
+            record.burn_ms = Some(burn_attention_seconds(&shape, options.runs)? * 1e3);
+        }
         let line = serde_json::to_string(&record).expect("a record serialises");
         writeln!(out, "{line}").map_err(|e| MobaError::io(&args.out, e))?;
         records.push(record);

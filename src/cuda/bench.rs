@@ -14,7 +14,7 @@ use super::backend::{KernelTimes, backward, forward};
 use super::launch::CudaPlan;
 use super::runtime::CudaRuntime as Driver;
 use super::source::ElemKind;
-use crate::bench::Record;
+use crate::bench::{Record, median};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::gpu::{BACKWARD_STAGES, STAGES};
@@ -44,11 +44,6 @@ fn stage_split(times: &KernelTimes, stages: [&str; 4]) -> [f64; 4] {
         split[at.expect("every kernel's stage is listed")] += ms;
     }
     split
-}
-
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
 }
 
 fn floats<const D: usize>(tensor: Tensor<Plain, D>) -> Result<Vec<f32>> {
@@ -204,5 +199,6 @@ pub fn measure(
         backward_stage_ms,
         memory_bytes: Some((scratch_bytes + tensors + training) as u64),
         dense_fallback_bytes: None,
+        burn_ms: None,
     })
 }

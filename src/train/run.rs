@@ -33,6 +33,7 @@ use super::curve::{CurveLogger, Curves, metrics_path};
 use super::metrics::{GpuMemoryMetric, MemoryProbe, PerplexityMetric, TokensPerSecondMetric};
 use super::renderer::LineRenderer;
 use crate::backend::MobaBackend;
+use crate::bench::median;
 use crate::data::SequenceLoader;
 use crate::error::{MobaError, Result};
 use crate::model::MobaLm;
@@ -190,7 +191,7 @@ pub fn train<B: MobaBackend>(
         params,
         seconds,
         tokens_per_second: median(
-            &curves
+            curves
                 .train_epoch_ends
                 .iter()
                 .filter_map(|m| m.get("Tokens/s").copied())
@@ -257,11 +258,4 @@ fn check_checkpoint<B: MobaBackend>(
     Ok(())
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => f64::NAN,
-        n => sorted[n / 2],
-    }
-}
+
