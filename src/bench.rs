@@ -378,12 +378,12 @@ pub fn markdown_table(records: &[Record]) -> String {
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in records {
-        let dense = r.dense_ms.map_or("-".to_string(), |ms| format!("{ms:.2}"));
+        let dense = ms_cell(r.dense_ms);
         let speedup = r
             .dense_ms
             .map_or("-".to_string(), |ms| format!("{:.2}x", ms / r.moba_ms));
-        let step = r.step_ms.map_or("-".to_string(), |ms| format!("{ms:.2}"));
-        let burn = r.burn_ms.map_or("-".to_string(), |ms| format!("{ms:.2}"));
+        let step = ms_cell(r.step_ms);
+        let burn = ms_cell(r.burn_ms);
         let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
         let memory = match (r.memory_bytes, r.dense_fallback_bytes) {
             (Some(moba), Some(dense)) => format!("{:.1} ({:.1})", mib(moba), mib(dense)),
@@ -396,6 +396,11 @@ pub fn markdown_table(records: &[Record]) -> String {
         ));
     }
     table
+}
+
+/// A time in a table cell: milliseconds to two decimals, `-` where not measured.
+pub(crate) fn ms_cell(ms: Option<f64>) -> String {
+    ms.map_or("-".to_string(), |ms| format!("{ms:.2}"))
 }
 
 /// Writes `time_vs_s.svg` and `speedup_vs_s.svg` into `dir`: one line per adapter, API,

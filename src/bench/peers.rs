@@ -18,7 +18,7 @@ use std::fmt::Write;
 
 use serde::Deserialize;
 
-use super::Record;
+use super::{Record, ms_cell};
 use crate::error::{MobaError, Result};
 
 /// One problem the peers script measured: its forward line and, where it ran one, its
@@ -110,7 +110,6 @@ pub fn peers_table(records: &[Record], peers: &[Peer]) -> String {
         "| S | H | D | block | top_k | density | SDPA ms | Flex-MoBA ms | MoBA (adapter, kernel) | MoBA ms | vs SDPA | vs Flex | SDPA fwd+bwd | Flex fwd+bwd | MoBA fwd+bwd | vs SDPA | vs Flex |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let ms = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{t:.2}"));
     let ratio = |peer: Option<f64>, ours: Option<f64>| match (peer, ours) {
         (Some(peer), Some(ours)) => format!("{:.2}x", peer / ours),
         _ => "-".to_string(),
@@ -142,12 +141,12 @@ pub fn peers_table(records: &[Record], peers: &[Peer]) -> String {
                 peer.sdpa_ms,
                 peer.flex_ms,
                 record.map_or("-".to_string(), |r| format!("{}, {}", r.adapter, r.kernel)),
-                ms(forward),
+                ms_cell(forward),
                 ratio(Some(peer.sdpa_ms), forward),
                 ratio(Some(peer.flex_ms), forward),
-                ms(peer.sdpa_step_ms),
-                ms(peer.flex_step_ms),
-                ms(step),
+                ms_cell(peer.sdpa_step_ms),
+                ms_cell(peer.flex_step_ms),
+                ms_cell(step),
                 ratio(peer.sdpa_step_ms, step),
                 ratio(peer.flex_step_ms, step),
             );
