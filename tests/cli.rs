@@ -319,9 +319,15 @@ fn bench_writes_records_and_report_merges_them() {
         .find(|l| l.starts_with("| 64 | 1 | 16 | 16 | 3 | 0.600 | 0.50 | 2.00 |"))
         .unwrap_or_else(|| panic!("no peer row: {text}"));
     let expected = format!("| {:.2}x |", 0.5 / lines[0].moba_ms);
-    assert!(row.contains(&lines[0].adapter) && row.contains(&expected), "{row}");
+    assert!(
+        row.contains(&lines[0].adapter) && row.contains(&expected),
+        "{row}"
+    );
     let svg = std::fs::read_to_string(plots.join("time_vs_s.svg")).unwrap();
-    assert!(svg.contains("PyTorch SDPA (dense) H1 D16"), "no peer line in the plot");
+    assert!(
+        svg.contains("PyTorch SDPA (dense) H1 D16"),
+        "no peer line in the plot"
+    );
 
     // A line that is not a record names its file and line.
     let bad = dir.join("bad.jsonl");

@@ -89,7 +89,10 @@ fn grid() -> Vec<(Shape, MobaConfig)> {
             MobaConfig::new(32, 3).with_causal(false),
         ),
         (shape(1, 2, 1, 130, 130, 16), MobaConfig::new(32, 9)),
-        (shape(1, 2, 1, 256, 256, 64), MobaConfig::sliding_window(32, 3)),
+        (
+            shape(1, 2, 1, 256, 256, 64),
+            MobaConfig::sliding_window(32, 3),
+        ),
         (shape(1, 2, 1, 256, 256, 64), MobaConfig::sink(32, 1, 2)),
         (shape(1, 2, 1, 100, 100, 40), MobaConfig::new(16, 2)),
         (shape(2, 4, 4, 700, 700, 128), MobaConfig::new(100, 3)),
@@ -124,11 +127,12 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
         let lse = values(Tensor::<Plain, 3>::from_primitive(
             burn::tensor::TensorPrimitive::Float(out.lse.clone()),
         ));
-        let selection: Vec<i32> = Tensor::<Plain, 4, burn::tensor::Int>::from_primitive(out.selection.clone())
-            .into_data()
-            .convert::<i32>()
-            .to_vec()
-            .unwrap();
+        let selection: Vec<i32> =
+            Tensor::<Plain, 4, burn::tensor::Int>::from_primitive(out.selection.clone())
+                .into_data()
+                .convert::<i32>()
+                .to_vec()
+                .unwrap();
         let saved = MobaSaved {
             q: tensor::<Plain>(&q, qd, F::DTYPE).into_primitive().tensor(),
             k: tensor::<Plain>(&k, kd, F::DTYPE).into_primitive().tensor(),
@@ -139,7 +143,9 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
         };
         let grads = Plain::moba_backward(
             saved,
-            tensor::<Plain>(&dout, qd, F::DTYPE).into_primitive().tensor(),
+            tensor::<Plain>(&dout, qd, F::DTYPE)
+                .into_primitive()
+                .tensor(),
             &config,
         );
         let grads = [grads.dq, grads.dk, grads.dv].map(|g| values(wrap(g)));
@@ -151,7 +157,14 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
         o == again.0 && dq == again.3[0] && dk == again.3[1] && dv == again.3[2],
         "{shape:?}: two runs differ (a race?)"
     );
-    assert!(o.iter().chain(&dq).chain(&dk).chain(&dv).all(|x| x.is_finite()), "non-finite output");
+    assert!(
+        o.iter()
+            .chain(&dq)
+            .chain(&dk)
+            .chain(&dv)
+            .all(|x| x.is_finite()),
+        "non-finite output"
+    );
 
     let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
     let means = reference::block_means(&k, &shape, config.block_size);
@@ -163,19 +176,39 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
         let margin = reference::gate_row(&q, &means, &shape, &config, row)
             .margin
             .unwrap_or(f64::INFINITY);
-        assert!(margin < NEAR_TIE * 100.0, "row {row}: selection differs with margin {margin:e}");
+        assert!(
+            margin < NEAR_TIE * 100.0,
+            "row {row}: selection differs with margin {margin:e}"
+        );
     }
 
     let round_inputs = |x: &[f32]| -> Vec<f32> { x.iter().map(|&x| F::to_precision(x)).collect() };
-    let (nq, nk, nv, ndout) = (round_inputs(&q), round_inputs(&k), round_inputs(&v), round_inputs(&dout));
-    let (naive_o, naive_lse) = naive(&nq, &nk, &nv, &shape, &config, &want.selection, F::to_precision);
+    let (nq, nk, nv, ndout) = (
+        round_inputs(&q),
+        round_inputs(&k),
+        round_inputs(&v),
+        round_inputs(&dout),
+    );
+    let (naive_o, naive_lse) = naive(
+        &nq,
+        &nk,
+        &nv,
+        &shape,
+        &config,
+        &want.selection,
+        F::to_precision,
+    );
     let d = shape.head_dim;
     let rows: Vec<usize> = (0..shape.q_rows()).filter(|r| !tied.contains(r)).collect();
     let pick = |x: &[f32], width: usize| -> Vec<f32> {
-        rows.iter().flat_map(|&r| x[r * width..(r + 1) * width].to_vec()).collect()
+        rows.iter()
+            .flat_map(|&r| x[r * width..(r + 1) * width].to_vec())
+            .collect()
     };
     let pick64 = |x: &[f64], width: usize| -> Vec<f64> {
-        rows.iter().flat_map(|&r| x[r * width..(r + 1) * width].to_vec()).collect()
+        rows.iter()
+            .flat_map(|&r| x[r * width..(r + 1) * width].to_vec())
+            .collect()
     };
     let mut report = Report::new();
     let mut compare = |name, got: &[f32], naive: &[f32], want: &[f64]| {
@@ -184,12 +217,26 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
         report.push((name, error, bound));
     };
     compare("o", &pick(&o, d), &pick(&naive_o, d), &pick64(&want.o, d));
-    compare("lse", &pick(&lse, 1), &pick(&naive_lse, 1), &pick64(&want.lse, 1));
+    compare(
+        "lse",
+        &pick(&lse, 1),
+        &pick(&naive_lse, 1),
+        &pick64(&want.lse, 1),
+    );
     // Gradients: a row with another selection changes other rows' dk/dv, so they are
     // compared only when the gate agreed everywhere.
     if tied.is_empty() {
         let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
-        let naive = naive_backward(&nq, &nk, &nv, &ndout, &shape, &config, &selection, F::to_precision);
+        let naive = naive_backward(
+            &nq,
+            &nk,
+            &nv,
+            &ndout,
+            &shape,
+            &config,
+            &selection,
+            F::to_precision,
+        );
         compare("dq", &dq, &naive.0, &want.dq);
         compare("dk", &dk, &naive.1, &want.dk);
         compare("dv", &dv, &naive.2, &want.dv);
@@ -276,8 +323,13 @@ fn training_through_autodiff_cuda_gives_the_kernel_gradients() {
     .unwrap();
     let dout: Vec<f32> = values(stats.o).iter().map(|o| 2.0 * o).collect();
     let round = |x: &[f32]| -> Vec<f32> { x.iter().map(|&x| bf16::from_f32(x).to_f32()).collect() };
-    let want = reference::backward(&round(&q), &round(&k), &round(&v), &dout, &shape, &config).unwrap();
-    for (name, got, want) in [("dq", &dq, &want.dq), ("dk", &dk, &want.dk), ("dv", &dv, &want.dv)] {
+    let want =
+        reference::backward(&round(&q), &round(&k), &round(&v), &dout, &shape, &config).unwrap();
+    for (name, got, want) in [
+        ("dq", &dq, &want.dq),
+        ("dk", &dk, &want.dk),
+        ("dv", &dv, &want.dv),
+    ] {
         let error = reference::max_abs_error(got, want);
         let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         println!("autodiff {name}: max error {error:.2e} (max |grad| {scale:.2e})");

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::{NdArray, Wgpu};
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use moba::MobaError;
 use moba::backend::MobaBackend;
 use moba::data::{RECORD_LEN, RecallTask, SequenceSource, TextCorpus};
@@ -117,7 +117,11 @@ fn a_few_training_steps_lower_the_loss() {
     assert_eq!(curves.valid_means("Loss").len(), 3);
     assert_eq!(summary.final_valid_loss, curves.valid_means("Loss")[2]);
     // The last two epochs' checkpoints are kept, the first deleted.
-    let exists = |epoch| checkpoint_file(&dir, "optim", epoch).with_extension("mpk").is_file();
+    let exists = |epoch| {
+        checkpoint_file(&dir, "optim", epoch)
+            .with_extension("mpk")
+            .is_file()
+    };
     assert_eq!((exists(1), exists(2), exists(3)), (false, true, true));
 }
 
@@ -136,15 +140,23 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     std::fs::create_dir_all(cut.join("checkpoint")).unwrap();
     for name in ["model", "optim", "scheduler"] {
         let file = checkpoint_file(&whole, name, 1).with_extension("mpk");
-        std::fs::copy(&file, cut.join("checkpoint").join(file.file_name().unwrap())).unwrap();
+        std::fs::copy(
+            &file,
+            cut.join("checkpoint").join(file.file_name().unwrap()),
+        )
+        .unwrap();
     }
     let err = train(&config, false, target(&cut)).unwrap_err();
     assert!(err.to_string().contains("--resume"), "{err}");
     let resumed = train(&config, true, target(&cut)).unwrap();
 
-    assert_eq!(resumed.steps, 8, "the log was cut back to epoch 1, then grew");
+    assert_eq!(
+        resumed.steps, 8,
+        "the log was cut back to epoch 1, then grew"
+    );
     let device = Default::default();
-    let load = |dir: &Path| load_model::<NdArray>(&config.model, &model_path(dir), &device).unwrap();
+    let load =
+        |dir: &Path| load_model::<NdArray>(&config.model, &model_path(dir), &device).unwrap();
     let (a, b) = (parameter_bits(&load(&whole)), parameter_bits(&load(&cut)));
     let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
     assert_eq!(differing, 0, "{differing} of {} weights differ", a.len());
@@ -163,7 +175,10 @@ fn checkpoints_round_trip_bit_exactly() {
     assert!(bits.len() > 10_000, "{} parameters", bits.len());
     assert_eq!(bits, parameter_bits(&loaded));
     let tokens = || byte_tensor::<NdArray>(b"Round trip through the recorder.", &device);
-    let (a, b) = (floats(model.forward(tokens()).unwrap()), floats(loaded.forward(tokens()).unwrap()));
+    let (a, b) = (
+        floats(model.forward(tokens()).unwrap()),
+        floats(loaded.forward(tokens()).unwrap()),
+    );
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
 
@@ -172,18 +187,35 @@ fn check_decode<B: MobaBackend>() {
     let device = Default::default();
     let model = tiny(48).init::<B>(&device).unwrap();
     let text = b"MoBA gates each query to a few blocks of keys.";
-    let full = floats(model.forward(byte_tensor::<B>(&text[..40], &device)).unwrap());
+    let full = floats(
+        model
+            .forward(byte_tensor::<B>(&text[..40], &device))
+            .unwrap(),
+    );
     let mut cache = model.empty_cache();
-    let mut rows = floats(model.forward_cached(byte_tensor::<B>(&text[..30], &device), &mut cache).unwrap());
+    let mut rows = floats(
+        model
+            .forward_cached(byte_tensor::<B>(&text[..30], &device), &mut cache)
+            .unwrap(),
+    );
     for position in 30..40 {
-        let step = model.forward_cached(byte_tensor::<B>(&text[position..position + 1], &device), &mut cache);
+        let step = model.forward_cached(
+            byte_tensor::<B>(&text[position..position + 1], &device),
+            &mut cache,
+        );
         rows.extend(floats(step.unwrap()));
     }
     assert_eq!((rows.len(), cache[0].len()), (full.len(), 40));
-    let error = full.iter().zip(&rows).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let error = full
+        .iter()
+        .zip(&rows)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     let scale = full.iter().fold(0f32, |m, x| m.max(x.abs()));
     // f32 sums of one row against many: errors of order 1e-6 of the logits' scale (about 1).
-    assert!(error < 1e-4 * scale.max(1.0), "decode differs by {error:e} (scale {scale})");
+    assert!(
+        error < 1e-4 * scale.max(1.0),
+        "decode differs by {error:e} (scale {scale})"
+    );
 }
 
 #[test]
@@ -206,7 +238,10 @@ fn recall_records_lie_at_the_asked_distance() {
         let sample = far.sample(index);
         let tokens = &sample.sequence.tokens;
         assert_eq!(tokens.len(), 2049);
-        assert_eq!(sample.sequence.weights.iter().sum::<f32>(), 3.0 * queries as f32);
+        assert_eq!(
+            sample.sequence.weights.iter().sum::<f32>(),
+            3.0 * queries as f32
+        );
         for query in &sample.queries {
             assert!((1500..2000).contains(&query.distance), "{}", query.distance);
             // The record: `#KEY=VAL;` `distance` bytes before the first query.
@@ -217,12 +252,19 @@ fn recall_records_lie_at_the_asked_distance() {
             assert_eq!(&tokens[record + 5..record + 8], query.value.as_bytes());
             assert_eq!(tokens[query.at - 5..query.at - 4], *b"?");
         }
-        assert_eq!(far.sequence(index), sample.sequence, "a function of the index");
+        assert_eq!(
+            far.sequence(index),
+            sample.sequence,
+            "a function of the index"
+        );
     }
     assert_ne!(task.sequence(0), task.sequence(1));
     let err = task.at_distance(10..12).unwrap_err();
     assert!(err.to_string().contains("slots"), "{err}");
-    assert!(RecallTask::with_counts(64, 8, 2, 0).is_err(), "8 records need 8 slots of 16 bytes");
+    assert!(
+        RecallTask::with_counts(64, 8, 2, 0).is_err(),
+        "8 records need 8 slots of 16 bytes"
+    );
     assert_eq!(RECORD_LEN, 9);
 }
 
@@ -249,12 +291,18 @@ fn corrupt_checkpoints_and_bad_data_paths_are_clear_errors() {
     std::fs::write(path.with_extension("mpk"), &bytes[..bytes.len() / 2]).unwrap();
     message(load(&config));
     std::fs::write(path.with_extension("mpk"), &bytes).unwrap();
-    let wider = LmConfig { d_ff: 96, ..config.clone() };
+    let wider = LmConfig {
+        d_ff: 96,
+        ..config.clone()
+    };
     assert!(message(load(&wider)).contains("another model"));
 
     let missing = PathBuf::from("/no/such/corpus");
     let err = TextCorpus::load(&[missing.clone()], 0.1).unwrap_err();
-    assert!(matches!(&err, MobaError::Io { path, .. } if path == "/no/such/corpus"), "{err}");
+    assert!(
+        matches!(&err, MobaError::Io { path, .. } if path == "/no/such/corpus"),
+        "{err}"
+    );
     let mut config = text_config(4, 2);
     config.data = DataConfig::Text {
         paths: vec![missing.display().to_string()],
@@ -276,5 +324,8 @@ fn corrupt_checkpoints_and_bad_data_paths_are_clear_errors() {
         matches!(&err, MobaError::Checkpoint { path, .. } if path.ends_with("optim-2.mpk")),
         "{err}"
     );
-    assert!(TrainSummary::read(&run).is_ok(), "the finished run's summary stays");
+    assert!(
+        TrainSummary::read(&run).is_ok(),
+        "the finished run's summary stays"
+    );
 }

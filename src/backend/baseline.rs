@@ -26,9 +26,16 @@ use crate::error::{MobaError, Result};
 pub fn burn_attention_seconds(shape: &Shape, runs: usize) -> Result<f64> {
     let device = Default::default();
     let dims = |len| [shape.batch, shape.q_heads, len, shape.head_dim];
-    let random = |len| Tensor::<Wgpu, 4>::random(dims(len), Distribution::Normal(0.0, 1.0), &device);
+    let random =
+        |len| Tensor::<Wgpu, 4>::random(dims(len), Distribution::Normal(0.0, 1.0), &device);
     let inputs: Vec<_> = (0..2)
-        .map(|_| (random(shape.q_len), random(shape.kv_len), random(shape.kv_len)))
+        .map(|_| {
+            (
+                random(shape.q_len),
+                random(shape.kv_len),
+                random(shape.kv_len),
+            )
+        })
         .collect();
     let options = AttentionModuleOptions {
         scale: None,
@@ -39,7 +46,8 @@ pub fn burn_attention_seconds(shape: &Shape, runs: usize) -> Result<f64> {
         let (q, k, v) = inputs[index % inputs.len()].clone();
         let start = Instant::now();
         let o = attention(q, k, v, None, None, options);
-        <Wgpu as Backend>::sync(&device).map_err(|e| MobaError::Gpu(format!("burn attention: {e:?}")))?;
+        <Wgpu as Backend>::sync(&device)
+            .map_err(|e| MobaError::Gpu(format!("burn attention: {e:?}")))?;
         let seconds = start.elapsed().as_secs_f64();
         drop(o);
         Ok(seconds)

@@ -2,15 +2,19 @@
 //! device, the problem shape of q and k, and head-dim padding to the kernels' multiple.
 
 use burn::backend::wgpu::CubeTensor;
-use burn_cubecl::CubeRuntime as Runtime;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape as TensorShape, Tensor, TensorPrimitive};
+use burn_cubecl::CubeRuntime as Runtime;
 
 use crate::config::{MobaConfig, Shape};
 
 /// A new contiguous tensor of `dims` on the device of `like`.
-pub(crate) fn empty<R: Runtime>(like: &CubeTensor<R>, dims: Vec<usize>, dtype: DType) -> CubeTensor<R> {
+pub(crate) fn empty<R: Runtime>(
+    like: &CubeTensor<R>,
+    dims: Vec<usize>,
+    dtype: DType,
+) -> CubeTensor<R> {
     let shape = TensorShape::from(dims);
     let bytes = shape.num_elements() * dtype.size();
     let handle = like.client.empty(bytes.max(4));

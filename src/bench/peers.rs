@@ -91,9 +91,10 @@ pub fn parse_peers(text: &str, name: &str) -> Result<Vec<Peer>> {
                 flex_step_ms: None,
             }),
             _ => {
-                let peer = peers.iter_mut().rev().find(same).ok_or_else(|| {
-                    at(number, "a training line before its forward line".into())
-                })?;
+                let peer =
+                    peers.iter_mut().rev().find(same).ok_or_else(|| {
+                        at(number, "a training line before its forward line".into())
+                    })?;
                 peer.sdpa_step_ms = line.sdpa_fwdbwd_ms;
                 peer.flex_step_ms = line.flex_fwdbwd_ms;
             }
@@ -119,7 +120,13 @@ pub fn peers_table(records: &[Record], peers: &[Peer]) -> String {
             .iter()
             .filter(|r| {
                 (r.seq_len, r.q_heads, r.head_dim, r.block_size, r.top_k)
-                    == (peer.seq_len, peer.heads, peer.head_dim, peer.block_size, peer.top_k)
+                    == (
+                        peer.seq_len,
+                        peer.heads,
+                        peer.head_dim,
+                        peer.block_size,
+                        peer.top_k,
+                    )
             })
             .collect();
         let ours: Vec<Option<&Record>> = match mine.is_empty() {
@@ -201,16 +208,27 @@ mod tests {
     fn forward_and_training_lines_merge_and_ratios_are_peer_over_ours() {
         let peers = parse_peers(LOG, "peers.log").unwrap();
         assert_eq!(peers.len(), 2);
-        assert_eq!((peers[0].sdpa_step_ms, peers[0].flex_step_ms), (Some(28.0), Some(94.0)));
+        assert_eq!(
+            (peers[0].sdpa_step_ms, peers[0].flex_step_ms),
+            (Some(28.0), Some(94.0))
+        );
         assert_eq!(peers[1].sdpa_step_ms, None);
         let table = peers_table(&[record(32768, 512, 3)], &peers);
         let rows: Vec<&str> = table.lines().skip(2).collect();
         assert_eq!(rows.len(), 2, "{table}");
         // 6.8 / 4 = 1.70, 42 / 4 = 10.50; 28 / 14 = 2.00, 94 / 14 = 6.71.
         assert!(rows[0].contains("| 1.70x | 10.50x |"), "{}", rows[0]);
-        assert!(rows[0].ends_with("| 14.00 | 2.00x | 6.71x |"), "{}", rows[0]);
+        assert!(
+            rows[0].ends_with("| 14.00 | 2.00x | 6.71x |"),
+            "{}",
+            rows[0]
+        );
         // No record of the 128K problem: the peers alone.
-        assert!(rows[1].starts_with("| 131072 |") && rows[1].contains("| - | - |"), "{}", rows[1]);
+        assert!(
+            rows[1].starts_with("| 131072 |") && rows[1].contains("| - | - |"),
+            "{}",
+            rows[1]
+        );
     }
 
     #[test]
@@ -219,6 +237,9 @@ mod tests {
         assert!(err.to_string().contains("p.log:2"), "{err}");
         let orphan = "{\"S\": 8, \"bs\": 4, \"topk\": 1, \"train\": true, \"sdpa_fwdbwd_ms\": 1.0}";
         let err = parse_peers(orphan, "p.log").unwrap_err();
-        assert!(err.to_string().contains("p.log:1") && err.to_string().contains("before its forward"), "{err}");
+        assert!(
+            err.to_string().contains("p.log:1") && err.to_string().contains("before its forward"),
+            "{err}"
+        );
     }
 }

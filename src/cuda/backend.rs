@@ -48,7 +48,11 @@ impl Addresses {
 }
 
 /// Scratch buffers of a plan, as f32/u32 tensors on the device of `like`.
-fn scratch(like: &CudaTensor, plan: &CudaPlan, addresses: &mut Addresses) -> (Vec<CudaTensor>, Scratch) {
+fn scratch(
+    like: &CudaTensor,
+    plan: &CudaPlan,
+    addresses: &mut Addresses,
+) -> (Vec<CudaTensor>, Scratch) {
     let words = plan.scratch_words();
     let sizes = [
         words.means,
@@ -99,7 +103,9 @@ fn kernel_times(launches: &[Launch], times: Vec<f64>) -> KernelTimes {
 /// The kernels' constants for tensors of `dtype`.
 fn constants(head_dim: usize, dtype: DType, config: &MobaConfig) -> Result<CudaConstants> {
     let elem = ElemKind::from_dtype(dtype).ok_or_else(|| {
-        MobaError::Unsupported(format!("{dtype:?} tensors on the CUDA path (f32, f16, bf16)"))
+        MobaError::Unsupported(format!(
+            "{dtype:?} tensors on the CUDA path (f32, f16, bf16)"
+        ))
     })?;
     Ok(CudaConstants {
         head_dim,

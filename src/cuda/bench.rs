@@ -111,7 +111,8 @@ pub fn measure(
         progress("forward + backward");
         let run_step = |set: usize, timed: bool| -> Result<KernelTimes> {
             let [q, k, v, dout] = sets[set].clone().map(primitive);
-            let ([o, lse, selection], _) = forward::<f32, u8>(q.clone(), k.clone(), v.clone(), &config, false)?;
+            let ([o, lse, selection], _) =
+                forward::<f32, u8>(q.clone(), k.clone(), v.clone(), &config, false)?;
             let saved = [q, k, v, o, lse, selection];
             let (_, times) = backward::<f32, u8>(saved, dout, &config, timed)?;
             Ok(times)
@@ -149,26 +150,44 @@ pub fn measure(
         floats(first(v, shape.kv_len))?,
     );
     let count = check_rows.clamp(1, shape.q_len);
-    let rows: Vec<usize> = (0..count).map(|i| i * shape.q_len / count).chain([shape.q_len - 1]).collect();
+    let rows: Vec<usize> = (0..count)
+        .map(|i| i * shape.q_len / count)
+        .chain([shape.q_len - 1])
+        .collect();
     let exact = reference::forward_rows(&q, &k, &v, &one_head, &config, &rows)?;
-    let o = floats(Tensor::<Plain, 4>::from_primitive(TensorPrimitive::Float(o)).slice([
-        0..1,
-        0..1,
-        0..shape.q_len,
-        0..shape.head_dim,
-    ]))?;
+    let o = floats(
+        Tensor::<Plain, 4>::from_primitive(TensorPrimitive::Float(o)).slice([
+            0..1,
+            0..1,
+            0..shape.q_len,
+            0..shape.head_dim,
+        ]),
+    )?;
     let d = shape.head_dim;
-    let sampled: Vec<f32> = rows.iter().flat_map(|&r| o[r * d..(r + 1) * d].to_vec()).collect();
+    let sampled: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| o[r * d..(r + 1) * d].to_vec())
+        .collect();
     let o_error = reference::max_abs_error(&sampled, &exact.o);
     drop(lse);
 
     let plan = CudaPlan::new(shape, &config);
     let scratch = plan.scratch_words();
-    let scratch_bytes = 4 * (scratch.means + scratch.counts + 2 * scratch.starts + scratch.lists
-        + scratch.row_state + scratch.row_accumulator);
+    let scratch_bytes = 4
+        * (scratch.means
+            + scratch.counts
+            + 2 * scratch.starts
+            + scratch.lists
+            + scratch.row_state
+            + scratch.row_accumulator);
     let elem_bytes = if elem == ElemKind::F32 { 4 } else { 2 };
-    let tensors = elem_bytes * (2 * shape.q_elems() + 2 * shape.kv_elems()) + 4 * shape.q_rows() * (1 + config.top_k);
-    let training = if backward_too { elem_bytes * (2 * shape.q_elems() + 2 * shape.kv_elems()) } else { 0 };
+    let tensors = elem_bytes * (2 * shape.q_elems() + 2 * shape.kv_elems())
+        + 4 * shape.q_rows() * (1 + config.top_k);
+    let training = if backward_too {
+        elem_bytes * (2 * shape.q_elems() + 2 * shape.kv_elems())
+    } else {
+        0
+    };
     let dense_pairs = sparsity::dense_pairs(shape, config.causal);
     let flops = sparsity::forward_flops(attended_pairs, d);
     Ok(Record {
@@ -195,7 +214,8 @@ pub fn measure(
         stage_ms: Some(stage_ms),
         o_error,
         step_ms,
-        step_tflops: step_ms.map(|ms| sparsity::training_flops(attended_pairs, d) / (ms * 1e-3) / 1e12),
+        step_tflops: step_ms
+            .map(|ms| sparsity::training_flops(attended_pairs, d) / (ms * 1e-3) / 1e12),
         backward_stage_ms,
         memory_bytes: Some((scratch_bytes + tensors + training) as u64),
         dense_fallback_bytes: None,

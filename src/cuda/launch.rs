@@ -190,19 +190,27 @@ mod tests {
     use crate::config::Shape;
     use crate::cuda::source::defined;
 
-/// The Rust copies of the sources' tile constants, as the sources define them.
-fn source_constants() -> [(&'static str, usize, Option<u32>); 8] {
-    [
-        ("ROW_TILE", ROW_TILE, defined("ROW_TILE")),
-        ("KEY_TILE", KEY_TILE, defined("KEY_TILE")),
-        ("DKDV_ROWS", DKDV_ROWS, defined("DKDV_ROWS")),
-        ("CHUNK_ROWS", CHUNK_ROWS, defined("CHUNK_ROWS")),
-        ("INVERT_THREADS", INVERT_THREADS as usize, defined("INVERT_THREADS")),
-        ("GATE_THREADS", GATE_THREADS as usize, defined("GATE_THREADS")),
-        ("TILE_PAD", TILE_PAD, defined("TILE_PAD")),
-        ("WARP", 32, defined("WARP")),
-    ]
-}
+    /// The Rust copies of the sources' tile constants, as the sources define them.
+    fn source_constants() -> [(&'static str, usize, Option<u32>); 8] {
+        [
+            ("ROW_TILE", ROW_TILE, defined("ROW_TILE")),
+            ("KEY_TILE", KEY_TILE, defined("KEY_TILE")),
+            ("DKDV_ROWS", DKDV_ROWS, defined("DKDV_ROWS")),
+            ("CHUNK_ROWS", CHUNK_ROWS, defined("CHUNK_ROWS")),
+            (
+                "INVERT_THREADS",
+                INVERT_THREADS as usize,
+                defined("INVERT_THREADS"),
+            ),
+            (
+                "GATE_THREADS",
+                GATE_THREADS as usize,
+                defined("GATE_THREADS"),
+            ),
+            ("TILE_PAD", TILE_PAD, defined("TILE_PAD")),
+            ("WARP", 32, defined("WARP")),
+        ]
+    }
 
     #[test]
     fn rust_constants_match_the_cuda_sources() {
@@ -218,7 +226,10 @@ fn source_constants() -> [(&'static str, usize, Option<u32>); 8] {
         let shape = Shape::prefill(2, 4, 1000, 64);
         let config = MobaConfig::sink(128, 1, 2);
         let params = CudaParams::new(&shape, &config);
-        assert_eq!((params.num_blocks, params.gate, params.sink_blocks), (8, 2, 1));
+        assert_eq!(
+            (params.num_blocks, params.gate, params.sink_blocks),
+            (8, 2, 1)
+        );
         assert_eq!(params.scale, 0.125);
         assert!((params.scale_log2 - 0.125 * std::f32::consts::LOG2_E).abs() < 1e-7);
     }

@@ -2,8 +2,7 @@
 //! Data only (no driver), so CI checks them; `runtime` executes them.
 
 use super::launch::{
-    CudaParams, CudaPlan, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS,
-    TILE_THREADS,
+    CudaParams, CudaPlan, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS, TILE_THREADS,
 };
 use super::source::CudaProgram;
 use crate::config::{Gate, MobaConfig};
@@ -379,7 +378,11 @@ mod tests {
         let schedule = schedule(&config);
         let launches = [schedule.forward(&t.forward, &s), schedule.backward(&t, &s)].concat();
         for launch in &launches {
-            assert!(launch.program.kernels().contains(&launch.kernel), "{}", launch.kernel);
+            assert!(
+                launch.program.kernels().contains(&launch.kernel),
+                "{}",
+                launch.kernel
+            );
             assert!(launch.threads > 0 && launch.threads <= 1024);
             assert!(launch.grid.0 > 0 && launch.grid.1 > 0);
             assert_eq!(launch.args[0], Arg::Params(schedule.params));

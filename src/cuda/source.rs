@@ -161,7 +161,11 @@ mod tests {
         };
         let source = constants.source(CudaProgram::Attention);
         let header = source.find("struct Params").unwrap();
-        for define in ["#define HEAD_DIM 64\n", "#define ELEM_KIND 2\n", "#define TOP_K 3\n"] {
+        for define in [
+            "#define HEAD_DIM 64\n",
+            "#define ELEM_KIND 2\n",
+            "#define TOP_K 3\n",
+        ] {
             assert!(source.find(define).unwrap() < header, "{define}");
         }
     }

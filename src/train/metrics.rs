@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use nvml_wrapper::Nvml;
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
     Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry,
     SerializedEntry,
 };
+use nvml_wrapper::Nvml;
 
 use super::step::LmStats;
 

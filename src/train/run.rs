@@ -257,5 +257,3 @@ fn check_checkpoint<B: MobaBackend>(
     .map_err(|e| checkpoint_error(&scheduler.with_extension("mpk"), e))?;
     Ok(())
 }
-
-
