@@ -12,8 +12,9 @@
 //!   training, evaluation and comparison on burn-train.
 //!
 //! The burn parts (`backend`, `cuda`, `data`, `model`, `module`, `train`) are behind the
-//! default `burn` feature: the rest builds without burn, for wasm too (`web/` uses
-//! `default-features = false`).
+//! default `burn` feature: the rest builds without burn, for wasm too. The `model` feature
+//! alone gives `backend` (ndarray and autodiff only), `module` and `model`, which build for
+//! wasm32 too: `web/` generates text with them.
 //!
 //! ```no_run
 //! use moba::{MobaConfig, Shape, gpu::GpuContext};
@@ -29,7 +30,7 @@
 //! # Ok::<(), moba::MobaError>(())
 //! ```
 
-#[cfg(feature = "burn")]
+#[cfg(feature = "model")]
 pub mod backend;
 pub mod bench;
 pub mod config;
@@ -39,9 +40,9 @@ pub mod cuda;
 pub mod data;
 pub mod error;
 pub mod gpu;
-#[cfg(feature = "burn")]
+#[cfg(feature = "model")]
 pub mod model;
-#[cfg(feature = "burn")]
+#[cfg(feature = "model")]
 pub mod module;
 pub mod npy;
 pub mod plot;

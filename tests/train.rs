@@ -12,11 +12,12 @@ use burn::tensor::backend::Backend;
 use moba::MobaError;
 use moba::backend::MobaBackend;
 use moba::data::{RECORD_LEN, RecallTask, SequenceSource, TextCorpus};
-use moba::model::{LmConfig, MobaLm, generate::byte_tensor};
+use moba::model::{Generator, LmConfig, MobaLm, Sampling, generate, generate::byte_tensor};
 use moba::module::AttentionKind;
 use moba::train::{
     Curves, Dashboard, DataConfig, EvalOptions, TrainConfig, TrainSummary, TrainTarget,
-    checkpoint_file, evaluate, load_model, metrics_path, model_path, save_model, train,
+    checkpoint_file, evaluate, load_config, load_model, metrics_path, model_path, run_weights,
+    save_model, train,
 };
 
 /// A fresh folder under the system temp dir for one test.
@@ -226,6 +227,60 @@ fn decode_with_the_cache_equals_the_full_forward() {
 #[test]
 fn decode_with_the_cache_equals_the_full_forward_on_wgpu() {
     check_decode::<Wgpu>();
+}
+
+#[test]
+fn generation_stops_when_the_context_is_full() {
+    let device = Default::default();
+    let model = tiny(48).init::<NdArray>(&device).unwrap();
+    let greedy = Sampling {
+        temperature: 0.0,
+        ..Sampling::default()
+    };
+    // 46 prompt bytes: two more are read (positions 47 and 48), three drawn.
+    let mut generator = Generator::new(&model, &[b'a'; 46], greedy).unwrap();
+    let drawn: Vec<Option<u8>> = (0..4).map(|_| generator.next_byte(&model).unwrap()).collect();
+    assert!(drawn[..3].iter().all(Option::is_some) && drawn[3].is_none(), "{drawn:?}");
+    assert_eq!(generator.position(), 48);
+    // `generate` draws the same bytes and stops there too, whatever it is asked for.
+    let bytes = generate(&model, &[b'a'; 46], 100, &greedy, |_| {}).unwrap();
+    assert_eq!(bytes, drawn[..3].iter().flatten().copied().collect::<Vec<u8>>());
+
+    for prompt in [&[][..], &[b'a'; 49][..]] {
+        let err = Generator::new(&model, prompt, greedy).unwrap_err();
+        assert!(err.to_string().contains("1 to 48"), "{err}");
+    }
+}
+
+/// The browser demo's model (`web/lm/`): natively too, its greedy continuation of the prompt
+/// is the checked-in sample that the page's tests expect of the wasm build.
+#[test]
+fn the_web_demo_model_generates_its_checked_in_sample() {
+    #[derive(serde::Deserialize)]
+    struct Sample {
+        prompt: String,
+        generated: String,
+    }
+    let run = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/lm");
+    let text = std::fs::read_to_string(run.join("sample.json")).unwrap();
+    let sample: Sample = serde_json::from_str(&text).unwrap();
+    let config = load_config(&run).unwrap();
+    let model =
+        load_model::<NdArray>(&config.model, &run_weights(&run).unwrap(), &Default::default())
+            .unwrap();
+    let greedy = Sampling {
+        temperature: 0.0,
+        ..Sampling::default()
+    };
+    let bytes = generate(
+        &model,
+        sample.prompt.as_bytes(),
+        sample.generated.len(),
+        &greedy,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&bytes), sample.generated);
 }
 
 #[test]

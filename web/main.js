@@ -2,6 +2,7 @@
 // what it reports. URL parameters named like the controls preset them; `run=1` starts a
 // run on load (the browser test uses both).
 import init, { Demo } from './pkg/moba_web.js';
+import { setupText } from './text.js';
 
 const form = document.getElementById('controls');
 const button = document.getElementById('run');
@@ -141,16 +142,14 @@ async function run(demo) {
   }
 }
 
-async function main() {
-  const params = new URLSearchParams(location.search);
-  presetFromUrl(params);
+// The MoBA kernels on WebGPU: needs navigator.gpu and an adapter.
+async function setupDemo(params) {
   if (!navigator.gpu) {
     setStatus('error', 'WebGPU is not available here: this browser has no navigator.gpu. '
       + 'Use a browser with WebGPU enabled (Chromium started with --enable-unsafe-webgpu on Linux), '
       + 'and load the page from localhost or https.');
     return;
   }
-  await init();
   let demo;
   try {
     demo = await Demo.open();
@@ -167,6 +166,14 @@ async function main() {
   button.disabled = false;
   setStatus('ready', 'Ready.');
   if (params.get('run') === '1') await run(demo);
+}
+
+async function main() {
+  const params = new URLSearchParams(location.search);
+  presetFromUrl(params);
+  await init();
+  // Text generation runs on the CPU: it does not wait for (or need) WebGPU.
+  await Promise.all([setupText(params), setupDemo(params)]);
 }
 
 main();

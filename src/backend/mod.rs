@@ -12,11 +12,15 @@
 
 mod api;
 mod autodiff;
+#[cfg(feature = "burn")]
 pub mod baseline;
+#[cfg(feature = "burn")]
 pub(crate) mod cube;
+#[cfg(feature = "burn")]
 mod fusion;
 pub mod generic;
 mod ndarray;
+#[cfg(feature = "burn")]
 pub(crate) mod wgpu;
 
 pub use api::{MobaAttentionStats, moba_attention, moba_attention_with_stats};

@@ -1,6 +1,7 @@
 //! Sampling bytes from a [`MobaLm`]: the prompt goes through one MoBA prefill, then each new
 //! byte through one MoBA decode step over the KV cache (one query gated over the cached
-//! blocks), so generation is sparse too.
+//! blocks), so generation is sparse too. [`generate`] runs to a length; [`Generator`] draws
+//! one byte per call.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -10,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use super::lm::MobaLm;
 use crate::backend::MobaBackend;
 use crate::error::{MobaError, Result};
+use crate::module::KvCache;
 
 /// How the next byte is drawn from the model's scores.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,26 +103,86 @@ pub fn generate<B: MobaBackend>(
     sampling: &Sampling,
     mut on_byte: impl FnMut(u8),
 ) -> Result<Vec<u8>> {
-    sampling.validate()?;
-    if prompt.is_empty() {
-        return Err(MobaError::Config(
-            "the prompt is empty: give at least one byte".into(),
-        ));
-    }
-    let device = model.head.weight.device();
-    let mut rng = StdRng::seed_from_u64(sampling.seed);
-    let mut cache = model.empty_cache();
-    let budget = max_new.min(model.max_seq_len.saturating_sub(prompt.len()) + 1);
-    let mut input = prompt.to_vec();
-    let mut out = Vec::with_capacity(budget);
-    while out.len() < budget {
-        let logits = model.forward_cached(byte_tensor::<B>(&input, &device), &mut cache)?;
-        let byte = sampling.draw(&last_row(logits), &mut rng) as u8;
+    let mut generator = Generator::new(model, prompt, *sampling)?;
+    let mut out = Vec::new();
+    while out.len() < max_new {
+        let Some(byte) = generator.next_byte(model)? else {
+            break;
+        };
         on_byte(byte);
         out.push(byte);
-        input = vec![byte];
     }
     Ok(out)
+}
+
+/// Generation one byte per call, for callers that show each byte before the next is drawn
+/// (the browser demo yields to the page between bytes). The first call runs the prompt's
+/// MoBA prefill, each later call one MoBA decode step over the cache.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use moba::model::{Generator, LmConfig, Sampling};
+///
+/// let model = LmConfig::preset("tiny")?.init::<NdArray>(&Default::default())?;
+/// let mut generator = Generator::new(&model, b"Once upon", Sampling::default())?;
+/// let first = generator.next_byte(&model)?; // prefill: 9 positions in the cache
+/// let second = generator.next_byte(&model)?; // decode: the 10th
+/// assert!(first.is_some() && second.is_some());
+/// assert_eq!(generator.position(), 10);
+/// # Ok::<(), moba::MobaError>(())
+/// ```
+#[derive(Debug)]
+pub struct Generator<B: Backend> {
+    cache: Vec<KvCache<B>>,
+    rng: StdRng,
+    sampling: Sampling,
+    /// What the next step feeds the model: the prompt, then the last byte drawn.
+    input: Vec<u8>,
+    /// Bytes that can still be drawn before the context is full.
+    room: usize,
+}
+
+impl<B: MobaBackend> Generator<B> {
+    /// A generator for `model` (the one every [`Generator::next_byte`] call must pass) that
+    /// continues `prompt`; an error for an empty prompt, one longer than the model's
+    /// `max_seq_len`, or bad sampling settings.
+    pub fn new(model: &MobaLm<B>, prompt: &[u8], sampling: Sampling) -> Result<Self> {
+        sampling.validate()?;
+        if prompt.is_empty() || prompt.len() > model.max_seq_len {
+            return Err(MobaError::Config(format!(
+                "the prompt has {} bytes: the model takes 1 to {}",
+                prompt.len(),
+                model.max_seq_len
+            )));
+        }
+        Ok(Self {
+            cache: model.empty_cache(),
+            rng: StdRng::seed_from_u64(sampling.seed),
+            sampling,
+            input: prompt.to_vec(),
+            // The last byte is drawn from the logits of position max_seq_len.
+            room: model.max_seq_len - prompt.len() + 1,
+        })
+    }
+
+    /// The next byte, or `None` once the model's context is full.
+    pub fn next_byte(&mut self, model: &MobaLm<B>) -> Result<Option<u8>> {
+        if self.room == 0 {
+            return Ok(None);
+        }
+        let device = model.head.weight.device();
+        let tokens = byte_tensor::<B>(&self.input, &device);
+        let logits = model.forward_cached(tokens, &mut self.cache)?;
+        let byte = self.sampling.draw(&last_row(logits), &mut self.rng) as u8;
+        self.input = vec![byte];
+        self.room -= 1;
+        Ok(Some(byte))
+    }
+
+    /// Positions in the cache: those the model has read so far.
+    pub fn position(&self) -> usize {
+        self.cache.first().map_or(0, KvCache::len)
+    }
 }
 
 /// `bytes` as a `[1, len]` token tensor.

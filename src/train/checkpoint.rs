@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 
 use super::config::TrainConfig;
 use crate::backend::MobaBackend;
 use crate::error::{MobaError, Result};
-use crate::model::{LmConfig, MobaLm};
+use crate::model::weights::weights_error;
+use crate::model::{LmConfig, MobaLm, model_from_bytes};
 
 /// The recorder of every model and checkpoint file.
 pub type RunRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -47,27 +48,8 @@ pub fn load_model<B: MobaBackend>(
     if !file.is_file() {
         return Err(checkpoint_error(&file, "no such file"));
     }
-    let record = RunRecorder::new()
-        .load(path.to_path_buf(), device)
-        .map_err(|e| checkpoint_error(&file, e))?;
-    let fresh = config.init::<B>(device)?;
-    // burn loads a record of another size without a word: compare every shape.
-    let (want, model) = (shapes(&fresh), fresh.load_record(record));
-    let got = shapes(&model);
-    if want != got {
-        let at = (0..want.len().max(got.len()))
-            .find(|&i| want.get(i) != got.get(i))
-            .unwrap_or(0);
-        return Err(checkpoint_error(
-            &file,
-            format!(
-                "parameter {at} has shape {:?} where the config wants {:?}: the weights of another model",
-                got.get(at),
-                want.get(at)
-            ),
-        ));
-    }
-    Ok(model)
+    let bytes = std::fs::read(&file).map_err(|e| checkpoint_error(&file, e))?;
+    model_from_bytes(config, bytes, &file.display().to_string(), device)
 }
 
 /// Draws every parameter that is still lazy. burn initialises a fresh module's weights on
@@ -84,22 +66,6 @@ fn materialize<B: Backend>(model: &MobaLm<B>) {
         }
     }
     model.visit(&mut Materialize);
-}
-
-/// The shapes of every parameter, in visiting order.
-fn shapes<B: Backend>(model: &MobaLm<B>) -> Vec<Vec<usize>> {
-    struct Shapes(Vec<Vec<usize>>);
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Shapes {
-        fn visit_float<const D: usize>(
-            &mut self,
-            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
-        ) {
-            self.0.push(param.shape().to_vec());
-        }
-    }
-    let mut visitor = Shapes(Vec::new());
-    model.visit(&mut visitor);
-    visitor.0
 }
 
 /// The config of the run in `run`.
@@ -148,8 +114,5 @@ pub fn latest_checkpoint(run: &Path) -> Option<usize> {
 }
 
 pub(crate) fn checkpoint_error(path: &Path, message: impl ToString) -> MobaError {
-    MobaError::Checkpoint {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
+    weights_error(&path.display().to_string(), message)
 }

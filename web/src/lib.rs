@@ -2,7 +2,8 @@
 //!
 //! The root crate's wgpu layer and WGSL kernels, built for wasm32 and run on the browser's
 //! WebGPU adapter; nothing here holds a kernel. [`Demo`] is what the page (`web/main.js`)
-//! calls through wasm-bindgen:
+//! calls through wasm-bindgen; [`TextModel`] generates text with the root crate's language
+//! model (burn's CPU backend in wasm):
 //!
 //! ```js
 //! import init, { Demo } from './pkg/moba_web.js';
@@ -11,6 +12,10 @@
 //! const adapter = demo.adapter();            // limits the kernels plan against
 //! const report = await demo.run({ seqLen: 1024, heads: 4, headDim: 64, blockSize: 64,
 //!                                 topK: 3, runs: 5, dense: true });
+//!
+//! const model = new TextModel(trainJsonText, new Uint8Array(modelMpkBytes));
+//! model.start('def ', 0.8, 0.95, 1);          // prompt, temperature, top-p, seed
+//! const byte = model.nextByte();             // a number, or undefined once the context is full
 //! ```
 
 mod adapter;
@@ -18,6 +23,7 @@ mod check;
 mod heatmap;
 mod measure;
 mod settings;
+mod text;
 mod timing;
 
 pub use adapter::{AdapterReport, Limit};
@@ -25,6 +31,7 @@ pub use check::Check;
 pub use heatmap::Heatmap;
 pub use measure::{Report, StageTime, measure};
 pub use settings::Settings;
+pub use text::{ModelInfo, TextModel};
 
 use moba::gpu::{AdapterRequest, GpuContext};
 use serde::Serialize;

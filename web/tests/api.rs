@@ -4,8 +4,9 @@
 
 use moba::gpu::GpuForward;
 use moba::{MobaConfig, Shape, random, reference};
-use moba_web::{AdapterReport, Check, Demo, Heatmap, Report, Settings};
-use wasm_bindgen::{JsCast, JsValue};
+use moba_web::{AdapterReport, Check, Demo, Heatmap, ModelInfo, Report, Settings, TextModel};
+use serde::Deserialize;
+use wasm_bindgen::{JsCast, JsError, JsValue};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -31,16 +32,33 @@ fn settings(
     }
 }
 
+/// The page's model (`web/lm/`, see its README) and its greedy continuation of a prompt,
+/// written by the native `moba generate --backend ndarray --temperature 0`.
+const TRAIN_JSON: &str = include_str!("../lm/train.json");
+const WEIGHTS: &[u8] = include_bytes!("../lm/model.mpk");
+const GREEDY_SAMPLE: &str = include_str!("../lm/sample.json");
+
+#[derive(Deserialize)]
+struct Sample {
+    prompt: String,
+    generated: String,
+}
+
+/// The message of an error a wasm-bindgen function returned.
+fn message(error: JsError) -> String {
+    JsValue::from(error)
+        .dyn_into::<js_sys::Error>()
+        .unwrap()
+        .message()
+        .into()
+}
+
 /// `Demo::run` as the page calls it: a JS settings object in, a JS report object out.
 async fn run(demo: &Demo, settings: &Settings) -> Result<Report, String> {
     let settings = serde_wasm_bindgen::to_value(settings).unwrap();
     match demo.run(settings).await {
         Ok(report) => Ok(serde_wasm_bindgen::from_value(report).unwrap()),
-        Err(error) => Err(JsValue::from(error)
-            .dyn_into::<js_sys::Error>()
-            .unwrap()
-            .message()
-            .into()),
+        Err(error) => Err(message(error)),
     }
 }
 
@@ -165,4 +183,50 @@ fn the_check_reports_a_wrong_output_and_a_wrong_selection() {
     let broken = Check::new(&got, (&q, &k, &v), &shape, &config).unwrap();
     assert!((broken.o_error - 0.5).abs() < 1e-6, "{broken:?}");
     assert_eq!(broken.selection_mismatches, 1, "{broken:?}");
+}
+
+#[wasm_bindgen_test]
+fn the_page_model_continues_its_prompt_as_the_native_build_does() {
+    let sample: Sample = serde_json::from_str(GREEDY_SAMPLE).unwrap();
+    let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec()).map_err(message).unwrap();
+    let info: ModelInfo = serde_wasm_bindgen::from_value(model.info().unwrap()).unwrap();
+    assert_eq!(info, model.model_info());
+    assert_eq!(
+        (info.block_size, info.top_k, info.context),
+        (Some(128), Some(3), 2048),
+        "{info:?}"
+    );
+    assert!(info.parameters > 100_000, "{info:?}");
+
+    // Greedy: the same bytes as the native ndarray build drew (MoBA prefill, then decode).
+    model.start(&sample.prompt, 0.0, 1.0, 0).map_err(message).unwrap();
+    let generated: Vec<u8> = (0..sample.generated.len())
+        .map(|_| model.next_byte().map_err(message).unwrap().unwrap())
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&generated), sample.generated);
+    assert_eq!(
+        model.position(),
+        sample.prompt.len() + sample.generated.len() - 1
+    );
+    // A new start forgets the last generation.
+    model.start("x", 0.0, 1.0, 0).map_err(message).unwrap();
+    model.next_byte().map_err(message).unwrap();
+    assert_eq!(model.position(), 1);
+}
+
+#[wasm_bindgen_test]
+fn bad_model_files_and_calls_are_errors_that_say_what_is_wrong() {
+    let error = message(TextModel::new("{}", WEIGHTS.to_vec()).err().unwrap());
+    assert!(error.contains("train.json"), "{error}");
+    let half = WEIGHTS[..WEIGHTS.len() / 2].to_vec();
+    let error = message(TextModel::new(TRAIN_JSON, half).err().unwrap());
+    assert!(error.contains("model.mpk"), "{error}");
+
+    let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec()).map_err(message).unwrap();
+    let error = message(model.next_byte().unwrap_err());
+    assert!(error.contains("start"), "{error}");
+    let error = message(model.start("", 0.8, 0.95, 1).unwrap_err());
+    assert!(error.contains("1 to 2048"), "{error}");
+    let error = message(model.start("def", 0.8, 1.5, 1).unwrap_err());
+    assert!(error.contains("top_p"), "{error}");
 }

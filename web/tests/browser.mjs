@@ -1,7 +1,8 @@
 // Browser test of the demo page: Debian's Chromium (SwiftShader WebGPU) driven by
 // playwright-core. Serves web/ (built by build.sh), runs a small case and checks the
 // reported error against the reference, checks the messages for a size over the adapter's
-// limits and for a browser without WebGPU, and saves a screenshot.
+// limits and for a browser without WebGPU, saves a screenshot, and generates text with the
+// trained model in lm/.
 //
 //   node web/tests/browser.mjs [screenshot.png]
 import assert from 'node:assert/strict';
@@ -50,20 +51,21 @@ const browser = await chromium.launch({
     '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 
-// Opens the page with URL parameters and waits until it reports done or an error.
-async function openPage(query, { withoutWebGpu = false } = {}) {
+// Opens the page with URL parameters and waits until `status` (the kernels' status line, or
+// the text generation's) reports done or an error.
+async function openPage(query, { withoutWebGpu = false, status = 'status' } = {}) {
   const page = await browser.newPage({ viewport: { width: 1100, height: 1000 } });
   const errors = [];
   page.on('pageerror', (error) => errors.push(error.message));
   if (withoutWebGpu) await page.addInitScript(() => delete Navigator.prototype.gpu);
   await page.goto(`${origin}/index.html?${query}`);
-  await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 240_000 });
+  await page.waitForSelector(`#${status}[data-state="done"], #${status}[data-state="error"]`, { timeout: 240_000 });
   assert.deepEqual(errors, [], 'uncaught errors in the page');
   return page;
 }
 
 const value = async (page, id) => Number(await page.getAttribute(`#${id}`, 'data-value'));
-const statusOf = async (page) => [await page.getAttribute('#status', 'data-state'), await page.textContent('#status')];
+const statusOf = async (page, id = 'status') => [await page.getAttribute(`#${id}`, 'data-state'), await page.textContent(`#${id}`)];
 
 let failed = false;
 async function test(name, body) {
@@ -121,6 +123,24 @@ await test('a browser without WebGPU gets a clear message', async () => {
   const [state, text] = await statusOf(page);
   assert.equal(state, 'error');
   assert.match(text, /WebGPU is not available/);
+});
+
+await test('the trained model generates text byte by byte, as the native build does', async () => {
+  // Greedy decoding of the checked-in model must give its checked-in sample (lm/sample.json,
+  // written by the native `moba generate --temperature 0`), with no WebGPU needed.
+  const sample = JSON.parse(readFileSync(join(web, 'lm', 'sample.json'), 'utf8'));
+  const query = new URLSearchParams({
+    prompt: sample.prompt, temperature: '0', maxBytes: String(sample.generated.length), generate: '1',
+  });
+  const page = await openPage(query.toString(), { withoutWebGpu: true, status: 'text-status' });
+  const [state, text] = await statusOf(page, 'text-status');
+  assert.equal(state, 'done', text);
+  assert.equal(await page.textContent('#text-prompt'), sample.prompt);
+  assert.equal(await page.textContent('#text-generated'), sample.generated);
+  assert.equal(Number(await page.getAttribute('#text-generated', 'data-bytes')), sample.generated.length);
+  assert.ok(await value(page, 'text-rate') > 0, 'decode rate');
+  assert.match(await page.textContent('#text-model'), /MoBA block 128, top-3/);
+  console.log(`     ${await page.textContent('#text-rate')}`);
 });
 
 await browser.close();

@@ -1,0 +1,120 @@
+// The page's text generation: loads the trained model in lm/ (train.json and model.mpk, as
+// `moba train --out DIR` writes them) into the wasm module's TextModel on first use, then
+// draws one byte per call and shows each as it comes. URL parameters named like the
+// controls preset them; `generate=1` starts on load (the browser test uses both).
+import { TextModel } from './pkg/moba_web.js';
+
+const form = document.getElementById('text-controls');
+const button = document.getElementById('generate');
+const status = document.getElementById('text-status');
+const promptSpan = document.getElementById('text-prompt');
+const generatedSpan = document.getElementById('text-generated');
+// Bytes drawn between two chances for the page to paint.
+const BYTES_PER_PAINT = 4;
+
+let model = null;
+
+// `data-state` is what the browser test waits on.
+function setStatus(state, text) {
+  status.dataset.state = state;
+  status.textContent = text;
+}
+
+function setCell(id, text, value) {
+  const cell = document.getElementById(id);
+  cell.textContent = text;
+  if (value !== undefined) cell.dataset.value = String(value);
+}
+
+async function fetchOk(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status} (train a model into lm/, see lm/README.md)`);
+  return response;
+}
+
+async function loadModel() {
+  if (model) return model;
+  setStatus('loading', 'Loading the model (lm/train.json, lm/model.mpk)...');
+  const [config, weights] = await Promise.all([
+    fetchOk('lm/train.json').then((response) => response.text()),
+    fetchOk('lm/model.mpk').then((response) => response.arrayBuffer()),
+  ]);
+  model = new TextModel(config, new Uint8Array(weights));
+  const info = model.info();
+  const attention = info.blockSize
+    ? `MoBA block ${info.blockSize}, top-${info.topK}` + (info.fullLayers ? `, last ${info.fullLayers} layers full` : '')
+    : 'full attention';
+  setCell('text-model', `${info.parameters.toLocaleString('en')} parameters, ${info.layers} layers, `
+    + `d ${info.dModel}, ${info.heads} heads, ${info.context.toLocaleString('en')}-byte context, ${attention}`,
+    info.parameters);
+  return model;
+}
+
+function settingsFromForm() {
+  const data = new FormData(form);
+  return {
+    prompt: data.get('prompt'), maxBytes: Number(data.get('maxBytes')),
+    temperature: Number(data.get('temperature')), topP: Number(data.get('topP')), seed: Number(data.get('seed')),
+  };
+}
+
+// The blocks the last decode step chose among: its own, and the top-k - 1 best of the others.
+function decodeBlocks(info, position) {
+  if (!info.blockSize) return 'full attention over every cached position';
+  const blocks = Math.ceil(position / info.blockSize);
+  return `position ${position.toLocaleString('en')}: attended ${Math.min(info.topK, blocks)} of its ${blocks} `
+    + `cached blocks of ${info.blockSize} in each MoBA layer`;
+}
+
+async function generate() {
+  button.disabled = true;
+  try {
+    const lm = await loadModel();
+    const settings = settingsFromForm();
+    lm.start(settings.prompt, settings.temperature, settings.topP, settings.seed);
+    setStatus('running', 'Generating...');
+    promptSpan.textContent = settings.prompt;
+    generatedSpan.textContent = '';
+    const decoder = new TextDecoder();
+    const start = performance.now();
+    let firstByteMs = 0;
+    let count = 0;
+    while (count < settings.maxBytes) {
+      const byte = lm.nextByte();
+      if (byte === undefined) break;
+      if (count === 0) firstByteMs = performance.now() - start;
+      count += 1;
+      generatedSpan.textContent += decoder.decode(new Uint8Array([byte]), { stream: true });
+      if (count % BYTES_PER_PAINT === 0) await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    generatedSpan.textContent += decoder.decode();
+    generatedSpan.dataset.bytes = String(count);
+    const decodeMs = performance.now() - start - firstByteMs;
+    setCell('text-prefill', `${firstByteMs.toFixed(1)} ms for ${new TextEncoder().encode(settings.prompt).length} prompt bytes`, firstByteMs);
+    const rate = count > 1 ? (count - 1) / (decodeMs / 1000) : 0;
+    setCell('text-rate', `${(count - 1).toLocaleString('en')} more bytes at ${rate.toFixed(1)} bytes/s`, rate);
+    setCell('text-blocks', decodeBlocks(lm.info(), lm.position()), lm.position());
+    document.getElementById('text-stats').hidden = false;
+    const full = count < settings.maxBytes ? ' (the model\'s context is full)' : '';
+    setStatus('done', `Done: ${count} bytes${full}.`);
+  } catch (error) {
+    setStatus('error', `Error: ${error.message ?? error}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// Called once the wasm module is initialised.
+export async function setupText(params) {
+  for (const [name, value] of params) {
+    const input = form.elements.namedItem(name);
+    if (input) input.value = value;
+  }
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    generate();
+  });
+  button.disabled = false;
+  setStatus('ready', 'Ready: the model loads on the first run.');
+  if (params.get('generate') === '1') await generate();
+}
