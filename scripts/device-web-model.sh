@@ -24,7 +24,7 @@ rm -rf "$run"
 echo "== moba train: preset small (2K bytes, block 128, top-3), $STEPS steps of $BATCH sequences"
 start=$(date +%s)
 timeout "${LIMIT:-420}" .device/moba train --backend cuda --preset small --text .device/python-stdlib.txt \
-    --steps "$STEPS" --batch-size "$BATCH" --lr 2e-3 --out "$run" > "$OUT/train.log" 2>&1
+    --steps "$STEPS" --batch-size "$BATCH" --lr 2e-3 --run "$run" > "$OUT/train.log" 2>&1
 echo "exit $? after $(($(date +%s) - start)) s"
 grep -E '^epoch [0-9]+/[0-9]+ validation' "$OUT/train.log" | tail -3
 tail -4 "$OUT/train.log"

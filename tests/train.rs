@@ -321,6 +321,18 @@ fn recall_records_lie_at_the_asked_distance() {
         "8 records need 8 slots of 16 bytes"
     );
     assert_eq!(RECORD_LEN, 9);
+
+    // 128 queries at 8K: the nearest quarter holds 109 slots, so it is asked 109 of them
+    // (evaluation by distance used to fail there after the whole training run).
+    let many = RecallTask::with_counts(8192, 128, 128, 3).unwrap();
+    assert!(many.at_distance(0..1760).is_err());
+    let near = many.near(0..1760).unwrap();
+    let (pairs, queries) = near.counts();
+    assert!(pairs == 128 && (100..128).contains(&queries), "{queries}");
+    let sample = near.sample(0);
+    assert_eq!(sample.queries.len(), queries);
+    assert!(sample.queries.iter().all(|q| q.distance < 1760));
+    assert!(many.near(0..4).is_err(), "no slot lies 0..4 bytes before the queries");
 }
 
 #[test]

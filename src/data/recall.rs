@@ -120,6 +120,21 @@ impl RecallTask {
         })
     }
 
+    /// [`RecallTask::at_distance`], asking fewer queries where fewer slots lie in the range
+    /// than the task asks (evaluation by distance of a task with many queries); an error only
+    /// when not one slot does.
+    pub fn near(&self, distance: Range<usize>) -> Result<Self> {
+        let mut error = None;
+        for queries in (1..=self.queries).rev() {
+            let fewer = Self::with_counts(self.seq_len, self.pairs, queries, self.seed)?;
+            match fewer.at_distance(distance.clone()) {
+                Ok(task) => return Ok(task),
+                Err(e) => error = error.or(Some(e)),
+            }
+        }
+        Err(error.expect("at least one query was tried"))
+    }
+
     /// The same task drawing from another seed (validation uses a seed of its own).
     pub fn with_seed(&self, seed: u64) -> Self {
         Self {

@@ -103,7 +103,7 @@ pub fn evaluate<B: MobaBackend>(
             // The last bucket reaches the farthest record, `context` bytes away.
             let end = (bucket + 1) * context / options.buckets
                 + usize::from(bucket + 1 == options.buckets);
-            let near = task.at_distance(start..end)?;
+            let near = task.near(start..end)?;
             let mut result = RecallBucket {
                 distance: start..end,
                 correct: 0,
