@@ -33,5 +33,9 @@ cat "$OUT/eval.log"
 .device/moba generate --backend cuda --run "$run" --prompt 'def main():
     ' --max-new 300 --seed 1 > "$OUT/sample.txt" 2>&1
 cat "$OUT/sample.txt"
-cp "$run/train.json" "$run/model.mpk" "$OUT/"
+# A run stopped by LIMIT has no model.mpk: its latest checkpoint is the model.
+weights="$run/model.mpk"
+[ -f "$weights" ] || weights=$(ls -t "$run"/checkpoint/model-*.mpk | head -1)
+echo "weights: $weights"
+cp "$run/train.json" "$OUT/" && cp "$weights" "$OUT/model.mpk"
 ls -la "$OUT"

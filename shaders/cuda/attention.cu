@@ -8,7 +8,8 @@
 //   s = q.k^T (mma), causal mask, online softmax in base 2, o += p.v (mma, p straight from
 //   the score accumulators). Slots run in order and a row appears once per slot, so each
 //   row's state is updated by one thread block at a time: deterministic, no atomics.
-//   Shared memory (dynamic): q [ROW_TILE], k and v [KEY_TILE] tiles, rows HEAD_DIM + 8 16-bit.
+//   Shared memory (dynamic): q [ROW_TILE], then two k and two v [KEY_TILE] tiles, rows
+//   HEAD_DIM + 8 16-bit: the next key tile is copied (cp.async) while this one is used.
 //   State: state_o [rows, HEAD_DIM] f32 (unnormalised), state_ml [rows, 2] f32 (max in
 //   base 2, sum); slot 0 writes it, later slots merge.
 // attention_finalize — one thread per (row, column): o = acc / sum as elem_t, and
@@ -23,8 +24,10 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
                float* state_o, float* state_ml) {
     extern __shared__ __align__(16) u16 shared[];
     u16* q_tile = shared;
-    u16* k_tile = q_tile + ROW_TILE * TILE_STRIDE;
-    u16* v_tile = k_tile + KEY_TILE * TILE_STRIDE;
+    // Buffer b of the double-buffered key and value tiles.
+    u16* kv_tiles = q_tile + ROW_TILE * TILE_STRIDE;
+    auto k_buffer = [&](u32 b) { return kv_tiles + (2 * b) * KEY_TILE * TILE_STRIDE; };
+    auto v_buffer = [&](u32 b) { return kv_tiles + (2 * b + 1) * KEY_TILE * TILE_STRIDE; };
     __shared__ u32 rows[ROW_TILE];
 
     u32 bh = blockIdx.y, list = bh * TOP_K + slot;
@@ -57,12 +60,26 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
 
-    for (u32 kb = key_first; kb < key_stop; kb += KEY_TILE) {
-        u32 keys = min((u32)KEY_TILE, key_stop - kb);
+    // Key tile i lives in buffer i % 2; tile i + 1 is in flight while tile i is used.
+    u32 key_tiles = (key_stop - key_first + KEY_TILE - 1) / KEY_TILE;
+    auto prefetch = [&](u32 i) {
+        u32 kb = key_first + i * KEY_TILE, keys = min((u32)KEY_TILE, key_stop - kb);
+        stage_span_async<KEY_TILE>(k_buffer(i % 2), k + kv_base, kb, keys);
+        stage_span_async<KEY_TILE>(v_buffer(i % 2), v + kv_base, kb, keys);
+        cp_async_commit();
+    };
+    prefetch(0);
+    for (u32 i = 0; i < key_tiles; i++) {
+        u32 kb = key_first + i * KEY_TILE;
+        if (i + 1 < key_tiles) {
+            prefetch(i + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
-        stage_span<KEY_TILE>(k_tile, k + kv_base, kb, keys);
-        stage_span<KEY_TILE>(v_tile, v + kv_base, kb, keys);
-        __syncthreads();
+        const u16* k_tile = k_buffer(i % 2);
+        const u16* v_tile = v_buffer(i % 2);
 
         float s[KEY_TILE / 8][4];
 #pragma unroll
@@ -131,6 +148,8 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
                 mma(acc[2 * n + 1], a, b[2], b[3]);
             }
         }
+        // Every warp is done with this buffer before tile i + 2 is copied into it.
+        __syncthreads();
     }
     l0 = quad_sum(l0);
     l1 = quad_sum(l1);

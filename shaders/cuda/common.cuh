@@ -212,6 +212,36 @@ __device__ __forceinline__ void stage_span(u16* tile, const elem_t* src, u32 fir
     }
 }
 
+// stage_span without waiting: 16-bit elements are copied by `cp.async` (sm_80+; rows past
+// `count` zero-filled) and land once the caller's cp_async_wait says so, while the tensor
+// cores work on the other buffer. f32 elements need converting on the way, so they are
+// staged synchronously (the waits are then no-ops).
+template <int TILE>
+__device__ __forceinline__ void stage_span_async(u16* tile, const elem_t* src, u32 first, u32 count) {
+#if ELEM_KIND == ELEM_F32
+    stage_span<TILE>(tile, src, first, count);
+#else
+    const u32 chunks = HEAD_DIM / 8;
+    for (u32 i = threadIdx.x; i < TILE * chunks; i += blockDim.x) {
+        u32 r = i / chunks, c = (i % chunks) * 8;
+        // A row past the end reads nothing (source size 0) from a valid address.
+        const elem_t* from = src + (size_t)(first + (r < count ? r : 0)) * HEAD_DIM + c;
+        u32 bytes = r < count ? 16 : 0;
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+                     :: "r"(shared_address(tile + r * TILE_STRIDE + c)), "l"(from), "r"(bytes));
+    }
+#endif
+}
+
+// Closes the group of cp.async copies issued so far by this thread.
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+
+// Waits until at most `PENDING` of this thread's committed groups are still in flight.
+template <int PENDING>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" :: "n"(PENDING));
+}
+
 // Max and sum over the four lanes that share an accumulator row.
 __device__ __forceinline__ float quad_max(float x) {
     x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));
