@@ -239,12 +239,20 @@ fn generation_stops_when_the_context_is_full() {
     };
     // 46 prompt bytes: two more are read (positions 47 and 48), three drawn.
     let mut generator = Generator::new(&model, &[b'a'; 46], greedy).unwrap();
-    let drawn: Vec<Option<u8>> = (0..4).map(|_| generator.next_byte(&model).unwrap()).collect();
-    assert!(drawn[..3].iter().all(Option::is_some) && drawn[3].is_none(), "{drawn:?}");
+    let drawn: Vec<Option<u8>> = (0..4)
+        .map(|_| generator.next_byte(&model).unwrap())
+        .collect();
+    assert!(
+        drawn[..3].iter().all(Option::is_some) && drawn[3].is_none(),
+        "{drawn:?}"
+    );
     assert_eq!(generator.position(), 48);
     // `generate` draws the same bytes and stops there too, whatever it is asked for.
     let bytes = generate(&model, &[b'a'; 46], 100, &greedy, |_| {}).unwrap();
-    assert_eq!(bytes, drawn[..3].iter().flatten().copied().collect::<Vec<u8>>());
+    assert_eq!(
+        bytes,
+        drawn[..3].iter().flatten().copied().collect::<Vec<u8>>()
+    );
 
     for prompt in [&[][..], &[b'a'; 49][..]] {
         let err = Generator::new(&model, prompt, greedy).unwrap_err();
@@ -265,9 +273,12 @@ fn the_web_demo_model_generates_its_checked_in_sample() {
     let text = std::fs::read_to_string(run.join("sample.json")).unwrap();
     let sample: Sample = serde_json::from_str(&text).unwrap();
     let config = load_config(&run).unwrap();
-    let model =
-        load_model::<NdArray>(&config.model, &run_weights(&run).unwrap(), &Default::default())
-            .unwrap();
+    let model = load_model::<NdArray>(
+        &config.model,
+        &run_weights(&run).unwrap(),
+        &Default::default(),
+    )
+    .unwrap();
     let greedy = Sampling {
         temperature: 0.0,
         ..Sampling::default()
@@ -332,7 +343,10 @@ fn recall_records_lie_at_the_asked_distance() {
     let sample = near.sample(0);
     assert_eq!(sample.queries.len(), queries);
     assert!(sample.queries.iter().all(|q| q.distance < 1760));
-    assert!(many.near(0..4).is_err(), "no slot lies 0..4 bytes before the queries");
+    assert!(
+        many.near(0..4).is_err(),
+        "no slot lies 0..4 bytes before the queries"
+    );
 }
 
 #[test]

@@ -188,7 +188,9 @@ fn the_check_reports_a_wrong_output_and_a_wrong_selection() {
 #[wasm_bindgen_test]
 fn the_page_model_continues_its_prompt_as_the_native_build_does() {
     let sample: Sample = serde_json::from_str(GREEDY_SAMPLE).unwrap();
-    let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec()).map_err(message).unwrap();
+    let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec())
+        .map_err(message)
+        .unwrap();
     let info: ModelInfo = serde_wasm_bindgen::from_value(model.info().unwrap()).unwrap();
     assert_eq!(info, model.model_info());
     assert_eq!(
@@ -199,7 +201,10 @@ fn the_page_model_continues_its_prompt_as_the_native_build_does() {
     assert!(info.parameters > 100_000, "{info:?}");
 
     // Greedy: the same bytes as the native ndarray build drew (MoBA prefill, then decode).
-    model.start(&sample.prompt, 0.0, 1.0, 0).map_err(message).unwrap();
+    model
+        .start(&sample.prompt, 0.0, 1.0, 0)
+        .map_err(message)
+        .unwrap();
     let generated: Vec<u8> = (0..sample.generated.len())
         .map(|_| model.next_byte().map_err(message).unwrap().unwrap())
         .collect();
@@ -222,7 +227,9 @@ fn bad_model_files_and_calls_are_errors_that_say_what_is_wrong() {
     let error = message(TextModel::new(TRAIN_JSON, half).err().unwrap());
     assert!(error.contains("model.mpk"), "{error}");
 
-    let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec()).map_err(message).unwrap();
+    let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec())
+        .map_err(message)
+        .unwrap();
     let error = message(model.next_byte().unwrap_err());
     assert!(error.contains("start"), "{error}");
     let error = message(model.start("", 0.8, 0.95, 1).unwrap_err());
