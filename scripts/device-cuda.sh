@@ -15,9 +15,7 @@ mkdir -p "$OUT"
 # The binaries travel gzipped (scripts/stage-device.sh).
 for packed in .device/*.gz .device/tests/*.gz; do gunzip -kf "$packed"; done
 # NVRTC and the CUDA headers burn-cuda compiles with.
-export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
-export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+source scripts/device-env.sh
 
 if [ "${GRID:-1}" = 1 ]; then
     echo "== CUDA correctness grid (error / bound per output)"

@@ -9,8 +9,6 @@
 # Environment: OUT (default results/device-lm), TASKS (default "recall text"), PRESET
 # (default 8k), STEPS (default 200), BATCH (default 8), EXTRA (more `moba compare` flags),
 # LIMIT (seconds per task before it is stopped, default 560).
-# cubecl autotunes burn's matmuls on first use: at its default level that took 4 minutes of
-# a 5-minute sizing run on an H200, so this script asks for its minimal level.
 # What comes back stays small: the checkpoints stay on the device; $OUT gets the log and
 # one archive of each task's tables, plots, metrics and configs.
 set -u
@@ -20,13 +18,7 @@ PRESET=${PRESET:-8k}
 STEPS=${STEPS:-200}
 BATCH=${BATCH:-8}
 mkdir -p "$OUT"
-# Unpacked once: another of these scripts may be running the binary in the background.
-[ -x .device/moba ] || { gunzip -kf .device/moba.gz && chmod +x .device/moba; }
-[ -f .device/python-stdlib.txt ] || gunzip -kf .device/python-stdlib.txt.gz
-export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
-export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
-export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+source scripts/device-env.sh
 runs=/tmp/moba-lm
 # A fresh start each call (the machine may still hold an earlier call's runs).
 rm -rf "$runs" && mkdir -p "$runs"

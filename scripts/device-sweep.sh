@@ -14,14 +14,10 @@ OUT=${OUT:-results/device-sweep}
 TRAIN_S=${TRAIN_S:-2048,8192,32768}
 LONG_S=${LONG_S:-131072,524288}
 mkdir -p "$OUT"
-[ -x .device/moba ] || { gunzip -kf .device/moba.gz && chmod +x .device/moba; }
 # The Vulkan loader is not installed on the device machine: unpack the carried debs.
 for deb in .gl/*.deb; do dpkg -x "$deb" / 2>/dev/null; done
 ldconfig
-export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
-export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
-export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+source scripts/device-env.sh
 
 records="$OUT/moba.jsonl"
 shape=(--heads 16 --head-dim 128)

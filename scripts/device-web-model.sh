@@ -12,13 +12,7 @@ OUT=${OUT:-results/device-web-model}
 STEPS=${STEPS:-3000}
 BATCH=${BATCH:-16}
 mkdir -p "$OUT"
-# Unpacked once: another of these scripts may be running the binary in the background.
-[ -x .device/moba ] || { gunzip -kf .device/moba.gz && chmod +x .device/moba; }
-[ -f .device/python-stdlib.txt ] || gunzip -kf .device/python-stdlib.txt.gz
-export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
-export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
-export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+source scripts/device-env.sh
 run=/tmp/moba-web-model
 rm -rf "$run"
 echo "== moba train: preset small (2K bytes, block 128, top-3), $STEPS steps of $BATCH sequences"

@@ -3,23 +3,12 @@
 // run on load (the browser test uses both).
 import init, { Demo } from './pkg/moba_web.js';
 import { setupText } from './text.js';
+import { setCell, setStatus as setStatusOf } from './ui.js';
 
 const form = document.getElementById('controls');
 const button = document.getElementById('run');
 const status = document.getElementById('status');
-
-// Shows progress or an error; `data-state` is what the browser test waits on.
-function setStatus(state, text) {
-  status.dataset.state = state;
-  status.textContent = text;
-}
-
-// A table cell's text, with the raw number beside it for tests.
-function setCell(id, text, value) {
-  const cell = document.getElementById(id);
-  cell.textContent = text;
-  if (value !== undefined) cell.dataset.value = String(value);
-}
+const setStatus = (state, text) => setStatusOf(status, state, text);
 
 function settingsFromForm() {
   const data = new FormData(form);

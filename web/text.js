@@ -1,8 +1,9 @@
 // The page's text generation: loads the trained model in lm/ (train.json and model.mpk, as
-// `moba train --out DIR` writes them) into the wasm module's TextModel on first use, then
+// `moba train --run DIR` writes them) into the wasm module's TextModel on first use, then
 // draws one byte per call and shows each as it comes. URL parameters named like the
 // controls preset them; `generate=1` starts on load (the browser test uses both).
 import { TextModel } from './pkg/moba_web.js';
+import { setCell, setStatus as setStatusOf } from './ui.js';
 
 const form = document.getElementById('text-controls');
 const button = document.getElementById('generate');
@@ -14,17 +15,7 @@ const BYTES_PER_PAINT = 4;
 
 let model = null;
 
-// `data-state` is what the browser test waits on.
-function setStatus(state, text) {
-  status.dataset.state = state;
-  status.textContent = text;
-}
-
-function setCell(id, text, value) {
-  const cell = document.getElementById(id);
-  cell.textContent = text;
-  if (value !== undefined) cell.dataset.value = String(value);
-}
+const setStatus = (state, text) => setStatusOf(status, state, text);
 
 async function fetchOk(url) {
   const response = await fetch(url);

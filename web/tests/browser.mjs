@@ -140,7 +140,9 @@ await test('the trained model generates text byte by byte, as the native build d
   assert.equal(Number(await page.getAttribute('#text-generated', 'data-bytes')), sample.generated.length);
   assert.ok(await value(page, 'text-rate') > 0, 'decode rate');
   assert.match(await page.textContent('#text-model'), /MoBA block 128, top-3/);
-  console.log(`     ${await page.textContent('#text-rate')}`);
+  const textScreenshot = screenshot.replace(/\.png$/, '-text.png');
+  await page.locator('#text').screenshot({ path: textScreenshot });
+  console.log(`     ${await page.textContent('#text-rate')}, screenshot ${textScreenshot}`);
 });
 
 await browser.close();
