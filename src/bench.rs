@@ -110,10 +110,6 @@ pub fn measure(
         .then(|| StageTimer::new(gpu).ok())
         .flatten();
     let one_call = shape.group_chunk(per_call);
-    let mut memory = MobaForward::buffer_sizes(&one_call, config);
-    if options.backward {
-        memory.extend(MobaBackward::buffer_sizes(&one_call, config));
-    }
     let mut found = Measurement {
         shape: *shape,
         config: *config,
@@ -124,7 +120,7 @@ pub fn measure(
         stage_seconds: timer.as_ref().map(|_| [0.0; 4]),
         step_seconds: options.backward.then_some(0.0),
         backward_stage_seconds: backward_timer.as_ref().map(|_| [0.0; 4]),
-        memory_bytes: unique_bytes(&memory),
+        memory_bytes: memory_bytes(&one_call, config, options.backward),
         attended_pairs: 0,
         dense_pairs: sparsity::dense_pairs(shape, config.causal),
         checked_rows: 0,
@@ -222,11 +218,16 @@ fn add_stage_times(
     Ok(())
 }
 
-/// Total bytes of named buffers, each name counted once (a backward binds the forward's
-/// buffers again).
-fn unique_bytes(buffers: &[(&'static str, u64)]) -> u64 {
+/// Bytes of every buffer one call of `shape` binds: the forward's inputs, outputs and
+/// scratch, and the backward's too when `backward` (see [`Measurement::memory_bytes`]).
+pub fn memory_bytes(shape: &Shape, config: &MobaConfig, backward: bool) -> u64 {
+    let mut buffers = MobaForward::buffer_sizes(shape, config);
+    if backward {
+        buffers.extend(MobaBackward::buffer_sizes(shape, config));
+    }
+    // A buffer both passes bind (q, k, v, lse, ...) counts once, at its larger size.
     let mut seen = std::collections::BTreeMap::new();
-    for &(name, bytes) in buffers {
+    for (name, bytes) in buffers {
         let at = seen.entry(name).or_insert(0);
         *at = bytes.max(*at);
     }

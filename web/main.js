@@ -9,6 +9,9 @@ const form = document.getElementById('controls');
 const button = document.getElementById('run');
 const status = document.getElementById('status');
 const setStatus = (state, text) => setStatusOf(status, state, text);
+// The page's runs as `moba bench` records (JSON lines), and the adapter's name for them.
+const records = [];
+let adapterName = '';
 
 function settingsFromForm() {
   const data = new FormData(form);
@@ -31,9 +34,10 @@ function presetFromUrl(params) {
 
 // Adapter information from the browser beside the limits the kernels plan against.
 function showAdapter(report, info) {
+  adapterName = [info.vendor, info.architecture, info.device, info.description, report.name]
+    .filter(Boolean).join(' / ');
   const rows = [
-    ['adapter', [info.vendor, info.architecture, info.device, info.description, report.name]
-      .filter(Boolean).join(' / ') || '(not disclosed by the browser)'],
+    ['adapter', adapterName || '(not disclosed by the browser)'],
     ['backend', report.backend],
     ['timestamp queries', report.timestamps ? 'yes' : 'no'],
     ...report.limits.map((limit) => [limit.name, limit.value.toLocaleString('en')]),
@@ -80,7 +84,23 @@ function showReport(report) {
     check.selectionMismatches);
 
   drawHeatmaps(report.heatmap);
+  addRecord(report.record);
   document.getElementById('results').hidden = false;
+}
+
+// Adds a run to the records shown and offered for download, named by this browser and the
+// adapter it discloses (wgpu sees neither in a browser).
+function addRecord(record) {
+  records.push(JSON.stringify({
+    ...record,
+    machine: `browser: ${navigator.userAgent}`,
+    adapter: adapterName || record.adapter || '(not disclosed by the browser)',
+  }));
+  const lines = records.join('\n') + '\n';
+  document.getElementById('records').textContent = lines;
+  const link = document.getElementById('records-download');
+  if (link.href.startsWith('blob:')) URL.revokeObjectURL(link.href);
+  link.href = URL.createObjectURL(new Blob([lines], { type: 'application/x-ndjson' }));
 }
 
 // One canvas per head: query block down, key block across, darker = chosen more often.

@@ -1,6 +1,7 @@
 //! One run of the page: MoBA and the dense kernel on the same WebGPU device, timed, and
 //! MoBA's output checked against the reference.
 
+use moba::bench::{BenchOptions, Measurement, Record, memory_bytes};
 use moba::gpu::{DenseForward, ForwardIo, GpuContext, GpuForward, MobaForward, STAGES, StageTimer};
 use moba::{Result, random, sparsity};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,10 @@ pub struct Report {
     pub dense_pairs: u64,
     pub check: Check,
     pub heatmap: Heatmap,
+    /// The run as a `moba bench` record (one JSON line), for `moba bench report` beside
+    /// native runs. The page fills in `machine` (the browser) and, where wgpu has no adapter
+    /// name, `adapter` (from `GPUAdapterInfo`).
+    pub record: Record,
 }
 
 /// Runs MoBA, then the dense kernel, on seeded standard-normal inputs.
@@ -93,6 +98,31 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
         ),
         None => None,
     };
+    let check = Check::new(&got, (&q, &k, &v), &shape, &config)?;
+    let measurement = Measurement {
+        shape,
+        config,
+        options: BenchOptions {
+            kernel: moba.kernel(),
+            runs: settings.runs,
+            warmup: 1,
+            dense: settings.dense,
+            check_rows: check.rows,
+            backward: false,
+        },
+        calls: 1,
+        moba_seconds: moba_ms / 1e3,
+        dense_seconds: dense_ms.map(|ms| ms / 1e3),
+        stage_seconds: stage_seconds(&stages),
+        step_seconds: None,
+        backward_stage_seconds: None,
+        memory_bytes: memory_bytes(&shape, &config, false),
+        attended_pairs: sparsity::attended_pairs(&got.selection, &shape, &config),
+        dense_pairs: sparsity::dense_pairs(&shape, config.causal),
+        checked_rows: check.rows,
+        o_error: check.o_error,
+        lse_error: check.lse_error,
+    };
     Ok(Report {
         settings: *settings,
         kernel: format!("{:?}", moba.kernel()),
@@ -101,9 +131,16 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
         moba_ms,
         dense_ms,
         stages,
-        attended_pairs: sparsity::attended_pairs(&got.selection, &shape, &config),
-        dense_pairs: sparsity::dense_pairs(&shape, config.causal),
-        check: Check::new(&got, (&q, &k, &v), &shape, &config)?,
+        attended_pairs: measurement.attended_pairs,
+        dense_pairs: measurement.dense_pairs,
         heatmap: Heatmap::new(&got.selection, &shape, &config, HEATMAP_CELLS),
+        check,
+        record: Record::new(gpu, &measurement),
     })
+}
+
+/// The stage times as a record holds them (seconds, in [`STAGES`] order), where measured.
+fn stage_seconds(stages: &[StageTime]) -> Option<[f64; 4]> {
+    let seconds: Vec<f64> = stages.iter().map(|stage| stage.ms / 1e3).collect();
+    seconds.try_into().ok()
 }

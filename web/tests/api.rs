@@ -77,6 +77,30 @@ async fn a_small_run_matches_the_reference() {
         "{report:?}"
     );
     assert_eq!(report.kernel, "Portable");
+    // The same run as a `moba bench` record, which `moba bench report` reads back.
+    let record = &report.record;
+    assert_eq!(
+        (
+            record.seq_len,
+            record.q_heads,
+            record.head_dim,
+            record.block_size
+        ),
+        (200, 3, 20, 16)
+    );
+    assert_eq!(
+        (record.backend.as_str(), record.kernel.as_str()),
+        ("BrowserWebGpu", "Portable")
+    );
+    assert_eq!(record.moba_ms, report.moba_ms);
+    assert_eq!(record.dense_ms, report.dense_ms);
+    assert_eq!(record.o_error, check.o_error);
+    assert_eq!(record.attended_pairs, report.attended_pairs);
+    assert!(record.memory_bytes.unwrap() > 0);
+    let line = serde_json::to_string(record).unwrap();
+    let read: moba::bench::Record = serde_json::from_str(&line).unwrap();
+    assert_eq!((read.seq_len, &read.kernel), (200, &record.kernel));
+    assert!((read.moba_ms - record.moba_ms).abs() < 1e-9, "{line}");
     // Every query attends its own block: the diagonal of every map is 1.
     let map = &report.heatmap;
     assert_eq!(

@@ -6,7 +6,7 @@
 //
 //   node web/tests/browser.mjs [screenshot.png]
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { dirname, extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { chromium } from 'playwright-core';
 
 const web = dirname(dirname(fileURLToPath(import.meta.url)));
 const screenshot = process.argv[2] ?? join(web, '..', 'target', 'web', 'screenshot.png');
+mkdirSync(dirname(screenshot), { recursive: true });
 const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // The f32 kernel against the f64 reference on standard-normal inputs: about 1e-7 here; a
 // wrong block, mask or normaliser gives 1e-2 or more.
@@ -100,8 +101,17 @@ await test('a small case matches the reference and draws the selection', async (
     Array.from(document.querySelector('#heatmaps canvas').getContext('2d').getImageData(0, 0, 1, 1).data));
   assert.deepEqual(corner, [8, 48, 107, 255]);
   assert.match(await page.textContent('#adapter-table'), /max_compute_workgroup_storage_size/);
+  // The run as a `moba bench` record, with the browser as its machine; downloadable.
+  const record = JSON.parse(await page.textContent('#records'));
+  assert.equal(record.seq_len, 300);
+  assert.equal(record.backend, 'BrowserWebGpu');
+  assert.equal(record.moba_ms, await value(page, 'moba-ms'));
+  assert.match(record.machine, /^browser: /);
+  assert.match(await page.getAttribute('#records-download', 'href'), /^blob:/);
+  const recordsFile = join(dirname(screenshot), 'browser.jsonl');
+  writeFileSync(recordsFile, await page.textContent('#records'));
   await page.screenshot({ path: screenshot, fullPage: true });
-  console.log(`     o error ${await value(page, 'o-error')}, screenshot ${screenshot}`);
+  console.log(`     o error ${await value(page, 'o-error')}, screenshot ${screenshot}, record ${recordsFile}`);
 });
 
 await test('a size over the adapter\'s buffer limit names the limit', async () => {
