@@ -9,7 +9,7 @@
 //   the score accumulators). Slots run in order and a row appears once per slot, so each
 //   row's state is updated by one thread block at a time: deterministic, no atomics.
 //   Shared memory (dynamic): q [ROW_TILE], then two k and two v [KEY_TILE] tiles, rows
-//   HEAD_DIM + 8 16-bit: the next key tile is copied (cp.async) while this one is used.
+//   HEAD_DIM + 8 16-bit (KeyValueTiles: the next key tile is copied while this one is used).
 //   State: state_o [rows, HEAD_DIM] f32 (unnormalised), state_ml [rows, 2] f32 (max in
 //   base 2, sum); slot 0 writes it, later slots merge.
 // attention_finalize — one thread per (row, column): o = acc / sum as elem_t, and
@@ -24,10 +24,7 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
                float* state_o, float* state_ml) {
     extern __shared__ __align__(16) u16 shared[];
     u16* q_tile = shared;
-    // Buffer b of the double-buffered key and value tiles.
-    u16* kv_tiles = q_tile + ROW_TILE * TILE_STRIDE;
-    auto k_buffer = [&](u32 b) { return kv_tiles + (2 * b) * KEY_TILE * TILE_STRIDE; };
-    auto v_buffer = [&](u32 b) { return kv_tiles + (2 * b + 1) * KEY_TILE * TILE_STRIDE; };
+    u16* kv_buffers = q_tile + ROW_TILE * TILE_STRIDE;
     __shared__ u32 rows[ROW_TILE];
 
     u32 bh = blockIdx.y, list = bh * TOP_K + slot;
@@ -60,26 +57,12 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
 
-    // Key tile i lives in buffer i % 2; tile i + 1 is in flight while tile i is used.
-    u32 key_tiles = (key_stop - key_first + KEY_TILE - 1) / KEY_TILE;
-    auto prefetch = [&](u32 i) {
-        u32 kb = key_first + i * KEY_TILE, keys = min((u32)KEY_TILE, key_stop - kb);
-        stage_span_async<KEY_TILE>(k_buffer(i % 2), k + kv_base, kb, keys);
-        stage_span_async<KEY_TILE>(v_buffer(i % 2), v + kv_base, kb, keys);
-        cp_async_commit();
-    };
-    prefetch(0);
-    for (u32 i = 0; i < key_tiles; i++) {
-        u32 kb = key_first + i * KEY_TILE;
-        if (i + 1 < key_tiles) {
-            prefetch(i + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
-        const u16* k_tile = k_buffer(i % 2);
-        const u16* v_tile = v_buffer(i % 2);
+    KeyValueTiles kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
+    for (u32 i = 0; i < kv.count; i++) {
+        kv.arrive(i);
+        u32 kb = kv.key(i);
+        const u16* k_tile = kv.k_tile(i);
+        const u16* v_tile = kv.v_tile(i);
 
         float s[KEY_TILE / 8][4];
 #pragma unroll
@@ -148,8 +131,7 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
                 mma(acc[2 * n + 1], a, b[2], b[3]);
             }
         }
-        // Every warp is done with this buffer before tile i + 2 is copied into it.
-        __syncthreads();
+        kv.release();
     }
     l0 = quad_sum(l0);
     l1 = quad_sum(l1);

@@ -8,7 +8,8 @@
 //   per slot; each warp owns 16 rows. Per key tile: s = q.k^T, p, dp = dO.v^T, ds,
 //   dq += ds.k (all mma). Slot 0 writes dq_state [rows, HEAD_DIM] f32, later slots add:
 //   deterministic, no atomics.
-//   Shared memory (dynamic): q, dO [ROW_TILE][HEAD_DIM + 8], k, v [KEY_TILE][HEAD_DIM + 8].
+//   Shared memory (dynamic): q, dO [ROW_TILE][HEAD_DIM + 8], then two k and two v
+//   [KEY_TILE][HEAD_DIM + 8] (KeyValueTiles: the next key tile is copied while this one is used).
 // dq_finalize — one thread per element: dq = scale * dq_state as elem_t.
 // dkdv — grid (key tiles per block * num_blocks, batch * kv_heads), KEY_THREADS threads:
 //   a thread block owns KEY_TILE keys of one block (each warp 16 of them) and walks every
@@ -79,8 +80,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
     extern __shared__ __align__(16) u16 shared[];
     u16* q_tile = shared;
     u16* do_tile = q_tile + ROW_TILE * TILE_STRIDE;
-    u16* k_tile = do_tile + ROW_TILE * TILE_STRIDE;
-    u16* v_tile = k_tile + KEY_TILE * TILE_STRIDE;
+    u16* kv_buffers = do_tile + ROW_TILE * TILE_STRIDE;
     __shared__ u32 rows[ROW_TILE];
 
     u32 bh = blockIdx.y, list = bh * TOP_K + slot;
@@ -112,12 +112,12 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
 #pragma unroll
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
-    for (u32 kb = key_first; kb < key_stop; kb += KEY_TILE) {
-        u32 keys = min((u32)KEY_TILE, key_stop - kb);
-        __syncthreads();
-        stage_span<KEY_TILE>(k_tile, k + kv_base, kb, keys);
-        stage_span<KEY_TILE>(v_tile, v + kv_base, kb, keys);
-        __syncthreads();
+    KeyValueTiles kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
+    for (u32 i = 0; i < kv.count; i++) {
+        kv.arrive(i);
+        u32 kb = kv.key(i);
+        const u16* k_tile = kv.k_tile(i);
+        const u16* v_tile = kv.v_tile(i);
 
         float s[KEY_TILE / 8][4], dp[KEY_TILE / 8][4];
         scores<KEY_TILE>(s, q_tile, warp * 16, k_tile);
@@ -134,6 +134,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
             }
         }
         accumulate<KEY_TILE>(acc, s, k_tile);
+        kv.release();
     }
 
 #pragma unroll

@@ -242,6 +242,47 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" :: "n"(PENDING));
 }
 
+// The key and value tiles of keys `first..stop`, KEY_TILE keys at a time, double-buffered in
+// `buffers` (k0, v0, k1, v1: four tiles): tile i sits in buffer i % 2 while tile i + 1 is
+// copied into the other. For each tile i: arrive(i), use k_tile(i) and v_tile(i), release().
+struct KeyValueTiles {
+    u16* buffers;
+    const elem_t* k;
+    const elem_t* v;
+    u32 first, stop, count;
+
+    __device__ KeyValueTiles(u16* buffers, const elem_t* k, const elem_t* v, u32 first, u32 stop)
+        : buffers(buffers), k(k), v(v), first(first), stop(stop),
+          count((stop - first + KEY_TILE - 1) / KEY_TILE) {
+        fetch(0);
+    }
+    // The first key of tile i.
+    __device__ u32 key(u32 i) const { return first + i * KEY_TILE; }
+    __device__ const u16* k_tile(u32 i) const { return buffers + (2 * (i % 2)) * KEY_TILE * TILE_STRIDE; }
+    __device__ const u16* v_tile(u32 i) const { return buffers + (2 * (i % 2) + 1) * KEY_TILE * TILE_STRIDE; }
+    // Starts copying tile i (if there is one) into its buffer.
+    __device__ void fetch(u32 i) const {
+        if (i >= count) return;
+        u32 keys = min((u32)KEY_TILE, stop - key(i));
+        u16* k_buffer = buffers + (2 * (i % 2)) * KEY_TILE * TILE_STRIDE;
+        stage_span_async<KEY_TILE>(k_buffer, k, key(i), keys);
+        stage_span_async<KEY_TILE>(k_buffer + KEY_TILE * TILE_STRIDE, v, key(i), keys);
+        cp_async_commit();
+    }
+    // Starts the copy of tile i + 1, waits for tile i and shows it to the whole block.
+    __device__ void arrive(u32 i) const {
+        if (i + 1 < count) {
+            fetch(i + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+    }
+    // Every warp is done with the tile: its buffer may take the tile after next.
+    __device__ void release() const { __syncthreads(); }
+};
+
 // Max and sum over the four lanes that share an accumulator row.
 __device__ __forceinline__ float quad_max(float x) {
     x = fmaxf(x, __shfl_xor_sync(0xffffffff, x, 1));

@@ -119,9 +119,9 @@ impl CudaPlan {
         self.tile_bytes(ROW_TILE) + 4 * self.tile_bytes(KEY_TILE)
     }
 
-    /// Dynamic shared memory of `dq_pass`: q, dO, k and v tiles.
+    /// Dynamic shared memory of `dq_pass`: the q and dO tiles, and two k and two v tiles.
     pub fn dq_shared_bytes(&self) -> u32 {
-        2 * self.tile_bytes(ROW_TILE) + 2 * self.tile_bytes(KEY_TILE)
+        2 * self.tile_bytes(ROW_TILE) + 4 * self.tile_bytes(KEY_TILE)
     }
 
     /// Dynamic shared memory of `dkdv`: k, v, q and dO tiles.
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(plan.attention_shared_bytes(), (128 + 4 * 64) * 136 * 2);
         // Two attention blocks per SM on sm_90 (228 KiB).
         assert!(2 * plan.attention_shared_bytes() <= 228 * 1024);
-        assert_eq!(plan.dq_shared_bytes(), (2 * 128 + 2 * 64) * 136 * 2);
+        assert_eq!(plan.dq_shared_bytes(), (2 * 128 + 4 * 64) * 136 * 2);
         assert_eq!(plan.dkdv_shared_bytes(), (2 * 64 + 2 * 32) * 136 * 2);
         assert!(plan.dq_shared_bytes() <= 227 * 1024);
     }
