@@ -61,8 +61,6 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     for (u32 i = 0; i < kv.count; i++) {
         kv.arrive(i);
         u32 kb = kv.key(i);
-        const u16* k_tile = kv.k_tile(i);
-        const u16* v_tile = kv.v_tile(i);
 
         float s[KEY_TILE / 8][4];
 #pragma unroll
@@ -74,7 +72,7 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
 #pragma unroll
             for (u32 n = 0; n < KEY_TILE / 16; n++) {
                 u32 b[4];
-                load_b_nk(b, k_tile, TILE_STRIDE, n * 16, kk * 16);
+                load_b_nk(b, kv.k_tile(i), TILE_STRIDE, n * 16, kk * 16);
                 mma(s[2 * n], a, b[0], b[1]);
                 mma(s[2 * n + 1], a, b[2], b[3]);
             }
@@ -126,7 +124,7 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
 #pragma unroll
             for (u32 n = 0; n < HEAD_DIM / 16; n++) {
                 u32 b[4];
-                load_b_kn(b, v_tile, TILE_STRIDE, kk * 16, n * 16);
+                load_b_kn(b, kv.v_tile(i), TILE_STRIDE, kk * 16, n * 16);
                 mma(acc[2 * n], a, b[0], b[1]);
                 mma(acc[2 * n + 1], a, b[2], b[3]);
             }
