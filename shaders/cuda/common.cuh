@@ -258,15 +258,15 @@ struct KeyValueTiles {
     }
     // The first key of tile i.
     __device__ u32 key(u32 i) const { return first + i * KEY_TILE; }
-    __device__ const u16* k_tile(u32 i) const { return buffers + (2 * (i % 2)) * KEY_TILE * TILE_STRIDE; }
-    __device__ const u16* v_tile(u32 i) const { return buffers + (2 * (i % 2) + 1) * KEY_TILE * TILE_STRIDE; }
-    // Starts copying tile i (if there is one) into its buffer.
+    // The buffers of tile i: its keys, then its values.
+    __device__ u16* k_tile(u32 i) const { return buffers + 2 * (i % 2) * KEY_TILE * TILE_STRIDE; }
+    __device__ u16* v_tile(u32 i) const { return k_tile(i) + KEY_TILE * TILE_STRIDE; }
+    // Starts copying tile i (if there is one) into its buffers.
     __device__ void fetch(u32 i) const {
         if (i >= count) return;
         u32 keys = min((u32)KEY_TILE, stop - key(i));
-        u16* k_buffer = buffers + (2 * (i % 2)) * KEY_TILE * TILE_STRIDE;
-        stage_span_async<KEY_TILE>(k_buffer, k, key(i), keys);
-        stage_span_async<KEY_TILE>(k_buffer + KEY_TILE * TILE_STRIDE, v, key(i), keys);
+        stage_span_async<KEY_TILE>(k_tile(i), k, key(i), keys);
+        stage_span_async<KEY_TILE>(v_tile(i), v, key(i), keys);
         cp_async_commit();
     }
     // Starts the copy of tile i + 1, waits for tile i and shows it to the whole block.
