@@ -3,7 +3,7 @@
 // run on load (the browser test uses both).
 import init, { Demo } from './pkg/moba_web.js';
 import { setupText } from './text.js';
-import { setCell, setStatus as setStatusOf } from './ui.js';
+import { presetForm, setCell, setStatus as setStatusOf } from './ui.js';
 
 const form = document.getElementById('controls');
 const button = document.getElementById('run');
@@ -23,14 +23,6 @@ function settingsFromForm() {
   };
 }
 
-function presetFromUrl(params) {
-  for (const [name, value] of params) {
-    const input = form.elements.namedItem(name);
-    if (!input) continue;
-    if (input.type === 'checkbox') input.checked = value === '1' || value === 'true';
-    else input.value = value;
-  }
-}
 
 // Adapter information from the browser beside the limits the kernels plan against.
 function showAdapter(report, info) {
@@ -179,7 +171,7 @@ async function setupDemo(params) {
 
 async function main() {
   const params = new URLSearchParams(location.search);
-  presetFromUrl(params);
+  presetForm(form, params);
   await init();
   // Text generation runs on the CPU: it does not wait for (or need) WebGPU.
   await Promise.all([setupText(params), setupDemo(params)]);

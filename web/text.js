@@ -3,7 +3,7 @@
 // draws one byte per call and shows each as it comes. URL parameters named like the
 // controls preset them; `generate=1` starts on load (the browser test uses both).
 import { TextModel } from './pkg/moba_web.js';
-import { setCell, setStatus as setStatusOf } from './ui.js';
+import { presetForm, setCell, setStatus as setStatusOf } from './ui.js';
 
 const form = document.getElementById('text-controls');
 const button = document.getElementById('generate');
@@ -97,10 +97,7 @@ async function generate() {
 
 // Called once the wasm module is initialised.
 export async function setupText(params) {
-  for (const [name, value] of params) {
-    const input = form.elements.namedItem(name);
-    if (input) input.value = value;
-  }
+  presetForm(form, params);
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     generate();

@@ -66,22 +66,15 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
         moba.encode(encoder, &io.buffers())
     })
     .await?;
-    let stages = match StageTimer::new(gpu) {
+    // GPU seconds of each of STAGES in one run, where the adapter has timestamps.
+    let stage_seconds = match StageTimer::new(gpu) {
         Ok(timer) => {
             let mut encoder = gpu.device().create_command_encoder(&Default::default());
             moba.encode_timed(&mut encoder, &io.buffers(), &timer)?;
             gpu.queue().submit([encoder.finish()]);
-            let times = timer.read(gpu).await?;
-            STAGES
-                .iter()
-                .zip(times.0)
-                .map(|(name, seconds)| StageTime {
-                    name: name.to_string(),
-                    ms: seconds * 1e3,
-                })
-                .collect()
+            Some(timer.read(gpu).await?.0)
         }
-        Err(_) => Vec::new(),
+        Err(_) => None,
     };
     // Read MoBA's output before the dense runs overwrite o and lse.
     let got = GpuForward {
@@ -113,7 +106,7 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
         calls: 1,
         moba_seconds: moba_ms / 1e3,
         dense_seconds: dense_ms.map(|ms| ms / 1e3),
-        stage_seconds: stage_seconds(&stages),
+        stage_seconds,
         step_seconds: None,
         backward_stage_seconds: None,
         memory_bytes: memory_bytes(&shape, &config, false),
@@ -130,17 +123,20 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
         key_tile: moba.plan().key_tile,
         moba_ms,
         dense_ms,
-        stages,
+        stages: stage_seconds.map_or_else(Vec::new, |seconds| {
+            STAGES
+                .iter()
+                .zip(seconds)
+                .map(|(name, seconds)| StageTime {
+                    name: name.to_string(),
+                    ms: seconds * 1e3,
+                })
+                .collect()
+        }),
         attended_pairs: measurement.attended_pairs,
         dense_pairs: measurement.dense_pairs,
         heatmap: Heatmap::new(&got.selection, &shape, &config, HEATMAP_CELLS),
         check,
         record: Record::new(gpu, &measurement),
     })
-}
-
-/// The stage times as a record holds them (seconds, in [`STAGES`] order), where measured.
-fn stage_seconds(stages: &[StageTime]) -> Option<[f64; 4]> {
-    let seconds: Vec<f64> = stages.iter().map(|stage| stage.ms / 1e3).collect();
-    seconds.try_into().ok()
 }
