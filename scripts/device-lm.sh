@@ -8,7 +8,8 @@
 # `.device` carried.
 # Environment: OUT (default results/device-lm), TASKS (default "recall text"), PRESET
 # (default 8k), STEPS (default 200), BATCH (default 8), EXTRA (more `moba compare` flags),
-# LIMIT (seconds per task before it is stopped, default 560).
+# LIMIT (seconds per task before it is stopped, default 560), FRESH (default 1; 0 keeps the
+# runs of an earlier call on the same warm machine, so that `moba compare` resumes them).
 # What comes back stays small: the checkpoints stay on the device; $OUT gets the log and
 # one archive of each task's tables, plots, metrics and configs.
 set -u
@@ -20,8 +21,9 @@ BATCH=${BATCH:-8}
 mkdir -p "$OUT"
 source scripts/device-env.sh
 runs=/tmp/moba-lm
-# A fresh start each call (the machine may still hold an earlier call's runs).
-rm -rf "$runs" && mkdir -p "$runs"
+# A fresh start each call unless FRESH=0 (the machine may still hold an earlier call's runs).
+[ "${FRESH:-1}" = 1 ] && rm -rf "$runs"
+mkdir -p "$runs"
 for task in $TASKS; do
     data=()
     [ "$task" = text ] && data=(--text .device/python-stdlib.txt)

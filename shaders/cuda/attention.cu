@@ -35,7 +35,8 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
         rows[i] = list_rows[min(i, tile.count - 1)];
     }
     __syncthreads();
-    stage_rows<ROW_TILE>(q_tile, q + (size_t)bh * p.q_len * HEAD_DIM, rows, tile.count);
+    // Copied with the first key tile (KeyValueTiles commits both, arrive(0) waits for both).
+    stage_async<ROW_TILE>(q_tile, q + (size_t)bh * p.q_len * HEAD_DIM, Listed{rows}, tile.count);
 
     size_t kv_base = (size_t)kv_group(p, bh) * p.kv_len * HEAD_DIM;
     u32 key_first = tile.block * p.block_size;
@@ -50,7 +51,6 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     // This thread's two accumulator rows (g and g + 8 of the warp's 16).
     u32 r0 = warp * 16 + g, r1 = r0 + 8;
     u32 pos0 = query_position(p, rows[r0]), pos1 = query_position(p, rows[r1]);
-    __syncthreads();
 
     float acc[HEAD_DIM / 8][4];
 #pragma unroll

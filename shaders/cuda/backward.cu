@@ -14,9 +14,11 @@
 // dkdv — grid (key tiles per block * num_blocks, batch * kv_heads), KEY_THREADS threads:
 //   a thread block owns KEY_TILE keys of one block (each warp 16 of them) and walks every
 //   row that chose the block: the query heads of the GQA group, slot by slot, each list in
-//   row order, DKDV_ROWS rows at a time. Per row tile: s^T = k.q^T, p^T,
+//   row order, DKDV_ROWS rows at a time (RowWalk). Per row step: s^T = k.q^T, p^T,
 //   dv += p^T.dO, dp^T = v.dO^T, ds^T, dk += ds^T.q. A fixed order: deterministic.
-//   Shared memory (dynamic): k, v [KEY_TILE][HEAD_DIM + 8], q, dO [DKDV_ROWS][HEAD_DIM + 8].
+//   Shared memory (dynamic): k, v [KEY_TILE][HEAD_DIM + 8], then two q and two dO
+//   [DKDV_ROWS][HEAD_DIM + 8] (GatheredRows: the next step's rows are copied while this
+//   step's are used).
 
 #define DKDV_ROWS 32
 
@@ -92,8 +94,9 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
     }
     __syncthreads();
     size_t q_base = (size_t)bh * p.q_len * HEAD_DIM;
-    stage_rows<ROW_TILE>(q_tile, q + q_base, rows, tile.count);
-    stage_rows<ROW_TILE>(do_tile, dout + q_base, rows, tile.count);
+    // Copied with the first key tile (KeyValueTiles commits them, arrive(0) waits for them).
+    stage_async<ROW_TILE>(q_tile, q + q_base, Listed{rows}, tile.count);
+    stage_async<ROW_TILE>(do_tile, dout + q_base, Listed{rows}, tile.count);
 
     size_t kv_base = (size_t)kv_group(p, bh) * p.kv_len * HEAD_DIM;
     u32 key_first = tile.block * p.block_size;
@@ -161,17 +164,89 @@ extern "C" __global__ void dq_finalize(Params p, const float* dq_state, elem_t* 
     store_elem(dq, i, dq_state[i] * p.scale);
 }
 
+// The rows that chose key block `j`, DKDV_ROWS at a time: every query head of the kv group,
+// slot by slot, each list in row order (a fixed order: deterministic sums).
+struct RowWalk {
+    const u32* lists;
+    const u32* starts;
+    u32 q_len, num_blocks, j;
+    u32 end_bh; // one past the group's last query head
+    u32 bh, slot;
+    u32 first, end; // the step's first row and the end of its list (indices into the list)
+
+    __device__ RowWalk(const Params& p, const u32* lists, const u32* starts, u32 j, u32 group)
+        : lists(lists), starts(starts), q_len(p.q_len), num_blocks(p.num_blocks), j(j), slot(0) {
+        bh = (group / p.kv_heads) * p.q_heads + (group % p.kv_heads) * group_size(p);
+        end_bh = bh + group_size(p);
+        open();
+        settle();
+    }
+    __device__ bool done() const { return bh == end_bh; }
+    __device__ u32 count() const { return min((u32)DKDV_ROWS, end - first); }
+    // The step's rows (query indices t of head bh).
+    __device__ const u32* rows() const { return lists + (size_t)(bh * TOP_K + slot) * q_len + first; }
+    __device__ void advance() {
+        first += DKDV_ROWS;
+        settle();
+    }
+    // Block j's part of list (bh, slot).
+    __device__ void open() {
+        const u32* list_starts = starts + (size_t)(bh * TOP_K + slot) * (num_blocks + 1);
+        first = list_starts[j];
+        end = list_starts[j + 1];
+    }
+    // Moves past finished (or empty) lists.
+    __device__ void settle() {
+        while (first >= end) {
+            if (++slot == TOP_K) {
+                slot = 0;
+                bh++;
+            }
+            if (done()) return;
+            open();
+        }
+    }
+};
+
+// The walk's q and dO rows, double-buffered in `buffers` (q0, dO0, q1, dO1): step i sits in
+// buffer i % 2 while step i + 1 is copied into the other, with each row's lse (base 2),
+// delta and position.
+struct GatheredRows {
+    u16* buffers;
+    float (*lse)[DKDV_ROWS];
+    float (*delta)[DKDV_ROWS];
+    u32 (*pos)[DKDV_ROWS];
+
+    __device__ u16* q_tile(u32 b) const { return buffers + 2 * b * DKDV_ROWS * TILE_STRIDE; }
+    __device__ u16* do_tile(u32 b) const { return q_tile(b) + DKDV_ROWS * TILE_STRIDE; }
+    // Starts copying the rows of `step` into buffer b.
+    __device__ void fetch(const Params& p, const RowWalk& step, u32 b, const elem_t* q,
+                          const elem_t* dout, const float* row_terms) const {
+        u32 count = step.count();
+        const u32* rows = step.rows();
+        size_t q_base = (size_t)step.bh * p.q_len;
+        stage_async<DKDV_ROWS>(q_tile(b), q + q_base * HEAD_DIM, Listed{rows}, count);
+        stage_async<DKDV_ROWS>(do_tile(b), dout + q_base * HEAD_DIM, Listed{rows}, count);
+        cp_async_commit();
+        for (u32 i = threadIdx.x; i < DKDV_ROWS; i += blockDim.x) {
+            u32 row = rows[min(i, count - 1)];
+            pos[b][i] = query_position(p, row);
+            // Rows past the step get lse +inf: p = 0, no contribution.
+            lse[b][i] = i < count ? row_terms[(q_base + row) * 2] : -NEG_INF;
+            delta[b][i] = row_terms[(q_base + row) * 2 + 1];
+        }
+    }
+};
+
 extern "C" __global__ void __launch_bounds__(KEY_THREADS)
 dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* dout,
      const float* row_terms, const u32* lists, const u32* starts, elem_t* dk, elem_t* dv) {
     extern __shared__ __align__(16) u16 shared[];
     u16* k_tile = shared;
     u16* v_tile = k_tile + KEY_TILE * TILE_STRIDE;
-    u16* q_tile = v_tile + KEY_TILE * TILE_STRIDE;
-    u16* do_tile = q_tile + DKDV_ROWS * TILE_STRIDE;
-    __shared__ u32 rows[DKDV_ROWS];
-    __shared__ float row_lse[DKDV_ROWS], row_delta[DKDV_ROWS];
-    __shared__ u32 row_pos[DKDV_ROWS];
+    __shared__ float row_lse[2][DKDV_ROWS], row_delta[2][DKDV_ROWS];
+    __shared__ u32 row_pos[2][DKDV_ROWS];
+    GatheredRows gathered = {v_tile + KEY_TILE * TILE_STRIDE, row_lse, row_delta, row_pos};
 
     u32 tiles_per_block = (p.block_size + KEY_TILE - 1) / KEY_TILE;
     u32 j = blockIdx.x / tiles_per_block;
@@ -180,8 +255,9 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
     u32 key_stop = min(key_first + KEY_TILE, block_end(p, j));
     if (key_first >= key_stop) return;
     size_t kv_base = (size_t)group * p.kv_len * HEAD_DIM;
-    stage_span<KEY_TILE>(k_tile, k + kv_base, key_first, key_stop - key_first);
-    stage_span<KEY_TILE>(v_tile, v + kv_base, key_first, key_stop - key_first);
+    // Copied with the first row step (one group; the first wait covers both).
+    stage_async<KEY_TILE>(k_tile, k + kv_base, Span{key_first}, key_stop - key_first);
+    stage_async<KEY_TILE>(v_tile, v + kv_base, Span{key_first}, key_stop - key_first);
 
     u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     u32 g = lane / 4, t = lane % 4;
@@ -195,51 +271,44 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
         dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] = dv_acc[n][3] = 0.0f;
     }
 
-    u32 heads = group_size(p);
-    u32 first_bh = (group / p.kv_heads) * p.q_heads + (group % p.kv_heads) * heads;
-    for (u32 bh = first_bh; bh < first_bh + heads; bh++) {
-        size_t q_base = (size_t)bh * p.q_len;
-        for (u32 slot = 0; slot < TOP_K; slot++) {
-            u32 list = bh * TOP_K + slot;
-            const u32* list_starts = starts + (size_t)list * (p.num_blocks + 1);
-            u32 begin = list_starts[j], end = list_starts[j + 1];
-            const u32* list_rows = lists + (size_t)list * p.q_len;
-            for (u32 first = begin; first < end; first += DKDV_ROWS) {
-                u32 count = min((u32)DKDV_ROWS, end - first);
-                __syncthreads();
-                for (u32 i = threadIdx.x; i < DKDV_ROWS; i += KEY_THREADS) {
-                    u32 row = list_rows[first + min(i, count - 1)];
-                    rows[i] = row;
-                    row_pos[i] = query_position(p, row);
-                    // Rows past the list get lse +inf: p = 0, no contribution.
-                    row_lse[i] = i < count ? row_terms[(q_base + row) * 2] : -NEG_INF;
-                    row_delta[i] = row_terms[(q_base + row) * 2 + 1];
-                }
-                __syncthreads();
-                stage_rows<DKDV_ROWS>(q_tile, q + q_base * HEAD_DIM, rows, count);
-                stage_rows<DKDV_ROWS>(do_tile, dout + q_base * HEAD_DIM, rows, count);
-                __syncthreads();
+    RowWalk step(p, lists, starts, j, group);
+    if (!step.done()) gathered.fetch(p, step, 0, q, dout, row_terms);
+    for (u32 b = 0; !step.done(); b ^= 1) {
+        RowWalk next = step;
+        next.advance();
+        if (!next.done()) {
+            gathered.fetch(p, next, b ^ 1, q, dout, row_terms);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const u16* q_tile = gathered.q_tile(b);
+        const u16* do_tile = gathered.do_tile(b);
 
-                float s[DKDV_ROWS / 8][4], dp[DKDV_ROWS / 8][4];
-                scores<DKDV_ROWS>(s, k_tile, warp * 16, q_tile);
-                scores<DKDV_ROWS>(dp, v_tile, warp * 16, do_tile);
+        float s[DKDV_ROWS / 8][4], dp[DKDV_ROWS / 8][4];
+        scores<DKDV_ROWS>(s, k_tile, warp * 16, q_tile);
+        scores<DKDV_ROWS>(dp, v_tile, warp * 16, do_tile);
 #pragma unroll
-                for (u32 n = 0; n < DKDV_ROWS / 8; n++) {
+        for (u32 n = 0; n < DKDV_ROWS / 8; n++) {
 #pragma unroll
-                    for (u32 e = 0; e < 4; e++) {
-                        u32 col = n * 8 + 2 * t + (e & 1);
-                        u32 key = e < 2 ? key0 : key1;
-                        bool valid = !p.causal || key <= row_pos[col];
-                        float prob = valid ? exp2f(s[n][e] * p.scale_log2 - row_lse[col]) : 0.0f;
-                        s[n][e] = prob;                               // p^T
-                        dp[n][e] = prob * (dp[n][e] - row_delta[col]); // ds^T
-                    }
-                }
-                accumulate<DKDV_ROWS>(dv_acc, s, do_tile);
-                accumulate<DKDV_ROWS>(dk_acc, dp, q_tile);
+            for (u32 e = 0; e < 4; e++) {
+                u32 col = n * 8 + 2 * t + (e & 1);
+                u32 key = e < 2 ? key0 : key1;
+                bool valid = !p.causal || key <= row_pos[b][col];
+                float prob = valid ? exp2f(s[n][e] * p.scale_log2 - row_lse[b][col]) : 0.0f;
+                s[n][e] = prob;                                  // p^T
+                dp[n][e] = prob * (dp[n][e] - row_delta[b][col]); // ds^T
             }
         }
+        accumulate<DKDV_ROWS>(dv_acc, s, do_tile);
+        accumulate<DKDV_ROWS>(dk_acc, dp, q_tile);
+        // Every warp is done with buffer b: the next iteration's fetch may refill it.
+        __syncthreads();
+        step = next;
     }
+    // A block no row chose still waits for its key copy before it exits.
+    cp_async_wait<0>();
 
 #pragma unroll
     for (u32 half = 0; half < 2; half++) {

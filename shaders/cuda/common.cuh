@@ -126,6 +126,24 @@ __device__ __forceinline__ uint4 load8(const elem_t* src) {
 #endif
 }
 
+// Eight consecutive elements as floats, in one 16-byte load (two for f32).
+__device__ __forceinline__ void load8_float(float out[8], const elem_t* src) {
+#if ELEM_KIND == ELEM_F32
+    float4 a = *(const float4*)src;
+    float4 b = *(const float4*)(src + 4);
+    out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+    out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+#else
+    uint4 raw = *(const uint4*)src;
+    u32 words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (u32 i = 0; i < 4; i++) {
+        out[2 * i] = bits_to_float((u16)(words[i] & 0xffff));
+        out[2 * i + 1] = bits_to_float((u16)(words[i] >> 16));
+    }
+#endif
+}
+
 // ---- tensor-core fragments ----
 
 // Shared-memory tiles of 16-bit values, rows padded by 8 elements (16 bytes) so the eight
@@ -183,49 +201,47 @@ __device__ __forceinline__ void c_to_a(u32 a[4], const float (*c)[4], u32 j) {
     a[3] = pack2(c[2 * j + 1][2], c[2 * j + 1][3]);
 }
 
-// Rows `rows[0..count)` of a [*, HEAD_DIM] tensor into a padded shared tile of `TILE` rows
+// Which source row each row of a staged tile holds:
+// a gathered list (query rows of one block)...
+struct Listed {
+    const u32* rows;
+    __device__ u32 operator()(u32 r) const { return rows[r]; }
+};
+// ...or a span of consecutive rows (keys).
+struct Span {
+    u32 first;
+    __device__ u32 operator()(u32 r) const { return first + r; }
+};
+
+// Rows `row_of(0..count)` of a [*, HEAD_DIM] tensor into a padded shared tile of `TILE` rows
 // (missing rows zeroed), 16 bytes per thread per step.
-template <int TILE>
-__device__ __forceinline__ void stage_rows(u16* tile, const elem_t* src, const u32* rows, u32 count) {
+template <int TILE, typename RowOf>
+__device__ __forceinline__ void stage(u16* tile, const elem_t* src, RowOf row_of, u32 count) {
     const u32 chunks = HEAD_DIM / 8;
     for (u32 i = threadIdx.x; i < TILE * chunks; i += blockDim.x) {
         u32 r = i / chunks, c = (i % chunks) * 8;
         uint4 value = make_uint4(0, 0, 0, 0);
         if (r < count) {
-            value = load8(src + (size_t)rows[r] * HEAD_DIM + c);
+            value = load8(src + (size_t)row_of(r) * HEAD_DIM + c);
         }
         *(uint4*)(tile + r * TILE_STRIDE + c) = value;
     }
 }
 
-// Consecutive rows `first..first+count` of a [*, HEAD_DIM] tensor into a padded tile.
-template <int TILE>
-__device__ __forceinline__ void stage_span(u16* tile, const elem_t* src, u32 first, u32 count) {
-    const u32 chunks = HEAD_DIM / 8;
-    for (u32 i = threadIdx.x; i < TILE * chunks; i += blockDim.x) {
-        u32 r = i / chunks, c = (i % chunks) * 8;
-        uint4 value = make_uint4(0, 0, 0, 0);
-        if (r < count) {
-            value = load8(src + (size_t)(first + r) * HEAD_DIM + c);
-        }
-        *(uint4*)(tile + r * TILE_STRIDE + c) = value;
-    }
-}
-
-// stage_span without waiting: 16-bit elements are copied by `cp.async` (sm_80+; rows past
+// `stage` without waiting: 16-bit elements are copied by `cp.async` (sm_80+; rows past
 // `count` zero-filled) and land once the caller's cp_async_wait says so, while the tensor
-// cores work on the other buffer. f32 elements need converting on the way, so they are
-// staged synchronously (the waits are then no-ops).
-template <int TILE>
-__device__ __forceinline__ void stage_span_async(u16* tile, const elem_t* src, u32 first, u32 count) {
+// cores work on another buffer. f32 elements need converting on the way, so they are
+// staged synchronously (the waits are then no-ops). `count` must be positive.
+template <int TILE, typename RowOf>
+__device__ __forceinline__ void stage_async(u16* tile, const elem_t* src, RowOf row_of, u32 count) {
 #if ELEM_KIND == ELEM_F32
-    stage_span<TILE>(tile, src, first, count);
+    stage<TILE>(tile, src, row_of, count);
 #else
     const u32 chunks = HEAD_DIM / 8;
     for (u32 i = threadIdx.x; i < TILE * chunks; i += blockDim.x) {
         u32 r = i / chunks, c = (i % chunks) * 8;
         // A row past the end reads nothing (source size 0) from a valid address.
-        const elem_t* from = src + (size_t)(first + (r < count ? r : 0)) * HEAD_DIM + c;
+        const elem_t* from = src + (size_t)row_of(r < count ? r : 0) * HEAD_DIM + c;
         u32 bytes = r < count ? 16 : 0;
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
                      :: "r"(shared_address(tile + r * TILE_STRIDE + c)), "l"(from), "r"(bytes));
@@ -265,8 +281,8 @@ struct KeyValueTiles {
     __device__ void fetch(u32 i) const {
         if (i >= count) return;
         u32 keys = min((u32)KEY_TILE, stop - key(i));
-        stage_span_async<KEY_TILE>(k_tile(i), k, key(i), keys);
-        stage_span_async<KEY_TILE>(v_tile(i), v, key(i), keys);
+        stage_async<KEY_TILE>(k_tile(i), k, Span{key(i)}, keys);
+        stage_async<KEY_TILE>(v_tile(i), v, Span{key(i)}, keys);
         cp_async_commit();
     }
     // Starts the copy of tile i + 1, waits for tile i and shows it to the whole block.

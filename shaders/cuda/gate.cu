@@ -1,7 +1,9 @@
 // Gate: mean key of every block, then each query's top-k blocks (DESIGN §1 steps 1-4).
 //
-// block_means — grid (num_blocks, batch * kv_heads), HEAD_DIM threads: one thread per
-//   column sums the block's keys in f32. Memory: k [groups, kv_len, HEAD_DIM] elem_t,
+// block_means — grid (num_blocks, batch * kv_heads), MEAN_THREADS threads: thread
+//   (lane r, columns 8c..8c+7) sums those columns of the block's rows r, r + lanes, ...
+//   in f32 with 16-byte loads (lanes = MEAN_THREADS / (HEAD_DIM / 8)), then thread c adds
+//   the lanes' partial sums of column c from shared memory. Memory: k [groups, kv_len, HEAD_DIM] elem_t,
 //   means [groups, num_blocks, HEAD_DIM] f32.
 // gate_topk — grid ceil(rows / GATE_THREADS), one thread per query row (rows = batch *
 //   q_heads * q_len). Each thread keeps its query and its best TOP_K (score, block) pairs in
@@ -12,18 +14,38 @@
 //   [rows, TOP_K] i32, ascending, padded with -1.
 
 #define GATE_THREADS 128
+#define MEAN_THREADS 256
 #define GATE_MEAN_KEY 0
 #define GATE_SINK_AND_RECENT 2
 
-extern "C" __global__ void block_means(Params p, const elem_t* k, float* means) {
-    u32 j = blockIdx.x, group = blockIdx.y, c = threadIdx.x;
+extern "C" __global__ void __launch_bounds__(MEAN_THREADS)
+block_means(Params p, const elem_t* k, float* means) {
+    const u32 column_groups = HEAD_DIM / 8;
+    const u32 lanes = MEAN_THREADS / column_groups; // rows summed side by side
+    __shared__ float partial[MEAN_THREADS / (HEAD_DIM / 8)][HEAD_DIM];
+    u32 j = blockIdx.x, group = blockIdx.y;
+    u32 lane = threadIdx.x / column_groups, c8 = (threadIdx.x % column_groups) * 8;
     u32 first = j * p.block_size, end = block_end(p, j);
     const elem_t* keys = k + (size_t)group * p.kv_len * HEAD_DIM;
-    float sum = 0.0f;
-    for (u32 i = first; i < end; i++) {
-        sum += to_float(keys[(size_t)i * HEAD_DIM + c]);
+    // Head dims whose column groups do not divide MEAN_THREADS leave the last threads idle.
+    u32 stop = lane < lanes ? end : first;
+    float sum[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    for (u32 i = first + lane; i < stop; i += lanes) {
+        float x[8];
+        load8_float(x, keys + (size_t)i * HEAD_DIM + c8);
+#pragma unroll
+        for (u32 e = 0; e < 8; e++) sum[e] += x[e];
     }
-    means[((size_t)group * p.num_blocks + j) * HEAD_DIM + c] = sum / (float)(end - first);
+    if (lane < lanes) {
+#pragma unroll
+        for (u32 e = 0; e < 8; e++) partial[lane][c8 + e] = sum[e];
+    }
+    __syncthreads();
+    for (u32 c = threadIdx.x; c < HEAD_DIM; c += MEAN_THREADS) {
+        float total = 0.0f;
+        for (u32 r = 0; r < lanes; r++) total += partial[r][c];
+        means[((size_t)group * p.num_blocks + j) * HEAD_DIM + c] = total / (float)(end - first);
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(GATE_THREADS)
@@ -35,9 +57,10 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
     u32 current = query_position(p, row % p.q_len) / p.block_size;
     const float4* block_mean = (const float4*)(means + (size_t)kv_group(p, bh) * p.num_blocks * HEAD_DIM);
 
+    // 16-byte loads: a thread's row is contiguous (scalar loads touched a line per element).
     float query[HEAD_DIM];
 #pragma unroll
-    for (u32 c = 0; c < HEAD_DIM; c++) query[c] = to_float(q[(size_t)row * HEAD_DIM + c]);
+    for (u32 c = 0; c < HEAD_DIM; c += 8) load8_float(query + c, q + (size_t)row * HEAD_DIM + c);
 
     // Causal rows rank the blocks before their own for TOP_K - 1 places.
     u32 places = p.causal ? TOP_K - 1 : TOP_K;

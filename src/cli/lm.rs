@@ -104,6 +104,11 @@ pub struct RunArgs {
     /// Recall task: queries per sequence (default: one per 512 bytes, 1 to 16).
     #[arg(long)]
     recall_queries: Option<usize>,
+    /// Shorter sequences first: the first half of the steps climbs through N - 1 halvings of
+    /// --seq-len (shortest first, equal parts, as many more sequences per batch as they are
+    /// shorter), the second half reads --seq-len.
+    #[arg(long, default_value_t = 1)]
+    curriculum: usize,
     /// Optimizer steps.
     #[arg(long, default_value_t = 200)]
     steps: usize,
@@ -183,6 +188,7 @@ impl RunArgs {
             .with_learning_rate(self.lr)
             .with_warmup_steps(self.warmup.unwrap_or(self.steps / 20))
             .with_weight_decay(self.weight_decay)
+            .with_curriculum(self.curriculum)
             .with_seed(self.seed);
         config.validate()?;
         Ok(config)

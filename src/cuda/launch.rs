@@ -19,6 +19,8 @@ pub const CHUNK_ROWS: usize = 1024;
 pub const INVERT_THREADS: u32 = 256;
 /// Threads of the gate (`GATE_THREADS` in gate.cu).
 pub const GATE_THREADS: u32 = 128;
+/// Threads of the block means (`MEAN_THREADS` in gate.cu).
+pub const MEAN_THREADS: u32 = 256;
 /// Threads of the element-wise and per-row kernels.
 pub const ELEMENT_THREADS: u32 = 256;
 /// Padding of every shared tile row, in 16-bit elements (`TILE_PAD`).
@@ -124,9 +126,10 @@ impl CudaPlan {
         2 * self.tile_bytes(ROW_TILE) + 4 * self.tile_bytes(KEY_TILE)
     }
 
-    /// Dynamic shared memory of `dkdv`: k, v, q and dO tiles.
+    /// Dynamic shared memory of `dkdv`: the k and v tiles, and two q and two dO tiles (the
+    /// next step's rows are copied while this step's are used).
     pub fn dkdv_shared_bytes(&self) -> u32 {
-        2 * self.tile_bytes(KEY_TILE) + 2 * self.tile_bytes(DKDV_ROWS)
+        2 * self.tile_bytes(KEY_TILE) + 4 * self.tile_bytes(DKDV_ROWS)
     }
 
     /// Dynamic shared memory of the histogram and scatter kernels: one u32 per block.
@@ -192,7 +195,7 @@ mod tests {
     use crate::cuda::source::defined;
 
     /// The Rust copies of the sources' tile constants, as the sources define them.
-    fn source_constants() -> [(&'static str, usize, Option<u32>); 8] {
+    fn source_constants() -> [(&'static str, usize, Option<u32>); 9] {
         [
             ("ROW_TILE", ROW_TILE, defined("ROW_TILE")),
             ("KEY_TILE", KEY_TILE, defined("KEY_TILE")),
@@ -207,6 +210,11 @@ mod tests {
                 "GATE_THREADS",
                 GATE_THREADS as usize,
                 defined("GATE_THREADS"),
+            ),
+            (
+                "MEAN_THREADS",
+                MEAN_THREADS as usize,
+                defined("MEAN_THREADS"),
             ),
             ("TILE_PAD", TILE_PAD, defined("TILE_PAD")),
             ("WARP", 32, defined("WARP")),
@@ -259,7 +267,7 @@ mod tests {
         // Two attention blocks per SM on sm_90 (228 KiB).
         assert!(2 * plan.attention_shared_bytes() <= 228 * 1024);
         assert_eq!(plan.dq_shared_bytes(), (2 * 128 + 4 * 64) * 136 * 2);
-        assert_eq!(plan.dkdv_shared_bytes(), (2 * 64 + 2 * 32) * 136 * 2);
+        assert_eq!(plan.dkdv_shared_bytes(), (2 * 64 + 4 * 32) * 136 * 2);
         assert!(plan.dq_shared_bytes() <= 227 * 1024);
     }
 

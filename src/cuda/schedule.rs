@@ -2,7 +2,8 @@
 //! Data only (no driver), so CI checks them; `runtime` executes them.
 
 use super::launch::{
-    CudaParams, CudaPlan, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS, TILE_THREADS,
+    CudaParams, CudaPlan, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS, MEAN_THREADS,
+    TILE_THREADS,
 };
 use super::source::CudaProgram;
 use crate::config::{Gate, MobaConfig};
@@ -109,9 +110,8 @@ impl CudaSchedule {
         let plan = &self.plan;
         let means = (self.gate == Gate::MeanKey).then(|| {
             let grid = (plan.num_blocks as u32, plan.kv_groups as u32, 1);
-            let threads = plan.head_dim as u32;
             let args = [Arg::Ptr(t.k), Arg::Ptr(s.means)];
-            self.launch(CudaProgram::Gate, "block_means", grid, threads, 0, &args)
+            self.launch(CudaProgram::Gate, "block_means", grid, MEAN_THREADS, 0, &args)
         });
         let grid = CudaPlan::cover(plan.rows, GATE_THREADS);
         let args = [Arg::Ptr(t.q), Arg::Ptr(s.means), Arg::Ptr(t.selection)];

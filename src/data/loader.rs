@@ -97,7 +97,7 @@ impl<B: Backend> Iterator for Batches<'_, B> {
         let size = self.loader.batch_size as u64;
         let first = self.start + self.next as u64 * size;
         let sequences: Vec<_> = (first..first + size)
-            .map(|index| self.loader.source.sequence(index))
+            .flat_map(|index| self.loader.source.item(index))
             .collect();
         self.next += 1;
         Some(TokenBatch::new(&sequences, &self.loader.device))

@@ -4,16 +4,19 @@
 //! - [`RecallTask`]: synthetic long-range recall (key-value records scattered through a long
 //!   context, queried at the end), seeded, with the distance between record and query
 //!   controllable;
+//! - [`Curriculum`]: shorter sequences first, for the early steps of a run;
 //! - [`SequenceLoader`]: a burn `DataLoader` that batches any [`SequenceSource`] into
 //!   [`TokenBatch`]es, with fresh sequences on every pass.
 
 mod batch;
 mod corpus;
+mod curriculum;
 mod loader;
 mod recall;
 
 pub use batch::TokenBatch;
 pub use corpus::{CorpusWindows, TextCorpus};
+pub use curriculum::{Curriculum, curriculum_lengths};
 pub use loader::SequenceLoader;
 pub use recall::{RECORD_LEN, RecallQuery, RecallSample, RecallTask};
 
@@ -54,6 +57,13 @@ pub trait SequenceSource: Send + Sync {
 
     /// Sequence number `index`.
     fn sequence(&self, index: u64) -> Sequence;
+
+    /// What item `index` of a batch is: sequence `index` alone, by default. A
+    /// [`Curriculum`]'s shorter stages give several short sequences in its place, the same
+    /// bytes in all, so that a step reads as many bytes (and answers) at every stage.
+    fn item(&self, index: u64) -> Vec<Sequence> {
+        vec![self.sequence(index)]
+    }
 
     /// How many distinct sequences there are, for a finite source (validation windows);
     /// `None` for an endless stream.

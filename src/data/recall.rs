@@ -135,6 +135,15 @@ impl RecallTask {
         Err(error.expect("at least one query was tried"))
     }
 
+    /// The task at another length with the same seed and the same density of records and
+    /// queries (at least one query; a curriculum's shorter stages).
+    pub fn scaled(&self, seq_len: usize) -> Result<Self> {
+        let scale = |count: usize| count * seq_len / self.seq_len;
+        let queries = scale(self.queries).max(1);
+        let pairs = scale(self.pairs).max(queries);
+        Self::with_counts(seq_len, pairs, queries, self.seed)
+    }
+
     /// The same task drawing from another seed (validation uses a seed of its own).
     pub fn with_seed(&self, seed: u64) -> Self {
         Self {

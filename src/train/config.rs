@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use burn::config::Config;
 
-use crate::data::{RecallTask, SequenceSource, TextCorpus};
+use crate::data::{Curriculum, RecallTask, SequenceSource, TextCorpus, curriculum_lengths};
 use crate::error::{MobaError, Result};
 use crate::model::LmConfig;
 
@@ -53,6 +53,12 @@ pub struct TrainConfig {
     /// Gradient norm clip.
     #[config(default = 1.0)]
     pub grad_clip: f32,
+    /// Length stages of the training data, shortest first ([`Curriculum`]): the first half
+    /// of the steps climbs through `seq_len / 2^(n-1)`, ..., `seq_len / 2` in equal parts
+    /// (as many more sequences per batch as they are shorter), the second half reads
+    /// `seq_len`. 1 (the default): every step reads `seq_len`. Validation reads `seq_len`.
+    #[config(default = 1)]
+    pub curriculum: usize,
     /// Seeds the weights and the data: two runs with the same seed start from the same
     /// weights (when their shapes agree) and see the same sequences.
     #[config(default = 42)]
@@ -72,6 +78,7 @@ impl TrainConfig {
             ("grad_accumulation", self.grad_accumulation),
             ("valid_every", self.valid_every),
             ("valid_batches", self.valid_batches),
+            ("curriculum", self.curriculum),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(MobaError::Config(format!("{name} must be positive")));
@@ -87,6 +94,17 @@ impl TrainConfig {
                 "seq_len ({}) exceeds the model's max_seq_len ({})",
                 self.seq_len, self.model.max_seq_len
             )));
+        }
+        if self.curriculum > 1 && self.steps_per_stage() == 0 {
+            return Err(MobaError::Config(format!(
+                "a curriculum of {} stages needs at least {} steps",
+                self.curriculum,
+                2 * (self.curriculum - 1)
+            )));
+        }
+        if let DataConfig::Recall { pairs, queries } = self.data {
+            let shortest = curriculum_lengths(self.seq_len, self.curriculum)[0];
+            RecallTask::with_counts(self.seq_len, pairs, queries, self.seed)?.scaled(shortest)?;
         }
         if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
             return Err(MobaError::Config(format!(
@@ -112,26 +130,50 @@ impl TrainConfig {
         self.seq_len * self.batch_size * self.grad_accumulation
     }
 
+    /// Optimizer steps of each shorter stage of the curriculum (0 without one).
+    fn steps_per_stage(&self) -> usize {
+        match self.curriculum {
+            0 | 1 => 0,
+            stages => self.steps / 2 / (stages - 1),
+        }
+    }
+
     /// The training and validation sources (reads the corpus for text data).
     pub fn sources(&self) -> Result<(Arc<dyn SequenceSource>, Arc<dyn SequenceSource>)> {
-        match &self.data {
-            DataConfig::Recall { pairs, queries } => {
-                let task = RecallTask::with_counts(self.seq_len, *pairs, *queries, self.seed)?;
-                let valid = task.with_seed(self.seed ^ VALID_SEED);
-                Ok((Arc::new(task), Arc::new(valid)))
+        let (at_length, valid): (Box<dyn Fn(usize) -> Result<Arc<dyn SequenceSource>>>, _) =
+            match &self.data {
+                DataConfig::Recall { pairs, queries } => {
+                    let task =
+                        RecallTask::with_counts(self.seq_len, *pairs, *queries, self.seed)?;
+                    let valid: Arc<dyn SequenceSource> =
+                        Arc::new(task.with_seed(self.seed ^ VALID_SEED));
+                    let at_length = move |len| Ok(Arc::new(task.scaled(len)?) as _);
+                    (Box::new(at_length), valid)
+                }
+                DataConfig::Text {
+                    paths,
+                    valid_fraction,
+                } => {
+                    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+                    let corpus = TextCorpus::load(&paths, *valid_fraction)?;
+                    let valid: Arc<dyn SequenceSource> = Arc::new(corpus.valid(self.seq_len)?);
+                    let seed = self.seed;
+                    let at_length = move |len| Ok(Arc::new(corpus.train(len, seed)?) as _);
+                    (Box::new(at_length), valid)
+                }
+            };
+        let mut stages = curriculum_lengths(self.seq_len, self.curriculum)
+            .into_iter()
+            .map(at_length)
+            .collect::<Result<Vec<_>>>()?;
+        let train = match stages.len() {
+            1 => stages.remove(0),
+            _ => {
+                let sequences = self.steps_per_stage() * self.batch_size * self.grad_accumulation;
+                Arc::new(Curriculum::new(stages, sequences as u64))
             }
-            DataConfig::Text {
-                paths,
-                valid_fraction,
-            } => {
-                let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
-                let corpus = TextCorpus::load(&paths, *valid_fraction)?;
-                Ok((
-                    Arc::new(corpus.train(self.seq_len, self.seed)?),
-                    Arc::new(corpus.valid(self.seq_len)?),
-                ))
-            }
-        }
+        };
+        Ok((train, valid))
     }
 
     /// The validation recall task of a recall run (`None` for text).
