@@ -10,6 +10,7 @@
 # (default 8k), STEPS (default 200), BATCH (default 8), EXTRA (more `moba compare` flags),
 # LIMIT (seconds per task before it is stopped, default 560), FRESH (default 1; 0 keeps the
 # runs of an earlier call on the same warm machine, so that `moba compare` resumes them).
+# On a machine with two GPUs or more, the two arms train side by side, one per GPU.
 # What comes back stays small: the checkpoints stay on the device; $OUT gets the log and
 # one archive of each task's tables, plots, metrics and configs.
 set -u
@@ -21,19 +22,39 @@ BATCH=${BATCH:-8}
 mkdir -p "$OUT"
 source scripts/device-env.sh
 runs=/tmp/moba-lm
+repo=$PWD
+gpus=$(nvidia-smi -L | wc -l)
 # A fresh start each call unless FRESH=0 (the machine may still hold an earlier call's runs).
 [ "${FRESH:-1}" = 1 ] && rm -rf "$runs"
 mkdir -p "$runs"
 for task in $TASKS; do
     data=()
-    [ "$task" = text ] && data=(--text .device/python-stdlib.txt)
+    [ "$task" = text ] && data=(--text "$repo/.device/python-stdlib.txt")
     echo "== $task: moba compare, preset $PRESET, $STEPS steps of $BATCH sequences"
     start=$(date +%s)
-    # shellcheck disable=SC2086
-    timeout "${LIMIT:-560}" .device/moba compare --backend cuda --out "$runs/$task" --preset "$PRESET" \
-        --steps "$STEPS" --batch-size "$BATCH" "${data[@]}" ${EXTRA:-} \
-        > "$OUT/$task.log" 2>&1
-    echo "exit $? after $(($(date +%s) - start)) s"
+    if [ "$gpus" -ge 2 ]; then
+        # One arm per GPU, side by side, each in a working directory of its own (cubecl keeps
+        # its autotune cache under ./target); then the report from both.
+        gpu=0
+        for arm in moba full; do
+            mkdir -p "/tmp/moba-arm-$arm"
+            # shellcheck disable=SC2086
+            (cd "/tmp/moba-arm-$arm" && CUDA_VISIBLE_DEVICES=$gpu timeout "${LIMIT:-560}" \
+                "$repo/.device/moba" compare --backend cuda --arms "$arm" --out "$runs/$task" \
+                --preset "$PRESET" --steps "$STEPS" --batch-size "$BATCH" "${data[@]}" ${EXTRA:-} \
+                > "$OUT/$task-$arm.log" 2>&1; echo "$arm: exit $? after $(($(date +%s) - start)) s") &
+            gpu=$((gpu + 1))
+        done
+        wait
+        cat "$OUT/$task-moba.log" "$OUT/$task-full.log" > "$OUT/$task.log"
+        .device/moba compare --report-only --out "$runs/$task" >> "$OUT/$task.log" 2>&1
+    else
+        # shellcheck disable=SC2086
+        timeout "${LIMIT:-560}" .device/moba compare --backend cuda --out "$runs/$task" \
+            --preset "$PRESET" --steps "$STEPS" --batch-size "$BATCH" "${data[@]}" ${EXTRA:-} \
+            > "$OUT/$task.log" 2>&1
+        echo "exit $? after $(($(date +%s) - start)) s"
+    fi
     grep -E '^(device|== |\| |- )' "$OUT/$task.log" | grep -v '^== .*: evaluating'
     grep -E '^epoch [0-9]+/[0-9]+ validation' "$OUT/$task.log" | tail -2
     (cd "$runs" && tar czf - --exclude=checkpoint --exclude='*.mpk' "$task") > "$OUT/$task.tar.gz"

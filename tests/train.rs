@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::{NdArray, Wgpu};
+use burn::data::dataloader::DataLoader;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use moba::MobaError;
 use moba::backend::MobaBackend;
-use burn::data::dataloader::DataLoader;
 use moba::data::{RECORD_LEN, RecallTask, SequenceLoader, SequenceSource, TextCorpus};
 use moba::model::{Generator, LmConfig, MobaLm, Sampling, generate, generate::byte_tensor};
 use moba::module::AttentionKind;
@@ -360,7 +360,7 @@ fn a_curriculum_reads_short_sequences_first_at_the_same_bytes_per_step() {
     let config = TrainConfig::new(tiny(512), recall, 512, 8)
         .with_batch_size(2)
         .with_valid_every(4)
-        .with_curriculum(3);
+        .with_curriculum(Some(3));
     config.validate().unwrap();
     let (train_source, valid_source) = config.sources().unwrap();
     assert_eq!(valid_source.seq_len(), 512);
@@ -368,18 +368,36 @@ fn a_curriculum_reads_short_sequences_first_at_the_same_bytes_per_step() {
     let shapes: Vec<[usize; 2]> = loader.iter().map(|batch| batch.dims()).collect();
     assert_eq!(
         shapes,
-        [[8, 128], [8, 128], [4, 256], [4, 256], [2, 512], [2, 512], [2, 512], [2, 512]]
+        [
+            [8, 128],
+            [8, 128],
+            [4, 256],
+            [4, 256],
+            [2, 512],
+            [2, 512],
+            [2, 512],
+            [2, 512]
+        ]
     );
     // The short stages keep the density of queries: 8 per 512 bytes, 3 answer bytes each.
     let (first, _) = config.sources().unwrap();
     let answers: f32 = first.item(0).iter().flat_map(|s| s.weights.clone()).sum();
     assert_eq!(answers, 3.0 * 8.0);
 
-    let too_few_steps = config.clone().with_steps(3).with_valid_every(3);
+    let too_few_steps = TrainConfig {
+        steps: 3,
+        valid_every: 3,
+        ..config.clone()
+    };
     let err = too_few_steps.validate().unwrap_err();
     assert!(err.to_string().contains("at least 4 steps"), "{err}");
     // 512 / 2^5 = 16 bytes hold no record.
-    let err = config.clone().with_curriculum(6).validate().unwrap_err();
+    let too_short = TrainConfig {
+        steps: 16,
+        curriculum: Some(6),
+        ..config.clone()
+    };
+    let err = too_short.validate().unwrap_err();
     assert!(err.to_string().contains("recall task"), "{err}");
 }
 

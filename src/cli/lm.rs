@@ -188,7 +188,7 @@ impl RunArgs {
             .with_learning_rate(self.lr)
             .with_warmup_steps(self.warmup.unwrap_or(self.steps / 20))
             .with_weight_decay(self.weight_decay)
-            .with_curriculum(self.curriculum)
+            .with_curriculum((self.curriculum != 1).then_some(self.curriculum))
             .with_seed(self.seed);
         config.validate()?;
         Ok(config)

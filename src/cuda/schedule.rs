@@ -111,7 +111,14 @@ impl CudaSchedule {
         let means = (self.gate == Gate::MeanKey).then(|| {
             let grid = (plan.num_blocks as u32, plan.kv_groups as u32, 1);
             let args = [Arg::Ptr(t.k), Arg::Ptr(s.means)];
-            self.launch(CudaProgram::Gate, "block_means", grid, MEAN_THREADS, 0, &args)
+            self.launch(
+                CudaProgram::Gate,
+                "block_means",
+                grid,
+                MEAN_THREADS,
+                0,
+                &args,
+            )
         });
         let grid = CudaPlan::cover(plan.rows, GATE_THREADS);
         let args = [Arg::Ptr(t.q), Arg::Ptr(s.means), Arg::Ptr(t.selection)];

@@ -56,9 +56,9 @@ pub struct TrainConfig {
     /// Length stages of the training data, shortest first ([`Curriculum`]): the first half
     /// of the steps climbs through `seq_len / 2^(n-1)`, ..., `seq_len / 2` in equal parts
     /// (as many more sequences per batch as they are shorter), the second half reads
-    /// `seq_len`. 1 (the default): every step reads `seq_len`. Validation reads `seq_len`.
-    #[config(default = 1)]
-    pub curriculum: usize,
+    /// `seq_len`. `None` (the default, and what a `train.json` written before this setting
+    /// existed reads as) or 1: every step reads `seq_len`. Validation reads `seq_len`.
+    pub curriculum: Option<usize>,
     /// Seeds the weights and the data: two runs with the same seed start from the same
     /// weights (when their shapes agree) and see the same sequences.
     #[config(default = 42)]
@@ -78,7 +78,7 @@ impl TrainConfig {
             ("grad_accumulation", self.grad_accumulation),
             ("valid_every", self.valid_every),
             ("valid_batches", self.valid_batches),
-            ("curriculum", self.curriculum),
+            ("curriculum", self.stages()),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(MobaError::Config(format!("{name} must be positive")));
@@ -95,15 +95,15 @@ impl TrainConfig {
                 self.seq_len, self.model.max_seq_len
             )));
         }
-        if self.curriculum > 1 && self.steps_per_stage() == 0 {
+        if self.stages() > 1 && self.steps_per_stage() == 0 {
             return Err(MobaError::Config(format!(
                 "a curriculum of {} stages needs at least {} steps",
-                self.curriculum,
-                2 * (self.curriculum - 1)
+                self.stages(),
+                2 * (self.stages() - 1)
             )));
         }
         if let DataConfig::Recall { pairs, queries } = self.data {
-            let shortest = curriculum_lengths(self.seq_len, self.curriculum)[0];
+            let shortest = curriculum_lengths(self.seq_len, self.stages())[0];
             RecallTask::with_counts(self.seq_len, pairs, queries, self.seed)?.scaled(shortest)?;
         }
         if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
@@ -130,9 +130,14 @@ impl TrainConfig {
         self.seq_len * self.batch_size * self.grad_accumulation
     }
 
+    /// Length stages of the curriculum (1 without one).
+    pub fn stages(&self) -> usize {
+        self.curriculum.unwrap_or(1)
+    }
+
     /// Optimizer steps of each shorter stage of the curriculum (0 without one).
     fn steps_per_stage(&self) -> usize {
-        match self.curriculum {
+        match self.stages() {
             0 | 1 => 0,
             stages => self.steps / 2 / (stages - 1),
         }
@@ -143,8 +148,7 @@ impl TrainConfig {
         let (at_length, valid): (Box<dyn Fn(usize) -> Result<Arc<dyn SequenceSource>>>, _) =
             match &self.data {
                 DataConfig::Recall { pairs, queries } => {
-                    let task =
-                        RecallTask::with_counts(self.seq_len, *pairs, *queries, self.seed)?;
+                    let task = RecallTask::with_counts(self.seq_len, *pairs, *queries, self.seed)?;
                     let valid: Arc<dyn SequenceSource> =
                         Arc::new(task.with_seed(self.seed ^ VALID_SEED));
                     let at_length = move |len| Ok(Arc::new(task.scaled(len)?) as _);
@@ -162,7 +166,7 @@ impl TrainConfig {
                     (Box::new(at_length), valid)
                 }
             };
-        let mut stages = curriculum_lengths(self.seq_len, self.curriculum)
+        let mut stages = curriculum_lengths(self.seq_len, self.stages())
             .into_iter()
             .map(at_length)
             .collect::<Result<Vec<_>>>()?;

@@ -20,6 +20,7 @@ pub type MemoryProbe = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 /// own, the training's); `None` without an NVIDIA driver. wgpu has no memory query, and
 /// cubecl's counts memory per stream.
 pub fn nvidia_memory_probe(index: u32) -> Option<MemoryProbe> {
+    let index = nvml_index(index);
     let nvml = Nvml::init().ok()?;
     nvml.device_by_index(index).ok()?;
     let nvml = Arc::new(nvml);
@@ -27,6 +28,15 @@ pub fn nvidia_memory_probe(index: u32) -> Option<MemoryProbe> {
         let device = nvml.device_by_index(index).ok()?;
         device.memory_info().ok().map(|memory| memory.used)
     }))
+}
+
+/// The NVML number of CUDA device `index`: NVML numbers every GPU, CUDA only those that
+/// `CUDA_VISIBLE_DEVICES` lists (when it lists numbers).
+fn nvml_index(index: u32) -> u32 {
+    std::env::var("CUDA_VISIBLE_DEVICES")
+        .ok()
+        .and_then(|list| list.split(',').nth(index as usize)?.trim().parse().ok())
+        .unwrap_or(index)
 }
 
 fn numeric(unit: Option<&str>, higher_is_better: bool) -> MetricAttributes {
