@@ -14,6 +14,8 @@ LONG_S=${LONG_S:-32768,131072,524288}
 mkdir -p "$OUT"
 # The binaries travel gzipped (scripts/stage-device.sh).
 for packed in .device/*.gz .device/tests/*.gz; do gunzip -kf "$packed"; done
+# gunzip gives each file its archive's mode: make sure the binaries can run.
+chmod +x .device/moba .device/tests/*
 # NVRTC and the CUDA headers burn-cuda compiles with.
 source scripts/device-env.sh
 
