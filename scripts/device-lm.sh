@@ -31,6 +31,9 @@ for task in $TASKS; do
     data=()
     [ "$task" = text ] && data=(--text "$repo/.device/python-stdlib.txt")
     echo "== $task: moba compare, preset $PRESET, $STEPS steps of $BATCH sequences"
+    # shellcheck disable=SC2206
+    compare=(compare --backend cuda --out "$runs/$task" --preset "$PRESET" --steps "$STEPS"
+        --batch-size "$BATCH" "${data[@]}" ${EXTRA:-})
     start=$(date +%s)
     if [ "$gpus" -ge 2 ]; then
         # One arm per GPU, side by side, each in a working directory of its own (cubecl keeps
@@ -38,21 +41,16 @@ for task in $TASKS; do
         gpu=0
         for arm in moba full; do
             mkdir -p "/tmp/moba-arm-$arm"
-            # shellcheck disable=SC2086
             (cd "/tmp/moba-arm-$arm" && CUDA_VISIBLE_DEVICES=$gpu timeout "${LIMIT:-560}" \
-                "$repo/.device/moba" compare --backend cuda --arms "$arm" --out "$runs/$task" \
-                --preset "$PRESET" --steps "$STEPS" --batch-size "$BATCH" "${data[@]}" ${EXTRA:-} \
-                > "$OUT/$task-$arm.log" 2>&1; echo "$arm: exit $? after $(($(date +%s) - start)) s") &
+                "$repo/.device/moba" "${compare[@]}" --arms "$arm" > "$OUT/$task-$arm.log" 2>&1
+                echo "$arm: exit $? after $(($(date +%s) - start)) s") &
             gpu=$((gpu + 1))
         done
         wait
         cat "$OUT/$task-moba.log" "$OUT/$task-full.log" > "$OUT/$task.log"
-        .device/moba compare --report-only --out "$runs/$task" >> "$OUT/$task.log" 2>&1
+        "$repo/.device/moba" compare --report-only --out "$runs/$task" >> "$OUT/$task.log" 2>&1
     else
-        # shellcheck disable=SC2086
-        timeout "${LIMIT:-560}" .device/moba compare --backend cuda --out "$runs/$task" \
-            --preset "$PRESET" --steps "$STEPS" --batch-size "$BATCH" "${data[@]}" ${EXTRA:-} \
-            > "$OUT/$task.log" 2>&1
+        timeout "${LIMIT:-560}" "$repo/.device/moba" "${compare[@]}" > "$OUT/$task.log" 2>&1
         echo "exit $? after $(($(date +%s) - start)) s"
     fi
     grep -E '^(device|== |\| |- )' "$OUT/$task.log" | grep -v '^== .*: evaluating'

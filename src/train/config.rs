@@ -102,9 +102,8 @@ impl TrainConfig {
                 2 * (self.stages() - 1)
             )));
         }
-        if let DataConfig::Recall { pairs, queries } = self.data {
-            let shortest = curriculum_lengths(self.seq_len, self.stages())[0];
-            RecallTask::with_counts(self.seq_len, pairs, queries, self.seed)?.scaled(shortest)?;
+        if let Some(task) = self.recall_task()? {
+            task.scaled(curriculum_lengths(self.seq_len, self.stages())[0])?;
         }
         if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
             return Err(MobaError::Config(format!(
@@ -145,14 +144,16 @@ impl TrainConfig {
 
     /// The training and validation sources (reads the corpus for text data).
     pub fn sources(&self) -> Result<(Arc<dyn SequenceSource>, Arc<dyn SequenceSource>)> {
-        let (at_length, valid): (Box<dyn Fn(usize) -> Result<Arc<dyn SequenceSource>>>, _) =
+        let lengths = curriculum_lengths(self.seq_len, self.stages());
+        let (mut stages, valid): (Vec<Arc<dyn SequenceSource>>, Arc<dyn SequenceSource>) =
             match &self.data {
                 DataConfig::Recall { pairs, queries } => {
                     let task = RecallTask::with_counts(self.seq_len, *pairs, *queries, self.seed)?;
-                    let valid: Arc<dyn SequenceSource> =
-                        Arc::new(task.with_seed(self.seed ^ VALID_SEED));
-                    let at_length = move |len| Ok(Arc::new(task.scaled(len)?) as _);
-                    (Box::new(at_length), valid)
+                    let stages = lengths
+                        .iter()
+                        .map(|&len| Ok(Arc::new(task.scaled(len)?) as _))
+                        .collect::<Result<_>>()?;
+                    (stages, Arc::new(task.with_seed(self.seed ^ VALID_SEED)))
                 }
                 DataConfig::Text {
                     paths,
@@ -160,16 +161,13 @@ impl TrainConfig {
                 } => {
                     let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
                     let corpus = TextCorpus::load(&paths, *valid_fraction)?;
-                    let valid: Arc<dyn SequenceSource> = Arc::new(corpus.valid(self.seq_len)?);
-                    let seed = self.seed;
-                    let at_length = move |len| Ok(Arc::new(corpus.train(len, seed)?) as _);
-                    (Box::new(at_length), valid)
+                    let stages = lengths
+                        .iter()
+                        .map(|&len| Ok(Arc::new(corpus.train(len, self.seed)?) as _))
+                        .collect::<Result<_>>()?;
+                    (stages, Arc::new(corpus.valid(self.seq_len)?))
                 }
             };
-        let mut stages = curriculum_lengths(self.seq_len, self.stages())
-            .into_iter()
-            .map(at_length)
-            .collect::<Result<Vec<_>>>()?;
         let train = match stages.len() {
             1 => stages.remove(0),
             _ => {
