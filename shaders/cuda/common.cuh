@@ -115,17 +115,6 @@ __device__ __forceinline__ u32 pack2(float lo, float hi) {
     return r;
 }
 
-// Eight consecutive elements as eight multiply-type values (16 bytes).
-__device__ __forceinline__ uint4 load8(const elem_t* src) {
-#if ELEM_KIND == ELEM_F32
-    float4 a = *(const float4*)src;
-    float4 b = *(const float4*)(src + 4);
-    return make_uint4(pack2(a.x, a.y), pack2(a.z, a.w), pack2(b.x, b.y), pack2(b.z, b.w));
-#else
-    return *(const uint4*)src;
-#endif
-}
-
 // Eight consecutive elements as floats, in one 16-byte load (two for f32).
 __device__ __forceinline__ void load8_float(float out[8], const elem_t* src) {
 #if ELEM_KIND == ELEM_F32
@@ -141,6 +130,17 @@ __device__ __forceinline__ void load8_float(float out[8], const elem_t* src) {
         out[2 * i] = bits_to_float((u16)(words[i] & 0xffff));
         out[2 * i + 1] = bits_to_float((u16)(words[i] >> 16));
     }
+#endif
+}
+
+// Eight consecutive elements as eight multiply-type values (16 bytes).
+__device__ __forceinline__ uint4 load8(const elem_t* src) {
+#if ELEM_KIND == ELEM_F32
+    float x[8];
+    load8_float(x, src);
+    return make_uint4(pack2(x[0], x[1]), pack2(x[2], x[3]), pack2(x[4], x[5]), pack2(x[6], x[7]));
+#else
+    return *(const uint4*)src;
 #endif
 }
 

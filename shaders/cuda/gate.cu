@@ -3,8 +3,8 @@
 // block_means — grid (num_blocks, batch * kv_heads), MEAN_THREADS threads: thread
 //   (lane r, columns 8c..8c+7) sums those columns of the block's rows r, r + lanes, ...
 //   in f32 with 16-byte loads (lanes = MEAN_THREADS / (HEAD_DIM / 8)), then thread c adds
-//   the lanes' partial sums of column c from shared memory. Memory: k [groups, kv_len, HEAD_DIM] elem_t,
-//   means [groups, num_blocks, HEAD_DIM] f32.
+//   the lanes' partial sums of column c from shared memory.
+//   Memory: k [groups, kv_len, HEAD_DIM] elem_t, means [groups, num_blocks, HEAD_DIM] f32.
 // gate_topk — grid ceil(rows / GATE_THREADS), one thread per query row (rows = batch *
 //   q_heads * q_len). Each thread keeps its query and its best TOP_K (score, block) pairs in
 //   registers while it streams over the block means, so no [rows, num_blocks] score matrix
@@ -20,9 +20,9 @@
 
 extern "C" __global__ void __launch_bounds__(MEAN_THREADS)
 block_means(Params p, const elem_t* k, float* means) {
-    const u32 column_groups = HEAD_DIM / 8;
-    const u32 lanes = MEAN_THREADS / column_groups; // rows summed side by side
-    __shared__ float partial[MEAN_THREADS / (HEAD_DIM / 8)][HEAD_DIM];
+    constexpr u32 column_groups = HEAD_DIM / 8;
+    constexpr u32 lanes = MEAN_THREADS / column_groups; // rows summed side by side
+    __shared__ float partial[lanes][HEAD_DIM];
     u32 j = blockIdx.x, group = blockIdx.y;
     u32 lane = threadIdx.x / column_groups, c8 = (threadIdx.x % column_groups) * 8;
     u32 first = j * p.block_size, end = block_end(p, j);
