@@ -399,6 +399,15 @@ fn a_curriculum_reads_short_sequences_first_at_the_same_bytes_per_step() {
     };
     let err = too_short.validate().unwrap_err();
     assert!(err.to_string().contains("recall task"), "{err}");
+    let none = TrainConfig {
+        curriculum: Some(0),
+        ..config.clone()
+    };
+    let err = none.validate().unwrap_err();
+    assert!(
+        err.to_string().contains("curriculum must be positive"),
+        "{err}"
+    );
 }
 
 #[test]
