@@ -3,6 +3,11 @@
 # the background), points cudarc at the CUDA toolkit, and prints the GPU.
 # cubecl autotunes burn's matmuls on first use: at its default level that took 4 minutes of
 # a 5-minute sizing run on an H200, so the minimal level is asked for.
+# burn-cuda's first step also compiles its fused kernels with NVRTC (about 3 minutes). The
+# PTX and the autotune results are kept in .device/cubecl-cache (cubecl.toml, written here
+# and copied into any other working directory a script uses) and packed into
+# $OUT/cubecl-cache.tgz on exit: unpacked into .device/ before the next call and carried,
+# they spare it that time. The scripts that source this file set OUT first.
 [ -x .device/moba ] || { gunzip -kf .device/moba.gz && chmod +x .device/moba; }
 if [ -f .device/python-stdlib.txt.gz ] && [ ! -f .device/python-stdlib.txt ]; then
     gunzip -kf .device/python-stdlib.txt.gz
@@ -10,4 +15,9 @@ fi
 export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
 export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
+cubecl_cache=$PWD/.device/cubecl-cache
+mkdir -p "$cubecl_cache"
+printf '[compilation]\ncache = { file = "%s" }\n\n[autotune]\ncache = { file = "%s" }\n' \
+    "$cubecl_cache" "$cubecl_cache" > cubecl.toml
+trap 'tar czf "$OUT/cubecl-cache.tgz" -C .device cubecl-cache' EXIT
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader

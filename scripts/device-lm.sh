@@ -36,11 +36,12 @@ for task in $TASKS; do
         --batch-size "$BATCH" "${data[@]}" ${EXTRA:-})
     start=$(date +%s)
     if [ "$gpus" -ge 2 ]; then
-        # One arm per GPU, side by side, each in a working directory of its own (cubecl keeps
-        # its autotune cache under ./target); then the report from both.
+        # One arm per GPU, side by side, each in a working directory of its own with the
+        # cubecl.toml of device-env.sh; then the report from both.
         gpu=0
         for arm in moba full; do
             mkdir -p "/tmp/moba-arm-$arm"
+            cp cubecl.toml "/tmp/moba-arm-$arm/"
             (cd "/tmp/moba-arm-$arm" && CUDA_VISIBLE_DEVICES=$gpu timeout "${LIMIT:-560}" \
                 "$repo/.device/moba" "${compare[@]}" --arms "$arm" > "$OUT/$task-$arm.log" 2>&1
                 echo "$arm: exit $? after $(($(date +%s) - start)) s") &

@@ -305,19 +305,24 @@ fn recall_records_lie_at_the_asked_distance() {
         let sample = far.sample(index);
         let tokens = &sample.sequence.tokens;
         assert_eq!(tokens.len(), 2049);
+        // Each query's loss covers 2 key letters and 3 digits.
         assert_eq!(
             sample.sequence.weights.iter().sum::<f32>(),
-            3.0 * queries as f32
+            5.0 * queries as f32
         );
         for query in &sample.queries {
             assert!((1500..2000).contains(&query.distance), "{}", query.distance);
-            // The record: `#KEY=VAL;` `distance` bytes before the first query.
+            // The record: `#KEYVAL;` `distance` bytes before the first query.
             let record = far.context() - query.distance;
-            let key = &tokens[query.at - 4..query.at - 1];
+            let key = &tokens[query.at - 3..query.at];
             assert_eq!(tokens[record], b'#');
             assert_eq!(&tokens[record + 1..record + 4], key);
-            assert_eq!(&tokens[record + 5..record + 8], query.value.as_bytes());
-            assert_eq!(tokens[query.at - 5..query.at - 4], *b"?");
+            assert_eq!(&tokens[record + 4..record + 7], query.value.as_bytes());
+            assert_eq!(tokens[query.at - 4], b'?');
+            // Predicted from the byte before: the key's last two letters, then the value.
+            let weights = &sample.sequence.weights;
+            assert_eq!(&weights[query.at - 3..query.at + 2], &[1.0; 5]);
+            assert_eq!((weights[query.at - 4], weights[query.at + 2]), (0.0, 0.0));
         }
         assert_eq!(
             far.sequence(index),
@@ -332,7 +337,7 @@ fn recall_records_lie_at_the_asked_distance() {
         RecallTask::with_counts(64, 8, 2, 0).is_err(),
         "8 records need 8 slots of 16 bytes"
     );
-    assert_eq!(RECORD_LEN, 9);
+    assert_eq!(RECORD_LEN, 8);
 
     // 128 queries at 8K: the nearest quarter holds 109 slots, so it is asked 109 of them
     // (evaluation by distance used to fail there after the whole training run).
@@ -379,10 +384,10 @@ fn a_curriculum_reads_short_sequences_first_at_the_same_bytes_per_step() {
             [2, 512]
         ]
     );
-    // The short stages keep the density of queries: 8 per 512 bytes, 3 answer bytes each.
+    // The short stages keep the density of queries: 8 per 512 bytes, 5 bytes in the loss each.
     let (first, _) = config.sources().unwrap();
     let answers: f32 = first.item(0).iter().flat_map(|s| s.weights.clone()).sum();
-    assert_eq!(answers, 3.0 * 8.0);
+    assert_eq!(answers, 5.0 * 8.0);
 
     let too_few_steps = TrainConfig {
         steps: 3,

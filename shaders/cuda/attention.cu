@@ -8,8 +8,11 @@
 //   s = q.k^T (mma), causal mask, online softmax in base 2, o += p.v (mma, p straight from
 //   the score accumulators). Slots run in order and a row appears once per slot, so each
 //   row's state is updated by one thread block at a time: deterministic, no atomics.
-//   Shared memory (dynamic): q [ROW_TILE], then two k and two v [KEY_TILE] tiles, rows
-//   HEAD_DIM + 8 16-bit (KeyValueTiles: the next key tile is copied while this one is used).
+//   Shared memory (dynamic): q [ROW_TILE], then two k and two v [KEY_TILE] tiles
+//   (KeyValueTiles: the next key tile is copied while this one is used). mma.sync build:
+//   Padded rows of HEAD_DIM + 8 16-bit values, ldmatrix fragments. WGMMA build: Swizzled
+//   tiles, each of the two warpgroups multiplies its 64 rows with m64n64k16 warpgroup MMAs
+//   (q and k from shared memory; p from registers times v from shared memory).
 //   State: state_o [rows, HEAD_DIM] f32 (unnormalised), state_ml [rows, 2] f32 (max in
 //   base 2, sum); slot 0 writes it, later slots merge.
 // attention_finalize — one thread per (row, column): o = acc / sum as elem_t, and
@@ -23,8 +26,8 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
                const u32* lists, const u32* starts, const u32* tiles,
                float* state_o, float* state_ml) {
     extern __shared__ __align__(16) u16 shared[];
-    u16* q_tile = shared;
-    u16* kv_buffers = q_tile + ROW_TILE * TILE_STRIDE;
+    u16* q_tile = TileLayout::base(shared);
+    u16* kv_buffers = q_tile + TileLayout::elems(ROW_TILE);
     __shared__ u32 rows[ROW_TILE];
 
     u32 bh = blockIdx.y, list = bh * TOP_K + slot;
@@ -36,7 +39,8 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     }
     __syncthreads();
     // Copied with the first key tile (KeyValueTiles commits both, arrive(0) waits for both).
-    stage_async<ROW_TILE>(q_tile, q + (size_t)bh * p.q_len * HEAD_DIM, Listed{rows}, tile.count);
+    stage_async<ROW_TILE, TileLayout>(q_tile, q + (size_t)bh * p.q_len * HEAD_DIM, Listed{rows},
+                                      tile.count);
 
     size_t kv_base = (size_t)kv_group(p, bh) * p.kv_len * HEAD_DIM;
     u32 key_first = tile.block * p.block_size;
@@ -57,26 +61,13 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
 
-    KeyValueTiles kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
+    KeyValueTiles<TileLayout> kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
     for (u32 i = 0; i < kv.count; i++) {
         kv.arrive(i);
         u32 kb = kv.key(i);
 
         float s[KEY_TILE / 8][4];
-#pragma unroll
-        for (u32 n = 0; n < KEY_TILE / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-        for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) {
-            u32 a[4];
-            load_a(a, q_tile, TILE_STRIDE, warp * 16, kk * 16);
-#pragma unroll
-            for (u32 n = 0; n < KEY_TILE / 16; n++) {
-                u32 b[4];
-                load_b_nk(b, kv.k_tile(i), TILE_STRIDE, n * 16, kk * 16);
-                mma(s[2 * n], a, b[0], b[1]);
-                mma(s[2 * n + 1], a, b[2], b[3]);
-            }
-        }
+        TileLayout::scores<ROW_TILE, KEY_TILE>(s, q_tile, warp * 16, kv.k_tile(i));
 
         // Scale to base 2, mask keys past the tile and (causal) after the query.
         float max0 = NEG_INF, max1 = NEG_INF;
@@ -117,18 +108,7 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
             acc[n][2] *= corr1;
             acc[n][3] *= corr1;
         }
-#pragma unroll
-        for (u32 kk = 0; kk < KEY_TILE / 16; kk++) {
-            u32 a[4];
-            c_to_a(a, s, kk);
-#pragma unroll
-            for (u32 n = 0; n < HEAD_DIM / 16; n++) {
-                u32 b[4];
-                load_b_kn(b, kv.v_tile(i), TILE_STRIDE, kk * 16, n * 16);
-                mma(acc[2 * n], a, b[0], b[1]);
-                mma(acc[2 * n + 1], a, b[2], b[3]);
-            }
-        }
+        TileLayout::accumulate<KEY_TILE>(acc, s, kv.v_tile(i));
         kv.release();
     }
     l0 = quad_sum(l0);

@@ -6,19 +6,21 @@
 // dq_pass — grid (tile capacity of a slot, batch * q_heads), TILE_THREADS threads: like
 //   attention_pass, one tile of gathered rows x their block j per thread block, one launch
 //   per slot; each warp owns 16 rows. Per key tile: s = q.k^T, p, dp = dO.v^T, ds,
-//   dq += ds.k (all mma). Slot 0 writes dq_state [rows, HEAD_DIM] f32, later slots add:
+//   dq += ds.k (all mma; warpgroup MMAs on Swizzled tiles in the WGMMA build, as in
+//   attention_pass). Slot 0 writes dq_state [rows, HEAD_DIM] f32, later slots add:
 //   deterministic, no atomics.
-//   Shared memory (dynamic): q, dO [ROW_TILE][HEAD_DIM + 8], then two k and two v
-//   [KEY_TILE][HEAD_DIM + 8] (KeyValueTiles: the next key tile is copied while this one is used).
+//   Shared memory (dynamic, TileLayout): q, dO [ROW_TILE], then two k and two v [KEY_TILE]
+//   tiles (KeyValueTiles: the next key tile is copied while this one is used).
 // dq_finalize — one thread per element: dq = scale * dq_state as elem_t.
 // dkdv — grid (key tiles per block * num_blocks, batch * kv_heads), KEY_THREADS threads:
 //   a thread block owns KEY_TILE keys of one block (each warp 16 of them) and walks every
 //   row that chose the block: the query heads of the GQA group, slot by slot, each list in
 //   row order, DKDV_ROWS rows at a time (RowWalk). Per row step: s^T = k.q^T, p^T,
-//   dv += p^T.dO, dp^T = v.dO^T, ds^T, dk += ds^T.q. A fixed order: deterministic.
-//   Shared memory (dynamic): k, v [KEY_TILE][HEAD_DIM + 8], then two q and two dO
-//   [DKDV_ROWS][HEAD_DIM + 8] (GatheredRows: the next step's rows are copied while this
-//   step's are used).
+//   dv += p^T.dO, dp^T = v.dO^T, ds^T, dk += ds^T.q. A fixed order: deterministic. In the
+//   WGMMA build the thread block is one warpgroup: its 64 keys are the MMAs' rows.
+//   Shared memory (dynamic, TileLayout): k, v [KEY_TILE], then two q and two dO
+//   [DKDV_ROWS] tiles (GatheredRows: the next step's rows are copied while this step's are
+//   used).
 
 #define DKDV_ROWS 32
 
@@ -38,51 +40,14 @@ extern "C" __global__ void backward_prepare(Params p, const elem_t* o, const ele
     }
 }
 
-// s = a.b^T for a 16-row warp slice of `a_tile` against the N rows of `b_tile` (both
-// [rows][HEAD_DIM + 8]): N / 8 accumulator n-tiles.
-template <int N>
-__device__ __forceinline__ void scores(float (*s)[4], const u16* a_tile, u32 a_row, const u16* b_tile) {
-#pragma unroll
-    for (u32 n = 0; n < N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-    for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) {
-        u32 a[4];
-        load_a(a, a_tile, TILE_STRIDE, a_row, kk * 16);
-#pragma unroll
-        for (u32 n = 0; n < N / 16; n++) {
-            u32 b[4];
-            load_b_nk(b, b_tile, TILE_STRIDE, n * 16, kk * 16);
-            mma(s[2 * n], a, b[0], b[1]);
-            mma(s[2 * n + 1], a, b[2], b[3]);
-        }
-    }
-}
-
-// acc += c.b for a C tile `c` of K columns and a [K][HEAD_DIM + 8] tile `b_tile`.
-template <int K>
-__device__ __forceinline__ void accumulate(float (*acc)[4], const float (*c)[4], const u16* b_tile) {
-#pragma unroll
-    for (u32 kk = 0; kk < K / 16; kk++) {
-        u32 a[4];
-        c_to_a(a, c, kk);
-#pragma unroll
-        for (u32 n = 0; n < HEAD_DIM / 16; n++) {
-            u32 b[4];
-            load_b_kn(b, b_tile, TILE_STRIDE, kk * 16, n * 16);
-            mma(acc[2 * n], a, b[0], b[1]);
-            mma(acc[2 * n + 1], a, b[2], b[3]);
-        }
-    }
-}
-
 extern "C" __global__ void __launch_bounds__(TILE_THREADS)
 dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* dout,
         const float* row_terms, const u32* lists, const u32* starts, const u32* tiles,
         float* dq_state) {
     extern __shared__ __align__(16) u16 shared[];
-    u16* q_tile = shared;
-    u16* do_tile = q_tile + ROW_TILE * TILE_STRIDE;
-    u16* kv_buffers = do_tile + ROW_TILE * TILE_STRIDE;
+    u16* q_tile = TileLayout::base(shared);
+    u16* do_tile = q_tile + TileLayout::elems(ROW_TILE);
+    u16* kv_buffers = do_tile + TileLayout::elems(ROW_TILE);
     __shared__ u32 rows[ROW_TILE];
 
     u32 bh = blockIdx.y, list = bh * TOP_K + slot;
@@ -95,8 +60,8 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
     __syncthreads();
     size_t q_base = (size_t)bh * p.q_len * HEAD_DIM;
     // Copied with the first key tile (KeyValueTiles commits them, arrive(0) waits for them).
-    stage_async<ROW_TILE>(q_tile, q + q_base, Listed{rows}, tile.count);
-    stage_async<ROW_TILE>(do_tile, dout + q_base, Listed{rows}, tile.count);
+    stage_async<ROW_TILE, TileLayout>(q_tile, q + q_base, Listed{rows}, tile.count);
+    stage_async<ROW_TILE, TileLayout>(do_tile, dout + q_base, Listed{rows}, tile.count);
 
     size_t kv_base = (size_t)kv_group(p, bh) * p.kv_len * HEAD_DIM;
     u32 key_first = tile.block * p.block_size;
@@ -115,7 +80,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
 #pragma unroll
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
-    KeyValueTiles kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
+    KeyValueTiles<TileLayout> kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
     for (u32 i = 0; i < kv.count; i++) {
         kv.arrive(i);
         u32 kb = kv.key(i);
@@ -123,8 +88,8 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
         const u16* v_tile = kv.v_tile(i);
 
         float s[KEY_TILE / 8][4], dp[KEY_TILE / 8][4];
-        scores<KEY_TILE>(s, q_tile, warp * 16, k_tile);
-        scores<KEY_TILE>(dp, do_tile, warp * 16, v_tile);
+        TileLayout::scores<ROW_TILE, KEY_TILE>(s, q_tile, warp * 16, k_tile);
+        TileLayout::scores<ROW_TILE, KEY_TILE>(dp, do_tile, warp * 16, v_tile);
 #pragma unroll
         for (u32 n = 0; n < KEY_TILE / 8; n++) {
 #pragma unroll
@@ -136,7 +101,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
                 s[n][e] = prob * (dp[n][e] - (upper ? delta0 : delta1)); // ds
             }
         }
-        accumulate<KEY_TILE>(acc, s, k_tile);
+        TileLayout::accumulate<KEY_TILE>(acc, s, k_tile);
         kv.release();
     }
 
@@ -217,16 +182,16 @@ struct GatheredRows {
     float (*delta)[DKDV_ROWS];
     u32 (*pos)[DKDV_ROWS];
 
-    __device__ u16* q_tile(u32 b) const { return buffers + 2 * b * DKDV_ROWS * TILE_STRIDE; }
-    __device__ u16* do_tile(u32 b) const { return q_tile(b) + DKDV_ROWS * TILE_STRIDE; }
+    __device__ u16* q_tile(u32 b) const { return buffers + 2 * b * TileLayout::elems(DKDV_ROWS); }
+    __device__ u16* do_tile(u32 b) const { return q_tile(b) + TileLayout::elems(DKDV_ROWS); }
     // Starts copying the rows of `step` into buffer b.
     __device__ void fetch(const Params& p, const RowWalk& step, u32 b, const elem_t* q,
                           const elem_t* dout, const float* row_terms) const {
         u32 count = step.count();
         const u32* rows = step.rows();
         size_t q_base = (size_t)step.bh * p.q_len;
-        stage_async<DKDV_ROWS>(q_tile(b), q + q_base * HEAD_DIM, Listed{rows}, count);
-        stage_async<DKDV_ROWS>(do_tile(b), dout + q_base * HEAD_DIM, Listed{rows}, count);
+        stage_async<DKDV_ROWS, TileLayout>(q_tile(b), q + q_base * HEAD_DIM, Listed{rows}, count);
+        stage_async<DKDV_ROWS, TileLayout>(do_tile(b), dout + q_base * HEAD_DIM, Listed{rows}, count);
         cp_async_commit();
         for (u32 i = threadIdx.x; i < DKDV_ROWS; i += blockDim.x) {
             u32 row = rows[min(i, count - 1)];
@@ -242,11 +207,11 @@ extern "C" __global__ void __launch_bounds__(KEY_THREADS)
 dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* dout,
      const float* row_terms, const u32* lists, const u32* starts, elem_t* dk, elem_t* dv) {
     extern __shared__ __align__(16) u16 shared[];
-    u16* k_tile = shared;
-    u16* v_tile = k_tile + KEY_TILE * TILE_STRIDE;
+    u16* k_tile = TileLayout::base(shared);
+    u16* v_tile = k_tile + TileLayout::elems(KEY_TILE);
     __shared__ float row_lse[2][DKDV_ROWS], row_delta[2][DKDV_ROWS];
     __shared__ u32 row_pos[2][DKDV_ROWS];
-    GatheredRows gathered = {v_tile + KEY_TILE * TILE_STRIDE, row_lse, row_delta, row_pos};
+    GatheredRows gathered = {v_tile + TileLayout::elems(KEY_TILE), row_lse, row_delta, row_pos};
 
     u32 tiles_per_block = (p.block_size + KEY_TILE - 1) / KEY_TILE;
     u32 j = blockIdx.x / tiles_per_block;
@@ -256,8 +221,8 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
     if (key_first >= key_stop) return;
     size_t kv_base = (size_t)group * p.kv_len * HEAD_DIM;
     // Copied with the first row step (one group; the first wait covers both).
-    stage_async<KEY_TILE>(k_tile, k + kv_base, Span{key_first}, key_stop - key_first);
-    stage_async<KEY_TILE>(v_tile, v + kv_base, Span{key_first}, key_stop - key_first);
+    stage_async<KEY_TILE, TileLayout>(k_tile, k + kv_base, Span{key_first}, key_stop - key_first);
+    stage_async<KEY_TILE, TileLayout>(v_tile, v + kv_base, Span{key_first}, key_stop - key_first);
 
     u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     u32 g = lane / 4, t = lane % 4;
@@ -282,13 +247,14 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
         } else {
             cp_async_wait<0>();
         }
+        TileLayout::publish();
         __syncthreads();
         const u16* q_tile = gathered.q_tile(b);
         const u16* do_tile = gathered.do_tile(b);
 
         float s[DKDV_ROWS / 8][4], dp[DKDV_ROWS / 8][4];
-        scores<DKDV_ROWS>(s, k_tile, warp * 16, q_tile);
-        scores<DKDV_ROWS>(dp, v_tile, warp * 16, do_tile);
+        TileLayout::scores<KEY_TILE, DKDV_ROWS>(s, k_tile, warp * 16, q_tile);
+        TileLayout::scores<KEY_TILE, DKDV_ROWS>(dp, v_tile, warp * 16, do_tile);
 #pragma unroll
         for (u32 n = 0; n < DKDV_ROWS / 8; n++) {
 #pragma unroll
@@ -301,8 +267,8 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
                 dp[n][e] = prob * (dp[n][e] - row_delta[b][col]); // ds^T
             }
         }
-        accumulate<DKDV_ROWS>(dv_acc, s, do_tile);
-        accumulate<DKDV_ROWS>(dk_acc, dp, q_tile);
+        TileLayout::accumulate<DKDV_ROWS>(dv_acc, s, do_tile);
+        TileLayout::accumulate<DKDV_ROWS>(dk_acc, dp, q_tile);
         // Every warp is done with buffer b: the next iteration's fetch may refill it.
         __syncthreads();
         step = next;

@@ -2,7 +2,9 @@
 // addressing, and the tensor-core fragments.
 //
 // Compiled by NVRTC with no headers: the Rust side prepends
-//   HEAD_DIM (a multiple of 16), ELEM_KIND (ELEM_F32 | ELEM_F16 | ELEM_BF16), TOP_K.
+//   HEAD_DIM (a multiple of 16), ELEM_KIND (ELEM_F32 | ELEM_F16 | ELEM_BF16), TOP_K,
+//   WGMMA (1: built for sm_90a with HEAD_DIM a multiple of 64; the forward's products then
+//   run as warpgroup MMAs on swizzled tiles, see the end of this file).
 // 16-bit values are carried as raw bits (`unsigned short`, pairs in `unsigned int`) and
 // converted with PTX `cvt`, so no cuda_fp16.h / cuda_bf16.h is needed.
 //
@@ -201,6 +203,63 @@ __device__ __forceinline__ void c_to_a(u32 a[4], const float (*c)[4], u32 j) {
     a[3] = pack2(c[2 * j + 1][2], c[2 * j + 1][3]);
 }
 
+// ---- shared tiles and their products ----
+// A tile layout is a shared-memory arrangement of `rows` x HEAD_DIM 16-bit values with the
+// tensor-core instructions that read it:
+//   elems(rows)       its size in elements;
+//   base(shared)      where the first tile may start in dynamic shared memory;
+//   at(rows, r, c)    the place of element (r, c), c a multiple of 8;
+//   publish()         what a thread does once its copies into a tile landed, before the
+//                     barrier that shows them to the block;
+//   scores<A_ROWS, N>(s, a_tile, row, b_tile)
+//                     s = a.b^T for this thread's slice starting at `row` of `a_tile`
+//                     (A_ROWS rows) against the N rows of `b_tile`: N / 8 C n-tiles;
+//   accumulate<K>(acc, c, b_tile)
+//                     acc += c.b for a C tile `c` of K columns and a K-row `b_tile`.
+
+// Padded: row-major, TILE_STRIDE elements per row, read by ldmatrix; mma.sync per warp
+// (16-row slices).
+struct Padded {
+    __device__ static constexpr u32 elems(u32 rows) { return rows * TILE_STRIDE; }
+    __device__ static u16* base(u16* shared) { return shared; }
+    __device__ static u32 at(u32, u32 r, u32 c) { return r * TILE_STRIDE + c; }
+    __device__ static void publish() {}
+
+    template <int A_ROWS, int N>
+    __device__ static void scores(float (*s)[4], const u16* a_tile, u32 row, const u16* b_tile) {
+#pragma unroll
+        for (u32 n = 0; n < N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) {
+            u32 a[4];
+            load_a(a, a_tile, TILE_STRIDE, row, kk * 16);
+#pragma unroll
+            for (u32 n = 0; n < N / 16; n++) {
+                u32 b[4];
+                load_b_nk(b, b_tile, TILE_STRIDE, n * 16, kk * 16);
+                mma(s[2 * n], a, b[0], b[1]);
+                mma(s[2 * n + 1], a, b[2], b[3]);
+            }
+        }
+    }
+
+    template <int K>
+    __device__ static void accumulate(float (*acc)[4], const float (*c)[4], const u16* b_tile) {
+#pragma unroll
+        for (u32 kk = 0; kk < K / 16; kk++) {
+            u32 a[4];
+            c_to_a(a, c, kk);
+#pragma unroll
+            for (u32 n = 0; n < HEAD_DIM / 16; n++) {
+                u32 b[4];
+                load_b_kn(b, b_tile, TILE_STRIDE, kk * 16, n * 16);
+                mma(acc[2 * n], a, b[0], b[1]);
+                mma(acc[2 * n + 1], a, b[2], b[3]);
+            }
+        }
+    }
+};
+
 // Which source row each row of a staged tile holds:
 // a gathered list (query rows of one block)...
 struct Listed {
@@ -213,9 +272,9 @@ struct Span {
     __device__ u32 operator()(u32 r) const { return first + r; }
 };
 
-// Rows `row_of(0..count)` of a [*, HEAD_DIM] tensor into a padded shared tile of `TILE` rows
+// Rows `row_of(0..count)` of a [*, HEAD_DIM] tensor into a shared tile of `TILE` rows
 // (missing rows zeroed), 16 bytes per thread per step.
-template <int TILE, typename RowOf>
+template <int TILE, typename Layout = Padded, typename RowOf>
 __device__ __forceinline__ void stage(u16* tile, const elem_t* src, RowOf row_of, u32 count) {
     const u32 chunks = HEAD_DIM / 8;
     for (u32 i = threadIdx.x; i < TILE * chunks; i += blockDim.x) {
@@ -224,7 +283,7 @@ __device__ __forceinline__ void stage(u16* tile, const elem_t* src, RowOf row_of
         if (r < count) {
             value = load8(src + (size_t)row_of(r) * HEAD_DIM + c);
         }
-        *(uint4*)(tile + r * TILE_STRIDE + c) = value;
+        *(uint4*)(tile + Layout::at(TILE, r, c)) = value;
     }
 }
 
@@ -232,10 +291,10 @@ __device__ __forceinline__ void stage(u16* tile, const elem_t* src, RowOf row_of
 // `count` zero-filled) and land once the caller's cp_async_wait says so, while the tensor
 // cores work on another buffer. f32 elements need converting on the way, so they are
 // staged synchronously (the waits are then no-ops). `count` must be positive.
-template <int TILE, typename RowOf>
+template <int TILE, typename Layout = Padded, typename RowOf>
 __device__ __forceinline__ void stage_async(u16* tile, const elem_t* src, RowOf row_of, u32 count) {
 #if ELEM_KIND == ELEM_F32
-    stage<TILE>(tile, src, row_of, count);
+    stage<TILE, Layout>(tile, src, row_of, count);
 #else
     const u32 chunks = HEAD_DIM / 8;
     for (u32 i = threadIdx.x; i < TILE * chunks; i += blockDim.x) {
@@ -244,7 +303,7 @@ __device__ __forceinline__ void stage_async(u16* tile, const elem_t* src, RowOf 
         const elem_t* from = src + (size_t)row_of(r < count ? r : 0) * HEAD_DIM + c;
         u32 bytes = r < count ? 16 : 0;
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
-                     :: "r"(shared_address(tile + r * TILE_STRIDE + c)), "l"(from), "r"(bytes));
+                     :: "r"(shared_address(tile + Layout::at(TILE, r, c))), "l"(from), "r"(bytes));
     }
 #endif
 }
@@ -259,8 +318,10 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 
 // The key and value tiles of keys `first..stop`, KEY_TILE keys at a time, double-buffered in
-// `buffers` (k0, v0, k1, v1: four tiles): tile i sits in buffer i % 2 while tile i + 1 is
-// copied into the other. For each tile i: arrive(i), use k_tile(i) and v_tile(i), release().
+// `buffers` (k0, v0, k1, v1: four tiles of `Layout`): tile i sits in buffer i % 2 while tile
+// i + 1 is copied into the other. For each tile i: arrive(i), use k_tile(i) and v_tile(i),
+// release().
+template <typename Layout = Padded>
 struct KeyValueTiles {
     u16* buffers;
     const elem_t* k;
@@ -275,14 +336,14 @@ struct KeyValueTiles {
     // The first key of tile i.
     __device__ u32 key(u32 i) const { return first + i * KEY_TILE; }
     // The buffers of tile i: its keys, then its values.
-    __device__ u16* k_tile(u32 i) const { return buffers + 2 * (i % 2) * KEY_TILE * TILE_STRIDE; }
-    __device__ u16* v_tile(u32 i) const { return k_tile(i) + KEY_TILE * TILE_STRIDE; }
+    __device__ u16* k_tile(u32 i) const { return buffers + 2 * (i % 2) * Layout::elems(KEY_TILE); }
+    __device__ u16* v_tile(u32 i) const { return k_tile(i) + Layout::elems(KEY_TILE); }
     // Starts copying tile i (if there is one) into its buffers.
     __device__ void fetch(u32 i) const {
         if (i >= count) return;
         u32 keys = min((u32)KEY_TILE, stop - key(i));
-        stage_async<KEY_TILE>(k_tile(i), k, Span{key(i)}, keys);
-        stage_async<KEY_TILE>(v_tile(i), v, Span{key(i)}, keys);
+        stage_async<KEY_TILE, Layout>(k_tile(i), k, Span{key(i)}, keys);
+        stage_async<KEY_TILE, Layout>(v_tile(i), v, Span{key(i)}, keys);
         cp_async_commit();
     }
     // Starts the copy of tile i + 1, waits for tile i and shows it to the whole block.
@@ -293,6 +354,7 @@ struct KeyValueTiles {
         } else {
             cp_async_wait<0>();
         }
+        Layout::publish();
         __syncthreads();
     }
     // Every warp is done with the tile: its buffer may take the tile after next.
@@ -346,3 +408,132 @@ __device__ __forceinline__ GatheredTile gathered_tile(const Params& p, const u32
     tile.count = min((u32)ROW_TILE, list_starts[tile.block + 1] - tile.first);
     return tile;
 }
+
+// ---- warpgroup MMA (sm_90a) ----
+// A warpgroup (4 warps, 128 threads) multiplies a 64-row A by a B in shared memory with one
+// `wgmma.mma_async` per 16-deep step (PTX ISA "Asynchronous Warpgroup Level Matrix
+// Multiply-Accumulate"). Shapes m64nNk16, N = 32 or 64: the accumulator is 64 x N f32 per
+// warpgroup, N / 2 registers per thread in the mma.sync C layout (N / 8 n-tiles of 8
+// columns; warp w of the group holds rows 16w..16w+15), so the code around the products is
+// the same for both builds.
+#if WGMMA
+
+// The descriptor of a Swizzled operand whose 8-line groups start at `at` (PTX ISA "Matrix
+// Descriptor Format"): start address, leading byte offset 16 (unused: one panel per
+// instruction), stride byte offset 1024 (the next 8 lines), 128-byte swizzle.
+__device__ __forceinline__ unsigned long long wgmma_descriptor(const u16* at) {
+    unsigned long long address = shared_address(at);
+    return ((address & 0x3FFFF) >> 4) | (1ull << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
+}
+
+// The accumulator operands: 4 or 8 n-tiles of 4 registers, and their places in the asm.
+#define WGMMA_C(n) "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])
+#define WGMMA_C32 WGMMA_C(0), WGMMA_C(1), WGMMA_C(2), WGMMA_C(3)
+#define WGMMA_C64 WGMMA_C32, WGMMA_C(4), WGMMA_C(5), WGMMA_C(6), WGMMA_C(7)
+#define WGMMA_D16 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
+#define WGMMA_D32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+                  "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+
+// d (64 x N) += a . b^T: A (64 x 16) and B (N x 16) both K-major Swizzled tiles in shared
+// memory.
+template <int N>
+__device__ void wgmma_nt(float (*d)[4], unsigned long long a, unsigned long long b);
+
+template <>
+__device__ __forceinline__ void wgmma_nt<64>(float (*d)[4], unsigned long long a, unsigned long long b) {
+    asm volatile("{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." MMA_TYPE "." MMA_TYPE " "
+                 WGMMA_D32 ", %32, %33, accumulate, 1, 1, 0, 0;\n}"
+                 : WGMMA_C64 : "l"(a), "l"(b) : "memory");
+}
+
+template <>
+__device__ __forceinline__ void wgmma_nt<32>(float (*d)[4], unsigned long long a, unsigned long long b) {
+    asm volatile("{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32." MMA_TYPE "." MMA_TYPE " "
+                 WGMMA_D16 ", %16, %17, accumulate, 1, 1, 0, 0;\n}"
+                 : WGMMA_C32 : "l"(a), "l"(b) : "memory");
+}
+
+// d += a . b: A (64 x 16) in registers as the mma.sync A fragment of each warp, B (16 x 64)
+// a Swizzled tile stored [k][n] (rows are k: transposed on the way).
+__device__ __forceinline__ void wgmma_rn(float (*d)[4], const u32 a[4], unsigned long long b) {
+    asm volatile("{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." MMA_TYPE "." MMA_TYPE " "
+                 WGMMA_D32 ", {%32,%33,%34,%35}, %36, accumulate, 1, 1, 1;\n}"
+                 : WGMMA_C64 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b) : "memory");
+}
+
+// Orders this thread's earlier register writes before the warpgroup's next MMAs.
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+
+// Closes the MMAs issued so far into a group and waits for all of them. The empty asm
+// statements then pin the accumulators: their reads cannot move above the wait.
+template <int N_TILES>
+__device__ __forceinline__ void wgmma_commit_wait(float (*d)[4]) {
+    asm volatile("wgmma.commit_group.sync.aligned;\nwgmma.wait_group.sync.aligned 0;" ::: "memory");
+#pragma unroll
+    for (u32 n = 0; n < N_TILES; n++) {
+#pragma unroll
+        for (u32 e = 0; e < 4; e++) asm volatile("" : "+f"(d[n][e]) :: "memory");
+    }
+}
+
+// The canonical 128-byte-swizzled layout of wgmma operands: HEAD_DIM / 64 panels of
+// `rows` x 64 elements (128-byte lines), the 16-byte chunk c of line r stored at chunk
+// c ^ (r % 8); every tile starts 1024-byte aligned. Conflict-free for both the 16-byte
+// copies in and the tensor cores' reads. The tensor cores read through the async proxy, so
+// copies made by threads are fenced towards it before the barrier.
+#define SWIZZLE_ALIGN 1024
+struct Swizzled {
+    __device__ static constexpr u32 elems(u32 rows) { return rows * HEAD_DIM; }
+    // Rounded up to the swizzle's alignment (the launch asks for SWIZZLE_ALIGN bytes more).
+    __device__ static u16* base(u16* shared) {
+        return (u16*)(((size_t)shared + SWIZZLE_ALIGN - 1) & ~(size_t)(SWIZZLE_ALIGN - 1));
+    }
+    __device__ static u32 at(u32 rows, u32 r, u32 c) {
+        return (c / 64) * rows * 64 + r * 64 + (((c % 64) / 8) ^ (r % 8)) * 8 + c % 8;
+    }
+    __device__ static void publish() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+    // Warpgroup slices: the 64 rows of `row`'s warpgroup.
+    template <int A_ROWS, int N>
+    __device__ static void scores(float (*s)[4], const u16* a_tile, u32 row, const u16* b_tile) {
+        u32 group_row = row / 64 * 64;
+#pragma unroll
+        for (u32 n = 0; n < N / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        wgmma_fence();
+#pragma unroll
+        for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) {
+            wgmma_nt<N>(s, wgmma_descriptor(a_tile + at(A_ROWS, group_row, kk * 16)),
+                        wgmma_descriptor(b_tile + at(N, 0, kk * 16)));
+        }
+        wgmma_commit_wait<N / 8>(s);
+    }
+
+    // The A fragments are all converted before the MMAs read them (one fence).
+    template <int K>
+    __device__ static void accumulate(float (*acc)[4], const float (*c)[4], const u16* b_tile) {
+        u32 a[K / 16][4];
+#pragma unroll
+        for (u32 kk = 0; kk < K / 16; kk++) c_to_a(a[kk], c, kk);
+        wgmma_fence();
+#pragma unroll
+        for (u32 kk = 0; kk < K / 16; kk++) {
+#pragma unroll
+            for (u32 panel = 0; panel < HEAD_DIM / 64; panel++) {
+                wgmma_rn(acc + panel * 8, a[kk], wgmma_descriptor(b_tile + at(K, kk * 16, panel * 64)));
+            }
+        }
+        wgmma_commit_wait<HEAD_DIM / 8>(acc);
+    }
+};
+
+#endif
+
+// The layout (and instructions) of the tiles of every tile kernel.
+#if WGMMA
+typedef Swizzled TileLayout;
+#else
+typedef Padded TileLayout;
+#endif

@@ -100,8 +100,13 @@ fn kernel_times(launches: &[Launch], times: Vec<f64>) -> KernelTimes {
     launches.iter().map(|l| l.kernel).zip(times).collect()
 }
 
-/// The kernels' constants for tensors of `dtype`.
-fn constants(head_dim: usize, dtype: DType, config: &MobaConfig) -> Result<CudaConstants> {
+/// The kernels' constants for tensors of `dtype` on the device of `like`.
+fn constants(
+    like: &CudaTensor,
+    head_dim: usize,
+    dtype: DType,
+    config: &MobaConfig,
+) -> Result<CudaConstants> {
     let elem = ElemKind::from_dtype(dtype).ok_or_else(|| {
         MobaError::Unsupported(format!(
             "{dtype:?} tensors on the CUDA path (f32, f16, bf16)"
@@ -111,6 +116,7 @@ fn constants(head_dim: usize, dtype: DType, config: &MobaConfig) -> Result<CudaC
         head_dim,
         elem,
         top_k: config.top_k,
+        mma: Driver::get(like.device.index)?.mma_kind(head_dim),
     })
 }
 
@@ -137,8 +143,8 @@ pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
     let dtype = q.dtype;
     let [q, k, v] = [q, k, v].map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
     let shape = problem_shape(&q, &k);
-    let constants = constants(shape.head_dim, dtype, config)?;
-    let plan = CudaPlan::new(&shape, config);
+    let constants = constants(&q, shape.head_dim, dtype, config)?;
+    let plan = CudaPlan::new(&shape, config, constants.mma);
     let rows = vec![shape.batch, shape.q_heads, shape.q_len];
     let o = empty(&q, q.meta.shape().to_vec(), dtype);
     let lse = empty(&q, rows.clone(), DType::F32);
@@ -173,8 +179,8 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     let [q, k, v, o, dout] = [q, k, v, o, dout].map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
     let [lse, selection] = [lse, selection].map(into_contiguous);
     let shape = problem_shape(&q, &k);
-    let constants = constants(shape.head_dim, dtype, config)?;
-    let plan = CudaPlan::new(&shape, config);
+    let constants = constants(&q, shape.head_dim, dtype, config)?;
+    let plan = CudaPlan::new(&shape, config, constants.mma);
     let dq = empty(&q, q.meta.shape().to_vec(), dtype);
     let dk = empty(&q, k.meta.shape().to_vec(), dtype);
     let dv = empty(&q, k.meta.shape().to_vec(), dtype);

@@ -13,7 +13,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorPrimitive};
 use super::backend::{KernelTimes, backward, forward};
 use super::launch::CudaPlan;
 use super::runtime::CudaRuntime as Driver;
-use super::source::ElemKind;
+use super::source::{ElemKind, MmaKind};
 use crate::bench::{Record, median};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -171,7 +171,8 @@ pub fn measure(
     let o_error = reference::max_abs_error(&sampled, &exact.o);
     drop(lse);
 
-    let plan = CudaPlan::new(shape, &config);
+    let mma = driver.mma_kind(shape.head_dim);
+    let plan = CudaPlan::new(shape, &config, mma);
     let scratch = plan.scratch_words();
     let scratch_bytes = 4
         * (scratch.means
@@ -196,7 +197,10 @@ pub fn measure(
         backend: "CUDA".into(),
         device_type: "DiscreteGpu".into(),
         driver: "CUDA driver (cudarc, NVRTC)".into(),
-        kernel: format!("cuda-{}", elem.name()),
+        kernel: match mma {
+            MmaKind::Sync => format!("cuda-{}", elem.name()),
+            MmaKind::Warpgroup => format!("cuda-{}-wgmma", elem.name()),
+        },
         pass: "forward".into(),
         seq_len: shape.q_len,
         kv_len: shape.kv_len,

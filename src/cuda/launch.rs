@@ -1,6 +1,7 @@
 //! Launch arithmetic of the CUDA kernels: their parameters, grids, shared memory and scratch
 //! sizes. Pure functions (no driver), so CI checks them.
 
+use super::source::MmaKind;
 use crate::config::{MobaConfig, Shape};
 
 /// Gathered query rows per attention / dq thread block (`ROW_TILE` in common.cuh).
@@ -23,8 +24,10 @@ pub const GATE_THREADS: u32 = 128;
 pub const MEAN_THREADS: u32 = 256;
 /// Threads of the element-wise and per-row kernels.
 pub const ELEMENT_THREADS: u32 = 256;
-/// Padding of every shared tile row, in 16-bit elements (`TILE_PAD`).
+/// Padding of every padded shared tile row, in 16-bit elements (`TILE_PAD`).
 const TILE_PAD: usize = 8;
+/// Alignment of swizzled shared tiles, in bytes (`SWIZZLE_ALIGN`).
+const SWIZZLE_ALIGN: usize = 1024;
 
 /// The tensor-core k step: head dims are padded to a multiple of it.
 pub const HEAD_DIM_MULTIPLE: usize = 16;
@@ -90,11 +93,13 @@ pub struct CudaPlan {
     /// Key tiles per block in the dk/dv grid.
     pub key_tiles_per_block: usize,
     pub head_dim: usize,
+    /// The tensor-core instructions of the forward (they set its tile layout).
+    pub mma: MmaKind,
 }
 
 impl CudaPlan {
     /// `shape.head_dim` must be a multiple of [`HEAD_DIM_MULTIPLE`].
-    pub fn new(shape: &Shape, config: &MobaConfig) -> Self {
+    pub fn new(shape: &Shape, config: &MobaConfig, mma: MmaKind) -> Self {
         let num_blocks = shape.num_blocks(config.block_size);
         let query_heads = shape.batch * shape.q_heads;
         CudaPlan {
@@ -107,29 +112,36 @@ impl CudaPlan {
             tile_capacity: shape.q_len.div_ceil(ROW_TILE) + num_blocks,
             key_tiles_per_block: config.block_size.div_ceil(KEY_TILE),
             head_dim: shape.head_dim,
+            mma,
         }
     }
 
-    /// Bytes of one padded shared tile of `rows` rows of 16-bit values.
-    fn tile_bytes(&self, rows: usize) -> u32 {
-        (rows * (self.head_dim + TILE_PAD) * 2) as u32
+    /// Bytes of shared tiles of `rows` rows in all, in the layout of the tile kernels
+    /// (`TileLayout`): padded rows for mma.sync; unpadded and swizzled for warpgroup MMAs,
+    /// from a 1024-byte aligned start.
+    fn tiles_bytes(&self, rows: usize) -> u32 {
+        let bytes = match self.mma {
+            MmaKind::Sync => rows * (self.head_dim + TILE_PAD) * 2,
+            MmaKind::Warpgroup => rows * self.head_dim * 2 + SWIZZLE_ALIGN,
+        };
+        bytes as u32
     }
 
     /// Dynamic shared memory of `attention_pass`: the q tile, and two k and two v tiles
     /// (the next key tile is copied while this one is used).
     pub fn attention_shared_bytes(&self) -> u32 {
-        self.tile_bytes(ROW_TILE) + 4 * self.tile_bytes(KEY_TILE)
+        self.tiles_bytes(ROW_TILE + 4 * KEY_TILE)
     }
 
     /// Dynamic shared memory of `dq_pass`: the q and dO tiles, and two k and two v tiles.
     pub fn dq_shared_bytes(&self) -> u32 {
-        2 * self.tile_bytes(ROW_TILE) + 4 * self.tile_bytes(KEY_TILE)
+        self.tiles_bytes(2 * ROW_TILE + 4 * KEY_TILE)
     }
 
     /// Dynamic shared memory of `dkdv`: the k and v tiles, and two q and two dO tiles (the
     /// next step's rows are copied while this step's are used).
     pub fn dkdv_shared_bytes(&self) -> u32 {
-        2 * self.tile_bytes(KEY_TILE) + 4 * self.tile_bytes(DKDV_ROWS)
+        self.tiles_bytes(2 * KEY_TILE + 4 * DKDV_ROWS)
     }
 
     /// Dynamic shared memory of the histogram and scatter kernels: one u32 per block.
@@ -195,7 +207,7 @@ mod tests {
     use crate::cuda::source::defined;
 
     /// The Rust copies of the sources' tile constants, as the sources define them.
-    fn source_constants() -> [(&'static str, usize, Option<u32>); 9] {
+    fn source_constants() -> [(&'static str, usize, Option<u32>); 10] {
         [
             ("ROW_TILE", ROW_TILE, defined("ROW_TILE")),
             ("KEY_TILE", KEY_TILE, defined("KEY_TILE")),
@@ -217,6 +229,7 @@ mod tests {
                 defined("MEAN_THREADS"),
             ),
             ("TILE_PAD", TILE_PAD, defined("TILE_PAD")),
+            ("SWIZZLE_ALIGN", SWIZZLE_ALIGN, defined("SWIZZLE_ALIGN")),
             ("WARP", 32, defined("WARP")),
         ]
     }
@@ -247,7 +260,7 @@ mod tests {
     fn the_tile_grid_covers_every_list_of_a_slot() {
         // Worst case: every block's list ends in a partial tile.
         let shape = Shape::prefill(1, 2, 1000, 128);
-        let plan = CudaPlan::new(&shape, &MobaConfig::new(100, 3));
+        let plan = CudaPlan::new(&shape, &MobaConfig::new(100, 3), MmaKind::Sync);
         let (num_blocks, q_len): (usize, usize) = (10, 1000);
         let partial_tiles: usize = (0..num_blocks)
             .map(|_| (q_len / num_blocks).div_ceil(ROW_TILE))
@@ -262,10 +275,22 @@ mod tests {
     #[test]
     fn shared_memory_fits_an_sm80_block_at_head_dim_128() {
         // 227 KiB is the opt-in limit of sm_80 / sm_90; the kernels raise their limit to this.
-        let plan = CudaPlan::new(&Shape::prefill(1, 16, 32768, 128), &MobaConfig::new(512, 3));
+        let shape = Shape::prefill(1, 16, 32768, 128);
+        let plan = CudaPlan::new(&shape, &MobaConfig::new(512, 3), MmaKind::Sync);
         assert_eq!(plan.attention_shared_bytes(), (128 + 4 * 64) * 136 * 2);
-        // Two attention blocks per SM on sm_90 (228 KiB).
+        // Two attention blocks per SM on sm_90 (228 KiB), with either layout.
         assert!(2 * plan.attention_shared_bytes() <= 228 * 1024);
+        let wgmma = CudaPlan::new(&shape, &MobaConfig::new(512, 3), MmaKind::Warpgroup);
+        assert_eq!(
+            wgmma.attention_shared_bytes(),
+            (128 + 4 * 64) * 128 * 2 + 1024
+        );
+        assert!(2 * wgmma.attention_shared_bytes() <= 228 * 1024);
+        assert_eq!(wgmma.dq_shared_bytes(), (2 * 128 + 4 * 64) * 128 * 2 + 1024);
+        assert_eq!(
+            wgmma.dkdv_shared_bytes(),
+            (2 * 64 + 4 * 32) * 128 * 2 + 1024
+        );
         assert_eq!(plan.dq_shared_bytes(), (2 * 128 + 4 * 64) * 136 * 2);
         assert_eq!(plan.dkdv_shared_bytes(), (2 * 64 + 4 * 32) * 136 * 2);
         assert!(plan.dq_shared_bytes() <= 227 * 1024);
@@ -274,7 +299,7 @@ mod tests {
     #[test]
     fn scratch_sizes_follow_the_problem() {
         let shape = Shape::prefill(1, 2, 2048, 64);
-        let plan = CudaPlan::new(&shape, &MobaConfig::new(256, 3));
+        let plan = CudaPlan::new(&shape, &MobaConfig::new(256, 3), MmaKind::Sync);
         let words = plan.scratch_words();
         assert_eq!(words.means, 2 * 8 * 64);
         assert_eq!(words.counts, 6 * 8 * 2);

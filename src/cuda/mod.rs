@@ -2,8 +2,9 @@
 //!
 //! CUDA C++ kernels (`shaders/cuda/`) are compiled at run time by NVRTC for the GPU's
 //! compute capability and launched through cudarc on the memory of burn-cuda tensors.
-//! Tensor cores (`mma.sync`, sm_80+) multiply in bf16 or f16 with f32 accumulation; f32
-//! inputs are rounded to bf16 for the products (use the wgpu backend for f32 products).
+//! Tensor cores (`mma.sync`, sm_80+; the forward's products as `wgmma` warpgroup MMAs on
+//! sm_90) multiply in bf16 or f16 with f32 accumulation; f32 inputs are rounded to bf16 for
+//! the products (use the wgpu backend for f32 products).
 //!
 //! The same algorithm as the WGSL path (DESIGN §3): a streaming gate (no score matrix),
 //! the selection inverted into per-block row lists, dense tiles of gathered rows x one

@@ -13,7 +13,7 @@ use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
 use super::launch::CudaParams;
 use super::schedule::{Arg, Launch};
-use super::source::{CudaConstants, CudaProgram};
+use super::source::{CudaConstants, CudaProgram, MmaKind};
 use crate::error::{MobaError, Result};
 
 // SAFETY: `CudaParams` is `repr(C)`, plain u32/f32 fields, the layout of `struct Params`.
@@ -28,6 +28,8 @@ pub struct CudaRuntime {
     stream: Arc<CudaStream>,
     /// `sm_XY` of the device.
     arch: &'static str,
+    /// Compute capability major version.
+    major: u32,
     name: String,
     modules: Mutex<HashMap<(CudaProgram, CudaConstants), Arc<CudaModule>>>,
 }
@@ -89,6 +91,7 @@ impl CudaRuntime {
             stream,
             // One string per GPU for the life of the process.
             arch: Box::leak(format!("sm_{major}{minor}").into_boxed_str()),
+            major: major as u32,
             name: format!("{name} (sm_{major}{minor})"),
             modules: Mutex::default(),
         })
@@ -99,6 +102,11 @@ impl CudaRuntime {
         &self.name
     }
 
+    /// The tensor-core instructions this GPU's kernels use at `head_dim`.
+    pub fn mma_kind(&self, head_dim: usize) -> MmaKind {
+        MmaKind::for_device(self.major, head_dim)
+    }
+
     /// The module of `program` built for `constants` (NVRTC on first use, ~1 s each).
     fn module(&self, program: CudaProgram, constants: CudaConstants) -> Result<Arc<CudaModule>> {
         let mut modules = self.modules.lock().unwrap();
@@ -106,7 +114,7 @@ impl CudaRuntime {
             return Ok(module.clone());
         }
         let options = CompileOptions {
-            arch: Some(self.arch),
+            arch: Some(constants.mma.target(self.arch)),
             name: Some(program.name().into()),
             ..Default::default()
         };

@@ -280,11 +280,11 @@ impl CudaSchedule {
 mod tests {
     use super::*;
     use crate::config::Shape;
-    use crate::cuda::source::{CudaConstants, ElemKind};
+    use crate::cuda::source::{CudaConstants, ElemKind, MmaKind};
 
     fn schedule(config: &MobaConfig) -> CudaSchedule {
         let shape = Shape::prefill(1, 4, 3000, 64);
-        let plan = CudaPlan::new(&shape, config);
+        let plan = CudaPlan::new(&shape, config, MmaKind::Sync);
         CudaSchedule::new(plan, CudaParams::new(&shape, config), config)
     }
 
@@ -399,6 +399,7 @@ mod tests {
             head_dim: 64,
             elem: ElemKind::Bf16,
             top_k: 2,
+            mma: MmaKind::Sync,
         };
         assert!(constants.source(CudaProgram::Backward).contains("dkdv("));
     }

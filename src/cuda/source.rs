@@ -53,6 +53,36 @@ impl ElemKind {
     }
 }
 
+/// The tensor-core instructions of the forward's tile products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MmaKind {
+    /// `mma.sync` per warp on padded tiles (sm_80+).
+    Sync,
+    /// `wgmma.mma_async` per warpgroup on 128-byte-swizzled tiles (sm_90a, head dim a
+    /// multiple of 64).
+    Warpgroup,
+}
+
+impl MmaKind {
+    /// The instructions for a GPU of compute capability `major`.x at head dim `head_dim`:
+    /// warpgroup MMAs exist on sm_90 alone (Blackwell has other instructions).
+    pub fn for_device(major: u32, head_dim: usize) -> MmaKind {
+        if major == 9 && head_dim % 64 == 0 {
+            MmaKind::Warpgroup
+        } else {
+            MmaKind::Sync
+        }
+    }
+
+    /// The NVRTC target for a GPU whose own target is `arch` (`sm_90a` for warpgroup MMAs).
+    pub fn target(self, arch: &'static str) -> &'static str {
+        match self {
+            MmaKind::Sync => arch,
+            MmaKind::Warpgroup => "sm_90a",
+        }
+    }
+}
+
 /// One `.cu` file of `shaders/cuda/`: a module of kernels compiled together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CudaProgram {
@@ -115,6 +145,7 @@ pub struct CudaConstants {
     pub head_dim: usize,
     pub elem: ElemKind,
     pub top_k: usize,
+    pub mma: MmaKind,
 }
 
 impl CudaConstants {
@@ -125,10 +156,12 @@ impl CudaConstants {
             "CUDA head dims are padded to a multiple of 16 first"
         );
         format!(
-            "#define HEAD_DIM {}\n#define ELEM_KIND {}\n#define TOP_K {}\n{COMMON}\n{}",
+            "#define HEAD_DIM {}\n#define ELEM_KIND {}\n#define TOP_K {}\n#define WGMMA {}\n\
+             {COMMON}\n{}",
             self.head_dim,
             self.elem.define(),
             self.top_k,
+            (self.mma == MmaKind::Warpgroup) as u32,
             program.body()
         )
     }
@@ -158,6 +191,7 @@ mod tests {
             head_dim: 64,
             elem: ElemKind::Bf16,
             top_k: 3,
+            mma: MmaKind::Warpgroup,
         };
         let source = constants.source(CudaProgram::Attention);
         let header = source.find("struct Params").unwrap();
@@ -165,6 +199,7 @@ mod tests {
             "#define HEAD_DIM 64\n",
             "#define ELEM_KIND 2\n",
             "#define TOP_K 3\n",
+            "#define WGMMA 1\n",
         ] {
             assert!(source.find(define).unwrap() < header, "{define}");
         }
@@ -197,12 +232,25 @@ mod tests {
     }
 
     #[test]
+    fn warpgroup_mmas_only_on_sm90_at_head_dims_of_whole_panels() {
+        assert_eq!(MmaKind::for_device(9, 128), MmaKind::Warpgroup);
+        assert_eq!(MmaKind::for_device(9, 64), MmaKind::Warpgroup);
+        // The swizzled panels are 64 columns wide.
+        assert_eq!(MmaKind::for_device(9, 96), MmaKind::Sync);
+        assert_eq!(MmaKind::for_device(8, 128), MmaKind::Sync);
+        assert_eq!(MmaKind::for_device(10, 128), MmaKind::Sync);
+        assert_eq!(MmaKind::Warpgroup.target("sm_90"), "sm_90a");
+        assert_eq!(MmaKind::Sync.target("sm_86"), "sm_86");
+    }
+
+    #[test]
     #[should_panic(expected = "multiple of 16")]
     fn head_dims_off_the_tensor_core_step_are_refused() {
         let constants = CudaConstants {
             head_dim: 40,
             elem: ElemKind::F16,
             top_k: 1,
+            mma: MmaKind::Sync,
         };
         constants.source(CudaProgram::Gate);
     }

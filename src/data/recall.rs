@@ -1,11 +1,18 @@
 //! Synthetic long-range recall: key-value records scattered through filler text, queried at
-//! the end. Only the answers count in the loss, so the loss and the accuracy measure recall
-//! alone; the distance from a record to the queries sets the difficulty.
+//! the end. Only the queries' copied bytes count in the loss, so the loss and the accuracy
+//! measure recall alone; the distance from a record to the queries sets the difficulty.
 //!
 //! Layout of a sequence of `seq_len + 1` bytes: filler (random lowercase letters and spaces)
-//! with `pairs` records `#KEY=VAL;` (3 capital letters, 3 digits, distinct keys) in distinct
-//! 16-byte slots at random offsets; then `queries` queries `?KEY=VAL;` of distinct records, in
-//! random order. The model must predict the 3 digits of every query's value.
+//! with `pairs` records `#KEYVAL;` (3 capital letters, 3 digits, distinct keys) in distinct
+//! 16-byte slots at random offsets; then `queries` queries `?KEYVAL;` of distinct records, in
+//! random order. The model must predict the 3 digits of every query's value (recall
+//! accuracy), and the loss also counts the key's second and third letters.
+//!
+//! The value follows its key with no separator, so the lookup is a copy: find where the
+//! query's bytes so far appeared and continue from there (what induction heads do). The key
+//! letters after the first are such copies too, which trains that mechanism on more bytes.
+//! (With a `=` between key and value, and the value digits alone in the loss, small models
+//! settled on guessing among the values in view instead: RESULTS.md.)
 
 use std::ops::Range;
 
@@ -15,12 +22,14 @@ use rand::seq::SliceRandom;
 use super::{Sequence, SequenceSource, item_rng};
 use crate::error::{MobaError, Result};
 
-/// Bytes of a record and of a query: `#KEY=VAL;`.
-pub const RECORD_LEN: usize = 9;
+/// Bytes of a key.
+const KEY_LEN: usize = 3;
+/// Bytes of a record and of a query: `#KEYVAL;`.
+pub const RECORD_LEN: usize = KEY_LEN + 5;
 /// Records sit in slots of this many bytes, at a random offset inside the slot.
 const SLOT: usize = 16;
 /// Offset of the value inside a record or query.
-const VALUE_AT: usize = 5;
+const VALUE_AT: usize = KEY_LEN + 1;
 const VALUE_LEN: usize = 3;
 const FILLER: &[u8] = b"abcdefghijklmnopqrstuvwxyz ";
 
@@ -33,7 +42,7 @@ const FILLER: &[u8] = b"abcdefghijklmnopqrstuvwxyz ";
 /// let sample = task.sample(0);
 /// let query = &sample.queries[0];
 /// let text = &sample.sequence.tokens;
-/// assert_eq!(text[query.at - 5], b'?');                // `?KEY=` then the value
+/// assert_eq!(text[query.at - 4], b'?');                // `?KEY` then the value
 /// assert_eq!(&text[query.at..query.at + 3], query.value.as_bytes());
 /// assert_eq!(task.sequence(0), sample.sequence);      // a function of the index
 /// # Ok::<(), moba::MobaError>(())
@@ -173,9 +182,9 @@ impl RecallTask {
         let mut tokens: Vec<u8> = (0..self.seq_len + 1)
             .map(|_| FILLER[rng.random_range(0..FILLER.len())])
             .collect();
-        let mut keys: Vec<[u8; 3]> = Vec::with_capacity(self.pairs);
+        let mut keys: Vec<[u8; KEY_LEN]> = Vec::with_capacity(self.pairs);
         while keys.len() < self.pairs {
-            let key = [(); 3].map(|_| b'A' + rng.random_range(0..26u8));
+            let key = [(); KEY_LEN].map(|_| b'A' + rng.random_range(0..26u8));
             if !keys.contains(&key) {
                 keys.push(key);
             }
@@ -216,7 +225,9 @@ impl RecallTask {
                     &values[record],
                 );
                 let at = start + VALUE_AT;
-                weights[at - 1..at - 1 + VALUE_LEN].fill(1.0);
+                // The key after its first letter and the value: from the first letter on, the
+                // rest is a copy of the record's bytes.
+                weights[start + 1..at - 1 + VALUE_LEN].fill(1.0);
                 RecallQuery {
                     at,
                     value: String::from_utf8(values[record].to_vec()).expect("digits"),
@@ -241,11 +252,10 @@ impl SequenceSource for RecallTask {
     }
 }
 
-/// `{mark}KEY=VAL;` into `out` (9 bytes).
-fn write_record(out: &mut [u8], mark: u8, key: &[u8; 3], value: &[u8; 3]) {
+/// `{mark}KEYVAL;` into `out` (RECORD_LEN bytes).
+fn write_record(out: &mut [u8], mark: u8, key: &[u8; KEY_LEN], value: &[u8; 3]) {
     out[0] = mark;
-    out[1..4].copy_from_slice(key);
-    out[4] = b'=';
+    out[1..VALUE_AT].copy_from_slice(key);
     out[VALUE_AT..VALUE_AT + VALUE_LEN].copy_from_slice(value);
-    out[8] = b';';
+    out[RECORD_LEN - 1] = b';';
 }
