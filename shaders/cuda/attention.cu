@@ -55,6 +55,7 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     // This thread's two accumulator rows (g and g + 8 of the warp's 16).
     u32 r0 = warp * 16 + g, r1 = r0 + 8;
     u32 pos0 = query_position(p, rows[r0]), pos1 = query_position(p, rows[r1]);
+    u32 first_pos = query_position(p, rows[0]);
 
     float acc[HEAD_DIM / 8][4];
 #pragma unroll
@@ -69,21 +70,29 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
         float s[KEY_TILE / 8][4];
         TileLayout::scores<ROW_TILE, KEY_TILE>(s, q_tile, warp * 16, kv.k_tile(i));
 
-        // Scale to base 2, mask keys past the tile and (causal) after the query.
+        // Mask keys past the tile and (causal) after the query. Most tiles have none: the
+        // test is the same for the whole block (the first row has the smallest position).
+        if (kb + KEY_TILE > key_stop || (p.causal && kb + KEY_TILE - 1 > first_pos)) {
+#pragma unroll
+            for (u32 n = 0; n < KEY_TILE / 8; n++) {
+#pragma unroll
+                for (u32 e = 0; e < 4; e++) {
+                    u32 key = kb + n * 8 + 2 * t + (e & 1);
+                    u32 pos = e < 2 ? pos0 : pos1;
+                    if (key >= key_stop || (p.causal && key > pos)) s[n][e] = NEG_INF;
+                }
+            }
+        }
         float max0 = NEG_INF, max1 = NEG_INF;
 #pragma unroll
         for (u32 n = 0; n < KEY_TILE / 8; n++) {
-#pragma unroll
-            for (u32 e = 0; e < 4; e++) {
-                u32 key = kb + n * 8 + 2 * t + (e & 1);
-                u32 pos = e < 2 ? pos0 : pos1;
-                bool valid = key < key_stop && (!p.causal || key <= pos);
-                s[n][e] = valid ? s[n][e] * p.scale_log2 : NEG_INF;
-            }
             max0 = fmaxf(max0, fmaxf(s[n][0], s[n][1]));
             max1 = fmaxf(max1, fmaxf(s[n][2], s[n][3]));
         }
-        float new0 = fmaxf(m0, quad_max(max0)), new1 = fmaxf(m1, quad_max(max1));
+        // Maxima in base 2 (the scale is positive, so it keeps the order); the scores are
+        // scaled inside the exponent below, one FMA each.
+        float new0 = fmaxf(m0, quad_max(max0) * p.scale_log2);
+        float new1 = fmaxf(m1, quad_max(max1) * p.scale_log2);
         // A row with every key masked so far keeps max -inf: subtract 0 instead (no NaN).
         float base0 = new0 == NEG_INF ? 0.0f : new0, base1 = new1 == NEG_INF ? 0.0f : new1;
         float corr0 = exp2f(m0 - base0), corr1 = exp2f(m1 - base1);
@@ -92,10 +101,10 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
         float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
         for (u32 n = 0; n < KEY_TILE / 8; n++) {
-            s[n][0] = exp2f(s[n][0] - base0);
-            s[n][1] = exp2f(s[n][1] - base0);
-            s[n][2] = exp2f(s[n][2] - base1);
-            s[n][3] = exp2f(s[n][3] - base1);
+            s[n][0] = exp2f(fmaf(s[n][0], p.scale_log2, -base0));
+            s[n][1] = exp2f(fmaf(s[n][1], p.scale_log2, -base0));
+            s[n][2] = exp2f(fmaf(s[n][2], p.scale_log2, -base1));
+            s[n][3] = exp2f(fmaf(s[n][3], p.scale_log2, -base1));
             sum0 += s[n][0] + s[n][1];
             sum1 += s[n][2] + s[n][3];
         }

@@ -22,7 +22,15 @@
 //   [DKDV_ROWS] tiles (GatheredRows: the next step's rows are copied while this step's are
 //   used).
 
-#define DKDV_ROWS 32
+// Rows per dk/dv step: the n of the step's products. Warpgroup MMAs take 64 (m64n64k16,
+// half the steps and barriers); the mma.sync build keeps 32, as 64 would spill registers.
+#define DKDV_ROWS_SYNC 32
+#define DKDV_ROWS_WGMMA 64
+#if WGMMA
+#define DKDV_ROWS DKDV_ROWS_WGMMA
+#else
+#define DKDV_ROWS DKDV_ROWS_SYNC
+#endif
 
 extern "C" __global__ void backward_prepare(Params p, const elem_t* o, const elem_t* dout,
                                             const float* lse, float* row_terms) {
@@ -72,6 +80,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
     u32 g = lane / 4, t = lane % 4;
     u32 r0 = warp * 16 + g, r1 = r0 + 8;
     u32 pos0 = query_position(p, rows[r0]), pos1 = query_position(p, rows[r1]);
+    u32 first_pos = query_position(p, rows[0]);
     size_t row0 = (size_t)bh * p.q_len + rows[r0], row1 = (size_t)bh * p.q_len + rows[r1];
     float lse0 = row_terms[row0 * 2], delta0 = row_terms[row0 * 2 + 1];
     float lse1 = row_terms[row1 * 2], delta1 = row_terms[row1 * 2 + 1];
@@ -90,14 +99,18 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
         float s[KEY_TILE / 8][4], dp[KEY_TILE / 8][4];
         TileLayout::scores<ROW_TILE, KEY_TILE>(s, q_tile, warp * 16, k_tile);
         TileLayout::scores<ROW_TILE, KEY_TILE>(dp, do_tile, warp * 16, v_tile);
+        // As in attention_pass: most tiles mask nothing (a test for the whole block).
+        bool masked = kb + KEY_TILE > key_stop || (p.causal && kb + KEY_TILE - 1 > first_pos);
 #pragma unroll
         for (u32 n = 0; n < KEY_TILE / 8; n++) {
 #pragma unroll
             for (u32 e = 0; e < 4; e++) {
-                u32 key = kb + n * 8 + 2 * t + (e & 1);
                 bool upper = e < 2;
-                bool valid = key < key_stop && (!p.causal || key <= (upper ? pos0 : pos1));
-                float prob = valid ? exp2f(s[n][e] * p.scale_log2 - (upper ? lse0 : lse1)) : 0.0f;
+                float prob = exp2f(fmaf(s[n][e], p.scale_log2, -(upper ? lse0 : lse1)));
+                if (masked) {
+                    u32 key = kb + n * 8 + 2 * t + (e & 1);
+                    if (key >= key_stop || (p.causal && key > (upper ? pos0 : pos1))) prob = 0.0f;
+                }
                 s[n][e] = prob * (dp[n][e] - (upper ? delta0 : delta1)); // ds
             }
         }
@@ -255,14 +268,16 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
         float s[DKDV_ROWS / 8][4], dp[DKDV_ROWS / 8][4];
         TileLayout::scores<KEY_TILE, DKDV_ROWS>(s, k_tile, warp * 16, q_tile);
         TileLayout::scores<KEY_TILE, DKDV_ROWS>(dp, v_tile, warp * 16, do_tile);
+        // The step's rows ascend (one list): its first has the smallest position, so most
+        // steps mask nothing. Rows past the step have lse +inf, hence p = 0.
+        bool masked = p.causal && key_first + KEY_TILE - 1 > row_pos[b][0];
 #pragma unroll
         for (u32 n = 0; n < DKDV_ROWS / 8; n++) {
 #pragma unroll
             for (u32 e = 0; e < 4; e++) {
                 u32 col = n * 8 + 2 * t + (e & 1);
-                u32 key = e < 2 ? key0 : key1;
-                bool valid = !p.causal || key <= row_pos[b][col];
-                float prob = valid ? exp2f(s[n][e] * p.scale_log2 - row_lse[b][col]) : 0.0f;
+                float prob = exp2f(fmaf(s[n][e], p.scale_log2, -row_lse[b][col]));
+                if (masked && (e < 2 ? key0 : key1) > row_pos[b][col]) prob = 0.0f;
                 s[n][e] = prob;                                  // p^T
                 dp[n][e] = prob * (dp[n][e] - row_delta[b][col]); // ds^T
             }

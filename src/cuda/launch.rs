@@ -12,8 +12,10 @@ pub const KEY_TILE: usize = 64;
 pub const TILE_THREADS: u32 = (ROW_TILE / 16 * 32) as u32;
 /// Threads of the dk/dv kernel: one warp per 16 keys (`KEY_THREADS`).
 pub const KEY_THREADS: u32 = (KEY_TILE / 16 * 32) as u32;
-/// Rows per dk/dv step (`DKDV_ROWS` in backward.cu).
-pub const DKDV_ROWS: usize = 32;
+/// Rows per dk/dv step with mma.sync (`DKDV_ROWS_SYNC` in backward.cu).
+pub const DKDV_ROWS_SYNC: usize = 32;
+/// Rows per dk/dv step with warpgroup MMAs (`DKDV_ROWS_WGMMA`).
+pub const DKDV_ROWS_WGMMA: usize = 64;
 /// Rows per chunk of the counting sort (`CHUNK_ROWS` in inversion.cu).
 pub const CHUNK_ROWS: usize = 1024;
 /// Threads of the histogram and scan kernels (`INVERT_THREADS`).
@@ -141,7 +143,11 @@ impl CudaPlan {
     /// Dynamic shared memory of `dkdv`: the k and v tiles, and two q and two dO tiles (the
     /// next step's rows are copied while this step's are used).
     pub fn dkdv_shared_bytes(&self) -> u32 {
-        self.tiles_bytes(2 * KEY_TILE + 4 * DKDV_ROWS)
+        let rows = match self.mma {
+            MmaKind::Sync => DKDV_ROWS_SYNC,
+            MmaKind::Warpgroup => DKDV_ROWS_WGMMA,
+        };
+        self.tiles_bytes(2 * KEY_TILE + 4 * rows)
     }
 
     /// Dynamic shared memory of the histogram and scatter kernels: one u32 per block.
@@ -207,11 +213,16 @@ mod tests {
     use crate::cuda::source::defined;
 
     /// The Rust copies of the sources' tile constants, as the sources define them.
-    fn source_constants() -> [(&'static str, usize, Option<u32>); 10] {
+    fn source_constants() -> [(&'static str, usize, Option<u32>); 11] {
         [
             ("ROW_TILE", ROW_TILE, defined("ROW_TILE")),
             ("KEY_TILE", KEY_TILE, defined("KEY_TILE")),
-            ("DKDV_ROWS", DKDV_ROWS, defined("DKDV_ROWS")),
+            ("DKDV_ROWS_SYNC", DKDV_ROWS_SYNC, defined("DKDV_ROWS_SYNC")),
+            (
+                "DKDV_ROWS_WGMMA",
+                DKDV_ROWS_WGMMA,
+                defined("DKDV_ROWS_WGMMA"),
+            ),
             ("CHUNK_ROWS", CHUNK_ROWS, defined("CHUNK_ROWS")),
             (
                 "INVERT_THREADS",
@@ -289,8 +300,9 @@ mod tests {
         assert_eq!(wgmma.dq_shared_bytes(), (2 * 128 + 4 * 64) * 128 * 2 + 1024);
         assert_eq!(
             wgmma.dkdv_shared_bytes(),
-            (2 * 64 + 4 * 32) * 128 * 2 + 1024
+            (2 * 64 + 4 * 64) * 128 * 2 + 1024
         );
+        assert!(2 * wgmma.dkdv_shared_bytes() <= 228 * 1024);
         assert_eq!(plan.dq_shared_bytes(), (2 * 128 + 4 * 64) * 136 * 2);
         assert_eq!(plan.dkdv_shared_bytes(), (2 * 64 + 4 * 32) * 136 * 2);
         assert!(plan.dq_shared_bytes() <= 227 * 1024);
