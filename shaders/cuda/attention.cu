@@ -118,7 +118,6 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
             acc[n][3] *= corr1;
         }
         TileLayout::accumulate<KEY_TILE>(acc, s, kv.v_tile(i));
-        kv.release();
     }
     l0 = quad_sum(l0);
     l1 = quad_sum(l1);

@@ -115,7 +115,6 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
             }
         }
         TileLayout::accumulate<KEY_TILE>(acc, s, k_tile);
-        kv.release();
     }
 
 #pragma unroll
@@ -252,16 +251,15 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
     RowWalk step(p, lists, starts, j, group);
     if (!step.done()) gathered.fetch(p, step, 0, q, dout, row_terms);
     for (u32 b = 0; !step.done(); b ^= 1) {
-        RowWalk next = step;
-        next.advance();
-        if (!next.done()) {
-            gathered.fetch(p, next, b ^ 1, q, dout, row_terms);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        // As in KeyValueTiles: wait for this step's rows, show them to the block, then copy
+        // the next step's into the other buffer (every warp past the barrier is done with
+        // the step it held). One barrier per step.
+        cp_async_wait<0>();
         TileLayout::publish();
         __syncthreads();
+        RowWalk next = step;
+        next.advance();
+        if (!next.done()) gathered.fetch(p, next, b ^ 1, q, dout, row_terms);
         const u16* q_tile = gathered.q_tile(b);
         const u16* do_tile = gathered.do_tile(b);
 
@@ -284,8 +282,6 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
         }
         TileLayout::accumulate<DKDV_ROWS>(dv_acc, s, do_tile);
         TileLayout::accumulate<DKDV_ROWS>(dk_acc, dp, q_tile);
-        // Every warp is done with buffer b: the next iteration's fetch may refill it.
-        __syncthreads();
         step = next;
     }
     // A block no row chose still waits for its key copy before it exits.

@@ -319,8 +319,8 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // The key and value tiles of keys `first..stop`, KEY_TILE keys at a time, double-buffered in
 // `buffers` (k0, v0, k1, v1: four tiles of `Layout`): tile i sits in buffer i % 2 while tile
-// i + 1 is copied into the other. For each tile i: arrive(i), use k_tile(i) and v_tile(i),
-// release().
+// i + 1 is copied into the other. For each tile i: arrive(i), then use k_tile(i) and
+// v_tile(i). One barrier per tile.
 template <typename Layout = Padded>
 struct KeyValueTiles {
     u16* buffers;
@@ -346,19 +346,14 @@ struct KeyValueTiles {
         stage_async<KEY_TILE, Layout>(v_tile(i), v, Span{key(i)}, keys);
         cp_async_commit();
     }
-    // Starts the copy of tile i + 1, waits for tile i and shows it to the whole block.
+    // Waits for tile i and shows it to the whole block, then starts copying tile i + 1 into
+    // the other buffer: it held tile i - 1, which every warp past the barrier is done with.
     __device__ void arrive(u32 i) const {
-        if (i + 1 < count) {
-            fetch(i + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        cp_async_wait<0>();
         Layout::publish();
         __syncthreads();
+        fetch(i + 1);
     }
-    // Every warp is done with the tile: its buffer may take the tile after next.
-    __device__ void release() const { __syncthreads(); }
 };
 
 // Max and sum over the four lanes that share an accumulator row.
