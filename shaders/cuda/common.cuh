@@ -194,6 +194,12 @@ __device__ __forceinline__ void mma(float c[4], const u32 a[4], u32 b0, u32 b1) 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// c[0] and c[1] (two 8-wide n-tiles) += a . b, with b as load_b_nk / load_b_kn give it.
+__device__ __forceinline__ void mma_pair(float (*c)[4], const u32 a[4], const u32 b[4]) {
+    mma(c[0], a, b[0], b[1]);
+    mma(c[1], a, b[2], b[3]);
+}
+
 // The A fragment for k-slice `j` (16 columns) of a C tile held as 8-wide n-tiles: the
 // accumulator of one product feeds the next (probabilities into p.v).
 __device__ __forceinline__ void c_to_a(u32 a[4], const float (*c)[4], u32 j) {
@@ -237,8 +243,7 @@ struct Padded {
             for (u32 n = 0; n < N / 16; n++) {
                 u32 b[4];
                 load_b_nk(b, b_tile, TILE_STRIDE, n * 16, kk * 16);
-                mma(s[2 * n], a, b[0], b[1]);
-                mma(s[2 * n + 1], a, b[2], b[3]);
+                mma_pair(s + 2 * n, a, b);
             }
         }
     }
@@ -253,8 +258,7 @@ struct Padded {
             for (u32 n = 0; n < HEAD_DIM / 16; n++) {
                 u32 b[4];
                 load_b_kn(b, b_tile, TILE_STRIDE, kk * 16, n * 16);
-                mma(acc[2 * n], a, b[0], b[1]);
-                mma(acc[2 * n + 1], a, b[2], b[3]);
+                mma_pair(acc + 2 * n, a, b);
             }
         }
     }
@@ -429,6 +433,10 @@ __device__ __forceinline__ unsigned long long wgmma_descriptor(const u16* at) {
 #define WGMMA_D32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
                   "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
 
+// The start of a `wgmma.mma_async` of `shape` that accumulates into d (scale-d true).
+#define WGMMA_ASYNC(shape) "{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, 1, 0;\n" \
+    "wgmma.mma_async.sync.aligned." shape ".f32." MMA_TYPE "." MMA_TYPE " "
+
 // d (64 x N) += a . b^T: A (64 x 16) and B (N x 16) both K-major Swizzled tiles in shared
 // memory.
 template <int N>
@@ -436,26 +444,20 @@ __device__ void wgmma_nt(float (*d)[4], unsigned long long a, unsigned long long
 
 template <>
 __device__ __forceinline__ void wgmma_nt<64>(float (*d)[4], unsigned long long a, unsigned long long b) {
-    asm volatile("{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, 1, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." MMA_TYPE "." MMA_TYPE " "
-                 WGMMA_D32 ", %32, %33, accumulate, 1, 1, 0, 0;\n}"
+    asm volatile(WGMMA_ASYNC("m64n64k16") WGMMA_D32 ", %32, %33, accumulate, 1, 1, 0, 0;\n}"
                  : WGMMA_C64 : "l"(a), "l"(b) : "memory");
 }
 
 template <>
 __device__ __forceinline__ void wgmma_nt<32>(float (*d)[4], unsigned long long a, unsigned long long b) {
-    asm volatile("{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, 1, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32." MMA_TYPE "." MMA_TYPE " "
-                 WGMMA_D16 ", %16, %17, accumulate, 1, 1, 0, 0;\n}"
+    asm volatile(WGMMA_ASYNC("m64n32k16") WGMMA_D16 ", %16, %17, accumulate, 1, 1, 0, 0;\n}"
                  : WGMMA_C32 : "l"(a), "l"(b) : "memory");
 }
 
 // d += a . b: A (64 x 16) in registers as the mma.sync A fragment of each warp, B (16 x 64)
 // a Swizzled tile stored [k][n] (rows are k: transposed on the way).
 __device__ __forceinline__ void wgmma_rn(float (*d)[4], const u32 a[4], unsigned long long b) {
-    asm volatile("{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, 1, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32." MMA_TYPE "." MMA_TYPE " "
-                 WGMMA_D32 ", {%32,%33,%34,%35}, %36, accumulate, 1, 1, 1;\n}"
+    asm volatile(WGMMA_ASYNC("m64n64k16") WGMMA_D32 ", {%32,%33,%34,%35}, %36, accumulate, 1, 1, 1;\n}"
                  : WGMMA_C64 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b) : "memory");
 }
 
