@@ -1,4 +1,5 @@
-//! The `moba` binary end to end: `attend` with .npy files, `demo` at a tiny size, `info`.
+//! The `moba` binary end to end: `attend` with .npy files, `demo` at a tiny size, `info`,
+//! `train` on a recall task of explicit counts.
 
 mod common;
 
@@ -338,4 +339,39 @@ fn bench_writes_records_and_report_merges_them() {
         String::from_utf8_lossy(&report.stderr).contains("bad.jsonl:1"),
         "{report:?}"
     );
+}
+
+#[test]
+fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
+    // At 64 bytes the default counts (4 records) need more slots than there are; one record
+    // and one query fit and must be accepted.
+    let dir = scratch("train-recall-counts");
+    let run = dir.join("run").display().to_string();
+    let common = [
+        "train",
+        "--backend",
+        "ndarray",
+        "--preset",
+        "tiny",
+        "--seq-len",
+        "64",
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--run",
+    ];
+    let mut args: Vec<String> = common.iter().map(|s| s.to_string()).collect();
+    args.push(run.clone());
+    let defaults = moba(&args);
+    assert!(!defaults.status.success());
+    assert!(
+        String::from_utf8_lossy(&defaults.stderr).contains("slots"),
+        "{}",
+        String::from_utf8_lossy(&defaults.stderr)
+    );
+    args.extend(["--recall-pairs", "1", "--recall-queries", "1"].map(String::from));
+    run_ok(&args);
+    let summary = std::fs::read_to_string(dir.join("run").join("train.json")).unwrap();
+    assert!(summary.contains("\"pairs\": 1"), "{summary}");
 }

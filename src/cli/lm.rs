@@ -165,11 +165,16 @@ impl RunArgs {
             ..preset
         };
         let data = if self.text.is_empty() {
-            let defaults = RecallTask::new(seq_len, self.seed)?.counts();
-            DataConfig::Recall {
-                pairs: self.recall_pairs.unwrap_or(defaults.0),
-                queries: self.recall_queries.unwrap_or(defaults.1),
-            }
+            // The default counts only where a count is left out: at short lengths they may
+            // not fit where the given ones do.
+            let (pairs, queries) = match (self.recall_pairs, self.recall_queries) {
+                (Some(pairs), Some(queries)) => (pairs, queries),
+                (pairs, queries) => {
+                    let defaults = RecallTask::new(seq_len, self.seed)?.counts();
+                    (pairs.unwrap_or(defaults.0), queries.unwrap_or(defaults.1))
+                }
+            };
+            DataConfig::Recall { pairs, queries }
         } else {
             DataConfig::Text {
                 paths: self.text.iter().map(|p| p.display().to_string()).collect(),
