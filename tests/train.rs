@@ -476,3 +476,32 @@ fn corrupt_checkpoints_and_bad_data_paths_are_clear_errors() {
         "the finished run's summary stays"
     );
 }
+
+#[test]
+fn recall_evaluation_skips_distances_no_record_can_take() {
+    // 128 bytes, 4 records and 4 queries: the nearest quarter of the context (0..24 bytes) is
+    // narrower than a slot, so it holds none; the other buckets are measured.
+    let recall = DataConfig::Recall {
+        pairs: 4,
+        queries: 4,
+    };
+    let config = TrainConfig::new(tiny(128), recall, 128, 4)
+        .with_batch_size(2)
+        .with_valid_every(4);
+    config.validate().unwrap();
+    let device = Default::default();
+    let model = config.model.init::<NdArray>(&device).unwrap();
+    let options = EvalOptions {
+        batches: 1,
+        recall_sequences: 2,
+        ..Default::default()
+    };
+    let report = evaluate(&model, &config, &options, &device).unwrap();
+    assert!((1..4).contains(&report.recall.len()), "{:?}", report.recall);
+    assert!(
+        report
+            .recall
+            .iter()
+            .all(|bucket| bucket.queries > 0 && bucket.distance.start >= 24)
+    );
+}
