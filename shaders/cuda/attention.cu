@@ -70,16 +70,15 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
         float s[KEY_TILE / 8][4];
         TileLayout::scores<ROW_TILE, KEY_TILE>(s, q_tile, warp * 16, kv.k_tile(i));
 
-        // Mask keys past the tile and (causal) after the query. Most tiles have none: the
-        // test is the same for the whole block (the first row has the smallest position).
-        if (kb + KEY_TILE > key_stop || (p.causal && kb + KEY_TILE - 1 > first_pos)) {
+        // Mask keys past the tile and (causal) after the query, in the tiles that have any.
+        if (tile_masked(p, kb, key_stop, first_pos)) {
 #pragma unroll
             for (u32 n = 0; n < KEY_TILE / 8; n++) {
 #pragma unroll
                 for (u32 e = 0; e < 4; e++) {
                     u32 key = kb + n * 8 + 2 * t + (e & 1);
                     u32 pos = e < 2 ? pos0 : pos1;
-                    if (key >= key_stop || (p.causal && key > pos)) s[n][e] = NEG_INF;
+                    if (key_hidden(p, key, key_stop, pos)) s[n][e] = NEG_INF;
                 }
             }
         }

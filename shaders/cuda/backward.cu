@@ -99,8 +99,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
         float s[KEY_TILE / 8][4], dp[KEY_TILE / 8][4];
         TileLayout::scores<ROW_TILE, KEY_TILE>(s, q_tile, warp * 16, k_tile);
         TileLayout::scores<ROW_TILE, KEY_TILE>(dp, do_tile, warp * 16, v_tile);
-        // As in attention_pass: most tiles mask nothing (a test for the whole block).
-        bool masked = kb + KEY_TILE > key_stop || (p.causal && kb + KEY_TILE - 1 > first_pos);
+        bool masked = tile_masked(p, kb, key_stop, first_pos);
 #pragma unroll
         for (u32 n = 0; n < KEY_TILE / 8; n++) {
 #pragma unroll
@@ -109,7 +108,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
                 float prob = exp2f(fmaf(s[n][e], p.scale_log2, -(upper ? lse0 : lse1)));
                 if (masked) {
                     u32 key = kb + n * 8 + 2 * t + (e & 1);
-                    if (key >= key_stop || (p.causal && key > (upper ? pos0 : pos1))) prob = 0.0f;
+                    if (key_hidden(p, key, key_stop, upper ? pos0 : pos1)) prob = 0.0f;
                 }
                 s[n][e] = prob * (dp[n][e] - (upper ? delta0 : delta1)); // ds
             }
