@@ -39,7 +39,7 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     }
     __syncthreads();
     // Copied with the first key tile (KeyValueTiles commits both, arrive(0) waits for both).
-    stage_async<ROW_TILE, TileLayout>(q_tile, q + (size_t)bh * p.q_len * HEAD_DIM, Listed{rows},
+    stage_async<ROW_TILE, TILE_THREADS, TileLayout>(q_tile, q + (size_t)bh * p.q_len * HEAD_DIM, Listed{rows},
                                       tile.count);
 
     size_t kv_base = (size_t)kv_group(p, bh) * p.kv_len * HEAD_DIM;
@@ -62,7 +62,7 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
 
-    KeyValueTiles<TileLayout> kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
+    KeyValueTiles<TILE_THREADS, TileLayout> kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
     for (u32 i = 0; i < kv.count; i++) {
         kv.arrive(i);
         u32 kb = kv.key(i);
@@ -94,16 +94,16 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
         float new1 = fmaxf(m1, quad_max(max1) * p.scale_log2);
         // A row with every key masked so far keeps max -inf: subtract 0 instead (no NaN).
         float base0 = new0 == NEG_INF ? 0.0f : new0, base1 = new1 == NEG_INF ? 0.0f : new1;
-        float corr0 = exp2f(m0 - base0), corr1 = exp2f(m1 - base1);
+        float corr0 = exp2_approx(m0 - base0), corr1 = exp2_approx(m1 - base1);
         m0 = new0;
         m1 = new1;
         float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
         for (u32 n = 0; n < KEY_TILE / 8; n++) {
-            s[n][0] = exp2f(fmaf(s[n][0], p.scale_log2, -base0));
-            s[n][1] = exp2f(fmaf(s[n][1], p.scale_log2, -base0));
-            s[n][2] = exp2f(fmaf(s[n][2], p.scale_log2, -base1));
-            s[n][3] = exp2f(fmaf(s[n][3], p.scale_log2, -base1));
+            s[n][0] = exp2_approx(fmaf(s[n][0], p.scale_log2, -base0));
+            s[n][1] = exp2_approx(fmaf(s[n][1], p.scale_log2, -base0));
+            s[n][2] = exp2_approx(fmaf(s[n][2], p.scale_log2, -base1));
+            s[n][3] = exp2_approx(fmaf(s[n][3], p.scale_log2, -base1));
             sum0 += s[n][0] + s[n][1];
             sum1 += s[n][2] + s[n][3];
         }
@@ -132,8 +132,8 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
         if (valid && slot > 0) {
             float old_m = state_ml[row * 2], old_l = state_ml[row * 2 + 1];
             merged_m = fmaxf(old_m, m);
-            keep = exp2f(old_m - merged_m);
-            add = exp2f(m - merged_m);
+            keep = exp2_approx(old_m - merged_m);
+            add = exp2_approx(m - merged_m);
             merged_l = old_l * keep + l * add;
         }
         __syncwarp();

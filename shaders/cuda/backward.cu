@@ -68,8 +68,8 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
     __syncthreads();
     size_t q_base = (size_t)bh * p.q_len * HEAD_DIM;
     // Copied with the first key tile (KeyValueTiles commits them, arrive(0) waits for them).
-    stage_async<ROW_TILE, TileLayout>(q_tile, q + q_base, Listed{rows}, tile.count);
-    stage_async<ROW_TILE, TileLayout>(do_tile, dout + q_base, Listed{rows}, tile.count);
+    stage_async<ROW_TILE, TILE_THREADS, TileLayout>(q_tile, q + q_base, Listed{rows}, tile.count);
+    stage_async<ROW_TILE, TILE_THREADS, TileLayout>(do_tile, dout + q_base, Listed{rows}, tile.count);
 
     size_t kv_base = (size_t)kv_group(p, bh) * p.kv_len * HEAD_DIM;
     u32 key_first = tile.block * p.block_size;
@@ -89,7 +89,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
 #pragma unroll
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
-    KeyValueTiles<TileLayout> kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
+    KeyValueTiles<TILE_THREADS, TileLayout> kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
     for (u32 i = 0; i < kv.count; i++) {
         kv.arrive(i);
         u32 kb = kv.key(i);
@@ -105,7 +105,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
 #pragma unroll
             for (u32 e = 0; e < 4; e++) {
                 bool upper = e < 2;
-                float prob = exp2f(fmaf(s[n][e], p.scale_log2, -(upper ? lse0 : lse1)));
+                float prob = exp2_approx(fmaf(s[n][e], p.scale_log2, -(upper ? lse0 : lse1)));
                 if (masked) {
                     u32 key = kb + n * 8 + 2 * t + (e & 1);
                     if (key_hidden(p, key, key_stop, upper ? pos0 : pos1)) prob = 0.0f;
@@ -201,8 +201,8 @@ struct GatheredRows {
         u32 count = step.count();
         const u32* rows = step.rows();
         size_t q_base = (size_t)step.bh * p.q_len;
-        stage_async<DKDV_ROWS, TileLayout>(q_tile(b), q + q_base * HEAD_DIM, Listed{rows}, count);
-        stage_async<DKDV_ROWS, TileLayout>(do_tile(b), dout + q_base * HEAD_DIM, Listed{rows}, count);
+        stage_async<DKDV_ROWS, KEY_THREADS, TileLayout>(q_tile(b), q + q_base * HEAD_DIM, Listed{rows}, count);
+        stage_async<DKDV_ROWS, KEY_THREADS, TileLayout>(do_tile(b), dout + q_base * HEAD_DIM, Listed{rows}, count);
         cp_async_commit();
         for (u32 i = threadIdx.x; i < DKDV_ROWS; i += blockDim.x) {
             u32 row = rows[min(i, count - 1)];
@@ -232,8 +232,8 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
     if (key_first >= key_stop) return;
     size_t kv_base = (size_t)group * p.kv_len * HEAD_DIM;
     // Copied with the first row step (one group; the first wait covers both).
-    stage_async<KEY_TILE, TileLayout>(k_tile, k + kv_base, Span{key_first}, key_stop - key_first);
-    stage_async<KEY_TILE, TileLayout>(v_tile, v + kv_base, Span{key_first}, key_stop - key_first);
+    stage_async<KEY_TILE, KEY_THREADS, TileLayout>(k_tile, k + kv_base, Span{key_first}, key_stop - key_first);
+    stage_async<KEY_TILE, KEY_THREADS, TileLayout>(v_tile, v + kv_base, Span{key_first}, key_stop - key_first);
 
     u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     u32 g = lane / 4, t = lane % 4;
@@ -273,7 +273,7 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
 #pragma unroll
             for (u32 e = 0; e < 4; e++) {
                 u32 col = n * 8 + 2 * t + (e & 1);
-                float prob = exp2f(fmaf(s[n][e], p.scale_log2, -row_lse[b][col]));
+                float prob = exp2_approx(fmaf(s[n][e], p.scale_log2, -row_lse[b][col]));
                 if (masked && (e < 2 ? key0 : key1) > row_pos[b][col]) prob = 0.0f;
                 s[n][e] = prob;                                  // p^T
                 dp[n][e] = prob * (dp[n][e] - row_delta[b][col]); // ds^T

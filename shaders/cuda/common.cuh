@@ -289,39 +289,46 @@ struct Span {
     __device__ u32 operator()(u32 r) const { return first + r; }
 };
 
-// Rows `row_of(0..count)` of a [*, HEAD_DIM] tensor into a shared tile of `TILE` rows
-// (missing rows zeroed), 16 bytes per thread per step.
-template <int TILE, typename Layout = Padded, typename RowOf>
-__device__ __forceinline__ void stage(u16* tile, const elem_t* src, RowOf row_of, u32 count) {
+// Visits the 16-byte chunks (row r, column c) of a TILE-row tile that this thread of a block
+// of THREADS copies, one per pass. The passes unroll with constant strides, so the address
+// arithmetic is done once rather than per chunk.
+template <int TILE, int THREADS, typename Visit>
+__device__ __forceinline__ void for_each_chunk(Visit visit) {
     const u32 chunks = HEAD_DIM / 8;
-    for (u32 i = threadIdx.x; i < TILE * chunks; i += blockDim.x) {
-        u32 r = i / chunks, c = (i % chunks) * 8;
-        uint4 value = make_uint4(0, 0, 0, 0);
-        if (r < count) {
-            value = load8(src + (size_t)row_of(r) * HEAD_DIM + c);
-        }
-        *(uint4*)(tile + Layout::at(TILE, r, c)) = value;
+#pragma unroll
+    for (u32 pass = 0; pass < (TILE * chunks + THREADS - 1) / THREADS; pass++) {
+        u32 i = pass * THREADS + threadIdx.x;
+        if (i < TILE * chunks) visit(i / chunks, i % chunks * 8);
     }
+}
+
+// Rows `row_of(0..count)` of a [*, HEAD_DIM] tensor into a shared tile of `TILE` rows
+// (missing rows zeroed) by a block of THREADS threads, 16 bytes per thread per pass.
+template <int TILE, int THREADS, typename Layout = Padded, typename RowOf>
+__device__ __forceinline__ void stage(u16* tile, const elem_t* src, RowOf row_of, u32 count) {
+    for_each_chunk<TILE, THREADS>([&](u32 r, u32 c) {
+        uint4 value = make_uint4(0, 0, 0, 0);
+        if (r < count) value = load8(src + (size_t)row_of(r) * HEAD_DIM + c);
+        *(uint4*)(tile + Layout::at(TILE, r, c)) = value;
+    });
 }
 
 // `stage` without waiting: 16-bit elements are copied by `cp.async` (sm_80+; rows past
 // `count` zero-filled) and land once the caller's cp_async_wait says so, while the tensor
 // cores work on another buffer. f32 elements need converting on the way, so they are
 // staged synchronously (the waits are then no-ops). `count` must be positive.
-template <int TILE, typename Layout = Padded, typename RowOf>
+template <int TILE, int THREADS, typename Layout = Padded, typename RowOf>
 __device__ __forceinline__ void stage_async(u16* tile, const elem_t* src, RowOf row_of, u32 count) {
 #if ELEM_KIND == ELEM_F32
-    stage<TILE, Layout>(tile, src, row_of, count);
+    stage<TILE, THREADS, Layout>(tile, src, row_of, count);
 #else
-    const u32 chunks = HEAD_DIM / 8;
-    for (u32 i = threadIdx.x; i < TILE * chunks; i += blockDim.x) {
-        u32 r = i / chunks, c = (i % chunks) * 8;
+    for_each_chunk<TILE, THREADS>([&](u32 r, u32 c) {
         // A row past the end reads nothing (source size 0) from a valid address.
         const elem_t* from = src + (size_t)row_of(r < count ? r : 0) * HEAD_DIM + c;
         u32 bytes = r < count ? 16 : 0;
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
                      :: "r"(shared_address(tile + Layout::at(TILE, r, c))), "l"(from), "r"(bytes));
-    }
+    });
 #endif
 }
 
@@ -336,9 +343,9 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // The key and value tiles of keys `first..stop`, KEY_TILE keys at a time, double-buffered in
 // `buffers` (k0, v0, k1, v1: four tiles of `Layout`): tile i sits in buffer i % 2 while tile
-// i + 1 is copied into the other. For each tile i: arrive(i), then use k_tile(i) and
-// v_tile(i). One barrier per tile.
-template <typename Layout = Padded>
+// i + 1 is copied into the other, by the block's THREADS threads. For each tile i: arrive(i),
+// then use k_tile(i) and v_tile(i). One barrier per tile.
+template <int THREADS, typename Layout = Padded>
 struct KeyValueTiles {
     u16* buffers;
     const elem_t* k;
@@ -359,8 +366,8 @@ struct KeyValueTiles {
     __device__ void fetch(u32 i) const {
         if (i >= count) return;
         u32 keys = min((u32)KEY_TILE, stop - key(i));
-        stage_async<KEY_TILE, Layout>(k_tile(i), k, Span{key(i)}, keys);
-        stage_async<KEY_TILE, Layout>(v_tile(i), v, Span{key(i)}, keys);
+        stage_async<KEY_TILE, THREADS, Layout>(k_tile(i), k, Span{key(i)}, keys);
+        stage_async<KEY_TILE, THREADS, Layout>(v_tile(i), v, Span{key(i)}, keys);
         cp_async_commit();
     }
     // Waits for tile i and shows it to the whole block, then starts copying tile i + 1 into
@@ -372,6 +379,15 @@ struct KeyValueTiles {
         fetch(i + 1);
     }
 };
+
+// 2^x in one special-function instruction (results below 2^-126 flush to zero). exp2f keeps
+// such subnormals with a range test and two multiplies around it: work the probabilities of
+// the softmax do not need, in its hottest loop.
+__device__ __forceinline__ float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 
 // Max and sum over the four lanes that share an accumulator row.
 __device__ __forceinline__ float quad_max(float x) {

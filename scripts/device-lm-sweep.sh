@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One call on the lent NVIDIA GPUs for a sweep of small `moba train` runs on the recall task:
+# small models leave a GPU mostly idle, so PER_GPU runs share each GPU side by side. Every
+# run trains until LIMIT seconds (its cosine schedule sized by its own --steps), then
+# `moba eval` measures its last checkpoint. Stage first as for scripts/device-lm.sh.
+# Input: SPECS, a file of lines `NAME ARGS...` (ARGS: `moba train` flags; lines starting
+# with # are skipped). Environment: OUT (default results/device-lm-sweep), LIMIT (seconds
+# of training per run, default 420), PER_GPU (default 4), EVAL_LIMIT (default 60).
+# Prints a table last: run, steps done, last validation loss, recall over all distances.
+set -u
+OUT=${OUT:-results/device-lm-sweep}
+LIMIT=${LIMIT:-420}
+PER_GPU=${PER_GPU:-4}
+mkdir -p "$OUT"
+source scripts/device-env.sh
+runs=/tmp/moba-sweep
+repo=$PWD
+gpus=$(nvidia-smi -L | wc -l)
+rm -rf "$runs"
+mkdir -p "$runs"
+
+slot=0
+while read -r name args; do
+    [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
+    gpu=$((slot % gpus))
+    slot=$((slot + 1))
+    # Each run in a working directory of its own with the cubecl.toml of device-env.sh.
+    mkdir -p "$runs/$name.work"
+    cp cubecl.toml "$runs/$name.work/"
+    # shellcheck disable=SC2086
+    (cd "$runs/$name.work" && export CUDA_VISIBLE_DEVICES=$gpu &&
+        timeout "$LIMIT" "$repo/.device/moba" train --backend cuda --lines --run "$runs/$name" \
+            $args > "$OUT/$name.log" 2>&1
+        timeout "${EVAL_LIMIT:-60}" "$repo/.device/moba" eval --backend cuda --run "$runs/$name" \
+            > "$OUT/$name-eval.log" 2>&1) &
+    if [ $((slot % (gpus * PER_GPU))) = 0 ]; then wait; fi
+done < "$SPECS"
+wait
+
+printf '| run | progress (epoch, sequences) | last validation loss | recall (all distances) |\n|---|---|---|---|\n'
+while read -r name args; do
+    [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
+    progress=$(grep -oE '^epoch [0-9]+/[0-9]+ sequences [0-9]+/[0-9]+' "$OUT/$name.log" | tail -1)
+    loss=$(grep -E '^epoch [0-9]+/[0-9]+ validation' "$OUT/$name.log" | tail -1 | grep -oE '[0-9.]+$')
+    recall=$(grep -oE '^  recall at .*\(([0-9]+) of ([0-9]+)\)' "$OUT/$name-eval.log" |
+        sed -E 's/.*\(([0-9]+) of ([0-9]+)\)/\1 \2/' | awk '{n += $1; d += $2} END {if (d) printf "%d of %d", n, d}')
+    echo "| $name | ${progress:-none} | ${loss:-none} | ${recall:-none} |"
+done < "$SPECS"
