@@ -24,9 +24,12 @@ while read -r name args; do
     [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
     gpu=$((slot % gpus))
     slot=$((slot + 1))
-    # Each run in a working directory of its own with the cubecl.toml of device-env.sh.
+    # Each run in a working directory of its own, with its own copy of cubecl's caches (runs
+    # side by side would write one cache file at once).
     mkdir -p "$runs/$name.work"
-    cp cubecl.toml "$runs/$name.work/"
+    cp -r .device/cubecl-cache "$runs/$name.work/"
+    sed "s|$PWD/.device/cubecl-cache|$runs/$name.work/cubecl-cache|g" cubecl.toml \
+        > "$runs/$name.work/cubecl.toml"
     # shellcheck disable=SC2086
     (cd "$runs/$name.work" && export CUDA_VISIBLE_DEVICES=$gpu &&
         timeout "$LIMIT" "$repo/.device/moba" train --backend cuda --lines --run "$runs/$name" \
