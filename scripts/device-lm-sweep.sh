@@ -6,7 +6,8 @@
 # Input: SPECS, a file of lines `NAME ARGS...` (ARGS: `moba train` flags; lines starting
 # with # are skipped). Environment: OUT (default results/device-lm-sweep), LIMIT (seconds
 # of training per run, default 420), PER_GPU (default 4), EVAL_LIMIT (default 60).
-# Prints a table last: run, steps done, last validation loss, recall over all distances.
+# Prints a table last: run, progress, last validation loss, recall over all distances; the
+# logs come back in $OUT/logs.tgz.
 set -u
 OUT=${OUT:-results/device-lm-sweep}
 LIMIT=${LIMIT:-420}
@@ -49,3 +50,5 @@ while read -r name args; do
         sed -E 's/.*\(([0-9]+) of ([0-9]+)\)/\1 \2/' | awk '{n += $1; d += $2} END {if (d) printf "%d of %d", n, d}')
     echo "| $name | ${progress:-none} | ${loss:-none} | ${recall:-none} |"
 done < "$SPECS"
+# One archive: only so many files come back from a call.
+(cd "$OUT" && tar czf logs.tgz -- *.log && rm -f -- *.log)

@@ -10,6 +10,12 @@
 # (default 8k), STEPS (default 200), BATCH (default 8), EXTRA (more `moba compare` flags),
 # LIMIT (seconds per task before it is stopped, default 560), FRESH (default 1; 0 keeps the
 # runs of an earlier call on the same warm machine, so that `moba compare` resumes them).
+# PRETRAIN (`moba train` flags): first train one run with them (on the first GPU) and
+# start both arms from its weights (`--init-from`): a lookup learned where steps are cheap
+# (short sequences; MoBA with one block is full attention there), then both arms at the
+# full length. Skipped when runs/pretrain already holds a model.
+# RUNS_BACK=1: also pack the run folders, checkpoints included, into $OUT/runs.tgz (small
+# models only); put it at .device/lm-runs.tgz with FRESH=0 to continue them in a later call.
 # On a machine with two GPUs or more, the two arms train side by side, one per GPU.
 # What comes back stays small: the checkpoints stay on the device; $OUT gets the log and
 # one archive of each task's tables, plots, metrics and configs.
@@ -27,6 +33,21 @@ gpus=$(nvidia-smi -L | wc -l)
 # A fresh start each call unless FRESH=0 (the machine may still hold an earlier call's runs).
 [ "${FRESH:-1}" = 1 ] && rm -rf "$runs"
 mkdir -p "$runs"
+[ "${FRESH:-1}" = 0 ] && [ -f .device/lm-runs.tgz ] && tar xzf .device/lm-runs.tgz -C "$runs"
+if [ -n "${PRETRAIN:-}" ]; then
+    if [ ! -f "$runs/pretrain/model.mpk" ]; then
+        echo "== pretrain: moba train $PRETRAIN"
+        rm -rf "$runs/pretrain"
+        # shellcheck disable=SC2086
+        CUDA_VISIBLE_DEVICES=0 timeout "${PRETRAIN_LIMIT:-300}" .device/moba train --backend cuda \
+            --lines --run "$runs/pretrain" $PRETRAIN > "$OUT/pretrain.log" 2>&1
+        echo "pretrain: exit $?"
+        .device/moba eval --backend cuda --run "$runs/pretrain" > "$OUT/pretrain-eval.log" 2>&1
+        grep -E '^epoch [0-9]+/[0-9]+ validation' "$OUT/pretrain.log" | tail -3
+        grep -E 'validation loss|recall at' "$OUT/pretrain-eval.log"
+    fi
+    EXTRA="${EXTRA:-} --init-from $runs/pretrain"
+fi
 for task in $TASKS; do
     data=()
     [ "$task" = text ] && data=(--text "$repo/.device/python-stdlib.txt")
@@ -58,3 +79,4 @@ for task in $TASKS; do
     grep -E '^epoch [0-9]+/[0-9]+ validation' "$OUT/$task.log" | tail -2
     (cd "$runs" && tar czf - --exclude=checkpoint --exclude='*.mpk' "$task") > "$OUT/$task.tar.gz"
 done
+if [ "${RUNS_BACK:-0}" = 1 ]; then (cd "$runs" && tar czf "$OUT/runs.tgz" .); fi

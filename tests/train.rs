@@ -17,8 +17,8 @@ use moba::model::{Generator, LmConfig, MobaLm, Sampling, generate, generate::byt
 use moba::module::AttentionKind;
 use moba::train::{
     Curves, Dashboard, DataConfig, EvalOptions, TrainConfig, TrainSummary, TrainTarget,
-    checkpoint_file, evaluate, load_config, load_model, metrics_path, model_path, run_weights,
-    save_model, train,
+    checkpoint_file, evaluate, initial_model, load_config, load_model, metrics_path, model_path,
+    run_weights, save_model, train,
 };
 
 /// A fresh folder under the system temp dir for one test.
@@ -163,6 +163,38 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
     assert_eq!(differing, 0, "{differing} of {} weights differ", a.len());
     assert_eq!(resumed.final_valid_loss, whole_summary.final_valid_loss);
+}
+
+#[test]
+fn a_run_starts_from_another_runs_weights_at_a_longer_context() {
+    let short = scratch("init-short");
+    let config = text_config(2, 2);
+    train(&config, false, target(&short)).unwrap();
+
+    // RoPE's tables are not weights: 64-byte weights fit a 128-byte model of the same shape.
+    let from_short = |model: LmConfig| TrainConfig {
+        model,
+        seq_len: 128,
+        ..text_config(2, 2).with_init_from(Some(short.display().to_string()))
+    };
+    let long = from_short(tiny(128));
+    let device = Default::default();
+    let start = parameter_bits(&initial_model::<NdArray>(&long, &device).unwrap());
+    let trained = load_model::<NdArray>(&config.model, &model_path(&short), &device).unwrap();
+    assert_eq!(start, parameter_bits(&trained));
+    let fresh = initial_model::<NdArray>(&long.clone().with_init_from(None), &device).unwrap();
+    assert_ne!(start, parameter_bits(&fresh));
+    train(&long, false, target(&scratch("init-long"))).unwrap();
+
+    let wider = from_short(LmConfig {
+        d_model: 64,
+        ..tiny(128)
+    });
+    let err = initial_model::<NdArray>(&wider, &device).unwrap_err();
+    assert!(err.to_string().contains("another model"), "{err}");
+    let missing = long.with_init_from(Some(short.join("absent").display().to_string()));
+    let err = initial_model::<NdArray>(&missing, &device).unwrap_err();
+    assert!(err.to_string().contains("no such file"), "{err}");
 }
 
 #[test]

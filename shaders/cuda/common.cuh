@@ -362,13 +362,22 @@ struct KeyValueTiles {
     // The buffers of tile i: its keys, then its values.
     __device__ u16* k_tile(u32 i) const { return buffers + 2 * (i % 2) * Layout::elems(KEY_TILE); }
     __device__ u16* v_tile(u32 i) const { return k_tile(i) + Layout::elems(KEY_TILE); }
-    // Starts copying tile i (if there is one) into its buffers.
+    // Starts copying tile i (if there is one) into its buffers. A full tile passes its size
+    // as a constant, so its copies carry no per-row bounds tests (only the last tile of a
+    // block may be short).
     __device__ void fetch(u32 i) const {
         if (i >= count) return;
-        u32 keys = min((u32)KEY_TILE, stop - key(i));
+        u32 keys = stop - key(i);
+        if (keys >= KEY_TILE) {
+            copy(i, KEY_TILE);
+        } else {
+            copy(i, keys);
+        }
+        cp_async_commit();
+    }
+    __device__ __forceinline__ void copy(u32 i, u32 keys) const {
         stage_async<KEY_TILE, THREADS, Layout>(k_tile(i), k, Span{key(i)}, keys);
         stage_async<KEY_TILE, THREADS, Layout>(v_tile(i), v, Span{key(i)}, keys);
-        cp_async_commit();
     }
     // Waits for tile i and shows it to the whole block, then starts copying tile i + 1 into
     // the other buffer: it held tile i - 1, which every warp past the barrier is done with.

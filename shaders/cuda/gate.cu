@@ -69,8 +69,6 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
     int best_block[TOP_K];
 #pragma unroll
     for (u32 i = 0; i < TOP_K; i++) { best_score[i] = NEG_INF; best_block[i] = -1; }
-    bool full = false; // whether every place holds a block, the last one scoring `lowest`
-    float lowest = NEG_INF;
 
     for (u32 j = 0; j < eligible; j++) {
         float score = (float)j; // the static gates: recent blocks first
@@ -87,8 +85,6 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
         }
         // Blocks arrive in ascending order, so a new block outranks kept blocks of equal
         // score (ties to the more recent block): insert before the first score <= it.
-        // Once the places are full, most blocks rank below every kept one: skip them early.
-        if (full && score < lowest) continue;
         // Unrolled over the fixed TOP_K places so the arrays stay in registers.
         bool carry = true;
         float carry_score = score;
@@ -105,14 +101,6 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
                 carry_score = s;
                 carry_block = b;
                 carry = b >= 0;
-            }
-        }
-        // The last ranked place, after the change (static indices keep it in registers).
-#pragma unroll
-        for (u32 i = 0; i < TOP_K; i++) {
-            if (i + 1 == places) {
-                full = best_block[i] >= 0;
-                lowest = best_score[i];
             }
         }
     }

@@ -136,6 +136,10 @@ pub struct RunArgs {
     /// Seed of the weights and the data.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Start from the weights of this run directory (fine-tuning, e.g. at a longer
+    /// --seq-len) instead of fresh ones; the model flags must give the same shapes.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -194,6 +198,7 @@ impl RunArgs {
             .with_warmup_steps(self.warmup.unwrap_or(self.steps / 20))
             .with_weight_decay(self.weight_decay)
             .with_curriculum((self.curriculum != 1).then_some(self.curriculum))
+            .with_init_from(self.init_from.as_ref().map(|p| p.display().to_string()))
             .with_seed(self.seed);
         config.validate()?;
         Ok(config)

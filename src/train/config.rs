@@ -59,6 +59,11 @@ pub struct TrainConfig {
     /// `seq_len`. `None` (the default, and what a `train.json` written before this setting
     /// existed reads as) or 1: every step reads `seq_len`. Validation reads `seq_len`.
     pub curriculum: Option<usize>,
+    /// Start from the weights of the run in this directory (its `model.mpk`, else its latest
+    /// checkpoint) instead of fresh ones, with a fresh optimizer and schedule: fine-tuning,
+    /// for example at a longer context than that run's. The shapes must agree (the context
+    /// length may differ: RoPE's tables are not weights). `None`: fresh weights.
+    pub init_from: Option<String>,
     /// Seeds the weights and the data: two runs with the same seed start from the same
     /// weights (when their shapes agree) and see the same sequences.
     #[config(default = 42)]

@@ -47,5 +47,5 @@ pub use metrics::{
 };
 pub use renderer::LineRenderer;
 pub use report::{Arm, write_report};
-pub use run::{Dashboard, TrainSummary, TrainTarget, train};
+pub use run::{Dashboard, TrainSummary, TrainTarget, initial_model, train};
 pub use step::{LmOutput, LmStats, batch_loss, weighted_nll};

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
     RunRecorder, checkpoint_error, checkpoint_file, config_path, latest_checkpoint, load_model,
-    model_path, save_model,
+    model_path, run_weights, save_model,
 };
 use super::config::TrainConfig;
 use super::curve::{CurveLogger, Curves, metrics_path};
@@ -88,6 +88,19 @@ impl TrainSummary {
     }
 }
 
+/// The weights a run starts from: those of the run `config.init_from` names, else fresh
+/// ones drawn from `config.seed` (same seed, same weights: the MoBA and full attention arms
+/// of a comparison start from one initialisation).
+pub fn initial_model<B: MobaBackend>(config: &TrainConfig, device: &B::Device) -> Result<MobaLm<B>> {
+    match &config.init_from {
+        Some(run) => load_model(&config.model, &run_weights(Path::new(run))?, device),
+        None => {
+            B::seed(device, config.seed);
+            config.model.init::<B>(device)
+        }
+    }
+}
+
 /// Trains `config` in `target.dir`, or with `resume` continues the run there from its
 /// last checkpoint (same config, same data order). Writes `train.json`, `checkpoint/`,
 /// `metrics.jsonl`, `model.mpk` and `summary.json`.
@@ -121,9 +134,7 @@ pub fn train<B: MobaBackend>(
         .save(config_path(dir))
         .map_err(|e| MobaError::io(&config_path(dir), e))?;
 
-    // Same seed, same weights: MoBA and full attention arms start from one initialisation.
-    Autodiff::<B>::seed(&device, config.seed);
-    let model = config.model.init::<Autodiff<B>>(&device)?;
+    let model = initial_model::<Autodiff<B>>(config, &device)?;
     let params = model.num_params();
     if done > 0 {
         check_checkpoint::<B>(config, dir, done, &device)?;
