@@ -45,7 +45,8 @@ printf '| run | progress (epoch, sequences) | last validation loss | recall (all
 while read -r name args; do
     [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
     progress=$(grep -oE '^epoch [0-9]+/[0-9]+ sequences [0-9]+/[0-9]+' "$OUT/$name.log" | tail -1)
-    loss=$(grep -E '^epoch [0-9]+/[0-9]+ validation' "$OUT/$name.log" | tail -1 | grep -oE '[0-9.]+$')
+    loss=$(grep -E '^epoch [0-9]+/[0-9]+ validation' "$OUT/$name.log" | tail -1 |
+        grep -oE 'Loss [0-9.]+' | cut -d' ' -f2)
     recall=$(grep -oE '^  recall at .*\(([0-9]+) of ([0-9]+)\)' "$OUT/$name-eval.log" |
         sed -E 's/.*\(([0-9]+) of ([0-9]+)\)/\1 \2/' | awk '{n += $1; d += $2} END {if (d) printf "%d of %d", n, d}')
     echo "| $name | ${progress:-none} | ${loss:-none} | ${recall:-none} |"
