@@ -6,8 +6,9 @@
 # burn-cuda's first step also compiles its fused kernels with NVRTC (about 3 minutes). The
 # PTX and the autotune results are kept in .device/cubecl-cache (cubecl.toml, written here
 # and copied into any other working directory a script uses) and packed into
-# $OUT/cubecl-cache.tgz on exit: unpacked into .device/ before the next call and carried,
-# they spare it that time. The scripts that source this file set OUT first.
+# $OUT/cubecl-cache.tgz on exit: put at .device/cubecl-cache.tgz and carried, it is unpacked
+# here and spares the next call that time (packed: the language-model caches grow to
+# hundreds of MB). The scripts that source this file set OUT first.
 [ -x .device/moba ] || { gunzip -kf .device/moba.gz && chmod +x .device/moba; }
 if [ -f .device/python-stdlib.txt.gz ] && [ ! -f .device/python-stdlib.txt ]; then
     gunzip -kf .device/python-stdlib.txt.gz
@@ -16,6 +17,9 @@ export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
 export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 cubecl_cache=$PWD/.device/cubecl-cache
+if [ -f .device/cubecl-cache.tgz ] && [ ! -d "$cubecl_cache" ]; then
+    tar xzf .device/cubecl-cache.tgz -C .device
+fi
 mkdir -p "$cubecl_cache"
 printf '[compilation]\ncache = { file = "%s" }\n\n[autotune]\ncache = { file = "%s" }\n' \
     "$cubecl_cache" "$cubecl_cache" > cubecl.toml

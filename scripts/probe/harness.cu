@@ -1,0 +1,101 @@
+// Kernel probe (scripts/probe/variants.sh): times attention_pass (one slot, non-causal: every
+// tile of 128 rows against a whole block) and gate_topk (causal, 512K rows per head) of one
+// generated source, VARIANT (HEAD_DIM, ELEM_KIND bf16, TOP_K, WGMMA defined, then
+// common.cuh, attention.cu, gate.cu), on random inputs.
+#include VARIANT
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#define CHECK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { \
+    printf("%s: %s\n", #x, cudaGetErrorString(e)); exit(1); } } while (0)
+
+static u16 bf16(float f) { unsigned u; memcpy(&u, &f, 4); return (u16)(u >> 16); }
+static void fill(std::vector<u16>& v, unsigned seed) {
+    for (auto& x : v) { seed = seed * 1664525u + 1013904223u; x = bf16((seed >> 8) / 16777216.0f * 2.0f - 1.0f); }
+}
+
+int main() {
+    const u32 H = 16, BS = 4096;
+    // ---- attention: S = 128K, slot 0, rows of chunk j chose block j ----
+    {
+        const u32 S = 131072, NB = S / BS;
+        size_t n = (size_t)H * S * HEAD_DIM;
+        std::vector<u16> host(n);
+        elem_t *q, *k, *v;
+        CHECK(cudaMalloc(&q, n * 2)); CHECK(cudaMalloc(&k, n * 2)); CHECK(cudaMalloc(&v, n * 2));
+        fill(host, 1); CHECK(cudaMemcpy(q, host.data(), n * 2, cudaMemcpyHostToDevice));
+        fill(host, 2); CHECK(cudaMemcpy(k, host.data(), n * 2, cudaMemcpyHostToDevice));
+        fill(host, 3); CHECK(cudaMemcpy(v, host.data(), n * 2, cudaMemcpyHostToDevice));
+        std::vector<u32> lists((size_t)H * TOP_K * S), starts((size_t)H * TOP_K * (NB + 1)),
+            tiles((size_t)H * TOP_K * (NB + 1));
+        for (size_t l = 0; l < (size_t)H * TOP_K; l++) {
+            for (u32 t = 0; t < S; t++) lists[l * S + t] = t;
+            for (u32 j = 0; j <= NB; j++) {
+                starts[l * (NB + 1) + j] = j * BS;
+                tiles[l * (NB + 1) + j] = j * (BS / ROW_TILE);
+            }
+        }
+        u32 *dl, *ds, *dt;
+        CHECK(cudaMalloc(&dl, lists.size() * 4)); CHECK(cudaMalloc(&ds, starts.size() * 4)); CHECK(cudaMalloc(&dt, tiles.size() * 4));
+        CHECK(cudaMemcpy(dl, lists.data(), lists.size() * 4, cudaMemcpyHostToDevice));
+        CHECK(cudaMemcpy(ds, starts.data(), starts.size() * 4, cudaMemcpyHostToDevice));
+        CHECK(cudaMemcpy(dt, tiles.data(), tiles.size() * 4, cudaMemcpyHostToDevice));
+        float *so, *sml;
+        CHECK(cudaMalloc(&so, (size_t)H * S * HEAD_DIM * 4)); CHECK(cudaMalloc(&sml, (size_t)H * S * 8));
+        float scale = 1.0f / sqrtf((float)HEAD_DIM);
+        Params p = {1, H, H, S, S, BS, NB, 0, 0, 0, scale, scale * LOG2E};
+#ifndef PROBE_SMEM
+#define PROBE_SMEM ((ROW_TILE + 4 * KEY_TILE) * HEAD_DIM * 2 + 1024)
+#endif
+        CHECK(cudaFuncSetAttribute(attention_pass, cudaFuncAttributeMaxDynamicSharedMemorySize, PROBE_SMEM));
+        dim3 grid(S / ROW_TILE, H);
+        cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
+        attention_pass<<<grid, TILE_THREADS, PROBE_SMEM>>>(p, 0, q, k, v, dl, ds, dt, so, sml);
+        CHECK(cudaDeviceSynchronize());
+        const int runs = 5;
+        cudaEventRecord(a);
+        for (int r = 0; r < runs; r++) attention_pass<<<grid, TILE_THREADS, PROBE_SMEM>>>(p, 0, q, k, v, dl, ds, dt, so, sml);
+        cudaEventRecord(b); CHECK(cudaEventSynchronize(b));
+        float ms; cudaEventElapsedTime(&ms, a, b); ms /= runs;
+        double flops = 4.0 * S * (double)BS * HEAD_DIM * H;
+        std::vector<float> out(4096), ml(4096);
+        CHECK(cudaMemcpy(out.data(), so + (size_t)7 * S * HEAD_DIM, 4096 * 4, cudaMemcpyDeviceToHost));
+        CHECK(cudaMemcpy(ml.data(), sml + (size_t)7 * S * 2, 4096 * 4, cudaMemcpyDeviceToHost));
+        double check = 0; for (int i = 0; i < 4096; i++) check += out[i] / ml[(i / HEAD_DIM) * 2 + 1];
+        printf("attention %.3f ms %.0f TFLOP/s check %.6f\n", ms, flops / ms / 1e9, check);
+    }
+    // ---- gate: causal, S = 512K, 128 blocks ----
+    {
+        const u32 S = 524288, NB = S / BS;
+        size_t n = (size_t)H * S * HEAD_DIM;
+        std::vector<u16> host(n);
+        fill(host, 4);
+        elem_t* q; CHECK(cudaMalloc(&q, n * 2)); CHECK(cudaMemcpy(q, host.data(), n * 2, cudaMemcpyHostToDevice));
+        std::vector<float> means((size_t)H * NB * HEAD_DIM);
+        unsigned seed = 5;
+        for (auto& x : means) { seed = seed * 1664525u + 1013904223u; x = (seed >> 8) / 16777216.0f - 0.5f; }
+        float* dm; CHECK(cudaMalloc(&dm, means.size() * 4)); CHECK(cudaMemcpy(dm, means.data(), means.size() * 4, cudaMemcpyHostToDevice));
+        int* sel; CHECK(cudaMalloc(&sel, (size_t)H * S * TOP_K * 4));
+        float scale = 1.0f / sqrtf((float)HEAD_DIM);
+        Params p = {1, H, H, S, S, BS, NB, 1, 0, 0, scale, scale * LOG2E};
+        u32 lanes = 1;
+#ifdef GATE_LANES
+        lanes = GATE_LANES;
+#endif
+        u32 blocks = (H * S * lanes + GATE_THREADS - 1) / GATE_THREADS;
+        gate_topk<<<blocks, GATE_THREADS>>>(p, q, dm, sel);
+        CHECK(cudaDeviceSynchronize());
+        cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
+        cudaEventRecord(a);
+        for (int r = 0; r < 3; r++) gate_topk<<<blocks, GATE_THREADS>>>(p, q, dm, sel);
+        cudaEventRecord(b); CHECK(cudaEventSynchronize(b));
+        float ms; cudaEventElapsedTime(&ms, a, b); ms /= 3;
+        std::vector<int> s(TOP_K * 4096);
+        CHECK(cudaMemcpy(s.data(), sel + (size_t)3 * S * TOP_K + 200000 * TOP_K, s.size() * 4, cudaMemcpyDeviceToHost));
+        long check = 0; for (size_t i = 0; i < s.size(); i++) check = check * 31 + s[i] + 1, check %= 1000000007;
+        printf("gate %.3f ms check %ld\n", ms, check);
+    }
+    return 0;
+}
