@@ -10,10 +10,14 @@
 //   registers while it streams over the block means, so no [rows, num_blocks] score matrix
 //   exists. Same rule as the reference and the WGSL gate: causal rows force their own block
 //   and rank the earlier ones; ties go to the larger block id; the static gates score by
-//   block id (sinks above every other block). Memory: q [rows, HEAD_DIM] elem_t; selection
-//   [rows, TOP_K] i32, ascending, padded with -1.
+//   block id (sinks above every other block). When all rows of a thread block read one kv
+//   head's means (every block unless its rows straddle two kv heads), the means pass through
+//   shared memory MEAN_STAGE blocks at a time: the loads of one mean by every thread were
+//   the gate's bottleneck. Memory: q [rows, HEAD_DIM] elem_t; selection [rows, TOP_K] i32,
+//   ascending, padded with -1.
 
 #define GATE_THREADS 128
+#define MEAN_STAGE 16
 #define MEAN_THREADS 256
 #define GATE_MEAN_KEY 0
 #define GATE_SINK_AND_RECENT 2
@@ -48,14 +52,34 @@ block_means(Params p, const elem_t* k, float* means) {
     }
 }
 
+// The dot product of a query with one block mean (16-byte loads of the mean).
+__device__ __forceinline__ float mean_score(const float query[HEAD_DIM], const float4* mean) {
+    float score = 0.0f;
+#pragma unroll
+    for (u32 c = 0; c < HEAD_DIM / 4; c++) {
+        float4 m = mean[c];
+        score += query[4 * c] * m.x + query[4 * c + 1] * m.y + query[4 * c + 2] * m.z +
+                 query[4 * c + 3] * m.w;
+    }
+    return score;
+}
+
 extern "C" __global__ void __launch_bounds__(GATE_THREADS)
 gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
-    u32 row = blockIdx.x * GATE_THREADS + threadIdx.x;
+    __shared__ float4 staged[MEAN_STAGE * HEAD_DIM / 4];
+    __shared__ u32 walk;
     u32 rows = p.batch * p.q_heads * p.q_len;
-    if (row >= rows) return;
+    u32 first_row = blockIdx.x * GATE_THREADS;
+    u32 last_row = min(first_row + GATE_THREADS, rows) - 1;
+    // Threads past the last row repeat it (they take part in the staging) and write nothing.
+    bool active = first_row + threadIdx.x < rows;
+    u32 row = min(first_row + threadIdx.x, last_row);
     u32 bh = row / p.q_len;
     u32 current = query_position(p, row % p.q_len) / p.block_size;
     const float4* block_mean = (const float4*)(means + (size_t)kv_group(p, bh) * p.num_blocks * HEAD_DIM);
+    // The same for the whole thread block, so its barriers are too.
+    bool stage_means = p.gate == GATE_MEAN_KEY &&
+                       kv_group(p, first_row / p.q_len) == kv_group(p, last_row / p.q_len);
 
     // 16-byte loads: a thread's row is contiguous (scalar loads touched a line per element).
     float query[HEAD_DIM];
@@ -70,16 +94,29 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
 #pragma unroll
     for (u32 i = 0; i < TOP_K; i++) { best_score[i] = NEG_INF; best_block[i] = -1; }
 
-    for (u32 j = 0; j < eligible; j++) {
+    // Staging walks the blocks any row of the thread block ranks; each row scores its own.
+    u32 blocks = eligible;
+    if (stage_means) {
+        if (threadIdx.x == 0) walk = 0;
+        __syncthreads();
+        atomicMax(&walk, eligible);
+        __syncthreads();
+        blocks = walk;
+    }
+    for (u32 j = 0; j < blocks; j++) {
+        if (stage_means && j % MEAN_STAGE == 0) {
+            __syncthreads(); // every thread is done with the previous stage
+            for (u32 i = threadIdx.x; i < MEAN_STAGE * HEAD_DIM / 4; i += GATE_THREADS) {
+                bool inside = j + i / (HEAD_DIM / 4) < p.num_blocks;
+                staged[i] = inside ? block_mean[j * (HEAD_DIM / 4) + i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            }
+            __syncthreads();
+        }
+        if (j >= eligible) continue;
         float score = (float)j; // the static gates: recent blocks first
         if (p.gate == GATE_MEAN_KEY) {
-            score = 0.0f;
-#pragma unroll
-            for (u32 c = 0; c < HEAD_DIM / 4; c++) {
-                float4 m = block_mean[j * (HEAD_DIM / 4) + c];
-                score += query[4 * c] * m.x + query[4 * c + 1] * m.y + query[4 * c + 2] * m.z +
-                         query[4 * c + 3] * m.w;
-            }
+            score = stage_means ? mean_score(query, staged + (j % MEAN_STAGE) * (HEAD_DIM / 4))
+                                : mean_score(query, block_mean + j * (HEAD_DIM / 4));
         } else if (p.gate == GATE_SINK_AND_RECENT && j < p.sink_blocks) {
             score = (float)(p.num_blocks + j);
         }
@@ -117,6 +154,7 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
             if (a > b) { best_block[m] = (int)b; best_block[m + 1] = (int)a; }
         }
     }
+    if (!active) return;
 #pragma unroll
     for (u32 i = 0; i < TOP_K; i++) selection[(size_t)row * TOP_K + i] = best_block[i];
 }

@@ -91,7 +91,10 @@ impl TrainSummary {
 /// The weights a run starts from: those of the run `config.init_from` names, else fresh
 /// ones drawn from `config.seed` (same seed, same weights: the MoBA and full attention arms
 /// of a comparison start from one initialisation).
-pub fn initial_model<B: MobaBackend>(config: &TrainConfig, device: &B::Device) -> Result<MobaLm<B>> {
+pub fn initial_model<B: MobaBackend>(
+    config: &TrainConfig,
+    device: &B::Device,
+) -> Result<MobaLm<B>> {
     match &config.init_from {
         Some(run) => load_model(&config.model, &run_weights(Path::new(run))?, device),
         None => {
