@@ -375,6 +375,7 @@ struct KeyValueTiles {
         }
         cp_async_commit();
     }
+    // Copies the first `keys` keys and values of tile i (rows past them zero-filled).
     __device__ __forceinline__ void copy(u32 i, u32 keys) const {
         stage_async<KEY_TILE, THREADS, Layout>(k_tile(i), k, Span{key(i)}, keys);
         stage_async<KEY_TILE, THREADS, Layout>(v_tile(i), v, Span{key(i)}, keys);
