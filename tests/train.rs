@@ -175,7 +175,7 @@ fn a_run_starts_from_another_runs_weights_at_a_longer_context() {
     let from_short = |model: LmConfig| TrainConfig {
         model,
         seq_len: 128,
-        ..text_config(2, 2).with_init_from(Some(short.display().to_string()))
+        ..text_config(2, 1).with_init_from(Some(short.display().to_string()))
     };
     let long = from_short(tiny(128));
     let device = Default::default();
@@ -184,7 +184,8 @@ fn a_run_starts_from_another_runs_weights_at_a_longer_context() {
     assert_eq!(start, parameter_bits(&trained));
     let fresh = initial_model::<NdArray>(&long.clone().with_init_from(None), &device).unwrap();
     assert_ne!(start, parameter_bits(&fresh));
-    train(&long, false, target(&scratch("init-long"))).unwrap();
+    let long_dir = scratch("init-long");
+    train(&long, false, target(&long_dir)).unwrap();
 
     let wider = from_short(LmConfig {
         d_model: 64,
@@ -192,9 +193,19 @@ fn a_run_starts_from_another_runs_weights_at_a_longer_context() {
     });
     let err = initial_model::<NdArray>(&wider, &device).unwrap_err();
     assert!(err.to_string().contains("another model"), "{err}");
-    let missing = long.with_init_from(Some(short.join("absent").display().to_string()));
+    let missing = long
+        .clone()
+        .with_init_from(Some(short.join("absent").display().to_string()));
     let err = initial_model::<NdArray>(&missing, &device).unwrap_err();
     assert!(err.to_string().contains("no such file"), "{err}");
+
+    // Resuming reads the run's own checkpoint, not the run it started from (gone here).
+    std::fs::remove_dir_all(&short).unwrap();
+    for name in ["model", "optim", "scheduler"] {
+        std::fs::remove_file(checkpoint_file(&long_dir, name, 2).with_extension("mpk")).unwrap();
+    }
+    let resumed = train(&long, true, target(&long_dir)).unwrap();
+    assert_eq!(resumed.steps, 2);
 }
 
 #[test]

@@ -97,11 +97,14 @@ pub fn initial_model<B: MobaBackend>(
 ) -> Result<MobaLm<B>> {
     match &config.init_from {
         Some(run) => load_model(&config.model, &run_weights(Path::new(run))?, device),
-        None => {
-            B::seed(device, config.seed);
-            config.model.init::<B>(device)
-        }
+        None => fresh_model(config, device),
     }
+}
+
+/// Fresh weights drawn from `config.seed`.
+fn fresh_model<B: MobaBackend>(config: &TrainConfig, device: &B::Device) -> Result<MobaLm<B>> {
+    B::seed(device, config.seed);
+    config.model.init::<B>(device)
 }
 
 /// Trains `config` in `target.dir`, or with `resume` continues the run there from its
@@ -137,7 +140,12 @@ pub fn train<B: MobaBackend>(
         .save(config_path(dir))
         .map_err(|e| MobaError::io(&config_path(dir), e))?;
 
-    let model = initial_model::<Autodiff<B>>(config, &device)?;
+    // A resumed run's weights come from its checkpoint: only a new one reads `init_from`
+    // (which may be gone by then).
+    let model = match done {
+        0 => initial_model::<Autodiff<B>>(config, &device)?,
+        _ => fresh_model::<Autodiff<B>>(config, &device)?,
+    };
     let params = model.num_params();
     if done > 0 {
         check_checkpoint::<B>(config, dir, done, &device)?;
