@@ -19,10 +19,11 @@ repo=$PWD
 gpus=$(nvidia-smi -L | wc -l)
 rm -rf "$runs"
 mkdir -p "$runs"
+# The spec lines without blanks and comments, read twice: to launch, then for the table.
+specs=$(grep -vE '^[[:space:]]*(#|$)' "$SPECS")
 
 slot=0
 while read -r name args; do
-    [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
     gpu=$((slot % gpus))
     slot=$((slot + 1))
     # Each run in a working directory of its own, with its own copy of cubecl's caches (runs
@@ -38,18 +39,17 @@ while read -r name args; do
         timeout "${EVAL_LIMIT:-60}" "$repo/.device/moba" eval --backend cuda --run "$runs/$name" \
             > "$OUT/$name-eval.log" 2>&1) &
     if [ $((slot % (gpus * PER_GPU))) = 0 ]; then wait; fi
-done < "$SPECS"
+done <<< "$specs"
 wait
 
 printf '| run | progress (epoch, sequences) | last validation loss | recall (all distances) |\n|---|---|---|---|\n'
-while read -r name args; do
-    [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
+while read -r name _; do
     progress=$(grep -oE '^epoch [0-9]+/[0-9]+ sequences [0-9]+/[0-9]+' "$OUT/$name.log" | tail -1)
     loss=$(grep -E '^epoch [0-9]+/[0-9]+ validation' "$OUT/$name.log" | tail -1 |
         grep -oE 'Loss [0-9.]+' | cut -d' ' -f2)
     recall=$(grep -oE '^  recall at .*\(([0-9]+) of ([0-9]+)\)' "$OUT/$name-eval.log" |
         sed -E 's/.*\(([0-9]+) of ([0-9]+)\)/\1 \2/' | awk '{n += $1; d += $2} END {if (d) printf "%d of %d", n, d}')
     echo "| $name | ${progress:-none} | ${loss:-none} | ${recall:-none} |"
-done < "$SPECS"
+done <<< "$specs"
 # One archive: only so many files come back from a call.
 (cd "$OUT" && tar czf logs.tgz -- *.log && rm -f -- *.log)
