@@ -16,7 +16,9 @@
 # full length. Skipped when runs/pretrain already holds a model.
 # RUNS_BACK=1: also pack the run folders, checkpoints included, into $OUT/runs.tgz (small
 # models only); put it at .device/lm-runs.tgz with FRESH=0 to continue them in a later call.
-# On a machine with two GPUs or more, the two arms train side by side, one per GPU.
+# On a machine with two GPUs or more, the two arms train side by side, one per GPU;
+# SIDE_BY_SIDE=1 runs them side by side on a single GPU too (a small model leaves most of
+# an H200 idle; their bytes/s are then shares of one GPU), SIDE_BY_SIDE=0 one after the other.
 # What comes back stays small: the checkpoints stay on the device; $OUT gets the log and
 # one archive of each task's tables, plots, metrics and configs.
 set -u
@@ -30,6 +32,7 @@ source scripts/device-env.sh
 runs=/tmp/moba-lm
 repo=$PWD
 gpus=$(nvidia-smi -L | wc -l)
+side_by_side=${SIDE_BY_SIDE:-$([ "$gpus" -ge 2 ] && echo 1 || echo 0)}
 # A fresh start each call unless FRESH=0 (the machine may still hold an earlier call's runs).
 [ "${FRESH:-1}" = 1 ] && rm -rf "$runs"
 mkdir -p "$runs"
@@ -56,17 +59,18 @@ for task in $TASKS; do
     compare=(compare --backend cuda --out "$runs/$task" --preset "$PRESET" --steps "$STEPS"
         --batch-size "$BATCH" "${data[@]}" ${EXTRA:-})
     start=$(date +%s)
-    if [ "$gpus" -ge 2 ]; then
-        # One arm per GPU, side by side, each in a working directory of its own with the
-        # cubecl.toml of device-env.sh; then the report from both.
-        gpu=0
+    if [ "$side_by_side" = 1 ]; then
+        # The arms side by side (one per GPU while there are enough), each in a working
+        # directory of its own with the cubecl.toml of device-env.sh; then the report.
+        arm_index=0
         for arm in moba full; do
+            gpu=$((arm_index % gpus))
             mkdir -p "/tmp/moba-arm-$arm"
             cp cubecl.toml "/tmp/moba-arm-$arm/"
             (cd "/tmp/moba-arm-$arm" && CUDA_VISIBLE_DEVICES=$gpu timeout "${LIMIT:-560}" \
                 "$repo/.device/moba" "${compare[@]}" --arms "$arm" > "$OUT/$task-$arm.log" 2>&1
                 echo "$arm: exit $? after $(($(date +%s) - start)) s") &
-            gpu=$((gpu + 1))
+            arm_index=$((arm_index + 1))
         done
         wait
         cat "$OUT/$task-moba.log" "$OUT/$task-full.log" > "$OUT/$task.log"

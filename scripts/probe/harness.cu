@@ -11,9 +11,29 @@
 #define CHECK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { \
     printf("%s: %s\n", #x, cudaGetErrorString(e)); exit(1); } } while (0)
 
+// Uniform in [0, 1), from a linear congruential generator (seeded per input).
+static float next_random(unsigned& seed) {
+    seed = seed * 1664525u + 1013904223u;
+    return (seed >> 8) / 16777216.0f;
+}
 static u16 bf16(float f) { unsigned u; memcpy(&u, &f, 4); return (u16)(u >> 16); }
 static void fill(std::vector<u16>& v, unsigned seed) {
-    for (auto& x : v) { seed = seed * 1664525u + 1013904223u; x = bf16((seed >> 8) / 16777216.0f * 2.0f - 1.0f); }
+    for (auto& x : v) x = bf16(next_random(seed) * 2.0f - 1.0f);
+}
+// Mean milliseconds of `runs` launches, after one untimed launch (warm-up).
+template <typename Launch> static float time_ms(int runs, Launch launch) {
+    launch();
+    CHECK(cudaDeviceSynchronize());
+    cudaEvent_t start, stop;
+    cudaEventCreate(&start);
+    cudaEventCreate(&stop);
+    cudaEventRecord(start);
+    for (int r = 0; r < runs; r++) launch();
+    cudaEventRecord(stop);
+    CHECK(cudaEventSynchronize(stop));
+    float ms;
+    cudaEventElapsedTime(&ms, start, stop);
+    return ms / runs;
 }
 
 int main() {
@@ -51,14 +71,9 @@ int main() {
 #endif
         CHECK(cudaFuncSetAttribute(attention_pass, cudaFuncAttributeMaxDynamicSharedMemorySize, PROBE_SMEM));
         dim3 grid(S / ROW_TILE, H);
-        cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
-        attention_pass<<<grid, TILE_THREADS, PROBE_SMEM>>>(p, 0, q, k, v, dl, ds, dt, so, sml);
-        CHECK(cudaDeviceSynchronize());
-        const int runs = 5;
-        cudaEventRecord(a);
-        for (int r = 0; r < runs; r++) attention_pass<<<grid, TILE_THREADS, PROBE_SMEM>>>(p, 0, q, k, v, dl, ds, dt, so, sml);
-        cudaEventRecord(b); CHECK(cudaEventSynchronize(b));
-        float ms; cudaEventElapsedTime(&ms, a, b); ms /= runs;
+        float ms = time_ms(5, [&] {
+            attention_pass<<<grid, TILE_THREADS, PROBE_SMEM>>>(p, 0, q, k, v, dl, ds, dt, so, sml);
+        });
         double flops = 4.0 * S * (double)BS * HEAD_DIM * H;
         std::vector<float> out(4096), ml(4096);
         CHECK(cudaMemcpy(out.data(), so + (size_t)7 * S * HEAD_DIM, 4096 * 4, cudaMemcpyDeviceToHost));
@@ -75,23 +90,13 @@ int main() {
         elem_t* q; CHECK(cudaMalloc(&q, n * 2)); CHECK(cudaMemcpy(q, host.data(), n * 2, cudaMemcpyHostToDevice));
         std::vector<float> means((size_t)H * NB * HEAD_DIM);
         unsigned seed = 5;
-        for (auto& x : means) { seed = seed * 1664525u + 1013904223u; x = (seed >> 8) / 16777216.0f - 0.5f; }
+        for (auto& x : means) x = next_random(seed) - 0.5f;
         float* dm; CHECK(cudaMalloc(&dm, means.size() * 4)); CHECK(cudaMemcpy(dm, means.data(), means.size() * 4, cudaMemcpyHostToDevice));
         int* sel; CHECK(cudaMalloc(&sel, (size_t)H * S * TOP_K * 4));
         float scale = 1.0f / sqrtf((float)HEAD_DIM);
         Params p = {1, H, H, S, S, BS, NB, 1, 0, 0, scale, scale * LOG2E};
-        u32 lanes = 1;
-#ifdef GATE_LANES
-        lanes = GATE_LANES;
-#endif
-        u32 blocks = (H * S * lanes + GATE_THREADS - 1) / GATE_THREADS;
-        gate_topk<<<blocks, GATE_THREADS>>>(p, q, dm, sel);
-        CHECK(cudaDeviceSynchronize());
-        cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
-        cudaEventRecord(a);
-        for (int r = 0; r < 3; r++) gate_topk<<<blocks, GATE_THREADS>>>(p, q, dm, sel);
-        cudaEventRecord(b); CHECK(cudaEventSynchronize(b));
-        float ms; cudaEventElapsedTime(&ms, a, b); ms /= 3;
+        u32 blocks = (H * S + GATE_THREADS - 1) / GATE_THREADS;
+        float ms = time_ms(3, [&] { gate_topk<<<blocks, GATE_THREADS>>>(p, q, dm, sel); });
         std::vector<int> s(TOP_K * 4096);
         CHECK(cudaMemcpy(s.data(), sel + (size_t)3 * S * TOP_K + 200000 * TOP_K, s.size() * 4, cudaMemcpyDeviceToHost));
         long check = 0; for (size_t i = 0; i < s.size(); i++) check = check * 31 + s[i] + 1, check %= 1000000007;
