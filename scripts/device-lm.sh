@@ -16,9 +16,11 @@
 # full length. Skipped when runs/pretrain already holds a model.
 # RUNS_BACK=1: also pack the run folders, checkpoints included, into $OUT/runs.tgz (small
 # models only); put it at .device/lm-runs.tgz with FRESH=0 to continue them in a later call.
-# On a machine with two GPUs or more, the two arms train side by side, one per GPU;
-# SIDE_BY_SIDE=1 runs them side by side on a single GPU too (a small model leaves most of
-# an H200 idle; their bytes/s are then shares of one GPU), SIDE_BY_SIDE=0 one after the other.
+# ARMS (default "moba full"): the arms of `moba compare` (moba, full, hybrid).
+# On a machine with two GPUs or more, the arms train side by side, one per GPU (sharing
+# GPUs when there are more arms than GPUs); SIDE_BY_SIDE=1 runs them side by side on a single GPU
+# too (a small model leaves most of an H200 idle; their bytes/s are then shares of one GPU),
+# SIDE_BY_SIDE=0 one after the other.
 # What comes back stays small: the checkpoints stay on the device; $OUT gets the log and
 # one archive of each task's tables, plots, metrics and configs.
 set -u
@@ -32,6 +34,7 @@ source scripts/device-env.sh
 runs=/tmp/moba-lm
 repo=$PWD
 gpus=$(nvidia-smi -L | wc -l)
+arms=${ARMS:-moba full}
 side_by_side=${SIDE_BY_SIDE:-$([ "$gpus" -ge 2 ] && echo 1 || echo 0)}
 # A fresh start each call unless FRESH=0 (the machine may still hold an earlier call's runs).
 [ "${FRESH:-1}" = 1 ] && rm -rf "$runs"
@@ -63,7 +66,7 @@ for task in $TASKS; do
         # The arms side by side (one per GPU while there are enough), each in a working
         # directory of its own with the cubecl.toml of device-env.sh; then the report.
         arm_index=0
-        for arm in moba full; do
+        for arm in $arms; do
             gpu=$((arm_index % gpus))
             mkdir -p "/tmp/moba-arm-$arm"
             cp cubecl.toml "/tmp/moba-arm-$arm/"
@@ -73,10 +76,12 @@ for task in $TASKS; do
             arm_index=$((arm_index + 1))
         done
         wait
-        cat "$OUT/$task-moba.log" "$OUT/$task-full.log" > "$OUT/$task.log"
-        "$repo/.device/moba" compare --report-only --out "$runs/$task" >> "$OUT/$task.log" 2>&1
+        for arm in $arms; do cat "$OUT/$task-$arm.log"; done > "$OUT/$task.log"
+        "$repo/.device/moba" compare --report-only --out "$runs/$task" --arms "${arms// /,}" \
+            >> "$OUT/$task.log" 2>&1
     else
-        timeout "${LIMIT:-560}" "$repo/.device/moba" "${compare[@]}" > "$OUT/$task.log" 2>&1
+        timeout "${LIMIT:-560}" "$repo/.device/moba" "${compare[@]}" --arms "${arms// /,}" \
+            > "$OUT/$task.log" 2>&1
         echo "exit $? after $(($(date +%s) - start)) s"
     fi
     grep -E '^(device|== |\| |- )' "$OUT/$task.log" | grep -v '^== .*: evaluating'

@@ -1,7 +1,8 @@
 // Kernel probe (scripts/probe/variants.sh): times attention_pass (one slot, non-causal: every
-// tile of 128 rows against a whole block) and gate_topk (causal, 512K rows per head) of one
-// generated source, VARIANT (HEAD_DIM, ELEM_KIND bf16, TOP_K, WGMMA defined, then
-// common.cuh, attention.cu, gate.cu), on random inputs.
+// tile of 128 rows against a whole block; slot 0, then slot 1, which merges into slot 0's
+// state) and gate_topk (causal, 512K rows per head) of one generated source, VARIANT
+// (HEAD_DIM, ELEM_KIND bf16, TOP_K, WGMMA defined, then common.cuh, attention.cu, gate.cu),
+// on random inputs.
 #include VARIANT
 #include <cstdio>
 #include <cstdlib>
@@ -80,6 +81,11 @@ int main() {
         CHECK(cudaMemcpy(ml.data(), sml + (size_t)7 * S * 2, 4096 * 4, cudaMemcpyDeviceToHost));
         double check = 0; for (int i = 0; i < 4096; i++) check += out[i] / ml[(i / HEAD_DIM) * 2 + 1];
         printf("attention %.3f ms %.0f TFLOP/s check %.6f\n", ms, flops / ms / 1e9, check);
+        // Slot 1 reads and merges the state slot 0 wrote: its extra time is the merge's.
+        float merge_ms = time_ms(5, [&] {
+            attention_pass<<<grid, TILE_THREADS, PROBE_SMEM>>>(p, 1, q, k, v, dl, ds, dt, so, sml);
+        });
+        printf("merging slot %.3f ms\n", merge_ms);
     }
     // ---- gate: causal, S = 512K, 128 blocks ----
     {
@@ -95,8 +101,8 @@ int main() {
         int* sel; CHECK(cudaMalloc(&sel, (size_t)H * S * TOP_K * 4));
         float scale = 1.0f / sqrtf((float)HEAD_DIM);
         Params p = {1, H, H, S, S, BS, NB, 1, 0, 0, scale, scale * LOG2E};
-        u32 blocks = (H * S + GATE_THREADS - 1) / GATE_THREADS;
-        float ms = time_ms(3, [&] { gate_topk<<<blocks, GATE_THREADS>>>(p, q, dm, sel); });
+        dim3 grid((S + GATE_THREADS - 1) / GATE_THREADS, H);
+        float ms = time_ms(3, [&] { gate_topk<<<grid, GATE_THREADS>>>(p, q, dm, sel); });
         std::vector<int> s(TOP_K * 4096);
         CHECK(cudaMemcpy(s.data(), sel + (size_t)3 * S * TOP_K + 200000 * TOP_K, s.size() * 4, cudaMemcpyDeviceToHost));
         long check = 0; for (size_t i = 0; i < s.size(); i++) check = check * 31 + s[i] + 1, check %= 1000000007;

@@ -6,7 +6,7 @@
 # Usage on the device: bash scripts/probe/variants.sh DIR, where DIR holds one folder per
 # version (each a copy of common.cuh, attention.cu and gate.cu with an edit), carried in
 # .device (for example .device/probe/kern). Prints per version: ptxas registers and spills
-# of attention_pass, ms and TFLOP/s of the attention slot (4·D FLOP per pair) with a
+# of attention_pass and gate_topk, ms and TFLOP/s of the attention slot (4·D FLOP per pair) with a
 # checksum of its output, ms of the gate with a checksum of its selection. Checksums must
 # agree between versions that compute the same thing.
 set -u
@@ -23,8 +23,11 @@ done
 wait
 for version in "$dir"/*/; do
     name=$(basename "$version")
-    regs=$(grep -A2 "attention_pass" "/tmp/$name.ptxas" |
-        grep -oE "[0-9]+ bytes spill stores|Used [0-9]+ registers" | tr '\n' ' ')
+    regs=""
+    for kernel in attention_pass gate_topk; do
+        regs+="$kernel $(grep -A2 "$kernel" "/tmp/$name.ptxas" |
+            grep -oE "[0-9]+ bytes spill stores|Used [0-9]+ registers" | tr '\n' ' ')"
+    done
     if [ -x "/tmp/probe-$name" ]; then
         echo "$name: $regs| $("/tmp/probe-$name" | tr '\n' ' ')"
     else

@@ -5,19 +5,27 @@
 //   in f32 with 16-byte loads (lanes = MEAN_THREADS / (HEAD_DIM / 8)), then thread c adds
 //   the lanes' partial sums of column c from shared memory.
 //   Memory: k [groups, kv_len, HEAD_DIM] elem_t, means [groups, num_blocks, HEAD_DIM] f32.
-// gate_topk — grid ceil(rows / GATE_THREADS), one thread per query row (rows = batch *
-//   q_heads * q_len). Each thread keeps its query and its best TOP_K (score, block) pairs in
-//   registers while it streams over the block means, so no [rows, num_blocks] score matrix
-//   exists. Same rule as the reference and the WGSL gate: causal rows force their own block
-//   and rank the earlier ones; ties go to the larger block id; the static gates score by
-//   block id (sinks above every other block). When all rows of a thread block read one kv
-//   head's means (every block unless its rows straddle two kv heads), the means pass through
-//   shared memory MEAN_STAGE blocks at a time: the loads of one mean by every thread were
-//   the gate's bottleneck. Memory: q [rows, HEAD_DIM] elem_t; selection [rows, TOP_K] i32,
-//   ascending, padded with -1.
+// gate_topk — grid (ceil(q_len / GATE_THREADS), batch * q_heads), one thread per query row:
+//   a thread block's rows are one query head's, so they share one kv head's block means.
+//   The means pass through shared memory MEAN_STAGE blocks at a time; each stage's scores
+//   go to shared memory (GateQuery::score), then every thread ranks its row's scores into
+//   its best TOP_K (score, block) pairs, kept in registers: no [rows, num_blocks] score
+//   matrix exists. Scores: 16-bit inputs on the tensor cores (`mma.m16n8k8` in tf32, each
+//   warp its 32 rows x MEAN_STAGE blocks): 16-bit queries are exact in tf32 and each f32
+//   mean is staged as a tf32 head plus its remainder, so the products keep about 21 bits of
+//   the mean (f32 keeps 24). f32 inputs: each thread its row in f32 FMAs. Same rule as the
+//   reference and the WGSL gate: causal rows force their own block and rank the earlier
+//   ones; ties go to the larger block id; the static gates score by block id (sinks above
+//   every other block).
+//   Memory: q [rows, HEAD_DIM] elem_t; selection [rows, TOP_K] i32, ascending, padded with
+//   -1. Shared: the staged means as (head, remainder) pairs in rows of STAGE_STRIDE (a
+//   fragment read of 8 blocks x 4 columns falls in 32 distinct banks), and the stage's
+//   scores [GATE_THREADS][SCORE_STRIDE].
 
 #define GATE_THREADS 128
 #define MEAN_STAGE 16
+#define STAGE_STRIDE (HEAD_DIM + 4)
+#define SCORE_STRIDE (MEAN_STAGE + 4)
 #define MEAN_THREADS 256
 #define GATE_MEAN_KEY 0
 #define GATE_SINK_AND_RECENT 2
@@ -52,109 +60,219 @@ block_means(Params p, const elem_t* k, float* means) {
     }
 }
 
-// The dot product of a query with one block mean (16-byte loads of the mean).
-__device__ __forceinline__ float mean_score(const float query[HEAD_DIM], const float4* mean) {
-    float score = 0.0f;
+// One stage of block means as (tf32 head, f32 remainder) pairs: head + remainder is the
+// mean exactly. Blocks past the last are zero.
+typedef float2 StagedMeans[MEAN_STAGE][STAGE_STRIDE];
+
+__device__ __forceinline__ void stage_means(StagedMeans& staged, const float4* block_mean,
+                                            u32 first_block, u32 num_blocks) {
+    constexpr u32 chunks = HEAD_DIM / 4;
+    for (u32 i = threadIdx.x; i < MEAN_STAGE * chunks; i += GATE_THREADS) {
+        u32 j = i / chunks, c = (i % chunks) * 4;
+        float4 m = first_block + j < num_blocks ? block_mean[(first_block + j) * chunks + i % chunks]
+                                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        float values[4] = {m.x, m.y, m.z, m.w};
 #pragma unroll
-    for (u32 c = 0; c < HEAD_DIM / 4; c++) {
-        float4 m = mean[c];
-        score += query[4 * c] * m.x + query[4 * c + 1] * m.y + query[4 * c + 2] * m.z +
-                 query[4 * c + 3] * m.w;
+        for (u32 e = 0; e < 4; e++) {
+            u32 head;
+            asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(head) : "f"(values[e]));
+            staged[j][c + e] = make_float2(__uint_as_float(head), values[e] - __uint_as_float(head));
+        }
     }
-    return score;
 }
+
+typedef float StageScores[GATE_THREADS][SCORE_STRIDE];
+
+#if ELEM_KIND == ELEM_F32
+// f32 inputs (not exact in tf32): each thread scores its own row in f32 FMAs.
+struct GateQuery {
+    float query[HEAD_DIM];
+
+    // Rows `first + threadIdx.x` of this query head, the ones past `last` repeating it.
+    __device__ void load(const elem_t* q_head, u32 first, u32 last) {
+        const elem_t* row = q_head + (size_t)min(first + threadIdx.x, last) * HEAD_DIM;
+#pragma unroll
+        for (u32 c = 0; c < HEAD_DIM; c += 8) load8_float(query + c, row + c);
+    }
+
+    __device__ void score(const StagedMeans& staged, StageScores& scores) const {
+        for (u32 j = 0; j < MEAN_STAGE; j++) {
+            float score = 0.0f;
+#pragma unroll
+            for (u32 c = 0; c < HEAD_DIM; c++) {
+                float2 mean = staged[j][c];
+                score = fmaf(query[c], mean.x + mean.y, score);
+            }
+            scores[threadIdx.x][j] = score;
+        }
+    }
+};
+#else
+// d += a . b on the tensor cores in tf32, f32 accumulation. Fragments (lane = 4 * g + t):
+//   A 16x8: a0 (g, t)  a1 (g+8, t)  a2 (g, t+4)  a3 (g+8, t+4);  B 8x8: b0 (k t, n g)
+//   b1 (k t+4, n g);  C 16x8: c0 c1 (g, 2t..2t+1)  c2 c3 (g+8, 2t..2t+1).
+__device__ __forceinline__ void mma_tf32(float d[4], const u32 a[4], float b0, float b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(__float_as_uint(b0)),
+                   "r"(__float_as_uint(b1)));
+}
+
+// 16-bit inputs: each warp scores its 32 rows (two m-tiles) on the tensor cores; the
+// rows' A fragments stay in registers for every stage.
+struct GateQuery {
+    u32 a[2][HEAD_DIM / 8][4];
+
+    // Rows `first + threadIdx.x` of this query head, the ones past `last` repeating it.
+    __device__ void load(const elem_t* q_head, u32 first, u32 last) {
+        u32 lane = threadIdx.x % WARP, g = lane / 4, t = lane % 4;
+        u32 warp_row = first + threadIdx.x / WARP * WARP;
+#pragma unroll
+        for (u32 m = 0; m < 2; m++) {
+            const elem_t* upper = q_head + (size_t)min(warp_row + m * 16 + g, last) * HEAD_DIM;
+            const elem_t* lower = q_head + (size_t)min(warp_row + m * 16 + g + 8, last) * HEAD_DIM;
+#pragma unroll
+            for (u32 kk = 0; kk < HEAD_DIM / 8; kk++) {
+                a[m][kk][0] = __float_as_uint(to_float(upper[kk * 8 + t]));
+                a[m][kk][1] = __float_as_uint(to_float(lower[kk * 8 + t]));
+                a[m][kk][2] = __float_as_uint(to_float(upper[kk * 8 + t + 4]));
+                a[m][kk][3] = __float_as_uint(to_float(lower[kk * 8 + t + 4]));
+            }
+        }
+    }
+
+    // Heads and remainders accumulate apart (twice the independent MMA chains).
+    __device__ void score(const StagedMeans& staged, StageScores& scores) const {
+        u32 lane = threadIdx.x % WARP, g = lane / 4, t = lane % 4;
+        float heads[2][MEAN_STAGE / 8][4] = {}, rests[2][MEAN_STAGE / 8][4] = {};
+#pragma unroll
+        for (u32 kk = 0; kk < HEAD_DIM / 8; kk++) {
+#pragma unroll
+            for (u32 n = 0; n < MEAN_STAGE / 8; n++) {
+                float2 b0 = staged[n * 8 + g][kk * 8 + t], b1 = staged[n * 8 + g][kk * 8 + t + 4];
+#pragma unroll
+                for (u32 m = 0; m < 2; m++) {
+                    mma_tf32(heads[m][n], a[m][kk], b0.x, b1.x);
+                    mma_tf32(rests[m][n], a[m][kk], b0.y, b1.y);
+                }
+            }
+        }
+        u32 warp_row = threadIdx.x / WARP * WARP;
+#pragma unroll
+        for (u32 m = 0; m < 2; m++) {
+#pragma unroll
+            for (u32 n = 0; n < MEAN_STAGE / 8; n++) {
+                float* upper = &scores[warp_row + m * 16 + g][n * 8 + 2 * t];
+                float* lower = &scores[warp_row + m * 16 + g + 8][n * 8 + 2 * t];
+                *(float2*)upper = make_float2(heads[m][n][0] + rests[m][n][0], heads[m][n][1] + rests[m][n][1]);
+                *(float2*)lower = make_float2(heads[m][n][2] + rests[m][n][2], heads[m][n][3] + rests[m][n][3]);
+            }
+        }
+    }
+};
+#endif
+
+// A row's best blocks so far, best first, in registers (loops unrolled over TOP_K places).
+struct RankedBlocks {
+    float score[TOP_K];
+    int block[TOP_K];
+
+    __device__ RankedBlocks() {
+#pragma unroll
+        for (u32 i = 0; i < TOP_K; i++) { score[i] = NEG_INF; block[i] = -1; }
+    }
+
+    // Blocks arrive in ascending order, so a new block outranks kept blocks of equal score
+    // (ties to the more recent block): insert before the first score <= it, within the
+    // first `places`.
+    __device__ void insert(float new_score, int new_block, u32 places) {
+        bool carry = true;
+#pragma unroll
+        for (u32 i = 0; i < TOP_K; i++) {
+            bool take = i < places && carry && (block[i] < 0 || score[i] <= new_score);
+            if (take) {
+                float s = score[i];
+                int b = block[i];
+                score[i] = new_score;
+                block[i] = new_block;
+                new_score = s;
+                new_block = b;
+                carry = b >= 0;
+            }
+        }
+    }
+
+    // Ascending block ids with -1 last (-1 wraps to the largest unsigned).
+    __device__ void sort_by_block() {
+#pragma unroll
+        for (u32 i = 0; i < TOP_K; i++) {
+#pragma unroll
+            for (u32 m = 0; m + 1 < TOP_K - i; m++) {
+                u32 a = (u32)block[m], b = (u32)block[m + 1];
+                if (a > b) { block[m] = (int)b; block[m + 1] = (int)a; }
+            }
+        }
+    }
+};
 
 extern "C" __global__ void __launch_bounds__(GATE_THREADS)
 gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
-    __shared__ float4 staged[MEAN_STAGE * HEAD_DIM / 4];
+    __shared__ StagedMeans staged;
+    __shared__ __align__(16) StageScores scores;
     __shared__ u32 walk;
-    u32 rows = p.batch * p.q_heads * p.q_len;
-    u32 first_row = blockIdx.x * GATE_THREADS;
-    u32 last_row = min(first_row + GATE_THREADS, rows) - 1;
+    u32 bh = blockIdx.y, first = blockIdx.x * GATE_THREADS;
+    u32 t = first + threadIdx.x;
     // Threads past the last row repeat it (they take part in the staging) and write nothing.
-    bool active = first_row + threadIdx.x < rows;
-    u32 row = min(first_row + threadIdx.x, last_row);
-    u32 bh = row / p.q_len;
-    u32 current = query_position(p, row % p.q_len) / p.block_size;
-    const float4* block_mean = (const float4*)(means + (size_t)kv_group(p, bh) * p.num_blocks * HEAD_DIM);
-    // The same for the whole thread block, so its barriers are too.
-    bool stage_means = p.gate == GATE_MEAN_KEY &&
-                       kv_group(p, first_row / p.q_len) == kv_group(p, last_row / p.q_len);
+    bool active = t < p.q_len;
+    t = min(t, p.q_len - 1);
+    u32 current = query_position(p, t) / p.block_size;
+    bool mean_key = p.gate == GATE_MEAN_KEY;
 
-    // 16-byte loads: a thread's row is contiguous (scalar loads touched a line per element).
-    float query[HEAD_DIM];
-#pragma unroll
-    for (u32 c = 0; c < HEAD_DIM; c += 8) load8_float(query + c, q + (size_t)row * HEAD_DIM + c);
+    GateQuery query;
+    if (mean_key) query.load(q + (size_t)bh * p.q_len * HEAD_DIM, first, p.q_len - 1);
+    const float4* block_mean = (const float4*)(means + (size_t)kv_group(p, bh) * p.num_blocks * HEAD_DIM);
 
     // Causal rows rank the blocks before their own for TOP_K - 1 places.
     u32 places = p.causal ? TOP_K - 1 : TOP_K;
     u32 eligible = p.causal ? current : p.num_blocks;
-    float best_score[TOP_K];
-    int best_block[TOP_K];
-#pragma unroll
-    for (u32 i = 0; i < TOP_K; i++) { best_score[i] = NEG_INF; best_block[i] = -1; }
+    RankedBlocks best;
 
-    // Staging walks the blocks any row of the thread block ranks; each row scores its own.
+    // The stages walk the blocks any row of the thread block ranks; each row ranks its own.
     u32 blocks = eligible;
-    if (stage_means) {
+    if (mean_key) {
         if (threadIdx.x == 0) walk = 0;
         __syncthreads();
         atomicMax(&walk, eligible);
         __syncthreads();
         blocks = walk;
     }
-    for (u32 j = 0; j < blocks; j++) {
-        if (stage_means && j % MEAN_STAGE == 0) {
+    for (u32 first_block = 0; first_block < blocks; first_block += MEAN_STAGE) {
+        if (mean_key) {
             __syncthreads(); // every thread is done with the previous stage
-            for (u32 i = threadIdx.x; i < MEAN_STAGE * HEAD_DIM / 4; i += GATE_THREADS) {
-                bool inside = j + i / (HEAD_DIM / 4) < p.num_blocks;
-                staged[i] = inside ? block_mean[j * (HEAD_DIM / 4) + i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            }
+            stage_means(staged, block_mean, first_block, p.num_blocks);
             __syncthreads();
+            query.score(staged, scores);
+            __syncwarp(); // a thread's row was scored by its own warp
         }
-        if (j >= eligible) continue;
-        float score = (float)j; // the static gates: recent blocks first
-        if (p.gate == GATE_MEAN_KEY) {
-            score = stage_means ? mean_score(query, staged + (j % MEAN_STAGE) * (HEAD_DIM / 4))
-                                : mean_score(query, block_mean + j * (HEAD_DIM / 4));
-        } else if (p.gate == GATE_SINK_AND_RECENT && j < p.sink_blocks) {
-            score = (float)(p.num_blocks + j);
-        }
-        // Blocks arrive in ascending order, so a new block outranks kept blocks of equal
-        // score (ties to the more recent block): insert before the first score <= it.
-        // Unrolled over the fixed TOP_K places so the arrays stay in registers.
-        bool carry = true;
-        float carry_score = score;
-        int carry_block = (int)j;
-#pragma unroll
-        for (u32 i = 0; i < TOP_K; i++) {
-            bool take = i < places && carry &&
-                        (best_block[i] < 0 || best_score[i] <= carry_score);
-            if (take) {
-                float s = best_score[i];
-                int b = best_block[i];
-                best_score[i] = carry_score;
-                best_block[i] = carry_block;
-                carry_score = s;
-                carry_block = b;
-                carry = b >= 0;
+        u32 stop = min(first_block + MEAN_STAGE, eligible);
+        for (u32 j = first_block; j < stop; j++) {
+            float score = (float)j; // the static gates: recent blocks first
+            if (mean_key) {
+                score = scores[threadIdx.x][j - first_block];
+            } else if (p.gate == GATE_SINK_AND_RECENT && j < p.sink_blocks) {
+                score = (float)(p.num_blocks + j);
             }
+            best.insert(score, (int)j, places);
         }
     }
     if (p.causal) {
         // TOP_K - 1 places were ranked; the last slot takes the forced block.
-        best_block[TOP_K - 1] = (int)current;
+        best.block[TOP_K - 1] = (int)current;
     }
-    // Ascending block ids with -1 last: sort the TOP_K entries (-1 counts as largest).
-#pragma unroll
-    for (u32 i = 0; i < TOP_K; i++) {
-#pragma unroll
-        for (u32 m = 0; m + 1 < TOP_K - i; m++) {
-            u32 a = (u32)best_block[m], b = (u32)best_block[m + 1]; // -1 wraps to the top
-            if (a > b) { best_block[m] = (int)b; best_block[m + 1] = (int)a; }
-        }
-    }
+    best.sort_by_block();
     if (!active) return;
+    size_t row = (size_t)bh * p.q_len + t;
 #pragma unroll
-    for (u32 i = 0; i < TOP_K; i++) selection[(size_t)row * TOP_K + i] = best_block[i];
+    for (u32 i = 0; i < TOP_K; i++) selection[row * TOP_K + i] = best.block[i];
 }

@@ -120,7 +120,10 @@ impl CudaSchedule {
                 &args,
             )
         });
-        let grid = CudaPlan::cover(plan.rows, GATE_THREADS);
+        // A thread block's rows are one query head's (they share the staged block means).
+        let q_len = plan.rows / plan.query_heads;
+        let (row_blocks, _, _) = CudaPlan::cover(q_len, GATE_THREADS);
+        let grid = (row_blocks, plan.query_heads as u32, 1);
         let args = [Arg::Ptr(t.q), Arg::Ptr(s.means), Arg::Ptr(t.selection)];
         let topk = self.launch(CudaProgram::Gate, "gate_topk", grid, GATE_THREADS, 0, &args);
         means.into_iter().chain([topk]).collect()
@@ -353,6 +356,16 @@ mod tests {
         let (t, s) = tensors();
         let launches = schedule(&config).forward(&t.forward, &s);
         assert_eq!(launches[0].kernel, "gate_topk");
+    }
+
+    #[test]
+    fn the_gate_gives_each_query_head_its_own_thread_blocks() {
+        let config = MobaConfig::new(256, 2);
+        let (t, s) = tensors();
+        let launches = schedule(&config).forward(&t.forward, &s);
+        let gate = launches.iter().find(|l| l.kernel == "gate_topk").unwrap();
+        // 3000 rows per head: 23 full blocks of 128 and one of 56, for each of 4 heads.
+        assert_eq!(gate.grid, (24, 4, 1));
     }
 
     #[test]
