@@ -120,9 +120,11 @@ __device__ __forceinline__ void mma_tf32(float d[4], const u32 a[4], float b0, f
 }
 
 // 16-bit inputs: each warp scores its 32 rows (two m-tiles) on the tensor cores; the
-// rows' A fragments stay in registers for every stage.
+// rows' A fragments stay in registers for every stage, as 16-bit pairs (half the registers
+// of tf32 values), widened to tf32 where a stage uses them.
 struct GateQuery {
-    u32 a[2][HEAD_DIM / 8][4];
+    // [m][kk]: {a0 | a2 << 16, a1 | a3 << 16} (each row's columns t and t + 4).
+    u32 packed[2][HEAD_DIM / 8][2];
 
     // Rows `first + threadIdx.x` of this query head, the ones past `last` repeating it.
     __device__ void load(const elem_t* q_head, u32 first, u32 last) {
@@ -134,12 +136,19 @@ struct GateQuery {
             const elem_t* lower = q_head + (size_t)min(warp_row + m * 16 + g + 8, last) * HEAD_DIM;
 #pragma unroll
             for (u32 kk = 0; kk < HEAD_DIM / 8; kk++) {
-                a[m][kk][0] = __float_as_uint(to_float(upper[kk * 8 + t]));
-                a[m][kk][1] = __float_as_uint(to_float(lower[kk * 8 + t]));
-                a[m][kk][2] = __float_as_uint(to_float(upper[kk * 8 + t + 4]));
-                a[m][kk][3] = __float_as_uint(to_float(lower[kk * 8 + t + 4]));
+                packed[m][kk][0] = (u32)upper[kk * 8 + t] | (u32)upper[kk * 8 + t + 4] << 16;
+                packed[m][kk][1] = (u32)lower[kk * 8 + t] | (u32)lower[kk * 8 + t + 4] << 16;
             }
         }
+    }
+
+    // The tf32 A fragment of m-tile m, k-step kk.
+    __device__ void fragment(u32 a[4], u32 m, u32 kk) const {
+        u32 upper = packed[m][kk][0], lower = packed[m][kk][1];
+        a[0] = __float_as_uint(bits_to_float((u16)(upper & 0xffff)));
+        a[1] = __float_as_uint(bits_to_float((u16)(lower & 0xffff)));
+        a[2] = __float_as_uint(bits_to_float((u16)(upper >> 16)));
+        a[3] = __float_as_uint(bits_to_float((u16)(lower >> 16)));
     }
 
     // Heads and remainders accumulate apart (twice the independent MMA chains).
@@ -148,13 +157,20 @@ struct GateQuery {
         float heads[2][MEAN_STAGE / 8][4] = {}, rests[2][MEAN_STAGE / 8][4] = {};
 #pragma unroll
         for (u32 kk = 0; kk < HEAD_DIM / 8; kk++) {
+            float2 b0[MEAN_STAGE / 8], b1[MEAN_STAGE / 8];
 #pragma unroll
             for (u32 n = 0; n < MEAN_STAGE / 8; n++) {
-                float2 b0 = staged[n * 8 + g][kk * 8 + t], b1 = staged[n * 8 + g][kk * 8 + t + 4];
+                b0[n] = staged[n * 8 + g][kk * 8 + t];
+                b1[n] = staged[n * 8 + g][kk * 8 + t + 4];
+            }
 #pragma unroll
-                for (u32 m = 0; m < 2; m++) {
-                    mma_tf32(heads[m][n], a[m][kk], b0.x, b1.x);
-                    mma_tf32(rests[m][n], a[m][kk], b0.y, b1.y);
+            for (u32 m = 0; m < 2; m++) {
+                u32 a[4];
+                fragment(a, m, kk);
+#pragma unroll
+                for (u32 n = 0; n < MEAN_STAGE / 8; n++) {
+                    mma_tf32(heads[m][n], a, b0[n].x, b1[n].x);
+                    mma_tf32(rests[m][n], a, b0[n].y, b1[n].y);
                 }
             }
         }
