@@ -15,8 +15,8 @@
 //   (q and k from shared memory; p from registers times v from shared memory).
 //   State: state_o [rows, HEAD_DIM] f32 (unnormalised), state_ml [rows, 2] f32 (max in
 //   base 2, sum); slot 0 writes it, later slots merge.
-// attention_finalize — one thread per (row, column): o = acc / sum as elem_t, and
-//   lse = (max + log2 sum) * ln 2.
+// attention_finalize — one thread per 8 columns of a row (16-byte loads and stores): o =
+//   acc / sum as elem_t, and lse = (max + log2 sum) * ln 2.
 
 #define LN2 0.6931471805599453f
 
@@ -161,11 +161,15 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
 
 extern "C" __global__ void attention_finalize(Params p, const float* state_o, const float* state_ml,
                                               elem_t* o, float* lse) {
+    constexpr u32 groups = HEAD_DIM / 8;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t rows = (size_t)p.batch * p.q_heads * p.q_len;
-    if (i >= rows * HEAD_DIM) return;
-    size_t row = i / HEAD_DIM;
+    if (i >= rows * groups) return;
+    size_t row = i / groups;
     float m = state_ml[row * 2], l = state_ml[row * 2 + 1];
-    store_elem(o, i, state_o[i] / l);
-    if (i % HEAD_DIM == 0) lse[row] = (m + log2f(l)) * LN2;
+    const float4* acc = (const float4*)(state_o + i * 8);
+    float4 low = acc[0], high = acc[1];
+    float x[8] = {low.x / l, low.y / l, low.z / l, low.w / l, high.x / l, high.y / l, high.z / l, high.w / l};
+    store8(o + i * 8, x);
+    if (i % groups == 0) lse[row] = (m + log2f(l)) * LN2;
 }

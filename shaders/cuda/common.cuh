@@ -148,6 +148,16 @@ __device__ __forceinline__ void load8_float(float out[8], const elem_t* src) {
 #endif
 }
 
+// Eight floats as eight consecutive elements (one 16-byte store for 16-bit types).
+__device__ __forceinline__ void store8(elem_t* dst, const float x[8]) {
+#if ELEM_KIND == ELEM_F32
+    *(float4*)dst = make_float4(x[0], x[1], x[2], x[3]);
+    *(float4*)(dst + 4) = make_float4(x[4], x[5], x[6], x[7]);
+#else
+    *(uint4*)dst = make_uint4(pack2(x[0], x[1]), pack2(x[2], x[3]), pack2(x[4], x[5]), pack2(x[6], x[7]));
+#endif
+}
+
 // Eight consecutive elements as eight multiply-type values (16 bytes).
 __device__ __forceinline__ uint4 load8(const elem_t* src) {
 #if ELEM_KIND == ELEM_F32

@@ -195,7 +195,8 @@ impl CudaSchedule {
         launches.push(self.launch(
             CudaProgram::Attention,
             "attention_finalize",
-            CudaPlan::cover(plan.rows * plan.head_dim, ELEMENT_THREADS),
+            // One thread per 8 columns (head dims are multiples of 16).
+            CudaPlan::cover(plan.rows * plan.head_dim / 8, ELEMENT_THREADS),
             ELEMENT_THREADS,
             0,
             &[
@@ -366,6 +367,17 @@ mod tests {
         let gate = launches.iter().find(|l| l.kernel == "gate_topk").unwrap();
         // 3000 rows per head: 23 full blocks of 128 and one of 56, for each of 4 heads.
         assert_eq!(gate.grid, (24, 4, 1));
+    }
+
+    #[test]
+    fn the_finalize_gives_each_thread_eight_columns() {
+        let config = MobaConfig::new(256, 2);
+        let (t, s) = tensors();
+        let launches = schedule(&config).forward(&t.forward, &s);
+        let finalize = launches.last().unwrap();
+        assert_eq!(finalize.kernel, "attention_finalize");
+        // 4 heads x 3000 rows x 64 columns, 8 per thread, 256 threads per block.
+        assert_eq!(finalize.grid, (375, 1, 1));
     }
 
     #[test]
