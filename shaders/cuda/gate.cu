@@ -200,23 +200,20 @@ struct RankedBlocks {
     }
 
     // Blocks arrive in ascending order, so a new block outranks kept blocks of equal score
-    // (ties to the more recent block): insert before the first score <= it, within the
-    // first `places`.
+    // (ties to the more recent block): it takes the place after the kept blocks that score
+    // above it, within the first `places`, and the ones from there move down one. The place
+    // is a count of independent comparisons, so the moves need no chain of carries.
     __device__ void insert(float new_score, int new_block, u32 places) {
-        bool carry = true;
+        u32 place = 0;
 #pragma unroll
-        for (u32 i = 0; i < TOP_K; i++) {
-            bool take = i < places && carry && (block[i] < 0 || score[i] <= new_score);
-            if (take) {
-                float s = score[i];
-                int b = block[i];
-                score[i] = new_score;
-                block[i] = new_block;
-                new_score = s;
-                new_block = b;
-                carry = b >= 0;
-            }
+        for (u32 i = 0; i < TOP_K; i++) place += (block[i] >= 0 && score[i] > new_score) ? 1 : 0;
+#pragma unroll
+        for (u32 i = TOP_K - 1; i > 0; i--) {
+            bool moves = i > place && i < places;
+            score[i] = moves ? score[i - 1] : (i == place && i < places ? new_score : score[i]);
+            block[i] = moves ? block[i - 1] : (i == place && i < places ? new_block : block[i]);
         }
+        if (place == 0 && places > 0) { score[0] = new_score; block[0] = new_block; }
     }
 
     // Ascending block ids with -1 last (-1 wraps to the largest unsigned).
