@@ -375,3 +375,70 @@ fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
     let summary = std::fs::read_to_string(dir.join("run").join("train.json")).unwrap();
     assert!(summary.contains("\"pairs\": 1"), "{summary}");
 }
+
+#[test]
+fn compare_continues_each_arm_from_the_same_arm_of_an_earlier_comparison() {
+    let dir = scratch("compare-continue");
+    let (first, second) = (dir.join("first"), dir.join("second"));
+    let compare = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "compare",
+            "--backend",
+            "ndarray",
+            "--preset",
+            "tiny",
+            "--seq-len",
+            "64",
+            "--recall-pairs",
+            "1",
+            "--recall-queries",
+            "1",
+            "--steps",
+            "1",
+            "--batch-size",
+            "1",
+            "--eval-batches",
+            "1",
+            "--out",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(out.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    run_ok(&compare(&first, &[]));
+    let earlier = first.display().to_string();
+    run_ok(&compare(&second, &["--continue-from", &earlier]));
+    for arm in ["moba", "full"] {
+        let config = std::fs::read_to_string(second.join(arm).join("train.json")).unwrap();
+        let from = first.join(arm).display().to_string();
+        assert!(
+            config.contains(&format!("\"init_from\": \"{from}\"")),
+            "{config}"
+        );
+    }
+
+    // With --init-from it is refused (one start for every arm, or one per arm).
+    let both = moba(&compare(
+        &dir.join("both"),
+        &["--continue-from", &earlier, "--init-from", &earlier],
+    ));
+    assert!(!both.status.success());
+    assert!(
+        String::from_utf8_lossy(&both.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    // An earlier folder without the arm names the file it looked for.
+    let missing = moba(&compare(
+        &dir.join("missing"),
+        &["--continue-from", &dir.join("absent").display().to_string()],
+    ));
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("model.mpk"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}

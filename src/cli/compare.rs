@@ -43,6 +43,11 @@ pub struct CompareArgs {
     /// Full layers at the end of the hybrid arm.
     #[arg(long, default_value_t = 1)]
     hybrid_full_layers: usize,
+    /// Start each arm from the weights of the same arm in this earlier comparison's output
+    /// folder (fresh optimizer and schedule): more steps for every arm from where it stood,
+    /// for example at a longer --seq-len. Give another --seed for other data.
+    #[arg(long, conflicts_with = "init_from")]
+    continue_from: Option<PathBuf>,
     /// Only write the report from the arms' directories (runs made elsewhere).
     #[arg(long)]
     report_only: bool,
@@ -90,6 +95,13 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 ArmChoice::Hybrid => args
                     .settings
                     .config(AttentionChoice::Moba, args.hybrid_full_layers)?,
+            };
+            let config = match &args.continue_from {
+                Some(earlier) => {
+                    let from = earlier.join(arm.name()).display().to_string();
+                    config.with_init_from(Some(from))
+                }
+                None => config,
             };
             prepare(arm, &config, &dir, args)?;
         }
