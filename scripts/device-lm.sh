@@ -16,6 +16,9 @@
 # full length. Skipped when runs/pretrain already holds a model.
 # RUNS_BACK=1: also pack the run folders, checkpoints included, into $OUT/runs.tgz (small
 # models only); put it at .device/lm-runs.tgz with FRESH=0 to continue them in a later call.
+# CONTINUE=1 (with FRESH=0 and an earlier call's runs.tgz as .device/lm-runs.tgz): each arm
+# starts from the same arm of the task's earlier comparison (`moba compare --continue-from`;
+# that comparison moves to $task-earlier), with a fresh schedule. Not with PRETRAIN.
 # ARMS (default "moba full"): the arms of `moba compare` (moba, full, hybrid).
 # On a machine with two GPUs or more, the arms train side by side, one per GPU (sharing
 # GPUs when there are more arms than GPUs); SIDE_BY_SIDE=1 runs them side by side on a single GPU
@@ -55,12 +58,18 @@ if [ -n "${PRETRAIN:-}" ]; then
     EXTRA="${EXTRA:-} --init-from $runs/pretrain"
 fi
 for task in $TASKS; do
-    data=()
-    [ "$task" = text ] && data=(--text "$repo/.device/python-stdlib.txt")
+    task_flags=()
+    [ "$task" = text ] && task_flags=(--text "$repo/.device/python-stdlib.txt")
+    if [ "${CONTINUE:-0}" = 1 ]; then
+        [ -d "$runs/$task" ] || { echo "CONTINUE=1: no earlier $task comparison in $runs"; exit 1; }
+        rm -rf "$runs/$task-earlier"
+        mv "$runs/$task" "$runs/$task-earlier"
+        task_flags+=(--continue-from "$runs/$task-earlier")
+    fi
     echo "== $task: moba compare, preset $PRESET, $STEPS steps of $BATCH sequences"
     # shellcheck disable=SC2206
     compare=(compare --backend cuda --out "$runs/$task" --preset "$PRESET" --steps "$STEPS"
-        --batch-size "$BATCH" "${data[@]}" ${EXTRA:-})
+        --batch-size "$BATCH" "${task_flags[@]}" ${EXTRA:-})
     start=$(date +%s)
     if [ "$side_by_side" = 1 ]; then
         # The arms side by side (one per GPU while there are enough), each in a working
