@@ -143,8 +143,8 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
         }
         if (valid) {
             float* out = state_o + row * HEAD_DIM + 2 * t;
-            // All of the row's old state is loaded before the first store: the probe measured
-            // the merging slot 1.7% faster than with each load beside its store.
+            // All of the row's old state is loaded before the first store (one wait for all
+            // of the loads, whether or not the compiler proves the addresses apart).
             float2 old[HEAD_DIM / 8];
 #pragma unroll
             for (u32 n = 0; n < HEAD_DIM / 8; n++) {
