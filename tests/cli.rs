@@ -341,28 +341,32 @@ fn bench_writes_records_and_report_merges_them() {
     );
 }
 
-#[test]
-fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
-    // At 64 bytes the default counts (4 records) need more slots than there are; one record
-    // and one query fit and must be accepted.
-    let dir = scratch("train-recall-counts");
-    let run = dir.join("run").display().to_string();
-    let common = [
-        "train",
+/// `moba COMMAND` flags for one step of the tiny model on 64-byte sequences, on the CPU.
+fn one_tiny_step(command: &str) -> Vec<String> {
+    let flags = [
         "--backend",
         "ndarray",
         "--preset",
         "tiny",
         "--seq-len",
         "64",
-        "--steps",
-        "1",
-        "--batch-size",
-        "1",
-        "--run",
     ];
-    let mut args: Vec<String> = common.iter().map(|s| s.to_string()).collect();
-    args.push(run.clone());
+    let steps = ["--steps", "1", "--batch-size", "1"];
+    std::iter::once(command)
+        .chain(flags)
+        .chain(steps)
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
+    // At 64 bytes the default counts (4 records) need more slots than there are; one record
+    // and one query fit and must be accepted.
+    let dir = scratch("train-recall-counts");
+    let run = dir.join("run").display().to_string();
+    let mut args = one_tiny_step("train");
+    args.extend(["--run".to_string(), run.clone()]);
     let defaults = moba(&args);
     assert!(!defaults.status.success());
     assert!(
@@ -381,29 +385,17 @@ fn compare_continues_each_arm_from_the_same_arm_of_an_earlier_comparison() {
     let dir = scratch("compare-continue");
     let (first, second) = (dir.join("first"), dir.join("second"));
     let compare = |out: &Path, extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = [
-            "compare",
-            "--backend",
-            "ndarray",
-            "--preset",
-            "tiny",
-            "--seq-len",
-            "64",
+        let mut args = one_tiny_step("compare");
+        let counts = [
             "--recall-pairs",
             "1",
             "--recall-queries",
             "1",
-            "--steps",
-            "1",
-            "--batch-size",
-            "1",
             "--eval-batches",
             "1",
-            "--out",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.push(out.display().to_string());
+        ];
+        args.extend(counts.map(String::from));
+        args.extend(["--out".to_string(), out.display().to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
