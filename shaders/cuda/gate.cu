@@ -126,7 +126,7 @@ struct GateQuery {
     // [m][kk]: {a0 | a2 << 16, a1 | a3 << 16} (each row's columns t and t + 4).
     u32 packed[2][HEAD_DIM / 8][2];
 
-    // Rows `first + threadIdx.x` of this query head, the ones past `last` repeating it.
+    // The fragments of this warp's 32 rows from `first`, the ones past `last` repeating it.
     __device__ void load(const elem_t* q_head, u32 first, u32 last) {
         u32 lane = threadIdx.x % WARP, g = lane / 4, t = lane % 4;
         u32 warp_row = first + threadIdx.x / WARP * WARP;
