@@ -21,6 +21,13 @@ static u16 bf16(float f) { unsigned u; memcpy(&u, &f, 4); return (u16)(u >> 16);
 static void fill(std::vector<u16>& v, unsigned seed) {
     for (auto& x : v) x = bf16(next_random(seed) * 2.0f - 1.0f);
 }
+// A device copy of `host`.
+template <typename T> static T* upload(const std::vector<T>& host) {
+    T* device;
+    CHECK(cudaMalloc(&device, host.size() * sizeof(T)));
+    CHECK(cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return device;
+}
 // Mean milliseconds of `runs` launches, after one untimed launch (warm-up).
 template <typename Launch> static float time_ms(int runs, Launch launch) {
     launch();
@@ -44,11 +51,12 @@ int main() {
         const u32 S = 131072, NB = S / BS;
         size_t n = (size_t)H * S * HEAD_DIM;
         std::vector<u16> host(n);
-        elem_t *q, *k, *v;
-        CHECK(cudaMalloc(&q, n * 2)); CHECK(cudaMalloc(&k, n * 2)); CHECK(cudaMalloc(&v, n * 2));
-        fill(host, 1); CHECK(cudaMemcpy(q, host.data(), n * 2, cudaMemcpyHostToDevice));
-        fill(host, 2); CHECK(cudaMemcpy(k, host.data(), n * 2, cudaMemcpyHostToDevice));
-        fill(host, 3); CHECK(cudaMemcpy(v, host.data(), n * 2, cudaMemcpyHostToDevice));
+        fill(host, 1);
+        elem_t* q = upload(host);
+        fill(host, 2);
+        elem_t* k = upload(host);
+        fill(host, 3);
+        elem_t* v = upload(host);
         std::vector<u32> lists((size_t)H * TOP_K * S), starts((size_t)H * TOP_K * (NB + 1)),
             tiles((size_t)H * TOP_K * (NB + 1));
         for (size_t l = 0; l < (size_t)H * TOP_K; l++) {
@@ -58,11 +66,7 @@ int main() {
                 tiles[l * (NB + 1) + j] = j * (BS / ROW_TILE);
             }
         }
-        u32 *dl, *ds, *dt;
-        CHECK(cudaMalloc(&dl, lists.size() * 4)); CHECK(cudaMalloc(&ds, starts.size() * 4)); CHECK(cudaMalloc(&dt, tiles.size() * 4));
-        CHECK(cudaMemcpy(dl, lists.data(), lists.size() * 4, cudaMemcpyHostToDevice));
-        CHECK(cudaMemcpy(ds, starts.data(), starts.size() * 4, cudaMemcpyHostToDevice));
-        CHECK(cudaMemcpy(dt, tiles.data(), tiles.size() * 4, cudaMemcpyHostToDevice));
+        u32 *dl = upload(lists), *ds = upload(starts), *dt = upload(tiles);
         float *so, *sml;
         CHECK(cudaMalloc(&so, (size_t)H * S * HEAD_DIM * 4)); CHECK(cudaMalloc(&sml, (size_t)H * S * 8));
         float scale = 1.0f / sqrtf((float)HEAD_DIM);
@@ -93,11 +97,11 @@ int main() {
         size_t n = (size_t)H * S * HEAD_DIM;
         std::vector<u16> host(n);
         fill(host, 4);
-        elem_t* q; CHECK(cudaMalloc(&q, n * 2)); CHECK(cudaMemcpy(q, host.data(), n * 2, cudaMemcpyHostToDevice));
+        elem_t* q = upload(host);
         std::vector<float> means((size_t)H * NB * HEAD_DIM);
         unsigned seed = 5;
         for (auto& x : means) x = next_random(seed) - 0.5f;
-        float* dm; CHECK(cudaMalloc(&dm, means.size() * 4)); CHECK(cudaMemcpy(dm, means.data(), means.size() * 4, cudaMemcpyHostToDevice));
+        float* dm = upload(means);
         int* sel; CHECK(cudaMalloc(&sel, (size_t)H * S * TOP_K * 4));
         float scale = 1.0f / sqrtf((float)HEAD_DIM);
         Params p = {1, H, H, S, S, BS, NB, 1, 0, 0, scale, scale * LOG2E};
