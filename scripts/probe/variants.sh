@@ -21,17 +21,20 @@ for version in "$dir"/*/; do
         -DVARIANT="\"/tmp/$name.cuh\"" "$harness" -o "/tmp/probe-$name" 2> "/tmp/$name.ptxas" &
 done
 wait
-for version in "$dir"/*/; do
-    name=$(basename "$version")
-    regs=""
-    for kernel in attention_pass gate_topk; do
-        regs+="$kernel $(grep -A2 "$kernel" "/tmp/$name.ptxas" |
-            grep -oE "[0-9]+ bytes spill stores|Used [0-9]+ registers" | tr '\n' ' ')"
+# Two rounds over the versions, so that a version timed late (on a hotter GPU) shows it.
+for round in 1 2; do
+    for version in "$dir"/*/; do
+        name=$(basename "$version")
+        regs=""
+        for kernel in attention_pass gate_topk; do
+            regs+="$kernel $(grep -A2 "$kernel" "/tmp/$name.ptxas" |
+                grep -oE "[0-9]+ bytes spill stores|Used [0-9]+ registers" | tr '\n' ' ')"
+        done
+        if [ -x "/tmp/probe-$name" ]; then
+            echo "$name: $regs| $("/tmp/probe-$name" | tr '\n' ' ')"
+        elif [ $round = 1 ]; then
+            echo "$name: build failed"
+            grep -m3 error "/tmp/$name.ptxas"
+        fi
     done
-    if [ -x "/tmp/probe-$name" ]; then
-        echo "$name: $regs| $("/tmp/probe-$name" | tr '\n' ' ')"
-    else
-        echo "$name: build failed"
-        grep -m3 error "/tmp/$name.ptxas"
-    fi
 done

@@ -460,27 +460,36 @@ __device__ __forceinline__ GatheredTile gathered_tile(const Params& p, const u32
 // ---- warpgroup MMA (sm_90a) ----
 // A warpgroup (4 warps, 128 threads) multiplies a 64-row A by a B in shared memory with one
 // `wgmma.mma_async` per 16-deep step (PTX ISA "Asynchronous Warpgroup Level Matrix
-// Multiply-Accumulate"). Shapes m64nNk16, N = 32 or 64: the accumulator is 64 x N f32 per
+// Multiply-Accumulate"). Shapes m64nNk16, N = 32, 64 or 128: the accumulator is 64 x N f32 per
 // warpgroup, N / 2 registers per thread in the mma.sync C layout (N / 8 n-tiles of 8
 // columns; warp w of the group holds rows 16w..16w+15), so the code around the products is
 // the same for both builds.
 #if WGMMA
 
 // The descriptor of a Swizzled operand whose 8-line groups start at `at` (PTX ISA "Matrix
-// Descriptor Format"): start address, leading byte offset 16 (unused: one panel per
-// instruction), stride byte offset 1024 (the next 8 lines), 128-byte swizzle.
-__device__ __forceinline__ unsigned long long wgmma_descriptor(const u16* at) {
+// Descriptor Format"): start address, leading byte offset, stride byte offset 1024 (the
+// next 8 lines), 128-byte swizzle. The leading offset is the distance to the next 64-column
+// panel, for an operand read transposed across panels; K-major operands leave it at 16
+// (unused: their instructions read within one panel).
+__device__ __forceinline__ unsigned long long wgmma_descriptor(const u16* at, u32 panel_bytes = 16) {
     unsigned long long address = shared_address(at);
-    return ((address & 0x3FFFF) >> 4) | (1ull << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
+    return ((address & 0x3FFFF) >> 4) | ((unsigned long long)(panel_bytes >> 4) << 16) |
+           ((1024ull >> 4) << 32) | (1ull << 62);
 }
 
-// The accumulator operands: 4 or 8 n-tiles of 4 registers, and their places in the asm.
+// The accumulator operands: 4, 8 or 16 n-tiles of 4 registers, and their places in the asm.
 #define WGMMA_C(n) "+f"(d[n][0]), "+f"(d[n][1]), "+f"(d[n][2]), "+f"(d[n][3])
 #define WGMMA_C32 WGMMA_C(0), WGMMA_C(1), WGMMA_C(2), WGMMA_C(3)
 #define WGMMA_C64 WGMMA_C32, WGMMA_C(4), WGMMA_C(5), WGMMA_C(6), WGMMA_C(7)
+#define WGMMA_C128 WGMMA_C64, WGMMA_C(8), WGMMA_C(9), WGMMA_C(10), WGMMA_C(11), WGMMA_C(12), \
+                   WGMMA_C(13), WGMMA_C(14), WGMMA_C(15)
 #define WGMMA_D16 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
 #define WGMMA_D32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
                   "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+#define WGMMA_D64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+                  "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
+                  "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47," \
+                  "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
 
 // The start of a `wgmma.mma_async` of `shape` that accumulates into d (scale-d true).
 #define WGMMA_ASYNC(shape) "{\n.reg .pred accumulate;\nsetp.ne.b32 accumulate, 1, 0;\n" \
@@ -503,11 +512,22 @@ __device__ __forceinline__ void wgmma_nt<32>(float (*d)[4], unsigned long long a
                  : WGMMA_C32 : "l"(a), "l"(b) : "memory");
 }
 
-// d += a . b: A (64 x 16) in registers as the mma.sync A fragment of each warp, B (16 x 64)
-// a Swizzled tile stored [k][n] (rows are k: transposed on the way).
-__device__ __forceinline__ void wgmma_rn(float (*d)[4], const u32 a[4], unsigned long long b) {
+// d (64 x N) += a . b: A (64 x 16) in registers as the mma.sync A fragment of each warp,
+// B (16 x N) a Swizzled tile stored [k][n] (rows are k: transposed on the way), N = 64 (one
+// panel) or 128 (two: the descriptor's leading offset steps between them).
+template <int N>
+__device__ void wgmma_rn(float (*d)[4], const u32 a[4], unsigned long long b);
+
+template <>
+__device__ __forceinline__ void wgmma_rn<64>(float (*d)[4], const u32 a[4], unsigned long long b) {
     asm volatile(WGMMA_ASYNC("m64n64k16") WGMMA_D32 ", {%32,%33,%34,%35}, %36, accumulate, 1, 1, 1;\n}"
                  : WGMMA_C64 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b) : "memory");
+}
+
+template <>
+__device__ __forceinline__ void wgmma_rn<128>(float (*d)[4], const u32 a[4], unsigned long long b) {
+    asm volatile(WGMMA_ASYNC("m64n128k16") WGMMA_D64 ", {%64,%65,%66,%67}, %68, accumulate, 1, 1, 1;\n}"
+                 : WGMMA_C128 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b) : "memory");
 }
 
 // Orders this thread's earlier register writes before the warpgroup's next MMAs.
@@ -557,9 +577,12 @@ struct Swizzled {
         wgmma_commit_wait<N / 8>(s);
     }
 
-    // The A fragments are all converted before the MMAs read them (one fence).
+    // The A fragments are all converted before the MMAs read them (one fence). Each MMA
+    // spans two panels of b where there are two left (half the instructions of one per
+    // panel: 3% faster at HEAD_DIM 128, scripts/probe).
     template <int K>
     __device__ static void accumulate(float (*acc)[4], const float (*c)[4], const u16* b_tile) {
+        constexpr u32 panels = HEAD_DIM / 64, panel_bytes = K * 64 * 2;
         u32 a[K / 16][4];
 #pragma unroll
         for (u32 kk = 0; kk < K / 16; kk++) c_to_a(a[kk], c, kk);
@@ -567,8 +590,13 @@ struct Swizzled {
 #pragma unroll
         for (u32 kk = 0; kk < K / 16; kk++) {
 #pragma unroll
-            for (u32 panel = 0; panel < HEAD_DIM / 64; panel++) {
-                wgmma_rn(acc + panel * 8, a[kk], wgmma_descriptor(b_tile + at(K, kk * 16, panel * 64)));
+            for (u32 panel = 0; panel < panels; panel += 2) {
+                unsigned long long b = wgmma_descriptor(b_tile + at(K, kk * 16, panel * 64), panel_bytes);
+                if (panel + 1 < panels) {
+                    wgmma_rn<128>(acc + panel * 8, a[kk], b);
+                } else {
+                    wgmma_rn<64>(acc + panel * 8, a[kk], b);
+                }
             }
         }
         wgmma_commit_wait<HEAD_DIM / 8>(acc);

@@ -69,7 +69,7 @@ __device__ __forceinline__ void stage_means(StagedMeans& staged, const float4* b
     constexpr u32 chunks = HEAD_DIM / 4;
     for (u32 i = threadIdx.x; i < MEAN_STAGE * chunks; i += GATE_THREADS) {
         u32 j = i / chunks, c = (i % chunks) * 4;
-        float4 m = first_block + j < num_blocks ? block_mean[(first_block + j) * chunks + i % chunks]
+        float4 m = first_block + j < num_blocks ? block_mean[first_block * chunks + i]
                                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         float values[4] = {m.x, m.y, m.z, m.w};
 #pragma unroll
