@@ -15,7 +15,8 @@
 # (short sequences; MoBA with one block is full attention there), then both arms at the
 # full length. Skipped when runs/pretrain already holds a model.
 # RUNS_BACK=1: also pack the run folders, checkpoints included, into $OUT/runs.tgz (small
-# models only); put it at .device/lm-runs.tgz with FRESH=0 to continue them in a later call.
+# models only; in 15 MiB pieces when larger); put it at .device/lm-runs.tgz with FRESH=0 to
+# continue them in a later call.
 # CONTINUE=1 (with FRESH=0 and an earlier call's runs.tgz as .device/lm-runs.tgz): each arm
 # starts from the same arm of the task's earlier comparison (`moba compare --continue-from`;
 # that comparison moves to $task-earlier), with a fresh schedule. Not with PRETRAIN.
@@ -97,4 +98,12 @@ for task in $TASKS; do
     grep -E '^epoch [0-9]+/[0-9]+ validation' "$OUT/$task.log" | tail -2
     (cd "$runs" && tar czf - --exclude=checkpoint --exclude='*.mpk' "$task") > "$OUT/$task.tar.gz"
 done
-if [ "${RUNS_BACK:-0}" = 1 ]; then (cd "$runs" && tar czf "$OUT/runs.tgz" .); fi
+if [ "${RUNS_BACK:-0}" = 1 ]; then
+    # Not the earlier comparisons CONTINUE=1 started from: they came with the carried archive.
+    (cd "$runs" && tar czf "$OUT/runs.tgz" --exclude='./*-earlier' .)
+    # A returned file may not pass 16 MiB: larger archives come back in pieces
+    # (`cat runs.tgz.part-* > runs.tgz` joins them).
+    if [ "$(stat -c %s "$OUT/runs.tgz")" -gt $((15 * 1024 * 1024)) ]; then
+        split -b 15M "$OUT/runs.tgz" "$OUT/runs.tgz.part-" && rm "$OUT/runs.tgz"
+    fi
+fi
