@@ -1,7 +1,8 @@
 //! The byte-level language model and its training on burn-train, at toy size: a few steps
 //! lower the loss, a resumed run ends where an uninterrupted one does, checkpoints
 //! round-trip bit-exactly, KV-cache decode equals the full forward (ndarray, and wgpu on
-//! lavapipe), the recall task puts its records where asked, bad inputs are clear errors.
+//! lavapipe), the recall task puts its records where asked and its evaluation counts where
+//! the gate routes, bad inputs are clear errors.
 
 use std::path::{Path, PathBuf};
 
@@ -547,4 +548,63 @@ fn recall_evaluation_skips_distances_no_record_can_take() {
             .iter()
             .all(|bucket| bucket.queries > 0 && bucket.distance.start >= 24)
     );
+}
+
+#[test]
+fn recall_evaluation_counts_where_the_gate_routes() {
+    // The hybrid at 128 bytes (16 blocks of 8): with top-1 a query sees only its own block,
+    // never a record's (records lie at least 24 bytes before the queries); with top-16 it
+    // sees every block up to its own. The full layer has no gate and no count.
+    let recall = DataConfig::Recall {
+        pairs: 4,
+        queries: 4,
+    };
+    let device = Default::default();
+    let options = EvalOptions {
+        batches: 1,
+        recall_sequences: 2,
+        ..Default::default()
+    };
+    for (top_k, rate) in [(1, 0.0), (16, 1.0)] {
+        let moba = AttentionKind::Moba {
+            block_size: 8,
+            top_k,
+        };
+        let model_config = LmConfig::new(32, 2, 4, 2, 64, moba, 128).with_full_layers(1);
+        let config = TrainConfig::new(model_config, recall.clone(), 128, 4).with_batch_size(2);
+        let model = config.model.init::<NdArray>(&device).unwrap();
+        let report = evaluate(&model, &config, &options, &device).unwrap();
+        assert!(!report.recall.is_empty());
+        for bucket in &report.recall {
+            // Four query heads per query.
+            assert_eq!(bucket.gate_pairs, 4 * bucket.queries, "{bucket:?}");
+            assert_eq!(
+                bucket.gate_hit_rates(),
+                vec![rate],
+                "top-{top_k}: {bucket:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_forward_with_gates_is_the_forward() {
+    let device = Default::default();
+    let model = tiny(48).init::<NdArray>(&device).unwrap();
+    let tokens = || byte_tensor::<NdArray>(b"MoBA gates each query to a few blocks.", &device);
+    let (logits, gates) = model.forward_with_gates(tokens()).unwrap();
+    assert_eq!(floats(logits), floats(model.forward(tokens()).unwrap()));
+    // The MoBA layer: blocks of 8, top-2, so a query sees its own block and one before it.
+    let gate = gates[0].as_ref().expect("the MoBA layer's gate");
+    assert_eq!((gate.heads, gate.seq, gate.top_k), (4, 38, 2));
+    for head in 0..4 {
+        assert!(gate.sees(0, head, 5, 0) && !gate.sees(0, head, 5, 8));
+        let seen = (0..38).filter(|&key| gate.sees(0, head, 37, key)).count();
+        assert_eq!(
+            seen,
+            6 + 8,
+            "its own block (keys 32..38) and one earlier block"
+        );
+    }
+    assert!(gates[1].is_none(), "the full layer has no gate");
 }

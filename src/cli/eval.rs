@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use moba::backend::MobaBackend;
 use moba::train::{
-    EvalOptions, EvalReport, MemoryProbe, evaluate, load_config, load_model, run_weights,
+    EvalOptions, EvalReport, MemoryProbe, evaluate, gate_hit_text, load_config, load_model,
+    run_weights,
 };
 use moba::{MobaError, Result};
 
@@ -82,12 +83,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     );
     for bucket in &report.recall {
         println!(
-            "  recall at {:>6}..{:<6} bytes: {:.3} ({} of {})",
+            "  recall at {:>6}..{:<6} bytes: {:.3} ({} of {}){}",
             bucket.distance.start,
             bucket.distance.end,
             bucket.accuracy(),
             bucket.correct,
-            bucket.queries
+            bucket.queries,
+            gate_hit_text(bucket)
         );
     }
     Ok(())

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 
 use crate::backend::MobaBackend;
 use crate::error::Result;
-use crate::module::{KvCache, MobaAttention};
+use crate::module::{GateChoices, KvCache, MobaAttention};
 
 /// SwiGLU feed-forward: `down(silu(x W1) * (x W2))`.
 #[derive(Module, Debug)]
@@ -37,5 +37,12 @@ impl<B: MobaBackend> Block<B> {
             .feed_forward
             .down
             .forward(self.feed_forward.gate.forward(f)))
+    }
+
+    /// The gate's choices of this block's attention for the block input `x` (see
+    /// [`MobaAttention::gate_selection`]).
+    pub fn gate_selection(&self, x: Tensor<B, 3>) -> Result<Option<GateChoices>> {
+        self.attention
+            .gate_selection(self.attention_norm.forward(x))
     }
 }

@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor};
 use super::block::Block;
 use crate::backend::MobaBackend;
 use crate::error::{MobaError, Result};
-use crate::module::KvCache;
+use crate::module::{GateChoices, KvCache};
 
 /// A decoder-only transformer over bytes (see [`super::LmConfig`]).
 ///
@@ -57,13 +57,7 @@ impl<B: MobaBackend> MobaLm<B> {
                 actual: cache.len(),
             });
         }
-        let positions = cache.first().map_or(0, KvCache::len) + seq;
-        if seq == 0 || positions > self.max_seq_len {
-            return Err(MobaError::Config(format!(
-                "{positions} positions ({seq} new): the model takes 1 to max_seq_len = {}",
-                self.max_seq_len
-            )));
-        }
+        self.check_length(cache.first().map_or(0, KvCache::len), seq)?;
         let mut x = self.embedding.forward(tokens);
         for (block, cache) in self.blocks.iter().zip(cache.iter_mut()) {
             x = block.forward_cached(x, cache)?;
@@ -71,9 +65,39 @@ impl<B: MobaBackend> MobaLm<B> {
         Ok(self.head.forward(self.norm.forward(x)))
     }
 
+    /// The logits of `tokens` (a prefill, as [`MobaLm::forward`]) and, per layer, the blocks
+    /// its gate chose for every position ([`crate::module::MobaAttention::gate_selection`];
+    /// `None` for full layers).
+    pub fn forward_with_gates(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+    ) -> Result<(Tensor<B, 3>, Vec<Option<GateChoices>>)> {
+        self.check_length(0, tokens.dims()[1])?;
+        let mut x = self.embedding.forward(tokens);
+        let mut gates = Vec::with_capacity(self.blocks.len());
+        for block in &self.blocks {
+            let next = block.forward_cached(x.clone(), &mut KvCache::new())?;
+            gates.push(block.gate_selection(x)?);
+            x = next;
+        }
+        Ok((self.head.forward(self.norm.forward(x)), gates))
+    }
+
     /// One empty cache per block.
     pub fn empty_cache(&self) -> Vec<KvCache<B>> {
         self.blocks.iter().map(|_| KvCache::new()).collect()
+    }
+
+    /// `seq` new positions after `past` cached ones: at least one, at most max_seq_len in all.
+    fn check_length(&self, past: usize, seq: usize) -> Result<()> {
+        let positions = past + seq;
+        if seq == 0 || positions > self.max_seq_len {
+            return Err(MobaError::Config(format!(
+                "{positions} positions ({seq} new): the model takes 1 to max_seq_len = {}",
+                self.max_seq_len
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -10,8 +10,9 @@ use burn::tensor::backend::Backend;
 
 use super::KvCache;
 use crate::backend::{MobaBackend, moba_attention};
-use crate::config::MobaConfig;
+use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
+use crate::reference;
 
 /// Which attention a layer runs. Every kind runs on the same MoBA kernels.
 #[derive(Config, Debug, Copy, PartialEq)]
@@ -45,6 +46,29 @@ impl AttentionKind {
                 recent,
             } => MobaConfig::sink(block_size, first, recent),
         }
+    }
+}
+
+/// The blocks a layer's gate chose for every query of a prefill
+/// ([`MobaAttention::gate_selection`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateChoices {
+    pub block_size: usize,
+    pub top_k: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Positions of each sequence.
+    pub seq: usize,
+    /// `[batch, heads, seq, top_k]` block ids, ascending, padded with -1.
+    pub blocks: Vec<i32>,
+}
+
+impl GateChoices {
+    /// Whether head `head` of sequence `row` attends, at query position `query`, the block
+    /// holding key position `key`.
+    pub fn sees(&self, row: usize, head: usize, query: usize, key: usize) -> bool {
+        let at = ((row * self.heads + head) * self.seq + query) * self.top_k;
+        self.blocks[at..at + self.top_k].contains(&((key / self.block_size) as i32))
     }
 }
 
@@ -191,6 +215,52 @@ impl<B: MobaBackend> MobaAttention<B> {
                 });
             }
         }
+        let (q, k, v) = self.project(x, past);
+        let (k, v) = cache.append(k, v);
+        let o = moba_attention(q, k, v, &self.kind.config(past + seq))?;
+        Ok(self
+            .output
+            .forward(o.swap_dims(1, 2).reshape([batch, seq, self.d_model])))
+    }
+
+    /// The blocks this layer's gate chooses for every query of `x` (a prefill from position
+    /// 0; at most the RoPE length, as for [`MobaAttention::forward`]), by the CPU reference
+    /// gate ([`reference::selection`]) on the layer's own queries and keys: where a trained
+    /// model routes (`moba eval`). `None` for full attention, which has no gate.
+    pub fn gate_selection(&self, x: Tensor<B, 3>) -> Result<Option<GateChoices>> {
+        if self.kind == AttentionKind::Full {
+            return Ok(None);
+        }
+        let [batch, seq, _] = x.dims();
+        let shape = Shape {
+            batch,
+            q_heads: self.n_heads,
+            kv_heads: self.n_kv_heads,
+            q_len: seq,
+            kv_len: seq,
+            head_dim: self.d_model / self.n_heads,
+        };
+        let (q, k, _) = self.project(x, 0);
+        let host = |t: Tensor<B, 4>| {
+            t.into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| MobaError::Config(format!("reading the gate's inputs: {e:?}")))
+        };
+        let config = self.kind.config(seq);
+        Ok(Some(GateChoices {
+            block_size: config.block_size,
+            top_k: config.top_k,
+            heads: self.n_heads,
+            seq,
+            blocks: reference::selection(&host(q)?, &host(k)?, &shape, &config),
+        }))
+    }
+
+    /// Queries and keys (RoPE at positions from `past`) and values of `x`, per head:
+    /// `[batch, heads, seq, head_dim]`.
+    fn project(&self, x: Tensor<B, 3>, past: usize) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [batch, seq, _] = x.dims();
         let head_dim = self.d_model / self.n_heads;
         let heads = |x: Tensor<B, 3>, n: usize| -> Tensor<B, 4> {
             x.reshape([batch, seq, n, head_dim]).swap_dims(1, 2)
@@ -202,10 +272,6 @@ impl<B: MobaBackend> MobaAttention<B> {
             q = rope.apply(q, past);
             k = rope.apply(k, past);
         }
-        let (k, v) = cache.append(k, v);
-        let o = moba_attention(q, k, v, &self.kind.config(past + seq))?;
-        Ok(self
-            .output
-            .forward(o.swap_dims(1, 2).reshape([batch, seq, self.d_model])))
+        (q, k, v)
     }
 }

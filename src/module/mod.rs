@@ -3,5 +3,5 @@
 mod attention;
 mod cache;
 
-pub use attention::{AttentionKind, MobaAttention, MobaAttentionConfig};
+pub use attention::{AttentionKind, GateChoices, MobaAttention, MobaAttentionConfig};
 pub use cache::KvCache;

@@ -14,6 +14,7 @@ use crate::backend::MobaBackend;
 use crate::data::{RecallSample, TokenBatch};
 use crate::error::Result;
 use crate::model::MobaLm;
+use crate::module::GateChoices;
 
 /// How much to evaluate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,11 +44,28 @@ pub struct RecallBucket {
     /// Queries answered with all three digits right (greedy, teacher-forced).
     pub correct: usize,
     pub queries: usize,
+    /// Per layer with a gate, first to last: the (query, head) pairs whose gate, at the
+    /// position that predicts the value's first digit, chose the block holding the queried
+    /// record. Empty without such layers (and in reports written before it was counted).
+    #[serde(default)]
+    pub gate_hits: Vec<usize>,
+    /// The (query, head) pairs each entry of `gate_hits` counts from.
+    #[serde(default)]
+    pub gate_pairs: usize,
 }
 
 impl RecallBucket {
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.queries.max(1) as f64
+    }
+
+    /// Per layer with a gate: the share of (query, head) pairs routed to the record's block.
+    pub fn gate_hit_rates(&self) -> Vec<f64> {
+        let pairs = self.gate_pairs.max(1) as f64;
+        self.gate_hits
+            .iter()
+            .map(|&hits| hits as f64 / pairs)
+            .collect()
     }
 }
 
@@ -113,20 +131,21 @@ pub fn evaluate<B: MobaBackend>(
                 distance: start..end,
                 correct: 0,
                 queries: 0,
+                gate_hits: Vec::new(),
+                gate_pairs: 0,
             };
             for index in 0..options.recall_sequences.div_ceil(per_batch) {
                 let first = (index * per_batch) as u64;
                 let samples: Vec<RecallSample> = (first..first + per_batch as u64)
                     .map(|i| near.sample(i))
                     .collect();
-                let (correct, queries) = answered(model, &samples, device)?;
-                result.correct += correct;
-                result.queries += queries;
+                answer(model, &samples, context, device, &mut result)?;
             }
             eprintln!(
-                "eval: recall at distance {start}..{end}: {:.3} ({} queries)",
+                "eval: recall at distance {start}..{end}: {:.3} ({} queries){}",
                 result.accuracy(),
-                result.queries
+                result.queries,
+                gate_hit_text(&result)
             );
             recall.push(result);
         }
@@ -139,24 +158,29 @@ pub fn evaluate<B: MobaBackend>(
     })
 }
 
-/// Queries of `samples` whose three digits are all the model's greedy choice, and all queries.
-fn answered<B: MobaBackend>(
+/// Counts into `bucket` the queries of `samples` (records `distance` bytes before
+/// `context`, where the queries start) whose three digits are all the model's greedy choice,
+/// and where each layer's gate routed them.
+fn answer<B: MobaBackend>(
     model: &MobaLm<B>,
     samples: &[RecallSample],
+    context: usize,
     device: &B::Device,
-) -> Result<(usize, usize)> {
+    bucket: &mut RecallBucket,
+) -> Result<()> {
     let sequences: Vec<_> = samples.iter().map(|s| s.sequence.clone()).collect();
     let batch = TokenBatch::<B>::new(&sequences, device);
     let [_, seq] = batch.dims();
-    let predicted: Vec<i64> = model
-        .forward(batch.inputs)?
+    let (logits, gates) = model.forward_with_gates(batch.inputs)?;
+    let gates: Vec<GateChoices> = gates.into_iter().flatten().collect();
+    let predicted: Vec<i64> = logits
         .argmax(2)
         .into_data()
         .convert::<i64>()
         .to_vec()
         .expect("integer predictions");
-    let mut correct = 0;
-    let mut queries = 0;
+    bucket.gate_hits.resize(gates.len(), 0);
+    let heads = gates.first().map_or(0, |gate| gate.heads);
     for (row, sample) in samples.iter().enumerate() {
         for query in &sample.queries {
             // The digit at token `at + i` is predicted at input position `at + i - 1`.
@@ -165,11 +189,31 @@ fn answered<B: MobaBackend>(
                 .bytes()
                 .enumerate()
                 .all(|(i, digit)| predicted[row * seq + query.at + i - 1] == digit as i64);
-            correct += usize::from(right);
-            queries += 1;
+            bucket.correct += usize::from(right);
+            bucket.queries += 1;
+            let record = context - query.distance;
+            for (hits, gate) in bucket.gate_hits.iter_mut().zip(&gates) {
+                *hits += (0..heads)
+                    .filter(|&head| gate.sees(row, head, query.at - 1, record))
+                    .count();
+            }
+            bucket.gate_pairs += heads;
         }
     }
-    Ok((correct, queries))
+    Ok(())
+}
+
+/// "; the gate chose the record's block: 23.4%, 61.0% (layers with a gate)", or nothing.
+pub fn gate_hit_text(bucket: &RecallBucket) -> String {
+    let rates = bucket.gate_hit_rates();
+    if rates.is_empty() {
+        return String::new();
+    }
+    let rates: Vec<String> = rates.iter().map(|r| format!("{:.1}%", r * 100.0)).collect();
+    format!(
+        "; the gate chose the record's block: {} (layers with a gate)",
+        rates.join(", ")
+    )
 }
 
 /// Running sums of weighted losses and weights.
