@@ -358,6 +358,7 @@ fn recall_records_lie_at_the_asked_distance() {
             assert!((1500..2000).contains(&query.distance), "{}", query.distance);
             // The record: `#KEYVAL;` `distance` bytes before the first query.
             let record = far.context() - query.distance;
+            assert_eq!(query.record, record);
             let key = &tokens[query.at - 3..query.at];
             assert_eq!(tokens[record], b'#');
             assert_eq!(&tokens[record + 1..record + 4], key);
@@ -393,6 +394,13 @@ fn recall_records_lie_at_the_asked_distance() {
     let sample = near.sample(0);
     assert_eq!(sample.queries.len(), queries);
     assert!(sample.queries.iter().all(|q| q.distance < 1760));
+    // Asking fewer queries lengthens the context: the records' positions say where they are
+    // (the gate's hits were counted from `many`'s context, 8 bytes per missing query off).
+    assert!(near.context() > many.context());
+    for query in &sample.queries {
+        assert_eq!(query.record, near.context() - query.distance);
+        assert_eq!(sample.sequence.tokens[query.record], b'#');
+    }
     assert!(
         many.near(0..4).is_err(),
         "no slot lies 0..4 bytes before the queries"
@@ -456,6 +464,31 @@ fn a_curriculum_reads_short_sequences_first_at_the_same_bytes_per_step() {
     assert!(
         err.to_string().contains("curriculum must be positive"),
         "{err}"
+    );
+}
+
+#[test]
+fn rope_theta_must_be_above_one() {
+    let device = Default::default();
+    for theta in [0.0, 1.0, f32::NAN] {
+        let config = tiny(64).with_rope_theta(theta);
+        let err = config.init::<NdArray>(&device).unwrap_err();
+        assert!(err.to_string().contains("rope_theta"), "{err}");
+    }
+    // A long-context base changes the rotation, not the weights' shapes.
+    let long = tiny(64)
+        .with_rope_theta(1e6)
+        .init::<NdArray>(&device)
+        .unwrap();
+    let short = tiny(64).init::<NdArray>(&device).unwrap();
+    let long = long.load_record(short.clone().into_record());
+    let logits = |model: &MobaLm<NdArray>| {
+        floats(model.forward(byte_tensor(b"rotations", &device)).unwrap())
+    };
+    assert_ne!(
+        logits(&short),
+        logits(&long),
+        "the base reaches the attention"
     );
 }
 

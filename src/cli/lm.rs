@@ -83,6 +83,11 @@ pub struct RunArgs {
     /// SwiGLU hidden width.
     #[arg(long)]
     d_ff: Option<usize>,
+    /// RoPE's base (default 10000). Larger bases rotate the slowest pairs of a head's
+    /// dimensions less over the context, which a content lookup across long distances needs
+    /// when heads are narrow (long-context models use 500000 and more).
+    #[arg(long)]
+    rope_theta: Option<f32>,
     /// Keys per MoBA block (default: the preset's).
     #[arg(long)]
     block_size: Option<usize>,
@@ -166,6 +171,7 @@ impl RunArgs {
             attention: kind,
             full_layers,
             max_seq_len: seq_len.max(preset.max_seq_len),
+            rope_theta: self.rope_theta.unwrap_or(preset.rope_theta),
             ..preset
         };
         let data = if self.text.is_empty() {

@@ -66,6 +66,8 @@ pub struct RecallQuery {
     pub value: String,
     /// Bytes from the queried record to the first query.
     pub distance: usize,
+    /// Token index where the queried record starts (its `#`).
+    pub record: usize,
 }
 
 /// A sequence of the task with the positions of its answers.
@@ -232,6 +234,7 @@ impl RecallTask {
                     at,
                     value: String::from_utf8(values[record].to_vec()).expect("digits"),
                     distance: context - starts[record],
+                    record: starts[record],
                 }
             })
             .collect();

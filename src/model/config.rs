@@ -105,6 +105,12 @@ impl LmConfig {
                 "n_layers, d_ff and max_seq_len must be positive".into(),
             ));
         }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(MobaError::Config(format!(
+                "rope_theta must be a finite number above 1, got {}",
+                self.rope_theta
+            )));
+        }
         if self.full_layers > self.n_layers {
             return Err(MobaError::Config(format!(
                 "full_layers ({}) exceeds n_layers ({})",

@@ -139,7 +139,7 @@ pub fn evaluate<B: MobaBackend>(
                 let samples: Vec<RecallSample> = (first..first + per_batch as u64)
                     .map(|i| near.sample(i))
                     .collect();
-                answer(model, &samples, context, device, &mut result)?;
+                answer(model, &samples, device, &mut result)?;
             }
             eprintln!(
                 "eval: recall at distance {start}..{end}: {:.3} ({} queries){}",
@@ -158,13 +158,11 @@ pub fn evaluate<B: MobaBackend>(
     })
 }
 
-/// Counts into `bucket` the queries of `samples` (records `distance` bytes before
-/// `context`, where the queries start) whose three digits are all the model's greedy choice,
-/// and where each layer's gate routed them.
+/// Counts into `bucket` the queries of `samples` whose three digits are all the model's
+/// greedy choice, and where each layer's gate routed them.
 fn answer<B: MobaBackend>(
     model: &MobaLm<B>,
     samples: &[RecallSample],
-    context: usize,
     device: &B::Device,
     bucket: &mut RecallBucket,
 ) -> Result<()> {
@@ -191,10 +189,9 @@ fn answer<B: MobaBackend>(
                 .all(|(i, digit)| predicted[row * seq + query.at + i - 1] == digit as i64);
             bucket.correct += usize::from(right);
             bucket.queries += 1;
-            let record = context - query.distance;
             for (hits, gate) in bucket.gate_hits.iter_mut().zip(&gates) {
                 *hits += (0..heads)
-                    .filter(|&head| gate.sees(row, head, query.at - 1, record))
+                    .filter(|&head| gate.sees(row, head, query.at - 1, query.record))
                     .count();
             }
             bucket.gate_pairs += heads;
