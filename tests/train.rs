@@ -17,7 +17,7 @@ use moba::data::{RECORD_LEN, RecallTask, SequenceLoader, SequenceSource, TextCor
 use moba::model::{Generator, LmConfig, MobaLm, Sampling, generate, generate::byte_tensor};
 use moba::module::AttentionKind;
 use moba::train::{
-    Curves, Dashboard, DataConfig, EvalOptions, TrainConfig, TrainSummary, TrainTarget,
+    Curves, Dashboard, DataConfig, EvalOptions, EvalReport, TrainConfig, TrainSummary, TrainTarget,
     checkpoint_file, evaluate, initial_model, load_config, load_model, metrics_path, model_path,
     run_weights, save_model, train,
 };
@@ -608,6 +608,11 @@ fn recall_evaluation_counts_where_the_gate_routes() {
         let model = config.model.init::<NdArray>(&device).unwrap();
         let report = evaluate(&model, &config, &options, &device).unwrap();
         assert!(!report.recall.is_empty());
+        // One batch of two sequences, each with its four queries' five counted bytes.
+        assert_eq!(report.sequence_losses.len(), 2);
+        let total = |i: usize| report.sequence_losses.iter().map(|s| s[i]).sum::<f64>();
+        assert_eq!(total(1), 40.0);
+        assert!((total(0) / total(1) - report.valid_loss).abs() < 1e-12);
         for bucket in &report.recall {
             // Four query heads per query.
             assert_eq!(bucket.gate_pairs, 4 * bucket.queries, "{bucket:?}");
@@ -618,6 +623,34 @@ fn recall_evaluation_counts_where_the_gate_routes() {
             );
         }
     }
+}
+
+#[test]
+fn the_loss_difference_pairs_the_sequences() {
+    let report = |sequence_losses: Vec<[f64; 2]>| EvalReport {
+        valid_loss: 0.0,
+        trailing_loss: 0.0,
+        sequences: sequence_losses.len(),
+        sequence_losses,
+        recall: Vec::new(),
+    };
+    let base = report(vec![[1.0, 2.0], [2.0, 2.0], [3.0, 2.0]]);
+    // Differences 0.1, 0.3, 0.2: 0.6 more of 6 (+10%); their variance 0.01, so the sum's
+    // standard error is sqrt(3 * 0.01) of 6.
+    let arm = report(vec![[1.1, 2.0], [2.3, 2.0], [3.2, 2.0]]);
+    let d = arm.loss_difference(&base).unwrap();
+    assert!((d.relative - 0.1).abs() < 1e-12, "{d:?}");
+    assert!(
+        (d.standard_error - 0.03f64.sqrt() / 6.0).abs() < 1e-12,
+        "{d:?}"
+    );
+    assert_eq!(d.sequences, 3);
+    // Other data (other counted bytes), other counts or a single sequence: no pairing.
+    let other = report(vec![[1.1, 3.0], [2.3, 2.0], [3.2, 2.0]]);
+    assert_eq!(other.loss_difference(&base), None);
+    assert_eq!(report(vec![[1.0, 2.0]]).loss_difference(&base), None);
+    let one = report(vec![[1.0, 2.0]]);
+    assert_eq!(one.loss_difference(&one), None);
 }
 
 #[test]

@@ -78,8 +78,47 @@ pub struct EvalReport {
     pub trailing_loss: f64,
     /// Validation sequences read.
     pub sequences: usize,
+    /// Each validation sequence's summed loss and counted bytes, in order, so that two runs
+    /// evaluated on the same data pair up ([`EvalReport::loss_difference`]). Empty in
+    /// reports written before it was kept.
+    #[serde(default)]
+    pub sequence_losses: Vec<[f64; 2]>,
     /// By distance, nearest first (recall runs only).
     pub recall: Vec<RecallBucket>,
+}
+
+/// How much higher one run's validation loss is than another's on the same sequences.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossDifference {
+    /// `valid_loss / base.valid_loss - 1`.
+    pub relative: f64,
+    /// Its standard error from the spread of the per-sequence differences (paired: the
+    /// sequences' own difficulty cancels).
+    pub standard_error: f64,
+    pub sequences: usize,
+}
+
+impl EvalReport {
+    /// The difference from `base`, or `None` unless both evaluated the same sequences (two
+    /// or more, with the same counted bytes each).
+    pub fn loss_difference(&self, base: &EvalReport) -> Option<LossDifference> {
+        let (ours, theirs) = (&self.sequence_losses, &base.sequence_losses);
+        let n = ours.len();
+        let same_data = ours.iter().zip(theirs).all(|(a, b)| a[1] == b[1]);
+        if n < 2 || theirs.len() != n || !same_data {
+            return None;
+        }
+        let differences: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| a[0] - b[0]).collect();
+        let base_total: f64 = theirs.iter().map(|b| b[0]).sum();
+        let mean = differences.iter().sum::<f64>() / n as f64;
+        let variance = differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        Some(LossDifference {
+            relative: mean * n as f64 / base_total,
+            // The sum of n differences spreads sqrt(n) times as much as one of them.
+            standard_error: (variance * n as f64).sqrt() / base_total,
+            sequences: n,
+        })
+    }
 }
 
 /// Evaluates `model` on the validation data of the run `config`, printing progress.
@@ -90,7 +129,8 @@ pub fn evaluate<B: MobaBackend>(
     device: &B::Device,
 ) -> Result<EvalReport> {
     let (_, valid) = config.sources()?;
-    let (mut loss, mut trailing) = (Sums::default(), Sums::default());
+    let mut trailing = Sums::default();
+    let mut sequence_losses = Vec::new();
     let per_batch = config.batch_size;
     let batches = match valid.distinct() {
         Some(n) => options.batches.min((n as usize).div_ceil(per_batch)),
@@ -105,7 +145,9 @@ pub fn evaluate<B: MobaBackend>(
         let batch = TokenBatch::<B>::new(&sequences, device);
         let nll = weighted_nll(model, &batch)?;
         let [b, s] = nll.dims();
-        loss.add(nll.clone().sum(), batch.weights.clone().sum());
+        let losses = host_values(nll.clone().sum_dim(1));
+        let counted = host_values(batch.weights.clone().sum_dim(1));
+        sequence_losses.extend(losses.into_iter().zip(counted).map(|(l, c)| [l, c]));
         trailing.add(
             nll.slice([0..b, tail..s]).sum(),
             batch.weights.slice([0..b, tail..s]).sum(),
@@ -150,10 +192,12 @@ pub fn evaluate<B: MobaBackend>(
             recall.push(result);
         }
     }
+    let total = |i: usize| sequence_losses.iter().map(|pair| pair[i]).sum::<f64>();
     Ok(EvalReport {
-        valid_loss: loss.mean(),
+        valid_loss: total(0) / total(1),
         trailing_loss: trailing.mean(),
         sequences: batches * per_batch,
+        sequence_losses,
         recall,
     })
 }
@@ -211,6 +255,15 @@ pub fn gate_hit_text(bucket: &RecallBucket) -> String {
         "; the gate chose the record's block: {} (layers with a gate)",
         rates.join(", ")
     )
+}
+
+/// A `[b, 1]` tensor's values on the host.
+fn host_values<B: Backend>(tensor: Tensor<B, 2>) -> Vec<f64> {
+    tensor
+        .into_data()
+        .convert::<f64>()
+        .to_vec()
+        .expect("float values")
 }
 
 /// Running sums of weighted losses and weights.

@@ -41,7 +41,7 @@ pub use checkpoint::{
 };
 pub use config::{DataConfig, TrainConfig};
 pub use curve::{CurveLogger, Curves, metrics_path};
-pub use eval::{EvalOptions, EvalReport, RecallBucket, evaluate, gate_hit_text};
+pub use eval::{EvalOptions, EvalReport, LossDifference, RecallBucket, evaluate, gate_hit_text};
 pub use metrics::{
     GpuMemoryMetric, MemoryProbe, PerplexityMetric, TokensPerSecondMetric, nvidia_memory_probe,
 };

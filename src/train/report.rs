@@ -215,9 +215,21 @@ fn table(arms: &[Arm], reference: &str) -> String {
         text.push('\n');
         for arm in arms.iter().filter(|arm| arm.name != reference) {
             let ratio = arm.eval.valid_loss / base.eval.valid_loss;
+            // The spread of the per-sequence differences says how far the evaluation's
+            // few sequences can be trusted near the 1% line.
+            let (spread, note) = arm.eval.loss_difference(&base.eval).map_or_else(
+                || (String::new(), String::new()),
+                |d| {
+                    (
+                        format!(" ± {:.2}%", d.standard_error * 100.0),
+                        format!("standard error over {} paired sequences; ", d.sequences),
+                    )
+                },
+            );
             let _ = writeln!(
                 text,
-                "- {} validation loss {:.4} vs {reference} {:.4}: {:+.2}% (target within 1%: {})",
+                "- {} validation loss {:.4} vs {reference} {:.4}: {:+.2}%{spread} \
+                 ({note}target within 1%: {})",
                 arm.name,
                 arm.eval.valid_loss,
                 base.eval.valid_loss,
