@@ -172,7 +172,6 @@ impl RunArgs {
             full_layers,
             max_seq_len: seq_len.max(preset.max_seq_len),
             rope_theta: self.rope_theta.unwrap_or(preset.rope_theta),
-            ..preset
         };
         let data = if self.text.is_empty() {
             // The default counts only where a count is left out: at short lengths they may

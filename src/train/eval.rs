@@ -145,8 +145,17 @@ pub fn evaluate<B: MobaBackend>(
         let batch = TokenBatch::<B>::new(&sequences, device);
         let nll = weighted_nll(model, &batch)?;
         let [b, s] = nll.dims();
-        let losses = host_values(nll.clone().sum_dim(1));
-        let counted = host_values(batch.weights.clone().sum_dim(1));
+        let losses: Vec<f64> = nll
+            .clone()
+            .sum_dim(1)
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .expect("float losses");
+        // The counted bytes are the sequences' own weights, already on the host.
+        let counted = sequences
+            .iter()
+            .map(|s| s.weights.iter().map(|&w| f64::from(w)).sum::<f64>());
         sequence_losses.extend(losses.into_iter().zip(counted).map(|(l, c)| [l, c]));
         trailing.add(
             nll.slice([0..b, tail..s]).sum(),
@@ -255,15 +264,6 @@ pub fn gate_hit_text(bucket: &RecallBucket) -> String {
         "; the gate chose the record's block: {} (layers with a gate)",
         rates.join(", ")
     )
-}
-
-/// A `[b, 1]` tensor's values on the host.
-fn host_values<B: Backend>(tensor: Tensor<B, 2>) -> Vec<f64> {
-    tensor
-        .into_data()
-        .convert::<f64>()
-        .to_vec()
-        .expect("float values")
 }
 
 /// Running sums of weighted losses and weights.
