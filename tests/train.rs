@@ -475,6 +475,15 @@ fn rope_theta_must_be_above_one() {
         let err = config.init::<NdArray>(&device).unwrap_err();
         assert!(err.to_string().contains("rope_theta"), "{err}");
     }
+    // A run with it is refused before anything is written.
+    let run = scratch("bad-rope").join("run");
+    let bad = TrainConfig {
+        model: tiny(64).with_rope_theta(0.0),
+        ..text_config(2, 2)
+    };
+    let err = train(&bad, false, target(&run)).unwrap_err();
+    assert!(err.to_string().contains("rope_theta"), "{err}");
+    assert!(!run.exists(), "nothing is written for a bad model");
     // A long-context base changes the rotation, not the weights' shapes.
     let long = tiny(64)
         .with_rope_theta(1e6)

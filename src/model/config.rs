@@ -98,8 +98,9 @@ impl LmConfig {
         }
     }
 
-    /// The model with fresh weights, or an error naming the setting that does not fit.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<MobaLm<B>> {
+    /// An error naming the first model-wide setting that does not fit (the attention's
+    /// shapes are checked when its layers are built).
+    pub fn validate(&self) -> Result<()> {
         if self.n_layers == 0 || self.d_ff == 0 || self.max_seq_len == 0 {
             return Err(MobaError::Config(
                 "n_layers, d_ff and max_seq_len must be positive".into(),
@@ -117,6 +118,12 @@ impl LmConfig {
                 self.full_layers, self.n_layers
             )));
         }
+        Ok(())
+    }
+
+    /// The model with fresh weights, or an error naming the setting that does not fit.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<MobaLm<B>> {
+        self.validate()?;
         let blocks = (0..self.n_layers)
             .map(|index| {
                 let attention = MobaAttentionConfig::new(

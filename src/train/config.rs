@@ -76,6 +76,7 @@ const VALID_SEED: u64 = 0x5EED_0F_0A11D;
 impl TrainConfig {
     /// An error naming the first setting that does not fit.
     pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
         let positive = [
             ("seq_len", self.seq_len),
             ("steps", self.steps),
