@@ -14,6 +14,8 @@
 
 const GATE_MEAN_KEY: u32 = 0u;
 const GATE_SINK_AND_RECENT: u32 = 2u;
+// No block: above every block id.
+const NO_BLOCK: u32 = 0xffffffffu;
 
 @group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> block_means: array<vec4<f32>>;
@@ -77,20 +79,22 @@ fn main(
         best_block[kept] = current;
         kept += 1u;
     }
-    // Ascending block ids (insertion sort of at most TOP_K entries), then -1 padding.
-    for (var i = 1u; i < kept; i++) {
-        let block = best_block[i];
-        var at = i;
-        while at > 0u && best_block[at - 1u] > block {
-            best_block[at] = best_block[at - 1u];
-            at -= 1u;
-        }
-        best_block[at] = block;
-    }
+    // Ascending block ids, then -1 padding: each output is the smallest kept id above the
+    // previous one. Reads only: an in-place insertion sort here (shifting best_block[at - 1]
+    // into best_block[at]) is miscompiled by Mesa's GLSL compiler (llvmpipe GL, Mesa 22.3),
+    // which shifts a stale value and duplicates a block.
+    var floor = 0u;
     for (var i = 0u; i < TOP_K; i++) {
+        var next = NO_BLOCK;
+        for (var j = 0u; j < kept; j++) {
+            if best_block[j] >= floor && best_block[j] < next {
+                next = best_block[j];
+            }
+        }
         var id = -1;
-        if i < kept {
-            id = i32(best_block[i]);
+        if next != NO_BLOCK {
+            id = i32(next);
+            floor = next + 1u;
         }
         selection[row * TOP_K + i] = id;
     }

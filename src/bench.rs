@@ -15,6 +15,7 @@ use crate::gpu::{
     AttentionKernel, BackwardBuffers, DenseForward, ForwardIo, GpuContext, MobaBackward,
     MobaForward, StageTimer,
 };
+use crate::reference::{Check, Precision, SampledRows};
 use crate::{random, reference, sparsity};
 
 /// How to measure.
@@ -54,9 +55,8 @@ pub struct Measurement {
     pub memory_bytes: u64,
     pub attended_pairs: u64,
     pub dense_pairs: u64,
-    pub checked_rows: usize,
-    pub o_error: f64,
-    pub lse_error: f64,
+    /// Sampled rows of the first call against the f64 reference.
+    pub check: Check,
 }
 
 impl Measurement {
@@ -110,6 +110,7 @@ pub fn measure(
         .then(|| StageTimer::new(gpu).ok())
         .flatten();
     let one_call = shape.group_chunk(per_call);
+    one_call.check_host_memory(config.top_k)?;
     let mut found = Measurement {
         shape: *shape,
         config: *config,
@@ -123,9 +124,15 @@ pub fn measure(
         memory_bytes: memory_bytes(&one_call, config, options.backward),
         attended_pairs: 0,
         dense_pairs: sparsity::dense_pairs(shape, config.causal),
-        checked_rows: 0,
-        o_error: 0.0,
-        lse_error: 0.0,
+        check: Check {
+            rows: 0,
+            near_ties: 0,
+            wrong_selections: 0,
+            o_error: 0.0,
+            o_bound: 0.0,
+            lse_error: None,
+            lse_bound: None,
+        },
     };
     for call in 0..calls {
         let part = shape.group_chunk(per_call.min(shape.groups() - call * per_call));
@@ -179,14 +186,14 @@ pub fn measure(
         found.attended_pairs += sparsity::attended_pairs(&chosen, &part, config);
         if call == 0 {
             progress("checking against the reference");
-            check_sample(
+            found.check = check_sample(
                 gpu,
                 &owned,
                 (&q, &k, &v),
                 &part,
                 config,
                 options.check_rows,
-                &mut found,
+                options.kernel.precision(),
             )?;
         }
         if let Some(total) = &mut found.dense_seconds {
@@ -262,34 +269,43 @@ pub fn median(mut samples: Vec<f64>) -> f64 {
     samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Compares sampled rows of the first call with the f64 reference.
+/// Checks `count` evenly spaced rows and the last row of the first call against the f64
+/// reference.
 fn check_sample(
     gpu: &GpuContext,
     io: &ForwardIo,
-    (q, k, v): (&[f32], &[f32], &[f32]),
+    inputs: (&[f32], &[f32], &[f32]),
     shape: &Shape,
     config: &MobaConfig,
     count: usize,
-    found: &mut Measurement,
-) -> Result<()> {
+    precision: Precision,
+) -> Result<Check> {
     let total = shape.q_rows();
     let count = count.min(total);
     let mut rows: Vec<usize> = (0..count).map(|i| i * total / count.max(1)).collect();
     rows.push(total - 1);
-    let exact = reference::forward_rows(q, k, v, shape, config, &rows)?;
     let o: Vec<f32> = pollster::block_on(gpu.download(&io.o))?;
     let lse: Vec<f32> = pollster::block_on(gpu.download(&io.lse))?;
-    let d = shape.head_dim;
-    let sampled_o: Vec<f32> = rows
+    let selection: Vec<i32> = pollster::block_on(gpu.download(&io.selection))?;
+    let (d, top_k) = (shape.head_dim, config.top_k);
+    let pick = |data: &[f32], width: usize| -> Vec<f32> {
+        rows.iter()
+            .flat_map(|&row| &data[row * width..(row + 1) * width])
+            .copied()
+            .collect()
+    };
+    let sampled_selection: Vec<i32> = rows
         .iter()
-        .flat_map(|&row| &o[row * d..(row + 1) * d])
+        .flat_map(|&row| &selection[row * top_k..(row + 1) * top_k])
         .copied()
         .collect();
-    let sampled_lse: Vec<f32> = rows.iter().map(|&row| lse[row]).collect();
-    found.checked_rows = rows.len();
-    found.o_error = reference::max_abs_error(&sampled_o, &exact.o);
-    found.lse_error = reference::max_abs_error(&sampled_lse, &exact.lse);
-    Ok(())
+    let (sampled_o, sampled_lse) = (pick(&o, d), pick(&lse, 1));
+    let got = SampledRows {
+        o: &sampled_o,
+        lse: Some(&sampled_lse),
+        selection: &sampled_selection,
+    };
+    reference::check_rows(inputs, shape, config, &rows, &got, precision)
 }
 
 /// One measurement as a JSON line, with the machine and adapter beside the numbers.
@@ -317,6 +333,12 @@ pub struct Record {
     pub dense_ms: Option<f64>,
     pub stage_ms: Option<[f64; 4]>,
     pub o_error: f64,
+    /// The bound `o_error` is checked against (DESIGN §4), where recorded.
+    #[serde(default)]
+    pub o_bound: Option<f64>,
+    /// Whether the sampled rows passed the check (the bound, and the gate's blocks).
+    #[serde(default)]
+    pub passed: Option<bool>,
     /// Forward + backward time, where measured.
     #[serde(default)]
     pub step_ms: Option<f64>,
@@ -361,7 +383,9 @@ impl Record {
             moba_tflops: found.moba_rate() / 1e12,
             dense_ms: found.dense_seconds.map(|s| s * 1e3),
             stage_ms: found.stage_seconds.map(|s| s.map(|t| t * 1e3)),
-            o_error: found.o_error,
+            o_error: found.check.o_error,
+            o_bound: Some(found.check.o_bound),
+            passed: Some(found.check.passed()),
             step_ms: found.step_seconds.map(|s| s * 1e3),
             step_tflops: found.step_rate().map(|rate| rate / 1e12),
             backward_stage_ms: found.backward_stage_seconds.map(|s| s.map(|t| t * 1e3)),
@@ -384,6 +408,10 @@ pub fn markdown_table(records: &[Record]) -> String {
             .dense_ms
             .map_or("-".to_string(), |ms| format!("{:.2}x", ms / r.moba_ms));
         let step = ms_cell(r.step_ms);
+        let error = match r.passed {
+            Some(false) => format!("{:.1e} FAIL", r.o_error),
+            _ => format!("{:.1e}", r.o_error),
+        };
         let burn = ms_cell(r.burn_ms);
         let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
         let memory = match (r.memory_bytes, r.dense_fallback_bytes) {
@@ -391,9 +419,9 @@ pub fn markdown_table(records: &[Record]) -> String {
             _ => "-".to_string(),
         };
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2} | {dense} | {speedup} | {burn} | {:.1} | {:.1e} | {step} | {memory} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2} | {dense} | {speedup} | {burn} | {:.1} | {error} | {step} | {memory} |\n",
             r.adapter, r.backend, r.kernel, r.seq_len, r.q_heads, r.head_dim, r.block_size, r.top_k, r.density,
-            r.moba_ms, r.moba_tflops * 1e3, r.o_error
+            r.moba_ms, r.moba_tflops * 1e3
         ));
     }
     table

@@ -1,6 +1,7 @@
 //! What to compute: the MoBA configuration and the problem shape, with their validation.
 
 use crate::error::{MobaError, Result};
+use crate::memory::{bytes_of, check_host};
 
 /// How the gate scores the eligible blocks. Every gate feeds the same top-k rule and the
 /// same kernels: the static patterns of DESIGN §1 are MoBA with a fixed score.
@@ -247,7 +248,33 @@ impl Shape {
                 kv_len: self.kv_len,
             });
         }
+        if self.host_bytes(1).is_none() {
+            return Err(MobaError::Config(format!(
+                "{self:?} has more elements than a 64-bit size holds"
+            )));
+        }
         Ok(())
+    }
+
+    /// Bytes of this problem's tensors on the host in f32 (q, k, v, o, lse) and its
+    /// selection with `top_k` blocks per row (i32); `None` where that overflows.
+    pub fn host_bytes(&self, top_k: usize) -> Option<u64> {
+        let q = bytes_of(&[self.batch, self.q_heads, self.q_len, self.head_dim], 4)?;
+        let kv = bytes_of(&[self.batch, self.kv_heads, self.kv_len, self.head_dim], 4)?;
+        let rows = bytes_of(&[self.batch, self.q_heads, self.q_len], 4)?;
+        let selection = rows.checked_mul(top_k as u64)?;
+        [q, kv, kv, q, rows, selection]
+            .into_iter()
+            .try_fold(0u64, |sum, bytes| sum.checked_add(bytes))
+    }
+
+    /// Fails unless this problem's tensors (see [`Shape::host_bytes`]) fit in the host's
+    /// available memory: checked before a host API allocates them.
+    pub fn check_host_memory(&self, top_k: usize) -> Result<()> {
+        check_host(
+            &format!("the inputs and outputs of {self:?} with top_k {top_k}"),
+            self.host_bytes(top_k),
+        )
     }
 
     /// Checks that host slices have the lengths this shape needs and hold finite values.

@@ -71,6 +71,14 @@ pub enum MobaError {
     /// A `.npy` file is malformed or has an unsupported dtype or layout.
     #[error("{path}: {message}")]
     Npy { path: String, message: String },
+    /// A kernel's output disagrees with the reference past the tolerance (`moba demo`,
+    /// `moba bench`): a wrong result on this adapter, reported, never returned silently.
+    #[error("check failed: {0}")]
+    CheckFailed(String),
+    /// A long job stopped before its end (a signal, a loss that is not finite, a failed
+    /// save); the message says what is kept and how to continue.
+    #[error("{0}")]
+    Interrupted(String),
     /// A training run's checkpoint or config is missing, truncated or of another model.
     #[error("{path}: cannot load the checkpoint: {message}")]
     Checkpoint { path: String, message: String },

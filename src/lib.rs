@@ -8,6 +8,7 @@
 //! - [`backend`]: burn integration (custom op + custom backward, `Autodiff`, `Fusion`);
 //! - [`cuda`]: the CUDA path (tensor cores, NVRTC; `--features cuda`);
 //! - [`npy`]: `.npy` reading and writing for the `moba attend` CLI;
+//! - [`files`]: files written whole or not at all (outputs, checkpoints);
 //! - [`model`], [`data`], [`train`]: a byte-level MoBA language model, its data, and its
 //!   training, evaluation and comparison on burn-train.
 //!
@@ -39,7 +40,9 @@ pub mod cuda;
 #[cfg(feature = "burn")]
 pub mod data;
 pub mod error;
+pub mod files;
 pub mod gpu;
+pub mod memory;
 #[cfg(feature = "model")]
 pub mod model;
 #[cfg(feature = "model")]

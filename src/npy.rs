@@ -1,6 +1,7 @@
 //! Minimal `.npy` (NumPy array file) reading and writing: little-endian f32 and i32,
 //! C order, versions 1.0 to 3.0. Anything else is a clear error, never a guess.
 
+use std::io::Read;
 use std::path::Path;
 
 use bytemuck::Pod;
@@ -28,13 +29,76 @@ pub struct Array<T> {
     pub data: Vec<T>,
 }
 
-/// Reads an array of `T` from a `.npy` file.
+/// Headers longer than this are refused: NumPy writes a few hundred bytes.
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// Reads an array of `T` from a `.npy` file: the header first, then exactly the data bytes
+/// its shape declares, checked against the file's size before anything is allocated (a
+/// header that declares more than the file holds, or than memory can address, is an error).
 pub fn read<T: Element>(path: &Path) -> Result<Array<T>> {
-    let bytes = std::fs::read(path).map_err(|e| MobaError::io(path, e))?;
-    decode(&bytes).map_err(|message| MobaError::Npy {
+    let npy_error = |message: String| MobaError::Npy {
         path: path.display().to_string(),
         message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| MobaError::io(path, e))?;
+    let file_bytes = file
+        .metadata()
+        .ok()
+        .filter(|meta| meta.is_file())
+        .map(|meta| meta.len());
+    let mut reader = std::io::BufReader::new(file);
+    let mut prefix = Vec::new();
+    read_up_to(&mut reader, &mut prefix, 12, path)?;
+    let header_end = header_end(&prefix).map_err(npy_error)?;
+    read_up_to(&mut reader, &mut prefix, header_end, path)?;
+    let header = parse_header::<T>(&prefix).map_err(npy_error)?;
+    let data_bytes = header.data_bytes::<T>().map_err(npy_error)?;
+    if let Some(file_bytes) = file_bytes {
+        let has = file_bytes.saturating_sub(header_end as u64);
+        if has != data_bytes as u64 {
+            return Err(npy_error(format!(
+                "shape {:?} needs {data_bytes} data bytes, file has {has}",
+                header.shape
+            )));
+        }
+    }
+    // One byte more than declared tells a longer stream (a pipe, a device) apart.
+    let mut payload = Vec::new();
+    (&mut reader)
+        .take((data_bytes as u64).saturating_add(1))
+        .read_to_end(&mut payload)
+        .map_err(|e| MobaError::io(path, e))?;
+    if payload.len() != data_bytes {
+        return Err(npy_error(format!(
+            "shape {:?} needs {data_bytes} data bytes, file has {}{}",
+            header.shape,
+            payload.len(),
+            if payload.len() > data_bytes {
+                " or more"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(Array {
+        shape: header.shape,
+        data: bytemuck::pod_collect_to_vec(&payload),
     })
+}
+
+/// Reads from `reader` until `bytes` holds `len` bytes or the input ends.
+fn read_up_to(
+    reader: &mut impl std::io::Read,
+    bytes: &mut Vec<u8>,
+    len: usize,
+    path: &Path,
+) -> Result<()> {
+    let missing = len.saturating_sub(bytes.len()) as u64;
+    reader
+        .take(missing)
+        .read_to_end(bytes)
+        .map_err(|e| MobaError::io(path, e))?;
+    Ok(())
 }
 
 /// Writes `data` with `shape` to a `.npy` file (version 1.0).
@@ -69,6 +133,47 @@ pub fn encode<T: Element>(shape: &[usize], data: &[T]) -> Vec<u8> {
 
 /// Parses the bytes of a `.npy` file.
 pub fn decode<T: Element>(bytes: &[u8]) -> Result<Array<T>, String> {
+    let header_end = header_end(bytes)?;
+    let header = parse_header::<T>(bytes)?;
+    let expected = header.data_bytes::<T>()?;
+    let payload = &bytes[header_end..];
+    if payload.len() != expected {
+        return Err(format!(
+            "shape {:?} needs {expected} data bytes, file has {}",
+            header.shape,
+            payload.len()
+        ));
+    }
+    Ok(Array {
+        shape: header.shape,
+        data: bytemuck::pod_collect_to_vec(payload),
+    })
+}
+
+/// What a `.npy` header declares.
+struct Header {
+    shape: Vec<usize>,
+}
+
+impl Header {
+    /// Bytes of data the shape needs, or an error where that overflows.
+    fn data_bytes<T: Element>(&self) -> Result<usize, String> {
+        self.shape
+            .iter()
+            .try_fold(std::mem::size_of::<T>(), |bytes, &dim| {
+                bytes.checked_mul(dim)
+            })
+            .ok_or_else(|| {
+                format!(
+                    "shape {:?} declares more data than this machine can address",
+                    self.shape
+                )
+            })
+    }
+}
+
+/// Where the header of `bytes` (at least its first 12 bytes) ends and the data begins.
+fn header_end(bytes: &[u8]) -> Result<usize, String> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err("not a .npy file (bad magic)".into());
     }
@@ -80,8 +185,20 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<Array<T>, String> {
         ),
         v => return Err(format!("unsupported .npy version {v}")),
     };
+    if header_len > MAX_HEADER_BYTES {
+        return Err(format!(
+            "header of {header_len} bytes (NumPy writes a few hundred; at most {MAX_HEADER_BYTES} are read)"
+        ));
+    }
+    Ok(header_start + header_len)
+}
+
+/// The dtype, order and shape of the header in `bytes` (which hold it whole).
+fn parse_header<T: Element>(bytes: &[u8]) -> Result<Header, String> {
+    let end = header_end(bytes)?;
+    let start = if bytes[6] == 1 { 10 } else { 12 };
     let header = bytes
-        .get(header_start..header_start + header_len)
+        .get(start..end)
         .ok_or("header runs past the end of the file")?;
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let descr = quoted_value(header, "descr").ok_or("header has no 'descr'")?;
@@ -95,19 +212,7 @@ pub fn decode<T: Element>(bytes: &[u8]) -> Result<Array<T>, String> {
         return Err("Fortran-ordered arrays are not supported (use np.ascontiguousarray)".into());
     }
     let shape = parse_shape(header).ok_or("header has no readable 'shape'")?;
-    let payload = &bytes[header_start + header_len..];
-    let count: usize = shape.iter().product();
-    let expected = count * std::mem::size_of::<T>();
-    if payload.len() != expected {
-        return Err(format!(
-            "shape {shape:?} needs {expected} data bytes, file has {}",
-            payload.len()
-        ));
-    }
-    Ok(Array {
-        shape,
-        data: bytemuck::pod_collect_to_vec(payload),
-    })
+    Ok(Header { shape })
 }
 
 /// The text after `'key':` in the header dict.
@@ -178,5 +283,71 @@ mod tests {
                 .contains("data bytes")
         );
         assert!(decode::<f32>(b"not numpy").is_err());
+    }
+
+    /// A file's bytes with a hand-written shape in the header and `data` after it.
+    fn with_shape(shape: &str, data: &[u8]) -> Vec<u8> {
+        let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}\n");
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&[1, 0]);
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(data);
+        bytes
+    }
+
+    #[test]
+    fn refuses_a_declared_size_that_overflows() {
+        // 4611686018427387905 * 2 * 256 * 64 * 4 wraps to 131072 in 64-bit arithmetic.
+        let bytes = with_shape("(4611686018427387905, 2, 256, 64)", &[0; 131_072]);
+        let error = decode::<f32>(&bytes).unwrap_err();
+        assert!(
+            error.contains("more data than this machine can address"),
+            "{error}"
+        );
+        let dir = std::env::temp_dir().join(format!("moba-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("overflow.npy");
+        std::fs::write(&path, &bytes).unwrap();
+        let error = read::<f32>(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("more data than this machine can address"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_file_shorter_or_longer_than_its_header_says_is_refused_before_reading() {
+        let dir = std::env::temp_dir().join(format!("moba-npy-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("huge.npy");
+        // Declares 4 TB of data: refused from the file's size, nothing allocated.
+        std::fs::write(&path, with_shape("(1000000000000,)", &[0; 16])).unwrap();
+        let error = read::<f32>(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("needs 4000000000000 data bytes, file has 16"),
+            "{error}"
+        );
+        std::fs::write(&path, with_shape("(2,)", &[0; 12])).unwrap();
+        let error = read::<f32>(&path).unwrap_err().to_string();
+        assert!(error.contains("needs 8 data bytes, file has 12"), "{error}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_endless_stream_is_refused_without_reading_it_all() {
+        let error = read::<f32>(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(error.contains("bad magic"), "{error}");
+    }
+
+    #[test]
+    fn an_oversized_header_length_is_refused() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&[2, 0]);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        let error = decode::<f32>(&bytes).unwrap_err();
+        assert!(error.contains("header of 4294967295 bytes"), "{error}");
     }
 }

@@ -2,20 +2,26 @@
 //! Fusion backends against the f64 reference, gradients through `Autodiff`, and the
 //! `MobaAttention` module. GPU backends run on lavapipe in CI.
 
-use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
+use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
 use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::module::Module;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Distribution, Tensor, TensorData};
-use moba::backend::{MobaBackend, moba_attention, moba_attention_with_stats};
+use moba::backend::{MobaBackend, burn_wgpu_device, moba_attention, moba_attention_with_stats};
 use moba::module::{AttentionKind, MobaAttentionConfig};
 use moba::{MobaConfig, Shape, random, reference};
 
 /// burn's wgpu backend without fusion: the template kernels directly.
 type WgpuPlain = CubeBackend<WgpuRuntime, f32, i32, u32>;
 
-fn tensor<B: MobaBackend>(data: &[f32], dims: [usize; 4]) -> Tensor<B, 4> {
-    Tensor::from_data(TensorData::new(data.to_vec(), dims), &Default::default())
+fn tensor<B: MobaBackend>(data: &[f32], dims: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
+    Tensor::from_data(TensorData::new(data.to_vec(), dims), device)
+}
+
+/// burn's wgpu device on the default adapter, as `moba` opens it (Mesa's GL where a machine
+/// has no Vulkan driver: burn's own default asks for Vulkan only).
+fn wgpu_device() -> WgpuDevice {
+    burn_wgpu_device(&Default::default()).unwrap().0
 }
 
 fn values<B: MobaBackend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
@@ -58,7 +64,7 @@ fn grid() -> Vec<(Shape, MobaConfig)> {
 /// Forward and gradients of one backend against the reference over the grid. Tolerance: f32
 /// arithmetic against f64, errors of order 1e-6 on these unit-variance problems; 1e-4 leaves
 /// room for the sums of a GQA group while any wrong key, block or mask is off by 1e-1 or more.
-fn check_backend<B: MobaBackend>(name: &str) {
+fn check_backend<B: MobaBackend>(name: &str, device: &B::Device) {
     for (seed, (shape, config)) in grid().into_iter().enumerate() {
         let seed = seed as u64 * 10;
         let (q, k, v) = (
@@ -71,9 +77,9 @@ fn check_backend<B: MobaBackend>(name: &str) {
         let (qd, kd) = dims(&shape);
 
         let out = moba_attention_with_stats(
-            tensor::<B>(&q, qd),
-            tensor::<B>(&k, kd),
-            tensor::<B>(&v, kd),
+            tensor::<B>(&q, qd, device),
+            tensor::<B>(&k, kd, device),
+            tensor::<B>(&v, kd, device),
             &config,
         )
         .unwrap();
@@ -93,9 +99,11 @@ fn check_backend<B: MobaBackend>(name: &str) {
         // Gradients of sum(o * dout) through Autodiff<B>.
         let grads = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
         let [qt, kt, vt] = [(&q, qd), (&k, kd), (&v, kd)]
-            .map(|(data, dims)| tensor::<Autodiff<B>>(data, dims).require_grad());
+            .map(|(data, dims)| tensor::<Autodiff<B>>(data, dims, device).require_grad());
         let o = moba_attention(qt.clone(), kt.clone(), vt.clone(), &config).unwrap();
-        let gradients = (o * tensor::<Autodiff<B>>(&dout, qd)).sum().backward();
+        let gradients = (o * tensor::<Autodiff<B>>(&dout, qd, device))
+            .sum()
+            .backward();
         for (label, t, want) in [
             ("dq", &qt, &grads.dq),
             ("dk", &kt, &grads.dk),
@@ -113,17 +121,17 @@ fn check_backend<B: MobaBackend>(name: &str) {
 
 #[test]
 fn ndarray_matches_the_reference() {
-    check_backend::<NdArray>("ndarray");
+    check_backend::<NdArray>("ndarray", &Default::default());
 }
 
 #[test]
 fn wgpu_template_kernels_match_the_reference() {
-    check_backend::<WgpuPlain>("wgpu");
+    check_backend::<WgpuPlain>("wgpu", &wgpu_device());
 }
 
 #[test]
 fn fusion_wgpu_matches_the_reference() {
-    check_backend::<Wgpu>("fusion wgpu");
+    check_backend::<Wgpu>("fusion wgpu", &wgpu_device());
 }
 
 type NdRecord = <moba::module::MobaAttention<NdArray> as Module<NdArray>>::Record;
@@ -132,19 +140,19 @@ type NdRecord = <moba::module::MobaAttention<NdArray> as Module<NdArray>>::Recor
 fn model_gradients<B: MobaBackend>(
     kinds: [AttentionKind; 2],
     records: &[Vec<u8>],
+    device: &B::Device,
 ) -> Vec<Vec<f32>> {
-    let device = Default::default();
     let layers: Vec<moba::module::MobaAttention<Autodiff<B>>> = kinds
         .iter()
         .zip(records)
         .map(|(&kind, record)| {
             MobaAttentionConfig::new(16, 4, 2, kind)
-                .init::<Autodiff<B>>(&device)
+                .init::<Autodiff<B>>(device)
                 .unwrap()
-                .load_record(from_bytes::<B>(record.clone()))
+                .load_record(from_bytes::<B>(record.clone(), device))
         })
         .collect();
-    let mut h = tensor_from_seed::<Autodiff<B>>([2, 24, 16], 99);
+    let mut h = tensor_from_seed::<Autodiff<B>>([2, 24, 16], 99, device);
     for layer in &layers {
         h = layer.forward(h).unwrap();
     }
@@ -160,9 +168,13 @@ fn model_gradients<B: MobaBackend>(
     out
 }
 
-fn tensor_from_seed<B: MobaBackend>(dims: [usize; 3], seed: u64) -> Tensor<B, 3> {
+fn tensor_from_seed<B: MobaBackend>(
+    dims: [usize; 3],
+    seed: u64,
+    device: &B::Device,
+) -> Tensor<B, 3> {
     let data = random::normal(dims.iter().product(), seed);
-    Tensor::from_data(TensorData::new(data, dims), &Default::default())
+    Tensor::from_data(TensorData::new(data, dims), device)
 }
 
 /// A layer's weights as bytes (full precision), to load the same weights on every backend.
@@ -174,9 +186,10 @@ fn to_bytes(record: NdRecord) -> Vec<u8> {
 
 fn from_bytes<B: MobaBackend>(
     bytes: Vec<u8>,
+    device: &B::Device,
 ) -> <moba::module::MobaAttention<Autodiff<B>> as Module<Autodiff<B>>>::Record {
     BinBytesRecorder::<FullPrecisionSettings>::default()
-        .load(bytes, &Default::default())
+        .load(bytes, device)
         .unwrap()
 }
 
@@ -217,8 +230,8 @@ fn a_two_layer_model_has_the_same_gradients_on_wgpu_and_ndarray() {
             )
         })
         .collect();
-    let cpu = model_gradients::<NdArray>(kinds, &records);
-    let gpu = model_gradients::<Wgpu>(kinds, &records);
+    let cpu = model_gradients::<NdArray>(kinds, &records, &Default::default());
+    let gpu = model_gradients::<Wgpu>(kinds, &records, &wgpu_device());
     assert_eq!(cpu.len(), gpu.len());
     assert!(cpu.len() >= 8, "every projection has a gradient");
     for (index, (a, b)) in cpu.iter().zip(&gpu).enumerate() {

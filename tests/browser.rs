@@ -1,7 +1,8 @@
 //! The browser demo (`web/`) in Debian's Chromium with SwiftShader WebGPU: `web/test.sh`
 //! builds it for wasm32, runs the wasm-bindgen tests of its wasm API and the playwright-core
-//! test of the page. `.ci/run` installs what that needs (chromium, chromium-driver, the
-//! wasm32 target, wasm-bindgen-cli, `npm ci` in web/); a missing piece fails with its name.
+//! test of the page. `scripts/setup.sh` (run by `scripts/test.sh`, the README's test command)
+//! installs what that needs (chromium, chromium-driver, the wasm32 target, wasm-bindgen-cli,
+//! `npm ci` in web/); a missing piece fails with its name and that command.
 
 use std::process::Command;
 

@@ -216,16 +216,47 @@ fn demo_checks_itself_against_the_reference() {
         .lines()
         .find(|l| l.starts_with("check"))
         .expect("a check line");
+    assert!(check.starts_with("check   : PASS: "), "{check}");
     let error: f64 = check
         .split("max |o err| ")
         .nth(1)
         .unwrap()
-        .split(',')
+        .split(' ')
         .next()
         .unwrap()
         .parse()
         .unwrap();
     assert!(error < 1e-5, "{check}");
+}
+
+#[test]
+fn demo_on_the_opengl_adapter_passes_its_check() {
+    // The case: top-3 on llvmpipe's GL gave duplicate blocks (Mesa miscompiled the
+    // gate's in-place sort) and an error of 0.48 with exit 0.
+    let output = moba(&[
+        "--api",
+        "gl",
+        "demo",
+        "--seq-len",
+        "512",
+        "--heads",
+        "2",
+        "--head-dim",
+        "64",
+        "--block-size",
+        "64",
+        "--runs",
+        "1",
+        "--no-dense",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("(Gl, "), "{stdout}");
+    assert!(stdout.contains("check   : PASS: "), "{stdout}");
 }
 
 #[test]

@@ -13,13 +13,14 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use moba::MobaError;
 use moba::backend::MobaBackend;
+use moba::backend::burn_wgpu_device;
 use moba::data::{RECORD_LEN, RecallTask, SequenceLoader, SequenceSource, TextCorpus};
 use moba::model::{Generator, LmConfig, MobaLm, Sampling, generate, generate::byte_tensor};
 use moba::module::AttentionKind;
 use moba::train::{
-    Curves, Dashboard, DataConfig, EvalOptions, EvalReport, TrainConfig, TrainSummary, TrainTarget,
-    checkpoint_file, evaluate, initial_model, load_config, load_model, metrics_path, model_path,
-    run_weights, save_model, train,
+    Checkpoints, Curves, Dashboard, DataConfig, EvalOptions, EvalReport, TrainConfig, TrainSummary,
+    TrainTarget, checkpoint_file, evaluate, initial_model, load_config, load_model, metrics_path,
+    model_path, run_weights, save_model, train,
 };
 
 /// A fresh folder under the system temp dir for one test.
@@ -60,6 +61,7 @@ fn target(dir: &Path) -> TrainTarget<'_, NdArray> {
         dir,
         device: Default::default(),
         memory: None,
+        capacity: Default::default(),
         dashboard: Dashboard::Lines,
     }
 }
@@ -229,8 +231,7 @@ fn checkpoints_round_trip_bit_exactly() {
 }
 
 /// Full-forward logits against a prefill of the first 30 bytes and 10 decode steps.
-fn check_decode<B: MobaBackend>() {
-    let device = Default::default();
+fn check_decode<B: MobaBackend>(device: B::Device) {
     let model = tiny(48).init::<B>(&device).unwrap();
     let text = b"MoBA gates each query to a few blocks of keys.";
     let full = floats(
@@ -266,12 +267,12 @@ fn check_decode<B: MobaBackend>() {
 
 #[test]
 fn decode_with_the_cache_equals_the_full_forward() {
-    check_decode::<NdArray>();
+    check_decode::<NdArray>(Default::default());
 }
 
 #[test]
 fn decode_with_the_cache_equals_the_full_forward_on_wgpu() {
-    check_decode::<Wgpu>();
+    check_decode::<Wgpu>(burn_wgpu_device(&Default::default()).unwrap().0);
 }
 
 #[test]
@@ -546,21 +547,37 @@ fn corrupt_checkpoints_and_bad_data_paths_are_clear_errors() {
     assert!(err.to_string().contains("/no/such/corpus"), "{err}");
     assert!(!run.exists(), "nothing is written before the data loads");
 
-    // A finished run whose optimizer checkpoint was damaged: resuming names the file.
+    // A finished run whose newest optimizer checkpoint was damaged: the scan names the
+    // file, and resuming falls back to the complete epoch before it.
     let run = dir.join("damaged");
     let config = text_config(4, 2);
     train(&config, false, target(&run)).unwrap();
     let optim = checkpoint_file(&run, "optim", 2).with_extension("mpk");
     std::fs::write(&optim, b"garbage").unwrap();
-    let err = train(&config, true, target(&run)).unwrap_err();
-    assert!(
-        matches!(&err, MobaError::Checkpoint { path, .. } if path.ends_with("optim-2.mpk")),
-        "{err}"
+    let scan = Checkpoints::scan(&run);
+    assert_eq!(scan.newest_complete, Some(1), "{scan:?}");
+    assert!(scan.incomplete[0].1.contains("optim-2.mpk"), "{scan:?}");
+    let summary = train(&config, true, target(&run)).unwrap();
+    assert_eq!(
+        summary.steps, 2,
+        "epoch 2 trained again from epoch 1's checkpoint"
     );
-    assert!(
-        TrainSummary::read(&run).is_ok(),
-        "the finished run's summary stays"
-    );
+    assert_eq!(Checkpoints::scan(&run).newest_complete, Some(2));
+
+    // A record without a checksum beside it in a run written before checksums existed
+    // (none in the folder): still resumable, the old way.
+    let legacy = dir.join("legacy");
+    train(&config, false, target(&legacy)).unwrap();
+    for entry in std::fs::read_dir(legacy.join("checkpoint"))
+        .unwrap()
+        .flatten()
+    {
+        if entry.path().extension().is_some_and(|e| e == "crc32") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    assert_eq!(Checkpoints::scan(&legacy).newest_complete, Some(2));
+    assert!(TrainSummary::read(&legacy).is_ok());
 }
 
 #[test]

@@ -68,10 +68,12 @@ function showReport(report) {
     + `${report.keyTile} keys per tile`);
 
   const check = report.check;
-  setCell('check-rows', `${check.rows.toLocaleString('en')} ${check.allRows ? '(all)' : '(even sample)'}`,
-    check.rows);
-  setCell('o-error', check.oError.toExponential(2), check.oError);
-  setCell('lse-error', check.lseError.toExponential(2), check.lseError);
+  setCell('check-rows', `${check.passed ? 'PASS' : 'FAIL'}: ${check.rows.toLocaleString('en')} `
+    + `${check.allRows ? '(all)' : '(even sample)'}`, check.rows);
+  setCell('o-error', `${check.oError.toExponential(2)} (bound ${check.oBound.toExponential(2)})`,
+    check.oError);
+  setCell('lse-error', `${check.lseError.toExponential(2)} (bound ${check.lseBound.toExponential(2)})`,
+    check.lseError);
   setCell('selection-check', `${check.nearTies} / ${check.selectionMismatches}`,
     check.selectionMismatches);
 

@@ -11,6 +11,7 @@ command -v node >/dev/null || missing+=("node (apt-get install -y nodejs)")
 [ -d node_modules/playwright-core ] || missing+=("playwright-core (cd web && npm ci)")
 if [ ${#missing[@]} -gt 0 ]; then
     printf 'error: missing %s\n' "${missing[@]}" >&2
+    echo "scripts/setup.sh installs all of it (scripts/test.sh runs it before the tests)" >&2
     exit 1
 fi
 

@@ -58,6 +58,7 @@ pub fn moba_attention_with_stats<B: MobaBackend>(
             k.dims()
         )));
     }
+    B::moba_prepare(&shape, config, &q.device())?;
     let out = B::moba_forward(
         q.into_primitive().tensor(),
         k.into_primitive().tensor(),

@@ -10,7 +10,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
 use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
-use crate::config::MobaConfig;
+use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
 
 /// The backward node of one MoBA call; its state is what the backward reads.
 #[derive(Debug)]
@@ -33,6 +34,10 @@ impl<B: MobaBackend> Backward<B, 3> for MobaBackwardNode {
 }
 
 impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
+    fn moba_prepare(shape: &Shape, config: &MobaConfig, device: &Self::Device) -> Result<()> {
+        B::moba_prepare(shape, config, device)
+    }
+
     fn moba_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

@@ -1,9 +1,10 @@
 //! burn's own attention op as a baseline: `burn::tensor::module::attention` with causal
-//! masking, the call a burn user would reach for, timed on burn's default wgpu device.
+//! masking, the call a burn user would reach for, timed on a burn wgpu device.
 
 use std::time::Instant;
 
 use burn::backend::Wgpu;
+use burn::backend::wgpu::WgpuDevice;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -18,16 +19,15 @@ use crate::error::{MobaError, Result};
 /// one warm-up; the runs alternate between two sets of random inputs.
 ///
 /// ```no_run
+/// let (device, _) = moba::backend::burn_wgpu_device(&Default::default())?;
 /// let shape = moba::Shape::prefill(1, 16, 8192, 128);
-/// let seconds = moba::backend::baseline::burn_attention_seconds(&shape, 5)?;
+/// let seconds = moba::backend::baseline::burn_attention_seconds(&device, &shape, 5)?;
 /// println!("burn attention: {:.2} ms", seconds * 1e3);
 /// # Ok::<(), moba::MobaError>(())
 /// ```
-pub fn burn_attention_seconds(shape: &Shape, runs: usize) -> Result<f64> {
-    let device = Default::default();
+pub fn burn_attention_seconds(device: &WgpuDevice, shape: &Shape, runs: usize) -> Result<f64> {
     let dims = |len| [shape.batch, shape.q_heads, len, shape.head_dim];
-    let random =
-        |len| Tensor::<Wgpu, 4>::random(dims(len), Distribution::Normal(0.0, 1.0), &device);
+    let random = |len| Tensor::<Wgpu, 4>::random(dims(len), Distribution::Normal(0.0, 1.0), device);
     let inputs: Vec<_> = (0..2)
         .map(|_| {
             (
@@ -46,7 +46,7 @@ pub fn burn_attention_seconds(shape: &Shape, runs: usize) -> Result<f64> {
         let (q, k, v) = inputs[index % inputs.len()].clone();
         let start = Instant::now();
         let o = attention(q, k, v, None, None, options);
-        <Wgpu as Backend>::sync(&device)
+        <Wgpu as Backend>::sync(device)
             .map_err(|e| MobaError::Gpu(format!("burn attention: {e:?}")))?;
         let seconds = start.elapsed().as_secs_f64();
         drop(o);

@@ -67,6 +67,14 @@ impl<B: FusionBackend + MobaBackend> Operation<B::FusionRuntime> for BackwardOp<
 }
 
 impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
+    fn moba_prepare(
+        shape: &crate::config::Shape,
+        config: &MobaConfig,
+        device: &Self::Device,
+    ) -> crate::error::Result<()> {
+        B::moba_prepare(shape, config, device)
+    }
+
     fn moba_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

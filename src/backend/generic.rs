@@ -9,6 +9,28 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, TensorPrimitive};
 
 use super::{MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
+use crate::memory::{bytes_of, check_host};
+
+/// Fails unless what this path materialises fits in host memory: about four `[B, Hq, S, Sk]`
+/// score-sized tensors at once, the `[B, Hq, S, nb, nb]` ranking and the `[B, Hq, S, top_k]`
+/// selection (the CPU backends that run it hold their tensors there).
+pub fn check_memory(shape: &Shape, config: &MobaConfig) -> Result<()> {
+    let (b, h, s) = (shape.batch, shape.q_heads, shape.q_len);
+    let nb = shape.num_blocks(config.block_size);
+    let parts = [
+        bytes_of(&[b, h, s, shape.kv_len, 4], 4),
+        bytes_of(&[b, h, s, nb, nb], 4),
+        bytes_of(&[b, h, s, config.top_k], 4),
+    ];
+    let total = parts
+        .into_iter()
+        .try_fold(0u64, |sum, part| sum.checked_add(part?));
+    check_host(
+        "the scores, block ranking and selection that MoBA on burn's tensor ops materialises",
+        total,
+    )
+}
 
 fn float<B: Backend>(tensor: FloatTensor<B>) -> Tensor<B, 4> {
     Tensor::from_primitive(TensorPrimitive::Float(tensor))

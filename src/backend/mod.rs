@@ -22,13 +22,18 @@ pub mod generic;
 mod ndarray;
 #[cfg(feature = "burn")]
 pub(crate) mod wgpu;
+#[cfg(feature = "burn")]
+mod wgpu_device;
 
 pub use api::{MobaAttentionStats, moba_attention, moba_attention_with_stats};
+#[cfg(feature = "burn")]
+pub use wgpu_device::burn_wgpu_device;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use crate::config::MobaConfig;
+use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
 
 /// What the forward returns: `o: [B, Hq, S, D]`, `lse: [B, Hq, S]` (natural log of the
 /// scaled softmax normaliser), `selection: [B, Hq, S, top_k]` (ascending block ids, -1
@@ -62,8 +67,16 @@ pub struct MobaGradients<B: Backend> {
 
 /// A burn backend that runs MoBA (DESIGN §1). Inputs are validated by [`moba_attention`]
 /// before these ops see them: q `[B, Hq, S, D]`, k and v `[B, Hkv, Sk, D]`, `Hq % Hkv == 0`,
-/// `S <= Sk`, a valid config.
+/// `S <= Sk`, a valid config, and [`MobaBackend::moba_prepare`] passed.
 pub trait MobaBackend: Backend {
+    /// Checks, before anything runs, that this backend can run the forward and the backward
+    /// of `shape` with `config` on `device`: its driver, its compiled kernels, every buffer
+    /// within the device's limits, the memory a CPU backend materialises. The forward and
+    /// the backward cannot return errors (burn's `Fusion` runs them later, and its autodiff
+    /// calls the backward from `backward()`), so every way they could fail on a working
+    /// device is found here; [`moba_attention`] calls it first.
+    fn moba_prepare(shape: &Shape, config: &MobaConfig, device: &Self::Device) -> Result<()>;
+
     /// The forward: gate, selection and attention over the selected blocks.
     fn moba_forward(
         q: FloatTensor<Self>,

@@ -7,13 +7,18 @@ use burn::backend::ndarray::{
 use burn::tensor::ops::FloatTensor;
 
 use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, generic};
-use crate::config::MobaConfig;
+use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
 
 impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> MobaBackend for NdArray<E, I, Q>
 where
     NdArrayTensor: From<SharedArray<E>>,
     NdArrayTensor: From<SharedArray<I>>,
 {
+    fn moba_prepare(shape: &Shape, config: &MobaConfig, _: &Self::Device) -> Result<()> {
+        generic::check_memory(shape, config)
+    }
+
     fn moba_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

@@ -3,9 +3,10 @@
 //! memory of burn tensors (no host round trip).
 
 use burn::backend::wgpu::{
-    BoolElement, CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, WgpuRuntime,
-    into_contiguous,
+    BoolElement, CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, WgpuDevice,
+    WgpuRuntime, into_contiguous,
 };
+use burn::cubecl::Runtime;
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::{Handle, KernelArguments};
 use burn::cubecl::{CubeCount, CubeDim};
@@ -15,15 +16,20 @@ use burn::tensor::ops::FloatTensor;
 use super::cube::{empty, padding, problem_shape, unpad};
 use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
 use crate::gpu::buffers::fold_grid;
 use crate::gpu::kernels::{Kernel, KernelConstants};
-use crate::gpu::plan::TilePlan;
+use crate::gpu::plan::{TilePlan, check_buffer_sizes};
 use crate::gpu::schedule::{Binding, Schedule};
+use crate::memory::bytes_of;
 
 type Tensor = CubeTensor<WgpuRuntime>;
 
 /// The kernels read vec4s: head dims are padded to a multiple of 4.
 const HEAD_DIM_MULTIPLE: usize = 4;
+
+/// Why the launches cannot fail: `MobaBackend::moba_prepare` checked this problem.
+const PREPARED: &str = "moba_prepare checked the tile plan and the grids of this problem";
 
 /// One of our WGSL kernels as burn template source; compiled once per (kernel, constants).
 struct MobaKernelSource {
@@ -44,14 +50,18 @@ impl KernelSource for MobaKernelSource {
     }
 }
 
-/// The adapter limits the tile planner reads, from burn's device properties.
-fn device_limits(tensor: &Tensor) -> wgpu::Limits {
-    let hardware = &tensor.client.properties().hardware;
+/// The adapter limits the planner reads, from burn's properties of the device.
+fn device_limits(device: &WgpuDevice) -> wgpu::Limits {
+    let properties = WgpuRuntime::client(device).properties().clone();
+    let hardware = &properties.hardware;
     wgpu::Limits {
         max_compute_workgroup_storage_size: hardware.max_shared_memory_size as u32,
         max_compute_invocations_per_workgroup: hardware.max_units_per_cube,
         max_compute_workgroup_size_x: hardware.max_cube_dim.0,
         max_compute_workgroups_per_dimension: hardware.max_cube_count.0,
+        // burn's largest allocation is the device's largest storage binding.
+        max_storage_buffer_binding_size: properties.memory.max_page_size,
+        max_buffer_size: properties.memory.max_page_size,
         ..wgpu::Limits::downlevel_defaults()
     }
 }
@@ -90,7 +100,7 @@ fn launch(schedule: &Schedule, io: &[&Tensor], limits: &wgpu::Limits) {
         let (kernel, constants) = schedule.kernels[step.kernel];
         let source = MobaKernelSource { kernel, constants };
         let (x, y) = fold_grid(step.workgroups, limits.max_compute_workgroups_per_dimension)
-            .expect("grids of problems that fit in memory fold into two dimensions");
+            .expect(PREPARED);
         let arguments = KernelArguments::new()
             .with_buffers(step.bindings.iter().map(|b| handle(b).binding()).collect());
         client.launch(
@@ -105,18 +115,53 @@ fn launch(schedule: &Schedule, io: &[&Tensor], limits: &wgpu::Limits) {
 }
 
 /// The portable kernels' constants for a problem on this device.
-fn constants(shape: &Shape, config: &MobaConfig, limits: &wgpu::Limits) -> KernelConstants {
-    TilePlan::new(limits, shape.head_dim)
-        .expect("head dims are padded to a multiple of 4 before the kernels run")
-        .constants(shape.head_dim, config.top_k)
+fn constants(shape: &Shape, config: &MobaConfig, limits: &wgpu::Limits) -> Result<KernelConstants> {
+    Ok(TilePlan::new(limits, shape.head_dim)?.constants(shape.head_dim, config.top_k))
+}
+
+/// What `moba_prepare` checks: the tile plan, every buffer of the forward and the backward
+/// within the device's largest binding (burn's path runs a problem in one call), and every
+/// grid within its workgroup counts.
+fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()> {
+    let limits = device_limits(device);
+    let (config, pad) = padding_config(shape.head_dim, config);
+    let shape = Shape {
+        head_dim: pad,
+        ..*shape
+    };
+    // The selection first: a schedule holds one pass per slot, so a huge top-k is refused
+    // before one is built.
+    let selection = bytes_of(&[shape.q_rows(), config.top_k], 4).unwrap_or(u64::MAX);
+    check_buffer_sizes(&limits, &[("selection", selection)])?;
+    let constants = constants(&shape, &config, &limits)?;
+    let forward = Schedule::forward(
+        &shape,
+        &config,
+        constants,
+        (Kernel::MobaAttention, constants),
+    );
+    let backward = Schedule::backward(&shape, &config, constants);
+    for schedule in [&forward, &backward] {
+        check_buffer_sizes(&limits, &schedule.buffer_sizes(&shape, &config))?;
+        for step in &schedule.launches {
+            fold_grid(step.workgroups, limits.max_compute_workgroups_per_dimension)?;
+        }
+    }
+    Ok(())
+}
+
+/// The config for the kernels (scale fixed for the true head dim) and the padded head dim.
+fn padding_config(head_dim: usize, config: &MobaConfig) -> (MobaConfig, usize) {
+    let config = config.with_scale(config.scale_for(head_dim));
+    (config, head_dim.next_multiple_of(HEAD_DIM_MULTIPLE))
 }
 
 /// MoBA forward on burn-wgpu tensors (f32, head dim a multiple of 4): `(o, lse, selection)`.
 fn forward(q: Tensor, k: Tensor, v: Tensor, config: &MobaConfig) -> [Tensor; 3] {
     let [q, k, v] = [q, k, v].map(into_contiguous);
     let shape = problem_shape(&q, &k);
-    let limits = device_limits(&q);
-    let constants = constants(&shape, config, &limits);
+    let limits = device_limits(&q.device);
+    let constants = constants(&shape, config, &limits).expect(PREPARED);
     let schedule = Schedule::forward(
         &shape,
         config,
@@ -136,8 +181,9 @@ fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3
     let [q, k, v, o, lse, selection] = saved.map(into_contiguous);
     let dout = into_contiguous(dout);
     let shape = problem_shape(&q, &k);
-    let limits = device_limits(&q);
-    let schedule = Schedule::backward(&shape, config, constants(&shape, config, &limits));
+    let limits = device_limits(&q.device);
+    let constants = constants(&shape, config, &limits).expect(PREPARED);
+    let schedule = Schedule::backward(&shape, config, constants);
     let dq = empty(&q, q.meta.shape().to_vec(), DType::F32);
     let dk = empty(&q, k.meta.shape().to_vec(), DType::F32);
     let dv = empty(&q, k.meta.shape().to_vec(), DType::F32);
@@ -152,6 +198,10 @@ fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3
 /// burn's wgpu backend with f32 floats and i32 ints, the element types the kernels read.
 /// `Fusion` of it (burn's default `Wgpu`) reaches it through `super::fusion`.
 impl<BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
+    fn moba_prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()> {
+        prepare(shape, config, device)
+    }
+
     fn moba_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

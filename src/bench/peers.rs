@@ -195,6 +195,8 @@ mod tests {
             dense_ms: None,
             stage_ms: None,
             o_error: 1e-3,
+            o_bound: None,
+            passed: None,
             step_ms: Some(14.0),
             step_tflops: None,
             backward_stage_ms: None,

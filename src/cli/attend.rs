@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use burn::backend::Autodiff;
 use burn::tensor::{Element, Tensor, TensorData};
 use clap::{Args, ValueEnum};
-use moba::backend::{MobaBackend, moba_attention_with_stats};
+use moba::backend::{MobaBackend, burn_wgpu_device, moba_attention_with_stats};
 use moba::gpu::{AdapterRequest, GpuContext};
-use moba::{MobaConfig, MobaError, Result, Shape, npy, reference};
+use moba::{MobaConfig, MobaError, Result, Shape, files, npy, reference};
 
 #[derive(Args, Debug)]
 pub struct AttendArgs {
@@ -43,6 +43,9 @@ pub struct AttendArgs {
     #[arg(long)]
     out_dir: PathBuf,
 }
+
+/// What `--dout` adds to the outputs.
+const GRADIENT_FILES: [&str; 3] = ["dq.npy", "dk.npy", "dv.npy"];
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
 enum Backend {
@@ -96,6 +99,11 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
             )));
         }
     }
+    // One check of the values for every backend (burn's ops take NaN silently).
+    shape.check_inputs(&q.data, &k.data, &v.data)?;
+    if let Some(dout) = &dout {
+        shape.check_dout(&dout.data)?;
+    }
     std::fs::create_dir_all(&args.out_dir).map_err(|e| MobaError::io(&args.out_dir, e))?;
 
     if args.dtype != Dtype::F32 && args.backend != Backend::Cuda {
@@ -117,17 +125,31 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
     )?;
     let rows = [shape.batch, shape.q_heads, shape.q_len];
     let dir = &args.out_dir;
-    npy::write(&dir.join("o.npy"), &q.shape, &out.o)?;
-    npy::write(&dir.join("lse.npy"), &rows, &out.lse)?;
-    npy::write(
-        &dir.join("selection.npy"),
-        &[rows[0], rows[1], rows[2], config.top_k],
-        &out.selection,
-    )?;
+    let mut files = vec![
+        ("o.npy", npy::encode(&q.shape, &out.o)),
+        ("lse.npy", npy::encode(&rows, &out.lse)),
+        (
+            "selection.npy",
+            npy::encode(&[rows[0], rows[1], rows[2], config.top_k], &out.selection),
+        ),
+    ];
     if let Some([dq, dk, dv]) = &out.grads {
-        npy::write(&dir.join("dq.npy"), &q.shape, dq)?;
-        npy::write(&dir.join("dk.npy"), &k.shape, dk)?;
-        npy::write(&dir.join("dv.npy"), &k.shape, dv)?;
+        files.push(("dq.npy", npy::encode(&q.shape, dq)));
+        files.push(("dk.npy", npy::encode(&k.shape, dk)));
+        files.push(("dv.npy", npy::encode(&k.shape, dv)));
+    }
+    // All or nothing: a failed write (a full disk) leaves the folder as it was, and no
+    // gradient of an earlier run with --dout survives beside this run's outputs.
+    let writes: Vec<(PathBuf, &[u8])> = files
+        .iter()
+        .map(|(name, bytes)| (dir.join(name), &bytes[..]))
+        .collect();
+    files::write_all_atomically(&writes)?;
+    for stale in GRADIENT_FILES {
+        let path = dir.join(stale);
+        if !files.iter().any(|(name, _)| *name == stale) && path.exists() {
+            std::fs::remove_file(&path).map_err(|e| MobaError::io(&path, e))?;
+        }
     }
     eprintln!(
         "wrote {} (o, lse, selection{})",
@@ -190,10 +212,20 @@ fn compute(
                 grads,
             })
         }
-        Backend::BurnWgpu => compute_burn::<burn::backend::Wgpu>(q, k, v, dout, shape, config),
-        Backend::BurnNdarray => {
-            compute_burn::<burn::backend::NdArray>(q, k, v, dout, shape, config)
+        Backend::BurnWgpu => {
+            let (device, adapter) = burn_wgpu_device(request)?;
+            eprintln!("adapter: {} ({:?})", adapter.name, adapter.backend);
+            compute_burn::<burn::backend::Wgpu>(&device, q, k, v, dout, shape, config)
         }
+        Backend::BurnNdarray => compute_burn::<burn::backend::NdArray>(
+            &Default::default(),
+            q,
+            k,
+            v,
+            dout,
+            shape,
+            config,
+        ),
         Backend::Cuda => compute_cuda(dtype, q, k, v, dout, shape, config),
     }
 }
@@ -213,9 +245,11 @@ fn compute_cuda(
     use burn::tensor::{bf16, f16};
     eprintln!("device: {}", moba::cuda::CudaRuntime::get(0)?.describe());
     match dtype {
-        Dtype::F32 => compute_burn::<Cuda<f32>>(q, k, v, dout, shape, config),
-        Dtype::F16 => compute_burn::<Cuda<f16>>(q, k, v, dout, shape, config),
-        Dtype::Bf16 => compute_burn::<Cuda<bf16>>(q, k, v, dout, shape, config),
+        Dtype::F32 => compute_burn::<Cuda<f32>>(&Default::default(), q, k, v, dout, shape, config),
+        Dtype::F16 => compute_burn::<Cuda<f16>>(&Default::default(), q, k, v, dout, shape, config),
+        Dtype::Bf16 => {
+            compute_burn::<Cuda<bf16>>(&Default::default(), q, k, v, dout, shape, config)
+        }
     }
 }
 
@@ -234,6 +268,7 @@ fn compute_cuda(
 
 /// Forward (and gradients through `Autodiff<B>`) on a burn backend.
 fn compute_burn<B: MobaBackend>(
+    device: &B::Device,
     q: &[f32],
     k: &[f32],
     v: &[f32],
@@ -241,14 +276,13 @@ fn compute_burn<B: MobaBackend>(
     shape: &Shape,
     config: &MobaConfig,
 ) -> Result<Outputs> {
-    let device = Default::default();
     let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
     let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
     let tensor = |data: &[f32], dims: [usize; 4]| {
         // The backend's own float type, not the device's default dtype.
         let dtype = <B::FloatElem as Element>::dtype();
         let data = TensorData::new(data.to_vec(), dims).convert_dtype(dtype);
-        Tensor::<Autodiff<B>, 4>::from_data(data, (&device, dtype)).require_grad()
+        Tensor::<Autodiff<B>, 4>::from_data(data, (device, dtype)).require_grad()
     };
     let (qt, kt, vt) = (tensor(q, q_dims), tensor(k, kv_dims), tensor(v, kv_dims));
     let out = moba_attention_with_stats(qt.clone(), kt.clone(), vt.clone(), config)?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use moba::backend::baseline::burn_attention_seconds;
+use moba::backend::burn_wgpu_device;
 use moba::bench::peers::{Peer, parse_peers, peers_table};
 use moba::bench::{BenchOptions, Record, markdown_table, measure, write_plots};
 use moba::gpu::{AdapterRequest, GpuContext};
@@ -39,8 +40,8 @@ pub struct BenchArgs {
     /// Also time a training step (forward + backward).
     #[arg(long)]
     backward: bool,
-    /// Also time burn's own attention op (causal, burn's default wgpu device: the
-    /// high-performance adapter, whatever --adapter says) as a baseline.
+    /// Also time burn's own attention op (causal, burn's wgpu backend on the same adapter)
+    /// as a baseline.
     #[arg(long)]
     burn_baseline: bool,
     #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
@@ -102,14 +103,13 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         report_plots(&records, &peers, plots)?;
         return Ok(());
     }
+    if args.runs == 0 {
+        return Err(MobaError::Config("--runs must be at least 1".into()));
+    }
     if let Some(folder) = args.out.parent().filter(|f| !f.as_os_str().is_empty()) {
         std::fs::create_dir_all(folder).map_err(|e| MobaError::io(folder, e))?;
     }
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.out)
-        .map_err(|e| MobaError::io(&args.out, e))?;
+    let mut out = open_records(&args.out)?;
     let mut records = Vec::new();
     let gpu = match args.cuda {
         true => None,
@@ -132,7 +132,7 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         };
         let options = BenchOptions {
             kernel: args.kernel.resolve(&gpu, args.head_dim),
-            runs: args.runs.max(1),
+            runs: args.runs,
             warmup: 1,
             dense: !args.no_dense,
             check_rows: 16,
@@ -142,7 +142,8 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         let mut record = Record::new(gpu, &found);
         if args.burn_baseline {
             progress("burn attention");
-            record.burn_ms = Some(burn_attention_seconds(&shape, options.runs)? * 1e3);
+            let (device, _) = burn_wgpu_device(request)?;
+            record.burn_ms = Some(burn_attention_seconds(&device, &shape, options.runs)? * 1e3);
         }
         let line = serde_json::to_string(&record).expect("a record serialises");
         writeln!(out, "{line}").map_err(|e| MobaError::io(&args.out, e))?;
@@ -160,7 +161,27 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         .parent()
         .filter(|f| !f.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    report_plots(&records, &[], folder)
+    report_plots(&records, &[], folder)?;
+    let failed: Vec<String> = records
+        .iter()
+        .filter(|r| r.passed == Some(false))
+        .map(|r| {
+            let bound = r.o_bound.unwrap_or(f64::NAN);
+            format!(
+                "S={} {}: o error {:.2e}, bound {bound:.2e}",
+                r.seq_len, r.kernel, r.o_error
+            )
+        })
+        .collect();
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(MobaError::CheckFailed(format!(
+            "FAIL: {} of {} measurements disagree with the reference past the bound: {}",
+            failed.len(),
+            records.len(),
+            failed.join(", ")
+        ))),
+    }
 }
 
 /// One measurement of the CUDA path in the chosen element type.
@@ -177,7 +198,7 @@ fn measure_cuda(
         CudaDtype::F16 => ElemKind::F16,
         CudaDtype::Bf16 => ElemKind::Bf16,
     };
-    let (runs, backward) = (args.runs.max(1), args.backward);
+    let (runs, backward) = (args.runs, args.backward);
     moba::cuda::bench::measure(shape, config, elem, runs, backward, 16, progress)
 }
 
@@ -196,6 +217,28 @@ fn report_plots(records: &[Record], peers: &[Peer], folder: &Path) -> Result<()>
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// `path` opened to append JSON lines; a file whose last line lacks its newline gets one
+/// first, so that the new record starts a line of its own.
+fn open_records(path: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, SeekFrom};
+    let error = |e| MobaError::io(path, e);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(error)?;
+    if file.metadata().map_err(error)?.len() > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1)).map_err(error)?;
+        file.read_exact(&mut last).map_err(error)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n").map_err(error)?;
+        }
+    }
+    Ok(file)
 }
 
 /// The records of one JSON-lines file; a bad line is an error naming the file and line.

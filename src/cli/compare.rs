@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use moba::Result;
+use moba::gpu::AdapterRequest;
 use moba::train::{Arm, Dashboard, TrainConfig, TrainTarget, load_config, write_report};
 
 use super::eval::{EvalFlags, EvalJob};
-use super::lm::{AttentionChoice, BackendJob, LmBackend, RunArgs, dispatch, other_run};
+use super::lm::{AttentionChoice, BackendJob, LmBackend, Placement, RunArgs, dispatch, other_run};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
 pub enum ArmChoice {
@@ -69,22 +70,19 @@ struct TrainJob<'a> {
 impl BackendJob for TrainJob<'_> {
     type Output = ();
 
-    fn run<B: moba::backend::MobaBackend>(
-        self,
-        device: B::Device,
-        memory: Option<moba::train::MemoryProbe>,
-    ) -> Result<()> {
+    fn run<B: moba::backend::MobaBackend>(self, placement: Placement<B>) -> Result<()> {
         let target = TrainTarget::<B> {
             dir: self.dir,
-            device,
-            memory,
+            device: placement.device,
+            memory: placement.memory,
+            capacity: placement.capacity,
             dashboard: Dashboard::Lines,
         };
         moba::train::train(self.config, self.resume, target).map(drop)
     }
 }
 
-pub fn run(args: &CompareArgs) -> Result<()> {
+pub fn run(request: &AdapterRequest, args: &CompareArgs) -> Result<()> {
     let mut arms = Vec::new();
     for &arm in &args.arms {
         let dir = args.out.join(arm.name());
@@ -103,7 +101,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 }
                 None => config,
             };
-            prepare(arm, &config, &dir, args)?;
+            prepare(arm, &config, &dir, args, request)?;
         }
         arms.push(Arm::read(arm.name(), &dir)?);
     }
@@ -114,7 +112,13 @@ pub fn run(args: &CompareArgs) -> Result<()> {
 }
 
 /// Trains (or resumes) and evaluates the arm in `dir` unless that is done already.
-fn prepare(arm: ArmChoice, config: &TrainConfig, dir: &Path, args: &CompareArgs) -> Result<()> {
+fn prepare(
+    arm: ArmChoice,
+    config: &TrainConfig,
+    dir: &Path,
+    args: &CompareArgs,
+    request: &AdapterRequest,
+) -> Result<()> {
     let started = dir.join("train.json").is_file();
     if started && load_config(dir)? != *config {
         return Err(other_run(dir));
@@ -126,7 +130,7 @@ fn prepare(arm: ArmChoice, config: &TrainConfig, dir: &Path, args: &CompareArgs)
             dir,
             resume: started,
         };
-        dispatch(args.backend, job)?;
+        dispatch(args.backend, request, job)?;
     }
     if !dir.join("eval.json").is_file() {
         eprintln!("== {}: evaluating", arm.name());
@@ -134,7 +138,7 @@ fn prepare(arm: ArmChoice, config: &TrainConfig, dir: &Path, args: &CompareArgs)
             dir,
             options: args.eval.options(),
         };
-        dispatch(args.backend, job)?;
+        dispatch(args.backend, request, job)?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use clap::{Args, ValueEnum};
 use moba::bench::{BenchOptions, measure};
 use moba::gpu::{AttentionKernel, BACKWARD_STAGES, GpuContext, STAGES};
-use moba::{MobaConfig, Result, Shape};
+use moba::{MobaConfig, MobaError, Result, Shape};
 
 #[derive(Args, Debug, Default)]
 pub struct DemoArgs {
@@ -84,9 +84,13 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         head_dim: pick(args.head_dim, 64, 128),
     };
     let config = MobaConfig::new(pick(args.block_size, 64, 512), args.top_k.unwrap_or(3));
+    let runs = args.runs.unwrap_or(5);
+    if runs == 0 {
+        return Err(MobaError::Config("--runs must be at least 1".into()));
+    }
     let options = BenchOptions {
         kernel: args.kernel.resolve(gpu, shape.head_dim),
-        runs: args.runs.unwrap_or(5).max(1),
+        runs,
         warmup: args.warmup.unwrap_or(1),
         dense: !args.no_dense,
         check_rows: args.check_rows.unwrap_or(64),
@@ -120,10 +124,7 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
             found.calls
         );
     }
-    println!(
-        "check   : {} sampled rows vs the f64 reference: max |o err| {:.2e}, max |lse err| {:.2e}",
-        found.checked_rows, found.o_error, found.lse_error
-    );
+    println!("check   : {}", found.check.summary());
     println!(
         "density : {:.4} ({} attended pairs of {} causal pairs)",
         found.density(),
@@ -178,7 +179,14 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
             seconds / found.moba_seconds
         );
     }
-    Ok(())
+    match found.check.passed() {
+        true => Ok(()),
+        false => Err(MobaError::CheckFailed(format!(
+            "MoBA on {} disagrees with the reference: {}",
+            gpu.describe(),
+            found.check.summary()
+        ))),
+    }
 }
 
 /// FLOP/s with a readable unit.

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use moba::backend::MobaBackend;
+use moba::gpu::AdapterRequest;
 use moba::train::{
-    EvalOptions, EvalReport, MemoryProbe, evaluate, gate_hit_text, load_config, load_model,
-    run_weights,
+    EvalOptions, EvalReport, evaluate, gate_hit_text, load_config, load_model, run_weights,
 };
 use moba::{MobaError, Result};
 
-use super::lm::{BackendJob, LmBackend, dispatch};
+use super::lm::{BackendJob, LmBackend, Placement, dispatch};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -57,7 +57,8 @@ pub struct EvalJob<'a> {
 impl BackendJob for EvalJob<'_> {
     type Output = EvalReport;
 
-    fn run<B: MobaBackend>(self, device: B::Device, _: Option<MemoryProbe>) -> Result<EvalReport> {
+    fn run<B: MobaBackend>(self, placement: Placement<B>) -> Result<EvalReport> {
+        let device = placement.device;
         let config = load_config(self.dir)?;
         let model = load_model::<B>(&config.model, &run_weights(self.dir)?, &device)?;
         let report = evaluate(&model, &config, &self.options, &device)?;
@@ -68,12 +69,12 @@ impl BackendJob for EvalJob<'_> {
     }
 }
 
-pub fn run(args: &EvalArgs) -> Result<()> {
+pub fn run(request: &AdapterRequest, args: &EvalArgs) -> Result<()> {
     let job = EvalJob {
         dir: &args.run,
         options: args.options.options(),
     };
-    let report = dispatch(args.backend, job)?;
+    let report = dispatch(args.backend, request, job)?;
     println!(
         "{}: validation loss {:.4}, trailing loss (last eighth) {:.4}, {} sequences",
         args.run.display(),

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use clap::Args;
 use moba::backend::MobaBackend;
-use moba::model::{Sampling, generate};
-use moba::train::{MemoryProbe, load_config, load_model, run_weights};
+use moba::gpu::AdapterRequest;
+use moba::model::{Generator, Sampling};
+use moba::train::{load_config, load_model, run_weights};
 use moba::{MobaError, Result};
 
-use super::lm::{BackendJob, LmBackend, dispatch};
+use super::lm::{BackendJob, LmBackend, Placement, dispatch};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -47,7 +48,8 @@ struct Job<'a> {
 impl BackendJob for Job<'_> {
     type Output = ();
 
-    fn run<B: MobaBackend>(self, device: B::Device, _: Option<MemoryProbe>) -> Result<()> {
+    fn run<B: MobaBackend>(self, placement: Placement<B>) -> Result<()> {
+        let device = placement.device;
         let args = self.args;
         let config = load_config(&args.run)?;
         let model = load_model::<B>(&config.model, &run_weights(&args.run)?, &device)?;
@@ -56,29 +58,42 @@ impl BackendJob for Job<'_> {
             top_p: args.top_p,
             seed: args.seed,
         };
+        // The prompt and the sampling are checked before anything is printed.
+        let mut generator = Generator::new(&model, &self.prompt, sampling)?;
         let mut stdout = std::io::stdout();
         stdout.write_all(&self.prompt).ok();
         let start = Instant::now();
         let mut first = None;
-        let out = generate(&model, &self.prompt, args.max_new, &sampling, |byte| {
+        let mut drawn = 0;
+        while drawn < args.max_new {
+            let Some(byte) = generator.next_byte(&model)? else {
+                break;
+            };
             first.get_or_insert_with(|| start.elapsed());
             stdout.write_all(&[byte]).ok();
             stdout.flush().ok();
-        })?;
+            drawn += 1;
+        }
         let prefill = first.unwrap_or_default();
         let decode = start.elapsed() - prefill;
         eprintln!(
             "\n{} prompt bytes: prefill and first byte {:.2} s; {} more bytes at {:.1} bytes/s (MoBA decode)",
             self.prompt.len(),
             prefill.as_secs_f64(),
-            out.len().saturating_sub(1),
-            out.len().saturating_sub(1) as f64 / decode.as_secs_f64().max(1e-9),
+            drawn.saturating_sub(1),
+            drawn.saturating_sub(1) as f64 / decode.as_secs_f64().max(1e-9),
         );
+        if drawn < args.max_new {
+            eprintln!(
+                "stopped after {drawn} of --max-new {} bytes: the model's context of {} bytes is full",
+                args.max_new, config.model.max_seq_len
+            );
+        }
         Ok(())
     }
 }
 
-pub fn run(args: &GenerateArgs) -> Result<()> {
+pub fn run(request: &AdapterRequest, args: &GenerateArgs) -> Result<()> {
     let prompt = match (&args.prompt, &args.prompt_file) {
         (Some(text), _) => text.as_bytes().to_vec(),
         (None, Some(path)) => std::fs::read(path).map_err(|e| MobaError::io(path, e))?,
@@ -88,5 +103,5 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             ));
         }
     };
-    dispatch(args.backend, Job { args, prompt })
+    dispatch(args.backend, request, Job { args, prompt })
 }

@@ -3,14 +3,17 @@
 
 use std::path::PathBuf;
 
-use burn::backend::wgpu::WgpuDevice;
+use burn::backend::wgpu::WgpuRuntime;
 use burn::backend::{NdArray, Wgpu};
+use burn::cubecl::Runtime;
+use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
-use moba::backend::MobaBackend;
+use moba::backend::{MobaBackend, burn_wgpu_device};
 use moba::data::RecallTask;
+use moba::gpu::AdapterRequest;
 use moba::model::LmConfig;
 use moba::module::AttentionKind;
-use moba::train::{DataConfig, MemoryProbe, TrainConfig, nvidia_memory_probe};
+use moba::train::{DataConfig, DeviceCapacity, MemoryProbe, TrainConfig, nvidia_memory_probe};
 use moba::{MobaError, Result};
 
 /// The burn backend a command runs on.
@@ -25,21 +28,55 @@ pub enum LmBackend {
     Cuda,
 }
 
+/// Where a command runs: the device, its memory probe (the GPU memory metric) and what it
+/// holds (checked before training).
+pub struct Placement<B: Backend> {
+    pub device: B::Device,
+    pub memory: Option<MemoryProbe>,
+    pub capacity: DeviceCapacity,
+}
+
 /// A command body generic over the backend (a closure cannot be generic).
 pub trait BackendJob {
     type Output;
-    fn run<B: MobaBackend>(
-        self,
-        device: B::Device,
-        memory: Option<MemoryProbe>,
-    ) -> Result<Self::Output>;
+    fn run<B: MobaBackend>(self, placement: Placement<B>) -> Result<Self::Output>;
 }
 
-/// Runs `job` on `backend`'s default device.
-pub fn dispatch<J: BackendJob>(backend: LmBackend, job: J) -> Result<J::Output> {
+/// Runs `job` on `backend`: wgpu on the adapter `request` names (`--adapter`, `--api`),
+/// the others on their default device.
+pub fn dispatch<J: BackendJob>(
+    backend: LmBackend,
+    request: &AdapterRequest,
+    job: J,
+) -> Result<J::Output> {
     match backend {
-        LmBackend::Wgpu => job.run::<Wgpu>(WgpuDevice::default(), nvidia_memory_probe(0)),
-        LmBackend::Ndarray => job.run::<NdArray>(Default::default(), None),
+        LmBackend::Wgpu => {
+            let (device, adapter) = burn_wgpu_device(request)?;
+            eprintln!("adapter: {} ({:?})", adapter.name, adapter.backend);
+            let largest = WgpuRuntime::client(&device)
+                .properties()
+                .memory
+                .max_page_size;
+            let capacity = DeviceCapacity {
+                // A CPU adapter (lavapipe, llvmpipe) allocates host memory; a GPU's own
+                // memory is not something wgpu reports.
+                memory: match adapter.device_type {
+                    wgpu::DeviceType::Cpu => DeviceCapacity::host().memory,
+                    _ => None,
+                },
+                largest_buffer: Some((largest, "max_storage_buffer_binding_size")),
+            };
+            job.run::<Wgpu>(Placement {
+                device,
+                memory: nvidia_memory_probe(0),
+                capacity,
+            })
+        }
+        LmBackend::Ndarray => job.run::<NdArray>(Placement {
+            device: Default::default(),
+            memory: None,
+            capacity: DeviceCapacity::host(),
+        }),
         LmBackend::Cuda => dispatch_cuda(job),
     }
 }
@@ -47,7 +84,11 @@ pub fn dispatch<J: BackendJob>(backend: LmBackend, job: J) -> Result<J::Output> 
 #[cfg(feature = "cuda")]
 fn dispatch_cuda<J: BackendJob>(job: J) -> Result<J::Output> {
     eprintln!("device: {}", moba::cuda::CudaRuntime::get(0)?.describe());
-    job.run::<burn::backend::Cuda<f32>>(Default::default(), nvidia_memory_probe(0))
+    job.run::<burn::backend::Cuda<f32>>(Placement {
+        device: Default::default(),
+        memory: nvidia_memory_probe(0),
+        capacity: DeviceCapacity::default(),
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -185,8 +226,18 @@ impl RunArgs {
             };
             DataConfig::Recall { pairs, queries }
         } else {
+            // Absolute, so that `eval` and `--resume` find the text from any directory.
+            let paths = self
+                .text
+                .iter()
+                .map(|path| {
+                    std::path::absolute(path)
+                        .map(|path| path.display().to_string())
+                        .map_err(|e| MobaError::io(path, e))
+                })
+                .collect::<Result<_>>()?;
             DataConfig::Text {
-                paths: self.text.iter().map(|p| p.display().to_string()).collect(),
+                paths,
                 valid_fraction: self.valid_fraction,
             }
         };

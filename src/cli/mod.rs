@@ -60,10 +60,10 @@ pub fn run(args: Args) -> Result<()> {
         Some(Command::Attend(attend)) => attend::run(&attend, &request),
         Some(Command::Bench(bench)) => bench::run(&bench, &request),
         Some(Command::Demo(demo)) => demo::run(&demo, &open(&request)?),
-        Some(Command::Train(train)) => train::run(&train),
-        Some(Command::Eval(eval)) => eval::run(&eval),
-        Some(Command::Generate(generate)) => generate::run(&generate),
-        Some(Command::Compare(compare)) => compare::run(&compare),
+        Some(Command::Train(train)) => train::run(&request, &train),
+        Some(Command::Eval(eval)) => eval::run(&request, &eval),
+        Some(Command::Generate(generate)) => generate::run(&request, &generate),
+        Some(Command::Compare(compare)) => compare::run(&request, &compare),
         None => demo::run(&demo::DemoArgs::default(), &open(&request)?),
     }
 }

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use clap::Args;
 use moba::Result;
 use moba::backend::MobaBackend;
-use moba::train::{Dashboard, MemoryProbe, TrainConfig, TrainTarget, load_config, train};
+use moba::gpu::AdapterRequest;
+use moba::train::{Dashboard, TrainConfig, TrainTarget, load_config, train};
 
-use super::lm::{AttentionChoice, BackendJob, LmBackend, RunArgs, dispatch};
+use super::lm::{AttentionChoice, BackendJob, LmBackend, Placement, RunArgs, dispatch};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -42,11 +43,12 @@ struct Job<'a> {
 impl BackendJob for Job<'_> {
     type Output = ();
 
-    fn run<B: MobaBackend>(self, device: B::Device, memory: Option<MemoryProbe>) -> Result<()> {
+    fn run<B: MobaBackend>(self, placement: Placement<B>) -> Result<()> {
         let target = TrainTarget::<B> {
             dir: &self.args.run,
-            device,
-            memory,
+            device: placement.device,
+            memory: placement.memory,
+            capacity: placement.capacity,
             dashboard: if self.args.lines {
                 Dashboard::Lines
             } else {
@@ -70,7 +72,7 @@ impl BackendJob for Job<'_> {
     }
 }
 
-pub fn run(args: &TrainArgs) -> Result<()> {
+pub fn run(request: &AdapterRequest, args: &TrainArgs) -> Result<()> {
     let config = if args.resume {
         load_config(&args.run)?
     } else {
@@ -86,5 +88,5 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         config.steps,
         config.tokens_per_step()
     );
-    dispatch(args.backend, Job { args, config })
+    dispatch(args.backend, request, Job { args, config })
 }

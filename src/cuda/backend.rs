@@ -5,6 +5,7 @@
 //! burn's tensors: burn's queue is drained first, ours before returning, so burn's next op
 //! sees the results.
 
+use burn::backend::cuda::CudaDevice;
 use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, FloatElement, into_contiguous};
 use burn::cubecl::cuda::CudaRuntime;
 use burn::tensor::backend::Backend;
@@ -17,8 +18,9 @@ use super::schedule::{BackwardTensors, CudaSchedule, ForwardTensors, Launch, Scr
 use super::source::{CudaConstants, ElemKind};
 use crate::backend::cube::{empty, padding, problem_shape, unpad};
 use crate::backend::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
-use crate::config::MobaConfig;
+use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
+use crate::memory::bytes_of;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
 type CudaBackend<F, BT> = CubeBackend<CudaRuntime, F, i32, BT>;
@@ -216,6 +218,35 @@ fn lse_f32<F: FloatElement, BT: BoolElement>(lse: CudaTensor) -> CudaTensor {
 }
 
 impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
+    /// A driver and a GPU of compute capability 8.0+, and every program built (NVRTC) for
+    /// this head dim, top-k and float type, so that compile errors surface here.
+    fn moba_prepare(shape: &Shape, config: &MobaConfig, device: &CudaDevice) -> Result<()> {
+        // The kernels index the selection with 32-bit integers (and size arrays by top-k).
+        let selection = bytes_of(&[shape.q_rows(), config.top_k], 1).unwrap_or(u64::MAX);
+        if selection > i32::MAX as u64 {
+            return Err(MobaError::limit(
+                "the selection [B, Hq, S, top_k]",
+                "2^31 elements (the kernels' 32-bit indices)",
+                selection,
+                i32::MAX as u64,
+            ));
+        }
+        let driver = Driver::get(device.index)?;
+        let head_dim = shape.head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
+        let dtype = <F as burn::tensor::Element>::dtype();
+        let elem = ElemKind::from_dtype(dtype).ok_or_else(|| {
+            MobaError::Unsupported(format!(
+                "{dtype:?} tensors on the CUDA path (f32, f16, bf16)"
+            ))
+        })?;
+        driver.prepare(CudaConstants {
+            head_dim,
+            elem,
+            top_k: config.top_k,
+            mma: driver.mma_kind(head_dim),
+        })
+    }
+
     fn moba_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use burn::backend::cuda::CudaDevice;
 use burn::backend::wgpu::CubeBackend;
 use burn::cubecl::cuda::CudaRuntime;
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Distribution, Int, Tensor, TensorPrimitive};
 
 use super::backend::{KernelTimes, backward, forward};
@@ -18,6 +19,7 @@ use crate::bench::{Record, median};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::gpu::{BACKWARD_STAGES, STAGES};
+use crate::reference::{Precision, SampledRows};
 use crate::{reference, sparsity};
 
 /// burn-cuda without fusion; the element type follows each tensor's dtype.
@@ -154,22 +156,43 @@ pub fn measure(
         .map(|i| i * shape.q_len / count)
         .chain([shape.q_len - 1])
         .collect();
-    let exact = reference::forward_rows(&q, &k, &v, &one_head, &config, &rows)?;
-    let o = floats(
-        Tensor::<Plain, 4>::from_primitive(TensorPrimitive::Float(o)).slice([
+    let first_head = |t: FloatTensor<Plain>| {
+        Tensor::<Plain, 4>::from_primitive(TensorPrimitive::Float(t)).slice([
             0..1,
             0..1,
             0..shape.q_len,
             0..shape.head_dim,
+        ])
+    };
+    let o = floats(first_head(o))?;
+    let lse = floats(
+        Tensor::<Plain, 3>::from_primitive(TensorPrimitive::Float(lse)).slice([
+            0..1,
+            0..1,
+            0..shape.q_len,
         ]),
     )?;
-    let d = shape.head_dim;
-    let sampled: Vec<f32> = rows
+    let (d, top_k) = (shape.head_dim, config.top_k);
+    let sampled_o: Vec<f32> = rows
         .iter()
         .flat_map(|&r| o[r * d..(r + 1) * d].to_vec())
         .collect();
-    let o_error = reference::max_abs_error(&sampled, &exact.o);
-    drop(lse);
+    let sampled_lse: Vec<f32> = rows.iter().map(|&r| lse[r]).collect();
+    let sampled_selection: Vec<i32> = rows
+        .iter()
+        .flat_map(|&r| chosen[r * top_k..(r + 1) * top_k].to_vec())
+        .collect();
+    let got = SampledRows {
+        o: &sampled_o,
+        lse: Some(&sampled_lse),
+        selection: &sampled_selection,
+    };
+    let precision = match elem {
+        ElemKind::F16 => Precision::F16,
+        // f32 inputs multiply in bf16 on the tensor cores.
+        ElemKind::Bf16 | ElemKind::F32 => Precision::Bf16,
+    };
+    let check = reference::check_rows((&q, &k, &v), &one_head, &config, &rows, &got, precision)?;
 
     let mma = driver.mma_kind(shape.head_dim);
     let plan = CudaPlan::new(shape, &config, mma);
@@ -216,7 +239,9 @@ pub fn measure(
         moba_tflops: flops / moba_seconds / 1e12,
         dense_ms: None,
         stage_ms: Some(stage_ms),
-        o_error,
+        o_error: check.o_error,
+        o_bound: Some(check.o_bound),
+        passed: Some(check.passed()),
         step_ms,
         step_tflops: step_ms
             .map(|ms| sparsity::training_flops(attended_pairs, d) / (ms * 1e-3) / 1e12),

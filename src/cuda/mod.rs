@@ -31,6 +31,7 @@
 //! Without the feature, the sources and the launch arithmetic still build (and are tested):
 //! [`source`], [`launch`], [`schedule`].
 
+pub mod cache;
 pub mod launch;
 pub mod schedule;
 pub mod source;

@@ -3,14 +3,16 @@
 //! device's compute capability, and launches on a stream of our own.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUfunction_attribute};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 
+use super::cache::{StoredModule, cache_dir, configure_burn_caches};
 use super::launch::CudaParams;
 use super::schedule::{Arg, Launch};
 use super::source::{CudaConstants, CudaProgram, MmaKind};
@@ -32,6 +34,8 @@ pub struct CudaRuntime {
     major: u32,
     name: String,
     modules: Mutex<HashMap<(CudaProgram, CudaConstants), Arc<CudaModule>>>,
+    /// Where built modules are kept across runs (`None`: no cache folder could be made).
+    cache: Option<PathBuf>,
 }
 
 fn cuda_error(what: &str, error: impl std::fmt::Debug) -> MobaError {
@@ -53,6 +57,17 @@ impl CudaRuntime {
     }
 
     fn open(ordinal: usize) -> Result<CudaRuntime> {
+        // Before burn-cuda's first use: its kernels and autotune results go there too.
+        let cache = match cache_dir() {
+            Ok(dir) => {
+                configure_burn_caches(&dir);
+                Some(dir)
+            }
+            Err(error) => {
+                eprintln!("moba: compiled kernels are not kept across runs: {error}");
+                None
+            }
+        };
         // cudarc loads libcuda at run time and panics when it is missing: turn that into
         // an error a user can act on.
         // The default hook would print cudarc's panic before our error: silence it here.
@@ -94,6 +109,7 @@ impl CudaRuntime {
             major: major as u32,
             name: format!("{name} (sm_{major}{minor})"),
             modules: Mutex::default(),
+            cache,
         })
     }
 
@@ -107,25 +123,51 @@ impl CudaRuntime {
         MmaKind::for_device(self.major, head_dim)
     }
 
-    /// The module of `program` built for `constants` (NVRTC on first use, ~1 s each).
+    /// The module of `program` built for `constants`: from memory, else from the cache
+    /// folder, else built by NVRTC (~1 s each) and kept there.
     fn module(&self, program: CudaProgram, constants: CudaConstants) -> Result<Arc<CudaModule>> {
         let mut modules = self.modules.lock().unwrap();
         if let Some(module) = modules.get(&(program, constants)) {
             return Ok(module.clone());
         }
-        let options = CompileOptions {
-            arch: Some(constants.mma.target(self.arch)),
-            name: Some(program.name().into()),
-            ..Default::default()
+        let target = constants.mma.target(self.arch);
+        let source = constants.source(program);
+        let stored = self
+            .cache
+            .as_ref()
+            .map(|dir| StoredModule::new(&dir.join("nvrtc"), program.name(), target, &source));
+        let ptx = match stored.as_ref().and_then(|stored| stored.load(&source)) {
+            Some(ptx) => Ptx::from_src(ptx),
+            None => {
+                let options = CompileOptions {
+                    arch: Some(target),
+                    name: Some(program.name().into()),
+                    ..Default::default()
+                };
+                let ptx = compile_ptx_with_opts(&source, options)
+                    .map_err(|e| cuda_error(&format!("NVRTC compiling {}", program.name()), e))?;
+                if let Some(stored) = &stored {
+                    // A cache that cannot be written costs the next run a compile, no more.
+                    stored.store(&source, &ptx.to_src()).ok();
+                }
+                ptx
+            }
         };
-        let ptx = compile_ptx_with_opts(constants.source(program), options)
-            .map_err(|e| cuda_error(&format!("NVRTC compiling {}", program.name()), e))?;
         let module = self
             .context
             .load_module(ptx)
             .map_err(|e| cuda_error(&format!("loading {}", program.name()), e))?;
         modules.insert((program, constants), module.clone());
         Ok(module)
+    }
+
+    /// Builds every program for `constants` (NVRTC on first use), so that a compile error
+    /// surfaces before a forward runs.
+    pub(crate) fn prepare(&self, constants: CudaConstants) -> Result<()> {
+        for program in CudaProgram::ALL {
+            self.module(program, constants)?;
+        }
+        Ok(())
     }
 
     fn function(&self, launch: &Launch, constants: CudaConstants) -> Result<CudaFunction> {

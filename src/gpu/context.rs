@@ -54,6 +54,62 @@ pub fn offers_cooperative_matrices(adapter: &wgpu::Adapter) -> bool {
         })
 }
 
+/// The instance and adapter a request names: the adapter whose name contains
+/// `request.name`, else the high-performance default of `request.backends`, else (no
+/// backends named) of Vulkan, Metal, DX12 or WebGPU, and of GL only where none of those has
+/// one. burn's wgpu device opens the same adapter (`moba::backend::burn_wgpu_device`).
+pub async fn select_adapter(request: &AdapterRequest) -> Result<(wgpu::Instance, wgpu::Adapter)> {
+    match request.backends {
+        Some(backends) => select_among(request, backends).await,
+        // GL last: it is the fallback API, and probing it prints EGL noise on headless Linux.
+        None => match select_among(request, wgpu::Backends::PRIMARY).await {
+            Err(MobaError::NoAdapter(_)) => select_among(request, wgpu::Backends::GL).await,
+            selected => selected,
+        },
+    }
+    .map_err(|error| match error {
+        MobaError::NoAdapter(found) if request.name.is_none() => {
+            MobaError::NoAdapter(format!("{found}{NO_ADAPTER_HINT}"))
+        }
+        other => other,
+    })
+}
+
+/// What a machine with no adapter at all lacks.
+const NO_ADAPTER_HINT: &str = ". On Linux without a GPU driver, Mesa gives a CPU adapter: \
+     `apt-get install mesa-vulkan-drivers libvulkan1` (Vulkan, lavapipe) or \
+     `apt-get install libegl1 libegl-mesa0` (OpenGL, llvmpipe)";
+
+async fn select_among(
+    request: &AdapterRequest,
+    backends: wgpu::Backends,
+) -> Result<(wgpu::Instance, wgpu::Adapter)> {
+    let instance = new_instance(backends);
+    let adapter = match &request.name {
+        None => instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| MobaError::NoAdapter(format!(": {e}")))?,
+        Some(name) => {
+            let adapters = instance.enumerate_adapters(backends).await;
+            let wanted = name.to_lowercase();
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+                .ok_or_else(|| {
+                    MobaError::NoAdapter(format!(
+                        " whose name contains '{name}' (found: {names:?})"
+                    ))
+                })?
+        }
+    };
+    Ok((instance, adapter))
+}
+
 /// An open GPU: device, queue, what the adapter offers, and the compiled pipelines.
 /// Cheap to clone; clones share the device and the pipeline cache.
 #[derive(Clone)]
@@ -68,6 +124,8 @@ pub struct GpuContext {
     pipelines: Arc<Mutex<HashMap<(Kernel, KernelConstants), wgpu::ComputePipeline>>>,
     /// First error wgpu reported or the reason the device was lost.
     failure: Arc<Mutex<Option<MobaError>>>,
+    /// Held by each blocking call on OpenGL (see [`GpuContext::exclusive`]).
+    serial: Arc<Mutex<()>>,
 }
 
 impl GpuContext {
@@ -79,40 +137,7 @@ impl GpuContext {
     /// # Ok::<(), moba::MobaError>(())
     /// ```
     pub async fn new(request: &AdapterRequest) -> Result<Self> {
-        match request.backends {
-            Some(backends) => Self::open(request, backends).await,
-            // GL last: it is the fallback API, and probing it prints EGL noise on headless Linux.
-            None => match Self::open(request, wgpu::Backends::PRIMARY).await {
-                Err(MobaError::NoAdapter(_)) => Self::open(request, wgpu::Backends::GL).await,
-                opened => opened,
-            },
-        }
-    }
-
-    async fn open(request: &AdapterRequest, backends: wgpu::Backends) -> Result<Self> {
-        let instance = new_instance(backends);
-        let adapter = match &request.name {
-            None => instance
-                .request_adapter(&wgpu::RequestAdapterOptions {
-                    power_preference: wgpu::PowerPreference::HighPerformance,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| MobaError::NoAdapter(format!(": {e}")))?,
-            Some(name) => {
-                let adapters = instance.enumerate_adapters(backends).await;
-                let wanted = name.to_lowercase();
-                let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-                adapters
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
-                    .ok_or_else(|| {
-                        MobaError::NoAdapter(format!(
-                            " whose name contains '{name}' (found: {names:?})"
-                        ))
-                    })?
-            }
-        };
+        let (_, adapter) = select_adapter(request).await?;
         let cooperative = offers_cooperative_matrices(&adapter);
         // Timestamps where offered: the benchmark splits a forward's time by stage with them.
         let timestamps = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
@@ -177,6 +202,7 @@ impl GpuContext {
             queue,
             pipelines: Arc::default(),
             failure,
+            serial: Arc::default(),
         }
     }
 
@@ -213,6 +239,18 @@ impl GpuContext {
     /// Whether the adapter is a CPU emulation (lavapipe, SwiftShader, WARP).
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// A guard that runs the blocking calls of this context one at a time on OpenGL (`None`
+    /// elsewhere). wgpu drives GL through one context that every call locks, and a call
+    /// that waits more than 6 s for it panics inside wgpu: a long kernel on a CPU GL driver
+    /// (llvmpipe) makes another thread's call wait that long.
+    pub(crate) fn exclusive(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        (self.info.backend == wgpu::Backend::Gl).then(|| {
+            self.serial
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        })
     }
 
     /// The pipeline of a kernel for a set of constants, compiled once and cached.

@@ -98,6 +98,7 @@ impl GpuContext {
         config.validate()?;
         shape.check_inputs(q, k, v)?;
         shape.check_dout(dout)?;
+        shape.check_host_memory(config.top_k)?;
         let (config, padded) = padded_problem(shape, config);
         let width = (shape.head_dim, padded.head_dim);
         let [q, k, v, dout] = [q, k, v, dout].map(|data| pad_rows(data, width.0, width.1));
@@ -166,6 +167,7 @@ impl GpuContext {
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuGradients> {
+        let _exclusive = self.exclusive();
         pollster::block_on(self.moba_backward(q, k, v, dout, shape, config))
     }
 
@@ -178,6 +180,7 @@ impl GpuContext {
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuForward> {
+        let _exclusive = self.exclusive();
         pollster::block_on(self.moba_forward(q, k, v, shape, config))
     }
 
@@ -190,6 +193,7 @@ impl GpuContext {
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuForward> {
+        let _exclusive = self.exclusive();
         pollster::block_on(self.dense_forward(q, k, v, shape, config))
     }
 
@@ -204,6 +208,7 @@ impl GpuContext {
     ) -> Result<GpuForward> {
         config.validate()?;
         shape.check_inputs(q, k, v)?;
+        shape.check_host_memory(config.top_k)?;
         let (config, padded) = padded_problem(shape, config);
         let width = (shape.head_dim, padded.head_dim);
         let [q, k, v] = [q, k, v].map(|data| pad_rows(data, width.0, width.1));

@@ -21,7 +21,9 @@ mod timing;
 
 pub use backward::{BackwardBuffers, MobaBackward};
 pub use buffers::POISON;
-pub use context::{AdapterRequest, GpuContext, adapters, offers_cooperative_matrices, parse_api};
+pub use context::{
+    AdapterRequest, GpuContext, adapters, offers_cooperative_matrices, parse_api, select_adapter,
+};
 pub use dense::DenseForward;
 pub use forward::{ForwardBuffers, ForwardIo, MobaForward};
 pub use host::{GpuForward, GpuGradients};

@@ -5,6 +5,7 @@ use super::context::GpuContext;
 use super::kernels::{KernelConstants, Params};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
+use crate::reference::Precision;
 
 /// Threads per workgroup we aim for: one query row per thread in the attention tiles.
 const PREFERRED_WORKGROUP: u32 = 64;
@@ -38,6 +39,14 @@ impl AttentionKernel {
         match cooperative_constants(gpu, head_dim, 1) {
             Ok(_) => AttentionKernel::Cooperative,
             Err(_) => AttentionKernel::Portable,
+        }
+    }
+
+    /// The arithmetic the kernel multiplies in (what its check's tolerance is measured by).
+    pub fn precision(self) -> Precision {
+        match self {
+            AttentionKernel::Portable => Precision::F32,
+            AttentionKernel::Cooperative => Precision::F16,
         }
     }
 }

@@ -98,8 +98,7 @@ impl LmConfig {
         }
     }
 
-    /// An error naming the first model-wide setting that does not fit (the attention's
-    /// shapes are checked when its layers are built).
+    /// An error naming the first setting that does not fit, the attention's included.
     pub fn validate(&self) -> Result<()> {
         if self.n_layers == 0 || self.d_ff == 0 || self.max_seq_len == 0 {
             return Err(MobaError::Config(
@@ -118,7 +117,19 @@ impl LmConfig {
                 self.full_layers, self.n_layers
             )));
         }
-        Ok(())
+        (0..self.n_layers).try_for_each(|index| self.attention_config(index).validate())
+    }
+
+    /// The attention layer `index` is built from.
+    fn attention_config(&self, index: usize) -> MobaAttentionConfig {
+        MobaAttentionConfig::new(
+            self.d_model,
+            self.n_heads,
+            self.n_kv_heads,
+            self.layer_attention(index),
+        )
+        .with_rope_max_len(Some(self.max_seq_len))
+        .with_rope_theta(self.rope_theta)
     }
 
     /// The model with fresh weights, or an error naming the setting that does not fit.
@@ -126,15 +137,7 @@ impl LmConfig {
         self.validate()?;
         let blocks = (0..self.n_layers)
             .map(|index| {
-                let attention = MobaAttentionConfig::new(
-                    self.d_model,
-                    self.n_heads,
-                    self.n_kv_heads,
-                    self.layer_attention(index),
-                )
-                .with_rope_max_len(Some(self.max_seq_len))
-                .with_rope_theta(self.rope_theta)
-                .init(device)?;
+                let attention = self.attention_config(index).init(device)?;
                 Ok(Block {
                     attention_norm: RmsNormConfig::new(self.d_model).init(device),
                     attention,

@@ -120,8 +120,8 @@ pub struct MobaAttention<B: Backend> {
 }
 
 impl MobaAttentionConfig {
-    /// The layer, or an error naming the setting that does not fit.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<MobaAttention<B>> {
+    /// An error naming the first setting that does not fit (what [`Self::init`] checks).
+    pub fn validate(&self) -> Result<()> {
         if self.n_heads == 0 || self.n_kv_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return Err(MobaError::Config(format!(
                 "d_model ({}) must be a positive multiple of n_heads ({})",
@@ -140,7 +140,13 @@ impl MobaAttentionConfig {
                 "RoPE needs an even head dim, got {head_dim}"
             )));
         }
-        self.kind.config(1).validate()?;
+        self.kind.config(1).validate()
+    }
+
+    /// The layer, or an error naming the setting that does not fit.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<MobaAttention<B>> {
+        self.validate()?;
+        let head_dim = self.d_model / self.n_heads;
         let linear = |out| LinearConfig::new(self.d_model, out).init(device);
         Ok(MobaAttention {
             query: linear(self.d_model),

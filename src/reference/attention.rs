@@ -4,6 +4,7 @@ use super::gate::{block_means, gate_row, padded};
 use super::{Row, dot, key_offset};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
+use crate::memory::{bytes_of, check_host};
 
 /// Forward results in f64: `o: [rows, D]`, `lse: [rows]` (natural log of the scaled
 /// softmax normaliser), `selection: [rows, top_k]` (-1 padded; empty for dense).
@@ -70,6 +71,10 @@ pub fn forward_rows(
     config.validate()?;
     shape.check_inputs(q, k, v)?;
     let d = shape.head_dim;
+    check_host(
+        "the reference's outputs (o, lse and the selection of every row)",
+        bytes_of(&[rows.len(), d + 1 + config.top_k], 8),
+    )?;
     let scale = config.scale_for(d) as f64;
     let means = block_means(k, shape, config.block_size);
     let mut out = Forward {

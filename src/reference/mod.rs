@@ -6,10 +6,12 @@
 
 mod attention;
 mod backward;
+mod check;
 mod gate;
 
 pub use attention::{Forward, dense_forward, forward, forward_rows};
 pub use backward::{Gradients, backward};
+pub use check::{Check, Precision, SampledRows, check_rows, tolerance};
 pub use gate::{RowGate, block_means, gate_row, selection};
 
 use crate::config::Shape;

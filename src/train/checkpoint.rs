@@ -1,22 +1,133 @@
 //! A run directory on disk: `train.json` (the [`TrainConfig`]), `model.mpk` (the final
 //! weights), `checkpoint/` (burn-train's model, optimizer and scheduler records of the last
 //! epochs). Records are burn's named MessagePack at full precision: plain data, no code.
+//!
+//! Every record is written whole or not at all (a temporary file renamed into place) with
+//! its CRC-32 beside it (`NAME.mpk.crc32`, written after the record: it marks the record
+//! complete). An epoch's checkpoint counts only when all three of its records are complete
+//! and match their checksums, so a kill during a save, a full disk or a flipped bit leaves
+//! the run resumable from the newest complete epoch.
 
 use std::path::{Path, PathBuf};
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::record::{FileRecorder, FullPrecisionSettings, Recorder, RecorderError};
 use burn::tensor::backend::Backend;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::config::TrainConfig;
 use crate::backend::MobaBackend;
 use crate::error::{MobaError, Result};
+use crate::files::write_atomically;
 use crate::model::weights::weights_error;
-use crate::model::{LmConfig, MobaLm, model_from_bytes};
+use crate::model::{LmConfig, MobaLm, WeightsRecorder, model_from_bytes};
 
-/// The recorder of every model and checkpoint file.
-pub type RunRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+/// The recorder of every model and checkpoint file: the bytes of burn's
+/// `NamedMpkFileRecorder` at full precision, written atomically with a CRC-32 beside them,
+/// and checked against it when read.
+#[derive(Debug, Default, Clone)]
+pub struct RunRecorder;
+
+impl RunRecorder {
+    pub fn new() -> Self {
+        RunRecorder
+    }
+}
+
+impl<B: Backend> Recorder<B> for RunRecorder {
+    type Settings = FullPrecisionSettings;
+    type RecordArgs = PathBuf;
+    type RecordOutput = ();
+    type LoadArgs = PathBuf;
+
+    fn save_item<I: Serialize>(&self, item: I, mut file: PathBuf) -> Result<(), RecorderError> {
+        file.set_extension("mpk");
+        let bytes = Recorder::<B>::save_item(&WeightsRecorder::new(), item, ())?;
+        write_checked(&file, &bytes).map_err(|e| RecorderError::Unknown(e.to_string()))
+    }
+
+    fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
+        file.set_extension("mpk");
+        let mut bytes = read_checked(file).map_err(|e| match e {
+            MobaError::Io { message, .. } if !file.exists() => RecorderError::FileNotFound(message),
+            other => RecorderError::Unknown(other.to_string()),
+        })?;
+        Recorder::<B>::load_item(&WeightsRecorder::new(), &mut bytes)
+    }
+}
+
+impl<B: Backend> FileRecorder<B> for RunRecorder {
+    fn file_extension() -> &'static str {
+        "mpk"
+    }
+}
+
+/// `FILE.crc32`: the checksum that marks `FILE` complete.
+fn checksum_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".crc32");
+    PathBuf::from(name)
+}
+
+/// The line a checksum file holds for `bytes`.
+fn checksum_line(bytes: &[u8]) -> String {
+    format!(
+        "crc32 {:08x} bytes {}\n",
+        crc32fast::hash(bytes),
+        bytes.len()
+    )
+}
+
+/// Writes `bytes` to `file` atomically, then its checksum; drops the checksums of records
+/// burn-train has deleted beside it.
+fn write_checked(file: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically(file, bytes)?;
+    write_atomically(&checksum_path(file), checksum_line(bytes).as_bytes())?;
+    if let Some(dir) = file.parent().and_then(|dir| std::fs::read_dir(dir).ok()) {
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let record = path.with_extension("");
+            if path.extension().is_some_and(|e| e == "crc32") && !record.exists() {
+                std::fs::remove_file(&path).ok();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of `file`, checked against its checksum where it has one (records written
+/// before checksums existed have none).
+fn read_checked(file: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(file).map_err(|e| MobaError::io(file, e))?;
+    match verify(file, &bytes) {
+        Checksum::Matches | Checksum::Missing => Ok(bytes),
+        Checksum::Differs(expected) => Err(checkpoint_error(
+            file,
+            format!(
+                "the file does not match its checksum (expected {}, found {}): it is corrupt",
+                expected.trim(),
+                checksum_line(&bytes).trim()
+            ),
+        )),
+    }
+}
+
+/// What a record's checksum file says of its bytes.
+enum Checksum {
+    Matches,
+    Missing,
+    Differs(String),
+}
+
+fn verify(file: &Path, bytes: &[u8]) -> Checksum {
+    match std::fs::read_to_string(checksum_path(file)) {
+        Err(_) => Checksum::Missing,
+        Ok(line) if line == checksum_line(bytes) => Checksum::Matches,
+        Ok(line) => Checksum::Differs(line),
+    }
+}
 
 /// `DIR/train.json`.
 pub fn config_path(run: &Path) -> PathBuf {
@@ -28,13 +139,13 @@ pub fn model_path(run: &Path) -> PathBuf {
     run.join("model")
 }
 
-/// Saves `model` to `path` (`.mpk` is added).
+/// Saves `model` to `path` (`.mpk` is added), atomically and with its checksum.
 pub fn save_model<B: Backend>(model: &MobaLm<B>, path: &Path) -> Result<()> {
     materialize(model);
     model
         .clone()
         .save_file(path, &RunRecorder::new())
-        .map_err(|e| MobaError::io(path, e))
+        .map_err(|e| MobaError::io(&path.with_extension("mpk"), e))
 }
 
 /// The weights at `path` (`.mpk` is added) into a model of `config`'s shape; an error
@@ -48,7 +159,7 @@ pub fn load_model<B: MobaBackend>(
     if !file.is_file() {
         return Err(checkpoint_error(&file, "no such file"));
     }
-    let bytes = std::fs::read(&file).map_err(|e| checkpoint_error(&file, e))?;
+    let bytes = read_checked(&file)?;
     model_from_bytes(config, bytes, &file.display().to_string(), device)
 }
 
@@ -80,16 +191,17 @@ pub fn load_config(run: &Path) -> Result<TrainConfig> {
     TrainConfig::load(&path).map_err(|e| checkpoint_error(&path, e))
 }
 
-/// The weights a finished or interrupted run offers: `model.mpk`, else its latest checkpoint.
+/// The weights a finished or interrupted run offers: `model.mpk`, else the model of its
+/// newest complete checkpoint.
 pub fn run_weights(run: &Path) -> Result<PathBuf> {
     if model_path(run).with_extension("mpk").is_file() {
         return Ok(model_path(run));
     }
-    match latest_checkpoint(run) {
+    match Checkpoints::scan(run).newest_complete {
         Some(epoch) => Ok(checkpoint_file(run, "model", epoch)),
         None => Err(checkpoint_error(
             &run.join("model.mpk"),
-            "no such file, and no checkpoint in checkpoint/",
+            "no such file, and no complete checkpoint in checkpoint/",
         )),
     }
 }
@@ -99,18 +211,81 @@ pub fn checkpoint_file(run: &Path, name: &str, epoch: usize) -> PathBuf {
     run.join("checkpoint").join(format!("{name}-{epoch}"))
 }
 
-/// The last epoch with a model checkpoint in `DIR/checkpoint`.
-pub fn latest_checkpoint(run: &Path) -> Option<usize> {
-    std::fs::read_dir(run.join("checkpoint"))
-        .ok()?
-        .filter_map(|entry| {
-            let name = entry.ok()?.file_name().into_string().ok()?;
-            name.strip_prefix("model-")?
-                .strip_suffix(".mpk")?
-                .parse()
-                .ok()
-        })
-        .max()
+/// The records of one epoch's checkpoint.
+const RECORDS: [&str; 3] = ["model", "optim", "scheduler"];
+
+/// What `DIR/checkpoint` holds: the newest epoch whose checkpoint is complete, and why any
+/// newer one is not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoints {
+    pub newest_complete: Option<usize>,
+    /// Newer epochs with some record, each with what is wrong with it.
+    pub incomplete: Vec<(usize, String)>,
+}
+
+impl Checkpoints {
+    /// Reads every record's bytes and checksum. Runs written before checksums existed (no
+    /// checksum in the folder at all) count an epoch complete when its three records exist.
+    pub fn scan(run: &Path) -> Self {
+        let dir = run.join("checkpoint");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .collect();
+        let checksummed = names.iter().any(|name| name.ends_with(".crc32"));
+        let mut epochs: Vec<usize> = names
+            .iter()
+            .filter_map(|name| {
+                let stem = name.strip_suffix(".mpk")?;
+                let (_, epoch) = stem.rsplit_once('-')?;
+                epoch.parse().ok()
+            })
+            .collect();
+        epochs.sort_unstable_by(|a, b| b.cmp(a));
+        epochs.dedup();
+        let mut found = Checkpoints {
+            newest_complete: None,
+            incomplete: Vec::new(),
+        };
+        for epoch in epochs {
+            match Self::problem(run, epoch, checksummed) {
+                None => {
+                    found.newest_complete = Some(epoch);
+                    break;
+                }
+                Some(problem) => found.incomplete.push((epoch, problem)),
+            }
+        }
+        found
+    }
+
+    /// What keeps `epoch`'s checkpoint from being complete, if anything.
+    fn problem(run: &Path, epoch: usize, checksummed: bool) -> Option<String> {
+        for name in RECORDS {
+            let file = checkpoint_file(run, name, epoch).with_extension("mpk");
+            let Ok(bytes) = std::fs::read(&file) else {
+                return Some(format!("{} is missing", file.display()));
+            };
+            match (verify(&file, &bytes), checksummed) {
+                (Checksum::Matches, _) | (Checksum::Missing, false) => {}
+                (Checksum::Missing, true) => {
+                    return Some(format!(
+                        "{} has no checksum: its save did not finish",
+                        file.display()
+                    ));
+                }
+                (Checksum::Differs(_), _) => {
+                    return Some(format!(
+                        "{} does not match its checksum: it is corrupt",
+                        file.display()
+                    ));
+                }
+            }
+        }
+        None
+    }
 }
 
 pub(crate) fn checkpoint_error(path: &Path, message: impl ToString) -> MobaError {

@@ -117,6 +117,18 @@ impl TrainConfig {
                 self.learning_rate
             )));
         }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(MobaError::Config(format!(
+                "weight_decay must be a finite number of at least 0, got {}",
+                self.weight_decay
+            )));
+        }
+        if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
+            return Err(MobaError::Config(format!(
+                "grad_clip must be a finite number above 0, got {}",
+                self.grad_clip
+            )));
+        }
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use super::config::TrainConfig;
 use super::step::weighted_nll;
 use crate::backend::MobaBackend;
 use crate::data::{RecallSample, TokenBatch};
-use crate::error::Result;
+use crate::error::{MobaError, Result};
 use crate::model::MobaLm;
 use crate::module::GateChoices;
 
@@ -25,6 +25,22 @@ pub struct EvalOptions {
     pub buckets: usize,
     /// Sequences per distance bucket.
     pub recall_sequences: usize,
+}
+
+impl EvalOptions {
+    /// An error naming the first count that is zero (a loss over no batch is NaN).
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("eval batches", self.batches),
+            ("recall buckets", self.buckets),
+            ("recall sequences", self.recall_sequences),
+        ] {
+            if value == 0 {
+                return Err(MobaError::Config(format!("{name} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for EvalOptions {
@@ -128,6 +144,7 @@ pub fn evaluate<B: MobaBackend>(
     options: &EvalOptions,
     device: &B::Device,
 ) -> Result<EvalReport> {
+    options.validate()?;
     let (_, valid) = config.sources()?;
     let mut trailing = Sums::default();
     let mut sequence_losses = Vec::new();

@@ -18,6 +18,7 @@
 //!     dir: Path::new("runs/recall-moba"),
 //!     device: Default::default(),
 //!     memory: None,
+//!     capacity: Default::default(),
 //!     dashboard: Dashboard::Auto,
 //! };
 //! let summary = train(&config, false, target)?;
@@ -25,6 +26,7 @@
 //! # Ok::<(), moba::MobaError>(())
 //! ```
 
+mod capacity;
 mod checkpoint;
 mod config;
 mod curve;
@@ -34,10 +36,14 @@ mod renderer;
 mod report;
 mod run;
 mod step;
+mod stop;
 
+pub use capacity::{
+    DeviceCapacity, check_capacity, largest_tensor_bytes, parameter_count, training_bytes,
+};
 pub use checkpoint::{
-    RunRecorder, checkpoint_file, latest_checkpoint, load_config, load_model, model_path,
-    run_weights, save_model,
+    Checkpoints, RunRecorder, checkpoint_file, load_config, load_model, model_path, run_weights,
+    save_model,
 };
 pub use config::{DataConfig, TrainConfig};
 pub use curve::{CurveLogger, Curves, metrics_path};
@@ -49,3 +55,4 @@ pub use renderer::LineRenderer;
 pub use report::{Arm, write_report};
 pub use run::{Dashboard, TrainSummary, TrainTarget, initial_model, train};
 pub use step::{LmOutput, LmStats, batch_loss, weighted_nll};
+pub use stop::{CheckpointThenStop, LossGuard, SignalGuard, StopRequest};

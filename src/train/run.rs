@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use burn::backend::{Autodiff, NdArray};
-use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
 use burn::lr_scheduler::composed::{ComposedLrScheduler, ComposedLrSchedulerConfig};
 use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
@@ -24,18 +23,22 @@ use burn::train::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::capacity::{DeviceCapacity, check_capacity};
 use super::checkpoint::{
-    RunRecorder, checkpoint_error, checkpoint_file, config_path, latest_checkpoint, load_model,
+    Checkpoints, RunRecorder, checkpoint_error, checkpoint_file, config_path, load_model,
     model_path, run_weights, save_model,
 };
 use super::config::TrainConfig;
 use super::curve::{CurveLogger, Curves, metrics_path};
 use super::metrics::{GpuMemoryMetric, MemoryProbe, PerplexityMetric, TokensPerSecondMetric};
 use super::renderer::LineRenderer;
+use super::stop::{CheckpointThenStop, LossGuard, SignalGuard, StopRequest};
 use crate::backend::MobaBackend;
 use crate::bench::median;
+use crate::config::Shape;
 use crate::data::SequenceLoader;
 use crate::error::{MobaError, Result};
+use crate::files;
 use crate::model::MobaLm;
 
 type Model<B> = MobaLm<Autodiff<B>>;
@@ -58,6 +61,8 @@ pub struct TrainTarget<'a, B: Backend> {
     pub device: B::Device,
     /// The backend's device memory, for the GPU memory metric.
     pub memory: Option<MemoryProbe>,
+    /// What the device holds, checked against the run's needs before it starts.
+    pub capacity: DeviceCapacity,
     pub dashboard: Dashboard,
 }
 
@@ -108,8 +113,14 @@ fn fresh_model<B: MobaBackend>(config: &TrainConfig, device: &B::Device) -> Resu
 }
 
 /// Trains `config` in `target.dir`, or with `resume` continues the run there from its
-/// last checkpoint (same config, same data order). Writes `train.json`, `checkpoint/`,
-/// `metrics.jsonl`, `model.mpk` and `summary.json`.
+/// newest complete checkpoint (same config, same data order). Writes `train.json`,
+/// `checkpoint/`, `metrics.jsonl`, `model.mpk` and `summary.json`.
+///
+/// Everything that can be checked is checked before the run directory is touched (the
+/// config, the data, the weights it starts from, the attention on this device, the memory
+/// it needs), so a refused start leaves nothing behind. A run that stops early (a signal, a
+/// loss that is not finite, a failed checkpoint save, the dashboard) writes no `model.mpk`
+/// and returns [`MobaError::Interrupted`], which says where `--resume` continues.
 pub fn train<B: MobaBackend>(
     config: &TrainConfig,
     resume: bool,
@@ -119,7 +130,7 @@ pub fn train<B: MobaBackend>(
     let (train_source, valid_source) = config.sources()?;
     let dir = target.dir;
     let device = target.device;
-    let done = match (resume, config_path(dir).is_file()) {
+    match (resume, config_path(dir).is_file()) {
         (false, true) => {
             return Err(MobaError::Config(format!(
                 "{} already holds a run: --resume continues it, or pick another directory",
@@ -132,14 +143,14 @@ pub fn train<B: MobaBackend>(
                 "no such file: nothing to resume",
             ));
         }
-        (true, true) => latest_checkpoint(dir).unwrap_or(0),
-        (false, false) => 0,
+        _ => {}
+    }
+    let done = match resume {
+        true => resume_point(dir, config),
+        false => 0,
     };
-    std::fs::create_dir_all(dir).map_err(|e| MobaError::io(dir, e))?;
-    config
-        .save(config_path(dir))
-        .map_err(|e| MobaError::io(&config_path(dir), e))?;
-
+    check_capacity(config, &target.capacity)?;
+    check_attention::<B>(config, &device)?;
     // A resumed run's weights come from its checkpoint: only a new one reads `init_from`
     // (which may be gone by then).
     let model = match done {
@@ -150,6 +161,10 @@ pub fn train<B: MobaBackend>(
     if done > 0 {
         check_checkpoint::<B>(config, dir, done, &device)?;
     }
+
+    std::fs::create_dir_all(dir).map_err(|e| MobaError::io(dir, e))?;
+    let json = serde_json::to_string_pretty(config).expect("a config serialises");
+    files::write_atomically(&config_path(dir), json.as_bytes())?;
     let curve = match done {
         0 => CurveLogger::create(&metrics_path(dir))?,
         epoch => CurveLogger::resume(&metrics_path(dir), epoch)?,
@@ -178,14 +193,20 @@ pub fn train<B: MobaBackend>(
         dir,
         std::sync::Arc::new(train_loader),
         std::sync::Arc::new(valid_loader),
-    )
-    .metrics((LossMetric::<NdArray>::new(), PerplexityMetric::default()))
-    .metric_train_numeric(TokensPerSecondMetric::default())
-    .metric_train_numeric(LearningRateMetric::new())
-    .with_metric_logger(curve)
-    .with_file_checkpointer(RunRecorder::new())
-    .with_checkpointing_strategy(KeepLastNCheckpoints::new(2))
-    .num_epochs(config.epochs());
+    );
+    let stop = StopRequest::new(training.interrupter());
+    training = training
+        .metrics((LossMetric::<NdArray>::new(), PerplexityMetric::default()))
+        .metric_train_numeric(TokensPerSecondMetric::default())
+        .metric_train_numeric(LearningRateMetric::new())
+        .metric_train(LossGuard::new(stop.clone()))
+        .with_metric_logger(curve)
+        .with_file_checkpointer(RunRecorder::new())
+        .with_checkpointing_strategy(CheckpointThenStop::new(
+            KeepLastNCheckpoints::new(2),
+            stop.clone(),
+        ))
+        .num_epochs(config.epochs());
     if let Some(probe) = target.memory {
         training = training.metric_train_numeric(GpuMemoryMetric::new(probe));
     }
@@ -199,11 +220,38 @@ pub fn train<B: MobaBackend>(
         training = training.checkpoint(done);
     }
     let start = Instant::now();
+    let signals = SignalGuard::install(stop.clone());
     let result = training.launch(learner);
+    drop(signals);
     let seconds = start.elapsed().as_secs_f64();
-    save_model(&result.model, &model_path(dir))?;
-    // Dropping the renderer closes the dashboard before the summary is printed.
+    let stopped = stop.reason();
+    // Dropping the renderer closes the dashboard (and restores the terminal) before any
+    // message is printed.
     drop(result.renderer);
+
+    let newest = Checkpoints::scan(dir).newest_complete;
+    if newest != Some(config.epochs()) {
+        let reason = stopped.unwrap_or_else(|| "it stopped early".into());
+        return Err(MobaError::Interrupted(format!(
+            "training of {} stopped before its {} steps: {reason}. {}",
+            dir.display(),
+            config.steps,
+            match newest {
+                Some(epoch) => format!(
+                    "Its newest complete checkpoint is epoch {epoch} (step {}): `moba train \
+                     --run {} --resume` continues from there",
+                    epoch * config.valid_every,
+                    dir.display()
+                ),
+                None => format!(
+                    "It has no complete checkpoint yet: `moba train --run {} --resume` starts \
+                     it again from step 0",
+                    dir.display()
+                ),
+            }
+        )));
+    }
+    save_model(&result.model, &model_path(dir))?;
 
     let curves = Curves::read(&metrics_path(dir))?;
     let iterations = curves.train.len();
@@ -231,8 +279,56 @@ pub fn train<B: MobaBackend>(
     };
     let path = dir.join("summary.json");
     let json = serde_json::to_string_pretty(&summary).expect("plain numbers");
-    std::fs::write(&path, json).map_err(|e| MobaError::io(&path, e))?;
+    files::write_atomically(&path, json.as_bytes())?;
     Ok(summary)
+}
+
+/// The epoch a resumed run continues from: its newest complete checkpoint (0: none), said
+/// on stderr together with any newer checkpoint that is not complete.
+fn resume_point(dir: &Path, config: &TrainConfig) -> usize {
+    let found = Checkpoints::scan(dir);
+    for (epoch, problem) in &found.incomplete {
+        eprintln!("moba: the checkpoint of epoch {epoch} is not used: {problem}");
+    }
+    match found.newest_complete {
+        Some(epoch) => {
+            eprintln!(
+                "moba: resuming {} from the checkpoint of epoch {epoch} (step {} of {})",
+                dir.display(),
+                epoch * config.valid_every,
+                config.steps
+            );
+            epoch
+        }
+        None => {
+            eprintln!(
+                "moba: {} has no complete checkpoint: training starts from step 0",
+                dir.display()
+            );
+            0
+        }
+    }
+}
+
+/// Every attention layer's problem, checked on this device before training starts
+/// ([`MobaBackend::moba_prepare`]: limits, kernels, memory): validation's sequences are the
+/// longest a step sees.
+fn check_attention<B: MobaBackend>(config: &TrainConfig, device: &B::Device) -> Result<()> {
+    let model = &config.model;
+    let head_dim = model.d_model / model.n_heads;
+    let shape = Shape {
+        batch: config.batch_size,
+        q_heads: model.n_heads,
+        kv_heads: model.n_kv_heads,
+        q_len: config.seq_len,
+        kv_len: config.seq_len,
+        head_dim,
+    };
+    for layer in 0..model.n_layers {
+        let attention = model.layer_attention(layer).config(config.seq_len);
+        Autodiff::<B>::moba_prepare(&shape, &attention, device)?;
+    }
+    Ok(())
 }
 
 /// Warm-up (linear from near 0) then cosine decay to a tenth, in forwards: burn-train

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use moba::gpu::GpuContext;
+use moba::gpu::{AdapterRequest, GpuContext};
 use moba::{MobaConfig, Shape, random, reference};
 
 /// The default adapter (lavapipe in CI), opened once per test binary.
@@ -16,6 +16,32 @@ pub fn gpu() -> &'static GpuContext {
         eprintln!("adapter: {}", gpu.describe());
         gpu
     })
+}
+
+/// The OpenGL adapter (llvmpipe in CI), opened once per test binary: the adapter wgpu falls
+/// back to on a machine without a Vulkan driver, so the grid runs there too.
+pub fn gl() -> &'static GpuContext {
+    static GL: OnceLock<GpuContext> = OnceLock::new();
+    GL.get_or_init(|| {
+        let request = AdapterRequest {
+            name: None,
+            backends: Some(wgpu::Backends::GL),
+        };
+        let gl = GpuContext::new_blocking(&request)
+            .expect("an OpenGL adapter (in CI: libegl1 and libegl-mesa0)");
+        eprintln!("adapter: {}", gl.describe());
+        gl
+    })
+}
+
+/// Every adapter the grid runs on: the default one and, on Linux, the OpenGL one (once, where
+/// the default is OpenGL already).
+pub fn every_gpu() -> Vec<&'static GpuContext> {
+    let mut gpus = vec![gpu()];
+    if cfg!(target_os = "linux") && gpu().info().backend != wgpu::Backend::Gl {
+        gpus.push(gl());
+    }
+    gpus
 }
 
 /// A shape from its six sizes, in `Shape`'s field order.
@@ -183,18 +209,27 @@ pub fn naive_backward(
 /// tolerance. The seed must give no near tie in the gate (the gradients of a row with
 /// another selection differ by design).
 pub fn check_moba_backward(shape: Shape, config: MobaConfig, seed: u64) {
+    for gpu in every_gpu() {
+        check_moba_backward_on(gpu, shape, config, seed);
+    }
+}
+
+/// [`check_moba_backward`] on one adapter.
+pub fn check_moba_backward_on(gpu: &GpuContext, shape: Shape, config: MobaConfig, seed: u64) {
     let (q, k, v) = inputs(&shape, seed);
     let dout = random::normal(shape.q_elems(), seed ^ 0x5eed_0003);
-    let forward = gpu()
+    let forward = gpu
         .moba_forward_blocking(&q, &k, &v, &shape, &config)
         .unwrap();
     let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
     let selection = reference::selection(&q, &k, &shape, &config);
     assert_eq!(
-        forward.selection, selection,
-        "{shape:?}: the GPU gate chose differently (a near tie?): pick another seed"
+        forward.selection,
+        selection,
+        "{}: {shape:?}: the GPU gate chose differently (a near tie?): pick another seed",
+        gpu.describe()
     );
-    let got = gpu()
+    let got = gpu
         .moba_backward_blocking(&q, &k, &v, &dout, &shape, &config)
         .unwrap();
     let naive = naive_f32_backward(&q, &k, &v, &dout, &shape, &config, &selection);
@@ -207,7 +242,8 @@ pub fn check_moba_backward(shape: Shape, config: MobaConfig, seed: u64) {
         let bound = tolerance(reference::max_abs_error(naive, want));
         assert!(
             error <= bound,
-            "{shape:?} {config:?}: {name} error {error:e} > bound {bound:e}"
+            "{}: {shape:?} {config:?}: {name} error {error:e} > bound {bound:e}",
+            gpu.describe()
         );
     }
 }
@@ -251,8 +287,15 @@ pub fn selection_mismatches(
 
 /// Checks a GPU MoBA forward against the reference at the FlashAttention-style tolerance.
 pub fn check_moba(shape: Shape, config: MobaConfig, seed: u64) {
+    for gpu in every_gpu() {
+        check_moba_on(gpu, shape, config, seed);
+    }
+}
+
+/// [`check_moba`] on one adapter.
+pub fn check_moba_on(gpu: &GpuContext, shape: Shape, config: MobaConfig, seed: u64) {
     let (q, k, v) = inputs(&shape, seed);
-    let got = gpu()
+    let got = gpu
         .moba_forward_blocking(&q, &k, &v, &shape, &config)
         .unwrap();
     let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
@@ -291,10 +334,12 @@ pub fn check_moba(shape: Shape, config: MobaConfig, seed: u64) {
     let lse_bound = tolerance(reference::max_abs_error(&lse_of(&naive_lse), &want_lse));
     assert!(
         o_error <= o_bound,
-        "{shape:?} {config:?}: o error {o_error:e} > bound {o_bound:e}"
+        "{}: {shape:?} {config:?}: o error {o_error:e} > bound {o_bound:e}",
+        gpu.describe()
     );
     assert!(
         lse_error <= lse_bound,
-        "{shape:?} {config:?}: lse error {lse_error:e} > bound {lse_bound:e}"
+        "{}: {shape:?} {config:?}: lse error {lse_error:e} > bound {lse_bound:e}",
+        gpu.describe()
     );
 }

@@ -112,9 +112,7 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
         memory_bytes: memory_bytes(&shape, &config, false),
         attended_pairs: sparsity::attended_pairs(&got.selection, &shape, &config),
         dense_pairs: sparsity::dense_pairs(&shape, config.causal),
-        checked_rows: check.rows,
-        o_error: check.o_error,
-        lse_error: check.lse_error,
+        check: check.reference_check(),
     };
     Ok(Report {
         settings: *settings,

@@ -72,6 +72,7 @@ async fn a_small_run_matches_the_reference() {
     assert!(check.o_error <= ERROR_BOUND, "{check:?}");
     assert!(check.lse_error <= ERROR_BOUND, "{check:?}");
     assert_eq!(check.selection_mismatches, 0);
+    assert!(check.passed, "{check:?}");
     assert!(
         report.moba_ms > 0.0 && report.dense_ms.unwrap() > 0.0,
         "{report:?}"
@@ -212,6 +213,7 @@ fn the_check_reports_a_wrong_output_and_a_wrong_selection() {
     let broken = Check::new(&got, (&q, &k, &v), &shape, &config).unwrap();
     assert!((broken.o_error - 0.5).abs() < 1e-6, "{broken:?}");
     assert_eq!(broken.selection_mismatches, 1, "{broken:?}");
+    assert!(clean.passed && !broken.passed, "{broken:?}");
 }
 
 #[wasm_bindgen_test]
