@@ -9,7 +9,7 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Distribution, Tensor, TensorData};
 use moba::backend::{MobaBackend, burn_wgpu_device, moba_attention, moba_attention_with_stats};
 use moba::module::{AttentionKind, MobaAttentionConfig};
-use moba::{MobaConfig, Shape, random, reference};
+use moba::{MobaConfig, MobaError, Shape, random, reference};
 
 /// burn's wgpu backend without fusion: the template kernels directly.
 type WgpuPlain = CubeBackend<WgpuRuntime, f32, i32, u32>;
@@ -286,4 +286,18 @@ fn bad_input_names_the_wrong_dimension() {
     assert!(err.to_string().contains("head_dim"), "{err}");
     let err = moba_attention(q.clone(), q.clone(), q, &MobaConfig::new(0, 2)).unwrap_err();
     assert!(err.to_string().contains("block_size"), "{err}");
+}
+
+#[test]
+fn a_problem_past_the_devices_binding_limit_is_an_error_on_burn_wgpu() {
+    // 64 rows of 600,000 selected blocks each: a 153 MB selection, past the 128 MiB binding
+    // that lavapipe and llvmpipe offer (cubecl panicked allocating it before moba_prepare).
+    let device = wgpu_device();
+    let q = Tensor::<Wgpu, 4>::zeros([1, 1, 64, 4], &device);
+    let error = moba_attention(q.clone(), q.clone(), q, &MobaConfig::new(4, 600_000)).unwrap_err();
+    assert!(
+        matches!(&error, MobaError::LimitExceeded { limit, .. } if *limit == "max_storage_buffer_binding_size"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("selection"), "{error}");
 }

@@ -194,9 +194,10 @@ fn a_top_k_past_memory_is_refused_before_allocating() {
     }
 }
 
-/// `moba COMMAND` flags for a tiny run on 64-byte sequences on the CPU, then `extra`.
+/// `moba COMMAND` flags for a tiny run on 64-byte sequences (unless `extra` sets another
+/// length) on the CPU, then `extra`.
 fn tiny(command: &str, run: &Path, extra: &[&str]) -> Vec<String> {
-    let flags = [
+    let mut args: Vec<String> = [
         command,
         "--run",
         &run.display().to_string(),
@@ -204,19 +205,19 @@ fn tiny(command: &str, run: &Path, extra: &[&str]) -> Vec<String> {
         "ndarray",
         "--preset",
         "tiny",
-        "--seq-len",
-        "64",
         "--recall-pairs",
         "1",
         "--recall-queries",
         "1",
         "--lines",
     ]
-    .map(String::from);
-    flags
-        .into_iter()
-        .chain(extra.iter().map(|s| s.to_string()))
-        .collect()
+    .map(String::from)
+    .into();
+    if !extra.contains(&"--seq-len") {
+        args.extend(["--seq-len".to_string(), "64".to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 #[test]
@@ -551,4 +552,70 @@ fn generate_checks_the_prompt_first_and_says_when_the_context_is_full() {
         "{}",
         text(&full.stderr)
     );
+}
+
+#[test]
+fn burn_wgpu_runs_on_the_adapter_asked_for() {
+    let dir = scratch("burn-adapter");
+    write_inputs(&dir);
+    let q = dir.join("q.npy");
+    let path = |name: &str| dir.join(name).display().to_string();
+    let on_gl = moba(&[
+        "--api",
+        "gl",
+        "attend",
+        "--q",
+        &q.display().to_string(),
+        "--k",
+        &path("k.npy"),
+        "--v",
+        &path("v.npy"),
+        "--block-size",
+        "8",
+        "--top-k",
+        "2",
+        "--backend",
+        "burn-wgpu",
+        "--out-dir",
+        &path("out"),
+    ]);
+    assert_ok(&on_gl);
+    assert!(
+        text(&on_gl.stderr).contains("(Gl)"),
+        "{}",
+        text(&on_gl.stderr)
+    );
+    let nowhere = moba(&[
+        "--adapter",
+        "no such gpu",
+        "attend",
+        "--q",
+        &q.display().to_string(),
+        "--k",
+        &path("k.npy"),
+        "--v",
+        &path("v.npy"),
+        "--block-size",
+        "8",
+        "--top-k",
+        "2",
+        "--backend",
+        "burn-wgpu",
+        "--out-dir",
+        &path("out"),
+    ]);
+    assert_refused(&nowhere, "whose name contains 'no such gpu' (found: [");
+}
+
+#[test]
+fn no_adapter_says_what_to_install() {
+    // No DX12 on Linux, Metal elsewhere: either way no adapter of that API.
+    let api = if cfg!(target_os = "macos") {
+        "dx12"
+    } else {
+        "metal"
+    };
+    let output = moba(&["--api", api, "demo", "--seq-len", "64"]);
+    assert_refused(&output, "no GPU adapter found");
+    assert!(text(&output.stderr).contains("mesa-vulkan-drivers"));
 }
