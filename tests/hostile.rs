@@ -72,10 +72,12 @@ fn write_inputs(dir: &Path) {
     npy::write(&dir.join("do.npy"), &q_dims, &q).unwrap();
 }
 
-/// `moba attend` of the inputs in `dir` (`q` replaced by `q`) on `backend`.
-fn attend(dir: &Path, q: &Path, backend: &str, extra: &[&str]) -> Output {
+/// `moba [GLOBALS] attend` of the inputs in `dir`, with `q` for q, block 8 and `top_k`,
+/// on `backend`, then `extra`.
+fn attend_args(globals: &[&str], dir: &Path, q: &Path, backend: &str, top_k: &str) -> Vec<String> {
     let path = |name: &str| dir.join(name).display().to_string();
-    let mut args = vec![
+    let mut args: Vec<String> = globals.iter().map(|s| s.to_string()).collect();
+    args.extend([
         "attend".to_string(),
         "--q".into(),
         q.display().to_string(),
@@ -86,12 +88,18 @@ fn attend(dir: &Path, q: &Path, backend: &str, extra: &[&str]) -> Output {
         "--block-size".into(),
         "8".into(),
         "--top-k".into(),
-        "2".into(),
+        top_k.into(),
         "--backend".into(),
         backend.into(),
         "--out-dir".into(),
         path("out"),
-    ];
+    ]);
+    args
+}
+
+/// `moba attend` of the inputs in `dir` (`q` replaced by `q`), top-2, on `backend`.
+fn attend(dir: &Path, q: &Path, backend: &str, extra: &[&str]) -> Output {
+    let mut args = attend_args(&[], dir, q, backend, "2");
     args.extend(extra.iter().map(|s| s.to_string()));
     moba(&args)
 }
@@ -166,24 +174,7 @@ fn a_top_k_past_memory_is_refused_before_allocating() {
     write_inputs(&dir);
     let q = dir.join("q.npy");
     for backend in BACKENDS {
-        let path = |name: &str| dir.join(name).display().to_string();
-        let output = moba(&[
-            "attend",
-            "--q",
-            &q.display().to_string(),
-            "--k",
-            &path("k.npy"),
-            "--v",
-            &path("v.npy"),
-            "--block-size",
-            "8",
-            "--top-k",
-            "1000000000000000",
-            "--backend",
-            backend,
-            "--out-dir",
-            &path("out"),
-        ]);
+        let output = moba(&attend_args(&[], &dir, &q, backend, "1000000000000000"));
         let stderr = text(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{backend}: {stderr}");
         assert!(!stderr.contains("panicked"), "{backend}: {stderr}");
@@ -559,51 +550,15 @@ fn burn_wgpu_runs_on_the_adapter_asked_for() {
     let dir = scratch("burn-adapter");
     write_inputs(&dir);
     let q = dir.join("q.npy");
-    let path = |name: &str| dir.join(name).display().to_string();
-    let on_gl = moba(&[
-        "--api",
-        "gl",
-        "attend",
-        "--q",
-        &q.display().to_string(),
-        "--k",
-        &path("k.npy"),
-        "--v",
-        &path("v.npy"),
-        "--block-size",
-        "8",
-        "--top-k",
-        "2",
-        "--backend",
-        "burn-wgpu",
-        "--out-dir",
-        &path("out"),
-    ]);
+    let on_gl = moba(&attend_args(&["--api", "gl"], &dir, &q, "burn-wgpu", "2"));
     assert_ok(&on_gl);
     assert!(
         text(&on_gl.stderr).contains("(Gl)"),
         "{}",
         text(&on_gl.stderr)
     );
-    let nowhere = moba(&[
-        "--adapter",
-        "no such gpu",
-        "attend",
-        "--q",
-        &q.display().to_string(),
-        "--k",
-        &path("k.npy"),
-        "--v",
-        &path("v.npy"),
-        "--block-size",
-        "8",
-        "--top-k",
-        "2",
-        "--backend",
-        "burn-wgpu",
-        "--out-dir",
-        &path("out"),
-    ]);
+    let globals = ["--adapter", "no such gpu"];
+    let nowhere = moba(&attend_args(&globals, &dir, &q, "burn-wgpu", "2"));
     assert_refused(&nowhere, "whose name contains 'no such gpu' (found: [");
 }
 
@@ -618,4 +573,59 @@ fn no_adapter_says_what_to_install() {
     let output = moba(&["--api", api, "demo", "--seq-len", "64"]);
     assert_refused(&output, "no GPU adapter found");
     assert!(text(&output.stderr).contains("mesa-vulkan-drivers"));
+}
+
+/// `moba ARGS` with writes past `kib` KiB failing as they do on a full disk (EFBIG from the
+/// file-size limit, its signal ignored): what a run leaves behind when the disk fills.
+#[cfg(unix)]
+fn moba_on_a_full_disk(kib: u64, args: &[String]) -> Output {
+    let script = format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\"");
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_moba"))
+        .args(args)
+        .output()
+        .expect("bash runs")
+}
+
+#[cfg(unix)]
+#[test]
+fn a_full_disk_leaves_earlier_outputs_whole_and_no_empty_model() {
+    let dir = scratch("full-disk");
+    write_inputs(&dir);
+    let q = dir.join("q.npy");
+    assert_ok(&attend(&dir, &q, "reference", &[]));
+    let before = std::fs::read(dir.join("out/o.npy")).unwrap();
+    // o.npy takes 2.6 KiB: past a 1 KiB limit its write fails.
+    let (mut other_q, ..) = inputs(&SHAPE, 4);
+    other_q[0] += 1.0;
+    npy::write(&dir.join("q2.npy"), &[1, 2, 40, 8], &other_q).unwrap();
+    let full = moba_on_a_full_disk(
+        1,
+        &attend_args(&[], &dir, &dir.join("q2.npy"), "reference", "2"),
+    );
+    assert_refused(&full, "File too large");
+    assert_eq!(
+        std::fs::read(dir.join("out/o.npy")).unwrap(),
+        before,
+        "o.npy changed"
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+
+    // A run whose checkpoints do not fit (the tiny model's records take about 140 KiB).
+    let run = dir.join("run");
+    let train = tiny("train", &run, &["--steps", "4", "--valid-every", "2"]);
+    let full = moba_on_a_full_disk(64, &train);
+    assert_refused(&full, "stopped before its 4 steps");
+    assert!(
+        !run.join("model.mpk").exists(),
+        "a final model on a full disk"
+    );
+    assert_eq!(Checkpoints::scan(&run).newest_complete, None);
 }
