@@ -66,10 +66,10 @@ fn sync_dir(dir: &Path) {
     } else {
         dir
     };
-    if cfg!(unix) {
-        if let Ok(handle) = std::fs::File::open(dir) {
-            handle.sync_all().ok();
-        }
+    if cfg!(unix)
+        && let Ok(handle) = std::fs::File::open(dir)
+    {
+        handle.sync_all().ok();
     }
 }
 

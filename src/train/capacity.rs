@@ -84,34 +84,33 @@ pub fn check_capacity(config: &TrainConfig, capacity: &DeviceCapacity) -> Result
             "this model and batch need more bytes than a 64-bit size holds: lower {sizes}"
         )));
     };
-    if let Some((available, what)) = &capacity.memory {
-        if needed > *available {
-            return Err(MobaError::Config(format!(
-                "training this model needs at least {:.2} GiB ({} parameters with their \
+    if let Some((available, what)) = &capacity.memory
+        && needed > *available
+    {
+        return Err(MobaError::Config(format!(
+            "training this model needs at least {:.2} GiB ({} parameters with their \
                  gradients and AdamW state, and the activations of {} x {} bytes), but {what} \
                  is {:.2} GiB: lower {sizes}",
-                gib(needed),
-                parameter_count(&config.model).unwrap_or(0),
-                config.batch_size,
-                config.seq_len,
-                gib(*available)
-            )));
-        }
+            gib(needed),
+            parameter_count(&config.model).unwrap_or(0),
+            config.batch_size,
+            config.seq_len,
+            gib(*available)
+        )));
     }
     if let (Some(largest), Some((limit, what))) =
         (largest_tensor_bytes(config), &capacity.largest_buffer)
+        && largest > *limit
     {
-        if largest > *limit {
-            return Err(MobaError::limit(
-                format!(
-                    "the largest tensor of a training step ({:.2} GiB)",
-                    gib(largest)
-                ),
-                what,
-                largest,
-                *limit,
-            ));
-        }
+        return Err(MobaError::limit(
+            format!(
+                "the largest tensor of a training step ({:.2} GiB)",
+                gib(largest)
+            ),
+            what,
+            largest,
+            *limit,
+        ));
     }
     Ok(())
 }
