@@ -13,6 +13,11 @@ cd "$(dirname "$0")/.."
 say() { echo "setup: $*" >&2; }
 
 apt_install() {
+    command -v apt-get >/dev/null || {
+        say "this machine has no apt-get: install the equivalents of $* with its package manager"
+        say "(Mesa's Vulkan and EGL drivers, Chromium and its WebDriver, Node.js and npm), then run this again"
+        exit 1
+    }
     local sudo=()
     if [ "$(id -u)" != 0 ]; then
         command -v sudo >/dev/null || {
@@ -28,8 +33,10 @@ apt_install() {
 }
 
 packages=()
-ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || packages+=(mesa-vulkan-drivers libvulkan1)
-ls /usr/lib/*/libEGL_mesa.so.0 >/dev/null 2>&1 || packages+=(libegl1 libegl-mesa0)
+if [ "$(uname -s)" = Linux ]; then
+    ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || packages+=(mesa-vulkan-drivers libvulkan1)
+    ls /usr/lib/*/libEGL_mesa.so.0 >/dev/null 2>&1 || packages+=(libegl1 libegl-mesa0)
+fi
 [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || packages+=(chromium chromium-driver)
 command -v npm >/dev/null || packages+=(nodejs npm)
 if [ ${#packages[@]} -gt 0 ]; then
@@ -45,7 +52,8 @@ if [ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $wasm_bindgen" ]; 
     say "installing wasm-bindgen-cli $wasm_bindgen (cargo install: a few minutes)"
     cargo install --quiet wasm-bindgen-cli --version "$wasm_bindgen"
 fi
-if [ ! -d web/node_modules/playwright-core ]; then
+# Again whenever web/package-lock.json changed since the last install.
+if [ ! -d web/node_modules/playwright-core ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
     say "installing web/'s npm packages (npm ci)"
     (cd web && npm ci --no-audit --no-fund --silent)
 fi

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{MobaError, Result};
 
@@ -21,22 +22,29 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes every `(path, bytes)` pair: all temporary files first, then the renames, so that a
-/// failure while writing (a full disk) leaves every target as it was.
+/// failure while writing (a full disk) leaves every target as it was. (A rename that fails
+/// midway, which a full disk does not cause, can leave some targets new and some old.)
 pub fn write_all_atomically(files: &[(PathBuf, &[u8])]) -> Result<()> {
     let mut written: Vec<(PathBuf, &Path)> = Vec::new();
+    let clean_up = |written: &[(PathBuf, &Path)]| {
+        written
+            .iter()
+            .for_each(|(t, _)| drop(std::fs::remove_file(t)));
+    };
     for (path, bytes) in files {
         let temporary = temporary_path(path);
         if let Err(error) = write_synced(&temporary, bytes) {
             std::fs::remove_file(&temporary).ok();
-            written
-                .iter()
-                .for_each(|(t, _)| drop(std::fs::remove_file(t)));
+            clean_up(&written);
             return Err(error);
         }
         written.push((temporary, path));
     }
-    for (temporary, path) in &written {
-        std::fs::rename(temporary, path).map_err(|e| MobaError::io(path, e))?;
+    for (index, (temporary, path)) in written.iter().enumerate() {
+        if let Err(error) = std::fs::rename(temporary, path) {
+            clean_up(&written[index..]);
+            return Err(MobaError::io(path, error));
+        }
     }
     if let Some(dir) = files.first().and_then(|(path, _)| path.parent()) {
         sync_dir(dir);
@@ -44,13 +52,16 @@ pub fn write_all_atomically(files: &[(PathBuf, &[u8])]) -> Result<()> {
     Ok(())
 }
 
-/// `DIR/.NAME.tmp`: beside the target (a rename within one file system), hidden.
+/// `DIR/.NAME.PID-N.tmp`: beside the target (a rename within one file system), hidden, and
+/// unique to this write, so that two writers of one target never share a temporary file.
 pub fn temporary_path(path: &Path) -> PathBuf {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
+    path.with_file_name(format!(".{name}.{}-{write}.tmp", std::process::id()))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -81,20 +92,26 @@ mod tests {
     fn a_failed_write_leaves_every_target_as_it_was() {
         let dir = std::env::temp_dir().join(format!("moba-files-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (first, second) = (dir.join("a.txt"), dir.join("b.txt"));
+        let first = dir.join("a.txt");
         std::fs::write(&first, b"old a").unwrap();
-        // The second target's temporary name is a folder: its write fails.
-        std::fs::create_dir_all(temporary_path(&second)).unwrap();
+        // The second target's folder does not exist: its temporary file cannot be written.
+        let second = dir.join("missing").join("b.txt");
         let files = [
             (first.clone(), &b"new a"[..]),
             (second.clone(), &b"new b"[..]),
         ];
         assert!(write_all_atomically(&files).is_err());
         assert_eq!(std::fs::read(&first).unwrap(), b"old a");
-        assert!(!second.exists() && !temporary_path(&first).exists());
-        std::fs::remove_dir(temporary_path(&second)).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, ["a.txt"], "temporary files left behind");
+        std::fs::create_dir_all(dir.join("missing")).unwrap();
         write_all_atomically(&files).unwrap();
         assert_eq!(std::fs::read(&second).unwrap(), b"new b");
+        assert_eq!(std::fs::read(&first).unwrap(), b"new a");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use bytemuck::Pod;
 
 use crate::error::{MobaError, Result};
+use crate::memory::check_host;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
@@ -33,8 +34,9 @@ pub struct Array<T> {
 const MAX_HEADER_BYTES: usize = 1 << 20;
 
 /// Reads an array of `T` from a `.npy` file: the header first, then exactly the data bytes
-/// its shape declares, checked against the file's size before anything is allocated (a
-/// header that declares more than the file holds, or than memory can address, is an error).
+/// its shape declares, checked against the file's size (for a regular file) and the host's
+/// memory before anything is allocated (a header that declares more than the file holds,
+/// or than memory can hold, is an error).
 pub fn read<T: Element>(path: &Path) -> Result<Array<T>> {
     let npy_error = |message: String| MobaError::Npy {
         path: path.display().to_string(),
@@ -62,8 +64,16 @@ pub fn read<T: Element>(path: &Path) -> Result<Array<T>> {
             )));
         }
     }
+    // The payload and its typed copy are held at once.
+    check_host(
+        &format!(
+            "{} ({data_bytes} data bytes, read and converted)",
+            path.display()
+        ),
+        (data_bytes as u64).checked_mul(2),
+    )?;
     // One byte more than declared tells a longer stream (a pipe, a device) apart.
-    let mut payload = Vec::new();
+    let mut payload = Vec::with_capacity(data_bytes.saturating_add(1));
     (&mut reader)
         .take((data_bytes as u64).saturating_add(1))
         .read_to_end(&mut payload)
@@ -340,6 +350,38 @@ mod tests {
     fn an_endless_stream_is_refused_without_reading_it_all() {
         let error = read::<f32>(Path::new("/dev/zero")).unwrap_err().to_string();
         assert!(error.contains("bad magic"), "{error}");
+        // Pipes have no size to check: a valid header that declares 4 TB is refused from the
+        // host's memory, and a longer stream than declared from its first extra byte.
+        let dir = std::env::temp_dir().join(format!("moba-npy-pipe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (shape, expected) in [
+            ("(1000000000000,)", "host memory"),
+            ("(2,)", "needs 8 data bytes, file has 9 or more"),
+        ] {
+            let pipe = dir.join("pipe.npy");
+            std::fs::remove_file(&pipe).ok();
+            let made = std::process::Command::new("mkfifo")
+                .arg(&pipe)
+                .status()
+                .unwrap();
+            assert!(made.success());
+            let writer = {
+                let (pipe, bytes) = (pipe.clone(), with_shape(shape, &[7; 4096]));
+                // Writes until the reader closes the pipe (an endless stream, as far as the
+                // reader can tell), then fails on the broken pipe.
+                std::thread::spawn(move || {
+                    use std::io::Write;
+                    let mut file = std::fs::OpenOptions::new().write(true).open(pipe).unwrap();
+                    if file.write_all(&bytes).is_ok() {
+                        while file.write_all(&[7; 4096]).is_ok() {}
+                    }
+                })
+            };
+            let error = read::<f32>(&pipe).unwrap_err().to_string();
+            assert!(error.contains(expected), "{shape}: {error}");
+            writer.join().unwrap();
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

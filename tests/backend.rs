@@ -4,6 +4,7 @@
 
 use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
 use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::cubecl::Runtime;
 use burn::module::Module;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Distribution, Tensor, TensorData};
@@ -290,11 +291,16 @@ fn bad_input_names_the_wrong_dimension() {
 
 #[test]
 fn a_problem_past_the_devices_binding_limit_is_an_error_on_burn_wgpu() {
-    // 64 rows of 600,000 selected blocks each: a 153 MB selection, past the 128 MiB binding
-    // that lavapipe and llvmpipe offer (cubecl panicked allocating it before moba_prepare).
+    // 64 rows with one block more than fits the device's largest binding in their selection
+    // (cubecl panicked allocating it before moba_prepare; 128 MiB on lavapipe and llvmpipe).
     let device = wgpu_device();
+    let binding = WgpuRuntime::client(&device)
+        .properties()
+        .memory
+        .max_page_size;
+    let top_k = (binding / (64 * 4)) as usize + 1;
     let q = Tensor::<Wgpu, 4>::zeros([1, 1, 64, 4], &device);
-    let error = moba_attention(q.clone(), q.clone(), q, &MobaConfig::new(4, 600_000)).unwrap_err();
+    let error = moba_attention(q.clone(), q.clone(), q, &MobaConfig::new(4, top_k)).unwrap_err();
     assert!(
         matches!(&error, MobaError::LimitExceeded { limit, .. } if *limit == "max_storage_buffer_binding_size"),
         "{error}"

@@ -545,6 +545,8 @@ fn generate_checks_the_prompt_first_and_says_when_the_context_is_full() {
     );
 }
 
+/// Mesa's OpenGL adapter is what CI (Linux) has beside lavapipe.
+#[cfg(target_os = "linux")]
 #[test]
 fn burn_wgpu_runs_on_the_adapter_asked_for() {
     let dir = scratch("burn-adapter");
@@ -563,7 +565,7 @@ fn burn_wgpu_runs_on_the_adapter_asked_for() {
 }
 
 #[test]
-fn no_adapter_says_what_to_install() {
+fn an_adapter_that_is_not_there_is_named() {
     // No DX12 on Linux, Metal elsewhere: either way no adapter of that API.
     let api = if cfg!(target_os = "macos") {
         "dx12"
@@ -572,7 +574,6 @@ fn no_adapter_says_what_to_install() {
     };
     let output = moba(&["--api", api, "demo", "--seq-len", "64"]);
     assert_refused(&output, "no GPU adapter found");
-    assert!(text(&output.stderr).contains("mesa-vulkan-drivers"));
 }
 
 /// `moba ARGS` with writes past `kib` KiB failing as they do on a full disk (EFBIG from the

@@ -48,8 +48,7 @@ pub(crate) fn padding<B: Backend>(
     multiple: usize,
     config: &MobaConfig,
 ) -> (MobaConfig, impl Fn(FloatTensor<B>) -> FloatTensor<B>) {
-    let config = config.with_scale(config.scale_for(head_dim));
-    let padded = head_dim.next_multiple_of(multiple);
+    let (config, padded) = padded_config(head_dim, multiple, config);
     let pad = move |tensor: FloatTensor<B>| {
         if padded == head_dim {
             return tensor;
@@ -63,6 +62,17 @@ pub(crate) fn padding<B: Backend>(
             .tensor()
     };
     (config, pad)
+}
+
+/// The config the kernels run (its scale fixed for the true head dim) and the head dim
+/// padded to `multiple`.
+pub(crate) fn padded_config(
+    head_dim: usize,
+    multiple: usize,
+    config: &MobaConfig,
+) -> (MobaConfig, usize) {
+    let config = config.with_scale(config.scale_for(head_dim));
+    (config, head_dim.next_multiple_of(multiple))
 }
 
 /// The first `head_dim` columns of a padded result.

@@ -70,8 +70,9 @@ pub struct MobaGradients<B: Backend> {
 /// `S <= Sk`, a valid config, and [`MobaBackend::moba_prepare`] passed.
 pub trait MobaBackend: Backend {
     /// Checks, before anything runs, that this backend can run the forward and the backward
-    /// of `shape` with `config` on `device`: its driver, its compiled kernels, every buffer
-    /// within the device's limits, the memory a CPU backend materialises. The forward and
+    /// of `shape` with `config` on `device`: its driver, every buffer within the device's
+    /// limits, the memory a CPU backend materialises, and (the CUDA path, whose kernels are
+    /// built at run time) its compiled kernels. The forward and
     /// the backward cannot return errors (burn's `Fusion` runs them later, and its autodiff
     /// calls the backward from `backward()`), so every way they could fail on a working
     /// device is found here; [`moba_attention`] calls it first.

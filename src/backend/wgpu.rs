@@ -13,7 +13,7 @@ use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
 
-use super::cube::{empty, padding, problem_shape, unpad};
+use super::cube::{empty, padded_config, padding, problem_shape, unpad};
 use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
@@ -124,7 +124,7 @@ fn constants(shape: &Shape, config: &MobaConfig, limits: &wgpu::Limits) -> Resul
 /// grid within its workgroup counts.
 fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()> {
     let limits = device_limits(device);
-    let (config, pad) = padding_config(shape.head_dim, config);
+    let (config, pad) = padded_config(shape.head_dim, HEAD_DIM_MULTIPLE, config);
     let shape = Shape {
         head_dim: pad,
         ..*shape
@@ -148,12 +148,6 @@ fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()
         }
     }
     Ok(())
-}
-
-/// The config for the kernels (scale fixed for the true head dim) and the padded head dim.
-fn padding_config(head_dim: usize, config: &MobaConfig) -> (MobaConfig, usize) {
-    let config = config.with_scale(config.scale_for(head_dim));
-    (config, head_dim.next_multiple_of(HEAD_DIM_MULTIPLE))
 }
 
 /// MoBA forward on burn-wgpu tensors (f32, head dim a multiple of 4): `(o, lse, selection)`.

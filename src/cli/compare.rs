@@ -120,7 +120,7 @@ fn prepare(
     request: &AdapterRequest,
 ) -> Result<()> {
     let started = dir.join("train.json").is_file();
-    if started && load_config(dir)? != *config {
+    if started && load_config(dir)?.with_absolute_paths()? != *config {
         return Err(other_run(dir));
     }
     if !dir.join("summary.json").is_file() {

@@ -226,18 +226,8 @@ impl RunArgs {
             };
             DataConfig::Recall { pairs, queries }
         } else {
-            // Absolute, so that `eval` and `--resume` find the text from any directory.
-            let paths = self
-                .text
-                .iter()
-                .map(|path| {
-                    std::path::absolute(path)
-                        .map(|path| path.display().to_string())
-                        .map_err(|e| MobaError::io(path, e))
-                })
-                .collect::<Result<_>>()?;
             DataConfig::Text {
-                paths,
+                paths: self.text.iter().map(|p| p.display().to_string()).collect(),
                 valid_fraction: self.valid_fraction,
             }
         };
@@ -255,7 +245,8 @@ impl RunArgs {
             .with_weight_decay(self.weight_decay)
             .with_curriculum((self.curriculum != 1).then_some(self.curriculum))
             .with_init_from(self.init_from.as_ref().map(|p| p.display().to_string()))
-            .with_seed(self.seed);
+            .with_seed(self.seed)
+            .with_absolute_paths()?;
         config.validate()?;
         Ok(config)
     }

@@ -136,8 +136,14 @@ impl CudaRuntime {
             .cache
             .as_ref()
             .map(|dir| StoredModule::new(&dir.join("nvrtc"), program.name(), target, &source));
-        let ptx = match stored.as_ref().and_then(|stored| stored.load(&source)) {
-            Some(ptx) => Ptx::from_src(ptx),
+        // A stored module this driver no longer loads (another driver, another NVRTC) is
+        // built again and replaced.
+        let loaded = stored
+            .as_ref()
+            .and_then(|stored| stored.load(&source))
+            .and_then(|ptx| self.context.load_module(Ptx::from_src(ptx)).ok());
+        let module = match loaded {
+            Some(module) => module,
             None => {
                 let options = CompileOptions {
                     arch: Some(target),
@@ -150,13 +156,11 @@ impl CudaRuntime {
                     // A cache that cannot be written costs the next run a compile, no more.
                     stored.store(&source, &ptx.to_src()).ok();
                 }
-                ptx
+                self.context
+                    .load_module(ptx)
+                    .map_err(|e| cuda_error(&format!("loading {}", program.name()), e))?
             }
         };
-        let module = self
-            .context
-            .load_module(ptx)
-            .map_err(|e| cuda_error(&format!("loading {}", program.name()), e))?;
         modules.insert((program, constants), module.clone());
         Ok(module)
     }

@@ -67,12 +67,21 @@ pub async fn select_adapter(request: &AdapterRequest) -> Result<(wgpu::Instance,
             selected => selected,
         },
     }
-    .map_err(|error| match error {
-        MobaError::NoAdapter(found) if request.name.is_none() => {
+    .map_err(|error| with_install_hint(error, request))
+}
+
+/// `error` with what to install added where no adapter at all answered a request that
+/// Mesa's CPU drivers (Vulkan and GL) could serve.
+fn with_install_hint(error: MobaError, request: &AdapterRequest) -> MobaError {
+    let mesa = wgpu::Backends::VULKAN | wgpu::Backends::GL;
+    match error {
+        MobaError::NoAdapter(found)
+            if request.name.is_none() && request.backends.is_none_or(|b| b.intersects(mesa)) =>
+        {
             MobaError::NoAdapter(format!("{found}{NO_ADAPTER_HINT}"))
         }
         other => other,
-    })
+    }
 }
 
 /// What a machine with no adapter at all lacks.
@@ -304,5 +313,28 @@ impl GpuContext {
     pub fn submit_and_wait(&self, commands: wgpu::CommandBuffer) -> Result<()> {
         self.queue.submit([commands]);
         self.wait_idle()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_adapter_says_what_to_install_where_mesa_would_do() {
+        let none = || MobaError::NoAdapter(": no adapter".into());
+        let request = |backends| AdapterRequest {
+            name: None,
+            backends,
+        };
+        for backends in [None, Some(wgpu::Backends::VULKAN), Some(wgpu::Backends::GL)] {
+            let error = with_install_hint(none(), &request(backends)).to_string();
+            assert!(
+                error.contains("apt-get install mesa-vulkan-drivers"),
+                "{error}"
+            );
+        }
+        let error = with_install_hint(none(), &request(Some(wgpu::Backends::DX12)));
+        assert!(!error.to_string().contains("apt-get"), "{error}");
     }
 }

@@ -11,7 +11,7 @@ mod gate;
 
 pub use attention::{Forward, dense_forward, forward, forward_rows};
 pub use backward::{Gradients, backward};
-pub use check::{Check, Precision, SampledRows, check_rows, tolerance};
+pub use check::{Check, GATE_NEAR_TIE, Precision, SampledRows, check_rows, tolerance};
 pub use gate::{RowGate, block_means, gate_row, selection};
 
 use crate::config::Shape;

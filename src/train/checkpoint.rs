@@ -81,10 +81,16 @@ fn checksum_line(bytes: &[u8]) -> String {
 }
 
 /// Writes `bytes` to `file` atomically, then its checksum; drops the checksums of records
-/// burn-train has deleted beside it.
+/// burn-train has deleted beside it. A record replaced in place (`model.mpk`) loses its old
+/// checksum first, so a kill between the two writes leaves a record without one, never
+/// one beside another record's checksum.
 fn write_checked(file: &Path, bytes: &[u8]) -> Result<()> {
+    let checksum = checksum_path(file);
+    if checksum.exists() {
+        std::fs::remove_file(&checksum).map_err(|e| MobaError::io(&checksum, e))?;
+    }
     write_atomically(file, bytes)?;
-    write_atomically(&checksum_path(file), checksum_line(bytes).as_bytes())?;
+    write_atomically(&checksum, checksum_line(bytes).as_bytes())?;
     if let Some(dir) = file.parent().and_then(|dir| std::fs::read_dir(dir).ok()) {
         for entry in dir.flatten() {
             let path = entry.path();
@@ -224,8 +230,9 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Reads every record's bytes and checksum. Runs written before checksums existed (no
-    /// checksum in the folder at all) count an epoch complete when its three records exist.
+    /// Reads every record's bytes and checksum. Epochs saved before checksums existed (older
+    /// than every epoch with a checksum: a run written by an earlier `moba`, resumed since)
+    /// count as complete when their three records exist.
     pub fn scan(run: &Path) -> Self {
         let dir = run.join("checkpoint");
         let names: Vec<String> = std::fs::read_dir(&dir)
@@ -234,14 +241,17 @@ impl Checkpoints {
             .flatten()
             .filter_map(|entry| entry.file_name().into_string().ok())
             .collect();
-        let checksummed = names.iter().any(|name| name.ends_with(".crc32"));
+        let epoch_of = |name: &str, suffix: &str| -> Option<usize> {
+            let (_, epoch) = name.strip_suffix(suffix)?.rsplit_once('-')?;
+            epoch.parse().ok()
+        };
+        let first_checksummed = names
+            .iter()
+            .filter_map(|name| epoch_of(name, ".mpk.crc32"))
+            .min();
         let mut epochs: Vec<usize> = names
             .iter()
-            .filter_map(|name| {
-                let stem = name.strip_suffix(".mpk")?;
-                let (_, epoch) = stem.rsplit_once('-')?;
-                epoch.parse().ok()
-            })
+            .filter_map(|name| epoch_of(name, ".mpk"))
             .collect();
         epochs.sort_unstable_by(|a, b| b.cmp(a));
         epochs.dedup();
@@ -250,7 +260,8 @@ impl Checkpoints {
             incomplete: Vec::new(),
         };
         for epoch in epochs {
-            match Self::problem(run, epoch, checksummed) {
+            let before_checksums = first_checksummed.is_none_or(|first| epoch < first);
+            match Self::problem(run, epoch, before_checksums) {
                 None => {
                     found.newest_complete = Some(epoch);
                     break;
@@ -262,15 +273,15 @@ impl Checkpoints {
     }
 
     /// What keeps `epoch`'s checkpoint from being complete, if anything.
-    fn problem(run: &Path, epoch: usize, checksummed: bool) -> Option<String> {
+    fn problem(run: &Path, epoch: usize, before_checksums: bool) -> Option<String> {
         for name in RECORDS {
             let file = checkpoint_file(run, name, epoch).with_extension("mpk");
             let Ok(bytes) = std::fs::read(&file) else {
                 return Some(format!("{} is missing", file.display()));
             };
-            match (verify(&file, &bytes), checksummed) {
-                (Checksum::Matches, _) | (Checksum::Missing, false) => {}
-                (Checksum::Missing, true) => {
+            match (verify(&file, &bytes), before_checksums) {
+                (Checksum::Matches, _) | (Checksum::Missing, true) => {}
+                (Checksum::Missing, false) => {
                     return Some(format!(
                         "{} has no checksum: its save did not finish",
                         file.display()

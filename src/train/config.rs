@@ -132,6 +132,20 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The config with its text paths absolute (relative ones against the current
+    /// directory), so that `eval` and `--resume` find the text from any directory. Runs
+    /// written before paths were stored absolute compare equal to their absolute form.
+    pub fn with_absolute_paths(mut self) -> Result<Self> {
+        if let DataConfig::Text { paths, .. } = &mut self.data {
+            for path in paths.iter_mut() {
+                let absolute =
+                    std::path::absolute(&*path).map_err(|e| MobaError::io(path.as_ref(), e))?;
+                *path = absolute.display().to_string();
+            }
+        }
+        Ok(self)
+    }
+
     /// Epochs of burn-train: one per validation.
     pub fn epochs(&self) -> usize {
         self.steps / self.valid_every

@@ -200,6 +200,7 @@ pub fn train<B: MobaBackend>(
         .metric_train_numeric(TokensPerSecondMetric::default())
         .metric_train_numeric(LearningRateMetric::new())
         .metric_train(LossGuard::new(stop.clone()))
+        .metric_valid(LossGuard::new(stop.clone()))
         .with_metric_logger(curve)
         .with_file_checkpointer(RunRecorder::new())
         .with_checkpointing_strategy(CheckpointThenStop::new(

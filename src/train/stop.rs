@@ -1,9 +1,12 @@
 //! Stopping a training run early without losing work or hiding it. A run stops on SIGINT or
-//! SIGTERM (Ctrl-C, `kill`), on a loss that is not finite, on a failed checkpoint save
-//! (burn-train stops itself), or from burn's dashboard. The first signal stops the run at
-//! its next checkpoint (the end of the current epoch); a second one stops it after the
-//! current step, keeping the newest complete checkpoint; a third ends the process at once.
-//! Either way `train` then returns an error that says where `--resume` continues.
+//! SIGTERM (Ctrl-C with `--lines` or without a terminal, `kill`), on a loss that is not
+//! finite, on a failed checkpoint save (burn-train stops itself), or from burn's dashboard
+//! (its `q`: the dashboard holds the terminal in raw mode, where Ctrl-C is a key, not a
+//! signal). The first signal stops the run at its next checkpoint (the end of the current
+//! epoch); a second one stops it after the current step, keeping the newest complete
+//! checkpoint; a third ends the process at once. A loss that is not finite stops it after
+//! the current step and keeps every later checkpoint from being saved (its weights are
+//! lost). Either way `train` then returns an error that says where `--resume` continues.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,8 @@ pub struct StopRequest {
     interrupter: Interrupter,
     /// Stop when the next checkpoint is saved.
     at_checkpoint: Arc<AtomicBool>,
+    /// The weights are no longer worth a checkpoint (a loss that is not finite).
+    poisoned: Arc<AtomicBool>,
     /// Why, the first reason given (burn's dashboard may reset the interrupter's own).
     reason: Arc<Mutex<Option<String>>>,
 }
@@ -31,6 +36,7 @@ impl StopRequest {
         Self {
             interrupter,
             at_checkpoint: Arc::default(),
+            poisoned: Arc::default(),
             reason: Arc::default(),
         }
     }
@@ -45,6 +51,12 @@ impl StopRequest {
     pub fn now(&self, reason: &str) {
         self.note(reason);
         self.interrupter.stop(Some(reason));
+    }
+
+    /// Stops the run after the current step and saves no checkpoint from now on.
+    pub fn poisoned(&self, reason: &str) {
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.now(reason);
     }
 
     /// Why the run stopped early, where it did: a reason given here, else burn-train's own
@@ -65,7 +77,8 @@ impl StopRequest {
 }
 
 /// burn-train's checkpointing strategy, with a stop once a checkpoint is saved when one was
-/// asked for (the first Ctrl-C).
+/// asked for (the first Ctrl-C), and no checkpoint of weights a non-finite loss has spoilt
+/// (burn-train checkpoints after validation whether or not it was asked to stop).
 pub struct CheckpointThenStop<S> {
     inner: S,
     stop: StopRequest,
@@ -93,8 +106,9 @@ impl<S: CheckpointingStrategy> CheckpointingStrategy for CheckpointThenStop<S> {
     }
 }
 
-/// Stops the run after the first step whose loss is NaN or infinite: the weights are lost
-/// from there on, and every later checkpoint would hold them.
+/// Stops the run after the first batch whose loss is NaN or infinite, in training or in
+/// validation (weights that an update made NaN show there first): the weights are lost from
+/// there on, and no later checkpoint may hold them.
 #[derive(Clone)]
 pub struct LossGuard {
     name: MetricName,
@@ -118,9 +132,9 @@ impl Metric for LossGuard {
     fn update(&mut self, stats: &LmStats, _: &MetricMetadata) -> SerializedEntry {
         self.steps += 1;
         if !stats.loss.is_finite() {
-            self.stop.now(&format!(
-                "the training loss became {} at forward {} of this epoch (too high a learning \
-                 rate, or a bad setting: nothing after it would be worth keeping)",
+            self.stop.poisoned(&format!(
+                "the loss became {} at batch {} of this epoch's training or validation (too \
+                 high a learning rate, or a bad setting); no checkpoint of these weights was kept",
                 stats.loss, self.steps
             ));
         }
