@@ -219,3 +219,43 @@ fn listen() {
         });
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::data::dataloader::Progress;
+
+    #[test]
+    fn a_non_finite_loss_stops_the_run_and_keeps_no_later_checkpoint() {
+        let stop = StopRequest::new(Interrupter::new());
+        let mut guard = LossGuard::new(stop.clone());
+        let progress = Progress {
+            items_processed: 1,
+            items_total: 4,
+        };
+        let meta = MetricMetadata {
+            progress: progress.clone(),
+            global_progress: progress,
+            iteration: Some(1),
+            lr: None,
+        };
+        let stats = |loss| LmStats {
+            loss,
+            counted: 8,
+            tokens: 8,
+        };
+        guard.update(&stats(2.5), &meta);
+        assert!(!stop.interrupter.should_stop() && stop.reason().is_none());
+        guard.update(&stats(f64::NAN), &meta);
+        assert!(stop.interrupter.should_stop());
+        assert!(stop.poisoned.load(Ordering::SeqCst));
+        let reason = stop.reason().unwrap();
+        assert!(
+            reason.contains("the loss became NaN at batch 2"),
+            "{reason}"
+        );
+        // A later request keeps the first reason.
+        stop.now("SIGINT received");
+        assert_eq!(stop.reason().unwrap(), reason);
+    }
+}
