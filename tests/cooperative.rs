@@ -367,3 +367,63 @@ fn attention_tile_products_in_four_subgroups() {
     }
     assert_eq!((wrong_s, wrong_o), (0, 0));
 }
+
+/// burn's wgpu path plans from the same device capabilities as the host API: on a device
+/// with cooperative matrices (opened by `burn_wgpu_device`) its forward runs the tensor-core
+/// kernel, checked here against the reference at f16 precision, with the gradients of the
+/// portable f32 backward that reads its o and lse.
+#[cfg(feature = "burn")]
+#[test]
+fn burn_wgpu_runs_the_cooperative_forward_where_the_device_has_it() {
+    use burn::backend::{Autodiff, Wgpu};
+    use burn::tensor::{Tensor, TensorData};
+    if cooperative_gpu().is_none() {
+        return;
+    }
+    let (device, _) = moba::backend::burn_wgpu_device(&Default::default()).unwrap();
+    assert_eq!(
+        moba::backend::attention_kernel(&device, 128),
+        AttentionKernel::Cooperative
+    );
+    let shape = Shape {
+        kv_heads: 2,
+        ..Shape::prefill(1, 4, 300, 128)
+    };
+    let config = MobaConfig::new(64, 3);
+    let (q, k, v) = inputs(&shape, 61);
+    let dout = moba::random::normal(shape.q_elems(), 62);
+    let tensor = |data: &[f32], heads: usize| {
+        let dims = [1, heads, 300, 128];
+        Tensor::<Autodiff<Wgpu>, 4>::from_data(TensorData::new(data.to_vec(), dims), &device)
+    };
+    let (qt, kt, vt) = (
+        tensor(&q, 4).require_grad(),
+        tensor(&k, 2).require_grad(),
+        tensor(&v, 2).require_grad(),
+    );
+    let o = moba::backend::moba_attention(qt.clone(), kt.clone(), vt.clone(), &config).unwrap();
+    let values = |t: Tensor<Wgpu, 4>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+    let o_error = reference::max_abs_error(&values(o.clone().inner()), &want.o);
+    // f16 inputs and probabilities with f32 accumulation, as the host API's cooperative run.
+    assert!(o_error < 1e-2, "o error {o_error:e}");
+    assert!(
+        o_error > 1e-6,
+        "o error {o_error:e}: an f32 kernel ran, not the f16 one"
+    );
+    let grads = (o * tensor(&dout, 4)).sum().backward();
+    let exact = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
+    for (name, t, want) in [
+        ("dq", &qt, &exact.dq),
+        ("dk", &kt, &exact.dk),
+        ("dv", &vt, &exact.dv),
+    ] {
+        let got = values(t.grad(&grads).unwrap());
+        let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
+        let error = reference::max_abs_error(&got, want);
+        assert!(
+            error < 2e-2 * scale,
+            "{name} error {error:e} (scale {scale:e})"
+        );
+    }
+}

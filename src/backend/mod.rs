@@ -27,6 +27,8 @@ mod wgpu_device;
 
 pub use api::{MobaAttentionStats, moba_attention, moba_attention_with_stats};
 #[cfg(feature = "burn")]
+pub use wgpu::attention_kernel;
+#[cfg(feature = "burn")]
 pub use wgpu_device::burn_wgpu_device;
 
 use burn::tensor::backend::Backend;

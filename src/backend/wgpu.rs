@@ -1,12 +1,12 @@
 //! MoBA on burn's wgpu backend: the same WGSL kernels and the same [`Schedule`] as the wgpu
-//! runtime, launched through burn's `template` kernels on burn's own device and queue, on the
-//! memory of burn tensors (no host round trip).
+//! runtime (planned by the same functions from the same [`DeviceCaps`], so the cooperative
+//! tensor-core forward runs where the device has it), launched through burn's `template`
+//! kernels on burn's own device and queue, on the memory of burn tensors (no host round trip).
 
 use burn::backend::wgpu::{
     BoolElement, CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, WgpuDevice,
     WgpuRuntime, into_contiguous,
 };
-use burn::cubecl::Runtime;
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::{Handle, KernelArguments};
 use burn::cubecl::{CubeCount, CubeDim};
@@ -14,13 +14,15 @@ use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
 
 use super::cube::{empty, padded_config, padding, problem_shape, unpad};
+use super::wgpu_device::burn_device_caps;
 use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 use crate::gpu::buffers::fold_grid;
 use crate::gpu::kernels::{Kernel, KernelConstants};
-use crate::gpu::plan::{TilePlan, check_buffer_sizes};
+use crate::gpu::plan::{backward_schedule, check_buffer_sizes, forward_schedule};
 use crate::gpu::schedule::{Binding, Schedule};
+use crate::gpu::{AttentionKernel, DeviceCaps};
 use crate::memory::bytes_of;
 
 type Tensor = CubeTensor<WgpuRuntime>;
@@ -29,7 +31,7 @@ type Tensor = CubeTensor<WgpuRuntime>;
 const HEAD_DIM_MULTIPLE: usize = 4;
 
 /// Why the launches cannot fail: `MobaBackend::moba_prepare` checked this problem.
-const PREPARED: &str = "moba_prepare checked the tile plan and the grids of this problem";
+const PREPARED: &str = "moba_prepare checked the plan and the grids of this problem";
 
 /// One of our WGSL kernels as burn template source; compiled once per (kernel, constants).
 struct MobaKernelSource {
@@ -47,22 +49,6 @@ impl KernelSource for MobaKernelSource {
 
     fn id(&self) -> KernelId {
         KernelId::new::<Self>().info((self.kernel, self.constants))
-    }
-}
-
-/// The adapter limits the planner reads, from burn's properties of the device.
-fn device_limits(device: &WgpuDevice) -> wgpu::Limits {
-    let properties = WgpuRuntime::client(device).properties().clone();
-    let hardware = &properties.hardware;
-    wgpu::Limits {
-        max_compute_workgroup_storage_size: hardware.max_shared_memory_size as u32,
-        max_compute_invocations_per_workgroup: hardware.max_units_per_cube,
-        max_compute_workgroup_size_x: hardware.max_cube_dim.0,
-        max_compute_workgroups_per_dimension: hardware.max_cube_count.0,
-        // burn's largest allocation is the device's largest storage binding.
-        max_storage_buffer_binding_size: properties.memory.max_page_size,
-        max_buffer_size: properties.memory.max_page_size,
-        ..wgpu::Limits::downlevel_defaults()
     }
 }
 
@@ -114,16 +100,31 @@ fn launch(schedule: &Schedule, io: &[&Tensor], limits: &wgpu::Limits) {
     }
 }
 
-/// The portable kernels' constants for a problem on this device.
-fn constants(shape: &Shape, config: &MobaConfig, limits: &wgpu::Limits) -> Result<KernelConstants> {
-    Ok(TilePlan::new(limits, shape.head_dim)?.constants(shape.head_dim, config.top_k))
+/// The attention kernel burn's wgpu path runs at `head_dim` on `device`: the cooperative
+/// (tensor-core) one where the device has it (a device `burn_wgpu_device` opened), the
+/// portable one otherwise. The backward is portable f32 either way.
+pub fn attention_kernel(device: &WgpuDevice, head_dim: usize) -> AttentionKernel {
+    let padded = head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
+    AttentionKernel::best(&burn_device_caps(device), padded)
+}
+
+/// The forward and backward schedules of a problem (head dim padded) on `device`.
+fn schedules(
+    shape: &Shape,
+    config: &MobaConfig,
+    caps: &DeviceCaps,
+) -> Result<(Schedule, Schedule)> {
+    let kernel = AttentionKernel::best(caps, shape.head_dim);
+    let (forward, _) = forward_schedule(caps, shape, config, kernel)?;
+    Ok((forward, backward_schedule(caps, shape, config)?))
 }
 
 /// What `moba_prepare` checks: the tile plan, every buffer of the forward and the backward
-/// within the device's largest binding (burn's path runs a problem in one call), and every
-/// grid within its workgroup counts.
+/// within the device's largest binding, and every grid within its workgroup counts. (burn
+/// runs a problem in one call: no tensor of burn's exceeds that binding, so only a scratch
+/// buffer could, and that is an error here rather than a split.)
 fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()> {
-    let limits = device_limits(device);
+    let caps = burn_device_caps(device);
     let (config, pad) = padded_config(shape.head_dim, HEAD_DIM_MULTIPLE, config);
     let shape = Shape {
         head_dim: pad,
@@ -132,19 +133,15 @@ fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()
     // The selection first: a schedule holds one pass per slot, so a huge top-k is refused
     // before one is built.
     let selection = bytes_of(&[shape.q_rows(), config.top_k], 4).unwrap_or(u64::MAX);
-    check_buffer_sizes(&limits, &[("selection", selection)])?;
-    let constants = constants(&shape, &config, &limits)?;
-    let forward = Schedule::forward(
-        &shape,
-        &config,
-        constants,
-        (Kernel::MobaAttention, constants),
-    );
-    let backward = Schedule::backward(&shape, &config, constants);
+    check_buffer_sizes(&caps.limits, &[("selection", selection)])?;
+    let (forward, backward) = schedules(&shape, &config, &caps)?;
     for schedule in [&forward, &backward] {
-        check_buffer_sizes(&limits, &schedule.buffer_sizes(&shape, &config))?;
+        check_buffer_sizes(&caps.limits, &schedule.buffer_sizes(&shape, &config))?;
         for step in &schedule.launches {
-            fold_grid(step.workgroups, limits.max_compute_workgroups_per_dimension)?;
+            fold_grid(
+                step.workgroups,
+                caps.limits.max_compute_workgroups_per_dimension,
+            )?;
         }
     }
     Ok(())
@@ -154,19 +151,13 @@ fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()
 fn forward(q: Tensor, k: Tensor, v: Tensor, config: &MobaConfig) -> [Tensor; 3] {
     let [q, k, v] = [q, k, v].map(into_contiguous);
     let shape = problem_shape(&q, &k);
-    let limits = device_limits(&q.device);
-    let constants = constants(&shape, config, &limits).expect(PREPARED);
-    let schedule = Schedule::forward(
-        &shape,
-        config,
-        constants,
-        (Kernel::MobaAttention, constants),
-    );
+    let caps = burn_device_caps(&q.device);
+    let (schedule, _) = schedules(&shape, config, &caps).expect(PREPARED);
     let rows = vec![shape.batch, shape.q_heads, shape.q_len];
     let o = empty(&q, q.meta.shape().to_vec(), DType::F32);
     let lse = empty(&q, rows.clone(), DType::F32);
     let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
-    launch(&schedule, &[&q, &k, &v, &o, &lse, &selection], &limits);
+    launch(&schedule, &[&q, &k, &v, &o, &lse, &selection], &caps.limits);
     [o, lse, selection]
 }
 
@@ -175,16 +166,15 @@ fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3
     let [q, k, v, o, lse, selection] = saved.map(into_contiguous);
     let dout = into_contiguous(dout);
     let shape = problem_shape(&q, &k);
-    let limits = device_limits(&q.device);
-    let constants = constants(&shape, config, &limits).expect(PREPARED);
-    let schedule = Schedule::backward(&shape, config, constants);
+    let caps = burn_device_caps(&q.device);
+    let (_, schedule) = schedules(&shape, config, &caps).expect(PREPARED);
     let dq = empty(&q, q.meta.shape().to_vec(), DType::F32);
     let dk = empty(&q, k.meta.shape().to_vec(), DType::F32);
     let dv = empty(&q, k.meta.shape().to_vec(), DType::F32);
     launch(
         &schedule,
         &[&q, &k, &v, &o, &lse, &selection, &dout, &dq, &dk, &dv],
-        &limits,
+        &caps.limits,
     );
     [dq, dk, dv]
 }

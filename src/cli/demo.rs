@@ -61,7 +61,7 @@ pub(crate) enum KernelChoice {
 impl KernelChoice {
     pub(crate) fn resolve(self, gpu: &GpuContext, head_dim: usize) -> AttentionKernel {
         match self {
-            KernelChoice::Auto => AttentionKernel::best(gpu, head_dim),
+            KernelChoice::Auto => AttentionKernel::best(gpu.caps(), head_dim),
             KernelChoice::Portable => AttentionKernel::Portable,
             KernelChoice::Cooperative => AttentionKernel::Cooperative,
         }

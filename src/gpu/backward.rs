@@ -2,7 +2,7 @@
 //! selection, with the selection held constant (DESIGN §1.6).
 
 use super::context::GpuContext;
-use super::plan::{TilePlan, groups_per_call};
+use super::plan::{TilePlan, backward_schedule, groups_per_call};
 use super::runner::ScheduleRunner;
 use super::schedule::Schedule;
 use super::timing::StageTimer;
@@ -79,9 +79,7 @@ impl MobaBackward {
     pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
         shape.validate()?;
         config.validate()?;
-        let plan = TilePlan::new(gpu.limits(), shape.head_dim)?;
-        let schedule =
-            Schedule::backward(shape, config, plan.constants(shape.head_dim, config.top_k));
+        let schedule = backward_schedule(gpu.caps(), shape, config)?;
         Ok(Self {
             runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
             shape: *shape,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::caps::DeviceCaps;
 use super::kernels::{Kernel, KernelConstants};
 use crate::error::{MobaError, Result};
 
@@ -41,7 +42,7 @@ fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
 }
 
 /// Features the cooperative-matrix kernel needs.
-const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+pub(crate) const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
 
@@ -126,10 +127,8 @@ pub struct GpuContext {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
-    limits: wgpu::Limits,
+    caps: DeviceCaps,
     features: wgpu::Features,
-    /// Subgroup size when the cooperative-matrix kernel can run here.
-    cooperative_subgroup_size: Option<u32>,
     pipelines: Arc<Mutex<HashMap<(Kernel, KernelConstants), wgpu::ComputePipeline>>>,
     /// First error wgpu reported or the reason the device was lost.
     failure: Arc<Mutex<Option<MobaError>>>,
@@ -196,17 +195,10 @@ impl GpuContext {
             *on_lost.lock().unwrap() =
                 Some(MobaError::DeviceLost(format!("{reason:?}: {message}")));
         });
-        let info = adapter.get_info();
-        let fixed_subgroups = info.subgroup_min_size == info.subgroup_max_size;
-        let cooperative_subgroup_size = (device.features().contains(COOPERATIVE_FEATURES)
-            && offers_cooperative_matrices(adapter)
-            && fixed_subgroups)
-            .then_some(info.subgroup_min_size);
         Self {
-            limits: device.limits(),
+            caps: DeviceCaps::new(adapter, &device),
             features: device.features(),
-            cooperative_subgroup_size,
-            info,
+            info: adapter.get_info(),
             device,
             queue,
             pipelines: Arc::default(),
@@ -225,7 +217,11 @@ impl GpuContext {
         &self.info
     }
     pub fn limits(&self) -> &wgpu::Limits {
-        &self.limits
+        &self.caps.limits
+    }
+    /// What planning reads of this device (its limits, the cooperative kernel's subgroups).
+    pub fn caps(&self) -> &DeviceCaps {
+        &self.caps
     }
     pub fn features(&self) -> wgpu::Features {
         self.features
@@ -233,7 +229,7 @@ impl GpuContext {
 
     /// Subgroup size, when the cooperative-matrix (tensor core) kernel can run here.
     pub fn cooperative_subgroup_size(&self) -> Option<u32> {
-        self.cooperative_subgroup_size
+        self.caps.cooperative_subgroup_size
     }
 
     /// Adapter, API, device type and driver on one line, to print beside every number.

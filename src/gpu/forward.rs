@@ -3,7 +3,7 @@
 use super::buffers::check_buffer;
 use super::context::GpuContext;
 use super::kernels::Kernel;
-use super::plan::{AttentionKernel, TilePlan, cooperative_constants, groups_per_call};
+use super::plan::{AttentionKernel, TilePlan, forward_schedule, groups_per_call};
 use super::runner::ScheduleRunner;
 use super::schedule::Schedule;
 use super::timing::StageTimer;
@@ -99,7 +99,7 @@ impl MobaForward {
             gpu,
             shape,
             config,
-            AttentionKernel::best(gpu, shape.head_dim),
+            AttentionKernel::best(gpu.caps(), shape.head_dim),
         )
     }
 
@@ -112,8 +112,7 @@ impl MobaForward {
     ) -> Result<Self> {
         shape.validate()?;
         config.validate()?;
-        let plan = TilePlan::new(gpu.limits(), shape.head_dim)?;
-        let schedule = Self::schedule(gpu, shape, config, &plan, kernel)?;
+        let (schedule, plan) = forward_schedule(gpu.caps(), shape, config, kernel)?;
         Ok(Self {
             runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
             shape: *shape,
@@ -121,24 +120,6 @@ impl MobaForward {
             plan,
             kernel,
         })
-    }
-
-    fn schedule(
-        gpu: &GpuContext,
-        shape: &Shape,
-        config: &MobaConfig,
-        plan: &TilePlan,
-        kernel: AttentionKernel,
-    ) -> Result<Schedule> {
-        let constants = plan.constants(shape.head_dim, config.top_k);
-        let attention = match kernel {
-            AttentionKernel::Portable => (Kernel::MobaAttention, constants),
-            AttentionKernel::Cooperative => (
-                Kernel::MobaAttentionCoop,
-                cooperative_constants(gpu, shape.head_dim, config.top_k)?,
-            ),
-        };
-        Ok(Schedule::forward(shape, config, constants, attention))
     }
 
     /// Bytes of every buffer a portable forward of this shape binds, inputs and outputs

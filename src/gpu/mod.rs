@@ -9,6 +9,7 @@
 
 mod backward;
 pub(crate) mod buffers;
+mod caps;
 mod context;
 mod dense;
 mod forward;
@@ -21,6 +22,7 @@ mod timing;
 
 pub use backward::{BackwardBuffers, MobaBackward};
 pub use buffers::POISON;
+pub use caps::DeviceCaps;
 pub use context::{
     AdapterRequest, GpuContext, adapters, offers_cooperative_matrices, parse_api, select_adapter,
 };

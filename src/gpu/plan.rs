@@ -1,8 +1,9 @@
 //! Launch planning: tile sizes from the adapter's limits, kernel parameters, and the buffer
 //! sizes a problem needs against the adapter's binding limits.
 
-use super::context::GpuContext;
-use super::kernels::{KernelConstants, Params};
+use super::caps::DeviceCaps;
+use super::kernels::{Kernel, KernelConstants, Params};
+use super::schedule::Schedule;
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::reference::Precision;
@@ -34,9 +35,9 @@ const COOP_QUERY_TILE: u32 = 128;
 const COOP_KEY_TILE: u32 = 32;
 
 impl AttentionKernel {
-    /// The fastest kernel the adapter runs at this head dim: cooperative where possible.
-    pub fn best(gpu: &GpuContext, head_dim: usize) -> Self {
-        match cooperative_constants(gpu, head_dim, 1) {
+    /// The fastest kernel the device runs at this head dim: cooperative where possible.
+    pub fn best(caps: &DeviceCaps, head_dim: usize) -> Self {
+        match cooperative_constants(caps, head_dim, 1) {
             Ok(_) => AttentionKernel::Cooperative,
             Err(_) => AttentionKernel::Portable,
         }
@@ -51,13 +52,45 @@ impl AttentionKernel {
     }
 }
 
+/// The forward of a problem on a device with `kernel` running the attention passes (an
+/// error where the device lacks it), and its tiles: what the wgpu runner and burn's
+/// template runner both launch.
+pub(crate) fn forward_schedule(
+    caps: &DeviceCaps,
+    shape: &Shape,
+    config: &MobaConfig,
+    kernel: AttentionKernel,
+) -> Result<(Schedule, TilePlan)> {
+    let plan = TilePlan::new(&caps.limits, shape.head_dim)?;
+    let constants = plan.constants(shape.head_dim, config.top_k);
+    let attention = match kernel {
+        AttentionKernel::Portable => (Kernel::MobaAttention, constants),
+        AttentionKernel::Cooperative => (
+            Kernel::MobaAttentionCoop,
+            cooperative_constants(caps, shape.head_dim, config.top_k)?,
+        ),
+    };
+    Ok((Schedule::forward(shape, config, constants, attention), plan))
+}
+
+/// The backward of a problem on a device (portable f32 kernels).
+pub(crate) fn backward_schedule(
+    caps: &DeviceCaps,
+    shape: &Shape,
+    config: &MobaConfig,
+) -> Result<Schedule> {
+    let plan = TilePlan::new(&caps.limits, shape.head_dim)?;
+    let constants = plan.constants(shape.head_dim, config.top_k);
+    Ok(Schedule::backward(shape, config, constants))
+}
+
 /// Constants of the cooperative kernel, or why the adapter cannot run it.
 pub(crate) fn cooperative_constants(
-    gpu: &GpuContext,
+    caps: &DeviceCaps,
     head_dim: usize,
     top_k: usize,
 ) -> Result<KernelConstants> {
-    let Some(subgroup_size) = gpu.cooperative_subgroup_size() else {
+    let Some(subgroup_size) = caps.cooperative_subgroup_size else {
         return Err(MobaError::Unsupported(
             "cooperative matrices (16x16x16 f16 -> f32 with SHADER_F16 and a fixed subgroup size)"
                 .into(),
@@ -77,7 +110,7 @@ pub(crate) fn cooperative_constants(
         + keys * (rows + 8) * 2
         + rows * 12
         + 48;
-    let available = gpu.limits().max_compute_workgroup_storage_size as u64;
+    let available = caps.limits.max_compute_workgroup_storage_size as u64;
     if bytes > available {
         return Err(MobaError::limit(
             format!("the cooperative kernel's tiles at head_dim {head_dim}"),

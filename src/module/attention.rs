@@ -9,10 +9,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::KvCache;
-use crate::backend::{MobaBackend, moba_attention};
-use crate::config::{MobaConfig, Shape};
+use crate::backend::{MobaBackend, moba_attention, moba_attention_with_stats};
+use crate::config::MobaConfig;
 use crate::error::{MobaError, Result};
-use crate::reference;
 
 /// Which attention a layer runs. Every kind runs on the same MoBA kernels.
 #[derive(Config, Debug, Copy, PartialEq)]
@@ -230,36 +229,28 @@ impl<B: MobaBackend> MobaAttention<B> {
     }
 
     /// The blocks this layer's gate chooses for every query of `x` (a prefill from position
-    /// 0; at most the RoPE length, as for [`MobaAttention::forward`]), by the CPU reference
-    /// gate ([`reference::selection`]) on the layer's own queries and keys: where a trained
-    /// model routes (`moba eval`). `None` for full attention, which has no gate.
+    /// 0; at most the RoPE length, as for [`MobaAttention::forward`]): the selection the
+    /// backend's own forward returns on the layer's queries and keys, where a trained model
+    /// routes (`moba eval`). `None` for full attention, which has no gate.
     pub fn gate_selection(&self, x: Tensor<B, 3>) -> Result<Option<GateChoices>> {
         if self.kind == AttentionKind::Full {
             return Ok(None);
         }
-        let [batch, seq, _] = x.dims();
-        let shape = Shape {
-            batch,
-            q_heads: self.n_heads,
-            kv_heads: self.n_kv_heads,
-            q_len: seq,
-            kv_len: seq,
-            head_dim: self.d_model / self.n_heads,
-        };
-        let (q, k, _) = self.project(x, 0);
-        let host = |t: Tensor<B, 4>| {
-            t.into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .map_err(|e| MobaError::Config(format!("reading the gate's inputs: {e:?}")))
-        };
+        let seq = x.dims()[1];
+        let (q, k, v) = self.project(x, 0);
         let config = self.kind.config(seq);
+        let selection = moba_attention_with_stats(q, k, v, &config)?.selection;
+        let blocks = selection
+            .into_data()
+            .convert::<i32>()
+            .to_vec::<i32>()
+            .map_err(|e| MobaError::Config(format!("reading the gate's selection: {e:?}")))?;
         Ok(Some(GateChoices {
             block_size: config.block_size,
             top_k: config.top_k,
             heads: self.n_heads,
             seq,
-            blocks: reference::selection(&host(q)?, &host(k)?, &shape, &config),
+            blocks,
         }))
     }
 

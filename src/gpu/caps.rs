@@ -1,0 +1,46 @@
+//! What planning reads of a device, however it was opened: by a [`GpuContext`], or by
+//! burn's wgpu backend (`moba::backend::burn_wgpu_device`). Every planning function takes
+//! these, so the host API and burn's path choose kernels and tiles the same way.
+
+use super::context::{COOPERATIVE_FEATURES, offers_cooperative_matrices};
+
+/// A device's limits, and the subgroup size at which the cooperative (tensor-core) kernel
+/// runs there, where it can.
+///
+/// ```no_run
+/// let gpu = moba::gpu::GpuContext::new_blocking(&Default::default())?;
+/// let caps = gpu.caps();
+/// let kernel = moba::gpu::AttentionKernel::best(caps, 128);
+/// println!("{kernel:?} kernel, {} MiB bindings", caps.limits.max_storage_buffer_binding_size >> 20);
+/// # Ok::<(), moba::MobaError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceCaps {
+    pub limits: wgpu::Limits,
+    /// The subgroup size of the cooperative kernel: `Some` where the adapter offers 16x16x16
+    /// f16 -> f32 matrices with a fixed subgroup size and the device was opened with them.
+    pub cooperative_subgroup_size: Option<u32>,
+}
+
+impl DeviceCaps {
+    /// The capabilities of `device`, opened on `adapter`.
+    pub fn new(adapter: &wgpu::Adapter, device: &wgpu::Device) -> Self {
+        let info = adapter.get_info();
+        let fixed_subgroups = info.subgroup_min_size == info.subgroup_max_size;
+        let cooperative = device.features().contains(COOPERATIVE_FEATURES)
+            && offers_cooperative_matrices(adapter)
+            && fixed_subgroups;
+        Self {
+            limits: device.limits(),
+            cooperative_subgroup_size: cooperative.then_some(info.subgroup_min_size),
+        }
+    }
+
+    /// Limits alone, with no cooperative kernel (a device whose adapter is not known).
+    pub fn portable(limits: wgpu::Limits) -> Self {
+        Self {
+            limits,
+            cooperative_subgroup_size: None,
+        }
+    }
+}
