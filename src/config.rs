@@ -158,14 +158,7 @@ impl Shape {
                 });
             }
         }
-        let shape = Self {
-            batch: q[0],
-            q_heads: q[1],
-            kv_heads: k[1],
-            q_len: q[2],
-            kv_len: k[2],
-            head_dim: q[3],
-        };
+        let shape = Self::of_dims(q, k);
         for (what, expected, actual) in [("k batch", q[0], k[0]), ("k head_dim", q[3], k[3])] {
             if expected != actual {
                 return Err(MobaError::ShapeMismatch {
@@ -177,6 +170,30 @@ impl Shape {
         }
         shape.validate()?;
         Ok(shape)
+    }
+
+    /// The shape of q `[B, Hq, S, D]` and k `[B, Hkv, Sk, D]` dims as they are (no checks:
+    /// for tensors that [`Shape::from_dims`] has checked already).
+    pub fn of_dims(q: &[usize], k: &[usize]) -> Self {
+        Self {
+            batch: q[0],
+            q_heads: q[1],
+            kv_heads: k[1],
+            q_len: q[2],
+            kv_len: k[2],
+            head_dim: q[3],
+        }
+    }
+
+    /// What a kernel that reads the head dim in steps of `multiple` runs: this shape with
+    /// its head dim padded to the multiple (zero columns change no dot product), and the
+    /// config with its scale fixed for the true head dim.
+    pub fn padded(&self, config: &MobaConfig, multiple: usize) -> (Shape, MobaConfig) {
+        let shape = Shape {
+            head_dim: self.head_dim.next_multiple_of(multiple),
+            ..*self
+        };
+        (shape, config.with_scale(config.scale_for(self.head_dim)))
     }
 
     /// Query heads that share one kv head.

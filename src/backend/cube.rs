@@ -1,5 +1,6 @@
 //! What the kernel backends (burn-wgpu's WGSL, burn-cuda's CUDA) share: new tensors on a
-//! device, the problem shape of q and k, and head-dim padding to the kernels' multiple.
+//! device, the problem shape of q and k, and the forward and backward around their
+//! kernels (head dims padded to the kernels' multiple, results unpadded).
 
 use burn::backend::wgpu::CubeTensor;
 use burn::tensor::backend::Backend;
@@ -7,6 +8,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape as TensorShape, Tensor, TensorPrimitive};
 use burn_cubecl::CubeRuntime as Runtime;
 
+use super::{MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 
 /// A new contiguous tensor of `dims` on the device of `like`.
@@ -29,14 +31,56 @@ pub(crate) fn empty<R: Runtime>(
 
 /// The problem shape of q `[B, Hq, S, D]` and k `[B, Hkv, Sk, D]` tensors.
 pub(crate) fn problem_shape<R: Runtime>(q: &CubeTensor<R>, k: &CubeTensor<R>) -> Shape {
-    let (q, k) = (q.meta.shape(), k.meta.shape());
-    Shape {
-        batch: q[0],
-        q_heads: q[1],
-        kv_heads: k[1],
-        q_len: q[2],
-        kv_len: k[2],
-        head_dim: q[3],
+    Shape::of_dims(q.meta.shape(), k.meta.shape())
+}
+
+/// A kernel backend: its tensors (float and int) are cubecl tensors of runtime `R`.
+pub(crate) trait KernelBackend<R: Runtime>:
+    Backend<FloatTensorPrimitive = CubeTensor<R>, IntTensorPrimitive = CubeTensor<R>>
+{
+}
+
+impl<R: Runtime, B> KernelBackend<R> for B where
+    B: Backend<FloatTensorPrimitive = CubeTensor<R>, IntTensorPrimitive = CubeTensor<R>>
+{
+}
+
+/// A kernel backend's forward on q, k, v padded to its head-dim `multiple`, with o
+/// unpadded: `run` gets the padded tensors and the config to run (its scale fixed for the
+/// true head dim), and returns o, lse and the selection.
+pub(crate) fn padded_forward<R: Runtime, B: KernelBackend<R>>(
+    [q, k, v]: [CubeTensor<R>; 3],
+    config: &MobaConfig,
+    multiple: usize,
+    run: impl FnOnce([CubeTensor<R>; 3], &MobaConfig) -> [CubeTensor<R>; 3],
+) -> MobaForwardOutput<B> {
+    let head_dim = q.meta.shape()[3];
+    let (config, pad) = padding::<B>(head_dim, multiple, config);
+    let [o, lse, selection] = run([pad(q), pad(k), pad(v)], &config);
+    MobaForwardOutput {
+        o: unpad::<B>(o, head_dim),
+        lse,
+        selection,
+    }
+}
+
+/// A kernel backend's backward on the saved tensors and dout padded as the forward's, the
+/// gradients unpadded: `run` gets `[q, k, v, o, lse, selection]`, dout and the config.
+pub(crate) fn padded_backward<R: Runtime, B: KernelBackend<R>>(
+    saved: MobaSaved<B>,
+    dout: CubeTensor<R>,
+    config: &MobaConfig,
+    multiple: usize,
+    run: impl FnOnce([CubeTensor<R>; 6], CubeTensor<R>, &MobaConfig) -> [CubeTensor<R>; 3],
+) -> MobaGradients<B> {
+    let head_dim = saved.q.meta.shape()[3];
+    let (config, pad) = padding::<B>(head_dim, multiple, config);
+    let [q, k, v, o] = [saved.q, saved.k, saved.v, saved.o].map(&pad);
+    let [dq, dk, dv] = run([q, k, v, o, saved.lse, saved.selection], pad(dout), &config);
+    MobaGradients {
+        dq: unpad::<B>(dq, head_dim),
+        dk: unpad::<B>(dk, head_dim),
+        dv: unpad::<B>(dv, head_dim),
     }
 }
 
@@ -71,8 +115,12 @@ pub(crate) fn padded_config(
     multiple: usize,
     config: &MobaConfig,
 ) -> (MobaConfig, usize) {
-    let config = config.with_scale(config.scale_for(head_dim));
-    (config, head_dim.next_multiple_of(multiple))
+    let shape = Shape {
+        head_dim,
+        ..Shape::prefill(1, 1, 1, head_dim)
+    };
+    let (padded, config) = shape.padded(config, multiple);
+    (config, padded.head_dim)
 }
 
 /// The first `head_dim` columns of a padded result.

@@ -40,18 +40,6 @@ fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B>
     tensor.into_primitive().tensor()
 }
 
-fn shape_of<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>) -> Shape {
-    let (q, k) = (q.dims(), k.dims());
-    Shape {
-        batch: q[0],
-        q_heads: q[1],
-        kv_heads: k[1],
-        q_len: q[2],
-        kv_len: k[2],
-        head_dim: q[3],
-    }
-}
-
 /// `[B, Hkv, L, D]` -> `[B, Hq, L, D]`: each kv head repeated for the query heads of its group.
 fn expand_heads<B: Backend>(x: Tensor<B, 4>, shape: &Shape) -> Tensor<B, 4> {
     let [b, h, l, d] = x.dims();
@@ -274,7 +262,7 @@ pub fn forward<B: Backend>(
     config: &MobaConfig,
 ) -> MobaForwardOutput<B> {
     let (q, k, v) = (float::<B>(q), float::<B>(k), float::<B>(v));
-    let shape = shape_of(&q, &k);
+    let shape = Shape::of_dims(&q.dims(), &k.dims());
     let chosen = chosen_blocks(&q, &k, &shape, config);
     let attended = attended_keys(chosen.clone(), &shape, config);
     let (k, v) = (expand_heads(k, &shape), expand_heads(v, &shape));
@@ -300,7 +288,7 @@ pub fn backward<B: Backend>(
         float::<B>(saved.o),
     );
     let dout = float::<B>(dout);
-    let shape = shape_of(&q, &k);
+    let shape = Shape::of_dims(&q.dims(), &k.dims());
     let selection = Tensor::<B, 4, Int>::from_primitive(saved.selection);
     let chosen = chosen_from_selection(selection, shape.num_blocks(config.block_size));
     let attended = attended_keys(chosen, &shape, config);

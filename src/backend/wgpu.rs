@@ -13,12 +13,13 @@ use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
 
-use super::cube::{empty, padded_config, padding, problem_shape, unpad};
+use super::cube::{empty, padded_backward, padded_config, padded_forward, problem_shape};
 use super::wgpu_device::burn_device_caps;
 use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 use crate::gpu::buffers::fold_grid;
+use crate::gpu::host::HEAD_DIM_MULTIPLE;
 use crate::gpu::kernels::{Kernel, KernelConstants};
 use crate::gpu::plan::{backward_schedule, check_buffer_sizes, forward_schedule};
 use crate::gpu::schedule::{Binding, Schedule};
@@ -26,9 +27,6 @@ use crate::gpu::{AttentionKernel, DeviceCaps};
 use crate::memory::bytes_of;
 
 type Tensor = CubeTensor<WgpuRuntime>;
-
-/// The kernels read vec4s: head dims are padded to a multiple of 4.
-const HEAD_DIM_MULTIPLE: usize = 4;
 
 /// Why the launches cannot fail: `MobaBackend::moba_prepare` checked this problem.
 const PREPARED: &str = "moba_prepare checked the plan and the grids of this problem";
@@ -192,14 +190,10 @@ impl<BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         v: FloatTensor<Self>,
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
-        let head_dim = q.meta.shape()[3];
-        let (config, pad) = padding::<Self>(head_dim, HEAD_DIM_MULTIPLE, config);
-        let [o, lse, selection] = forward(pad(q), pad(k), pad(v), &config);
-        MobaForwardOutput {
-            o: unpad::<Self>(o, head_dim),
-            lse,
-            selection,
-        }
+        padded_forward::<WgpuRuntime, Self>([q, k, v], config, HEAD_DIM_MULTIPLE, |qkv, config| {
+            let [q, k, v] = qkv;
+            forward(q, k, v, config)
+        })
     }
 
     fn moba_backward(
@@ -207,15 +201,6 @@ impl<BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         dout: FloatTensor<Self>,
         config: &MobaConfig,
     ) -> MobaGradients<Self> {
-        let head_dim = saved.q.meta.shape()[3];
-        let (config, pad) = padding::<Self>(head_dim, HEAD_DIM_MULTIPLE, config);
-        let [q, k, v, o] = [saved.q, saved.k, saved.v, saved.o].map(&pad);
-        let saved = [q, k, v, o, saved.lse, saved.selection];
-        let [dq, dk, dv] = backward(saved, pad(dout), &config);
-        MobaGradients {
-            dq: unpad::<Self>(dq, head_dim),
-            dk: unpad::<Self>(dk, head_dim),
-            dv: unpad::<Self>(dv, head_dim),
-        }
+        padded_backward::<WgpuRuntime, Self>(saved, dout, config, HEAD_DIM_MULTIPLE, backward)
     }
 }

@@ -16,7 +16,7 @@ use super::launch::{CudaParams, CudaPlan, HEAD_DIM_MULTIPLE};
 use super::runtime::CudaRuntime as Driver;
 use super::schedule::{BackwardTensors, CudaSchedule, ForwardTensors, Launch, Scratch};
 use super::source::{CudaConstants, ElemKind};
-use crate::backend::cube::{empty, padding, problem_shape, unpad};
+use crate::backend::cube::{empty, padded_backward, padded_forward, problem_shape};
 use crate::backend::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -232,7 +232,7 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
             ));
         }
         let driver = Driver::get(device.index)?;
-        let head_dim = shape.head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
+        let head_dim = shape.padded(config, HEAD_DIM_MULTIPLE).0.head_dim;
         let dtype = <F as burn::tensor::Element>::dtype();
         let elem = ElemKind::from_dtype(dtype).ok_or_else(|| {
             MobaError::Unsupported(format!(
@@ -253,15 +253,12 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
         v: FloatTensor<Self>,
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
-        let head_dim = q.meta.shape()[3];
-        let (config, pad) = padding::<Self>(head_dim, HEAD_DIM_MULTIPLE, config);
-        let ([o, lse, selection], _) = forward::<F, BT>(pad(q), pad(k), pad(v), &config, false)
-            .unwrap_or_else(|e| panic!("MoBA CUDA forward: {e}"));
-        MobaForwardOutput {
-            o: unpad::<Self>(o, head_dim),
-            lse,
-            selection,
-        }
+        padded_forward::<CudaRuntime, Self>([q, k, v], config, HEAD_DIM_MULTIPLE, |qkv, config| {
+            let [q, k, v] = qkv;
+            forward::<F, BT>(q, k, v, config, false)
+                .unwrap_or_else(|e| panic!("MoBA CUDA forward: {e}"))
+                .0
+        })
     }
 
     fn moba_backward(
@@ -269,16 +266,17 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
         dout: FloatTensor<Self>,
         config: &MobaConfig,
     ) -> MobaGradients<Self> {
-        let head_dim = saved.q.meta.shape()[3];
-        let (config, pad) = padding::<Self>(head_dim, HEAD_DIM_MULTIPLE, config);
-        let [q, k, v, o] = [saved.q, saved.k, saved.v, saved.o].map(&pad);
-        let saved = [q, k, v, o, lse_f32::<F, BT>(saved.lse), saved.selection];
-        let ([dq, dk, dv], _) = backward::<F, BT>(saved, pad(dout), &config, false)
-            .unwrap_or_else(|e| panic!("MoBA CUDA backward: {e}"));
-        MobaGradients {
-            dq: unpad::<Self>(dq, head_dim),
-            dk: unpad::<Self>(dk, head_dim),
-            dv: unpad::<Self>(dv, head_dim),
-        }
+        padded_backward::<CudaRuntime, Self>(
+            saved,
+            dout,
+            config,
+            HEAD_DIM_MULTIPLE,
+            |[q, k, v, o, lse, selection], dout, config| {
+                let saved = [q, k, v, o, lse_f32::<F, BT>(lse), selection];
+                backward::<F, BT>(saved, dout, config, false)
+                    .unwrap_or_else(|e| panic!("MoBA CUDA backward: {e}"))
+                    .0
+            },
+        )
     }
 }

@@ -99,7 +99,7 @@ impl GpuContext {
         shape.check_inputs(q, k, v)?;
         shape.check_dout(dout)?;
         shape.check_host_memory(config.top_k)?;
-        let (config, padded) = padded_problem(shape, config);
+        let (padded, config) = shape.padded(config, HEAD_DIM_MULTIPLE);
         let width = (shape.head_dim, padded.head_dim);
         let [q, k, v, dout] = [q, k, v, dout].map(|data| pad_rows(data, width.0, width.1));
         let per_group: Vec<_> = MobaForward::buffer_sizes(&padded.group_chunk(1), &config)
@@ -209,7 +209,7 @@ impl GpuContext {
         config.validate()?;
         shape.check_inputs(q, k, v)?;
         shape.check_host_memory(config.top_k)?;
-        let (config, padded) = padded_problem(shape, config);
+        let (padded, config) = shape.padded(config, HEAD_DIM_MULTIPLE);
         let width = (shape.head_dim, padded.head_dim);
         let [q, k, v] = [q, k, v].map(|data| pad_rows(data, width.0, width.1));
         let per_group = match attention {
@@ -292,16 +292,8 @@ impl GpuContext {
     }
 }
 
-/// The config with its scale fixed for the true head dim, and the shape with the head dim
-/// padded to a multiple of 4 (the kernels read vec4s).
-fn padded_problem(shape: &Shape, config: &MobaConfig) -> (MobaConfig, Shape) {
-    let config = config.with_scale(config.scale_for(shape.head_dim));
-    let padded = Shape {
-        head_dim: shape.head_dim.next_multiple_of(4),
-        ..*shape
-    };
-    (config, padded)
-}
+/// The kernels read vec4s: head dims are padded to a multiple of 4.
+pub(crate) const HEAD_DIM_MULTIPLE: usize = 4;
 
 /// Rows of `width` values widened to `padded` with zeros (zero columns change no dot product).
 fn pad_rows(data: &[f32], width: usize, padded: usize) -> Cow<'_, [f32]> {

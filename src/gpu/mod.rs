@@ -13,7 +13,7 @@ mod caps;
 mod context;
 mod dense;
 mod forward;
-mod host;
+pub(crate) mod host;
 pub(crate) mod kernels;
 pub(crate) mod plan;
 mod runner;
