@@ -5,7 +5,7 @@
 
 pub mod peers;
 
-use std::time::Instant;
+use web_time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -146,7 +146,12 @@ pub fn measure(
 
         progress(&format!("call {}/{calls}: moba", call + 1));
         let moba = MobaForward::with_kernel(gpu, &part, config, options.kernel)?;
-        found.moba_seconds += median_seconds(gpu, options, |encoder| moba.encode(encoder, &io))?;
+        found.moba_seconds += pollster::block_on(median_seconds(
+            gpu,
+            options.runs,
+            options.warmup,
+            |encoder| moba.encode(encoder, &io),
+        ))?;
         if let (Some(timer), Some(stages)) = (&timer, &mut found.stage_seconds) {
             add_stage_times(gpu, timer, stages, |encoder| {
                 moba.encode_timed(encoder, &io, timer)
@@ -170,10 +175,15 @@ pub fn measure(
                 dk: &dk,
                 dv: &dv,
             };
-            *total += median_seconds(gpu, options, |encoder| {
-                moba.encode(encoder, &io)?;
-                backward.encode(encoder, &grads)
-            })?;
+            *total += pollster::block_on(median_seconds(
+                gpu,
+                options.runs,
+                options.warmup,
+                |encoder| {
+                    moba.encode(encoder, &io)?;
+                    backward.encode(encoder, &grads)
+                },
+            ))?;
             if let (Some(timer), Some(stages)) =
                 (&backward_timer, &mut found.backward_stage_seconds)
             {
@@ -199,9 +209,12 @@ pub fn measure(
         if let Some(total) = &mut found.dense_seconds {
             progress(&format!("call {}/{calls}: dense", call + 1));
             let dense = DenseForward::new(gpu, &part, config)?;
-            *total += median_seconds(gpu, options, |encoder| {
-                dense.encode(encoder, io.q, io.k, io.v, io.o, io.lse)
-            })?;
+            *total += pollster::block_on(median_seconds(
+                gpu,
+                options.runs,
+                options.warmup,
+                |encoder| dense.encode(encoder, io.q, io.k, io.v, io.o, io.lse),
+            ))?;
         }
     }
     Ok(found)
@@ -241,25 +254,46 @@ pub fn memory_bytes(shape: &Shape, config: &MobaConfig, backward: bool) -> u64 {
     seen.values().sum()
 }
 
-/// Median wall time of `runs` synchronised runs after `warmup` untimed ones.
-fn median_seconds(
+/// Median wall time of `runs` synchronised runs of what `encode` records, after `warmup`
+/// untimed ones: from the submit until the queue reports the work done. Async, so that the
+/// browser (whose event loop delivers that report) times the same way; `web_time`'s clock is
+/// `performance.now()` there.
+pub async fn median_seconds(
     gpu: &GpuContext,
-    options: &BenchOptions,
+    runs: usize,
+    warmup: usize,
     mut encode: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
 ) -> Result<f64> {
-    let mut run = || -> Result<f64> {
+    let mut times = Vec::with_capacity(runs);
+    for run in 0..warmup + runs.max(1) {
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         encode(&mut encoder)?;
         let start = Instant::now();
-        gpu.submit_and_wait(encoder.finish())?;
-        Ok(start.elapsed().as_secs_f64())
-    };
-    for _ in 0..options.warmup {
-        run()?;
+        gpu.queue().submit([encoder.finish()]);
+        gpu.work_done().await?;
+        if run >= warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
     }
-    let times = (0..options.runs.max(1))
-        .map(|_| run())
-        .collect::<Result<Vec<f64>>>()?;
+    Ok(median(times))
+}
+
+/// Median wall time of `runs` calls of `run` after `warmup` untimed ones; `run` gets the
+/// call's index (to rotate inputs) and returns once its work is done. The loop of the
+/// CUDA benchmark and of burn's attention baseline.
+pub fn median_wall_seconds(
+    runs: usize,
+    warmup: usize,
+    mut run: impl FnMut(usize) -> Result<()>,
+) -> Result<f64> {
+    let mut times = Vec::with_capacity(runs);
+    for index in 0..warmup + runs.max(1) {
+        let start = Instant::now();
+        run(index)?;
+        if index >= warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
     Ok(median(times))
 }
 

@@ -1,8 +1,6 @@
 //! burn's own attention op as a baseline: `burn::tensor::module::attention` with causal
 //! masking, the call a burn user would reach for, timed on a burn wgpu device.
 
-use std::time::Instant;
-
 use burn::backend::Wgpu;
 use burn::backend::wgpu::WgpuDevice;
 use burn::tensor::backend::Backend;
@@ -10,7 +8,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Distribution, Tensor};
 
-use crate::bench::median;
+use crate::bench::median_wall_seconds;
 use crate::config::Shape;
 use crate::error::{MobaError, Result};
 
@@ -42,17 +40,12 @@ pub fn burn_attention_seconds(device: &WgpuDevice, shape: &Shape, runs: usize) -
         softcap: None,
         is_causal: true,
     };
-    let run = |index: usize| -> Result<f64> {
+    median_wall_seconds(runs, 1, |index| {
         let (q, k, v) = inputs[index % inputs.len()].clone();
-        let start = Instant::now();
         let o = attention(q, k, v, None, None, options);
         <Wgpu as Backend>::sync(device)
             .map_err(|e| MobaError::Gpu(format!("burn attention: {e:?}")))?;
-        let seconds = start.elapsed().as_secs_f64();
         drop(o);
-        Ok(seconds)
-    };
-    run(0)?;
-    let times = (1..=runs.max(1)).map(run).collect::<Result<Vec<f64>>>()?;
-    Ok(median(times))
+        Ok(())
+    })
 }

@@ -3,8 +3,6 @@
 //! on) for the median; CUDA events between kernels for the stage split; random inputs
 //! rotated between two sets; the error of sampled rows against the f64 reference.
 
-use std::time::Instant;
-
 use burn::backend::cuda::CudaDevice;
 use burn::backend::wgpu::CubeBackend;
 use burn::cubecl::cuda::CudaRuntime;
@@ -15,7 +13,7 @@ use super::backend::{KernelTimes, backward, forward};
 use super::launch::CudaPlan;
 use super::runtime::CudaRuntime as Driver;
 use super::source::{ElemKind, MmaKind};
-use crate::bench::{Record, median};
+use crate::bench::{Record, median_wall_seconds};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::gpu::{BACKWARD_STAGES, STAGES};
@@ -97,13 +95,7 @@ pub fn measure(
     progress("compiling (NVRTC) and warming up");
     run_forward(0, false)?;
     progress("forward");
-    let mut samples = Vec::new();
-    for run in 0..runs {
-        let start = Instant::now();
-        run_forward(run % 2, false)?;
-        samples.push(start.elapsed().as_secs_f64());
-    }
-    let moba_seconds = median(samples);
+    let moba_seconds = median_wall_seconds(runs, 0, |run| run_forward(run % 2, false).map(drop))?;
     let ([o, lse, selection], forward_times) = run_forward(0, true)?;
     let stage_ms = stage_split(&forward_times, STAGES);
 
@@ -119,14 +111,8 @@ pub fn measure(
             let (_, times) = backward::<f32, u8>(saved, dout, &config, timed)?;
             Ok(times)
         };
-        run_step(1, false)?;
-        let mut samples = Vec::new();
-        for run in 0..runs {
-            let start = Instant::now();
-            run_step(run % 2, false)?;
-            samples.push(start.elapsed().as_secs_f64());
-        }
-        step_ms = Some(median(samples) * 1e3);
+        let seconds = median_wall_seconds(runs, 1, |run| run_step((run + 1) % 2, false).map(drop))?;
+        step_ms = Some(seconds * 1e3);
         backward_stage_ms = Some(stage_split(&run_step(0, true)?, BACKWARD_STAGES));
     }
 

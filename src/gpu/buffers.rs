@@ -90,6 +90,22 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Resolves once the GPU has finished everything submitted so far (native: waits for
+    /// it; in the browser the event loop delivers the report).
+    pub async fn work_done(&self) -> Result<()> {
+        let (sender, receiver) = futures_channel::oneshot::channel();
+        self.queue().on_submitted_work_done(move || {
+            let _ = sender.send(());
+        });
+        if !cfg!(target_arch = "wasm32") {
+            self.wait_idle()?;
+        }
+        receiver
+            .await
+            .map_err(|_| MobaError::DeviceLost("the queue dropped its work-done report".into()))?;
+        self.check()
+    }
+
     /// Copies a buffer back to the host.
     pub async fn download<T: Pod>(&self, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
         let staging = self.device().create_buffer(&wgpu::BufferDescriptor {

@@ -24,7 +24,6 @@ mod heatmap;
 mod measure;
 mod settings;
 mod text;
-mod timing;
 
 pub use adapter::{AdapterReport, Limit};
 pub use check::Check;

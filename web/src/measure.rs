@@ -1,7 +1,7 @@
 //! One run of the page: MoBA and the dense kernel on the same WebGPU device, timed, and
 //! MoBA's output checked against the reference.
 
-use moba::bench::{BenchOptions, Measurement, Record, memory_bytes};
+use moba::bench::{BenchOptions, Measurement, Record, median_seconds, memory_bytes};
 use moba::gpu::{DenseForward, ForwardIo, GpuContext, GpuForward, MobaForward, STAGES, StageTimer};
 use moba::{Result, random, sparsity};
 use serde::{Deserialize, Serialize};
@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use crate::check::Check;
 use crate::heatmap::Heatmap;
 use crate::settings::Settings;
-use crate::timing::median_ms;
 
 /// Cells of the selection map each way (longer sequences merge blocks).
 const HEATMAP_CELLS: usize = 128;
@@ -62,10 +61,11 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
     let v = random::normal(shape.kv_elems(), 3);
     let io = ForwardIo::new(gpu, &q, &k, &v, shape.q_rows(), config.top_k);
 
-    let moba_ms = median_ms(gpu, settings.runs, |encoder| {
+    let moba_ms = median_seconds(gpu, settings.runs, 1, |encoder| {
         moba.encode(encoder, &io.buffers())
     })
-    .await?;
+    .await?
+        * 1e3;
     // GPU seconds of each of STAGES in one run, where the adapter has timestamps.
     let stage_seconds = match StageTimer::new(gpu) {
         Ok(timer) => {
@@ -84,10 +84,11 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
     };
     let dense_ms = match &dense {
         Some(dense) => Some(
-            median_ms(gpu, settings.runs, |encoder| {
+            median_seconds(gpu, settings.runs, 1, |encoder| {
                 dense.encode(encoder, &io.q, &io.k, &io.v, &io.o, &io.lse)
             })
-            .await?,
+            .await?
+                * 1e3,
         ),
         None => None,
     };
