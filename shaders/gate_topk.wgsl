@@ -12,8 +12,6 @@
 // Memory: queries [rows, HEAD_DIM] vec4 f32; block_means [groups, num_blocks, HEAD_DIM] vec4 f32;
 //         selection [rows, TOP_K] i32, ascending, padded with -1.
 
-const GATE_MEAN_KEY: u32 = 0u;
-const GATE_SINK_AND_RECENT: u32 = 2u;
 // No block: above every block id.
 const NO_BLOCK: u32 = 0xffffffffu;
 

@@ -2,6 +2,7 @@
 
 use crate::error::{MobaError, Result};
 use crate::memory::{bytes_of, check_host};
+use crate::shared_constants::{GATE_MEAN_KEY, GATE_RECENT, GATE_SINK_AND_RECENT};
 
 /// How the gate scores the eligible blocks. Every gate feeds the same top-k rule and the
 /// same kernels: the static patterns of DESIGN §1 are MoBA with a fixed score.
@@ -30,13 +31,13 @@ impl Gate {
         }
     }
 
-    /// The gate as the kernels' `(gate, sink_blocks)` parameters: 0 mean key, 1 recent,
-    /// 2 sink and recent.
+    /// The gate as the kernels' `(gate, sink_blocks)` parameters (the codes of
+    /// [`crate::shared_constants`]).
     pub fn kernel_code(&self) -> (u32, u32) {
         match *self {
-            Gate::MeanKey => (0, 0),
-            Gate::Recent => (1, 0),
-            Gate::SinkAndRecent { sink_blocks } => (2, sink_blocks as u32),
+            Gate::MeanKey => (GATE_MEAN_KEY, 0),
+            Gate::Recent => (GATE_RECENT, 0),
+            Gate::SinkAndRecent { sink_blocks } => (GATE_SINK_AND_RECENT, sink_blocks as u32),
         }
     }
 }

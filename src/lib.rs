@@ -51,6 +51,7 @@ pub mod npy;
 pub mod plot;
 pub mod random;
 pub mod reference;
+pub mod shared_constants;
 pub mod sparsity;
 #[cfg(feature = "burn")]
 pub mod train;

@@ -22,10 +22,9 @@
 //   [DKDV_ROWS] tiles (GatheredRows: the next step's rows are copied while this step's are
 //   used).
 
-// Rows per dk/dv step: the n of the step's products. Warpgroup MMAs take 64 (m64n64k16,
-// half the steps and barriers); the mma.sync build keeps 32, as 64 would spill registers.
-#define DKDV_ROWS_SYNC 32
-#define DKDV_ROWS_WGMMA 64
+// Rows per dk/dv step (DKDV_ROWS_*, set by the host): the n of the step's products.
+// Warpgroup MMAs take 64 (m64n64k16, half the steps and barriers); the mma.sync build
+// keeps 32, as 64 would spill registers.
 #if WGMMA
 #define DKDV_ROWS DKDV_ROWS_WGMMA
 #else

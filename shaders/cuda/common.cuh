@@ -4,7 +4,10 @@
 // Compiled by NVRTC with no headers: the Rust side prepends
 //   HEAD_DIM (a multiple of 16), ELEM_KIND (ELEM_F32 | ELEM_F16 | ELEM_BF16), TOP_K,
 //   WGMMA (1: built for sm_90a with HEAD_DIM a multiple of 64; the forward's products then
-//   run as warpgroup MMAs on swizzled tiles, see the end of this file).
+//   run as warpgroup MMAs on swizzled tiles, see the end of this file), then the numbers
+//   the launch arithmetic shares (src/cuda/launch.rs: WARP, ROW_TILE, KEY_TILE,
+//   TILE_THREADS, KEY_THREADS, TILE_PAD, SWIZZLE_ALIGN, the gate's and inversion's thread
+//   counts, DKDV_ROWS_*) and the gate codes (src/shared_constants.rs).
 // 16-bit values are carried as raw bits (`unsigned short`, pairs in `unsigned int`) and
 // converted with PTX `cvt`, so no cuda_fp16.h / cuda_bf16.h is needed.
 //
@@ -34,15 +37,9 @@ typedef u16 elem_t;
 #define MMA_TYPE "bf16"
 #endif
 
-#define WARP 32
 // Tiles of the attention kernels: ROW_TILE gathered query rows (16 per warp) x KEY_TILE
 // keys; the dk/dv kernel gives each warp 16 keys instead. 128 rows share each key/value
-// tile load between 8 warps. The Rust launch arithmetic (src/cuda/launch.rs) uses the same
-// numbers.
-#define ROW_TILE 128
-#define KEY_TILE 64
-#define TILE_THREADS (ROW_TILE / 16 * WARP)
-#define KEY_THREADS (KEY_TILE / 16 * WARP)
+// tile load between 8 warps.
 #define NEG_INF (__int_as_float(0xff800000))
 #define LOG2E 1.4426950408889634f
 
@@ -173,7 +170,6 @@ __device__ __forceinline__ uint4 load8(const elem_t* src) {
 
 // Shared-memory tiles of 16-bit values, rows padded by 8 elements (16 bytes) so the eight
 // rows one ldmatrix reads fall in different banks.
-#define TILE_PAD 8
 #define TILE_STRIDE (HEAD_DIM + TILE_PAD)
 
 __device__ __forceinline__ u32 shared_address(const void* p) {
@@ -550,7 +546,6 @@ __device__ __forceinline__ void wgmma_commit_wait(float (*d)[4]) {
 // c ^ (r % 8); every tile starts 1024-byte aligned. Conflict-free for both the 16-byte
 // copies in and the tensor cores' reads. The tensor cores read through the async proxy, so
 // copies made by threads are fenced towards it before the barrier.
-#define SWIZZLE_ALIGN 1024
 struct Swizzled {
     __device__ static constexpr u32 elems(u32 rows) { return rows * HEAD_DIM; }
     // Rounded up to the swizzle's alignment (the launch asks for SWIZZLE_ALIGN bytes more).

@@ -22,13 +22,9 @@
 //   fragment read of 8 blocks x 4 columns falls in 32 distinct banks), and the stage's
 //   scores [GATE_THREADS][SCORE_STRIDE].
 
-#define GATE_THREADS 128
 #define MEAN_STAGE 16
 #define STAGE_STRIDE (HEAD_DIM + 4)
 #define SCORE_STRIDE (MEAN_STAGE + 4)
-#define MEAN_THREADS 256
-#define GATE_MEAN_KEY 0
-#define GATE_SINK_AND_RECENT 2
 
 extern "C" __global__ void __launch_bounds__(MEAN_THREADS)
 block_means(Params p, const elem_t* k, float* means) {

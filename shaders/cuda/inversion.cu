@@ -13,8 +13,6 @@
 // Rows whose slot holds -1 (fewer than TOP_K eligible blocks) appear in no list.
 // Shared memory: num_blocks u32 (dynamic).
 
-#define INVERT_THREADS 256
-#define CHUNK_ROWS 1024
 
 // The block row `t` of query head `bh` chose in `slot`, or -1.
 __device__ __forceinline__ int chosen_block(const int* selection, const Params& p, u32 list, u32 t) {

@@ -1,6 +1,9 @@
 //! The CUDA C++ sources of `shaders/cuda/`, made into one NVRTC program per kernel file and
 //! problem: the compile-time constants go in as `#define`s before the shared header.
 
+use super::launch::source_constants;
+use crate::shared_constants;
+
 /// Element type of the tensors a kernel reads and writes (accumulation is always f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ElemKind {
@@ -155,30 +158,21 @@ impl CudaConstants {
             self.head_dim % 16 == 0 && self.head_dim > 0,
             "CUDA head dims are padded to a multiple of 16 first"
         );
-        format!(
-            "#define HEAD_DIM {}\n#define ELEM_KIND {}\n#define TOP_K {}\n#define WGMMA {}\n\
-             {COMMON}\n{}",
-            self.head_dim,
-            self.elem.define(),
-            self.top_k,
-            (self.mma == MmaKind::Warpgroup) as u32,
-            program.body()
-        )
+        let problem = [
+            ("HEAD_DIM", self.head_dim as u32),
+            ("ELEM_KIND", self.elem.define()),
+            ("TOP_K", self.top_k as u32),
+            ("WGMMA", (self.mma == MmaKind::Warpgroup) as u32),
+        ];
+        let defines = [
+            &problem[..],
+            &source_constants(),
+            &shared_constants::EVERY_KERNEL,
+        ]
+        .map(shared_constants::cuda_lines)
+        .concat();
+        format!("{defines}{COMMON}\n{}", program.body())
     }
-}
-
-/// The value of `#define name value` in the CUDA sources, for the Rust side's copies.
-#[cfg(test)]
-pub(crate) fn defined(name: &str) -> Option<u32> {
-    CudaProgram::ALL
-        .iter()
-        .map(|program| program.body())
-        .chain([COMMON])
-        .flat_map(str::lines)
-        .find_map(|line| {
-            let rest = line.strip_prefix("#define ")?.strip_prefix(name)?;
-            rest.strip_prefix(' ')?.trim().parse().ok()
-        })
 }
 
 #[cfg(test)]
@@ -200,6 +194,8 @@ mod tests {
             "#define ELEM_KIND 2\n",
             "#define TOP_K 3\n",
             "#define WGMMA 1\n",
+            "#define ROW_TILE 128\n",
+            "#define GATE_SINK_AND_RECENT 2\n",
         ] {
             assert!(source.find(define).unwrap() < header, "{define}");
         }
@@ -218,6 +214,20 @@ mod tests {
                 let before = &body[..at];
                 let declaration = &before[before.rfind("extern \"C\"").unwrap()..];
                 assert!(declaration.contains("__global__"), "{kernel}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_sources_define_none_of_the_hosts_constants() {
+        let host = source_constants()
+            .into_iter()
+            .chain(shared_constants::EVERY_KERNEL);
+        for (name, _) in host {
+            for program in CudaProgram::ALL {
+                let define = format!("#define {name} ");
+                assert!(!program.body().contains(&define), "{name}");
+                assert!(!COMMON.contains(&define), "{name}");
             }
         }
     }

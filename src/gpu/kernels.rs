@@ -2,6 +2,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::shared_constants;
+
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const ATTENTION_INPUTS: &str = include_str!("../../shaders/attention_inputs.wgsl");
 const ATTENTION_TILE: &str = include_str!("../../shaders/attention_tile.wgsl");
@@ -152,8 +154,9 @@ pub(crate) struct KernelConstants {
 
 impl KernelConstants {
     fn prelude(&self) -> String {
+        let shared = shared_constants::wgsl_lines(&shared_constants::EVERY_KERNEL);
         format!(
-            "// Set by the host (src/gpu/kernels.rs).\n\
+            "// Set by the host (src/gpu/kernels.rs, src/shared_constants.rs).\n{shared}\
              const HEAD_DIM: u32 = {}u;\nconst TOP_K: u32 = {}u;\nconst WORKGROUP_SIZE: u32 = {}u;\n\
              const KEY_TILE: u32 = {}u;\nconst QUERY_TILE: u32 = {}u;\nconst SUBGROUPS: u32 = {}u;\n\n",
             self.head_dim,
@@ -201,6 +204,14 @@ mod tests {
         let source = Kernel::MobaAttention.source(&constants);
         assert!(source.starts_with("// Set by the host"));
         assert!(source.contains("const HEAD_DIM: u32 = 64u;"));
+        assert!(source.contains("const GATE_SINK_AND_RECENT: u32 = 2u;"));
+        // The shaders themselves define none of the shared constants.
+        for kernel in Kernel::ALL {
+            for (name, _) in shared_constants::EVERY_KERNEL {
+                let own = kernel.parts().iter().chain([&COMMON]);
+                assert!(own.into_iter().all(|part| !part.contains(&format!("const {name}"))));
+            }
+        }
         assert!(source.contains("fn attend_key_tile"));
         assert_eq!(std::mem::size_of::<Params>() % 16, 0);
     }
