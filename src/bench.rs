@@ -44,11 +44,11 @@ pub struct Measurement {
     pub calls: usize,
     pub moba_seconds: f64,
     pub dense_seconds: Option<f64>,
-    /// GPU time of each of [`crate::gpu::STAGES`] (one run), where the adapter has timestamps.
+    /// GPU time of each of [`crate::launch_plan::Stage::FORWARD`] (one run), where the adapter has timestamps.
     pub stage_seconds: Option<[f64; 4]>,
     /// Forward + backward, where [`BenchOptions::backward`] asked for it.
     pub step_seconds: Option<f64>,
-    /// GPU time of each of [`crate::gpu::BACKWARD_STAGES`] (one run).
+    /// GPU time of each of [`crate::launch_plan::Stage::BACKWARD`] (one run).
     pub backward_stage_seconds: Option<[f64; 4]>,
     /// Bytes of every buffer one call binds: inputs, outputs and scratch of the forward (and
     /// of the backward when timed). Grows like `S * (D + top_k)` per head.

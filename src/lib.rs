@@ -4,6 +4,7 @@
 //! its own block plus the `top_k - 1` best, and attends only those blocks with one softmax.
 //!
 //! - [`reference`]: the exact CPU reference (f64), the oracle of every backend;
+//! - [`launch_plan`]: the steps of a forward and a backward, which every backend lowers;
 //! - [`gpu`]: WGSL kernels through wgpu (Vulkan, Metal, DX12, GL, WebGPU);
 //! - [`backend`]: burn integration (custom op + custom backward, `Autodiff`, `Fusion`);
 //! - [`cuda`]: the CUDA path (tensor cores, NVRTC; `--features cuda`);
@@ -42,6 +43,7 @@ pub mod data;
 pub mod error;
 pub mod files;
 pub mod gpu;
+pub mod launch_plan;
 pub mod memory;
 #[cfg(feature = "model")]
 pub mod model;

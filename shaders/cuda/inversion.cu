@@ -2,12 +2,12 @@
 // chose, in row order (DESIGN §3: invert, then run dense tiles of gathered rows).
 // A stable counting sort in three deterministic steps; "list" = one (query head, slot).
 //
-// count_chunks — grid (chunks, lists), INVERT_THREADS threads: a shared-memory histogram of
+// selection_count — grid (chunks, lists), INVERT_THREADS threads: a shared-memory histogram of
 //   the blocks chosen by CHUNK_ROWS consecutive rows -> counts [lists, num_blocks, chunks].
-// scan_counts — grid (lists), INVERT_THREADS threads: exclusive prefix over (block, chunk)
+// selection_scan — grid (lists), INVERT_THREADS threads: exclusive prefix over (block, chunk)
 //   -> offsets (same layout), starts [lists, num_blocks + 1] (first row of each block) and
 //   tiles [lists, num_blocks + 1] (first ROW_TILE-row tile of each block).
-// scatter_rows — grid (chunks, lists), one warp: the chunk's rows 32 at a time; lanes that
+// selection_scatter — grid (chunks, lists), one warp: the chunk's rows 32 at a time; lanes that
 //   chose the same block rank themselves by lane order (match_any), so the order is the row
 //   order whatever the timing -> lists [lists, q_len].
 // Rows whose slot holds -1 (fewer than TOP_K eligible blocks) appear in no list.
@@ -20,7 +20,7 @@ __device__ __forceinline__ int chosen_block(const int* selection, const Params& 
     return selection[((size_t)bh * p.q_len + t) * TOP_K + slot];
 }
 
-extern "C" __global__ void count_chunks(Params p, const int* selection, u32* counts) {
+extern "C" __global__ void selection_count(Params p, const int* selection, u32* counts) {
     extern __shared__ u32 histogram[];
     u32 chunk = blockIdx.x, list = blockIdx.y, chunks = gridDim.x;
     for (u32 j = threadIdx.x; j < p.num_blocks; j += blockDim.x) histogram[j] = 0;
@@ -60,7 +60,7 @@ __device__ u32 block_exclusive_scan(u32* values, u32 n, u32* carry) {
 }
 
 extern "C" __global__ void __launch_bounds__(INVERT_THREADS)
-scan_counts(Params p, u32 chunks, u32* counts, u32* starts, u32* tiles) {
+selection_scan(Params p, u32 chunks, u32* counts, u32* starts, u32* tiles) {
     __shared__ u32 carry[INVERT_THREADS];
     u32 list = blockIdx.x;
     u32* list_counts = counts + (size_t)list * p.num_blocks * chunks;
@@ -83,7 +83,7 @@ scan_counts(Params p, u32 chunks, u32* counts, u32* starts, u32* tiles) {
     }
 }
 
-extern "C" __global__ void scatter_rows(Params p, const int* selection, const u32* offsets, u32* lists) {
+extern "C" __global__ void selection_scatter(Params p, const int* selection, const u32* offsets, u32* lists) {
     extern __shared__ u32 cursor[];
     u32 chunk = blockIdx.x, list = blockIdx.y, chunks = gridDim.x, lane = threadIdx.x;
     for (u32 j = lane; j < p.num_blocks; j += WARP) {

@@ -4,7 +4,8 @@
 
 use clap::{Args, ValueEnum};
 use moba::bench::{BenchOptions, measure};
-use moba::gpu::{AttentionKernel, BACKWARD_STAGES, GpuContext, STAGES};
+use moba::gpu::{AttentionKernel, GpuContext};
+use moba::launch_plan::Stage;
 use moba::{MobaConfig, MobaError, Result, Shape};
 
 #[derive(Args, Debug, Default)]
@@ -138,12 +139,8 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         rate(found.moba_rate())
     );
     if let Some(stages) = found.stage_seconds {
-        let split: Vec<String> = STAGES
-            .iter()
-            .zip(stages)
-            .map(|(name, seconds)| format!("{name} {:.3} ms", seconds * 1e3))
-            .collect();
-        println!("stages  : {} (GPU timestamps, one run)", split.join(", "));
+        let split = Stage::describe(&Stage::FORWARD, &stages);
+        println!("stages  : {split} (GPU timestamps, one run)");
     }
     if let (Some(seconds), Some(step_rate)) = (found.step_seconds, found.step_rate()) {
         println!(
@@ -154,12 +151,8 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         );
     }
     if let Some(stages) = found.backward_stage_seconds {
-        let split: Vec<String> = BACKWARD_STAGES
-            .iter()
-            .zip(stages)
-            .map(|(name, seconds)| format!("{name} {:.3} ms", seconds * 1e3))
-            .collect();
-        println!("backward: {} (GPU timestamps, one run)", split.join(", "));
+        let split = Stage::describe(&Stage::BACKWARD, &stages);
+        println!("backward: {split} (GPU timestamps, one run)");
     }
     let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
     println!(

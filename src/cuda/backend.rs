@@ -15,6 +15,7 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use super::launch::{CudaParams, CudaPlan, HEAD_DIM_MULTIPLE};
 use super::runtime::CudaRuntime as Driver;
 use super::schedule::{BackwardTensors, CudaSchedule, ForwardTensors, Launch, Scratch};
+use crate::launch_plan::Stage;
 use super::source::{CudaConstants, ElemKind};
 use crate::backend::cube::{empty, padded_backward, padded_forward, problem_shape};
 use crate::backend::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
@@ -95,11 +96,11 @@ fn run<F: FloatElement, BT: BoolElement>(
     Driver::get(like.device.index)?.execute(launches, constants, timed)
 }
 
-/// GPU milliseconds of each kernel launched, by kernel name (for the benchmark's stages).
-pub(crate) type KernelTimes = Vec<(&'static str, f64)>;
+/// GPU milliseconds of each kernel launched, by its stage (for the benchmark's split).
+pub(crate) type KernelTimes = Vec<(Stage, f64)>;
 
 fn kernel_times(launches: &[Launch], times: Vec<f64>) -> KernelTimes {
-    launches.iter().map(|l| l.kernel).zip(times).collect()
+    launches.iter().map(|l| l.step.stage()).zip(times).collect()
 }
 
 /// The kernels' constants for tensors of `dtype` on the device of `like`.

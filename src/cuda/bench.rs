@@ -16,32 +16,19 @@ use super::source::{ElemKind, MmaKind};
 use crate::bench::{Record, median_wall_seconds};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
-use crate::gpu::{BACKWARD_STAGES, STAGES};
+use crate::launch_plan::Stage;
 use crate::reference::{Precision, SampledRows};
 use crate::{reference, sparsity};
 
 /// burn-cuda without fusion; the element type follows each tensor's dtype.
 type Plain = CubeBackend<CudaRuntime, f32, i32, u8>;
 
-/// The stage (index into `stages`) of each kernel of the forward and backward.
-fn stage_of(kernel: &str) -> &'static str {
-    match kernel {
-        "block_means" | "gate_topk" => "gate",
-        "count_chunks" | "scan_counts" | "scatter_rows" => "selection inversion",
-        "attention_pass" => "attention",
-        "attention_finalize" => "finalize",
-        "backward_prepare" => "row terms",
-        "dq_pass" | "dq_finalize" => "dq",
-        "dkdv" => "dk dv",
-        other => unreachable!("kernel {other} has no stage"),
-    }
-}
-
-fn stage_split(times: &KernelTimes, stages: [&str; 4]) -> [f64; 4] {
+/// GPU milliseconds of each of `stages`, summed over its kernels.
+fn stage_split(times: &KernelTimes, stages: [Stage; 4]) -> [f64; 4] {
     let mut split = [0.0; 4];
-    for &(kernel, ms) in times {
-        let at = stages.iter().position(|&s| s == stage_of(kernel));
-        split[at.expect("every kernel's stage is listed")] += ms;
+    for &(stage, ms) in times {
+        let at = stages.iter().position(|&s| s == stage);
+        split[at.expect("every step's stage is one of its run's stages")] += ms;
     }
     split
 }
@@ -97,7 +84,7 @@ pub fn measure(
     progress("forward");
     let moba_seconds = median_wall_seconds(runs, 0, |run| run_forward(run % 2, false).map(drop))?;
     let ([o, lse, selection], forward_times) = run_forward(0, true)?;
-    let stage_ms = stage_split(&forward_times, STAGES);
+    let stage_ms = stage_split(&forward_times, Stage::FORWARD);
 
     let mut step_ms = None;
     let mut backward_stage_ms = None;
@@ -113,7 +100,7 @@ pub fn measure(
         };
         let seconds = median_wall_seconds(runs, 1, |run| run_step((run + 1) % 2, false).map(drop))?;
         step_ms = Some(seconds * 1e3);
-        backward_stage_ms = Some(stage_split(&run_step(0, true)?, BACKWARD_STAGES));
+        backward_stage_ms = Some(stage_split(&run_step(0, true)?, Stage::BACKWARD));
     }
 
     progress("checking sampled rows against the reference");

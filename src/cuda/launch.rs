@@ -187,7 +187,7 @@ impl CudaPlan {
         (tiles as u32, self.kv_groups as u32, 1)
     }
 
-    /// Grid of `count_chunks` and `scatter_rows`: (chunks, lists).
+    /// Grid of `selection_count` and `selection_scatter`: (chunks, lists).
     pub fn chunk_grid(&self) -> (u32, u32, u32) {
         (self.chunks as u32, self.lists as u32, 1)
     }

@@ -177,15 +177,15 @@ impl CudaRuntime {
     fn function(&self, launch: &Launch, constants: CudaConstants) -> Result<CudaFunction> {
         let function = self
             .module(launch.program, constants)?
-            .load_function(launch.kernel)
-            .map_err(|e| cuda_error(launch.kernel, e))?;
+            .load_function(launch.step.name())
+            .map_err(|e| cuda_error(launch.step.name(), e))?;
         if launch.shared_bytes > DEFAULT_SHARED_BYTES {
             function
                 .set_attribute(
                     CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                     launch.shared_bytes as i32,
                 )
-                .map_err(|e| cuda_error(&format!("{} shared memory", launch.kernel), e))?;
+                .map_err(|e| cuda_error(&format!("{} shared memory", launch.step.name()), e))?;
         }
         Ok(function)
     }
@@ -210,7 +210,7 @@ impl CudaRuntime {
         // address is a live allocation of the size the kernel indexes (`CudaPlan`).
         unsafe { builder.launch(config) }
             .map(|_| ())
-            .map_err(|e| cuda_error(&format!("launching {}", launch.kernel), e))
+            .map_err(|e| cuda_error(&format!("launching {}", launch.step.name()), e))
     }
 
     /// Runs `launches` in order and waits for them (a kernel fault is reported here). With

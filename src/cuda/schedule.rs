@@ -1,12 +1,14 @@
-//! The CUDA path's launch sequences: which kernels run, in which order, on which buffers.
-//! Data only (no driver), so CI checks them; `runtime` executes them.
+//! The CUDA path's launches: the steps of [`crate::launch_plan`] lowered to CUDA kernels,
+//! grids, shared memory and arguments. Data only (no driver), so CI checks them; `runtime`
+//! executes them.
 
 use super::launch::{
     CudaParams, CudaPlan, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS, MEAN_THREADS,
-    TILE_THREADS,
+    TILE_THREADS, WARP,
 };
 use super::source::CudaProgram;
-use crate::config::{Gate, MobaConfig};
+use crate::config::MobaConfig;
+use crate::launch_plan::{self, Step};
 
 /// One argument of a kernel launch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,11 +19,12 @@ pub enum Arg {
     Ptr(u64),
 }
 
-/// A launch: kernel, grid, threads per block, dynamic shared memory, arguments.
+/// A launch: the step (its kernel's name and stage), grid, threads per block, dynamic
+/// shared memory, arguments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Launch {
     pub program: CudaProgram,
-    pub kernel: &'static str,
+    pub step: Step,
     pub grid: (u32, u32, u32),
     pub threads: u32,
     pub shared_bytes: u32,
@@ -68,8 +71,7 @@ pub struct BackwardTensors {
 pub struct CudaSchedule {
     pub plan: CudaPlan,
     pub params: CudaParams,
-    pub top_k: usize,
-    pub gate: Gate,
+    pub config: MobaConfig,
 }
 
 impl CudaSchedule {
@@ -77,206 +79,171 @@ impl CudaSchedule {
         CudaSchedule {
             plan,
             params,
-            top_k: config.top_k,
-            gate: config.gate,
+            config: *config,
         }
     }
 
-    fn launch(
-        &self,
-        program: CudaProgram,
-        kernel: &'static str,
-        grid: (u32, u32, u32),
-        threads: u32,
-        shared_bytes: u32,
-        args: &[Arg],
-    ) -> Launch {
-        let args = [Arg::Params(self.params)]
-            .into_iter()
-            .chain(args.iter().copied())
-            .collect();
-        Launch {
-            program,
-            kernel,
-            grid,
-            threads,
-            shared_bytes,
-            args,
-        }
+    /// The forward ([`launch_plan::forward`]) on these tensors.
+    pub fn forward(&self, t: &ForwardTensors, s: &Scratch) -> Vec<Launch> {
+        // A forward binds no gradient.
+        let t = BackwardTensors {
+            forward: *t,
+            dout: 0,
+            dq: 0,
+            dk: 0,
+            dv: 0,
+        };
+        let steps = launch_plan::forward(&self.config);
+        steps.into_iter().map(|step| self.lower(step, &t, s)).collect()
     }
 
-    /// Block means (the mean-key gate only), then every row's top-k blocks.
-    fn gate(&self, t: &ForwardTensors, s: &Scratch) -> Vec<Launch> {
+    /// The backward ([`launch_plan::backward`]) on these tensors.
+    pub fn backward(&self, t: &BackwardTensors, s: &Scratch) -> Vec<Launch> {
+        let steps = launch_plan::backward(&self.config);
+        steps.into_iter().map(|step| self.lower(step, t, s)).collect()
+    }
+
+    /// The launch of one step: program, grid, threads, shared memory and arguments (the
+    /// parameters first, then the kernel's own, as its signature lists them).
+    fn lower(&self, step: Step, t: &BackwardTensors, s: &Scratch) -> Launch {
+        use Arg::{Ptr, U32};
         let plan = &self.plan;
-        let means = (self.gate == Gate::MeanKey).then(|| {
-            let grid = (plan.num_blocks as u32, plan.kv_groups as u32, 1);
-            let args = [Arg::Ptr(t.k), Arg::Ptr(s.means)];
-            self.launch(
+        let f = &t.forward;
+        let (program, grid, threads, shared_bytes, args) = match step {
+            Step::BlockMeans => (
                 CudaProgram::Gate,
-                "block_means",
-                grid,
+                (plan.num_blocks as u32, plan.kv_groups as u32, 1),
                 MEAN_THREADS,
                 0,
-                &args,
-            )
-        });
-        // A thread block's rows are one query head's (they share the staged block means).
-        let q_len = plan.rows / plan.query_heads;
-        let (row_blocks, _, _) = CudaPlan::cover(q_len, GATE_THREADS);
-        let grid = (row_blocks, plan.query_heads as u32, 1);
-        let args = [Arg::Ptr(t.q), Arg::Ptr(s.means), Arg::Ptr(t.selection)];
-        let topk = self.launch(CudaProgram::Gate, "gate_topk", grid, GATE_THREADS, 0, &args);
-        means.into_iter().chain([topk]).collect()
-    }
-
-    /// The selection inverted into per-(query head, slot) row lists.
-    fn inversion(&self, selection: u64, s: &Scratch) -> Vec<Launch> {
-        let plan = &self.plan;
-        let shared = plan.inversion_shared_bytes();
-        let program = CudaProgram::Inversion;
-        vec![
-            self.launch(
-                program,
-                "count_chunks",
+                vec![Ptr(f.k), Ptr(s.means)],
+            ),
+            // A thread block's rows are one query head's (they share the staged means).
+            Step::GateTopk => {
+                let (row_blocks, _, _) =
+                    CudaPlan::cover(plan.rows / plan.query_heads, GATE_THREADS);
+                (
+                    CudaProgram::Gate,
+                    (row_blocks, plan.query_heads as u32, 1),
+                    GATE_THREADS,
+                    0,
+                    vec![Ptr(f.q), Ptr(s.means), Ptr(f.selection)],
+                )
+            }
+            Step::SelectionCount => (
+                CudaProgram::Inversion,
                 plan.chunk_grid(),
                 INVERT_THREADS,
-                shared,
-                &[Arg::Ptr(selection), Arg::Ptr(s.counts)],
+                plan.inversion_shared_bytes(),
+                vec![Ptr(f.selection), Ptr(s.counts)],
             ),
-            self.launch(
-                program,
-                "scan_counts",
+            Step::SelectionScan => (
+                CudaProgram::Inversion,
                 (plan.lists as u32, 1, 1),
                 INVERT_THREADS,
                 0,
-                &[
-                    Arg::U32(plan.chunks as u32),
-                    Arg::Ptr(s.counts),
-                    Arg::Ptr(s.starts),
-                    Arg::Ptr(s.tiles),
+                vec![
+                    U32(plan.chunks as u32),
+                    Ptr(s.counts),
+                    Ptr(s.starts),
+                    Ptr(s.tiles),
                 ],
             ),
-            self.launch(
-                program,
-                "scatter_rows",
+            Step::SelectionScatter => (
+                CudaProgram::Inversion,
                 plan.chunk_grid(),
-                32,
-                shared,
-                &[Arg::Ptr(selection), Arg::Ptr(s.counts), Arg::Ptr(s.lists)],
+                WARP,
+                plan.inversion_shared_bytes(),
+                vec![Ptr(f.selection), Ptr(s.counts), Ptr(s.lists)],
             ),
-        ]
-    }
-
-    /// Gate, inversion, one attention pass per slot, then o and lse.
-    pub fn forward(&self, t: &ForwardTensors, s: &Scratch) -> Vec<Launch> {
-        let plan = &self.plan;
-        let mut launches = self.gate(t, s);
-        launches.extend(self.inversion(t.selection, s));
-        for slot in 0..self.top_k {
-            launches.push(self.launch(
+            Step::AttentionPass { slot } => (
                 CudaProgram::Attention,
-                "attention_pass",
                 plan.pass_grid(),
                 TILE_THREADS,
                 plan.attention_shared_bytes(),
-                &[
-                    Arg::U32(slot as u32),
-                    Arg::Ptr(t.q),
-                    Arg::Ptr(t.k),
-                    Arg::Ptr(t.v),
-                    Arg::Ptr(s.lists),
-                    Arg::Ptr(s.starts),
-                    Arg::Ptr(s.tiles),
-                    Arg::Ptr(s.row_accumulator),
-                    Arg::Ptr(s.row_state),
+                vec![
+                    U32(slot as u32),
+                    Ptr(f.q),
+                    Ptr(f.k),
+                    Ptr(f.v),
+                    Ptr(s.lists),
+                    Ptr(s.starts),
+                    Ptr(s.tiles),
+                    Ptr(s.row_accumulator),
+                    Ptr(s.row_state),
                 ],
-            ));
-        }
-        launches.push(self.launch(
-            CudaProgram::Attention,
-            "attention_finalize",
+            ),
             // One thread per 8 columns (head dims are multiples of 16).
-            CudaPlan::cover(plan.rows * plan.head_dim / 8, ELEMENT_THREADS),
-            ELEMENT_THREADS,
-            0,
-            &[
-                Arg::Ptr(s.row_accumulator),
-                Arg::Ptr(s.row_state),
-                Arg::Ptr(t.o),
-                Arg::Ptr(t.lse),
-            ],
-        ));
-        launches
-    }
-
-    /// Row terms, the inversion of the saved selection, one dq pass per slot, dq, then
-    /// dk and dv.
-    pub fn backward(&self, t: &BackwardTensors, s: &Scratch) -> Vec<Launch> {
-        let plan = &self.plan;
-        let f = &t.forward;
-        let rows_per_block = ELEMENT_THREADS / 32;
-        let mut launches = vec![self.launch(
-            CudaProgram::Backward,
-            "backward_prepare",
-            CudaPlan::cover(plan.rows, rows_per_block),
-            ELEMENT_THREADS,
-            0,
-            &[
-                Arg::Ptr(f.o),
-                Arg::Ptr(t.dout),
-                Arg::Ptr(f.lse),
-                Arg::Ptr(s.row_state),
-            ],
-        )];
-        launches.extend(self.inversion(f.selection, s));
-        for slot in 0..self.top_k {
-            launches.push(self.launch(
+            Step::AttentionFinalize => (
+                CudaProgram::Attention,
+                CudaPlan::cover(plan.rows * plan.head_dim / 8, ELEMENT_THREADS),
+                ELEMENT_THREADS,
+                0,
+                vec![
+                    Ptr(s.row_accumulator),
+                    Ptr(s.row_state),
+                    Ptr(f.o),
+                    Ptr(f.lse),
+                ],
+            ),
+            // One warp per row.
+            Step::BackwardPrepare => (
                 CudaProgram::Backward,
-                "dq_pass",
+                CudaPlan::cover(plan.rows, ELEMENT_THREADS / WARP),
+                ELEMENT_THREADS,
+                0,
+                vec![Ptr(f.o), Ptr(t.dout), Ptr(f.lse), Ptr(s.row_state)],
+            ),
+            Step::DqPass { slot } => (
+                CudaProgram::Backward,
                 plan.pass_grid(),
                 TILE_THREADS,
                 plan.dq_shared_bytes(),
-                &[
-                    Arg::U32(slot as u32),
-                    Arg::Ptr(f.q),
-                    Arg::Ptr(f.k),
-                    Arg::Ptr(f.v),
-                    Arg::Ptr(t.dout),
-                    Arg::Ptr(s.row_state),
-                    Arg::Ptr(s.lists),
-                    Arg::Ptr(s.starts),
-                    Arg::Ptr(s.tiles),
-                    Arg::Ptr(s.row_accumulator),
+                vec![
+                    U32(slot as u32),
+                    Ptr(f.q),
+                    Ptr(f.k),
+                    Ptr(f.v),
+                    Ptr(t.dout),
+                    Ptr(s.row_state),
+                    Ptr(s.lists),
+                    Ptr(s.starts),
+                    Ptr(s.tiles),
+                    Ptr(s.row_accumulator),
                 ],
-            ));
+            ),
+            Step::DqFinalize => (
+                CudaProgram::Backward,
+                CudaPlan::cover(plan.rows * plan.head_dim, ELEMENT_THREADS),
+                ELEMENT_THREADS,
+                0,
+                vec![Ptr(s.row_accumulator), Ptr(t.dq)],
+            ),
+            Step::DkDv => (
+                CudaProgram::Backward,
+                plan.dkdv_grid(),
+                KEY_THREADS,
+                plan.dkdv_shared_bytes(),
+                vec![
+                    Ptr(f.q),
+                    Ptr(f.k),
+                    Ptr(f.v),
+                    Ptr(t.dout),
+                    Ptr(s.row_state),
+                    Ptr(s.lists),
+                    Ptr(s.starts),
+                    Ptr(t.dk),
+                    Ptr(t.dv),
+                ],
+            ),
+        };
+        Launch {
+            program,
+            step,
+            grid,
+            threads,
+            shared_bytes,
+            args: [Arg::Params(self.params)].into_iter().chain(args).collect(),
         }
-        launches.push(self.launch(
-            CudaProgram::Backward,
-            "dq_finalize",
-            CudaPlan::cover(plan.rows * plan.head_dim, ELEMENT_THREADS),
-            ELEMENT_THREADS,
-            0,
-            &[Arg::Ptr(s.row_accumulator), Arg::Ptr(t.dq)],
-        ));
-        launches.push(self.launch(
-            CudaProgram::Backward,
-            "dkdv",
-            plan.dkdv_grid(),
-            KEY_THREADS,
-            plan.dkdv_shared_bytes(),
-            &[
-                Arg::Ptr(f.q),
-                Arg::Ptr(f.k),
-                Arg::Ptr(f.v),
-                Arg::Ptr(t.dout),
-                Arg::Ptr(s.row_state),
-                Arg::Ptr(s.lists),
-                Arg::Ptr(s.starts),
-                Arg::Ptr(t.dk),
-                Arg::Ptr(t.dv),
-            ],
-        ));
-        launches
     }
 }
 
@@ -322,7 +289,7 @@ mod tests {
     }
 
     fn kernels(launches: &[Launch]) -> Vec<&str> {
-        launches.iter().map(|l| l.kernel).collect()
+        launches.iter().map(|l| l.step.name()).collect()
     }
 
     #[test]
@@ -335,9 +302,9 @@ mod tests {
             [
                 "block_means",
                 "gate_topk",
-                "count_chunks",
-                "scan_counts",
-                "scatter_rows",
+                "selection_count",
+                "selection_scan",
+                "selection_scatter",
                 "attention_pass",
                 "attention_pass",
                 "attention_pass",
@@ -356,7 +323,7 @@ mod tests {
         let config = MobaConfig::sliding_window(256, 2);
         let (t, s) = tensors();
         let launches = schedule(&config).forward(&t.forward, &s);
-        assert_eq!(launches[0].kernel, "gate_topk");
+        assert_eq!(launches[0].step, Step::GateTopk);
     }
 
     #[test]
@@ -364,7 +331,7 @@ mod tests {
         let config = MobaConfig::new(256, 2);
         let (t, s) = tensors();
         let launches = schedule(&config).forward(&t.forward, &s);
-        let gate = launches.iter().find(|l| l.kernel == "gate_topk").unwrap();
+        let gate = launches.iter().find(|l| l.step == Step::GateTopk).unwrap();
         // 3000 rows per head: 23 full blocks of 128 and one of 56, for each of 4 heads.
         assert_eq!(gate.grid, (24, 4, 1));
     }
@@ -375,7 +342,7 @@ mod tests {
         let (t, s) = tensors();
         let launches = schedule(&config).forward(&t.forward, &s);
         let finalize = launches.last().unwrap();
-        assert_eq!(finalize.kernel, "attention_finalize");
+        assert_eq!(finalize.step, Step::AttentionFinalize);
         // 4 heads x 3000 rows x 64 columns, 8 per thread, 256 threads per block.
         assert_eq!(finalize.grid, (375, 1, 1));
     }
@@ -389,9 +356,9 @@ mod tests {
             kernels(&launches),
             [
                 "backward_prepare",
-                "count_chunks",
-                "scan_counts",
-                "scatter_rows",
+                "selection_count",
+                "selection_scan",
+                "selection_scatter",
                 "dq_pass",
                 "dq_pass",
                 "dq_finalize",
@@ -410,11 +377,8 @@ mod tests {
         let schedule = schedule(&config);
         let launches = [schedule.forward(&t.forward, &s), schedule.backward(&t, &s)].concat();
         for launch in &launches {
-            assert!(
-                launch.program.kernels().contains(&launch.kernel),
-                "{}",
-                launch.kernel
-            );
+            let kernel = launch.step.name();
+            assert!(launch.program.kernels().contains(&kernel), "{kernel}");
             assert!(launch.threads > 0 && launch.threads <= 1024);
             assert!(launch.grid.0 > 0 && launch.grid.1 > 0);
             assert_eq!(launch.args[0], Arg::Params(schedule.params));

@@ -91,7 +91,7 @@ impl MmaKind {
 pub enum CudaProgram {
     /// `block_means`, `gate_topk`.
     Gate,
-    /// `count_chunks`, `scan_counts`, `scatter_rows`.
+    /// `selection_count`, `selection_scan`, `selection_scatter`.
     Inversion,
     /// `attention_pass`, `attention_finalize`.
     Attention,
@@ -134,7 +134,7 @@ impl CudaProgram {
     pub fn kernels(self) -> &'static [&'static str] {
         match self {
             CudaProgram::Gate => &["block_means", "gate_topk"],
-            CudaProgram::Inversion => &["count_chunks", "scan_counts", "scatter_rows"],
+            CudaProgram::Inversion => &["selection_count", "selection_scan", "selection_scatter"],
             CudaProgram::Attention => &["attention_pass", "attention_finalize"],
             CudaProgram::Backward => &["backward_prepare", "dq_pass", "dq_finalize", "dkdv"],
         }

@@ -116,7 +116,7 @@ impl MobaBackward {
     }
 
     /// Records one backward with GPU timestamps around its
-    /// [`BACKWARD_STAGES`](super::BACKWARD_STAGES).
+    /// [`Stage::BACKWARD`](crate::launch_plan::Stage::BACKWARD).
     pub fn encode_timed(
         &self,
         encoder: &mut wgpu::CommandEncoder,

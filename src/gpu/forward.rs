@@ -126,7 +126,7 @@ impl MobaForward {
     /// included (the cooperative kernel's scratch is no larger).
     pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
         let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
-        Schedule::forward(shape, config, constants, (Kernel::MobaAttention, constants))
+        Schedule::forward(shape, config, constants, (Kernel::AttentionPass, constants))
             .buffer_sizes(shape, config)
     }
 
@@ -159,7 +159,7 @@ impl MobaForward {
         self.runner.encode(encoder, &io.in_order(), None)
     }
 
-    /// Records one forward with GPU timestamps around its [`STAGES`](super::STAGES); read
+    /// Records one forward with GPU timestamps around its [`Stage::FORWARD`](crate::launch_plan::Stage::FORWARD); read
     /// them with [`StageTimer::read`] once the work is submitted.
     pub fn encode_timed(
         &self,

@@ -4,115 +4,116 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::shared_constants;
 
-const COMMON: &str = include_str!("../../shaders/common.wgsl");
-const ATTENTION_INPUTS: &str = include_str!("../../shaders/attention_inputs.wgsl");
-const ATTENTION_TILE: &str = include_str!("../../shaders/attention_tile.wgsl");
-const BLOCK_TILES: &str = include_str!("../../shaders/block_tiles.wgsl");
-const ATTENTION_STATE: &str = include_str!("../../shaders/attention_state.wgsl");
-const BACKWARD_ROWS: &str = include_str!("../../shaders/backward_rows.wgsl");
-const TILE_KEY_END: &str = include_str!("../../shaders/tile_key_end.wgsl");
-const SELECTION_ENTRIES: &str = include_str!("../../shaders/selection_entries.wgsl");
+const COMMON: &str = include_str!("../../shaders/wgsl/common.wgsl");
+const ATTENTION_INPUTS: &str = include_str!("../../shaders/wgsl/attention_inputs.wgsl");
+const ATTENTION_TILE: &str = include_str!("../../shaders/wgsl/attention_tile.wgsl");
+const BLOCK_TILES: &str = include_str!("../../shaders/wgsl/block_tiles.wgsl");
+const ATTENTION_STATE: &str = include_str!("../../shaders/wgsl/attention_state.wgsl");
+const BACKWARD_ROWS: &str = include_str!("../../shaders/wgsl/backward_rows.wgsl");
+const TILE_KEY_END: &str = include_str!("../../shaders/wgsl/tile_key_end.wgsl");
+const SELECTION_ENTRIES: &str = include_str!("../../shaders/wgsl/selection_entries.wgsl");
 
 /// Every compute kernel of the wgpu path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kernel {
-    BlockMean,
+    BlockMeans,
     GateTopk,
     SelectionCount,
     SelectionScan,
     SelectionScatter,
-    MobaAttention,
-    MobaAttentionCoop,
+    AttentionPass,
+    /// The attention pass with its tile products on cooperative matrices (f16).
+    AttentionPassCoop,
     AttentionFinalize,
     DenseAttention,
     BackwardPrepare,
-    MobaBackwardDq,
-    MobaBackwardDkdv,
+    DqPass,
+    DkDv,
 }
 
 impl Kernel {
     /// Every kernel, for checks that must not forget one.
     #[cfg(test)]
     pub const ALL: [Kernel; 12] = [
-        Kernel::BlockMean,
+        Kernel::BlockMeans,
         Kernel::GateTopk,
         Kernel::SelectionCount,
         Kernel::SelectionScan,
         Kernel::SelectionScatter,
-        Kernel::MobaAttention,
-        Kernel::MobaAttentionCoop,
+        Kernel::AttentionPass,
+        Kernel::AttentionPassCoop,
         Kernel::AttentionFinalize,
         Kernel::DenseAttention,
         Kernel::BackwardPrepare,
-        Kernel::MobaBackwardDq,
-        Kernel::MobaBackwardDkdv,
+        Kernel::DqPass,
+        Kernel::DkDv,
     ];
 
-    /// The kernel's name (its main file under `shaders/`).
+    /// The kernel's name (its main file under `shaders/wgsl/`).
     pub fn name(self) -> &'static str {
         match self {
-            Kernel::BlockMean => "block_mean",
+            Kernel::BlockMeans => "block_means",
             Kernel::GateTopk => "gate_topk",
             Kernel::SelectionCount => "selection_count",
             Kernel::SelectionScan => "selection_scan",
             Kernel::SelectionScatter => "selection_scatter",
-            Kernel::MobaAttention => "moba_attention",
-            Kernel::MobaAttentionCoop => "moba_attention_coop",
+            Kernel::AttentionPass => "attention_pass",
+            Kernel::AttentionPassCoop => "attention_pass_coop",
             Kernel::AttentionFinalize => "attention_finalize",
             Kernel::DenseAttention => "dense_attention",
             Kernel::BackwardPrepare => "backward_prepare",
-            Kernel::MobaBackwardDq => "moba_backward_dq",
-            Kernel::MobaBackwardDkdv => "moba_backward_dkdv",
+            Kernel::DqPass => "dq_pass",
+            Kernel::DkDv => "dkdv",
         }
     }
 
     /// The files after `common.wgsl` that make up this kernel's module.
     fn parts(self) -> &'static [&'static str] {
         match self {
-            Kernel::BlockMean => &[include_str!("../../shaders/block_mean.wgsl")],
-            Kernel::GateTopk => &[include_str!("../../shaders/gate_topk.wgsl")],
+            Kernel::BlockMeans => &[include_str!("../../shaders/wgsl/block_means.wgsl")],
+            Kernel::GateTopk => &[include_str!("../../shaders/wgsl/gate_topk.wgsl")],
             Kernel::SelectionCount => &[
                 SELECTION_ENTRIES,
-                include_str!("../../shaders/selection_count.wgsl"),
+                include_str!("../../shaders/wgsl/selection_count.wgsl"),
             ],
-            Kernel::SelectionScan => &[include_str!("../../shaders/selection_scan.wgsl")],
+            Kernel::SelectionScan => &[include_str!("../../shaders/wgsl/selection_scan.wgsl")],
             Kernel::SelectionScatter => &[
                 SELECTION_ENTRIES,
-                include_str!("../../shaders/selection_scatter.wgsl"),
+                include_str!("../../shaders/wgsl/selection_scatter.wgsl"),
             ],
-            Kernel::MobaAttention => &[
+            Kernel::AttentionPass => &[
                 ATTENTION_INPUTS,
                 ATTENTION_TILE,
                 BLOCK_TILES,
                 TILE_KEY_END,
                 ATTENTION_STATE,
-                include_str!("../../shaders/moba_attention.wgsl"),
+                include_str!("../../shaders/wgsl/attention_pass.wgsl"),
             ],
-            Kernel::MobaAttentionCoop => &[
+            Kernel::AttentionPassCoop => &[
                 ATTENTION_INPUTS,
                 BLOCK_TILES,
                 ATTENTION_STATE,
-                include_str!("../../shaders/moba_attention_coop.wgsl"),
+                include_str!("../../shaders/wgsl/attention_pass_coop.wgsl"),
             ],
-            Kernel::AttentionFinalize => &[include_str!("../../shaders/attention_finalize.wgsl")],
+            Kernel::AttentionFinalize => &[include_str!("../../shaders/wgsl/attention_finalize.wgsl")],
             Kernel::DenseAttention => &[
                 ATTENTION_INPUTS,
                 ATTENTION_TILE,
-                include_str!("../../shaders/dense_attention.wgsl"),
+                include_str!("../../shaders/wgsl/dense_attention.wgsl"),
             ],
-            Kernel::BackwardPrepare => &[include_str!("../../shaders/backward_prepare.wgsl")],
-            Kernel::MobaBackwardDq => &[
+            Kernel::BackwardPrepare => &[include_str!("../../shaders/wgsl/backward_prepare.wgsl")],
+            Kernel::DqPass => &[
                 ATTENTION_INPUTS,
                 ATTENTION_TILE,
                 BLOCK_TILES,
                 TILE_KEY_END,
                 BACKWARD_ROWS,
-                include_str!("../../shaders/moba_backward_dq.wgsl"),
+                include_str!("../../shaders/wgsl/dq_pass.wgsl"),
             ],
-            Kernel::MobaBackwardDkdv => &[
+            Kernel::DkDv => &[
                 ATTENTION_INPUTS,
                 BACKWARD_ROWS,
-                include_str!("../../shaders/moba_backward_dkdv.wgsl"),
+                include_str!("../../shaders/wgsl/dkdv.wgsl"),
             ],
         }
     }
@@ -120,7 +121,7 @@ impl Kernel {
     /// WGSL extensions the kernel enables (they must open the module).
     fn enables(self) -> &'static str {
         match self {
-            Kernel::MobaAttentionCoop => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Kernel::AttentionPassCoop => "enable f16;\nenable wgpu_cooperative_matrix;\n",
             _ => "",
         }
     }
@@ -201,7 +202,7 @@ mod tests {
             query_tile: 64,
             subgroups: 1,
         };
-        let source = Kernel::MobaAttention.source(&constants);
+        let source = Kernel::AttentionPass.source(&constants);
         assert!(source.starts_with("// Set by the host"));
         assert!(source.contains("const HEAD_DIM: u32 = 64u;"));
         assert!(source.contains("const GATE_SINK_AND_RECENT: u32 = 2u;"));
@@ -235,7 +236,7 @@ mod tests {
         };
         for kernel in Kernel::ALL {
             let constants = match kernel {
-                Kernel::MobaAttentionCoop => coop,
+                Kernel::AttentionPassCoop => coop,
                 _ => constants,
             };
             let module = wgpu::naga::front::wgsl::parse_str(&kernel.source(&constants))

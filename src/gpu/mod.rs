@@ -30,4 +30,4 @@ pub use dense::DenseForward;
 pub use forward::{ForwardBuffers, ForwardIo, MobaForward};
 pub use host::{GpuForward, GpuGradients};
 pub use plan::{AttentionKernel, TilePlan};
-pub use timing::{BACKWARD_STAGES, STAGES, StageTimer, StageTimes};
+pub use timing::{StageTimer, StageTimes};

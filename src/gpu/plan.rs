@@ -64,9 +64,9 @@ pub(crate) fn forward_schedule(
     let plan = TilePlan::new(&caps.limits, shape.head_dim)?;
     let constants = plan.constants(shape.head_dim, config.top_k);
     let attention = match kernel {
-        AttentionKernel::Portable => (Kernel::MobaAttention, constants),
+        AttentionKernel::Portable => (Kernel::AttentionPass, constants),
         AttentionKernel::Cooperative => (
-            Kernel::MobaAttentionCoop,
+            Kernel::AttentionPassCoop,
             cooperative_constants(caps, shape.head_dim, config.top_k)?,
         ),
     };
@@ -103,7 +103,7 @@ pub(crate) fn cooperative_constants(
     }
     let d = head_dim as u64;
     let (rows, keys) = (COOP_QUERY_TILE as u64, COOP_KEY_TILE as u64);
-    // As laid out in moba_attention_coop.wgsl: padded f16 key/value rows (or query columns),
+    // As laid out in attention_pass_coop.wgsl: padded f16 key/value rows (or query columns),
     // padded score and probability tiles, three per-row arrays and three 16-byte scalars.
     let bytes = (2 * keys * (d + 8) * 2).max(rows * 40 * 2)
         + keys * (rows + 4) * 4

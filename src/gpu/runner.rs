@@ -94,10 +94,10 @@ impl ScheduleRunner {
             }
             Binding::Scratch(n) => &self.scratch[n],
         };
-        for (stage, name) in self.schedule.stages.iter().enumerate() {
+        for (index, &stage) in self.schedule.stages.iter().enumerate() {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(name),
-                timestamp_writes: timer.map(|t| t.writes(stage)),
+                label: Some(stage.name()),
+                timestamp_writes: timer.map(|t| t.writes(index)),
             });
             for launch in self.schedule.launches.iter().filter(|l| l.stage == stage) {
                 let pipeline = &self.pipelines[launch.kernel];

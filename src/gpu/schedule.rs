@@ -1,14 +1,14 @@
-//! A MoBA run as data: the kernels it launches, in order, with their buffers and grid sizes.
+//! A MoBA run as data on wgpu: the steps of [`crate::launch_plan`] lowered to WGSL kernels,
+//! buffers and grid sizes.
 //!
-//! The forward and the backward are each built once here. The wgpu runtime records a
-//! schedule into a command encoder ([`super::runner::ScheduleRunner`]); the burn backend
-//! launches the same steps through burn's template kernels. Either way the launch logic
-//! (which kernel, which buffers, how many workgroups) lives in this one file.
+//! The wgpu runtime records a schedule into a command encoder
+//! ([`super::runner::ScheduleRunner`]); the burn backend launches the same schedule through
+//! burn's template kernels.
 
 use super::kernels::{Kernel, KernelConstants, Params};
 use super::plan::params;
-use super::timing::{BACKWARD_STAGES, STAGES};
 use crate::config::{MobaConfig, Shape};
+use crate::launch_plan::{self, Stage, Step};
 
 /// Buffers the caller owns. Callers pass them as a slice in this order: a forward takes
 /// `[q, k, v, o, lse, selection]`, a backward all ten.
@@ -92,8 +92,8 @@ pub(crate) struct Scratch {
 /// One kernel launch: bindings 0, 1, 2, ... in order, over a linear grid of workgroups.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Launch {
-    /// Index into [`Schedule::stages`]: launches of one stage share a timed compute pass.
-    pub stage: usize,
+    /// Launches of one stage share a timed compute pass.
+    pub stage: Stage,
     /// Index into [`Schedule::kernels`].
     pub kernel: usize,
     pub bindings: Vec<Binding>,
@@ -103,7 +103,7 @@ pub(crate) struct Launch {
 /// Every launch of one run, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Schedule {
-    pub stages: &'static [&'static str],
+    pub stages: &'static [Stage],
     pub io: &'static [Io],
     pub kernels: Vec<(Kernel, KernelConstants)>,
     pub params: Vec<Params>,
@@ -121,9 +121,9 @@ const ROW_STATE: usize = 4;
 const BLOCK_MEANS: usize = 5;
 
 impl Schedule {
-    /// The MoBA forward: gate, selection inversion, one attention pass per slot, finalize.
-    /// `constants` are the portable kernels'; `attention` is the attention kernel with its
-    /// own constants (whose query tile the inversion counts in).
+    /// The forward ([`launch_plan::forward`]) lowered to WGSL kernels. `constants` are the
+    /// portable kernels'; `attention` is the attention kernel with its own constants (whose
+    /// query tile the inversion counts in).
     pub fn forward(
         shape: &Shape,
         config: &MobaConfig,
@@ -134,94 +134,120 @@ impl Schedule {
             query_tile: attention.1.query_tile,
             ..constants
         };
-        let mut schedule = Self::new(&STAGES, &FORWARD_IO, shape, config, constants);
+        let mut schedule = Self::new(&Stage::FORWARD, &FORWARD_IO, shape, config, constants);
         let nb = shape.num_blocks(config.block_size) as u64;
         schedule.scratch.push(Scratch {
             label: "block means",
             bytes: shape.groups() as u64 * nb * shape.head_dim as u64 * 4,
             zeroed: false,
         });
-        let rows = shape.q_rows() as u64;
-        let per_workgroup = constants.workgroup_size as u64;
-        let groups = shape.groups() as u64;
-        let [block_mean, gate, finalize] = [
-            Kernel::BlockMean,
-            Kernel::GateTopk,
-            Kernel::AttentionFinalize,
-        ]
-        .map(|kernel| schedule.kernel(kernel, constants));
-        let attention_kernel = schedule.kernel(attention.0, attention.1);
-        use Binding::{Io as I, Params as P, Scratch as S};
-        schedule.launch(
-            0,
-            block_mean,
-            vec![P(0), I(Io::K), S(BLOCK_MEANS)],
-            groups * nb,
-        );
-        schedule.launch(
-            0,
-            gate,
-            vec![P(0), I(Io::Q), S(BLOCK_MEANS), I(Io::Selection)],
-            rows.div_ceil(per_workgroup),
-        );
-        schedule.inversion(1, shape, constants);
-        schedule.slot_passes(2, attention_kernel, &[I(Io::O), S(ROW_STATE)], groups);
-        schedule.launch(
-            3,
-            finalize,
-            vec![P(0), I(Io::O), S(ROW_STATE), I(Io::Lse)],
-            rows.div_ceil(per_workgroup),
-        );
+        for step in launch_plan::forward(config) {
+            schedule.lower(step, shape, config, constants, attention);
+        }
         schedule
     }
 
-    /// The MoBA backward from a forward's saved o, lse and selection: the selection
-    /// inversion again, the row terms, dq per slot over the inverted lists, then dk and dv
-    /// per key over the rows that chose its block.
+    /// The backward ([`launch_plan::backward`]) lowered to the portable WGSL kernels.
     pub fn backward(shape: &Shape, config: &MobaConfig, constants: KernelConstants) -> Self {
-        let mut schedule = Self::new(&BACKWARD_STAGES, &BACKWARD_IO, shape, config, constants);
+        let mut schedule = Self::new(&Stage::BACKWARD, &BACKWARD_IO, shape, config, constants);
+        for step in launch_plan::backward(config) {
+            schedule.lower(step, shape, config, constants, (Kernel::DqPass, constants));
+        }
+        schedule
+    }
+
+    /// Adds the launch of one step: its kernel, bindings (0, 1, 2, ... in order) and grid.
+    /// `passes` is the kernel of the per-slot passes (attention or dq) with its constants.
+    fn lower(
+        &mut self,
+        step: Step,
+        shape: &Shape,
+        config: &MobaConfig,
+        constants: KernelConstants,
+        passes: (Kernel, KernelConstants),
+    ) {
+        use Binding::{Io as I, Params as P, Scratch as S};
         let rows = shape.q_rows() as u64;
-        let per_workgroup = constants.workgroup_size as u64;
+        let per_thread_rows = rows.div_ceil(constants.workgroup_size as u64);
+        let entries =
+            (rows * config.top_k as u64).div_ceil(constants.workgroup_size as u64);
         let groups = shape.groups() as u64;
         let nb = shape.num_blocks(config.block_size) as u64;
-        let key_tiles = (config.block_size as u64).div_ceil(per_workgroup);
-        let [prepare, dq, dkdv] = [
-            Kernel::BackwardPrepare,
-            Kernel::MobaBackwardDq,
-            Kernel::MobaBackwardDkdv,
-        ]
-        .map(|kernel| schedule.kernel(kernel, constants));
-        use Binding::{Io as I, Params as P, Scratch as S};
-        schedule.inversion(0, shape, constants);
-        schedule.launch(
-            1,
-            prepare,
-            vec![P(0), I(Io::O), I(Io::Dout), I(Io::Lse), S(ROW_STATE)],
-            rows.div_ceil(per_workgroup),
-        );
-        schedule.slot_passes(2, dq, &[I(Io::Dout), S(ROW_STATE), I(Io::Dq)], groups);
-        schedule.launch(
-            3,
-            dkdv,
-            vec![
-                P(0),
-                I(Io::Q),
-                I(Io::K),
-                I(Io::V),
-                I(Io::Selection),
-                I(Io::Dk),
-                I(Io::Dout),
-                S(ROW_STATE),
-                I(Io::Dv),
-            ],
-            groups * nb * key_tiles,
-        );
-        schedule
+        let (kernel, bindings, workgroups) = match step {
+            Step::BlockMeans => (
+                Kernel::BlockMeans,
+                vec![P(0), I(Io::K), S(BLOCK_MEANS)],
+                groups * nb,
+            ),
+            Step::GateTopk => (
+                Kernel::GateTopk,
+                vec![P(0), I(Io::Q), S(BLOCK_MEANS), I(Io::Selection)],
+                per_thread_rows,
+            ),
+            Step::SelectionCount => (
+                Kernel::SelectionCount,
+                vec![P(0), I(Io::Selection), S(COUNTS)],
+                entries,
+            ),
+            Step::SelectionScan => (
+                Kernel::SelectionScan,
+                vec![P(0), S(COUNTS), S(STARTS)],
+                groups,
+            ),
+            Step::SelectionScatter => (
+                Kernel::SelectionScatter,
+                vec![P(0), I(Io::Selection), S(STARTS), S(CURSORS), S(LISTS)],
+                entries,
+            ),
+            // One pass per slot over the inverted lists (block_tiles.wgsl): bindings
+            // `params[slot], q, k, v, lists, starts`, then the kernel's own.
+            Step::AttentionPass { slot } | Step::DqPass { slot } => {
+                let own = match step {
+                    Step::AttentionPass { .. } => [I(Io::O), S(ROW_STATE)].as_slice(),
+                    _ => &[I(Io::Dout), S(ROW_STATE), I(Io::Dq)],
+                };
+                let mut bindings = vec![P(slot), I(Io::Q), I(Io::K), I(Io::V), S(LISTS), S(STARTS)];
+                bindings.extend_from_slice(own);
+                let kernel = self.kernel(passes.0, passes.1);
+                let workgroups = groups * self.params[slot].tiles_per_group as u64;
+                self.launch(step.stage(), kernel, bindings, workgroups);
+                return;
+            }
+            Step::AttentionFinalize => (
+                Kernel::AttentionFinalize,
+                vec![P(0), I(Io::O), S(ROW_STATE), I(Io::Lse)],
+                per_thread_rows,
+            ),
+            Step::BackwardPrepare => (
+                Kernel::BackwardPrepare,
+                vec![P(0), I(Io::O), I(Io::Dout), I(Io::Lse), S(ROW_STATE)],
+                per_thread_rows,
+            ),
+            // The f32 dq pass accumulates into dq itself: nothing to convert.
+            Step::DqFinalize => return,
+            Step::DkDv => (
+                Kernel::DkDv,
+                vec![
+                    P(0),
+                    I(Io::Q),
+                    I(Io::K),
+                    I(Io::V),
+                    I(Io::Selection),
+                    I(Io::Dk),
+                    I(Io::Dout),
+                    S(ROW_STATE),
+                    I(Io::Dv),
+                ],
+                groups * nb * (config.block_size as u64).div_ceil(constants.workgroup_size as u64),
+            ),
+        };
+        let kernel = self.kernel(kernel, constants);
+        self.launch(step.stage(), kernel, bindings, workgroups);
     }
 
     /// A schedule with one parameter block per selection slot and the inversion's scratch.
     fn new(
-        stages: &'static [&'static str],
+        stages: &'static [Stage],
         io: &'static [Io],
         shape: &Shape,
         config: &MobaConfig,
@@ -261,45 +287,6 @@ impl Schedule {
         }
     }
 
-    /// Selection inversion into per-(slot, block) lists of rows: count, scan, scatter.
-    fn inversion(&mut self, stage: usize, shape: &Shape, constants: KernelConstants) {
-        let [count, scan, scatter] = [
-            Kernel::SelectionCount,
-            Kernel::SelectionScan,
-            Kernel::SelectionScatter,
-        ]
-        .map(|kernel| self.kernel(kernel, constants));
-        let entries = (shape.q_rows() as u64 * self.params.len() as u64)
-            .div_ceil(constants.workgroup_size as u64);
-        let groups = shape.groups() as u64;
-        use Binding::{Io as I, Params as P, Scratch as S};
-        self.launch(
-            stage,
-            count,
-            vec![P(0), I(Io::Selection), S(COUNTS)],
-            entries,
-        );
-        self.launch(stage, scan, vec![P(0), S(COUNTS), S(STARTS)], groups);
-        self.launch(
-            stage,
-            scatter,
-            vec![P(0), I(Io::Selection), S(STARTS), S(CURSORS), S(LISTS)],
-            entries,
-        );
-    }
-
-    /// One pass of `kernel` per selection slot over the inverted lists (block_tiles.wgsl):
-    /// bindings `params[slot], q, k, v, lists, starts`, then the kernel's own `tail`.
-    fn slot_passes(&mut self, stage: usize, kernel: usize, tail: &[Binding], groups: u64) {
-        use Binding::{Io as I, Params as P, Scratch as S};
-        for slot in 0..self.params.len() {
-            let mut bindings = vec![P(slot), I(Io::Q), I(Io::K), I(Io::V), S(LISTS), S(STARTS)];
-            bindings.extend_from_slice(tail);
-            let workgroups = groups * self.params[slot].tiles_per_group as u64;
-            self.launch(stage, kernel, bindings, workgroups);
-        }
-    }
-
     /// The index of a kernel in this schedule, added on first use.
     fn kernel(&mut self, kernel: Kernel, constants: KernelConstants) -> usize {
         let entry = (kernel, constants);
@@ -312,7 +299,7 @@ impl Schedule {
         }
     }
 
-    fn launch(&mut self, stage: usize, kernel: usize, bindings: Vec<Binding>, workgroups: u64) {
+    fn launch(&mut self, stage: Stage, kernel: usize, bindings: Vec<Binding>, workgroups: u64) {
         self.launches.push(Launch {
             stage,
             kernel,
@@ -354,12 +341,12 @@ mod tests {
             &shape,
             &config,
             constants(),
-            (Kernel::MobaAttention, constants()),
+            (Kernel::AttentionPass, constants()),
         );
         let backward = Schedule::backward(&shape, &config, constants());
         for schedule in [forward, backward] {
             for launch in &schedule.launches {
-                assert!(launch.stage < schedule.stages.len());
+                assert!(schedule.stages.contains(&launch.stage));
                 assert!(launch.kernel < schedule.kernels.len());
                 for binding in &launch.bindings {
                     match *binding {
@@ -380,9 +367,9 @@ mod tests {
             &shape,
             &config,
             constants(),
-            (Kernel::MobaAttention, constants()),
+            (Kernel::AttentionPass, constants()),
         );
-        let passes = schedule.launches.iter().filter(|l| l.stage == 2).count();
+        let passes = schedule.launches.iter().filter(|l| l.stage == Stage::Attention).count();
         assert_eq!(passes, 3);
         // dk/dv: one workgroup per (group, block, 64 keys) = 2 * 8 * 1.
         let backward = Schedule::backward(&shape, &config, constants());

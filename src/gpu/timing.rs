@@ -2,21 +2,21 @@
 
 use super::context::GpuContext;
 use crate::error::{MobaError, Result};
+use crate::launch_plan::Stage;
 
-/// The stages of a forward, in order, each timed as one compute pass.
-pub const STAGES: [&str; 4] = ["gate", "selection inversion", "attention", "finalize"];
-/// The stages of a backward, in order, each timed as one compute pass.
-pub const BACKWARD_STAGES: [&str; 4] = ["selection inversion", "row terms", "dq", "dk dv"];
+/// Stages of one run: a forward's or a backward's.
+const STAGE_COUNT: usize = Stage::FORWARD.len();
 
-/// Timestamp queries for the stages of one forward (the adapter needs `TIMESTAMP_QUERY`).
+/// Timestamp queries for the stages of one forward or backward (the adapter needs
+/// `TIMESTAMP_QUERY`).
 pub struct StageTimer {
     queries: wgpu::QuerySet,
     resolved: wgpu::Buffer,
 }
 
-/// Seconds spent in each of [`STAGES`] (or [`BACKWARD_STAGES`]).
+/// Seconds spent in each of [`Stage::FORWARD`] (or [`Stage::BACKWARD`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StageTimes(pub [f64; 4]);
+pub struct StageTimes(pub [f64; STAGE_COUNT]);
 
 impl StageTimer {
     pub fn new(gpu: &GpuContext) -> Result<Self> {
@@ -25,7 +25,7 @@ impl StageTimer {
                 "timestamp queries (TIMESTAMP_QUERY)".into(),
             ));
         }
-        let count = 2 * STAGES.len() as u32;
+        let count = 2 * STAGE_COUNT as u32;
         Ok(Self {
             queries: gpu.device().create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("stage timestamps"),
@@ -52,14 +52,14 @@ impl StageTimer {
 
     /// Records the copy of the timestamps into a readable buffer (after the stages).
     pub(crate) fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
-        encoder.resolve_query_set(&self.queries, 0..2 * STAGES.len() as u32, &self.resolved, 0);
+        encoder.resolve_query_set(&self.queries, 0..2 * STAGE_COUNT as u32, &self.resolved, 0);
     }
 
     /// The stage times of the last submitted forward that used this timer.
     pub async fn read(&self, gpu: &GpuContext) -> Result<StageTimes> {
         let ticks: Vec<u64> = gpu.download(&self.resolved).await?;
         let period = gpu.queue().get_timestamp_period() as f64 * 1e-9;
-        let mut times = [0.0; 4];
+        let mut times = [0.0; STAGE_COUNT];
         for (stage, time) in times.iter_mut().enumerate() {
             *time = ticks[2 * stage + 1].saturating_sub(ticks[2 * stage]) as f64 * period;
         }

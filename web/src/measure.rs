@@ -2,7 +2,8 @@
 //! MoBA's output checked against the reference.
 
 use moba::bench::{BenchOptions, Measurement, Record, median_seconds, memory_bytes};
-use moba::gpu::{DenseForward, ForwardIo, GpuContext, GpuForward, MobaForward, STAGES, StageTimer};
+use moba::gpu::{DenseForward, ForwardIo, GpuContext, GpuForward, MobaForward, StageTimer};
+use moba::launch_plan::Stage;
 use moba::{Result, random, sparsity};
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +67,7 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
     })
     .await?
         * 1e3;
-    // GPU seconds of each of STAGES in one run, where the adapter has timestamps.
+    // GPU seconds of each forward stage in one run, where the adapter has timestamps.
     let stage_seconds = match StageTimer::new(gpu) {
         Ok(timer) => {
             let mut encoder = gpu.device().create_command_encoder(&Default::default());
@@ -123,11 +124,11 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
         moba_ms,
         dense_ms,
         stages: stage_seconds.map_or_else(Vec::new, |seconds| {
-            STAGES
+            Stage::FORWARD
                 .iter()
                 .zip(seconds)
-                .map(|(name, seconds)| StageTime {
-                    name: name.to_string(),
+                .map(|(stage, seconds)| StageTime {
+                    name: stage.name().to_string(),
                     ms: seconds * 1e3,
                 })
                 .collect()

@@ -1,5 +1,5 @@
 // Dense flash attention (causal or full): the baseline MoBA is timed against on the same
-// adapter, built from the same tile step as moba_attention.
+// adapter, built from the same tile step as attention_pass.
 //
 // Grid: one workgroup per (group, query head in group, tile of QUERY_TILE consecutive
 //       queries), linear. One thread per query row.

@@ -16,8 +16,8 @@ struct Params {
     num_blocks: u32,
     causal: u32,          // 1: causal MoBA, 0: all blocks eligible, no mask
     scale_log2: f32,      // softmax scale * log2(e): scores live in the log2 domain
-    slot: u32,            // selection slot handled by one moba_attention pass
-    tiles_per_group: u32, // moba_attention workgroups per group and pass
+    slot: u32,            // selection slot handled by one attention_pass pass
+    tiles_per_group: u32, // attention_pass workgroups per group and pass
     gate: u32,            // 0: mean-key scores, 1: most recent first, 2: sinks then recent
     sink_blocks: u32,     // gate 2: blocks [0, sink_blocks) always win
 }

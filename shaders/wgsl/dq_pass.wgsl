@@ -1,7 +1,7 @@
 // MoBA backward, dq: one pass per selection slot over the forward's schedule (block_tiles.wgsl):
 // dense tiles of gathered query rows x the keys of one block.
 //
-// Grid: as moba_attention: per pass, tiles_per_group workgroups per group, linear; one row per
+// Grid: as attention_pass: per pass, tiles_per_group workgroups per group, linear; one row per
 //       thread (QUERY_TILE = WORKGROUP_SIZE); surplus workgroups exit.
 // Tiles: the block's keys and values stream through workgroup memory KEY_TILE at a time
 //       (attention_tile.wgsl); a causal tile stops at the last position among its rows.

@@ -1,8 +1,8 @@
 // MoBA attention on cooperative matrices (tensor cores), one pass per selection slot: the
-// schedule of moba_attention.wgsl (block_tiles.wgsl) with the tile products on 16x16x16
+// schedule of attention_pass.wgsl (block_tiles.wgsl) with the tile products on 16x16x16
 // f16 x f16 -> f32 matrix units. Native adapters with EXPERIMENTAL_COOPERATIVE_MATRIX only.
 //
-// Grid: as moba_attention. Workgroup: WORKGROUP_SIZE (256) threads in SUBGROUPS subgroups
+// Grid: as attention_pass. Workgroup: WORKGROUP_SIZE (256) threads in SUBGROUPS subgroups
 //       take QUERY_TILE (128) gathered rows against one block, KEY_TILE (32) keys at a time.
 // Queries stay in registers: subgroup s holds its 16-row strip of q as HEAD_COLUMNS
 //       cooperative A matrices, loaded once through workgroup memory 32 columns at a time.

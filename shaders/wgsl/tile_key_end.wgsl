@@ -1,4 +1,4 @@
-// Shared by the f32 kernels that walk a block tile (moba_attention, moba_backward_dq): where
+// Shared by the f32 kernels that walk a block tile (attention_pass, dq_pass): where
 // the tile's keys end, agreed by the whole workgroup.
 
 var<workgroup> tile_last_position: atomic<u32>;

@@ -1,0 +1,182 @@
+//! The MoBA launch sequence, written once for every backend: which steps a forward and a
+//! backward run, in which order and in which timed stage.
+//!
+//! A backend lowers each [`Step`] to its own launch (kernel, buffers, grid): the wgpu
+//! schedule in `gpu/schedule.rs` (which burn's template kernels also execute) and the CUDA
+//! schedule in `cuda/schedule.rs`. Both match on `Step` without a catch-all, so a new step
+//! added here does not build until every backend lowers it.
+
+use crate::config::{Gate, MobaConfig};
+
+/// A timed part of a run: one compute pass on wgpu, the kernels between two events on CUDA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    Gate,
+    Inversion,
+    Attention,
+    Finalize,
+    RowTerms,
+    Dq,
+    DkDv,
+}
+
+impl Stage {
+    /// The stages of a forward, in order.
+    pub const FORWARD: [Stage; 4] = [
+        Stage::Gate,
+        Stage::Inversion,
+        Stage::Attention,
+        Stage::Finalize,
+    ];
+    /// The stages of a backward, in order.
+    pub const BACKWARD: [Stage; 4] = [Stage::RowTerms, Stage::Inversion, Stage::Dq, Stage::DkDv];
+
+    /// `stages` with their times, as reports print them: `gate 0.120 ms, ...`.
+    pub fn describe(stages: &[Stage], seconds: &[f64]) -> String {
+        let parts: Vec<String> = stages
+            .iter()
+            .zip(seconds)
+            .map(|(stage, seconds)| format!("{} {:.3} ms", stage.name(), seconds * 1e3))
+            .collect();
+        parts.join(", ")
+    }
+
+    /// The stage's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Gate => "gate",
+            Stage::Inversion => "selection inversion",
+            Stage::Attention => "attention",
+            Stage::Finalize => "finalize",
+            Stage::RowTerms => "row terms",
+            Stage::Dq => "dq",
+            Stage::DkDv => "dk dv",
+        }
+    }
+}
+
+/// One step of a run. Its name is the kernel's name on every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Mean key of every block (the mean-key gate only).
+    BlockMeans,
+    /// Every query row's top-k blocks, ascending: the selection.
+    GateTopk,
+    /// Selection inversion, 1 of 3: rows per (slot, block).
+    SelectionCount,
+    /// Selection inversion, 2 of 3: list starts from the counts.
+    SelectionScan,
+    /// Selection inversion, 3 of 3: every row into its lists, in row order.
+    SelectionScatter,
+    /// Attention of the rows that chose a block in `slot`, into the running row state.
+    AttentionPass { slot: usize },
+    /// o from the running state, and lse.
+    AttentionFinalize,
+    /// Row terms of the backward: lse in log2 and delta = rowsum(dO * o).
+    BackwardPrepare,
+    /// dq of the rows that chose a block in `slot` (slot 0 writes, later slots add).
+    DqPass { slot: usize },
+    /// dq from its f32 accumulator in the gradient's element type.
+    DqFinalize,
+    /// dk and dv of every key over the rows that chose its block.
+    DkDv,
+}
+
+impl Step {
+    /// The stage the step is timed in.
+    pub fn stage(self) -> Stage {
+        match self {
+            Step::BlockMeans | Step::GateTopk => Stage::Gate,
+            Step::SelectionCount | Step::SelectionScan | Step::SelectionScatter => {
+                Stage::Inversion
+            }
+            Step::AttentionPass { .. } => Stage::Attention,
+            Step::AttentionFinalize => Stage::Finalize,
+            Step::BackwardPrepare => Stage::RowTerms,
+            Step::DqPass { .. } | Step::DqFinalize => Stage::Dq,
+            Step::DkDv => Stage::DkDv,
+        }
+    }
+
+    /// The kernel's name (its entry point on CUDA, its file under `shaders/wgsl/`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::BlockMeans => "block_means",
+            Step::GateTopk => "gate_topk",
+            Step::SelectionCount => "selection_count",
+            Step::SelectionScan => "selection_scan",
+            Step::SelectionScatter => "selection_scatter",
+            Step::AttentionPass { .. } => "attention_pass",
+            Step::AttentionFinalize => "attention_finalize",
+            Step::BackwardPrepare => "backward_prepare",
+            Step::DqPass { .. } => "dq_pass",
+            Step::DqFinalize => "dq_finalize",
+            Step::DkDv => "dkdv",
+        }
+    }
+}
+
+const INVERSION: [Step; 3] = [
+    Step::SelectionCount,
+    Step::SelectionScan,
+    Step::SelectionScatter,
+];
+
+/// The forward: gate, selection inversion, one attention pass per slot, finalize.
+pub fn forward(config: &MobaConfig) -> Vec<Step> {
+    let means = (config.gate == Gate::MeanKey).then_some(Step::BlockMeans);
+    means
+        .into_iter()
+        .chain([Step::GateTopk])
+        .chain(INVERSION)
+        .chain((0..config.top_k).map(|slot| Step::AttentionPass { slot }))
+        .chain([Step::AttentionFinalize])
+        .collect()
+}
+
+/// The backward from a forward's saved o, lse and selection: row terms, the inversion of
+/// the saved selection, one dq pass per slot, dq, then dk and dv.
+pub fn backward(config: &MobaConfig) -> Vec<Step> {
+    [Step::BackwardPrepare]
+        .into_iter()
+        .chain(INVERSION)
+        .chain((0..config.top_k).map(|slot| Step::DqPass { slot }))
+        .chain([Step::DqFinalize, Step::DkDv])
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_run_stage_by_stage_in_the_stages_order() {
+        let config = MobaConfig::new(64, 3);
+        for (steps, stages) in [
+            (forward(&config), Stage::FORWARD),
+            (backward(&config), Stage::BACKWARD),
+        ] {
+            let order: Vec<usize> = steps
+                .iter()
+                .map(|step| stages.iter().position(|&s| s == step.stage()).unwrap())
+                .collect();
+            assert!(order.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
+            assert!((0..stages.len()).all(|stage| order.contains(&stage)));
+        }
+    }
+
+    #[test]
+    fn one_pass_per_slot_and_block_means_only_for_the_mean_key_gate() {
+        let passes = |steps: &[Step]| {
+            steps
+                .iter()
+                .filter(|s| matches!(s, Step::AttentionPass { .. } | Step::DqPass { .. }))
+                .count()
+        };
+        let config = MobaConfig::new(64, 3);
+        assert_eq!(passes(&forward(&config)), 3);
+        assert_eq!(passes(&backward(&config)), 3);
+        assert_eq!(forward(&config)[0], Step::BlockMeans);
+        assert_eq!(forward(&MobaConfig::sliding_window(64, 2))[0], Step::GateTopk);
+    }
+}
