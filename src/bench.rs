@@ -39,7 +39,10 @@ pub struct BenchOptions {
 pub struct Measurement {
     pub shape: Shape,
     pub config: MobaConfig,
-    pub options: BenchOptions,
+    /// The attention kernel, as records name it (`Portable`, `Cooperative`, `cuda-bf16`, ...).
+    pub kernel: String,
+    /// Timed runs of each median.
+    pub runs: usize,
     /// Calls the problem was split into (the adapter's buffer limits).
     pub calls: usize,
     pub moba_seconds: f64,
@@ -114,7 +117,8 @@ pub fn measure(
     let mut found = Measurement {
         shape: *shape,
         config: *config,
-        options: *options,
+        kernel: format!("{:?}", options.kernel),
+        runs: options.runs,
         calls,
         moba_seconds: 0.0,
         dense_seconds: options.dense.then_some(0.0),
@@ -390,18 +394,44 @@ pub struct Record {
     pub burn_ms: Option<f64>,
 }
 
-impl Record {
-    pub fn new(gpu: &GpuContext, found: &Measurement) -> Self {
+/// The device a measurement ran on, as a [`Record`] names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceDescription {
+    /// The adapter's or GPU's name.
+    pub adapter: String,
+    /// The API: `Vulkan`, `Metal`, `Gl`, `BrowserWebGpu`, `CUDA`, ...
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+}
+
+impl DeviceDescription {
+    /// The adapter of a wgpu context.
+    pub fn of(gpu: &GpuContext) -> Self {
         let info = gpu.info();
         Self {
-            machine: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             adapter: info.name.clone(),
             backend: format!("{:?}", info.backend),
             device_type: format!("{:?}", info.device_type),
             driver: format!("{} {}", info.driver, info.driver_info)
                 .trim()
                 .to_string(),
-            kernel: format!("{:?}", found.options.kernel),
+        }
+    }
+}
+
+impl Record {
+    /// The record of one measurement on `device`: the one place a record is made, for every
+    /// harness (wgpu, CUDA, the browser page).
+    pub fn new(device: &DeviceDescription, found: &Measurement) -> Self {
+        let ms = |seconds: f64| seconds * 1e3;
+        Self {
+            machine: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            adapter: device.adapter.clone(),
+            backend: device.backend.clone(),
+            device_type: device.device_type.clone(),
+            driver: device.driver.clone(),
+            kernel: found.kernel.clone(),
             pass: "forward".into(),
             seq_len: found.shape.q_len,
             kv_len: found.shape.kv_len,
@@ -410,19 +440,19 @@ impl Record {
             head_dim: found.shape.head_dim,
             block_size: found.config.block_size,
             top_k: found.config.top_k,
-            runs: found.options.runs,
+            runs: found.runs,
             density: found.density(),
             attended_pairs: found.attended_pairs,
-            moba_ms: found.moba_seconds * 1e3,
+            moba_ms: ms(found.moba_seconds),
             moba_tflops: found.moba_rate() / 1e12,
-            dense_ms: found.dense_seconds.map(|s| s * 1e3),
-            stage_ms: found.stage_seconds.map(|s| s.map(|t| t * 1e3)),
+            dense_ms: found.dense_seconds.map(ms),
+            stage_ms: found.stage_seconds.map(|s| s.map(ms)),
             o_error: found.check.o_error,
             o_bound: Some(found.check.o_bound),
             passed: Some(found.check.passed()),
-            step_ms: found.step_seconds.map(|s| s * 1e3),
+            step_ms: found.step_seconds.map(ms),
             step_tflops: found.step_rate().map(|rate| rate / 1e12),
-            backward_stage_ms: found.backward_stage_seconds.map(|s| s.map(|t| t * 1e3)),
+            backward_stage_ms: found.backward_stage_seconds.map(|s| s.map(ms)),
             memory_bytes: Some(found.memory_bytes),
             dense_fallback_bytes: Some(found.dense_fallback_bytes()),
             burn_ms: None,

@@ -3,7 +3,7 @@
 use thiserror::Error;
 
 /// Everything that can go wrong in `moba`.
-#[derive(Debug, Error, Clone, PartialEq)]
+#[derive(Debug, Error)]
 pub enum MobaError {
     /// A tensor does not have the rank MoBA needs (`[B, H, S, D]`).
     #[error("{tensor} must have rank {expected} ([B, H, S, D]), got shape {shape:?}")]
@@ -65,9 +65,14 @@ pub enum MobaError {
     /// The CUDA path failed: no driver, NVRTC, a launch, or a kernel fault.
     #[error("CUDA: {0}")]
     Cuda(String),
-    /// Reading or writing a file failed.
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
+    /// Reading or writing a file failed; `source` is the underlying error (an
+    /// `std::io::Error`, a parser's error, or a message of ours).
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A `.npy` file is malformed or has an unsupported dtype or layout.
     #[error("{path}: {message}")]
     Npy { path: String, message: String },
@@ -88,11 +93,14 @@ pub enum MobaError {
 pub type Result<T, E = MobaError> = std::result::Result<T, E>;
 
 impl MobaError {
-    /// A [`MobaError::Io`] naming the file that failed.
-    pub fn io(path: &std::path::Path, error: impl std::fmt::Display) -> Self {
+    /// A [`MobaError::Io`] naming the file that failed, keeping the error as its source.
+    pub fn io(
+        path: &std::path::Path,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         MobaError::Io {
             path: path.display().to_string(),
-            message: error.to_string(),
+            source: error.into(),
         }
     }
 

@@ -87,9 +87,7 @@ impl Step {
     pub fn stage(self) -> Stage {
         match self {
             Step::BlockMeans | Step::GateTopk => Stage::Gate,
-            Step::SelectionCount | Step::SelectionScan | Step::SelectionScatter => {
-                Stage::Inversion
-            }
+            Step::SelectionCount | Step::SelectionScan | Step::SelectionScatter => Stage::Inversion,
             Step::AttentionPass { .. } => Stage::Attention,
             Step::AttentionFinalize => Stage::Finalize,
             Step::BackwardPrepare => Stage::RowTerms,
@@ -177,6 +175,9 @@ mod tests {
         assert_eq!(passes(&forward(&config)), 3);
         assert_eq!(passes(&backward(&config)), 3);
         assert_eq!(forward(&config)[0], Step::BlockMeans);
-        assert_eq!(forward(&MobaConfig::sliding_window(64, 2))[0], Step::GateTopk);
+        assert_eq!(
+            forward(&MobaConfig::sliding_window(64, 2))[0],
+            Step::GateTopk
+        );
     }
 }

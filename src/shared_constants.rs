@@ -40,7 +40,10 @@ mod tests {
     #[test]
     fn lines_in_both_languages() {
         let constants = [("A", 1), ("B_C", 20)];
-        assert_eq!(wgsl_lines(&constants), "const A: u32 = 1u;\nconst B_C: u32 = 20u;\n");
+        assert_eq!(
+            wgsl_lines(&constants),
+            "const A: u32 = 1u;\nconst B_C: u32 = 20u;\n"
+        );
         assert_eq!(cuda_lines(&constants), "#define A 1\n#define B_C 20\n");
     }
 }

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use moba::backend::baseline::burn_attention_seconds;
 use moba::backend::burn_wgpu_device;
 use moba::bench::peers::{Peer, parse_peers, peers_table};
-use moba::bench::{BenchOptions, Record, markdown_table, measure, write_plots};
+use moba::bench::{BenchOptions, DeviceDescription, Record, markdown_table, measure, write_plots};
 use moba::gpu::{AdapterRequest, GpuContext};
 use moba::{MobaConfig, MobaError, Result, Shape};
 
@@ -139,7 +139,7 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             backward: args.backward,
         };
         let found = measure(gpu, &shape, &config, &options, progress)?;
-        let mut record = Record::new(gpu, &found);
+        let mut record = Record::new(&DeviceDescription::of(gpu), &found);
         if args.burn_baseline {
             progress("burn attention");
             let (device, _) = burn_wgpu_device(request)?;
@@ -250,7 +250,7 @@ fn read_records(path: &Path) -> Result<Vec<Record>> {
         .map(|(number, line)| {
             serde_json::from_str(line).map_err(|e| MobaError::Io {
                 path: format!("{}:{}", path.display(), number + 1),
-                message: format!("not a benchmark record: {e}"),
+                source: format!("not a benchmark record: {e}").into(),
             })
         })
         .collect()

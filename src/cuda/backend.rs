@@ -15,12 +15,12 @@ use burn::tensor::{DType, Tensor, TensorPrimitive};
 use super::launch::{CudaParams, CudaPlan, HEAD_DIM_MULTIPLE};
 use super::runtime::CudaRuntime as Driver;
 use super::schedule::{BackwardTensors, CudaSchedule, ForwardTensors, Launch, Scratch};
-use crate::launch_plan::Stage;
 use super::source::{CudaConstants, ElemKind};
 use crate::backend::cube::{empty, padded_backward, padded_forward, problem_shape};
 use crate::backend::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
+use crate::launch_plan::Stage;
 use crate::memory::bytes_of;
 
 type CudaTensor = CubeTensor<CudaRuntime>;

@@ -13,7 +13,7 @@ use super::backend::{KernelTimes, backward, forward};
 use super::launch::CudaPlan;
 use super::runtime::CudaRuntime as Driver;
 use super::source::{ElemKind, MmaKind};
-use crate::bench::{Record, median_wall_seconds};
+use crate::bench::{DeviceDescription, Measurement, Record, median_wall_seconds};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::launch_plan::Stage;
@@ -185,42 +185,31 @@ pub fn measure(
     } else {
         0
     };
-    let dense_pairs = sparsity::dense_pairs(shape, config.causal);
-    let flops = sparsity::forward_flops(attended_pairs, d);
-    Ok(Record {
-        machine: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-        adapter: driver.describe().to_string(),
-        backend: "CUDA".into(),
-        device_type: "DiscreteGpu".into(),
-        driver: "CUDA driver (cudarc, NVRTC)".into(),
+    let seconds = |ms: f64| ms * 1e-3;
+    let found = Measurement {
+        shape: *shape,
+        config,
         kernel: match mma {
             MmaKind::Sync => format!("cuda-{}", elem.name()),
             MmaKind::Warpgroup => format!("cuda-{}-wgmma", elem.name()),
         },
-        pass: "forward".into(),
-        seq_len: shape.q_len,
-        kv_len: shape.kv_len,
-        q_heads: shape.q_heads,
-        kv_heads: shape.kv_heads,
-        head_dim: d,
-        block_size: config.block_size,
-        top_k: config.top_k,
         runs,
-        density: attended_pairs as f64 / dense_pairs as f64,
+        calls: 1,
+        moba_seconds,
+        dense_seconds: None,
+        stage_seconds: Some(stage_ms.map(seconds)),
+        step_seconds: step_ms.map(seconds),
+        backward_stage_seconds: backward_stage_ms.map(|s| s.map(seconds)),
+        memory_bytes: (scratch_bytes + tensors + training) as u64,
         attended_pairs,
-        moba_ms: moba_seconds * 1e3,
-        moba_tflops: flops / moba_seconds / 1e12,
-        dense_ms: None,
-        stage_ms: Some(stage_ms),
-        o_error: check.o_error,
-        o_bound: Some(check.o_bound),
-        passed: Some(check.passed()),
-        step_ms,
-        step_tflops: step_ms
-            .map(|ms| sparsity::training_flops(attended_pairs, d) / (ms * 1e-3) / 1e12),
-        backward_stage_ms,
-        memory_bytes: Some((scratch_bytes + tensors + training) as u64),
-        dense_fallback_bytes: None,
-        burn_ms: None,
-    })
+        dense_pairs: sparsity::dense_pairs(shape, config.causal),
+        check,
+    };
+    let device = DeviceDescription {
+        adapter: driver.describe().to_string(),
+        backend: "CUDA".into(),
+        device_type: "DiscreteGpu".into(),
+        driver: "CUDA driver (cudarc, NVRTC)".into(),
+    };
+    Ok(Record::new(&device, &found))
 }

@@ -94,13 +94,19 @@ impl CudaSchedule {
             dv: 0,
         };
         let steps = launch_plan::forward(&self.config);
-        steps.into_iter().map(|step| self.lower(step, &t, s)).collect()
+        steps
+            .into_iter()
+            .map(|step| self.lower(step, &t, s))
+            .collect()
     }
 
     /// The backward ([`launch_plan::backward`]) on these tensors.
     pub fn backward(&self, t: &BackwardTensors, s: &Scratch) -> Vec<Launch> {
         let steps = launch_plan::backward(&self.config);
-        steps.into_iter().map(|step| self.lower(step, t, s)).collect()
+        steps
+            .into_iter()
+            .map(|step| self.lower(step, t, s))
+            .collect()
     }
 
     /// The launch of one step: program, grid, threads, shared memory and arguments (the

@@ -122,6 +122,12 @@ async fn select_among(
 
 /// An open GPU: device, queue, what the adapter offers, and the compiled pipelines.
 /// Cheap to clone; clones share the device and the pipeline cache.
+/// What wgpu reported, kept until the next call checks it.
+enum DeviceFailure {
+    Error(String),
+    Lost(String),
+}
+
 #[derive(Clone)]
 pub struct GpuContext {
     device: wgpu::Device,
@@ -131,7 +137,7 @@ pub struct GpuContext {
     features: wgpu::Features,
     pipelines: Arc<Mutex<HashMap<(Kernel, KernelConstants), wgpu::ComputePipeline>>>,
     /// First error wgpu reported or the reason the device was lost.
-    failure: Arc<Mutex<Option<MobaError>>>,
+    failure: Arc<Mutex<Option<DeviceFailure>>>,
     /// Held by each blocking call on OpenGL (see [`GpuContext::exclusive`]).
     serial: Arc<Mutex<()>>,
 }
@@ -187,13 +193,12 @@ impl GpuContext {
         device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
             let mut slot = on_error.lock().unwrap();
             if slot.is_none() {
-                *slot = Some(MobaError::Gpu(error.to_string()));
+                *slot = Some(DeviceFailure::Error(error.to_string()));
             }
         }));
         let on_lost = failure.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *on_lost.lock().unwrap() =
-                Some(MobaError::DeviceLost(format!("{reason:?}: {message}")));
+            *on_lost.lock().unwrap() = Some(DeviceFailure::Lost(format!("{reason:?}: {message}")));
         });
         Self {
             caps: DeviceCaps::new(adapter, &device),
@@ -291,8 +296,9 @@ impl GpuContext {
 
     /// The first error wgpu reported since the context opened, if any.
     pub(crate) fn check(&self) -> Result<()> {
-        match self.failure.lock().unwrap().clone() {
-            Some(error) => Err(error),
+        match &*self.failure.lock().unwrap() {
+            Some(DeviceFailure::Error(message)) => Err(MobaError::Gpu(message.clone())),
+            Some(DeviceFailure::Lost(message)) => Err(MobaError::DeviceLost(message.clone())),
             None => Ok(()),
         }
     }

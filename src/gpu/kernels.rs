@@ -95,7 +95,9 @@ impl Kernel {
                 ATTENTION_STATE,
                 include_str!("../../shaders/wgsl/attention_pass_coop.wgsl"),
             ],
-            Kernel::AttentionFinalize => &[include_str!("../../shaders/wgsl/attention_finalize.wgsl")],
+            Kernel::AttentionFinalize => {
+                &[include_str!("../../shaders/wgsl/attention_finalize.wgsl")]
+            }
             Kernel::DenseAttention => &[
                 ATTENTION_INPUTS,
                 ATTENTION_TILE,
@@ -210,7 +212,10 @@ mod tests {
         for kernel in Kernel::ALL {
             for (name, _) in shared_constants::EVERY_KERNEL {
                 let own = kernel.parts().iter().chain([&COMMON]);
-                assert!(own.into_iter().all(|part| !part.contains(&format!("const {name}"))));
+                assert!(
+                    own.into_iter()
+                        .all(|part| !part.contains(&format!("const {name}")))
+                );
             }
         }
         assert!(source.contains("fn attend_key_tile"));

@@ -169,8 +169,7 @@ impl Schedule {
         use Binding::{Io as I, Params as P, Scratch as S};
         let rows = shape.q_rows() as u64;
         let per_thread_rows = rows.div_ceil(constants.workgroup_size as u64);
-        let entries =
-            (rows * config.top_k as u64).div_ceil(constants.workgroup_size as u64);
+        let entries = (rows * config.top_k as u64).div_ceil(constants.workgroup_size as u64);
         let groups = shape.groups() as u64;
         let nb = shape.num_blocks(config.block_size) as u64;
         let (kernel, bindings, workgroups) = match step {
@@ -369,7 +368,11 @@ mod tests {
             constants(),
             (Kernel::AttentionPass, constants()),
         );
-        let passes = schedule.launches.iter().filter(|l| l.stage == Stage::Attention).count();
+        let passes = schedule
+            .launches
+            .iter()
+            .filter(|l| l.stage == Stage::Attention)
+            .count();
         assert_eq!(passes, 3);
         // dk/dv: one workgroup per (group, block, 64 keys) = 2 * 8 * 1.
         let backward = Schedule::backward(&shape, &config, constants());

@@ -51,7 +51,9 @@ impl<B: Backend> Recorder<B> for RunRecorder {
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
         file.set_extension("mpk");
         let mut bytes = read_checked(file).map_err(|e| match e {
-            MobaError::Io { message, .. } if !file.exists() => RecorderError::FileNotFound(message),
+            MobaError::Io { source, .. } if !file.exists() => {
+                RecorderError::FileNotFound(source.to_string())
+            }
             other => RecorderError::Unknown(other.to_string()),
         })?;
         Recorder::<B>::load_item(&WeightsRecorder::new(), &mut bytes)

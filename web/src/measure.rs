@@ -1,7 +1,7 @@
 //! One run of the page: MoBA and the dense kernel on the same WebGPU device, timed, and
 //! MoBA's output checked against the reference.
 
-use moba::bench::{BenchOptions, Measurement, Record, median_seconds, memory_bytes};
+use moba::bench::{DeviceDescription, Measurement, Record, median_seconds, memory_bytes};
 use moba::gpu::{DenseForward, ForwardIo, GpuContext, GpuForward, MobaForward, StageTimer};
 use moba::launch_plan::Stage;
 use moba::{Result, random, sparsity};
@@ -97,14 +97,8 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
     let measurement = Measurement {
         shape,
         config,
-        options: BenchOptions {
-            kernel: moba.kernel(),
-            runs: settings.runs,
-            warmup: 1,
-            dense: settings.dense,
-            check_rows: check.rows,
-            backward: false,
-        },
+        kernel: format!("{:?}", moba.kernel()),
+        runs: settings.runs,
         calls: 1,
         moba_seconds: moba_ms / 1e3,
         dense_seconds: dense_ms.map(|ms| ms / 1e3),
@@ -118,7 +112,7 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
     };
     Ok(Report {
         settings: *settings,
-        kernel: format!("{:?}", moba.kernel()),
+        kernel: measurement.kernel.clone(),
         workgroup_size: moba.plan().workgroup_size,
         key_tile: moba.plan().key_tile,
         moba_ms,
@@ -137,6 +131,6 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
         dense_pairs: measurement.dense_pairs,
         heatmap: Heatmap::new(&got.selection, &shape, &config, HEATMAP_CELLS),
         check,
-        record: Record::new(gpu, &measurement),
+        record: Record::new(&DeviceDescription::of(gpu), &measurement),
     })
 }
