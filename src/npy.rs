@@ -1,5 +1,11 @@
 //! Minimal `.npy` (NumPy array file) reading and writing: little-endian f32 and i32,
 //! C order, versions 1.0 to 3.0. Anything else is a clear error, never a guess.
+//!
+//! Our own reader rather than `npyz` or `ndarray-npy`: `.npy` files are untrusted input
+//! (`moba attend`), and those crates size a header's shape with unchecked products (npyz
+//! 0.8.4 multiplies it in `u64`: a panic in debug builds, a wrapped size in release) and
+//! read a declared header length whole. Here every size is checked against the arithmetic,
+//! the file and the host's memory before anything is allocated.
 
 use std::io::Read;
 use std::path::Path;
