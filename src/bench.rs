@@ -558,28 +558,24 @@ pub fn write_plots(
     let plots = [
         (
             "time_vs_s.svg",
-            line_plot(
-                "MoBA and dense forward time",
-                "sequence length S",
-                "ms",
-                Scale::Log,
-                &series(times),
-            ),
+            "MoBA and dense forward time",
+            "ms",
+            Scale::Log,
+            series(times),
         ),
         (
             "speedup_vs_s.svg",
-            line_plot(
-                "MoBA speedup over dense (same adapter)",
-                "sequence length S",
-                "x",
-                Scale::Linear,
-                &series(speedups),
-            ),
+            "MoBA speedup over dense (same adapter)",
+            "x",
+            Scale::Linear,
+            series(speedups),
         ),
     ];
     let mut written = Vec::new();
-    for (name, svg) in plots {
+    for (name, title, y_label, y_scale, series) in plots {
         let path = dir.join(name);
+        let svg = line_plot(title, "sequence length S", y_label, y_scale, &series)
+            .map_err(|e| crate::MobaError::io(&path, e))?;
         std::fs::write(&path, svg).map_err(|e| crate::MobaError::io(&path, e))?;
         written.push(path);
     }

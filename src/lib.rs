@@ -43,6 +43,7 @@ pub mod data;
 pub mod error;
 pub mod files;
 pub mod gpu;
+pub mod kernel_params;
 pub mod launch_plan;
 pub mod memory;
 #[cfg(feature = "model")]

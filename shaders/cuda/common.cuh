@@ -7,7 +7,8 @@
 //   run as warpgroup MMAs on swizzled tiles, see the end of this file), then the numbers
 //   the launch arithmetic shares (src/cuda/launch.rs: WARP, ROW_TILE, KEY_TILE,
 //   TILE_THREADS, KEY_THREADS, TILE_PAD, SWIZZLE_ALIGN, the gate's and inversion's thread
-//   counts, DKDV_ROWS_*) and the gate codes (src/shared_constants.rs).
+//   counts, DKDV_ROWS_*), the gate codes (src/shared_constants.rs) and `struct Params`
+//   (src/kernel_params.rs).
 // 16-bit values are carried as raw bits (`unsigned short`, pairs in `unsigned int`) and
 // converted with PTX `cvt`, so no cuda_fp16.h / cuda_bf16.h is needed.
 //
@@ -43,21 +44,8 @@ typedef u16 elem_t;
 #define NEG_INF (__int_as_float(0xff800000))
 #define LOG2E 1.4426950408889634f
 
-// The problem (DESIGN §1), passed by value to every kernel; mirrors `CudaParams` in Rust.
-struct Params {
-    u32 batch;
-    u32 q_heads;
-    u32 kv_heads;
-    u32 q_len;
-    u32 kv_len;
-    u32 block_size;
-    u32 num_blocks;
-    u32 causal;
-    u32 gate;        // 0 mean key, 1 recent, 2 sink and recent
-    u32 sink_blocks;
-    float scale;      // softmax scale
-    float scale_log2; // scale * log2(e): scores in base 2
-};
+// `struct Params`, the problem (DESIGN §1) passed by value to every kernel, is generated
+// from src/kernel_params.rs and stands before this file.
 
 // Query heads per kv head (GQA group size).
 __device__ __forceinline__ u32 group_size(const Params& p) { return p.q_heads / p.kv_heads; }

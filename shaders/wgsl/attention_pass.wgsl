@@ -2,7 +2,7 @@
 // keys of one block (DESIGN §3: the inverted selection keeps the sparsity). The portable kernel:
 // any adapter, the browser included.
 //
-// Grid: per pass, tiles_per_group workgroups per group (an upper bound on one slot's tiles:
+// Grid: per pass, tile_capacity workgroups per group (an upper bound on one slot's tiles:
 //       group_size * q_len / QUERY_TILE + num_blocks), linear; block_tiles.wgsl gives each its
 //       block and rows; surplus workgroups exit. One row per thread (QUERY_TILE = WORKGROUP_SIZE).
 // Tiles: the block's keys and values stream through workgroup memory KEY_TILE at a time
@@ -12,22 +12,18 @@
 //        (selections are ascending, -1 padded), so it starts the state.
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let tile = block_tile(workgroup_index(wid, num));
+fn main(id: Invocation) {
+    let tile = block_tile(workgroup_index(id));
     if tile.rows == 0u {
         return;
     }
-    let is_row = lid < tile.rows;
+    let is_row = id.lid < tile.rows;
     var row = vec2<u32>(0u, 0u); // (flat row, position)
     var query: HeadVector;
     var acc: HeadVector;
     var state = vec2<f32>(NEG_BIG, 0.0);
     if is_row {
-        row = tile_row(tile, lid);
+        row = tile_row(tile, id.lid);
         query = load_query(row.x);
         if params.slot > 0u {
             for (var i = 0u; i < HEAD_VECS; i++) {
@@ -36,10 +32,10 @@ fn main(
             state = stats[row.x];
         }
     }
-    let key_end = shared_key_end(tile, is_row, row.y, lid);
+    let key_end = shared_key_end(tile, is_row, row.y, id.lid);
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
-        stage_key_tile(tile.group, first, count, lid);
+        stage_key_tile(tile.group, first, count, id.lid);
         if is_row {
             attend_key_tile(&query, &acc, &state, first, count, row.y);
         }

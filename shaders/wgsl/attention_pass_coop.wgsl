@@ -111,15 +111,11 @@ fn visible_score(r: u32, j: u32, first: u32, count: u32) -> f32 {
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(subgroup_id) subgroup: u32,
-) {
+fn main(id: Invocation, @builtin(subgroup_id) subgroup: u32) {
+    let lid = id.lid;
     // One thread reads the schedule; the load makes it uniform, as the matrix operations need.
     if lid == 0u {
-        shared_tile = block_tile(workgroup_index(wid, num));
+        shared_tile = block_tile(workgroup_index(id));
     }
     let tile = workgroupUniformLoad(&shared_tile);
     if tile.rows == 0u {

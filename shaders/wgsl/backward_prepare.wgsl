@@ -11,12 +11,8 @@
 @group(0) @binding(4) var<storage, read_write> row_terms: array<vec2<f32>>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let row = thread_index(wid, num, lid);
+fn main(id: Invocation) {
+    let row = thread_index(id);
     if row >= q_rows() {
         return;
     }

@@ -15,15 +15,15 @@ struct BlockTile {
     rows: u32,
 }
 
-// The tile of workgroup `index`: tiles_per_group workgroups per group, the w-th taking the
+// The tile of workgroup `index`: tile_capacity workgroups per group, the w-th taking the
 // w-th tile of slot `params.slot`, found by binary search over the tile starts.
 fn block_tile(index: u32) -> BlockTile {
-    var tile = BlockTile(index / params.tiles_per_group, 0u, 0u, 0u);
-    if tile.group >= params.groups {
+    var tile = BlockTile(index / params.tile_capacity, 0u, 0u, 0u);
+    if tile.group >= groups() {
         return tile;
     }
     let slot_starts = tile.group * (TOP_K * params.num_blocks + 1u) + params.slot * params.num_blocks;
-    let position = starts[slot_starts].y + index % params.tiles_per_group;
+    let position = starts[slot_starts].y + index % params.tile_capacity;
     if position >= starts[slot_starts + params.num_blocks].y {
         return tile;
     }
@@ -45,7 +45,7 @@ fn block_tile(index: u32) -> BlockTile {
 
 // Flat query row and absolute position of row `i` (< tile.rows) of a tile.
 fn tile_row(tile: BlockTile, i: u32) -> vec2<u32> {
-    let rows_per_group = params.group_size * params.q_len;
+    let rows_per_group = group_size() * params.q_len;
     let local_row = lists[tile.group * rows_per_group * TOP_K + tile.first_entry + i];
     return vec2<u32>(tile.group * rows_per_group + local_row, query_position(local_row % params.q_len));
 }

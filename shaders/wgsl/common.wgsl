@@ -3,24 +3,13 @@
 // The host prepends `const` lines before this file: HEAD_DIM, TOP_K, WORKGROUP_SIZE,
 // KEY_TILE and QUERY_TILE, chosen from the problem and the adapter's limits.
 //
-// The kernels see a problem as `groups` independent (batch, kv head) pairs: kv tensors are
-// [groups, kv_len, HEAD_DIM] and query tensors [groups, group_size, q_len, HEAD_DIM], which
-// is exactly the row-major layout of [B, Hkv, Sk, D] and [B, Hq, S, D].
+// The kernels see a problem as `groups()` independent (batch, kv head) pairs: kv tensors
+// are [groups, kv_len, HEAD_DIM] and query tensors [groups, group_size, q_len, HEAD_DIM],
+// which is exactly the row-major layout of [B, Hkv, Sk, D] and [B, Hq, S, D].
 
-struct Params {
-    groups: u32,
-    group_size: u32,      // query heads per kv head
-    q_len: u32,
-    kv_len: u32,
-    block_size: u32,
-    num_blocks: u32,
-    causal: u32,          // 1: causal MoBA, 0: all blocks eligible, no mask
-    scale_log2: f32,      // softmax scale * log2(e): scores live in the log2 domain
-    slot: u32,            // selection slot handled by one attention_pass pass
-    tiles_per_group: u32, // attention_pass workgroups per group and pass
-    gate: u32,            // 0: mean-key scores, 1: most recent first, 2: sinks then recent
-    sink_blocks: u32,     // gate 2: blocks [0, sink_blocks) always win
-}
+// `struct Params` (the problem, DESIGN §1) is generated from src/kernel_params.rs and
+// stands before this file, with the shared constants.
+
 
 // A read-only storage buffer rather than a uniform, so that burn's template kernels (which
 // bind every argument as storage) run the same source.
@@ -33,14 +22,24 @@ const LN_2: f32 = 0.6931471805599453;
 // "Minus infinity" that stays finite, so that exp2(NEG_BIG - m) is exactly 0 without NaN.
 const NEG_BIG: f32 = -3.0e38;
 
+// (batch, kv head) pairs.
+fn groups() -> u32 {
+    return params.batch * params.kv_heads;
+}
+
+// Query heads per kv head.
+fn group_size() -> u32 {
+    return params.q_heads / params.kv_heads;
+}
+
 // Query rows of the whole problem: groups * group_size * q_len.
 fn q_rows() -> u32 {
-    return params.groups * params.group_size * params.q_len;
+    return groups() * group_size() * params.q_len;
 }
 
 // Group (batch, kv head) of a flat query row.
 fn row_group(row: u32) -> u32 {
-    return row / (params.group_size * params.q_len);
+    return row / (group_size() * params.q_len);
 }
 
 // Absolute position of query t: the queries are the last q_len positions.
@@ -48,14 +47,21 @@ fn query_position(t: u32) -> u32 {
     return params.kv_len - params.q_len + t;
 }
 
+// Where an invocation sits: every kernel's entry point takes it (`fn main(id: Invocation)`).
+struct Invocation {
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(num_workgroups) workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+}
+
 // Flat workgroup index of a grid folded into x and y by the host.
-fn workgroup_index(wid: vec3<u32>, num: vec3<u32>) -> u32 {
-    return wid.x + wid.y * num.x;
+fn workgroup_index(id: Invocation) -> u32 {
+    return id.workgroup.x + id.workgroup.y * id.workgroups.x;
 }
 
 // Flat index of this thread in a linear grid of WORKGROUP_SIZE-thread workgroups.
-fn thread_index(wid: vec3<u32>, num: vec3<u32>, lid: u32) -> u32 {
-    return workgroup_index(wid, num) * WORKGROUP_SIZE + lid;
+fn thread_index(id: Invocation) -> u32 {
+    return workgroup_index(id) * WORKGROUP_SIZE + id.lid;
 }
 
 // Natural-log softmax normaliser from a running (max, sum) in the log2 domain.

@@ -12,20 +12,16 @@
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+fn main(id: Invocation) {
     let tiles_per_head = (params.q_len + QUERY_TILE - 1u) / QUERY_TILE;
-    let index = workgroup_index(wid, num);
+    let index = workgroup_index(id);
     let head = index / tiles_per_head; // flat (group, head in group)
-    if head >= params.groups * params.group_size {
+    if head >= groups() * group_size() {
         return;
     }
-    let group = head / params.group_size;
+    let group = head / group_size();
     let first_query = (index % tiles_per_head) * QUERY_TILE;
-    let t = first_query + lid;
+    let t = first_query + id.lid;
     let is_row = t < params.q_len;
     let row = head * params.q_len + t;
     let position = query_position(t);
@@ -43,7 +39,7 @@ fn main(
     }
     for (var first = 0u; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
-        stage_key_tile(group, first, count, lid);
+        stage_key_tile(group, first, count, id.lid);
         if is_row {
             attend_key_tile(&query, &acc, &state, first, count, position);
         }

@@ -61,15 +61,12 @@ fn compact_rows(chosen: bool, row: u32, lid: u32) -> u32 {
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
+fn main(id: Invocation) {
+    let lid = id.lid;
     let key_tiles = (params.block_size + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
-    let index = workgroup_index(wid, num);
+    let index = workgroup_index(id);
     let group = index / (params.num_blocks * key_tiles);
-    if group >= params.groups {
+    if group >= groups() {
         return;
     }
     let block = (index / key_tiles) % params.num_blocks;
@@ -99,8 +96,8 @@ fn main(
     if params.causal != 0u && first_key > first_position {
         first_query = first_key - first_position;
     }
-    let rows_per_group = params.group_size * params.q_len;
-    for (var head = 0u; head < params.group_size; head++) {
+    let rows_per_group = group_size() * params.q_len;
+    for (var head = 0u; head < group_size(); head++) {
         let head_rows = group * rows_per_group + head * params.q_len;
         for (var chunk = first_query; chunk < params.q_len; chunk += WORKGROUP_SIZE) {
             let t = chunk + lid;

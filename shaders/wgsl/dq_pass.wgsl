@@ -1,7 +1,7 @@
 // MoBA backward, dq: one pass per selection slot over the forward's schedule (block_tiles.wgsl):
 // dense tiles of gathered query rows x the keys of one block.
 //
-// Grid: as attention_pass: per pass, tiles_per_group workgroups per group, linear; one row per
+// Grid: as attention_pass: per pass, tile_capacity workgroups per group, linear; one row per
 //       thread (QUERY_TILE = WORKGROUP_SIZE); surplus workgroups exit.
 // Tiles: the block's keys and values stream through workgroup memory KEY_TILE at a time
 //       (attention_tile.wgsl); a causal tile stops at the last position among its rows.
@@ -14,23 +14,19 @@
 @group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let tile = block_tile(workgroup_index(wid, num));
+fn main(id: Invocation) {
+    let tile = block_tile(workgroup_index(id));
     if tile.rows == 0u {
         return;
     }
-    let is_row = lid < tile.rows;
+    let is_row = id.lid < tile.rows;
     var row = vec2<u32>(0u, 0u); // (flat row, position)
     var query: HeadVector;
     var grad_out: HeadVector;
     var grad_query: HeadVector;
     var terms = vec2<f32>(0.0, 0.0);
     if is_row {
-        row = tile_row(tile, lid);
+        row = tile_row(tile, id.lid);
         query = load_query(row.x);
         for (var i = 0u; i < HEAD_VECS; i++) {
             grad_out[i] = dout[row.x * HEAD_VECS + i];
@@ -38,10 +34,10 @@ fn main(
         }
         terms = row_terms[row.x];
     }
-    let key_end = shared_key_end(tile, is_row, row.y, lid);
+    let key_end = shared_key_end(tile, is_row, row.y, id.lid);
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
-        stage_key_tile(tile.group, first, count, lid);
+        stage_key_tile(tile.group, first, count, id.lid);
         if is_row {
             for (var j = 0u; j < count; j++) {
                 if params.causal != 0u && first + j > row.y {

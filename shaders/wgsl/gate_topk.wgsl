@@ -20,12 +20,8 @@ const NO_BLOCK: u32 = 0xffffffffu;
 @group(0) @binding(3) var<storage, read_write> selection: array<i32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let row = thread_index(wid, num, lid);
+fn main(id: Invocation) {
+    let row = thread_index(id);
     if row >= q_rows() {
         return;
     }
@@ -89,11 +85,11 @@ fn main(
                 next = best_block[j];
             }
         }
-        var id = -1;
+        var chosen = -1;
         if next != NO_BLOCK {
-            id = i32(next);
+            chosen = i32(next);
             floor = next + 1u;
         }
-        selection[row * TOP_K + i] = id;
+        selection[row * TOP_K + i] = chosen;
     }
 }

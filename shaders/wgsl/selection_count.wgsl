@@ -7,12 +7,8 @@
 @group(0) @binding(2) var<storage, read_write> counts: array<atomic<u32>>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let entry = thread_index(wid, num, lid);
+fn main(id: Invocation) {
+    let entry = thread_index(id);
     let block = chosen_block(entry);
     if block < 0 {
         return;

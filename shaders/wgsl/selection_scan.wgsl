@@ -15,13 +15,10 @@
 var<workgroup> chunk: array<vec2<u32>, WORKGROUP_SIZE>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let group = workgroup_index(wid, num);
-    if group >= params.groups {
+fn main(id: Invocation) {
+    let lid = id.lid;
+    let group = workgroup_index(id);
+    if group >= groups() {
         return;
     }
     let total = TOP_K * params.num_blocks;

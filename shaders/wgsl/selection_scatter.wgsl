@@ -13,19 +13,15 @@
 @group(0) @binding(4) var<storage, read_write> lists: array<u32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) num: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let entry = thread_index(wid, num, lid);
+fn main(id: Invocation) {
+    let entry = thread_index(id);
     let block = chosen_block(entry);
     if block < 0 {
         return;
     }
     let row = entry / TOP_K;
     let group = row_group(row);
-    let rows_per_group = params.group_size * params.q_len;
+    let rows_per_group = group_size() * params.q_len;
     let lists_per_group = TOP_K * params.num_blocks;
     let list = (entry % TOP_K) * params.num_blocks + u32(block);
     let start = starts[group * (lists_per_group + 1u) + list].x;

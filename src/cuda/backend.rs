@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-use super::launch::{CudaParams, CudaPlan, HEAD_DIM_MULTIPLE};
+use super::launch::{CudaPlan, HEAD_DIM_MULTIPLE};
 use super::runtime::CudaRuntime as Driver;
 use super::schedule::{BackwardTensors, CudaSchedule, ForwardTensors, Launch, Scratch};
 use super::source::{CudaConstants, ElemKind};
@@ -20,6 +20,7 @@ use crate::backend::cube::{empty, padded_backward, padded_forward, problem_shape
 use crate::backend::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
+use crate::kernel_params::KernelParams;
 use crate::launch_plan::Stage;
 use crate::memory::bytes_of;
 
@@ -163,7 +164,7 @@ pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
         selection: at.of(&selection),
     };
     let (_buffers, scratch) = scratch(&q, &plan, &mut at);
-    let schedule = CudaSchedule::new(plan, CudaParams::new(&shape, config), config);
+    let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, config), config);
     let launches = schedule.forward(&tensors, &scratch);
     let times = run::<F, BT>(&q, constants, &launches, timed)?;
     Ok(([o, lse, selection], kernel_times(&launches, times)))
@@ -204,7 +205,7 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
         dv: at.of(&dv),
     };
     let (_buffers, scratch) = scratch(&q, &plan, &mut at);
-    let schedule = CudaSchedule::new(plan, CudaParams::new(&shape, config), config);
+    let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, config), config);
     let launches = schedule.backward(&tensors, &scratch);
     let times = run::<F, BT>(&q, constants, &launches, timed)?;
     Ok(([dq, dk, dv], kernel_times(&launches, times)))

@@ -55,47 +55,6 @@ pub fn source_constants() -> [(&'static str, u32); 13] {
 /// The tensor-core k step: head dims are padded to a multiple of it.
 pub const HEAD_DIM_MULTIPLE: usize = 16;
 
-/// Mirror of `struct Params` in common.cuh, passed by value to every kernel.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CudaParams {
-    pub batch: u32,
-    pub q_heads: u32,
-    pub kv_heads: u32,
-    pub q_len: u32,
-    pub kv_len: u32,
-    pub block_size: u32,
-    pub num_blocks: u32,
-    pub causal: u32,
-    pub gate: u32,
-    pub sink_blocks: u32,
-    pub scale: f32,
-    pub scale_log2: f32,
-}
-
-impl CudaParams {
-    /// The parameters of a problem; `config.scale` must already hold the scale of the true
-    /// (unpadded) head dim.
-    pub fn new(shape: &Shape, config: &MobaConfig) -> Self {
-        let scale = config.scale_for(shape.head_dim);
-        let (gate, sink_blocks) = config.gate.kernel_code();
-        CudaParams {
-            batch: shape.batch as u32,
-            q_heads: shape.q_heads as u32,
-            kv_heads: shape.kv_heads as u32,
-            q_len: shape.q_len as u32,
-            kv_len: shape.kv_len as u32,
-            block_size: config.block_size as u32,
-            num_blocks: shape.num_blocks(config.block_size) as u32,
-            causal: config.causal as u32,
-            gate,
-            sink_blocks,
-            scale,
-            scale_log2: scale * std::f32::consts::LOG2_E,
-        }
-    }
-}
-
 /// Grids, shared memory and scratch of one problem.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CudaPlan {
@@ -231,21 +190,6 @@ pub struct ScratchWords {
 mod tests {
     use super::*;
     use crate::config::Shape;
-
-    #[test]
-    fn params_mirror_the_cuda_struct() {
-        // 10 u32 then 2 f32, no padding: the layout of `struct Params`.
-        assert_eq!(std::mem::size_of::<CudaParams>(), 48);
-        let shape = Shape::prefill(2, 4, 1000, 64);
-        let config = MobaConfig::sink(128, 1, 2);
-        let params = CudaParams::new(&shape, &config);
-        assert_eq!(
-            (params.num_blocks, params.gate, params.sink_blocks),
-            (8, 2, 1)
-        );
-        assert_eq!(params.scale, 0.125);
-        assert!((params.scale_log2 - 0.125 * std::f32::consts::LOG2_E).abs() < 1e-7);
-    }
 
     #[test]
     fn the_tile_grid_covers_every_list_of_a_slot() {

@@ -13,13 +13,13 @@ use cudarc::driver::{
 use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 
 use super::cache::{StoredModule, cache_dir, configure_burn_caches};
-use super::launch::CudaParams;
 use super::schedule::{Arg, Launch};
 use super::source::{CudaConstants, CudaProgram, MmaKind};
 use crate::error::{MobaError, Result};
+use crate::kernel_params::KernelParams;
 
-// SAFETY: `CudaParams` is `repr(C)`, plain u32/f32 fields, the layout of `struct Params`.
-unsafe impl DeviceRepr for CudaParams {}
+// SAFETY: `KernelParams` is `repr(C)`, plain u32/f32 fields, the layout of `struct Params`.
+unsafe impl DeviceRepr for KernelParams {}
 
 /// Shared memory a block gets without opting in.
 const DEFAULT_SHARED_BYTES: u32 = 48 * 1024;

@@ -3,17 +3,18 @@
 //! executes them.
 
 use super::launch::{
-    CudaParams, CudaPlan, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS, MEAN_THREADS,
+    CudaPlan, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS, MEAN_THREADS,
     TILE_THREADS, WARP,
 };
 use super::source::CudaProgram;
 use crate::config::MobaConfig;
+use crate::kernel_params::KernelParams;
 use crate::launch_plan::{self, Step};
 
 /// One argument of a kernel launch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Arg {
-    Params(CudaParams),
+    Params(KernelParams),
     U32(u32),
     /// A device address (of a burn-cuda tensor or a scratch buffer).
     Ptr(u64),
@@ -70,12 +71,12 @@ pub struct BackwardTensors {
 /// One problem's launches.
 pub struct CudaSchedule {
     pub plan: CudaPlan,
-    pub params: CudaParams,
+    pub params: KernelParams,
     pub config: MobaConfig,
 }
 
 impl CudaSchedule {
-    pub fn new(plan: CudaPlan, params: CudaParams, config: &MobaConfig) -> Self {
+    pub fn new(plan: CudaPlan, params: KernelParams, config: &MobaConfig) -> Self {
         CudaSchedule {
             plan,
             params,
@@ -262,7 +263,7 @@ mod tests {
     fn schedule(config: &MobaConfig) -> CudaSchedule {
         let shape = Shape::prefill(1, 4, 3000, 64);
         let plan = CudaPlan::new(&shape, config, MmaKind::Sync);
-        CudaSchedule::new(plan, CudaParams::new(&shape, config), config)
+        CudaSchedule::new(plan, KernelParams::new(&shape, config), config)
     }
 
     /// Distinct fake addresses, so a swapped argument shows.

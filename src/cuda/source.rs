@@ -2,6 +2,7 @@
 //! problem: the compile-time constants go in as `#define`s before the shared header.
 
 use super::launch::source_constants;
+use crate::kernel_params::KernelParams;
 use crate::shared_constants;
 
 /// Element type of the tensors a kernel reads and writes (accumulation is always f32).
@@ -171,7 +172,11 @@ impl CudaConstants {
         ]
         .map(shared_constants::cuda_lines)
         .concat();
-        format!("{defines}{COMMON}\n{}", program.body())
+        format!(
+            "{defines}{}{COMMON}\n{}",
+            KernelParams::CUDA,
+            program.body()
+        )
     }
 }
 

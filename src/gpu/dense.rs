@@ -3,9 +3,10 @@
 use super::context::GpuContext;
 use super::forward::{check_io, io_sizes};
 use super::kernels::Kernel;
-use super::plan::{TilePlan, check_buffer_sizes, params};
+use super::plan::{TilePlan, check_buffer_sizes};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
+use crate::kernel_params::KernelParams;
 
 /// Dense attention (causal or not) planned for one shape on one adapter.
 pub struct DenseForward {
@@ -25,7 +26,7 @@ impl DenseForward {
         let plan = TilePlan::new(gpu.limits(), shape.head_dim)?;
         let pipeline = gpu.pipeline(Kernel::DenseAttention, &plan.constants(shape.head_dim, 1))?;
         Ok(Self {
-            params: gpu.constant("dense params", &params(shape, config, 0, 0)),
+            params: gpu.constant("dense params", &KernelParams::new(shape, config)),
             gpu: gpu.clone(),
             shape: *shape,
             plan,

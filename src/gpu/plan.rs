@@ -2,7 +2,7 @@
 //! sizes a problem needs against the adapter's binding limits.
 
 use super::caps::DeviceCaps;
-use super::kernels::{Kernel, KernelConstants, Params};
+use super::kernels::{Kernel, KernelConstants};
 use super::schedule::Schedule;
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -196,29 +196,6 @@ impl TilePlan {
             query_tile: self.workgroup_size,
             subgroups: 1,
         }
-    }
-}
-
-/// Kernel parameters of a problem (seen as independent (batch, kv head) groups).
-pub(crate) fn params(
-    shape: &Shape,
-    config: &MobaConfig,
-    slot: usize,
-    tiles_per_group: u32,
-) -> Params {
-    Params {
-        groups: (shape.batch * shape.kv_heads) as u32,
-        group_size: shape.group_size() as u32,
-        q_len: shape.q_len as u32,
-        kv_len: shape.kv_len as u32,
-        block_size: config.block_size as u32,
-        num_blocks: shape.num_blocks(config.block_size) as u32,
-        causal: config.causal as u32,
-        scale_log2: config.scale_for(shape.head_dim) * std::f32::consts::LOG2_E,
-        slot: slot as u32,
-        tiles_per_group,
-        gate: config.gate.kernel_code().0,
-        sink_blocks: config.gate.kernel_code().1,
     }
 }
 

@@ -5,9 +5,9 @@
 //! ([`super::runner::ScheduleRunner`]); the burn backend launches the same schedule through
 //! burn's template kernels.
 
-use super::kernels::{Kernel, KernelConstants, Params};
-use super::plan::params;
+use super::kernels::{Kernel, KernelConstants};
 use crate::config::{MobaConfig, Shape};
+use crate::kernel_params::KernelParams;
 use crate::launch_plan::{self, Stage, Step};
 
 /// Buffers the caller owns. Callers pass them as a slice in this order: a forward takes
@@ -106,7 +106,7 @@ pub(crate) struct Schedule {
     pub stages: &'static [Stage],
     pub io: &'static [Io],
     pub kernels: Vec<(Kernel, KernelConstants)>,
-    pub params: Vec<Params>,
+    pub params: Vec<KernelParams>,
     pub scratch: Vec<Scratch>,
     pub launches: Vec<Launch>,
 }
@@ -208,7 +208,7 @@ impl Schedule {
                 let mut bindings = vec![P(slot), I(Io::Q), I(Io::K), I(Io::V), S(LISTS), S(STARTS)];
                 bindings.extend_from_slice(own);
                 let kernel = self.kernel(passes.0, passes.1);
-                let workgroups = groups * self.params[slot].tiles_per_group as u64;
+                let workgroups = groups * self.params[slot].tile_capacity as u64;
                 self.launch(step.stage(), kernel, bindings, workgroups);
                 return;
             }
@@ -255,7 +255,7 @@ impl Schedule {
         let nb = shape.num_blocks(config.block_size);
         // An upper bound on one slot's query tiles in a group: every list may end in a
         // partial tile.
-        let tiles_per_group = ((shape.group_size() * shape.q_len)
+        let tile_capacity = ((shape.group_size() * shape.q_len)
             .div_ceil(constants.query_tile as usize)
             + nb) as u32;
         let (groups, k, rows) = (
@@ -273,7 +273,7 @@ impl Schedule {
             io,
             kernels: Vec::new(),
             params: (0..config.top_k)
-                .map(|slot| params(shape, config, slot, tiles_per_group))
+                .map(|slot| KernelParams::new(shape, config).for_slot(slot, tile_capacity))
                 .collect(),
             scratch: vec![
                 scratch("list counts", groups * k * nb as u64 * 4, true),

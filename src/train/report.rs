@@ -13,7 +13,7 @@ use super::eval::EvalReport;
 use super::run::TrainSummary;
 use crate::error::{MobaError, Result};
 use crate::module::AttentionKind;
-use crate::plot::{Scale, Series, line_plot_xy};
+use crate::plot::{PlotError, Scale, Series, line_plot_xy};
 
 /// Training curves are averaged into at most this many points.
 const CURVE_POINTS: usize = 200;
@@ -80,6 +80,10 @@ pub fn write_report(arms: &[Arm], reference: &str, out: &Path) -> Result<String>
         std::fs::write(&path, text).map_err(|e| MobaError::io(&path, e))?;
         Ok(path)
     };
+    let plot = |name: &str, svg: std::result::Result<String, PlotError>| -> Result<PathBuf> {
+        let svg = svg.map_err(|e| MobaError::io(&out.join(name), e))?;
+        write(name, &svg)
+    };
     let title = |what: &str| match arms.first() {
         Some(arm) => format!(
             "{what}, {} bytes, {} steps",
@@ -87,9 +91,9 @@ pub fn write_report(arms: &[Arm], reference: &str, out: &Path) -> Result<String>
         ),
         None => what.to_string(),
     };
-    write(
+    plot(
         "loss.svg",
-        &line_plot_xy(
+        line_plot_xy(
             &title("Loss"),
             "optimizer step",
             "loss (nats per counted byte)",
@@ -116,9 +120,9 @@ pub fn write_report(arms: &[Arm], reference: &str, out: &Path) -> Result<String>
                     .collect(),
             })
             .collect();
-        write(
+        plot(
             "recall_by_distance.svg",
-            &line_plot_xy(
+            line_plot_xy(
                 &title("Recall accuracy"),
                 "bytes from record to query (bucket middle)",
                 "answers right",
