@@ -9,8 +9,8 @@
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(id: Invocation) {
-    let row = thread_index(id);
+fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
+    let row = thread_index(grid, lid);
     if row >= q_rows() {
         return;
     }

@@ -12,18 +12,18 @@
 //        (selections are ascending, -1 padded), so it starts the state.
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(id: Invocation) {
-    let tile = block_tile(workgroup_index(id));
+fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
+    let tile = block_tile(workgroup_index(grid));
     if tile.rows == 0u {
         return;
     }
-    let is_row = id.lid < tile.rows;
+    let is_row = lid < tile.rows;
     var row = vec2<u32>(0u, 0u); // (flat row, position)
     var query: HeadVector;
     var acc: HeadVector;
     var state = vec2<f32>(NEG_BIG, 0.0);
     if is_row {
-        row = tile_row(tile, id.lid);
+        row = tile_row(tile, lid);
         query = load_query(row.x);
         if params.slot > 0u {
             for (var i = 0u; i < HEAD_VECS; i++) {
@@ -32,10 +32,10 @@ fn main(id: Invocation) {
             state = stats[row.x];
         }
     }
-    let key_end = shared_key_end(tile, is_row, row.y, id.lid);
+    let key_end = shared_key_end(tile, is_row, row.y, lid);
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
-        stage_key_tile(tile.group, first, count, id.lid);
+        stage_key_tile(tile.group, first, count, lid);
         if is_row {
             attend_key_tile(&query, &acc, &state, first, count, row.y);
         }

@@ -21,8 +21,9 @@
 //       [32 keys][128 + 8 rows]; per-row index, position, max.
 //       The padding moves consecutive rows 16 bytes apart across the banks, so the 16-byte row
 //       reads of a matrix load do not collide.
-// Precision: q (pre-scaled into the log2 domain), k, v and p are rounded to f16; products
-//       accumulate in f32; the softmax statistics stay f32.
+// Precision: q, k, v and p are rounded to f16; products accumulate in f32; the scale
+//       (log2 domain) multiplies the f32 scores, and the row sums add the f32 p, so the
+//       statistics (max, sum, lse) are exact to f32 on f16-exact inputs.
 
 const MATRIX: u32 = 16u;
 const KEY_COLUMNS: u32 = KEY_TILE / MATRIX;
@@ -107,21 +108,24 @@ fn visible_score(r: u32, j: u32, first: u32, count: u32) -> f32 {
     if j >= count || (params.causal != 0u && first + j > row_position[r]) {
         return NEG_BIG;
     }
-    return s_tile[j * S_STRIDE + r];
+    return s_tile[j * S_STRIDE + r] * params.scale_log2;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(id: Invocation, @builtin(subgroup_id) subgroup: u32) {
-    let lid = id.lid;
+fn main(
+    grid: GridPosition,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) subgroup: u32,
+) {
     // One thread reads the schedule; the load makes it uniform, as the matrix operations need.
     if lid == 0u {
-        shared_tile = block_tile(workgroup_index(id));
+        shared_tile = block_tile(workgroup_index(grid));
     }
     let tile = workgroupUniformLoad(&shared_tile);
     if tile.rows == 0u {
         return;
     }
-    // Rows of the tile and the queries, scaled into the log2 domain, as f16.
+    // Rows of the tile and the queries as f16 (the scale multiplies the f32 scores).
     if lid == 0u {
         atomicStore(&tile_last_position[0], 0u);
     }
@@ -142,7 +146,7 @@ fn main(id: Invocation, @builtin(subgroup_id) subgroup: u32) {
             let c = i % (Q_COLUMNS / 4u);
             var value = vec4<f32>(0.0);
             if r < tile.rows {
-                value = queries[row_index[r] * HEAD_VECS + round * Q_COLUMNS / 4u + c] * params.scale_log2;
+                value = queries[row_index[r] * HEAD_VECS + round * Q_COLUMNS / 4u + c];
             }
             kv_tile[r * Q_STRIDE + c] = vec4<f16>(value);
         }
@@ -180,7 +184,7 @@ fn main(id: Invocation, @builtin(subgroup_id) subgroup: u32) {
     }
     max_score = max(max_score, partner_value(lid, max_score));
 
-    // Sweep 2: p = exp2(s - max) in f16, its sum, and o += p . v on the matrix units.
+    // Sweep 2: p = exp2(s - max), its sum in f32, and o += f16(p) . v on the matrix units.
     var o: array<coop_mat16x16<f32, C>, O_TILES>;
     for (var t = 0u; t < O_TILES; t++) {
         o[t] = coop_mat16x16<f32, C>();
@@ -191,12 +195,12 @@ fn main(id: Invocation, @builtin(subgroup_id) subgroup: u32) {
         stage_keys(tile.group, first, count, lid, true);
         tile_scores(&query, strip);
         for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
-            var p = f16(0.0);
+            var p = 0.0;
             if is_row {
-                p = f16(exp2(visible_score(row, j, first, count) - max_score));
+                p = exp2(visible_score(row, j, first, count) - max_score);
             }
-            p_tile[j * P_STRIDE + row] = p;
-            sum += f32(p);
+            p_tile[j * P_STRIDE + row] = f16(p);
+            sum += p;
         }
         workgroupBarrier();
         for (var t = 0u; t < O_TILES; t++) {

@@ -11,8 +11,8 @@
 @group(0) @binding(4) var<storage, read_write> row_terms: array<vec2<f32>>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(id: Invocation) {
-    let row = thread_index(id);
+fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
+    let row = thread_index(grid, lid);
     if row >= q_rows() {
         return;
     }

@@ -9,8 +9,8 @@
 @group(0) @binding(2) var<storage, read_write> block_means: array<f32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(id: Invocation) {
-    let index = workgroup_index(id);
+fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
+    let index = workgroup_index(grid);
     if index >= groups() * params.num_blocks {
         return;
     }
@@ -19,7 +19,7 @@ fn main(id: Invocation) {
     let first = block * params.block_size;
     let last = min(first + params.block_size, params.kv_len);
     let count = f32(last - first);
-    for (var column = id.lid; column < HEAD_DIM; column += WORKGROUP_SIZE) {
+    for (var column = lid; column < HEAD_DIM; column += WORKGROUP_SIZE) {
         var sum = 0.0;
         for (var key = first; key < last; key++) {
             sum += keys[(group * params.kv_len + key) * HEAD_DIM + column];

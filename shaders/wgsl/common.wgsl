@@ -47,21 +47,22 @@ fn query_position(t: u32) -> u32 {
     return params.kv_len - params.q_len + t;
 }
 
-// Where an invocation sits: every kernel's entry point takes it (`fn main(id: Invocation)`).
-struct Invocation {
+// Where a workgroup sits in the grid: every kernel's entry point takes it, beside its
+// `local_invocation_index` (kept apart: the position is uniform, the index is not, and
+// WGSL's uniformity analysis judges an argument whole).
+struct GridPosition {
     @builtin(workgroup_id) workgroup: vec3<u32>,
     @builtin(num_workgroups) workgroups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
 }
 
 // Flat workgroup index of a grid folded into x and y by the host.
-fn workgroup_index(id: Invocation) -> u32 {
-    return id.workgroup.x + id.workgroup.y * id.workgroups.x;
+fn workgroup_index(grid: GridPosition) -> u32 {
+    return grid.workgroup.x + grid.workgroup.y * grid.workgroups.x;
 }
 
 // Flat index of this thread in a linear grid of WORKGROUP_SIZE-thread workgroups.
-fn thread_index(id: Invocation) -> u32 {
-    return workgroup_index(id) * WORKGROUP_SIZE + id.lid;
+fn thread_index(grid: GridPosition, lid: u32) -> u32 {
+    return workgroup_index(grid) * WORKGROUP_SIZE + lid;
 }
 
 // Natural-log softmax normaliser from a running (max, sum) in the log2 domain.

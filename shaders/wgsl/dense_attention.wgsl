@@ -12,16 +12,16 @@
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(id: Invocation) {
+fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     let tiles_per_head = (params.q_len + QUERY_TILE - 1u) / QUERY_TILE;
-    let index = workgroup_index(id);
+    let index = workgroup_index(grid);
     let head = index / tiles_per_head; // flat (group, head in group)
     if head >= groups() * group_size() {
         return;
     }
     let group = head / group_size();
     let first_query = (index % tiles_per_head) * QUERY_TILE;
-    let t = first_query + id.lid;
+    let t = first_query + lid;
     let is_row = t < params.q_len;
     let row = head * params.q_len + t;
     let position = query_position(t);
@@ -39,7 +39,7 @@ fn main(id: Invocation) {
     }
     for (var first = 0u; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
-        stage_key_tile(group, first, count, id.lid);
+        stage_key_tile(group, first, count, lid);
         if is_row {
             attend_key_tile(&query, &acc, &state, first, count, position);
         }

@@ -61,10 +61,9 @@ fn compact_rows(chosen: bool, row: u32, lid: u32) -> u32 {
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(id: Invocation) {
-    let lid = id.lid;
+fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     let key_tiles = (params.block_size + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
-    let index = workgroup_index(id);
+    let index = workgroup_index(grid);
     let group = index / (params.num_blocks * key_tiles);
     if group >= groups() {
         return;

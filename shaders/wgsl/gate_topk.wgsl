@@ -20,8 +20,8 @@ const NO_BLOCK: u32 = 0xffffffffu;
 @group(0) @binding(3) var<storage, read_write> selection: array<i32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(id: Invocation) {
-    let row = thread_index(id);
+fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
+    let row = thread_index(grid, lid);
     if row >= q_rows() {
         return;
     }

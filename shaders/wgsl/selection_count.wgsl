@@ -7,8 +7,8 @@
 @group(0) @binding(2) var<storage, read_write> counts: array<atomic<u32>>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(id: Invocation) {
-    let entry = thread_index(id);
+fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
+    let entry = thread_index(grid, lid);
     let block = chosen_block(entry);
     if block < 0 {
         return;

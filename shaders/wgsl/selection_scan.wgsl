@@ -15,9 +15,8 @@
 var<workgroup> chunk: array<vec2<u32>, WORKGROUP_SIZE>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(id: Invocation) {
-    let lid = id.lid;
-    let group = workgroup_index(id);
+fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
+    let group = workgroup_index(grid);
     if group >= groups() {
         return;
     }

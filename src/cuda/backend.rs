@@ -135,6 +135,43 @@ fn cast<F: FloatElement, BT: BoolElement>(tensor: CudaTensor, dtype: DType) -> C
         .tensor()
 }
 
+/// Runs the launches `schedule` gives for a problem on `q`'s device: `tensors` are the
+/// forward's six tensors (q, k, v, o, lse, selection) and, for a backward, dout, dq, dk, dv.
+fn execute<F: FloatElement, BT: BoolElement>(
+    config: &MobaConfig,
+    tensors: &[&CudaTensor],
+    timed: bool,
+    launches_of: impl FnOnce(&CudaSchedule, &BackwardTensors, &Scratch) -> Vec<Launch>,
+) -> Result<KernelTimes> {
+    let (q, k) = (tensors[0], tensors[1]);
+    let shape = problem_shape(q, k);
+    let constants = constants(q, shape.head_dim, q.dtype, config)?;
+    let plan = CudaPlan::new(&shape, config, constants.mma);
+    let mut at = Addresses::new();
+    let address: Vec<u64> = tensors.iter().map(|t| at.of(t)).collect();
+    // A forward binds no gradient.
+    let gradient = |i: usize| address.get(i).copied().unwrap_or(0);
+    let addresses = BackwardTensors {
+        forward: ForwardTensors {
+            q: address[0],
+            k: address[1],
+            v: address[2],
+            o: address[3],
+            lse: address[4],
+            selection: address[5],
+        },
+        dout: gradient(6),
+        dq: gradient(7),
+        dk: gradient(8),
+        dv: gradient(9),
+    };
+    let (_buffers, scratch) = scratch(q, &plan, &mut at);
+    let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, config), config);
+    let launches = launches_of(&schedule, &addresses, &scratch);
+    let times = run::<F, BT>(q, constants, &launches, timed)?;
+    Ok(kernel_times(&launches, times))
+}
+
 /// The forward on contiguous tensors, head dim a multiple of 16: `(o, lse, selection)`,
 /// and with `timed` each kernel's GPU time.
 pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
@@ -146,28 +183,15 @@ pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
 ) -> Result<([CudaTensor; 3], KernelTimes)> {
     let dtype = q.dtype;
     let [q, k, v] = [q, k, v].map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
-    let shape = problem_shape(&q, &k);
-    let constants = constants(&q, shape.head_dim, dtype, config)?;
-    let plan = CudaPlan::new(&shape, config, constants.mma);
-    let rows = vec![shape.batch, shape.q_heads, shape.q_len];
+    let rows = vec![q.meta.shape()[0], q.meta.shape()[1], q.meta.shape()[2]];
     let o = empty(&q, q.meta.shape().to_vec(), dtype);
     let lse = empty(&q, rows.clone(), DType::F32);
     let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
-
-    let mut at = Addresses::new();
-    let tensors = ForwardTensors {
-        q: at.of(&q),
-        k: at.of(&k),
-        v: at.of(&v),
-        o: at.of(&o),
-        lse: at.of(&lse),
-        selection: at.of(&selection),
-    };
-    let (_buffers, scratch) = scratch(&q, &plan, &mut at);
-    let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, config), config);
-    let launches = schedule.forward(&tensors, &scratch);
-    let times = run::<F, BT>(&q, constants, &launches, timed)?;
-    Ok(([o, lse, selection], kernel_times(&launches, times)))
+    let tensors = [&q, &k, &v, &o, &lse, &selection];
+    let times = execute::<F, BT>(config, &tensors, timed, |schedule, t, s| {
+        schedule.forward(&t.forward, s)
+    })?;
+    Ok(([o, lse, selection], times))
 }
 
 /// The backward from a forward's saved tensors: `(dq, dk, dv)`, and with `timed` each
@@ -182,33 +206,12 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     let dtype = q.dtype;
     let [q, k, v, o, dout] = [q, k, v, o, dout].map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
     let [lse, selection] = [lse, selection].map(into_contiguous);
-    let shape = problem_shape(&q, &k);
-    let constants = constants(&q, shape.head_dim, dtype, config)?;
-    let plan = CudaPlan::new(&shape, config, constants.mma);
     let dq = empty(&q, q.meta.shape().to_vec(), dtype);
     let dk = empty(&q, k.meta.shape().to_vec(), dtype);
     let dv = empty(&q, k.meta.shape().to_vec(), dtype);
-
-    let mut at = Addresses::new();
-    let tensors = BackwardTensors {
-        forward: ForwardTensors {
-            q: at.of(&q),
-            k: at.of(&k),
-            v: at.of(&v),
-            o: at.of(&o),
-            lse: at.of(&lse),
-            selection: at.of(&selection),
-        },
-        dout: at.of(&dout),
-        dq: at.of(&dq),
-        dk: at.of(&dk),
-        dv: at.of(&dv),
-    };
-    let (_buffers, scratch) = scratch(&q, &plan, &mut at);
-    let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, config), config);
-    let launches = schedule.backward(&tensors, &scratch);
-    let times = run::<F, BT>(&q, constants, &launches, timed)?;
-    Ok(([dq, dk, dv], kernel_times(&launches, times)))
+    let tensors = [&q, &k, &v, &o, &lse, &selection, &dout, &dq, &dk, &dv];
+    let times = execute::<F, BT>(config, &tensors, timed, CudaSchedule::backward)?;
+    Ok(([dq, dk, dv], times))
 }
 
 /// lse in f32 whatever the float type: the kernels read it so.
