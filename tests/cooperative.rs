@@ -182,14 +182,7 @@ fn moba_forward_matches_the_reference_at_f16_precision() {
     ] {
         let (q, k, v) = inputs(&shape, 51);
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
-        let forward =
-            MobaForward::with_kernel(gpu, &shape, &config, AttentionKernel::Cooperative).unwrap();
-        let io = ForwardIo::new(gpu, &q, &k, &v, shape.q_rows(), config.top_k);
-        let mut encoder = gpu.device().create_command_encoder(&Default::default());
-        forward.encode(&mut encoder, &io.buffers()).unwrap();
-        gpu.submit_and_wait(encoder.finish()).unwrap();
-        let o = download(gpu, &io.o);
-        let lse = download(gpu, &io.lse);
+        let (o, lse) = cooperative_forward(gpu, (&q, &k, &v), &shape, &config);
         let d = shape.head_dim;
         let bad_rows: Vec<usize> = (0..shape.q_rows())
             .filter(|&r| {
@@ -291,15 +284,26 @@ fn lse_is_exact_to_f32_on_f16_exact_inputs() {
     let (q, k, v) = inputs(&shape, 77);
     let (q, k, v) = (round(q), round(k), round(v));
     let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+    let (_, lse) = cooperative_forward(gpu, (&q, &k, &v), &shape, &config);
+    let lse_error = reference::max_abs_error(&lse, &want.lse);
+    eprintln!("lse error on f16-exact inputs: {lse_error:.2e}");
+    assert!(lse_error < 2e-5, "lse error {lse_error:.2e}");
+}
+
+/// The tensor-core forward's o and lse.
+fn cooperative_forward(
+    gpu: &GpuContext,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    shape: &Shape,
+    config: &MobaConfig,
+) -> (Vec<f32>, Vec<f32>) {
     let forward =
-        MobaForward::with_kernel(gpu, &shape, &config, AttentionKernel::Cooperative).unwrap();
-    let io = ForwardIo::new(gpu, &q, &k, &v, shape.q_rows(), config.top_k);
+        MobaForward::with_kernel(gpu, shape, config, AttentionKernel::Cooperative).unwrap();
+    let io = ForwardIo::new(gpu, q, k, v, shape.q_rows(), config.top_k);
     let mut encoder = gpu.device().create_command_encoder(&Default::default());
     forward.encode(&mut encoder, &io.buffers()).unwrap();
     gpu.submit_and_wait(encoder.finish()).unwrap();
-    let lse_error = reference::max_abs_error(&download(gpu, &io.lse), &want.lse);
-    eprintln!("lse error on f16-exact inputs: {lse_error:.2e}");
-    assert!(lse_error < 2e-5, "lse error {lse_error:.2e}");
+    (download(gpu, &io.o), download(gpu, &io.lse))
 }
 
 /// Runs one workgroup of a shader with `buffers` bound at bindings 0, 1, 2, ...

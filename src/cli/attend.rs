@@ -112,17 +112,15 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
             args.dtype, args.backend
         )));
     }
-    let out = compute(
-        args.backend,
-        args.dtype,
-        request,
-        &q.data,
-        &k.data,
-        &v.data,
-        dout.as_ref().map(|d| &d.data[..]),
-        &shape,
-        &config,
-    )?;
+    let problem = Problem {
+        q: &q.data,
+        k: &k.data,
+        v: &v.data,
+        dout: dout.as_ref().map(|d| &d.data[..]),
+        shape: &shape,
+        config: &config,
+    };
+    let out = compute(args.backend, args.dtype, request, &problem)?;
     let rows = [shape.batch, shape.q_heads, shape.q_len];
     let dir = &args.out_dir;
     let mut files = vec![
@@ -171,18 +169,30 @@ struct Outputs {
     grads: Option<[Vec<f32>; 3]>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The inputs of one `attend`: q, k, v, and dout where gradients are asked for.
+struct Problem<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    dout: Option<&'a [f32]>,
+    shape: &'a Shape,
+    config: &'a MobaConfig,
+}
+
 fn compute(
     backend: Backend,
     dtype: Dtype,
     request: &AdapterRequest,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    dout: Option<&[f32]>,
-    shape: &Shape,
-    config: &MobaConfig,
+    p: &Problem,
 ) -> Result<Outputs> {
+    let Problem {
+        q,
+        k,
+        v,
+        dout,
+        shape,
+        config,
+    } = *p;
     match backend {
         Backend::Reference => {
             let out = reference::forward(q, k, v, shape, config)?;
@@ -215,67 +225,41 @@ fn compute(
         Backend::BurnWgpu => {
             let (device, adapter) = burn_wgpu_device(request)?;
             eprintln!("adapter: {} ({:?})", adapter.name, adapter.backend);
-            compute_burn::<burn::backend::Wgpu>(&device, q, k, v, dout, shape, config)
+            compute_burn::<burn::backend::Wgpu>(&device, p)
         }
-        Backend::BurnNdarray => compute_burn::<burn::backend::NdArray>(
-            &Default::default(),
-            q,
-            k,
-            v,
-            dout,
-            shape,
-            config,
-        ),
-        Backend::Cuda => compute_cuda(dtype, q, k, v, dout, shape, config),
+        Backend::BurnNdarray => compute_burn::<burn::backend::NdArray>(&Default::default(), p),
+        Backend::Cuda => compute_cuda(dtype, p),
     }
 }
 
 /// The CUDA backend in the chosen element type, after a clear check for a driver and GPU.
 #[cfg(feature = "cuda")]
-fn compute_cuda(
-    dtype: Dtype,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    dout: Option<&[f32]>,
-    shape: &Shape,
-    config: &MobaConfig,
-) -> Result<Outputs> {
+fn compute_cuda(dtype: Dtype, p: &Problem) -> Result<Outputs> {
     use burn::backend::Cuda;
     use burn::tensor::{bf16, f16};
     eprintln!("device: {}", moba::cuda::CudaRuntime::get(0)?.describe());
     match dtype {
-        Dtype::F32 => compute_burn::<Cuda<f32>>(&Default::default(), q, k, v, dout, shape, config),
-        Dtype::F16 => compute_burn::<Cuda<f16>>(&Default::default(), q, k, v, dout, shape, config),
-        Dtype::Bf16 => {
-            compute_burn::<Cuda<bf16>>(&Default::default(), q, k, v, dout, shape, config)
-        }
+        Dtype::F32 => compute_burn::<Cuda<f32>>(&Default::default(), p),
+        Dtype::F16 => compute_burn::<Cuda<f16>>(&Default::default(), p),
+        Dtype::Bf16 => compute_burn::<Cuda<bf16>>(&Default::default(), p),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn compute_cuda(
-    _dtype: Dtype,
-    _q: &[f32],
-    _k: &[f32],
-    _v: &[f32],
-    _dout: Option<&[f32]>,
-    _shape: &Shape,
-    _config: &MobaConfig,
-) -> Result<Outputs> {
+fn compute_cuda(_dtype: Dtype, _p: &Problem) -> Result<Outputs> {
     Err(moba::cuda::not_built())
 }
 
 /// Forward (and gradients through `Autodiff<B>`) on a burn backend.
-fn compute_burn<B: MobaBackend>(
-    device: &B::Device,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    dout: Option<&[f32]>,
-    shape: &Shape,
-    config: &MobaConfig,
-) -> Result<Outputs> {
+fn compute_burn<B: MobaBackend>(device: &B::Device, p: &Problem) -> Result<Outputs> {
+    let Problem {
+        q,
+        k,
+        v,
+        dout,
+        shape,
+        config,
+    } = *p;
     let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
     let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
     let tensor = |data: &[f32], dims: [usize; 4]| {
