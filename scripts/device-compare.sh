@@ -10,7 +10,9 @@ set -u
 OUT=${OUT:-results/device-compare}
 ROUNDS=${ROUNDS:-2}
 mkdir -p "$OUT"
-for packed in .device/*.gz .device/tests/*.gz .device/before/*.gz; do gunzip -kf "$packed"; done
+for packed in .device/*.gz .device/tests/*.gz .device/before/*.gz; do
+    [ -f "$packed" ] && gunzip -kf "$packed"
+done
 chmod +x .device/moba .device/tests/* .device/before/moba
 source scripts/device-env.sh
 # The Vulkan loader is not installed on the device machine: unpack the carried debs.
@@ -19,9 +21,13 @@ ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 
-echo "== CUDA correctness grid (new build)"
-.device/tests/cuda --test-threads=1 > "$OUT/cuda-tests.log" 2>&1
-grep -E '^test |test result|panicked' "$OUT/cuda-tests.log"
+# The lent machines' EGL cannot open the GPU: the wgpu grids run on Vulkan alone.
+export MOBA_TEST_SKIP_GL=${MOBA_TEST_SKIP_GL:-1}
+if [ -x .device/tests/cuda ]; then
+    echo "== CUDA correctness grid (new build)"
+    .device/tests/cuda --test-threads=1 > "$OUT/cuda-tests.log" 2>&1
+    grep -E '^test |test result|panicked' "$OUT/cuda-tests.log"
+fi
 echo "== Vulkan: the wgpu tests on the GPU (new build)"
 for test in .device/tests/*; do
     case $test in *cuda*|*.gz) continue ;; esac
