@@ -91,13 +91,13 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
         .as_ref()
         .map(|path| npy::read::<f32>(path))
         .transpose()?;
-    if let Some(dout) = &dout {
-        if dout.shape != q.shape {
-            return Err(MobaError::Config(format!(
-                "dout has shape {:?} but q has {:?}",
-                dout.shape, q.shape
-            )));
-        }
+    if let Some(dout) = &dout
+        && dout.shape != q.shape
+    {
+        return Err(MobaError::Config(format!(
+            "dout has shape {:?} but q has {:?}",
+            dout.shape, q.shape
+        )));
     }
     // One check of the values for every backend (burn's ops take NaN silently).
     shape.check_inputs(&q.data, &k.data, &v.data)?;

@@ -131,7 +131,7 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             continue;
         };
         let options = BenchOptions {
-            kernel: args.kernel.resolve(&gpu, args.head_dim),
+            kernel: args.kernel.resolve(gpu, args.head_dim),
             runs: args.runs,
             warmup: 1,
             dense: !args.no_dense,

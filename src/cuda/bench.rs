@@ -54,7 +54,7 @@ pub fn measure(
 ) -> Result<Record> {
     shape.validate()?;
     config.validate()?;
-    if shape.head_dim % 16 != 0 {
+    if !shape.head_dim.is_multiple_of(16) {
         return Err(MobaError::Config(format!(
             "the CUDA benchmark needs a head dim multiple of 16, got {}",
             shape.head_dim

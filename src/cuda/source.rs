@@ -71,7 +71,7 @@ impl MmaKind {
     /// The instructions for a GPU of compute capability `major`.x at head dim `head_dim`:
     /// warpgroup MMAs exist on sm_90 alone (Blackwell has other instructions).
     pub fn for_device(major: u32, head_dim: usize) -> MmaKind {
-        if major == 9 && head_dim % 64 == 0 {
+        if major == 9 && head_dim.is_multiple_of(64) {
             MmaKind::Warpgroup
         } else {
             MmaKind::Sync
@@ -156,7 +156,7 @@ impl CudaConstants {
     /// The full NVRTC source of `program` for these constants.
     pub fn source(&self, program: CudaProgram) -> String {
         assert!(
-            self.head_dim % 16 == 0 && self.head_dim > 0,
+            self.head_dim.is_multiple_of(16) && self.head_dim > 0,
             "CUDA head dims are padded to a multiple of 16 first"
         );
         let problem = [

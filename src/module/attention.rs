@@ -134,7 +134,7 @@ impl MobaAttentionConfig {
             });
         }
         let head_dim = self.d_model / self.n_heads;
-        if self.rope_max_len.is_some() && head_dim % 2 != 0 {
+        if self.rope_max_len.is_some() && !head_dim.is_multiple_of(2) {
             return Err(MobaError::Config(format!(
                 "RoPE needs an even head dim, got {head_dim}"
             )));
