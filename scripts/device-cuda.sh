@@ -43,7 +43,7 @@ if [ -s "$OUT/peers.log" ]; then
     echo "== our records beside the peers"
     .device/moba bench report "$OUT/cuda.jsonl" --peers "$OUT/peers.log" --plots "$OUT"
 fi
-echo "== our records (stage split: gate, inversion, attention, finalize ms)"
+echo "== our records (stages: gate/inversion/attention/finalize; bwd: row terms/inversion/dq/dk dv, ms)"
 python3 - "$OUT/cuda.jsonl" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):

@@ -10,10 +10,10 @@ cd "$(dirname "$0")/.."
 root=$PWD
 tree=$(mktemp -d)/before
 git worktree add --detach "$tree" "$commit"
+trap 'git worktree remove --force "$tree"' EXIT
 (cd "$tree" && CARGO_TARGET_DIR="$root/target" cargo build --release --features cuda)
 mkdir -p .device/before
 cp target/release/moba .device/before/moba
 rm target/release/moba
 gzip -9 -f .device/before/moba
-git worktree remove --force "$tree"
 echo "staged moba at $(git rev-parse --short "$commit") in .device/before/"

@@ -55,7 +55,9 @@ impl Stage {
     }
 }
 
-/// One step of a run. Its name is the kernel's name on every backend.
+/// One step of a run. Its name is the name of the kernel that runs it (a backend may run a
+/// variant, such as `attention_pass_coop`, or need no kernel for it: the f32 WGSL dq pass
+/// has no `dq_finalize`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Step {
     /// Mean key of every block (the mean-key gate only).
@@ -96,7 +98,8 @@ impl Step {
         }
     }
 
-    /// The kernel's name (its entry point on CUDA, its file under `shaders/wgsl/`).
+    /// The kernel's name: its entry point on CUDA, its file under `shaders/wgsl/` (where
+    /// the WGSL path has one).
     pub fn name(self) -> &'static str {
         match self {
             Step::BlockMeans => "block_means",

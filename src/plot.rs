@@ -52,8 +52,8 @@ pub fn line_plot(
     line_plot_xy(title, x_label, y_label, Scale::Log, y_scale, series)
 }
 
-/// An SVG document plotting `series` with x on `x_scale` and y on `y_scale`; points a log
-/// axis cannot show (zero or below) are left out.
+/// An SVG document plotting `series` with x on `x_scale` and y on `y_scale`; points an axis
+/// cannot show (not finite, or zero and below on a log axis) are left out.
 pub fn line_plot_xy(
     title: &str,
     x_label: &str,
@@ -62,8 +62,12 @@ pub fn line_plot_xy(
     y_scale: Scale,
     series: &[Series],
 ) -> Result<String, PlotError> {
+    // Finite points only (plotters cannot lay out an infinite range), positive on log axes.
     let usable = |&(x, y): &(f64, f64)| {
-        (x_scale != Scale::Log || x > 0.0) && (y_scale != Scale::Log || y > 0.0)
+        x.is_finite()
+            && y.is_finite()
+            && (x_scale != Scale::Log || x > 0.0)
+            && (y_scale != Scale::Log || y > 0.0)
     };
     let lines: Vec<(&str, Vec<(f64, f64)>)> = series
         .iter()
@@ -274,6 +278,12 @@ mod tests {
             3,
             "the zero point is left out on a log axis"
         );
+        let not_finite = [Series {
+            name: "x".into(),
+            points: vec![(1024.0, f64::INFINITY), (2048.0, f64::NAN), (4096.0, 3.0)],
+        }];
+        let svg = line_plot("t", "S", "ms", Scale::Linear, &not_finite).unwrap();
+        assert_eq!(svg.matches("<circle").count(), 1, "only the finite point");
         let empty = line_plot("t", "S", "x", Scale::Linear, &[]).unwrap();
         assert!(texts(&empty).contains(&"no data".to_string()));
     }

@@ -120,14 +120,14 @@ async fn select_among(
     Ok((instance, adapter))
 }
 
-/// An open GPU: device, queue, what the adapter offers, and the compiled pipelines.
-/// Cheap to clone; clones share the device and the pipeline cache.
 /// What wgpu reported, kept until the next call checks it.
 enum DeviceFailure {
     Error(String),
     Lost(String),
 }
 
+/// An open GPU: device, queue, what the adapter offers, and the compiled pipelines.
+/// Cheap to clone; clones share the device and the pipeline cache.
 #[derive(Clone)]
 pub struct GpuContext {
     device: wgpu::Device,

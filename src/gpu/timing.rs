@@ -6,6 +6,7 @@ use crate::launch_plan::Stage;
 
 /// Stages of one run: a forward's or a backward's.
 const STAGE_COUNT: usize = Stage::FORWARD.len();
+const _: () = assert!(Stage::BACKWARD.len() == STAGE_COUNT);
 
 /// Timestamp queries for the stages of one forward or backward (the adapter needs
 /// `TIMESTAMP_QUERY`).
