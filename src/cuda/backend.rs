@@ -21,7 +21,7 @@ use crate::backend::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::kernel_params::KernelParams;
-use crate::launch_plan::Stage;
+use crate::launch_plan::{self, Stage, Step};
 use crate::memory::bytes_of;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
@@ -135,13 +135,13 @@ fn cast<F: FloatElement, BT: BoolElement>(tensor: CudaTensor, dtype: DType) -> C
         .tensor()
 }
 
-/// Runs the launches `schedule` gives for a problem on `q`'s device: `tensors` are the
-/// forward's six tensors (q, k, v, o, lse, selection) and, for a backward, dout, dq, dk, dv.
+/// Runs `steps` of a problem on `q`'s device: `tensors` are the forward's six (q, k, v, o,
+/// lse, selection) and, for a backward, dout, dq, dk, dv.
 fn execute<F: FloatElement, BT: BoolElement>(
     config: &MobaConfig,
     tensors: &[&CudaTensor],
     timed: bool,
-    launches_of: impl FnOnce(&CudaSchedule, &BackwardTensors, &Scratch) -> Vec<Launch>,
+    steps: Vec<Step>,
 ) -> Result<KernelTimes> {
     let (q, k) = (tensors[0], tensors[1]);
     let shape = problem_shape(q, k);
@@ -149,25 +149,27 @@ fn execute<F: FloatElement, BT: BoolElement>(
     let plan = CudaPlan::new(&shape, config, constants.mma);
     let mut at = Addresses::new();
     let address: Vec<u64> = tensors.iter().map(|t| at.of(t)).collect();
-    // A forward binds no gradient.
-    let gradient = |i: usize| address.get(i).copied().unwrap_or(0);
-    let addresses = BackwardTensors {
-        forward: ForwardTensors {
-            q: address[0],
-            k: address[1],
-            v: address[2],
-            o: address[3],
-            lse: address[4],
-            selection: address[5],
+    let forward = ForwardTensors {
+        q: address[0],
+        k: address[1],
+        v: address[2],
+        o: address[3],
+        lse: address[4],
+        selection: address[5],
+    };
+    let addresses = match address[6..] {
+        [dout, dq, dk, dv] => BackwardTensors {
+            forward,
+            dout,
+            dq,
+            dk,
+            dv,
         },
-        dout: gradient(6),
-        dq: gradient(7),
-        dk: gradient(8),
-        dv: gradient(9),
+        _ => BackwardTensors::forward_only(forward),
     };
     let (_buffers, scratch) = scratch(q, &plan, &mut at);
     let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, config), config);
-    let launches = launches_of(&schedule, &addresses, &scratch);
+    let launches = schedule.launches(steps, &addresses, &scratch);
     let times = run::<F, BT>(q, constants, &launches, timed)?;
     Ok(kernel_times(&launches, times))
 }
@@ -183,14 +185,12 @@ pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
 ) -> Result<([CudaTensor; 3], KernelTimes)> {
     let dtype = q.dtype;
     let [q, k, v] = [q, k, v].map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
-    let rows = vec![q.meta.shape()[0], q.meta.shape()[1], q.meta.shape()[2]];
+    let rows = q.meta.shape()[..3].to_vec();
     let o = empty(&q, q.meta.shape().to_vec(), dtype);
     let lse = empty(&q, rows.clone(), DType::F32);
     let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
     let tensors = [&q, &k, &v, &o, &lse, &selection];
-    let times = execute::<F, BT>(config, &tensors, timed, |schedule, t, s| {
-        schedule.forward(&t.forward, s)
-    })?;
+    let times = execute::<F, BT>(config, &tensors, timed, launch_plan::forward(config))?;
     Ok(([o, lse, selection], times))
 }
 
@@ -210,7 +210,7 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     let dk = empty(&q, k.meta.shape().to_vec(), dtype);
     let dv = empty(&q, k.meta.shape().to_vec(), dtype);
     let tensors = [&q, &k, &v, &o, &lse, &selection, &dout, &dq, &dk, &dv];
-    let times = execute::<F, BT>(config, &tensors, timed, CudaSchedule::backward)?;
+    let times = execute::<F, BT>(config, &tensors, timed, launch_plan::backward(config))?;
     Ok(([dq, dk, dv], times))
 }
 

@@ -23,12 +23,12 @@ use crate::{reference, sparsity};
 /// burn-cuda without fusion; the element type follows each tensor's dtype.
 type Plain = CubeBackend<CudaRuntime, f32, i32, u8>;
 
-/// GPU milliseconds of each of `stages`, summed over its kernels.
+/// GPU seconds of each of `stages`, summed over its kernels.
 fn stage_split(times: &KernelTimes, stages: [Stage; 4]) -> [f64; 4] {
     let mut split = [0.0; 4];
     for &(stage, ms) in times {
         let at = stages.iter().position(|&s| s == stage);
-        split[at.expect("every step's stage is one of its run's stages")] += ms;
+        split[at.expect("every step's stage is one of its run's stages")] += ms * 1e-3;
     }
     split
 }
@@ -84,10 +84,10 @@ pub fn measure(
     progress("forward");
     let moba_seconds = median_wall_seconds(runs, 0, |run| run_forward(run % 2, false).map(drop))?;
     let ([o, lse, selection], forward_times) = run_forward(0, true)?;
-    let stage_ms = stage_split(&forward_times, Stage::FORWARD);
+    let stage_seconds = stage_split(&forward_times, Stage::FORWARD);
 
-    let mut step_ms = None;
-    let mut backward_stage_ms = None;
+    let mut step_seconds = None;
+    let mut backward_stage_seconds = None;
     if backward_too {
         progress("forward + backward");
         let run_step = |set: usize, timed: bool| -> Result<KernelTimes> {
@@ -98,9 +98,10 @@ pub fn measure(
             let (_, times) = backward::<f32, u8>(saved, dout, &config, timed)?;
             Ok(times)
         };
-        let seconds = median_wall_seconds(runs, 1, |run| run_step((run + 1) % 2, false).map(drop))?;
-        step_ms = Some(seconds * 1e3);
-        backward_stage_ms = Some(stage_split(&run_step(0, true)?, Stage::BACKWARD));
+        step_seconds = Some(median_wall_seconds(runs, 1, |run| {
+            run_step((run + 1) % 2, false).map(drop)
+        })?);
+        backward_stage_seconds = Some(stage_split(&run_step(0, true)?, Stage::BACKWARD));
     }
 
     progress("checking sampled rows against the reference");
@@ -185,7 +186,6 @@ pub fn measure(
     } else {
         0
     };
-    let seconds = |ms: f64| ms * 1e-3;
     let found = Measurement {
         shape: *shape,
         config,
@@ -197,9 +197,9 @@ pub fn measure(
         calls: 1,
         moba_seconds,
         dense_seconds: None,
-        stage_seconds: Some(stage_ms.map(seconds)),
-        step_seconds: step_ms.map(seconds),
-        backward_stage_seconds: backward_stage_ms.map(|s| s.map(seconds)),
+        stage_seconds: Some(stage_seconds),
+        step_seconds,
+        backward_stage_seconds,
         memory_bytes: (scratch_bytes + tensors + training) as u64,
         attended_pairs,
         dense_pairs: sparsity::dense_pairs(shape, config.causal),

@@ -68,6 +68,19 @@ pub struct BackwardTensors {
     pub dv: u64,
 }
 
+impl BackwardTensors {
+    /// A forward's tensors, with no gradient bound (a forward's steps read none).
+    pub fn forward_only(forward: ForwardTensors) -> Self {
+        BackwardTensors {
+            forward,
+            dout: 0,
+            dq: 0,
+            dk: 0,
+            dv: 0,
+        }
+    }
+}
+
 /// One problem's launches.
 pub struct CudaSchedule {
     pub plan: CudaPlan,
@@ -86,24 +99,17 @@ impl CudaSchedule {
 
     /// The forward ([`launch_plan::forward`]) on these tensors.
     pub fn forward(&self, t: &ForwardTensors, s: &Scratch) -> Vec<Launch> {
-        // A forward binds no gradient.
-        let t = BackwardTensors {
-            forward: *t,
-            dout: 0,
-            dq: 0,
-            dk: 0,
-            dv: 0,
-        };
-        let steps = launch_plan::forward(&self.config);
-        steps
-            .into_iter()
-            .map(|step| self.lower(step, &t, s))
-            .collect()
+        let t = BackwardTensors::forward_only(*t);
+        self.launches(launch_plan::forward(&self.config), &t, s)
     }
 
     /// The backward ([`launch_plan::backward`]) on these tensors.
     pub fn backward(&self, t: &BackwardTensors, s: &Scratch) -> Vec<Launch> {
-        let steps = launch_plan::backward(&self.config);
+        self.launches(launch_plan::backward(&self.config), t, s)
+    }
+
+    /// The launches of `steps`, in order.
+    pub fn launches(&self, steps: Vec<Step>, t: &BackwardTensors, s: &Scratch) -> Vec<Launch> {
         steps
             .into_iter()
             .map(|step| self.lower(step, t, s))

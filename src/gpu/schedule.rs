@@ -150,21 +150,23 @@ impl Schedule {
     /// The backward ([`launch_plan::backward`]) lowered to the portable WGSL kernels.
     pub fn backward(shape: &Shape, config: &MobaConfig, constants: KernelConstants) -> Self {
         let mut schedule = Self::new(&Stage::BACKWARD, &BACKWARD_IO, shape, config, constants);
+        // No attention pass in a backward: the portable kernel stands for it.
+        let attention = (Kernel::AttentionPass, constants);
         for step in launch_plan::backward(config) {
-            schedule.lower(step, shape, config, constants, (Kernel::DqPass, constants));
+            schedule.lower(step, shape, config, constants, attention);
         }
         schedule
     }
 
     /// Adds the launch of one step: its kernel, bindings (0, 1, 2, ... in order) and grid.
-    /// `passes` is the kernel of the per-slot passes (attention or dq) with its constants.
+    /// `constants` are the portable kernels'; `attention` runs the attention passes.
     fn lower(
         &mut self,
         step: Step,
         shape: &Shape,
         config: &MobaConfig,
         constants: KernelConstants,
-        passes: (Kernel, KernelConstants),
+        attention: (Kernel, KernelConstants),
     ) {
         use Binding::{Io as I, Params as P, Scratch as S};
         let rows = shape.q_rows() as u64;
@@ -172,60 +174,63 @@ impl Schedule {
         let entries = (rows * config.top_k as u64).div_ceil(constants.workgroup_size as u64);
         let groups = shape.groups() as u64;
         let nb = shape.num_blocks(config.block_size) as u64;
+        let portable = |kernel| (kernel, constants);
+        // One pass per slot over the inverted lists (block_tiles.wgsl): bindings
+        // `params[slot], q, k, v, lists, starts`, then the kernel's own.
+        let slot_pass = |slot: usize, own: &[Binding]| {
+            let mut bindings = vec![P(slot), I(Io::Q), I(Io::K), I(Io::V), S(LISTS), S(STARTS)];
+            bindings.extend_from_slice(own);
+            (bindings, groups * self.params[slot].tile_capacity as u64)
+        };
         let (kernel, bindings, workgroups) = match step {
             Step::BlockMeans => (
-                Kernel::BlockMeans,
+                portable(Kernel::BlockMeans),
                 vec![P(0), I(Io::K), S(BLOCK_MEANS)],
                 groups * nb,
             ),
             Step::GateTopk => (
-                Kernel::GateTopk,
+                portable(Kernel::GateTopk),
                 vec![P(0), I(Io::Q), S(BLOCK_MEANS), I(Io::Selection)],
                 per_thread_rows,
             ),
             Step::SelectionCount => (
-                Kernel::SelectionCount,
+                portable(Kernel::SelectionCount),
                 vec![P(0), I(Io::Selection), S(COUNTS)],
                 entries,
             ),
             Step::SelectionScan => (
-                Kernel::SelectionScan,
+                portable(Kernel::SelectionScan),
                 vec![P(0), S(COUNTS), S(STARTS)],
                 groups,
             ),
             Step::SelectionScatter => (
-                Kernel::SelectionScatter,
+                portable(Kernel::SelectionScatter),
                 vec![P(0), I(Io::Selection), S(STARTS), S(CURSORS), S(LISTS)],
                 entries,
             ),
-            // One pass per slot over the inverted lists (block_tiles.wgsl): bindings
-            // `params[slot], q, k, v, lists, starts`, then the kernel's own.
-            Step::AttentionPass { slot } | Step::DqPass { slot } => {
-                let own = match step {
-                    Step::AttentionPass { .. } => [I(Io::O), S(ROW_STATE)].as_slice(),
-                    _ => &[I(Io::Dout), S(ROW_STATE), I(Io::Dq)],
-                };
-                let mut bindings = vec![P(slot), I(Io::Q), I(Io::K), I(Io::V), S(LISTS), S(STARTS)];
-                bindings.extend_from_slice(own);
-                let kernel = self.kernel(passes.0, passes.1);
-                let workgroups = groups * self.params[slot].tile_capacity as u64;
-                self.launch(step.stage(), kernel, bindings, workgroups);
-                return;
+            Step::AttentionPass { slot } => {
+                let (bindings, workgroups) = slot_pass(slot, &[I(Io::O), S(ROW_STATE)]);
+                (attention, bindings, workgroups)
+            }
+            Step::DqPass { slot } => {
+                let own = [I(Io::Dout), S(ROW_STATE), I(Io::Dq)];
+                let (bindings, workgroups) = slot_pass(slot, &own);
+                (portable(Kernel::DqPass), bindings, workgroups)
             }
             Step::AttentionFinalize => (
-                Kernel::AttentionFinalize,
+                portable(Kernel::AttentionFinalize),
                 vec![P(0), I(Io::O), S(ROW_STATE), I(Io::Lse)],
                 per_thread_rows,
             ),
             Step::BackwardPrepare => (
-                Kernel::BackwardPrepare,
+                portable(Kernel::BackwardPrepare),
                 vec![P(0), I(Io::O), I(Io::Dout), I(Io::Lse), S(ROW_STATE)],
                 per_thread_rows,
             ),
             // The f32 dq pass accumulates into dq itself: nothing to convert.
             Step::DqFinalize => return,
             Step::DkDv => (
-                Kernel::DkDv,
+                portable(Kernel::DkDv),
                 vec![
                     P(0),
                     I(Io::Q),
@@ -240,7 +245,7 @@ impl Schedule {
                 groups * nb * (config.block_size as u64).div_ceil(constants.workgroup_size as u64),
             ),
         };
-        let kernel = self.kernel(kernel, constants);
+        let kernel = self.kernel(kernel.0, kernel.1);
         self.launch(step.stage(), kernel, bindings, workgroups);
     }
 
