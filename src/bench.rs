@@ -163,7 +163,7 @@ pub fn measure(
         }
         if let Some(total) = &mut found.step_seconds {
             progress(&format!("call {}/{calls}: forward + backward", call + 1));
-            let backward = MobaBackward::new(gpu, &part, config)?;
+            let backward = MobaBackward::with_kernel(gpu, &part, config, options.kernel)?;
             let dout = gpu.upload("dout", &random::normal(part.q_elems(), seed + 3));
             let [dq, dk, dv] = [part.q_elems(), part.kv_elems(), part.kv_elems()]
                 .map(|elems| gpu.poisoned("gradient", elems));

@@ -1,6 +1,6 @@
 //! The cooperative-matrix (tensor core) path, on adapters that have it (skipped elsewhere,
-//! e.g. lavapipe in CI): the load/store conventions the kernel relies on, its tile products
-//! on their own, and the MoBA forward against the reference at f16 precision. On the lent
+//! e.g. lavapipe in CI): the load/store conventions the kernels rely on, their tile products
+//! on their own, and the MoBA forward and backward against the reference at f16 precision. On the lent
 //! H100: build with `cargo test --release --no-run --test cooperative`, carry the binary.
 //!
 //! Found with these tests: the NVIDIA driver may place f16 workgroup arrays after every
@@ -9,9 +9,9 @@
 
 mod common;
 
-use common::{gpu, inputs};
-use moba::gpu::{AttentionKernel, ForwardIo, GpuContext, MobaForward};
-use moba::{MobaConfig, Shape, reference};
+use common::{gpu, inputs, naive_backward, shape, tolerance};
+use moba::gpu::{AttentionKernel, BackwardBuffers, ForwardIo, GpuContext, MobaBackward, MobaForward};
+use moba::{MobaConfig, Shape, random, reference};
 
 fn cooperative_gpu() -> Option<&'static GpuContext> {
     let gpu = gpu();
@@ -306,6 +306,101 @@ fn cooperative_forward(
     (download(gpu, &io.o), download(gpu, &io.lse))
 }
 
+/// The tensor-core backward (dq passes and dk/dv on cooperative matrices) after the
+/// tensor-core forward, over the DESIGN §4 grid where the kernel runs (head dims a multiple
+/// of 32): on f16-exact inputs, dq, dk and dv within the FlashAttention-style tolerance of a
+/// straightforward f16 backward (every product rounded to f16, sums in f32), every element
+/// written (the outputs start poisoned), and the same bits twice.
+#[test]
+fn moba_backward_matches_the_reference_at_f16_precision() {
+    let Some(gpu) = cooperative_gpu() else { return };
+    let round = |x: f32| half::f16::from_f32(x).to_f32();
+    let mut failures = 0;
+    for (index, (shape, config)) in [
+        (
+            shape(1, 1, 1, 16, 16, 32),
+            MobaConfig::new(16, 1).with_causal(false),
+        ),
+        (shape(1, 2, 2, 300, 300, 64), MobaConfig::new(32, 3)),
+        (shape(2, 4, 1, 500, 500, 128), MobaConfig::new(64, 3)),
+        (shape(1, 2, 1, 7, 200, 64), MobaConfig::new(32, 2)),
+        (
+            shape(1, 2, 2, 200, 200, 64),
+            MobaConfig::new(32, 2).with_causal(false).with_scale(0.3),
+        ),
+        (shape(1, 2, 2, 1025, 1025, 128), MobaConfig::new(100, 3)),
+        (shape(1, 2, 2, 1024, 1024, 128), MobaConfig::new(512, 2)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 90 + index as u64;
+        let (q, k, v) = inputs(&shape, seed);
+        let dout = random::normal(shape.q_elems(), seed ^ 0x5eed_0003);
+        let [q, k, v, dout] = [q, k, v, dout].map(|x| x.into_iter().map(round).collect::<Vec<_>>());
+        let (selection, grads) = cooperative_backward(gpu, [&q, &k, &v, &dout], &shape, &config);
+        let again = cooperative_backward(gpu, [&q, &k, &v, &dout], &shape, &config).1;
+        let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
+        let exact_selection = reference::selection(&q, &k, &shape, &config);
+        assert_eq!(selection, exact_selection, "case {index}: the gate differs");
+        let naive = naive_backward(&q, &k, &v, &dout, &shape, &config, &selection, round);
+        let mut line = format!("{shape:?} {config:?}:");
+        for (name, got, naive, want) in [
+            ("dq", &grads[0], &naive.0, &want.dq),
+            ("dk", &grads[1], &naive.1, &want.dk),
+            ("dv", &grads[2], &naive.2, &want.dv),
+        ] {
+            let error = reference::max_abs_error(got, want);
+            let bound = tolerance(reference::max_abs_error(naive, want));
+            line += &format!(" {name} {error:.2e} (bound {bound:.2e})");
+            failures += usize::from(!(error <= bound));
+        }
+        let same = grads == again;
+        eprintln!("{line}{}", if same { "" } else { "; two runs DIFFER" });
+        failures += usize::from(!same);
+    }
+    assert_eq!(failures, 0);
+}
+
+/// The selection of the tensor-core forward and the gradients of the tensor-core backward
+/// on its saved outputs: `(selection, [dq, dk, dv])`.
+fn cooperative_backward(
+    gpu: &GpuContext,
+    [q, k, v, dout]: [&[f32]; 4],
+    shape: &Shape,
+    config: &MobaConfig,
+) -> (Vec<i32>, [Vec<f32>; 3]) {
+    let kernel = AttentionKernel::Cooperative;
+    let forward = MobaForward::with_kernel(gpu, shape, config, kernel).unwrap();
+    let backward = MobaBackward::with_kernel(gpu, shape, config, kernel).unwrap();
+    assert_eq!(backward.kernel(), kernel);
+    let io = ForwardIo::new(gpu, q, k, v, shape.q_rows(), config.top_k);
+    let dout = gpu.upload("dout", dout);
+    let dq = gpu.poisoned("dq", shape.q_elems());
+    let (dk, dv) = (
+        gpu.poisoned("dk", shape.kv_elems()),
+        gpu.poisoned("dv", shape.kv_elems()),
+    );
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    forward.encode(&mut encoder, &io.buffers()).unwrap();
+    let buffers = BackwardBuffers {
+        q: &io.q,
+        k: &io.k,
+        v: &io.v,
+        o: &io.o,
+        lse: &io.lse,
+        selection: &io.selection,
+        dout: &dout,
+        dq: &dq,
+        dk: &dk,
+        dv: &dv,
+    };
+    backward.encode(&mut encoder, &buffers).unwrap();
+    gpu.submit_and_wait(encoder.finish()).unwrap();
+    let selection = pollster::block_on(gpu.download::<i32>(&io.selection)).unwrap();
+    (selection, [&dq, &dk, &dv].map(|b| download(gpu, b)))
+}
+
 /// Runs one workgroup of a shader with `buffers` bound at bindings 0, 1, 2, ...
 fn dispatch_one(gpu: &GpuContext, source: &str, buffers: &[&wgpu::Buffer]) {
     let device = gpu.device();
@@ -400,9 +495,8 @@ fn attention_tile_products_in_four_subgroups() {
 }
 
 /// burn's wgpu path plans from the same device capabilities as the host API: on a device
-/// with cooperative matrices (opened by `burn_wgpu_device`) its forward runs the tensor-core
-/// kernel, checked here against the reference at f16 precision, with the gradients of the
-/// portable f32 backward that reads its o and lse.
+/// with cooperative matrices (opened by `burn_wgpu_device`) its forward and backward run the
+/// tensor-core kernels, checked here against the reference at f16 precision.
 #[cfg(feature = "burn")]
 #[test]
 fn burn_wgpu_runs_the_cooperative_forward_where_the_device_has_it() {

@@ -98,9 +98,9 @@ fn launch(schedule: &Schedule, io: &[&Tensor], limits: &wgpu::Limits) {
     }
 }
 
-/// The attention kernel burn's wgpu path runs at `head_dim` on `device`: the cooperative
-/// (tensor-core) one where the device has it (a device `burn_wgpu_device` opened), the
-/// portable one otherwise. The backward is portable f32 either way.
+/// The attention kernels burn's wgpu path runs at `head_dim` on `device`, forward and
+/// backward: the cooperative (tensor-core) ones where the device has them (a device
+/// `burn_wgpu_device` opened), the portable ones otherwise.
 pub fn attention_kernel(device: &WgpuDevice, head_dim: usize) -> AttentionKernel {
     let padded = head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
     AttentionKernel::best(&burn_device_caps(device), padded)
@@ -114,7 +114,7 @@ fn schedules(
 ) -> Result<(Schedule, Schedule)> {
     let kernel = AttentionKernel::best(caps, shape.head_dim);
     let (forward, _) = forward_schedule(caps, shape, config, kernel)?;
-    Ok((forward, backward_schedule(caps, shape, config)?))
+    Ok((forward, backward_schedule(caps, shape, config, kernel)?))
 }
 
 /// What `moba_prepare` checks: the tile plan, every buffer of the forward and the backward

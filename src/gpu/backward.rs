@@ -2,9 +2,9 @@
 //! selection, with the selection held constant (DESIGN §1.6).
 
 use super::context::GpuContext;
-use super::plan::{TilePlan, backward_schedule, groups_per_call};
+use super::plan::{AttentionKernel, TilePlan, backward_schedule, groups_per_call};
 use super::runner::ScheduleRunner;
-use super::schedule::Schedule;
+use super::schedule::{KernelSet, Schedule};
 use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
@@ -44,10 +44,11 @@ impl BackwardBuffers<'_> {
     }
 }
 
-/// A MoBA backward planned for one shape and config on one adapter (portable f32 kernels).
+/// A MoBA backward planned for one shape and config on one adapter.
 ///
 /// Deterministic: dq sums each row's blocks in slot order, dk and dv sum the rows that chose
-/// a block in row order, and no float atomics are used, so two runs give the same bits.
+/// a block in a fixed order (row order in the portable kernel, slot then row order in the
+/// cooperative one), and no float atomics are used, so two runs give the same bits.
 /// Memory beyond the caller's buffers: the selection inversion (`4 * top_k` bytes per row)
 /// and two floats per row, never `S x S`.
 ///
@@ -72,25 +73,42 @@ impl BackwardBuffers<'_> {
 pub struct MobaBackward {
     shape: Shape,
     config: MobaConfig,
+    kernel: AttentionKernel,
     runner: ScheduleRunner,
 }
 
 impl MobaBackward {
+    /// Plans a backward with the fastest kernels the adapter runs at this head dim
+    /// ([`AttentionKernel::best`]): the cooperative ones (f16 products, f16-level gradients)
+    /// where it has them.
     pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
+        let kernel = AttentionKernel::best(gpu.caps(), shape.head_dim);
+        Self::with_kernel(gpu, shape, config, kernel)
+    }
+
+    /// Plans a backward whose dq passes and dk/dv run on `kernel` (an error if the adapter
+    /// lacks it).
+    pub fn with_kernel(
+        gpu: &GpuContext,
+        shape: &Shape,
+        config: &MobaConfig,
+        kernel: AttentionKernel,
+    ) -> Result<Self> {
         shape.validate()?;
         config.validate()?;
-        let schedule = backward_schedule(gpu.caps(), shape, config)?;
+        let schedule = backward_schedule(gpu.caps(), shape, config, kernel)?;
         Ok(Self {
             runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
             shape: *shape,
             config: *config,
+            kernel,
         })
     }
 
     /// Bytes of every buffer a backward of this shape binds.
     pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
         let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
-        Schedule::backward(shape, config, constants).buffer_sizes(shape, config)
+        Schedule::backward(shape, config, KernelSet::portable(constants)).buffer_sizes(shape, config)
     }
 
     /// How many (batch, kv head) groups of `shape` one call can take within the adapter's
@@ -108,6 +126,10 @@ impl MobaBackward {
     }
     pub fn config(&self) -> &MobaConfig {
         &self.config
+    }
+    /// The kernel that runs the dq passes and dk/dv.
+    pub fn kernel(&self) -> AttentionKernel {
+        self.kernel
     }
 
     /// Records one backward into `encoder`.

@@ -2,10 +2,9 @@
 
 use super::buffers::check_buffer;
 use super::context::GpuContext;
-use super::kernels::Kernel;
 use super::plan::{AttentionKernel, TilePlan, forward_schedule, groups_per_call};
 use super::runner::ScheduleRunner;
-use super::schedule::Schedule;
+use super::schedule::{KernelSet, Schedule};
 use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
@@ -126,8 +125,7 @@ impl MobaForward {
     /// included (the cooperative kernel's scratch is no larger).
     pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
         let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
-        Schedule::forward(shape, config, constants, (Kernel::AttentionPass, constants))
-            .buffer_sizes(shape, config)
+        Schedule::forward(shape, config, KernelSet::portable(constants)).buffer_sizes(shape, config)
     }
 
     /// How many (batch, kv head) groups of `shape` one call can take within the adapter's

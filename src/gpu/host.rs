@@ -73,9 +73,9 @@ impl GpuContext {
             .await
     }
 
-    /// Gradients of `sum(o * dout)` for the MoBA forward of host tensors: runs the forward
-    /// (the portable f32 kernel, so that the gradients keep f32 precision), then the backward
-    /// kernels on its saved o, lse and selection (`dout` is `[B, Hq, S, D]`).
+    /// Gradients of `sum(o * dout)` for the MoBA forward of host tensors: runs the forward,
+    /// then the backward kernels on its saved o, lse and selection (`dout` is `[B, Hq, S, D]`),
+    /// both portable f32, so that the gradients keep f32 precision.
     ///
     /// ```no_run
     /// use moba::{MobaConfig, Shape, gpu::GpuContext};
@@ -143,7 +143,8 @@ impl GpuContext {
                 dk: &dk,
                 dv: &dv,
             };
-            MobaBackward::new(self, part, &config)?.encode(&mut encoder, &buffers)?;
+            MobaBackward::with_kernel(self, part, &config, AttentionKernel::Portable)?
+                .encode(&mut encoder, &buffers)?;
             self.queue().submit([encoder.finish()]);
             for (buffer, out) in [
                 (&dq, &mut grads.dq),

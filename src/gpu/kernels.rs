@@ -11,6 +11,7 @@ const ATTENTION_STATE: &str = include_str!("../../shaders/wgsl/attention_state.w
 const BACKWARD_ROWS: &str = include_str!("../../shaders/wgsl/backward_rows.wgsl");
 const TILE_KEY_END: &str = include_str!("../../shaders/wgsl/tile_key_end.wgsl");
 const SELECTION_ENTRIES: &str = include_str!("../../shaders/wgsl/selection_entries.wgsl");
+const COOP_BLOCK_TILE: &str = include_str!("../../shaders/wgsl/coop_block_tile.wgsl");
 
 /// Every compute kernel of the wgpu path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,13 +28,17 @@ pub(crate) enum Kernel {
     DenseAttention,
     BackwardPrepare,
     DqPass,
+    /// The dq pass on cooperative matrices (f16).
+    DqPassCoop,
     DkDv,
+    /// dk and dv on cooperative matrices (f16), from the inverted lists.
+    DkDvCoop,
 }
 
 impl Kernel {
     /// Every kernel, for checks that must not forget one.
     #[cfg(test)]
-    pub const ALL: [Kernel; 12] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::BlockMeans,
         Kernel::GateTopk,
         Kernel::SelectionCount,
@@ -45,7 +50,9 @@ impl Kernel {
         Kernel::DenseAttention,
         Kernel::BackwardPrepare,
         Kernel::DqPass,
+        Kernel::DqPassCoop,
         Kernel::DkDv,
+        Kernel::DkDvCoop,
     ];
 
     /// The kernel's name (its main file under `shaders/wgsl/`).
@@ -62,7 +69,9 @@ impl Kernel {
             Kernel::DenseAttention => "dense_attention",
             Kernel::BackwardPrepare => "backward_prepare",
             Kernel::DqPass => "dq_pass",
+            Kernel::DqPassCoop => "dq_pass_coop",
             Kernel::DkDv => "dkdv",
+            Kernel::DkDvCoop => "dkdv_coop",
         }
     }
 
@@ -91,6 +100,7 @@ impl Kernel {
             Kernel::AttentionPassCoop => &[
                 ATTENTION_INPUTS,
                 BLOCK_TILES,
+                COOP_BLOCK_TILE,
                 ATTENTION_STATE,
                 include_str!("../../shaders/wgsl/attention_pass_coop.wgsl"),
             ],
@@ -111,19 +121,40 @@ impl Kernel {
                 BACKWARD_ROWS,
                 include_str!("../../shaders/wgsl/dq_pass.wgsl"),
             ],
+            Kernel::DqPassCoop => &[
+                ATTENTION_INPUTS,
+                BLOCK_TILES,
+                COOP_BLOCK_TILE,
+                BACKWARD_ROWS,
+                include_str!("../../shaders/wgsl/dq_pass_coop.wgsl"),
+            ],
             Kernel::DkDv => &[
                 ATTENTION_INPUTS,
                 BACKWARD_ROWS,
                 include_str!("../../shaders/wgsl/dkdv.wgsl"),
             ],
+            Kernel::DkDvCoop => &[
+                ATTENTION_INPUTS,
+                BLOCK_TILES,
+                BACKWARD_ROWS,
+                include_str!("../../shaders/wgsl/dkdv_coop.wgsl"),
+            ],
         }
+    }
+
+    /// Whether the kernel runs on cooperative matrices (and so needs their constants).
+    pub fn is_cooperative(self) -> bool {
+        matches!(
+            self,
+            Kernel::AttentionPassCoop | Kernel::DqPassCoop | Kernel::DkDvCoop
+        )
     }
 
     /// WGSL extensions the kernel enables (they must open the module).
     fn enables(self) -> &'static str {
-        match self {
-            Kernel::AttentionPassCoop => "enable f16;\nenable wgpu_cooperative_matrix;\n",
-            _ => "",
+        match self.is_cooperative() {
+            true => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            false => "",
         }
     }
 
@@ -223,9 +254,9 @@ mod tests {
             ..constants
         };
         for kernel in Kernel::ALL {
-            let constants = match kernel {
-                Kernel::AttentionPassCoop => coop,
-                _ => constants,
+            let constants = match kernel.is_cooperative() {
+                true => coop,
+                false => constants,
             };
             let module = wgpu::naga::front::wgsl::parse_str(&kernel.source(&constants))
                 .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));

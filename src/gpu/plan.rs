@@ -2,8 +2,8 @@
 //! sizes a problem needs against the adapter's binding limits.
 
 use super::caps::DeviceCaps;
-use super::kernels::{Kernel, KernelConstants};
-use super::schedule::Schedule;
+use super::kernels::KernelConstants;
+use super::schedule::{KernelSet, Schedule};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::reference::Precision;
@@ -16,23 +16,29 @@ const MAX_KEY_TILE: u32 = 32;
 /// dk/dv kernel's row compaction: 2 * 4 bytes per thread plus 12 per staged row).
 const WORKGROUP_EXTRA_BYTES: u32 = 1024;
 
-/// Which kernel runs the MoBA attention passes.
+/// Which kernels run the MoBA attention passes, forward (the attention passes) and backward
+/// (the dq passes and dk/dv); the gate and the selection inversion are the same for both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionKernel {
     /// f32 WGSL on any adapter, the browser included.
     Portable,
     /// f16 cooperative matrices (tensor cores) with f32 accumulation: native adapters with
     /// `EXPERIMENTAL_COOPERATIVE_MATRIX` at 16x16x16 f16 -> f32 and a fixed subgroup size.
-    /// q, k, v and the probabilities are rounded to f16, so outputs carry f16-level error
-    /// (about 1e-3 against the f64 reference at D = 128, measured on an H100).
+    /// q, k, v, dout, the probabilities and their gradients are rounded to f16, so outputs
+    /// and gradients carry f16-level error (about 1e-3 against the f64 reference at
+    /// D = 128, measured on an H100).
     Cooperative,
 }
 
-/// Tile of the cooperative kernel: 128 gathered rows x 32 keys, 256 threads (two per row in
-/// the softmax, one 16-row strip per subgroup of 32).
+/// Tile of the cooperative attention and dq passes: 128 gathered rows x 32 keys, 256 threads
+/// (two per row in the softmax, one 16-row strip per subgroup of 32).
 const COOP_WORKGROUP: u32 = 256;
 const COOP_QUERY_TILE: u32 = 128;
 const COOP_KEY_TILE: u32 = 32;
+/// Tile of the cooperative dk/dv kernel (`dkdv_coop.wgsl`): 64 keys (16 per pair of
+/// subgroups) x 32 rows.
+const COOP_DKDV_KEYS: u32 = 64;
+const COOP_DKDV_ROWS: u32 = 32;
 
 impl AttentionKernel {
     /// The fastest kernel the device runs at this head dim: cooperative where possible.
@@ -52,39 +58,77 @@ impl AttentionKernel {
     }
 }
 
-/// The forward of a problem on a device with `kernel` running the attention passes (an
-/// error where the device lacks it), and its tiles: what the wgpu runner and burn's
-/// template runner both launch.
+/// The kernels of a problem on a device with `kernel` running the attention passes, the dq
+/// passes and dk/dv (an error where the device lacks it), and the portable kernels' tiles.
+fn kernel_set(
+    caps: &DeviceCaps,
+    shape: &Shape,
+    config: &MobaConfig,
+    kernel: AttentionKernel,
+) -> Result<(KernelSet, TilePlan)> {
+    let plan = TilePlan::new(&caps.limits, shape.head_dim)?;
+    let portable = plan.constants(shape.head_dim, config.top_k);
+    let cooperative = match kernel {
+        AttentionKernel::Portable => None,
+        AttentionKernel::Cooperative => {
+            Some(cooperative_constants(caps, shape.head_dim, config.top_k)?)
+        }
+    };
+    Ok((
+        KernelSet {
+            portable,
+            cooperative,
+        },
+        plan,
+    ))
+}
+
+/// The forward of a problem on a device with `kernel` running the attention passes, and its
+/// tiles: what the wgpu runner and burn's template runner both launch.
 pub(crate) fn forward_schedule(
     caps: &DeviceCaps,
     shape: &Shape,
     config: &MobaConfig,
     kernel: AttentionKernel,
 ) -> Result<(Schedule, TilePlan)> {
-    let plan = TilePlan::new(&caps.limits, shape.head_dim)?;
-    let constants = plan.constants(shape.head_dim, config.top_k);
-    let attention = match kernel {
-        AttentionKernel::Portable => (Kernel::AttentionPass, constants),
-        AttentionKernel::Cooperative => (
-            Kernel::AttentionPassCoop,
-            cooperative_constants(caps, shape.head_dim, config.top_k)?,
-        ),
-    };
-    Ok((Schedule::forward(shape, config, constants, attention), plan))
+    let (kernels, plan) = kernel_set(caps, shape, config, kernel)?;
+    Ok((Schedule::forward(shape, config, kernels), plan))
 }
 
-/// The backward of a problem on a device (portable f32 kernels).
+/// The backward of a problem on a device with `kernel` running the dq passes and dk/dv.
 pub(crate) fn backward_schedule(
     caps: &DeviceCaps,
     shape: &Shape,
     config: &MobaConfig,
+    kernel: AttentionKernel,
 ) -> Result<Schedule> {
-    let plan = TilePlan::new(&caps.limits, shape.head_dim)?;
-    let constants = plan.constants(shape.head_dim, config.top_k);
-    Ok(Schedule::backward(shape, config, constants))
+    let (kernels, _) = kernel_set(caps, shape, config, kernel)?;
+    Ok(Schedule::backward(shape, config, kernels))
 }
 
-/// Constants of the cooperative kernel, or why the adapter cannot run it.
+/// Workgroup bytes of the cooperative kernels at a head dim, as laid out in their sources:
+/// `coop_block_tile.wgsl` (padded f16 key/value rows or strip columns, the padded score and
+/// probability tiles, two per-row arrays and three 16-byte scalars) plus the forward's row
+/// maxima, and `dkdv_coop.wgsl` (f16 row tiles, f32 score tiles, f16 probability tiles,
+/// three per-row arrays, two 16-byte scalars).
+fn cooperative_workgroup_bytes(head_dim: u64) -> u64 {
+    let (rows, keys) = (COOP_QUERY_TILE as u64, COOP_KEY_TILE as u64);
+    let block_tile = (2 * keys * (head_dim + 8) * 2).max(rows * 40 * 2)
+        + keys * (rows + 4) * 4
+        + keys * (rows + 8) * 2
+        + rows * 8
+        + 48;
+    let attention = block_tile + rows * 4;
+    let (chunk, row_tile) = (COOP_DKDV_KEYS as u64, COOP_DKDV_ROWS as u64);
+    let dkdv = (2 * row_tile * (head_dim + 8) * 2).max(2 * chunk * 40 * 2)
+        + 2 * chunk * (row_tile + 4) * 4
+        + 2 * chunk * (row_tile + 8) * 2
+        + row_tile * 16
+        + 32;
+    attention.max(dkdv)
+}
+
+/// Constants of the cooperative kernels, or why the adapter cannot run them.
 pub(crate) fn cooperative_constants(
     caps: &DeviceCaps,
     head_dim: usize,
@@ -101,27 +145,19 @@ pub(crate) fn cooperative_constants(
             "head_dim {head_dim} in the cooperative kernel (a multiple of {COOP_KEY_TILE} is needed)"
         )));
     }
-    let d = head_dim as u64;
-    let (rows, keys) = (COOP_QUERY_TILE as u64, COOP_KEY_TILE as u64);
-    // As laid out in attention_pass_coop.wgsl: padded f16 key/value rows (or query columns),
-    // padded score and probability tiles, three per-row arrays and three 16-byte scalars.
-    let bytes = (2 * keys * (d + 8) * 2).max(rows * 40 * 2)
-        + keys * (rows + 4) * 4
-        + keys * (rows + 8) * 2
-        + rows * 12
-        + 48;
+    let bytes = cooperative_workgroup_bytes(head_dim as u64);
     let available = caps.limits.max_compute_workgroup_storage_size as u64;
     if bytes > available {
         return Err(MobaError::limit(
-            format!("the cooperative kernel's tiles at head_dim {head_dim}"),
+            format!("the cooperative kernels' tiles at head_dim {head_dim}"),
             "max_compute_workgroup_storage_size",
             bytes,
             available,
         ));
     }
     let subgroups = COOP_WORKGROUP / subgroup_size;
-    // Each subgroup owns one 16-row strip.
-    if subgroups * 16 != COOP_QUERY_TILE {
+    // Each subgroup owns one 16-row strip (and in dk/dv, a pair of them 16 keys).
+    if subgroups * 16 != COOP_QUERY_TILE || subgroups * 8 != COOP_DKDV_KEYS {
         return Err(MobaError::Unsupported(format!(
             "subgroups of {subgroup_size} in the cooperative kernel"
         )));

@@ -120,21 +120,41 @@ const LISTS: usize = 3;
 const ROW_STATE: usize = 4;
 const BLOCK_MEANS: usize = 5;
 
+/// The kernels a schedule runs: the portable ones' constants, and the cooperative ones'
+/// where the attention passes, the dq passes and dk/dv run on cooperative matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KernelSet {
+    pub portable: KernelConstants,
+    pub cooperative: Option<KernelConstants>,
+}
+
+impl KernelSet {
+    /// Portable kernels only.
+    pub fn portable(constants: KernelConstants) -> Self {
+        Self {
+            portable: constants,
+            cooperative: None,
+        }
+    }
+
+    /// The kernel of a step that has a cooperative variant, with its constants.
+    fn pick(&self, portable: Kernel, cooperative: Kernel) -> (Kernel, KernelConstants) {
+        match self.cooperative {
+            Some(constants) => (cooperative, constants),
+            None => (portable, self.portable),
+        }
+    }
+
+    /// Rows per tile of the passes over the inverted lists (what the inversion counts in).
+    fn query_tile(&self) -> u32 {
+        self.cooperative.unwrap_or(self.portable).query_tile
+    }
+}
+
 impl Schedule {
-    /// The forward ([`launch_plan::forward`]) lowered to WGSL kernels. `constants` are the
-    /// portable kernels'; `attention` is the attention kernel with its own constants (whose
-    /// query tile the inversion counts in).
-    pub fn forward(
-        shape: &Shape,
-        config: &MobaConfig,
-        constants: KernelConstants,
-        attention: (Kernel, KernelConstants),
-    ) -> Self {
-        let constants = KernelConstants {
-            query_tile: attention.1.query_tile,
-            ..constants
-        };
-        let mut schedule = Self::new(&Stage::FORWARD, &FORWARD_IO, shape, config, constants);
+    /// The forward ([`launch_plan::forward`]) lowered to WGSL kernels.
+    pub fn forward(shape: &Shape, config: &MobaConfig, kernels: KernelSet) -> Self {
+        let mut schedule = Self::new(&Stage::FORWARD, &FORWARD_IO, shape, config, kernels);
         let nb = shape.num_blocks(config.block_size) as u64;
         schedule.scratch.push(Scratch {
             label: "block means",
@@ -142,33 +162,24 @@ impl Schedule {
             zeroed: false,
         });
         for step in launch_plan::forward(config) {
-            schedule.lower(step, shape, config, constants, attention);
+            schedule.lower(step, shape, config, kernels);
         }
         schedule
     }
 
-    /// The backward ([`launch_plan::backward`]) lowered to the portable WGSL kernels.
-    pub fn backward(shape: &Shape, config: &MobaConfig, constants: KernelConstants) -> Self {
-        let mut schedule = Self::new(&Stage::BACKWARD, &BACKWARD_IO, shape, config, constants);
-        // No attention pass in a backward: the portable kernel stands for it.
-        let attention = (Kernel::AttentionPass, constants);
+    /// The backward ([`launch_plan::backward`]) lowered to WGSL kernels.
+    pub fn backward(shape: &Shape, config: &MobaConfig, kernels: KernelSet) -> Self {
+        let mut schedule = Self::new(&Stage::BACKWARD, &BACKWARD_IO, shape, config, kernels);
         for step in launch_plan::backward(config) {
-            schedule.lower(step, shape, config, constants, attention);
+            schedule.lower(step, shape, config, kernels);
         }
         schedule
     }
 
     /// Adds the launch of one step: its kernel, bindings (0, 1, 2, ... in order) and grid.
-    /// `constants` are the portable kernels'; `attention` runs the attention passes.
-    fn lower(
-        &mut self,
-        step: Step,
-        shape: &Shape,
-        config: &MobaConfig,
-        constants: KernelConstants,
-        attention: (Kernel, KernelConstants),
-    ) {
+    fn lower(&mut self, step: Step, shape: &Shape, config: &MobaConfig, kernels: KernelSet) {
         use Binding::{Io as I, Params as P, Scratch as S};
+        let constants = kernels.portable;
         let rows = shape.q_rows() as u64;
         let per_thread_rows = rows.div_ceil(constants.workgroup_size as u64);
         let entries = (rows * config.top_k as u64).div_ceil(constants.workgroup_size as u64);
@@ -210,12 +221,13 @@ impl Schedule {
             ),
             Step::AttentionPass { slot } => {
                 let (bindings, workgroups) = slot_pass(slot, &[I(Io::O), S(ROW_STATE)]);
-                (attention, bindings, workgroups)
+                let kernel = kernels.pick(Kernel::AttentionPass, Kernel::AttentionPassCoop);
+                (kernel, bindings, workgroups)
             }
             Step::DqPass { slot } => {
                 let own = [I(Io::Dout), S(ROW_STATE), I(Io::Dq)];
                 let (bindings, workgroups) = slot_pass(slot, &own);
-                (portable(Kernel::DqPass), bindings, workgroups)
+                (kernels.pick(Kernel::DqPass, Kernel::DqPassCoop), bindings, workgroups)
             }
             Step::AttentionFinalize => (
                 portable(Kernel::AttentionFinalize),
@@ -227,23 +239,46 @@ impl Schedule {
                 vec![P(0), I(Io::O), I(Io::Dout), I(Io::Lse), S(ROW_STATE)],
                 per_thread_rows,
             ),
-            // The f32 dq pass accumulates into dq itself: nothing to convert.
+            // Both dq passes accumulate into dq itself: nothing to convert.
             Step::DqFinalize => return,
-            Step::DkDv => (
-                portable(Kernel::DkDv),
-                vec![
-                    P(0),
-                    I(Io::Q),
-                    I(Io::K),
-                    I(Io::V),
-                    I(Io::Selection),
-                    I(Io::Dk),
-                    I(Io::Dout),
-                    S(ROW_STATE),
-                    I(Io::Dv),
-                ],
-                groups * nb * (config.block_size as u64).div_ceil(constants.workgroup_size as u64),
-            ),
+            Step::DkDv => {
+                let chunks = |keys: u32| (config.block_size as u64).div_ceil(keys as u64);
+                match kernels.cooperative {
+                    // Reads the inverted lists; CHUNK_KEYS = 16 keys per pair of subgroups.
+                    Some(coop) => (
+                        (Kernel::DkDvCoop, coop),
+                        vec![
+                            P(0),
+                            I(Io::Q),
+                            I(Io::K),
+                            I(Io::V),
+                            S(LISTS),
+                            S(STARTS),
+                            I(Io::Dout),
+                            S(ROW_STATE),
+                            I(Io::Dk),
+                            I(Io::Dv),
+                        ],
+                        groups * nb * chunks(coop.subgroups / 2 * 16),
+                    ),
+                    // Scans the selection, one key per thread.
+                    None => (
+                        portable(Kernel::DkDv),
+                        vec![
+                            P(0),
+                            I(Io::Q),
+                            I(Io::K),
+                            I(Io::V),
+                            I(Io::Selection),
+                            I(Io::Dk),
+                            I(Io::Dout),
+                            S(ROW_STATE),
+                            I(Io::Dv),
+                        ],
+                        groups * nb * chunks(constants.workgroup_size),
+                    ),
+                }
+            }
         };
         let kernel = self.kernel(kernel.0, kernel.1);
         self.launch(step.stage(), kernel, bindings, workgroups);
@@ -255,13 +290,13 @@ impl Schedule {
         io: &'static [Io],
         shape: &Shape,
         config: &MobaConfig,
-        constants: KernelConstants,
+        kernels: KernelSet,
     ) -> Self {
         let nb = shape.num_blocks(config.block_size);
         // An upper bound on one slot's query tiles in a group: every list may end in a
         // partial tile.
         let tile_capacity = ((shape.group_size() * shape.q_len)
-            .div_ceil(constants.query_tile as usize)
+            .div_ceil(kernels.query_tile() as usize)
             + nb) as u32;
         let (groups, k, rows) = (
             shape.groups() as u64,
@@ -341,14 +376,23 @@ mod tests {
     fn every_binding_of_a_schedule_exists() {
         let shape = Shape::prefill(2, 4, 100, 16);
         let config = MobaConfig::new(16, 3);
-        let forward = Schedule::forward(
-            &shape,
-            &config,
-            constants(),
-            (Kernel::AttentionPass, constants()),
-        );
-        let backward = Schedule::backward(&shape, &config, constants());
-        for schedule in [forward, backward] {
+        let portable = KernelSet::portable(constants());
+        let cooperative = KernelSet {
+            cooperative: Some(KernelConstants {
+                workgroup_size: 256,
+                query_tile: 128,
+                subgroups: 8,
+                ..constants()
+            }),
+            ..portable
+        };
+        let schedules = [portable, cooperative].into_iter().flat_map(|kernels| {
+            [
+                Schedule::forward(&shape, &config, kernels),
+                Schedule::backward(&shape, &config, kernels),
+            ]
+        });
+        for schedule in schedules {
             for launch in &schedule.launches {
                 assert!(schedule.stages.contains(&launch.stage));
                 assert!(launch.kernel < schedule.kernels.len());
@@ -363,16 +407,52 @@ mod tests {
         }
     }
 
+    /// Every launch binds exactly the bindings its kernel declares, 0, 1, 2, ... in order.
+    #[test]
+    fn launches_bind_what_their_kernels_declare() {
+        let shape = Shape::prefill(1, 2, 64, 32);
+        let config = MobaConfig::new(16, 2);
+        let portable = KernelSet::portable(KernelConstants {
+            head_dim: 32,
+            ..constants()
+        });
+        let cooperative = KernelSet {
+            cooperative: Some(KernelConstants {
+                workgroup_size: 256,
+                query_tile: 128,
+                subgroups: 8,
+                ..portable.portable
+            }),
+            ..portable
+        };
+        for kernels in [portable, cooperative] {
+            for schedule in [
+                Schedule::forward(&shape, &config, kernels),
+                Schedule::backward(&shape, &config, kernels),
+            ] {
+                for launch in &schedule.launches {
+                    let (kernel, constants) = schedule.kernels[launch.kernel];
+                    let module = wgpu::naga::front::wgsl::parse_str(&kernel.source(&constants))
+                        .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+                    let mut declared: Vec<u32> = module
+                        .global_variables
+                        .iter()
+                        .filter_map(|(_, global)| global.binding.as_ref().map(|b| b.binding))
+                        .collect();
+                    declared.sort();
+                    let bound: Vec<u32> = (0..launch.bindings.len() as u32).collect();
+                    assert_eq!(declared, bound, "{}", kernel.name());
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_attention_runs_one_pass_per_slot() {
         let shape = Shape::prefill(1, 2, 64, 16);
         let config = MobaConfig::new(8, 3);
-        let schedule = Schedule::forward(
-            &shape,
-            &config,
-            constants(),
-            (Kernel::AttentionPass, constants()),
-        );
+        let kernels = KernelSet::portable(constants());
+        let schedule = Schedule::forward(&shape, &config, kernels);
         let passes = schedule
             .launches
             .iter()
@@ -380,7 +460,7 @@ mod tests {
             .count();
         assert_eq!(passes, 3);
         // dk/dv: one workgroup per (group, block, 64 keys) = 2 * 8 * 1.
-        let backward = Schedule::backward(&shape, &config, constants());
+        let backward = Schedule::backward(&shape, &config, kernels);
         assert_eq!(backward.launches.last().unwrap().workgroups, 16);
     }
 }

@@ -1,0 +1,185 @@
+// Shared by the cooperative-matrix kernels that walk a block tile (attention_pass_coop,
+// dq_pass_coop): QUERY_TILE (128) gathered rows of one block's list against the block's keys,
+// KEY_TILE (32) keys at a time, with the tile products on 16x16x16 f16 x f16 -> f32 matrix
+// units. Native adapters with EXPERIMENTAL_COOPERATIVE_MATRIX only.
+//
+// Workgroup: WORKGROUP_SIZE (256) threads in SUBGROUPS subgroups; subgroup s owns the 16-row
+//       strip s of the tile. Control flow never depends on the subgroup (cooperative
+//       operations must stay in uniform control flow): only the addresses do.
+// Row-wise work: two threads per row (WORKGROUP_SIZE = 2 * QUERY_TILE), each taking half of
+//       every staged key tile.
+// Workgroup memory (HEAD_DIM 128, 43 KiB): kv_tile f16 [32 keys][D + 8] of keys then of values
+//       (first, [128 rows][32 + 8] row columns while strips load); s_tile f32
+//       [32 keys][128 + 4 rows] (key-major, so that the thread of a row walks its keys without
+//       bank conflicts; at the end the output, a column slice at a time, [128 rows][32 dims]);
+//       p_tile f16 [32 keys][128 + 8 rows]; per-row index and position. The padding moves
+//       consecutive rows 16 bytes apart across the banks, so the 16-byte row reads of a
+//       matrix load do not collide.
+// Precision: q, k, v (and dout) are rounded to f16; products accumulate in f32; the scale
+//       (log2 domain) multiplies the f32 scores.
+
+const MATRIX: u32 = 16u;
+const KEY_COLUMNS: u32 = KEY_TILE / MATRIX;
+const HEAD_COLUMNS: u32 = HEAD_DIM / MATRIX;
+const HALF_KEYS: u32 = KEY_TILE / 2u;
+
+// Row strides: rows padded by 16 bytes. The staged tiles hold vec4<f16> (one 8-byte store per
+// staged vec4), so their strides and offsets count vec4s.
+const HEAD_STRIDE: u32 = (HEAD_DIM + 8u) / 4u;
+// Row columns staged per round while a strip loads, and their row stride in vec4s.
+const STRIP_COLUMNS: u32 = 32u;
+const STRIP_STRIDE: u32 = (STRIP_COLUMNS + 8u) / 4u;
+const V_OFFSET: u32 = KEY_TILE * HEAD_STRIDE;
+const S_STRIDE: u32 = QUERY_TILE + 4u;
+const P_STRIDE: u32 = QUERY_TILE + 8u;
+
+var<workgroup> kv_tile: array<vec4<f16>, max(2u * KEY_TILE * HEAD_STRIDE, QUERY_TILE * STRIP_STRIDE)>;
+var<workgroup> s_tile: array<f32, KEY_TILE * S_STRIDE>;
+var<workgroup> p_tile: array<f16, KEY_TILE * P_STRIDE>;
+var<workgroup> row_index: array<u32, QUERY_TILE>;
+var<workgroup> row_position: array<u32, QUERY_TILE>;
+// Scalars padded to 16 bytes: drivers may place f16 tiles after every 4-byte variable, and
+// the matrix loads need their rows 16-byte aligned.
+var<workgroup> tile_last_position: array<atomic<u32>, 4>;
+var<workgroup> tile_key_end: array<u32, 4>;
+var<workgroup> shared_tile: BlockTile;
+
+// A subgroup's 16-row strip of the tile's rows (of q, or of dout) as cooperative A matrices,
+// 16 head dims each.
+alias RowStrip = array<coop_mat16x16<f16, A>, HEAD_COLUMNS>;
+// A subgroup's 16-row strip of an output, 16 head dims per matrix.
+alias OutputStrip = array<coop_mat16x16<f32, C>, HEAD_COLUMNS>;
+
+// The tile of this workgroup, the same value in every thread (rows == 0: no work).
+fn open_block_tile(grid: GridPosition, lid: u32) -> BlockTile {
+    // One thread reads the schedule; the load makes it uniform, as the matrix operations need.
+    if lid == 0u {
+        shared_tile = block_tile(workgroup_index(grid));
+    }
+    return workgroupUniformLoad(&shared_tile);
+}
+
+// Fills row_index and row_position for the tile's rows and returns where its keys end (a
+// causal tile stops at its last row's position), the same value in every thread.
+fn load_tile_rows(tile: BlockTile, lid: u32) -> u32 {
+    if lid == 0u {
+        atomicStore(&tile_last_position[0], 0u);
+    }
+    workgroupBarrier();
+    if lid < tile.rows {
+        let row = tile_row(tile, lid);
+        row_index[lid] = row.x;
+        row_position[lid] = row.y;
+        atomicMax(&tile_last_position[0], row.y);
+    }
+    workgroupBarrier();
+    if lid == 0u {
+        tile_key_end[0] = tile_key_range(tile, atomicLoad(&tile_last_position[0])).y;
+    }
+    return workgroupUniformLoad(&tile_key_end)[0];
+}
+
+// Loads the subgroup's strip of the rows of `source` (see `strip_source`, which each kernel
+// defines) as f16 matrices, STRIP_COLUMNS columns per round through kv_tile. Rows past the
+// tile's are zero.
+fn load_strip(matrices: ptr<function, RowStrip>, tile: BlockTile, strip: u32, lid: u32, source: u32) {
+    for (var round = 0u; round < HEAD_DIM / STRIP_COLUMNS; round++) {
+        for (var i = lid; i < QUERY_TILE * STRIP_COLUMNS / 4u; i += WORKGROUP_SIZE) {
+            let r = i / (STRIP_COLUMNS / 4u);
+            let c = i % (STRIP_COLUMNS / 4u);
+            var value = vec4<f32>(0.0);
+            if r < tile.rows {
+                value = strip_source(source, row_index[r], round * STRIP_COLUMNS / 4u + c);
+            }
+            kv_tile[r * STRIP_STRIDE + c] = vec4<f16>(value);
+        }
+        workgroupBarrier();
+        for (var c = 0u; c < STRIP_COLUMNS / MATRIX; c++) {
+            // A: 16 rows x 16 dims, row-major.
+            (*matrices)[round * STRIP_COLUMNS / MATRIX + c] =
+                coopLoadT<coop_mat16x16<f16, A>>(&kv_tile[strip * MATRIX * STRIP_STRIDE + c * MATRIX / 4u], STRIP_STRIDE);
+        }
+        workgroupBarrier();
+    }
+}
+
+// Stages keys (and values when `with_values`) [first, first + count) of a group as f16;
+// positions past `count` are zero so that they add nothing. Ends with a barrier.
+fn stage_keys(group: u32, first: u32, count: u32, lid: u32, with_values: bool) {
+    let base = (group * params.kv_len + first) * HEAD_VECS;
+    for (var i = lid; i < KEY_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
+        var key = vec4<f32>(0.0);
+        var value = vec4<f32>(0.0);
+        if i < count * HEAD_VECS {
+            key = keys[base + i];
+            if with_values {
+                value = values[base + i];
+            }
+        }
+        let at = (i / HEAD_VECS) * HEAD_STRIDE + i % HEAD_VECS;
+        kv_tile[at] = vec4<f16>(key);
+        if with_values {
+            kv_tile[V_OFFSET + at] = vec4<f16>(value);
+        }
+    }
+    workgroupBarrier();
+}
+
+// s_tile = (rows . staged^T)^T for the subgroup's strip on the matrix units (key-major): the
+// staged keys (offset 0) or values (V_OFFSET). Ends with a barrier.
+fn tile_products(rows: ptr<function, RowStrip>, strip: u32, offset: u32) {
+    for (var column = 0u; column < KEY_COLUMNS; column++) {
+        var acc = coop_mat16x16<f32, C>();
+        for (var c = 0u; c < HEAD_COLUMNS; c++) {
+            // B: 16 dims x 16 keys, i.e. the staged rows read column-major.
+            let b = coopLoad<coop_mat16x16<f16, B>>(&kv_tile[offset + column * MATRIX * HEAD_STRIDE + c * MATRIX / 4u], HEAD_STRIDE);
+            acc = coopMultiplyAdd((*rows)[c], b, acc);
+        }
+        // Column-major store: element (row r, key j) lands at j * S_STRIDE + r.
+        coopStore(acc, &s_tile[column * MATRIX * S_STRIDE + strip * MATRIX], S_STRIDE);
+    }
+    workgroupBarrier();
+}
+
+// acc += p_tile's strip (16 rows x KEY_TILE) . the staged keys or values (at `offset`),
+// KEY_TILE x HEAD_DIM.
+fn accumulate_products(acc: ptr<function, OutputStrip>, strip: u32, offset: u32) {
+    for (var t = 0u; t < HEAD_COLUMNS; t++) {
+        for (var k = 0u; k < KEY_TILE; k += MATRIX) {
+            // A: 16 rows x 16 keys of p, stored key-major, so read column-major.
+            let a = coopLoad<coop_mat16x16<f16, A>>(&p_tile[k * P_STRIDE + strip * MATRIX], P_STRIDE);
+            let b = coopLoadT<coop_mat16x16<f16, B>>(&kv_tile[offset + k * HEAD_STRIDE + t * MATRIX / 4u], HEAD_STRIDE);
+            (*acc)[t] = coopMultiplyAdd(a, b, (*acc)[t]);
+        }
+    }
+}
+
+// The value of the thread that shares this thread's row (through s_tile, free between the
+// sweeps and before the output). Call from uniform control flow.
+fn partner_value(lid: u32, value: f32) -> f32 {
+    s_tile[lid] = value;
+    workgroupBarrier();
+    let partner = s_tile[(lid + QUERY_TILE) % WORKGROUP_SIZE];
+    workgroupBarrier();
+    return partner;
+}
+
+// Score of staged key j for tile row r in the log2 domain, or NEG_BIG where masked (causal,
+// or past `count`).
+fn visible_score(r: u32, j: u32, first: u32, count: u32) -> f32 {
+    if j >= count || (params.causal != 0u && first + j > row_position[r]) {
+        return NEG_BIG;
+    }
+    return s_tile[j * S_STRIDE + r] * params.scale_log2;
+}
+
+// Stores the output columns [slice * KEY_TILE, (slice + 1) * KEY_TILE) of every strip into
+// s_tile as [QUERY_TILE rows][KEY_TILE dims], then a barrier.
+fn stage_output_slice(acc: ptr<function, OutputStrip>, slice: u32, strip: u32) {
+    for (var t = 0u; t < HEAD_COLUMNS; t++) {
+        if t / KEY_COLUMNS == slice {
+            coopStoreT((*acc)[t], &s_tile[strip * MATRIX * KEY_TILE + (t % KEY_COLUMNS) * MATRIX], KEY_TILE);
+        }
+    }
+    workgroupBarrier();
+}

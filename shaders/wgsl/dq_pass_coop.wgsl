@@ -1,0 +1,96 @@
+// MoBA backward, dq on cooperative matrices (tensor cores): the schedule of dq_pass.wgsl (one
+// pass per selection slot over block_tiles.wgsl) with the tile products on matrix units
+// (coop_block_tile.wgsl: grid, tiles, workgroup memory).
+//
+// Per staged key tile, for the subgroup's strip of rows:
+//       s = q . k^T (matrix units) -> p = exp2(s * scale_log2 - lse) with the saved lse, kept
+//       by the row's threads in registers; dp = dout . v^T (matrix units) -> ds = p (dp - delta)
+//       as f16 in p_tile; dq += ds . k (matrix units). Nothing of the softmax is recomputed.
+// Registers: the strips of q and dout (2 x HEAD_COLUMNS A matrices) and of dq (HEAD_COLUMNS
+//       f32 matrices) per subgroup; HALF_KEYS probabilities per thread.
+// Output: dq = scale * sum over the pass's block (+ the earlier slots'), written a column slice
+//       at a time through s_tile. Slot 0 starts dq; each row sits in exactly one tile per slot
+//       and the slots run in order, so dq is the same bits on every run.
+// Memory: dq [rows, HEAD_DIM] vec4 f32.
+
+@group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
+
+// Which rows a strip is made of.
+const STRIP_QUERIES: u32 = 0u;
+const STRIP_DOUT: u32 = 1u;
+
+fn strip_source(source: u32, row: u32, at: u32) -> vec4<f32> {
+    if source == STRIP_QUERIES {
+        return queries[row * HEAD_VECS + at];
+    }
+    return dout[row * HEAD_VECS + at];
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+    grid: GridPosition,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) subgroup: u32,
+) {
+    let tile = open_block_tile(grid, lid);
+    if tile.rows == 0u {
+        return;
+    }
+    let key_end = load_tile_rows(tile, lid);
+    let strip = subgroup;
+    var query: RowStrip;
+    var grad_out: RowStrip;
+    load_strip(&query, tile, strip, lid, STRIP_QUERIES);
+    load_strip(&grad_out, tile, strip, lid, STRIP_DOUT);
+    // Thread `lid` takes row `row` and the keys of its half of every staged tile.
+    let row = lid % QUERY_TILE;
+    let keys_first = (lid / QUERY_TILE) * HALF_KEYS;
+    let is_row = row < tile.rows;
+    var terms = vec2<f32>(0.0, 0.0); // (lse in the log2 domain, delta)
+    if is_row {
+        terms = row_terms[row_index[row]];
+    }
+
+    var grad_query: OutputStrip;
+    for (var t = 0u; t < HEAD_COLUMNS; t++) {
+        grad_query[t] = coop_mat16x16<f32, C>();
+    }
+    var p: array<f32, HALF_KEYS>;
+    for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
+        let count = min(KEY_TILE, key_end - first);
+        stage_keys(tile.group, first, count, lid, true);
+        tile_products(&query, strip, 0u);
+        for (var j = 0u; j < HALF_KEYS; j++) {
+            p[j] = 0.0;
+            if is_row {
+                p[j] = exp2(visible_score(row, keys_first + j, first, count) - terms.x);
+            }
+        }
+        workgroupBarrier();
+        tile_products(&grad_out, strip, V_OFFSET);
+        for (var j = 0u; j < HALF_KEYS; j++) {
+            let key = keys_first + j;
+            // Rows past the tile's have p = 0 and zero dout.
+            p_tile[key * P_STRIDE + row] = f16(p[j] * (s_tile[key * S_STRIDE + row] - terms.y));
+        }
+        workgroupBarrier();
+        accumulate_products(&grad_query, strip, 0u);
+        workgroupBarrier();
+    }
+
+    let scale = params.scale_log2 * LN_2;
+    for (var slice = 0u; slice < HEAD_COLUMNS / KEY_COLUMNS; slice++) {
+        stage_output_slice(&grad_query, slice, strip);
+        for (var i = lid; i < tile.rows * KEY_TILE; i += WORKGROUP_SIZE) {
+            let r = i / KEY_TILE;
+            let d = slice * KEY_TILE + i % KEY_TILE;
+            let at = row_index[r] * HEAD_VECS + d / 4u;
+            var total = scale * s_tile[i];
+            if params.slot > 0u {
+                total += dq[at][d % 4u];
+            }
+            dq[at][d % 4u] = total;
+        }
+        workgroupBarrier();
+    }
+}
