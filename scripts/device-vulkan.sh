@@ -52,6 +52,7 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     fmt = lambda xs: " / ".join(f"{x:.2f}" for x in xs) if xs else "-"
     step = f"{r['step_ms']:.1f}" if r.get("step_ms") else "-"
+    error = f"{r['o_error']:.1e}" if r.get("o_error") is not None else "-"
     print(f"| {r['kernel']} | {r['seq_len']} | {r['block_size']} | {r['top_k']} | {r['moba_ms']:.2f} | {step} | "
-          f"{fmt(r.get('stage_ms'))} | {fmt(r.get('backward_stage_ms'))} | {r['o_error']:.1e} | {r.get('o_bound') or 0:.1e} |")
+          f"{fmt(r.get('stage_ms'))} | {fmt(r.get('backward_stage_ms'))} | {error} | {r.get('o_bound') or 0:.1e} |")
 PY

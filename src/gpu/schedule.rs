@@ -179,7 +179,12 @@ impl Schedule {
     /// Adds the launch of one step: its kernel, bindings (0, 1, 2, ... in order) and grid.
     fn lower(&mut self, step: Step, shape: &Shape, config: &MobaConfig, kernels: KernelSet) {
         use Binding::{Io as I, Params as P, Scratch as S};
-        let constants = kernels.portable;
+        // The inversion counts in the passes' tiles: the portable kernels compile with their
+        // query tile.
+        let constants = KernelConstants {
+            query_tile: kernels.query_tile(),
+            ..kernels.portable
+        };
         let rows = shape.q_rows() as u64;
         let per_thread_rows = rows.div_ceil(constants.workgroup_size as u64);
         let entries = (rows * config.top_k as u64).div_ceil(constants.workgroup_size as u64);
