@@ -114,14 +114,11 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
     };
     let (q, k, v, dout) = (as_input(q), as_input(k), as_input(v), as_input(dout));
     let (qd, kd) = dims(&shape);
+    let input = |x: &[f32], dims| tensor::<Plain>(x, dims, F::DTYPE).into_primitive().tensor();
 
     let run = || {
-        let out = Plain::moba_forward(
-            tensor::<Plain>(&q, qd, F::DTYPE).into_primitive().tensor(),
-            tensor::<Plain>(&k, kd, F::DTYPE).into_primitive().tensor(),
-            tensor::<Plain>(&v, kd, F::DTYPE).into_primitive().tensor(),
-            &config,
-        );
+        let qkv = [input(&q, qd), input(&k, kd), input(&v, kd)];
+        let out = Plain::moba_forward(qkv, &config);
         let wrap = |t| Tensor::<Plain, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(t));
         let o = values(wrap(out.o.clone()));
         let lse = values(Tensor::<Plain, 3>::from_primitive(
@@ -134,20 +131,14 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
                 .to_vec()
                 .unwrap();
         let saved = MobaSaved {
-            q: tensor::<Plain>(&q, qd, F::DTYPE).into_primitive().tensor(),
-            k: tensor::<Plain>(&k, kd, F::DTYPE).into_primitive().tensor(),
-            v: tensor::<Plain>(&v, kd, F::DTYPE).into_primitive().tensor(),
+            q: input(&q, qd),
+            k: input(&k, kd),
+            v: input(&v, kd),
             o: out.o,
             lse: out.lse,
             selection: out.selection,
         };
-        let grads = Plain::moba_backward(
-            saved,
-            tensor::<Plain>(&dout, qd, F::DTYPE)
-                .into_primitive()
-                .tensor(),
-            &config,
-        );
+        let grads = Plain::moba_backward(saved, input(&dout, qd), &config);
         let grads = [grads.dq, grads.dk, grads.dv].map(|g| values(wrap(g)));
         (o, lse, selection, grads)
     };
