@@ -12,8 +12,7 @@ use moba::{MobaConfig, Shape, npy, reference};
 /// Writes q, k, v (and dout) for a shape into `dir`.
 fn write_inputs(dir: &Path, shape: &Shape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (q, k, v) = inputs(shape, 31);
-    let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
-    let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
+    let (q_dims, kv_dims) = (shape.q_dims(), shape.kv_dims());
     npy::write(&dir.join("q.npy"), &q_dims, &q).unwrap();
     npy::write(&dir.join("k.npy"), &kv_dims, &k).unwrap();
     npy::write(&dir.join("v.npy"), &kv_dims, &v).unwrap();

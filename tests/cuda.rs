@@ -32,13 +32,6 @@ fn values<B: MobaBackend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().to_vec().unwrap()
 }
 
-fn dims(shape: &Shape) -> ([usize; 4], [usize; 4]) {
-    (
-        [shape.batch, shape.q_heads, shape.q_len, shape.head_dim],
-        [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim],
-    )
-}
-
 /// How a float type rounds: the inputs of the 16-bit types are rounded before the test (the
 /// reference sees the same values); f32 inputs are rounded inside the kernel (to bf16).
 trait Precision {
@@ -113,7 +106,7 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
         }
     };
     let (q, k, v, dout) = (as_input(q), as_input(k), as_input(v), as_input(dout));
-    let (qd, kd) = dims(&shape);
+    let (qd, kd) = (shape.q_dims(), shape.kv_dims());
     let input = |x: &[f32], dims| tensor::<Plain>(x, dims, F::DTYPE).into_primitive().tensor();
 
     let run = || {
@@ -294,7 +287,7 @@ fn training_through_autodiff_cuda_gives_the_kernel_gradients() {
     type B = Autodiff<Cuda<bf16>>;
     let (shape, config) = (shape(1, 4, 2, 300, 300, 64), MobaConfig::new(64, 2));
     let (q, k, v) = inputs(&shape, 7);
-    let (qd, kd) = dims(&shape);
+    let (qd, kd) = (shape.q_dims(), shape.kv_dims());
     let q_t = tensor::<B>(&q, qd, DType::BF16).require_grad();
     let k_t = tensor::<B>(&k, kd, DType::BF16).require_grad();
     let v_t = tensor::<B>(&v, kd, DType::BF16).require_grad();

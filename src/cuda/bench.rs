@@ -63,8 +63,7 @@ pub fn measure(
     let driver = Driver::get(0)?;
     let device = CudaDevice::default();
     let config = config.with_scale(config.scale_for(shape.head_dim));
-    let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
-    let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
+    let (q_dims, kv_dims) = (shape.q_dims(), shape.kv_dims());
     let normal = Distribution::Normal(0.0, 1.0);
     let primitive = |t: Tensor<Plain, 4>| t.into_primitive().tensor();
     progress("inputs");
