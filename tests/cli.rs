@@ -6,7 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{BACKENDS, assert_ok, inputs, moba, scratch, text};
+use common::binary::{BACKENDS, assert_ok, moba, scratch, text};
+use common::inputs;
 use moba::{MobaConfig, Shape, npy, reference};
 
 /// Writes q, k, v (and dout) for a shape into `dir`.

@@ -8,7 +8,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{BACKENDS, assert_ok, inputs, moba, scratch, text};
+use common::binary::{BACKENDS, assert_ok, moba, scratch, text};
+use common::inputs;
 use moba::train::Checkpoints;
 use moba::{Shape, npy};
 
