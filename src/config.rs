@@ -235,6 +235,14 @@ impl Shape {
     pub fn kv_elems(&self) -> usize {
         self.batch * self.kv_heads * self.kv_len * self.head_dim
     }
+    /// q's dims: `[B, Hq, S, D]`.
+    pub fn q_dims(&self) -> [usize; 4] {
+        [self.batch, self.q_heads, self.q_len, self.head_dim]
+    }
+    /// k's and v's dims: `[B, Hkv, Sk, D]`.
+    pub fn kv_dims(&self) -> [usize; 4] {
+        [self.batch, self.kv_heads, self.kv_len, self.head_dim]
+    }
     /// Rows of the output: one per (batch, query head, query).
     pub fn q_rows(&self) -> usize {
         self.batch * self.q_heads * self.q_len

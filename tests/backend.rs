@@ -2,12 +2,15 @@
 //! Fusion backends against the f64 reference, gradients through `Autodiff`, and the
 //! `MobaAttention` module. GPU backends run on lavapipe in CI.
 
+mod common;
+
 use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
 use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::cubecl::Runtime;
 use burn::module::Module;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Distribution, Tensor, TensorData};
+use common::shape;
 use moba::backend::{MobaBackend, burn_wgpu_device, moba_attention, moba_attention_with_stats};
 use moba::module::{AttentionKind, MobaAttentionConfig};
 use moba::{MobaConfig, MobaError, Shape, random, reference};
@@ -29,24 +32,9 @@ fn values<B: MobaBackend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().to_vec().unwrap()
 }
 
-fn dims(shape: &Shape) -> ([usize; 4], [usize; 4]) {
-    (
-        [shape.batch, shape.q_heads, shape.q_len, shape.head_dim],
-        [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim],
-    )
-}
-
 /// The problems every backend is checked on: odd lengths, partial blocks, GQA, decode,
 /// non-causal, top-k past the block count, odd head dims, the static gates.
 fn grid() -> Vec<(Shape, MobaConfig)> {
-    let shape = |batch, q_heads, kv_heads, q_len, kv_len, head_dim| Shape {
-        batch,
-        q_heads,
-        kv_heads,
-        q_len,
-        kv_len,
-        head_dim,
-    };
     vec![
         (shape(1, 1, 1, 1, 1, 16), MobaConfig::new(4, 2)),
         (shape(2, 2, 1, 33, 33, 16), MobaConfig::new(8, 2)),
@@ -75,7 +63,7 @@ fn check_backend<B: MobaBackend>(name: &str, device: &B::Device) {
         );
         let dout = random::normal(shape.q_elems(), seed + 3);
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
-        let (qd, kd) = dims(&shape);
+        let (qd, kd) = (shape.q_dims(), shape.kv_dims());
 
         let out = moba_attention_with_stats(
             tensor::<B>(&q, qd, device),

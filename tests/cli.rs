@@ -3,32 +3,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
+use common::binary::{BACKENDS, assert_ok, moba, scratch, text};
 use common::inputs;
 use moba::{MobaConfig, Shape, npy, reference};
-
-fn moba<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_moba"))
-        .args(args)
-        .output()
-        .expect("the moba binary runs")
-}
-
-/// A fresh folder under the system temp dir for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("moba-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Writes q, k, v (and dout) for a shape into `dir`.
 fn write_inputs(dir: &Path, shape: &Shape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (q, k, v) = inputs(shape, 31);
-    let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
-    let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
+    let (q_dims, kv_dims) = (shape.q_dims(), shape.kv_dims());
     npy::write(&dir.join("q.npy"), &q_dims, &q).unwrap();
     npy::write(&dir.join("k.npy"), &kv_dims, &k).unwrap();
     npy::write(&dir.join("v.npy"), &kv_dims, &v).unwrap();
@@ -59,13 +44,12 @@ fn attend_args<'a>(dir: &'a str, backend: &'a str, out: &'a str) -> Vec<String> 
     .collect()
 }
 
-fn run_ok(args: &[String]) {
-    let output = moba(args);
-    assert!(
-        output.status.success(),
-        "moba {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// Asserts that a run failed with `expected` in its stderr.
+#[track_caller]
+fn assert_fails(output: &Output, expected: &str) {
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains(expected), "{stderr}");
 }
 
 #[test]
@@ -78,7 +62,7 @@ fn attend_writes_the_same_answer_from_every_backend() {
     let (q, k, v) = write_inputs(&dir, &shape);
     let d = dir.to_str().unwrap();
     for backend in BACKENDS {
-        run_ok(&attend_args(d, backend, &format!("{d}/{backend}")));
+        assert_ok(&moba(&attend_args(d, backend, &format!("{d}/{backend}"))));
     }
     let read = |backend: &str, name: &str| npy::read::<f32>(&dir.join(backend).join(name)).unwrap();
     let want = reference::forward(&q, &k, &v, &shape, &MobaConfig::new(8, 2)).unwrap();
@@ -101,9 +85,6 @@ fn attend_writes_the_same_answer_from_every_backend() {
     }
 }
 
-/// Every backend that `moba attend` offers.
-const BACKENDS: [&str; 4] = ["reference", "wgpu", "burn-wgpu", "burn-ndarray"];
-
 #[test]
 fn attend_with_dout_writes_gradients_from_every_backend() {
     let dir = scratch("dout");
@@ -119,7 +100,7 @@ fn attend_with_dout_writes_gradients_from_every_backend() {
         let out = format!("{d}/{backend}");
         let mut args = attend_args(d, backend, &out);
         args.extend(["--dout".to_string(), format!("{d}/do.npy")]);
-        run_ok(&args);
+        assert_ok(&moba(&args));
         for (name, shape, want) in [
             ("dq.npy", vec![1, 2, 20, 8], &grads.dq),
             ("dk.npy", vec![1, 1, 20, 8], &grads.dk),
@@ -140,18 +121,15 @@ fn attend_on_cuda_says_what_is_missing() {
     let dir = scratch("cuda");
     let d = dir.to_str().unwrap();
     write_inputs(&dir, &Shape::prefill(1, 1, 12, 16));
-    let output = moba(&attend_args(d, "cuda", d));
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
     let expected = match cfg!(feature = "cuda") {
         true => "no CUDA driver found",
         false => "rebuild with `cargo build --release --features cuda`",
     };
-    assert!(stderr.contains(expected), "{stderr}");
+    assert_fails(&moba(&attend_args(d, "cuda", d)), expected);
     let mut args = attend_args(d, "wgpu", d);
     args.extend(["--dtype".to_string(), "bf16".to_string()]);
     let output = moba(&args);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("needs --backend cuda"));
+    assert!(text(&output.stderr).contains("needs --backend cuda"));
 }
 
 #[test]
@@ -163,23 +141,15 @@ fn attend_reports_bad_input_clearly() {
     npy::write(&dir.join("bad_do.npy"), &[1, 1, 11, 4], &[0.5f32; 44]).unwrap();
     let mut args = attend_args(d, "wgpu", d);
     args.extend(["--dout".to_string(), format!("{d}/bad_do.npy")]);
-    let output = moba(&args);
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("dout has shape"));
+    assert_fails(&moba(&args), "dout has shape");
     // v with another shape than k.
     npy::write(&dir.join("v.npy"), &[1, 1, 11, 4], &[0.5f32; 44]).unwrap();
     let output = moba(&attend_args(d, "reference", d));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("v has shape"),
-        "{output:?}"
-    );
+    assert!(text(&output.stderr).contains("v has shape"), "{output:?}");
     // A missing file names its path.
     std::fs::remove_file(dir.join("q.npy")).unwrap();
     let output = moba(&attend_args(d, "reference", d));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("q.npy"),
-        "{output:?}"
-    );
+    assert!(text(&output.stderr).contains("q.npy"), "{output:?}");
 }
 
 #[test]
@@ -197,12 +167,8 @@ fn demo_checks_itself_against_the_reference() {
         "--runs",
         "1",
     ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ok(&output);
+    let stdout = text(&output.stdout);
     for line in [
         "adapter :",
         "density :",
@@ -251,12 +217,8 @@ fn demo_on_the_opengl_adapter_passes_its_check() {
         "1",
         "--no-dense",
     ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ok(&output);
+    let stdout = text(&output.stdout);
     assert!(stdout.contains("(Gl, "), "{stdout}");
     assert!(stdout.contains("check   : PASS: "), "{stdout}");
 }
@@ -264,8 +226,8 @@ fn demo_on_the_opengl_adapter_passes_its_check() {
 #[test]
 fn info_lists_an_adapter() {
     let output = moba(&["info"]);
-    assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("limits:"));
+    assert_ok(&output);
+    assert!(text(&output.stdout).contains("limits:"));
 }
 
 #[test]
@@ -288,11 +250,7 @@ fn bench_writes_records_and_report_merges_them() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ok(&output);
     let lines: Vec<moba::bench::Record> = std::fs::read_to_string(&out)
         .unwrap()
         .lines()
@@ -318,7 +276,7 @@ fn bench_writes_records_and_report_merges_them() {
         out.to_str().unwrap(),
         out.to_str().unwrap(),
     ]);
-    let table = String::from_utf8_lossy(&report.stdout);
+    let table = text(&report.stdout);
     assert_eq!(
         table
             .lines()
@@ -346,12 +304,12 @@ fn bench_writes_records_and_report_merges_them() {
         "--plots",
         plots.to_str().unwrap(),
     ]);
-    let text = String::from_utf8_lossy(&report.stdout);
-    assert!(report.status.success(), "{report:?}");
-    let row = text
+    assert_ok(&report);
+    let table = text(&report.stdout);
+    let row = table
         .lines()
         .find(|l| l.starts_with("| 64 | 1 | 16 | 16 | 3 | 0.600 | 0.50 | 2.00 |"))
-        .unwrap_or_else(|| panic!("no peer row: {text}"));
+        .unwrap_or_else(|| panic!("no peer row: {table}"));
     let expected = format!("| {:.2}x |", 0.5 / lines[0].moba_ms);
     assert!(
         row.contains(&lines[0].adapter) && row.contains(&expected),
@@ -367,11 +325,7 @@ fn bench_writes_records_and_report_merges_them() {
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"seq_len\": 1}\n").unwrap();
     let report = moba(&["bench", "report", bad.to_str().unwrap()]);
-    assert!(!report.status.success());
-    assert!(
-        String::from_utf8_lossy(&report.stderr).contains("bad.jsonl:1"),
-        "{report:?}"
-    );
+    assert_fails(&report, "bad.jsonl:1");
 }
 
 /// `moba COMMAND` flags for one step of the tiny model on 64-byte sequences, on the CPU.
@@ -400,15 +354,9 @@ fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
     let run = dir.join("run").display().to_string();
     let mut args = one_tiny_step("train");
     args.extend(["--run".to_string(), run.clone()]);
-    let defaults = moba(&args);
-    assert!(!defaults.status.success());
-    assert!(
-        String::from_utf8_lossy(&defaults.stderr).contains("slots"),
-        "{}",
-        String::from_utf8_lossy(&defaults.stderr)
-    );
+    assert_fails(&moba(&args), "slots");
     args.extend(["--recall-pairs", "1", "--recall-queries", "1"].map(String::from));
-    run_ok(&args);
+    assert_ok(&moba(&args));
     let summary = std::fs::read_to_string(dir.join("run").join("train.json")).unwrap();
     assert!(summary.contains("\"pairs\": 1"), "{summary}");
 }
@@ -432,9 +380,9 @@ fn compare_continues_each_arm_from_the_same_arm_of_an_earlier_comparison() {
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
-    run_ok(&compare(&first, &[]));
+    assert_ok(&moba(&compare(&first, &[])));
     let earlier = first.display().to_string();
-    run_ok(&compare(&second, &["--continue-from", &earlier]));
+    assert_ok(&moba(&compare(&second, &["--continue-from", &earlier])));
     for arm in ["moba", "full"] {
         let config = std::fs::read_to_string(second.join(arm).join("train.json")).unwrap();
         let from = first.join(arm).display().to_string();
@@ -449,21 +397,11 @@ fn compare_continues_each_arm_from_the_same_arm_of_an_earlier_comparison() {
         &dir.join("both"),
         &["--continue-from", &earlier, "--init-from", &earlier],
     ));
-    assert!(!both.status.success());
-    assert!(
-        String::from_utf8_lossy(&both.stderr).contains("cannot be used with"),
-        "{}",
-        String::from_utf8_lossy(&both.stderr)
-    );
+    assert_fails(&both, "cannot be used with");
     // An earlier folder without the arm names the file it looked for.
     let missing = moba(&compare(
         &dir.join("missing"),
         &["--continue-from", &dir.join("absent").display().to_string()],
     ));
-    assert!(!missing.status.success());
-    assert!(
-        String::from_utf8_lossy(&missing.stderr).contains("model.mpk"),
-        "{}",
-        String::from_utf8_lossy(&missing.stderr)
-    );
+    assert_fails(&missing, "model.mpk");
 }

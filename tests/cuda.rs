@@ -32,13 +32,6 @@ fn values<B: MobaBackend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().to_vec().unwrap()
 }
 
-fn dims(shape: &Shape) -> ([usize; 4], [usize; 4]) {
-    (
-        [shape.batch, shape.q_heads, shape.q_len, shape.head_dim],
-        [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim],
-    )
-}
-
 /// How a float type rounds: the inputs of the 16-bit types are rounded before the test (the
 /// reference sees the same values); f32 inputs are rounded inside the kernel (to bf16).
 trait Precision {
@@ -113,15 +106,12 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
         }
     };
     let (q, k, v, dout) = (as_input(q), as_input(k), as_input(v), as_input(dout));
-    let (qd, kd) = dims(&shape);
+    let (qd, kd) = (shape.q_dims(), shape.kv_dims());
+    let input = |x: &[f32], dims| tensor::<Plain>(x, dims, F::DTYPE).into_primitive().tensor();
 
     let run = || {
-        let out = Plain::moba_forward(
-            tensor::<Plain>(&q, qd, F::DTYPE).into_primitive().tensor(),
-            tensor::<Plain>(&k, kd, F::DTYPE).into_primitive().tensor(),
-            tensor::<Plain>(&v, kd, F::DTYPE).into_primitive().tensor(),
-            &config,
-        );
+        let qkv = [input(&q, qd), input(&k, kd), input(&v, kd)];
+        let out = Plain::moba_forward(qkv, &config);
         let wrap = |t| Tensor::<Plain, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(t));
         let o = values(wrap(out.o.clone()));
         let lse = values(Tensor::<Plain, 3>::from_primitive(
@@ -134,20 +124,14 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
                 .to_vec()
                 .unwrap();
         let saved = MobaSaved {
-            q: tensor::<Plain>(&q, qd, F::DTYPE).into_primitive().tensor(),
-            k: tensor::<Plain>(&k, kd, F::DTYPE).into_primitive().tensor(),
-            v: tensor::<Plain>(&v, kd, F::DTYPE).into_primitive().tensor(),
+            q: input(&q, qd),
+            k: input(&k, kd),
+            v: input(&v, kd),
             o: out.o,
             lse: out.lse,
             selection: out.selection,
         };
-        let grads = Plain::moba_backward(
-            saved,
-            tensor::<Plain>(&dout, qd, F::DTYPE)
-                .into_primitive()
-                .tensor(),
-            &config,
-        );
+        let grads = Plain::moba_backward(saved, input(&dout, qd), &config);
         let grads = [grads.dq, grads.dk, grads.dv].map(|g| values(wrap(g)));
         (o, lse, selection, grads)
     };
@@ -303,7 +287,7 @@ fn training_through_autodiff_cuda_gives_the_kernel_gradients() {
     type B = Autodiff<Cuda<bf16>>;
     let (shape, config) = (shape(1, 4, 2, 300, 300, 64), MobaConfig::new(64, 2));
     let (q, k, v) = inputs(&shape, 7);
-    let (qd, kd) = dims(&shape);
+    let (qd, kd) = (shape.q_dims(), shape.kv_dims());
     let q_t = tensor::<B>(&q, qd, DType::BF16).require_grad();
     let k_t = tensor::<B>(&k, kd, DType::BF16).require_grad();
     let v_t = tensor::<B>(&v, kd, DType::BF16).require_grad();

@@ -176,7 +176,7 @@ fn dense_kernel_matches_the_reference() {
         let (q, k, v) = inputs(&shape, 23);
         let config = MobaConfig::new(shape.kv_len, 1).with_causal(causal);
         let got = gpu()
-            .dense_forward_blocking(&q, &k, &v, &shape, &config)
+            .block_on(gpu().dense_forward(&q, &k, &v, &shape, &config))
             .unwrap();
         let want =
             reference::dense_forward(&q, &k, &v, &shape, config.scale_for(shape.head_dim), causal)

@@ -5,23 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
+use common::binary::{BACKENDS, assert_ok, moba, scratch, text};
 use common::inputs;
 use moba::train::Checkpoints;
 use moba::{Shape, npy};
-
-fn moba<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_moba"))
-        .args(args)
-        .output()
-        .expect("the moba binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Asserts a clean refusal: exit status 1 (an error, not a panic's 101 or a signal), no panic
 /// message, and `expected` in stderr.
@@ -34,23 +24,6 @@ fn assert_refused(output: &Output, expected: &str) {
         stderr.contains(expected),
         "wanted {expected:?} in:\n{stderr}"
     );
-}
-
-#[track_caller]
-fn assert_ok(output: &Output) {
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("moba-hostile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 const SHAPE: Shape = Shape {
@@ -103,8 +76,6 @@ fn attend(dir: &Path, q: &Path, backend: &str, extra: &[&str]) -> Output {
     args.extend(extra.iter().map(|s| s.to_string()));
     moba(&args)
 }
-
-const BACKENDS: [&str; 4] = ["reference", "wgpu", "burn-wgpu", "burn-ndarray"];
 
 /// A `.npy` file of f32 with a hand-written shape and `data` after its header.
 fn npy_with_shape(shape: &str, data: &[u8]) -> Vec<u8> {

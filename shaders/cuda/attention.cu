@@ -33,11 +33,7 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     u32 bh = blockIdx.y, list = bh * TOP_K + slot;
     GatheredTile tile = gathered_tile(p, starts, tiles, list, blockIdx.x);
     if (tile.count == 0) return;
-    const u32* list_rows = lists + (size_t)list * p.q_len + tile.first;
-    for (u32 i = threadIdx.x; i < ROW_TILE; i += TILE_THREADS) {
-        rows[i] = list_rows[min(i, tile.count - 1)];
-    }
-    __syncthreads();
+    load_tile_rows(rows, p, lists, list, tile);
     // Copied with the first key tile (KeyValueTiles commits both, arrive(0) waits for both).
     stage_async<ROW_TILE, TILE_THREADS, TileLayout>(q_tile, q + (size_t)bh * p.q_len * HEAD_DIM, Listed{rows},
                                       tile.count);

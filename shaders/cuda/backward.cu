@@ -60,11 +60,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
     u32 bh = blockIdx.y, list = bh * TOP_K + slot;
     GatheredTile tile = gathered_tile(p, starts, tiles, list, blockIdx.x);
     if (tile.count == 0) return;
-    const u32* list_rows = lists + (size_t)list * p.q_len + tile.first;
-    for (u32 i = threadIdx.x; i < ROW_TILE; i += TILE_THREADS) {
-        rows[i] = list_rows[min(i, tile.count - 1)];
-    }
-    __syncthreads();
+    load_tile_rows(rows, p, lists, list, tile);
     size_t q_base = (size_t)bh * p.q_len * HEAD_DIM;
     // Copied with the first key tile (KeyValueTiles commits them, arrive(0) waits for them).
     stage_async<ROW_TILE, TILE_THREADS, TileLayout>(q_tile, q + q_base, Listed{rows}, tile.count);

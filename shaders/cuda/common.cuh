@@ -441,6 +441,17 @@ __device__ __forceinline__ GatheredTile gathered_tile(const Params& p, const u32
     return tile;
 }
 
+// The query rows of `tile` (list `list`) into shared `rows`, the last one repeated past
+// `tile.count` so that every row of the tile reads a real query; then a barrier.
+__device__ __forceinline__ void load_tile_rows(u32* rows, const Params& p, const u32* lists,
+                                               u32 list, GatheredTile tile) {
+    const u32* list_rows = lists + (size_t)list * p.q_len + tile.first;
+    for (u32 i = threadIdx.x; i < ROW_TILE; i += TILE_THREADS) {
+        rows[i] = list_rows[min(i, tile.count - 1)];
+    }
+    __syncthreads();
+}
+
 // ---- warpgroup MMA (sm_90a) ----
 // A warpgroup (4 warps, 128 threads) multiplies a 64-row A by a B in shared memory with one
 // `wgmma.mma_async` per 16-deep step (PTX ISA "Asynchronous Warpgroup Level Matrix

@@ -59,12 +59,8 @@ pub fn moba_attention_with_stats<B: MobaBackend>(
         )));
     }
     B::moba_prepare(&shape, config, &q.device())?;
-    let out = B::moba_forward(
-        q.into_primitive().tensor(),
-        k.into_primitive().tensor(),
-        v.into_primitive().tensor(),
-        config,
-    );
+    let qkv = [q, k, v].map(|t| t.into_primitive().tensor());
+    let out = B::moba_forward(qkv, config);
     let rows = [shape.batch, shape.q_heads, shape.q_len];
     Ok(MobaAttentionStats {
         o: Tensor::from_primitive(TensorPrimitive::Float(out.o)),

@@ -38,27 +38,18 @@ impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
         B::moba_prepare(shape, config, device)
     }
 
-    fn moba_forward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        config: &MobaConfig,
-    ) -> MobaForwardOutput<Self> {
-        let out = B::moba_forward(
-            q.primitive.clone(),
-            k.primitive.clone(),
-            v.primitive.clone(),
-            config,
-        );
+    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
+        let out = B::moba_forward(qkv.each_ref().map(|t| t.primitive.clone()), config);
         // lse and the selection are results, not differentiable outputs.
         let lse = Self::from_inner(out.lse.clone());
         let node = MobaBackwardNode { config: *config };
         let o = match node
-            .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+            .prepare::<C>(qkv.each_ref().map(|t| t.node.clone()))
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
+                let [q, k, v] = qkv;
                 let saved = MobaSaved {
                     q: q.primitive,
                     k: k.primitive,

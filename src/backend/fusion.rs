@@ -27,12 +27,8 @@ struct ForwardOp<B> {
 impl<B: FusionBackend + MobaBackend> Operation<B::FusionRuntime> for ForwardOp<B> {
     fn execute(&self, handles: &mut Handles<B>) {
         let ([q, k, v], [o, lse, selection]) = self.desc.as_fixed();
-        let out = B::moba_forward(
-            handles.get_float_tensor::<B>(q),
-            handles.get_float_tensor::<B>(k),
-            handles.get_float_tensor::<B>(v),
-            &self.config,
-        );
+        let qkv = [q, k, v].map(|ir| handles.get_float_tensor::<B>(ir));
+        let out = B::moba_forward(qkv, &self.config);
         handles.register_float_tensor::<B>(&o.id, out.o);
         handles.register_float_tensor::<B>(&lse.id, out.lse);
         handles.register_int_tensor::<B>(&selection.id, out.selection);
@@ -75,14 +71,10 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
         B::moba_prepare(shape, config, device)
     }
 
-    fn moba_forward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        config: &MobaConfig,
-    ) -> MobaForwardOutput<Self> {
+    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
+        let [q, ..] = &qkv;
         let client = q.client.clone();
-        let streams = OperationStreams::with_inputs([&q, &k, &v]);
+        let streams = OperationStreams::with_inputs(&qkv);
         let dims = q.shape.dims::<4>();
         let output = |dims: Vec<usize>, dtype: DType| {
             TensorIr::uninit(client.create_empty_handle(), Shape::from(dims), dtype)
@@ -96,11 +88,7 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
                 B::IntElem::dtype(),
             ),
         ];
-        let desc = CustomOpIr::new(
-            "moba_forward",
-            &[q.into_ir(), k.into_ir(), v.into_ir()],
-            &outputs,
-        );
+        let desc = CustomOpIr::new("moba_forward", &qkv.map(|t| t.into_ir()), &outputs);
         let op = ForwardOp::<B> {
             desc: desc.clone(),
             config: *config,

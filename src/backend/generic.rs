@@ -254,14 +254,9 @@ fn probabilities<B: Backend>(
     ((scores - lse.clone()).exp(), lse)
 }
 
-/// The forward: o, lse and selection.
-pub fn forward<B: Backend>(
-    q: FloatTensor<B>,
-    k: FloatTensor<B>,
-    v: FloatTensor<B>,
-    config: &MobaConfig,
-) -> MobaForwardOutput<B> {
-    let (q, k, v) = (float::<B>(q), float::<B>(k), float::<B>(v));
+/// The forward of `[q, k, v]`: o, lse and selection.
+pub fn forward<B: Backend>(qkv: [FloatTensor<B>; 3], config: &MobaConfig) -> MobaForwardOutput<B> {
+    let [q, k, v] = qkv.map(float::<B>);
     let shape = Shape::of_dims(&q.dims(), &k.dims());
     let chosen = chosen_blocks(&q, &k, &shape, config);
     let attended = attended_keys(chosen.clone(), &shape, config);

@@ -80,13 +80,8 @@ pub trait MobaBackend: Backend {
     /// device is found here; [`moba_attention`] calls it first.
     fn moba_prepare(shape: &Shape, config: &MobaConfig, device: &Self::Device) -> Result<()>;
 
-    /// The forward: gate, selection and attention over the selected blocks.
-    fn moba_forward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        config: &MobaConfig,
-    ) -> MobaForwardOutput<Self>;
+    /// The forward of `[q, k, v]`: gate, selection and attention over the selected blocks.
+    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self>;
 
     /// Gradients of `sum(o * dout)` with the selection held constant (DESIGN §1.6).
     fn moba_backward(

@@ -19,13 +19,8 @@ where
         generic::check_memory(shape, config)
     }
 
-    fn moba_forward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        config: &MobaConfig,
-    ) -> MobaForwardOutput<Self> {
-        generic::forward(q, k, v, config)
+    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
+        generic::forward(qkv, config)
     }
 
     fn moba_backward(

@@ -146,8 +146,8 @@ fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()
 }
 
 /// MoBA forward on burn-wgpu tensors (f32, head dim a multiple of 4): `(o, lse, selection)`.
-fn forward(q: Tensor, k: Tensor, v: Tensor, config: &MobaConfig) -> [Tensor; 3] {
-    let [q, k, v] = [q, k, v].map(into_contiguous);
+fn forward(qkv: [Tensor; 3], config: &MobaConfig) -> [Tensor; 3] {
+    let [q, k, v] = qkv.map(into_contiguous);
     let shape = problem_shape(&q, &k);
     let caps = burn_device_caps(&q.device);
     let (schedule, _) = schedules(&shape, config, &caps).expect(PREPARED);
@@ -184,16 +184,8 @@ impl<BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
         prepare(shape, config, device)
     }
 
-    fn moba_forward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        config: &MobaConfig,
-    ) -> MobaForwardOutput<Self> {
-        padded_forward::<WgpuRuntime, Self>([q, k, v], config, HEAD_DIM_MULTIPLE, |qkv, config| {
-            let [q, k, v] = qkv;
-            forward(q, k, v, config)
-        })
+    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
+        padded_forward::<WgpuRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, forward)
     }
 
     fn moba_backward(

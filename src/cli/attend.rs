@@ -260,8 +260,7 @@ fn compute_burn<B: MobaBackend>(device: &B::Device, p: &Problem) -> Result<Outpu
         shape,
         config,
     } = *p;
-    let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
-    let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
+    let (q_dims, kv_dims) = (shape.q_dims(), shape.kv_dims());
     let tensor = |data: &[f32], dims: [usize; 4]| {
         // The backend's own float type, not the device's default dtype.
         let dtype = <B::FloatElem as Element>::dtype();

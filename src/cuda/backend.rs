@@ -177,14 +177,12 @@ fn execute<F: FloatElement, BT: BoolElement>(
 /// The forward on contiguous tensors, head dim a multiple of 16: `(o, lse, selection)`,
 /// and with `timed` each kernel's GPU time.
 pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
-    q: CudaTensor,
-    k: CudaTensor,
-    v: CudaTensor,
+    qkv: [CudaTensor; 3],
     config: &MobaConfig,
     timed: bool,
 ) -> Result<([CudaTensor; 3], KernelTimes)> {
-    let dtype = q.dtype;
-    let [q, k, v] = [q, k, v].map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
+    let dtype = qkv[0].dtype;
+    let [q, k, v] = qkv.map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
     let rows = q.meta.shape()[..3].to_vec();
     let o = empty(&q, q.meta.shape().to_vec(), dtype);
     let lse = empty(&q, rows.clone(), DType::F32);
@@ -252,15 +250,9 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
         })
     }
 
-    fn moba_forward(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        config: &MobaConfig,
-    ) -> MobaForwardOutput<Self> {
-        padded_forward::<CudaRuntime, Self>([q, k, v], config, HEAD_DIM_MULTIPLE, |qkv, config| {
-            let [q, k, v] = qkv;
-            forward::<F, BT>(q, k, v, config, false)
+    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
+        padded_forward::<CudaRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
+            forward::<F, BT>(qkv, config, false)
                 .unwrap_or_else(|e| panic!("MoBA CUDA forward: {e}"))
                 .0
         })

@@ -63,8 +63,7 @@ pub fn measure(
     let driver = Driver::get(0)?;
     let device = CudaDevice::default();
     let config = config.with_scale(config.scale_for(shape.head_dim));
-    let q_dims = [shape.batch, shape.q_heads, shape.q_len, shape.head_dim];
-    let kv_dims = [shape.batch, shape.kv_heads, shape.kv_len, shape.head_dim];
+    let (q_dims, kv_dims) = (shape.q_dims(), shape.kv_dims());
     let normal = Distribution::Normal(0.0, 1.0);
     let primitive = |t: Tensor<Plain, 4>| t.into_primitive().tensor();
     progress("inputs");
@@ -75,8 +74,8 @@ pub fn measure(
         })
         .collect();
     let run_forward = |set: usize, timed: bool| {
-        let [q, k, v, _] = sets[set].clone();
-        forward::<f32, u8>(primitive(q), primitive(k), primitive(v), &config, timed)
+        let [q, k, v, _] = sets[set].clone().map(primitive);
+        forward::<f32, u8>([q, k, v], &config, timed)
     };
 
     progress("compiling (NVRTC) and warming up");
@@ -93,7 +92,7 @@ pub fn measure(
         let run_step = |set: usize, timed: bool| -> Result<KernelTimes> {
             let [q, k, v, dout] = sets[set].clone().map(primitive);
             let ([o, lse, selection], _) =
-                forward::<f32, u8>(q.clone(), k.clone(), v.clone(), &config, false)?;
+                forward::<f32, u8>([q.clone(), k.clone(), v.clone()], &config, false)?;
             let saved = [q, k, v, o, lse, selection];
             let (_, times) = backward::<f32, u8>(saved, dout, &config, timed)?;
             Ok(times)

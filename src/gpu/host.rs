@@ -57,7 +57,8 @@ impl GpuContext {
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuForward> {
-        self.run_host(Attention::Moba, q, k, v, shape, config).await
+        self.run_host(Attention::Moba, [q, k, v], shape, config)
+            .await
     }
 
     /// Dense attention of host tensors (only `scale` and `causal` of the config matter).
@@ -69,7 +70,7 @@ impl GpuContext {
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuForward> {
-        self.run_host(Attention::Dense, q, k, v, shape, config)
+        self.run_host(Attention::Dense, [q, k, v], shape, config)
             .await
     }
 
@@ -168,8 +169,7 @@ impl GpuContext {
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuGradients> {
-        let _exclusive = self.exclusive();
-        pollster::block_on(self.moba_backward(q, k, v, dout, shape, config))
+        self.block_on(self.moba_backward(q, k, v, dout, shape, config))
     }
 
     /// [`GpuContext::moba_forward`], blocking (native only).
@@ -181,29 +181,22 @@ impl GpuContext {
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuForward> {
-        let _exclusive = self.exclusive();
-        pollster::block_on(self.moba_forward(q, k, v, shape, config))
+        self.block_on(self.moba_forward(q, k, v, shape, config))
     }
 
-    /// [`GpuContext::dense_forward`], blocking (native only).
-    pub fn dense_forward_blocking(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        shape: &Shape,
-        config: &MobaConfig,
-    ) -> Result<GpuForward> {
+    /// Runs one of this context's async calls (e.g. [`GpuContext::dense_forward`]) to the
+    /// end on this thread (native only); on OpenGL one blocking call at a time, as the
+    /// `_blocking` wrappers do.
+    pub fn block_on<T>(&self, call: impl Future<Output = T>) -> T {
         let _exclusive = self.exclusive();
-        pollster::block_on(self.dense_forward(q, k, v, shape, config))
+        pollster::block_on(call)
     }
 
+    /// The forward of `attention` on host `[q, k, v]`.
     async fn run_host(
         &self,
         attention: Attention,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        [q, k, v]: [&[f32]; 3],
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuForward> {

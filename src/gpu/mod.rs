@@ -2,9 +2,10 @@
 //!
 //! It does not depend on burn, so the browser demo and plain wgpu users can use it. Two
 //! levels of API:
-//! - [`GpuContext::moba_forward`] on host slices (async, with `_blocking` wrappers): checks
-//!   the inputs, splits problems larger than the adapter's buffer limits over (batch, kv
-//!   head) groups, pads odd head dims, and returns host vectors;
+//! - [`GpuContext::moba_forward`] on host slices (async, with `_blocking` wrappers and
+//!   [`GpuContext::block_on`]): checks the inputs, splits problems larger than the
+//!   adapter's buffer limits over (batch, kv head) groups, pads odd head dims, and returns
+//!   host vectors;
 //! - [`MobaForward`] / [`DenseForward`] on your own wgpu buffers: record into your encoder.
 
 mod backward;

@@ -7,6 +7,10 @@ use std::sync::OnceLock;
 use moba::gpu::{AdapterRequest, GpuContext};
 use moba::{MobaConfig, Shape, random, reference};
 
+/// The `moba` binary: running it and reading what it did (it needs the `burn` feature).
+#[cfg(feature = "burn")]
+pub mod binary;
+
 /// The default adapter (lavapipe in CI), opened once per test binary.
 pub fn gpu() -> &'static GpuContext {
     static GPU: OnceLock<GpuContext> = OnceLock::new();
@@ -155,22 +159,9 @@ pub fn naive(
     (o, lse)
 }
 
-/// The straightforward f32 backward over a given selection (the yardstick of the gradient
-/// tolerance): `(dq, dk, dv)`, every product and sum in f32.
-pub fn naive_f32_backward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    dout: &[f32],
-    shape: &Shape,
-    config: &MobaConfig,
-    selection: &[i32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    naive_backward(q, k, v, dout, shape, config, selection, |x| x)
-}
-
-/// The straightforward backward of a lower precision (see [`naive`]): probabilities,
-/// dO.v, dS and the gradients rounded by `round`, sums in f32.
+/// The straightforward backward over a given selection: `(dq, dk, dv)`, probabilities, dO.v,
+/// dS and the gradients rounded by `round` (see [`naive`]), sums in f32. Without rounding
+/// (`|x| x`), every product and sum in f32: the yardstick of the gradient tolerance.
 #[allow(clippy::too_many_arguments)]
 pub fn naive_backward(
     q: &[f32],
@@ -237,7 +228,8 @@ pub fn check_moba_backward_on(gpu: &GpuContext, shape: Shape, config: MobaConfig
     let got = gpu
         .moba_backward_blocking(&q, &k, &v, &dout, &shape, &config)
         .unwrap();
-    let naive = naive_f32_backward(&q, &k, &v, &dout, &shape, &config, &selection);
+    // The f32 yardstick: nothing rounded.
+    let naive = naive_backward(&q, &k, &v, &dout, &shape, &config, &selection, |x| x);
     for (name, got, naive, want) in [
         ("dq", &got.dq, &naive.0, &want.dq),
         ("dk", &got.dk, &naive.1, &want.dk),
