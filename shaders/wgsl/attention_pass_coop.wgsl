@@ -4,20 +4,47 @@
 //
 // Queries stay in registers: subgroup s holds its 16-row strip of q as HEAD_COLUMNS
 //       cooperative A matrices.
-// Two sweeps over the block's keys: the first finds every row's max score, the second forms
-//       p = exp2(s - max) once and for all, so the output, which lives in cooperative
-//       matrices that cannot be scaled row by row, never needs rescaling.
+// One sweep over the block's keys with an online softmax whose max moves lazily: a row's
+//       running max changes only when a tile's exceeds it by more than RESCALE_SLACK (so
+//       p = exp2(s - max) <= 2^RESCALE_SLACK, safe in f16). The output lives in cooperative
+//       matrices, which cannot be scaled row by row: when some row's max moves after its
+//       first tile, the whole workgroup rescales its output through s_tile (rare: a row's
+//       max settles within its first tiles).
 // Work split: subgroup s owns row strip s: its score tiles (all KEY_COLUMNS) and its output
 //       tiles (all HEAD_COLUMNS).
-// Workgroup memory: coop_block_tile.wgsl's, plus the rows' max (HEAD_DIM 128: 43.5 KiB).
+// Workgroup memory: coop_block_tile.wgsl's, plus per-row max, rescale factor and half-tile
+//       maxima (HEAD_DIM 128: 45 KiB).
 // Precision: the row sums add the f32 p, so the statistics (max, sum, lse) are exact to f32
 //       on f16-exact inputs.
 
+// How far (log2 domain) a tile's max may exceed a row's running max before the max moves.
+const RESCALE_SLACK: f32 = 8.0;
+
 var<workgroup> row_max: array<f32, QUERY_TILE>;
+var<workgroup> row_factor: array<f32, QUERY_TILE>;
+var<workgroup> half_max: array<f32, WORKGROUP_SIZE>;
+// Padded to 16 bytes (see coop_block_tile.wgsl). Every thread that sets it writes 1.
+var<workgroup> rescale_flag: array<u32, 4>;
 
 // The rows a strip is made of: the queries.
 fn strip_source(source: u32, row: u32, at: u32) -> vec4<f32> {
     return queries[row * HEAD_VECS + at];
+}
+
+// o *= row_factor, row by row, a KEY_TILE-wide column slice at a time through s_tile.
+// Call from uniform control flow.
+fn rescale_output(o: ptr<function, OutputStrip>, strip: u32, lid: u32) {
+    for (var slice = 0u; slice < HEAD_COLUMNS / KEY_COLUMNS; slice++) {
+        stage_output_slice(o, slice, strip);
+        for (var i = lid; i < QUERY_TILE * KEY_TILE; i += WORKGROUP_SIZE) {
+            s_tile[i] *= row_factor[i / KEY_TILE];
+        }
+        workgroupBarrier();
+        for (var c = 0u; c < KEY_COLUMNS; c++) {
+            (*o)[slice * KEY_COLUMNS + c] = coopLoadT<coop_mat16x16<f32, C>>(&s_tile[strip * MATRIX * KEY_TILE + c * MATRIX], KEY_TILE);
+        }
+        workgroupBarrier();
+    }
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -34,53 +61,66 @@ fn main(
     let strip = subgroup;
     var query: RowStrip;
     load_strip(&query, tile, strip, lid, 0u);
-    let key_first = tile.block * params.block_size;
     // Thread `lid` takes row `row` and the keys of its half of every staged tile.
     let row = lid % QUERY_TILE;
     let keys_first = (lid / QUERY_TILE) * HALF_KEYS;
     let is_row = row < tile.rows;
+    let owns_row = lid < QUERY_TILE;
 
-    // Sweep 1: every row's max score over the block.
-    var max_score = NEG_BIG;
-    for (var first = key_first; first < key_end; first += KEY_TILE) {
-        let count = min(KEY_TILE, key_end - first);
-        stage_keys(tile.group, first, count, lid, false);
-        tile_products(&query, strip, 0u);
-        if is_row {
-            for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
-                max_score = max(max_score, visible_score(row, j, first, count));
-            }
-        }
-        workgroupBarrier();
-    }
-    max_score = max(max_score, partner_value(lid, max_score));
-
-    // Sweep 2: p = exp2(s - max), its sum in f32, and o += f16(p) . v on the matrix units.
     var o: OutputStrip;
     for (var t = 0u; t < HEAD_COLUMNS; t++) {
         o[t] = coop_mat16x16<f32, C>();
     }
+    var running_max = NEG_BIG;
     var sum = 0.0;
-    for (var first = key_first; first < key_end; first += KEY_TILE) {
+    for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
+        if lid == 0u {
+            rescale_flag[0] = 0u;
+        }
         stage_keys(tile.group, first, count, lid, true);
         tile_products(&query, strip, 0u);
+        // The tile's max of each row, from both of its threads.
+        var tile_max = NEG_BIG;
+        if is_row {
+            for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
+                tile_max = max(tile_max, visible_score(row, j, first, count));
+            }
+        }
+        half_max[lid] = tile_max;
+        workgroupBarrier();
+        tile_max = max(tile_max, half_max[(lid + QUERY_TILE) % WORKGROUP_SIZE]);
+        var factor = 1.0;
+        if tile_max > running_max + RESCALE_SLACK {
+            // A row whose output already holds keys needs rescaling: the workgroup does it.
+            if owns_row && running_max != NEG_BIG {
+                rescale_flag[0] = 1u;
+            }
+            factor = exp2(running_max - tile_max);
+            running_max = tile_max;
+        }
+        sum *= factor;
+        if owns_row {
+            row_factor[row] = factor;
+        }
         for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
+            let score = visible_score(row, j, first, count);
             var p = 0.0;
-            if is_row {
-                p = exp2(visible_score(row, j, first, count) - max_score);
+            if is_row && score != NEG_BIG {
+                p = exp2(score - running_max);
             }
             p_tile[j * P_STRIDE + row] = f16(p);
             sum += p;
         }
-        workgroupBarrier();
+        if workgroupUniformLoad(&rescale_flag)[0] != 0u {
+            rescale_output(&o, strip, lid);
+        }
         accumulate_products(&o, strip, V_OFFSET);
         workgroupBarrier();
     }
     sum += partner_value(lid, sum);
-    let owns_row = is_row && lid < QUERY_TILE;
     if owns_row {
-        row_max[row] = max_score;
+        row_max[row] = running_max;
     }
 
     // Merge with the running state, one KEY_TILE-wide column slice of the output at a time
@@ -102,15 +142,15 @@ fn main(
         }
         workgroupBarrier();
     }
-    if owns_row {
+    if owns_row && is_row {
         var old_state = vec2<f32>(NEG_BIG, 0.0);
         if params.slot > 0u {
             old_state = stats[row_index[row]];
         }
-        let new_max = max(old_state.x, max_score);
+        let new_max = max(old_state.x, running_max);
         stats[row_index[row]] = vec2<f32>(
             new_max,
-            old_state.y * exp2(old_state.x - new_max) + sum * exp2(max_score - new_max),
+            old_state.y * exp2(old_state.x - new_max) + sum * exp2(running_max - new_max),
         );
     }
 }

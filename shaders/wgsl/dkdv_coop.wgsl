@@ -5,7 +5,8 @@
 // Grid: groups * num_blocks * key_chunks workgroups, linear (key_chunks = ceil(block_size /
 //       CHUNK_KEYS)); workgroup (group, block, chunk) owns CHUNK_KEYS (64) consecutive keys of
 //       the block; surplus workgroups exit.
-// Rows: the rows of the block's lists, ROW_TILE (32) at a time, q and dout staged as f16.
+// Rows: the rows of the block's lists, ROW_TILE (32) at a time, q and dout staged as f16; a
+//       causal round whose rows all sit before the chunk's keys is skipped.
 // Work split: SUBGROUPS (8) subgroups; subgroup s takes key strip s % KEY_STRIPS (16 keys) in
 //       role s / KEY_STRIPS. Role 0 holds its keys as A matrices, forms s^T = k . q^T, then
 //       dv += p^T . dout; role 1 holds its values, forms dp^T = v . dout^T, then
@@ -58,6 +59,8 @@ var<workgroup> staged_terms: array<vec2<f32>, ROW_TILE>;
 // matrix loads need their rows 16-byte aligned.
 var<workgroup> shared_chunk: KeyChunk;
 var<workgroup> shared_list: vec4<u32>;
+// Whether any staged row can see a key of the chunk; every thread that finds one writes 1.
+var<workgroup> rows_see_chunk: array<u32, 4>;
 
 // The keys of one workgroup: [first, end) of one block of one group.
 struct KeyChunk {
@@ -141,15 +144,28 @@ fn main(
         let list = workgroupUniformLoad(&shared_list);
         for (var entry = list.x; entry < list.y; entry += ROW_TILE) {
             let rows = min(ROW_TILE, list.y - entry);
-            // Stage the rows: q and dout as f16 (zero past `rows`), and their terms.
+            if lid == 0u {
+                rows_see_chunk[0] = u32(params.causal == 0u);
+            }
+            workgroupBarrier();
+            // Stage the rows: their index, position and terms, then q and dout as f16 (zero
+            // past `rows`).
             if lid < rows {
                 let local_row = lists[list_base + entry + lid];
                 let row = chunk.group * rows_per_group + local_row;
+                let position = query_position(local_row % params.q_len);
                 staged_row[lid] = row;
-                staged_position[lid] = query_position(local_row % params.q_len);
+                staged_position[lid] = position;
                 staged_terms[lid] = row_terms[row];
+                if position >= chunk.first {
+                    rows_see_chunk[0] = 1u;
+                }
             }
-            workgroupBarrier();
+            // Causal: rows that all sit before the chunk's keys add nothing (lists are in row
+            // order, so early rounds of a block's own list are skipped whole).
+            if workgroupUniformLoad(&rows_see_chunk)[0] == 0u {
+                continue;
+            }
             for (var i = lid; i < ROW_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
                 let at = (i / HEAD_VECS) * ROW_STRIDE + i % HEAD_VECS;
                 var q = vec4<f32>(0.0);

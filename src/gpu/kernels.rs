@@ -1,17 +1,59 @@
 //! The WGSL kernels: their sources, the constants the host prepends, and their parameters.
 
+use std::borrow::Cow;
+
 use crate::kernel_params::KernelParams;
 use crate::shared_constants;
 
-const COMMON: &str = include_str!("../../shaders/wgsl/common.wgsl");
-const ATTENTION_INPUTS: &str = include_str!("../../shaders/wgsl/attention_inputs.wgsl");
-const ATTENTION_TILE: &str = include_str!("../../shaders/wgsl/attention_tile.wgsl");
-const BLOCK_TILES: &str = include_str!("../../shaders/wgsl/block_tiles.wgsl");
-const ATTENTION_STATE: &str = include_str!("../../shaders/wgsl/attention_state.wgsl");
-const BACKWARD_ROWS: &str = include_str!("../../shaders/wgsl/backward_rows.wgsl");
-const TILE_KEY_END: &str = include_str!("../../shaders/wgsl/tile_key_end.wgsl");
-const SELECTION_ENTRIES: &str = include_str!("../../shaders/wgsl/selection_entries.wgsl");
-const COOP_BLOCK_TILE: &str = include_str!("../../shaders/wgsl/coop_block_tile.wgsl");
+/// Every file under `shaders/wgsl/`, embedded at build time: (stem, text).
+const FILES: [(&str, &str); 23] = [
+    ("common", include_str!("../../shaders/wgsl/common.wgsl")),
+    ("attention_inputs", include_str!("../../shaders/wgsl/attention_inputs.wgsl")),
+    ("attention_tile", include_str!("../../shaders/wgsl/attention_tile.wgsl")),
+    ("block_tiles", include_str!("../../shaders/wgsl/block_tiles.wgsl")),
+    ("attention_state", include_str!("../../shaders/wgsl/attention_state.wgsl")),
+    ("backward_rows", include_str!("../../shaders/wgsl/backward_rows.wgsl")),
+    ("tile_key_end", include_str!("../../shaders/wgsl/tile_key_end.wgsl")),
+    ("selection_entries", include_str!("../../shaders/wgsl/selection_entries.wgsl")),
+    ("coop_block_tile", include_str!("../../shaders/wgsl/coop_block_tile.wgsl")),
+    ("block_means", include_str!("../../shaders/wgsl/block_means.wgsl")),
+    ("gate_topk", include_str!("../../shaders/wgsl/gate_topk.wgsl")),
+    ("selection_count", include_str!("../../shaders/wgsl/selection_count.wgsl")),
+    ("selection_scan", include_str!("../../shaders/wgsl/selection_scan.wgsl")),
+    ("selection_scatter", include_str!("../../shaders/wgsl/selection_scatter.wgsl")),
+    ("attention_pass", include_str!("../../shaders/wgsl/attention_pass.wgsl")),
+    ("attention_pass_coop", include_str!("../../shaders/wgsl/attention_pass_coop.wgsl")),
+    ("attention_finalize", include_str!("../../shaders/wgsl/attention_finalize.wgsl")),
+    ("dense_attention", include_str!("../../shaders/wgsl/dense_attention.wgsl")),
+    ("backward_prepare", include_str!("../../shaders/wgsl/backward_prepare.wgsl")),
+    ("dq_pass", include_str!("../../shaders/wgsl/dq_pass.wgsl")),
+    ("dq_pass_coop", include_str!("../../shaders/wgsl/dq_pass_coop.wgsl")),
+    ("dkdv", include_str!("../../shaders/wgsl/dkdv.wgsl")),
+    ("dkdv_coop", include_str!("../../shaders/wgsl/dkdv_coop.wgsl")),
+];
+
+/// Development switch: a folder whose `.wgsl` files replace the embedded ones of the same
+/// name when a kernel is compiled, so that a kernel can be edited and rerun without a
+/// rebuild (native only; files it lacks stay embedded).
+pub const WGSL_DIR_VARIABLE: &str = "MOBA_WGSL_DIR";
+
+/// The text of `shaders/wgsl/{stem}.wgsl`: the embedded copy, or the file of that name in
+/// [`WGSL_DIR_VARIABLE`]'s folder where it is set and has one.
+fn file(stem: &str) -> Cow<'static, str> {
+    let embedded = FILES
+        .iter()
+        .find(|(name, _)| *name == stem)
+        .map(|(_, text)| *text)
+        .unwrap_or_else(|| panic!("no shaders/wgsl/{stem}.wgsl"));
+    let Some(dir) = std::env::var_os(WGSL_DIR_VARIABLE) else {
+        return Cow::Borrowed(embedded);
+    };
+    let path = std::path::Path::new(&dir).join(format!("{stem}.wgsl"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Cow::Owned(text),
+        Err(_) => Cow::Borrowed(embedded),
+    }
+}
 
 /// Every compute kernel of the wgpu path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,69 +117,70 @@ impl Kernel {
         }
     }
 
-    /// The files after `common.wgsl` that make up this kernel's module.
+    /// The files (stems under `shaders/wgsl/`) after `common.wgsl` that make up this kernel's
+    /// module.
     fn parts(self) -> &'static [&'static str] {
         match self {
-            Kernel::BlockMeans => &[include_str!("../../shaders/wgsl/block_means.wgsl")],
-            Kernel::GateTopk => &[include_str!("../../shaders/wgsl/gate_topk.wgsl")],
+            Kernel::BlockMeans => &["block_means"],
+            Kernel::GateTopk => &["gate_topk"],
             Kernel::SelectionCount => &[
-                SELECTION_ENTRIES,
-                include_str!("../../shaders/wgsl/selection_count.wgsl"),
+                "selection_entries",
+                "selection_count",
             ],
-            Kernel::SelectionScan => &[include_str!("../../shaders/wgsl/selection_scan.wgsl")],
+            Kernel::SelectionScan => &["selection_scan"],
             Kernel::SelectionScatter => &[
-                SELECTION_ENTRIES,
-                include_str!("../../shaders/wgsl/selection_scatter.wgsl"),
+                "selection_entries",
+                "selection_scatter",
             ],
             Kernel::AttentionPass => &[
-                ATTENTION_INPUTS,
-                ATTENTION_TILE,
-                BLOCK_TILES,
-                TILE_KEY_END,
-                ATTENTION_STATE,
-                include_str!("../../shaders/wgsl/attention_pass.wgsl"),
+                "attention_inputs",
+                "attention_tile",
+                "block_tiles",
+                "tile_key_end",
+                "attention_state",
+                "attention_pass",
             ],
             Kernel::AttentionPassCoop => &[
-                ATTENTION_INPUTS,
-                BLOCK_TILES,
-                COOP_BLOCK_TILE,
-                ATTENTION_STATE,
-                include_str!("../../shaders/wgsl/attention_pass_coop.wgsl"),
+                "attention_inputs",
+                "block_tiles",
+                "coop_block_tile",
+                "attention_state",
+                "attention_pass_coop",
             ],
             Kernel::AttentionFinalize => {
-                &[include_str!("../../shaders/wgsl/attention_finalize.wgsl")]
+                &["attention_finalize"]
             }
             Kernel::DenseAttention => &[
-                ATTENTION_INPUTS,
-                ATTENTION_TILE,
-                include_str!("../../shaders/wgsl/dense_attention.wgsl"),
+                "attention_inputs",
+                "attention_tile",
+                "dense_attention",
             ],
-            Kernel::BackwardPrepare => &[include_str!("../../shaders/wgsl/backward_prepare.wgsl")],
+            Kernel::BackwardPrepare => &["backward_prepare"],
             Kernel::DqPass => &[
-                ATTENTION_INPUTS,
-                ATTENTION_TILE,
-                BLOCK_TILES,
-                TILE_KEY_END,
-                BACKWARD_ROWS,
-                include_str!("../../shaders/wgsl/dq_pass.wgsl"),
+                "attention_inputs",
+                "attention_tile",
+                "block_tiles",
+                "tile_key_end",
+                "backward_rows",
+                "dq_pass",
             ],
             Kernel::DqPassCoop => &[
-                ATTENTION_INPUTS,
-                BLOCK_TILES,
-                COOP_BLOCK_TILE,
-                BACKWARD_ROWS,
-                include_str!("../../shaders/wgsl/dq_pass_coop.wgsl"),
+                "attention_inputs",
+                "block_tiles",
+                "coop_block_tile",
+                "backward_rows",
+                "dq_pass_coop",
             ],
             Kernel::DkDv => &[
-                ATTENTION_INPUTS,
-                BACKWARD_ROWS,
-                include_str!("../../shaders/wgsl/dkdv.wgsl"),
+                "attention_inputs",
+                "backward_rows",
+                "dkdv",
             ],
             Kernel::DkDvCoop => &[
-                ATTENTION_INPUTS,
-                BLOCK_TILES,
-                BACKWARD_ROWS,
-                include_str!("../../shaders/wgsl/dkdv_coop.wgsl"),
+                "attention_inputs",
+                "block_tiles",
+                "backward_rows",
+                "dkdv_coop",
             ],
         }
     }
@@ -164,10 +207,10 @@ impl Kernel {
         let mut source = self.enables().to_string();
         source.push_str(&constants.prelude());
         source.push_str(KernelParams::WGSL);
-        source.push_str(COMMON);
+        source.push_str(&file("common"));
         for part in self.parts() {
             source.push('\n');
-            source.push_str(part);
+            source.push_str(&file(part));
         }
         source
     }
@@ -225,10 +268,10 @@ mod tests {
         // The shaders themselves define none of the shared constants.
         for kernel in Kernel::ALL {
             for (name, _) in shared_constants::EVERY_KERNEL {
-                let own = kernel.parts().iter().chain([&COMMON]);
+                let own = kernel.parts().iter().chain(&["common"]);
                 assert!(
                     own.into_iter()
-                        .all(|part| !part.contains(&format!("const {name}")))
+                        .all(|part| !file(part).contains(&format!("const {name}")))
                 );
             }
         }

@@ -108,9 +108,9 @@ pub(crate) fn backward_schedule(
 
 /// Workgroup bytes of the cooperative kernels at a head dim, as laid out in their sources:
 /// `coop_block_tile.wgsl` (padded f16 key/value rows or strip columns, the padded score and
-/// probability tiles, two per-row arrays and three 16-byte scalars) plus the forward's row
-/// maxima, and `dkdv_coop.wgsl` (f16 row tiles, f32 score tiles, f16 probability tiles,
-/// three per-row arrays, two 16-byte scalars).
+/// probability tiles, two per-row arrays and three 16-byte scalars) plus the forward's own,
+/// and `dkdv_coop.wgsl` (f16 row tiles, f32 score tiles, f16 probability tiles,
+/// three per-row arrays, three 16-byte scalars).
 fn cooperative_workgroup_bytes(head_dim: u64) -> u64 {
     let (rows, keys) = (COOP_QUERY_TILE as u64, COOP_KEY_TILE as u64);
     let block_tile = (2 * keys * (head_dim + 8) * 2).max(rows * 40 * 2)
@@ -118,13 +118,14 @@ fn cooperative_workgroup_bytes(head_dim: u64) -> u64 {
         + keys * (rows + 8) * 2
         + rows * 8
         + 48;
-    let attention = block_tile + rows * 4;
+    // The forward's row maxima and factors, half-tile maxima, and a 16-byte flag.
+    let attention = block_tile + rows * 8 + COOP_WORKGROUP as u64 * 4 + 16;
     let (chunk, row_tile) = (COOP_DKDV_KEYS as u64, COOP_DKDV_ROWS as u64);
     let dkdv = (2 * row_tile * (head_dim + 8) * 2).max(2 * chunk * 40 * 2)
         + 2 * chunk * (row_tile + 4) * 4
         + 2 * chunk * (row_tile + 8) * 2
         + row_tile * 16
-        + 32;
+        + 48;
     attention.max(dkdv)
 }
 

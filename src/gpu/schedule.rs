@@ -222,7 +222,7 @@ impl Schedule {
             Step::SelectionScatter => (
                 portable(Kernel::SelectionScatter),
                 vec![P(0), I(Io::Selection), S(STARTS), S(CURSORS), S(LISTS)],
-                entries,
+                groups * config.top_k as u64,
             ),
             Step::AttentionPass { slot } => {
                 let (bindings, workgroups) = slot_pass(slot, &[I(Io::O), S(ROW_STATE)]);
