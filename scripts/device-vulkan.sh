@@ -6,13 +6,17 @@
 # forward and backward stage times. Stage first (scripts/stage-device.sh), then run from the
 # repository root on the device with `.gl` and `.device` carried. For the peers beside CUDA
 # and PyTorch, run scripts/device-sweep.sh.
+# Kernel experiments: every folder under VARIANTS (default .device/wgsl-variants) is a set of
+# WGSL files that replace the built-in ones (MOBA_WGSL_DIR); each is timed like the
+# cooperative kernel at TRAIN_S (forward and step) and gets a row of its own.
 # Environment: OUT (default results/device-vulkan), TRAIN_S (default 32768), LONG_S (default
-# 524288; empty skips it), KERNELS (default "cooperative portable").
+# 524288; empty skips it), KERNELS (default "cooperative portable"), VARIANTS.
 set -u
 OUT=${OUT:-results/device-vulkan}
 TRAIN_S=${TRAIN_S:-32768}
 LONG_S=${LONG_S-524288}
 KERNELS=${KERNELS:-cooperative portable}
+VARIANTS=${VARIANTS:-.device/wgsl-variants}
 mkdir -p "$OUT"
 for packed in .device/tests/*.gz; do gunzip -kf "$packed"; done
 chmod +x .device/tests/*
@@ -44,12 +48,26 @@ for kernel in $KERNELS; do
             --out "$records" >> "$OUT/bench.log" 2>&1 || { echo "failed"; tail -5 "$OUT/bench.log"; }
     fi
 done
-python3 - "$records" <<'PY'
-import json, sys
+for variant in "$VARIANTS"/*/; do
+    [ -d "$variant" ] || continue
+    name=$(basename "$variant")
+    echo "== variant $name: $(ls "$variant" | tr '\n' ' ')"
+    MOBA_WGSL_DIR=$variant timeout 120 .device/moba --api vulkan bench --kernel cooperative \
+        --heads 16 --head-dim 128 --seq-lens "$TRAIN_S" --block-size 512 --top-k 3 --runs 3 \
+        --backward --no-dense --out "$OUT/variant-$name.jsonl" >> "$OUT/bench.log" 2>&1 \
+        || echo "   (check failed or error: see bench.log)"
+done
+python3 - "$records" "$OUT"/variant-*.jsonl <<'PY'
+import json, os, sys
 print("| kernel | S | block | top-k | fwd ms | step ms | fwd stages ms | bwd stages ms (rows, inversion, dq, dk dv) | o error | bound |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-for line in open(sys.argv[1]):
+for path in sys.argv[1:]:
+  if not os.path.exists(path):
+    continue
+  for line in open(path):
     r = json.loads(line)
+    if "variant-" in path:
+        r["kernel"] = os.path.basename(path)[len("variant-"):-len(".jsonl")]
     fmt = lambda xs: " / ".join(f"{x:.2f}" for x in xs) if xs else "-"
     step = f"{r['step_ms']:.1f}" if r.get("step_ms") else "-"
     error = f"{r['o_error']:.1e}" if r.get("o_error") is not None else "-"
