@@ -137,6 +137,9 @@ fn main(
     let rows_per_group = group_size() * params.q_len;
     let list_base = chunk.group * rows_per_group * TOP_K;
     let r = lid % ROW_TILE;
+    if lid == 0u {
+        rows_see_chunk[0] = u32(params.causal == 0u);
+    }
     for (var slot = 0u; slot < TOP_K; slot++) {
         if lid == 0u {
             shared_list = list_range(chunk.group, chunk.block, slot);
@@ -144,10 +147,6 @@ fn main(
         let list = workgroupUniformLoad(&shared_list);
         for (var entry = list.x; entry < list.y; entry += ROW_TILE) {
             let rows = min(ROW_TILE, list.y - entry);
-            if lid == 0u {
-                rows_see_chunk[0] = u32(params.causal == 0u);
-            }
-            workgroupBarrier();
             // Stage the rows: their index, position and terms, then q and dout as f16 (zero
             // past `rows`).
             if lid < rows {
@@ -207,6 +206,10 @@ fn main(
                 let ds = p * (sd_tile[DP_OFFSET + key * SD_STRIDE + r] - terms.y);
                 pd_tile[key * PD_STRIDE + r] = f16(p);
                 pd_tile[DS_OFFSET + key * PD_STRIDE + r] = f16(ds);
+            }
+            // Every thread has read the flag (a skipped round leaves it as it was).
+            if lid == 0u {
+                rows_see_chunk[0] = u32(params.causal == 0u);
             }
             workgroupBarrier();
             // dv += p^T . dout (role 0) or dk += ds^T . q (role 1).

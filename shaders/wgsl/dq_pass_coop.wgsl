@@ -46,6 +46,7 @@ fn main(
     let row = lid % QUERY_TILE;
     let keys_first = (lid / QUERY_TILE) * HALF_KEYS;
     let is_row = row < tile.rows;
+    let position = row_position[row];
     var terms = vec2<f32>(0.0, 0.0); // (lse in the log2 domain, delta)
     if is_row {
         terms = row_terms[row_index[row]];
@@ -60,11 +61,10 @@ fn main(
         let count = min(KEY_TILE, key_end - first);
         stage_keys(tile.group, first, count, lid, true);
         tile_products(&query, strip, 0u);
+        let scores = half_tile_scores(row, position, keys_first, first, count);
         for (var j = 0u; j < HALF_KEYS; j++) {
-            p[j] = 0.0;
-            if is_row {
-                p[j] = exp2(visible_score(row, keys_first + j, first, count) - terms.x);
-            }
+            // Masked scores give exp2(NEG_BIG - lse) = 0.
+            p[j] = select(0.0, exp2(scores[j] - terms.x), is_row);
         }
         workgroupBarrier();
         tile_products(&grad_out, strip, V_OFFSET);
