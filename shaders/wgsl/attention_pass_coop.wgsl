@@ -65,8 +65,8 @@ fn main(
     let row = lid % QUERY_TILE;
     let keys_first = (lid / QUERY_TILE) * HALF_KEYS;
     let is_row = row < tile.rows;
-    let owns_row = lid < QUERY_TILE;
     let position = row_position[row];
+    let owns_row = lid < QUERY_TILE;
 
     var o: OutputStrip;
     for (var t = 0u; t < HEAD_COLUMNS; t++) {
@@ -82,11 +82,10 @@ fn main(
         stage_keys(tile.group, first, count, lid, true);
         tile_products(&query, strip, 0u);
         // The tile's max of each row, from both of its threads.
-        let scores = half_tile_scores(row, position, keys_first, first, count);
         var tile_max = NEG_BIG;
         if is_row {
-            for (var j = 0u; j < HALF_KEYS; j++) {
-                tile_max = max(tile_max, scores[j]);
+            for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
+                tile_max = max(tile_max, visible_score(row, position, j, first, count));
             }
         }
         half_max[lid] = tile_max;
@@ -105,12 +104,13 @@ fn main(
         if owns_row {
             row_factor[row] = factor;
         }
-        for (var j = 0u; j < HALF_KEYS; j++) {
+        for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
+            let score = visible_score(row, position, j, first, count);
             var p = 0.0;
-            if is_row && scores[j] != NEG_BIG {
-                p = exp2(scores[j] - running_max);
+            if is_row && score != NEG_BIG {
+                p = exp2(score - running_max);
             }
-            p_tile[(keys_first + j) * P_STRIDE + row] = f16(p);
+            p_tile[j * P_STRIDE + row] = f16(p);
             sum += p;
         }
         if workgroupUniformLoad(&rescale_flag)[0] != 0u {

@@ -164,23 +164,13 @@ fn partner_value(lid: u32, value: f32) -> f32 {
     return partner;
 }
 
-// Scores of tile row `row` (at `position`) against its half of the staged keys, which start
-// at `keys_first`, in the log2 domain; NEG_BIG where masked (causal, or past `count`).
-fn half_tile_scores(row: u32, position: u32, keys_first: u32, first: u32, count: u32) -> array<f32, HALF_KEYS> {
-    let scale_log2 = params.scale_log2;
-    let causal = params.causal != 0u;
-    // Only a half tile that reaches past the row (causal) or past the block's end masks.
-    let last = keys_first + HALF_KEYS - 1u;
-    let masks = last >= count || (causal && first + last > position);
-    var scores: array<f32, HALF_KEYS>;
-    for (var j = 0u; j < HALF_KEYS; j++) {
-        let key = keys_first + j;
-        scores[j] = s_tile[key * S_STRIDE + row] * scale_log2;
-        if masks && (key >= count || (causal && first + key > position)) {
-            scores[j] = NEG_BIG;
-        }
+// Score of staged key j for tile row r (at `position`) in the log2 domain, or NEG_BIG where
+// masked (causal, or past `count`).
+fn visible_score(r: u32, position: u32, j: u32, first: u32, count: u32) -> f32 {
+    if j >= count || (params.causal != 0u && first + j > position) {
+        return NEG_BIG;
     }
-    return scores;
+    return s_tile[j * S_STRIDE + r] * params.scale_log2;
 }
 
 // Stores the output columns [slice * KEY_TILE, (slice + 1) * KEY_TILE) of every strip into

@@ -61,10 +61,11 @@ fn main(
         let count = min(KEY_TILE, key_end - first);
         stage_keys(tile.group, first, count, lid, true);
         tile_products(&query, strip, 0u);
-        let scores = half_tile_scores(row, position, keys_first, first, count);
         for (var j = 0u; j < HALF_KEYS; j++) {
-            // Masked scores give exp2(NEG_BIG - lse) = 0.
-            p[j] = select(0.0, exp2(scores[j] - terms.x), is_row);
+            p[j] = 0.0;
+            if is_row {
+                p[j] = exp2(visible_score(row, position, keys_first + j, first, count) - terms.x);
+            }
         }
         workgroupBarrier();
         tile_products(&grad_out, strip, V_OFFSET);
