@@ -168,8 +168,8 @@ impl GpuContext {
                 required_limits: adapter.limits(),
                 experimental_features: if cooperative {
                     // SAFETY: wgpu marks cooperative matrices experimental; only the
-                    // cooperative attention kernel uses them, checked against the reference
-                    // by tests/cooperative.rs and on every `moba demo` run.
+                    // cooperative kernels (attention, dq, dk/dv) use them, checked against
+                    // the reference by tests/cooperative.rs and on every `moba demo` run.
                     unsafe { wgpu::ExperimentalFeatures::enabled() }
                 } else {
                     wgpu::ExperimentalFeatures::disabled()
