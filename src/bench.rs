@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 use crate::gpu::{
-    AttentionKernel, BackwardBuffers, DenseForward, ForwardIo, GpuContext, MobaBackward,
-    MobaForward, StageTimer,
+    AttentionKernel, DenseForward, ForwardIo, GpuContext, MobaBackward, MobaForward, StageTimer,
 };
 use crate::reference::{Check, Precision, SampledRows};
 use crate::{random, reference, sparsity};
@@ -167,18 +166,7 @@ pub fn measure(
             let dout = gpu.upload("dout", &random::normal(part.q_elems(), seed + 3));
             let [dq, dk, dv] = [part.q_elems(), part.kv_elems(), part.kv_elems()]
                 .map(|elems| gpu.poisoned("gradient", elems));
-            let grads = BackwardBuffers {
-                q: io.q,
-                k: io.k,
-                v: io.v,
-                o: io.o,
-                lse: io.lse,
-                selection: io.selection,
-                dout: &dout,
-                dq: &dq,
-                dk: &dk,
-                dv: &dv,
-            };
+            let grads = io.with_gradients(&dout, &dq, &dk, &dv);
             *total += pollster::block_on(median_seconds(
                 gpu,
                 options.runs,

@@ -2,6 +2,7 @@
 //! selection, with the selection held constant (DESIGN §1.6).
 
 use super::context::GpuContext;
+use super::forward::ForwardBuffers;
 use super::plan::{AttentionKernel, TilePlan, backward_schedule, groups_per_call};
 use super::runner::ScheduleRunner;
 use super::schedule::{KernelSet, Schedule};
@@ -24,6 +25,31 @@ pub struct BackwardBuffers<'a> {
     pub dq: &'a wgpu::Buffer,
     pub dk: &'a wgpu::Buffer,
     pub dv: &'a wgpu::Buffer,
+}
+
+impl<'a> ForwardBuffers<'a> {
+    /// A backward's buffers: this forward's (its inputs and saved outputs), `dout` and the
+    /// gradients.
+    pub fn with_gradients(
+        &self,
+        dout: &'a wgpu::Buffer,
+        dq: &'a wgpu::Buffer,
+        dk: &'a wgpu::Buffer,
+        dv: &'a wgpu::Buffer,
+    ) -> BackwardBuffers<'a> {
+        BackwardBuffers {
+            q: self.q,
+            k: self.k,
+            v: self.v,
+            o: self.o,
+            lse: self.lse,
+            selection: self.selection,
+            dout,
+            dq,
+            dk,
+            dv,
+        }
+    }
 }
 
 impl BackwardBuffers<'_> {
@@ -53,7 +79,7 @@ impl BackwardBuffers<'_> {
 /// and two floats per row, never `S x S`.
 ///
 /// ```no_run
-/// use moba::{MobaConfig, Shape, gpu::{BackwardBuffers, ForwardIo, GpuContext, MobaBackward, MobaForward}};
+/// use moba::{MobaConfig, Shape, gpu::{ForwardIo, GpuContext, MobaBackward, MobaForward}};
 /// let gpu = GpuContext::new_blocking(&Default::default())?;
 /// let (shape, config) = (Shape::prefill(1, 2, 512, 64), MobaConfig::new(64, 3));
 /// let q = moba::random::normal(shape.q_elems(), 1);
@@ -63,10 +89,8 @@ impl BackwardBuffers<'_> {
 /// let (dk, dv) = (gpu.poisoned("dk", shape.kv_elems()), gpu.poisoned("dv", shape.kv_elems()));
 /// let mut encoder = gpu.device().create_command_encoder(&Default::default());
 /// MobaForward::new(&gpu, &shape, &config)?.encode(&mut encoder, &io.buffers())?;
-/// MobaBackward::new(&gpu, &shape, &config)?.encode(&mut encoder, &BackwardBuffers {
-///     q: &io.q, k: &io.k, v: &io.v, o: &io.o, lse: &io.lse, selection: &io.selection,
-///     dout: &dout, dq: &dq, dk: &dk, dv: &dv,
-/// })?;
+/// let grads = io.buffers().with_gradients(&dout, &dq, &dk, &dv);
+/// MobaBackward::new(&gpu, &shape, &config)?.encode(&mut encoder, &grads)?;
 /// gpu.submit_and_wait(encoder.finish())?;
 /// # Ok::<(), moba::MobaError>(())
 /// ```
@@ -108,7 +132,8 @@ impl MobaBackward {
     /// Bytes of every buffer a backward of this shape binds.
     pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
         let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
-        Schedule::backward(shape, config, KernelSet::portable(constants)).buffer_sizes(shape, config)
+        Schedule::backward(shape, config, KernelSet::portable(constants))
+            .buffer_sizes(shape, config)
     }
 
     /// How many (batch, kv head) groups of `shape` one call can take within the adapter's

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::backward::{BackwardBuffers, MobaBackward};
+use super::backward::MobaBackward;
 use super::context::GpuContext;
 use super::dense::DenseForward;
 use super::forward::{ForwardIo, MobaForward};
@@ -132,18 +132,7 @@ impl GpuContext {
             // The portable forward: its f32 o and lse keep the gradients at f32 precision.
             MobaForward::with_kernel(self, part, &config, AttentionKernel::Portable)?
                 .encode(&mut encoder, &io.buffers())?;
-            let buffers = BackwardBuffers {
-                q: &io.q,
-                k: &io.k,
-                v: &io.v,
-                o: &io.o,
-                lse: &io.lse,
-                selection: &io.selection,
-                dout: &dout,
-                dq: &dq,
-                dk: &dk,
-                dv: &dv,
-            };
+            let buffers = io.buffers().with_gradients(&dout, &dq, &dk, &dv);
             MobaBackward::with_kernel(self, part, &config, AttentionKernel::Portable)?
                 .encode(&mut encoder, &buffers)?;
             self.queue().submit([encoder.finish()]);

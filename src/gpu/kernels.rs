@@ -8,28 +8,88 @@ use crate::shared_constants;
 /// Every file under `shaders/wgsl/`, embedded at build time: (stem, text).
 const FILES: [(&str, &str); 23] = [
     ("common", include_str!("../../shaders/wgsl/common.wgsl")),
-    ("attention_inputs", include_str!("../../shaders/wgsl/attention_inputs.wgsl")),
-    ("attention_tile", include_str!("../../shaders/wgsl/attention_tile.wgsl")),
-    ("block_tiles", include_str!("../../shaders/wgsl/block_tiles.wgsl")),
-    ("attention_state", include_str!("../../shaders/wgsl/attention_state.wgsl")),
-    ("backward_rows", include_str!("../../shaders/wgsl/backward_rows.wgsl")),
-    ("tile_key_end", include_str!("../../shaders/wgsl/tile_key_end.wgsl")),
-    ("selection_entries", include_str!("../../shaders/wgsl/selection_entries.wgsl")),
-    ("coop_block_tile", include_str!("../../shaders/wgsl/coop_block_tile.wgsl")),
-    ("block_means", include_str!("../../shaders/wgsl/block_means.wgsl")),
-    ("gate_topk", include_str!("../../shaders/wgsl/gate_topk.wgsl")),
-    ("selection_count", include_str!("../../shaders/wgsl/selection_count.wgsl")),
-    ("selection_scan", include_str!("../../shaders/wgsl/selection_scan.wgsl")),
-    ("selection_scatter", include_str!("../../shaders/wgsl/selection_scatter.wgsl")),
-    ("attention_pass", include_str!("../../shaders/wgsl/attention_pass.wgsl")),
-    ("attention_pass_coop", include_str!("../../shaders/wgsl/attention_pass_coop.wgsl")),
-    ("attention_finalize", include_str!("../../shaders/wgsl/attention_finalize.wgsl")),
-    ("dense_attention", include_str!("../../shaders/wgsl/dense_attention.wgsl")),
-    ("backward_prepare", include_str!("../../shaders/wgsl/backward_prepare.wgsl")),
+    (
+        "attention_inputs",
+        include_str!("../../shaders/wgsl/attention_inputs.wgsl"),
+    ),
+    (
+        "attention_tile",
+        include_str!("../../shaders/wgsl/attention_tile.wgsl"),
+    ),
+    (
+        "block_tiles",
+        include_str!("../../shaders/wgsl/block_tiles.wgsl"),
+    ),
+    (
+        "attention_state",
+        include_str!("../../shaders/wgsl/attention_state.wgsl"),
+    ),
+    (
+        "backward_rows",
+        include_str!("../../shaders/wgsl/backward_rows.wgsl"),
+    ),
+    (
+        "tile_key_end",
+        include_str!("../../shaders/wgsl/tile_key_end.wgsl"),
+    ),
+    (
+        "selection_entries",
+        include_str!("../../shaders/wgsl/selection_entries.wgsl"),
+    ),
+    (
+        "coop_block_tile",
+        include_str!("../../shaders/wgsl/coop_block_tile.wgsl"),
+    ),
+    (
+        "block_means",
+        include_str!("../../shaders/wgsl/block_means.wgsl"),
+    ),
+    (
+        "gate_topk",
+        include_str!("../../shaders/wgsl/gate_topk.wgsl"),
+    ),
+    (
+        "selection_count",
+        include_str!("../../shaders/wgsl/selection_count.wgsl"),
+    ),
+    (
+        "selection_scan",
+        include_str!("../../shaders/wgsl/selection_scan.wgsl"),
+    ),
+    (
+        "selection_scatter",
+        include_str!("../../shaders/wgsl/selection_scatter.wgsl"),
+    ),
+    (
+        "attention_pass",
+        include_str!("../../shaders/wgsl/attention_pass.wgsl"),
+    ),
+    (
+        "attention_pass_coop",
+        include_str!("../../shaders/wgsl/attention_pass_coop.wgsl"),
+    ),
+    (
+        "attention_finalize",
+        include_str!("../../shaders/wgsl/attention_finalize.wgsl"),
+    ),
+    (
+        "dense_attention",
+        include_str!("../../shaders/wgsl/dense_attention.wgsl"),
+    ),
+    (
+        "backward_prepare",
+        include_str!("../../shaders/wgsl/backward_prepare.wgsl"),
+    ),
     ("dq_pass", include_str!("../../shaders/wgsl/dq_pass.wgsl")),
-    ("dq_pass_coop", include_str!("../../shaders/wgsl/dq_pass_coop.wgsl")),
+    (
+        "dq_pass_coop",
+        include_str!("../../shaders/wgsl/dq_pass_coop.wgsl"),
+    ),
     ("dkdv", include_str!("../../shaders/wgsl/dkdv.wgsl")),
-    ("dkdv_coop", include_str!("../../shaders/wgsl/dkdv_coop.wgsl")),
+    (
+        "dkdv_coop",
+        include_str!("../../shaders/wgsl/dkdv_coop.wgsl"),
+    ),
 ];
 
 /// Development switch: a folder whose `.wgsl` files replace the embedded ones of the same
@@ -123,15 +183,9 @@ impl Kernel {
         match self {
             Kernel::BlockMeans => &["block_means"],
             Kernel::GateTopk => &["gate_topk"],
-            Kernel::SelectionCount => &[
-                "selection_entries",
-                "selection_count",
-            ],
+            Kernel::SelectionCount => &["selection_entries", "selection_count"],
             Kernel::SelectionScan => &["selection_scan"],
-            Kernel::SelectionScatter => &[
-                "selection_entries",
-                "selection_scatter",
-            ],
+            Kernel::SelectionScatter => &["selection_entries", "selection_scatter"],
             Kernel::AttentionPass => &[
                 "attention_inputs",
                 "attention_tile",
@@ -147,14 +201,8 @@ impl Kernel {
                 "attention_state",
                 "attention_pass_coop",
             ],
-            Kernel::AttentionFinalize => {
-                &["attention_finalize"]
-            }
-            Kernel::DenseAttention => &[
-                "attention_inputs",
-                "attention_tile",
-                "dense_attention",
-            ],
+            Kernel::AttentionFinalize => &["attention_finalize"],
+            Kernel::DenseAttention => &["attention_inputs", "attention_tile", "dense_attention"],
             Kernel::BackwardPrepare => &["backward_prepare"],
             Kernel::DqPass => &[
                 "attention_inputs",
@@ -171,11 +219,7 @@ impl Kernel {
                 "backward_rows",
                 "dq_pass_coop",
             ],
-            Kernel::DkDv => &[
-                "attention_inputs",
-                "backward_rows",
-                "dkdv",
-            ],
+            Kernel::DkDv => &["attention_inputs", "backward_rows", "dkdv"],
             Kernel::DkDvCoop => &[
                 "attention_inputs",
                 "block_tiles",

@@ -232,7 +232,11 @@ impl Schedule {
             Step::DqPass { slot } => {
                 let own = [I(Io::Dout), S(ROW_STATE), I(Io::Dq)];
                 let (bindings, workgroups) = slot_pass(slot, &own);
-                (kernels.pick(Kernel::DqPass, Kernel::DqPassCoop), bindings, workgroups)
+                (
+                    kernels.pick(Kernel::DqPass, Kernel::DqPassCoop),
+                    bindings,
+                    workgroups,
+                )
             }
             Step::AttentionFinalize => (
                 portable(Kernel::AttentionFinalize),
