@@ -22,10 +22,12 @@
 //       [2][64 keys][32 + 8] key and value columns while the strips load); sd_tile f32
 //       [2][64 keys][32 + 4 rows] (s^T, dp^T; at the end [2][64 keys][32 dims] of dv, dk);
 //       pd_tile f16 [2][64 keys][32 + 8 rows] (p^T, ds^T); per-row index, position, terms.
-// Memory: dk, dv [groups, kv_len, HEAD_DIM] vec4 f32.
+// Memory: dk, dv [groups, kv_len, HEAD_DIM] vec4 f32; dout_max [1] u32 from backward_prepare
+//       (dout and delta are scaled by dout_factor before the f16 rounding).
 
 @group(0) @binding(8) var<storage, read_write> dk: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> dv: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read> dout_max: array<u32>;
 
 const MATRIX: u32 = 16u;
 const HEAD_COLUMNS: u32 = HEAD_DIM / MATRIX;
@@ -101,6 +103,8 @@ fn main(
     if chunk.first >= chunk.end {
         return;
     }
+    // dout and delta scaled by a power of two before the f16 rounding (dout_factor).
+    let dout_scale = dout_factor(bitcast<f32>(dout_max[0]));
     let key_strip = subgroup % KEY_STRIPS;
     let role = subgroup / KEY_STRIPS;
 
@@ -172,7 +176,7 @@ fn main(
                 if i / HEAD_VECS < rows {
                     let source = staged_row[i / HEAD_VECS] * HEAD_VECS + i % HEAD_VECS;
                     q = queries[source];
-                    d = dout[source];
+                    d = dout[source] * dout_scale;
                 }
                 row_tile[at] = vec4<f16>(q);
                 row_tile[DOUT_OFFSET + at] = vec4<f16>(d);
@@ -193,7 +197,7 @@ fn main(
             // p and ds of row r against the chunk's keys.
             var terms = vec2<f32>(0.0, 0.0); // (lse in the log2 domain, delta)
             if r < rows {
-                terms = staged_terms[r];
+                terms = staged_terms[r] * vec2<f32>(1.0, dout_scale);
             }
             for (var key = lid / ROW_TILE; key < CHUNK_KEYS; key += KEY_STEP) {
                 let position = chunk.first + key;
@@ -228,7 +232,8 @@ fn main(
     }
 
     // Write dv and dk, SLICE_COLUMNS head dims at a time through sd_tile.
-    let scale = params.scale_log2 * LN_2;
+    // Scaled dout gave scaled sums: the power of two divides out exactly.
+    let scale = params.scale_log2 * LN_2 / dout_scale;
     for (var slice = 0u; slice < HEAD_DIM / SLICE_COLUMNS; slice++) {
         for (var t = 0u; t < HEAD_COLUMNS; t++) {
             if t / (SLICE_COLUMNS / MATRIX) == slice {
@@ -242,7 +247,7 @@ fn main(
             if chunk.first + key < chunk.end {
                 let d = slice * SLICE_COLUMNS + i % SLICE_COLUMNS;
                 let at = kv_base + key * HEAD_VECS + d / 4u;
-                dv[at][d % 4u] = sd_tile[i];
+                dv[at][d % 4u] = sd_tile[i] / dout_scale;
                 dk[at][d % 4u] = scale * sd_tile[DK_OUT_OFFSET + i];
             }
         }

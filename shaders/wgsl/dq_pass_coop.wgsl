@@ -6,6 +6,8 @@
 //       s = q . k^T (matrix units) -> p = exp2(s * scale_log2 - lse) with the saved lse, kept
 //       by the row's threads in registers; dp = dout . v^T (matrix units) -> ds = p (dp - delta)
 //       as f16 in p_tile; dq += ds . k (matrix units). Nothing of the softmax is recomputed.
+// dout and delta are scaled by a power of two (dout_factor, backward_rows.wgsl) before the
+//       f16 rounding, so that a training loss's small gradients keep their precision.
 // Registers: the strips of q and dout (2 x HEAD_COLUMNS A matrices) and of dq (HEAD_COLUMNS
 //       f32 matrices) per subgroup; HALF_KEYS probabilities per thread.
 // Output: dq = scale * sum over the pass's block (+ the earlier slots'), written a column slice
@@ -14,6 +16,10 @@
 // Memory: dq [rows, HEAD_DIM] vec4 f32.
 
 @group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> dout_max: array<u32>;
+
+// dout_factor (backward_rows.wgsl) of this problem, set once by main.
+var<private> dout_scale: f32;
 
 // Which rows a strip is made of.
 const STRIP_QUERIES: u32 = 0u;
@@ -23,7 +29,7 @@ fn strip_source(source: u32, row: u32, at: u32) -> vec4<f32> {
     if source == STRIP_QUERIES {
         return queries[row * HEAD_VECS + at];
     }
-    return dout[row * HEAD_VECS + at];
+    return dout[row * HEAD_VECS + at] * dout_scale;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -36,6 +42,7 @@ fn main(
     if tile.rows == 0u {
         return;
     }
+    dout_scale = dout_factor(bitcast<f32>(dout_max[0]));
     let key_end = load_tile_rows(tile, lid);
     let strip = subgroup;
     var query: RowStrip;
@@ -49,7 +56,7 @@ fn main(
     let position = row_position[row];
     var terms = vec2<f32>(0.0, 0.0); // (lse in the log2 domain, delta)
     if is_row {
-        terms = row_terms[row_index[row]];
+        terms = row_terms[row_index[row]] * vec2<f32>(1.0, dout_scale);
     }
 
     var grad_query: OutputStrip;
@@ -79,7 +86,8 @@ fn main(
         workgroupBarrier();
     }
 
-    let scale = params.scale_log2 * LN_2;
+    // Scaled dout gave scaled ds: the power of two divides out exactly.
+    let scale = params.scale_log2 * LN_2 / dout_scale;
     for (var slice = 0u; slice < HEAD_COLUMNS / KEY_COLUMNS; slice++) {
         stage_output_slice(&grad_query, slice, strip);
         for (var i = lid; i < tile.rows * KEY_TILE; i += WORKGROUP_SIZE) {

@@ -103,8 +103,9 @@ pub struct MobaBackward {
 
 impl MobaBackward {
     /// Plans a backward with the fastest kernels the adapter runs at this head dim
-    /// ([`AttentionKernel::best`]): the cooperative ones (f16 products, f16-level gradients)
-    /// where it has them.
+    /// ([`AttentionKernel::best`]): the cooperative ones where it has them. They round dout
+    /// and the score gradients to f16 after scaling dout by a power of two (its largest
+    /// element into [0.5, 1)), so a training loss's small gradients keep f16's precision.
     pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
         let kernel = AttentionKernel::best(gpu.caps(), shape.head_dim);
         Self::with_kernel(gpu, shape, config, kernel)

@@ -118,7 +118,10 @@ const STARTS: usize = 2;
 const LISTS: usize = 3;
 /// Forward: the running (max, sum) of every row; backward: (lse in log2, delta).
 const ROW_STATE: usize = 4;
+/// Forward only.
 const BLOCK_MEANS: usize = 5;
+/// Backward only: the largest |dout| (f32 bits), for the cooperative kernels' scaling.
+const DOUT_MAX: usize = 5;
 
 /// The kernels a schedule runs: the portable ones' constants, and the cooperative ones'
 /// where the attention passes, the dq passes and dk/dv run on cooperative matrices.
@@ -170,6 +173,11 @@ impl Schedule {
     /// The backward ([`launch_plan::backward`]) lowered to WGSL kernels.
     pub fn backward(shape: &Shape, config: &MobaConfig, kernels: KernelSet) -> Self {
         let mut schedule = Self::new(&Stage::BACKWARD, &BACKWARD_IO, shape, config, kernels);
+        schedule.scratch.push(Scratch {
+            label: "dout max",
+            bytes: 4,
+            zeroed: true,
+        });
         for step in launch_plan::backward(config) {
             schedule.lower(step, shape, config, kernels);
         }
@@ -230,13 +238,14 @@ impl Schedule {
                 (kernel, bindings, workgroups)
             }
             Step::DqPass { slot } => {
-                let own = [I(Io::Dout), S(ROW_STATE), I(Io::Dq)];
-                let (bindings, workgroups) = slot_pass(slot, &own);
-                (
-                    kernels.pick(Kernel::DqPass, Kernel::DqPassCoop),
-                    bindings,
-                    workgroups,
-                )
+                let kernel = kernels.pick(Kernel::DqPass, Kernel::DqPassCoop);
+                // The cooperative pass also reads the largest |dout| (its scaling).
+                let own: &[Binding] = match kernel.0 {
+                    Kernel::DqPassCoop => &[I(Io::Dout), S(ROW_STATE), I(Io::Dq), S(DOUT_MAX)],
+                    _ => &[I(Io::Dout), S(ROW_STATE), I(Io::Dq)],
+                };
+                let (bindings, workgroups) = slot_pass(slot, own);
+                (kernel, bindings, workgroups)
             }
             Step::AttentionFinalize => (
                 portable(Kernel::AttentionFinalize),
@@ -245,7 +254,14 @@ impl Schedule {
             ),
             Step::BackwardPrepare => (
                 portable(Kernel::BackwardPrepare),
-                vec![P(0), I(Io::O), I(Io::Dout), I(Io::Lse), S(ROW_STATE)],
+                vec![
+                    P(0),
+                    I(Io::O),
+                    I(Io::Dout),
+                    I(Io::Lse),
+                    S(ROW_STATE),
+                    S(DOUT_MAX),
+                ],
                 per_thread_rows,
             ),
             // Both dq passes accumulate into dq itself: nothing to convert.
@@ -267,6 +283,7 @@ impl Schedule {
                             S(ROW_STATE),
                             I(Io::Dk),
                             I(Io::Dv),
+                            S(DOUT_MAX),
                         ],
                         groups * nb * chunks(coop.subgroups / 2 * 16),
                     ),
