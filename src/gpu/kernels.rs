@@ -110,7 +110,17 @@ fn file(stem: &str) -> Cow<'static, str> {
     };
     let path = std::path::Path::new(&dir).join(format!("{stem}.wgsl"));
     match std::fs::read_to_string(&path) {
-        Ok(text) => Cow::Owned(text),
+        Ok(text) => {
+            // Never silent: the first replaced file says where the kernels come from.
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!(
+                    "{WGSL_DIR_VARIABLE}={}: WGSL files there replace the built-in kernels",
+                    dir.to_string_lossy()
+                );
+            }
+            Cow::Owned(text)
+        }
         Err(_) => Cow::Borrowed(embedded),
     }
 }
