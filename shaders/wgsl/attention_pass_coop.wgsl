@@ -12,8 +12,8 @@
 //       max settles within its first tiles).
 // Work split: subgroup s owns row strip s: its score tiles (all KEY_COLUMNS) and its output
 //       tiles (all HEAD_COLUMNS).
-// Workgroup memory: coop_block_tile.wgsl's, plus per-row max, rescale factor and half-tile
-//       maxima (HEAD_DIM 128: 45 KiB).
+// Workgroup memory: coop_block_tile.wgsl's, plus per-row max, rescale factor and a partner
+//       slot per thread (HEAD_DIM 128: 45 KiB).
 // Precision: the row sums add the f32 p, so the statistics (max, sum, lse) are exact to f32
 //       on f16-exact inputs.
 
@@ -22,9 +22,18 @@ const RESCALE_SLACK: f32 = 8.0;
 
 var<workgroup> row_max: array<f32, QUERY_TILE>;
 var<workgroup> row_factor: array<f32, QUERY_TILE>;
-var<workgroup> half_max: array<f32, WORKGROUP_SIZE>;
+// One value per thread, for partner_value.
+var<workgroup> partner_slots: array<f32, WORKGROUP_SIZE>;
 // Padded to 16 bytes (see coop_block_tile.wgsl). Every thread that sets it writes 1.
 var<workgroup> rescale_flag: array<u32, 4>;
+
+// The value of the thread that shares this thread's row (WORKGROUP_SIZE = 2 * QUERY_TILE).
+// Call from uniform control flow, with a barrier between two calls.
+fn partner_value(lid: u32, value: f32) -> f32 {
+    partner_slots[lid] = value;
+    workgroupBarrier();
+    return partner_slots[(lid + QUERY_TILE) % WORKGROUP_SIZE];
+}
 
 // The rows a strip is made of: the queries.
 fn strip_source(source: u32, row: u32, at: u32) -> vec4<f32> {
@@ -88,9 +97,7 @@ fn main(
                 tile_max = max(tile_max, visible_score(row, position, j, first, count));
             }
         }
-        half_max[lid] = tile_max;
-        workgroupBarrier();
-        tile_max = max(tile_max, half_max[(lid + QUERY_TILE) % WORKGROUP_SIZE]);
+        tile_max = max(tile_max, partner_value(lid, tile_max));
         var factor = 1.0;
         if tile_max > running_max + RESCALE_SLACK {
             // A row whose output already holds keys needs rescaling: the workgroup does it.

@@ -154,16 +154,6 @@ fn accumulate_products(acc: ptr<function, OutputStrip>, strip: u32, offset: u32)
     }
 }
 
-// The value of the thread that shares this thread's row (through s_tile, free between the
-// sweeps and before the output). Call from uniform control flow.
-fn partner_value(lid: u32, value: f32) -> f32 {
-    s_tile[lid] = value;
-    workgroupBarrier();
-    let partner = s_tile[(lid + QUERY_TILE) % WORKGROUP_SIZE];
-    workgroupBarrier();
-    return partner;
-}
-
 // Score of staged key j for tile row r (at `position`) in the log2 domain, or NEG_BIG where
 // masked (causal, or past `count`).
 fn visible_score(r: u32, position: u32, j: u32, first: u32, count: u32) -> f32 {
