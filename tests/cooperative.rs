@@ -219,7 +219,6 @@ fn moba_forward_matches_the_reference_at_f16_precision() {
 #[test]
 fn forward_rescales_when_later_keys_score_higher() {
     let Some(gpu) = cooperative_gpu() else { return };
-    let round = |x: f32| half::f16::from_f32(x).to_f32();
     let mut failures = 0;
     for (shape, config) in [
         (
@@ -232,21 +231,19 @@ fn forward_rescales_when_later_keys_score_higher() {
         ),
     ] {
         let (q, k, v) = inputs(&shape, 123);
-        let [q, k, v] = [q, k, v].map(|x| x.into_iter().map(round).collect::<Vec<_>>());
+        let [q, k, v] = [q, k, v].map(to_f16);
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
         let (o, lse) = cooperative_forward(gpu, (&q, &k, &v), &shape, &config);
-        let (naive_o, naive_lse) = naive(&q, &k, &v, &shape, &config, &want.selection, round);
+        let (naive_o, naive_lse) = naive(&q, &k, &v, &shape, &config, &want.selection, f16_round);
         let mut line = format!("{shape:?} {config:?}:");
         for (name, got, naive, want) in [
             ("o", &o, &naive_o, &want.o),
             ("lse", &lse, &naive_lse, &want.lse),
         ] {
-            let error = reference::max_abs_error(got, want);
             // The straightforward f16 forward rounds the spread scores coarsely: its error
             // is large here, so the forward grid's fixed bound applies too.
             let bound = tolerance(reference::max_abs_error(naive, want)).min(1e-2);
-            line += &format!(" {name} {error:.2e} (bound {bound:.2e})");
-            failures += usize::from(error > bound); // max_abs_error turns NaN into infinity
+            failures += usize::from(!within(&mut line, name, got, want, bound));
         }
         eprintln!("{line}");
     }
@@ -318,18 +315,31 @@ fn lse_is_exact_to_f32_on_f16_exact_inputs() {
     let Some(gpu) = cooperative_gpu() else { return };
     let shape = Shape::prefill(1, 2, 1024, 128);
     let config = MobaConfig::new(128, 3);
-    let round = |data: Vec<f32>| -> Vec<f32> {
-        data.into_iter()
-            .map(|x| half::f16::from_f32(x).to_f32())
-            .collect()
-    };
     let (q, k, v) = inputs(&shape, 77);
-    let (q, k, v) = (round(q), round(k), round(v));
+    let [q, k, v] = [q, k, v].map(to_f16);
     let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
     let (_, lse) = cooperative_forward(gpu, (&q, &k, &v), &shape, &config);
     let lse_error = reference::max_abs_error(&lse, &want.lse);
     eprintln!("lse error on f16-exact inputs: {lse_error:.2e}");
     assert!(lse_error < 2e-5, "lse error {lse_error:.2e}");
+}
+
+/// `x` rounded to the nearest f16.
+fn f16_round(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// Values that f16 holds exactly (inputs whose only rounding is the kernel's own).
+fn to_f16(data: Vec<f32>) -> Vec<f32> {
+    data.into_iter().map(f16_round).collect()
+}
+
+/// Whether `got`'s largest error against `want` is within `bound` (NaN never is: the error
+/// is then infinite); adds `name error (bound)` to `line`.
+fn within(line: &mut String, name: &str, got: &[f32], want: &[f64], bound: f64) -> bool {
+    let error = reference::max_abs_error(got, want);
+    *line += &format!(" {name} {error:.2e} (bound {bound:.2e})");
+    error <= bound
 }
 
 /// The tensor-core forward's o and lse.
@@ -357,7 +367,6 @@ fn cooperative_forward(
 #[test]
 fn moba_backward_matches_the_reference_at_f16_precision() {
     let Some(gpu) = cooperative_gpu() else { return };
-    let round = |x: f32| half::f16::from_f32(x).to_f32();
     let mut failures = 0;
     for (index, (shape, config)) in [
         (
@@ -380,23 +389,21 @@ fn moba_backward_matches_the_reference_at_f16_precision() {
         let seed = 90 + index as u64;
         let (q, k, v) = inputs(&shape, seed);
         let dout = random::normal(shape.q_elems(), seed ^ 0x5eed_0003);
-        let [q, k, v, dout] = [q, k, v, dout].map(|x| x.into_iter().map(round).collect::<Vec<_>>());
+        let [q, k, v, dout] = [q, k, v, dout].map(to_f16);
         let (selection, grads) = cooperative_backward(gpu, [&q, &k, &v, &dout], &shape, &config);
         let again = cooperative_backward(gpu, [&q, &k, &v, &dout], &shape, &config).1;
         let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
         let exact_selection = reference::selection(&q, &k, &shape, &config);
         assert_eq!(selection, exact_selection, "case {index}: the gate differs");
-        let naive = naive_backward(&q, &k, &v, &dout, &shape, &config, &selection, round);
+        let naive = naive_backward(&q, &k, &v, &dout, &shape, &config, &selection, f16_round);
         let mut line = format!("{shape:?} {config:?}:");
         for (name, got, naive, want) in [
             ("dq", &grads[0], &naive.0, &want.dq),
             ("dk", &grads[1], &naive.1, &want.dk),
             ("dv", &grads[2], &naive.2, &want.dv),
         ] {
-            let error = reference::max_abs_error(got, want);
             let bound = tolerance(reference::max_abs_error(naive, want));
-            line += &format!(" {name} {error:.2e} (bound {bound:.2e})");
-            failures += usize::from(error > bound); // max_abs_error turns NaN into infinity
+            failures += usize::from(!within(&mut line, name, got, want, bound));
         }
         let same = grads == again;
         // A training loss's gradients are small (|dout| around 1e-6 here): the kernels scale
