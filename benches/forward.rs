@@ -45,11 +45,7 @@ fn main() {
         let moba = MobaForward::new(&gpu, &shape, &config).expect("a MoBA plan");
         let dense = DenseForward::new(&gpu, &shape, &config).expect("a dense plan");
         let moba_ms = median_ms(&gpu, 5, |e| moba.encode(e, &io.buffers()).expect("encode"));
-        let dense_ms = median_ms(&gpu, 5, |e| {
-            dense
-                .encode(e, &io.q, &io.k, &io.v, &io.o, &io.lse)
-                .expect("encode")
-        });
+        let dense_ms = median_ms(&gpu, 5, |e| dense.encode(e, &io.buffers()).expect("encode"));
         println!(
             "| {} | 2 | 64 | {} | {top_k} | {moba_ms:.2} | {dense_ms:.2} |",
             shape.q_len, config.block_size

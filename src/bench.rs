@@ -205,7 +205,7 @@ pub fn measure(
                 gpu,
                 options.runs,
                 options.warmup,
-                |encoder| dense.encode(encoder, io.q, io.k, io.v, io.o, io.lse),
+                |encoder| dense.encode(encoder, &io),
             ))?;
         }
     }

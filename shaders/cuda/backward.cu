@@ -57,10 +57,9 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
     u16* kv_buffers = do_tile + TileLayout::elems(ROW_TILE);
     __shared__ u32 rows[ROW_TILE];
 
-    u32 bh = blockIdx.y, list = bh * TOP_K + slot;
-    GatheredTile tile = gathered_tile(p, starts, tiles, list, blockIdx.x);
+    GatheredTile tile = gathered_tile(rows, p, lists, starts, tiles, slot);
     if (tile.count == 0) return;
-    load_tile_rows(rows, p, lists, list, tile);
+    u32 bh = blockIdx.y;
     size_t q_base = (size_t)bh * p.q_len * HEAD_DIM;
     // Copied with the first key tile (KeyValueTiles commits them, arrive(0) waits for them).
     stage_async<ROW_TILE, TILE_THREADS, TileLayout>(q_tile, q + q_base, Listed{rows}, tile.count);

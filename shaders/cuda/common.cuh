@@ -164,33 +164,31 @@ __device__ __forceinline__ u32 shared_address(const void* p) {
     return (u32)__cvta_generic_to_shared(p);
 }
 
+// Four 8x8 b16 matrices from shared memory, one row address per lane (p), into r: as
+// stored, or transposed.
+#define LDMATRIX_X4(r, p, variant)                                                            \
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4" variant ".shared.b16 {%0,%1,%2,%3}, [%4];"  \
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])                            \
+                 : "r"(shared_address(p)))
+
 // A fragment of rows m0..m0+15, columns k0..k0+15 of a row-major tile.
 __device__ __forceinline__ void load_a(u32 a[4], const u16* tile, u32 stride, u32 m0, u32 k0) {
     u32 lane = threadIdx.x % WARP;
-    const u16* p = tile + (m0 + lane % 16) * stride + k0 + (lane / 16) * 8;
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-                 : "r"(shared_address(p)));
+    LDMATRIX_X4(a, tile + (m0 + lane % 16) * stride + k0 + (lane / 16) * 8, "");
 }
 
 // B fragments of two n-tiles (n0..n0+7 and n0+8..n0+15), k0..k0+15, from a tile stored
 // [n][k] (the key tile of q.k^T): b[0..1] for the first n-tile, b[2..3] for the second.
 __device__ __forceinline__ void load_b_nk(u32 b[4], const u16* tile, u32 stride, u32 n0, u32 k0) {
     u32 lane = threadIdx.x % WARP;
-    const u16* p = tile + (n0 + lane % 8 + (lane / 16) * 8) * stride + k0 + ((lane / 8) % 2) * 8;
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                 : "r"(shared_address(p)));
+    LDMATRIX_X4(b, tile + (n0 + lane % 8 + (lane / 16) * 8) * stride + k0 + ((lane / 8) % 2) * 8, "");
 }
 
 // The same two n-tiles from a tile stored [k][n] (the value tile of p.v), transposed by
 // ldmatrix on the way.
 __device__ __forceinline__ void load_b_kn(u32 b[4], const u16* tile, u32 stride, u32 k0, u32 n0) {
     u32 lane = threadIdx.x % WARP;
-    const u16* p = tile + (k0 + lane % 16) * stride + n0 + (lane / 16) * 8;
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
-                 : "r"(shared_address(p)));
+    LDMATRIX_X4(b, tile + (k0 + lane % 16) * stride + n0 + (lane / 16) * 8, ".trans");
 }
 
 // c += a . b on the tensor cores.
@@ -428,9 +426,14 @@ struct GatheredTile {
     u32 count;
 };
 
-// Tile `x` of list `list`; count is 0 past the last tile (the grid is an upper bound).
-__device__ __forceinline__ GatheredTile gathered_tile(const Params& p, const u32* starts,
-                                                     const u32* tiles, u32 list, u32 x) {
+// This thread block's tile of slot `slot`'s list of query head blockIdx.y: tile blockIdx.x
+// of the list; count is 0 past the last tile (the grid is an upper bound). Its query rows go
+// into shared `rows`, the last one repeated past `count` so that every row of the tile reads
+// a real query; then a barrier (uniform: the tile is the block's).
+__device__ __forceinline__ GatheredTile gathered_tile(u32* rows, const Params& p, const u32* lists,
+                                                     const u32* starts, const u32* tiles,
+                                                     u32 slot) {
+    u32 list = blockIdx.y * TOP_K + slot, x = blockIdx.x;
     const u32* list_starts = starts + (size_t)list * (p.num_blocks + 1);
     const u32* list_tiles = tiles + (size_t)list * (p.num_blocks + 1);
     GatheredTile tile = {0, 0, 0};
@@ -438,18 +441,12 @@ __device__ __forceinline__ GatheredTile gathered_tile(const Params& p, const u32
     tile.block = tile_block(list_tiles, p.num_blocks, x);
     tile.first = list_starts[tile.block] + (x - list_tiles[tile.block]) * ROW_TILE;
     tile.count = min((u32)ROW_TILE, list_starts[tile.block + 1] - tile.first);
-    return tile;
-}
-
-// The query rows of `tile` (list `list`) into shared `rows`, the last one repeated past
-// `tile.count` so that every row of the tile reads a real query; then a barrier.
-__device__ __forceinline__ void load_tile_rows(u32* rows, const Params& p, const u32* lists,
-                                               u32 list, GatheredTile tile) {
     const u32* list_rows = lists + (size_t)list * p.q_len + tile.first;
     for (u32 i = threadIdx.x; i < ROW_TILE; i += TILE_THREADS) {
         rows[i] = list_rows[min(i, tile.count - 1)];
     }
     __syncthreads();
+    return tile;
 }
 
 // ---- warpgroup MMA (sm_90a) ----

@@ -11,40 +11,32 @@
 //        attention_finalize normalises after the last pass. Slot 0 is valid for every row
 //        (selections are ascending, -1 padded), so it starts the state.
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
-    let tile = block_tile(workgroup_index(grid));
-    if tile.rows == 0u {
-        return;
-    }
-    let is_row = lid < tile.rows;
-    var row = vec2<u32>(0u, 0u); // (flat row, position)
+// The kernel's work on one tile (block_tile_pass.wgsl's entry calls it).
+fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
     var query: HeadVector;
     var acc: HeadVector;
     var state = vec2<f32>(NEG_BIG, 0.0);
-    if is_row {
-        row = tile_row(tile, lid);
-        query = load_query(row.x);
+    if row.present {
+        query = load_query(row.flat);
         if params.slot > 0u {
             for (var i = 0u; i < HEAD_VECS; i++) {
-                acc[i] = out[row.x * HEAD_VECS + i];
+                acc[i] = out[row.flat * HEAD_VECS + i];
             }
-            state = stats[row.x];
+            state = stats[row.flat];
         }
     }
-    let key_end = shared_key_end(tile, is_row, row.y, lid);
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
         stage_key_tile(tile.group, first, count, lid);
-        if is_row {
-            attend_key_tile(&query, &acc, &state, first, count, row.y);
+        if row.present {
+            attend_key_tile(&query, &acc, &state, first, count, row.position);
         }
         workgroupBarrier();
     }
-    if is_row {
+    if row.present {
         for (var i = 0u; i < HEAD_VECS; i++) {
-            out[row.x * HEAD_VECS + i] = acc[i];
+            out[row.flat * HEAD_VECS + i] = acc[i];
         }
-        stats[row.x] = state;
+        stats[row.flat] = state;
     }
 }

@@ -40,6 +40,20 @@ fn strip_source(source: u32, row: u32, at: u32) -> vec4<f32> {
     return queries[row * HEAD_VECS + at];
 }
 
+// Merges element (r, d) of the tile's output into the running state:
+// new = old * 2^(m_old - m) + block * 2^(m_block - m).
+fn store_output(r: u32, d: u32, value: f32) {
+    let at = row_index[r] * HEAD_VECS + d / 4u;
+    var old = 0.0;
+    var old_state = vec2<f32>(NEG_BIG, 0.0);
+    if params.slot > 0u {
+        old = out[at][d % 4u];
+        old_state = stats[row_index[r]];
+    }
+    let new_max = max(old_state.x, row_max[r]);
+    out[at][d % 4u] = old * exp2(old_state.x - new_max) + value * exp2(row_max[r] - new_max);
+}
+
 // o *= row_factor, row by row, a KEY_TILE-wide column slice at a time through s_tile.
 // Call from uniform control flow.
 fn rescale_output(o: ptr<function, OutputStrip>, strip: u32, lid: u32) {
@@ -56,18 +70,9 @@ fn rescale_output(o: ptr<function, OutputStrip>, strip: u32, lid: u32) {
     }
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    grid: GridPosition,
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(subgroup_id) subgroup: u32,
-) {
-    let tile = open_block_tile(grid, lid);
-    if tile.rows == 0u {
-        return;
-    }
-    let key_end = load_tile_rows(tile, lid);
-    let strip = subgroup;
+// The kernel's work on one tile (coop_block_tile.wgsl's entry calls it): its rows' keys end
+// at `key_end`; subgroup `strip` owns row strip `strip`.
+fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
     var query: RowStrip;
     load_strip(&query, tile, strip, lid, 0u);
     // Thread `lid` takes row `row` and the keys of its half of every staged tile.
@@ -131,25 +136,7 @@ fn main(
         row_max[row] = running_max;
     }
 
-    // Merge with the running state, one KEY_TILE-wide column slice of the output at a time
-    // through s_tile: new = old * 2^(m_old - m) + block * 2^(m_block - m).
-    for (var slice = 0u; slice < HEAD_COLUMNS / KEY_COLUMNS; slice++) {
-        stage_output_slice(&o, slice, strip);
-        for (var i = lid; i < tile.rows * KEY_TILE; i += WORKGROUP_SIZE) {
-            let r = i / KEY_TILE;
-            let d = slice * KEY_TILE + i % KEY_TILE;
-            let at = row_index[r] * HEAD_VECS + d / 4u;
-            var old = 0.0;
-            var old_state = vec2<f32>(NEG_BIG, 0.0);
-            if params.slot > 0u {
-                old = out[at][d % 4u];
-                old_state = stats[row_index[r]];
-            }
-            let new_max = max(old_state.x, row_max[r]);
-            out[at][d % 4u] = old * exp2(old_state.x - new_max) + s_tile[i] * exp2(row_max[r] - new_max);
-        }
-        workgroupBarrier();
-    }
+    store_output_strips(&o, tile, strip, lid);
     if owns_row && is_row {
         var old_state = vec2<f32>(NEG_BIG, 0.0);
         if params.slot > 0u {

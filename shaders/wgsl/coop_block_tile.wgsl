@@ -50,6 +50,21 @@ alias RowStrip = array<coop_mat16x16<f16, A>, HEAD_COLUMNS>;
 // A subgroup's 16-row strip of an output, 16 head dims per matrix.
 alias OutputStrip = array<coop_mat16x16<f32, C>, HEAD_COLUMNS>;
 
+// The entry of both kernels: the workgroup's tile and its rows, then the kernel's own
+// `run_tile` (each kernel defines it), subgroup s on row strip s.
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+    grid: GridPosition,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_id) subgroup: u32,
+) {
+    let tile = open_block_tile(grid, lid);
+    if tile.rows == 0u {
+        return;
+    }
+    run_tile(tile, load_tile_rows(tile, lid), lid, subgroup);
+}
+
 // The tile of this workgroup, the same value in every thread (rows == 0: no work).
 fn open_block_tile(grid: GridPosition, lid: u32) -> BlockTile {
     // One thread reads the schedule; the load makes it uniform, as the matrix operations need.
@@ -161,6 +176,19 @@ fn visible_score(r: u32, position: u32, j: u32, first: u32, count: u32) -> f32 {
         return NEG_BIG;
     }
     return s_tile[j * S_STRIDE + r] * params.scale_log2;
+}
+
+// Writes out the tile's rows of the strips' output matrices (each subgroup its own strip), a
+// KEY_TILE-wide column slice at a time through s_tile: element (row r of the tile, dim d)
+// goes to `store_output(r, d, value)`, which each kernel defines. Uniform control flow only.
+fn store_output_strips(acc: ptr<function, OutputStrip>, tile: BlockTile, strip: u32, lid: u32) {
+    for (var slice = 0u; slice < HEAD_COLUMNS / KEY_COLUMNS; slice++) {
+        stage_output_slice(acc, slice, strip);
+        for (var i = lid; i < tile.rows * KEY_TILE; i += WORKGROUP_SIZE) {
+            store_output(i / KEY_TILE, slice * KEY_TILE + i % KEY_TILE, s_tile[i]);
+        }
+        workgroupBarrier();
+    }
 }
 
 // Stores the output columns [slice * KEY_TILE, (slice + 1) * KEY_TILE) of every strip into

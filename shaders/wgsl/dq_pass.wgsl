@@ -13,34 +13,26 @@
 
 @group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
-    let tile = block_tile(workgroup_index(grid));
-    if tile.rows == 0u {
-        return;
-    }
-    let is_row = lid < tile.rows;
-    var row = vec2<u32>(0u, 0u); // (flat row, position)
+// The kernel's work on one tile (block_tile_pass.wgsl's entry calls it).
+fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
     var query: HeadVector;
     var grad_out: HeadVector;
     var grad_query: HeadVector;
     var terms = vec2<f32>(0.0, 0.0);
-    if is_row {
-        row = tile_row(tile, lid);
-        query = load_query(row.x);
+    if row.present {
+        query = load_query(row.flat);
         for (var i = 0u; i < HEAD_VECS; i++) {
-            grad_out[i] = dout[row.x * HEAD_VECS + i];
+            grad_out[i] = dout[row.flat * HEAD_VECS + i];
             grad_query[i] = vec4<f32>(0.0);
         }
-        terms = row_terms[row.x];
+        terms = row_terms[row.flat];
     }
-    let key_end = shared_key_end(tile, is_row, row.y, lid);
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
         stage_key_tile(tile.group, first, count, lid);
-        if is_row {
+        if row.present {
             for (var j = 0u; j < count; j++) {
-                if params.causal != 0u && first + j > row.y {
+                if params.causal != 0u && first + j > row.position {
                     break; // keys ascend: the rest of the tile is masked too
                 }
                 var score = 0.0;
@@ -57,14 +49,14 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
         }
         workgroupBarrier();
     }
-    if is_row {
+    if row.present {
         let scale = params.scale_log2 * LN_2;
         for (var i = 0u; i < HEAD_VECS; i++) {
             var total = scale * grad_query[i];
             if params.slot > 0u {
-                total += dq[row.x * HEAD_VECS + i];
+                total += dq[row.flat * HEAD_VECS + i];
             }
-            dq[row.x * HEAD_VECS + i] = total;
+            dq[row.flat * HEAD_VECS + i] = total;
         }
     }
 }

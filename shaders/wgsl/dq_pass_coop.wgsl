@@ -32,19 +32,21 @@ fn strip_source(source: u32, row: u32, at: u32) -> vec4<f32> {
     return dout[row * HEAD_VECS + at] * dout_scale;
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-    grid: GridPosition,
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(subgroup_id) subgroup: u32,
-) {
-    let tile = open_block_tile(grid, lid);
-    if tile.rows == 0u {
-        return;
+// Adds element (r, d) of the tile's dq to the earlier slots'. Scaled dout gave scaled ds: the
+// power of two divides out exactly.
+fn store_output(r: u32, d: u32, value: f32) {
+    let at = row_index[r] * HEAD_VECS + d / 4u;
+    var total = params.scale_log2 * LN_2 / dout_scale * value;
+    if params.slot > 0u {
+        total += dq[at][d % 4u];
     }
+    dq[at][d % 4u] = total;
+}
+
+// The kernel's work on one tile (coop_block_tile.wgsl's entry calls it): its rows' keys end
+// at `key_end`; subgroup `strip` owns row strip `strip`.
+fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
     dout_scale = dout_factor(bitcast<f32>(dout_max[0]));
-    let key_end = load_tile_rows(tile, lid);
-    let strip = subgroup;
     var query: RowStrip;
     var grad_out: RowStrip;
     load_strip(&query, tile, strip, lid, STRIP_QUERIES);
@@ -86,20 +88,5 @@ fn main(
         workgroupBarrier();
     }
 
-    // Scaled dout gave scaled ds: the power of two divides out exactly.
-    let scale = params.scale_log2 * LN_2 / dout_scale;
-    for (var slice = 0u; slice < HEAD_COLUMNS / KEY_COLUMNS; slice++) {
-        stage_output_slice(&grad_query, slice, strip);
-        for (var i = lid; i < tile.rows * KEY_TILE; i += WORKGROUP_SIZE) {
-            let r = i / KEY_TILE;
-            let d = slice * KEY_TILE + i % KEY_TILE;
-            let at = row_index[r] * HEAD_VECS + d / 4u;
-            var total = scale * s_tile[i];
-            if params.slot > 0u {
-                total += dq[at][d % 4u];
-            }
-            dq[at][d % 4u] = total;
-        }
-        workgroupBarrier();
-    }
+    store_output_strips(&grad_query, tile, strip, lid);
 }

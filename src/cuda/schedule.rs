@@ -122,6 +122,16 @@ impl CudaSchedule {
         use Arg::{Ptr, U32};
         let plan = &self.plan;
         let f = &t.forward;
+        // What the dq pass and dk/dv both read, in their signatures' order.
+        let backward_rows = [
+            Ptr(f.q),
+            Ptr(f.k),
+            Ptr(f.v),
+            Ptr(t.dout),
+            Ptr(s.row_state),
+            Ptr(s.lists),
+            Ptr(s.starts),
+        ];
         let (program, grid, threads, shared_bytes, args) = match step {
             Step::BlockMeans => (
                 CudaProgram::Gate,
@@ -211,18 +221,12 @@ impl CudaSchedule {
                 plan.pass_grid(),
                 TILE_THREADS,
                 plan.dq_shared_bytes(),
-                vec![
-                    U32(slot as u32),
-                    Ptr(f.q),
-                    Ptr(f.k),
-                    Ptr(f.v),
-                    Ptr(t.dout),
-                    Ptr(s.row_state),
-                    Ptr(s.lists),
-                    Ptr(s.starts),
-                    Ptr(s.tiles),
-                    Ptr(s.row_accumulator),
-                ],
+                [
+                    vec![U32(slot as u32)],
+                    backward_rows.to_vec(),
+                    vec![Ptr(s.tiles), Ptr(s.row_accumulator)],
+                ]
+                .concat(),
             ),
             Step::DqFinalize => (
                 CudaProgram::Backward,
@@ -236,17 +240,7 @@ impl CudaSchedule {
                 plan.dkdv_grid(),
                 KEY_THREADS,
                 plan.dkdv_shared_bytes(),
-                vec![
-                    Ptr(f.q),
-                    Ptr(f.k),
-                    Ptr(f.v),
-                    Ptr(t.dout),
-                    Ptr(s.row_state),
-                    Ptr(s.lists),
-                    Ptr(s.starts),
-                    Ptr(t.dk),
-                    Ptr(t.dv),
-                ],
+                [backward_rows.to_vec(), vec![Ptr(t.dk), Ptr(t.dv)]].concat(),
             ),
         };
         Launch {

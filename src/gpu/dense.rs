@@ -1,7 +1,8 @@
 //! Dense flash attention on wgpu buffers: the baseline MoBA is measured against.
 
+use super::buffers::check_buffer;
 use super::context::GpuContext;
-use super::forward::{check_io, io_sizes};
+use super::forward::ForwardBuffers;
 use super::kernels::Kernel;
 use super::plan::{TilePlan, check_buffer_sizes};
 use crate::config::{MobaConfig, Shape};
@@ -38,21 +39,17 @@ impl DenseForward {
         io_sizes(shape)
     }
 
-    /// Records one dense forward: `o` and `lse` from `q`, `k`, `v` (layouts as in
-    /// [`super::ForwardBuffers`]).
-    pub fn encode(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        q: &wgpu::Buffer,
-        k: &wgpu::Buffer,
-        v: &wgpu::Buffer,
-        o: &wgpu::Buffer,
-        lse: &wgpu::Buffer,
-    ) -> Result<()> {
-        check_io(&self.shape, q, k, v, o, lse)?;
-        let bind_group = self
-            .gpu
-            .bind(&self.pipeline, &[&self.params, q, k, v, o, lse]);
+    /// Records one dense forward: `io.o` and `io.lse` from `io.q`, `io.k`, `io.v` (the
+    /// selection is not touched).
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, io: &ForwardBuffers) -> Result<()> {
+        let buffers = [io.q, io.k, io.v, io.o, io.lse];
+        for ((name, bytes), buffer) in io_sizes(&self.shape).into_iter().zip(buffers) {
+            check_buffer(name, buffer, bytes)?;
+        }
+        let bind_group = self.gpu.bind(
+            &self.pipeline,
+            &[&self.params, io.q, io.k, io.v, io.o, io.lse],
+        );
         let tiles_per_head = self.shape.q_len.div_ceil(self.plan.workgroup_size as usize) as u64;
         let heads = (self.shape.batch * self.shape.q_heads) as u64;
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -66,4 +63,16 @@ impl DenseForward {
             heads * tiles_per_head,
         )
     }
+}
+
+/// Bytes of q, k, v, o and lse.
+fn io_sizes(shape: &Shape) -> Vec<(&'static str, u64)> {
+    let (q, kv) = (shape.q_elems() as u64 * 4, shape.kv_elems() as u64 * 4);
+    vec![
+        ("q", q),
+        ("k", kv),
+        ("v", kv),
+        ("o", q),
+        ("lse", shape.q_rows() as u64 * 4),
+    ]
 }

@@ -1,6 +1,5 @@
 //! The MoBA forward on wgpu buffers: gate, selection inversion, attention passes, finalize.
 
-use super::buffers::check_buffer;
 use super::context::GpuContext;
 use super::plan::{AttentionKernel, TilePlan, forward_schedule, groups_per_call};
 use super::runner::ScheduleRunner;
@@ -174,32 +173,4 @@ impl ForwardBuffers<'_> {
     fn in_order(&self) -> [&wgpu::Buffer; 6] {
         [self.q, self.k, self.v, self.o, self.lse, self.selection]
     }
-}
-
-/// Bytes of q, k, v, o and lse.
-pub(crate) fn io_sizes(shape: &Shape) -> Vec<(&'static str, u64)> {
-    let (q, kv) = (shape.q_elems() as u64 * 4, shape.kv_elems() as u64 * 4);
-    vec![
-        ("q", q),
-        ("k", kv),
-        ("v", kv),
-        ("o", q),
-        ("lse", shape.q_rows() as u64 * 4),
-    ]
-}
-
-/// Fails unless q, k, v, o and lse are large enough for the shape.
-pub(crate) fn check_io(
-    shape: &Shape,
-    q: &wgpu::Buffer,
-    k: &wgpu::Buffer,
-    v: &wgpu::Buffer,
-    o: &wgpu::Buffer,
-    lse: &wgpu::Buffer,
-) -> Result<()> {
-    let sizes = io_sizes(shape);
-    for ((name, bytes), buffer) in sizes.iter().zip([q, k, v, o, lse]) {
-        check_buffer(name, buffer, *bytes)?;
-    }
-    Ok(())
 }

@@ -224,14 +224,9 @@ impl GpuContext {
                 Attention::Moba => {
                     MobaForward::new(self, part, &config)?.encode(&mut encoder, &io.buffers())?
                 }
-                Attention::Dense => DenseForward::new(self, part, &config)?.encode(
-                    &mut encoder,
-                    &io.q,
-                    &io.k,
-                    &io.v,
-                    &io.o,
-                    &io.lse,
-                )?,
+                Attention::Dense => {
+                    DenseForward::new(self, part, &config)?.encode(&mut encoder, &io.buffers())?
+                }
             }
             self.queue().submit([encoder.finish()]);
             let o: Vec<f32> = self.download(&io.o).await?;

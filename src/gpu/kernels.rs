@@ -29,8 +29,8 @@ const FILES: [(&str, &str); 23] = [
         include_str!("../../shaders/wgsl/backward_rows.wgsl"),
     ),
     (
-        "tile_key_end",
-        include_str!("../../shaders/wgsl/tile_key_end.wgsl"),
+        "block_tile_pass",
+        include_str!("../../shaders/wgsl/block_tile_pass.wgsl"),
     ),
     (
         "selection_entries",
@@ -200,7 +200,7 @@ impl Kernel {
                 "attention_inputs",
                 "attention_tile",
                 "block_tiles",
-                "tile_key_end",
+                "block_tile_pass",
                 "attention_state",
                 "attention_pass",
             ],
@@ -218,7 +218,7 @@ impl Kernel {
                 "attention_inputs",
                 "attention_tile",
                 "block_tiles",
-                "tile_key_end",
+                "block_tile_pass",
                 "backward_rows",
                 "dq_pass",
             ],

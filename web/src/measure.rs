@@ -86,7 +86,7 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
     let dense_ms = match &dense {
         Some(dense) => Some(
             median_seconds(gpu, settings.runs, 1, |encoder| {
-                dense.encode(encoder, &io.q, &io.k, &io.v, &io.o, &io.lse)
+                dense.encode(encoder, &io.buffers())
             })
             .await?
                 * 1e3,
