@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::gpu::buffers::fold_grid;
 use crate::gpu::host::HEAD_DIM_MULTIPLE;
 use crate::gpu::kernels::{Kernel, KernelConstants};
-use crate::gpu::plan::{backward_schedule, check_buffer_sizes, forward_schedule};
+use crate::gpu::plan::{check_buffer_sizes, kernel_set};
 use crate::gpu::schedule::{Binding, Schedule};
 use crate::gpu::{AttentionKernel, DeviceCaps};
 use crate::memory::bytes_of;
@@ -113,8 +113,11 @@ fn schedules(
     caps: &DeviceCaps,
 ) -> Result<(Schedule, Schedule)> {
     let kernel = AttentionKernel::best(caps, shape.head_dim);
-    let (forward, _) = forward_schedule(caps, shape, config, kernel)?;
-    Ok((forward, backward_schedule(caps, shape, config, kernel)?))
+    let (kernels, _) = kernel_set(caps, shape, config, kernel)?;
+    Ok((
+        Schedule::forward(shape, config, kernels),
+        Schedule::backward(shape, config, kernels),
+    ))
 }
 
 /// What `moba_prepare` checks: the tile plan, every buffer of the forward and the backward

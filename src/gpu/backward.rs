@@ -1,26 +1,15 @@
 //! The MoBA backward on wgpu buffers: dq, dk and dv from a forward's saved o, lse and
 //! selection, with the selection held constant (DESIGN §1.6).
 
-use super::context::GpuContext;
-use super::forward::ForwardBuffers;
-use super::plan::{AttentionKernel, TilePlan, backward_schedule, groups_per_call};
-use super::runner::ScheduleRunner;
-use super::schedule::{KernelSet, Schedule};
-use super::timing::StageTimer;
-use crate::config::{MobaConfig, Shape};
-use crate::error::Result;
+use super::forward::{Forward, ForwardBuffers};
+use super::pass::{Pass, PlannedPass};
 
-/// The buffers of one backward, row-major f32 unless noted. Saved by the forward:
-/// `q, o, dout, dq: [B, Hq, S, D]`, `k, v, dk, dv: [B, Hkv, Sk, D]`, `lse: [B, Hq, S]`,
-/// `selection: [B, Hq, S, top_k]` i32. Every one needs `STORAGE` usage; `dq`, `dk` and `dv`
-/// are written whole (dk and dv are zero where no query chose the key's block).
+/// The buffers of one backward, row-major f32 unless noted: the forward's (its inputs and
+/// saved outputs), then `dout, dq: [B, Hq, S, D]`, `dk, dv: [B, Hkv, Sk, D]`. Every one
+/// needs `STORAGE` usage; `dq`, `dk` and `dv` are written whole (dk and dv are zero where no
+/// query chose the key's block).
 pub struct BackwardBuffers<'a> {
-    pub q: &'a wgpu::Buffer,
-    pub k: &'a wgpu::Buffer,
-    pub v: &'a wgpu::Buffer,
-    pub o: &'a wgpu::Buffer,
-    pub lse: &'a wgpu::Buffer,
-    pub selection: &'a wgpu::Buffer,
+    pub forward: ForwardBuffers<'a>,
     pub dout: &'a wgpu::Buffer,
     pub dq: &'a wgpu::Buffer,
     pub dk: &'a wgpu::Buffer,
@@ -28,8 +17,7 @@ pub struct BackwardBuffers<'a> {
 }
 
 impl<'a> ForwardBuffers<'a> {
-    /// A backward's buffers: this forward's (its inputs and saved outputs), `dout` and the
-    /// gradients.
+    /// A backward's buffers: this forward's, `dout` and the gradients.
     pub fn with_gradients(
         &self,
         dout: &'a wgpu::Buffer,
@@ -38,35 +26,12 @@ impl<'a> ForwardBuffers<'a> {
         dv: &'a wgpu::Buffer,
     ) -> BackwardBuffers<'a> {
         BackwardBuffers {
-            q: self.q,
-            k: self.k,
-            v: self.v,
-            o: self.o,
-            lse: self.lse,
-            selection: self.selection,
+            forward: *self,
             dout,
             dq,
             dk,
             dv,
         }
-    }
-}
-
-impl BackwardBuffers<'_> {
-    /// The buffers in the schedule's io order.
-    fn in_order(&self) -> [&wgpu::Buffer; 10] {
-        [
-            self.q,
-            self.k,
-            self.v,
-            self.o,
-            self.lse,
-            self.selection,
-            self.dout,
-            self.dq,
-            self.dk,
-            self.dv,
-        ]
     }
 }
 
@@ -94,83 +59,21 @@ impl BackwardBuffers<'_> {
 /// gpu.submit_and_wait(encoder.finish())?;
 /// # Ok::<(), moba::MobaError>(())
 /// ```
-pub struct MobaBackward {
-    shape: Shape,
-    config: MobaConfig,
-    kernel: AttentionKernel,
-    runner: ScheduleRunner,
-}
+///
+/// [`new`](PlannedPass::new) takes the cooperative kernels where the adapter has them: they
+/// round dout and the score gradients to f16 after scaling dout by a power of two (its largest
+/// element into [0.5, 1)), so a training loss's small gradients keep f16's precision.
+pub type MobaBackward = PlannedPass<Backward>;
 
-impl MobaBackward {
-    /// Plans a backward with the fastest kernels the adapter runs at this head dim
-    /// ([`AttentionKernel::best`]): the cooperative ones where it has them. They round dout
-    /// and the score gradients to f16 after scaling dout by a power of two (its largest
-    /// element into [0.5, 1)), so a training loss's small gradients keep f16's precision.
-    pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
-        let kernel = AttentionKernel::best(gpu.caps(), shape.head_dim);
-        Self::with_kernel(gpu, shape, config, kernel)
-    }
+/// The backward kind of [`PlannedPass`].
+pub struct Backward;
 
-    /// Plans a backward whose dq passes and dk/dv run on `kernel` (an error if the adapter
-    /// lacks it).
-    pub fn with_kernel(
-        gpu: &GpuContext,
-        shape: &Shape,
-        config: &MobaConfig,
-        kernel: AttentionKernel,
-    ) -> Result<Self> {
-        shape.validate()?;
-        config.validate()?;
-        let schedule = backward_schedule(gpu.caps(), shape, config, kernel)?;
-        Ok(Self {
-            runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
-            shape: *shape,
-            config: *config,
-            kernel,
-        })
-    }
-
-    /// Bytes of every buffer a backward of this shape binds.
-    pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
-        let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
-        Schedule::backward(shape, config, KernelSet::portable(constants))
-            .buffer_sizes(shape, config)
-    }
-
-    /// How many (batch, kv head) groups of `shape` one call can take within the adapter's
-    /// buffer limits.
-    pub fn groups_per_call(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<usize> {
-        groups_per_call(
-            gpu.limits(),
-            &Self::buffer_sizes(&shape.group_chunk(1), config),
-            shape.groups(),
-        )
-    }
-
-    pub fn shape(&self) -> &Shape {
-        &self.shape
-    }
-    pub fn config(&self) -> &MobaConfig {
-        &self.config
-    }
-    /// The kernel that runs the dq passes and dk/dv.
-    pub fn kernel(&self) -> AttentionKernel {
-        self.kernel
-    }
-
-    /// Records one backward into `encoder`.
-    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, io: &BackwardBuffers) -> Result<()> {
-        self.runner.encode(encoder, &io.in_order(), None)
-    }
-
-    /// Records one backward with GPU timestamps around its
-    /// [`Stage::BACKWARD`](crate::launch_plan::Stage::BACKWARD).
-    pub fn encode_timed(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        io: &BackwardBuffers,
-        timer: &StageTimer,
-    ) -> Result<()> {
-        self.runner.encode(encoder, &io.in_order(), Some(timer))
+impl Pass for Backward {
+    type Buffers<'a> = BackwardBuffers<'a>;
+    const BACKWARD: bool = true;
+    fn in_order<'a>(io: &Self::Buffers<'a>) -> Vec<&'a wgpu::Buffer> {
+        let mut buffers = Forward::in_order(&io.forward);
+        buffers.extend([io.dout, io.dq, io.dk, io.dv]);
+        buffers
     }
 }

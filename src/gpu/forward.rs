@@ -1,16 +1,12 @@
 //! The MoBA forward on wgpu buffers: gate, selection inversion, attention passes, finalize.
 
 use super::context::GpuContext;
-use super::plan::{AttentionKernel, TilePlan, forward_schedule, groups_per_call};
-use super::runner::ScheduleRunner;
-use super::schedule::{KernelSet, Schedule};
-use super::timing::StageTimer;
-use crate::config::{MobaConfig, Shape};
-use crate::error::Result;
+use super::pass::{Pass, PlannedPass};
 
 /// The buffers of one forward, row-major f32 unless noted:
 /// `q: [B, Hq, S, D]`, `k, v: [B, Hkv, Sk, D]`, `o: [B, Hq, S, D]`, `lse: [B, Hq, S]`,
 /// `selection: [B, Hq, S, top_k]` i32. All need `STORAGE` usage.
+#[derive(Clone, Copy)]
 pub struct ForwardBuffers<'a> {
     pub q: &'a wgpu::Buffer,
     pub k: &'a wgpu::Buffer,
@@ -65,8 +61,9 @@ impl ForwardIo {
     }
 }
 
-/// A MoBA forward planned for one shape and config on one adapter: pipelines and scratch
-/// buffers are made once, then [`MobaForward::encode`] records a run into any encoder.
+/// A MoBA forward (gate, selection inversion, attention passes, finalize) planned for one
+/// shape and config on one adapter: pipelines and scratch buffers are made once, then
+/// [`encode`](PlannedPass::encode) records a run into any encoder.
 ///
 /// ```no_run
 /// use moba::{MobaConfig, Shape, gpu::{ForwardBuffers, GpuContext, MobaForward}};
@@ -82,95 +79,15 @@ impl ForwardIo {
 /// gpu.submit_and_wait(encoder.finish())?;
 /// # Ok::<(), moba::MobaError>(())
 /// ```
-pub struct MobaForward {
-    shape: Shape,
-    config: MobaConfig,
-    plan: TilePlan,
-    kernel: AttentionKernel,
-    runner: ScheduleRunner,
-}
+pub type MobaForward = PlannedPass<Forward>;
 
-impl MobaForward {
-    /// Plans a forward with the fastest attention kernel the adapter runs.
-    pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
-        Self::with_kernel(
-            gpu,
-            shape,
-            config,
-            AttentionKernel::best(gpu.caps(), shape.head_dim),
-        )
-    }
+/// The forward kind of [`PlannedPass`].
+pub struct Forward;
 
-    /// Plans a forward with a chosen attention kernel (an error if the adapter lacks it).
-    pub fn with_kernel(
-        gpu: &GpuContext,
-        shape: &Shape,
-        config: &MobaConfig,
-        kernel: AttentionKernel,
-    ) -> Result<Self> {
-        shape.validate()?;
-        config.validate()?;
-        let (schedule, plan) = forward_schedule(gpu.caps(), shape, config, kernel)?;
-        Ok(Self {
-            runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
-            shape: *shape,
-            config: *config,
-            plan,
-            kernel,
-        })
-    }
-
-    /// Bytes of every buffer a portable forward of this shape binds, inputs and outputs
-    /// included (the cooperative kernel's scratch is no larger).
-    pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
-        let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
-        Schedule::forward(shape, config, KernelSet::portable(constants)).buffer_sizes(shape, config)
-    }
-
-    /// How many (batch, kv head) groups of `shape` one call can take within the adapter's
-    /// buffer limits (the host-slice API splits larger problems into calls of this many).
-    pub fn groups_per_call(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<usize> {
-        groups_per_call(
-            gpu.limits(),
-            &Self::buffer_sizes(&shape.group_chunk(1), config),
-            shape.groups(),
-        )
-    }
-
-    pub fn shape(&self) -> &Shape {
-        &self.shape
-    }
-    pub fn config(&self) -> &MobaConfig {
-        &self.config
-    }
-    pub fn plan(&self) -> &TilePlan {
-        &self.plan
-    }
-    /// The kernel that runs the attention passes.
-    pub fn kernel(&self) -> AttentionKernel {
-        self.kernel
-    }
-
-    /// Records one forward into `encoder`.
-    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, io: &ForwardBuffers) -> Result<()> {
-        self.runner.encode(encoder, &io.in_order(), None)
-    }
-
-    /// Records one forward with GPU timestamps around its [`Stage::FORWARD`](crate::launch_plan::Stage::FORWARD); read
-    /// them with [`StageTimer::read`] once the work is submitted.
-    pub fn encode_timed(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        io: &ForwardBuffers,
-        timer: &StageTimer,
-    ) -> Result<()> {
-        self.runner.encode(encoder, &io.in_order(), Some(timer))
-    }
-}
-
-impl ForwardBuffers<'_> {
-    /// The buffers in the schedule's io order.
-    fn in_order(&self) -> [&wgpu::Buffer; 6] {
-        [self.q, self.k, self.v, self.o, self.lse, self.selection]
+impl Pass for Forward {
+    type Buffers<'a> = ForwardBuffers<'a>;
+    const BACKWARD: bool = false;
+    fn in_order<'a>(io: &Self::Buffers<'a>) -> Vec<&'a wgpu::Buffer> {
+        vec![io.q, io.k, io.v, io.o, io.lse, io.selection]
     }
 }

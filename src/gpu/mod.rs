@@ -16,19 +16,21 @@ mod dense;
 mod forward;
 pub(crate) mod host;
 pub(crate) mod kernels;
+mod pass;
 pub(crate) mod plan;
 mod runner;
 pub(crate) mod schedule;
 mod timing;
 
-pub use backward::{BackwardBuffers, MobaBackward};
+pub use backward::{Backward, BackwardBuffers, MobaBackward};
 pub use buffers::POISON;
 pub use caps::DeviceCaps;
 pub use context::{
     AdapterRequest, GpuContext, adapters, offers_cooperative_matrices, parse_api, select_adapter,
 };
 pub use dense::DenseForward;
-pub use forward::{ForwardBuffers, ForwardIo, MobaForward};
+pub use forward::{Forward, ForwardBuffers, ForwardIo, MobaForward};
 pub use host::{GpuForward, GpuGradients};
+pub use pass::{Pass, PlannedPass};
 pub use plan::{AttentionKernel, TilePlan};
 pub use timing::{StageTimer, StageTimes};

@@ -3,7 +3,7 @@
 
 use super::caps::DeviceCaps;
 use super::kernels::KernelConstants;
-use super::schedule::{KernelSet, Schedule};
+use super::schedule::KernelSet;
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::reference::Precision;
@@ -59,8 +59,9 @@ impl AttentionKernel {
 }
 
 /// The kernels of a problem on a device with `kernel` running the attention passes, the dq
-/// passes and dk/dv (an error where the device lacks it), and the portable kernels' tiles.
-fn kernel_set(
+/// passes and dk/dv (an error where the device lacks it), and the portable kernels' tiles:
+/// what the wgpu runner and burn's template runner both launch.
+pub(crate) fn kernel_set(
     caps: &DeviceCaps,
     shape: &Shape,
     config: &MobaConfig,
@@ -81,29 +82,6 @@ fn kernel_set(
         },
         plan,
     ))
-}
-
-/// The forward of a problem on a device with `kernel` running the attention passes, and its
-/// tiles: what the wgpu runner and burn's template runner both launch.
-pub(crate) fn forward_schedule(
-    caps: &DeviceCaps,
-    shape: &Shape,
-    config: &MobaConfig,
-    kernel: AttentionKernel,
-) -> Result<(Schedule, TilePlan)> {
-    let (kernels, plan) = kernel_set(caps, shape, config, kernel)?;
-    Ok((Schedule::forward(shape, config, kernels), plan))
-}
-
-/// The backward of a problem on a device with `kernel` running the dq passes and dk/dv.
-pub(crate) fn backward_schedule(
-    caps: &DeviceCaps,
-    shape: &Shape,
-    config: &MobaConfig,
-    kernel: AttentionKernel,
-) -> Result<Schedule> {
-    let (kernels, _) = kernel_set(caps, shape, config, kernel)?;
-    Ok(Schedule::backward(shape, config, kernels))
 }
 
 /// Workgroup bytes of the cooperative kernels at a head dim, as laid out in their sources:

@@ -1,0 +1,110 @@
+//! A planned pass: a forward or a backward schedule made ready for one shape and config on
+//! one adapter, recorded into any encoder. [`MobaForward`](super::MobaForward) and
+//! [`MobaBackward`](super::MobaBackward) are its two kinds.
+
+use std::marker::PhantomData;
+
+use super::context::GpuContext;
+use super::plan::{AttentionKernel, TilePlan, groups_per_call, kernel_set};
+use super::runner::ScheduleRunner;
+use super::schedule::{KernelSet, Schedule};
+use super::timing::StageTimer;
+use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
+
+/// What tells a forward from a backward: its buffers and its schedule.
+pub trait Pass {
+    /// The caller's buffers of one run.
+    type Buffers<'a>;
+    /// The backward's schedule, or the forward's.
+    const BACKWARD: bool;
+    /// The buffers in the schedule's io order.
+    fn in_order<'a>(buffers: &Self::Buffers<'a>) -> Vec<&'a wgpu::Buffer>;
+}
+
+/// A pass planned for one shape and config on one adapter: pipelines and scratch buffers are
+/// made once, then [`PlannedPass::encode`] records a run into any encoder.
+pub struct PlannedPass<P: Pass> {
+    kernel: AttentionKernel,
+    plan: TilePlan,
+    runner: ScheduleRunner,
+    pass: PhantomData<P>,
+}
+
+impl<P: Pass> PlannedPass<P> {
+    /// Plans the pass with the fastest kernels the adapter runs at this head dim
+    /// ([`AttentionKernel::best`]): the cooperative ones where it has them.
+    pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
+        let kernel = AttentionKernel::best(gpu.caps(), shape.head_dim);
+        Self::with_kernel(gpu, shape, config, kernel)
+    }
+
+    /// Plans the pass with a chosen kernel (an error if the adapter lacks it).
+    pub fn with_kernel(
+        gpu: &GpuContext,
+        shape: &Shape,
+        config: &MobaConfig,
+        kernel: AttentionKernel,
+    ) -> Result<Self> {
+        shape.validate()?;
+        config.validate()?;
+        let (kernels, plan) = kernel_set(gpu.caps(), shape, config, kernel)?;
+        let schedule = Self::schedule(shape, config, kernels);
+        Ok(Self {
+            runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
+            kernel,
+            plan,
+            pass: PhantomData,
+        })
+    }
+
+    fn schedule(shape: &Shape, config: &MobaConfig, kernels: KernelSet) -> Schedule {
+        if P::BACKWARD {
+            Schedule::backward(shape, config, kernels)
+        } else {
+            Schedule::forward(shape, config, kernels)
+        }
+    }
+
+    /// Bytes of every buffer the pass binds at this shape with the portable kernels, inputs
+    /// and outputs included (the cooperative kernels' scratch is no larger).
+    pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
+        let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
+        Self::schedule(shape, config, KernelSet::portable(constants)).buffer_sizes(shape, config)
+    }
+
+    /// How many (batch, kv head) groups of `shape` one call can take within the adapter's
+    /// buffer limits (the host-slice API splits larger problems into calls of this many).
+    pub fn groups_per_call(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<usize> {
+        let per_group = Self::buffer_sizes(&shape.group_chunk(1), config);
+        groups_per_call(gpu.limits(), &per_group, shape.groups())
+    }
+
+    /// The kernel that runs the attention passes (and the backward's dq passes and dk/dv).
+    pub fn kernel(&self) -> AttentionKernel {
+        self.kernel
+    }
+
+    /// The portable kernels' tiles, sized to the adapter.
+    pub fn plan(&self) -> &TilePlan {
+        &self.plan
+    }
+
+    /// Records one run into `encoder`.
+    pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, io: &P::Buffers<'_>) -> Result<()> {
+        self.runner.encode(encoder, &P::in_order(io), None)
+    }
+
+    /// Records one run with GPU timestamps around each of its stages
+    /// ([`Stage::FORWARD`](crate::launch_plan::Stage::FORWARD) or
+    /// [`Stage::BACKWARD`](crate::launch_plan::Stage::BACKWARD)); read them with
+    /// [`StageTimer::read`] once the work is submitted.
+    pub fn encode_timed(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        io: &P::Buffers<'_>,
+        timer: &StageTimer,
+    ) -> Result<()> {
+        self.runner.encode(encoder, &P::in_order(io), Some(timer))
+    }
+}
