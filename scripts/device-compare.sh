@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on the lent GPU comparing two builds of moba: the CUDA correctness grid and the
-# Vulkan checks of the new build, then `moba bench --cuda` of each build alternately
-# (before, after, before, after) at the same shapes, and a table of the medians. Stage the
+# Vulkan checks of the new build, then `moba bench` (CUDA bf16 and Vulkan cooperative) of
+# each build alternately (before, after, before, after) at the same shapes, and a table of
+# the medians. Stage the
 # new build with scripts/stage-device.sh and the old one with
 #   scripts/stage-before.sh <commit>
 # then run from the repository root on the device with `.device` and `.gl` carried.
@@ -38,21 +39,23 @@ for kernel in cooperative portable; do
         | grep -E "kernel|check|moba " | tee -a "$OUT/vulkan-demo.log"
 done
 
-# Each shape: flags of `moba bench --cuda` (bf16, H 16, D 128).
-shapes=(
-    "--seq-lens 32768 --block-size 512 --top-k 3 --runs 5 --backward"
-    "--seq-lens 131072 --block-size 128 --top-k 8 --runs 5 --backward"
-    "--seq-lens 524288 --block-size 4096 --top-k 12 --runs 3"
+# Each run: the arguments of one `moba` benchmark (H 16, D 128): the CUDA path in bf16, then
+# the Vulkan path with the cooperative kernels.
+runs=(
+    "bench --cuda --dtype bf16 --seq-lens 32768 --block-size 512 --top-k 3 --runs 5 --backward"
+    "bench --cuda --dtype bf16 --seq-lens 131072 --block-size 128 --top-k 8 --runs 5 --backward"
+    "bench --cuda --dtype bf16 --seq-lens 524288 --block-size 4096 --top-k 12 --runs 3"
+    "--api vulkan bench --kernel cooperative --seq-lens 32768 --block-size 512 --top-k 3 --runs 3 --backward"
 )
 for round in $(seq "$ROUNDS"); do
     for build in before after; do
         binary=.device/moba
         [ "$build" = before ] && binary=.device/before/moba
-        for shape in "${shapes[@]}"; do
+        for run in "${runs[@]}"; do
             # shellcheck disable=SC2086
-            "$binary" bench --cuda --dtype bf16 --heads 16 --head-dim 128 --no-dense $shape \
+            timeout 300 "$binary" $run --heads 16 --head-dim 128 --no-dense \
                 --out "$OUT/$build.jsonl" 2>> "$OUT/$build.log" \
-                || { echo "$build failed: $shape"; tail -3 "$OUT/$build.log"; }
+                || { echo "$build failed: $run"; tail -3 "$OUT/$build.log"; }
         done
     done
 done
@@ -65,18 +68,18 @@ rows = {}
 for build in ("before", "after"):
     for line in open(f"{out}/{build}.jsonl"):
         r = json.loads(line)
-        key = (r["seq_len"], r["block_size"], r["top_k"])
+        key = (r["backend"], r["seq_len"], r["block_size"], r["top_k"])
         entry = rows.setdefault(key, {}).setdefault(build, {"fwd": [], "step": [], "err": []})
         entry["fwd"].append(r["moba_ms"])
         if r.get("step_ms"):
             entry["step"].append(r["step_ms"])
         entry["err"].append(r["o_error"])
 med = lambda xs: f"{statistics.median(xs):.2f}" if xs else "-"
-print("| S | block | top-k | fwd before | fwd after | step before | step after | o error before | o error after |")
-print("|---|---|---|---|---|---|---|---|---|")
-for (s, b, k), e in sorted(rows.items()):
+print("| backend | S | block | top-k | fwd before | fwd after | step before | step after | o error before | o error after |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for (backend, s, b, k), e in sorted(rows.items()):
     bf, af = e.get("before", {}), e.get("after", {})
-    print(f"| {s} | {b} | {k} | {med(bf.get('fwd', []))} | {med(af.get('fwd', []))} | "
+    print(f"| {backend} | {s} | {b} | {k} | {med(bf.get('fwd', []))} | {med(af.get('fwd', []))} | "
           f"{med(bf.get('step', []))} | {med(af.get('step', []))} | "
           f"{max(bf.get('err', [0])):.1e} | {max(af.get('err', [0])):.1e} |")
 PY

@@ -360,19 +360,18 @@ fn check_checkpoint<B: MobaBackend>(
 ) -> Result<()> {
     load_model::<Autodiff<B>>(&config.model, &checkpoint_file(dir, "model", epoch), device)?;
     let recorder = RunRecorder::new();
-    let optim = checkpoint_file(dir, "optim", epoch);
-    Recorder::<Autodiff<B>>::load::<LearnerOptimizerRecord<Components<B>>>(
-        &recorder,
-        optim.clone(),
-        device,
-    )
-    .map_err(|e| checkpoint_error(&optim.with_extension("mpk"), e))?;
-    let scheduler = checkpoint_file(dir, "scheduler", epoch);
-    Recorder::<Autodiff<B>>::load::<LearnerSchedulerRecord<Components<B>>>(
-        &recorder,
-        scheduler.clone(),
-        device,
-    )
-    .map_err(|e| checkpoint_error(&scheduler.with_extension("mpk"), e))?;
+    let file = |name| checkpoint_file(dir, name, epoch);
+    load_record::<B, LearnerOptimizerRecord<Components<B>>>(&recorder, file("optim"), device)?;
+    load_record::<B, LearnerSchedulerRecord<Components<B>>>(&recorder, file("scheduler"), device)?;
     Ok(())
+}
+
+/// Loads one record of a checkpoint, or an error naming its file.
+fn load_record<B: MobaBackend, R: burn::record::Record<Autodiff<B>>>(
+    recorder: &RunRecorder,
+    file: std::path::PathBuf,
+    device: &B::Device,
+) -> Result<R> {
+    Recorder::<Autodiff<B>>::load::<R>(recorder, file.clone(), device)
+        .map_err(|e| checkpoint_error(&file.with_extension("mpk"), e))
 }
