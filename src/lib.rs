@@ -3,7 +3,7 @@
 //! Keys are split into blocks; each query scores the mean key of every earlier block, keeps
 //! its own block plus the `top_k - 1` best, and attends only those blocks with one softmax.
 //!
-//! - [`reference`]: the exact CPU reference (f64), the oracle of every backend;
+//! - [`reference`](mod@reference): the exact CPU reference (f64), the oracle of every backend;
 //! - [`launch_plan`]: the steps of a forward and a backward, which every backend lowers;
 //! - [`gpu`]: WGSL kernels through wgpu (Vulkan, Metal, DX12, GL, WebGPU);
 //! - [`backend`]: burn integration (custom op + custom backward, `Autodiff`, `Fusion`);

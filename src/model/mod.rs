@@ -1,5 +1,5 @@
 //! A byte-level MoBA language model: [`LmConfig`] (sizes, presets, the hybrid of MoBA and
-//! full layers), [`MobaLm`] (forward, KV-cache decode), [`generate`] and [`Generator`]
+//! full layers), [`MobaLm`] (forward, KV-cache decode), [`generate`](fn@generate) and [`Generator`]
 //! (sampling), [`model_from_bytes`] (trained weights).
 //!
 //! Training, evaluation and the comparison of MoBA with full attention are in
