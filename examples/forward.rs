@@ -19,7 +19,7 @@ fn main() -> moba::Result<()> {
     let k = random::normal(shape.kv_elems(), 2);
     let v = random::normal(shape.kv_elems(), 3);
 
-    let out = gpu.moba_forward_blocking(&q, &k, &v, &shape, &config)?;
+    let out = gpu.block_on(gpu.moba_forward(&q, &k, &v, &shape, &config))?;
     let exact = reference::forward(&q, &k, &v, &shape, &config)?;
     println!(
         "o: {} values, max |error| {:.2e}",

@@ -25,7 +25,7 @@
 //! let q = moba::random::normal(shape.q_elems(), 1);
 //! let (k, v) = (moba::random::normal(shape.kv_elems(), 2), moba::random::normal(shape.kv_elems(), 3));
 //! let config = MobaConfig::new(256, 3);                            // block 256, top-3, causal
-//! let out = gpu.moba_forward_blocking(&q, &k, &v, &shape, &config)?;
+//! let out = gpu.block_on(gpu.moba_forward(&q, &k, &v, &shape, &config))?;
 //! let exact = moba::reference::forward(&q, &k, &v, &shape, &config)?;
 //! // f32 kernel: about 1e-7; tensor-core kernel (f16 tiles): about 1e-3.
 //! assert!((out.o[0] as f64 - exact.o[0]).abs() < 1e-2);

@@ -13,7 +13,7 @@ fn small() -> Shape {
 
 fn run(shape: &Shape, config: &MobaConfig, q: &[f32], k: &[f32], v: &[f32]) -> MobaError {
     let gpu_error = gpu()
-        .moba_forward_blocking(q, k, v, shape, config)
+        .block_on(gpu().moba_forward(q, k, v, shape, config))
         .unwrap_err();
     let reference_error = reference::forward(q, k, v, shape, config).unwrap_err();
     // Compared as text: a NaN inside an error is not equal to itself.
@@ -23,6 +23,25 @@ fn run(shape: &Shape, config: &MobaConfig, q: &[f32], k: &[f32], v: &[f32]) -> M
         "both backends report the same error"
     );
     gpu_error
+}
+
+/// q and a buffer that serves as both k and v, for `shape`: 0.5 everywhere (never zeros).
+fn halves(shape: &Shape) -> (Vec<f32>, Vec<f32>) {
+    (vec![0.5; shape.q_elems()], vec![0.5; shape.kv_elems()])
+}
+
+/// [`run`] on [`halves`].
+fn run_on_halves(shape: &Shape, config: &MobaConfig) -> MobaError {
+    let (q, kv) = halves(shape);
+    run(shape, config, &q, &kv, &kv)
+}
+
+/// Asserts that `shape` is refused with exactly the error whose `Debug` text is `expected`
+/// (the variant and every field).
+#[track_caller]
+fn assert_refused_as(shape: &Shape, expected: &str) {
+    let err = run_on_halves(shape, &MobaConfig::new(4, 2));
+    assert_eq!(format!("{err:?}"), expected, "{err}");
 }
 
 #[test]
@@ -44,7 +63,7 @@ fn disagreeing_dims_are_named() {
 #[test]
 fn wrong_lengths_name_the_slice() {
     let shape = small();
-    let (q, kv) = (vec![0.5; shape.q_elems()], vec![0.5; shape.kv_elems()]);
+    let (q, kv) = halves(&shape);
     let err = run(&shape, &MobaConfig::new(4, 2), &q[1..], &kv, &kv);
     assert!(err.to_string().contains("q length"), "{err}");
     let err = run(&shape, &MobaConfig::new(4, 2), &q, &kv, &kv[..3]);
@@ -53,35 +72,21 @@ fn wrong_lengths_name_the_slice() {
 
 #[test]
 fn query_heads_must_be_a_multiple_of_kv_heads() {
-    let shape = Shape {
-        kv_heads: 3,
-        ..Shape::prefill(1, 4, 8, 4)
-    };
-    let (q, kv) = (vec![0.5; shape.q_elems()], vec![0.5; shape.kv_elems()]);
-    let err = run(&shape, &MobaConfig::new(4, 2), &q, &kv, &kv);
-    assert!(
-        matches!(
-            err,
-            MobaError::HeadGroups {
-                q_heads: 4,
-                kv_heads: 3
-            }
-        ),
-        "{err}"
-    );
+    let mut shape = Shape::prefill(1, 4, 8, 4);
+    shape.kv_heads = 3;
+    assert_refused_as(&shape, "HeadGroups { q_heads: 4, kv_heads: 3 }");
 }
 
 #[test]
 fn zero_top_k_block_size_and_bad_scale_are_config_errors() {
     let shape = small();
-    let (q, kv) = (vec![0.5; shape.q_elems()], vec![0.5; shape.kv_elems()]);
     for (config, word) in [
         (MobaConfig::new(4, 0), "top_k"),
         (MobaConfig::new(0, 2), "block_size"),
         (MobaConfig::new(4, 2).with_scale(f32::NAN), "scale"),
         (MobaConfig::new(4, 2).with_scale(-1.0), "scale"),
     ] {
-        let err = run(&shape, &config, &q, &kv, &kv);
+        let err = run_on_halves(&shape, &config);
         assert!(
             matches!(&err, MobaError::Config(m) if m.contains(word)),
             "{err}"
@@ -96,8 +101,7 @@ fn empty_dimensions_are_named() {
         (Shape::prefill(1, 2, 0, 4), "q_len"),
         (Shape::prefill(1, 2, 8, 0), "head_dim"),
     ] {
-        let (q, kv) = (vec![0.5; shape.q_elems()], vec![0.5; shape.kv_elems()]);
-        let err = run(&shape, &MobaConfig::new(4, 2), &q, &kv, &kv);
+        let err = run_on_halves(&shape, &MobaConfig::new(4, 2));
         assert!(
             matches!(err, MobaError::Empty { what: w } if w == what),
             "{err}"
@@ -107,55 +111,25 @@ fn empty_dimensions_are_named() {
 
 #[test]
 fn more_queries_than_keys_is_refused() {
-    let shape = Shape {
-        q_len: 9,
-        ..small()
-    };
-    let (q, kv) = (vec![0.5; shape.q_elems()], vec![0.5; shape.kv_elems()]);
-    let err = run(&shape, &MobaConfig::new(4, 2), &q, &kv, &kv);
-    assert!(
-        matches!(
-            err,
-            MobaError::QueryLongerThanKeys {
-                q_len: 9,
-                kv_len: 8
-            }
-        ),
-        "{err}"
-    );
+    let mut shape = small();
+    shape.q_len = 9;
+    assert_refused_as(&shape, "QueryLongerThanKeys { q_len: 9, kv_len: 8 }");
 }
 
 #[test]
 fn nan_and_infinity_in_inputs_are_found() {
     let shape = small();
-    let (mut q, mut kv) = (vec![0.5; shape.q_elems()], vec![0.5; shape.kv_elems()]);
-    q[5] = f32::NAN;
-    let err = run(&shape, &MobaConfig::new(4, 2), &q, &kv, &kv);
-    assert!(
-        matches!(
-            err,
-            MobaError::NonFinite {
-                tensor: "q",
-                index: 5,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    q[5] = 0.5;
-    kv[7] = f32::INFINITY;
-    let err = run(&shape, &MobaConfig::new(4, 2), &q, &kv, &kv);
-    assert!(
-        matches!(
-            err,
-            MobaError::NonFinite {
-                tensor: "k",
-                index: 7,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    // A NaN in q, then an infinity in the buffer passed as k and v (k is checked first).
+    for (bad_tensor, bad_index, value) in [("q", 5, f32::NAN), ("k", 7, f32::INFINITY)] {
+        let (mut q, mut kv) = halves(&shape);
+        let bad = if bad_tensor == "q" { &mut q } else { &mut kv };
+        bad[bad_index] = value;
+        let err = run(&shape, &MobaConfig::new(4, 2), &q, &kv, &kv);
+        let MobaError::NonFinite { tensor, index, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!((*tensor, *index), (bad_tensor, bad_index), "{err}");
+    }
 }
 
 #[test]

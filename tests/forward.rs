@@ -6,77 +6,11 @@ mod common;
 use common::{check_moba, gpu, inputs, shape, tolerance};
 use moba::{MobaConfig, reference};
 
-#[test]
-fn a_single_token() {
-    check_moba(shape(1, 1, 1, 1, 1, 16), MobaConfig::new(4, 2), 1);
-}
-
-#[test]
-fn seven_tokens_gqa_2() {
-    check_moba(shape(1, 2, 1, 7, 7, 16), MobaConfig::new(3, 2), 2);
-}
-
-#[test]
-fn batch_two_head_dim_64() {
-    check_moba(shape(2, 2, 2, 113, 113, 64), MobaConfig::new(16, 3), 3);
-}
-
-#[test]
-fn gqa_8() {
-    check_moba(shape(1, 8, 1, 113, 113, 16), MobaConfig::new(8, 4), 4);
-}
-
-#[test]
-fn length_1023_top_2() {
-    check_moba(shape(1, 1, 1, 1023, 1023, 16), MobaConfig::new(64, 2), 5);
-}
-
-#[test]
-fn length_1025_partial_last_block() {
-    check_moba(shape(1, 2, 2, 1025, 1025, 16), MobaConfig::new(100, 3), 6);
-}
-
-#[test]
-fn top_1_head_dim_128() {
-    check_moba(shape(1, 1, 1, 113, 113, 128), MobaConfig::new(32, 1), 7);
-}
-
-#[test]
-fn top_k_beyond_the_block_count() {
-    check_moba(shape(1, 2, 2, 113, 113, 64), MobaConfig::new(16, 99), 8);
-}
-
-#[test]
-fn decode_one_query_over_a_cache() {
-    check_moba(shape(1, 4, 2, 1, 200, 64), MobaConfig::new(32, 3), 9);
-}
-
-#[test]
-fn chunked_prefill() {
-    check_moba(shape(2, 2, 1, 37, 300, 16), MobaConfig::new(25, 2), 10);
-}
-
-#[test]
-fn non_causal() {
-    check_moba(
-        shape(1, 2, 1, 113, 113, 16),
-        MobaConfig::new(16, 3).with_causal(false),
-        11,
-    );
-}
-
-#[test]
-fn non_causal_decode_with_a_scale() {
-    check_moba(
-        shape(2, 1, 1, 50, 150, 64),
-        MobaConfig::new(20, 2).with_causal(false).with_scale(0.3),
-        12,
-    );
-}
-
-#[test]
-fn head_dim_not_a_multiple_of_four() {
-    check_moba(shape(1, 1, 1, 50, 50, 6), MobaConfig::new(8, 2), 13);
+common::shape_grid_tests! { check_moba;
+    non_causal: shape(1, 2, 1, 113, 113, 16), MobaConfig::new(16, 3).with_causal(false), 11;
+    non_causal_decode_with_a_scale:
+        shape(2, 1, 1, 50, 150, 64), MobaConfig::new(20, 2).with_causal(false).with_scale(0.3), 12;
+    head_dim_not_a_multiple_of_four: shape(1, 1, 1, 50, 50, 6), MobaConfig::new(8, 2), 13;
 }
 
 /// Checks GPU output against an independent dense attention at the tolerance.
@@ -100,7 +34,7 @@ fn top_k_covering_every_block_is_dense_causal_attention() {
         MobaConfig::new(500, 2),
     ] {
         let dense =
-            reference::dense_forward(&q, &k, &v, &shape, config.scale_for(16), true).unwrap();
+            reference::dense_forward([&q, &k, &v], &shape, config.scale_for(16), true).unwrap();
         let exact = reference::forward(&q, &k, &v, &shape, &config).unwrap();
         let close = dense
             .o
@@ -109,9 +43,9 @@ fn top_k_covering_every_block_is_dense_causal_attention() {
             .all(|(a, b)| (a - b).abs() < 1e-12);
         assert!(close, "{config:?}: reference MoBA differs from dense");
         let got = gpu()
-            .moba_forward_blocking(&q, &k, &v, &shape, &config)
+            .block_on(gpu().moba_forward(&q, &k, &v, &shape, &config))
             .unwrap();
-        let (naive, _) = common::naive_f32(&q, &k, &v, &shape, &config, &exact.selection);
+        let (naive, _) = common::naive(&q, &k, &v, &shape, &config, &exact.selection, |x| x);
         assert_matches_dense(&got, &dense, reference::max_abs_error(&naive, &dense.o));
     }
 }
@@ -123,16 +57,14 @@ fn top_1_is_block_diagonal_causal_attention() {
     let (q, k, v) = inputs(&full, 21);
     let config = MobaConfig::new(block, 1);
     let got = gpu()
-        .moba_forward_blocking(&q, &k, &v, &full, &config)
+        .block_on(gpu().moba_forward(&q, &k, &v, &full, &config))
         .unwrap();
     // Each block alone, as its own dense causal problem.
     let one = shape(1, 1, 1, block, block, 16);
     for b in 0..blocks {
         let part = |x: &[f32]| x[b * block * 16..(b + 1) * block * 16].to_vec();
         let dense = reference::dense_forward(
-            &part(&q),
-            &part(&k),
-            &part(&v),
+            [&part(&q), &part(&k), &part(&v)],
             &one,
             config.scale_for(16),
             true,
@@ -155,10 +87,10 @@ fn same_bits_twice() {
     let (q, k, v) = inputs(&shape, 22);
     let config = MobaConfig::new(20, 3);
     let first = gpu()
-        .moba_forward_blocking(&q, &k, &v, &shape, &config)
+        .block_on(gpu().moba_forward(&q, &k, &v, &shape, &config))
         .unwrap();
     let second = gpu()
-        .moba_forward_blocking(&q, &k, &v, &shape, &config)
+        .block_on(gpu().moba_forward(&q, &k, &v, &shape, &config))
         .unwrap();
     let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&first.o), bits(&second.o));
@@ -175,14 +107,13 @@ fn dense_kernel_matches_the_reference() {
     ] {
         let (q, k, v) = inputs(&shape, 23);
         let config = MobaConfig::new(shape.kv_len, 1).with_causal(causal);
+        let scale = config.scale_for(shape.head_dim);
         let got = gpu()
-            .block_on(gpu().dense_forward(&q, &k, &v, &shape, &config))
+            .block_on(gpu().dense_forward([&q, &k, &v], &shape, scale, causal))
             .unwrap();
-        let want =
-            reference::dense_forward(&q, &k, &v, &shape, config.scale_for(shape.head_dim), causal)
-                .unwrap();
+        let want = reference::dense_forward([&q, &k, &v], &shape, scale, causal).unwrap();
         let all: Vec<i32> = vec![0; shape.q_rows()];
-        let (naive, naive_lse) = common::naive_f32(&q, &k, &v, &shape, &config, &all);
+        let (naive, naive_lse) = common::naive(&q, &k, &v, &shape, &config, &all, |x| x);
         assert_matches_dense(&got, &want, reference::max_abs_error(&naive, &want.o));
         let lse_error = reference::max_abs_error(&got.lse, &want.lse);
         assert!(
@@ -206,7 +137,7 @@ fn problems_over_the_binding_limit_are_split_over_groups() {
     assert!(per_call < 40, "{per_call} groups per call");
     let (q, k, v) = inputs(&shape, 24);
     let got = gpu()
-        .moba_forward_blocking(&q, &k, &v, &shape, &config)
+        .block_on(gpu().moba_forward(&q, &k, &v, &shape, &config))
         .unwrap();
     let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
     assert_eq!(got.selection, want.selection);
@@ -230,7 +161,7 @@ fn ties_go_to_the_more_recent_block() {
         (MobaConfig::new(block, 2).with_causal(false), vec![1, 2]),
     ] {
         let got = gpu()
-            .moba_forward_blocking(&q, &k, &v, &shape, &config)
+            .block_on(gpu().moba_forward(&q, &k, &v, &shape, &config))
             .unwrap();
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
         let top_k = config.top_k;

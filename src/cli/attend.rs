@@ -210,9 +210,9 @@ fn compute(
         Backend::Wgpu => {
             let gpu = GpuContext::new_blocking(request)?;
             eprintln!("adapter: {}", gpu.describe());
-            let out = gpu.moba_forward_blocking(q, k, v, shape, config)?;
+            let out = gpu.block_on(gpu.moba_forward(q, k, v, shape, config))?;
             let grads = dout
-                .map(|dout| gpu.moba_backward_blocking(q, k, v, dout, shape, config))
+                .map(|dout| gpu.block_on(gpu.moba_backward(q, k, v, dout, shape, config)))
                 .transpose()?
                 .map(|g| [g.dq, g.dk, g.dv]);
             Ok(Outputs {

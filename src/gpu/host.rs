@@ -45,7 +45,7 @@ impl GpuContext {
     /// let shape = Shape::prefill(1, 2, 1024, 64);
     /// let q = vec![0.1f32; shape.q_elems()];
     /// let kv = vec![0.2f32; shape.kv_elems()];
-    /// let out = gpu.moba_forward_blocking(&q, &kv, &kv, &shape, &MobaConfig::new(128, 3))?;
+    /// let out = gpu.block_on(gpu.moba_forward(&q, &kv, &kv, &shape, &MobaConfig::new(128, 3)))?;
     /// assert_eq!(out.o.len(), shape.q_elems());
     /// # Ok::<(), moba::MobaError>(())
     /// ```
@@ -61,16 +61,22 @@ impl GpuContext {
             .await
     }
 
-    /// Dense attention of host tensors (only `scale` and `causal` of the config matter).
+    /// Dense attention (causal or not) of host tensors, as [`crate::reference::dense_forward`]
+    /// computes it.
     pub async fn dense_forward(
         &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
+        [q, k, v]: [&[f32]; 3],
         shape: &Shape,
-        config: &MobaConfig,
+        scale: f32,
+        causal: bool,
     ) -> Result<GpuForward> {
-        self.run_host(Attention::Dense, [q, k, v], shape, config)
+        // The dense kernel reads only the scale and causality of a config.
+        let config = MobaConfig {
+            scale: Some(scale),
+            causal,
+            ..MobaConfig::new(1, 1)
+        };
+        self.run_host(Attention::Dense, [q, k, v], shape, &config)
             .await
     }
 
@@ -83,7 +89,7 @@ impl GpuContext {
     /// let gpu = GpuContext::new_blocking(&Default::default())?;
     /// let shape = Shape::prefill(1, 2, 256, 64);
     /// let (q, kv) = (moba::random::normal(shape.q_elems(), 1), moba::random::normal(shape.kv_elems(), 2));
-    /// let grads = gpu.moba_backward_blocking(&q, &kv, &kv, &q, &shape, &MobaConfig::new(64, 2))?;
+    /// let grads = gpu.block_on(gpu.moba_backward(&q, &kv, &kv, &q, &shape, &MobaConfig::new(64, 2)))?;
     /// assert_eq!(grads.dk.len(), shape.kv_elems());
     /// # Ok::<(), moba::MobaError>(())
     /// ```
@@ -114,14 +120,7 @@ impl GpuContext {
         };
         for chunk in self.chunks(&padded, &per_group)? {
             let part = &chunk.shape;
-            let io = ForwardIo::new(
-                self,
-                &q[chunk.q.clone()],
-                &k[chunk.kv.clone()],
-                &v[chunk.kv.clone()],
-                part.q_rows(),
-                config.top_k,
-            );
+            let io = chunk.upload(self, [&q, &k, &v], config.top_k);
             let dout = self.upload("dout", &dout[chunk.q.clone()]);
             let dq = self.poisoned("dq", part.q_elems());
             let (dk, dv) = (
@@ -148,34 +147,8 @@ impl GpuContext {
         Ok(grads)
     }
 
-    /// [`GpuContext::moba_backward`], blocking (native only).
-    pub fn moba_backward_blocking(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        dout: &[f32],
-        shape: &Shape,
-        config: &MobaConfig,
-    ) -> Result<GpuGradients> {
-        self.block_on(self.moba_backward(q, k, v, dout, shape, config))
-    }
-
-    /// [`GpuContext::moba_forward`], blocking (native only).
-    pub fn moba_forward_blocking(
-        &self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        shape: &Shape,
-        config: &MobaConfig,
-    ) -> Result<GpuForward> {
-        self.block_on(self.moba_forward(q, k, v, shape, config))
-    }
-
-    /// Runs one of this context's async calls (e.g. [`GpuContext::dense_forward`]) to the
-    /// end on this thread (native only); on OpenGL one blocking call at a time, as the
-    /// `_blocking` wrappers do.
+    /// Runs one of this context's async calls (e.g. [`GpuContext::moba_forward`]) to the
+    /// end on this thread (native only); on OpenGL one blocking call at a time.
     pub fn block_on<T>(&self, call: impl Future<Output = T>) -> T {
         let _exclusive = self.exclusive();
         pollster::block_on(call)
@@ -211,14 +184,7 @@ impl GpuContext {
         };
         for chunk in self.chunks(&padded, &per_group)? {
             let part = &chunk.shape;
-            let io = ForwardIo::new(
-                self,
-                &q[chunk.q.clone()],
-                &k[chunk.kv.clone()],
-                &v[chunk.kv.clone()],
-                part.q_rows(),
-                top_k,
-            );
+            let io = chunk.upload(self, [&q, &k, &v], top_k);
             let mut encoder = self.device().create_command_encoder(&Default::default());
             match attention {
                 Attention::Moba => {
@@ -247,6 +213,22 @@ struct Chunk {
     shape: Shape,
     q: Range<usize>,
     kv: Range<usize>,
+}
+
+impl Chunk {
+    /// This chunk's part of q, k and v uploaded, with poisoned outputs for `top_k` selected
+    /// blocks per row.
+    fn upload(&self, gpu: &GpuContext, [q, k, v]: [&[f32]; 3], top_k: usize) -> ForwardIo {
+        let (rows, kv) = (self.q.clone(), self.kv.clone());
+        ForwardIo::new(
+            gpu,
+            &q[rows],
+            &k[kv.clone()],
+            &v[kv],
+            self.shape.q_rows(),
+            top_k,
+        )
+    }
 }
 
 impl GpuContext {

@@ -2,11 +2,12 @@
 //!
 //! It does not depend on burn, so the browser demo and plain wgpu users can use it. Two
 //! levels of API:
-//! - [`GpuContext::moba_forward`] on host slices (async, with `_blocking` wrappers and
-//!   [`GpuContext::block_on`]): checks the inputs, splits problems larger than the
+//! - [`GpuContext::moba_forward`] on host slices (async; [`GpuContext::block_on`] runs it
+//!   natively): checks the inputs, splits problems larger than the
 //!   adapter's buffer limits over (batch, kv head) groups, pads odd head dims, and returns
 //!   host vectors;
-//! - [`MobaForward`] / [`DenseForward`] on your own wgpu buffers: record into your encoder.
+//! - [`MobaForward`] / [`MobaBackward`] (a [`PlannedPass`] each) / [`DenseForward`] on your own
+//!   wgpu buffers: record into your encoder.
 
 mod backward;
 pub(crate) mod buffers;

@@ -109,9 +109,7 @@ pub fn forward(
 /// Dense softmax attention (causal or not), the baseline MoBA degenerates to when every
 /// block is selected. Written without blocks so that it can check that claim.
 pub fn dense_forward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    [q, k, v]: [&[f32]; 3],
     shape: &Shape,
     scale: f32,
     causal: bool,

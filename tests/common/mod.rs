@@ -53,6 +53,44 @@ pub fn every_gpu() -> Vec<&'static GpuContext> {
     gpus
 }
 
+/// One `#[test]` per case of the DESIGN §4 shape grid, each calling `$check(shape, config,
+/// seed)` (`check_moba` or `check_moba_backward`). The ten cases the forward and the backward
+/// share are written here once, so that the two grids cannot drift apart; a file adds its own
+/// cases after its check, one a line: `name: shape, config, seed;`.
+#[allow(unused_macros)] // only tests/forward.rs and tests/backward.rs use it
+macro_rules! shape_grid_tests {
+    ($check:path; $($name:ident: $shape:expr, $config:expr, $seed:expr;)*) => {
+        $crate::common::shape_grid_tests! { @tests $check;
+            a_single_token: shape(1, 1, 1, 1, 1, 16), MobaConfig::new(4, 2), 1;
+            seven_tokens_gqa_2: shape(1, 2, 1, 7, 7, 16), MobaConfig::new(3, 2), 2;
+            batch_two_head_dim_64: shape(2, 2, 2, 113, 113, 64), MobaConfig::new(16, 3), 3;
+            // The backward sums dk and dv over the group of 8 query heads.
+            gqa_8: shape(1, 8, 1, 113, 113, 16), MobaConfig::new(8, 4), 4;
+            length_1023_top_2: shape(1, 1, 1, 1023, 1023, 16), MobaConfig::new(64, 2), 5;
+            // Blocks of 100 rows, more than a workgroup; the last one holds 25.
+            length_1025_partial_last_block: shape(1, 2, 2, 1025, 1025, 16), MobaConfig::new(100, 3), 6;
+            top_1_head_dim_128: shape(1, 1, 1, 113, 113, 128), MobaConfig::new(32, 1), 7;
+            top_k_beyond_the_block_count: shape(1, 2, 2, 113, 113, 64), MobaConfig::new(16, 99), 8;
+            decode_one_query_over_a_cache: shape(1, 4, 2, 1, 200, 64), MobaConfig::new(32, 3), 9;
+            chunked_prefill: shape(2, 2, 1, 37, 300, 16), MobaConfig::new(25, 2), 10;
+            $($name: $shape, $config, $seed;)*
+        }
+    };
+    (@tests $check:path; $($name:ident: $shape:expr, $config:expr, $seed:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                // The names the cases are written with, wherever the grid expands.
+                #[allow(unused_imports)]
+                use {$crate::common::shape, moba::MobaConfig};
+                $check($shape, $config, $seed);
+            }
+        )*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use shape_grid_tests;
+
 /// A shape from its six sizes, in `Shape`'s field order.
 pub fn shape(
     batch: usize,
@@ -107,22 +145,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// A straightforward f32 implementation over a given selection: scores, softmax and
-/// weighted sum in f32, no tiling. Its error against the f64 reference is the yardstick.
-pub fn naive_f32(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    shape: &Shape,
-    config: &MobaConfig,
-    selection: &[i32],
-) -> (Vec<f32>, Vec<f32>) {
-    naive(q, k, v, shape, config, selection, |x| x)
-}
-
-/// The straightforward implementation of a lower precision: every product's result
-/// (scores, probabilities, output) rounded by `round`, sums in f32 — what attention written
-/// with bf16/f16 matrix products computes. The yardstick of the tensor-core kernels.
+/// A straightforward implementation over a given selection: scores, softmax and weighted
+/// sum, no tiling, every product's result (scores, probabilities, output) rounded by
+/// `round`, sums in f32. With `|x| x` (nothing rounded) it is the f32 implementation whose
+/// error against the f64 reference is the yardstick; with a 16-bit rounding it is what
+/// attention written with bf16/f16 matrix products computes, the yardstick of the
+/// tensor-core kernels.
 pub fn naive(
     q: &[f32],
     k: &[f32],
@@ -215,7 +243,7 @@ pub fn check_moba_backward_on(gpu: &GpuContext, shape: Shape, config: MobaConfig
     let (q, k, v) = inputs(&shape, seed);
     let dout = random::normal(shape.q_elems(), seed ^ 0x5eed_0003);
     let forward = gpu
-        .moba_forward_blocking(&q, &k, &v, &shape, &config)
+        .block_on(gpu.moba_forward(&q, &k, &v, &shape, &config))
         .unwrap();
     let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
     let selection = reference::selection(&q, &k, &shape, &config);
@@ -226,7 +254,7 @@ pub fn check_moba_backward_on(gpu: &GpuContext, shape: Shape, config: MobaConfig
         gpu.describe()
     );
     let got = gpu
-        .moba_backward_blocking(&q, &k, &v, &dout, &shape, &config)
+        .block_on(gpu.moba_backward(&q, &k, &v, &dout, &shape, &config))
         .unwrap();
     // The f32 yardstick: nothing rounded.
     let naive = naive_backward(&q, &k, &v, &dout, &shape, &config, &selection, |x| x);
@@ -293,7 +321,7 @@ pub fn check_moba(shape: Shape, config: MobaConfig, seed: u64) {
 pub fn check_moba_on(gpu: &GpuContext, shape: Shape, config: MobaConfig, seed: u64) {
     let (q, k, v) = inputs(&shape, seed);
     let got = gpu
-        .moba_forward_blocking(&q, &k, &v, &shape, &config)
+        .block_on(gpu.moba_forward(&q, &k, &v, &shape, &config))
         .unwrap();
     let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
     assert!(
@@ -321,7 +349,8 @@ pub fn check_moba_on(gpu: &GpuContext, shape: Shape, config: MobaConfig, seed: u
             .flat_map(|&r| o[r * d..(r + 1) * d].to_vec())
             .collect()
     };
-    let (naive_o, naive_lse) = naive_f32(&q, &k, &v, &shape, &config, &want.selection);
+    // The f32 yardstick: nothing rounded.
+    let (naive_o, naive_lse) = naive(&q, &k, &v, &shape, &config, &want.selection, |x| x);
     let want_o = pick_o64(&want.o);
     let want_lse: Vec<f64> = rows.iter().map(|&r| want.lse[r]).collect();
     let o_error = reference::max_abs_error(&pick_o(&got.o), &want_o);
