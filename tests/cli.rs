@@ -3,45 +3,42 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::binary::{BACKENDS, assert_ok, moba, scratch, text};
-use common::inputs;
+use common::binary::{self, BACKENDS, assert_ok, moba, scratch, small_bench_args, text, words};
 use moba::{MobaConfig, Shape, npy, reference};
 
 /// Writes q, k, v (and dout) for a shape into `dir`.
 fn write_inputs(dir: &Path, shape: &Shape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (q, k, v) = inputs(shape, 31);
-    let (q_dims, kv_dims) = (shape.q_dims(), shape.kv_dims());
-    npy::write(&dir.join("q.npy"), &q_dims, &q).unwrap();
-    npy::write(&dir.join("k.npy"), &kv_dims, &k).unwrap();
-    npy::write(&dir.join("v.npy"), &kv_dims, &v).unwrap();
-    npy::write(&dir.join("do.npy"), &q_dims, &inputs(shape, 32).0).unwrap();
-    (q, k, v)
+    binary::write_inputs(dir, shape, 31, 32)
 }
 
-fn attend_args<'a>(dir: &'a str, backend: &'a str, out: &'a str) -> Vec<String> {
-    [
-        "attend",
-        "--q",
-        &format!("{dir}/q.npy"),
-        "--k",
-        &format!("{dir}/k.npy"),
-        "--v",
-        &format!("{dir}/v.npy"),
-        "--block-size",
-        "8",
-        "--top-k",
-        "2",
-        "--backend",
-        backend,
-        "--out-dir",
-        out,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// `moba attend` of the inputs in `dir`, top-2, on `backend`, its outputs into `out`.
+fn attend_args(dir: &Path, backend: &str, out: &Path) -> Vec<String> {
+    binary::attend_args(dir, &dir.join("q.npy"), "2", backend, out)
+}
+
+/// A folder for test `name` with the inputs of a problem whose 2 query heads share 1 k/v
+/// head: the folder, the shape, and q, k, v.
+fn gqa_problem(name: &str, len: usize, head_dim: usize) -> (PathBuf, Shape, [Vec<f32>; 3]) {
+    let dir = scratch(name);
+    let shape = Shape {
+        kv_heads: 1,
+        ..Shape::prefill(1, 2, len, head_dim)
+    };
+    let (q, k, v) = write_inputs(&dir, &shape);
+    (dir, shape, [q, k, v])
+}
+
+/// Asserts that `moba attend` wrote `out/name` with `dims`, within 1e-5 of `want`.
+#[track_caller]
+fn assert_written(out: &Path, name: &str, dims: &[usize], want: &[f64]) {
+    let path = out.join(name);
+    let got = npy::read::<f32>(&path).unwrap();
+    assert_eq!(got.shape, dims, "{}", path.display());
+    let error = reference::max_abs_error(&got.data, want);
+    assert!(error < 1e-5, "{}: error {error:e}", path.display());
 }
 
 /// Asserts that a run failed with `expected` in its stderr.
@@ -54,32 +51,14 @@ fn assert_fails(output: &Output, expected: &str) {
 
 #[test]
 fn attend_writes_the_same_answer_from_every_backend() {
-    let dir = scratch("attend");
-    let shape = Shape {
-        kv_heads: 1,
-        ..Shape::prefill(1, 2, 37, 16)
-    };
-    let (q, k, v) = write_inputs(&dir, &shape);
-    let d = dir.to_str().unwrap();
-    for backend in BACKENDS {
-        assert_ok(&moba(&attend_args(d, backend, &format!("{d}/{backend}"))));
-    }
-    let read = |backend: &str, name: &str| npy::read::<f32>(&dir.join(backend).join(name)).unwrap();
+    let (dir, shape, [q, k, v]) = gqa_problem("attend", 37, 16);
     let want = reference::forward(&q, &k, &v, &shape, &MobaConfig::new(8, 2)).unwrap();
     for backend in BACKENDS {
-        let o = read(backend, "o.npy");
-        assert_eq!(o.shape, vec![1, 2, 37, 16]);
-        assert!(
-            reference::max_abs_error(&o.data, &want.o) < 1e-5,
-            "{backend}"
-        );
-        let lse = read(backend, "lse.npy");
-        assert_eq!(lse.shape, vec![1, 2, 37]);
-        assert!(
-            reference::max_abs_error(&lse.data, &want.lse) < 1e-5,
-            "{backend}"
-        );
-        let selection = npy::read::<i32>(&dir.join(backend).join("selection.npy")).unwrap();
+        let out = dir.join(backend);
+        assert_ok(&moba(&attend_args(&dir, backend, &out)));
+        assert_written(&out, "o.npy", &[1, 2, 37, 16], &want.o);
+        assert_written(&out, "lse.npy", &[1, 2, 37], &want.lse);
+        let selection = npy::read::<i32>(&out.join("selection.npy")).unwrap();
         assert_eq!(selection.shape, vec![1, 2, 37, 2]);
         assert_eq!(selection.data, want.selection, "{backend}");
     }
@@ -87,30 +66,18 @@ fn attend_writes_the_same_answer_from_every_backend() {
 
 #[test]
 fn attend_with_dout_writes_gradients_from_every_backend() {
-    let dir = scratch("dout");
-    let shape = Shape {
-        kv_heads: 1,
-        ..Shape::prefill(1, 2, 20, 8)
-    };
-    let (q, k, v) = write_inputs(&dir, &shape);
-    let d = dir.to_str().unwrap();
-    let dout = npy::read::<f32>(&dir.join("do.npy")).unwrap().data;
+    let (dir, shape, [q, k, v]) = gqa_problem("dout", 20, 8);
+    let dout_path = dir.join("do.npy");
+    let dout = npy::read::<f32>(&dout_path).unwrap().data;
     let grads = reference::backward(&q, &k, &v, &dout, &shape, &MobaConfig::new(8, 2)).unwrap();
     for backend in BACKENDS {
-        let out = format!("{d}/{backend}");
-        let mut args = attend_args(d, backend, &out);
-        args.extend(["--dout".to_string(), format!("{d}/do.npy")]);
+        let out = dir.join(backend);
+        let mut args = attend_args(&dir, backend, &out);
+        args.extend(["--dout".to_string(), dout_path.display().to_string()]);
         assert_ok(&moba(&args));
-        for (name, shape, want) in [
-            ("dq.npy", vec![1, 2, 20, 8], &grads.dq),
-            ("dk.npy", vec![1, 1, 20, 8], &grads.dk),
-            ("dv.npy", vec![1, 1, 20, 8], &grads.dv),
-        ] {
-            let got = npy::read::<f32>(&dir.join(backend).join(name)).unwrap();
-            assert_eq!(got.shape, shape, "{backend} {name}");
-            let error = reference::max_abs_error(&got.data, want);
-            assert!(error < 1e-5, "{backend} {name}: error {error:e}");
-        }
+        assert_written(&out, "dq.npy", &[1, 2, 20, 8], &grads.dq);
+        assert_written(&out, "dk.npy", &[1, 1, 20, 8], &grads.dk);
+        assert_written(&out, "dv.npy", &[1, 1, 20, 8], &grads.dv);
     }
 }
 
@@ -119,14 +86,13 @@ fn attend_with_dout_writes_gradients_from_every_backend() {
 #[test]
 fn attend_on_cuda_says_what_is_missing() {
     let dir = scratch("cuda");
-    let d = dir.to_str().unwrap();
     write_inputs(&dir, &Shape::prefill(1, 1, 12, 16));
     let expected = match cfg!(feature = "cuda") {
         true => "no CUDA driver found",
         false => "rebuild with `cargo build --release --features cuda`",
     };
-    assert_fails(&moba(&attend_args(d, "cuda", d)), expected);
-    let mut args = attend_args(d, "wgpu", d);
+    assert_fails(&moba(&attend_args(&dir, "cuda", &dir)), expected);
+    let mut args = attend_args(&dir, "wgpu", &dir);
     args.extend(["--dtype".to_string(), "bf16".to_string()]);
     let output = moba(&args);
     assert!(text(&output.stderr).contains("needs --backend cuda"));
@@ -135,40 +101,34 @@ fn attend_on_cuda_says_what_is_missing() {
 #[test]
 fn attend_reports_bad_input_clearly() {
     let dir = scratch("bad");
-    let d = dir.to_str().unwrap();
     write_inputs(&dir, &Shape::prefill(1, 1, 12, 4));
     // dout with another shape than q.
-    npy::write(&dir.join("bad_do.npy"), &[1, 1, 11, 4], &[0.5f32; 44]).unwrap();
-    let mut args = attend_args(d, "wgpu", d);
-    args.extend(["--dout".to_string(), format!("{d}/bad_do.npy")]);
+    let bad_dout = dir.join("bad_do.npy");
+    npy::write(&bad_dout, &[1, 1, 11, 4], &[0.5f32; 44]).unwrap();
+    let mut args = attend_args(&dir, "wgpu", &dir);
+    args.extend(["--dout".to_string(), bad_dout.display().to_string()]);
     assert_fails(&moba(&args), "dout has shape");
     // v with another shape than k.
     npy::write(&dir.join("v.npy"), &[1, 1, 11, 4], &[0.5f32; 44]).unwrap();
-    let output = moba(&attend_args(d, "reference", d));
+    let output = moba(&attend_args(&dir, "reference", &dir));
     assert!(text(&output.stderr).contains("v has shape"), "{output:?}");
     // A missing file names its path.
     std::fs::remove_file(dir.join("q.npy")).unwrap();
-    let output = moba(&attend_args(d, "reference", d));
+    let output = moba(&attend_args(&dir, "reference", &dir));
     assert!(text(&output.stderr).contains("q.npy"), "{output:?}");
+}
+
+/// Runs `moba` with the words of `line`; asserts that it succeeded and returns its stdout.
+#[track_caller]
+fn stdout_of(line: &str) -> String {
+    let output = moba(&words(line));
+    assert_ok(&output);
+    text(&output.stdout)
 }
 
 #[test]
 fn demo_checks_itself_against_the_reference() {
-    let output = moba(&[
-        "demo",
-        "--seq-len",
-        "200",
-        "--heads",
-        "2",
-        "--head-dim",
-        "16",
-        "--block-size",
-        "16",
-        "--runs",
-        "1",
-    ]);
-    assert_ok(&output);
-    let stdout = text(&output.stdout);
+    let stdout = stdout_of("demo --seq-len 200 --heads 2 --head-dim 16 --block-size 16 --runs 1");
     for line in [
         "adapter :",
         "density :",
@@ -201,55 +161,24 @@ fn demo_checks_itself_against_the_reference() {
 fn demo_on_the_opengl_adapter_passes_its_check() {
     // The case: top-3 on llvmpipe's GL gave duplicate blocks (Mesa miscompiled the
     // gate's in-place sort) and an error of 0.48 with exit 0.
-    let output = moba(&[
-        "--api",
-        "gl",
-        "demo",
-        "--seq-len",
-        "512",
-        "--heads",
-        "2",
-        "--head-dim",
-        "64",
-        "--block-size",
-        "64",
-        "--runs",
-        "1",
-        "--no-dense",
-    ]);
-    assert_ok(&output);
-    let stdout = text(&output.stdout);
+    let stdout = stdout_of(
+        "--api gl demo --seq-len 512 --heads 2 --head-dim 64 --block-size 64 --runs 1 --no-dense",
+    );
     assert!(stdout.contains("(Gl, "), "{stdout}");
     assert!(stdout.contains("check   : PASS: "), "{stdout}");
 }
 
 #[test]
 fn info_lists_an_adapter() {
-    let output = moba(&["info"]);
-    assert_ok(&output);
-    assert!(text(&output.stdout).contains("limits:"));
+    assert!(stdout_of("info").contains("limits:"));
 }
 
 #[test]
 fn bench_writes_records_and_report_merges_them() {
     let dir = scratch("bench");
     let out = dir.join("run.jsonl");
-    let output = moba(&[
-        "bench",
-        "--seq-lens",
-        "64,96",
-        "--heads",
-        "1",
-        "--head-dim",
-        "16",
-        "--block-size",
-        "16",
-        "--runs",
-        "1",
-        "--burn-baseline",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let extra = ["--burn-baseline", "--out", out.to_str().unwrap()];
+    let output = moba(&small_bench_args("64,96", &extra));
     assert_ok(&output);
     let lines: Vec<moba::bench::Record> = std::fs::read_to_string(&out)
         .unwrap()

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::binary::{BACKENDS, assert_ok, moba, scratch, text};
+use common::binary::{self, BACKENDS, assert_ok, moba, scratch, small_bench_args, text};
 use common::inputs;
 use moba::train::Checkpoints;
 use moba::{Shape, npy};
@@ -35,38 +35,17 @@ const SHAPE: Shape = Shape {
     head_dim: 8,
 };
 
-/// q, k, v and dout of [`SHAPE`] in `dir`.
+/// q, k, v and dout of [`SHAPE`] in `dir` (dout is q: seed 3 for both).
 fn write_inputs(dir: &Path) {
-    let (q, k, v) = inputs(&SHAPE, 3);
-    let q_dims = [1, 2, 40, 8];
-    npy::write(&dir.join("q.npy"), &q_dims, &q).unwrap();
-    npy::write(&dir.join("k.npy"), &[1, 1, 40, 8], &k).unwrap();
-    npy::write(&dir.join("v.npy"), &[1, 1, 40, 8], &v).unwrap();
-    npy::write(&dir.join("do.npy"), &q_dims, &q).unwrap();
+    binary::write_inputs(dir, &SHAPE, 3, 3);
 }
 
 /// `moba [GLOBALS] attend` of the inputs in `dir`, with `q` for q, block 8 and `top_k`,
-/// on `backend`, then `extra`.
+/// on `backend`, its outputs into `dir/out`.
 fn attend_args(globals: &[&str], dir: &Path, q: &Path, backend: &str, top_k: &str) -> Vec<String> {
-    let path = |name: &str| dir.join(name).display().to_string();
+    let attend = binary::attend_args(dir, q, top_k, backend, &dir.join("out"));
     let mut args: Vec<String> = globals.iter().map(|s| s.to_string()).collect();
-    args.extend([
-        "attend".to_string(),
-        "--q".into(),
-        q.display().to_string(),
-        "--k".into(),
-        path("k.npy"),
-        "--v".into(),
-        path("v.npy"),
-        "--block-size".into(),
-        "8".into(),
-        "--top-k".into(),
-        top_k.into(),
-        "--backend".into(),
-        backend.into(),
-        "--out-dir".into(),
-        path("out"),
-    ]);
+    args.extend(attend);
     args
 }
 
@@ -283,15 +262,19 @@ fn resume_falls_back_past_an_incomplete_or_corrupt_checkpoint() {
     let scan = Checkpoints::scan(&run);
     assert_eq!(scan.newest_complete, Some(2), "{scan:?}");
     assert!(scan.incomplete[0].1.contains("no checksum"), "{scan:?}");
-    let output = moba(&[
-        "train",
-        "--run",
-        &run.display().to_string(),
-        "--resume",
-        "--backend",
-        "ndarray",
-        "--lines",
-    ]);
+    let resume = |run: &Path| {
+        let run = run.display().to_string();
+        moba(&[
+            "train",
+            "--run",
+            &run,
+            "--resume",
+            "--backend",
+            "ndarray",
+            "--lines",
+        ])
+    };
+    let output = resume(&run);
     assert_ok(&output);
     let stderr = text(&output.stderr);
     assert!(stderr.contains("epoch 3 is not used"), "{stderr}");
@@ -317,15 +300,7 @@ fn resume_falls_back_past_an_incomplete_or_corrupt_checkpoint() {
     let fresh = dir.join("fresh");
     std::fs::create_dir_all(&fresh).unwrap();
     std::fs::copy(run.join("train.json"), fresh.join("train.json")).unwrap();
-    let output = moba(&[
-        "train",
-        "--run",
-        &fresh.display().to_string(),
-        "--resume",
-        "--backend",
-        "ndarray",
-        "--lines",
-    ]);
+    let output = resume(&fresh);
     assert_ok(&output);
     assert!(text(&output.stderr).contains("training starts from step 0"));
 }
@@ -443,32 +418,12 @@ fn attend_replaces_its_outputs_whole_and_drops_stale_gradients() {
 fn bench_records_start_a_line_of_their_own() {
     let dir = scratch("bench-newline");
     let out = dir.join("bench.jsonl");
-    let args = |out: &Path| {
-        [
-            "bench",
-            "--seq-lens",
-            "64",
-            "--heads",
-            "1",
-            "--head-dim",
-            "16",
-            "--block-size",
-            "16",
-            "--runs",
-            "1",
-            "--no-dense",
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out.display().to_string()])
-        .collect::<Vec<_>>()
-    };
-    assert_ok(&moba(&args(&out)));
+    let args = small_bench_args("64", &["--no-dense", "--out", &out.display().to_string()]);
+    assert_ok(&moba(&args));
     // Cut the trailing newline, as an editor or a truncated copy might.
     let first = std::fs::read_to_string(&out).unwrap();
     std::fs::write(&out, first.trim_end()).unwrap();
-    assert_ok(&moba(&args(&out)));
+    assert_ok(&moba(&args));
     let report = moba(&[
         "bench",
         "report",

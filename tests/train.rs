@@ -40,6 +40,14 @@ fn tiny(max_seq_len: usize) -> LmConfig {
     LmConfig::new(32, 2, 4, 2, 64, moba, max_seq_len).with_full_layers(1)
 }
 
+/// The recall task (`pairs` records, `queries` queries) at the model's full length: `steps`
+/// steps of 2 sequences.
+fn recall_config(model: LmConfig, pairs: usize, queries: usize, steps: usize) -> TrainConfig {
+    let seq_len = model.max_seq_len;
+    TrainConfig::new(model, DataConfig::Recall { pairs, queries }, seq_len, steps)
+        .with_batch_size(2)
+}
+
 /// The repository's own prose as the corpus (about 16 KB).
 fn text_config(steps: usize, valid_every: usize) -> TrainConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -410,13 +418,8 @@ fn recall_records_lie_at_the_asked_distance() {
 
 #[test]
 fn a_curriculum_reads_short_sequences_first_at_the_same_bytes_per_step() {
-    let recall = DataConfig::Recall {
-        pairs: 16,
-        queries: 8,
-    };
     // 8 steps of 2 sequences of 512 bytes, 3 stages: 2 steps at 128 bytes, 2 at 256, 4 at 512.
-    let config = TrainConfig::new(tiny(512), recall, 512, 8)
-        .with_batch_size(2)
+    let config = recall_config(tiny(512), 16, 8, 8)
         .with_valid_every(4)
         .with_curriculum(Some(3));
     config.validate().unwrap();
@@ -582,13 +585,7 @@ fn corrupt_checkpoints_and_bad_data_paths_are_clear_errors() {
 fn recall_evaluation_skips_distances_no_record_can_take() {
     // 128 bytes, 4 records and 4 queries: the nearest quarter of the context (0..24 bytes) is
     // narrower than a slot, so it holds none; the other buckets are measured.
-    let recall = DataConfig::Recall {
-        pairs: 4,
-        queries: 4,
-    };
-    let config = TrainConfig::new(tiny(128), recall, 128, 4)
-        .with_batch_size(2)
-        .with_valid_every(4);
+    let config = recall_config(tiny(128), 4, 4, 4).with_valid_every(4);
     config.validate().unwrap();
     let device = Default::default();
     let model = config.model.init::<NdArray>(&device).unwrap();
@@ -612,10 +609,6 @@ fn recall_evaluation_counts_where_the_gate_routes() {
     // The hybrid at 128 bytes (16 blocks of 8): with top-1 a query sees only its own block,
     // never a record's (records lie at least 24 bytes before the queries); with top-16 it
     // sees every block up to its own. The full layer has no gate and no count.
-    let recall = DataConfig::Recall {
-        pairs: 4,
-        queries: 4,
-    };
     let device = Default::default();
     let options = EvalOptions {
         batches: 1,
@@ -628,7 +621,7 @@ fn recall_evaluation_counts_where_the_gate_routes() {
             top_k,
         };
         let model_config = LmConfig::new(32, 2, 4, 2, 64, moba, 128).with_full_layers(1);
-        let config = TrainConfig::new(model_config, recall.clone(), 128, 4).with_batch_size(2);
+        let config = recall_config(model_config, 4, 4, 4);
         let model = config.model.init::<NdArray>(&device).unwrap();
         let report = evaluate(&model, &config, &options, &device).unwrap();
         assert!(!report.recall.is_empty());
