@@ -10,7 +10,6 @@
 set -u
 OUT=${OUT:-results/device-compare}
 ROUNDS=${ROUNDS:-2}
-mkdir -p "$OUT"
 for packed in .device/*.gz .device/tests/*.gz .device/before/*.gz; do
     [ -f "$packed" ] && gunzip -kf "$packed"
 done

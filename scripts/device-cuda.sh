@@ -11,7 +11,6 @@ set -u
 OUT=${OUT:-results/device-cuda}
 TRAIN_S=${TRAIN_S:-8192,32768}
 LONG_S=${LONG_S:-32768,131072,524288}
-mkdir -p "$OUT"
 # The binaries travel gzipped (scripts/stage-device.sh).
 for packed in .device/*.gz .device/tests/*.gz; do gunzip -kf "$packed"; done
 # gunzip gives each file its archive's mode: make sure the binaries can run.

@@ -8,7 +8,12 @@
 # and copied into any other working directory a script uses) and packed into
 # $OUT/cubecl-cache.tgz on exit: put at .device/cubecl-cache.tgz and carried, it is unpacked
 # here and spares the next call that time (packed: the language-model caches grow to
-# hundreds of MB). The scripts that source this file set OUT first.
+# hundreds of MB). The scripts that source this file set OUT first; it is made here.
+# Defined here for the scripts: repo, the repository root (for commands run in working
+# directories of their own), and gpus, the number of GPUs (for runs spread over them).
+mkdir -p "$OUT"
+repo=$PWD
+gpus=$(nvidia-smi -L | wc -l)
 [ -x .device/moba ] || { gunzip -kf .device/moba.gz && chmod +x .device/moba; }
 if [ -f .device/python-stdlib.txt.gz ] && [ ! -f .device/python-stdlib.txt ]; then
     gunzip -kf .device/python-stdlib.txt.gz

@@ -12,11 +12,8 @@ set -u
 OUT=${OUT:-results/device-lm-sweep}
 LIMIT=${LIMIT:-420}
 PER_GPU=${PER_GPU:-4}
-mkdir -p "$OUT"
 source scripts/device-env.sh
 runs=/tmp/moba-sweep
-repo=$PWD
-gpus=$(nvidia-smi -L | wc -l)
 rm -rf "$runs"
 mkdir -p "$runs"
 # The spec lines without blanks and comments, read twice: to launch, then for the table.

@@ -33,11 +33,8 @@ TASKS=${TASKS:-recall text}
 PRESET=${PRESET:-8k}
 STEPS=${STEPS:-200}
 BATCH=${BATCH:-8}
-mkdir -p "$OUT"
 source scripts/device-env.sh
 runs=/tmp/moba-lm
-repo=$PWD
-gpus=$(nvidia-smi -L | wc -l)
 arms=${ARMS:-moba full}
 side_by_side=${SIDE_BY_SIDE:-$([ "$gpus" -ge 2 ] && echo 1 || echo 0)}
 # A fresh start each call unless FRESH=0 (the machine may still hold an earlier call's runs).

@@ -13,7 +13,6 @@ set -u
 OUT=${OUT:-results/device-sweep}
 TRAIN_S=${TRAIN_S:-2048,8192,32768}
 LONG_S=${LONG_S:-131072,524288}
-mkdir -p "$OUT"
 # The Vulkan loader is not installed on the device machine: unpack the carried debs.
 for deb in .gl/*.deb; do dpkg -x "$deb" / 2>/dev/null; done
 ldconfig

@@ -17,7 +17,6 @@ TRAIN_S=${TRAIN_S:-32768}
 LONG_S=${LONG_S-524288}
 KERNELS=${KERNELS:-cooperative portable}
 VARIANTS=${VARIANTS:-.device/wgsl-variants}
-mkdir -p "$OUT"
 for packed in .device/tests/*.gz; do gunzip -kf "$packed"; done
 chmod +x .device/tests/*
 source scripts/device-env.sh

@@ -11,7 +11,6 @@ set -u
 OUT=${OUT:-results/device-web-model}
 STEPS=${STEPS:-3000}
 BATCH=${BATCH:-16}
-mkdir -p "$OUT"
 source scripts/device-env.sh
 run=/tmp/moba-web-model
 rm -rf "$run"
