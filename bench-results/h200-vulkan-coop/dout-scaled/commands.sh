@@ -18,9 +18,5 @@ for line in open(sys.argv[1]):
     f = lambda xs: [round(x, 2) for x in xs] if xs else None
     print(r["backend"], r["kernel"], r["seq_len"], round(r["moba_ms"], 2), r.get("step_ms") and round(r["step_ms"], 2), f(r.get("stage_ms")), f(r.get("backward_stage_ms")), r["passed"])
 PY
-start=$(date +%s)
-timeout 150 .device/moba --api vulkan train --backend wgpu --preset 32k --steps 40 --valid-every 40 \
-    --text .device/python-stdlib.txt --run /tmp/run-wgpu --lines > "$OUT/train-wgpu.log" 2>&1
-echo "train exit $? after $(($(date +%s) - start)) s"
-tail -2 "$OUT/train-wgpu.log"
-cp /tmp/run-wgpu/summary.json /tmp/run-wgpu/train.json "$OUT/" 2>/dev/null
+source bench-results/h200-vulkan-coop/train-wgpu.sh
+train_32k_wgpu 150 "train " 2
