@@ -234,7 +234,7 @@ fn forward_rescales_when_later_keys_score_higher() {
         let [q, k, v] = [q, k, v].map(to_f16);
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
         let (o, lse) = cooperative_forward(gpu, (&q, &k, &v), &shape, &config);
-        let (naive_o, naive_lse) = naive(&q, &k, &v, &shape, &config, &want.selection, f16_round);
+        let (naive_o, naive_lse) = naive([&q, &k, &v], &shape, &config, &want.selection, f16_round);
         let mut line = format!("{shape:?} {config:?}:");
         for (name, got, naive, want) in [
             ("o", &o, &naive_o, &want.o),
@@ -395,7 +395,7 @@ fn moba_backward_matches_the_reference_at_f16_precision() {
         let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
         let exact_selection = reference::selection(&q, &k, &shape, &config);
         assert_eq!(selection, exact_selection, "case {index}: the gate differs");
-        let naive = naive_backward(&q, &k, &v, &dout, &shape, &config, &selection, f16_round);
+        let naive = naive_backward([&q, &k, &v], &dout, &shape, &config, &selection, f16_round);
         let mut line = format!("{shape:?} {config:?}:");
         for (name, got, naive, want) in [
             ("dq", &grads[0], &naive.0, &want.dq),

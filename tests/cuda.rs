@@ -174,9 +174,7 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
         round_inputs(&dout),
     );
     let (naive_o, naive_lse) = naive(
-        &nq,
-        &nk,
-        &nv,
+        [&nq, &nk, &nv],
         &shape,
         &config,
         &want.selection,
@@ -212,9 +210,7 @@ fn check_case<F: Precision>(shape: Shape, config: MobaConfig, seed: u64) -> Repo
     if tied.is_empty() {
         let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
         let naive = naive_backward(
-            &nq,
-            &nk,
-            &nv,
+            [&nq, &nk, &nv],
             &ndout,
             &shape,
             &config,

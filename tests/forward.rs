@@ -45,7 +45,7 @@ fn top_k_covering_every_block_is_dense_causal_attention() {
         let got = gpu()
             .block_on(gpu().moba_forward(&q, &k, &v, &shape, &config))
             .unwrap();
-        let (naive, _) = common::naive(&q, &k, &v, &shape, &config, &exact.selection, |x| x);
+        let (naive, _) = common::naive([&q, &k, &v], &shape, &config, &exact.selection, |x| x);
         assert_matches_dense(&got, &dense, reference::max_abs_error(&naive, &dense.o));
     }
 }
@@ -113,7 +113,7 @@ fn dense_kernel_matches_the_reference() {
             .unwrap();
         let want = reference::dense_forward([&q, &k, &v], &shape, scale, causal).unwrap();
         let all: Vec<i32> = vec![0; shape.q_rows()];
-        let (naive, naive_lse) = common::naive(&q, &k, &v, &shape, &config, &all, |x| x);
+        let (naive, naive_lse) = common::naive([&q, &k, &v], &shape, &config, &all, |x| x);
         assert_matches_dense(&got, &want, reference::max_abs_error(&naive, &want.o));
         let lse_error = reference::max_abs_error(&got.lse, &want.lse);
         assert!(

@@ -535,7 +535,7 @@ fn corrupt_checkpoints_and_bad_data_paths_are_clear_errors() {
     assert!(message(load(&wider)).contains("another model"));
 
     let missing = PathBuf::from("/no/such/corpus");
-    let err = TextCorpus::load(&[missing.clone()], 0.1).unwrap_err();
+    let err = TextCorpus::load(std::slice::from_ref(&missing), 0.1).unwrap_err();
     assert!(
         matches!(&err, MobaError::Io { path, .. } if path == "/no/such/corpus"),
         "{err}"

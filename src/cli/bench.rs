@@ -184,32 +184,30 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
     }
 }
 
-/// One measurement of the CUDA path in the chosen element type.
-#[cfg(feature = "cuda")]
+/// One measurement of the CUDA path in the chosen element type (an error in a build without
+/// the `cuda` feature).
 fn measure_cuda(
     args: &BenchArgs,
     shape: &Shape,
     config: &MobaConfig,
     progress: impl FnMut(&str),
 ) -> Result<Record> {
-    use moba::cuda::source::ElemKind;
-    let elem = match args.dtype {
-        CudaDtype::F32 => ElemKind::F32,
-        CudaDtype::F16 => ElemKind::F16,
-        CudaDtype::Bf16 => ElemKind::Bf16,
-    };
-    let (runs, backward) = (args.runs, args.backward);
-    moba::cuda::bench::measure(shape, config, elem, runs, backward, 16, progress)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn measure_cuda(
-    _args: &BenchArgs,
-    _shape: &Shape,
-    _config: &MobaConfig,
-    _progress: impl FnMut(&str),
-) -> Result<Record> {
-    Err(moba::cuda::not_built())
+    #[cfg(feature = "cuda")]
+    {
+        use moba::cuda::source::ElemKind;
+        let elem = match args.dtype {
+            CudaDtype::F32 => ElemKind::F32,
+            CudaDtype::F16 => ElemKind::F16,
+            CudaDtype::Bf16 => ElemKind::Bf16,
+        };
+        let (runs, backward) = (args.runs, args.backward);
+        moba::cuda::bench::measure(shape, config, elem, runs, backward, 16, progress)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (args, shape, config, progress);
+        Err(moba::cuda::not_built())
+    }
 }
 
 fn report_plots(records: &[Record], peers: &[Peer], folder: &Path) -> Result<()> {

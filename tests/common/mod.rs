@@ -152,9 +152,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// attention written with bf16/f16 matrix products computes, the yardstick of the
 /// tensor-core kernels.
 pub fn naive(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    [q, k, v]: [&[f32]; 3],
     shape: &Shape,
     config: &MobaConfig,
     selection: &[i32],
@@ -192,9 +190,7 @@ pub fn naive(
 /// (`|x| x`), every product and sum in f32: the yardstick of the gradient tolerance.
 #[allow(clippy::too_many_arguments)]
 pub fn naive_backward(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    [q, k, v]: [&[f32]; 3],
     dout: &[f32],
     shape: &Shape,
     config: &MobaConfig,
@@ -203,7 +199,7 @@ pub fn naive_backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let d = shape.head_dim;
     let scale = config.scale_for(d);
-    let (o, lse) = naive(q, k, v, shape, config, selection, round);
+    let (o, lse) = naive([q, k, v], shape, config, selection, round);
     let mut dq = vec![0.0f32; shape.q_elems()];
     let (mut dk, mut dv) = (
         vec![0.0f32; shape.kv_elems()],
@@ -257,7 +253,7 @@ pub fn check_moba_backward_on(gpu: &GpuContext, shape: Shape, config: MobaConfig
         .block_on(gpu.moba_backward(&q, &k, &v, &dout, &shape, &config))
         .unwrap();
     // The f32 yardstick: nothing rounded.
-    let naive = naive_backward(&q, &k, &v, &dout, &shape, &config, &selection, |x| x);
+    let naive = naive_backward([&q, &k, &v], &dout, &shape, &config, &selection, |x| x);
     for (name, got, naive, want) in [
         ("dq", &got.dq, &naive.0, &want.dq),
         ("dk", &got.dk, &naive.1, &want.dk),
@@ -350,7 +346,7 @@ pub fn check_moba_on(gpu: &GpuContext, shape: Shape, config: MobaConfig, seed: u
             .collect()
     };
     // The f32 yardstick: nothing rounded.
-    let (naive_o, naive_lse) = naive(&q, &k, &v, &shape, &config, &want.selection, |x| x);
+    let (naive_o, naive_lse) = naive([&q, &k, &v], &shape, &config, &want.selection, |x| x);
     let want_o = pick_o64(&want.o);
     let want_lse: Vec<f64> = rows.iter().map(|&r| want.lse[r]).collect();
     let o_error = reference::max_abs_error(&pick_o(&got.o), &want_o);
