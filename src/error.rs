@@ -65,13 +65,13 @@ pub enum MobaError {
     /// The CUDA path failed: no driver, NVRTC, a launch, or a kernel fault.
     #[error("CUDA: {0}")]
     Cuda(String),
-    /// Reading or writing a file failed; `source` is the underlying error (an
-    /// `std::io::Error`, a parser's error, or a message of ours).
-    #[error("{path}: {source}")]
+    /// Reading or writing a file failed; `error` is the underlying error (an
+    /// `std::io::Error`, a parser's error, or a message of ours). The message includes it, so
+    /// it is not also given as `source()` (a printer of error chains would say it twice).
+    #[error("{path}: {error}")]
     Io {
         path: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A `.npy` file is malformed or has an unsupported dtype or layout.
     #[error("{path}: {message}")]
@@ -93,14 +93,14 @@ pub enum MobaError {
 pub type Result<T, E = MobaError> = std::result::Result<T, E>;
 
 impl MobaError {
-    /// A [`MobaError::Io`] naming the file that failed, keeping the error as its source.
+    /// A [`MobaError::Io`] naming the file that failed, keeping its error.
     pub fn io(
         path: &std::path::Path,
         error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
         MobaError::Io {
             path: path.display().to_string(),
-            source: error.into(),
+            error: error.into(),
         }
     }
 

@@ -66,7 +66,7 @@ struct Line {
 pub fn parse_peers(text: &str, name: &str) -> Result<Vec<Peer>> {
     let at = |number: usize, message: String| MobaError::Io {
         path: format!("{name}:{}", number + 1),
-        source: message.into(),
+        error: message.into(),
     };
     let mut peers: Vec<Peer> = Vec::new();
     for (number, line) in text.lines().enumerate() {

@@ -248,7 +248,7 @@ fn read_records(path: &Path) -> Result<Vec<Record>> {
         .map(|(number, line)| {
             serde_json::from_str(line).map_err(|e| MobaError::Io {
                 path: format!("{}:{}", path.display(), number + 1),
-                source: format!("not a benchmark record: {e}").into(),
+                error: format!("not a benchmark record: {e}").into(),
             })
         })
         .collect()

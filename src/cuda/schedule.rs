@@ -385,7 +385,10 @@ mod tests {
         let launches = [schedule.forward(&t.forward, &s), schedule.backward(&t, &s)].concat();
         for launch in &launches {
             let kernel = launch.step.name();
-            assert!(launch.program.kernels().contains(&kernel), "{kernel}");
+            assert!(launch.program.defines_kernel(kernel), "{kernel}");
+            // ... and nowhere else.
+            let others = CudaProgram::ALL.into_iter().filter(|&p| p != launch.program);
+            assert!(others.into_iter().all(|p| !p.defines_kernel(kernel)), "{kernel}");
             assert!(launch.threads > 0 && launch.threads <= 1024);
             assert!(launch.grid.0 > 0 && launch.grid.1 > 0);
             assert_eq!(launch.args[0], Arg::Params(schedule.params));

@@ -42,7 +42,7 @@ impl TextCorpus {
         if bytes.is_empty() {
             return Err(MobaError::Io {
                 path: display(paths),
-                source: "no data: no files, or only empty ones".into(),
+                error: "no data: no files, or only empty ones".into(),
             });
         }
         Ok(Self {

@@ -51,8 +51,8 @@ impl<B: Backend> Recorder<B> for RunRecorder {
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
         file.set_extension("mpk");
         let mut bytes = read_checked(file).map_err(|e| match e {
-            MobaError::Io { source, .. } if !file.exists() => {
-                RecorderError::FileNotFound(source.to_string())
+            MobaError::Io { error, .. } if !file.exists() => {
+                RecorderError::FileNotFound(error.to_string())
             }
             other => RecorderError::Unknown(other.to_string()),
         })?;

@@ -121,7 +121,7 @@ impl Curves {
         for (number, line) in text.lines().enumerate() {
             let value: Value = serde_json::from_str(line).map_err(|e| MobaError::Io {
                 path: format!("{}:{}", path.display(), number + 1),
-                source: e.into(),
+                error: e.into(),
             })?;
             let split = value["split"].as_str().unwrap_or_default();
             let metrics: HashMap<String, f64> = value
