@@ -343,7 +343,12 @@ pub struct Record {
     pub device_type: String,
     pub driver: String,
     pub kernel: String,
+    /// `forward`, or `decode` for one query per sequence over a cache of `kv_len` keys.
     pub pass: String,
+    /// Sequences in the batch (records before this field: 1).
+    #[serde(default = "one")]
+    pub batch: usize,
+    /// Queries per sequence (1 when decoding).
     pub seq_len: usize,
     pub kv_len: usize,
     pub q_heads: usize,
@@ -380,6 +385,10 @@ pub struct Record {
     /// burn's own attention op (causal, burn's default wgpu device), where measured.
     #[serde(default)]
     pub burn_ms: Option<f64>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The device a measurement ran on, as a [`Record`] names it.
@@ -420,7 +429,11 @@ impl Record {
             device_type: device.device_type.clone(),
             driver: device.driver.clone(),
             kernel: found.kernel.clone(),
-            pass: "forward".into(),
+            pass: match found.shape.q_len {
+                1 => "decode".into(),
+                _ => "forward".into(),
+            },
+            batch: found.shape.batch,
             seq_len: found.shape.q_len,
             kv_len: found.shape.kv_len,
             q_heads: found.shape.q_heads,
@@ -474,6 +487,36 @@ pub fn markdown_table(records: &[Record]) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2} | {dense} | {speedup} | {burn} | {:.1} | {error} | {step} | {memory} |\n",
             r.adapter, r.backend, r.kernel, r.seq_len, r.q_heads, r.head_dim, r.block_size, r.top_k, r.density,
             r.moba_ms, r.moba_tflops * 1e3
+        ));
+    }
+    table
+}
+
+/// A markdown table of decode records (`moba bench --decode`): one step of one query per
+/// sequence over a cache of `kv_len` keys, as time and tokens per second, MoBA beside dense
+/// attention over the same cache, and the bytes one step binds per cached token (keys,
+/// values, block means and scratch).
+pub fn decode_table(records: &[Record]) -> String {
+    let mut table = String::from(
+        "| adapter | api | kernel | batch | cache | Hq/Hkv | D | block | top_k | MoBA ms | MoBA tokens/s | dense ms | dense tokens/s | bytes per cached token | error |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let tokens_per_second = |ms: f64, batch: usize| format!("{:.0}", batch as f64 / ms * 1e3);
+    for r in records {
+        let dense_rate = r
+            .dense_ms
+            .map_or("-".to_string(), |ms| tokens_per_second(ms, r.batch));
+        let per_token = r.memory_bytes.map_or("-".to_string(), |bytes| {
+            format!("{:.0}", bytes as f64 / (r.batch * r.kv_len) as f64)
+        });
+        let error = match r.passed {
+            Some(false) => format!("{:.1e} FAIL", r.o_error),
+            _ => format!("{:.1e}", r.o_error),
+        };
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {:.3} | {} | {} | {dense_rate} | {per_token} | {error} |\n",
+            r.adapter, r.backend, r.kernel, r.batch, r.kv_len, r.q_heads, r.kv_heads, r.head_dim,
+            r.block_size, r.top_k, r.moba_ms, tokens_per_second(r.moba_ms, r.batch), ms_cell(r.dense_ms),
         ));
     }
     table

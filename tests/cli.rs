@@ -174,6 +174,38 @@ fn info_lists_an_adapter() {
 }
 
 #[test]
+fn bench_decode_measures_one_query_per_sequence_over_a_cache() {
+    let out = scratch("bench-decode").join("decode.jsonl");
+    let mut args = words(
+        "bench --decode --batch 2 --heads 4 --kv-heads 2 --head-dim 16 --block-size 16 \
+         --runs 1 --seq-lens 300 --out",
+    );
+    args.push(out.to_str().unwrap().to_string());
+    let output = moba(&args);
+    assert_ok(&output);
+    let record: moba::bench::Record =
+        serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+    assert_eq!(
+        (
+            record.pass.as_str(),
+            record.batch,
+            record.seq_len,
+            record.kv_len
+        ),
+        ("decode", 2, 1, 300)
+    );
+    assert_eq!((record.q_heads, record.kv_heads), (4, 2));
+    assert!(
+        record.o_error < 1e-5 && record.passed == Some(true),
+        "{record:?}"
+    );
+    assert!(record.dense_ms.is_some_and(|ms| ms > 0.0), "{record:?}");
+    let table = text(&output.stdout);
+    assert!(table.contains("MoBA tokens/s"), "{table}");
+    assert!(table.contains("| 2 | 300 | 4/2 |"), "{table}");
+}
+
+#[test]
 fn bench_writes_records_and_report_merges_them() {
     let dir = scratch("bench");
     let out = dir.join("run.jsonl");

@@ -180,6 +180,7 @@ mod tests {
             driver: "d".into(),
             kernel: "cuda-bf16".into(),
             pass: "forward".into(),
+            batch: 1,
             seq_len,
             kv_len: seq_len,
             q_heads: 16,

@@ -9,7 +9,9 @@ use clap::{Args, Subcommand};
 use moba::backend::baseline::burn_attention_seconds;
 use moba::backend::burn_wgpu_device;
 use moba::bench::peers::{Peer, parse_peers, peers_table};
-use moba::bench::{BenchOptions, DeviceDescription, Record, markdown_table, measure, write_plots};
+use moba::bench::{
+    BenchOptions, DeviceDescription, Record, decode_table, markdown_table, measure, write_plots,
+};
 use moba::gpu::{AdapterRequest, GpuContext};
 use moba::{MobaConfig, MobaError, Result, Shape};
 
@@ -20,11 +22,22 @@ use super::demo::KernelChoice;
 pub struct BenchArgs {
     #[command(subcommand)]
     report: Option<BenchCommand>,
-    /// Sequence lengths to measure, comma-separated.
+    /// Sequence lengths to measure, comma-separated (with `--decode`: cache lengths).
     #[arg(long, value_delimiter = ',', default_value = "1024,2048")]
     seq_lens: Vec<usize>,
+    /// Decode: one query per sequence (the next token) over a cache of each `--seq-lens`
+    /// keys, reported as tokens per second.
+    #[arg(long)]
+    decode: bool,
+    /// Sequences in the batch.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Query heads.
     #[arg(long, default_value_t = 2)]
     heads: usize,
+    /// Key/value heads (GQA: a divisor of `--heads`); default `--heads`.
+    #[arg(long)]
+    kv_heads: Option<usize>,
     #[arg(long, default_value_t = 64)]
     head_dim: usize,
     #[arg(long, default_value_t = 128)]
@@ -95,6 +108,11 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             let text = std::fs::read_to_string(file).map_err(|e| MobaError::io(file, e))?;
             peers.extend(parse_peers(&text, &file.display().to_string())?);
         }
+        let (decode, records): (Vec<Record>, Vec<Record>) =
+            records.into_iter().partition(|r| r.pass == "decode");
+        if !decode.is_empty() {
+            println!("{}", decode_table(&decode));
+        }
         print!("{}", markdown_table(&records));
         if !peers.is_empty() {
             print!("\nPyTorch peers on the same GPU (ratios: their time over ours)\n\n");
@@ -119,7 +137,14 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         eprintln!("adapter: {}", gpu.describe());
     }
     for (index, &seq_len) in args.seq_lens.iter().enumerate() {
-        let shape = Shape::prefill(1, args.heads, seq_len, args.head_dim);
+        let shape = Shape {
+            batch: args.batch,
+            q_heads: args.heads,
+            kv_heads: args.kv_heads.unwrap_or(args.heads),
+            q_len: if args.decode { 1 } else { seq_len },
+            kv_len: seq_len,
+            head_dim: args.head_dim,
+        };
         let config = MobaConfig::new(args.block_size, args.top_k);
         let step = format!("[{}/{}] S={seq_len}", index + 1, args.seq_lens.len());
         let progress = |what: &str| eprint!("\r{step}: {what:50}");
@@ -155,13 +180,18 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         records.len(),
         args.out.display()
     );
-    print!("{}", markdown_table(&records));
-    let folder = args
-        .out
-        .parent()
-        .filter(|f| !f.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    report_plots(&records, &[], folder)?;
+    if args.decode {
+        // The plots' x axis is the sequence length: not a decode's.
+        print!("{}", decode_table(&records));
+    } else {
+        print!("{}", markdown_table(&records));
+        let folder = args
+            .out
+            .parent()
+            .filter(|f| !f.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        report_plots(&records, &[], folder)?;
+    }
     let failed: Vec<String> = records
         .iter()
         .filter(|r| r.passed == Some(false))
