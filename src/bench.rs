@@ -44,6 +44,8 @@ pub struct Measurement {
     pub runs: usize,
     /// Calls the problem was split into (the adapter's buffer limits).
     pub calls: usize,
+    /// (batch, kv head) groups of the largest call: what `memory_bytes` covers.
+    pub groups_per_call: usize,
     pub moba_seconds: f64,
     pub dense_seconds: Option<f64>,
     /// GPU time of each of [`crate::launch_plan::Stage::FORWARD`] (one run), where the adapter has timestamps.
@@ -62,6 +64,13 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// Bytes one call binds per cached token of a sequence: over the call's groups (one kv
+    /// head of one sequence each), times the kv heads of a sequence.
+    pub fn bytes_per_cached_token(&self) -> f64 {
+        let tokens = (self.groups_per_call * self.shape.kv_len) as f64;
+        self.memory_bytes as f64 / tokens * self.shape.kv_heads as f64
+    }
+
     pub fn density(&self) -> f64 {
         self.attended_pairs as f64 / self.dense_pairs as f64
     }
@@ -119,6 +128,7 @@ pub fn measure(
         kernel: format!("{:?}", options.kernel),
         runs: options.runs,
         calls,
+        groups_per_call: per_call,
         moba_seconds: 0.0,
         dense_seconds: options.dense.then_some(0.0),
         stage_seconds: timer.as_ref().map(|_| [0.0; 4]),
@@ -127,15 +137,7 @@ pub fn measure(
         memory_bytes: memory_bytes(&one_call, config, options.backward),
         attended_pairs: 0,
         dense_pairs: sparsity::dense_pairs(shape, config.causal),
-        check: Check {
-            rows: 0,
-            near_ties: 0,
-            wrong_selections: 0,
-            o_error: 0.0,
-            o_bound: 0.0,
-            lse_error: None,
-            lse_bound: None,
-        },
+        check: Check::default(),
     };
     for call in 0..calls {
         let part = shape.group_chunk(per_call.min(shape.groups() - call * per_call));
@@ -382,6 +384,10 @@ pub struct Record {
     pub memory_bytes: Option<u64>,
     #[serde(default)]
     pub dense_fallback_bytes: Option<u64>,
+    /// `memory_bytes` per cached token of a sequence (its keys and values over every kv head,
+    /// block means and scratch): what a decode cache costs.
+    #[serde(default)]
+    pub bytes_per_cached_token: Option<f64>,
     /// burn's own attention op (causal, burn's default wgpu device), where measured.
     #[serde(default)]
     pub burn_ms: Option<f64>,
@@ -429,10 +435,7 @@ impl Record {
             device_type: device.device_type.clone(),
             driver: device.driver.clone(),
             kernel: found.kernel.clone(),
-            pass: match found.shape.q_len {
-                1 => "decode".into(),
-                _ => "forward".into(),
-            },
+            pass: "forward".into(),
             batch: found.shape.batch,
             seq_len: found.shape.q_len,
             kv_len: found.shape.kv_len,
@@ -456,6 +459,7 @@ impl Record {
             backward_stage_ms: found.backward_stage_seconds.map(|s| s.map(ms)),
             memory_bytes: Some(found.memory_bytes),
             dense_fallback_bytes: Some(found.dense_fallback_bytes()),
+            bytes_per_cached_token: Some(found.bytes_per_cached_token()),
             burn_ms: None,
         }
     }
@@ -506,9 +510,9 @@ pub fn decode_table(records: &[Record]) -> String {
         let dense_rate = r
             .dense_ms
             .map_or("-".to_string(), |ms| tokens_per_second(ms, r.batch));
-        let per_token = r.memory_bytes.map_or("-".to_string(), |bytes| {
-            format!("{:.0}", bytes as f64 / (r.batch * r.kv_len) as f64)
-        });
+        let per_token = r
+            .bytes_per_cached_token
+            .map_or("-".to_string(), |bytes| format!("{bytes:.0}"));
         let error = match r.passed {
             Some(false) => format!("{:.1e} FAIL", r.o_error),
             _ => format!("{:.1e}", r.o_error),
@@ -611,4 +615,65 @@ pub fn write_plots(
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as an older `moba bench` wrote it: no `batch`, no bytes per cached token.
+    const OLD_RECORD: &str = r#"{"machine":"linux x86_64","adapter":"GPU","backend":"Vulkan","device_type":"DiscreteGpu","driver":"d","kernel":"Cooperative","pass":"forward","seq_len":1,"kv_len":8192,"q_heads":16,"kv_heads":2,"head_dim":128,"block_size":512,"top_k":3,"runs":5,"density":0.1,"attended_pairs":1,"moba_ms":0.5,"moba_tflops":1.0,"dense_ms":2.0,"stage_ms":null,"o_error":1e-5}"#;
+
+    #[test]
+    fn decode_rows_give_tokens_per_second_and_old_records_read_as_batch_one() {
+        let old: Record = serde_json::from_str(OLD_RECORD).unwrap();
+        assert_eq!((old.batch, old.bytes_per_cached_token), (1, None));
+        let decode = Record {
+            pass: "decode".into(),
+            batch: 16,
+            bytes_per_cached_token: Some(1025.4),
+            ..old
+        };
+        let table = decode_table(&[decode]);
+        // 16 tokens in 0.5 ms: 32,000 tokens/s; dense in 2 ms: 8,000.
+        let row = table.lines().nth(2).unwrap();
+        assert!(
+            row.contains(
+                "| 16 | 8192 | 16/2 | 128 | 512 | 3 | 0.500 | 32000 | 2.00 | 8000 | 1025 |"
+            ),
+            "{row}"
+        );
+    }
+
+    #[test]
+    fn bytes_per_cached_token_count_one_call() {
+        // Two sequences of two kv heads, split into calls of three groups: one call binds
+        // 3 * 100 tokens of one kv head each.
+        let shape = Shape {
+            batch: 2,
+            q_heads: 4,
+            kv_heads: 2,
+            q_len: 1,
+            kv_len: 100,
+            head_dim: 16,
+        };
+        let found = Measurement {
+            shape,
+            config: MobaConfig::new(10, 2),
+            kernel: "Portable".into(),
+            runs: 1,
+            calls: 2,
+            groups_per_call: 3,
+            moba_seconds: 1.0,
+            dense_seconds: None,
+            stage_seconds: None,
+            step_seconds: None,
+            backward_stage_seconds: None,
+            memory_bytes: 3 * 100 * 160,
+            attended_pairs: 0,
+            dense_pairs: 0,
+            check: Check::default(),
+        };
+        assert_eq!(found.bytes_per_cached_token(), 320.0);
+    }
 }

@@ -203,6 +203,7 @@ mod tests {
             backward_stage_ms: None,
             memory_bytes: None,
             dense_fallback_bytes: None,
+            bytes_per_cached_token: None,
             burn_ms: None,
         }
     }

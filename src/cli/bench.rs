@@ -113,6 +113,9 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         if !decode.is_empty() {
             println!("{}", decode_table(&decode));
         }
+        if records.is_empty() {
+            return Ok(());
+        }
         print!("{}", markdown_table(&records));
         if !peers.is_empty() {
             print!("\nPyTorch peers on the same GPU (ratios: their time over ours)\n\n");
@@ -123,6 +126,17 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
     }
     if args.runs == 0 {
         return Err(MobaError::Config("--runs must be at least 1".into()));
+    }
+    // The forward tables, plots and peers match records by sequence length and heads alone.
+    if !args.decode && (args.batch != 1 || args.kv_heads.is_some()) {
+        return Err(MobaError::Config(
+            "--batch and --kv-heads go with --decode".into(),
+        ));
+    }
+    if args.decode && (args.backward || args.burn_baseline) {
+        return Err(MobaError::Config(
+            "--decode times the forward step alone: no --backward or --burn-baseline".into(),
+        ));
     }
     if let Some(folder) = args.out.parent().filter(|f| !f.as_os_str().is_empty()) {
         std::fs::create_dir_all(folder).map_err(|e| MobaError::io(folder, e))?;
@@ -136,6 +150,7 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
     if let Some(gpu) = &gpu {
         eprintln!("adapter: {}", gpu.describe());
     }
+    let pass = if args.decode { "decode" } else { "forward" };
     for (index, &seq_len) in args.seq_lens.iter().enumerate() {
         let shape = Shape {
             batch: args.batch,
@@ -149,7 +164,8 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         let step = format!("[{}/{}] S={seq_len}", index + 1, args.seq_lens.len());
         let progress = |what: &str| eprint!("\r{step}: {what:50}");
         let Some(gpu) = &gpu else {
-            let record = measure_cuda(args, &shape, &config, progress)?;
+            let mut record = measure_cuda(args, &shape, &config, progress)?;
+            record.pass = pass.into();
             let line = serde_json::to_string(&record).expect("a record serialises");
             writeln!(out, "{line}").map_err(|e| MobaError::io(&args.out, e))?;
             records.push(record);
@@ -165,6 +181,7 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         };
         let found = measure(gpu, &shape, &config, &options, progress)?;
         let mut record = Record::new(&DeviceDescription::of(gpu), &found);
+        record.pass = pass.into();
         if args.burn_baseline {
             progress("burn attention");
             let (device, _) = burn_wgpu_device(request)?;
@@ -198,8 +215,8 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         .map(|r| {
             let bound = r.o_bound.unwrap_or(f64::NAN);
             format!(
-                "S={} {}: o error {:.2e}, bound {bound:.2e}",
-                r.seq_len, r.kernel, r.o_error
+                "{} S={} {}: o error {:.2e}, bound {bound:.2e}",
+                r.pass, r.kv_len, r.kernel, r.o_error
             )
         })
         .collect();

@@ -194,6 +194,7 @@ pub fn measure(
         },
         runs,
         calls: 1,
+        groups_per_call: shape.groups(),
         moba_seconds,
         dense_seconds: None,
         stage_seconds: Some(stage_seconds),

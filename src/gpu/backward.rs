@@ -1,7 +1,7 @@
 //! The MoBA backward on wgpu buffers: dq, dk and dv from a forward's saved o, lse and
 //! selection, with the selection held constant (DESIGN §1.6).
 
-use super::forward::{Forward, ForwardBuffers};
+use super::forward::{ForwardBuffers, ForwardPass};
 use super::pass::{Pass, PlannedPass};
 
 /// The buffers of one backward, row-major f32 unless noted: the forward's (its inputs and
@@ -63,16 +63,16 @@ impl<'a> ForwardBuffers<'a> {
 /// [`new`](PlannedPass::new) takes the cooperative kernels where the adapter has them: they
 /// round dout and the score gradients to f16 after scaling dout by a power of two (its largest
 /// element into [0.5, 1)), so a training loss's small gradients keep f16's precision.
-pub type MobaBackward = PlannedPass<Backward>;
+pub type MobaBackward = PlannedPass<BackwardPass>;
 
 /// The backward kind of [`PlannedPass`].
-pub struct Backward;
+pub struct BackwardPass;
 
-impl Pass for Backward {
+impl Pass for BackwardPass {
     type Buffers<'a> = BackwardBuffers<'a>;
     const BACKWARD: bool = true;
     fn in_order<'a>(io: &Self::Buffers<'a>) -> Vec<&'a wgpu::Buffer> {
-        let mut buffers = Forward::in_order(&io.forward);
+        let mut buffers = ForwardPass::in_order(&io.forward);
         buffers.extend([io.dout, io.dq, io.dk, io.dv]);
         buffers
     }

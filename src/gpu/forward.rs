@@ -79,12 +79,12 @@ impl ForwardIo {
 /// gpu.submit_and_wait(encoder.finish())?;
 /// # Ok::<(), moba::MobaError>(())
 /// ```
-pub type MobaForward = PlannedPass<Forward>;
+pub type MobaForward = PlannedPass<ForwardPass>;
 
 /// The forward kind of [`PlannedPass`].
-pub struct Forward;
+pub struct ForwardPass;
 
-impl Pass for Forward {
+impl Pass for ForwardPass {
     type Buffers<'a> = ForwardBuffers<'a>;
     const BACKWARD: bool = false;
     fn in_order<'a>(io: &Self::Buffers<'a>) -> Vec<&'a wgpu::Buffer> {

@@ -23,14 +23,14 @@ mod runner;
 pub(crate) mod schedule;
 mod timing;
 
-pub use backward::{Backward, BackwardBuffers, MobaBackward};
+pub use backward::{BackwardBuffers, BackwardPass, MobaBackward};
 pub use buffers::POISON;
 pub use caps::DeviceCaps;
 pub use context::{
     AdapterRequest, GpuContext, adapters, offers_cooperative_matrices, parse_api, select_adapter,
 };
 pub use dense::DenseForward;
-pub use forward::{Forward, ForwardBuffers, ForwardIo, MobaForward};
+pub use forward::{ForwardBuffers, ForwardIo, ForwardPass, MobaForward};
 pub use host::{GpuForward, GpuGradients};
 pub use pass::{Pass, PlannedPass};
 pub use plan::{AttentionKernel, TilePlan};

@@ -12,8 +12,9 @@ use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 
-/// What tells a forward from a backward: its buffers and its schedule.
-pub trait Pass {
+/// What tells a forward from a backward: its buffers and its schedule. Sealed: the two
+/// kinds are [`ForwardPass`](super::ForwardPass) and [`BackwardPass`](super::BackwardPass).
+pub trait Pass: sealed::Sealed {
     /// The caller's buffers of one run.
     type Buffers<'a>;
     /// The backward's schedule, or the forward's.
@@ -22,9 +23,18 @@ pub trait Pass {
     fn in_order<'a>(buffers: &Self::Buffers<'a>) -> Vec<&'a wgpu::Buffer>;
 }
 
+mod sealed {
+    /// Only this crate's pass kinds implement [`super::Pass`].
+    pub trait Sealed {}
+    impl Sealed for crate::gpu::ForwardPass {}
+    impl Sealed for crate::gpu::BackwardPass {}
+}
+
 /// A pass planned for one shape and config on one adapter: pipelines and scratch buffers are
 /// made once, then [`PlannedPass::encode`] records a run into any encoder.
 pub struct PlannedPass<P: Pass> {
+    shape: Shape,
+    config: MobaConfig,
     kernel: AttentionKernel,
     plan: TilePlan,
     runner: ScheduleRunner,
@@ -52,6 +62,8 @@ impl<P: Pass> PlannedPass<P> {
         let schedule = Self::schedule(shape, config, kernels);
         Ok(Self {
             runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
+            shape: *shape,
+            config: *config,
             kernel,
             plan,
             pass: PhantomData,
@@ -78,6 +90,14 @@ impl<P: Pass> PlannedPass<P> {
     pub fn groups_per_call(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<usize> {
         let per_group = Self::buffer_sizes(&shape.group_chunk(1), config);
         groups_per_call(gpu.limits(), &per_group, shape.groups())
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    pub fn config(&self) -> &MobaConfig {
+        &self.config
     }
 
     /// The kernel that runs the attention passes (and the backward's dq passes and dk/dv).

@@ -46,7 +46,7 @@ pub struct SampledRows<'a> {
 }
 
 /// What checking sampled rows found.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Check {
     pub rows: usize,
     /// Rows whose blocks differ from the reference's by a near tie: left out of the errors.
