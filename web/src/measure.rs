@@ -100,6 +100,7 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
         kernel: format!("{:?}", moba.kernel()),
         runs: settings.runs,
         calls: 1,
+        groups_per_call: shape.groups(),
         moba_seconds: moba_ms / 1e3,
         dense_seconds: dense_ms.map(|ms| ms / 1e3),
         stage_seconds,
