@@ -477,10 +477,7 @@ pub fn markdown_table(records: &[Record]) -> String {
             .dense_ms
             .map_or("-".to_string(), |ms| format!("{:.2}x", ms / r.moba_ms));
         let step = ms_cell(r.step_ms);
-        let error = match r.passed {
-            Some(false) => format!("{:.1e} FAIL", r.o_error),
-            _ => format!("{:.1e}", r.o_error),
-        };
+        let error = error_cell(r);
         let burn = ms_cell(r.burn_ms);
         let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
         let memory = match (r.memory_bytes, r.dense_fallback_bytes) {
@@ -513,10 +510,7 @@ pub fn decode_table(records: &[Record]) -> String {
         let per_token = r
             .bytes_per_cached_token
             .map_or("-".to_string(), |bytes| format!("{bytes:.0}"));
-        let error = match r.passed {
-            Some(false) => format!("{:.1e} FAIL", r.o_error),
-            _ => format!("{:.1e}", r.o_error),
-        };
+        let error = error_cell(r);
         table.push_str(&format!(
             "| {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {:.3} | {} | {} | {dense_rate} | {per_token} | {error} |\n",
             r.adapter, r.backend, r.kernel, r.batch, r.kv_len, r.q_heads, r.kv_heads, r.head_dim,
@@ -524,6 +518,14 @@ pub fn decode_table(records: &[Record]) -> String {
         ));
     }
     table
+}
+
+/// A record's error in a table cell, marked FAIL where its check failed.
+fn error_cell(r: &Record) -> String {
+    match r.passed {
+        Some(false) => format!("{:.1e} FAIL", r.o_error),
+        _ => format!("{:.1e}", r.o_error),
+    }
 }
 
 /// A time in a table cell: milliseconds to two decimals, `-` where not measured.

@@ -18,8 +18,10 @@
 @group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> dout_max: array<u32>;
 
-// dout_factor (backward_rows.wgsl) of this problem, set once by main.
+// dout_factor (backward_rows.wgsl) of this problem, and the factor of dq's sums (scaled dout
+// gave scaled ds: the power of two divides out exactly); both set once by run_tile.
 var<private> dout_scale: f32;
+var<private> dq_scale: f32;
 
 // Which rows a strip is made of.
 const STRIP_QUERIES: u32 = 0u;
@@ -32,11 +34,10 @@ fn strip_source(source: u32, row: u32, at: u32) -> vec4<f32> {
     return dout[row * HEAD_VECS + at] * dout_scale;
 }
 
-// Adds element (r, d) of the tile's dq to the earlier slots'. Scaled dout gave scaled ds: the
-// power of two divides out exactly.
+// Adds element (r, d) of the tile's dq to the earlier slots'.
 fn store_output(r: u32, d: u32, value: f32) {
     let at = row_index[r] * HEAD_VECS + d / 4u;
-    var total = params.scale_log2 * LN_2 / dout_scale * value;
+    var total = dq_scale * value;
     if params.slot > 0u {
         total += dq[at][d % 4u];
     }
@@ -47,6 +48,7 @@ fn store_output(r: u32, d: u32, value: f32) {
 // at `key_end`; subgroup `strip` owns row strip `strip`.
 fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
     dout_scale = dout_factor(bitcast<f32>(dout_max[0]));
+    dq_scale = params.scale_log2 * LN_2 / dout_scale;
     var query: RowStrip;
     var grad_out: RowStrip;
     load_strip(&query, tile, strip, lid, STRIP_QUERIES);

@@ -5,91 +5,41 @@ use std::borrow::Cow;
 use crate::kernel_params::KernelParams;
 use crate::shared_constants;
 
-/// Every file under `shaders/wgsl/`, embedded at build time: (stem, text).
+/// One entry of [`FILES`]: the stem, and the file's text.
+macro_rules! wgsl_file {
+    ($stem:literal) => {
+        (
+            $stem,
+            include_str!(concat!("../../shaders/wgsl/", $stem, ".wgsl")),
+        )
+    };
+}
+
+/// Every file under `shaders/wgsl/`, embedded at build time.
 const FILES: [(&str, &str); 23] = [
-    ("common", include_str!("../../shaders/wgsl/common.wgsl")),
-    (
-        "attention_inputs",
-        include_str!("../../shaders/wgsl/attention_inputs.wgsl"),
-    ),
-    (
-        "attention_tile",
-        include_str!("../../shaders/wgsl/attention_tile.wgsl"),
-    ),
-    (
-        "block_tiles",
-        include_str!("../../shaders/wgsl/block_tiles.wgsl"),
-    ),
-    (
-        "attention_state",
-        include_str!("../../shaders/wgsl/attention_state.wgsl"),
-    ),
-    (
-        "backward_rows",
-        include_str!("../../shaders/wgsl/backward_rows.wgsl"),
-    ),
-    (
-        "block_tile_pass",
-        include_str!("../../shaders/wgsl/block_tile_pass.wgsl"),
-    ),
-    (
-        "selection_entries",
-        include_str!("../../shaders/wgsl/selection_entries.wgsl"),
-    ),
-    (
-        "coop_block_tile",
-        include_str!("../../shaders/wgsl/coop_block_tile.wgsl"),
-    ),
-    (
-        "block_means",
-        include_str!("../../shaders/wgsl/block_means.wgsl"),
-    ),
-    (
-        "gate_topk",
-        include_str!("../../shaders/wgsl/gate_topk.wgsl"),
-    ),
-    (
-        "selection_count",
-        include_str!("../../shaders/wgsl/selection_count.wgsl"),
-    ),
-    (
-        "selection_scan",
-        include_str!("../../shaders/wgsl/selection_scan.wgsl"),
-    ),
-    (
-        "selection_scatter",
-        include_str!("../../shaders/wgsl/selection_scatter.wgsl"),
-    ),
-    (
-        "attention_pass",
-        include_str!("../../shaders/wgsl/attention_pass.wgsl"),
-    ),
-    (
-        "attention_pass_coop",
-        include_str!("../../shaders/wgsl/attention_pass_coop.wgsl"),
-    ),
-    (
-        "attention_finalize",
-        include_str!("../../shaders/wgsl/attention_finalize.wgsl"),
-    ),
-    (
-        "dense_attention",
-        include_str!("../../shaders/wgsl/dense_attention.wgsl"),
-    ),
-    (
-        "backward_prepare",
-        include_str!("../../shaders/wgsl/backward_prepare.wgsl"),
-    ),
-    ("dq_pass", include_str!("../../shaders/wgsl/dq_pass.wgsl")),
-    (
-        "dq_pass_coop",
-        include_str!("../../shaders/wgsl/dq_pass_coop.wgsl"),
-    ),
-    ("dkdv", include_str!("../../shaders/wgsl/dkdv.wgsl")),
-    (
-        "dkdv_coop",
-        include_str!("../../shaders/wgsl/dkdv_coop.wgsl"),
-    ),
+    wgsl_file!("common"),
+    wgsl_file!("attention_inputs"),
+    wgsl_file!("attention_tile"),
+    wgsl_file!("block_tiles"),
+    wgsl_file!("attention_state"),
+    wgsl_file!("backward_rows"),
+    wgsl_file!("block_tile_pass"),
+    wgsl_file!("selection_entries"),
+    wgsl_file!("coop_block_tile"),
+    wgsl_file!("block_means"),
+    wgsl_file!("gate_topk"),
+    wgsl_file!("selection_count"),
+    wgsl_file!("selection_scan"),
+    wgsl_file!("selection_scatter"),
+    wgsl_file!("attention_pass"),
+    wgsl_file!("attention_pass_coop"),
+    wgsl_file!("attention_finalize"),
+    wgsl_file!("dense_attention"),
+    wgsl_file!("backward_prepare"),
+    wgsl_file!("dq_pass"),
+    wgsl_file!("dq_pass_coop"),
+    wgsl_file!("dkdv"),
+    wgsl_file!("dkdv_coop"),
 ];
 
 /// Development switch: a folder whose `.wgsl` files replace the embedded ones of the same
