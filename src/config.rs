@@ -123,6 +123,126 @@ impl MobaConfig {
     }
 }
 
+/// How NSA (Native Sparse Attention, `../shared/NSA.md`) mixes its three branches: a
+/// compressed branch over mean-pooled key blocks, a selected branch over the `top_n` most
+/// important key blocks (shared by the query heads of a GQA group), and a sliding window.
+///
+/// ```
+/// use moba::config::NsaConfig;
+///
+/// // The paper's setting: l = 32, d = 16, l' = 64, top-16 blocks, a window of 512.
+/// let config = NsaConfig::new(32, 16, 64, 16, 512);
+/// assert!(config.validate().is_ok());
+/// assert_eq!(config.scale_for(64), 0.125);
+/// // 1000 keys: floor((1000 - 32) / 16) + 1 compressed blocks, ceil(1000 / 64) selection blocks.
+/// assert_eq!(config.compressed_blocks(1000), 61);
+/// assert_eq!(config.selection_blocks(1000), 16);
+///
+/// // The stride must divide both block sizes, and top_n counts the three forced blocks.
+/// assert!(NsaConfig::new(32, 12, 64, 16, 512).validate().is_err());
+/// assert!(NsaConfig { top_n: 2, ..config }.validate().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NsaConfig {
+    /// Keys per compressed block, `l` (a multiple of `stride`).
+    pub compress_block: usize,
+    /// Distance between the starts of consecutive compressed blocks, `d` (>= 1); blocks
+    /// overlap when `d < l`.
+    pub stride: usize,
+    /// Keys per selection block, `l'` (a multiple of `stride`).
+    pub select_block: usize,
+    /// Selection blocks each GQA group attends, the forced ones (block 0, the current block
+    /// and the one before it) included (>= 3).
+    pub top_n: usize,
+    /// Keys of the sliding window, the query's own included, `w` (>= 1).
+    pub window: usize,
+    /// Softmax scale of all three branches; `None` means `1 / sqrt(head_dim)`.
+    pub scale: Option<f32>,
+}
+
+impl NsaConfig {
+    /// A config with the default scale.
+    pub fn new(
+        compress_block: usize,
+        stride: usize,
+        select_block: usize,
+        top_n: usize,
+        window: usize,
+    ) -> Self {
+        Self {
+            compress_block,
+            stride,
+            select_block,
+            top_n,
+            window,
+            scale: None,
+        }
+    }
+
+    /// The same config with an explicit softmax scale.
+    pub fn with_scale(mut self, scale: f32) -> Self {
+        self.scale = Some(scale);
+        self
+    }
+
+    /// The scale actually used for a head dimension.
+    pub fn scale_for(&self, head_dim: usize) -> f32 {
+        self.scale.unwrap_or(1.0 / (head_dim as f32).sqrt())
+    }
+
+    /// Compressed blocks of `kv_len` keys: `floor((Sk - l) / d) + 1`, 0 when `Sk < l`.
+    pub fn compressed_blocks(&self, kv_len: usize) -> usize {
+        match kv_len.checked_sub(self.compress_block) {
+            Some(rest) => rest / self.stride + 1,
+            None => 0,
+        }
+    }
+
+    /// Selection blocks of `kv_len` keys: `ceil(Sk / l')` (the last one may be partial).
+    pub fn selection_blocks(&self, kv_len: usize) -> usize {
+        kv_len.div_ceil(self.select_block)
+    }
+
+    /// Checks the values that do not depend on the shape.
+    pub fn validate(&self) -> Result<()> {
+        for (what, value) in [
+            ("compress_block", self.compress_block),
+            ("stride", self.stride),
+            ("select_block", self.select_block),
+            ("window", self.window),
+        ] {
+            if value == 0 {
+                return Err(MobaError::Config(format!("NSA {what} must be >= 1")));
+            }
+        }
+        if self.top_n < 3 {
+            return Err(MobaError::Config(format!(
+                "NSA top_n must be >= 3 (it counts the forced blocks 0, c and c - 1), got {}",
+                self.top_n
+            )));
+        }
+        for (what, block) in [
+            ("compress_block", self.compress_block),
+            ("select_block", self.select_block),
+        ] {
+            if !block.is_multiple_of(self.stride) {
+                return Err(MobaError::Config(format!(
+                    "NSA stride ({}) must divide {what} ({block})",
+                    self.stride
+                )));
+            }
+        }
+        if let Some(s) = self.scale
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(MobaError::Config(format!(
+                "scale must be finite and > 0, got {s}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Sizes of one attention problem: `q: [batch, q_heads, q_len, head_dim]`,
 /// `k, v: [batch, kv_heads, kv_len, head_dim]`, all row-major.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

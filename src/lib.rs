@@ -59,5 +59,5 @@ pub mod sparsity;
 #[cfg(feature = "burn")]
 pub mod train;
 
-pub use config::{Gate, MobaConfig, Shape};
+pub use config::{Gate, MobaConfig, NsaConfig, Shape};
 pub use error::{MobaError, Result};

@@ -1,4 +1,5 @@
-//! The CPU reference: MoBA exactly as DESIGN §1 states it, accumulated in f64.
+//! The CPU reference: MoBA exactly as DESIGN §1 states it, and NSA as `../shared/NSA.md`
+//! states it (`nsa`), accumulated in f64.
 //!
 //! It is the oracle of every test and backend, so it is written for reading, not speed:
 //! one function per step (block means, gate, selection, attention, backward), each
@@ -8,11 +9,13 @@ mod attention;
 mod backward;
 mod check;
 mod gate;
+mod nsa;
 
 pub use attention::{Forward, dense_forward, forward, forward_rows};
 pub use backward::{Gradients, backward};
 pub use check::{Check, GATE_NEAR_TIE, Precision, SampledRows, check_rows, tolerance};
 pub use gate::{RowGate, block_means, gate_row, selection};
+pub use nsa::{NsaForward, NsaGradients, nsa_backward, nsa_forward};
 
 use crate::config::Shape;
 
