@@ -8,15 +8,18 @@
 # and PyTorch, run scripts/device-sweep.sh.
 # Kernel experiments: every folder under VARIANTS (default .device/wgsl-variants) is a set of
 # WGSL files that replace the built-in ones (MOBA_WGSL_DIR); each is timed like the
-# cooperative kernel at TRAIN_S (forward and step) and gets a row of its own.
+# cooperative kernel (a folder named portable-*: like the portable kernel) at TRAIN_S
+# (forward and step), with VARIANT_LONG=1 the cooperative ones also at LONG_S (forward), and
+# gets rows of its own.
 # Environment: OUT (default results/device-vulkan), TRAIN_S (default 32768), LONG_S (default
-# 524288; empty skips it), KERNELS (default "cooperative portable"), VARIANTS.
+# 524288; empty skips it), KERNELS (default "cooperative portable"), VARIANTS, VARIANT_LONG.
 set -u
 OUT=${OUT:-results/device-vulkan}
 TRAIN_S=${TRAIN_S:-32768}
 LONG_S=${LONG_S-524288}
-KERNELS=${KERNELS:-cooperative portable}
+KERNELS=${KERNELS-cooperative portable}
 VARIANTS=${VARIANTS:-.device/wgsl-variants}
+VARIANT_LONG=${VARIANT_LONG:-}
 for packed in .device/tests/*.gz; do gunzip -kf "$packed"; done
 chmod +x .device/tests/*
 source scripts/device-env.sh
@@ -50,11 +53,20 @@ done
 for variant in "$VARIANTS"/*/; do
     [ -d "$variant" ] || continue
     name=$(basename "$variant")
-    echo "== variant $name: $(ls "$variant" | tr '\n' ' ')"
-    MOBA_WGSL_DIR=$variant timeout 120 .device/moba --api vulkan bench --kernel cooperative \
+    # A variant named portable-* replaces portable kernels; every other, cooperative ones.
+    kernel=cooperative
+    case $name in portable*) kernel=portable ;; esac
+    echo "== variant $name ($kernel): $(ls "$variant" | tr '\n' ' ')"
+    MOBA_WGSL_DIR=$variant timeout 120 .device/moba --api vulkan bench --kernel "$kernel" \
         --heads 16 --head-dim 128 --seq-lens "$TRAIN_S" --block-size 512 --top-k 3 --runs 3 \
         --backward --no-dense --out "$OUT/variant-$name.jsonl" >> "$OUT/bench.log" 2>&1 \
         || echo "   (check failed or error: see bench.log)"
+    if [ -n "$VARIANT_LONG" ] && [ -n "$LONG_S" ] && [ "$kernel" = cooperative ]; then
+        MOBA_WGSL_DIR=$variant timeout 240 .device/moba --api vulkan bench --kernel cooperative \
+            --heads 16 --head-dim 128 --seq-lens "$LONG_S" --block-size 4096 --top-k 12 --runs 1 \
+            --no-dense --out "$OUT/variant-$name.jsonl" >> "$OUT/bench.log" 2>&1 \
+            || echo "   (check failed or error: see bench.log)"
+    fi
 done
 python3 - "$records" "$OUT"/variant-*.jsonl <<'PY'
 import json, os, sys

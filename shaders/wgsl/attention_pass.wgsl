@@ -19,6 +19,7 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
     if row.present {
         query = load_query(row.flat);
         if params.slot > 0u {
+            // unroll
             for (var i = 0u; i < HEAD_VECS; i++) {
                 acc[i] = out[row.flat * HEAD_VECS + i];
             }
@@ -34,6 +35,7 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
         workgroupBarrier();
     }
     if row.present {
+        // unroll
         for (var i = 0u; i < HEAD_VECS; i++) {
             out[row.flat * HEAD_VECS + i] = acc[i];
         }

@@ -6,7 +6,9 @@
 //       cooperative A matrices.
 // One sweep over the block's keys with an online softmax whose max moves lazily: a row's
 //       running max changes only when a tile's exceeds it by more than RESCALE_SLACK (so
-//       p = exp2(s - max) <= 2^RESCALE_SLACK, safe in f16). The output lives in cooperative
+//       p = exp2(s - max) <= 2^RESCALE_SLACK, safe in f16). Each thread reads its scores
+//       once, forming p against the running max, and forms them again only in a tile that
+//       moves the max (a row's first tile, then rarely). The output lives in cooperative
 //       matrices, which cannot be scaled row by row: when some row's max moves after its
 //       first tile, the whole workgroup rescales its output through s_tile (rare: a row's
 //       max settles within its first tiles).
@@ -57,12 +59,14 @@ fn store_output(r: u32, d: u32, value: f32) {
 // o *= row_factor, row by row, a KEY_TILE-wide column slice at a time through s_tile.
 // Call from uniform control flow.
 fn rescale_output(o: ptr<function, OutputStrip>, strip: u32, lid: u32) {
-    for (var slice = 0u; slice < HEAD_COLUMNS / KEY_COLUMNS; slice++) {
+    // unroll
+    for (var slice = 0u; slice < OUTPUT_SLICES; slice++) {
         stage_output_slice(o, slice, strip);
         for (var i = lid; i < QUERY_TILE * KEY_TILE; i += WORKGROUP_SIZE) {
             s_tile[i] *= row_factor[i / KEY_TILE];
         }
         workgroupBarrier();
+        // unroll
         for (var c = 0u; c < KEY_COLUMNS; c++) {
             (*o)[slice * KEY_COLUMNS + c] = coopLoadT<coop_mat16x16<f32, C>>(&s_tile[strip * MATRIX * KEY_TILE + c * MATRIX], KEY_TILE);
         }
@@ -83,9 +87,7 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
     let owns_row = lid < QUERY_TILE;
 
     var o: OutputStrip;
-    for (var t = 0u; t < HEAD_COLUMNS; t++) {
-        o[t] = coop_mat16x16<f32, C>();
-    }
+    zero_output_strip(&o);
     var running_max = NEG_BIG;
     var sum = 0.0;
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
@@ -95,12 +97,21 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
         }
         stage_keys(tile.group, first, count, lid, true);
         tile_products(&query, strip, 0u);
-        // The tile's max of each row, from both of its threads.
+        // One read of each score: p against the running max, redone for the whole tile in
+        // the rare case that the tile's max (from both threads of the row) moves it.
         var tile_max = NEG_BIG;
-        if is_row {
-            for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
-                tile_max = max(tile_max, visible_score(row, position, j, first, count));
+        var tile_sum = 0.0;
+        for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
+            var p = 0.0;
+            if is_row {
+                let score = visible_score(row, position, j, first, count);
+                tile_max = max(tile_max, score);
+                if score != NEG_BIG {
+                    p = exp2(score - running_max);
+                }
             }
+            p_tile[j * P_STRIDE + row] = f16(p);
+            tile_sum += p;
         }
         tile_max = max(tile_max, partner_value(lid, tile_max));
         var factor = 1.0;
@@ -111,19 +122,20 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
             }
             factor = exp2(running_max - tile_max);
             running_max = tile_max;
+            tile_sum = 0.0;
+            for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
+                let score = visible_score(row, position, j, first, count);
+                var p = 0.0;
+                if is_row && score != NEG_BIG {
+                    p = exp2(score - running_max);
+                }
+                p_tile[j * P_STRIDE + row] = f16(p);
+                tile_sum += p;
+            }
         }
-        sum *= factor;
+        sum = sum * factor + tile_sum;
         if owns_row {
             row_factor[row] = factor;
-        }
-        for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
-            let score = visible_score(row, position, j, first, count);
-            var p = 0.0;
-            if is_row && score != NEG_BIG {
-                p = exp2(score - running_max);
-            }
-            p_tile[j * P_STRIDE + row] = f16(p);
-            sum += p;
         }
         if workgroupUniformLoad(&rescale_flag)[0] != 0u {
             rescale_output(&o, strip, lid);

@@ -17,6 +17,9 @@
 //       matrix load do not collide.
 // Precision: q, k, v (and dout) are rounded to f16; products accumulate in f32; the scale
 //       (log2 domain) multiplies the f32 scores.
+// Registers: the loops over a strip's matrices are marked `// unroll` (the host writes them
+//       out, src/gpu/unroll.rs), so that every index into a strip is a constant and the
+//       strips stay in registers.
 
 const MATRIX: u32 = 16u;
 const KEY_COLUMNS: u32 = KEY_TILE / MATRIX;
@@ -26,8 +29,13 @@ const HALF_KEYS: u32 = KEY_TILE / 2u;
 // Row strides: rows padded by 16 bytes. The staged tiles hold vec4<f16> (one 8-byte store per
 // staged vec4), so their strides and offsets count vec4s.
 const HEAD_STRIDE: u32 = (HEAD_DIM + 8u) / 4u;
-// Row columns staged per round while a strip loads, and their row stride in vec4s.
+// Row columns staged per round while a strip loads (STRIP_MATRICES matrices of STRIP_ROUNDS),
+// and their row stride in vec4s.
 const STRIP_COLUMNS: u32 = 32u;
+const STRIP_MATRICES: u32 = STRIP_COLUMNS / MATRIX;
+const STRIP_ROUNDS: u32 = HEAD_DIM / STRIP_COLUMNS;
+// The output leaves a KEY_TILE-wide column slice at a time.
+const OUTPUT_SLICES: u32 = HEAD_COLUMNS / KEY_COLUMNS;
 const STRIP_STRIDE: u32 = (STRIP_COLUMNS + 8u) / 4u;
 const V_OFFSET: u32 = KEY_TILE * HEAD_STRIDE;
 const S_STRIDE: u32 = QUERY_TILE + 4u;
@@ -98,7 +106,8 @@ fn load_tile_rows(tile: BlockTile, lid: u32) -> u32 {
 // defines) as f16 matrices, STRIP_COLUMNS columns per round through kv_tile. Rows past the
 // tile's are zero.
 fn load_strip(matrices: ptr<function, RowStrip>, tile: BlockTile, strip: u32, lid: u32, source: u32) {
-    for (var round = 0u; round < HEAD_DIM / STRIP_COLUMNS; round++) {
+    // unroll
+    for (var round = 0u; round < STRIP_ROUNDS; round++) {
         for (var i = lid; i < QUERY_TILE * STRIP_COLUMNS / 4u; i += WORKGROUP_SIZE) {
             let r = i / (STRIP_COLUMNS / 4u);
             let c = i % (STRIP_COLUMNS / 4u);
@@ -109,9 +118,10 @@ fn load_strip(matrices: ptr<function, RowStrip>, tile: BlockTile, strip: u32, li
             kv_tile[r * STRIP_STRIDE + c] = vec4<f16>(value);
         }
         workgroupBarrier();
-        for (var c = 0u; c < STRIP_COLUMNS / MATRIX; c++) {
+        // unroll
+        for (var c = 0u; c < STRIP_MATRICES; c++) {
             // A: 16 rows x 16 dims, row-major.
-            (*matrices)[round * STRIP_COLUMNS / MATRIX + c] =
+            (*matrices)[round * STRIP_MATRICES + c] =
                 coopLoadT<coop_mat16x16<f16, A>>(&kv_tile[strip * MATRIX * STRIP_STRIDE + c * MATRIX / 4u], STRIP_STRIDE);
         }
         workgroupBarrier();
@@ -145,6 +155,7 @@ fn stage_keys(group: u32, first: u32, count: u32, lid: u32, with_values: bool) {
 fn tile_products(rows: ptr<function, RowStrip>, strip: u32, offset: u32) {
     for (var column = 0u; column < KEY_COLUMNS; column++) {
         var acc = coop_mat16x16<f32, C>();
+        // unroll
         for (var c = 0u; c < HEAD_COLUMNS; c++) {
             // B: 16 dims x 16 keys, i.e. the staged rows read column-major.
             let b = coopLoad<coop_mat16x16<f16, B>>(&kv_tile[offset + column * MATRIX * HEAD_STRIDE + c * MATRIX / 4u], HEAD_STRIDE);
@@ -159,13 +170,27 @@ fn tile_products(rows: ptr<function, RowStrip>, strip: u32, offset: u32) {
 // acc += p_tile's strip (16 rows x KEY_TILE) . the staged keys or values (at `offset`),
 // KEY_TILE x HEAD_DIM.
 fn accumulate_products(acc: ptr<function, OutputStrip>, strip: u32, offset: u32) {
+    // A: 16 rows x 16 keys of p, stored key-major, so read column-major.
+    var p: array<coop_mat16x16<f16, A>, KEY_COLUMNS>;
+    // unroll
+    for (var k = 0u; k < KEY_COLUMNS; k++) {
+        p[k] = coopLoad<coop_mat16x16<f16, A>>(&p_tile[k * MATRIX * P_STRIDE + strip * MATRIX], P_STRIDE);
+    }
+    // unroll
     for (var t = 0u; t < HEAD_COLUMNS; t++) {
-        for (var k = 0u; k < KEY_TILE; k += MATRIX) {
-            // A: 16 rows x 16 keys of p, stored key-major, so read column-major.
-            let a = coopLoad<coop_mat16x16<f16, A>>(&p_tile[k * P_STRIDE + strip * MATRIX], P_STRIDE);
-            let b = coopLoadT<coop_mat16x16<f16, B>>(&kv_tile[offset + k * HEAD_STRIDE + t * MATRIX / 4u], HEAD_STRIDE);
-            (*acc)[t] = coopMultiplyAdd(a, b, (*acc)[t]);
+        // unroll
+        for (var k = 0u; k < KEY_COLUMNS; k++) {
+            let b = coopLoadT<coop_mat16x16<f16, B>>(&kv_tile[offset + k * MATRIX * HEAD_STRIDE + t * MATRIX / 4u], HEAD_STRIDE);
+            (*acc)[t] = coopMultiplyAdd(p[k], b, (*acc)[t]);
         }
+    }
+}
+
+// Sets every matrix of an output strip to zero.
+fn zero_output_strip(acc: ptr<function, OutputStrip>) {
+    // unroll
+    for (var t = 0u; t < HEAD_COLUMNS; t++) {
+        (*acc)[t] = coop_mat16x16<f32, C>();
     }
 }
 
@@ -182,7 +207,7 @@ fn visible_score(r: u32, position: u32, j: u32, first: u32, count: u32) -> f32 {
 // KEY_TILE-wide column slice at a time through s_tile: element (row r of the tile, dim d)
 // goes to `store_output(r, d, value)`, which each kernel defines. Uniform control flow only.
 fn store_output_strips(acc: ptr<function, OutputStrip>, tile: BlockTile, strip: u32, lid: u32) {
-    for (var slice = 0u; slice < HEAD_COLUMNS / KEY_COLUMNS; slice++) {
+    for (var slice = 0u; slice < OUTPUT_SLICES; slice++) {
         stage_output_slice(acc, slice, strip);
         for (var i = lid; i < tile.rows * KEY_TILE; i += WORKGROUP_SIZE) {
             store_output(i / KEY_TILE, slice * KEY_TILE + i % KEY_TILE, s_tile[i]);
@@ -194,6 +219,7 @@ fn store_output_strips(acc: ptr<function, OutputStrip>, tile: BlockTile, strip: 
 // Stores the output columns [slice * KEY_TILE, (slice + 1) * KEY_TILE) of every strip into
 // s_tile as [QUERY_TILE rows][KEY_TILE dims], then a barrier.
 fn stage_output_slice(acc: ptr<function, OutputStrip>, slice: u32, strip: u32) {
+    // unroll
     for (var t = 0u; t < HEAD_COLUMNS; t++) {
         if t / KEY_COLUMNS == slice {
             coopStoreT((*acc)[t], &s_tile[strip * MATRIX * KEY_TILE + (t % KEY_COLUMNS) * MATRIX], KEY_TILE);

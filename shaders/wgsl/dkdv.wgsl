@@ -3,7 +3,8 @@
 //
 // Grid: groups * num_blocks * key_tiles workgroups, linear (key_tiles = ceil(block_size /
 //       WORKGROUP_SIZE)); workgroup (group, block, tile) owns WORKGROUP_SIZE consecutive keys
-//       of the block, one per thread, holding its key, value, dk and dv in registers.
+//       of the block, one per thread, holding its key, value, dk and dv in registers (the
+//       loops over them are marked `// unroll`, src/gpu/unroll.rs).
 // Rows: the workgroup walks the group's rows in order, WORKGROUP_SIZE candidates at a time
 //       (a causal walk starts at the first row that can see its first key). Each thread tests
 //       one candidate's selection; a prefix sum compacts the rows that chose the block, in
@@ -82,6 +83,7 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     var grad_key: HeadVector;
     var grad_value: HeadVector;
     if is_key {
+        // unroll
         for (var i = 0u; i < HEAD_VECS; i++) {
             key[i] = keys[key_at + i] * params.scale_log2;
             value[i] = values[key_at + i];
@@ -122,11 +124,13 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
                         }
                         var score = 0.0;
                         var dp = 0.0;
+                        // unroll
                         for (var i = 0u; i < HEAD_VECS; i++) {
                             score += dot(key[i], staged_query[r * HEAD_VECS + i]);
                             dp += dot(value[i], staged_dout[r * HEAD_VECS + i]);
                         }
                         let gradient = score_gradient(score, dp, staged_terms[r]);
+                        // unroll
                         for (var i = 0u; i < HEAD_VECS; i++) {
                             grad_value[i] += gradient.x * staged_dout[r * HEAD_VECS + i];
                             grad_key[i] += gradient.y * staged_query[r * HEAD_VECS + i];
@@ -139,6 +143,7 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     }
     if is_key {
         let scale = params.scale_log2 * LN_2;
+        // unroll
         for (var i = 0u; i < HEAD_VECS; i++) {
             dk[key_at + i] = scale * grad_key[i];
             dv[key_at + i] = grad_value[i];

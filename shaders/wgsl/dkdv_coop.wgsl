@@ -22,6 +22,8 @@
 //       [2][64 keys][32 + 8] key and value columns while the strips load); sd_tile f32
 //       [2][64 keys][32 + 4 rows] (s^T, dp^T; at the end [2][64 keys][32 dims] of dv, dk);
 //       pd_tile f16 [2][64 keys][32 + 8 rows] (p^T, ds^T); per-row index, position, terms.
+// Registers: the loops over the key strip and dk/dv matrices are marked `// unroll` (the host
+//       writes them out, src/gpu/unroll.rs), so that they stay in registers.
 // Memory: dk, dv [groups, kv_len, HEAD_DIM] vec4 f32; dout_max [1] u32 from backward_prepare
 //       (dout and delta are scaled by dout_factor before the f16 rounding).
 
@@ -39,6 +41,8 @@ const ROW_COLUMNS: u32 = ROW_TILE / MATRIX;
 const KEY_STEP: u32 = WORKGROUP_SIZE / ROW_TILE;
 // Head-dim columns per round while the key strips load, and per output slice.
 const SLICE_COLUMNS: u32 = 32u;
+const SLICE_MATRICES: u32 = SLICE_COLUMNS / MATRIX;
+const SLICES: u32 = HEAD_DIM / SLICE_COLUMNS;
 
 // Strides of padded rows (16 bytes of padding); the f16 row tiles count vec4s.
 const ROW_STRIDE: u32 = (HEAD_DIM + 8u) / 4u;
@@ -111,7 +115,8 @@ fn main(
     // The strip's keys (role 0) or values (role 1) as A matrices, SLICE_COLUMNS per round.
     var strip: array<coop_mat16x16<f16, A>, HEAD_COLUMNS>;
     let kv_base = (chunk.group * params.kv_len + chunk.first) * HEAD_VECS;
-    for (var round = 0u; round < HEAD_DIM / SLICE_COLUMNS; round++) {
+    // unroll
+    for (var round = 0u; round < SLICES; round++) {
         for (var i = lid; i < CHUNK_KEYS * SLICE_COLUMNS / 4u; i += WORKGROUP_SIZE) {
             let key = i / (SLICE_COLUMNS / 4u);
             let c = i % (SLICE_COLUMNS / 4u);
@@ -126,15 +131,17 @@ fn main(
             row_tile[VALUE_STAGE_OFFSET + key * KEY_STAGE_STRIDE + c] = vec4<f16>(v);
         }
         workgroupBarrier();
-        for (var c = 0u; c < SLICE_COLUMNS / MATRIX; c++) {
+        // unroll
+        for (var c = 0u; c < SLICE_MATRICES; c++) {
             // A: 16 keys x 16 dims, row-major.
             let at = role * VALUE_STAGE_OFFSET + key_strip * MATRIX * KEY_STAGE_STRIDE + c * MATRIX / 4u;
-            strip[round * SLICE_COLUMNS / MATRIX + c] = coopLoadT<coop_mat16x16<f16, A>>(&row_tile[at], KEY_STAGE_STRIDE);
+            strip[round * SLICE_MATRICES + c] = coopLoadT<coop_mat16x16<f16, A>>(&row_tile[at], KEY_STAGE_STRIDE);
         }
         workgroupBarrier();
     }
 
     var grad: array<coop_mat16x16<f32, C>, HEAD_COLUMNS>; // dv (role 0) or dk (role 1)
+    // unroll
     for (var t = 0u; t < HEAD_COLUMNS; t++) {
         grad[t] = coop_mat16x16<f32, C>();
     }
@@ -185,6 +192,7 @@ fn main(
             // s^T = k . q^T (role 0) or dp^T = v . dout^T (role 1): 16 keys x ROW_TILE rows.
             for (var column = 0u; column < ROW_COLUMNS; column++) {
                 var acc = coop_mat16x16<f32, C>();
+                // unroll
                 for (var c = 0u; c < HEAD_COLUMNS; c++) {
                     // B: 16 dims x 16 rows, i.e. the staged rows read column-major.
                     let at = role * DOUT_OFFSET + column * MATRIX * ROW_STRIDE + c * MATRIX / 4u;
@@ -217,14 +225,20 @@ fn main(
             }
             workgroupBarrier();
             // dv += p^T . dout (role 0) or dk += ds^T . q (role 1).
+            // A: 16 keys x 16 rows, row-major; B: 16 rows x 16 dims, row-major.
+            var pd: array<coop_mat16x16<f16, A>, ROW_COLUMNS>;
+            // unroll
+            for (var k = 0u; k < ROW_COLUMNS; k++) {
+                let a_at = role * DS_OFFSET + key_strip * MATRIX * PD_STRIDE + k * MATRIX;
+                pd[k] = coopLoadT<coop_mat16x16<f16, A>>(&pd_tile[a_at], PD_STRIDE);
+            }
+            // unroll
             for (var t = 0u; t < HEAD_COLUMNS; t++) {
+                // unroll
                 for (var k = 0u; k < ROW_COLUMNS; k++) {
-                    // A: 16 keys x 16 rows, row-major; B: 16 rows x 16 dims, row-major.
-                    let a_at = role * DS_OFFSET + key_strip * MATRIX * PD_STRIDE + k * MATRIX;
                     let b_at = (1u - role) * DOUT_OFFSET + k * MATRIX * ROW_STRIDE + t * MATRIX / 4u;
-                    let a = coopLoadT<coop_mat16x16<f16, A>>(&pd_tile[a_at], PD_STRIDE);
                     let b = coopLoadT<coop_mat16x16<f16, B>>(&row_tile[b_at], ROW_STRIDE);
-                    grad[t] = coopMultiplyAdd(a, b, grad[t]);
+                    grad[t] = coopMultiplyAdd(pd[k], b, grad[t]);
                 }
             }
             workgroupBarrier();
@@ -234,10 +248,11 @@ fn main(
     // Write dv and dk, SLICE_COLUMNS head dims at a time through sd_tile.
     // Scaled dout gave scaled sums: the power of two divides out exactly.
     let scale = params.scale_log2 * LN_2 / dout_scale;
-    for (var slice = 0u; slice < HEAD_DIM / SLICE_COLUMNS; slice++) {
+    for (var slice = 0u; slice < SLICES; slice++) {
+        // unroll
         for (var t = 0u; t < HEAD_COLUMNS; t++) {
-            if t / (SLICE_COLUMNS / MATRIX) == slice {
-                let at = role * DK_OUT_OFFSET + key_strip * MATRIX * SLICE_COLUMNS + (t % (SLICE_COLUMNS / MATRIX)) * MATRIX;
+            if t / SLICE_MATRICES == slice {
+                let at = role * DK_OUT_OFFSET + key_strip * MATRIX * SLICE_COLUMNS + (t % SLICE_MATRICES) * MATRIX;
                 coopStoreT(grad[t], &sd_tile[at], SLICE_COLUMNS);
             }
         }

@@ -9,6 +9,8 @@
 //       the saved lse, so no softmax is recomputed. Slot 0 starts dq; later slots add to it.
 //       Each row sits in exactly one tile per slot and the slots run in order, so dq is the
 //       same bits on every run.
+// Registers: the row's query, dout and dq (the loops over them are marked `// unroll`,
+//       src/gpu/unroll.rs).
 // Memory: dq [rows, HEAD_DIM] vec4 f32.
 
 @group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
@@ -21,6 +23,7 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
     var terms = vec2<f32>(0.0, 0.0);
     if row.present {
         query = load_query(row.flat);
+        // unroll
         for (var i = 0u; i < HEAD_VECS; i++) {
             grad_out[i] = dout[row.flat * HEAD_VECS + i];
             grad_query[i] = vec4<f32>(0.0);
@@ -37,11 +40,13 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
                 }
                 var score = 0.0;
                 var dp = 0.0;
+                // unroll
                 for (var i = 0u; i < HEAD_VECS; i++) {
                     score += dot(query[i], key_tile[j * HEAD_VECS + i]);
                     dp += dot(grad_out[i], value_tile[j * HEAD_VECS + i]);
                 }
                 let ds = score_gradient(score, dp, terms).y;
+                // unroll
                 for (var i = 0u; i < HEAD_VECS; i++) {
                     grad_query[i] += ds * key_tile[j * HEAD_VECS + i];
                 }
@@ -51,6 +56,7 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
     }
     if row.present {
         let scale = params.scale_log2 * LN_2;
+        // unroll
         for (var i = 0u; i < HEAD_VECS; i++) {
             var total = scale * grad_query[i];
             if params.slot > 0u {

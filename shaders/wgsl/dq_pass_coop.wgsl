@@ -64,14 +64,13 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
     }
 
     var grad_query: OutputStrip;
-    for (var t = 0u; t < HEAD_COLUMNS; t++) {
-        grad_query[t] = coop_mat16x16<f32, C>();
-    }
+    zero_output_strip(&grad_query);
     var p: array<f32, HALF_KEYS>;
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
         stage_keys(tile.group, first, count, lid, true);
         tile_products(&query, strip, 0u);
+        // unroll
         for (var j = 0u; j < HALF_KEYS; j++) {
             p[j] = 0.0;
             if is_row {
@@ -80,6 +79,7 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
         }
         workgroupBarrier();
         tile_products(&grad_out, strip, V_OFFSET);
+        // unroll
         for (var j = 0u; j < HALF_KEYS; j++) {
             let key = keys_first + j;
             // Rows past the tile's have p = 0 and zero dout.

@@ -4,7 +4,7 @@
 //       workgroup, linear.
 // Registers: each thread keeps its query (HEAD_VECS vec4) and its best TOP_K (score, block)
 //       pairs while it streams over the block means, so no [rows, num_blocks] score matrix
-//       ever exists.
+//       ever exists. The loops over the query are marked `// unroll` (src/gpu/unroll.rs).
 // Scores: q . mean key (MoBA), or a fixed score for the static gates (block id; sinks above
 //       every other block), the same rule as `Gate::static_score` on the host.
 // Rule (DESIGN §1): causal rows force their own block and rank only earlier blocks; ties go
@@ -26,6 +26,7 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
         return;
     }
     var query: array<vec4<f32>, HEAD_VECS>;
+    // unroll
     for (var i = 0u; i < HEAD_VECS; i++) {
         query[i] = queries[row * HEAD_VECS + i];
     }
@@ -47,6 +48,7 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
         var score = f32(block); // the static gates: recent blocks first
         if params.gate == GATE_MEAN_KEY {
             score = 0.0;
+            // unroll
             for (var i = 0u; i < HEAD_VECS; i++) {
                 score += dot(query[i], block_means[means + block * HEAD_VECS + i]);
             }

@@ -206,7 +206,7 @@ impl Kernel {
     }
 
     /// The full WGSL module: extensions, constants, `struct Params`, `common.wgsl`, then the
-    /// kernel's own files.
+    /// kernel's own files, with the loops marked `// unroll` written out (`unroll.rs`).
     pub fn source(self, constants: &KernelConstants) -> String {
         let mut source = self.enables().to_string();
         source.push_str(&constants.prelude());
@@ -216,7 +216,7 @@ impl Kernel {
             source.push('\n');
             source.push_str(&file(part));
         }
-        source
+        super::unroll::unroll_marked_loops(&source)
     }
 }
 

@@ -22,6 +22,7 @@ pub(crate) mod plan;
 mod runner;
 pub(crate) mod schedule;
 mod timing;
+mod unroll;
 
 pub use backward::{BackwardBuffers, BackwardPass, MobaBackward};
 pub use buffers::POISON;
