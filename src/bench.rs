@@ -23,7 +23,7 @@ pub struct BenchOptions {
     pub kernel: AttentionKernel,
     /// Timed runs per kernel (the median is kept).
     pub runs: usize,
-    /// Untimed runs before them.
+    /// Untimed runs before them (warm-up also lasts at least [`WARMUP_SECONDS`]).
     pub warmup: usize,
     /// Also time the dense kernel (quadratic: slow at long sequences).
     pub dense: bool,
@@ -248,45 +248,68 @@ pub fn memory_bytes(shape: &Shape, config: &MobaConfig, backward: bool) -> u64 {
     seen.values().sum()
 }
 
+/// Warm-up lasts at least this long besides its count of runs: GPUs raise their clocks
+/// under sustained load, and on the H200 a process's first 20 ms forwards ran 1.3-2.9x
+/// slower than the same kernels later in the same call
+/// (`bench-results/h200-vulkan-coop/unrolled/`).
+pub const WARMUP_SECONDS: f64 = 0.5;
+
+/// Whether warm-up that started at `start` and has done `done` runs is over.
+fn warmed_up(start: Instant, done: usize, warmup: usize) -> bool {
+    done >= warmup && start.elapsed().as_secs_f64() >= WARMUP_SECONDS
+}
+
 /// Median wall time of `runs` synchronised runs of what `encode` records, after `warmup`
-/// untimed ones: from the submit until the queue reports the work done. Async, so that the
-/// browser (whose event loop delivers that report) times the same way; `web_time`'s clock is
-/// `performance.now()` there.
+/// untimed ones (and at least [`WARMUP_SECONDS`] of them): from the submit until the queue
+/// reports the work done. Async, so that the browser (whose event loop delivers that report)
+/// times the same way; `web_time`'s clock is `performance.now()` there.
 pub async fn median_seconds(
     gpu: &GpuContext,
     runs: usize,
     warmup: usize,
     mut encode: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
 ) -> Result<f64> {
-    let mut times = Vec::with_capacity(runs);
-    for run in 0..warmup + runs.max(1) {
+    let mut submit = async || -> Result<f64> {
         let mut encoder = gpu.device().create_command_encoder(&Default::default());
         encode(&mut encoder)?;
         let start = Instant::now();
         gpu.queue().submit([encoder.finish()]);
         gpu.work_done().await?;
-        if run >= warmup {
-            times.push(start.elapsed().as_secs_f64());
-        }
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let start = Instant::now();
+    let mut done = 0;
+    while !warmed_up(start, done, warmup) {
+        submit().await?;
+        done += 1;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        times.push(submit().await?);
     }
     Ok(median(times))
 }
 
-/// Median wall time of `runs` calls of `run` after `warmup` untimed ones; `run` gets the
-/// call's index (to rotate inputs) and returns once its work is done. The loop of the
-/// CUDA benchmark and of burn's attention baseline.
+/// Median wall time of `runs` calls of `run` after `warmup` untimed ones (and at least
+/// [`WARMUP_SECONDS`] of them); `run` gets the call's index (to rotate inputs) and returns
+/// once its work is done. The loop of the CUDA benchmark and of burn's attention baseline.
 pub fn median_wall_seconds(
     runs: usize,
     warmup: usize,
     mut run: impl FnMut(usize) -> Result<()>,
 ) -> Result<f64> {
+    let start = Instant::now();
+    let mut index = 0;
+    while !warmed_up(start, index, warmup) {
+        run(index)?;
+        index += 1;
+    }
     let mut times = Vec::with_capacity(runs);
-    for index in 0..warmup + runs.max(1) {
+    for _ in 0..runs.max(1) {
         let start = Instant::now();
         run(index)?;
-        if index >= warmup {
-            times.push(start.elapsed().as_secs_f64());
-        }
+        index += 1;
+        times.push(start.elapsed().as_secs_f64());
     }
     Ok(median(times))
 }

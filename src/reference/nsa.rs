@@ -652,22 +652,12 @@ mod tests {
         }
     }
 
-    fn shape(
-        batch: usize,
-        q_heads: usize,
-        kv_heads: usize,
-        q_len: usize,
-        kv_len: usize,
-        head_dim: usize,
-    ) -> Shape {
-        Shape {
-            batch,
-            q_heads,
-            kv_heads,
-            q_len,
-            kv_len,
-            head_dim,
-        }
+    /// A shape from `[batch, q_heads, kv_heads, q_len, kv_len, head_dim]`.
+    fn shape([batch, q_heads, kv_heads, q_len, kv_len, head_dim]: [usize; 6]) -> Shape {
+        Shape::of_dims(
+            &[batch, q_heads, q_len, head_dim],
+            &[batch, kv_heads, kv_len, head_dim],
+        )
     }
 
     fn max_abs(x: &[f64]) -> f64 {
@@ -751,6 +741,15 @@ mod tests {
             })
     }
 
+    /// Finite differences on random inputs of `seed`, where the selection leaves a block out
+    /// and every gradient is non-zero (a check that cannot pass vacuously).
+    fn gradients_match_on_a_sparse_selection(shape: Shape, config: NsaConfig, seed: u64) {
+        let inputs = random_inputs(&shape, seed);
+        let (forward, grads) = check_gradients(&shape, &config, inputs, seed);
+        assert!(selection_drops_a_block(&forward.selection, &shape, &config));
+        assert_gradients_nonzero(&grads);
+    }
+
     fn assert_gradients_nonzero(grads: &NsaGradients) {
         for (name, x) in [
             ("dq", &grads.dq),
@@ -765,52 +764,53 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences_group_1_overlapping_blocks() {
         // l = 4, d = 2: every key but the first two lies in two compressed blocks.
-        let (shape, config) = (shape(2, 2, 2, 24, 24, 4), NsaConfig::new(4, 2, 4, 4, 5));
-        let (forward, grads) = check_gradients(&shape, &config, random_inputs(&shape, 1), 1);
-        assert!(selection_drops_a_block(&forward.selection, &shape, &config));
-        assert_gradients_nonzero(&grads);
+        gradients_match_on_a_sparse_selection(
+            shape([2, 2, 2, 24, 24, 4]),
+            NsaConfig::new(4, 2, 4, 4, 5),
+            1,
+        );
     }
 
     #[test]
     fn gradients_match_finite_differences_group_2() {
-        let (shape, config) = (shape(1, 4, 2, 32, 32, 4), NsaConfig::new(8, 4, 4, 5, 6));
-        let (forward, grads) = check_gradients(&shape, &config, random_inputs(&shape, 2), 2);
-        assert!(selection_drops_a_block(&forward.selection, &shape, &config));
-        assert_gradients_nonzero(&grads);
+        gradients_match_on_a_sparse_selection(
+            shape([1, 4, 2, 32, 32, 4]),
+            NsaConfig::new(8, 4, 4, 5, 6),
+            2,
+        );
     }
 
     #[test]
     fn gradients_match_finite_differences_group_4_blocks_coincide() {
         // l = l' = d: the importance is p_cmp itself.
-        let (shape, config) = (shape(1, 4, 1, 20, 20, 3), NsaConfig::new(4, 4, 4, 4, 3));
-        let (forward, grads) = check_gradients(&shape, &config, random_inputs(&shape, 3), 3);
-        assert!(selection_drops_a_block(&forward.selection, &shape, &config));
-        assert_gradients_nonzero(&grads);
+        gradients_match_on_a_sparse_selection(
+            shape([1, 4, 1, 20, 20, 3]),
+            NsaConfig::new(4, 4, 4, 4, 3),
+            3,
+        );
     }
 
     #[test]
     fn gradients_match_finite_differences_group_16_tiny_head() {
-        let (shape, config) = (shape(1, 16, 1, 12, 12, 2), NsaConfig::new(4, 2, 2, 4, 4));
-        let (forward, grads) = check_gradients(&shape, &config, random_inputs(&shape, 4), 4);
-        assert!(selection_drops_a_block(&forward.selection, &shape, &config));
-        assert_gradients_nonzero(&grads);
+        gradients_match_on_a_sparse_selection(
+            shape([1, 16, 1, 12, 12, 2]),
+            NsaConfig::new(4, 2, 2, 4, 4),
+            4,
+        );
     }
 
     #[test]
     fn gradients_match_finite_differences_in_decode() {
         let config = NsaConfig::new(4, 2, 4, 4, 7).with_scale(0.3);
         for q_len in [1, 3] {
-            let shape = shape(1, 4, 2, q_len, 29, 4);
-            let (forward, grads) = check_gradients(&shape, &config, random_inputs(&shape, 5), 5);
-            assert!(selection_drops_a_block(&forward.selection, &shape, &config));
-            assert_gradients_nonzero(&grads);
+            gradients_match_on_a_sparse_selection(shape([1, 4, 2, q_len, 29, 4]), config, 5);
         }
     }
 
     #[test]
     fn without_a_compressed_block_o_cmp_and_its_gate_gradient_are_zero() {
         // Sk = 6 < l = 8: nc = 0.
-        let (shape, config) = (shape(1, 2, 1, 6, 6, 4), NsaConfig::new(8, 4, 4, 3, 3));
+        let (shape, config) = (shape([1, 2, 1, 6, 6, 4]), NsaConfig::new(8, 4, 4, 3, 3));
         assert_eq!(config.compressed_blocks(shape.kv_len), 0);
         let (forward, grads) = check_gradients(&shape, &config, random_inputs(&shape, 6), 6);
         assert!(forward.o_cmp.iter().all(|&x| x == 0.0));
@@ -821,7 +821,7 @@ mod tests {
 
     #[test]
     fn o_cmp_is_zero_exactly_for_queries_before_the_first_complete_block() {
-        let (shape, config) = (shape(1, 1, 1, 16, 16, 4), NsaConfig::new(8, 4, 4, 3, 3));
+        let (shape, config) = (shape([1, 1, 1, 16, 16, 4]), NsaConfig::new(8, 4, 4, 3, 3));
         let [q, k, v, g] = random_f32(&shape, 60);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
         for (t, row) in forward.o_cmp.chunks(4).enumerate() {
@@ -832,7 +832,7 @@ mod tests {
 
     #[test]
     fn the_compressed_branch_alone_reaches_the_keys_through_the_means() {
-        let (shape, config) = (shape(1, 2, 1, 16, 16, 4), NsaConfig::new(4, 2, 4, 3, 2));
+        let (shape, config) = (shape([1, 2, 1, 16, 16, 4]), NsaConfig::new(4, 2, 4, 3, 2));
         let mut inputs = random_inputs(&shape, 7);
         for g in inputs.gates.chunks_mut(3) {
             g.copy_from_slice(&[1.0, 0.0, 0.0]);
@@ -848,7 +848,7 @@ mod tests {
 
     #[test]
     fn public_backward_matches_the_core_and_the_forward_is_the_gated_sum() {
-        let (shape, config) = (shape(1, 4, 2, 10, 18, 4), NsaConfig::new(4, 2, 4, 3, 4));
+        let (shape, config) = (shape([1, 4, 2, 10, 18, 4]), NsaConfig::new(4, 2, 4, 3, 4));
         let [q, k, v, g] = random_f32(&shape, 8);
         let dout = random::normal(shape.q_elems(), 9);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
@@ -886,7 +886,7 @@ mod tests {
 
     #[test]
     fn top_n_covering_every_block_gives_dense_causal_attention() {
-        let shape = shape(2, 4, 2, 5, 19, 4);
+        let shape = shape([2, 4, 2, 5, 19, 4]);
         // ns = ceil(19 / 4) = 5 blocks, all selected.
         let config = NsaConfig::new(4, 2, 4, 5, 2);
         let [q, k, v, g] = random_f32(&shape, 10);
@@ -901,7 +901,7 @@ mod tests {
 
     #[test]
     fn a_window_covering_every_key_gives_dense_causal_attention() {
-        let shape = shape(1, 4, 1, 7, 15, 4);
+        let shape = shape([1, 4, 1, 7, 15, 4]);
         let [q, k, v, g] = random_f32(&shape, 11);
         let dense = dense_causal(&q, &k, &v, &shape, &NsaConfig::new(4, 2, 4, 3, 1));
         for window in [15, 40] {
@@ -916,7 +916,7 @@ mod tests {
 
     #[test]
     fn a_window_of_one_is_the_own_value() {
-        let shape = shape(1, 2, 1, 3, 9, 4);
+        let shape = shape([1, 2, 1, 3, 9, 4]);
         let [q, k, v, g] = random_f32(&shape, 12);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &NsaConfig::new(4, 2, 4, 3, 1)).unwrap();
         for (n, row) in forward.o_win.chunks(4).enumerate() {
@@ -927,7 +927,7 @@ mod tests {
 
     #[test]
     fn compressed_blocks_of_one_key_give_dense_causal_attention() {
-        let shape = shape(1, 4, 2, 6, 11, 4);
+        let shape = shape([1, 4, 2, 6, 11, 4]);
         let config = NsaConfig::new(1, 1, 3, 3, 2);
         let [q, k, v, g] = random_f32(&shape, 13);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
@@ -937,7 +937,7 @@ mod tests {
 
     #[test]
     fn forced_blocks_are_always_selected_and_the_selection_is_well_formed() {
-        let shape = shape(2, 4, 2, 40, 43, 4);
+        let shape = shape([2, 4, 2, 40, 43, 4]);
         let config = NsaConfig::new(4, 2, 4, 5, 4);
         let [q, k, v, g] = random_f32(&shape, 14);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
@@ -1000,7 +1000,7 @@ mod tests {
 
     #[test]
     fn heads_of_a_group_share_one_selection_by_summed_importance() {
-        let shape = shape(1, 4, 1, 32, 32, 4);
+        let shape = shape([1, 4, 1, 32, 32, 4]);
         let config = NsaConfig::new(4, 2, 4, 4, 3);
         let [q, k, v, g] = random_f32(&shape, 15);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
@@ -1083,7 +1083,7 @@ mod tests {
 
     #[test]
     fn importance_of_a_real_row_is_p_cmp_when_blocks_coincide() {
-        let shape = shape(1, 1, 1, 24, 24, 4);
+        let shape = shape([1, 1, 1, 24, 24, 4]);
         let config = NsaConfig::new(4, 4, 4, 3, 1);
         let inputs = random_inputs(&shape, 16);
         let compressed = compressed_means(&inputs.k, &inputs.v, &shape, &config);
@@ -1111,7 +1111,7 @@ mod tests {
     fn ties_go_to_the_larger_block() {
         // Zero keys: p_cmp is uniform over the 7 eligible compressed blocks of position 15
         // (l = 4, d = 2), so selection blocks 1..=5 (l' = 2) tie at 2/7 each.
-        let shape = shape(1, 2, 1, 16, 16, 4);
+        let shape = shape([1, 2, 1, 16, 16, 4]);
         let config = NsaConfig::new(4, 2, 2, 5, 1);
         let [q, _, v, g] = random_f32(&shape, 17);
         let k = vec![0.0; shape.kv_elems()];
@@ -1136,7 +1136,7 @@ mod tests {
 
     #[test]
     fn bad_inputs_and_configs_are_errors() {
-        let (shape, config) = (shape(1, 2, 1, 4, 8, 4), NsaConfig::new(4, 2, 4, 3, 2));
+        let (shape, config) = (shape([1, 2, 1, 4, 8, 4]), NsaConfig::new(4, 2, 4, 3, 2));
         let [q, k, v, g] = random_f32(&shape, 19);
         let dout = random::normal(shape.q_elems(), 20);
         assert!(nsa_forward(&q, &k, &v, &g, &shape, &config).is_ok());
