@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::binary::{self, BACKENDS, assert_ok, moba, scratch, small_bench_args, text, words};
-use moba::{MobaConfig, Shape, npy, reference};
+use moba::{MobaConfig, NsaConfig, Shape, npy, reference};
 
 /// Writes q, k, v (and dout) for a shape into `dir`.
 fn write_inputs(dir: &Path, shape: &Shape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -116,6 +116,195 @@ fn attend_reports_bad_input_clearly() {
     std::fs::remove_file(dir.join("q.npy")).unwrap();
     let output = moba(&attend_args(&dir, "reference", &dir));
     assert!(text(&output.stderr).contains("q.npy"), "{output:?}");
+}
+
+/// NSA's config in the tests: overlapping compressed blocks (l = 4, d = 2), selection blocks
+/// of 4 keys, top-4 (one block beyond the three forced ones), a window of 5.
+const NSA: NsaConfig = NsaConfig {
+    compress_block: 4,
+    stride: 2,
+    select_block: 4,
+    top_n: 4,
+    window: 5,
+    scale: None,
+};
+
+/// [`gqa_problem`] of 20 tokens, D 8, with NSA's gates (in (0, 1)) as g.npy: the folder, the
+/// shape, and q, k, v, gates.
+fn nsa_problem(name: &str) -> (PathBuf, Shape, [Vec<f32>; 4]) {
+    let (dir, shape, [q, k, v]) = gqa_problem(name, 20, 8);
+    let gate_shape = Shape {
+        head_dim: 3,
+        ..shape
+    };
+    let gates: Vec<f32> = common::inputs(&gate_shape, 41)
+        .0
+        .iter()
+        .map(|x| 1.0 / (1.0 + (-x).exp()))
+        .collect();
+    npy::write(&dir.join("g.npy"), &gate_shape.q_dims(), &gates).unwrap();
+    (dir, shape, [q, k, v, gates])
+}
+
+/// `moba attend --attention nsa` of [`nsa_problem`]'s inputs with [`NSA`], on `backend`,
+/// its outputs into `out`.
+fn nsa_args(dir: &Path, backend: &str, out: &Path) -> Vec<String> {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut args = words(
+        "attend --attention nsa --compress-block 4 --stride 2 --select-block 4 --top-n 4 \
+         --window 5 --backend",
+    );
+    args.push(backend.to_string());
+    for (flag, value) in [
+        ("--q", path("q.npy")),
+        ("--k", path("k.npy")),
+        ("--v", path("v.npy")),
+        ("--gates", path("g.npy")),
+        ("--out-dir", out.display().to_string()),
+    ] {
+        args.extend([flag.to_string(), value]);
+    }
+    args
+}
+
+/// Asserts that `out/name` is a `.npy` of `T` (its header's dtype) with `dims` and exactly
+/// `want`.
+#[track_caller]
+fn assert_npy<T: npy::Element + PartialEq + std::fmt::Debug>(
+    out: &Path,
+    name: &str,
+    dims: &[usize],
+    want: &[T],
+) {
+    let path = out.join(name);
+    let header = std::fs::read(&path).unwrap();
+    let descr = format!("'descr': '{}'", T::DESCR);
+    assert!(
+        text(&header[..header.len().min(128)]).contains(&descr),
+        "{}: not {descr}",
+        path.display()
+    );
+    let got = npy::read::<T>(&path).unwrap();
+    assert_eq!(got.shape, dims, "{}", path.display());
+    assert!(got.data == want, "{}: other values", path.display());
+}
+
+fn rounded(data: &[f64]) -> Vec<f32> {
+    data.iter().map(|&x| x as f32).collect()
+}
+
+#[test]
+fn attend_nsa_writes_the_reference_outputs_and_gradients() {
+    let (dir, shape, [q, k, v, gates]) = nsa_problem("nsa");
+    let dout = npy::read::<f32>(&dir.join("do.npy")).unwrap().data;
+    let want = reference::nsa_forward(&q, &k, &v, &gates, &shape, &NSA).unwrap();
+    let grads = reference::nsa_backward(&q, &k, &v, &gates, &dout, &shape, &NSA).unwrap();
+    // The selection is NSA's own: per GQA group, with blocks beyond the forced ones chosen
+    // and -1 padding where fewer blocks are eligible.
+    assert!(want.selection.contains(&-1) && want.selection.contains(&1));
+    let out = dir.join("out");
+    let mut args = nsa_args(&dir, "reference", &out);
+    args.extend([
+        "--dout".to_string(),
+        dir.join("do.npy").display().to_string(),
+    ]);
+    assert_ok(&moba(&args));
+    let (q_dims, kv_dims) = (shape.q_dims(), shape.kv_dims());
+    assert_npy(&out, "o.npy", &q_dims, &rounded(&want.o));
+    assert_npy(&out, "selection.npy", &[1, 1, 20, 4], &want.selection);
+    assert_npy(&out, "dq.npy", &q_dims, &rounded(&grads.dq));
+    assert_npy(&out, "dk.npy", &kv_dims, &rounded(&grads.dk));
+    assert_npy(&out, "dv.npy", &kv_dims, &rounded(&grads.dv));
+    assert_npy(&out, "dgates.npy", &[1, 2, 20, 3], &rounded(&grads.dgates));
+    assert!(!out.join("lse.npy").exists(), "NSA writes no lse.npy");
+}
+
+#[test]
+fn attend_removes_the_outputs_that_a_run_does_not_write() {
+    let (dir, _, _) = nsa_problem("nsa-stale");
+    let out = dir.join("out");
+    let dout = [
+        "--dout".to_string(),
+        dir.join("do.npy").display().to_string(),
+    ];
+    let gradients = ["dq.npy", "dk.npy", "dv.npy", "dgates.npy"];
+    // MoBA's lse.npy, then NSA's gradients.
+    assert_ok(&moba(&attend_args(&dir, "reference", &out)));
+    assert!(out.join("lse.npy").exists());
+    let mut args = nsa_args(&dir, "reference", &out);
+    args.extend(dout.clone());
+    assert_ok(&moba(&args));
+    assert!(!out.join("lse.npy").exists(), "MoBA's lse.npy is left");
+    assert!(gradients.iter().all(|name| out.join(name).exists()));
+    // Without --dout no gradient of the earlier run survives.
+    assert_ok(&moba(&nsa_args(&dir, "reference", &out)));
+    for name in gradients {
+        assert!(!out.join(name).exists(), "{name} is left");
+    }
+    for name in ["o.npy", "selection.npy"] {
+        assert!(out.join(name).exists(), "{name} is missing");
+    }
+    // MoBA with --dout writes no dgates.npy, and NSA's is not left beside its gradients.
+    assert_ok(&moba(&args));
+    let mut moba_args = attend_args(&dir, "reference", &out);
+    moba_args.extend(dout);
+    assert_ok(&moba(&moba_args));
+    assert!(out.join("dq.npy").exists() && !out.join("dgates.npy").exists());
+}
+
+#[test]
+fn attend_refuses_what_does_not_fit_the_attention_and_writes_nothing() {
+    let (dir, _, _) = nsa_problem("nsa-refusals");
+    let without = |args: Vec<String>, flag: &str| -> Vec<String> {
+        let at = args.iter().position(|a| a == flag).unwrap();
+        [&args[..at], &args[at + 2..]].concat()
+    };
+    let with = |mut args: Vec<String>, extra: &str| -> Vec<String> {
+        args.extend(words(extra));
+        args
+    };
+    let out = dir.join("out");
+    npy::write(&dir.join("g2.npy"), &[1, 2, 20, 2], &[0.5f32; 80]).unwrap();
+    let wrong_gates = {
+        let mut args = nsa_args(&dir, "reference", &out);
+        let at = args.iter().position(|a| a == "--gates").unwrap();
+        args[at + 1] = dir.join("g2.npy").display().to_string();
+        args
+    };
+    let cases = [
+        (
+            nsa_args(&dir, "wgpu", &out),
+            "NSA kernels for the wgpu backend are not built yet; use --backend reference",
+        ),
+        (
+            with(nsa_args(&dir, "reference", &out), "--top-k 2"),
+            "--top-k belongs to --attention moba, not --attention nsa",
+        ),
+        (
+            with(nsa_args(&dir, "reference", &out), "--non-causal"),
+            "--non-causal belongs to --attention moba, not --attention nsa",
+        ),
+        (
+            without(nsa_args(&dir, "reference", &out), "--stride"),
+            "--attention nsa needs --stride",
+        ),
+        (
+            without(attend_args(&dir, "reference", &out), "--block-size"),
+            "--attention moba needs --block-size",
+        ),
+        (
+            with(attend_args(&dir, "reference", &out), "--window 5"),
+            "--window belongs to --attention nsa, not --attention moba",
+        ),
+        (
+            wrong_gates,
+            "gates has shape [1, 2, 20, 2]; NSA needs [B, Hq, S, 3] = [1, 2, 20, 3]",
+        ),
+    ];
+    for (args, expected) in cases {
+        assert_fails(&moba(&args), expected);
+        assert!(!out.exists(), "{expected}: the run wrote {}", out.display());
+    }
 }
 
 /// Runs `moba` with the words of `line`; asserts that it succeeded and returns its stdout.

@@ -1,13 +1,16 @@
-//! `moba attend`: attention of `.npy` inputs, written as `.npy` outputs (numpy interop).
+//! `moba attend`: MoBA or NSA attention of `.npy` inputs, written as `.npy` outputs (numpy
+//! interop). NSA's flags, gates and computation are in [`nsa`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
 use burn::tensor::{Element, Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use moba::backend::{MobaBackend, burn_wgpu_device, moba_attention_with_stats};
 use moba::gpu::{AdapterRequest, GpuContext};
-use moba::{MobaConfig, MobaError, Result, Shape, files, npy, reference};
+use moba::{MobaConfig, MobaError, NsaConfig, Result, Shape, files, npy, reference};
+
+mod nsa;
 
 #[derive(Args, Debug)]
 pub struct AttendArgs {
@@ -20,32 +23,94 @@ pub struct AttendArgs {
     /// Values, f32 [B, Hkv, Sk, D].
     #[arg(long)]
     v: PathBuf,
-    #[arg(long)]
-    block_size: usize,
-    #[arg(long)]
-    top_k: usize,
+    /// Which sparse attention: MoBA, or NSA (always causal; the reference backend only so
+    /// far). Each takes its own flags, listed under its heading below.
+    #[arg(long, value_enum, default_value_t = Attention::Moba)]
+    attention: Attention,
     /// Softmax scale (default 1/sqrt(D)).
     #[arg(long)]
     scale: Option<f32>,
-    /// Every block eligible, no causal mask.
-    #[arg(long)]
-    non_causal: bool,
     #[arg(long, value_enum, default_value_t = Backend::Wgpu)]
     backend: Backend,
     /// Element type the backend computes in (bf16 and f16: the cuda backend only). Inputs
     /// and outputs stay f32 `.npy`.
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
-    /// Output gradient f32 [B, Hq, S, D]: also writes dq.npy, dk.npy, dv.npy.
+    /// Output gradient f32 [B, Hq, S, D]: also writes dq.npy, dk.npy, dv.npy (and, for NSA,
+    /// dgates.npy).
     #[arg(long)]
     dout: Option<PathBuf>,
-    /// Folder for o.npy, lse.npy, selection.npy (created if missing).
+    /// Folder for o.npy, lse.npy (MoBA), selection.npy (created if missing).
     #[arg(long)]
     out_dir: PathBuf,
+    #[command(flatten)]
+    moba: MobaArgs,
+    #[command(flatten)]
+    nsa: nsa::NsaArgs,
 }
 
-/// What `--dout` adds to the outputs.
-const GRADIENT_FILES: [&str; 3] = ["dq.npy", "dk.npy", "dv.npy"];
+/// MoBA's flags: `--block-size` and `--top-k` are required with `--attention moba`, and all
+/// three are refused with `--attention nsa`.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "MoBA (--attention moba)")]
+struct MobaArgs {
+    /// Keys per block (required).
+    #[arg(long)]
+    block_size: Option<usize>,
+    /// Blocks each query attends, its own block included (required).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Every block eligible, no causal mask.
+    #[arg(long)]
+    non_causal: bool,
+}
+
+impl MobaArgs {
+    /// The MoBA flags given on the command line.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("--block-size", self.block_size.is_some()),
+            ("--top-k", self.top_k.is_some()),
+            ("--non-causal", self.non_causal),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect()
+    }
+
+    /// The checked config; names every required flag that is missing.
+    fn config(&self, scale: Option<f32>) -> Result<MobaConfig> {
+        let (Some(block_size), Some(top_k)) = (self.block_size, self.top_k) else {
+            let required = [
+                ("--block-size", self.block_size.is_some()),
+                ("--top-k", self.top_k.is_some()),
+            ];
+            return Err(missing_flags(Attention::Moba, &required));
+        };
+        let config = MobaConfig {
+            scale,
+            causal: !self.non_causal,
+            ..MobaConfig::new(block_size, top_k)
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// What `--dout` adds to the outputs (`dgates.npy`: NSA only), and MoBA's `lse.npy`: the
+/// files that only some runs write. A run removes those it does not write, so that no file
+/// of an earlier run (its gradients, or the other attention's outputs) survives beside this
+/// run's outputs.
+const OPTIONAL_FILES: [&str; 5] = ["lse.npy", "dq.npy", "dk.npy", "dv.npy", "dgates.npy"];
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Attention {
+    /// Mixture of Block Attention: top-k blocks by the mean key, per query head.
+    Moba,
+    /// Native Sparse Attention (arXiv 2502.11089, mean-pooled compression): compressed,
+    /// group-shared selected and window branches mixed by per-head gates.
+    Nsa,
+}
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
 enum Backend {
@@ -69,7 +134,98 @@ enum Dtype {
     Bf16,
 }
 
+/// The checked flags of one attention.
+enum Method<'a> {
+    Moba(MobaConfig),
+    Nsa(NsaConfig, &'a Path),
+}
+
+impl Method<'_> {
+    /// Checks the flags: each attention's own are required, the other's are refused, and
+    /// the backend and dtype must compute it.
+    fn from_args(args: &AttendArgs) -> Result<Method<'_>> {
+        let method = match args.attention {
+            Attention::Moba => {
+                refuse_flags(&args.nsa.given(), Attention::Nsa, Attention::Moba)?;
+                Method::Moba(args.moba.config(args.scale)?)
+            }
+            Attention::Nsa => {
+                refuse_flags(&args.moba.given(), Attention::Moba, Attention::Nsa)?;
+                if args.backend != Backend::Reference {
+                    return Err(MobaError::Config(format!(
+                        "NSA kernels for the {} backend are not built yet; use --backend reference",
+                        args.backend.name()
+                    )));
+                }
+                let (config, gates) = args.nsa.config(args.scale)?;
+                Method::Nsa(config, gates)
+            }
+        };
+        if args.dtype != Dtype::F32 && args.backend != Backend::Cuda {
+            return Err(MobaError::Config(format!(
+                "--dtype {:?} needs --backend cuda; the {:?} backend computes in f32",
+                args.dtype, args.backend
+            )));
+        }
+        Ok(method)
+    }
+
+    /// The dims of `selection.npy`: MoBA selects per query head, NSA per GQA group.
+    fn selection_dims(&self, shape: &Shape) -> [usize; 4] {
+        match self {
+            Method::Moba(config) => [shape.batch, shape.q_heads, shape.q_len, config.top_k],
+            Method::Nsa(config, _) => [shape.batch, shape.kv_heads, shape.q_len, config.top_n],
+        }
+    }
+}
+
+/// Fails on the first of `flags` (flags of `owner`) given with `--attention attention`.
+fn refuse_flags(flags: &[&str], owner: Attention, attention: Attention) -> Result<()> {
+    match flags.first() {
+        Some(flag) => Err(MobaError::Config(format!(
+            "{flag} belongs to --attention {}, not --attention {}",
+            owner.name(),
+            attention.name()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The error for the missing ones of `attention`'s required `(flag, given)` pairs.
+fn missing_flags(attention: Attention, flags: &[(&str, bool)]) -> MobaError {
+    let missing: Vec<&str> = flags
+        .iter()
+        .filter_map(|&(flag, given)| (!given).then_some(flag))
+        .collect();
+    MobaError::Config(format!(
+        "--attention {} needs {}",
+        attention.name(),
+        missing.join(", ")
+    ))
+}
+
+/// The name of a value on the command line.
+fn name_of(value: &impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+impl Attention {
+    fn name(self) -> String {
+        name_of(&self)
+    }
+}
+
+impl Backend {
+    fn name(self) -> String {
+        name_of(&self)
+    }
+}
+
 pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
+    // Every check before the first write: a refused run leaves the out dir as it was.
+    let method = Method::from_args(args)?;
     let q = npy::read::<f32>(&args.q)?;
     let k = npy::read::<f32>(&args.k)?;
     let v = npy::read::<f32>(&args.v)?;
@@ -80,12 +236,6 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
             v.shape, k.shape
         )));
     }
-    let config = MobaConfig {
-        scale: args.scale,
-        causal: !args.non_causal,
-        ..MobaConfig::new(args.block_size, args.top_k)
-    };
-    config.validate()?;
     let dout = args
         .dout
         .as_ref()
@@ -99,6 +249,10 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
             dout.shape, q.shape
         )));
     }
+    let gates = match &method {
+        Method::Nsa(_, path) => Some(nsa::read_gates(path, &shape)?),
+        Method::Moba(_) => None,
+    };
     // One check of the values for every backend (burn's ops take NaN silently).
     shape.check_inputs(&q.data, &k.data, &v.data)?;
     if let Some(dout) = &dout {
@@ -106,77 +260,83 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out_dir).map_err(|e| MobaError::io(&args.out_dir, e))?;
 
-    if args.dtype != Dtype::F32 && args.backend != Backend::Cuda {
-        return Err(MobaError::Config(format!(
-            "--dtype {:?} needs --backend cuda; the {:?} backend computes in f32",
-            args.dtype, args.backend
-        )));
-    }
     let problem = Problem {
         q: &q.data,
         k: &k.data,
         v: &v.data,
+        gates: gates.as_deref(),
         dout: dout.as_ref().map(|d| &d.data[..]),
         shape: &shape,
-        config: &config,
     };
-    let out = compute(args.backend, args.dtype, request, &problem)?;
+    let out = match &method {
+        Method::Moba(config) => compute(args.backend, args.dtype, request, &problem, config)?,
+        Method::Nsa(config, _) => nsa::compute(&problem, config)?,
+    };
     let rows = [shape.batch, shape.q_heads, shape.q_len];
     let dir = &args.out_dir;
-    let mut files = vec![
-        ("o.npy", npy::encode(&q.shape, &out.o)),
-        ("lse.npy", npy::encode(&rows, &out.lse)),
-        (
-            "selection.npy",
-            npy::encode(&[rows[0], rows[1], rows[2], config.top_k], &out.selection),
-        ),
-    ];
+    let mut files = vec![("o.npy", npy::encode(&q.shape, &out.o))];
+    if let Some(lse) = &out.lse {
+        files.push(("lse.npy", npy::encode(&rows, lse)));
+    }
+    let selection_dims = method.selection_dims(&shape);
+    files.push((
+        "selection.npy",
+        npy::encode(&selection_dims, &out.selection),
+    ));
     if let Some([dq, dk, dv]) = &out.grads {
         files.push(("dq.npy", npy::encode(&q.shape, dq)));
         files.push(("dk.npy", npy::encode(&k.shape, dk)));
         files.push(("dv.npy", npy::encode(&k.shape, dv)));
     }
+    if let Some(dgates) = &out.dgates {
+        files.push((
+            "dgates.npy",
+            npy::encode(&[rows[0], rows[1], rows[2], 3], dgates),
+        ));
+    }
     // All or nothing: a failed write (a full disk) leaves the folder as it was, and no
-    // gradient of an earlier run with --dout survives beside this run's outputs.
+    // optional file of an earlier run survives beside this run's outputs.
     let writes: Vec<(PathBuf, &[u8])> = files
         .iter()
         .map(|(name, bytes)| (dir.join(name), &bytes[..]))
         .collect();
     files::write_all_atomically(&writes)?;
-    for stale in GRADIENT_FILES {
+    for stale in OPTIONAL_FILES {
         let path = dir.join(stale);
         if !files.iter().any(|(name, _)| *name == stale) && path.exists() {
             std::fs::remove_file(&path).map_err(|e| MobaError::io(&path, e))?;
         }
     }
-    eprintln!(
-        "wrote {} (o, lse, selection{})",
-        dir.display(),
-        if args.dout.is_some() {
-            ", dq, dk, dv"
-        } else {
-            ""
-        }
-    );
+    let written: Vec<&str> = files
+        .iter()
+        .map(|(name, _)| name.trim_end_matches(".npy"))
+        .collect();
+    eprintln!("wrote {} ({})", dir.display(), written.join(", "));
     Ok(())
 }
 
-/// What one backend computed: the forward and, given `dout`, `[dq, dk, dv]`.
+/// What one backend computed: the forward and, given `dout`, the gradients.
 struct Outputs {
     o: Vec<f32>,
-    lse: Vec<f32>,
+    /// MoBA's log-sum-exp `[B, Hq, S]` (NSA has three softmaxes and writes none).
+    lse: Option<Vec<f32>>,
+    /// [`Method::selection_dims`].
     selection: Vec<i32>,
+    /// `[dq, dk, dv]`, given `dout`.
     grads: Option<[Vec<f32>; 3]>,
+    /// NSA's gate gradients `[B, Hq, S, 3]`, given `dout`.
+    dgates: Option<Vec<f32>>,
 }
 
-/// The inputs of one `attend`: q, k, v, and dout where gradients are asked for.
+/// The inputs of one `attend`: q, k, v, NSA's gates, and dout where gradients are asked for.
 struct Problem<'a> {
     q: &'a [f32],
     k: &'a [f32],
     v: &'a [f32],
+    /// `[B, Hq, S, 3]`: NSA only.
+    gates: Option<&'a [f32]>,
     dout: Option<&'a [f32]>,
     shape: &'a Shape,
-    config: &'a MobaConfig,
 }
 
 fn compute(
@@ -184,6 +344,7 @@ fn compute(
     dtype: Dtype,
     request: &AdapterRequest,
     p: &Problem,
+    config: &MobaConfig,
 ) -> Result<Outputs> {
     let Problem {
         q,
@@ -191,7 +352,7 @@ fn compute(
         v,
         dout,
         shape,
-        config,
+        ..
     } = *p;
     match backend {
         Backend::Reference => {
@@ -202,9 +363,10 @@ fn compute(
                 .map(|g| [to_f32(&g.dq), to_f32(&g.dk), to_f32(&g.dv)]);
             Ok(Outputs {
                 o: to_f32(&out.o),
-                lse: to_f32(&out.lse),
+                lse: Some(to_f32(&out.lse)),
                 selection: out.selection,
                 grads,
+                dgates: None,
             })
         }
         Backend::Wgpu => {
@@ -217,48 +379,55 @@ fn compute(
                 .map(|g| [g.dq, g.dk, g.dv]);
             Ok(Outputs {
                 o: out.o,
-                lse: out.lse,
+                lse: Some(out.lse),
                 selection: out.selection,
                 grads,
+                dgates: None,
             })
         }
         Backend::BurnWgpu => {
             let (device, adapter) = burn_wgpu_device(request)?;
             eprintln!("adapter: {} ({:?})", adapter.name, adapter.backend);
-            compute_burn::<burn::backend::Wgpu>(&device, p)
+            compute_burn::<burn::backend::Wgpu>(&device, p, config)
         }
-        Backend::BurnNdarray => compute_burn::<burn::backend::NdArray>(&Default::default(), p),
-        Backend::Cuda => compute_cuda(dtype, p),
+        Backend::BurnNdarray => {
+            compute_burn::<burn::backend::NdArray>(&Default::default(), p, config)
+        }
+        Backend::Cuda => compute_cuda(dtype, p, config),
     }
 }
 
 /// The CUDA backend in the chosen element type, after a clear check for a driver and GPU.
 #[cfg(feature = "cuda")]
-fn compute_cuda(dtype: Dtype, p: &Problem) -> Result<Outputs> {
+fn compute_cuda(dtype: Dtype, p: &Problem, config: &MobaConfig) -> Result<Outputs> {
     use burn::backend::Cuda;
     use burn::tensor::{bf16, f16};
     eprintln!("device: {}", moba::cuda::CudaRuntime::get(0)?.describe());
     match dtype {
-        Dtype::F32 => compute_burn::<Cuda<f32>>(&Default::default(), p),
-        Dtype::F16 => compute_burn::<Cuda<f16>>(&Default::default(), p),
-        Dtype::Bf16 => compute_burn::<Cuda<bf16>>(&Default::default(), p),
+        Dtype::F32 => compute_burn::<Cuda<f32>>(&Default::default(), p, config),
+        Dtype::F16 => compute_burn::<Cuda<f16>>(&Default::default(), p, config),
+        Dtype::Bf16 => compute_burn::<Cuda<bf16>>(&Default::default(), p, config),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn compute_cuda(_dtype: Dtype, _p: &Problem) -> Result<Outputs> {
+fn compute_cuda(_dtype: Dtype, _p: &Problem, _config: &MobaConfig) -> Result<Outputs> {
     Err(moba::cuda::not_built())
 }
 
 /// Forward (and gradients through `Autodiff<B>`) on a burn backend.
-fn compute_burn<B: MobaBackend>(device: &B::Device, p: &Problem) -> Result<Outputs> {
+fn compute_burn<B: MobaBackend>(
+    device: &B::Device,
+    p: &Problem,
+    config: &MobaConfig,
+) -> Result<Outputs> {
     let Problem {
         q,
         k,
         v,
         dout,
         shape,
-        config,
+        ..
     } = *p;
     let (q_dims, kv_dims) = (shape.q_dims(), shape.kv_dims());
     let tensor = |data: &[f32], dims: [usize; 4]| {
@@ -277,7 +446,7 @@ fn compute_burn<B: MobaBackend>(device: &B::Device, p: &Problem) -> Result<Outpu
     });
     Ok(Outputs {
         o: floats(out.o.into_data()),
-        lse: floats(out.lse.into_data()),
+        lse: Some(floats(out.lse.into_data())),
         selection: out
             .selection
             .into_data()
@@ -285,6 +454,7 @@ fn compute_burn<B: MobaBackend>(device: &B::Device, p: &Problem) -> Result<Outpu
             .to_vec()
             .expect("i32 data"),
         grads,
+        dgates: None,
     })
 }
 

@@ -35,7 +35,7 @@ enum Command {
     Info,
     /// Run MoBA on random inputs: adapter, sparsity, error against the reference, time vs dense.
     Demo(demo::DemoArgs),
-    /// Attention of .npy inputs: writes o.npy, lse.npy and selection.npy.
+    /// MoBA or NSA attention of .npy inputs: writes o.npy, selection.npy (MoBA: lse.npy).
     Attend(attend::AttendArgs),
     /// Measure a sweep of forwards (JSON lines + markdown table); `bench report FILES` merges.
     Bench(bench::BenchArgs),
