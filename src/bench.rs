@@ -23,7 +23,7 @@ pub struct BenchOptions {
     pub kernel: AttentionKernel,
     /// Timed runs per kernel (the median is kept).
     pub runs: usize,
-    /// Untimed runs before them (warm-up also lasts at least [`WARMUP_SECONDS`]).
+    /// Untimed runs before them (when any, they last at least [`WARMUP_SECONDS`]).
     pub warmup: usize,
     /// Also time the dense kernel (quadratic: slow at long sequences).
     pub dense: bool,
@@ -248,21 +248,22 @@ pub fn memory_bytes(shape: &Shape, config: &MobaConfig, backward: bool) -> u64 {
     seen.values().sum()
 }
 
-/// Warm-up lasts at least this long besides its count of runs: GPUs raise their clocks
+/// A warm-up of at least one run also lasts this long: GPUs raise their clocks
 /// under sustained load, and on the H200 a process's first 20 ms forwards ran 1.3-2.9x
 /// slower than the same kernels later in the same call
 /// (`bench-results/h200-vulkan-coop/unrolled/`).
 pub const WARMUP_SECONDS: f64 = 0.5;
 
-/// Whether warm-up that started at `start` and has done `done` runs is over.
+/// Whether warm-up that started at `start` and has done `done` runs is over (`warmup` 0:
+/// none at all).
 fn warmed_up(start: Instant, done: usize, warmup: usize) -> bool {
-    done >= warmup && start.elapsed().as_secs_f64() >= WARMUP_SECONDS
+    done >= warmup && (warmup == 0 || start.elapsed().as_secs_f64() >= WARMUP_SECONDS)
 }
 
 /// Median wall time of `runs` synchronised runs of what `encode` records, after `warmup`
-/// untimed ones (and at least [`WARMUP_SECONDS`] of them): from the submit until the queue
-/// reports the work done. Async, so that the browser (whose event loop delivers that report)
-/// times the same way; `web_time`'s clock is `performance.now()` there.
+/// untimed ones (lasting at least [`WARMUP_SECONDS`] when `warmup > 0`): from the submit
+/// until the queue reports the work done. Async, so that the browser (whose event loop
+/// delivers that report) times the same way; `web_time`'s clock is `performance.now()` there.
 pub async fn median_seconds(
     gpu: &GpuContext,
     runs: usize,
@@ -290,9 +291,10 @@ pub async fn median_seconds(
     Ok(median(times))
 }
 
-/// Median wall time of `runs` calls of `run` after `warmup` untimed ones (and at least
-/// [`WARMUP_SECONDS`] of them); `run` gets the call's index (to rotate inputs) and returns
-/// once its work is done. The loop of the CUDA benchmark and of burn's attention baseline.
+/// Median wall time of `runs` calls of `run` after `warmup` untimed ones (lasting at least
+/// [`WARMUP_SECONDS`] when `warmup > 0`); `run` gets the call's index (to rotate inputs)
+/// and returns once its work is done. The loop of the CUDA benchmark and of burn's
+/// attention baseline.
 pub fn median_wall_seconds(
     runs: usize,
     warmup: usize,

@@ -11,6 +11,10 @@ common::shape_grid_tests! { check_moba;
     non_causal_decode_with_a_scale:
         shape(2, 1, 1, 50, 150, 64), MobaConfig::new(20, 2).with_causal(false).with_scale(0.3), 12;
     head_dim_not_a_multiple_of_four: shape(1, 1, 1, 50, 50, 6), MobaConfig::new(8, 2), 13;
+    // The block means' lanes: 6 vec4 columns leave threads of a 64-wide workgroup idle; 66
+    // are more columns than threads (one lane, two columns for some threads).
+    head_dim_24: shape(1, 2, 1, 70, 70, 24), MobaConfig::new(16, 2), 14;
+    head_dim_264: shape(1, 1, 1, 40, 40, 264), MobaConfig::new(8, 2), 15;
 }
 
 /// Checks GPU output against an independent dense attention at the tolerance.

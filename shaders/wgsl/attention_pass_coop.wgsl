@@ -106,7 +106,9 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
             if is_row {
                 let score = visible_score(row, position, j, first, count);
                 tile_max = max(tile_max, score);
-                if score != NEG_BIG {
+                // Before the row's first visible key there is no max to measure against:
+                // the tile is formed again below.
+                if score != NEG_BIG && running_max != NEG_BIG {
                     p = exp2(score - running_max);
                 }
             }

@@ -41,7 +41,11 @@ impl KernelSource for MobaKernelSource {
     fn source(&self) -> SourceTemplate {
         // burn sub-allocates tensors from shared buffers, and wgpu forbids a buffer bound
         // read-only and read-write in one dispatch: every binding becomes read-write.
-        let source = self.kernel.source(&self.constants);
+        // KernelSource cannot fail: a malformed marked loop (a MOBA_WGSL_DIR file) panics here.
+        let source = self
+            .kernel
+            .source(&self.constants)
+            .unwrap_or_else(|e| panic!("{e}"));
         SourceTemplate::new(source.replace("var<storage, read>", "var<storage, read_write>"))
     }
 

@@ -31,7 +31,8 @@ pub struct DemoArgs {
     /// Timed runs per kernel; the median is reported (default 5).
     #[arg(long)]
     runs: Option<usize>,
-    /// Untimed runs before the timed ones (default 1).
+    /// Untimed runs before the timed ones (default 1; when any, they last at least half a
+    /// second, so that the GPU has raised its clocks).
     #[arg(long)]
     warmup: Option<usize>,
     /// Rows checked against the f64 reference (default 64).

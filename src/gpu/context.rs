@@ -273,11 +273,12 @@ impl GpuContext {
         if let Some(pipeline) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(pipeline.clone());
         }
+        let source = kernel.source(constants)?;
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(kernel.name()),
-                source: wgpu::ShaderSource::Wgsl(kernel.source(constants).into()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
             });
         let pipeline = self
             .device

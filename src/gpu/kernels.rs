@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use crate::error::{MobaError, Result};
 use crate::kernel_params::KernelParams;
 use crate::shared_constants;
 
@@ -206,8 +207,9 @@ impl Kernel {
     }
 
     /// The full WGSL module: extensions, constants, `struct Params`, `common.wgsl`, then the
-    /// kernel's own files, with the loops marked `// unroll` written out (`unroll.rs`).
-    pub fn source(self, constants: &KernelConstants) -> String {
+    /// kernel's own files, with the loops marked `// unroll` written out (`unroll.rs`; an
+    /// error names a malformed marked loop, which a `MOBA_WGSL_DIR` file may have).
+    pub fn source(self, constants: &KernelConstants) -> Result<String> {
         let mut source = self.enables().to_string();
         source.push_str(&constants.prelude());
         source.push_str(KernelParams::WGSL);
@@ -217,6 +219,7 @@ impl Kernel {
             source.push_str(&file(part));
         }
         super::unroll::unroll_marked_loops(&source)
+            .map_err(|e| MobaError::Gpu(format!("kernel {}: {e}", self.name())))
     }
 }
 
@@ -265,7 +268,7 @@ mod tests {
             query_tile: 64,
             subgroups: 1,
         };
-        let source = Kernel::AttentionPass.source(&constants);
+        let source = Kernel::AttentionPass.source(&constants).unwrap();
         assert!(source.starts_with("// Set by the host"));
         assert!(source.contains("const HEAD_DIM: u32 = 64u;"));
         assert!(source.contains("const GATE_SINK_AND_RECENT: u32 = 2u;"));
@@ -283,9 +286,10 @@ mod tests {
         assert!(source.contains("struct Params {"));
     }
 
-    #[test]
-    fn every_kernel_parses_and_validates_in_naga() {
-        let constants = KernelConstants {
+    /// Constants a kernel of each kind compiles with: small portable tiles, the cooperative
+    /// kernel's tiles at head dim 128.
+    fn test_constants(kernel: Kernel) -> KernelConstants {
+        let portable = KernelConstants {
             head_dim: 16,
             top_k: 2,
             workgroup_size: 64,
@@ -293,19 +297,23 @@ mod tests {
             query_tile: 64,
             subgroups: 1,
         };
-        let coop = KernelConstants {
-            head_dim: 128,
-            workgroup_size: 256,
-            query_tile: 128,
-            subgroups: 8,
-            ..constants
-        };
+        match kernel.is_cooperative() {
+            true => KernelConstants {
+                head_dim: 128,
+                workgroup_size: 256,
+                query_tile: 128,
+                subgroups: 8,
+                ..portable
+            },
+            false => portable,
+        }
+    }
+
+    #[test]
+    fn every_kernel_parses_and_validates_in_naga() {
         for kernel in Kernel::ALL {
-            let constants = match kernel.is_cooperative() {
-                true => coop,
-                false => constants,
-            };
-            let module = wgpu::naga::front::wgsl::parse_str(&kernel.source(&constants))
+            let source = kernel.source(&test_constants(kernel)).unwrap();
+            let module = wgpu::naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
             wgpu::naga::valid::Validator::new(
                 wgpu::naga::valid::ValidationFlags::all(),
@@ -314,5 +322,24 @@ mod tests {
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {e:?}", kernel.name()));
         }
+    }
+
+    #[test]
+    fn every_marked_loop_is_written_out() {
+        // No marker is left, nor a near miss (`//unroll`, `// unroll:`) that stayed a loop.
+        for kernel in Kernel::ALL {
+            let source = kernel.source(&test_constants(kernel)).unwrap();
+            let left = source.lines().find(|line| {
+                let comment = line.trim_start().strip_prefix("//").unwrap_or("");
+                line.trim_start().starts_with("//") && comment.trim_start().starts_with("unroll")
+            });
+            assert_eq!(left, None, "{}", kernel.name());
+        }
+        // The cooperative forward indexes its strips with constants only.
+        let forward = Kernel::AttentionPassCoop
+            .source(&test_constants(Kernel::AttentionPassCoop))
+            .unwrap();
+        assert!(!forward.contains("< HEAD_COLUMNS;"));
+        assert!(forward.contains("(*acc)[7u] = coopMultiplyAdd"));
     }
 }

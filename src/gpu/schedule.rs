@@ -458,8 +458,9 @@ mod tests {
             ] {
                 for launch in &schedule.launches {
                     let (kernel, constants) = schedule.kernels[launch.kernel];
-                    let module = wgpu::naga::front::wgsl::parse_str(&kernel.source(&constants))
-                        .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+                    let module =
+                        wgpu::naga::front::wgsl::parse_str(&kernel.source(&constants).unwrap())
+                            .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
                     let mut declared: Vec<u32> = module
                         .global_variables
                         .iter()

@@ -381,15 +381,21 @@ fn overlap_strides(i: usize, j: usize, config: &NsaConfig) -> f64 {
 /// each of the `selection_blocks` blocks; `p_cmp` lists the eligible compressed blocks
 /// `0..p_cmp.len()` (none: every importance is 0).
 fn head_importance(p_cmp: &[f64], config: &NsaConfig, selection_blocks: usize) -> Vec<f64> {
-    (0..selection_blocks)
-        .map(|j| {
-            p_cmp
-                .iter()
-                .enumerate()
-                .map(|(i, p)| p * overlap_strides(i, j, config))
-                .sum()
-        })
-        .collect()
+    let mut importance = vec![0.0; selection_blocks];
+    for (i, p) in p_cmp.iter().enumerate() {
+        // Only the selection blocks that compressed block i overlaps (a few, not all).
+        let keys = compressed_block_keys(i, config);
+        let last = ((keys.end - 1) / config.select_block).min(selection_blocks - 1);
+        for (j, importance) in importance
+            .iter_mut()
+            .enumerate()
+            .take(last + 1)
+            .skip(keys.start / config.select_block)
+        {
+            *importance += p * overlap_strides(i, j, config);
+        }
+    }
+    importance
 }
 
 /// Group importance: the importances of the group's query heads, summed.
