@@ -74,6 +74,28 @@ fn rescale_output(o: ptr<function, OutputStrip>, strip: u32, lid: u32) {
     }
 }
 
+// Writes p = exp2(score - row_max) of this thread's half of the staged keys for tile row
+// `row` into p_tile: 0 where masked, for rows past the tile's, and everywhere while the row
+// has no max yet (NEG_BIG: before its first visible key). Returns (the half's largest score,
+// the sum of its p).
+fn form_probabilities(row: u32, position: u32, is_row: bool, keys_first: u32, first: u32, count: u32, row_max: f32) -> vec2<f32> {
+    var largest = NEG_BIG;
+    var sum = 0.0;
+    for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
+        var p = 0.0;
+        if is_row {
+            let score = visible_score(row, position, j, first, count);
+            largest = max(largest, score);
+            if score != NEG_BIG && row_max != NEG_BIG {
+                p = exp2(score - row_max);
+            }
+        }
+        p_tile[j * P_STRIDE + row] = f16(p);
+        sum += p;
+    }
+    return vec2<f32>(largest, sum);
+}
+
 // The kernel's work on one tile (coop_block_tile.wgsl's entry calls it): its rows' keys end
 // at `key_end`; subgroup `strip` owns row strip `strip`.
 fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
@@ -97,25 +119,11 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
         }
         stage_keys(tile.group, first, count, lid, true);
         tile_products(&query, strip, 0u);
-        // One read of each score: p against the running max, redone for the whole tile in
-        // the rare case that the tile's max (from both threads of the row) moves it.
-        var tile_max = NEG_BIG;
-        var tile_sum = 0.0;
-        for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
-            var p = 0.0;
-            if is_row {
-                let score = visible_score(row, position, j, first, count);
-                tile_max = max(tile_max, score);
-                // Before the row's first visible key there is no max to measure against:
-                // the tile is formed again below.
-                if score != NEG_BIG && running_max != NEG_BIG {
-                    p = exp2(score - running_max);
-                }
-            }
-            p_tile[j * P_STRIDE + row] = f16(p);
-            tile_sum += p;
-        }
-        tile_max = max(tile_max, partner_value(lid, tile_max));
+        // One read of each score: p against the running max, formed again for the whole
+        // tile in the rare case that the tile's max (from both threads of the row) moves it.
+        let formed = form_probabilities(row, position, is_row, keys_first, first, count, running_max);
+        let tile_max = max(formed.x, partner_value(lid, formed.x));
+        var tile_sum = formed.y;
         var factor = 1.0;
         if tile_max > running_max + RESCALE_SLACK {
             // A row whose output already holds keys needs rescaling: the workgroup does it.
@@ -124,16 +132,7 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
             }
             factor = exp2(running_max - tile_max);
             running_max = tile_max;
-            tile_sum = 0.0;
-            for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
-                let score = visible_score(row, position, j, first, count);
-                var p = 0.0;
-                if is_row && score != NEG_BIG {
-                    p = exp2(score - running_max);
-                }
-                p_tile[j * P_STRIDE + row] = f16(p);
-                tile_sum += p;
-            }
+            tile_sum = form_probabilities(row, position, is_row, keys_first, first, count, running_max).y;
         }
         sum = sum * factor + tile_sum;
         if owns_row {

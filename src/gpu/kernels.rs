@@ -330,8 +330,8 @@ mod tests {
         for kernel in Kernel::ALL {
             let source = kernel.source(&test_constants(kernel)).unwrap();
             let left = source.lines().find(|line| {
-                let comment = line.trim_start().strip_prefix("//").unwrap_or("");
-                line.trim_start().starts_with("//") && comment.trim_start().starts_with("unroll")
+                (line.trim_start().strip_prefix("//"))
+                    .is_some_and(|comment| comment.trim_start().starts_with("unroll"))
             });
             assert_eq!(left, None, "{}", kernel.name());
         }
