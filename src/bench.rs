@@ -31,6 +31,10 @@ pub struct BenchOptions {
     pub check_rows: usize,
     /// Also time a training step: the forward then the backward (dq, dk, dv).
     pub backward: bool,
+    /// The gate reads the keys' block means from a buffer, as a decode over a KV cache that
+    /// keeps them does (`MobaForward::with_given_means`; pooled once, before timing),
+    /// instead of pooling every key each run. The mean-key gate only.
+    pub cached_means: bool,
 }
 
 /// What one measurement found. Times are seconds, summed over the calls.
@@ -150,17 +154,30 @@ pub fn measure(
         let io = owned.buffers();
 
         progress(&format!("call {}/{calls}: moba", call + 1));
-        let moba = MobaForward::with_kernel(gpu, &part, config, options.kernel)?;
+        let (moba, means) = match options.cached_means {
+            true => {
+                let means = reference::block_means(&k, &part, config.block_size);
+                let means: Vec<f32> = means.iter().map(|&x| x as f32).collect();
+                let moba = MobaForward::with_given_means(gpu, &part, config, options.kernel)?;
+                (moba, Some(gpu.upload("block means", &means)))
+            }
+            false => (
+                MobaForward::with_kernel(gpu, &part, config, options.kernel)?,
+                None,
+            ),
+        };
+        let means: Vec<&wgpu::Buffer> = means.iter().collect();
+        let run_moba = |encoder: &mut wgpu::CommandEncoder, timer: Option<&StageTimer>| {
+            moba.encode_with(encoder, &io, &means, timer)
+        };
         found.moba_seconds += pollster::block_on(median_seconds(
             gpu,
             options.runs,
             options.warmup,
-            |encoder| moba.encode(encoder, &io),
+            |encoder| run_moba(encoder, None),
         ))?;
         if let (Some(timer), Some(stages)) = (&timer, &mut found.stage_seconds) {
-            add_stage_times(gpu, timer, stages, |encoder| {
-                moba.encode_timed(encoder, &io, timer)
-            })?;
+            add_stage_times(gpu, timer, stages, |encoder| run_moba(encoder, Some(timer)))?;
         }
         if let Some(total) = &mut found.step_seconds {
             progress(&format!("call {}/{calls}: forward + backward", call + 1));
@@ -174,7 +191,7 @@ pub fn measure(
                 options.runs,
                 options.warmup,
                 |encoder| {
-                    moba.encode(encoder, &io)?;
+                    run_moba(encoder, None)?;
                     backward.encode(encoder, &grads)
                 },
             ))?;

@@ -82,6 +82,11 @@ pub enum Step {
     DqFinalize,
     /// dk and dv of every key over the rows that chose its block.
     DkDv,
+    /// Decode: a group's few rows against one chunk of keys of a block they selected, into
+    /// partial outputs (flash-decoding; no inversion).
+    DecodeSplit,
+    /// Decode: every row's partials merged into o and lse.
+    DecodeCombine,
 }
 
 impl Step {
@@ -90,8 +95,8 @@ impl Step {
         match self {
             Step::BlockMeans | Step::GateTopk => Stage::Gate,
             Step::SelectionCount | Step::SelectionScan | Step::SelectionScatter => Stage::Inversion,
-            Step::AttentionPass { .. } => Stage::Attention,
-            Step::AttentionFinalize => Stage::Finalize,
+            Step::AttentionPass { .. } | Step::DecodeSplit => Stage::Attention,
+            Step::AttentionFinalize | Step::DecodeCombine => Stage::Finalize,
             Step::BackwardPrepare => Stage::RowTerms,
             Step::DqPass { .. } | Step::DqFinalize => Stage::Dq,
             Step::DkDv => Stage::DkDv,
@@ -113,6 +118,8 @@ impl Step {
             Step::DqPass { .. } => "dq_pass",
             Step::DqFinalize => "dq_finalize",
             Step::DkDv => "dkdv",
+            Step::DecodeSplit => "decode_split",
+            Step::DecodeCombine => "decode_combine",
         }
     }
 }
@@ -123,15 +130,41 @@ const INVERSION: [Step; 3] = [
     Step::SelectionScatter,
 ];
 
+/// The block-means step where the gate scores blocks by them: the mean-key gate, unless
+/// the gate ranks no block (causal top-1: every row attends its own block alone, as dense
+/// attention in one block does).
+fn block_means(config: &MobaConfig) -> Option<Step> {
+    let ranks = config.top_k > 1 || !config.causal;
+    (config.gate == Gate::MeanKey && ranks).then_some(Step::BlockMeans)
+}
+
 /// The forward: gate, selection inversion, one attention pass per slot, finalize.
 pub fn forward(config: &MobaConfig) -> Vec<Step> {
-    let means = (config.gate == Gate::MeanKey).then_some(Step::BlockMeans);
-    means
+    block_means(config)
         .into_iter()
         .chain([Step::GateTopk])
         .chain(INVERSION)
         .chain((0..config.top_k).map(|slot| Step::AttentionPass { slot }))
         .chain([Step::AttentionFinalize])
+        .collect()
+}
+
+/// The forward of a decode (a few query rows per group): gate, then the attention split
+/// over chunks of the selected blocks' keys and the partials merged. The backward is the
+/// same as after [`forward`]: it reads only o, lse and the selection.
+pub fn decode_forward(config: &MobaConfig) -> Vec<Step> {
+    block_means(config)
+        .into_iter()
+        .chain([Step::GateTopk, Step::DecodeSplit, Step::DecodeCombine])
+        .collect()
+}
+
+/// `steps` of a forward whose caller gives the keys' block means (a KV cache keeps them
+/// up to date): the gate reads them, nothing pools the keys.
+pub fn with_given_means(steps: Vec<Step>) -> Vec<Step> {
+    steps
+        .into_iter()
+        .filter(|&step| step != Step::BlockMeans)
         .collect()
 }
 
@@ -153,21 +186,29 @@ mod tests {
     #[test]
     fn steps_run_stage_by_stage_in_the_stages_order() {
         let config = MobaConfig::new(64, 3);
-        for (steps, stages) in [
-            (forward(&config), Stage::FORWARD),
-            (backward(&config), Stage::BACKWARD),
+        for (steps, stages, skipped) in [
+            (forward(&config), Stage::FORWARD, None),
+            (backward(&config), Stage::BACKWARD, None),
+            // A decode needs no inversion.
+            (
+                decode_forward(&config),
+                Stage::FORWARD,
+                Some(Stage::Inversion),
+            ),
         ] {
             let order: Vec<usize> = steps
                 .iter()
                 .map(|step| stages.iter().position(|&s| s == step.stage()).unwrap())
                 .collect();
             assert!(order.windows(2).all(|w| w[0] <= w[1]), "{steps:?}");
-            assert!((0..stages.len()).all(|stage| order.contains(&stage)));
+            for (index, &stage) in stages.iter().enumerate() {
+                assert_eq!(order.contains(&index), Some(stage) != skipped, "{steps:?}");
+            }
         }
     }
 
     #[test]
-    fn one_pass_per_slot_and_block_means_only_for_the_mean_key_gate() {
+    fn one_pass_per_slot_and_block_means_only_where_the_gate_ranks_by_them() {
         let passes = |steps: &[Step]| {
             steps
                 .iter()
@@ -178,9 +219,14 @@ mod tests {
         assert_eq!(passes(&forward(&config)), 3);
         assert_eq!(passes(&backward(&config)), 3);
         assert_eq!(forward(&config)[0], Step::BlockMeans);
+        // The static gates score blocks by position; a causal top-1 ranks none.
+        for config in [MobaConfig::sliding_window(64, 2), MobaConfig::new(64, 1)] {
+            assert_eq!(forward(&config)[0], Step::GateTopk);
+            assert_eq!(decode_forward(&config)[0], Step::GateTopk);
+        }
         assert_eq!(
-            forward(&MobaConfig::sliding_window(64, 2))[0],
-            Step::GateTopk
+            forward(&MobaConfig::new(64, 1).with_causal(false))[0],
+            Step::BlockMeans
         );
     }
 }

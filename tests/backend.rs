@@ -9,17 +9,25 @@ use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::cubecl::Runtime;
 use burn::module::Module;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::{Distribution, Tensor, TensorData};
-use common::shape;
-use moba::backend::{MobaBackend, burn_wgpu_device, moba_attention, moba_attention_with_stats};
-use moba::module::{AttentionKind, MobaAttentionConfig};
+use burn::tensor::{Distribution, Element, Tensor, TensorCreationOptions, TensorData, f16};
+use common::{naive, naive_backward, shape, tolerance};
+use moba::backend::{
+    MobaBackend, burn_wgpu_device, moba_attention, moba_attention_with_means,
+    moba_attention_with_stats,
+};
+use moba::gpu::AdapterRequest;
+use moba::module::{AttentionKind, KvCache, MobaAttentionConfig};
+use moba::reference::Precision;
 use moba::{MobaConfig, MobaError, Shape, random, reference};
 
 /// burn's wgpu backend without fusion: the template kernels directly.
 type WgpuPlain = CubeBackend<WgpuRuntime, f32, i32, u32>;
 
+/// A tensor of the backend's float type (burn's default float type is per device, and is
+/// whichever backend asked first).
 fn tensor<B: MobaBackend>(data: &[f32], dims: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
-    Tensor::from_data(TensorData::new(data.to_vec(), dims), device)
+    let float = TensorCreationOptions::new(device.clone()).with_dtype(B::FloatElem::dtype());
+    Tensor::from_data(TensorData::new(data.to_vec(), dims), float)
 }
 
 /// burn's wgpu device on the default adapter, as `moba` opens it (Mesa's GL where a machine
@@ -50,18 +58,25 @@ fn grid() -> Vec<(Shape, MobaConfig)> {
     ]
 }
 
-/// Forward and gradients of one backend against the reference over the grid. Tolerance: f32
-/// arithmetic against f64, errors of order 1e-6 on these unit-variance problems; 1e-4 leaves
-/// room for the sums of a GQA group while any wrong key, block or mask is off by 1e-1 or more.
-fn check_backend<B: MobaBackend>(name: &str, device: &B::Device) {
+/// Forward and gradients of one backend against the reference over the grid, on inputs
+/// that the backend's float type holds exactly. Tolerance: twice the error of the
+/// straightforward implementation in that type (`common::naive`: every product rounded to
+/// it, as f16 attention computes; nothing rounded for f32), with a floor of 1e-4 for f32
+/// arithmetic against f64 (errors of order 1e-6 on these unit-variance problems, room for
+/// the sums of a GQA group), while any wrong key, block or mask is off by 1e-1 or more.
+fn check_backend<B: MobaBackend>(name: &str, device: &B::Device, float: Precision) {
+    let round = |x: f32| float.round(x);
+    let bound =
+        |naive: &[f32], want: &[f64]| tolerance(reference::max_abs_error(naive, want)).max(1e-4);
+    let exact = |data: Vec<f32>| -> Vec<f32> { data.into_iter().map(round).collect() };
     for (seed, (shape, config)) in grid().into_iter().enumerate() {
         let seed = seed as u64 * 10;
         let (q, k, v) = (
-            random::normal(shape.q_elems(), seed),
-            random::normal(shape.kv_elems(), seed + 1),
-            random::normal(shape.kv_elems(), seed + 2),
+            exact(random::normal(shape.q_elems(), seed)),
+            exact(random::normal(shape.kv_elems(), seed + 1)),
+            exact(random::normal(shape.kv_elems(), seed + 2)),
         );
-        let dout = random::normal(shape.q_elems(), seed + 3);
+        let dout = exact(random::normal(shape.q_elems(), seed + 3));
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
         let (qd, kd) = (shape.q_dims(), shape.kv_dims());
 
@@ -74,10 +89,12 @@ fn check_backend<B: MobaBackend>(name: &str, device: &B::Device) {
         .unwrap();
         let selection: Vec<i32> = out.selection.into_data().convert::<i32>().to_vec().unwrap();
         assert_eq!(selection, want.selection, "{name} {shape:?}: selection");
+        let (naive_o, _) = naive([&q, &k, &v], &shape, &config, &want.selection, round);
         let o_error = reference::max_abs_error(&values(out.o), &want.o);
+        // lse is f32 on every backend.
         let lse_error = reference::max_abs_error(&values(out.lse), &want.lse);
         assert!(
-            o_error < 1e-4,
+            o_error <= bound(&naive_o, &want.o),
             "{name} {shape:?} {config:?}: o error {o_error:e}"
         );
         assert!(
@@ -93,15 +110,17 @@ fn check_backend<B: MobaBackend>(name: &str, device: &B::Device) {
         let gradients = (o * tensor::<Autodiff<B>>(&dout, qd, device))
             .sum()
             .backward();
-        for (label, t, want) in [
-            ("dq", &qt, &grads.dq),
-            ("dk", &kt, &grads.dk),
-            ("dv", &vt, &grads.dv),
+        let naive = naive_backward([&q, &k, &v], &dout, &shape, &config, &want.selection, round);
+        for (label, t, naive, want) in [
+            ("dq", &qt, &naive.0, &grads.dq),
+            ("dk", &kt, &naive.1, &grads.dk),
+            ("dv", &vt, &naive.2, &grads.dv),
         ] {
-            let got = values(t.grad(&gradients).expect("a gradient"));
-            let error = reference::max_abs_error(&got, want);
+            let gradient = t.grad(&gradients).expect("a gradient");
+            assert_eq!(gradient.dtype(), t.dtype(), "{name}: {label} dtype");
+            let error = reference::max_abs_error(&values(gradient), want);
             assert!(
-                error < 1e-4,
+                error <= bound(naive, want),
                 "{name} {shape:?} {config:?}: {label} error {error:e}"
             );
         }
@@ -110,17 +129,162 @@ fn check_backend<B: MobaBackend>(name: &str, device: &B::Device) {
 
 #[test]
 fn ndarray_matches_the_reference() {
-    check_backend::<NdArray>("ndarray", &Default::default());
+    check_backend::<NdArray>("ndarray", &Default::default(), Precision::F32);
 }
 
 #[test]
 fn wgpu_template_kernels_match_the_reference() {
-    check_backend::<WgpuPlain>("wgpu", &wgpu_device());
+    check_backend::<WgpuPlain>("wgpu", &wgpu_device(), Precision::F32);
 }
 
 #[test]
 fn fusion_wgpu_matches_the_reference() {
-    check_backend::<Wgpu>("fusion wgpu", &wgpu_device());
+    check_backend::<Wgpu>("fusion wgpu", &wgpu_device(), Precision::F32);
+}
+
+/// burn's wgpu device on a Vulkan, Metal or DX12 adapter with `shader-f16` (lavapipe has it),
+/// opened apart from `wgpu_device()`: burn keeps one default float type per device.
+fn f16_device() -> WgpuDevice {
+    let request = AdapterRequest {
+        name: None,
+        backends: Some(wgpu::Backends::PRIMARY),
+    };
+    let (device, adapter) = burn_wgpu_device(&request).expect("a Vulkan, Metal or DX12 adapter");
+    let features = WgpuRuntime::client(&device).properties().features.clone();
+    assert!(
+        features.supports_type(f16::dtype()),
+        "{} has no shader-f16 for the f16 tests",
+        adapter.name
+    );
+    device
+}
+
+#[test]
+fn f16_tensors_on_wgpu_match_the_reference() {
+    let device = f16_device();
+    check_backend::<CubeBackend<WgpuRuntime, f16, i32, u32>>("wgpu f16", &device, Precision::F16);
+    check_backend::<Wgpu<f16>>("fusion wgpu f16", &device, Precision::F16);
+}
+
+/// The forward with the block means given (as a KV cache keeps them) against the reference:
+/// decodes that split over the keys, several queries, a prefill over the inverted lists.
+fn check_given_means<B: MobaBackend>(name: &str, device: &B::Device) {
+    for (seed, (shape, config)) in [
+        (shape(1, 4, 2, 1, 40, 16), MobaConfig::new(8, 3)),
+        (shape(2, 2, 1, 3, 37, 8), MobaConfig::new(5, 2)),
+        (shape(1, 2, 2, 33, 33, 16), MobaConfig::new(8, 2)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 100 + seed as u64 * 10;
+        let (q, k, v) = (
+            random::normal(shape.q_elems(), seed),
+            random::normal(shape.kv_elems(), seed + 1),
+            random::normal(shape.kv_elems(), seed + 2),
+        );
+        let means: Vec<f32> = reference::block_means(&k, &shape, config.block_size)
+            .iter()
+            .map(|&x| x as f32)
+            .collect();
+        let (qd, kd) = (shape.q_dims(), shape.kv_dims());
+        let means_dims = [
+            shape.batch,
+            shape.kv_heads,
+            shape.num_blocks(config.block_size),
+            shape.head_dim,
+        ];
+        let out = moba_attention_with_means(
+            tensor::<B>(&q, qd, device),
+            tensor::<B>(&k, kd, device),
+            tensor::<B>(&v, kd, device),
+            tensor::<B>(&means, means_dims, device),
+            &config,
+        )
+        .unwrap();
+        let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+        let selection: Vec<i32> = out.selection.into_data().convert::<i32>().to_vec().unwrap();
+        assert_eq!(selection, want.selection, "{name} {shape:?}: selection");
+        let o_error = reference::max_abs_error(&values(out.o), &want.o);
+        let lse_error = reference::max_abs_error(&values(out.lse), &want.lse);
+        assert!(o_error < 1e-4, "{name} {shape:?}: o error {o_error:e}");
+        assert!(
+            lse_error < 1e-4,
+            "{name} {shape:?}: lse error {lse_error:e}"
+        );
+    }
+}
+
+#[test]
+fn given_block_means_match_the_reference() {
+    check_given_means::<NdArray>("ndarray", &Default::default());
+    check_given_means::<WgpuPlain>("wgpu", &wgpu_device());
+    check_given_means::<Wgpu>("fusion wgpu", &wgpu_device());
+}
+
+#[test]
+fn given_block_means_of_the_wrong_shape_or_gate_are_errors() {
+    let device = Default::default();
+    let q = Tensor::<NdArray, 4>::zeros([1, 2, 1, 8], &device);
+    let kv = Tensor::<NdArray, 4>::zeros([1, 2, 20, 8], &device);
+    let means = Tensor::<NdArray, 4>::zeros([1, 2, 2, 8], &device);
+    let attend = |means: Tensor<NdArray, 4>, config: &MobaConfig| {
+        moba_attention_with_means(q.clone(), kv.clone(), kv.clone(), means, config)
+            .unwrap_err()
+            .to_string()
+    };
+    // Blocks of 8 over 20 keys: three means, not two.
+    let err = attend(means.clone(), &MobaConfig::new(8, 2));
+    assert!(err.contains("[1, 2, 3, 8]"), "{err}");
+    let err = attend(means, &MobaConfig::sliding_window(8, 2));
+    assert!(err.contains("mean-key gate"), "{err}");
+}
+
+#[test]
+fn the_caches_block_means_are_the_pooled_means_as_positions_arrive() {
+    let device = Default::default();
+    let (batch, heads, dim) = (2, 3, 8);
+    let keys = random::normal(batch * heads * 40 * dim, 7);
+    // Positions from..to of every (batch, head) row of the keys above, as a tensor.
+    let positions = |from: usize, to: usize| {
+        let rows: Vec<f32> = keys
+            .chunks(40 * dim)
+            .flat_map(|row| row[from * dim..to * dim].iter().copied())
+            .collect();
+        Tensor::<NdArray, 4>::from_data(
+            TensorData::new(rows, [batch, heads, to - from, dim]),
+            &device,
+        )
+    };
+    let pooled = |len: usize, block: usize| {
+        let cached: Vec<f32> = keys
+            .chunks(40 * dim)
+            .flat_map(|row| row[..len * dim].iter().copied())
+            .collect();
+        reference::block_means(&cached, &shape(batch, heads, heads, len, len, dim), block)
+    };
+    // One cache per block size, so that each updates its means from one call to the next.
+    let mut caches = [(8, KvCache::<NdArray>::new()), (5, KvCache::new())];
+    for (block, cache) in &mut caches {
+        assert!(cache.block_means(*block).is_none());
+        cache.append(positions(0, 20), positions(0, 20));
+    }
+    for len in 20..=40 {
+        for (block, cache) in &mut caches {
+            let got = values(cache.block_means(*block).unwrap());
+            let error = reference::max_abs_error(&got, &pooled(len, *block));
+            assert!(
+                error < 1e-6,
+                "{len} keys, blocks of {block}: error {error:e}"
+            );
+            if len < 40 {
+                cache.append(positions(len, len + 1), positions(len, len + 1));
+            }
+        }
+    }
+    // Asked for another block size, a cache pools afresh.
+    let got = values(caches[0].1.block_means(5).unwrap());
+    assert!(reference::max_abs_error(&got, &pooled(40, 5)) < 1e-6);
 }
 
 type NdRecord = <moba::module::MobaAttention<NdArray> as Module<NdArray>>::Record;

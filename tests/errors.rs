@@ -203,3 +203,29 @@ fn an_unknown_adapter_name_lists_the_adapters() {
     );
     assert!(moba::gpu::parse_api("glide").is_err());
 }
+
+#[test]
+fn a_forward_with_given_block_means_needs_their_buffer_and_the_mean_key_gate() {
+    use moba::gpu::{AttentionKernel, ForwardIo};
+    let shape = Shape {
+        q_len: 1,
+        ..Shape::prefill(1, 2, 16, 8)
+    };
+    let config = MobaConfig::new(4, 2);
+    let forward =
+        MobaForward::with_given_means(gpu(), &shape, &config, AttentionKernel::Portable).unwrap();
+    let zeros = vec![0.5; shape.kv_elems()];
+    let io = ForwardIo::new(gpu(), &zeros[..shape.q_elems()], &zeros, &zeros, 2, 2);
+    let mut encoder = gpu().device().create_command_encoder(&Default::default());
+    let err = forward.encode(&mut encoder, &io.buffers()).unwrap_err();
+    assert!(err.to_string().contains("block means"), "{err}");
+    let err = MobaForward::with_given_means(
+        gpu(),
+        &shape,
+        &MobaConfig::sliding_window(4, 2),
+        AttentionKernel::Portable,
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("mean-key gate"), "{err}");
+}

@@ -15,6 +15,14 @@ common::shape_grid_tests! { check_moba;
     // are more columns than threads (one lane, two columns for some threads).
     head_dim_24: shape(1, 2, 1, 70, 70, 24), MobaConfig::new(16, 2), 14;
     head_dim_264: shape(1, 1, 1, 40, 40, 264), MobaConfig::new(8, 2), 15;
+    // Split decode (at most 16 rows per kv group): blocks of several chunks of 64 keys, the
+    // last one partial; 8 query heads per kv head at head dim 128.
+    split_decode_gqa_8_chunked_blocks: shape(2, 16, 2, 1, 1000, 128), MobaConfig::new(200, 3), 16;
+    split_decode_two_queries_non_causal:
+        shape(1, 4, 1, 2, 300, 16), MobaConfig::new(64, 3).with_causal(false), 17;
+    split_decode_top_k_beyond_the_blocks: shape(1, 2, 1, 1, 100, 16), MobaConfig::new(16, 20), 18;
+    split_decode_sink_gate_head_dim_24: shape(1, 8, 4, 3, 90, 24), MobaConfig::sink(16, 1, 2), 19;
+    split_decode_sixteen_rows: shape(1, 16, 1, 1, 257, 32), MobaConfig::new(64, 2), 20;
 }
 
 /// Checks GPU output against an independent dense attention at the tolerance.
@@ -175,5 +183,50 @@ fn ties_go_to_the_more_recent_block() {
             "reference {config:?}"
         );
         assert_eq!(got.selection, want.selection, "{config:?}");
+    }
+}
+
+/// A decode whose gate reads the block means from the caller (as a KV cache keeps them)
+/// computes what the reference does, on every adapter: split decodes and a forward over the
+/// inverted lists.
+#[test]
+fn a_forward_with_given_block_means_matches_the_reference() {
+    use moba::gpu::{AttentionKernel, ForwardIo, MobaForward};
+    for gpu in common::every_gpu() {
+        for (seed, (shape, config)) in [
+            (shape(2, 8, 2, 1, 300, 16), MobaConfig::new(64, 3)),
+            (shape(1, 2, 1, 40, 100, 16), MobaConfig::new(16, 2)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (q, k, v) = inputs(&shape, 40 + seed as u64);
+            let means: Vec<f32> = reference::block_means(&k, &shape, config.block_size)
+                .iter()
+                .map(|&x| x as f32)
+                .collect();
+            let io = ForwardIo::new(gpu, &q, &k, &v, shape.q_rows(), config.top_k);
+            let forward =
+                MobaForward::with_given_means(gpu, &shape, &config, AttentionKernel::Portable)
+                    .unwrap();
+            let means = gpu.upload("block means", &means);
+            let mut encoder = gpu.device().create_command_encoder(&Default::default());
+            forward
+                .encode_with_means(&mut encoder, &io.buffers(), &means, None)
+                .unwrap();
+            gpu.submit_and_wait(encoder.finish()).unwrap();
+            let o: Vec<f32> = gpu.block_on(gpu.download(&io.o)).unwrap();
+            let selection: Vec<i32> = gpu.block_on(gpu.download(&io.selection)).unwrap();
+            let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+            assert_eq!(selection, want.selection, "{}: {shape:?}", gpu.describe());
+            let naive = common::naive([&q, &k, &v], &shape, &config, &want.selection, |x| x).0;
+            let error = reference::max_abs_error(&o, &want.o);
+            let bound = tolerance(reference::max_abs_error(&naive, &want.o));
+            assert!(
+                error <= bound,
+                "{}: {shape:?}: o error {error:e} > {bound:e}",
+                gpu.describe()
+            );
+        }
     }
 }

@@ -16,7 +16,8 @@ use crate::config::MobaConfig;
 type Handles<B> =
     HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
 
-/// The forward as a fusion operation: inputs q, k, v; outputs o, lse, selection.
+/// The forward as a fusion operation: inputs q, k, v (and the block means, where given);
+/// outputs o, lse, selection.
 #[derive(Debug)]
 struct ForwardOp<B> {
     desc: CustomOpIr,
@@ -26,9 +27,19 @@ struct ForwardOp<B> {
 
 impl<B: FusionBackend + MobaBackend> Operation<B::FusionRuntime> for ForwardOp<B> {
     fn execute(&self, handles: &mut Handles<B>) {
-        let ([q, k, v], [o, lse, selection]) = self.desc.as_fixed();
-        let qkv = [q, k, v].map(|ir| handles.get_float_tensor::<B>(ir));
-        let out = B::moba_forward(qkv, &self.config);
+        let [o, lse, selection] = self.desc.outputs.as_slice() else {
+            unreachable!("the forward declares three outputs")
+        };
+        let inputs: Vec<_> = (self.desc.inputs.iter())
+            .map(|ir| handles.get_float_tensor::<B>(ir))
+            .collect();
+        let out = match <[_; 4]>::try_from(inputs) {
+            Ok([q, k, v, means]) => B::moba_forward_with_means([q, k, v], means, &self.config),
+            Err(inputs) => {
+                let qkv = inputs.try_into().expect("the forward reads q, k and v");
+                B::moba_forward(qkv, &self.config)
+            }
+        };
         handles.register_float_tensor::<B>(&o.id, out.o);
         handles.register_float_tensor::<B>(&lse.id, out.lse);
         handles.register_int_tensor::<B>(&selection.id, out.selection);
@@ -72,33 +83,16 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
     }
 
     fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
-        let [q, ..] = &qkv;
-        let client = q.client.clone();
-        let streams = OperationStreams::with_inputs(&qkv);
-        let dims = q.shape.dims::<4>();
-        let output = |dims: Vec<usize>, dtype: DType| {
-            TensorIr::uninit(client.create_empty_handle(), Shape::from(dims), dtype)
-        };
-        let outputs = [
-            output(dims.to_vec(), q.dtype),
-            // Every kernel backend returns lse in f32, whatever the float type.
-            output(dims[..3].to_vec(), DType::F32),
-            output(
-                vec![dims[0], dims[1], dims[2], config.top_k],
-                B::IntElem::dtype(),
-            ),
-        ];
-        let desc = CustomOpIr::new("moba_forward", &qkv.map(|t| t.into_ir()), &outputs);
-        let op = ForwardOp::<B> {
-            desc: desc.clone(),
-            config: *config,
-            _backend: PhantomData,
-        };
-        let [o, lse, selection] = client
-            .register(streams, OperationIr::Custom(desc), op)
-            .try_into()
-            .expect("the forward declares three outputs");
-        MobaForwardOutput { o, lse, selection }
+        register_forward::<B>(qkv.to_vec(), config)
+    }
+
+    fn moba_forward_with_means(
+        qkv: [FloatTensor<Self>; 3],
+        means: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let [q, k, v] = qkv;
+        register_forward::<B>(vec![q, k, v, means], config)
     }
 
     fn moba_backward(
@@ -137,4 +131,40 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
             .expect("the backward declares three outputs");
         MobaGradients { dq, dk, dv }
     }
+}
+
+/// Registers the forward in the fusion stream: `inputs` are q, k, v and, where given, the
+/// block means.
+fn register_forward<B: FusionBackend + MobaBackend>(
+    inputs: Vec<FloatTensor<Fusion<B>>>,
+    config: &MobaConfig,
+) -> MobaForwardOutput<Fusion<B>> {
+    let q = &inputs[0];
+    let client = q.client.clone();
+    let streams = OperationStreams::with_inputs(&inputs);
+    let dims = q.shape.dims::<4>();
+    let output = |dims: Vec<usize>, dtype: DType| {
+        TensorIr::uninit(client.create_empty_handle(), Shape::from(dims), dtype)
+    };
+    let outputs = [
+        output(dims.to_vec(), q.dtype),
+        // Every kernel backend returns lse in f32, whatever the float type.
+        output(dims[..3].to_vec(), DType::F32),
+        output(
+            vec![dims[0], dims[1], dims[2], config.top_k],
+            B::IntElem::dtype(),
+        ),
+    ];
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
+    let desc = CustomOpIr::new("moba_forward", &inputs, &outputs);
+    let op = ForwardOp::<B> {
+        desc: desc.clone(),
+        config: *config,
+        _backend: PhantomData,
+    };
+    let [o, lse, selection] = client
+        .register(streams, OperationIr::Custom(desc), op)
+        .try_into()
+        .expect("the forward declares three outputs");
+    MobaForwardOutput { o, lse, selection }
 }

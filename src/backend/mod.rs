@@ -25,7 +25,9 @@ pub(crate) mod wgpu;
 #[cfg(feature = "burn")]
 mod wgpu_device;
 
-pub use api::{MobaAttentionStats, moba_attention, moba_attention_with_stats};
+pub use api::{
+    MobaAttentionStats, moba_attention, moba_attention_with_means, moba_attention_with_stats,
+};
 #[cfg(feature = "burn")]
 pub use wgpu::attention_kernel;
 #[cfg(feature = "burn")]
@@ -82,6 +84,19 @@ pub trait MobaBackend: Backend {
 
     /// The forward of `[q, k, v]`: gate, selection and attention over the selected blocks.
     fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self>;
+
+    /// The forward with the keys' block means given (`means: [B, Hkv, ceil(Sk / block_size),
+    /// D]`, the mean-key gate's, as [`crate::module::KvCache`] keeps them for decoding), so
+    /// that a backend can skip pooling every key. They must be the means of `k`'s blocks; a
+    /// backend that does not read them pools the keys as [`Self::moba_forward`] does.
+    fn moba_forward_with_means(
+        qkv: [FloatTensor<Self>; 3],
+        means: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let _ = means;
+        Self::moba_forward(qkv, config)
+    }
 
     /// Gradients of `sum(o * dout)` with the selection held constant (DESIGN §1.6).
     fn moba_backward(

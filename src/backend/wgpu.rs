@@ -4,20 +4,21 @@
 //! kernels on burn's own device and queue, on the memory of burn tensors (no host round trip).
 
 use burn::backend::wgpu::{
-    BoolElement, CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, WgpuDevice,
-    WgpuRuntime, into_contiguous,
+    BoolElement, CubeBackend, CubeTensor, FloatElement, KernelSource, SourceKernel, SourceTemplate,
+    WgpuDevice, WgpuRuntime, into_contiguous,
 };
 use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::{Handle, KernelArguments};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::DType;
 use burn::tensor::ops::FloatTensor;
+use burn_cubecl::kernel::cast;
 
-use super::cube::{empty, padded_backward, padded_config, padded_forward, problem_shape};
+use super::cube::{empty, padded_backward, padded_config, padded_forward, padding, problem_shape};
 use super::wgpu_device::burn_device_caps;
 use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
-use crate::error::Result;
+use crate::error::{MobaError, Result};
 use crate::gpu::buffers::fold_grid;
 use crate::gpu::host::HEAD_DIM_MULTIPLE;
 use crate::gpu::kernels::{Kernel, KernelConstants};
@@ -110,18 +111,21 @@ pub fn attention_kernel(device: &WgpuDevice, head_dim: usize) -> AttentionKernel
     AttentionKernel::best(&burn_device_caps(device), padded)
 }
 
-/// The forward and backward schedules of a problem (head dim padded) on `device`.
+/// The forward (the block means pooled, or given) and backward schedules of a problem
+/// (head dim padded) on `device`.
 fn schedules(
     shape: &Shape,
     config: &MobaConfig,
     caps: &DeviceCaps,
+    given_means: bool,
 ) -> Result<(Schedule, Schedule)> {
     let kernel = AttentionKernel::best(caps, shape.head_dim);
     let (kernels, _) = kernel_set(caps, shape, config, kernel)?;
-    Ok((
-        Schedule::forward(shape, config, kernels),
-        Schedule::backward(shape, config, kernels),
-    ))
+    let forward = match given_means {
+        true => Schedule::forward_given_means(shape, config, kernels),
+        false => Schedule::forward(shape, config, kernels),
+    };
+    Ok((forward, Schedule::backward(shape, config, kernels)))
 }
 
 /// What `moba_prepare` checks: the tile plan, every buffer of the forward and the backward
@@ -139,7 +143,8 @@ fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()
     // before one is built.
     let selection = bytes_of(&[shape.q_rows(), config.top_k], 4).unwrap_or(u64::MAX);
     check_buffer_sizes(&caps.limits, &[("selection", selection)])?;
-    let (forward, backward) = schedules(&shape, &config, &caps)?;
+    // The forward with given means binds the same buffers, one of them the caller's.
+    let (forward, backward) = schedules(&shape, &config, &caps, false)?;
     for schedule in [&forward, &backward] {
         check_buffer_sizes(&caps.limits, &schedule.buffer_sizes(&shape, &config))?;
         for step in &schedule.launches {
@@ -152,27 +157,46 @@ fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()
     Ok(())
 }
 
-/// MoBA forward on burn-wgpu tensors (f32, head dim a multiple of 4): `(o, lse, selection)`.
-fn forward(qkv: [Tensor; 3], config: &MobaConfig) -> [Tensor; 3] {
-    let [q, k, v] = qkv.map(into_contiguous);
+/// Float types the kernels take: f32, which they read, and f16, which is widened to f32
+/// before them and narrowed after (on adapters with `shader-f16`, where burn runs f16).
+fn check_float_type(dtype: DType) -> Result<()> {
+    match dtype {
+        DType::F32 | DType::F16 => Ok(()),
+        _ => Err(MobaError::Unsupported(format!(
+            "{dtype:?} tensors on the wgpu path (f32, f16)"
+        ))),
+    }
+}
+
+/// MoBA forward on burn-wgpu tensors (f32 or f16, head dim a multiple of 4), with the
+/// keys' block means given or pooled: `(o, lse, selection)`, o in q's float type, lse in f32.
+fn forward(qkv: [Tensor; 3], means: Option<Tensor>, config: &MobaConfig) -> [Tensor; 3] {
+    let dtype = qkv[0].dtype;
+    let [q, k, v] = qkv.map(|t| into_contiguous(cast(t, DType::F32)));
+    let means = means.map(|t| into_contiguous(cast(t, DType::F32)));
     let shape = problem_shape(&q, &k);
     let caps = burn_device_caps(&q.device);
-    let (schedule, _) = schedules(&shape, config, &caps).expect(PREPARED);
+    let (schedule, _) = schedules(&shape, config, &caps, means.is_some()).expect(PREPARED);
     let rows = vec![shape.batch, shape.q_heads, shape.q_len];
     let o = empty(&q, q.meta.shape().to_vec(), DType::F32);
     let lse = empty(&q, rows.clone(), DType::F32);
     let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
-    launch(&schedule, &[&q, &k, &v, &o, &lse, &selection], &caps.limits);
-    [o, lse, selection]
+    let mut io = vec![&q, &k, &v, &o, &lse, &selection];
+    io.extend(means.as_ref());
+    launch(&schedule, &io, &caps.limits);
+    [cast(o, dtype), lse, selection]
 }
 
-/// MoBA backward on burn-wgpu tensors from a forward's saved outputs: `(dq, dk, dv)`.
+/// MoBA backward on burn-wgpu tensors from a forward's saved outputs: `(dq, dk, dv)`, each
+/// in the float type of its input.
 fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3] {
-    let [q, k, v, o, lse, selection] = saved.map(into_contiguous);
-    let dout = into_contiguous(dout);
+    let [q, k, v, o, lse, selection] = saved;
+    let dtypes = [q.dtype, k.dtype, v.dtype];
+    let [q, k, v, o, dout] = [q, k, v, o, dout].map(|t| into_contiguous(cast(t, DType::F32)));
+    let [lse, selection] = [lse, selection].map(into_contiguous);
     let shape = problem_shape(&q, &k);
     let caps = burn_device_caps(&q.device);
-    let (_, schedule) = schedules(&shape, config, &caps).expect(PREPARED);
+    let (_, schedule) = schedules(&shape, config, &caps, false).expect(PREPARED);
     let dq = empty(&q, q.meta.shape().to_vec(), DType::F32);
     let dk = empty(&q, k.meta.shape().to_vec(), DType::F32);
     let dv = empty(&q, k.meta.shape().to_vec(), DType::F32);
@@ -181,18 +205,34 @@ fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3
         &[&q, &k, &v, &o, &lse, &selection, &dout, &dq, &dk, &dv],
         &caps.limits,
     );
-    [dq, dk, dv]
+    let [dq_type, dk_type, dv_type] = dtypes;
+    [cast(dq, dq_type), cast(dk, dk_type), cast(dv, dv_type)]
 }
 
-/// burn's wgpu backend with f32 floats and i32 ints, the element types the kernels read.
-/// `Fusion` of it (burn's default `Wgpu`) reaches it through `super::fusion`.
-impl<BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, f32, i32, BT> {
+/// burn's wgpu backend with f32 or f16 floats and i32 ints. `Fusion` of it (burn's default
+/// `Wgpu`, and `Wgpu<f16>`) reaches it through `super::fusion`.
+impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, F, i32, BT> {
     fn moba_prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()> {
+        check_float_type(F::dtype())?;
         prepare(shape, config, device)
     }
 
     fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
-        padded_forward::<WgpuRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, forward)
+        padded_forward::<WgpuRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
+            forward(qkv, None, config)
+        })
+    }
+
+    fn moba_forward_with_means(
+        qkv: [FloatTensor<Self>; 3],
+        means: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let (_, pad) = padding::<Self>(qkv[0].meta.shape()[3], HEAD_DIM_MULTIPLE, config);
+        let means = pad(means);
+        padded_forward::<WgpuRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
+            forward(qkv, Some(means), config)
+        })
     }
 
     fn moba_backward(

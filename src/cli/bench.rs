@@ -178,6 +178,8 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             dense: !args.no_dense,
             check_rows: 16,
             backward: args.backward,
+            // A decode step reads the block means its cache keeps.
+            cached_means: args.decode,
         };
         let found = measure(gpu, &shape, &config, &options, progress)?;
         let mut record = Record::new(&DeviceDescription::of(gpu), &found);

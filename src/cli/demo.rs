@@ -97,6 +97,7 @@ pub fn run(args: &DemoArgs, gpu: &GpuContext) -> Result<()> {
         dense: !args.no_dense,
         check_rows: args.check_rows.unwrap_or(64),
         backward: args.backward,
+        cached_means: false,
     };
 
     println!("adapter : {}", gpu.describe());

@@ -8,9 +8,11 @@
 use burn::backend::cuda::CudaDevice;
 use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, FloatElement, into_contiguous};
 use burn::cubecl::cuda::CudaRuntime;
+use burn::tensor::DType;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{DType, Tensor, TensorPrimitive};
+
+use burn_cubecl::kernel::cast;
 
 use super::launch::{CudaPlan, HEAD_DIM_MULTIPLE};
 use super::runtime::CudaRuntime as Driver;
@@ -124,17 +126,6 @@ fn constants(
     })
 }
 
-/// `tensor` in `dtype` (k, v, o and dout follow q's dtype).
-fn cast<F: FloatElement, BT: BoolElement>(tensor: CudaTensor, dtype: DType) -> CudaTensor {
-    if tensor.dtype == dtype {
-        return tensor;
-    }
-    Tensor::<CudaBackend<F, BT>, 4>::from_primitive(TensorPrimitive::Float(tensor))
-        .cast(dtype)
-        .into_primitive()
-        .tensor()
-}
-
 /// Runs `steps` of a problem on `q`'s device: `tensors` are the forward's six (q, k, v, o,
 /// lse, selection) and, for a backward, dout, dq, dk, dv.
 fn execute<F: FloatElement, BT: BoolElement>(
@@ -181,8 +172,9 @@ pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
     config: &MobaConfig,
     timed: bool,
 ) -> Result<([CudaTensor; 3], KernelTimes)> {
+    // k and v follow q's dtype.
     let dtype = qkv[0].dtype;
-    let [q, k, v] = qkv.map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
+    let [q, k, v] = qkv.map(|t| into_contiguous(cast(t, dtype)));
     let rows = q.meta.shape()[..3].to_vec();
     let o = empty(&q, q.meta.shape().to_vec(), dtype);
     let lse = empty(&q, rows.clone(), DType::F32);
@@ -202,7 +194,7 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
 ) -> Result<([CudaTensor; 3], KernelTimes)> {
     let [q, k, v, o, lse, selection] = saved;
     let dtype = q.dtype;
-    let [q, k, v, o, dout] = [q, k, v, o, dout].map(|t| into_contiguous(cast::<F, BT>(t, dtype)));
+    let [q, k, v, o, dout] = [q, k, v, o, dout].map(|t| into_contiguous(cast(t, dtype)));
     let [lse, selection] = [lse, selection].map(into_contiguous);
     let dq = empty(&q, q.meta.shape().to_vec(), dtype);
     let dk = empty(&q, k.meta.shape().to_vec(), dtype);
@@ -210,14 +202,6 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     let tensors = [&q, &k, &v, &o, &lse, &selection, &dout, &dq, &dk, &dv];
     let times = execute::<F, BT>(config, &tensors, timed, launch_plan::backward(config))?;
     Ok(([dq, dk, dv], times))
-}
-
-/// lse in f32 whatever the float type: the kernels read it so.
-fn lse_f32<F: FloatElement, BT: BoolElement>(lse: CudaTensor) -> CudaTensor {
-    Tensor::<CudaBackend<F, BT>, 3>::from_primitive(TensorPrimitive::Float(lse))
-        .cast(DType::F32)
-        .into_primitive()
-        .tensor()
 }
 
 impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
@@ -269,7 +253,7 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
             config,
             HEAD_DIM_MULTIPLE,
             |[q, k, v, o, lse, selection], dout, config| {
-                let saved = [q, k, v, o, lse_f32::<F, BT>(lse), selection];
+                let saved = [q, k, v, o, cast(lse, DType::F32), selection];
                 backward::<F, BT>(saved, dout, config, false)
                     .unwrap_or_else(|e| panic!("MoBA CUDA backward: {e}"))
                     .0

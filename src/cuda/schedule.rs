@@ -242,6 +242,11 @@ impl CudaSchedule {
                 plan.dkdv_shared_bytes(),
                 [backward_rows.to_vec(), vec![Ptr(t.dk), Ptr(t.dv)]].concat(),
             ),
+            // The CUDA path runs every forward through `launch_plan::forward` (its row tiles
+            // over the inverted lists) until it has split-decode kernels.
+            Step::DecodeSplit | Step::DecodeCombine => {
+                unreachable!("the CUDA path has no split-decode kernels")
+            }
         };
         Launch {
             program,

@@ -1,7 +1,11 @@
 //! The MoBA forward on wgpu buffers: gate, selection inversion, attention passes, finalize.
 
 use super::context::GpuContext;
-use super::pass::{Pass, PlannedPass};
+use super::pass::{Means, Pass, PlannedPass};
+use super::plan::AttentionKernel;
+use super::timing::StageTimer;
+use crate::config::{Gate, MobaConfig, Shape};
+use crate::error::{MobaError, Result};
 
 /// The buffers of one forward, row-major f32 unless noted:
 /// `q: [B, Hq, S, D]`, `k, v: [B, Hkv, Sk, D]`, `o: [B, Hq, S, D]`, `lse: [B, Hq, S]`,
@@ -80,6 +84,39 @@ impl ForwardIo {
 /// # Ok::<(), moba::MobaError>(())
 /// ```
 pub type MobaForward = PlannedPass<ForwardPass>;
+
+impl MobaForward {
+    /// A forward whose gate reads the keys' block means from the caller's buffer instead of
+    /// pooling every key (a decode over a KV cache that keeps them): `[B, Hkv, ceil(Sk /
+    /// block_size), D]` f32, the means of `k`'s blocks (the last block's over the keys it
+    /// has). The mean-key gate only. Record it with [`Self::encode_with_means`].
+    pub fn with_given_means(
+        gpu: &GpuContext,
+        shape: &Shape,
+        config: &MobaConfig,
+        kernel: AttentionKernel,
+    ) -> Result<Self> {
+        if config.gate != Gate::MeanKey {
+            return Err(MobaError::Config(format!(
+                "block means are the mean-key gate's; this config's gate is {:?}",
+                config.gate
+            )));
+        }
+        Self::planned(gpu, shape, config, kernel, Means::Given)
+    }
+
+    /// Records one run of a forward planned [`Self::with_given_means`], reading `means`;
+    /// times its stages where a timer is given.
+    pub fn encode_with_means(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        io: &ForwardBuffers<'_>,
+        means: &wgpu::Buffer,
+        timer: Option<&StageTimer>,
+    ) -> Result<()> {
+        self.encode_with(encoder, io, &[means], timer)
+    }
+}
 
 /// The forward kind of [`PlannedPass`].
 pub struct ForwardPass;

@@ -17,7 +17,7 @@ macro_rules! wgsl_file {
 }
 
 /// Every file under `shaders/wgsl/`, embedded at build time.
-const FILES: [(&str, &str); 23] = [
+const FILES: [(&str, &str); 26] = [
     wgsl_file!("common"),
     wgsl_file!("attention_inputs"),
     wgsl_file!("attention_tile"),
@@ -41,6 +41,9 @@ const FILES: [(&str, &str); 23] = [
     wgsl_file!("dq_pass_coop"),
     wgsl_file!("dkdv"),
     wgsl_file!("dkdv_coop"),
+    wgsl_file!("decode_chunks"),
+    wgsl_file!("decode_split"),
+    wgsl_file!("decode_combine"),
 ];
 
 /// Development switch: a folder whose `.wgsl` files replace the embedded ones of the same
@@ -96,12 +99,16 @@ pub(crate) enum Kernel {
     DkDv,
     /// dk and dv on cooperative matrices (f16), from the inverted lists.
     DkDvCoop,
+    /// Decode: a group's few rows against one chunk of a selected block's keys.
+    DecodeSplit,
+    /// Decode: the partials of every row merged into o and lse.
+    DecodeCombine,
 }
 
 impl Kernel {
     /// Every kernel, for checks that must not forget one.
     #[cfg(test)]
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 16] = [
         Kernel::BlockMeans,
         Kernel::GateTopk,
         Kernel::SelectionCount,
@@ -116,6 +123,8 @@ impl Kernel {
         Kernel::DqPassCoop,
         Kernel::DkDv,
         Kernel::DkDvCoop,
+        Kernel::DecodeSplit,
+        Kernel::DecodeCombine,
     ];
 
     /// The kernel's name (its main file under `shaders/wgsl/`).
@@ -135,6 +144,8 @@ impl Kernel {
             Kernel::DqPassCoop => "dq_pass_coop",
             Kernel::DkDv => "dkdv",
             Kernel::DkDvCoop => "dkdv_coop",
+            Kernel::DecodeSplit => "decode_split",
+            Kernel::DecodeCombine => "decode_combine",
         }
     }
 
@@ -187,6 +198,8 @@ impl Kernel {
                 "backward_rows",
                 "dkdv_coop",
             ],
+            Kernel::DecodeSplit => &["attention_inputs", "decode_chunks", "decode_split"],
+            Kernel::DecodeCombine => &["decode_chunks", "decode_combine"],
         }
     }
 
@@ -287,7 +300,7 @@ mod tests {
     }
 
     /// Constants a kernel of each kind compiles with: small portable tiles, the cooperative
-    /// kernel's tiles at head dim 128.
+    /// kernel's tiles at head dim 128, a group of 8 decode rows.
     fn test_constants(kernel: Kernel) -> KernelConstants {
         let portable = KernelConstants {
             head_dim: 16,
@@ -297,15 +310,19 @@ mod tests {
             query_tile: 64,
             subgroups: 1,
         };
-        match kernel.is_cooperative() {
-            true => KernelConstants {
+        match kernel {
+            _ if kernel.is_cooperative() => KernelConstants {
                 head_dim: 128,
                 workgroup_size: 256,
                 query_tile: 128,
                 subgroups: 8,
                 ..portable
             },
-            false => portable,
+            Kernel::DecodeSplit | Kernel::DecodeCombine => KernelConstants {
+                query_tile: 8,
+                ..portable
+            },
+            _ => portable,
         }
     }
 

@@ -5,7 +5,7 @@
 use std::marker::PhantomData;
 
 use super::context::GpuContext;
-use super::plan::{AttentionKernel, TilePlan, groups_per_call, kernel_set};
+use super::plan::{AttentionKernel, TilePlan, decode_constants, groups_per_call, kernel_set};
 use super::runner::ScheduleRunner;
 use super::schedule::{KernelSet, Schedule};
 use super::timing::StageTimer;
@@ -41,6 +41,15 @@ pub struct PlannedPass<P: Pass> {
     pass: PhantomData<P>,
 }
 
+/// Where a forward's gate gets the keys' block means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Means {
+    /// A step of the forward pools them.
+    Pooled,
+    /// The caller's buffer holds them (`MobaForward::with_given_means`).
+    Given,
+}
+
 impl<P: Pass> PlannedPass<P> {
     /// Plans the pass with the fastest kernels the adapter runs at this head dim
     /// ([`AttentionKernel::best`]): the cooperative ones where it has them.
@@ -56,10 +65,20 @@ impl<P: Pass> PlannedPass<P> {
         config: &MobaConfig,
         kernel: AttentionKernel,
     ) -> Result<Self> {
+        Self::planned(gpu, shape, config, kernel, Means::Pooled)
+    }
+
+    pub(crate) fn planned(
+        gpu: &GpuContext,
+        shape: &Shape,
+        config: &MobaConfig,
+        kernel: AttentionKernel,
+        means: Means,
+    ) -> Result<Self> {
         shape.validate()?;
         config.validate()?;
         let (kernels, plan) = kernel_set(gpu.caps(), shape, config, kernel)?;
-        let schedule = Self::schedule(shape, config, kernels);
+        let schedule = Self::schedule(shape, config, kernels, means);
         Ok(Self {
             runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
             shape: *shape,
@@ -70,19 +89,24 @@ impl<P: Pass> PlannedPass<P> {
         })
     }
 
-    fn schedule(shape: &Shape, config: &MobaConfig, kernels: KernelSet) -> Schedule {
-        if P::BACKWARD {
-            Schedule::backward(shape, config, kernels)
-        } else {
-            Schedule::forward(shape, config, kernels)
+    fn schedule(shape: &Shape, config: &MobaConfig, kernels: KernelSet, means: Means) -> Schedule {
+        match (P::BACKWARD, means) {
+            (true, _) => Schedule::backward(shape, config, kernels),
+            (false, Means::Pooled) => Schedule::forward(shape, config, kernels),
+            (false, Means::Given) => Schedule::forward_given_means(shape, config, kernels),
         }
     }
 
     /// Bytes of every buffer the pass binds at this shape with the portable kernels, inputs
-    /// and outputs included (the cooperative kernels' scratch is no larger).
+    /// and outputs included (the cooperative kernels' scratch is no larger), and the split
+    /// decode's partials where the shape may decode split.
     pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
         let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
-        Self::schedule(shape, config, KernelSet::portable(constants)).buffer_sizes(shape, config)
+        let kernels = KernelSet {
+            decode: decode_constants(shape, constants, u32::MAX),
+            ..KernelSet::portable(constants)
+        };
+        Self::schedule(shape, config, kernels, Means::Pooled).buffer_sizes(shape, config)
     }
 
     /// How many (batch, kv head) groups of `shape` one call can take within the adapter's
@@ -113,6 +137,20 @@ impl<P: Pass> PlannedPass<P> {
     /// Records one run into `encoder`.
     pub fn encode(&self, encoder: &mut wgpu::CommandEncoder, io: &P::Buffers<'_>) -> Result<()> {
         self.runner.encode(encoder, &P::in_order(io), None)
+    }
+
+    /// Records one run with more of the caller's buffers after `io`'s (the block means of
+    /// a forward planned with them given), with timestamps where a timer is given.
+    pub(crate) fn encode_with(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        io: &P::Buffers<'_>,
+        more: &[&wgpu::Buffer],
+        timer: Option<&StageTimer>,
+    ) -> Result<()> {
+        let mut buffers = P::in_order(io);
+        buffers.extend_from_slice(more);
+        self.runner.encode(encoder, &buffers, timer)
     }
 
     /// Records one run with GPU timestamps around each of its stages

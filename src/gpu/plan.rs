@@ -75,13 +75,44 @@ pub(crate) fn kernel_set(
             Some(cooperative_constants(caps, shape.head_dim, config.top_k)?)
         }
     };
+    let decode = decode_constants(
+        shape,
+        portable,
+        caps.limits.max_compute_workgroup_storage_size,
+    );
     Ok((
         KernelSet {
             portable,
             cooperative,
+            decode,
         },
         plan,
     ))
+}
+
+/// Query rows per (batch, kv head) group up to which a forward decodes split over the keys
+/// ([`crate::launch_plan::decode_forward`]): a few queries cannot fill a GPU with row tiles,
+/// chunks of their blocks' keys can.
+pub(crate) const DECODE_MAX_ROWS: usize = 16;
+
+/// Constants of the split-decode kernels (`decode_split.wgsl`: the group's rows are its query
+/// tile), where `shape` has at most [`DECODE_MAX_ROWS`] rows per group and their queries and
+/// scores fit `workgroup_bytes`; `None` otherwise (the forward runs over inverted lists).
+pub(crate) fn decode_constants(
+    shape: &Shape,
+    portable: KernelConstants,
+    workgroup_bytes: u32,
+) -> Option<KernelConstants> {
+    let rows = shape.group_size() * shape.q_len;
+    let threads = portable.workgroup_size as usize;
+    // The group's queries, the chunk's scores, each row's slot and a flag.
+    let bytes = rows * (shape.head_dim + threads + 1) * 4 + 4;
+    (rows <= DECODE_MAX_ROWS.min(threads) && bytes <= workgroup_bytes as usize).then_some(
+        KernelConstants {
+            query_tile: rows as u32,
+            ..portable
+        },
+    )
 }
 
 /// Workgroup bytes of the cooperative kernels at a head dim, as laid out in their sources:

@@ -78,6 +78,15 @@ impl ScheduleRunner {
         io: &[&wgpu::Buffer],
         timer: Option<&StageTimer>,
     ) -> Result<()> {
+        if io.len() != self.schedule.io.len() {
+            let names: Vec<&str> = self.schedule.io.iter().map(|io| io.name()).collect();
+            return Err(MobaError::Config(format!(
+                "this pass takes {} buffers ({}), got {}",
+                names.len(),
+                names.join(", "),
+                io.len()
+            )));
+        }
         for ((kind, buffer), bytes) in self.schedule.io.iter().zip(io).zip(&self.io_bytes) {
             check_buffer(kind.name(), buffer, *bytes)?;
         }

@@ -24,6 +24,8 @@ pub(crate) enum Io {
     Dq,
     Dk,
     Dv,
+    /// The keys' block means, where the caller gives them (a KV cache keeps them).
+    Means,
 }
 
 impl Io {
@@ -39,6 +41,7 @@ impl Io {
             "dq",
             "dk",
             "dv",
+            "block means",
         ][self as usize]
     }
 
@@ -49,6 +52,7 @@ impl Io {
             Io::K | Io::V | Io::Dk | Io::Dv => shape.kv_elems(),
             Io::Lse => shape.q_rows(),
             Io::Selection => shape.q_rows() * config.top_k,
+            Io::Means => shape.groups() * shape.num_blocks(config.block_size) * shape.head_dim,
         };
         elems as u64 * 4
     }
@@ -56,6 +60,16 @@ impl Io {
 
 /// The caller's buffers of a forward, in [`Io`] order.
 pub(crate) const FORWARD_IO: [Io; 6] = [Io::Q, Io::K, Io::V, Io::O, Io::Lse, Io::Selection];
+/// The caller's buffers of a forward with the block means given, in [`Io`] order.
+pub(crate) const FORWARD_WITH_MEANS_IO: [Io; 7] = [
+    Io::Q,
+    Io::K,
+    Io::V,
+    Io::O,
+    Io::Lse,
+    Io::Selection,
+    Io::Means,
+];
 /// The caller's buffers of a backward, in [`Io`] order.
 pub(crate) const BACKWARD_IO: [Io; 10] = [
     Io::Q,
@@ -122,6 +136,9 @@ const ROW_STATE: usize = 4;
 const BLOCK_MEANS: usize = 5;
 /// Backward only: the largest |dout| (f32 bits), for the cooperative kernels' scaling.
 const DOUT_MAX: usize = 5;
+/// Split decode only: every (row, slot, chunk)'s partial output, and its (max, sum).
+const PARTIAL_OUT: usize = 6;
+const PARTIAL_STATS: usize = 7;
 
 /// The kernels a schedule runs: the portable ones' constants, and the cooperative ones'
 /// where the attention passes, the dq passes and dk/dv run on cooperative matrices.
@@ -129,6 +146,9 @@ const DOUT_MAX: usize = 5;
 pub(crate) struct KernelSet {
     pub portable: KernelConstants,
     pub cooperative: Option<KernelConstants>,
+    /// The split-decode kernels' constants, where the forward decodes split over the keys
+    /// (a few rows per group; `plan::decode_constants`).
+    pub decode: Option<KernelConstants>,
 }
 
 impl KernelSet {
@@ -137,6 +157,7 @@ impl KernelSet {
         Self {
             portable: constants,
             cooperative: None,
+            decode: None,
         }
     }
 
@@ -155,16 +176,65 @@ impl KernelSet {
 }
 
 impl Schedule {
-    /// The forward ([`launch_plan::forward`]) lowered to WGSL kernels.
+    /// The forward lowered to WGSL kernels: [`launch_plan::decode_forward`] where the
+    /// kernels decode split, [`launch_plan::forward`] otherwise.
     pub fn forward(shape: &Shape, config: &MobaConfig, kernels: KernelSet) -> Self {
-        let mut schedule = Self::new(&Stage::FORWARD, &FORWARD_IO, shape, config, kernels);
+        Self::forward_from(&FORWARD_IO, shape, config, kernels)
+    }
+
+    /// [`Self::forward`] with the block means a caller's buffer (`Io::Means`) instead of a
+    /// step that pools them.
+    pub fn forward_given_means(shape: &Shape, config: &MobaConfig, kernels: KernelSet) -> Self {
+        Self::forward_from(&FORWARD_WITH_MEANS_IO, shape, config, kernels)
+    }
+
+    fn forward_from(
+        io: &'static [Io],
+        shape: &Shape,
+        config: &MobaConfig,
+        kernels: KernelSet,
+    ) -> Self {
+        let mut schedule = Self::new(&Stage::FORWARD, io, shape, config, kernels);
         let nb = shape.num_blocks(config.block_size) as u64;
+        let head_dim = shape.head_dim as u64;
         schedule.scratch.push(Scratch {
             label: "block means",
-            bytes: shape.groups() as u64 * nb * shape.head_dim as u64 * 4,
+            bytes: shape.groups() as u64 * nb * head_dim * 4,
             zeroed: false,
         });
-        for step in launch_plan::forward(config) {
+        let steps = match kernels.decode {
+            Some(decode) => {
+                let partials = shape.q_rows() as u64
+                    * decode_slots(config, nb)
+                    * (config.block_size as u64).div_ceil(decode.workgroup_size as u64);
+                // One parameter block: no per-slot passes. No inversion: its buffers (the
+                // first five) are bound by no launch.
+                schedule.params.truncate(1);
+                for unused in &mut schedule.scratch[..BLOCK_MEANS] {
+                    unused.bytes = 0;
+                    unused.zeroed = false;
+                }
+                schedule.scratch.extend([
+                    Scratch {
+                        label: "decode partial outputs",
+                        bytes: partials * head_dim * 4,
+                        zeroed: false,
+                    },
+                    Scratch {
+                        label: "decode partial stats",
+                        bytes: partials * 8,
+                        zeroed: false,
+                    },
+                ]);
+                launch_plan::decode_forward(config)
+            }
+            None => launch_plan::forward(config),
+        };
+        let steps = match io.contains(&Io::Means) {
+            true => launch_plan::with_given_means(steps),
+            false => steps,
+        };
+        for step in steps {
             schedule.lower(step, shape, config, kernels);
         }
         schedule
@@ -212,11 +282,17 @@ impl Schedule {
                 vec![P(0), I(Io::K), S(BLOCK_MEANS)],
                 groups * nb,
             ),
-            Step::GateTopk => (
-                portable(Kernel::GateTopk),
-                vec![P(0), I(Io::Q), S(BLOCK_MEANS), I(Io::Selection)],
-                per_thread_rows,
-            ),
+            Step::GateTopk => {
+                let means = match self.io.contains(&Io::Means) {
+                    true => I(Io::Means),
+                    false => S(BLOCK_MEANS),
+                };
+                (
+                    portable(Kernel::GateTopk),
+                    vec![P(0), I(Io::Q), means, I(Io::Selection)],
+                    per_thread_rows,
+                )
+            }
             Step::SelectionCount => (
                 portable(Kernel::SelectionCount),
                 vec![P(0), I(Io::Selection), S(COUNTS)],
@@ -305,6 +381,43 @@ impl Schedule {
                     ),
                 }
             }
+            Step::DecodeSplit => {
+                let decode = kernels
+                    .decode
+                    .expect("a decode schedule has decode kernels");
+                let chunks = (config.block_size as u64).div_ceil(decode.workgroup_size as u64);
+                (
+                    (Kernel::DecodeSplit, decode),
+                    vec![
+                        P(0),
+                        I(Io::Q),
+                        I(Io::K),
+                        I(Io::V),
+                        I(Io::Selection),
+                        S(PARTIAL_OUT),
+                        S(PARTIAL_STATS),
+                    ],
+                    groups * nb * chunks,
+                )
+            }
+            Step::DecodeCombine => {
+                let decode = kernels
+                    .decode
+                    .expect("a decode schedule has decode kernels");
+                let elements = rows * (shape.head_dim / 4) as u64;
+                (
+                    (Kernel::DecodeCombine, decode),
+                    vec![
+                        P(0),
+                        I(Io::Selection),
+                        S(PARTIAL_OUT),
+                        S(PARTIAL_STATS),
+                        I(Io::O),
+                        I(Io::Lse),
+                    ],
+                    elements.div_ceil(decode.workgroup_size as u64),
+                )
+            }
         };
         let kernel = self.kernel(kernel.0, kernel.1);
         self.launch(step.stage(), kernel, bindings, workgroups);
@@ -383,8 +496,15 @@ impl Schedule {
     }
 }
 
+/// Selection slots a row of the split decode can use: no more than the blocks there are
+/// (`decode_chunks.wgsl` strides its partials by this).
+fn decode_slots(config: &MobaConfig, num_blocks: u64) -> u64 {
+    (config.top_k as u64).min(num_blocks)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::plan::decode_constants;
     use super::*;
 
     fn constants() -> KernelConstants {
@@ -451,7 +571,17 @@ mod tests {
             }),
             ..portable
         };
-        for kernels in [portable, cooperative] {
+        let decode_shape = Shape { q_len: 1, ..shape };
+        let decode = KernelSet {
+            decode: decode_constants(&decode_shape, portable.portable, 1 << 15),
+            ..portable
+        };
+        assert!(decode.decode.is_some());
+        for (shape, kernels) in [
+            (shape, portable),
+            (shape, cooperative),
+            (decode_shape, decode),
+        ] {
             for schedule in [
                 Schedule::forward(&shape, &config, kernels),
                 Schedule::backward(&shape, &config, kernels),
@@ -472,6 +602,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_decode_splits_over_chunks_of_keys_without_an_inversion() {
+        // 2 kv heads of 4 query heads, one query over 200 keys in blocks of 100: 4 rows per
+        // group, chunks of 64 keys.
+        let shape = Shape {
+            batch: 1,
+            q_heads: 8,
+            kv_heads: 2,
+            q_len: 1,
+            kv_len: 200,
+            head_dim: 16,
+        };
+        let config = MobaConfig::new(100, 3);
+        let portable = constants();
+        let decode = decode_constants(&shape, portable, 1 << 15).unwrap();
+        assert_eq!(decode.query_tile, 4);
+        let kernels = KernelSet {
+            decode: Some(decode),
+            ..KernelSet::portable(portable)
+        };
+        let schedule = Schedule::forward(&shape, &config, kernels);
+        let steps: Vec<Kernel> = schedule
+            .launches
+            .iter()
+            .map(|l| schedule.kernels[l.kernel].0)
+            .collect();
+        let expected = [
+            Kernel::BlockMeans,
+            Kernel::GateTopk,
+            Kernel::DecodeSplit,
+            Kernel::DecodeCombine,
+        ];
+        assert_eq!(steps, expected);
+        // (group, block, chunk) = 2 * 2 * 2 workgroups; 8 rows of 4 vectors in one.
+        assert_eq!(schedule.launches[2].workgroups, 8);
+        assert_eq!(schedule.launches[3].workgroups, 1);
+        // Partials: 8 rows x 2 slots (no more than the blocks) x 2 chunks; nothing of the
+        // inversion.
+        assert!(schedule.scratch.iter().all(|s| !s.zeroed));
+        assert_eq!(schedule.params.len(), 1);
+        let sizes = schedule.buffer_sizes(&shape, &config);
+        assert!(sizes.contains(&("lists", 0)));
+        assert!(sizes.contains(&("decode partial stats", 8 * 2 * 2 * 8)));
+        // Too many rows per group: the inverted lists.
+        let prefill = Shape::prefill(1, 8, 200, 16);
+        assert_eq!(decode_constants(&prefill, portable, 1 << 15), None);
     }
 
     #[test]

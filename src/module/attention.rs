@@ -9,7 +9,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::KvCache;
-use crate::backend::{MobaBackend, moba_attention, moba_attention_with_stats};
+use crate::backend::{
+    MobaBackend, moba_attention, moba_attention_with_means, moba_attention_with_stats,
+};
 use crate::config::MobaConfig;
 use crate::error::{MobaError, Result};
 
@@ -222,7 +224,16 @@ impl<B: MobaBackend> MobaAttention<B> {
         }
         let (q, k, v) = self.project(x, past);
         let (k, v) = cache.append(k, v);
-        let o = moba_attention(q, k, v, &self.kind.config(past + seq))?;
+        let config = self.kind.config(past + seq);
+        let o = match self.kind {
+            // After the prefill, the gate reads the block means the cache keeps (one block
+            // pooled again per step) rather than pooling the whole cache every step.
+            AttentionKind::Moba { block_size, .. } if past > 0 => {
+                let means = cache.block_means(block_size).expect("the cache holds keys");
+                moba_attention_with_means(q, k, v, means, &config)?.o
+            }
+            _ => moba_attention(q, k, v, &config)?,
+        };
         Ok(self
             .output
             .forward(o.swap_dims(1, 2).reshape([batch, seq, self.d_model])))

@@ -1,5 +1,6 @@
 //! The key/value cache of one attention layer, for generation: prefill fills it, each decode
-//! step appends one position and attends the whole cache through MoBA's gate.
+//! step appends one position and attends the whole cache through MoBA's gate. It also keeps
+//! the mean key of every block for that gate, updated as positions arrive.
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
@@ -9,11 +10,24 @@ use burn::tensor::backend::Backend;
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
     entries: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    means: Option<BlockMeans<B>>,
+}
+
+/// The mean key of every block of the cached keys, as of `len` positions.
+#[derive(Debug, Clone)]
+struct BlockMeans<B: Backend> {
+    block_size: usize,
+    len: usize,
+    /// `[batch, n_kv_heads, ceil(len / block_size), head_dim]`.
+    means: Tensor<B, 4>,
 }
 
 impl<B: Backend> Default for KvCache<B> {
     fn default() -> Self {
-        Self { entries: None }
+        Self {
+            entries: None,
+            means: None,
+        }
     }
 }
 
@@ -51,5 +65,66 @@ impl<B: Backend> KvCache<B> {
         };
         self.entries = Some(entries.clone());
         entries
+    }
+
+    /// The mean of every block of `block_size` cached keys (the last block's over the keys
+    /// it has): `[batch, n_kv_heads, ceil(len / block_size), head_dim]`, what MoBA's gate
+    /// scores (`moba::backend::moba_attention_with_means`). Kept between calls: only the
+    /// blocks that gained positions since the last call are pooled again (one block per
+    /// decode step), never the whole cache. `None` while the cache is empty.
+    ///
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::tensor::{Distribution, Tensor};
+    /// use moba::module::KvCache;
+    ///
+    /// let device = Default::default();
+    /// let mut cache = KvCache::<NdArray>::new();
+    /// let kv = Tensor::random([1, 2, 20, 8], Distribution::Normal(0.0, 1.0), &device);
+    /// cache.append(kv.clone(), kv);
+    /// assert_eq!(cache.block_means(8).unwrap().dims(), [1, 2, 3, 8]); // blocks of 8, 8, 4
+    /// let next = Tensor::random([1, 2, 1, 8], Distribution::Normal(0.0, 1.0), &device);
+    /// cache.append(next.clone(), next);
+    /// assert_eq!(cache.block_means(8).unwrap().dims(), [1, 2, 3, 8]); // the last block: 5 keys
+    /// ```
+    pub fn block_means(&mut self, block_size: usize) -> Option<Tensor<B, 4>> {
+        let (keys, _) = self.entries.as_ref()?;
+        let [batch, heads, len, dim] = keys.dims();
+        // Blocks before the first one that gained positions keep their means.
+        let (kept, past) = match self.means.take() {
+            Some(old) if old.block_size == block_size && old.len <= len => {
+                let kept = old.len / block_size;
+                let means = old.means.slice([0..batch, 0..heads, 0..kept, 0..dim]);
+                (kept, (kept > 0).then_some(means))
+            }
+            _ => (0, None),
+        };
+        let first = kept * block_size;
+        let full = (len - first) / block_size;
+        let mut parts: Vec<Tensor<B, 4>> = past.into_iter().collect();
+        if full > 0 {
+            let whole = keys
+                .clone()
+                .slice([0..batch, 0..heads, first..first + full * block_size]);
+            let pooled = whole
+                .reshape([batch, heads, full, block_size, dim])
+                .mean_dim(3);
+            parts.push(pooled.reshape([batch, heads, full, dim]));
+        }
+        let tail = first + full * block_size;
+        if tail < len {
+            parts.push(
+                keys.clone()
+                    .slice([0..batch, 0..heads, tail..len])
+                    .mean_dim(2),
+            );
+        }
+        let means = Tensor::cat(parts, 2);
+        self.means = Some(BlockMeans {
+            block_size,
+            len,
+            means: means.clone(),
+        });
+        Some(means)
     }
 }
