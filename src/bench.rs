@@ -166,6 +166,9 @@ pub fn measure(
                 None,
             ),
         };
+        if moba.splits_decode() {
+            found.kernel = "SplitDecode".into();
+        }
         let means: Vec<&wgpu::Buffer> = means.iter().collect();
         let run_moba = |encoder: &mut wgpu::CommandEncoder, timer: Option<&StageTimer>| {
             moba.encode_with(encoder, &io, &means, timer)

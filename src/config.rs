@@ -58,6 +58,17 @@ pub struct MobaConfig {
 }
 
 impl MobaConfig {
+    /// An error unless the gate is the mean-key gate: the only one that reads block means
+    /// (what a caller that gives them needs).
+    pub(crate) fn check_given_means(&self) -> Result<()> {
+        match self.gate {
+            Gate::MeanKey => Ok(()),
+            gate => Err(MobaError::Config(format!(
+                "block means are the mean-key gate's; this config's gate is {gate:?}"
+            ))),
+        }
+    }
+
     /// A causal config with the default scale.
     pub fn new(block_size: usize, top_k: usize) -> Self {
         Self {

@@ -133,14 +133,14 @@ const INVERSION: [Step; 3] = [
 /// The block-means step where the gate scores blocks by them: the mean-key gate, unless
 /// the gate ranks no block (causal top-1: every row attends its own block alone, as dense
 /// attention in one block does).
-fn block_means(config: &MobaConfig) -> Option<Step> {
+fn means_step(config: &MobaConfig) -> Option<Step> {
     let ranks = config.top_k > 1 || !config.causal;
     (config.gate == Gate::MeanKey && ranks).then_some(Step::BlockMeans)
 }
 
 /// The forward: gate, selection inversion, one attention pass per slot, finalize.
 pub fn forward(config: &MobaConfig) -> Vec<Step> {
-    block_means(config)
+    means_step(config)
         .into_iter()
         .chain([Step::GateTopk])
         .chain(INVERSION)
@@ -153,7 +153,7 @@ pub fn forward(config: &MobaConfig) -> Vec<Step> {
 /// over chunks of the selected blocks' keys and the partials merged. The backward is the
 /// same as after [`forward`]: it reads only o, lse and the selection.
 pub fn decode_forward(config: &MobaConfig) -> Vec<Step> {
-    block_means(config)
+    means_step(config)
         .into_iter()
         .chain([Step::GateTopk, Step::DecodeSplit, Step::DecodeCombine])
         .collect()

@@ -168,6 +168,8 @@ fn f16_tensors_on_wgpu_match_the_reference() {
 
 /// The forward with the block means given (as a KV cache keeps them) against the reference:
 /// decodes that split over the keys, several queries, a prefill over the inverted lists.
+/// Means of other keys must steer the gate (a backend that pooled the keys instead would
+/// choose by the true means).
 fn check_given_means<B: MobaBackend>(name: &str, device: &B::Device) {
     for (seed, (shape, config)) in [
         (shape(1, 4, 2, 1, 40, 16), MobaConfig::new(8, 3)),
@@ -212,14 +214,46 @@ fn check_given_means<B: MobaBackend>(name: &str, device: &B::Device) {
             lse_error < 1e-4,
             "{name} {shape:?}: lse error {lse_error:e}"
         );
+
+        let other = reference::block_means(
+            &random::normal(shape.kv_elems(), seed + 7),
+            &shape,
+            config.block_size,
+        );
+        let steered: Vec<i32> = (0..shape.q_rows())
+            .flat_map(|row| {
+                let gate = reference::gate_row(&q, &other, &shape, &config, row);
+                let mut blocks: Vec<i32> = gate.selected.iter().map(|&j| j as i32).collect();
+                blocks.resize(config.top_k, -1);
+                blocks
+            })
+            .collect();
+        assert_ne!(
+            steered, want.selection,
+            "{shape:?}: the other means choose alike"
+        );
+        let other: Vec<f32> = other.iter().map(|&x| x as f32).collect();
+        let out = moba_attention_with_means(
+            tensor::<B>(&q, qd, device),
+            tensor::<B>(&k, kd, device),
+            tensor::<B>(&v, kd, device),
+            tensor::<B>(&other, means_dims, device),
+            &config,
+        )
+        .unwrap();
+        let selection: Vec<i32> = out.selection.into_data().convert::<i32>().to_vec().unwrap();
+        assert_eq!(
+            selection, steered,
+            "{name} {shape:?}: the given means were not read"
+        );
     }
 }
 
 #[test]
-fn given_block_means_match_the_reference() {
-    check_given_means::<NdArray>("ndarray", &Default::default());
+fn given_block_means_match_the_reference_and_steer_the_gate() {
     check_given_means::<WgpuPlain>("wgpu", &wgpu_device());
     check_given_means::<Wgpu>("fusion wgpu", &wgpu_device());
+    check_given_means::<Autodiff<Wgpu>>("autodiff wgpu", &wgpu_device());
 }
 
 #[test]

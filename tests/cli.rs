@@ -220,6 +220,37 @@ fn attend_nsa_writes_the_reference_outputs_and_gradients() {
 }
 
 #[test]
+fn attend_nsa_on_burns_backends_matches_the_reference() {
+    let (dir, shape, [q, k, v, gates]) = nsa_problem("nsa-burn");
+    let dout = npy::read::<f32>(&dir.join("do.npy")).unwrap().data;
+    let want = reference::nsa_forward(&q, &k, &v, &gates, &shape, &NSA).unwrap();
+    let grads = reference::nsa_backward(&q, &k, &v, &gates, &dout, &shape, &NSA).unwrap();
+    for backend in ["burn-ndarray", "burn-wgpu"] {
+        let out = dir.join(backend);
+        let mut args = nsa_args(&dir, backend, &out);
+        args.extend([
+            "--dout".to_string(),
+            dir.join("do.npy").display().to_string(),
+        ]);
+        assert_ok(&moba(&args));
+        let selection = npy::read::<i32>(&out.join("selection.npy")).unwrap().data;
+        assert_eq!(selection, want.selection, "{backend}");
+        // f32 arithmetic against f64: about 1e-6 here; a wrong key or gate is off by 1e-2.
+        for (name, want) in [
+            ("o.npy", &want.o),
+            ("dq.npy", &grads.dq),
+            ("dk.npy", &grads.dk),
+            ("dv.npy", &grads.dv),
+            ("dgates.npy", &grads.dgates),
+        ] {
+            let got = npy::read::<f32>(&out.join(name)).unwrap().data;
+            let error = reference::max_abs_error(&got, want);
+            assert!(error < 1e-4, "{backend}: {name} error {error:e}");
+        }
+    }
+}
+
+#[test]
 fn attend_removes_the_outputs_that_a_run_does_not_write() {
     let (dir, _, _) = nsa_problem("nsa-stale");
     let out = dir.join("out");
@@ -274,7 +305,7 @@ fn attend_refuses_what_does_not_fit_the_attention_and_writes_nothing() {
     let cases = [
         (
             nsa_args(&dir, "wgpu", &out),
-            "NSA kernels for the wgpu backend are not built yet; use --backend reference",
+            "NSA kernels for the wgpu backend are not built yet; use --backend burn-wgpu",
         ),
         (
             with(nsa_args(&dir, "reference", &out), "--top-k 2"),

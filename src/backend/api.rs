@@ -3,7 +3,7 @@
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
 use super::{MobaBackend, MobaForwardOutput};
-use crate::config::{Gate, MobaConfig, Shape};
+use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 
 /// MoBA attention (DESIGN §1) of `q: [B, Hq, S, D]` over `k, v: [B, Hkv, Sk, D]`; returns
@@ -81,12 +81,7 @@ pub fn moba_attention_with_means<B: MobaBackend>(
     config: &MobaConfig,
 ) -> Result<MobaAttentionStats<B>> {
     let shape = prepared(&q, &k, &v, config)?;
-    if config.gate != Gate::MeanKey {
-        return Err(MobaError::Config(format!(
-            "block means are the mean-key gate's; this config's gate is {:?}",
-            config.gate
-        )));
-    }
+    config.check_given_means()?;
     let expected = [
         shape.batch,
         shape.kv_heads,

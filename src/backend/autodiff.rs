@@ -40,33 +40,19 @@ impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
 
     fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
         let out = B::moba_forward(qkv.each_ref().map(|t| t.primitive.clone()), config);
-        // lse and the selection are results, not differentiable outputs.
-        let lse = Self::from_inner(out.lse.clone());
-        let node = MobaBackwardNode { config: *config };
-        let o = match node
-            .prepare::<C>(qkv.each_ref().map(|t| t.node.clone()))
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let [q, k, v] = qkv;
-                let saved = MobaSaved {
-                    q: q.primitive,
-                    k: k.primitive,
-                    v: v.primitive,
-                    o: out.o.clone(),
-                    lse: out.lse,
-                    selection: out.selection.clone(),
-                };
-                prep.finish(saved, out.o)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(out.o),
-        };
-        MobaForwardOutput {
-            o,
-            lse,
-            selection: out.selection,
-        }
+        record(qkv, out, config)
+    }
+
+    /// The inner backend reads the means; they get no gradient (the selection they make is
+    /// a constant, DESIGN §1.6).
+    fn moba_forward_with_means(
+        qkv: [FloatTensor<Self>; 3],
+        means: FloatTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let inner = qkv.each_ref().map(|t| t.primitive.clone());
+        let out = B::moba_forward_with_means(inner, means.primitive, config);
+        record(qkv, out, config)
     }
 
     fn moba_backward(
@@ -92,5 +78,41 @@ impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
             dk: Self::from_inner(inner.dk),
             dv: Self::from_inner(inner.dv),
         }
+    }
+}
+
+/// The inner forward's outputs on the tape: o with the backward node (saving what
+/// `moba_backward` reads) where q, k or v is tracked.
+fn record<B: MobaBackend, C: CheckpointStrategy>(
+    qkv: [FloatTensor<Autodiff<B, C>>; 3],
+    out: MobaForwardOutput<B>,
+    config: &MobaConfig,
+) -> MobaForwardOutput<Autodiff<B, C>> {
+    // lse and the selection are results, not differentiable outputs.
+    let lse = Autodiff::<B, C>::from_inner(out.lse.clone());
+    let node = MobaBackwardNode { config: *config };
+    let o = match node
+        .prepare::<C>(qkv.each_ref().map(|t| t.node.clone()))
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let [q, k, v] = qkv;
+            let saved = MobaSaved {
+                q: q.primitive,
+                k: k.primitive,
+                v: v.primitive,
+                o: out.o.clone(),
+                lse: out.lse,
+                selection: out.selection.clone(),
+            };
+            prep.finish(saved, out.o)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out.o),
+    };
+    MobaForwardOutput {
+        o,
+        lse,
+        selection: out.selection,
     }
 }

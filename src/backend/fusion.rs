@@ -155,8 +155,12 @@ fn register_forward<B: FusionBackend + MobaBackend>(
             B::IntElem::dtype(),
         ),
     ];
+    let name = match inputs.len() {
+        4 => "moba_forward_with_means",
+        _ => "moba_forward",
+    };
     let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
-    let desc = CustomOpIr::new("moba_forward", &inputs, &outputs);
+    let desc = CustomOpIr::new(name, &inputs, &outputs);
     let op = ForwardOp::<B> {
         desc: desc.clone(),
         config: *config,

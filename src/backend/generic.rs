@@ -41,7 +41,7 @@ fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B>
 }
 
 /// `[B, Hkv, L, D]` -> `[B, Hq, L, D]`: each kv head repeated for the query heads of its group.
-fn expand_heads<B: Backend>(x: Tensor<B, 4>, shape: &Shape) -> Tensor<B, 4> {
+pub(crate) fn expand_heads<B: Backend>(x: Tensor<B, 4>, shape: &Shape) -> Tensor<B, 4> {
     let [b, h, l, d] = x.dims();
     let group = shape.group_size();
     x.unsqueeze_dim::<5>(2)
@@ -50,7 +50,7 @@ fn expand_heads<B: Backend>(x: Tensor<B, 4>, shape: &Shape) -> Tensor<B, 4> {
 }
 
 /// `[B, Hq, L, D]` -> `[B, Hkv, L, D]`: the sum over the query heads of each group.
-fn sum_groups<B: Backend>(x: Tensor<B, 4>, shape: &Shape) -> Tensor<B, 4> {
+pub(crate) fn sum_groups<B: Backend>(x: Tensor<B, 4>, shape: &Shape) -> Tensor<B, 4> {
     let [b, _, l, d] = x.dims();
     x.reshape([b, shape.kv_heads, shape.group_size(), l, d])
         .sum_dim(2)
@@ -58,7 +58,7 @@ fn sum_groups<B: Backend>(x: Tensor<B, 4>, shape: &Shape) -> Tensor<B, 4> {
 }
 
 /// A host-built tensor of index arithmetic (positions and blocks, never data).
-fn host_tensor<B: Backend, const D: usize>(
+pub(crate) fn host_tensor<B: Backend, const D: usize>(
     values: Vec<f32>,
     dims: [usize; D],
     device: &B::Device,

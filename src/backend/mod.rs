@@ -20,6 +20,7 @@ pub(crate) mod cube;
 mod fusion;
 pub mod generic;
 mod ndarray;
+mod nsa;
 #[cfg(feature = "burn")]
 pub(crate) mod wgpu;
 #[cfg(feature = "burn")]
@@ -28,6 +29,7 @@ mod wgpu_device;
 pub use api::{
     MobaAttentionStats, moba_attention, moba_attention_with_means, moba_attention_with_stats,
 };
+pub use nsa::{NsaAttention, nsa_attention};
 #[cfg(feature = "burn")]
 pub use wgpu::attention_kernel;
 #[cfg(feature = "burn")]

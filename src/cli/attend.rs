@@ -151,11 +151,13 @@ impl Method<'_> {
             }
             Attention::Nsa => {
                 refuse_flags(&args.moba.given(), Attention::Moba, Attention::Nsa)?;
-                if args.backend != Backend::Reference {
-                    return Err(MobaError::Config(format!(
-                        "NSA kernels for the {} backend are not built yet; use --backend reference",
-                        args.backend.name()
-                    )));
+                if args.backend == Backend::Wgpu {
+                    return Err(MobaError::Config(
+                        "NSA kernels for the wgpu backend are not built yet; use --backend \
+                         burn-wgpu (NSA on burn's tensor ops, on the same adapter), \
+                         burn-ndarray, cuda or reference"
+                            .into(),
+                    ));
                 }
                 let (config, gates) = args.nsa.config(args.scale)?;
                 Method::Nsa(config, gates)
@@ -217,12 +219,6 @@ impl Attention {
     }
 }
 
-impl Backend {
-    fn name(self) -> String {
-        name_of(&self)
-    }
-}
-
 pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
     // Every check before the first write: a refused run leaves the out dir as it was.
     let method = Method::from_args(args)?;
@@ -270,7 +266,9 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
     };
     let out = match &method {
         Method::Moba(config) => compute(args.backend, args.dtype, request, &problem, config)?,
-        Method::Nsa(config, _) => nsa::compute(&problem, config)?,
+        Method::Nsa(config, _) => {
+            nsa::compute(args.backend, args.dtype, request, &problem, config)?
+        }
     };
     let rows = [shape.batch, shape.q_heads, shape.q_len];
     let dir = &args.out_dir;
@@ -430,16 +428,9 @@ fn compute_burn<B: MobaBackend>(
         ..
     } = *p;
     let (q_dims, kv_dims) = (shape.q_dims(), shape.kv_dims());
-    let tensor = |data: &[f32], dims: [usize; 4]| {
-        // The backend's own float type, not the device's default dtype.
-        let dtype = <B::FloatElem as Element>::dtype();
-        let data = TensorData::new(data.to_vec(), dims).convert_dtype(dtype);
-        Tensor::<Autodiff<B>, 4>::from_data(data, (device, dtype)).require_grad()
-    };
+    let tensor = |data: &[f32], dims| burn_tensor::<Autodiff<B>>(data, dims, device).require_grad();
     let (qt, kt, vt) = (tensor(q, q_dims), tensor(k, kv_dims), tensor(v, kv_dims));
     let out = moba_attention_with_stats(qt.clone(), kt.clone(), vt.clone(), config)?;
-    let floats =
-        |data: TensorData| -> Vec<f32> { data.convert::<f32>().to_vec().expect("f32 data") };
     let grads = dout.map(|dout| {
         let gradients = (out.o.clone() * tensor(dout, q_dims)).sum().backward();
         [&qt, &kt, &vt].map(|t| floats(t.grad(&gradients).expect("a gradient").into_data()))
@@ -456,6 +447,22 @@ fn compute_burn<B: MobaBackend>(
         grads,
         dgates: None,
     })
+}
+
+/// `data` as a tensor of `B`'s own float type (not the device's default dtype).
+fn burn_tensor<B: burn::tensor::backend::Backend>(
+    data: &[f32],
+    dims: [usize; 4],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let dtype = <B::FloatElem as Element>::dtype();
+    let data = TensorData::new(data.to_vec(), dims).convert_dtype(dtype);
+    Tensor::from_data(data, (device, dtype))
+}
+
+/// A tensor's values as f32.
+fn floats(data: TensorData) -> Vec<f32> {
+    data.convert::<f32>().to_vec().expect("f32 data")
 }
 
 fn to_f32(data: &[f64]) -> Vec<f32> {

@@ -20,6 +20,8 @@ pub enum ArmChoice {
     Full,
     /// MoBA with the last --hybrid-full-layers layers full.
     Hybrid,
+    /// NSA in every layer (the --compress-block ... --window flags).
+    Nsa,
 }
 
 impl ArmChoice {
@@ -28,6 +30,7 @@ impl ArmChoice {
             ArmChoice::Moba => "moba",
             ArmChoice::Full => "full",
             ArmChoice::Hybrid => "hybrid",
+            ArmChoice::Nsa => "nsa",
         }
     }
 }
@@ -93,6 +96,7 @@ pub fn run(request: &AdapterRequest, args: &CompareArgs) -> Result<()> {
                 ArmChoice::Hybrid => args
                     .settings
                     .config(AttentionChoice::Moba, args.hybrid_full_layers)?,
+                ArmChoice::Nsa => args.settings.config(AttentionChoice::Nsa, 0)?,
             };
             let config = match &args.continue_from {
                 Some(earlier) => {

@@ -101,6 +101,8 @@ fn dispatch_cuda<J: BackendJob>(_: J) -> Result<J::Output> {
 pub enum AttentionChoice {
     Moba,
     Full,
+    /// NSA on burn's tensor ops (`--compress-block` ... `--window`; no kernels yet: slow).
+    Nsa,
 }
 
 /// Flags that define a training run (`moba train`; `moba compare` trains one run per arm).
@@ -135,6 +137,21 @@ pub struct RunArgs {
     /// Blocks each query attends, its own included (default 3).
     #[arg(long)]
     top_k: Option<usize>,
+    /// NSA (--attention nsa): keys per compressed block, l.
+    #[arg(long, default_value_t = 32, value_name = "L")]
+    compress_block: usize,
+    /// NSA: distance between the starts of consecutive compressed blocks, d.
+    #[arg(long, default_value_t = 16, value_name = "D")]
+    stride: usize,
+    /// NSA: keys per selection block, l'.
+    #[arg(long, default_value_t = 64, value_name = "L'")]
+    select_block: usize,
+    /// NSA: selection blocks per GQA group and query, the forced three included.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    top_n: usize,
+    /// NSA: keys of the sliding window, the query's own included.
+    #[arg(long, default_value_t = 512, value_name = "W")]
+    window: usize,
     /// Bytes per training sequence (default: the preset's context).
     #[arg(long)]
     seq_len: Option<usize>,
@@ -201,6 +218,13 @@ impl RunArgs {
                 }
             }
             (AttentionChoice::Moba, other) => other,
+            (AttentionChoice::Nsa, _) => AttentionKind::Nsa {
+                compress_block: self.compress_block,
+                stride: self.stride,
+                select_block: self.select_block,
+                top_n: self.top_n,
+                window: self.window,
+            },
         };
         let seq_len = self.seq_len.unwrap_or(preset.max_seq_len);
         let model = LmConfig {

@@ -4,8 +4,8 @@ use super::context::GpuContext;
 use super::pass::{Means, Pass, PlannedPass};
 use super::plan::AttentionKernel;
 use super::timing::StageTimer;
-use crate::config::{Gate, MobaConfig, Shape};
-use crate::error::{MobaError, Result};
+use crate::config::{MobaConfig, Shape};
+use crate::error::Result;
 
 /// The buffers of one forward, row-major f32 unless noted:
 /// `q: [B, Hq, S, D]`, `k, v: [B, Hkv, Sk, D]`, `o: [B, Hq, S, D]`, `lse: [B, Hq, S]`,
@@ -96,12 +96,7 @@ impl MobaForward {
         config: &MobaConfig,
         kernel: AttentionKernel,
     ) -> Result<Self> {
-        if config.gate != Gate::MeanKey {
-            return Err(MobaError::Config(format!(
-                "block means are the mean-key gate's; this config's gate is {:?}",
-                config.gate
-            )));
-        }
+        config.check_given_means()?;
         Self::planned(gpu, shape, config, kernel, Means::Given)
     }
 

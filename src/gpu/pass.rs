@@ -98,15 +98,34 @@ impl<P: Pass> PlannedPass<P> {
     }
 
     /// Bytes of every buffer the pass binds at this shape with the portable kernels, inputs
-    /// and outputs included (the cooperative kernels' scratch is no larger), and the split
-    /// decode's partials where the shape may decode split.
+    /// and outputs included (the cooperative kernels' scratch is no larger; a decode shape's
+    /// buffers at their larger size over the two forwards).
     pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
         let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
-        let kernels = KernelSet {
-            decode: decode_constants(shape, constants, u32::MAX),
-            ..KernelSet::portable(constants)
-        };
-        Self::schedule(shape, config, kernels, Means::Pooled).buffer_sizes(shape, config)
+        let portable = KernelSet::portable(constants);
+        let mut sizes =
+            Self::schedule(shape, config, portable, Means::Pooled).buffer_sizes(shape, config);
+        // An adapter may run either forward of a decode shape: each buffer at its larger size.
+        if let Some(decode) = decode_constants(shape, constants, u32::MAX) {
+            let kernels = KernelSet {
+                decode: Some(decode),
+                ..portable
+            };
+            let split = Self::schedule(shape, config, kernels, Means::Pooled);
+            for (name, bytes) in split.buffer_sizes(shape, config) {
+                match sizes.iter_mut().find(|(known, _)| *known == name) {
+                    Some((_, known)) => *known = (*known).max(bytes),
+                    None => sizes.push((name, bytes)),
+                }
+            }
+        }
+        sizes
+    }
+
+    /// Whether the forward splits a decode over chunks of keys (the f32 split-decode
+    /// kernels, whatever [`Self::kernel`] says of the other passes).
+    pub fn splits_decode(&self) -> bool {
+        self.runner.runs(super::kernels::Kernel::DecodeSplit)
     }
 
     /// How many (batch, kv head) groups of `shape` one call can take within the adapter's

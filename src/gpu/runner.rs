@@ -3,6 +3,7 @@
 
 use super::buffers::check_buffer;
 use super::context::GpuContext;
+use super::kernels::Kernel;
 use super::plan::check_buffer_sizes;
 use super::schedule::{Binding, Schedule};
 use super::timing::StageTimer;
@@ -68,6 +69,11 @@ impl ScheduleRunner {
             schedule,
             gpu: gpu.clone(),
         })
+    }
+
+    /// Whether any launch runs `kernel`.
+    pub fn runs(&self, kernel: Kernel) -> bool {
+        self.schedule.kernels.iter().any(|(k, _)| *k == kernel)
     }
 
     /// Records every launch; `io` are the caller's buffers in the schedule's io order.

@@ -206,7 +206,7 @@ impl Schedule {
             Some(decode) => {
                 let partials = shape.q_rows() as u64
                     * decode_slots(config, nb)
-                    * (config.block_size as u64).div_ceil(decode.workgroup_size as u64);
+                    * decode_chunks(config, decode);
                 // One parameter block: no per-slot passes. No inversion: its buffers (the
                 // first five) are bound by no launch.
                 schedule.params.truncate(1);
@@ -231,7 +231,11 @@ impl Schedule {
             None => launch_plan::forward(config),
         };
         let steps = match io.contains(&Io::Means) {
-            true => launch_plan::with_given_means(steps),
+            true => {
+                // The caller's buffer holds them.
+                schedule.scratch[BLOCK_MEANS].bytes = 0;
+                launch_plan::with_given_means(steps)
+            }
             false => steps,
         };
         for step in steps {
@@ -385,7 +389,7 @@ impl Schedule {
                 let decode = kernels
                     .decode
                     .expect("a decode schedule has decode kernels");
-                let chunks = (config.block_size as u64).div_ceil(decode.workgroup_size as u64);
+                let chunks = decode_chunks(config, decode);
                 (
                     (Kernel::DecodeSplit, decode),
                     vec![
@@ -494,6 +498,11 @@ impl Schedule {
             .chain(self.scratch.iter().map(|s| (s.label, s.bytes)))
             .collect()
     }
+}
+
+/// Chunks of a block in the split decode: one workgroup's keys each (`decode_chunks.wgsl`).
+fn decode_chunks(config: &MobaConfig, decode: KernelConstants) -> u64 {
+    (config.block_size as u64).div_ceil(decode.workgroup_size as u64)
 }
 
 /// Selection slots a row of the split decode can use: no more than the blocks there are

@@ -6,13 +6,15 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, RotaryEncoding, RotaryEncodingConfig};
 use burn::tensor::Tensor;
+use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 
 use super::KvCache;
 use crate::backend::{
     MobaBackend, moba_attention, moba_attention_with_means, moba_attention_with_stats,
+    nsa_attention,
 };
-use crate::config::MobaConfig;
+use crate::config::{MobaConfig, NsaConfig};
 use crate::error::{MobaError, Result};
 
 /// Which attention a layer runs. Every kind runs on the same MoBA kernels.
@@ -30,22 +32,63 @@ pub enum AttentionKind {
         first: usize,
         recent: usize,
     },
+    /// NSA (`NsaConfig` names the fields): a compressed, a selected and a sliding-window
+    /// branch mixed by per-head gates, a sigmoid of a linear map of the layer input (the
+    /// query projection makes them). Runs on burn's tensor ops
+    /// ([`crate::backend::nsa_attention`]), not yet on kernels.
+    Nsa {
+        compress_block: usize,
+        stride: usize,
+        select_block: usize,
+        top_n: usize,
+        window: usize,
+    },
 }
 
 impl AttentionKind {
-    /// The MoBA config of this kind for keys of length `kv_len`.
-    pub fn config(&self, kv_len: usize) -> MobaConfig {
+    /// The MoBA config of this kind for keys of length `kv_len`; `None` for NSA.
+    pub fn config(&self, kv_len: usize) -> Option<MobaConfig> {
         match *self {
-            AttentionKind::Moba { block_size, top_k } => MobaConfig::new(block_size, top_k),
-            AttentionKind::Full => MobaConfig::new(kv_len.max(1), 1),
+            AttentionKind::Moba { block_size, top_k } => Some(MobaConfig::new(block_size, top_k)),
+            AttentionKind::Full => Some(MobaConfig::new(kv_len.max(1), 1)),
             AttentionKind::SlidingWindow { block_size, blocks } => {
-                MobaConfig::sliding_window(block_size, blocks)
+                Some(MobaConfig::sliding_window(block_size, blocks))
             }
             AttentionKind::Sink {
                 block_size,
                 first,
                 recent,
-            } => MobaConfig::sink(block_size, first, recent),
+            } => Some(MobaConfig::sink(block_size, first, recent)),
+            AttentionKind::Nsa { .. } => None,
+        }
+    }
+
+    /// The NSA config of this kind; `None` for the MoBA kinds.
+    pub fn nsa_config(&self) -> Option<NsaConfig> {
+        match *self {
+            AttentionKind::Nsa {
+                compress_block,
+                stride,
+                select_block,
+                top_n,
+                window,
+            } => Some(NsaConfig::new(
+                compress_block,
+                stride,
+                select_block,
+                top_n,
+                window,
+            )),
+            _ => None,
+        }
+    }
+
+    /// An error naming the first setting that does not fit.
+    pub fn validate(&self) -> Result<()> {
+        match (self.config(1), self.nsa_config()) {
+            (Some(moba), _) => moba.validate(),
+            (None, Some(nsa)) => nsa.validate(),
+            (None, None) => unreachable!("every kind is MoBA's or NSA's"),
         }
     }
 }
@@ -72,6 +115,14 @@ impl GateChoices {
         self.blocks[at..at + self.top_k].contains(&((key / self.block_size) as i32))
     }
 }
+
+/// What [`MobaAttention::project`] makes: q, k, v and, for NSA, the gates.
+type Projected<B> = (
+    Tensor<B, 4>,
+    Tensor<B, 4>,
+    Tensor<B, 4>,
+    Option<Tensor<B, 4>>,
+);
 
 /// Configuration of a [`MobaAttention`] layer.
 #[derive(Config, Debug)]
@@ -141,7 +192,7 @@ impl MobaAttentionConfig {
                 "RoPE needs an even head dim, got {head_dim}"
             )));
         }
-        self.kind.config(1).validate()
+        self.kind.validate()
     }
 
     /// The layer, or an error naming the setting that does not fit.
@@ -149,8 +200,13 @@ impl MobaAttentionConfig {
         self.validate()?;
         let head_dim = self.d_model / self.n_heads;
         let linear = |out| LinearConfig::new(self.d_model, out).init(device);
+        // NSA's gates (three per head) come out of the query projection.
+        let gates = match self.kind {
+            AttentionKind::Nsa { .. } => 3 * self.n_heads,
+            _ => 0,
+        };
         Ok(MobaAttention {
-            query: linear(self.d_model),
+            query: linear(self.d_model + gates),
             key: linear(self.n_kv_heads * head_dim),
             value: linear(self.n_kv_heads * head_dim),
             output: linear(self.d_model),
@@ -222,17 +278,20 @@ impl<B: MobaBackend> MobaAttention<B> {
                 });
             }
         }
-        let (q, k, v) = self.project(x, past);
+        let (q, k, v, gates) = self.project(x, past);
         let (k, v) = cache.append(k, v);
-        let config = self.kind.config(past + seq);
-        let o = match self.kind {
+        let o = match (self.kind.config(past + seq), self.kind.nsa_config(), gates) {
+            (None, Some(nsa), Some(gates)) => nsa_attention(q, k, v, gates, &nsa)?.o,
             // After the prefill, the gate reads the block means the cache keeps (one block
             // pooled again per step) rather than pooling the whole cache every step.
-            AttentionKind::Moba { block_size, .. } if past > 0 => {
-                let means = cache.block_means(block_size).expect("the cache holds keys");
+            (Some(config), ..) if past > 0 && matches!(self.kind, AttentionKind::Moba { .. }) => {
+                let means = cache
+                    .block_means(config.block_size)
+                    .expect("the cache holds keys");
                 moba_attention_with_means(q, k, v, means, &config)?.o
             }
-            _ => moba_attention(q, k, v, &config)?,
+            (Some(config), ..) => moba_attention(q, k, v, &config)?,
+            _ => unreachable!("every kind is MoBA's or NSA's, and NSA's makes gates"),
         };
         Ok(self
             .output
@@ -244,12 +303,12 @@ impl<B: MobaBackend> MobaAttention<B> {
     /// backend's own forward returns on the layer's queries and keys, where a trained model
     /// routes (`moba eval`). `None` for full attention, which has no gate.
     pub fn gate_selection(&self, x: Tensor<B, 3>) -> Result<Option<GateChoices>> {
-        if self.kind == AttentionKind::Full {
-            return Ok(None);
-        }
         let seq = x.dims()[1];
-        let (q, k, v) = self.project(x, 0);
-        let config = self.kind.config(seq);
+        let config = match self.kind.config(seq) {
+            Some(config) if self.kind != AttentionKind::Full => config,
+            _ => return Ok(None),
+        };
+        let (q, k, v, _) = self.project(x, 0);
         let selection = moba_attention_with_stats(q, k, v, &config)?.selection;
         let blocks = selection
             .into_data()
@@ -266,20 +325,29 @@ impl<B: MobaBackend> MobaAttention<B> {
     }
 
     /// Queries and keys (RoPE at positions from `past`) and values of `x`, per head:
-    /// `[batch, heads, seq, head_dim]`.
-    fn project(&self, x: Tensor<B, 3>, past: usize) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    /// `[batch, heads, seq, head_dim]`; and NSA's gates `[batch, heads, seq, 3]`.
+    fn project(&self, x: Tensor<B, 3>, past: usize) -> Projected<B> {
         let [batch, seq, _] = x.dims();
         let head_dim = self.d_model / self.n_heads;
         let heads = |x: Tensor<B, 3>, n: usize| -> Tensor<B, 4> {
             x.reshape([batch, seq, n, head_dim]).swap_dims(1, 2)
         };
-        let mut q = heads(self.query.forward(x.clone()), self.n_heads);
+        let queries = self.query.forward(x.clone());
+        let gates = (queries.dims()[2] > self.d_model).then(|| {
+            let width = self.d_model + 3 * self.n_heads;
+            let gates = queries
+                .clone()
+                .slice([0..batch, 0..seq, self.d_model..width]);
+            sigmoid(gates.reshape([batch, seq, self.n_heads, 3]).swap_dims(1, 2))
+        });
+        let queries = queries.slice([0..batch, 0..seq, 0..self.d_model]);
+        let mut q = heads(queries, self.n_heads);
         let mut k = heads(self.key.forward(x.clone()), self.n_kv_heads);
         let v = heads(self.value.forward(x), self.n_kv_heads);
         if let Some(rope) = &self.rope {
             q = rope.apply(q, past);
             k = rope.apply(k, past);
         }
-        (q, k, v)
+        (q, k, v, gates)
     }
 }

@@ -2,8 +2,8 @@
 //! step appends one position and attends the whole cache through MoBA's gate. It also keeps
 //! the mean key of every block for that gate, updated as positions arrive.
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, Tensor};
 
 /// Keys (already rotated by RoPE) and values of the positions a layer has seen:
 /// `[batch, n_kv_heads, len, head_dim]` each. Empty until the first call.
@@ -68,7 +68,7 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// The mean of every block of `block_size` cached keys (the last block's over the keys
-    /// it has): `[batch, n_kv_heads, ceil(len / block_size), head_dim]`, what MoBA's gate
+    /// it has), in f32: `[batch, n_kv_heads, ceil(len / block_size), head_dim]`, what MoBA's gate
     /// scores (`moba::backend::moba_attention_with_means`). Kept between calls: only the
     /// blocks that gained positions since the last call are pooled again (one block per
     /// decode step), never the whole cache. `None` while the cache is empty.
@@ -90,6 +90,11 @@ impl<B: Backend> KvCache<B> {
     pub fn block_means(&mut self, block_size: usize) -> Option<Tensor<B, 4>> {
         let (keys, _) = self.entries.as_ref()?;
         let [batch, heads, len, dim] = keys.dims();
+        if len == 0 {
+            return None;
+        }
+        // Pooled in f32 whatever the keys' type, as the kernels pool them (DESIGN §1.2).
+        let keys = keys.clone().cast(FloatDType::F32);
         // Blocks before the first one that gained positions keep their means.
         let (kept, past) = match self.means.take() {
             Some(old) if old.block_size == block_size && old.len <= len => {

@@ -15,6 +15,7 @@ pub use attention::{Forward, dense_forward, forward, forward_rows};
 pub use backward::{Gradients, backward};
 pub use check::{Check, GATE_NEAR_TIE, Precision, SampledRows, check_rows, tolerance};
 pub use gate::{RowGate, block_means, gate_row, selection};
+pub(crate) use nsa::selection_from_importance;
 pub use nsa::{NsaForward, NsaGradients, nsa_backward, nsa_forward};
 
 use crate::config::Shape;

@@ -434,7 +434,7 @@ fn selection(inputs: &Inputs, shape: &Shape, config: &NsaConfig) -> Vec<i32> {
     let scale = config.scale_for(d) as f64;
     let compressed = compressed_means(&inputs.k, &inputs.v, shape, config);
     let blocks = config.selection_blocks(shape.kv_len);
-    let mut out = Vec::with_capacity(shape.groups() * shape.q_len * config.top_n);
+    let mut importance = Vec::with_capacity(shape.groups() * shape.q_len * blocks);
     for group in 0..shape.groups() {
         for t in 0..shape.q_len {
             let position = shape.query_position(t);
@@ -444,12 +444,28 @@ fn selection(inputs: &Inputs, shape: &Shape, config: &NsaConfig) -> Vec<i32> {
                     compressed_branch(query, &compressed, group, position, config, scale).probs
                 })
                 .collect();
-            let importance = group_importance(&p_cmp_of_heads, config, blocks);
-            out.extend(padded(
-                &select_blocks(&importance, position, config),
-                config.top_n,
-            ));
+            importance.extend(group_importance(&p_cmp_of_heads, config, blocks));
         }
+    }
+    selection_from_importance(&importance, shape, config)
+}
+
+/// The selection of every GQA group and query, `[B, Hkv, S, top_n]` ascending and padded
+/// with -1, from the group importances `[B, Hkv, S, ceil(Sk / l')]` (step 5 alone: the
+/// burn-op NSA computes the importances on its device).
+pub(crate) fn selection_from_importance(
+    importance: &[f64],
+    shape: &Shape,
+    config: &NsaConfig,
+) -> Vec<i32> {
+    let blocks = config.selection_blocks(shape.kv_len);
+    let mut out = Vec::with_capacity(shape.groups() * shape.q_len * config.top_n);
+    for (row, importance) in importance.chunks(blocks).enumerate() {
+        let position = shape.query_position(row % shape.q_len);
+        out.extend(padded(
+            &select_blocks(importance, position, config),
+            config.top_n,
+        ));
     }
     out
 }

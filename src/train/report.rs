@@ -57,6 +57,15 @@ impl Arm {
                 first,
                 recent,
             } => format!("sink {first}+{recent} x {block_size}"),
+            AttentionKind::Nsa {
+                compress_block,
+                stride,
+                select_block,
+                top_n,
+                window,
+            } => format!(
+                "NSA cmp {compress_block}/{stride}, top-{top_n} of {select_block}, window {window}"
+            ),
         };
         match model.full_layers {
             0 => kind,

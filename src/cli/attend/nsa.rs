@@ -1,5 +1,6 @@
 //! `moba attend --attention nsa`: NSA's flags, its gates, and its computation
-//! (`../shared/NSA.md`), on the reference backend so far.
+//! (`../shared/NSA.md`): the f64 reference, or burn's tensor ops (`moba::backend::nsa_attention`)
+//! on burn's wgpu, ndarray or CUDA backend (no NSA kernels yet).
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +8,13 @@ use clap::Args;
 use moba::config::check_finite;
 use moba::{MobaError, NsaConfig, Result, Shape, npy, reference};
 
-use super::{Attention, Outputs, Problem, missing_flags, to_f32};
+use burn::backend::Autodiff;
+use moba::backend::{burn_wgpu_device, nsa_attention};
+use moba::gpu::AdapterRequest;
+
+use super::{
+    Attention, Backend, Dtype, Outputs, Problem, burn_tensor, floats, missing_flags, to_f32,
+};
 
 /// NSA's flags: all required with `--attention nsa`, all refused with `--attention moba`.
 #[derive(Args, Debug)]
@@ -102,9 +109,48 @@ pub(super) fn read_gates(path: &Path, shape: &Shape) -> Result<Vec<f32>> {
     Ok(gates.data)
 }
 
-/// NSA on the reference backend: the forward and, given `dout`, the gradients (the
-/// selection held constant), rounded to f32.
-pub(super) fn compute(p: &Problem, config: &NsaConfig) -> Result<Outputs> {
+/// NSA on `backend`: the forward and, given `dout`, the gradients (the selection held
+/// constant), in f32.
+pub(super) fn compute(
+    backend: Backend,
+    dtype: Dtype,
+    request: &AdapterRequest,
+    p: &Problem,
+    config: &NsaConfig,
+) -> Result<Outputs> {
+    match backend {
+        Backend::Reference => compute_reference(p, config),
+        Backend::BurnWgpu => {
+            let (device, adapter) = burn_wgpu_device(request)?;
+            eprintln!("adapter: {} ({:?})", adapter.name, adapter.backend);
+            compute_burn::<burn::backend::Wgpu>(&device, p, config)
+        }
+        Backend::BurnNdarray => {
+            compute_burn::<burn::backend::NdArray>(&Default::default(), p, config)
+        }
+        Backend::Cuda => compute_cuda(dtype, p, config),
+        Backend::Wgpu => unreachable!("Method::from_args refuses NSA on the wgpu backend"),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn compute_cuda(dtype: Dtype, p: &Problem, config: &NsaConfig) -> Result<Outputs> {
+    use burn::backend::Cuda;
+    use burn::tensor::{bf16, f16};
+    match dtype {
+        Dtype::F32 => compute_burn::<Cuda<f32>>(&Default::default(), p, config),
+        Dtype::F16 => compute_burn::<Cuda<f16>>(&Default::default(), p, config),
+        Dtype::Bf16 => compute_burn::<Cuda<bf16>>(&Default::default(), p, config),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn compute_cuda(_dtype: Dtype, _p: &Problem, _config: &NsaConfig) -> Result<Outputs> {
+    Err(moba::cuda::not_built())
+}
+
+/// The f64 reference, rounded to f32.
+fn compute_reference(p: &Problem, config: &NsaConfig) -> Result<Outputs> {
     let Problem {
         q,
         k,
@@ -113,7 +159,7 @@ pub(super) fn compute(p: &Problem, config: &NsaConfig) -> Result<Outputs> {
         dout,
         shape,
     } = *p;
-    let gates = gates.ok_or_else(|| missing_flags(Attention::Nsa, &[("--gates", false)]))?;
+    let gates = gates.expect("Method::Nsa reads the gates");
     let out = reference::nsa_forward(q, k, v, gates, shape, config)?;
     let grads = dout
         .map(|dout| reference::nsa_backward(q, k, v, gates, dout, shape, config))
@@ -126,5 +172,46 @@ pub(super) fn compute(p: &Problem, config: &NsaConfig) -> Result<Outputs> {
             .as_ref()
             .map(|g| [to_f32(&g.dq), to_f32(&g.dk), to_f32(&g.dv)]),
         dgates: grads.map(|g| to_f32(&g.dgates)),
+    })
+}
+
+/// NSA on burn's tensor ops of `B`, the gradients through `Autodiff<B>`.
+fn compute_burn<B: burn::tensor::backend::Backend>(
+    device: &B::Device,
+    p: &Problem,
+    config: &NsaConfig,
+) -> Result<Outputs> {
+    let Problem {
+        q,
+        k,
+        v,
+        gates,
+        dout,
+        shape,
+    } = *p;
+    let gates = gates.expect("Method::Nsa reads the gates");
+    let gate_dims = [shape.batch, shape.q_heads, shape.q_len, 3];
+    let [qt, kt, vt, gt] = [
+        (q, shape.q_dims()),
+        (k, shape.kv_dims()),
+        (v, shape.kv_dims()),
+        (gates, gate_dims),
+    ]
+    .map(|(data, dims)| burn_tensor::<Autodiff<B>>(data, dims, device).require_grad());
+    let out = nsa_attention(qt.clone(), kt.clone(), vt.clone(), gt.clone(), config)?;
+    let grads = dout.map(|dout| {
+        let dout = burn_tensor::<Autodiff<B>>(dout, shape.q_dims(), device);
+        let gradients = (out.o.clone() * dout).sum().backward();
+        [&qt, &kt, &vt, &gt].map(|t| floats(t.grad(&gradients).expect("a gradient").into_data()))
+    });
+    let selection = out.selection.into_data().convert::<i32>().to_vec();
+    Ok(Outputs {
+        o: floats(out.o.into_data()),
+        lse: None,
+        selection: selection.expect("i32 data"),
+        grads: grads
+            .as_ref()
+            .map(|[dq, dk, dv, _]| [dq.clone(), dk.clone(), dv.clone()]),
+        dgates: grads.map(|[_, _, _, dgates]| dgates),
     })
 }
