@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
 for test in .device/tests/*; do
     echo "== $(basename "$test")"
-    "$test" --test-threads=1 2>&1 | grep -E "^test |test result" | tee -a "$OUT/tests.log"
+    "$test" --test-threads=1 --include-ignored 2>&1 | grep -E "^test |test result" | tee -a "$OUT/tests.log"
 done
 
 echo "== moba bench (forward and training step), S = $SEQ_LENS"

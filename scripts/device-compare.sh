@@ -31,7 +31,7 @@ fi
 echo "== Vulkan: the wgpu tests on the GPU (new build)"
 for test in .device/tests/*; do
     case $test in *cuda*|*.gz) continue ;; esac
-    "$test" --test-threads=1 2>&1 | grep -E "^test |test result|panicked" | tee -a "$OUT/vulkan-tests.log"
+    "$test" --test-threads=1 --include-ignored 2>&1 | grep -E "^test |test result|panicked" | tee -a "$OUT/vulkan-tests.log"
 done
 for kernel in cooperative portable; do
     .device/moba --api vulkan demo --kernel "$kernel" --no-dense 2>&1 \

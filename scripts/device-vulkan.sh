@@ -33,7 +33,7 @@ export MOBA_TEST_SKIP_GL=1
 echo "== the wgpu tests on the GPU"
 for test in .device/tests/*; do
     case $test in *cuda*|*.gz) continue ;; esac
-    timeout 300 "$test" --test-threads=1 --nocapture > "$OUT/$(basename "$test").log" 2>&1
+    timeout 300 "$test" --test-threads=1 --nocapture --include-ignored > "$OUT/$(basename "$test").log" 2>&1
     grep -E "^test |test result|panicked|error|bound|DIFFER" "$OUT/$(basename "$test").log" | head -40
 done
 
