@@ -1,5 +1,6 @@
 //! The functions burn users call: validated MoBA attention on any [`MobaBackend`].
 
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorPrimitive};
 
 use super::{MobaBackend, MobaForwardOutput};
@@ -111,6 +112,17 @@ fn prepared<B: MobaBackend>(
     config: &MobaConfig,
 ) -> Result<Shape> {
     config.validate()?;
+    let shape = qkv_shape(q, k, v)?;
+    B::moba_prepare(&shape, config, &q.device())?;
+    Ok(shape)
+}
+
+/// The problem's shape from q and k, once v has k's shape.
+pub(crate) fn qkv_shape<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+) -> Result<Shape> {
     let shape = Shape::from_dims(&q.dims(), &k.dims())?;
     if v.dims() != k.dims() {
         return Err(MobaError::Config(format!(
@@ -119,7 +131,6 @@ fn prepared<B: MobaBackend>(
             k.dims()
         )));
     }
-    B::moba_prepare(&shape, config, &q.device())?;
     Ok(shape)
 }
 

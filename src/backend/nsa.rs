@@ -9,6 +9,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
+use super::api::qkv_shape;
 use super::generic::{expand_heads, host_tensor, sum_groups};
 use crate::config::{NsaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -56,14 +57,7 @@ pub fn nsa_attention<B: Backend>(
     config: &NsaConfig,
 ) -> Result<NsaAttention<B>> {
     config.validate()?;
-    let shape = Shape::from_dims(&q.dims(), &k.dims())?;
-    if v.dims() != k.dims() {
-        return Err(MobaError::Config(format!(
-            "v has shape {:?} but k has {:?}",
-            v.dims(),
-            k.dims()
-        )));
-    }
+    let shape = qkv_shape(&q, &k, &v)?;
     let gate_dims = [shape.batch, shape.q_heads, shape.q_len, 3];
     if gates.dims() != gate_dims {
         return Err(MobaError::Config(format!(

@@ -383,33 +383,62 @@ fn compute(
                 dgates: None,
             })
         }
+        Backend::BurnWgpu | Backend::BurnNdarray | Backend::Cuda => {
+            on_burn_backend(backend, dtype, request, p, config)
+        }
+    }
+}
+
+/// An attention that runs on burn's backends: MoBA through `MobaBackend`, NSA on burn's
+/// tensor ops.
+trait OnBurn {
+    /// The forward and, given `dout`, the gradients through `Autodiff<B>`.
+    fn on_burn<B: MobaBackend>(&self, device: &B::Device, p: &Problem) -> Result<Outputs>;
+}
+
+impl OnBurn for MobaConfig {
+    fn on_burn<B: MobaBackend>(&self, device: &B::Device, p: &Problem) -> Result<Outputs> {
+        compute_burn::<B>(device, p, self)
+    }
+}
+
+/// `attention` on one of burn's backends: burn-wgpu (on the requested adapter),
+/// burn-ndarray or cuda.
+fn on_burn_backend(
+    backend: Backend,
+    dtype: Dtype,
+    request: &AdapterRequest,
+    p: &Problem,
+    attention: &impl OnBurn,
+) -> Result<Outputs> {
+    match backend {
         Backend::BurnWgpu => {
             let (device, adapter) = burn_wgpu_device(request)?;
             eprintln!("adapter: {} ({:?})", adapter.name, adapter.backend);
-            compute_burn::<burn::backend::Wgpu>(&device, p, config)
+            attention.on_burn::<burn::backend::Wgpu>(&device, p)
         }
-        Backend::BurnNdarray => {
-            compute_burn::<burn::backend::NdArray>(&Default::default(), p, config)
-        }
-        Backend::Cuda => compute_cuda(dtype, p, config),
+        Backend::BurnNdarray => attention.on_burn::<burn::backend::NdArray>(&Default::default(), p),
+        Backend::Cuda => compute_cuda(dtype, p, attention),
+        Backend::Reference | Backend::Wgpu => unreachable!("{backend:?} is not one of burn's"),
     }
 }
 
 /// The CUDA backend in the chosen element type, after a clear check for a driver and GPU.
 #[cfg(feature = "cuda")]
-fn compute_cuda(dtype: Dtype, p: &Problem, config: &MobaConfig) -> Result<Outputs> {
+fn compute_cuda(dtype: Dtype, p: &Problem, attention: &impl OnBurn) -> Result<Outputs> {
     use burn::backend::Cuda;
     use burn::tensor::{bf16, f16};
     eprintln!("device: {}", moba::cuda::CudaRuntime::get(0)?.describe());
+    let device = Default::default();
     match dtype {
-        Dtype::F32 => compute_burn::<Cuda<f32>>(&Default::default(), p, config),
-        Dtype::F16 => compute_burn::<Cuda<f16>>(&Default::default(), p, config),
-        Dtype::Bf16 => compute_burn::<Cuda<bf16>>(&Default::default(), p, config),
+        Dtype::F32 => attention.on_burn::<Cuda<f32>>(&device, p),
+        Dtype::F16 => attention.on_burn::<Cuda<f16>>(&device, p),
+        Dtype::Bf16 => attention.on_burn::<Cuda<bf16>>(&device, p),
     }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn compute_cuda(_dtype: Dtype, _p: &Problem, _config: &MobaConfig) -> Result<Outputs> {
+fn compute_cuda(_dtype: Dtype, _p: &Problem, _attention: &impl OnBurn) -> Result<Outputs> {
     Err(moba::cuda::not_built())
 }
 

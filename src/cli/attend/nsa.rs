@@ -9,11 +9,12 @@ use moba::config::check_finite;
 use moba::{MobaError, NsaConfig, Result, Shape, npy, reference};
 
 use burn::backend::Autodiff;
-use moba::backend::{burn_wgpu_device, nsa_attention};
+use moba::backend::{MobaBackend, nsa_attention};
 use moba::gpu::AdapterRequest;
 
 use super::{
-    Attention, Backend, Dtype, Outputs, Problem, burn_tensor, floats, missing_flags, to_f32,
+    Attention, Backend, Dtype, OnBurn, Outputs, Problem, burn_tensor, floats, missing_flags,
+    on_burn_backend, to_f32,
 };
 
 /// NSA's flags: all required with `--attention nsa`, all refused with `--attention moba`.
@@ -120,33 +121,17 @@ pub(super) fn compute(
 ) -> Result<Outputs> {
     match backend {
         Backend::Reference => compute_reference(p, config),
-        Backend::BurnWgpu => {
-            let (device, adapter) = burn_wgpu_device(request)?;
-            eprintln!("adapter: {} ({:?})", adapter.name, adapter.backend);
-            compute_burn::<burn::backend::Wgpu>(&device, p, config)
-        }
-        Backend::BurnNdarray => {
-            compute_burn::<burn::backend::NdArray>(&Default::default(), p, config)
-        }
-        Backend::Cuda => compute_cuda(dtype, p, config),
         Backend::Wgpu => unreachable!("Method::from_args refuses NSA on the wgpu backend"),
+        Backend::BurnWgpu | Backend::BurnNdarray | Backend::Cuda => {
+            on_burn_backend(backend, dtype, request, p, config)
+        }
     }
 }
 
-#[cfg(feature = "cuda")]
-fn compute_cuda(dtype: Dtype, p: &Problem, config: &NsaConfig) -> Result<Outputs> {
-    use burn::backend::Cuda;
-    use burn::tensor::{bf16, f16};
-    match dtype {
-        Dtype::F32 => compute_burn::<Cuda<f32>>(&Default::default(), p, config),
-        Dtype::F16 => compute_burn::<Cuda<f16>>(&Default::default(), p, config),
-        Dtype::Bf16 => compute_burn::<Cuda<bf16>>(&Default::default(), p, config),
+impl OnBurn for NsaConfig {
+    fn on_burn<B: MobaBackend>(&self, device: &B::Device, p: &Problem) -> Result<Outputs> {
+        compute_burn::<B>(device, p, self)
     }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn compute_cuda(_dtype: Dtype, _p: &Problem, _config: &NsaConfig) -> Result<Outputs> {
-    Err(moba::cuda::not_built())
 }
 
 /// The f64 reference, rounded to f32.
