@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 use crate::gpu::{
-    AttentionKernel, DenseForward, ForwardIo, GpuContext, MobaBackward, MobaForward, StageTimer,
+    AttentionKernel, DenseForward, ForwardBuffers, ForwardIo, GpuContext, MobaBackward,
+    MobaForward, StageTimer,
 };
 use crate::reference::{Check, Precision, SampledRows};
 use crate::{random, reference, sparsity};
@@ -222,16 +223,56 @@ pub fn measure(
         }
         if let Some(total) = &mut found.dense_seconds {
             progress(&format!("call {}/{calls}: dense", call + 1));
-            let dense = DenseForward::new(gpu, &part, config)?;
-            *total += pollster::block_on(median_seconds(
-                gpu,
-                options.runs,
-                options.warmup,
-                |encoder| dense.encode(encoder, &io),
-            ))?;
+            *total += match options.cached_means {
+                true => dense_decode_seconds(gpu, &part, config, options, &io, &means)?,
+                false => {
+                    let dense = DenseForward::new(gpu, &part, config)?;
+                    pollster::block_on(median_seconds(
+                        gpu,
+                        options.runs,
+                        options.warmup,
+                        |encoder| dense.encode(encoder, &io),
+                    ))?
+                }
+            };
         }
     }
     Ok(found)
+}
+
+/// Dense decode over the same cache: the same split-decode kernels with every block
+/// selected (flash-decoding over all keys), so that the ratio to MoBA's step is what the
+/// sparsity buys. Its outputs go to buffers of its own.
+fn dense_decode_seconds(
+    gpu: &GpuContext,
+    shape: &Shape,
+    config: &MobaConfig,
+    options: &BenchOptions,
+    io: &ForwardBuffers<'_>,
+    means: &[&wgpu::Buffer],
+) -> Result<f64> {
+    let every_block = MobaConfig {
+        top_k: shape.num_blocks(config.block_size),
+        ..*config
+    };
+    let dense = MobaForward::with_given_means(gpu, shape, &every_block, options.kernel)?;
+    let (o, lse) = (
+        gpu.poisoned("dense o", shape.q_elems()),
+        gpu.poisoned("dense lse", shape.q_rows()),
+    );
+    let selection = gpu.poisoned("dense selection", shape.q_rows() * every_block.top_k);
+    let io = ForwardBuffers {
+        o: &o,
+        lse: &lse,
+        selection: &selection,
+        ..*io
+    };
+    pollster::block_on(median_seconds(
+        gpu,
+        options.runs,
+        options.warmup,
+        |encoder| dense.encode_with(encoder, &io, means, None),
+    ))
 }
 
 /// Runs one timed encoding and adds its per-stage GPU times to `stages`.

@@ -415,6 +415,8 @@ fn bench_decode_measures_one_query_per_sequence_over_a_cache() {
         ("decode", 2, 1, 300)
     );
     assert_eq!((record.q_heads, record.kv_heads), (4, 2));
+    // Two rows per kv group: the split decode, with the block means the cache would keep.
+    assert_eq!(record.kernel, "SplitDecode");
     assert!(
         record.o_error < 1e-5 && record.passed == Some(true),
         "{record:?}"

@@ -238,6 +238,37 @@ fn checkpoints_round_trip_bit_exactly() {
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
 
+#[test]
+fn an_nsa_model_trains_like_a_moba_model() {
+    let mut config = text_config(24, 8);
+    config.model.attention = AttentionKind::Nsa {
+        compress_block: 8,
+        stride: 4,
+        select_block: 8,
+        top_n: 3,
+        window: 16,
+    };
+    let dir = scratch("nsa");
+    let device = Default::default();
+    let options = EvalOptions {
+        batches: 4,
+        ..Default::default()
+    };
+    NdArray::<f32>::seed(&device, config.seed);
+    let fresh = config.model.init::<NdArray>(&device).unwrap();
+    let before = evaluate(&fresh, &config, &options, &device).unwrap();
+    train(&config, false, target(&dir)).unwrap();
+    let trained = load_model::<NdArray>(&config.model, &model_path(&dir), &device).unwrap();
+    let after = evaluate(&trained, &config, &options, &device).unwrap();
+    // As the MoBA model of `a_few_training_steps_lower_the_loss` does.
+    assert!(
+        after.valid_loss < before.valid_loss - 1.0,
+        "validation loss {} -> {}",
+        before.valid_loss,
+        after.valid_loss
+    );
+}
+
 /// Full-forward logits against a prefill of the first 30 bytes and 10 decode steps.
 fn check_decode<B: MobaBackend>(device: B::Device) {
     let model = tiny(48).init::<B>(&device).unwrap();
