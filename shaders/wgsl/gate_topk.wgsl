@@ -38,7 +38,8 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     var eligible = params.num_blocks;
     if params.causal != 0u {
         places = TOP_K - 1u;
-        eligible = current;
+        // Causal top-1 ranks no block (and its block means are never pooled).
+        eligible = select(current, 0u, places == 0u);
     }
     // The best blocks so far, best first; `kept` of them are valid.
     var best_score: array<f32, TOP_K>;
