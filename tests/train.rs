@@ -92,23 +92,29 @@ fn floats<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().to_vec().unwrap()
 }
 
-#[test]
-fn a_few_training_steps_lower_the_loss() {
-    let config = text_config(24, 8);
-    let dir = scratch("steps");
+/// Trains `config` on ndarray into `dir`: the evaluation of the untrained model (the same
+/// seed gives the weights training starts from), the run's summary, and the evaluation of
+/// the trained model.
+fn train_and_evaluate(config: &TrainConfig, dir: &Path) -> (EvalReport, TrainSummary, EvalReport) {
     let device = Default::default();
     let options = EvalOptions {
         batches: 4,
         ..Default::default()
     };
-    // The untrained model: the same seed gives the weights training starts from.
     NdArray::<f32>::seed(&device, config.seed);
     let fresh = config.model.init::<NdArray>(&device).unwrap();
-    let before = evaluate(&fresh, &config, &options, &device).unwrap();
+    let before = evaluate(&fresh, config, &options, &device).unwrap();
+    let summary = train(config, false, target(dir)).unwrap();
+    let trained = load_model::<NdArray>(&config.model, &model_path(dir), &device).unwrap();
+    let after = evaluate(&trained, config, &options, &device).unwrap();
+    (before, summary, after)
+}
 
-    let summary = train(&config, false, target(&dir)).unwrap();
-    let trained = load_model::<NdArray>(&config.model, &model_path(&dir), &device).unwrap();
-    let after = evaluate(&trained, &config, &options, &device).unwrap();
+#[test]
+fn a_few_training_steps_lower_the_loss() {
+    let config = text_config(24, 8);
+    let dir = scratch("steps");
+    let (before, summary, after) = train_and_evaluate(&config, &dir);
     // Uniform over 256 bytes is ln 256 = 5.55 nats; a byte unigram model of English prose
     // is about 3.2. Twenty-four steps get well past the midpoint.
     assert!(
@@ -248,18 +254,7 @@ fn an_nsa_model_trains_like_a_moba_model() {
         top_n: 3,
         window: 16,
     };
-    let dir = scratch("nsa");
-    let device = Default::default();
-    let options = EvalOptions {
-        batches: 4,
-        ..Default::default()
-    };
-    NdArray::<f32>::seed(&device, config.seed);
-    let fresh = config.model.init::<NdArray>(&device).unwrap();
-    let before = evaluate(&fresh, &config, &options, &device).unwrap();
-    train(&config, false, target(&dir)).unwrap();
-    let trained = load_model::<NdArray>(&config.model, &model_path(&dir), &device).unwrap();
-    let after = evaluate(&trained, &config, &options, &device).unwrap();
+    let (before, _, after) = train_and_evaluate(&config, &scratch("nsa"));
     // As the MoBA model of `a_few_training_steps_lower_the_loss` does.
     assert!(
         after.valid_loss < before.valid_loss - 1.0,
