@@ -68,20 +68,6 @@ fn cases() -> Vec<(&'static str, Shape, NsaConfig)> {
     ]
 }
 
-/// `q, k, v, gates` of a case (gates in (0, 1), as a sigmoid gives them).
-fn inputs(shape: &Shape, seed: u64) -> [Vec<f32>; 4] {
-    let gates = random::normal(shape.q_rows() * 3, seed + 3)
-        .into_iter()
-        .map(|x| 1.0 / (1.0 + (-x).exp()))
-        .collect();
-    [
-        random::normal(shape.q_elems(), seed),
-        random::normal(shape.kv_elems(), seed + 1),
-        random::normal(shape.kv_elems(), seed + 2),
-        gates,
-    ]
-}
-
 fn tensor<B: Backend>(data: &[f32], dims: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(data.to_vec(), dims), device)
 }
@@ -109,7 +95,7 @@ const TOLERANCE: f64 = 1e-4;
 /// The forward of every case on one backend: o and the selection.
 fn check_forward<B: Backend>(name: &str, device: &B::Device) {
     for (index, (what, shape, config)) in cases().into_iter().enumerate() {
-        let data = inputs(&shape, 10 * index as u64);
+        let data = random::nsa_inputs(&shape, 10 * index as u64);
         let [q, k, v, gates] = tensors::<B>(&data, &shape, device);
         let got = nsa_attention(q, k, v, gates, &config).unwrap();
         let [q, k, v, gates] = &data;
@@ -137,7 +123,7 @@ fn nsa_gradients_through_autodiff_match_the_reference() {
     type B = Autodiff<NdArray>;
     let device = Default::default();
     for (index, (what, shape, config)) in cases().into_iter().enumerate() {
-        let data = inputs(&shape, 10 * index as u64);
+        let data = random::nsa_inputs(&shape, 10 * index as u64);
         let dout = random::normal(shape.q_elems(), 10 * index as u64 + 4);
         let inputs = tensors::<B>(&data, &shape, &device).map(Tensor::require_grad);
         let [q, k, v, gates] = inputs.clone();
@@ -164,7 +150,7 @@ fn nsa_gradients_through_autodiff_match_the_reference() {
 fn bad_gates_and_configs_are_errors() {
     let device = Default::default();
     let shape = shape(2, 1, 16, 16, 8);
-    let data = inputs(&shape, 1);
+    let data = random::nsa_inputs(&shape, 1);
     let [q, k, v, gates] = tensors::<NdArray>(&data, &shape, &device);
     let short = gates.clone().slice([0..1, 0..2, 0..16, 0..2]);
     let err = nsa_attention(

@@ -23,8 +23,8 @@ pub struct AttendArgs {
     /// Values, f32 [B, Hkv, Sk, D].
     #[arg(long)]
     v: PathBuf,
-    /// Which sparse attention: MoBA, or NSA (always causal; the reference backend only so
-    /// far). Each takes its own flags, listed under its heading below.
+    /// Which sparse attention: MoBA, or NSA (always causal; every backend but wgpu, which
+    /// has no NSA kernels yet). Each takes its own flags, listed under its heading below.
     #[arg(long, value_enum, default_value_t = Attention::Moba)]
     attention: Attention,
     /// Softmax scale (default 1/sqrt(D)).
@@ -66,26 +66,27 @@ struct MobaArgs {
 }
 
 impl MobaArgs {
-    /// The MoBA flags given on the command line.
-    fn given(&self) -> Vec<&'static str> {
+    /// Every MoBA flag with whether it was given, the required ones first.
+    fn flags(&self) -> [(&'static str, bool); 3] {
         [
             ("--block-size", self.block_size.is_some()),
             ("--top-k", self.top_k.is_some()),
             ("--non-causal", self.non_causal),
         ]
-        .into_iter()
-        .filter_map(|(flag, given)| given.then_some(flag))
-        .collect()
+    }
+
+    /// The MoBA flags given on the command line.
+    fn given(&self) -> Vec<&'static str> {
+        self.flags()
+            .into_iter()
+            .filter_map(|(flag, given)| given.then_some(flag))
+            .collect()
     }
 
     /// The checked config; names every required flag that is missing.
     fn config(&self, scale: Option<f32>) -> Result<MobaConfig> {
         let (Some(block_size), Some(top_k)) = (self.block_size, self.top_k) else {
-            let required = [
-                ("--block-size", self.block_size.is_some()),
-                ("--top-k", self.top_k.is_some()),
-            ];
-            return Err(missing_flags(Attention::Moba, &required));
+            return Err(missing_flags(Attention::Moba, &self.flags()[..2]));
         };
         let config = MobaConfig {
             scale,

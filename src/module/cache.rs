@@ -93,8 +93,7 @@ impl<B: Backend> KvCache<B> {
         if len == 0 {
             return None;
         }
-        // Pooled in f32 whatever the keys' type, as the kernels pool them (DESIGN §1.2).
-        let keys = keys.clone().cast(FloatDType::F32);
+        let keys = keys.clone();
         // Blocks before the first one that gained positions keep their means.
         let (kept, past) = match self.means.take() {
             Some(old) if old.block_size == block_size && old.len <= len => {
@@ -104,25 +103,26 @@ impl<B: Backend> KvCache<B> {
             }
             _ => (0, None),
         };
+        // Only the keys of the blocks that gained positions, pooled in f32 whatever the keys'
+        // type, as the kernels pool them (DESIGN §1.2).
         let first = kept * block_size;
-        let full = (len - first) / block_size;
+        let fresh = keys
+            .slice([0..batch, 0..heads, first..len])
+            .cast(FloatDType::F32);
+        let (full, tail) = ((len - first) / block_size, (len - first) % block_size);
         let mut parts: Vec<Tensor<B, 4>> = past.into_iter().collect();
         if full > 0 {
-            let whole = keys
+            let whole = fresh
                 .clone()
-                .slice([0..batch, 0..heads, first..first + full * block_size]);
+                .slice([0..batch, 0..heads, 0..full * block_size]);
             let pooled = whole
                 .reshape([batch, heads, full, block_size, dim])
                 .mean_dim(3);
             parts.push(pooled.reshape([batch, heads, full, dim]));
         }
-        let tail = first + full * block_size;
-        if tail < len {
-            parts.push(
-                keys.clone()
-                    .slice([0..batch, 0..heads, tail..len])
-                    .mean_dim(2),
-            );
+        if tail > 0 {
+            let rest = full * block_size..full * block_size + tail;
+            parts.push(fresh.slice([0..batch, 0..heads, rest]).mean_dim(2));
         }
         let means = Tensor::cat(parts, 2);
         self.means = Some(BlockMeans {

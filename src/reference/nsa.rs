@@ -650,22 +650,8 @@ mod tests {
     use crate::random;
     use crate::reference::dense_forward;
 
-    /// Random f32 inputs (standard-normal q, k, v; gates in (0, 1) as a sigmoid makes them).
-    fn random_f32(shape: &Shape, seed: u64) -> [Vec<f32>; 4] {
-        let gates = random::normal(shape.q_rows() * 3, seed + 3)
-            .into_iter()
-            .map(|x| 1.0 / (1.0 + (-x).exp()))
-            .collect();
-        [
-            random::normal(shape.q_elems(), seed),
-            random::normal(shape.kv_elems(), seed + 1),
-            random::normal(shape.kv_elems(), seed + 2),
-            gates,
-        ]
-    }
-
     fn random_inputs(shape: &Shape, seed: u64) -> Inputs {
-        let [q, k, v, gates] = random_f32(shape, seed);
+        let [q, k, v, gates] = random::nsa_inputs(shape, seed);
         Inputs {
             q: widen(&q),
             k: widen(&k),
@@ -844,7 +830,7 @@ mod tests {
     #[test]
     fn o_cmp_is_zero_exactly_for_queries_before_the_first_complete_block() {
         let (shape, config) = (shape([1, 1, 1, 16, 16, 4]), NsaConfig::new(8, 4, 4, 3, 3));
-        let [q, k, v, g] = random_f32(&shape, 60);
+        let [q, k, v, g] = random::nsa_inputs(&shape, 60);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
         for (t, row) in forward.o_cmp.chunks(4).enumerate() {
             // Block 0 covers keys 0..8: eligible from position 7 on.
@@ -871,7 +857,7 @@ mod tests {
     #[test]
     fn public_backward_matches_the_core_and_the_forward_is_the_gated_sum() {
         let (shape, config) = (shape([1, 4, 2, 10, 18, 4]), NsaConfig::new(4, 2, 4, 3, 4));
-        let [q, k, v, g] = random_f32(&shape, 8);
+        let [q, k, v, g] = random::nsa_inputs(&shape, 8);
         let dout = random::normal(shape.q_elems(), 9);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
         let grads = nsa_backward(&q, &k, &v, &g, &dout, &shape, &config).unwrap();
@@ -911,7 +897,7 @@ mod tests {
         let shape = shape([2, 4, 2, 5, 19, 4]);
         // ns = ceil(19 / 4) = 5 blocks, all selected.
         let config = NsaConfig::new(4, 2, 4, 5, 2);
-        let [q, k, v, g] = random_f32(&shape, 10);
+        let [q, k, v, g] = random::nsa_inputs(&shape, 10);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
         let dense = dense_causal(&q, &k, &v, &shape, &config);
         assert!(max_abs_diff(&forward.o_slc, &dense) < 1e-12);
@@ -924,7 +910,7 @@ mod tests {
     #[test]
     fn a_window_covering_every_key_gives_dense_causal_attention() {
         let shape = shape([1, 4, 1, 7, 15, 4]);
-        let [q, k, v, g] = random_f32(&shape, 11);
+        let [q, k, v, g] = random::nsa_inputs(&shape, 11);
         let dense = dense_causal(&q, &k, &v, &shape, &NsaConfig::new(4, 2, 4, 3, 1));
         for window in [15, 40] {
             let config = NsaConfig::new(4, 2, 4, 3, window);
@@ -939,7 +925,7 @@ mod tests {
     #[test]
     fn a_window_of_one_is_the_own_value() {
         let shape = shape([1, 2, 1, 3, 9, 4]);
-        let [q, k, v, g] = random_f32(&shape, 12);
+        let [q, k, v, g] = random::nsa_inputs(&shape, 12);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &NsaConfig::new(4, 2, 4, 3, 1)).unwrap();
         for (n, row) in forward.o_win.chunks(4).enumerate() {
             let position = shape.query_position(n % 3);
@@ -951,7 +937,7 @@ mod tests {
     fn compressed_blocks_of_one_key_give_dense_causal_attention() {
         let shape = shape([1, 4, 2, 6, 11, 4]);
         let config = NsaConfig::new(1, 1, 3, 3, 2);
-        let [q, k, v, g] = random_f32(&shape, 13);
+        let [q, k, v, g] = random::nsa_inputs(&shape, 13);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
         let dense = dense_causal(&q, &k, &v, &shape, &config);
         assert!(max_abs_diff(&forward.o_cmp, &dense) < 1e-12);
@@ -961,7 +947,7 @@ mod tests {
     fn forced_blocks_are_always_selected_and_the_selection_is_well_formed() {
         let shape = shape([2, 4, 2, 40, 43, 4]);
         let config = NsaConfig::new(4, 2, 4, 5, 4);
-        let [q, k, v, g] = random_f32(&shape, 14);
+        let [q, k, v, g] = random::nsa_inputs(&shape, 14);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
         assert_eq!(forward.selection.len(), shape.groups() * shape.q_len * 5);
         for (n, blocks) in forward.selection.chunks(5).enumerate() {
@@ -1024,7 +1010,7 @@ mod tests {
     fn heads_of_a_group_share_one_selection_by_summed_importance() {
         let shape = shape([1, 4, 1, 32, 32, 4]);
         let config = NsaConfig::new(4, 2, 4, 4, 3);
-        let [q, k, v, g] = random_f32(&shape, 15);
+        let [q, k, v, g] = random::nsa_inputs(&shape, 15);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
         let inputs = random_inputs(&shape, 15);
         let blocks = config.selection_blocks(32);
@@ -1135,7 +1121,7 @@ mod tests {
         // (l = 4, d = 2), so selection blocks 1..=5 (l' = 2) tie at 2/7 each.
         let shape = shape([1, 2, 1, 16, 16, 4]);
         let config = NsaConfig::new(4, 2, 2, 5, 1);
-        let [q, _, v, g] = random_f32(&shape, 17);
+        let [q, _, v, g] = random::nsa_inputs(&shape, 17);
         let k = vec![0.0; shape.kv_elems()];
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
         // Forced 0, 6 and 7, then two of the tied 1..=5: the larger ones.
@@ -1149,7 +1135,7 @@ mod tests {
             ..shape
         };
         let config = NsaConfig::new(16, 2, 2, 4, 1);
-        let [q, k, v, g] = random_f32(&shape, 18);
+        let [q, k, v, g] = random::nsa_inputs(&shape, 18);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
         // Position 11: current block 5, forced 0, 4, 5, then the larger of 1..=3.
         assert_eq!(forward.selection[11 * 4..][..4], [0, 3, 4, 5]);
@@ -1159,7 +1145,7 @@ mod tests {
     #[test]
     fn bad_inputs_and_configs_are_errors() {
         let (shape, config) = (shape([1, 2, 1, 4, 8, 4]), NsaConfig::new(4, 2, 4, 3, 2));
-        let [q, k, v, g] = random_f32(&shape, 19);
+        let [q, k, v, g] = random::nsa_inputs(&shape, 19);
         let dout = random::normal(shape.q_elems(), 20);
         assert!(nsa_forward(&q, &k, &v, &g, &shape, &config).is_ok());
 
