@@ -58,6 +58,7 @@ pub mod shared_constants;
 pub mod sparsity;
 #[cfg(feature = "burn")]
 pub mod train;
+pub mod varlen;
 
 pub use config::{Gate, MobaConfig, NsaConfig, Shape};
 pub use error::{MobaError, Result};

@@ -15,10 +15,11 @@
 //   mean is staged as a tf32 head plus its remainder, so the products keep about 21 bits of
 //   the mean (f32 keeps 24). f32 inputs: each thread its row in f32 FMAs. Same rule as the
 //   reference and the WGSL gate: causal rows force their own block and rank the earlier
-//   ones; ties go to the larger block id; the static gates score by block id (sinks above
-//   every other block).
+//   ones of their sequence; ties go to the larger block id; the static gates score by block
+//   id (sinks above every other block).
 //   Memory: q [rows, HEAD_DIM] elem_t; selection [rows, TOP_K] i32, ascending, padded with
-//   -1. Shared: the staged means as (head, remainder) pairs in rows of STAGE_STRIDE (a
+//   -1; sequence_starts [num_blocks] i32 or null, the first block of each block's sequence
+//   (a packed varlen batch; null: all 0). Shared: the staged means as (head, remainder) pairs in rows of STAGE_STRIDE (a
 //   fragment read of 8 blocks x 4 columns falls in 32 distinct banks), and the stage's
 //   scores [GATE_THREADS][SCORE_STRIDE].
 
@@ -226,7 +227,8 @@ struct RankedBlocks {
 };
 
 extern "C" __global__ void __launch_bounds__(GATE_THREADS)
-gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
+gate_topk(Params p, const elem_t* q, const float* means, int* selection,
+          const int* sequence_starts) {
     __shared__ StagedMeans staged;
     __shared__ __align__(16) StageScores scores;
     __shared__ u32 walk;
@@ -242,9 +244,11 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
     if (mean_key) query.load(q + (size_t)bh * p.q_len * HEAD_DIM, first, p.q_len - 1);
     const float4* block_mean = (const float4*)(means + (size_t)kv_group(p, bh) * p.num_blocks * HEAD_DIM);
 
-    // Causal rows rank the blocks before their own for TOP_K - 1 places.
+    // Causal rows rank the blocks of their sequence before their own for TOP_K - 1 places
+    // (a packed batch gives each block's first block of its sequence; else block 0).
     u32 places = p.causal ? TOP_K - 1 : TOP_K;
     u32 eligible = p.causal ? current : p.num_blocks;
+    u32 from = p.causal && sequence_starts ? (u32)sequence_starts[current] : 0;
     RankedBlocks best;
 
     // The stages walk the blocks any row of the thread block ranks; each row ranks its own.
@@ -265,12 +269,13 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection) {
             __syncwarp(); // a thread's row was scored by its own warp
         }
         u32 stop = min(first_block + MEAN_STAGE, eligible);
-        for (u32 j = first_block; j < stop; j++) {
-            float score = (float)j; // the static gates: recent blocks first
+        for (u32 j = max(first_block, from); j < stop; j++) {
+            u32 local = j - from; // the block's id within the row's sequence
+            float score = (float)local; // the static gates: recent blocks first
             if (mean_key) {
                 score = scores[threadIdx.x][j - first_block];
-            } else if (p.gate == GATE_SINK_AND_RECENT && j < p.sink_blocks) {
-                score = (float)(p.num_blocks + j);
+            } else if (p.gate == GATE_SINK_AND_RECENT && local < p.sink_blocks) {
+                score = (float)(p.num_blocks + local);
             }
             best.insert(score, (int)j, places);
         }

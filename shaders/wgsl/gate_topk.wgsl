@@ -5,12 +5,15 @@
 // Registers: each thread keeps its query (HEAD_VECS vec4) and its best TOP_K (score, block)
 //       pairs while it streams over the block means, so no [rows, num_blocks] score matrix
 //       ever exists. The loops over the query are marked `// unroll` (src/gpu/unroll.rs).
-// Scores: q . mean key (MoBA), or a fixed score for the static gates (block id; sinks above
-//       every other block), the same rule as `Gate::static_score` on the host.
-// Rule (DESIGN §1): causal rows force their own block and rank only earlier blocks; ties go
-//       to the larger block id. Non-causal rows rank every block.
+// Scores: q . mean key (MoBA), or a fixed score for the static gates (block id within the
+//       row's sequence; sinks, its first blocks, above every other block), the same rule as
+//       `Gate::static_score` on the host.
+// Rule (DESIGN §1): causal rows force their own block and rank only earlier blocks of their
+//       own sequence; ties go to the larger block id. Non-causal rows rank every block.
 // Memory: queries [rows, HEAD_DIM] vec4 f32; block_means [groups, num_blocks, HEAD_DIM] vec4 f32;
-//         selection [rows, TOP_K] i32, ascending, padded with -1.
+//         selection [rows, TOP_K] i32, ascending, padded with -1; sequence_starts [num_blocks]
+//         u32, the first block of each block's sequence (all 0 but where sequences of a varlen
+//         batch are packed, each from a block boundary).
 
 // No block: above every block id.
 const NO_BLOCK: u32 = 0xffffffffu;
@@ -18,6 +21,7 @@ const NO_BLOCK: u32 = 0xffffffffu;
 @group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> block_means: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> selection: array<i32>;
+@group(0) @binding(4) var<storage, read> sequence_starts: array<u32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
@@ -33,11 +37,13 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     let current = query_position(row % params.q_len) / params.block_size;
     let means = row_group(row) * params.num_blocks * HEAD_VECS;
 
-    // Causal rows rank the blocks before their own for TOP_K - 1 places.
+    // Causal rows rank the blocks of their sequence before their own for TOP_K - 1 places.
     var places = TOP_K;
+    var first = 0u;
     var eligible = params.num_blocks;
     if params.causal != 0u {
         places = TOP_K - 1u;
+        first = sequence_starts[current];
         // Causal top-1 ranks no block (and its block means are never pooled).
         eligible = select(current, 0u, places == 0u);
     }
@@ -45,16 +51,17 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     var best_score: array<f32, TOP_K>;
     var best_block: array<u32, TOP_K>;
     var kept = 0u;
-    for (var block = 0u; block < eligible; block++) {
-        var score = f32(block); // the static gates: recent blocks first
+    for (var block = first; block < eligible; block++) {
+        let local = block - first; // the block's id within the row's sequence
+        var score = f32(local); // the static gates: recent blocks first
         if params.gate == GATE_MEAN_KEY {
             score = 0.0;
             // unroll
             for (var i = 0u; i < HEAD_VECS; i++) {
                 score += dot(query[i], block_means[means + block * HEAD_VECS + i]);
             }
-        } else if params.gate == GATE_SINK_AND_RECENT && block < params.sink_blocks {
-            score = f32(params.num_blocks + block);
+        } else if params.gate == GATE_SINK_AND_RECENT && local < params.sink_blocks {
+            score = f32(params.num_blocks + local);
         }
         if kept < places {
             kept += 1u;

@@ -1,11 +1,12 @@
 //! The functions burn users call: validated MoBA attention on any [`MobaBackend`].
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorPrimitive};
+use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 
-use super::{MobaBackend, MobaForwardOutput};
+use super::{ForwardGiven, MobaBackend, MobaForwardOutput};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
+use crate::varlen::{Packing, check_causal, check_packed};
 
 /// MoBA attention (DESIGN §1) of `q: [B, Hq, S, D]` over `k, v: [B, Hkv, Sk, D]`; returns
 /// `o: [B, Hq, S, D]`. Differentiable on `Autodiff<B>` (q, k and v get gradients; the block
@@ -97,11 +98,90 @@ pub fn moba_attention_with_means<B: MobaBackend>(
         )));
     }
     let qkv = [q, k, v].map(|t| t.into_primitive().tensor());
-    let means = means.into_primitive().tensor();
-    Ok(stats(
-        B::moba_forward_with_means(qkv, means, config),
-        &shape,
-    ))
+    let given = ForwardGiven {
+        means: Some(means.into_primitive().tensor()),
+        sequence_starts: None,
+    };
+    Ok(stats(B::moba_forward_given(qkv, given, config), &shape))
+}
+
+/// MoBA attention of a varlen (packed) batch: `q: [1, Hq, T, D]` and `k, v: [1, Hkv, T, D]`
+/// hold the sequences `cu_seqlens` delimits (sequence `i` is tokens `cu_seqlens[i]..
+/// cu_seqlens[i + 1]`, as flash-attn's varlen API), each attended causally on its own:
+/// blocks never cross a sequence boundary ([`crate::varlen`]). Differentiable like
+/// [`moba_attention`]; the selection's block ids count from each row's own sequence.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::{Distribution, Tensor};
+/// use moba::{MobaConfig, backend::moba_attention_varlen};
+///
+/// let device = Default::default();
+/// // Sequences of 5, 40 and 19 tokens packed into 64.
+/// let q = Tensor::<NdArray, 4>::random([1, 4, 64, 16], Distribution::Normal(0.0, 1.0), &device);
+/// let kv = Tensor::<NdArray, 4>::random([1, 2, 64, 16], Distribution::Normal(0.0, 1.0), &device);
+/// let out = moba_attention_varlen(q, kv.clone(), kv, &[0, 5, 45, 64], &MobaConfig::new(16, 2))?;
+/// assert_eq!(out.o.dims(), [1, 4, 64, 16]);
+/// # Ok::<(), moba::MobaError>(())
+/// ```
+pub fn moba_attention_varlen<B: MobaBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    cu_seqlens: &[usize],
+    config: &MobaConfig,
+) -> Result<MobaAttentionStats<B>> {
+    config.validate()?;
+    check_causal(config)?;
+    let shape = qkv_shape(&q, &k, &v)?;
+    let packing = Packing::new(cu_seqlens, config.block_size)?;
+    check_packed(&packing, shape.batch, shape.q_len, shape.kv_len)?;
+    let len = packing.aligned_len();
+    let aligned = Shape {
+        q_len: len,
+        kv_len: len,
+        ..shape
+    };
+    let device = q.device();
+    B::moba_prepare(&aligned, config, &device)?;
+    let index = |values: Vec<usize>| {
+        let values: Vec<i64> = values.into_iter().map(|i| i as i64).collect();
+        let len = values.len();
+        Tensor::<B, 1, Int>::from_data(TensorData::new(values, [len]), &device)
+    };
+    // Every aligned position reads its packed token; the gaps read a zero row appended
+    // after the last token.
+    let positions = packing.aligned_positions();
+    let mut sources = vec![packing.tokens(); len];
+    for (token, &at) in positions.iter().enumerate() {
+        sources[at] = token;
+    }
+    let sources = index(sources);
+    let align = |x: Tensor<B, 4>| {
+        let [b, h, _, d] = x.dims();
+        let gap = Tensor::<B, 4>::zeros([b, h, 1, d], &device).cast(x.dtype());
+        Tensor::cat(vec![x, gap], 2).select(2, sources.clone())
+    };
+    let qkv = [q, k, v].map(|t| align(t).into_primitive().tensor());
+    let starts = packing.sequence_starts().into_iter().map(|b| b as usize);
+    let given = ForwardGiven {
+        means: None,
+        sequence_starts: Some(index(starts.collect()).into_primitive()),
+    };
+    let out = stats(B::moba_forward_given(qkv, given, config), &aligned);
+    // Back to the packed tokens; block ids from each row's sequence's first block.
+    let positions = index(positions);
+    let selection = out.selection.select(2, positions.clone());
+    let first_blocks: Vec<i64> = packing.first_blocks().into_iter().map(i64::from).collect();
+    let first_blocks =
+        Tensor::<B, 1, Int>::from_data(TensorData::new(first_blocks, [packing.tokens()]), &device)
+            .reshape([1, 1, packing.tokens(), 1]);
+    let padding = selection.clone().lower_elem(0);
+    Ok(MobaAttentionStats {
+        o: out.o.select(2, positions.clone()),
+        lse: out.lse.select(2, positions),
+        selection: (selection.clone() - first_blocks).mask_where(padding, selection),
+    })
 }
 
 /// The problem's shape, once the config, the shapes and the backend's preparation pass.

@@ -9,7 +9,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
+use super::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 
@@ -38,20 +38,19 @@ impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
         B::moba_prepare(shape, config, device)
     }
 
-    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
-        let out = B::moba_forward(qkv.each_ref().map(|t| t.primitive.clone()), config);
-        record(qkv, out, config)
-    }
-
-    /// The inner backend reads the means; they get no gradient (the selection they make is
-    /// a constant, DESIGN §1.6).
-    fn moba_forward_with_means(
+    /// The inner backend reads what is given; the block means get no gradient (the
+    /// selection they make is a constant, DESIGN §1.6).
+    fn moba_forward_given(
         qkv: [FloatTensor<Self>; 3],
-        means: FloatTensor<Self>,
+        given: ForwardGiven<Self>,
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
         let inner = qkv.each_ref().map(|t| t.primitive.clone());
-        let out = B::moba_forward_with_means(inner, means.primitive, config);
+        let given = ForwardGiven {
+            means: given.means.map(|means| means.primitive),
+            sequence_starts: given.sequence_starts,
+        };
+        let out = B::moba_forward_given(inner, given, config);
         record(qkv, out, config)
     }
 

@@ -10,18 +10,19 @@ use burn::tensor::{DType, Element, Shape};
 use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 
-use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
+use super::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::MobaConfig;
 
 type Handles<B> =
     HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
 
-/// The forward as a fusion operation: inputs q, k, v (and the block means, where given);
-/// outputs o, lse, selection.
+/// The forward as a fusion operation: inputs q, k, v, then the block means and the
+/// sequence starts where given; outputs o, lse, selection.
 #[derive(Debug)]
 struct ForwardOp<B> {
     desc: CustomOpIr,
     config: MobaConfig,
+    given_means: bool,
     _backend: PhantomData<B>,
 }
 
@@ -30,16 +31,15 @@ impl<B: FusionBackend + MobaBackend> Operation<B::FusionRuntime> for ForwardOp<B
         let [o, lse, selection] = self.desc.outputs.as_slice() else {
             unreachable!("the forward declares three outputs")
         };
-        let inputs: Vec<_> = (self.desc.inputs.iter())
-            .map(|ir| handles.get_float_tensor::<B>(ir))
-            .collect();
-        let out = match <[_; 4]>::try_from(inputs) {
-            Ok([q, k, v, means]) => B::moba_forward_with_means([q, k, v], means, &self.config),
-            Err(inputs) => {
-                let qkv = inputs.try_into().expect("the forward reads q, k and v");
-                B::moba_forward(qkv, &self.config)
-            }
+        let mut inputs = self.desc.inputs.iter();
+        let mut float = || handles.get_float_tensor::<B>(inputs.next().expect("q, k and v"));
+        let qkv = [float(), float(), float()];
+        let means = self.given_means.then(float);
+        let given = ForwardGiven {
+            means,
+            sequence_starts: inputs.next().map(|ir| handles.get_int_tensor::<B>(ir)),
         };
+        let out = B::moba_forward_given(qkv, given, &self.config);
         handles.register_float_tensor::<B>(&o.id, out.o);
         handles.register_float_tensor::<B>(&lse.id, out.lse);
         handles.register_int_tensor::<B>(&selection.id, out.selection);
@@ -82,17 +82,12 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
         B::moba_prepare(shape, config, device)
     }
 
-    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
-        register_forward::<B>(qkv.to_vec(), config)
-    }
-
-    fn moba_forward_with_means(
+    fn moba_forward_given(
         qkv: [FloatTensor<Self>; 3],
-        means: FloatTensor<Self>,
+        given: ForwardGiven<Self>,
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
-        let [q, k, v] = qkv;
-        register_forward::<B>(vec![q, k, v, means], config)
+        register_forward::<B>(qkv, given, config)
     }
 
     fn moba_backward(
@@ -133,12 +128,18 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
     }
 }
 
-/// Registers the forward in the fusion stream: `inputs` are q, k, v and, where given, the
-/// block means.
+/// Registers the forward in the fusion stream: its inputs are q, k, v and what is given.
 fn register_forward<B: FusionBackend + MobaBackend>(
-    inputs: Vec<FloatTensor<Fusion<B>>>,
+    qkv: [FloatTensor<Fusion<B>>; 3],
+    given: ForwardGiven<Fusion<B>>,
     config: &MobaConfig,
 ) -> MobaForwardOutput<Fusion<B>> {
+    let given_means = given.means.is_some();
+    // Float and int tensors of `Fusion` are the same type.
+    let inputs: Vec<_> = (qkv.into_iter())
+        .chain(given.means)
+        .chain(given.sequence_starts)
+        .collect();
     let q = &inputs[0];
     let client = q.client.clone();
     let streams = OperationStreams::with_inputs(&inputs);
@@ -155,15 +156,12 @@ fn register_forward<B: FusionBackend + MobaBackend>(
             B::IntElem::dtype(),
         ),
     ];
-    let name = match inputs.len() {
-        4 => "moba_forward_with_means",
-        _ => "moba_forward",
-    };
     let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
-    let desc = CustomOpIr::new(name, &inputs, &outputs);
+    let desc = CustomOpIr::new("moba_forward", &inputs, &outputs);
     let op = ForwardOp::<B> {
         desc: desc.clone(),
         config: *config,
+        given_means,
         _backend: PhantomData,
     };
     let [o, lse, selection] = client

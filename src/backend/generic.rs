@@ -4,7 +4,7 @@
 //! cross-checks the kernels.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Bool, Int, Tensor, TensorData, TensorPrimitive};
 
 use super::{MobaForwardOutput, MobaGradients, MobaSaved};
@@ -66,10 +66,12 @@ pub(crate) fn host_tensor<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values, dims), device)
 }
 
-/// The gate of DESIGN §1: which blocks every row attends, `[B, Hq, S, nb]`.
+/// The gate of DESIGN §1: which blocks every row attends, `[B, Hq, S, nb]`; causal rows rank
+/// from the first block of their sequence (`sequence_starts[nb]`, all 0 where not given).
 fn chosen_blocks<B: Backend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
+    sequence_starts: &[usize],
     shape: &Shape,
     config: &MobaConfig,
 ) -> Tensor<B, 4, Bool> {
@@ -79,9 +81,13 @@ fn chosen_blocks<B: Backend>(
     let (b, hq, s) = (shape.batch, shape.q_heads, shape.q_len);
 
     // Scores: q . mean key of each block (the last block averages only its keys), or the
-    // static score of the sliding-window and sink gates.
+    // static score of the sliding-window and sink gates by the block's id in its sequence
+    // (a row ranks only its own sequence's blocks).
     let scores = match (0..nb)
-        .map(|j| config.gate.static_score(j, nb).map(|x| x as f32))
+        .map(|j| {
+            let local = j - sequence_starts[j];
+            config.gate.static_score(local, nb).map(|x| x as f32)
+        })
         .collect::<Option<Vec<f32>>>()
     {
         Some(fixed) => host_tensor::<B, 1>(fixed, [nb], &device)
@@ -113,14 +119,15 @@ fn chosen_blocks<B: Backend>(
         }
     };
 
-    // Eligible blocks (earlier than the row's own when causal, all otherwise), and the
-    // row's own block, forced when causal.
+    // Eligible blocks (earlier than the row's own in its sequence when causal, all
+    // otherwise), and the row's own block, forced when causal.
     let mut eligible = Vec::with_capacity(s * nb);
     let mut own = Vec::with_capacity(s * nb);
     for t in 0..s {
         let current = shape.query_position(t) / bs;
+        let first = sequence_starts[current];
         for j in 0..nb {
-            eligible.push(if !config.causal || j < current {
+            eligible.push(if !config.causal || (first..current).contains(&j) {
                 1.0
             } else {
                 0.0
@@ -254,11 +261,26 @@ fn probabilities<B: Backend>(
     ((scores - lse.clone()).exp(), lse)
 }
 
-/// The forward of `[q, k, v]`: o, lse and selection.
-pub fn forward<B: Backend>(qkv: [FloatTensor<B>; 3], config: &MobaConfig) -> MobaForwardOutput<B> {
+/// The forward of `[q, k, v]`: o, lse and selection; with the sequence starts of a packed
+/// batch (`[nb]` int, [`super::ForwardGiven::sequence_starts`]) where given.
+pub fn forward<B: Backend>(
+    qkv: [FloatTensor<B>; 3],
+    sequence_starts: Option<IntTensor<B>>,
+    config: &MobaConfig,
+) -> MobaForwardOutput<B> {
     let [q, k, v] = qkv.map(float::<B>);
     let shape = Shape::of_dims(&q.dims(), &k.dims());
-    let chosen = chosen_blocks(&q, &k, &shape, config);
+    let nb = shape.num_blocks(config.block_size);
+    // Index arithmetic the host builds the masks from (a small int tensor).
+    let sequence_starts: Vec<usize> = match sequence_starts {
+        Some(starts) => Tensor::<B, 1, Int>::from_primitive(starts)
+            .into_data()
+            .iter::<i64>()
+            .map(|first| first as usize)
+            .collect(),
+        None => vec![0; nb],
+    };
+    let chosen = chosen_blocks(&q, &k, &sequence_starts, &shape, config);
     let attended = attended_keys(chosen.clone(), &shape, config);
     let (k, v) = (expand_heads(k, &shape), expand_heads(v, &shape));
     let (p, lse) = probabilities(&q, &k, attended, config.scale_for(shape.head_dim));

@@ -27,7 +27,8 @@ pub(crate) mod wgpu;
 mod wgpu_device;
 
 pub use api::{
-    MobaAttentionStats, moba_attention, moba_attention_with_means, moba_attention_with_stats,
+    MobaAttentionStats, moba_attention, moba_attention_varlen, moba_attention_with_means,
+    moba_attention_with_stats,
 };
 pub use nsa::{NsaAttention, nsa_attention};
 #[cfg(feature = "burn")]
@@ -49,6 +50,31 @@ pub struct MobaForwardOutput<B: Backend> {
     pub o: FloatTensor<B>,
     pub lse: FloatTensor<B>,
     pub selection: IntTensor<B>,
+}
+
+/// What a caller may give the forward besides q, k and v (`None`: the forward works it out).
+#[derive(Debug, Clone)]
+pub struct ForwardGiven<B: Backend> {
+    /// The keys' block means `[B, Hkv, ceil(Sk / block_size), D]`, the mean-key gate's (as
+    /// [`crate::module::KvCache`] keeps them for decoding), so that a backend can skip
+    /// pooling every key. They must be the means of `k`'s blocks: a backend that does not
+    /// read them pools the keys instead.
+    pub means: Option<FloatTensor<B>>,
+    /// Int `[ceil(Sk / block_size)]`: the first block of each block's sequence, where
+    /// sequences are packed into each batch entry from block boundaries (a varlen batch,
+    /// [`crate::varlen`]); causal rows rank only their own sequence's blocks. Every backend
+    /// reads it; without it every block's sequence starts at block 0.
+    pub sequence_starts: Option<IntTensor<B>>,
+}
+
+impl<B: Backend> ForwardGiven<B> {
+    /// Nothing given.
+    pub fn none() -> Self {
+        Self {
+            means: None,
+            sequence_starts: None,
+        }
+    }
 }
 
 /// What the backward reads: the inputs and the forward's outputs.
@@ -85,20 +111,16 @@ pub trait MobaBackend: Backend {
     fn moba_prepare(shape: &Shape, config: &MobaConfig, device: &Self::Device) -> Result<()>;
 
     /// The forward of `[q, k, v]`: gate, selection and attention over the selected blocks.
-    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self>;
-
-    /// The forward with the keys' block means given (`means: [B, Hkv, ceil(Sk / block_size),
-    /// D]`, the mean-key gate's, as [`crate::module::KvCache`] keeps them for decoding), so
-    /// that a backend can skip pooling every key. They must be the means of `k`'s blocks; a
-    /// backend that does not read them pools the keys as [`Self::moba_forward`] does.
-    fn moba_forward_with_means(
-        qkv: [FloatTensor<Self>; 3],
-        means: FloatTensor<Self>,
-        config: &MobaConfig,
-    ) -> MobaForwardOutput<Self> {
-        let _ = means;
-        Self::moba_forward(qkv, config)
+    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
+        Self::moba_forward_given(qkv, ForwardGiven::none(), config)
     }
+
+    /// The forward with what a caller gives besides q, k and v ([`ForwardGiven`]).
+    fn moba_forward_given(
+        qkv: [FloatTensor<Self>; 3],
+        given: ForwardGiven<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self>;
 
     /// Gradients of `sum(o * dout)` with the selection held constant (DESIGN §1.6).
     fn moba_backward(

@@ -6,7 +6,7 @@ use burn::backend::ndarray::{
 };
 use burn::tensor::ops::FloatTensor;
 
-use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, generic};
+use super::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, generic};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 
@@ -19,8 +19,12 @@ where
         generic::check_memory(shape, config)
     }
 
-    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
-        generic::forward(qkv, config)
+    fn moba_forward_given(
+        qkv: [FloatTensor<Self>; 3],
+        given: ForwardGiven<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        generic::forward(qkv, given.sequence_starts, config)
     }
 
     fn moba_backward(

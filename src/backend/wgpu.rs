@@ -16,14 +16,14 @@ use burn_cubecl::kernel::cast;
 
 use super::cube::{empty, padded_backward, padded_config, padded_forward, padding, problem_shape};
 use super::wgpu_device::burn_device_caps;
-use super::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
+use super::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::gpu::buffers::fold_grid;
 use crate::gpu::host::HEAD_DIM_MULTIPLE;
 use crate::gpu::kernels::{Kernel, KernelConstants};
 use crate::gpu::plan::{check_buffer_sizes, kernel_set};
-use crate::gpu::schedule::{Binding, Schedule};
+use crate::gpu::schedule::{Binding, Given, Schedule};
 use crate::gpu::{AttentionKernel, DeviceCaps};
 use crate::memory::bytes_of;
 
@@ -111,21 +111,20 @@ pub fn attention_kernel(device: &WgpuDevice, head_dim: usize) -> AttentionKernel
     AttentionKernel::best(&burn_device_caps(device), padded)
 }
 
-/// The forward (the block means pooled, or given) and backward schedules of a problem
-/// (head dim padded) on `device`.
+/// The forward (with what its caller gives) and backward schedules of a problem (head dim
+/// padded) on `device`.
 fn schedules(
     shape: &Shape,
     config: &MobaConfig,
     caps: &DeviceCaps,
-    given_means: bool,
+    given: Given,
 ) -> Result<(Schedule, Schedule)> {
     let kernel = AttentionKernel::best(caps, shape.head_dim);
     let (kernels, _) = kernel_set(caps, shape, config, kernel)?;
-    let forward = match given_means {
-        true => Schedule::forward_given_means(shape, config, kernels),
-        false => Schedule::forward(shape, config, kernels),
-    };
-    Ok((forward, Schedule::backward(shape, config, kernels)))
+    Ok((
+        Schedule::forward(shape, config, kernels, given),
+        Schedule::backward(shape, config, kernels),
+    ))
 }
 
 /// What `moba_prepare` checks: the tile plan, every buffer of the forward and the backward
@@ -143,8 +142,8 @@ fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()
     // before one is built.
     let selection = bytes_of(&[shape.q_rows(), config.top_k], 4).unwrap_or(u64::MAX);
     check_buffer_sizes(&caps.limits, &[("selection", selection)])?;
-    // The forward with given means binds the same buffers, one of them the caller's.
-    let (forward, backward) = schedules(&shape, &config, &caps, false)?;
+    // A forward with given inputs binds the same buffers, some of them the caller's.
+    let (forward, backward) = schedules(&shape, &config, &caps, Given::default())?;
     for schedule in [&forward, &backward] {
         check_buffer_sizes(&caps.limits, &schedule.buffer_sizes(&shape, &config))?;
         for step in &schedule.launches {
@@ -169,20 +168,33 @@ fn check_float_type(dtype: DType) -> Result<()> {
 }
 
 /// MoBA forward on burn-wgpu tensors (f32 or f16, head dim a multiple of 4), with the
-/// keys' block means given or pooled: `(o, lse, selection)`, o in q's float type, lse in f32.
-fn forward(qkv: [Tensor; 3], means: Option<Tensor>, config: &MobaConfig) -> [Tensor; 3] {
+/// keys' block means (padded like k) and the sequence starts where given: `(o, lse,
+/// selection)`, o in q's float type, lse in f32.
+fn forward(
+    qkv: [Tensor; 3],
+    means: Option<Tensor>,
+    starts: Option<Tensor>,
+    config: &MobaConfig,
+) -> [Tensor; 3] {
     let dtype = qkv[0].dtype;
     let [q, k, v] = qkv.map(|t| into_contiguous(cast(t, DType::F32)));
     let means = means.map(|t| into_contiguous(cast(t, DType::F32)));
+    // i32 block ids, which the kernel reads as u32: the same bits.
+    let starts = starts.map(into_contiguous);
     let shape = problem_shape(&q, &k);
     let caps = burn_device_caps(&q.device);
-    let (schedule, _) = schedules(&shape, config, &caps, means.is_some()).expect(PREPARED);
+    let given = Given {
+        means: means.is_some(),
+        sequence_starts: starts.is_some(),
+    };
+    let (schedule, _) = schedules(&shape, config, &caps, given).expect(PREPARED);
     let rows = vec![shape.batch, shape.q_heads, shape.q_len];
     let o = empty(&q, q.meta.shape().to_vec(), DType::F32);
     let lse = empty(&q, rows.clone(), DType::F32);
     let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
     let mut io = vec![&q, &k, &v, &o, &lse, &selection];
     io.extend(means.as_ref());
+    io.extend(starts.as_ref());
     launch(&schedule, &io, &caps.limits);
     [cast(o, dtype), lse, selection]
 }
@@ -196,7 +208,7 @@ fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3
     let [lse, selection] = [lse, selection].map(into_contiguous);
     let shape = problem_shape(&q, &k);
     let caps = burn_device_caps(&q.device);
-    let (_, schedule) = schedules(&shape, config, &caps, false).expect(PREPARED);
+    let (_, schedule) = schedules(&shape, config, &caps, Given::default()).expect(PREPARED);
     let dq = empty(&q, q.meta.shape().to_vec(), DType::F32);
     let dk = empty(&q, k.meta.shape().to_vec(), DType::F32);
     let dv = empty(&q, k.meta.shape().to_vec(), DType::F32);
@@ -217,21 +229,15 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
         prepare(shape, config, device)
     }
 
-    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
-        padded_forward::<WgpuRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
-            forward(qkv, None, config)
-        })
-    }
-
-    fn moba_forward_with_means(
+    fn moba_forward_given(
         qkv: [FloatTensor<Self>; 3],
-        means: FloatTensor<Self>,
+        given: ForwardGiven<Self>,
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
         let (_, pad) = padding::<Self>(qkv[0].meta.shape()[3], HEAD_DIM_MULTIPLE, config);
-        let means = pad(means);
+        let means = given.means.map(pad);
         padded_forward::<WgpuRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
-            forward(qkv, Some(means), config)
+            forward(qkv, means, given.sequence_starts, config)
         })
     }
 

@@ -19,7 +19,7 @@ use super::runtime::CudaRuntime as Driver;
 use super::schedule::{BackwardTensors, CudaSchedule, ForwardTensors, Launch, Scratch};
 use super::source::{CudaConstants, ElemKind};
 use crate::backend::cube::{empty, padded_backward, padded_forward, problem_shape};
-use crate::backend::{MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
+use crate::backend::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::kernel_params::KernelParams;
@@ -127,10 +127,12 @@ fn constants(
 }
 
 /// Runs `steps` of a problem on `q`'s device: `tensors` are the forward's six (q, k, v, o,
-/// lse, selection) and, for a backward, dout, dq, dk, dv.
+/// lse, selection) and, for a backward, dout, dq, dk, dv; a forward's gate reads the
+/// sequence starts of a packed batch where given.
 fn execute<F: FloatElement, BT: BoolElement>(
     config: &MobaConfig,
     tensors: &[&CudaTensor],
+    sequence_starts: Option<&CudaTensor>,
     timed: bool,
     steps: Vec<Step>,
 ) -> Result<KernelTimes> {
@@ -147,6 +149,7 @@ fn execute<F: FloatElement, BT: BoolElement>(
         o: address[3],
         lse: address[4],
         selection: address[5],
+        sequence_starts: sequence_starts.map_or(0, |starts| at.of(starts)),
     };
     let addresses = match address[6..] {
         [dout, dq, dk, dv] => BackwardTensors {
@@ -165,10 +168,12 @@ fn execute<F: FloatElement, BT: BoolElement>(
     Ok(kernel_times(&launches, times))
 }
 
-/// The forward on contiguous tensors, head dim a multiple of 16: `(o, lse, selection)`,
-/// and with `timed` each kernel's GPU time.
+/// The forward on contiguous tensors, head dim a multiple of 16, with the sequence starts of
+/// a packed batch where given: `(o, lse, selection)`, and with `timed` each kernel's GPU
+/// time.
 pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
     qkv: [CudaTensor; 3],
+    sequence_starts: Option<CudaTensor>,
     config: &MobaConfig,
     timed: bool,
 ) -> Result<([CudaTensor; 3], KernelTimes)> {
@@ -180,7 +185,9 @@ pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
     let lse = empty(&q, rows.clone(), DType::F32);
     let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
     let tensors = [&q, &k, &v, &o, &lse, &selection];
-    let times = execute::<F, BT>(config, &tensors, timed, launch_plan::forward(config))?;
+    let starts = sequence_starts.map(into_contiguous);
+    let steps = launch_plan::forward(config);
+    let times = execute::<F, BT>(config, &tensors, starts.as_ref(), timed, steps)?;
     Ok(([o, lse, selection], times))
 }
 
@@ -200,7 +207,8 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     let dk = empty(&q, k.meta.shape().to_vec(), dtype);
     let dv = empty(&q, k.meta.shape().to_vec(), dtype);
     let tensors = [&q, &k, &v, &o, &lse, &selection, &dout, &dq, &dk, &dv];
-    let times = execute::<F, BT>(config, &tensors, timed, launch_plan::backward(config))?;
+    let steps = launch_plan::backward(config);
+    let times = execute::<F, BT>(config, &tensors, None, timed, steps)?;
     Ok(([dq, dk, dv], times))
 }
 
@@ -234,9 +242,14 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
         })
     }
 
-    fn moba_forward(qkv: [FloatTensor<Self>; 3], config: &MobaConfig) -> MobaForwardOutput<Self> {
+    /// Pools the block means itself (a given copy is not read).
+    fn moba_forward_given(
+        qkv: [FloatTensor<Self>; 3],
+        given: ForwardGiven<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
         padded_forward::<CudaRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
-            forward::<F, BT>(qkv, config, false)
+            forward::<F, BT>(qkv, given.sequence_starts, config, false)
                 .unwrap_or_else(|e| panic!("MoBA CUDA forward: {e}"))
                 .0
         })

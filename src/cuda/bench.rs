@@ -75,7 +75,7 @@ pub fn measure(
         .collect();
     let run_forward = |set: usize, timed: bool| {
         let [q, k, v, _] = sets[set].clone().map(primitive);
-        forward::<f32, u8>([q, k, v], &config, timed)
+        forward::<f32, u8>([q, k, v], None, &config, timed)
     };
 
     progress("compiling (NVRTC) and warming up");
@@ -92,7 +92,7 @@ pub fn measure(
         let run_step = |set: usize, timed: bool| -> Result<KernelTimes> {
             let [q, k, v, dout] = sets[set].clone().map(primitive);
             let ([o, lse, selection], _) =
-                forward::<f32, u8>([q.clone(), k.clone(), v.clone()], &config, false)?;
+                forward::<f32, u8>([q.clone(), k.clone(), v.clone()], None, &config, false)?;
             let saved = [q, k, v, o, lse, selection];
             let (_, times) = backward::<f32, u8>(saved, dout, &config, timed)?;
             Ok(times)

@@ -55,6 +55,9 @@ pub struct ForwardTensors {
     pub lse: u64,
     /// i32 `[B, Hq, S, top_k]`.
     pub selection: u64,
+    /// i32 `[num_blocks]`, the first block of each block's sequence (a packed batch); 0
+    /// where not given (every sequence starts at block 0).
+    pub sequence_starts: u64,
 }
 
 /// Device addresses of the backward's tensors: the forward's, the incoming gradient, and
@@ -149,7 +152,12 @@ impl CudaSchedule {
                     (row_blocks, plan.query_heads as u32, 1),
                     GATE_THREADS,
                     0,
-                    vec![Ptr(f.q), Ptr(s.means), Ptr(f.selection)],
+                    vec![
+                        Ptr(f.q),
+                        Ptr(s.means),
+                        Ptr(f.selection),
+                        Ptr(f.sequence_starts),
+                    ],
                 )
             }
             Step::SelectionCount => (
@@ -280,6 +288,7 @@ mod tests {
             o: 4,
             lse: 5,
             selection: 6,
+            sequence_starts: 7,
         };
         let scratch = Scratch {
             means: 11,

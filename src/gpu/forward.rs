@@ -1,8 +1,9 @@
 //! The MoBA forward on wgpu buffers: gate, selection inversion, attention passes, finalize.
 
 use super::context::GpuContext;
-use super::pass::{Means, Pass, PlannedPass};
+use super::pass::{Pass, PlannedPass};
 use super::plan::AttentionKernel;
+use super::schedule::Given;
 use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
@@ -97,7 +98,11 @@ impl MobaForward {
         kernel: AttentionKernel,
     ) -> Result<Self> {
         config.check_given_means()?;
-        Self::planned(gpu, shape, config, kernel, Means::Given)
+        let given = Given {
+            means: true,
+            ..Given::default()
+        };
+        Self::planned(gpu, shape, config, kernel, given)
     }
 
     /// Records one run of a forward planned [`Self::with_given_means`], reading `means`;
@@ -110,6 +115,36 @@ impl MobaForward {
         timer: Option<&StageTimer>,
     ) -> Result<()> {
         self.encode_with(encoder, io, &[means], timer)
+    }
+
+    /// A forward over sequences packed into each batch entry, every sequence from a block
+    /// boundary (a varlen batch laid out by [`crate::varlen::Packing`]): causal rows rank
+    /// only the blocks of their own sequence. Record it with
+    /// [`Self::encode_with_sequence_starts`]. Causal configs only.
+    pub fn with_sequence_starts(
+        gpu: &GpuContext,
+        shape: &Shape,
+        config: &MobaConfig,
+        kernel: AttentionKernel,
+    ) -> Result<Self> {
+        crate::varlen::check_causal(config)?;
+        let given = Given {
+            sequence_starts: true,
+            ..Given::default()
+        };
+        Self::planned(gpu, shape, config, kernel, given)
+    }
+
+    /// Records one run of a forward planned [`Self::with_sequence_starts`], reading
+    /// `sequence_starts: [ceil(Sk / block_size)]` u32, the first block of each block's
+    /// sequence ([`crate::varlen::Packing::sequence_starts`]).
+    pub fn encode_with_sequence_starts(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        io: &ForwardBuffers<'_>,
+        sequence_starts: &wgpu::Buffer,
+    ) -> Result<()> {
+        self.encode_with(encoder, io, &[sequence_starts], None)
     }
 }
 

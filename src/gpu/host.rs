@@ -11,6 +11,7 @@ use super::forward::{ForwardIo, MobaForward};
 use super::plan::{AttentionKernel, groups_per_call};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
+use crate::varlen::{Packing, check_causal, check_packed};
 
 /// Forward results on the host: `o: [B, Hq, S, D]`, `lse: [B, Hq, S]` (natural log),
 /// `selection: [B, Hq, S, top_k]` (ascending, -1 padded; empty for dense attention).
@@ -57,8 +58,54 @@ impl GpuContext {
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuForward> {
-        self.run_host(Attention::Moba, [q, k, v], shape, config)
+        self.run_host(Attention::Moba, [q, k, v], shape, config, None)
             .await
+    }
+
+    /// MoBA forward of a varlen (packed) batch of host tensors: `q: [1, Hq, T, D]` and `k,
+    /// v: [1, Hkv, T, D]` hold the sequences `cu_seqlens` delimits (sequence `i` is tokens
+    /// `cu_seqlens[i]..cu_seqlens[i + 1]`), each attended causally on its own
+    /// ([`crate::varlen`]). The selection's block ids count from each row's own sequence.
+    ///
+    /// ```no_run
+    /// use moba::{MobaConfig, Shape, gpu::GpuContext};
+    /// let gpu = GpuContext::new_blocking(&Default::default())?;
+    /// let shape = Shape::prefill(1, 2, 300, 64); // sequences of 100 and 200 tokens
+    /// let (q, kv) = (moba::random::normal(shape.q_elems(), 1), moba::random::normal(shape.kv_elems(), 2));
+    /// let config = MobaConfig::new(64, 2);
+    /// let out = gpu.block_on(gpu.moba_forward_varlen(&q, &kv, &kv, &shape, &[0, 100, 300], &config))?;
+    /// assert_eq!(out.o.len(), shape.q_elems());
+    /// # Ok::<(), moba::MobaError>(())
+    /// ```
+    pub async fn moba_forward_varlen(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        shape: &Shape,
+        cu_seqlens: &[usize],
+        config: &MobaConfig,
+    ) -> Result<GpuForward> {
+        let (packing, aligned) = packed(shape, cu_seqlens, config)?;
+        shape.check_inputs(q, k, v)?;
+        let [q, k, v] = aligned_qkv(&packing, shape, [q, k, v]);
+        let starts = packing.sequence_starts();
+        let out = (self.run_host(
+            Attention::Moba,
+            [&q, &k, &v],
+            &aligned,
+            config,
+            Some(&starts),
+        ))
+        .await?;
+        let heads = shape.q_heads;
+        let mut selection = packing.pack(&out.selection, heads, config.top_k);
+        packing.selection_in_sequences(&mut selection, heads, config.top_k);
+        Ok(GpuForward {
+            o: packing.pack(&out.o, heads, shape.head_dim),
+            lse: packing.pack(&out.lse, heads, 1),
+            selection,
+        })
     }
 
     /// Dense attention (causal or not) of host tensors, as [`crate::reference::dense_forward`]
@@ -76,7 +123,7 @@ impl GpuContext {
             causal,
             ..MobaConfig::new(1, 1)
         };
-        self.run_host(Attention::Dense, [q, k, v], shape, &config)
+        self.run_host(Attention::Dense, [q, k, v], shape, &config, None)
             .await
     }
 
@@ -102,6 +149,44 @@ impl GpuContext {
         shape: &Shape,
         config: &MobaConfig,
     ) -> Result<GpuGradients> {
+        self.backward_host([q, k, v, dout], shape, config, None)
+            .await
+    }
+
+    /// Gradients of `sum(o * dout)` for [`Self::moba_forward_varlen`] (`dout: [1, Hq, T, D]`).
+    pub async fn moba_backward_varlen(
+        &self,
+        [q, k, v, dout]: [&[f32]; 4],
+        shape: &Shape,
+        cu_seqlens: &[usize],
+        config: &MobaConfig,
+    ) -> Result<GpuGradients> {
+        let (packing, aligned) = packed(shape, cu_seqlens, config)?;
+        shape.check_inputs(q, k, v)?;
+        shape.check_dout(dout)?;
+        let [q, k, v] = aligned_qkv(&packing, shape, [q, k, v]);
+        let dout = packing.align(dout, shape.q_heads, shape.head_dim, 0.0);
+        let starts = packing.sequence_starts();
+        let grads = self
+            .backward_host([&q, &k, &v, &dout], &aligned, config, Some(&starts))
+            .await?;
+        let (d, kv_heads) = (shape.head_dim, shape.kv_heads);
+        Ok(GpuGradients {
+            dq: packing.pack(&grads.dq, shape.q_heads, d),
+            dk: packing.pack(&grads.dk, kv_heads, d),
+            dv: packing.pack(&grads.dv, kv_heads, d),
+        })
+    }
+
+    /// The forward then the backward of host tensors, both portable f32; the forward's
+    /// gate reads the sequence starts of a packed batch where given.
+    async fn backward_host(
+        &self,
+        [q, k, v, dout]: [&[f32]; 4],
+        shape: &Shape,
+        config: &MobaConfig,
+        sequence_starts: Option<&[u32]>,
+    ) -> Result<GpuGradients> {
         config.validate()?;
         shape.check_inputs(q, k, v)?;
         shape.check_dout(dout)?;
@@ -118,6 +203,7 @@ impl GpuContext {
             dk: Vec::with_capacity(shape.kv_elems()),
             dv: Vec::with_capacity(shape.kv_elems()),
         };
+        let starts = sequence_starts.map(|starts| self.upload("sequence starts", starts));
         for chunk in self.chunks(&padded, &per_group)? {
             let part = &chunk.shape;
             let io = chunk.upload(self, [&q, &k, &v], config.top_k);
@@ -129,8 +215,8 @@ impl GpuContext {
             );
             let mut encoder = self.device().create_command_encoder(&Default::default());
             // The portable forward: its f32 o and lse keep the gradients at f32 precision.
-            MobaForward::with_kernel(self, part, &config, AttentionKernel::Portable)?
-                .encode(&mut encoder, &io.buffers())?;
+            let kernel = AttentionKernel::Portable;
+            self.encode_moba(&mut encoder, part, &config, kernel, &io, starts.as_ref())?;
             let buffers = io.buffers().with_gradients(&dout, &dq, &dk, &dv);
             MobaBackward::with_kernel(self, part, &config, AttentionKernel::Portable)?
                 .encode(&mut encoder, &buffers)?;
@@ -154,13 +240,35 @@ impl GpuContext {
         pollster::block_on(call)
     }
 
-    /// The forward of `attention` on host `[q, k, v]`.
+    /// Records a MoBA forward of `part` with `kernel`, its gate reading the sequence starts
+    /// of a packed batch where given.
+    fn encode_moba(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        part: &Shape,
+        config: &MobaConfig,
+        kernel: AttentionKernel,
+        io: &ForwardIo,
+        sequence_starts: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
+        match sequence_starts {
+            None => {
+                MobaForward::with_kernel(self, part, config, kernel)?.encode(encoder, &io.buffers())
+            }
+            Some(starts) => MobaForward::with_sequence_starts(self, part, config, kernel)?
+                .encode_with_sequence_starts(encoder, &io.buffers(), starts),
+        }
+    }
+
+    /// The forward of `attention` on host `[q, k, v]`; a MoBA gate reads the sequence
+    /// starts of a packed batch where given.
     async fn run_host(
         &self,
         attention: Attention,
         [q, k, v]: [&[f32]; 3],
         shape: &Shape,
         config: &MobaConfig,
+        sequence_starts: Option<&[u32]>,
     ) -> Result<GpuForward> {
         config.validate()?;
         shape.check_inputs(q, k, v)?;
@@ -182,13 +290,15 @@ impl GpuContext {
             lse: Vec::with_capacity(shape.q_rows()),
             selection: Vec::with_capacity(shape.q_rows() * top_k),
         };
+        let starts = sequence_starts.map(|starts| self.upload("sequence starts", starts));
         for chunk in self.chunks(&padded, &per_group)? {
             let part = &chunk.shape;
             let io = chunk.upload(self, [&q, &k, &v], top_k);
             let mut encoder = self.device().create_command_encoder(&Default::default());
             match attention {
                 Attention::Moba => {
-                    MobaForward::new(self, part, &config)?.encode(&mut encoder, &io.buffers())?
+                    let kernel = AttentionKernel::best(self.caps(), part.head_dim);
+                    self.encode_moba(&mut encoder, part, &config, kernel, &io, starts.as_ref())?
                 }
                 Attention::Dense => {
                     DenseForward::new(self, part, &config)?.encode(&mut encoder, &io.buffers())?
@@ -205,6 +315,34 @@ impl GpuContext {
         }
         Ok(out)
     }
+}
+
+/// The packing of a varlen problem (`shape` its packed tokens) and the shape of its
+/// block-aligned layout, once both are valid.
+fn packed(shape: &Shape, cu_seqlens: &[usize], config: &MobaConfig) -> Result<(Packing, Shape)> {
+    config.validate()?;
+    check_causal(config)?;
+    let packing = Packing::new(cu_seqlens, config.block_size)?;
+    check_packed(&packing, shape.batch, shape.q_len, shape.kv_len)?;
+    let len = packing.aligned_len();
+    Ok((
+        packing,
+        Shape {
+            q_len: len,
+            kv_len: len,
+            ..*shape
+        },
+    ))
+}
+
+/// q, k and v of a packed problem in its block-aligned layout, the gaps zero.
+fn aligned_qkv(packing: &Packing, shape: &Shape, [q, k, v]: [&[f32]; 3]) -> [Vec<f32>; 3] {
+    let d = shape.head_dim;
+    [
+        packing.align(q, shape.q_heads, d, 0.0),
+        packing.align(k, shape.kv_heads, d, 0.0),
+        packing.align(v, shape.kv_heads, d, 0.0),
+    ]
 }
 
 /// One call's share of a problem: whole (batch, kv head) groups, as a problem of its own

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use super::context::GpuContext;
 use super::plan::{AttentionKernel, TilePlan, decode_constants, groups_per_call, kernel_set};
 use super::runner::ScheduleRunner;
-use super::schedule::{KernelSet, Schedule};
+use super::schedule::{Given, KernelSet, Schedule};
 use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
@@ -41,15 +41,6 @@ pub struct PlannedPass<P: Pass> {
     pass: PhantomData<P>,
 }
 
-/// Where a forward's gate gets the keys' block means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Means {
-    /// A step of the forward pools them.
-    Pooled,
-    /// The caller's buffer holds them (`MobaForward::with_given_means`).
-    Given,
-}
-
 impl<P: Pass> PlannedPass<P> {
     /// Plans the pass with the fastest kernels the adapter runs at this head dim
     /// ([`AttentionKernel::best`]): the cooperative ones where it has them.
@@ -65,7 +56,7 @@ impl<P: Pass> PlannedPass<P> {
         config: &MobaConfig,
         kernel: AttentionKernel,
     ) -> Result<Self> {
-        Self::planned(gpu, shape, config, kernel, Means::Pooled)
+        Self::planned(gpu, shape, config, kernel, Given::default())
     }
 
     pub(crate) fn planned(
@@ -73,12 +64,12 @@ impl<P: Pass> PlannedPass<P> {
         shape: &Shape,
         config: &MobaConfig,
         kernel: AttentionKernel,
-        means: Means,
+        given: Given,
     ) -> Result<Self> {
         shape.validate()?;
         config.validate()?;
         let (kernels, plan) = kernel_set(gpu.caps(), shape, config, kernel)?;
-        let schedule = Self::schedule(shape, config, kernels, means);
+        let schedule = Self::schedule(shape, config, kernels, given);
         Ok(Self {
             runner: ScheduleRunner::new(gpu, schedule, shape, config)?,
             shape: *shape,
@@ -89,11 +80,10 @@ impl<P: Pass> PlannedPass<P> {
         })
     }
 
-    fn schedule(shape: &Shape, config: &MobaConfig, kernels: KernelSet, means: Means) -> Schedule {
-        match (P::BACKWARD, means) {
-            (true, _) => Schedule::backward(shape, config, kernels),
-            (false, Means::Pooled) => Schedule::forward(shape, config, kernels),
-            (false, Means::Given) => Schedule::forward_given_means(shape, config, kernels),
+    fn schedule(shape: &Shape, config: &MobaConfig, kernels: KernelSet, given: Given) -> Schedule {
+        match P::BACKWARD {
+            true => Schedule::backward(shape, config, kernels),
+            false => Schedule::forward(shape, config, kernels, given),
         }
     }
 
@@ -104,14 +94,14 @@ impl<P: Pass> PlannedPass<P> {
         let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
         let portable = KernelSet::portable(constants);
         let mut sizes =
-            Self::schedule(shape, config, portable, Means::Pooled).buffer_sizes(shape, config);
+            Self::schedule(shape, config, portable, Given::default()).buffer_sizes(shape, config);
         // An adapter may run either forward of a decode shape: each buffer at its larger size.
         if let Some(decode) = decode_constants(shape, constants, u32::MAX) {
             let kernels = KernelSet {
                 decode: Some(decode),
                 ..portable
             };
-            let split = Self::schedule(shape, config, kernels, Means::Pooled);
+            let split = Self::schedule(shape, config, kernels, Given::default());
             for (name, bytes) in split.buffer_sizes(shape, config) {
                 match sizes.iter_mut().find(|(known, _)| *known == name) {
                     Some((_, known)) => *known = (*known).max(bytes),
@@ -158,8 +148,8 @@ impl<P: Pass> PlannedPass<P> {
         self.runner.encode(encoder, &P::in_order(io), None)
     }
 
-    /// Records one run with more of the caller's buffers after `io`'s (the block means of
-    /// a forward planned with them given), with timestamps where a timer is given.
+    /// Records one run with more of the caller's buffers after `io`'s (those a forward was
+    /// planned with given), with timestamps where a timer is given.
     pub(crate) fn encode_with(
         &self,
         encoder: &mut wgpu::CommandEncoder,

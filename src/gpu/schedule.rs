@@ -26,6 +26,9 @@ pub(crate) enum Io {
     Dv,
     /// The keys' block means, where the caller gives them (a KV cache keeps them).
     Means,
+    /// i32 `[num_blocks]`: the first block of each block's sequence, where the caller packs
+    /// several sequences into one (varlen, [`crate::varlen::Packing`]).
+    SequenceStarts,
 }
 
 impl Io {
@@ -42,6 +45,7 @@ impl Io {
             "dk",
             "dv",
             "block means",
+            "sequence starts",
         ][self as usize]
     }
 
@@ -53,6 +57,7 @@ impl Io {
             Io::Lse => shape.q_rows(),
             Io::Selection => shape.q_rows() * config.top_k,
             Io::Means => shape.groups() * shape.num_blocks(config.block_size) * shape.head_dim,
+            Io::SequenceStarts => shape.num_blocks(config.block_size),
         };
         elems as u64 * 4
     }
@@ -60,16 +65,27 @@ impl Io {
 
 /// The caller's buffers of a forward, in [`Io`] order.
 pub(crate) const FORWARD_IO: [Io; 6] = [Io::Q, Io::K, Io::V, Io::O, Io::Lse, Io::Selection];
-/// The caller's buffers of a forward with the block means given, in [`Io`] order.
-pub(crate) const FORWARD_WITH_MEANS_IO: [Io; 7] = [
-    Io::Q,
-    Io::K,
-    Io::V,
-    Io::O,
-    Io::Lse,
-    Io::Selection,
-    Io::Means,
-];
+
+/// What a forward's caller gives beyond q, k and v: each is one more buffer after the
+/// forward's six, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Given {
+    /// The keys' block means (`Io::Means`): no step pools them.
+    pub means: bool,
+    /// The first block of each block's sequence (`Io::SequenceStarts`); without it every
+    /// block's sequence starts at block 0.
+    pub sequence_starts: bool,
+}
+
+impl Given {
+    /// The caller's buffers of a forward, in order.
+    fn forward_io(self) -> Vec<Io> {
+        let mut io = FORWARD_IO.to_vec();
+        io.extend(self.means.then_some(Io::Means));
+        io.extend(self.sequence_starts.then_some(Io::SequenceStarts));
+        io
+    }
+}
 /// The caller's buffers of a backward, in [`Io`] order.
 pub(crate) const BACKWARD_IO: [Io; 10] = [
     Io::Q,
@@ -118,7 +134,7 @@ pub(crate) struct Launch {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Schedule {
     pub stages: &'static [Stage],
-    pub io: &'static [Io],
+    pub io: Vec<Io>,
     pub kernels: Vec<(Kernel, KernelConstants)>,
     pub params: Vec<KernelParams>,
     pub scratch: Vec<Scratch>,
@@ -136,9 +152,11 @@ const ROW_STATE: usize = 4;
 const BLOCK_MEANS: usize = 5;
 /// Backward only: the largest |dout| (f32 bits), for the cooperative kernels' scaling.
 const DOUT_MAX: usize = 5;
+/// Forward only: every block's sequence starting at block 0, where the caller gives none.
+const SEQUENCE_STARTS: usize = 6;
 /// Split decode only: every (row, slot, chunk)'s partial output, and its (max, sum).
-const PARTIAL_OUT: usize = 6;
-const PARTIAL_STATS: usize = 7;
+const PARTIAL_OUT: usize = 7;
+const PARTIAL_STATS: usize = 8;
 
 /// The kernels a schedule runs: the portable ones' constants, and the cooperative ones'
 /// where the attention passes, the dq passes and dk/dv run on cooperative matrices.
@@ -177,31 +195,31 @@ impl KernelSet {
 
 impl Schedule {
     /// The forward lowered to WGSL kernels: [`launch_plan::decode_forward`] where the
-    /// kernels decode split, [`launch_plan::forward`] otherwise.
-    pub fn forward(shape: &Shape, config: &MobaConfig, kernels: KernelSet) -> Self {
-        Self::forward_from(&FORWARD_IO, shape, config, kernels)
-    }
-
-    /// [`Self::forward`] with the block means a caller's buffer (`Io::Means`) instead of a
-    /// step that pools them.
-    pub fn forward_given_means(shape: &Shape, config: &MobaConfig, kernels: KernelSet) -> Self {
-        Self::forward_from(&FORWARD_WITH_MEANS_IO, shape, config, kernels)
-    }
-
-    fn forward_from(
-        io: &'static [Io],
-        shape: &Shape,
-        config: &MobaConfig,
-        kernels: KernelSet,
-    ) -> Self {
-        let mut schedule = Self::new(&Stage::FORWARD, io, shape, config, kernels);
+    /// kernels decode split, [`launch_plan::forward`] otherwise; with what the caller gives
+    /// (the block means instead of a step that pools them, the sequence starts of a packed
+    /// batch) in more of its buffers.
+    pub fn forward(shape: &Shape, config: &MobaConfig, kernels: KernelSet, given: Given) -> Self {
+        let mut schedule = Self::new(&Stage::FORWARD, given.forward_io(), shape, config, kernels);
         let nb = shape.num_blocks(config.block_size) as u64;
         let head_dim = shape.head_dim as u64;
-        schedule.scratch.push(Scratch {
-            label: "block means",
-            bytes: shape.groups() as u64 * nb * head_dim * 4,
-            zeroed: false,
-        });
+        schedule.scratch.extend([
+            Scratch {
+                label: "block means",
+                bytes: match given.means {
+                    true => 0, // the caller's buffer holds them
+                    false => shape.groups() as u64 * nb * head_dim * 4,
+                },
+                zeroed: false,
+            },
+            Scratch {
+                label: "sequence starts",
+                bytes: match given.sequence_starts {
+                    true => 0,
+                    false => nb * 4,
+                },
+                zeroed: !given.sequence_starts,
+            },
+        ]);
         let steps = match kernels.decode {
             Some(decode) => {
                 let partials = shape.q_rows() as u64
@@ -230,12 +248,8 @@ impl Schedule {
             }
             None => launch_plan::forward(config),
         };
-        let steps = match io.contains(&Io::Means) {
-            true => {
-                // The caller's buffer holds them.
-                schedule.scratch[BLOCK_MEANS].bytes = 0;
-                launch_plan::with_given_means(steps)
-            }
+        let steps = match given.means {
+            true => launch_plan::with_given_means(steps),
             false => steps,
         };
         for step in steps {
@@ -246,7 +260,13 @@ impl Schedule {
 
     /// The backward ([`launch_plan::backward`]) lowered to WGSL kernels.
     pub fn backward(shape: &Shape, config: &MobaConfig, kernels: KernelSet) -> Self {
-        let mut schedule = Self::new(&Stage::BACKWARD, &BACKWARD_IO, shape, config, kernels);
+        let mut schedule = Self::new(
+            &Stage::BACKWARD,
+            BACKWARD_IO.to_vec(),
+            shape,
+            config,
+            kernels,
+        );
         schedule.scratch.push(Scratch {
             label: "dout max",
             bytes: 4,
@@ -287,13 +307,15 @@ impl Schedule {
                 groups * nb,
             ),
             Step::GateTopk => {
-                let means = match self.io.contains(&Io::Means) {
-                    true => I(Io::Means),
-                    false => S(BLOCK_MEANS),
+                let given = |io, scratch| match self.io.contains(&io) {
+                    true => I(io),
+                    false => S(scratch),
                 };
+                let means = given(Io::Means, BLOCK_MEANS);
+                let starts = given(Io::SequenceStarts, SEQUENCE_STARTS);
                 (
                     portable(Kernel::GateTopk),
-                    vec![P(0), I(Io::Q), means, I(Io::Selection)],
+                    vec![P(0), I(Io::Q), means, I(Io::Selection), starts],
                     per_thread_rows,
                 )
             }
@@ -430,7 +452,7 @@ impl Schedule {
     /// A schedule with one parameter block per selection slot and the inversion's scratch.
     fn new(
         stages: &'static [Stage],
-        io: &'static [Io],
+        io: Vec<Io>,
         shape: &Shape,
         config: &MobaConfig,
         kernels: KernelSet,
@@ -543,7 +565,7 @@ mod tests {
         };
         let schedules = [portable, cooperative].into_iter().flat_map(|kernels| {
             [
-                Schedule::forward(&shape, &config, kernels),
+                Schedule::forward(&shape, &config, kernels, Given::default()),
                 Schedule::backward(&shape, &config, kernels),
             ]
         });
@@ -591,8 +613,13 @@ mod tests {
             (shape, cooperative),
             (decode_shape, decode),
         ] {
+            let everything_given = Given {
+                means: true,
+                sequence_starts: true,
+            };
             for schedule in [
-                Schedule::forward(&shape, &config, kernels),
+                Schedule::forward(&shape, &config, kernels, Given::default()),
+                Schedule::forward(&shape, &config, kernels, everything_given),
                 Schedule::backward(&shape, &config, kernels),
             ] {
                 for launch in &schedule.launches {
@@ -633,7 +660,7 @@ mod tests {
             decode: Some(decode),
             ..KernelSet::portable(portable)
         };
-        let schedule = Schedule::forward(&shape, &config, kernels);
+        let schedule = Schedule::forward(&shape, &config, kernels, Given::default());
         let steps: Vec<Kernel> = schedule
             .launches
             .iter()
@@ -650,8 +677,12 @@ mod tests {
         assert_eq!(schedule.launches[2].workgroups, 8);
         assert_eq!(schedule.launches[3].workgroups, 1);
         // Partials: 8 rows x 2 slots (no more than the blocks) x 2 chunks; nothing of the
-        // inversion.
-        assert!(schedule.scratch.iter().all(|s| !s.zeroed));
+        // inversion. Only the gate's sequence starts (none given: all 0) are cleared.
+        let zeroed: Vec<&str> = (schedule.scratch.iter())
+            .filter(|s| s.zeroed)
+            .map(|s| s.label)
+            .collect();
+        assert_eq!(zeroed, ["sequence starts"]);
         assert_eq!(schedule.params.len(), 1);
         let sizes = schedule.buffer_sizes(&shape, &config);
         assert!(sizes.contains(&("lists", 0)));
@@ -666,7 +697,7 @@ mod tests {
         let shape = Shape::prefill(1, 2, 64, 16);
         let config = MobaConfig::new(8, 3);
         let kernels = KernelSet::portable(constants());
-        let schedule = Schedule::forward(&shape, &config, kernels);
+        let schedule = Schedule::forward(&shape, &config, kernels, Given::default());
         let passes = schedule
             .launches
             .iter()

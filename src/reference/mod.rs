@@ -10,6 +10,7 @@ mod backward;
 mod check;
 mod gate;
 mod nsa;
+mod varlen;
 
 pub use attention::{Forward, dense_forward, forward, forward_rows};
 pub use backward::{Gradients, backward};
@@ -17,6 +18,7 @@ pub use check::{Check, GATE_NEAR_TIE, Precision, SampledRows, check_rows, tolera
 pub use gate::{RowGate, block_means, gate_row, selection};
 pub(crate) use nsa::selection_from_importance;
 pub use nsa::{NsaForward, NsaGradients, nsa_backward, nsa_forward};
+pub use varlen::{varlen_backward, varlen_forward};
 
 use crate::config::Shape;
 
