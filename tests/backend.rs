@@ -12,8 +12,8 @@ use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Distribution, Element, Tensor, TensorCreationOptions, TensorData, f16};
 use common::{naive, naive_backward, shape, tolerance};
 use moba::backend::{
-    MobaBackend, burn_wgpu_device, moba_attention, moba_attention_with_means,
-    moba_attention_with_stats,
+    MobaBackend, burn_wgpu_device, moba_attention, moba_attention_varlen,
+    moba_attention_with_means, moba_attention_with_stats,
 };
 use moba::gpu::AdapterRequest;
 use moba::module::{AttentionKind, KvCache, MobaAttentionConfig};
@@ -140,6 +140,57 @@ fn wgpu_template_kernels_match_the_reference() {
 #[test]
 fn fusion_wgpu_matches_the_reference() {
     check_backend::<Wgpu>("fusion wgpu", &wgpu_device(), Precision::F32);
+}
+
+/// A varlen (packed) batch of sequences of 1, 7, 40 and 100 tokens (and an empty one)
+/// against the reference's per-sequence run: o, lse, the selection (block ids from each
+/// sequence's first) and the gradients through `Autodiff<B>`, at `check_backend`'s f32 floor
+/// (the straightforward yardstick per sequence is `tests/varlen.rs`'s).
+fn check_varlen<B: MobaBackend>(name: &str, device: &B::Device) {
+    let cu = [0, 1, 8, 8, 48, 148];
+    let packed = shape(1, 4, 2, 148, 148, 16);
+    for (seed, config) in [MobaConfig::new(16, 3), MobaConfig::sink(16, 1, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 40 + seed as u64;
+        let (q, k, v) = common::inputs(&packed, seed);
+        let dout = random::normal(packed.q_elems(), seed + 1);
+        let want = reference::varlen_forward(&q, &k, &v, &packed, &cu, &config).unwrap();
+        let grads = reference::varlen_backward(&q, &k, &v, &dout, &packed, &cu, &config).unwrap();
+        let (qd, kd) = (packed.q_dims(), packed.kv_dims());
+        let [qt, kt, vt] = [(&q, qd), (&k, kd), (&v, kd)]
+            .map(|(data, dims)| tensor::<Autodiff<B>>(data, dims, device).require_grad());
+        let out = moba_attention_varlen(qt.clone(), kt.clone(), vt.clone(), &cu, &config).unwrap();
+        let selection: Vec<i32> = out.selection.into_data().convert::<i32>().to_vec().unwrap();
+        assert_eq!(selection, want.selection, "{name} {config:?}: selection");
+        let lse_error = reference::max_abs_error(&values(out.lse), &want.lse);
+        assert!(
+            lse_error < 1e-4,
+            "{name} {config:?}: lse error {lse_error:e}"
+        );
+        let o_error = reference::max_abs_error(&values(out.o.clone()), &want.o);
+        assert!(o_error < 1e-4, "{name} {config:?}: o error {o_error:e}");
+        let gradients = (out.o * tensor::<Autodiff<B>>(&dout, qd, device))
+            .sum()
+            .backward();
+        for (label, t, want) in [
+            ("dq", &qt, &grads.dq),
+            ("dk", &kt, &grads.dk),
+            ("dv", &vt, &grads.dv),
+        ] {
+            let gradient = t.grad(&gradients).expect("a gradient");
+            let error = reference::max_abs_error(&values(gradient), want);
+            assert!(error < 1e-4, "{name} {config:?}: {label} error {error:e}");
+        }
+    }
+}
+
+#[test]
+fn varlen_batches_match_the_reference() {
+    check_varlen::<NdArray>("ndarray", &Default::default());
+    check_varlen::<WgpuPlain>("wgpu", &wgpu_device());
+    check_varlen::<Wgpu>("fusion wgpu", &wgpu_device());
 }
 
 /// burn's wgpu device on a Vulkan, Metal or DX12 adapter with `shader-f16` (lavapipe has it),
