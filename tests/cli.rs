@@ -81,6 +81,41 @@ fn attend_with_dout_writes_gradients_from_every_backend() {
     }
 }
 
+#[test]
+fn attend_with_cu_seqlens_runs_each_packed_sequence_alone_on_every_backend() {
+    let (dir, shape, [q, k, v]) = gqa_problem("varlen", 37, 8);
+    let dout_path = dir.join("do.npy");
+    let dout = npy::read::<f32>(&dout_path).unwrap().data;
+    let cu = [0, 5, 20, 37];
+    let config = MobaConfig::new(8, 2);
+    let want = reference::varlen_forward(&q, &k, &v, &shape, &cu, &config).unwrap();
+    let grads = reference::varlen_backward(&q, &k, &v, &dout, &shape, &cu, &config).unwrap();
+    for backend in BACKENDS {
+        let out = dir.join(backend);
+        let mut args = attend_args(&dir, backend, &out);
+        args.extend(
+            [
+                "--dout",
+                &dout_path.display().to_string(),
+                "--cu-seqlens",
+                "0,5,20,37",
+            ]
+            .map(String::from),
+        );
+        assert_ok(&moba(&args));
+        assert_written(&out, "o.npy", &[1, 2, 37, 8], &want.o);
+        assert_written(&out, "lse.npy", &[1, 2, 37], &want.lse);
+        assert_written(&out, "dq.npy", &[1, 2, 37, 8], &grads.dq);
+        assert_written(&out, "dk.npy", &[1, 1, 37, 8], &grads.dk);
+        assert_written(&out, "dv.npy", &[1, 1, 37, 8], &grads.dv);
+        let selection = npy::read::<i32>(&out.join("selection.npy")).unwrap();
+        assert_eq!(selection.data, want.selection, "{backend}");
+    }
+    let mut args = attend_args(&dir, "reference", &dir.join("bad"));
+    args.extend(["--cu-seqlens", "0,5,30"].map(String::from));
+    assert_fails(&moba(&args), "cu_seqlens covers 30 tokens; q has 37");
+}
+
 /// Without the `cuda` feature (as CI builds), or without a driver (as CI runs), the CUDA
 /// backend says what is missing instead of crashing; a 16-bit dtype needs that backend.
 #[test]

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use burn::backend::Autodiff;
 use burn::tensor::{Element, Tensor, TensorData};
 use clap::{Args, ValueEnum};
-use moba::backend::{MobaBackend, burn_wgpu_device, moba_attention_with_stats};
+use moba::backend::{
+    MobaBackend, burn_wgpu_device, moba_attention_varlen, moba_attention_with_stats,
+};
 use moba::gpu::{AdapterRequest, GpuContext};
 use moba::{MobaConfig, MobaError, NsaConfig, Result, Shape, files, npy, reference};
 
@@ -63,15 +65,21 @@ struct MobaArgs {
     /// Every block eligible, no causal mask.
     #[arg(long)]
     non_causal: bool,
+    /// Sequences packed into batch 1 (varlen, as flash-attn's cu_seqlens): sequence i is
+    /// tokens c_i..c_(i+1) of `0,c_1,...,S`, each attended causally on its own. The
+    /// selection's block ids count from each sequence's first block.
+    #[arg(long, value_delimiter = ',', value_name = "OFFSETS")]
+    cu_seqlens: Option<Vec<usize>>,
 }
 
 impl MobaArgs {
     /// Every MoBA flag with whether it was given, the required ones first.
-    fn flags(&self) -> [(&'static str, bool); 3] {
+    fn flags(&self) -> [(&'static str, bool); 4] {
         [
             ("--block-size", self.block_size.is_some()),
             ("--top-k", self.top_k.is_some()),
             ("--non-causal", self.non_causal),
+            ("--cu-seqlens", self.cu_seqlens.is_some()),
         ]
     }
 
@@ -264,6 +272,7 @@ pub fn run(args: &AttendArgs, request: &AdapterRequest) -> Result<()> {
         gates: gates.as_deref(),
         dout: dout.as_ref().map(|d| &d.data[..]),
         shape: &shape,
+        cu_seqlens: args.moba.cu_seqlens.as_deref(),
     };
     let out = match &method {
         Method::Moba(config) => compute(args.backend, args.dtype, request, &problem, config)?,
@@ -336,6 +345,8 @@ struct Problem<'a> {
     gates: Option<&'a [f32]>,
     dout: Option<&'a [f32]>,
     shape: &'a Shape,
+    /// The offsets of sequences packed into batch 1 (MoBA only).
+    cu_seqlens: Option<&'a [usize]>,
 }
 
 fn compute(
@@ -351,13 +362,20 @@ fn compute(
         v,
         dout,
         shape,
+        cu_seqlens,
         ..
     } = *p;
     match backend {
         Backend::Reference => {
-            let out = reference::forward(q, k, v, shape, config)?;
+            let out = match cu_seqlens {
+                Some(cu) => reference::varlen_forward(q, k, v, shape, cu, config)?,
+                None => reference::forward(q, k, v, shape, config)?,
+            };
             let grads = dout
-                .map(|dout| reference::backward(q, k, v, dout, shape, config))
+                .map(|dout| match cu_seqlens {
+                    Some(cu) => reference::varlen_backward(q, k, v, dout, shape, cu, config),
+                    None => reference::backward(q, k, v, dout, shape, config),
+                })
                 .transpose()?
                 .map(|g| [to_f32(&g.dq), to_f32(&g.dk), to_f32(&g.dv)]);
             Ok(Outputs {
@@ -371,9 +389,23 @@ fn compute(
         Backend::Wgpu => {
             let gpu = GpuContext::new_blocking(request)?;
             eprintln!("adapter: {}", gpu.describe());
-            let out = gpu.block_on(gpu.moba_forward(q, k, v, shape, config))?;
+            let out = gpu.block_on(async {
+                match cu_seqlens {
+                    Some(cu) => gpu.moba_forward_varlen(q, k, v, shape, cu, config).await,
+                    None => gpu.moba_forward(q, k, v, shape, config).await,
+                }
+            })?;
             let grads = dout
-                .map(|dout| gpu.block_on(gpu.moba_backward(q, k, v, dout, shape, config)))
+                .map(|dout| {
+                    gpu.block_on(async {
+                        match cu_seqlens {
+                            Some(cu) => {
+                                (gpu.moba_backward_varlen([q, k, v, dout], shape, cu, config)).await
+                            }
+                            None => gpu.moba_backward(q, k, v, dout, shape, config).await,
+                        }
+                    })
+                })
                 .transpose()?
                 .map(|g| [g.dq, g.dk, g.dv]);
             Ok(Outputs {
@@ -455,12 +487,17 @@ fn compute_burn<B: MobaBackend>(
         v,
         dout,
         shape,
+        cu_seqlens,
         ..
     } = *p;
     let (q_dims, kv_dims) = (shape.q_dims(), shape.kv_dims());
     let tensor = |data: &[f32], dims| burn_tensor::<Autodiff<B>>(data, dims, device).require_grad();
     let (qt, kt, vt) = (tensor(q, q_dims), tensor(k, kv_dims), tensor(v, kv_dims));
-    let out = moba_attention_with_stats(qt.clone(), kt.clone(), vt.clone(), config)?;
+    let qkv = (qt.clone(), kt.clone(), vt.clone());
+    let out = match cu_seqlens {
+        Some(cu) => moba_attention_varlen(qkv.0, qkv.1, qkv.2, cu, config)?,
+        None => moba_attention_with_stats(qkv.0, qkv.1, qkv.2, config)?,
+    };
     let grads = dout.map(|dout| {
         let gradients = (out.o.clone() * tensor(dout, q_dims)).sum().backward();
         [&qt, &kt, &vt].map(|t| floats(t.grad(&gradients).expect("a gradient").into_data()))

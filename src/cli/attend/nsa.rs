@@ -143,6 +143,7 @@ fn compute_reference(p: &Problem, config: &NsaConfig) -> Result<Outputs> {
         gates,
         dout,
         shape,
+        .. // NSA packs no sequences: --cu-seqlens is MoBA's flag
     } = *p;
     let gates = gates.expect("Method::Nsa reads the gates");
     let out = reference::nsa_forward(q, k, v, gates, shape, config)?;
@@ -173,6 +174,7 @@ fn compute_burn<B: burn::tensor::backend::Backend>(
         gates,
         dout,
         shape,
+        .. // NSA packs no sequences: --cu-seqlens is MoBA's flag
     } = *p;
     let gates = gates.expect("Method::Nsa reads the gates");
     let gate_dims = [shape.batch, shape.q_heads, shape.q_len, 3];
