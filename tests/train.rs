@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use burn::backend::{NdArray, Wgpu};
 use burn::data::dataloader::DataLoader;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor};
 use moba::MobaError;
 use moba::backend::MobaBackend;
 use moba::backend::burn_wgpu_device;
-use moba::data::{RECORD_LEN, RecallTask, SequenceLoader, SequenceSource, TextCorpus};
+use moba::data::{
+    RECORD_LEN, RecallTask, Sequence, SequenceLoader, SequenceSource, TextCorpus, TokenBatch,
+};
 use moba::model::{Generator, LmConfig, MobaLm, Sampling, generate, generate::byte_tensor};
 use moba::module::AttentionKind;
 use moba::train::{
@@ -716,4 +718,76 @@ fn the_forward_with_gates_is_the_forward() {
         );
     }
     assert!(gates[1].is_none(), "the full layer has no gate");
+}
+
+/// A model reads the documents packed in a batch's rows as it reads each one alone (a varlen
+/// batch): the MoBA layer (blocks of 32) and the full layer attend within each document only.
+/// The corpus tells its windows where its files start.
+fn check_packed_documents<B: MobaBackend>(device: &B::Device) {
+    let model = LmConfig::preset("tiny")
+        .unwrap()
+        .with_full_layers(1)
+        .init::<B>(device)
+        .unwrap();
+    let seq = 120;
+    let text: Vec<u8> = (0..2 * (seq + 1)).map(|i| (i * 37 % 251) as u8).collect();
+    let rows: Vec<Sequence> = [vec![50], vec![7, 100]]
+        .into_iter()
+        .zip(text.chunks(seq + 1))
+        .map(|(documents, tokens)| Sequence {
+            documents,
+            ..Sequence::uniform(tokens.to_vec())
+        })
+        .collect();
+    let batch = TokenBatch::<B>::new(&rows, device);
+    assert_eq!(
+        batch.cu_seqlens.as_deref(),
+        Some(&[0, 50, 120, 127, 220, 240][..])
+    );
+    let packed = model
+        .forward_packed(batch.inputs.clone(), batch.cu_seqlens.as_deref())
+        .unwrap();
+    for (row, sequence) in rows.iter().enumerate() {
+        let bounds: Vec<usize> = [0]
+            .into_iter()
+            .chain(sequence.documents.iter().copied())
+            .chain([seq])
+            .collect();
+        for w in bounds.windows(2) {
+            let alone = model
+                .forward(byte_tensor::<B>(&sequence.tokens[w[0]..w[1]], device))
+                .unwrap();
+            let part = packed.clone().slice([row..row + 1, w[0]..w[1]]);
+            let error = (part - alone).abs().max().into_scalar().elem::<f32>();
+            assert!(
+                error < 1e-4,
+                "row {row}, document {w:?}: logits differ by {error:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn packed_documents_read_as_each_alone() {
+    check_packed_documents::<NdArray>(&Default::default());
+    check_packed_documents::<Wgpu>(&burn_wgpu_device(&Default::default()).unwrap().0);
+}
+
+#[test]
+fn corpus_windows_tell_where_files_start() {
+    let dir = scratch("documents");
+    std::fs::write(dir.join("a.txt"), vec![b'a'; 300]).unwrap();
+    std::fs::write(dir.join("b.txt"), vec![b'b'; 300]).unwrap();
+    let corpus = TextCorpus::load(&[dir], 0.0).unwrap();
+    let windows = corpus.train(100, 7).unwrap().by_document(&corpus);
+    let mut crossings = 0;
+    for i in 0..50 {
+        let s = windows.sequence(i);
+        let starts: Vec<usize> = (1..100)
+            .filter(|&p| s.tokens[p - 1..=p] == *b"ab")
+            .collect();
+        crossings += starts.len();
+        assert_eq!(s.documents, starts, "window {i}");
+    }
+    assert!(crossings > 0, "no window crossed the boundary");
 }

@@ -24,7 +24,8 @@ use crate::error::{MobaError, Result};
 pub struct TextCorpus {
     bytes: Arc<[u8]>,
     valid_start: usize,
-    files: usize,
+    /// The offset of every file's first byte (the documents), ascending from 0.
+    documents: Arc<[usize]>,
 }
 
 impl TextCorpus {
@@ -36,7 +37,9 @@ impl TextCorpus {
             collect_files(path, &mut files)?;
         }
         let mut bytes = Vec::new();
+        let mut documents = Vec::new();
         for file in &files {
+            documents.push(bytes.len());
             bytes.extend(std::fs::read(file).map_err(|e| MobaError::io(file, e))?);
         }
         if bytes.is_empty() {
@@ -46,7 +49,7 @@ impl TextCorpus {
             });
         }
         Ok(Self {
-            files: files.len(),
+            documents: documents.into(),
             ..Self::from_bytes(bytes, valid_fraction)?
         })
     }
@@ -62,7 +65,7 @@ impl TextCorpus {
         Ok(Self {
             bytes: bytes.into(),
             valid_start,
-            files: 1,
+            documents: Arc::new([0]),
         })
     }
 
@@ -76,9 +79,9 @@ impl TextCorpus {
         self.bytes.is_empty()
     }
 
-    /// How many files were read.
+    /// How many files were read (each one document).
     pub fn files(&self) -> usize {
-        self.files
+        self.documents.len()
     }
 
     /// Training windows of `seq_len + 1` bytes at random offsets of the training part.
@@ -113,6 +116,7 @@ impl TextCorpus {
         }
         Ok(CorpusWindows {
             bytes: self.bytes.clone(),
+            documents: None,
             range,
             seq_len,
             seed,
@@ -120,10 +124,23 @@ impl TextCorpus {
     }
 }
 
+impl CorpusWindows {
+    /// The same windows, each telling where its files start ([`Sequence::documents`]), so
+    /// that the model attends within each file only instead of across the boundary.
+    pub fn by_document(self, corpus: &TextCorpus) -> Self {
+        Self {
+            documents: Some(corpus.documents.clone()),
+            ..self
+        }
+    }
+}
+
 /// Windows of a [`TextCorpus`] part (see [`TextCorpus::train`] and [`TextCorpus::valid`]).
 #[derive(Debug, Clone)]
 pub struct CorpusWindows {
     bytes: Arc<[u8]>,
+    /// The corpus's file offsets, where windows tell their documents apart.
+    documents: Option<Arc<[usize]>>,
     range: std::ops::Range<usize>,
     seq_len: usize,
     seed: Option<u64>,
@@ -141,7 +158,14 @@ impl SequenceSource for CorpusWindows {
             None => (index % self.distinct().unwrap_or(1)) as usize * window,
         };
         let start = self.range.start + offset;
-        Sequence::uniform(self.bytes[start..start + window].to_vec())
+        let mut sequence = Sequence::uniform(self.bytes[start..start + window].to_vec());
+        if let Some(documents) = &self.documents {
+            // Files that start at input positions 1..seq_len.
+            let inside = documents.partition_point(|&at| at <= start)
+                ..documents.partition_point(|&at| at < start + self.seq_len);
+            sequence.documents = documents[inside].iter().map(|&at| at - start).collect();
+        }
+        sequence
     }
 
     fn distinct(&self) -> Option<u64> {

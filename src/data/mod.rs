@@ -24,18 +24,25 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 /// One example: the model reads `tokens[..len]` and predicts `tokens[1..]`; `weights[i]`
-/// is how much the prediction of `tokens[i + 1]` counts in the loss.
+/// is how much the prediction of `tokens[i + 1]` counts in the loss. `documents` are the
+/// input positions where a new document starts (ascending, none at 0): the model attends
+/// within each document only (a varlen batch, [`crate::varlen`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sequence {
     pub tokens: Vec<u8>,
     pub weights: Vec<f32>,
+    pub documents: Vec<usize>,
 }
 
 impl Sequence {
-    /// A sequence whose every prediction counts (plain language modelling).
+    /// A sequence whose every prediction counts (plain language modelling), one document.
     pub fn uniform(tokens: Vec<u8>) -> Self {
         let weights = vec![1.0; tokens.len().saturating_sub(1)];
-        Self { tokens, weights }
+        Self {
+            tokens,
+            weights,
+            documents: Vec::new(),
+        }
     }
 
     /// Model input length (`tokens.len() - 1`).

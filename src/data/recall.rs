@@ -239,7 +239,11 @@ impl RecallTask {
             })
             .collect();
         RecallSample {
-            sequence: Sequence { tokens, weights },
+            sequence: Sequence {
+                tokens,
+                weights,
+                documents: Vec::new(),
+            },
             queries,
         }
     }

@@ -28,10 +28,22 @@ pub struct Block<B: Backend> {
 impl<B: MobaBackend> Block<B> {
     /// The block over `x: [batch, seq, d_model]`, the positions after those in `cache`.
     pub fn forward_cached(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
-        let h = x.clone()
-            + self
-                .attention
-                .forward_cached(self.attention_norm.forward(x), cache)?;
+        self.around(x, |x| self.attention.forward_cached(x, cache))
+    }
+
+    /// The block over `x` whose rows hold several documents
+    /// ([`MobaAttention::forward_packed`]).
+    pub fn forward_packed(&self, x: Tensor<B, 3>, cu_seqlens: &[usize]) -> Result<Tensor<B, 3>> {
+        self.around(x, |x| self.attention.forward_packed(x, cu_seqlens))
+    }
+
+    /// The block around an attention of the normed input.
+    fn around(
+        &self,
+        x: Tensor<B, 3>,
+        attention: impl FnOnce(Tensor<B, 3>) -> Result<Tensor<B, 3>>,
+    ) -> Result<Tensor<B, 3>> {
+        let h = x.clone() + attention(self.attention_norm.forward(x))?;
         let f = self.feed_forward_norm.forward(h.clone());
         Ok(h + self
             .feed_forward

@@ -41,6 +41,25 @@ impl<B: MobaBackend> MobaLm<B> {
         self.forward_cached(tokens, &mut self.empty_cache())
     }
 
+    /// Next-byte logits of `tokens: [batch, seq]` whose rows hold several documents, each
+    /// read on its own: `cu_seqlens` are the documents' offsets in the flattened `[batch *
+    /// seq]` positions ([`crate::data::TokenBatch::cu_seqlens`]); `None` is [`Self::forward`].
+    pub fn forward_packed(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cu_seqlens: Option<&[usize]>,
+    ) -> Result<Tensor<B, 3>> {
+        let Some(cu_seqlens) = cu_seqlens else {
+            return self.forward(tokens);
+        };
+        self.check_length(0, tokens.dims()[1])?;
+        let mut x = self.embedding.forward(tokens);
+        for block in &self.blocks {
+            x = block.forward_packed(x, cu_seqlens)?;
+        }
+        Ok(self.head.forward(self.norm.forward(x)))
+    }
+
     /// Logits of `tokens`, the positions after those in `cache` (one [`KvCache`] per block,
     /// from [`MobaLm::empty_cache`]): prefill on an empty cache, then decode steps of one
     /// token each. Every step is MoBA, the decode query gated over the cached blocks.

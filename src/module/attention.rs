@@ -11,8 +11,8 @@ use burn::tensor::backend::Backend;
 
 use super::KvCache;
 use crate::backend::{
-    MobaBackend, moba_attention, moba_attention_with_means, moba_attention_with_stats,
-    nsa_attention,
+    MobaBackend, moba_attention, moba_attention_varlen, moba_attention_with_means,
+    moba_attention_with_stats, nsa_attention,
 };
 use crate::config::{MobaConfig, NsaConfig};
 use crate::error::{MobaError, Result};
@@ -296,6 +296,41 @@ impl<B: MobaBackend> MobaAttention<B> {
         Ok(self
             .output
             .forward(o.swap_dims(1, 2).reshape([batch, seq, self.d_model])))
+    }
+
+    /// Causal self-attention over `x: [batch, seq, d_model]` whose rows hold several
+    /// documents each: `cu_seqlens` are the documents' offsets in the flattened `[batch *
+    /// seq]` positions (every row's start among them, as [`crate::data::TokenBatch`] makes
+    /// them), and no position attends another document ([`crate::varlen`]). Full attention
+    /// gives each document one block of the longest one's length. NSA over packed documents
+    /// is not built yet: an error.
+    pub fn forward_packed(&self, x: Tensor<B, 3>, cu_seqlens: &[usize]) -> Result<Tensor<B, 3>> {
+        let [batch, seq, _] = x.dims();
+        let config = match (self.kind, self.kind.config(seq)) {
+            (AttentionKind::Full, _) => {
+                let longest = cu_seqlens.windows(2).map(|w| w[1] - w[0]).max();
+                MobaConfig::new(longest.unwrap_or(1).max(1), 1)
+            }
+            (_, Some(config)) => config,
+            (_, None) => {
+                return Err(MobaError::Unsupported(
+                    "NSA over packed documents (varlen); train NSA on one document per \
+                     sequence"
+                        .into(),
+                ));
+            }
+        };
+        let (q, k, v, _) = self.project(x, 0);
+        // [batch, heads, seq, d] -> [1, heads, batch * seq, d]: the rows one after another.
+        let packed = |t: Tensor<B, 4>| {
+            let [b, h, s, d] = t.dims();
+            t.swap_dims(0, 1).reshape([1, h, b * s, d])
+        };
+        let o = moba_attention_varlen(packed(q), packed(k), packed(v), cu_seqlens, &config)?.o;
+        let o = o.reshape([self.n_heads, batch, seq, self.d_model / self.n_heads]);
+        Ok(self
+            .output
+            .forward(o.permute([1, 2, 0, 3]).reshape([batch, seq, self.d_model])))
     }
 
     /// The blocks this layer's gate chooses for every query of `x` (a prefill from position

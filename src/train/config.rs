@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use burn::config::Config;
 
-use crate::data::{Curriculum, RecallTask, SequenceSource, TextCorpus, curriculum_lengths};
+use crate::data::{
+    CorpusWindows, Curriculum, RecallTask, SequenceSource, TextCorpus, curriculum_lengths,
+};
 use crate::error::{MobaError, Result};
 use crate::model::LmConfig;
 
@@ -193,11 +195,19 @@ impl TrainConfig {
                 } => {
                     let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
                     let corpus = TextCorpus::load(&paths, *valid_fraction)?;
+                    // Each file is a document the model reads on its own (a varlen batch),
+                    // but where a layer is NSA, which has no varlen path yet.
+                    let nsa = (0..self.model.n_layers)
+                        .any(|i| self.model.layer_attention(i).nsa_config().is_some());
+                    let windows = |windows: CorpusWindows| match nsa {
+                        true => windows,
+                        false => windows.by_document(&corpus),
+                    };
                     let stages = lengths
                         .iter()
-                        .map(|&len| Ok(Arc::new(corpus.train(len, self.seed)?) as _))
+                        .map(|&len| Ok(Arc::new(windows(corpus.train(len, self.seed)?)) as _))
                         .collect::<Result<_>>()?;
-                    (stages, Arc::new(corpus.valid(self.seq_len)?))
+                    (stages, Arc::new(windows(corpus.valid(self.seq_len)?)))
                 }
             };
         let train = match stages.len() {

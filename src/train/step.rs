@@ -27,7 +27,8 @@ pub fn weighted_nll<B: MobaBackend>(
     model: &MobaLm<B>,
     batch: &TokenBatch<B>,
 ) -> Result<Tensor<B, 2>> {
-    let nll = token_nll(model.forward(batch.inputs.clone())?, batch.targets.clone());
+    let logits = model.forward_packed(batch.inputs.clone(), batch.cu_seqlens.as_deref())?;
+    let nll = token_nll(logits, batch.targets.clone());
     Ok(nll * batch.weights.clone())
 }
 
