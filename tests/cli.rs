@@ -574,9 +574,12 @@ fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
     args.extend(["--run".to_string(), run.clone()]);
     assert_fails(&moba(&args), "slots");
     args.extend(["--recall-pairs", "1", "--recall-queries", "1"].map(String::from));
+    // The MoBA layers' keys convolved (FlashMoBA), as the run's config records.
+    args.extend(["--key-conv", "3"].map(String::from));
     assert_ok(&moba(&args));
     let summary = std::fs::read_to_string(dir.join("run").join("train.json")).unwrap();
     assert!(summary.contains("\"pairs\": 1"), "{summary}");
+    assert!(summary.contains("\"key_conv\": 3"), "{summary}");
 }
 
 #[test]

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::{NdArray, Wgpu};
 use burn::data::dataloader::DataLoader;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::{Distribution, ElementConversion, Tensor};
 use moba::MobaError;
 use moba::backend::MobaBackend;
 use moba::backend::burn_wgpu_device;
@@ -266,9 +266,32 @@ fn an_nsa_model_trains_like_a_moba_model() {
     );
 }
 
-/// Full-forward logits against a prefill of the first 30 bytes and 10 decode steps.
-fn check_decode<B: MobaBackend>(device: B::Device) {
-    let model = tiny(48).init::<B>(&device).unwrap();
+/// Moves every key convolution (the model's only rank-3 parameters) away from the identity
+/// it starts as, so that a check of it can fail.
+struct PerturbKeyConvs;
+
+impl<B: Backend> ModuleMapper<B> for PerturbKeyConvs {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let tensor = match D {
+            3 => {
+                let noise = tensor.random_like(Distribution::Normal(0.0, 0.5));
+                tensor + noise
+            }
+            _ => tensor,
+        };
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+/// Full-forward logits against a prefill of the first 30 bytes and 10 decode steps, with a
+/// key convolution of `key_conv` taps (moved off the identity) where given.
+fn check_decode<B: MobaBackend>(device: B::Device, key_conv: Option<usize>) {
+    let model = tiny(48)
+        .with_key_conv(key_conv)
+        .init::<B>(&device)
+        .unwrap()
+        .map(&mut PerturbKeyConvs);
     let text = b"MoBA gates each query to a few blocks of keys.";
     let full = floats(
         model
@@ -303,12 +326,14 @@ fn check_decode<B: MobaBackend>(device: B::Device) {
 
 #[test]
 fn decode_with_the_cache_equals_the_full_forward() {
-    check_decode::<NdArray>(Default::default());
+    check_decode::<NdArray>(Default::default(), None);
+    // Each decode step's convolved key reads the keys before it from the cache.
+    check_decode::<NdArray>(Default::default(), Some(4));
 }
 
 #[test]
 fn decode_with_the_cache_equals_the_full_forward_on_wgpu() {
-    check_decode::<Wgpu>(burn_wgpu_device(&Default::default()).unwrap().0);
+    check_decode::<Wgpu>(burn_wgpu_device(&Default::default()).unwrap().0, None);
 }
 
 #[test]
@@ -722,13 +747,15 @@ fn the_forward_with_gates_is_the_forward() {
 
 /// A model reads the documents packed in a batch's rows as it reads each one alone (a varlen
 /// batch): the MoBA layer (blocks of 32) and the full layer attend within each document only.
-/// The corpus tells its windows where its files start.
+/// The key convolution (moved off the identity) reads no key of another document either.
 fn check_packed_documents<B: MobaBackend>(device: &B::Device) {
     let model = LmConfig::preset("tiny")
         .unwrap()
         .with_full_layers(1)
+        .with_key_conv(Some(3))
         .init::<B>(device)
-        .unwrap();
+        .unwrap()
+        .map(&mut PerturbKeyConvs);
     let seq = 120;
     let text: Vec<u8> = (0..2 * (seq + 1)).map(|i| (i * 37 % 251) as u8).collect();
     let rows: Vec<Sequence> = [vec![50], vec![7, 100]]

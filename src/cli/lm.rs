@@ -137,6 +137,11 @@ pub struct RunArgs {
     /// Blocks each query attends, its own included (default 3).
     #[arg(long)]
     top_k: Option<usize>,
+    /// Taps of a short causal depthwise convolution of the MoBA layers' keys (FlashMoBA's
+    /// key convolution: the gate's block means then carry each key's neighbours), trained
+    /// with the model; starts as the identity.
+    #[arg(long, value_name = "N")]
+    key_conv: Option<usize>,
     /// NSA (--attention nsa): keys per compressed block, l.
     #[arg(long, default_value_t = 32, value_name = "L")]
     compress_block: usize,
@@ -237,6 +242,7 @@ impl RunArgs {
             full_layers,
             max_seq_len: seq_len.max(preset.max_seq_len),
             rope_theta: self.rope_theta.unwrap_or(preset.rope_theta),
+            key_conv: self.key_conv,
         };
         let data = if self.text.is_empty() {
             // The default counts only where a count is left out: at short lengths they may

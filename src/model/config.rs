@@ -45,6 +45,9 @@ pub struct LmConfig {
     pub max_seq_len: usize,
     #[config(default = 10000.0)]
     pub rope_theta: f32,
+    /// Taps of the MoBA layers' key convolution ([`crate::module::KeyConv`]); `None`: none.
+    #[config(default = "None")]
+    pub key_conv: Option<usize>,
 }
 
 /// The presets: name, what it is for.
@@ -130,6 +133,10 @@ impl LmConfig {
         )
         .with_rope_max_len(Some(self.max_seq_len))
         .with_rope_theta(self.rope_theta)
+        .with_key_conv(match self.layer_attention(index) {
+            AttentionKind::Moba { .. } => self.key_conv,
+            _ => None,
+        })
     }
 
     /// The model with fresh weights, or an error naming the setting that does not fit.

@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 
-use super::KvCache;
+use super::{KeyConv, KvCache};
 use crate::backend::{
     MobaBackend, moba_attention, moba_attention_varlen, moba_attention_with_means,
     moba_attention_with_stats, nsa_attention,
@@ -139,6 +139,10 @@ pub struct MobaAttentionConfig {
     pub rope_max_len: Option<usize>,
     #[config(default = 10000.0)]
     pub rope_theta: f32,
+    /// Taps of the key convolution (FlashMoBA's short causal depthwise convolution of the
+    /// keys, [`super::KeyConv`]); `None`: none.
+    #[config(default = "None")]
+    pub key_conv: Option<usize>,
 }
 
 /// Multi-head MoBA attention: `x: [batch, seq, d_model]` -> `[batch, seq, d_model]`.
@@ -164,6 +168,7 @@ pub struct MobaAttention<B: Backend> {
     value: Linear<B>,
     output: Linear<B>,
     rope: Option<RotaryEncoding<B>>,
+    key_conv: Option<KeyConv<B>>,
     #[module(skip)]
     kind: AttentionKind,
     d_model: usize,
@@ -192,6 +197,11 @@ impl MobaAttentionConfig {
                 "RoPE needs an even head dim, got {head_dim}"
             )));
         }
+        if self.key_conv == Some(0) {
+            return Err(MobaError::Config(
+                "key convolution needs at least one tap".into(),
+            ));
+        }
         self.kind.validate()
     }
 
@@ -215,6 +225,8 @@ impl MobaAttentionConfig {
                     .with_theta(self.rope_theta)
                     .init(device)
             }),
+            key_conv: (self.key_conv)
+                .map(|taps| KeyConv::new(taps, self.n_kv_heads, head_dim, device)),
             kind: self.kind,
             d_model: self.d_model,
             n_heads: self.n_heads,
@@ -278,7 +290,11 @@ impl<B: MobaBackend> MobaAttention<B> {
                 });
             }
         }
-        let (q, k, v, gates) = self.project(x, past);
+        let (q, projected, v, gates) = self.project(x, past);
+        let k = self.keys(projected.clone(), past, cache.key_history(), None);
+        if let Some(conv) = &self.key_conv {
+            cache.extend_key_history(projected, conv.taps() - 1);
+        }
         let (k, v) = cache.append(k, v);
         let o = match (self.kind.config(past + seq), self.kind.nsa_config(), gates) {
             (None, Some(nsa), Some(gates)) => nsa_attention(q, k, v, gates, &nsa)?.o,
@@ -321,6 +337,10 @@ impl<B: MobaBackend> MobaAttention<B> {
             }
         };
         let (q, k, v, _) = self.project(x, 0);
+        let starts: Vec<usize> = (cu_seqlens.windows(2))
+            .flat_map(|w| std::iter::repeat_n(w[0], w[1] - w[0]))
+            .collect();
+        let k = self.keys(k, 0, None, Some(&starts));
         // [batch, heads, seq, d] -> [1, heads, batch * seq, d]: the rows one after another.
         let packed = |t: Tensor<B, 4>| {
             let [b, h, s, d] = t.dims();
@@ -344,6 +364,7 @@ impl<B: MobaBackend> MobaAttention<B> {
             _ => return Ok(None),
         };
         let (q, k, v, _) = self.project(x, 0);
+        let k = self.keys(k, 0, None, None);
         let selection = moba_attention_with_stats(q, k, v, &config)?.selection;
         let blocks = selection
             .into_data()
@@ -359,8 +380,29 @@ impl<B: MobaBackend> MobaAttention<B> {
         }))
     }
 
-    /// Queries and keys (RoPE at positions from `past`) and values of `x`, per head:
-    /// `[batch, heads, seq, head_dim]`; and NSA's gates `[batch, heads, seq, 3]`.
+    /// The layer's keys from projected ones `k` at positions from `past`: the key
+    /// convolution (after `history`, the unconvolved keys before them; within each document
+    /// of `document_starts`, [`KeyConv::forward`]) where the layer has one, then RoPE.
+    fn keys(
+        &self,
+        k: Tensor<B, 4>,
+        past: usize,
+        history: Option<Tensor<B, 4>>,
+        document_starts: Option<&[usize]>,
+    ) -> Tensor<B, 4> {
+        let k = match &self.key_conv {
+            Some(conv) => conv.forward(k, history, document_starts),
+            None => k,
+        };
+        match &self.rope {
+            Some(rope) => rope.apply(k, past),
+            None => k,
+        }
+    }
+
+    /// Queries (RoPE at positions from `past`), projected keys (before [`Self::keys`]) and
+    /// values of `x`, per head: `[batch, heads, seq, head_dim]`; and NSA's gates `[batch,
+    /// heads, seq, 3]`.
     fn project(&self, x: Tensor<B, 3>, past: usize) -> Projected<B> {
         let [batch, seq, _] = x.dims();
         let head_dim = self.d_model / self.n_heads;
@@ -376,13 +418,13 @@ impl<B: MobaBackend> MobaAttention<B> {
             sigmoid(gates.reshape([batch, seq, self.n_heads, 3]).swap_dims(1, 2))
         });
         let queries = queries.slice([0..batch, 0..seq, 0..self.d_model]);
-        let mut q = heads(queries, self.n_heads);
-        let mut k = heads(self.key.forward(x.clone()), self.n_kv_heads);
+        let q = heads(queries, self.n_heads);
+        let q = match &self.rope {
+            Some(rope) => rope.apply(q, past),
+            None => q,
+        };
+        let k = heads(self.key.forward(x.clone()), self.n_kv_heads);
         let v = heads(self.value.forward(x), self.n_kv_heads);
-        if let Some(rope) = &self.rope {
-            q = rope.apply(q, past);
-            k = rope.apply(k, past);
-        }
         (q, k, v, gates)
     }
 }

@@ -11,6 +11,9 @@ use burn::tensor::{FloatDType, Tensor};
 pub struct KvCache<B: Backend> {
     entries: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     means: Option<BlockMeans<B>>,
+    /// The last keys before a key convolution (`taps - 1` of them), which the next
+    /// positions' convolved keys read.
+    key_history: Option<Tensor<B, 4>>,
 }
 
 /// The mean key of every block of the cached keys, as of `len` positions.
@@ -27,6 +30,7 @@ impl<B: Backend> Default for KvCache<B> {
         Self {
             entries: None,
             means: None,
+            key_history: None,
         }
     }
 }
@@ -50,6 +54,24 @@ impl<B: Backend> KvCache<B> {
     /// The batch size of the cached positions, if any.
     pub fn batch(&self) -> Option<usize> {
         self.entries.as_ref().map(|(k, _)| k.dims()[0])
+    }
+
+    /// The unconvolved keys a key convolution reads before the next positions.
+    pub(crate) fn key_history(&self) -> Option<Tensor<B, 4>> {
+        self.key_history.clone()
+    }
+
+    /// Keeps the last `keep` of the history and the unconvolved keys `new` after it.
+    pub(crate) fn extend_key_history(&mut self, new: Tensor<B, 4>, keep: usize) {
+        if keep == 0 {
+            return;
+        }
+        let all = match self.key_history.take() {
+            Some(history) => Tensor::cat(vec![history, new], 2),
+            None => new,
+        };
+        let len = all.dims()[2];
+        self.key_history = Some(all.slice_dim(2, len.saturating_sub(keep)..len));
     }
 
     /// Appends `k, v: [batch, n_kv_heads, new, head_dim]` and returns the whole cache.
