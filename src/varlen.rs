@@ -24,7 +24,7 @@
 
 use std::ops::Range;
 
-use crate::config::MobaConfig;
+use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 
 /// The block-aligned layout of a varlen batch.
@@ -172,6 +172,40 @@ impl Packing {
     }
 }
 
+/// The packing of a problem whose q and k hold the packed tokens (`shape`), and the shape of
+/// its block-aligned layout, once the config, the offsets and the shape agree: a causal
+/// config, batch 1, as many queries as keys, the last offset the token count.
+pub(crate) fn packed_problem(
+    shape: &Shape,
+    cu_seqlens: &[usize],
+    config: &MobaConfig,
+) -> Result<(Packing, Shape)> {
+    config.validate()?;
+    check_causal(config)?;
+    let packing = Packing::new(cu_seqlens, config.block_size)?;
+    if shape.batch != 1 {
+        return Err(MobaError::Config(format!(
+            "a varlen batch packs its sequences into batch 1, got batch {}",
+            shape.batch
+        )));
+    }
+    if shape.q_len != shape.kv_len || shape.q_len != packing.tokens() {
+        return Err(MobaError::Config(format!(
+            "cu_seqlens covers {} tokens; q has {} and k {} (they must all agree)",
+            packing.tokens(),
+            shape.q_len,
+            shape.kv_len
+        )));
+    }
+    let len = packing.aligned_len();
+    let aligned = Shape {
+        q_len: len,
+        kv_len: len,
+        ..*shape
+    };
+    Ok((packing, aligned))
+}
+
 /// An error unless `config` is causal: a packed batch is causal per sequence.
 pub fn check_causal(config: &MobaConfig) -> Result<()> {
     match config.causal {
@@ -180,28 +214,6 @@ pub fn check_causal(config: &MobaConfig) -> Result<()> {
             "varlen (packed) batches are causal per sequence; this config is not causal".into(),
         )),
     }
-}
-
-/// An error unless a packed problem's tokens match `cu_seqlens`: batch 1, as many queries
-/// as keys, the last offset the token count.
-pub(crate) fn check_packed(
-    packing: &Packing,
-    batch: usize,
-    q_len: usize,
-    kv_len: usize,
-) -> Result<()> {
-    if batch != 1 {
-        return Err(MobaError::Config(format!(
-            "a varlen batch packs its sequences into batch 1, got batch {batch}"
-        )));
-    }
-    if q_len != kv_len || q_len != packing.tokens() {
-        return Err(MobaError::Config(format!(
-            "cu_seqlens covers {} tokens; q has {q_len} and k {kv_len} (they must all agree)",
-            packing.tokens()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

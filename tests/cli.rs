@@ -583,6 +583,41 @@ fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
 }
 
 #[test]
+fn train_deals_each_batch_over_the_devices_given() {
+    let dir = scratch("train-devices");
+    let run = dir.join("run").display().to_string();
+    let args = |devices: &str| -> Vec<String> {
+        let flags = [
+            "train",
+            "--backend",
+            "ndarray",
+            "--preset",
+            "tiny",
+            "--seq-len",
+            "64",
+            "--steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--recall-pairs",
+            "1",
+            "--recall-queries",
+            "1",
+            "--devices",
+            devices,
+            "--run",
+        ];
+        flags
+            .iter()
+            .map(|s| s.to_string())
+            .chain([run.clone()])
+            .collect()
+    };
+    assert_fails(&moba(&args("0,1,2")), "not dealt evenly over 3 devices");
+    assert_ok(&moba(&args("0,1")));
+}
+
+#[test]
 fn compare_continues_each_arm_from_the_same_arm_of_an_earlier_comparison() {
     let dir = scratch("compare-continue");
     let (first, second) = (dir.join("first"), dir.join("second"));

@@ -69,7 +69,7 @@ fn text_config(steps: usize, valid_every: usize) -> TrainConfig {
 fn target(dir: &Path) -> TrainTarget<'_, NdArray> {
     TrainTarget {
         dir,
-        device: Default::default(),
+        devices: vec![Default::default()],
         memory: None,
         capacity: Default::default(),
         dashboard: Dashboard::Lines,
@@ -817,4 +817,53 @@ fn corpus_windows_tell_where_files_start() {
         assert_eq!(s.documents, starts, "window {i}");
     }
     assert!(crossings > 0, "no window crossed the boundary");
+}
+
+/// Data parallel on two ndarray workers (burn-train's multi-device strategy) takes the steps
+/// one device takes with the same batch: each worker reads half of every batch (windows of
+/// two files, so packed documents too), and their gradients summed are the batch's.
+#[test]
+fn data_parallel_training_takes_the_steps_of_one_device() {
+    let config = text_config(4, 2);
+    let dir = scratch("data-parallel");
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    let single = train(&config, false, target(&one)).unwrap();
+    let two_workers = TrainTarget {
+        devices: vec![Default::default(); 2],
+        ..target(&two)
+    };
+    let parallel = train(&config, false, two_workers).unwrap();
+    assert_eq!(
+        (single.steps, single.tokens),
+        (parallel.steps, parallel.tokens)
+    );
+    let weights = |run: &Path| -> Vec<f32> {
+        let model = load_model::<NdArray>(&config.model, &model_path(run), &Default::default());
+        parameter_bits(&model.unwrap())
+            .into_iter()
+            .map(f32::from_bits)
+            .collect()
+    };
+    let (a, b) = (weights(&one), weights(&two));
+    let moved = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    // Sums in another order: far below a step's change (about the learning rate, 3e-3).
+    assert!(moved < 1e-5, "the weights differ by {moved:e}");
+    let loss_gap = (single.final_valid_loss - parallel.final_valid_loss).abs();
+    assert!(
+        loss_gap < 1e-4,
+        "validation loss {single:?} vs {parallel:?}"
+    );
+
+    // A batch the devices cannot share evenly is refused before anything starts.
+    let refused = dir.join("three");
+    let three = TrainTarget {
+        devices: vec![Default::default(); 3],
+        ..target(&refused)
+    };
+    let err = train(&config, false, three).unwrap_err().to_string();
+    assert!(err.contains("not dealt evenly over 3 devices"), "{err}");
+    assert!(!refused.exists());
 }

@@ -6,7 +6,7 @@ use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 use super::{ForwardGiven, MobaBackend, MobaForwardOutput};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
-use crate::varlen::{Packing, check_causal, check_packed};
+use crate::varlen::packed_problem;
 
 /// MoBA attention (DESIGN §1) of `q: [B, Hq, S, D]` over `k, v: [B, Hkv, Sk, D]`; returns
 /// `o: [B, Hq, S, D]`. Differentiable on `Autodiff<B>` (q, k and v get gradients; the block
@@ -131,17 +131,9 @@ pub fn moba_attention_varlen<B: MobaBackend>(
     cu_seqlens: &[usize],
     config: &MobaConfig,
 ) -> Result<MobaAttentionStats<B>> {
-    config.validate()?;
-    check_causal(config)?;
     let shape = qkv_shape(&q, &k, &v)?;
-    let packing = Packing::new(cu_seqlens, config.block_size)?;
-    check_packed(&packing, shape.batch, shape.q_len, shape.kv_len)?;
-    let len = packing.aligned_len();
-    let aligned = Shape {
-        q_len: len,
-        kv_len: len,
-        ..shape
-    };
+    let (packing, aligned) = packed_problem(&shape, cu_seqlens, config)?;
+    let len = aligned.q_len;
     let device = q.device();
     B::moba_prepare(&aligned, config, &device)?;
     let index = |values: Vec<usize>| {

@@ -76,7 +76,7 @@ impl BackendJob for TrainJob<'_> {
     fn run<B: moba::backend::MobaBackend>(self, placement: Placement<B>) -> Result<()> {
         let target = TrainTarget::<B> {
             dir: self.dir,
-            device: placement.device,
+            devices: vec![placement.device],
             memory: placement.memory,
             capacity: placement.capacity,
             dashboard: Dashboard::Lines,

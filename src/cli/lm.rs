@@ -34,6 +34,8 @@ pub struct Placement<B: Backend> {
     pub device: B::Device,
     pub memory: Option<MemoryProbe>,
     pub capacity: DeviceCapacity,
+    /// The device of index `i` of the same backend (`--devices`; 0 is `device`).
+    pub device_at: Box<dyn Fn(usize) -> Result<B::Device>>,
 }
 
 /// A command body generic over the backend (a closure cannot be generic).
@@ -66,16 +68,27 @@ pub fn dispatch<J: BackendJob>(
                 },
                 largest_buffer: Some((largest, "max_storage_buffer_binding_size")),
             };
+            let only = device.clone();
             job.run::<Wgpu>(Placement {
                 device,
                 memory: nvidia_memory_probe(0),
                 capacity,
+                device_at: Box::new(move |index| match index {
+                    0 => Ok(only.clone()),
+                    _ => Err(MobaError::Unsupported(
+                        "more than one device on the wgpu backend (data parallel runs on \
+                         --backend cuda, and on ndarray's CPU workers)"
+                            .into(),
+                    )),
+                }),
             })
         }
         LmBackend::Ndarray => job.run::<NdArray>(Placement {
             device: Default::default(),
             memory: None,
             capacity: DeviceCapacity::host(),
+            // One CPU: each index is a worker on it.
+            device_at: Box::new(|_| Ok(Default::default())),
         }),
         LmBackend::Cuda => dispatch_cuda(job),
     }
@@ -88,6 +101,13 @@ fn dispatch_cuda<J: BackendJob>(job: J) -> Result<J::Output> {
         device: Default::default(),
         memory: nvidia_memory_probe(0),
         capacity: DeviceCapacity::default(),
+        device_at: Box::new(|index| {
+            eprintln!(
+                "device {index}: {}",
+                moba::cuda::CudaRuntime::get(index)?.describe()
+            );
+            Ok(burn::backend::cuda::CudaDevice::new(index))
+        }),
     })
 }
 

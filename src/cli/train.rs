@@ -31,6 +31,16 @@ pub struct TrainArgs {
     /// Progress as plain lines even in a terminal (no dashboard).
     #[arg(long)]
     lines: bool,
+    /// Train data parallel on these devices of the backend (`0,1`: two GPUs on cuda; on
+    /// ndarray, CPU workers): each takes an equal share of every --batch-size batch, their
+    /// gradients summed, so the steps are those of one device with the same batch.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0",
+        value_name = "INDICES"
+    )]
+    devices: Vec<usize>,
     #[command(flatten)]
     settings: RunArgs,
 }
@@ -44,9 +54,15 @@ impl BackendJob for Job<'_> {
     type Output = ();
 
     fn run<B: MobaBackend>(self, placement: Placement<B>) -> Result<()> {
+        let devices = (self.args.devices.iter())
+            .map(|&index| match index {
+                0 => Ok(placement.device.clone()),
+                index => (placement.device_at)(index),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let target = TrainTarget::<B> {
             dir: &self.args.run,
-            device: placement.device,
+            devices,
             memory: placement.memory,
             capacity: placement.capacity,
             dashboard: if self.args.lines {

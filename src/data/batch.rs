@@ -16,6 +16,9 @@ pub struct TokenBatch<B: Backend> {
     pub weights: Tensor<B, 2>,
     pub counted: usize,
     pub cu_seqlens: Option<Vec<usize>>,
+    /// Devices a data parallel step deals its batch to (this batch is one device's share):
+    /// each share's loss gradient counts `1 / shards`, so that their sum is the batch's.
+    pub shards: usize,
 }
 
 impl<B: Backend> TokenBatch<B> {
@@ -44,6 +47,7 @@ impl<B: Backend> TokenBatch<B> {
         });
         Self {
             cu_seqlens,
+            shards: 1,
             inputs: ints(|t| &t[..t.len() - 1]),
             targets: ints(|t| &t[1..]),
             weights: Tensor::from_data(TensorData::new(weights, [batch, seq]), device),

@@ -33,6 +33,9 @@ pub struct SequenceLoader<B: Backend> {
     /// Passes started; `None` repeats the same sequences every pass.
     passes: Option<Arc<AtomicU64>>,
     device: B::Device,
+    /// Data parallel: each batch is dealt to this many devices, `shard` getting its part.
+    shards: usize,
+    shard: usize,
 }
 
 impl<B: Backend> SequenceLoader<B> {
@@ -52,6 +55,24 @@ impl<B: Backend> SequenceLoader<B> {
             first: 0,
             passes: Some(Arc::new(AtomicU64::new(passes_done))),
             device,
+            shards: 1,
+            shard: 0,
+        }
+    }
+
+    /// The same loader dealt over `devices` for data parallel training: burn-train's
+    /// multi-device strategy splits it ([`DataLoader::slice`]) into one loader per device,
+    /// each yielding its `batch_size / devices` sequences of every batch, so that a step on
+    /// all devices reads the batch one device would.
+    pub fn sharded(self, devices: usize) -> Self {
+        assert!(
+            devices >= 1 && self.batch_size.is_multiple_of(devices),
+            "a batch of {} is not dealt evenly over {devices} devices",
+            self.batch_size
+        );
+        Self {
+            shards: devices,
+            ..self
         }
     }
 
@@ -72,6 +93,8 @@ impl<B: Backend> SequenceLoader<B> {
             first: 0,
             passes: None,
             device,
+            shards: 1,
+            shard: 0,
         }
     }
 
@@ -94,13 +117,17 @@ impl<B: Backend> Iterator for Batches<'_, B> {
         if self.next == self.loader.batches {
             return None;
         }
-        let size = self.loader.batch_size as u64;
-        let first = self.start + self.next as u64 * size;
-        let sequences: Vec<_> = (first..first + size)
-            .flat_map(|index| self.loader.source.item(index))
+        let loader = self.loader;
+        let share = (loader.batch_size / loader.shards) as u64;
+        let first =
+            self.start + self.next as u64 * loader.batch_size as u64 + loader.shard as u64 * share;
+        let sequences: Vec<_> = (first..first + share)
+            .flat_map(|index| loader.source.item(index))
             .collect();
         self.next += 1;
-        Some(TokenBatch::new(&sequences, &self.loader.device))
+        let mut batch = TokenBatch::new(&sequences, &loader.device);
+        batch.shards = loader.shards;
+        Some(batch)
     }
 }
 
@@ -135,6 +162,17 @@ impl<B: Backend> DataLoader<B, TokenBatch<B>> for SequenceLoader<B> {
     }
 
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, TokenBatch<B>>> {
+        if self.shards > 1 {
+            // burn-train's split: equal consecutive ranges, one per device. Each device
+            // gets its share of every batch instead, and counts its own passes.
+            let per_device = self.num_items() / self.shards;
+            return Arc::new(Self {
+                shard: (start / per_device.max(1)).min(self.shards - 1),
+                passes: (self.passes.as_ref())
+                    .map(|passes| Arc::new(AtomicU64::new(passes.load(Ordering::Relaxed)))),
+                ..self.clone()
+            });
+        }
         Arc::new(Self {
             first: self.first + start as u64,
             batches: end.saturating_sub(start).div_ceil(self.batch_size),

@@ -11,7 +11,7 @@ use super::forward::{ForwardIo, MobaForward};
 use super::plan::{AttentionKernel, groups_per_call};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
-use crate::varlen::{Packing, check_causal, check_packed};
+use crate::varlen::{Packing, packed_problem};
 
 /// Forward results on the host: `o: [B, Hq, S, D]`, `lse: [B, Hq, S]` (natural log),
 /// `selection: [B, Hq, S, top_k]` (ascending, -1 padded; empty for dense attention).
@@ -86,7 +86,7 @@ impl GpuContext {
         cu_seqlens: &[usize],
         config: &MobaConfig,
     ) -> Result<GpuForward> {
-        let (packing, aligned) = packed(shape, cu_seqlens, config)?;
+        let (packing, aligned) = packed_problem(shape, cu_seqlens, config)?;
         shape.check_inputs(q, k, v)?;
         let [q, k, v] = aligned_qkv(&packing, shape, [q, k, v]);
         let starts = packing.sequence_starts();
@@ -161,7 +161,7 @@ impl GpuContext {
         cu_seqlens: &[usize],
         config: &MobaConfig,
     ) -> Result<GpuGradients> {
-        let (packing, aligned) = packed(shape, cu_seqlens, config)?;
+        let (packing, aligned) = packed_problem(shape, cu_seqlens, config)?;
         shape.check_inputs(q, k, v)?;
         shape.check_dout(dout)?;
         let [q, k, v] = aligned_qkv(&packing, shape, [q, k, v]);
@@ -315,24 +315,6 @@ impl GpuContext {
         }
         Ok(out)
     }
-}
-
-/// The packing of a varlen problem (`shape` its packed tokens) and the shape of its
-/// block-aligned layout, once both are valid.
-fn packed(shape: &Shape, cu_seqlens: &[usize], config: &MobaConfig) -> Result<(Packing, Shape)> {
-    config.validate()?;
-    check_causal(config)?;
-    let packing = Packing::new(cu_seqlens, config.block_size)?;
-    check_packed(&packing, shape.batch, shape.q_len, shape.kv_len)?;
-    let len = packing.aligned_len();
-    Ok((
-        packing,
-        Shape {
-            q_len: len,
-            kv_len: len,
-            ..*shape
-        },
-    ))
 }
 
 /// q, k and v of a packed problem in its block-aligned layout, the gaps zero.

@@ -4,7 +4,7 @@
 use super::{Forward, Gradients, backward, forward};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
-use crate::varlen::{Packing, check_causal, check_packed};
+use crate::varlen::packed_problem;
 
 /// Rows `tokens` of every head of a `[heads, len, width]` tensor.
 fn cut<T: Copy>(
@@ -45,10 +45,7 @@ fn sequences(
     cu_seqlens: &[usize],
     config: &MobaConfig,
 ) -> Result<Vec<(Shape, std::ops::Range<usize>)>> {
-    config.validate()?;
-    check_causal(config)?;
-    let packing = Packing::new(cu_seqlens, config.block_size)?;
-    check_packed(&packing, shape.batch, shape.q_len, shape.kv_len)?;
+    let (packing, _) = packed_problem(shape, cu_seqlens, config)?;
     Ok((0..packing.sequences())
         .map(|i| packing.sequence(i))
         .filter(|tokens| !tokens.is_empty())

@@ -18,8 +18,8 @@ use burn::tensor::backend::Backend;
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{
-    Learner, LearnerOptimizerRecord, LearnerSchedulerRecord, LearningComponentsMarker,
-    SupervisedTraining,
+    ExecutionStrategy, Learner, LearnerOptimizerRecord, LearnerSchedulerRecord,
+    LearningComponentsMarker, MultiDeviceOptim, SupervisedTraining,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +58,11 @@ pub enum Dashboard {
 pub struct TrainTarget<'a, B: Backend> {
     /// The run directory (created if missing).
     pub dir: &'a Path,
-    pub device: B::Device,
+    /// Where the model trains: one device, or several of one machine for data parallel
+    /// training (burn-train's multi-device strategy: each device takes an equal share of
+    /// every batch, their gradients are summed into the first, which steps the optimizer;
+    /// the same steps as one device with the same `batch_size`).
+    pub devices: Vec<B::Device>,
     /// The backend's device memory, for the GPU memory metric.
     pub memory: Option<MemoryProbe>,
     /// What the device holds, checked against the run's needs before it starts.
@@ -129,7 +133,17 @@ pub fn train<B: MobaBackend>(
     config.validate()?;
     let (train_source, valid_source) = config.sources()?;
     let dir = target.dir;
-    let device = target.device;
+    let Some(device) = target.devices.first().cloned() else {
+        return Err(MobaError::Config("training needs a device".into()));
+    };
+    let parallel = target.devices.len();
+    if !config.batch_size.is_multiple_of(parallel) {
+        return Err(MobaError::Config(format!(
+            "a batch of {} sequences is not dealt evenly over {parallel} devices: give a \
+             --batch-size that is a multiple of the device count",
+            config.batch_size
+        )));
+    }
     match (resume, config_path(dir).is_file()) {
         (false, true) => {
             return Err(MobaError::Config(format!(
@@ -176,7 +190,8 @@ pub fn train<B: MobaBackend>(
         config.iterations_per_epoch(),
         done as u64,
         device.clone(),
-    );
+    )
+    .sharded(parallel);
     let valid_loader = SequenceLoader::<B>::validation(
         valid_source,
         config.batch_size,
@@ -213,6 +228,12 @@ pub fn train<B: MobaBackend>(
     }
     if config.grad_accumulation > 1 {
         training = training.grads_accumulation(config.grad_accumulation);
+    }
+    if parallel > 1 {
+        let devices = target.devices.clone();
+        training = training.with_training_strategy(
+            ExecutionStrategy::multi(devices, MultiDeviceOptim::OptimMainDevice).into(),
+        );
     }
     if target.dashboard == Dashboard::Lines || !std::io::stdout().is_terminal() {
         training = training.renderer(LineRenderer::new(Duration::from_secs(5)));

@@ -66,7 +66,11 @@ impl<B: AutodiffBackend + MobaBackend> TrainStep for MobaLm<B> {
 
     fn step(&self, batch: TokenBatch<B>) -> TrainOutput<LmOutput<B>> {
         let output = output(self, &batch);
-        let grads = output.loss.backward();
+        // burn-train sums the devices' gradients: each share counts for its part.
+        let grads = match batch.shards {
+            1 => output.loss.backward(),
+            shards => output.loss.clone().div_scalar(shards as f32).backward(),
+        };
         TrainOutput::new(self, grads, output)
     }
 }
