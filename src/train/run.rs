@@ -276,7 +276,8 @@ pub fn train<B: MobaBackend>(
     save_model(&result.model, &model_path(dir))?;
 
     let curves = Curves::read(&metrics_path(dir))?;
-    let iterations = curves.train.len();
+    // One training row per forward of a batch's share on each device.
+    let iterations = curves.train.len() / parallel;
     let summary = TrainSummary {
         steps: iterations / config.grad_accumulation,
         tokens: iterations * config.seq_len * config.batch_size,
