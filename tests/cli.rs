@@ -546,8 +546,9 @@ fn bench_writes_records_and_report_merges_them() {
     assert_fails(&report, "bad.jsonl:1");
 }
 
-/// `moba COMMAND` flags for one step of the tiny model on 64-byte sequences, on the CPU.
-fn one_tiny_step(command: &str) -> Vec<String> {
+/// `moba COMMAND` flags for one step of the tiny model on 64-byte sequences, on the CPU,
+/// in batches of `batch_size`.
+fn one_tiny_step(command: &str, batch_size: &str) -> Vec<String> {
     let flags = [
         "--backend",
         "ndarray",
@@ -556,7 +557,7 @@ fn one_tiny_step(command: &str) -> Vec<String> {
         "--seq-len",
         "64",
     ];
-    let steps = ["--steps", "1", "--batch-size", "1"];
+    let steps = ["--steps", "1", "--batch-size", batch_size];
     std::iter::once(command)
         .chain(flags)
         .chain(steps)
@@ -570,7 +571,7 @@ fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
     // and one query fit and must be accepted.
     let dir = scratch("train-recall-counts");
     let run = dir.join("run").display().to_string();
-    let mut args = one_tiny_step("train");
+    let mut args = one_tiny_step("train", "1");
     args.extend(["--run".to_string(), run.clone()]);
     assert_fails(&moba(&args), "slots");
     args.extend(["--recall-pairs", "1", "--recall-queries", "1"].map(String::from));
@@ -587,31 +588,11 @@ fn train_deals_each_batch_over_the_devices_given() {
     let dir = scratch("train-devices");
     let run = dir.join("run").display().to_string();
     let args = |devices: &str| -> Vec<String> {
-        let flags = [
-            "train",
-            "--backend",
-            "ndarray",
-            "--preset",
-            "tiny",
-            "--seq-len",
-            "64",
-            "--steps",
-            "1",
-            "--batch-size",
-            "2",
-            "--recall-pairs",
-            "1",
-            "--recall-queries",
-            "1",
-            "--devices",
-            devices,
-            "--run",
-        ];
-        flags
-            .iter()
-            .map(|s| s.to_string())
-            .chain([run.clone()])
-            .collect()
+        let mut args = one_tiny_step("train", "2");
+        let counts = ["--recall-pairs", "1", "--recall-queries", "1"];
+        args.extend(counts.map(String::from));
+        args.extend(["--devices", devices, "--run", &run].map(String::from));
+        args
     };
     assert_fails(&moba(&args("0,1,2")), "not dealt evenly over 3 devices");
     assert_ok(&moba(&args("0,1")));
@@ -622,7 +603,7 @@ fn compare_continues_each_arm_from_the_same_arm_of_an_earlier_comparison() {
     let dir = scratch("compare-continue");
     let (first, second) = (dir.join("first"), dir.join("second"));
     let compare = |out: &Path, extra: &[&str]| -> Vec<String> {
-        let mut args = one_tiny_step("compare");
+        let mut args = one_tiny_step("compare", "1");
         let counts = [
             "--recall-pairs",
             "1",

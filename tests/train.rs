@@ -146,6 +146,20 @@ fn a_few_training_steps_lower_the_loss() {
     assert_eq!((exists(1), exists(2), exists(3)), (false, true, true));
 }
 
+/// Copies into `cut` what a run in `whole` held after its first epoch: its config, its
+/// metric log (all of it) and its epoch-1 checkpoint.
+fn cut_after_epoch_1(whole: &Path, cut: &Path) {
+    for file in ["train.json", "metrics.jsonl"] {
+        std::fs::copy(whole.join(file), cut.join(file)).unwrap();
+    }
+    std::fs::create_dir_all(cut.join("checkpoint")).unwrap();
+    for name in ["model", "optim", "scheduler"] {
+        let file = checkpoint_file(whole, name, 1).with_extension("mpk");
+        let to = cut.join("checkpoint").join(file.file_name().unwrap());
+        std::fs::copy(&file, to).unwrap();
+    }
+}
+
 #[test]
 fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     let config = text_config(8, 4);
@@ -155,26 +169,14 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     // The same run cut after epoch 1: its epoch-2 checkpoint and results gone, its metric
     // log still holding epoch 2's lines (a crash after the log, before the checkpoint).
     let cut = scratch("cut");
-    for file in ["train.json", "metrics.jsonl"] {
-        std::fs::copy(whole.join(file), cut.join(file)).unwrap();
-    }
-    std::fs::create_dir_all(cut.join("checkpoint")).unwrap();
-    for name in ["model", "optim", "scheduler"] {
-        let file = checkpoint_file(&whole, name, 1).with_extension("mpk");
-        std::fs::copy(
-            &file,
-            cut.join("checkpoint").join(file.file_name().unwrap()),
-        )
-        .unwrap();
-    }
+    cut_after_epoch_1(&whole, &cut);
     let err = train(&config, false, target(&cut)).unwrap_err();
     assert!(err.to_string().contains("--resume"), "{err}");
     let resumed = train(&config, true, target(&cut)).unwrap();
 
-    assert_eq!(
-        resumed.steps, 8,
-        "the log was cut back to epoch 1, then grew"
-    );
+    assert_eq!(resumed.steps, 8);
+    let rows = Curves::read(&metrics_path(&cut)).unwrap().train.len();
+    assert_eq!(rows, 8, "the log was cut back to epoch 1, then grew");
     let device = Default::default();
     let load =
         |dir: &Path| load_model::<NdArray>(&config.model, &model_path(dir), &device).unwrap();

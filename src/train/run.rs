@@ -276,11 +276,10 @@ pub fn train<B: MobaBackend>(
     save_model(&result.model, &model_path(dir))?;
 
     let curves = Curves::read(&metrics_path(dir))?;
-    // One training row per forward of a batch's share on each device.
-    let iterations = curves.train.len() / parallel;
+    // Every epoch is done (checked above), on however many devices each ran.
     let summary = TrainSummary {
-        steps: iterations / config.grad_accumulation,
-        tokens: iterations * config.seq_len * config.batch_size,
+        steps: config.steps,
+        tokens: config.steps * config.tokens_per_step(),
         params,
         seconds,
         tokens_per_second: median(
