@@ -15,8 +15,10 @@ use burn::backend::cuda::Cuda;
 use burn::backend::wgpu::CubeBackend;
 use burn::cubecl::cuda::CudaRuntime;
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
-use common::{NEAR_TIE, inputs, naive, naive_backward, shape, tolerance};
-use moba::backend::{MobaBackend, MobaSaved, moba_attention, moba_attention_with_stats};
+use common::{NEAR_TIE, cut, inputs, naive, naive_backward, shape, tolerance};
+use moba::backend::{
+    MobaBackend, MobaSaved, moba_attention, moba_attention_varlen, moba_attention_with_stats,
+};
 use moba::{MobaConfig, Shape, random, reference};
 
 /// burn-cuda without fusion. The kernels follow each tensor's dtype, which the tests set
@@ -314,5 +316,47 @@ fn training_through_autodiff_cuda_gives_the_kernel_gradients() {
         let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         println!("autodiff {name}: max error {error:.2e} (max |grad| {scale:.2e})");
         assert!(error <= 0.05 * scale, "{name}: {error:e} vs max {scale:e}");
+    }
+}
+
+/// A varlen batch (sequences of 1, 7, 64, 300 and 1000 tokens) through the CUDA gate's
+/// sequence starts, bf16: each sequence's selection is the reference's of it alone, and o is
+/// within the tolerance of the straightforward bf16 implementation of that sequence.
+#[test]
+fn varlen_batches_match_each_sequence_alone() {
+    let cu = [0, 1, 8, 72, 372, 1372];
+    let packed = shape(1, 4, 2, 1372, 1372, 64);
+    let config = MobaConfig::new(64, 3);
+    let round = |x: Vec<f32>| -> Vec<f32> { x.into_iter().map(bf16::to_precision).collect() };
+    let (q, k, v) = inputs(&packed, 61);
+    let (q, k, v) = (round(q), round(k), round(v));
+    let input = |x: &[f32], dims| tensor::<Plain>(x, dims, DType::BF16);
+    let (qd, kd) = (packed.q_dims(), packed.kv_dims());
+    let out =
+        moba_attention_varlen(input(&q, qd), input(&k, kd), input(&v, kd), &cu, &config).unwrap();
+    let want = reference::varlen_forward(&q, &k, &v, &packed, &cu, &config).unwrap();
+    let selection: Vec<i32> = out.selection.into_data().convert::<i32>().to_vec().unwrap();
+    assert_eq!(selection, want.selection, "selection");
+    let o = values(out.o);
+    let (tokens, d) = (packed.q_len, packed.head_dim);
+    for rows in cu.windows(2).map(|w| w[0]..w[1]) {
+        let part = Shape {
+            q_len: rows.len(),
+            kv_len: rows.len(),
+            ..packed
+        };
+        let of = |x: &[f32], heads| cut(x, heads, tokens, d, &rows);
+        let (q, k, v) = (of(&q, 4), of(&k, 2), of(&v, 2));
+        let alone = reference::forward(&q, &k, &v, &part, &config).unwrap();
+        let (naive_o, _) = naive([&q, &k, &v], &part, &config, &alone.selection, |x| {
+            bf16::to_precision(x)
+        });
+        let bound = tolerance(reference::max_abs_error(&naive_o, &alone.o));
+        let error = reference::max_abs_error(&of(&o, 4), &alone.o);
+        println!("varlen sequence {rows:?}: o error {error:.2e} (bound {bound:.2e})");
+        assert!(
+            error <= bound,
+            "sequence {rows:?}: o error {error:e} > {bound:e}"
+        );
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::ops::Range;
 
-use common::{every_gpu, naive, naive_backward, shape, tolerance};
+use common::{cut, every_gpu, naive, naive_backward, shape, tolerance};
 use moba::gpu::GpuContext;
 use moba::{MobaConfig, Shape, random, reference};
 
@@ -20,14 +20,6 @@ fn cu_seqlens(lengths: &[usize]) -> Vec<usize> {
         cu.push(cu.last().unwrap() + len);
     }
     cu
-}
-
-/// Rows `tokens` of every head of a `[heads, len, width]` tensor.
-fn cut(data: &[f32], heads: usize, len: usize, width: usize, tokens: &Range<usize>) -> Vec<f32> {
-    (0..heads)
-        .flat_map(|h| &data[(h * len + tokens.start) * width..(h * len + tokens.end) * width])
-        .copied()
-        .collect()
 }
 
 /// One sequence of a packed problem, cut out: its tokens, and the reference's and the
