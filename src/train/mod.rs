@@ -16,7 +16,7 @@
 //! let config = TrainConfig::new(model, DataConfig::Recall { pairs: 64, queries: 16 }, 8192, 1000);
 //! let target = TrainTarget::<Wgpu> {
 //!     dir: Path::new("runs/recall-moba"),
-//!     device: Default::default(),
+//!     devices: vec![Default::default()], // several: data parallel
 //!     memory: None,
 //!     capacity: Default::default(),
 //!     dashboard: Dashboard::Auto,
