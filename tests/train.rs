@@ -776,6 +776,13 @@ fn check_packed_documents<B: MobaBackend>(device: &B::Device) {
     let packed = model
         .forward_packed(batch.inputs.clone(), batch.cu_seqlens.as_deref())
         .unwrap();
+    // Offsets that decrease, or that leave out a row's start, are errors.
+    for bad in [&[0, 50, 10, 240][..], &[0, 50, 240][..]] {
+        let err = model
+            .forward_packed(batch.inputs.clone(), Some(bad))
+            .unwrap_err();
+        assert!(matches!(err, MobaError::Config(_)), "{bad:?}: {err}");
+    }
     for (row, sequence) in rows.iter().enumerate() {
         let bounds: Vec<usize> = [0]
             .into_iter()

@@ -16,6 +16,7 @@ use crate::backend::{
 };
 use crate::config::{MobaConfig, NsaConfig};
 use crate::error::{MobaError, Result};
+use crate::varlen::Packing;
 
 /// Which attention a layer runs. Every kind runs on the same MoBA kernels.
 #[derive(Config, Debug, Copy, PartialEq)]
@@ -322,6 +323,20 @@ impl<B: MobaBackend> MobaAttention<B> {
     /// is not built yet: an error.
     pub fn forward_packed(&self, x: Tensor<B, 3>, cu_seqlens: &[usize]) -> Result<Tensor<B, 3>> {
         let [batch, seq, _] = x.dims();
+        // Checked before any index arithmetic: ascending from 0 to every position, each
+        // row's start among the offsets.
+        Packing::new(cu_seqlens, 1)?;
+        let row_starts = (0..=batch).map(|row| row * seq);
+        if let Some(missing) = row_starts
+            .into_iter()
+            .find(|at| cu_seqlens.binary_search(at).is_err())
+        {
+            return Err(MobaError::Config(format!(
+                "cu_seqlens must hold every row's start and the end ({} rows of {seq}); \
+                 {missing} is missing",
+                batch
+            )));
+        }
         let config = match (self.kind, self.kind.config(seq)) {
             (AttentionKind::Full, _) => {
                 let longest = cu_seqlens.windows(2).map(|w| w[1] - w[0]).max();
