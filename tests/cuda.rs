@@ -15,7 +15,7 @@ use burn::backend::cuda::Cuda;
 use burn::backend::wgpu::CubeBackend;
 use burn::cubecl::cuda::CudaRuntime;
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
-use common::{NEAR_TIE, cut, inputs, naive, naive_backward, shape, tolerance};
+use common::{NEAR_TIE, inputs, naive, naive_backward, shape, tolerance};
 use moba::backend::{
     MobaBackend, MobaSaved, moba_attention, moba_attention_varlen, moba_attention_with_stats,
 };
@@ -345,7 +345,7 @@ fn varlen_batches_match_each_sequence_alone() {
             kv_len: rows.len(),
             ..packed
         };
-        let of = |x: &[f32], heads| cut(x, heads, tokens, d, &rows);
+        let of = |x: &[f32], heads| reference::cut_rows(x, heads, tokens, d, &rows);
         let (q, k, v) = (of(&q, 4), of(&k, 2), of(&v, 2));
         let alone = reference::forward(&q, &k, &v, &part, &config).unwrap();
         let (naive_o, _) = naive([&q, &k, &v], &part, &config, &alone.selection, |x| {

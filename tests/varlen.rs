@@ -6,7 +6,7 @@ mod common;
 
 use std::ops::Range;
 
-use common::{cut, every_gpu, naive, naive_backward, shape, tolerance};
+use common::{every_gpu, naive, naive_backward, shape, tolerance};
 use moba::gpu::GpuContext;
 use moba::{MobaConfig, Shape, random, reference};
 
@@ -66,7 +66,7 @@ fn check_packed(gpu: &GpuContext, lengths: &[usize], config: MobaConfig, seed: u
                 (&v, packed.kv_heads),
                 (&dout, packed.q_heads),
             ]
-            .map(|(x, heads)| cut(x, heads, tokens, d, &rows));
+            .map(|(x, heads)| reference::cut_rows(x, heads, tokens, d, &rows));
             let want = reference::forward(&q, &k, &v, &part, &config).unwrap();
             let qkv = [&q[..], &k[..], &v[..]];
             let (naive_o, naive_lse) = naive(qkv, &part, &config, &want.selection, |x| x);
@@ -92,7 +92,7 @@ fn check_packed(gpu: &GpuContext, lengths: &[usize], config: MobaConfig, seed: u
         .unwrap();
     let adapter = gpu.describe();
     for s in &sequences {
-        let of = |x: &[f32], heads, width| cut(x, heads, tokens, width, &s.tokens);
+        let of = |x: &[f32], heads, width| reference::cut_rows(x, heads, tokens, width, &s.tokens);
         let part = format!("{adapter}: sequence {:?} of {lengths:?}", s.tokens);
         let selection: Vec<i32> = (0..packed.q_heads)
             .flat_map(|h| {

@@ -18,7 +18,7 @@ pub use check::{Check, GATE_NEAR_TIE, Precision, SampledRows, check_rows, tolera
 pub use gate::{RowGate, block_means, gate_row, selection};
 pub(crate) use nsa::selection_from_importance;
 pub use nsa::{NsaForward, NsaGradients, nsa_backward, nsa_forward};
-pub use varlen::{varlen_backward, varlen_forward};
+pub use varlen::{cut_rows, varlen_backward, varlen_forward};
 
 use crate::config::Shape;
 

@@ -6,8 +6,9 @@ use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 use crate::varlen::packed_problem;
 
-/// Rows `tokens` of every head of a `[heads, len, width]` tensor.
-fn cut<T: Copy>(
+/// Rows `tokens` of every head of a `[heads, len, width]` tensor: one sequence of a packed
+/// batch.
+pub fn cut_rows<T: Copy>(
     data: &[T],
     heads: usize,
     len: usize,
@@ -83,7 +84,7 @@ pub fn varlen_forward(
     };
     for (part, rows) in sequences(shape, cu_seqlens, config)? {
         let [q, k, v] = [(q, shape.q_heads), (k, shape.kv_heads), (v, shape.kv_heads)]
-            .map(|(x, heads)| cut(x, heads, tokens, d, &rows));
+            .map(|(x, heads)| cut_rows(x, heads, tokens, d, &rows));
         let f = forward(&q, &k, &v, &part, config)?;
         let heads = shape.q_heads;
         paste(&mut out.o, &f.o, heads, tokens, d, &rows);
@@ -125,7 +126,7 @@ pub fn varlen_backward(
             (v, shape.kv_heads),
             (dout, shape.q_heads),
         ]
-        .map(|(x, heads)| cut(x, heads, tokens, d, &rows));
+        .map(|(x, heads)| cut_rows(x, heads, tokens, d, &rows));
         let g = backward(&q, &k, &v, &dout, &part, config)?;
         paste(&mut grads.dq, &g.dq, shape.q_heads, tokens, d, &rows);
         paste(&mut grads.dk, &g.dk, shape.kv_heads, tokens, d, &rows);

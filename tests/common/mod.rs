@@ -110,21 +110,6 @@ pub fn shape(
     }
 }
 
-/// Rows `tokens` of every head of a `[heads, len, width]` tensor (one sequence of a packed,
-/// varlen batch).
-pub fn cut(
-    data: &[f32],
-    heads: usize,
-    len: usize,
-    width: usize,
-    tokens: &std::ops::Range<usize>,
-) -> Vec<f32> {
-    (0..heads)
-        .flat_map(|h| &data[(h * len + tokens.start) * width..(h * len + tokens.end) * width])
-        .copied()
-        .collect()
-}
-
 /// Fresh standard-normal q, k, v for a shape.
 pub fn inputs(shape: &Shape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     (
