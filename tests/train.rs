@@ -815,7 +815,7 @@ fn corpus_windows_tell_where_files_start() {
     std::fs::write(dir.join("a.txt"), vec![b'a'; 300]).unwrap();
     std::fs::write(dir.join("b.txt"), vec![b'b'; 300]).unwrap();
     let corpus = TextCorpus::load(&[dir], 0.0).unwrap();
-    let windows = corpus.train(100, 7).unwrap().by_document(&corpus);
+    let windows = corpus.train(100, 7).unwrap().by_document(&corpus, 1);
     let mut crossings = 0;
     for i in 0..50 {
         let s = windows.sequence(i);
@@ -826,6 +826,42 @@ fn corpus_windows_tell_where_files_start() {
         assert_eq!(s.documents, starts, "window {i}");
     }
     assert!(crossings > 0, "no window crossed the boundary");
+}
+
+/// A file shorter than the grain shares its attention with the next one, so a window of
+/// `seq` bytes tells apart at most `seq / grain + 1` documents (their padding is bounded).
+#[test]
+fn corpus_windows_merge_files_shorter_than_the_grain() {
+    let dir = scratch("grain");
+    let lengths = [40, 3, 9, 30, 1, 1, 25, 60];
+    for (i, &len) in lengths.iter().enumerate() {
+        std::fs::write(dir.join(format!("{i}.txt")), vec![b'a' + i as u8; len]).unwrap();
+    }
+    let corpus = TextCorpus::load(&[dir], 0.0).unwrap();
+    let (seq, grain) = (100, 16);
+    let windows = corpus.train(seq, 3).unwrap().by_document(&corpus, grain);
+    let mut dropped = 0;
+    for i in 0..40 {
+        let s = windows.sequence(i);
+        let starts: Vec<usize> = (1..seq)
+            .filter(|&p| s.tokens[p - 1] != s.tokens[p])
+            .collect();
+        // Kept: every file start at least `grain` after the last one kept (or the window's
+        // first byte); the others are dropped.
+        let mut last = 0;
+        for &at in &starts {
+            let kept = s.documents.contains(&at);
+            assert_eq!(kept, at - last >= grain, "window {i}, start {at}: {s:?}");
+            if kept {
+                last = at;
+            } else {
+                dropped += 1;
+            }
+        }
+        assert!(s.documents.iter().all(|at| starts.contains(at)));
+        assert!(s.documents.len() <= (seq - 1) / grain, "window {i}");
+    }
+    assert!(dropped > 0, "no window held a short file");
 }
 
 /// Data parallel on two ndarray workers (burn-train's multi-device strategy) takes the steps

@@ -117,6 +117,7 @@ impl TextCorpus {
         Ok(CorpusWindows {
             bytes: self.bytes.clone(),
             documents: None,
+            grain: 1,
             range,
             seq_len,
             seed,
@@ -126,10 +127,14 @@ impl TextCorpus {
 
 impl CorpusWindows {
     /// The same windows, each telling where its files start ([`Sequence::documents`]), so
-    /// that the model attends within each file only instead of across the boundary.
-    pub fn by_document(self, corpus: &TextCorpus) -> Self {
+    /// that the model attends within each file only instead of across the boundary. A
+    /// document shorter than `grain` bytes shares its attention with the next one: a packed
+    /// document is padded to a block boundary, and `grain` (the largest block) bounds that
+    /// padding by the window's length (at most `seq_len / grain + 1` documents a window).
+    pub fn by_document(self, corpus: &TextCorpus, grain: usize) -> Self {
         Self {
             documents: Some(corpus.documents.clone()),
+            grain: grain.max(1),
             ..self
         }
     }
@@ -141,6 +146,8 @@ pub struct CorpusWindows {
     bytes: Arc<[u8]>,
     /// The corpus's file offsets, where windows tell their documents apart.
     documents: Option<Arc<[usize]>>,
+    /// The shortest document a window tells apart (`by_document`).
+    grain: usize,
     range: std::ops::Range<usize>,
     seq_len: usize,
     seed: Option<u64>,
@@ -163,7 +170,13 @@ impl SequenceSource for CorpusWindows {
             // Files that start at input positions 1..seq_len.
             let inside = documents.partition_point(|&at| at <= start)
                 ..documents.partition_point(|&at| at < start + self.seq_len);
-            sequence.documents = documents[inside].iter().map(|&at| at - start).collect();
+            let mut last = 0;
+            for at in documents[inside].iter().map(|&at| at - start) {
+                if at - last >= self.grain {
+                    sequence.documents.push(at);
+                    last = at;
+                }
+            }
         }
         sequence
     }

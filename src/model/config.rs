@@ -101,6 +101,16 @@ impl LmConfig {
         }
     }
 
+    /// The shortest document that training on text packs apart in rows of `seq` positions:
+    /// the largest block a layer aligns packed documents to
+    /// ([`AttentionKind::packed_block`]). `None` where a layer is NSA, which has no varlen
+    /// path: then each row is read as one document.
+    pub fn packing_grain(&self, seq: usize) -> Option<usize> {
+        (0..self.n_layers)
+            .map(|i| self.layer_attention(i).packed_block(seq))
+            .try_fold(1, |grain, block| Some(grain.max(block?)))
+    }
+
     /// An error naming the first setting that does not fit, the attention's included.
     pub fn validate(&self) -> Result<()> {
         if self.n_layers == 0 || self.d_ff == 0 || self.max_seq_len == 0 {

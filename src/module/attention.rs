@@ -18,6 +18,14 @@ use crate::config::{MobaConfig, NsaConfig};
 use crate::error::{MobaError, Result};
 use crate::varlen::Packing;
 
+/// The block size full attention's packed documents are aligned to in rows of `seq`
+/// positions: a sixteenth of the row (a power of two, at least 64), so that a document
+/// costs at most that much padding and the `top_k` that covers the longest document stays
+/// at most 16 (the selection holds `top_k` blocks per query).
+fn full_packed_block(seq: usize) -> usize {
+    seq.div_ceil(16).next_power_of_two().max(64)
+}
+
 /// Which attention a layer runs. Every kind runs on the same MoBA kernels.
 #[derive(Config, Debug, Copy, PartialEq)]
 pub enum AttentionKind {
@@ -61,6 +69,33 @@ impl AttentionKind {
                 recent,
             } => Some(MobaConfig::sink(block_size, first, recent)),
             AttentionKind::Nsa { .. } => None,
+        }
+    }
+
+    /// The block size documents packed in rows of `seq` positions are aligned to (a varlen
+    /// batch, [`crate::varlen`]): the MoBA block size; for full attention a sixteenth of the
+    /// row (a power of two, at least 64). `None` for NSA, which has no varlen path yet.
+    pub fn packed_block(&self, seq: usize) -> Option<usize> {
+        match *self {
+            AttentionKind::Full => Some(full_packed_block(seq)),
+            _ => Some(self.config(seq)?.block_size),
+        }
+    }
+
+    /// The MoBA config of this kind over documents packed in rows of `seq` positions, the
+    /// longest of `longest`: full attention runs in [`AttentionKind::packed_block`]s with a
+    /// `top_k` that keeps every block of the longest document (so it is dense within each
+    /// one), the other kinds as [`AttentionKind::config`]. `None` for NSA.
+    pub fn packed_config(&self, seq: usize, longest: usize) -> Option<MobaConfig> {
+        match *self {
+            AttentionKind::Full => {
+                let block_size = full_packed_block(seq);
+                Some(MobaConfig::new(
+                    block_size,
+                    longest.div_ceil(block_size).max(1),
+                ))
+            }
+            _ => self.config(seq),
         }
     }
 
@@ -337,19 +372,11 @@ impl<B: MobaBackend> MobaAttention<B> {
                 batch
             )));
         }
-        let config = match (self.kind, self.kind.config(seq)) {
-            (AttentionKind::Full, _) => {
-                let longest = cu_seqlens.windows(2).map(|w| w[1] - w[0]).max();
-                MobaConfig::new(longest.unwrap_or(1).max(1), 1)
-            }
-            (_, Some(config)) => config,
-            (_, None) => {
-                return Err(MobaError::Unsupported(
-                    "NSA over packed documents (varlen); train NSA on one document per \
-                     sequence"
-                        .into(),
-                ));
-            }
+        let longest = cu_seqlens.windows(2).map(|w| w[1] - w[0]).max();
+        let Some(config) = self.kind.packed_config(seq, longest.unwrap_or(1)) else {
+            return Err(MobaError::Unsupported(
+                "NSA over packed documents (varlen); train NSA on one document per sequence".into(),
+            ));
         };
         let (q, k, v, _) = self.project(x, 0);
         let starts: Vec<usize> = (cu_seqlens.windows(2))

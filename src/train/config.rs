@@ -176,6 +176,16 @@ impl TrainConfig {
         }
     }
 
+    /// Where text packs its files apart (a varlen batch), the shortest document a row
+    /// tells apart ([`crate::model::LmConfig::packing_grain`]); `None` for the recall task
+    /// and for models with an NSA layer, whose rows are one document each.
+    pub fn document_grain(&self) -> Option<usize> {
+        match self.data {
+            DataConfig::Text { .. } => self.model.packing_grain(self.seq_len),
+            DataConfig::Recall { .. } => None,
+        }
+    }
+
     /// The training and validation sources (reads the corpus for text data).
     pub fn sources(&self) -> Result<(Arc<dyn SequenceSource>, Arc<dyn SequenceSource>)> {
         let lengths = curriculum_lengths(self.seq_len, self.stages());
@@ -197,11 +207,9 @@ impl TrainConfig {
                     let corpus = TextCorpus::load(&paths, *valid_fraction)?;
                     // Each file is a document the model reads on its own (a varlen batch),
                     // but where a layer is NSA, which has no varlen path yet.
-                    let nsa = (0..self.model.n_layers)
-                        .any(|i| self.model.layer_attention(i).nsa_config().is_some());
-                    let windows = |windows: CorpusWindows| match nsa {
-                        true => windows,
-                        false => windows.by_document(&corpus),
+                    let windows = |windows: CorpusWindows| match self.document_grain() {
+                        Some(grain) => windows.by_document(&corpus, grain),
+                        None => windows,
                     };
                     let stages = lengths
                         .iter()

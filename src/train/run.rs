@@ -164,7 +164,7 @@ pub fn train<B: MobaBackend>(
         false => 0,
     };
     check_capacity(config, &target.capacity)?;
-    check_attention::<B>(config, &device)?;
+    check_attention::<B>(config, parallel, &device)?;
     // A resumed run's weights come from its checkpoint: only a new one reads `init_from`
     // (which may be gone by then).
     let model = match done {
@@ -333,23 +333,39 @@ fn resume_point(dir: &Path, config: &TrainConfig) -> usize {
 }
 
 /// Every attention layer's problem, checked on this device before training starts
-/// ([`MobaBackend::moba_prepare`]: limits, kernels, memory): validation's sequences are the
-/// longest a step sees.
-fn check_attention<B: MobaBackend>(config: &TrainConfig, device: &B::Device) -> Result<()> {
+/// ([`MobaBackend::moba_prepare`]: limits, kernels, memory) for one device's share of a
+/// batch: its rows as they are, and where text packs files apart, as the one packed row
+/// of the most padding its documents can need (at most `seq / grain + 1` of them a row,
+/// each padded to a block: [`crate::data::CorpusWindows::by_document`]). Validation's
+/// sequences are the longest a step sees.
+fn check_attention<B: MobaBackend>(
+    config: &TrainConfig,
+    devices: usize,
+    device: &B::Device,
+) -> Result<()> {
     let model = &config.model;
-    let head_dim = model.d_model / model.n_heads;
-    let shape = Shape {
-        batch: config.batch_size,
+    let (rows, seq) = (config.batch_size / devices, config.seq_len);
+    let shape = |batch, len| Shape {
+        batch,
         q_heads: model.n_heads,
         kv_heads: model.n_kv_heads,
-        q_len: config.seq_len,
-        kv_len: config.seq_len,
-        head_dim,
+        q_len: len,
+        kv_len: len,
+        head_dim: model.d_model / model.n_heads,
     };
     for layer in 0..model.n_layers {
         // NSA runs on burn's tensor ops, which check as they go.
-        if let Some(attention) = model.layer_attention(layer).config(config.seq_len) {
-            Autodiff::<B>::moba_prepare(&shape, &attention, device)?;
+        let kind = model.layer_attention(layer);
+        if let Some(attention) = kind.config(seq) {
+            Autodiff::<B>::moba_prepare(&shape(rows, seq), &attention, device)?;
+        }
+        let packed = (config.document_grain(), kind.packed_block(seq));
+        if let ((Some(grain), Some(block)), Some(attention)) =
+            (packed, kind.packed_config(seq, seq))
+        {
+            let documents = (seq - 1) / grain + 1;
+            let len = rows * (seq + documents * (block - 1));
+            Autodiff::<B>::moba_prepare(&shape(1, len), &attention, device)?;
         }
     }
     Ok(())
