@@ -163,7 +163,12 @@ pub fn train<B: MobaBackend>(
         true => resume_point(dir, config),
         false => 0,
     };
-    check_capacity(config, &target.capacity)?;
+    // Each device holds the weights and its share of the batch.
+    let share = TrainConfig {
+        batch_size: config.batch_size / parallel,
+        ..config.clone()
+    };
+    check_capacity(&share, &target.capacity)?;
     check_attention::<B>(config, parallel, &device)?;
     // A resumed run's weights come from its checkpoint: only a new one reads `init_from`
     // (which may be gone by then).
