@@ -6,7 +6,18 @@
 //! schedule in `cuda/schedule.rs`. Both match on `Step` without a catch-all, so a new step
 //! added here does not build until every backend lowers it.
 
-use crate::config::{Gate, MobaConfig};
+use crate::config::{Gate, MobaConfig, Shape};
+
+/// Most query rows per (batch, kv head) group that decode split over keys
+/// ([`decode_forward`]): a few queries cannot fill a GPU with row tiles, chunks of their
+/// blocks' keys can, and a group's rows share each key and value the split kernels read.
+pub const DECODE_MAX_ROWS: usize = 16;
+
+/// Whether `shape` decodes split over keys: at most [`DECODE_MAX_ROWS`] rows per kv group
+/// (its query heads times its queries).
+pub fn decodes(shape: &Shape) -> bool {
+    shape.group_size() * shape.q_len <= DECODE_MAX_ROWS
+}
 
 /// A timed part of a run: one compute pass on wgpu, the kernels between two events on CUDA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,8 +17,10 @@ use burn::cubecl::cuda::CudaRuntime;
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use common::{NEAR_TIE, inputs, naive, naive_backward, shape, tolerance};
 use moba::backend::{
-    MobaBackend, MobaSaved, moba_attention, moba_attention_varlen, moba_attention_with_stats,
+    ForwardGiven, MobaBackend, MobaSaved, moba_attention, moba_attention_varlen,
+    moba_attention_with_stats,
 };
+use moba::module::KvCache;
 use moba::{MobaConfig, Shape, random, reference};
 
 /// burn-cuda without fusion. The kernels follow each tensor's dtype, which the tests set
@@ -70,7 +72,8 @@ impl Precision for f32 {
 }
 
 /// The grid: odd lengths, partial blocks, top-k 1 / 2 / >= nb, GQA 1 / 2 / 8, head dims
-/// 16 / 64 / 128 (and 40, padded), batch 2, decode, non-causal, the static gates.
+/// 16 / 64 / 128 (and 40, padded), batch 2, decode (the split decode: at most 16 rows per kv
+/// head, the first case and the last three), non-causal, the static gates.
 fn grid() -> Vec<(Shape, MobaConfig)> {
     vec![
         (shape(1, 1, 1, 1, 1, 16), MobaConfig::new(4, 2)),
@@ -91,6 +94,12 @@ fn grid() -> Vec<(Shape, MobaConfig)> {
         (shape(1, 2, 1, 256, 256, 64), MobaConfig::sink(32, 1, 2)),
         (shape(1, 2, 1, 100, 100, 40), MobaConfig::new(16, 2)),
         (shape(2, 4, 4, 700, 700, 128), MobaConfig::new(100, 3)),
+        (shape(1, 8, 1, 1, 1000, 128), MobaConfig::new(64, 3)),
+        (shape(2, 4, 2, 3, 300, 64), MobaConfig::new(32, 4)),
+        (
+            shape(1, 2, 2, 1, 257, 16),
+            MobaConfig::new(100, 2).with_causal(false),
+        ),
     ]
 }
 
@@ -272,12 +281,50 @@ fn bf16_grid_matches_the_reference() {
 
 #[test]
 fn f16_grid_matches_the_reference() {
-    check_grid::<f16>(&[1, 2, 4, 5, 6, 10]);
+    check_grid::<f16>(&[1, 2, 4, 5, 6, 10, 12]);
 }
 
 #[test]
 fn f32_inputs_match_the_reference_at_bf16_precision() {
-    check_grid::<f32>(&[2, 4, 7, 10]);
+    check_grid::<f32>(&[2, 4, 7, 10, 13]);
+}
+
+/// A decode whose gate reads the block means a KV cache keeps (given, not pooled) takes the
+/// blocks and gives the output of one that pools them.
+#[test]
+fn decode_with_given_means_matches_pooling() {
+    let (shape, config) = (shape(2, 16, 2, 1, 5000, 128), MobaConfig::new(512, 3));
+    let (q, k, v) = inputs(&shape, 11);
+    let (qd, kd) = (shape.q_dims(), shape.kv_dims());
+    let input = |x: &[f32], dims| {
+        tensor::<Plain>(x, dims, DType::BF16)
+            .into_primitive()
+            .tensor()
+    };
+    let mut cache = KvCache::<Plain>::new();
+    cache.append(
+        tensor::<Plain>(&k, kd, DType::BF16),
+        tensor::<Plain>(&v, kd, DType::BF16),
+    );
+    let means = cache.block_means(config.block_size).unwrap();
+    let qkv = || [input(&q, qd), input(&k, kd), input(&v, kd)];
+    let pooled = Plain::moba_forward(qkv(), &config);
+    let given = ForwardGiven {
+        means: Some(means.into_primitive().tensor()),
+        sequence_starts: None,
+    };
+    let cached = Plain::moba_forward_given(qkv(), given, &config);
+    let ints = |t| -> Vec<i32> {
+        Tensor::<Plain, 4, burn::tensor::Int>::from_primitive(t)
+            .into_data()
+            .convert::<i32>()
+            .to_vec()
+            .unwrap()
+    };
+    assert_eq!(ints(pooled.selection), ints(cached.selection));
+    let wrap = |t| Tensor::<Plain, 4>::from_primitive(burn::tensor::TensorPrimitive::Float(t));
+    let (a, b) = (values(wrap(pooled.o)), values(wrap(cached.o)));
+    assert_eq!(a, b, "the same blocks give the same bits");
 }
 
 #[test]

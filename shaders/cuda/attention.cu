@@ -18,8 +18,6 @@
 // attention_finalize — one thread per 8 columns of a row (16-byte loads and stores): o =
 //   acc / sum as elem_t, and lse = (max + log2 sum) * ln 2.
 
-#define LN2 0.6931471805599453f
-
 // Two blocks per SM: 128 registers per thread.
 extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
 attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v,

@@ -43,6 +43,7 @@ typedef u16 elem_t;
 // tile load between 8 warps.
 #define NEG_INF (__int_as_float(0xff800000))
 #define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
 
 // `struct Params`, the problem (DESIGN §1) passed by value to every kernel, is generated
 // from src/kernel_params.rs and stands before this file.

@@ -249,8 +249,14 @@ fn measure_cuda(
             CudaDtype::F16 => ElemKind::F16,
             CudaDtype::Bf16 => ElemKind::Bf16,
         };
-        let (runs, backward) = (args.runs, args.backward);
-        moba::cuda::bench::measure(shape, config, elem, runs, backward, 16, progress)
+        let options = moba::cuda::bench::Options {
+            elem,
+            runs: args.runs,
+            backward: args.backward,
+            check_rows: 16,
+            cached_means: args.decode,
+        };
+        moba::cuda::bench::measure(shape, config, &options, progress)
     }
     #[cfg(not(feature = "cuda"))]
     {

@@ -23,7 +23,7 @@ use crate::backend::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::kernel_params::KernelParams;
-use crate::launch_plan::{self, Stage, Step};
+use crate::launch_plan::Stage;
 use crate::memory::bytes_of;
 
 type CudaTensor = CubeTensor<CudaRuntime>;
@@ -53,21 +53,25 @@ impl Addresses {
     }
 }
 
-/// Scratch buffers of a plan, as f32/u32 tensors on the device of `like`.
+/// Scratch buffers of a plan, as f32/u32 tensors on the device of `like`; the block means
+/// are the caller's where given.
 fn scratch(
     like: &CudaTensor,
     plan: &CudaPlan,
+    means: Option<&CudaTensor>,
     addresses: &mut Addresses,
 ) -> (Vec<CudaTensor>, Scratch) {
     let words = plan.scratch_words();
     let sizes = [
-        words.means,
+        if means.is_some() { 0 } else { words.means },
         words.counts,
         words.starts,
         words.starts,
         words.lists,
         words.row_state,
         words.row_accumulator,
+        words.partial_out,
+        words.partial_stats,
     ];
     let buffers: Vec<CudaTensor> = sizes
         .iter()
@@ -75,13 +79,15 @@ fn scratch(
         .collect();
     let at: Vec<u64> = buffers.iter().map(|b| addresses.of(b)).collect();
     let scratch = Scratch {
-        means: at[0],
+        means: means.map_or(at[0], |means| addresses.of(means)),
         counts: at[1],
         starts: at[2],
         tiles: at[3],
         lists: at[4],
         row_state: at[5],
         row_accumulator: at[6],
+        partial_out: at[7],
+        partial_stats: at[8],
     };
     (buffers, scratch)
 }
@@ -126,15 +132,23 @@ fn constants(
     })
 }
 
-/// Runs `steps` of a problem on `q`'s device: `tensors` are the forward's six (q, k, v, o,
-/// lse, selection) and, for a backward, dout, dq, dk, dv; a forward's gate reads the
-/// sequence starts of a packed batch where given.
+/// What a forward's caller gives beside q, k and v (contiguous, on their device).
+#[derive(Default)]
+pub(crate) struct Given {
+    /// The first block of each block's sequence (a packed batch), i32 `[num_blocks]`.
+    pub sequence_starts: Option<CudaTensor>,
+    /// The keys' block means, f32 `[B, Hkv, num_blocks, D]` (a KV cache keeps them).
+    pub means: Option<CudaTensor>,
+}
+
+/// Runs a forward (`backward: false`) or a backward of a problem on `q`'s device: `tensors`
+/// are the forward's six (q, k, v, o, lse, selection) and, for a backward, dout, dq, dk, dv.
 fn execute<F: FloatElement, BT: BoolElement>(
     config: &MobaConfig,
     tensors: &[&CudaTensor],
-    sequence_starts: Option<&CudaTensor>,
+    given: &Given,
     timed: bool,
-    steps: Vec<Step>,
+    backward: bool,
 ) -> Result<KernelTimes> {
     let (q, k) = (tensors[0], tensors[1]);
     let shape = problem_shape(q, k);
@@ -149,7 +163,10 @@ fn execute<F: FloatElement, BT: BoolElement>(
         o: address[3],
         lse: address[4],
         selection: address[5],
-        sequence_starts: sequence_starts.map_or(0, |starts| at.of(starts)),
+        sequence_starts: given
+            .sequence_starts
+            .as_ref()
+            .map_or(0, |starts| at.of(starts)),
     };
     let addresses = match address[6..] {
         [dout, dq, dk, dv] => BackwardTensors {
@@ -161,19 +178,22 @@ fn execute<F: FloatElement, BT: BoolElement>(
         },
         _ => BackwardTensors::forward_only(forward),
     };
-    let (_buffers, scratch) = scratch(q, &plan, &mut at);
+    let (_buffers, scratch) = scratch(q, &plan, given.means.as_ref(), &mut at);
     let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, config), config);
-    let launches = schedule.launches(steps, &addresses, &scratch);
+    let launches = match backward {
+        false => schedule.forward(&forward, &scratch, given.means.is_some()),
+        true => schedule.backward(&addresses, &scratch),
+    };
     let times = run::<F, BT>(q, constants, &launches, timed)?;
     Ok(kernel_times(&launches, times))
 }
 
-/// The forward on contiguous tensors, head dim a multiple of 16, with the sequence starts of
-/// a packed batch where given: `(o, lse, selection)`, and with `timed` each kernel's GPU
-/// time.
+/// The forward on contiguous tensors, head dim a multiple of 16, with what the caller gives
+/// (block means of another head dim are pooled again): `(o, lse, selection)`, and with
+/// `timed` each kernel's GPU time.
 pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
     qkv: [CudaTensor; 3],
-    sequence_starts: Option<CudaTensor>,
+    given: Given,
     config: &MobaConfig,
     timed: bool,
 ) -> Result<([CudaTensor; 3], KernelTimes)> {
@@ -185,9 +205,18 @@ pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
     let lse = empty(&q, rows.clone(), DType::F32);
     let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
     let tensors = [&q, &k, &v, &o, &lse, &selection];
-    let starts = sequence_starts.map(into_contiguous);
-    let steps = launch_plan::forward(config);
-    let times = execute::<F, BT>(config, &tensors, starts.as_ref(), timed, steps)?;
+    let num_blocks = problem_shape(&q, &k).num_blocks(config.block_size);
+    let [batch, kv_heads, _, head_dim] = k.meta.shape()[..] else {
+        unreachable!("k has four dims")
+    };
+    let means_dims = [batch, kv_heads, num_blocks, head_dim];
+    let given = Given {
+        sequence_starts: given.sequence_starts.map(into_contiguous),
+        means: (given.means)
+            .filter(|means| means.meta.shape()[..] == means_dims)
+            .map(|means| into_contiguous(cast(means, DType::F32))),
+    };
+    let times = execute::<F, BT>(config, &tensors, &given, timed, false)?;
     Ok(([o, lse, selection], times))
 }
 
@@ -207,8 +236,7 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     let dk = empty(&q, k.meta.shape().to_vec(), dtype);
     let dv = empty(&q, k.meta.shape().to_vec(), dtype);
     let tensors = [&q, &k, &v, &o, &lse, &selection, &dout, &dq, &dk, &dv];
-    let steps = launch_plan::backward(config);
-    let times = execute::<F, BT>(config, &tensors, None, timed, steps)?;
+    let times = execute::<F, BT>(config, &tensors, &Given::default(), timed, true)?;
     Ok(([dq, dk, dv], times))
 }
 
@@ -242,14 +270,18 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
         })
     }
 
-    /// Pools the block means itself (a given copy is not read).
+    /// Reads given block means where the head dim needs no padding (else pools its own).
     fn moba_forward_given(
         qkv: [FloatTensor<Self>; 3],
         given: ForwardGiven<Self>,
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
         padded_forward::<CudaRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
-            forward::<F, BT>(qkv, given.sequence_starts, config, false)
+            let given = Given {
+                sequence_starts: given.sequence_starts,
+                means: given.means,
+            };
+            forward::<F, BT>(qkv, given, config, false)
                 .unwrap_or_else(|e| panic!("MoBA CUDA forward: {e}"))
                 .0
         })

@@ -9,7 +9,7 @@ use burn::cubecl::cuda::CudaRuntime;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Distribution, Int, Tensor, TensorPrimitive};
 
-use super::backend::{KernelTimes, backward, forward};
+use super::backend::{Given, KernelTimes, backward, forward};
 use super::launch::CudaPlan;
 use super::runtime::CudaRuntime as Driver;
 use super::source::{ElemKind, MmaKind};
@@ -17,6 +17,7 @@ use crate::bench::{DeviceDescription, Measurement, Record, median_wall_seconds};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::launch_plan::Stage;
+use crate::module::KvCache;
 use crate::reference::{Precision, SampledRows};
 use crate::{reference, sparsity};
 
@@ -41,17 +42,37 @@ fn floats<const D: usize>(tensor: Tensor<Plain, D>) -> Result<Vec<f32>> {
         .map_err(|e| MobaError::Cuda(format!("reading back: {e:?}")))
 }
 
-/// Measures the CUDA forward (and with `backward_too` the training step) of `shape` (head
-/// dim a multiple of 16) in element type `elem`; `progress` hears what runs now.
+/// What [`measure`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The element type of q, k, v and o.
+    pub elem: ElemKind,
+    /// Timed runs (the median is reported).
+    pub runs: usize,
+    /// Also the training step (forward and backward).
+    pub backward: bool,
+    /// Query rows checked against the f64 reference.
+    pub check_rows: usize,
+    /// The gate reads the keys' block means, pooled once before timing, as a decode over a
+    /// KV cache that keeps them does.
+    pub cached_means: bool,
+}
+
+/// Measures the CUDA forward (and with `options.backward` the training step) of `shape`
+/// (head dim a multiple of 16); `progress` hears what runs now.
 pub fn measure(
     shape: &Shape,
     config: &MobaConfig,
-    elem: ElemKind,
-    runs: usize,
-    backward_too: bool,
-    check_rows: usize,
+    options: &Options,
     mut progress: impl FnMut(&str),
 ) -> Result<Record> {
+    let Options {
+        elem,
+        runs,
+        backward: backward_too,
+        check_rows,
+        cached_means,
+    } = *options;
     shape.validate()?;
     config.validate()?;
     if !shape.head_dim.is_multiple_of(16) {
@@ -73,9 +94,23 @@ pub fn measure(
                 .map(|dims| Tensor::random(dims, normal, (&device, elem.dtype())))
         })
         .collect();
+    // The keys' block means, as a KV cache keeps them.
+    let means: Vec<Option<FloatTensor<Plain>>> = sets
+        .iter()
+        .map(|[_, k, v, _]| {
+            let mut cache = KvCache::new();
+            cache.append(k.clone(), v.clone());
+            let means = cached_means.then(|| cache.block_means(config.block_size));
+            means.flatten().map(primitive)
+        })
+        .collect();
     let run_forward = |set: usize, timed: bool| {
         let [q, k, v, _] = sets[set].clone().map(primitive);
-        forward::<f32, u8>([q, k, v], None, &config, timed)
+        let given = Given {
+            sequence_starts: None,
+            means: means[set].clone(),
+        };
+        forward::<f32, u8>([q, k, v], given, &config, timed)
     };
 
     progress("compiling (NVRTC) and warming up");
@@ -91,8 +126,12 @@ pub fn measure(
         progress("forward + backward");
         let run_step = |set: usize, timed: bool| -> Result<KernelTimes> {
             let [q, k, v, dout] = sets[set].clone().map(primitive);
-            let ([o, lse, selection], _) =
-                forward::<f32, u8>([q.clone(), k.clone(), v.clone()], None, &config, false)?;
+            let ([o, lse, selection], _) = forward::<f32, u8>(
+                [q.clone(), k.clone(), v.clone()],
+                Given::default(),
+                &config,
+                false,
+            )?;
             let saved = [q, k, v, o, lse, selection];
             let (_, times) = backward::<f32, u8>(saved, dout, &config, timed)?;
             Ok(times)
@@ -169,14 +208,7 @@ pub fn measure(
 
     let mma = driver.mma_kind(shape.head_dim);
     let plan = CudaPlan::new(shape, &config, mma);
-    let scratch = plan.scratch_words();
-    let scratch_bytes = 4
-        * (scratch.means
-            + scratch.counts
-            + 2 * scratch.starts
-            + scratch.lists
-            + scratch.row_state
-            + scratch.row_accumulator);
+    let scratch_bytes = 4 * plan.scratch_words().total();
     let elem_bytes = if elem == ElemKind::F32 { 4 } else { 2 };
     let tensors = elem_bytes * (2 * shape.q_elems() + 2 * shape.kv_elems())
         + 4 * shape.q_rows() * (1 + config.top_k);

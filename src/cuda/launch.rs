@@ -3,6 +3,7 @@
 
 use super::source::MmaKind;
 use crate::config::{MobaConfig, Shape};
+use crate::launch_plan::{DECODE_MAX_ROWS, decodes};
 
 /// Threads of a warp.
 pub const WARP: u32 = 32;
@@ -28,13 +29,15 @@ pub const GATE_THREADS: u32 = 128;
 pub const MEAN_THREADS: u32 = 256;
 /// Threads of the element-wise and per-row kernels.
 pub const ELEMENT_THREADS: u32 = 256;
+/// Keys per chunk of the split decode, one per thread.
+pub const DECODE_KEYS: u32 = 128;
 /// Padding of every padded shared tile row, in 16-bit elements.
 const TILE_PAD: usize = 8;
 /// Alignment of swizzled shared tiles, in bytes.
 const SWIZZLE_ALIGN: usize = 1024;
 
 /// The constants above as every CUDA source sees them (`#define`s the host prepends).
-pub fn source_constants() -> [(&'static str, u32); 13] {
+pub fn source_constants() -> [(&'static str, u32); 15] {
     [
         ("WARP", WARP),
         ("ROW_TILE", ROW_TILE as u32),
@@ -49,6 +52,8 @@ pub fn source_constants() -> [(&'static str, u32); 13] {
         ("MEAN_THREADS", MEAN_THREADS),
         ("TILE_PAD", TILE_PAD as u32),
         ("SWIZZLE_ALIGN", SWIZZLE_ALIGN as u32),
+        ("DECODE_KEYS", DECODE_KEYS),
+        ("DECODE_MAX_ROWS", DECODE_MAX_ROWS as u32),
     ]
 }
 
@@ -77,6 +82,17 @@ pub struct CudaPlan {
     pub head_dim: usize,
     /// The tensor-core instructions of the forward (they set its tile layout).
     pub mma: MmaKind,
+    /// Where the forward decodes split over keys ([`crate::launch_plan::decodes`]): the
+    /// chunks of a block and the selection slots a row can fill; `None` otherwise.
+    pub decode: Option<DecodeSplit>,
+}
+
+/// The split decode's partials: `chunks` chunks of [`DECODE_KEYS`] keys per block, `slots`
+/// selection slots per row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeSplit {
+    pub chunks: usize,
+    pub slots: usize,
 }
 
 impl CudaPlan {
@@ -95,6 +111,10 @@ impl CudaPlan {
             key_tiles_per_block: config.block_size.div_ceil(KEY_TILE),
             head_dim: shape.head_dim,
             mma,
+            decode: decodes(shape).then(|| DecodeSplit {
+                chunks: config.block_size.div_ceil(DECODE_KEYS as usize),
+                slots: config.top_k.min(num_blocks),
+            }),
         }
     }
 
@@ -146,6 +166,15 @@ impl CudaPlan {
         (tiles as u32, self.kv_groups as u32, 1)
     }
 
+    /// Grid of `decode_split`: (chunks of a block, blocks, kv groups).
+    pub fn decode_grid(&self, decode: DecodeSplit) -> (u32, u32, u32) {
+        (
+            decode.chunks as u32,
+            self.num_blocks as u32,
+            self.kv_groups as u32,
+        )
+    }
+
     /// Grid of `selection_count` and `selection_scatter`: (chunks, lists).
     pub fn chunk_grid(&self) -> (u32, u32, u32) {
         (self.chunks as u32, self.lists as u32, 1)
@@ -158,6 +187,7 @@ impl CudaPlan {
 
     /// Element counts of the scratch buffers, in 4-byte words.
     pub fn scratch_words(&self) -> ScratchWords {
+        let partials = self.decode.map_or(0, |d| self.rows * d.slots * d.chunks);
         ScratchWords {
             means: self.kv_groups * self.num_blocks * self.head_dim,
             counts: self.lists * self.num_blocks * self.chunks,
@@ -165,7 +195,23 @@ impl CudaPlan {
             lists: self.lists * (self.rows / self.query_heads),
             row_state: self.rows * 2,
             row_accumulator: self.rows * self.head_dim,
+            partial_out: partials * self.head_dim,
+            partial_stats: partials * 2,
         }
+    }
+}
+
+impl ScratchWords {
+    /// Words of every buffer together (the starts twice: list and tile starts).
+    pub fn total(&self) -> usize {
+        self.means
+            + self.counts
+            + 2 * self.starts
+            + self.lists
+            + self.row_state
+            + self.row_accumulator
+            + self.partial_out
+            + self.partial_stats
     }
 }
 
@@ -184,6 +230,10 @@ pub struct ScratchWords {
     pub row_state: usize,
     /// Per-row f32 accumulator (o or dq), `[rows, D]`.
     pub row_accumulator: usize,
+    /// The split decode's partial outputs, f32 `[rows, slots, chunks, D]` (0 without).
+    pub partial_out: usize,
+    /// The split decode's (max, sum) pairs, f32 `[rows, slots, chunks, 2]` (0 without).
+    pub partial_stats: usize,
 }
 
 #[cfg(test)]

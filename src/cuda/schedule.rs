@@ -3,8 +3,8 @@
 //! executes them.
 
 use super::launch::{
-    CudaPlan, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS, MEAN_THREADS,
-    TILE_THREADS, WARP,
+    CudaPlan, DECODE_KEYS, DecodeSplit, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS,
+    MEAN_THREADS, TILE_THREADS, WARP,
 };
 use super::source::CudaProgram;
 use crate::config::MobaConfig;
@@ -42,6 +42,8 @@ pub struct Scratch {
     pub lists: u64,
     pub row_state: u64,
     pub row_accumulator: u64,
+    pub partial_out: u64,
+    pub partial_stats: u64,
 }
 
 /// Device addresses of the forward's tensors.
@@ -100,10 +102,20 @@ impl CudaSchedule {
         }
     }
 
-    /// The forward ([`launch_plan::forward`]) on these tensors.
-    pub fn forward(&self, t: &ForwardTensors, s: &Scratch) -> Vec<Launch> {
+    /// The forward on these tensors: [`launch_plan::decode_forward`] where the plan
+    /// decodes, [`launch_plan::forward`] otherwise; without the block means where the
+    /// caller gives them (in `s.means`).
+    pub fn forward(&self, t: &ForwardTensors, s: &Scratch, means_given: bool) -> Vec<Launch> {
         let t = BackwardTensors::forward_only(*t);
-        self.launches(launch_plan::forward(&self.config), &t, s)
+        let steps = match self.plan.decode {
+            Some(_) => launch_plan::decode_forward(&self.config),
+            None => launch_plan::forward(&self.config),
+        };
+        let steps = match means_given {
+            true => launch_plan::with_given_means(steps),
+            false => steps,
+        };
+        self.launches(steps, &t, s)
     }
 
     /// The backward ([`launch_plan::backward`]) on these tensors.
@@ -117,6 +129,13 @@ impl CudaSchedule {
             .into_iter()
             .map(|step| self.lower(step, t, s))
             .collect()
+    }
+
+    /// The split decode's sizes; only a plan that decodes schedules its steps.
+    fn decode(&self) -> DecodeSplit {
+        self.plan
+            .decode
+            .expect("the split-decode steps run where the plan decodes")
     }
 
     /// The launch of one step: program, grid, threads, shared memory and arguments (the
@@ -250,11 +269,34 @@ impl CudaSchedule {
                 plan.dkdv_shared_bytes(),
                 [backward_rows.to_vec(), vec![Ptr(t.dk), Ptr(t.dv)]].concat(),
             ),
-            // The CUDA path runs every forward through `launch_plan::forward` (its row tiles
-            // over the inverted lists) until it has split-decode kernels.
-            Step::DecodeSplit | Step::DecodeCombine => {
-                unreachable!("the CUDA path has no split-decode kernels")
-            }
+            Step::DecodeSplit => (
+                CudaProgram::Decode,
+                plan.decode_grid(self.decode()),
+                DECODE_KEYS,
+                0,
+                vec![
+                    Ptr(f.q),
+                    Ptr(f.k),
+                    Ptr(f.v),
+                    Ptr(f.selection),
+                    Ptr(s.partial_out),
+                    Ptr(s.partial_stats),
+                ],
+            ),
+            // One thread per 8 columns, as the finalize.
+            Step::DecodeCombine => (
+                CudaProgram::Decode,
+                CudaPlan::cover(plan.rows * plan.head_dim / 8, ELEMENT_THREADS),
+                ELEMENT_THREADS,
+                0,
+                vec![
+                    Ptr(f.selection),
+                    Ptr(s.partial_out),
+                    Ptr(s.partial_stats),
+                    Ptr(f.o),
+                    Ptr(f.lse),
+                ],
+            ),
         };
         Launch {
             program,
@@ -298,6 +340,8 @@ mod tests {
             lists: 15,
             row_state: 16,
             row_accumulator: 17,
+            partial_out: 18,
+            partial_stats: 19,
         };
         let backward = BackwardTensors {
             forward,
@@ -317,7 +361,7 @@ mod tests {
     fn the_forward_runs_one_attention_pass_per_slot_in_order() {
         let config = MobaConfig::new(256, 3);
         let (t, s) = tensors();
-        let launches = schedule(&config).forward(&t.forward, &s);
+        let launches = schedule(&config).forward(&t.forward, &s, false);
         assert_eq!(
             kernels(&launches),
             [
@@ -343,7 +387,7 @@ mod tests {
     fn static_gates_skip_the_block_means() {
         let config = MobaConfig::sliding_window(256, 2);
         let (t, s) = tensors();
-        let launches = schedule(&config).forward(&t.forward, &s);
+        let launches = schedule(&config).forward(&t.forward, &s, false);
         assert_eq!(launches[0].step, Step::GateTopk);
     }
 
@@ -351,7 +395,7 @@ mod tests {
     fn the_gate_gives_each_query_head_its_own_thread_blocks() {
         let config = MobaConfig::new(256, 2);
         let (t, s) = tensors();
-        let launches = schedule(&config).forward(&t.forward, &s);
+        let launches = schedule(&config).forward(&t.forward, &s, false);
         let gate = launches.iter().find(|l| l.step == Step::GateTopk).unwrap();
         // 3000 rows per head: 23 full blocks of 128 and one of 56, for each of 4 heads.
         assert_eq!(gate.grid, (24, 4, 1));
@@ -361,7 +405,7 @@ mod tests {
     fn the_finalize_gives_each_thread_eight_columns() {
         let config = MobaConfig::new(256, 2);
         let (t, s) = tensors();
-        let launches = schedule(&config).forward(&t.forward, &s);
+        let launches = schedule(&config).forward(&t.forward, &s, false);
         let finalize = launches.last().unwrap();
         assert_eq!(finalize.step, Step::AttentionFinalize);
         // 4 heads x 3000 rows x 64 columns, 8 per thread, 256 threads per block.
@@ -391,13 +435,54 @@ mod tests {
         assert_eq!(&launches[7].args[8..], [Arg::Ptr(9), Arg::Ptr(10)]);
     }
 
+    /// One query per head over a cache of 3000 keys, 4 query heads over 2 kv heads.
+    fn decode_schedule(config: &MobaConfig) -> CudaSchedule {
+        let shape = Shape {
+            q_len: 1,
+            kv_heads: 2,
+            ..Shape::prefill(1, 4, 3000, 64)
+        };
+        let plan = CudaPlan::new(&shape, config, MmaKind::Sync);
+        CudaSchedule::new(plan, KernelParams::new(&shape, config), config)
+    }
+
+    #[test]
+    fn a_decode_splits_over_chunks_of_keys_without_an_inversion() {
+        let config = MobaConfig::new(256, 3);
+        let (t, s) = tensors();
+        let schedule = decode_schedule(&config);
+        let launches = schedule.forward(&t.forward, &s, false);
+        assert_eq!(
+            kernels(&launches),
+            ["block_means", "gate_topk", "decode_split", "decode_combine"]
+        );
+        // Chunks of 128 keys: 2 per block of 256; 12 blocks; 2 kv groups.
+        assert_eq!(launches[2].grid, (2, 12, 2));
+        // The split writes the partials the combine reads.
+        assert_eq!(&launches[2].args[5..], [Arg::Ptr(18), Arg::Ptr(19)]);
+        assert_eq!(&launches[3].args[2..4], [Arg::Ptr(18), Arg::Ptr(19)]);
+        // With the cache's means given, nothing pools the keys.
+        let cached = schedule.forward(&t.forward, &s, true);
+        assert_eq!(kernels(&cached)[0], "gate_topk");
+        // Partials: 4 rows x 3 slots x 2 chunks.
+        let words = schedule.plan.scratch_words();
+        assert_eq!((words.partial_out, words.partial_stats), (24 * 64, 24 * 2));
+    }
+
     #[test]
     fn every_launched_kernel_exists_in_its_program() {
         let config = MobaConfig::new(256, 2);
         let (t, s) = tensors();
-        let schedule = schedule(&config);
-        let launches = [schedule.forward(&t.forward, &s), schedule.backward(&t, &s)].concat();
-        for launch in &launches {
+        let (schedule, decode) = (schedule(&config), decode_schedule(&config));
+        let launches = [
+            (&schedule, schedule.forward(&t.forward, &s, false)),
+            (&schedule, schedule.backward(&t, &s)),
+            (&decode, decode.forward(&t.forward, &s, false)),
+        ];
+        for (schedule, launch) in launches
+            .iter()
+            .flat_map(|(s, l)| l.iter().map(move |l| (s, l)))
+        {
             let kernel = launch.step.name();
             assert!(launch.program.defines_kernel(kernel), "{kernel}");
             // ... and nowhere else.

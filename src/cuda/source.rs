@@ -98,17 +98,20 @@ pub enum CudaProgram {
     Attention,
     /// `backward_prepare`, `dq_pass`, `dq_finalize`, `dkdv`.
     Backward,
+    /// `decode_split`, `decode_combine`.
+    Decode,
 }
 
 const COMMON: &str = include_str!("../../shaders/cuda/common.cuh");
 
 impl CudaProgram {
     /// Every program, for tests.
-    pub const ALL: [CudaProgram; 4] = [
+    pub const ALL: [CudaProgram; 5] = [
         CudaProgram::Gate,
         CudaProgram::Inversion,
         CudaProgram::Attention,
         CudaProgram::Backward,
+        CudaProgram::Decode,
     ];
 
     /// The file's own source.
@@ -118,6 +121,7 @@ impl CudaProgram {
             CudaProgram::Inversion => include_str!("../../shaders/cuda/inversion.cu"),
             CudaProgram::Attention => include_str!("../../shaders/cuda/attention.cu"),
             CudaProgram::Backward => include_str!("../../shaders/cuda/backward.cu"),
+            CudaProgram::Decode => include_str!("../../shaders/cuda/decode.cu"),
         }
     }
 
@@ -128,6 +132,7 @@ impl CudaProgram {
             CudaProgram::Inversion => "inversion.cu",
             CudaProgram::Attention => "attention.cu",
             CudaProgram::Backward => "backward.cu",
+            CudaProgram::Decode => "decode.cu",
         }
     }
 

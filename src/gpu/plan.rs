@@ -6,6 +6,7 @@ use super::kernels::KernelConstants;
 use super::schedule::KernelSet;
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
+use crate::launch_plan;
 use crate::reference::Precision;
 
 /// Threads per workgroup we aim for: one query row per thread in the attention tiles.
@@ -90,13 +91,8 @@ pub(crate) fn kernel_set(
     ))
 }
 
-/// Query rows per (batch, kv head) group up to which a forward decodes split over the keys
-/// ([`crate::launch_plan::decode_forward`]): a few queries cannot fill a GPU with row tiles,
-/// chunks of their blocks' keys can.
-pub(crate) const DECODE_MAX_ROWS: usize = 16;
-
 /// Constants of the split-decode kernels (`decode_split.wgsl`: the group's rows are its query
-/// tile), where `shape` has at most [`DECODE_MAX_ROWS`] rows per group and their queries and
+/// tile), where `shape` decodes ([`launch_plan::decodes`]) and the group's queries and
 /// scores fit `workgroup_bytes`; `None` otherwise (the forward runs over inverted lists).
 pub(crate) fn decode_constants(
     shape: &Shape,
@@ -107,12 +103,11 @@ pub(crate) fn decode_constants(
     let threads = portable.workgroup_size as usize;
     // The group's queries, the chunk's scores, each row's slot and a flag.
     let bytes = rows * (shape.head_dim + threads + 1) * 4 + 4;
-    (rows <= DECODE_MAX_ROWS.min(threads) && bytes <= workgroup_bytes as usize).then_some(
-        KernelConstants {
-            query_tile: rows as u32,
-            ..portable
-        },
-    )
+    let fits = rows <= threads && bytes <= workgroup_bytes as usize;
+    (launch_plan::decodes(shape) && fits).then_some(KernelConstants {
+        query_tile: rows as u32,
+        ..portable
+    })
 }
 
 /// Workgroup bytes of the cooperative kernels at a head dim, as laid out in their sources:
