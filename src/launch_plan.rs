@@ -170,13 +170,17 @@ pub fn decode_forward(config: &MobaConfig) -> Vec<Step> {
         .collect()
 }
 
-/// `steps` of a forward whose caller gives the keys' block means (a KV cache keeps them
-/// up to date): the gate reads them, nothing pools the keys.
-pub fn with_given_means(steps: Vec<Step>) -> Vec<Step> {
-    steps
-        .into_iter()
-        .filter(|&step| step != Step::BlockMeans)
-        .collect()
+/// `steps` of a forward less what its caller gives: with the selection
+/// ([`crate::backend::ForwardGiven::selection`]) no gate runs and nothing pools the keys
+/// for one; with the keys' block means (a KV cache keeps them up to date) the gate reads
+/// them and nothing pools the keys.
+pub fn with_given(steps: Vec<Step>, means: bool, selection: bool) -> Vec<Step> {
+    let given = |step: &Step| match step {
+        Step::BlockMeans => means || selection,
+        Step::GateTopk => selection,
+        _ => false,
+    };
+    steps.into_iter().filter(|step| !given(step)).collect()
 }
 
 /// The backward from a forward's saved o, lse and selection: row terms, the inversion of

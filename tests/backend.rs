@@ -9,11 +9,11 @@ use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::cubecl::Runtime;
 use burn::module::Module;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::{Distribution, Element, Tensor, TensorCreationOptions, TensorData, f16};
+use burn::tensor::{Distribution, Element, Int, Tensor, TensorCreationOptions, TensorData, f16};
 use common::{naive, naive_backward, shape, tolerance};
 use moba::backend::{
     MobaBackend, burn_wgpu_device, moba_attention, moba_attention_varlen,
-    moba_attention_with_means, moba_attention_with_stats,
+    moba_attention_with_means, moba_attention_with_selection, moba_attention_with_stats,
 };
 use moba::gpu::AdapterRequest;
 use moba::module::{AttentionKind, KvCache, MobaAttentionConfig};
@@ -305,6 +305,161 @@ fn given_block_means_match_the_reference_and_steer_the_gate() {
     check_given_means::<WgpuPlain>("wgpu", &wgpu_device());
     check_given_means::<Wgpu>("fusion wgpu", &wgpu_device());
     check_given_means::<Autodiff<Wgpu>>("autodiff wgpu", &wgpu_device());
+}
+
+/// A selection no gate would make, valid for `config`: each row's own block (causal) and
+/// the earlier blocks a hash of (row, block) picks, ascending, -1 padded; every block a
+/// non-causal row may list.
+fn made_up_selection(shape: &Shape, config: &MobaConfig) -> Vec<i32> {
+    let blocks = shape.num_blocks(config.block_size);
+    (0..shape.q_rows())
+        .flat_map(|row| {
+            let own = shape.query_position(row % shape.q_len) / config.block_size;
+            let (last, room) = match config.causal {
+                true => (own, config.top_k - 1),
+                false => (blocks, config.top_k),
+            };
+            let mut chosen: Vec<i32> = (0..last)
+                .filter(|j| (row * 31 + j * 17) % 3 != 0)
+                .take(room)
+                .map(|j| j as i32)
+                .collect();
+            if config.causal {
+                chosen.push(own as i32);
+            }
+            chosen.resize(config.top_k, -1);
+            chosen
+        })
+        .collect()
+}
+
+/// The attention of a given selection (no gate) against the reference's, forward and the
+/// gradients through `Autodiff`.
+fn check_given_selection<B: MobaBackend>(name: &str, device: &B::Device) {
+    type Grad<B> = Autodiff<B>;
+    for (seed, (shape, config)) in [
+        (shape(1, 4, 2, 40, 40, 16), MobaConfig::new(8, 3)),
+        (shape(2, 2, 1, 3, 37, 8), MobaConfig::new(5, 4)),
+        (
+            shape(1, 2, 2, 20, 33, 16),
+            MobaConfig::new(8, 2).with_causal(false),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 300 + seed as u64 * 10;
+        let (q, k, v, dout) = (
+            random::normal(shape.q_elems(), seed),
+            random::normal(shape.kv_elems(), seed + 1),
+            random::normal(shape.kv_elems(), seed + 2),
+            random::normal(shape.q_elems(), seed + 3),
+        );
+        let chosen = made_up_selection(&shape, &config);
+        assert_ne!(
+            chosen,
+            reference::forward(&q, &k, &v, &shape, &config)
+                .unwrap()
+                .selection,
+            "{shape:?}: the gate chooses the same blocks"
+        );
+        let (qd, kd) = (shape.q_dims(), shape.kv_dims());
+        let selection_dims = [shape.batch, shape.q_heads, shape.q_len, config.top_k];
+        let selection = Tensor::<Grad<B>, 4, Int>::from_data(
+            TensorData::new(chosen.iter().map(|&j| j as i64).collect(), selection_dims),
+            device,
+        );
+        let [q_t, k_t, v_t] = [(&q, qd), (&k, kd), (&v, kd)]
+            .map(|(x, dims)| tensor::<Grad<B>>(x, dims, device).require_grad());
+        let out = moba_attention_with_selection(
+            q_t.clone(),
+            k_t.clone(),
+            v_t.clone(),
+            selection,
+            &config,
+        )
+        .unwrap();
+        let want = reference::forward_with_selection(&q, &k, &v, &shape, &config, &chosen).unwrap();
+        let got: Vec<i32> = out.selection.into_data().convert::<i32>().to_vec().unwrap();
+        assert_eq!(got, chosen, "{name} {shape:?}: the selection");
+        let o_error = reference::max_abs_error(&values(out.o.clone()), &want.o);
+        let lse_error = reference::max_abs_error(&values(out.lse), &want.lse);
+        assert!(o_error < 1e-4, "{name} {shape:?}: o error {o_error:e}");
+        assert!(
+            lse_error < 1e-4,
+            "{name} {shape:?}: lse error {lse_error:e}"
+        );
+
+        let grads = (out.o * tensor::<Grad<B>>(&dout, qd, device))
+            .sum()
+            .backward();
+        let want =
+            reference::backward_with_selection([&q, &k, &v, &dout], &shape, &config, &chosen)
+                .unwrap();
+        for (what, got, want) in [
+            ("dq", q_t.grad(&grads), &want.dq),
+            ("dk", k_t.grad(&grads), &want.dk),
+            ("dv", v_t.grad(&grads), &want.dv),
+        ] {
+            let error = reference::max_abs_error(&values(got.unwrap()), want);
+            assert!(error < 1e-4, "{name} {shape:?}: {what} error {error:e}");
+        }
+    }
+}
+
+#[test]
+fn a_given_selection_is_attended_as_given() {
+    check_given_selection::<NdArray>("ndarray", &Default::default());
+    check_given_selection::<WgpuPlain>("wgpu", &wgpu_device());
+    check_given_selection::<Wgpu>("fusion wgpu", &wgpu_device());
+}
+
+#[test]
+fn a_selection_the_kernels_cannot_attend_is_an_error() {
+    let device = Default::default();
+    let (shape, config) = (shape(1, 1, 1, 4, 4, 8), MobaConfig::new(2, 2));
+    let kv = tensor::<NdArray>(
+        &random::normal(shape.kv_elems(), 1),
+        shape.kv_dims(),
+        &device,
+    );
+    let q = tensor::<NdArray>(&random::normal(shape.q_elems(), 2), shape.q_dims(), &device);
+    let attend = |rows: [[i64; 2]; 4]| {
+        let flat: Vec<i64> = rows.concat();
+        let selection =
+            Tensor::<NdArray, 4, Int>::from_data(TensorData::new(flat, [1, 1, 4, 2]), &device);
+        moba_attention_with_selection(q.clone(), kv.clone(), kv.clone(), selection, &config)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let good = [[0, -1], [0, -1], [0, 1], [1, -1]];
+    let mut bad = good;
+    bad[2] = [0, -1];
+    assert!(
+        attend(bad).contains("own block 1 is missing"),
+        "{}",
+        attend(bad)
+    );
+    bad = good;
+    bad[0] = [0, 1];
+    assert!(attend(bad).contains("after its own block"));
+    bad = good;
+    bad[3] = [1, 0];
+    assert!(attend(bad).contains("not ascending"));
+    bad = good;
+    bad[3] = [-1, 1];
+    assert!(attend(bad).contains("-1 pads only the end"));
+    bad = good;
+    bad[3] = [1, 2];
+    assert!(attend(bad).contains("block 2 of 2"));
+    let wrong_shape = Tensor::<NdArray, 4, Int>::zeros([1, 1, 4, 3], &device);
+    let err = moba_attention_with_selection(q.clone(), kv.clone(), kv, wrong_shape, &config);
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("top_k 2 need [1, 1, 4, 2]")
+    );
 }
 
 #[test]

@@ -311,7 +311,7 @@ fn decode_with_given_means_matches_pooling() {
     let pooled = Plain::moba_forward(qkv(), &config);
     let given = ForwardGiven {
         means: Some(means.into_primitive().tensor()),
-        sequence_starts: None,
+        ..ForwardGiven::none()
     };
     let cached = Plain::moba_forward_given(qkv(), given, &config);
     let ints = |t| -> Vec<i32> {

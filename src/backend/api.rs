@@ -100,9 +100,95 @@ pub fn moba_attention_with_means<B: MobaBackend>(
     let qkv = [q, k, v].map(|t| t.into_primitive().tensor());
     let given = ForwardGiven {
         means: Some(means.into_primitive().tensor()),
-        sequence_starts: None,
+        ..ForwardGiven::none()
     };
     Ok(stats(B::moba_forward_given(qkv, given, config), &shape))
+}
+
+/// MoBA's attention over blocks the caller chose: `selection: [B, Hq, S, top_k]` (int) lists
+/// the blocks each query row attends, ascending, padded with -1 at the end; a causal row
+/// must list its own block (the one holding its position) and none after it. The gate
+/// does not run. One softmax over the listed blocks' keys (causal: up to the row's
+/// position), differentiable in q, k and v like [`moba_attention`]; the selection is a
+/// constant. NSA's selected branch is this with the group-shared top-n
+/// ([`super::nsa_attention`]).
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::{Distribution, Int, Tensor, TensorData};
+/// use moba::{MobaConfig, backend::moba_attention_with_selection};
+///
+/// let device = Default::default();
+/// let q = Tensor::<NdArray, 4>::random([1, 1, 4, 8], Distribution::Normal(0.0, 1.0), &device);
+/// let kv = Tensor::<NdArray, 4>::random([1, 1, 4, 8], Distribution::Normal(0.0, 1.0), &device);
+/// // Blocks of 2: rows 0 and 1 attend block 0; rows 2 and 3 blocks 0 and 1, then block 1 alone.
+/// let chosen = TensorData::new(vec![0i64, -1, 0, -1, 0, 1, 1, -1], [1, 1, 4, 2]);
+/// let selection = Tensor::<NdArray, 4, Int>::from_data(chosen, &device);
+/// let out = moba_attention_with_selection(q, kv.clone(), kv, selection, &MobaConfig::new(2, 2))?;
+/// assert_eq!(out.o.dims(), [1, 1, 4, 8]);
+/// # Ok::<(), moba::MobaError>(())
+/// ```
+pub fn moba_attention_with_selection<B: MobaBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    selection: Tensor<B, 4, Int>,
+    config: &MobaConfig,
+) -> Result<MobaAttentionStats<B>> {
+    let shape = prepared(&q, &k, &v, config)?;
+    let expected = [shape.batch, shape.q_heads, shape.q_len, config.top_k];
+    if selection.dims() != expected {
+        return Err(MobaError::Config(format!(
+            "the selection has shape {:?}; q and top_k {} need {expected:?}",
+            selection.dims(),
+            config.top_k
+        )));
+    }
+    let chosen: Vec<i64> = selection
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .to_vec()
+        .map_err(|e| MobaError::Config(format!("reading the selection: {e:?}")))?;
+    check_selection(&chosen, &shape, config)?;
+    let qkv = [q, k, v].map(|t| t.into_primitive().tensor());
+    let given = ForwardGiven {
+        selection: Some(selection.into_primitive()),
+        ..ForwardGiven::none()
+    };
+    Ok(stats(B::moba_forward_given(qkv, given, config), &shape))
+}
+
+/// An error naming the first row of `selection` that the kernels cannot attend: a block
+/// out of range, blocks not ascending or -1 before a block, and for a causal row its own
+/// block missing or a later one listed (its softmax would be empty or see the future).
+fn check_selection(selection: &[i64], shape: &Shape, config: &MobaConfig) -> Result<()> {
+    let blocks = shape.num_blocks(config.block_size) as i64;
+    for (row, chosen) in selection.chunks(config.top_k).enumerate() {
+        let listed: Vec<i64> = chosen.iter().copied().take_while(|&j| j >= 0).collect();
+        let own = (shape.query_position(row % shape.q_len) / config.block_size) as i64;
+        let problem = if chosen[listed.len()..].iter().any(|&j| j != -1) {
+            Some("-1 pads only the end".to_string())
+        } else if let Some(&j) = listed.iter().find(|&&j| j >= blocks) {
+            Some(format!("block {j} of {blocks}"))
+        } else if listed.windows(2).any(|w| w[0] >= w[1]) {
+            Some("blocks not ascending".into())
+        } else if config.causal && !listed.contains(&own) {
+            Some(format!("its own block {own} is missing (causal)"))
+        } else if config.causal && listed.iter().any(|&j| j > own) {
+            Some(format!("a block after its own block {own} (causal)"))
+        } else if listed.is_empty() {
+            Some("no block".into())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(MobaError::Config(format!(
+                "selection row {row} ({chosen:?}): {problem}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// MoBA attention of a varlen (packed) batch: `q: [1, Hq, T, D]` and `k, v: [1, Hkv, T, D]`
@@ -157,8 +243,8 @@ pub fn moba_attention_varlen<B: MobaBackend>(
     let qkv = [q, k, v].map(|t| align(t).into_primitive().tensor());
     let starts = packing.sequence_starts().into_iter().map(|b| b as usize);
     let given = ForwardGiven {
-        means: None,
         sequence_starts: Some(index(starts.collect()).into_primitive()),
+        ..ForwardGiven::none()
     };
     let out = stats(B::moba_forward_given(qkv, given, config), &aligned);
     // Back to the packed tokens; block ids from each row's sequence's first block.

@@ -49,6 +49,7 @@ impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
         let given = ForwardGiven {
             means: given.means.map(|means| means.primitive),
             sequence_starts: given.sequence_starts,
+            selection: given.selection,
         };
         let out = B::moba_forward_given(inner, given, config);
         record(qkv, out, config)

@@ -16,13 +16,14 @@ use crate::config::MobaConfig;
 type Handles<B> =
     HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
 
-/// The forward as a fusion operation: inputs q, k, v, then the block means and the
-/// sequence starts where given; outputs o, lse, selection.
+/// The forward as a fusion operation: inputs q, k, v, then the block means, the sequence
+/// starts and the selection where given; outputs o, lse, selection.
 #[derive(Debug)]
 struct ForwardOp<B> {
     desc: CustomOpIr,
     config: MobaConfig,
-    given_means: bool,
+    /// Which of the means, the sequence starts and the selection are inputs.
+    given: [bool; 3],
     _backend: PhantomData<B>,
 }
 
@@ -32,12 +33,13 @@ impl<B: FusionBackend + MobaBackend> Operation<B::FusionRuntime> for ForwardOp<B
             unreachable!("the forward declares three outputs")
         };
         let mut inputs = self.desc.inputs.iter();
-        let mut float = || handles.get_float_tensor::<B>(inputs.next().expect("q, k and v"));
-        let qkv = [float(), float(), float()];
-        let means = self.given_means.then(float);
+        let mut next = || inputs.next().expect("an input for each tensor given");
+        let qkv = [next(), next(), next()].map(|ir| handles.get_float_tensor::<B>(ir));
+        let [means, starts, chosen] = self.given;
         let given = ForwardGiven {
-            means,
-            sequence_starts: inputs.next().map(|ir| handles.get_int_tensor::<B>(ir)),
+            means: means.then(|| handles.get_float_tensor::<B>(next())),
+            sequence_starts: starts.then(|| handles.get_int_tensor::<B>(next())),
+            selection: chosen.then(|| handles.get_int_tensor::<B>(next())),
         };
         let out = B::moba_forward_given(qkv, given, &self.config);
         handles.register_float_tensor::<B>(&o.id, out.o);
@@ -134,11 +136,16 @@ fn register_forward<B: FusionBackend + MobaBackend>(
     given: ForwardGiven<Fusion<B>>,
     config: &MobaConfig,
 ) -> MobaForwardOutput<Fusion<B>> {
-    let given_means = given.means.is_some();
+    let flags = [
+        given.means.is_some(),
+        given.sequence_starts.is_some(),
+        given.selection.is_some(),
+    ];
     // Float and int tensors of `Fusion` are the same type.
     let inputs: Vec<_> = (qkv.into_iter())
         .chain(given.means)
         .chain(given.sequence_starts)
+        .chain(given.selection)
         .collect();
     let q = &inputs[0];
     let client = q.client.clone();
@@ -161,7 +168,7 @@ fn register_forward<B: FusionBackend + MobaBackend>(
     let op = ForwardOp::<B> {
         desc: desc.clone(),
         config: *config,
-        given_means,
+        given: flags,
         _backend: PhantomData,
     };
     let [o, lse, selection] = client

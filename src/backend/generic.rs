@@ -4,10 +4,10 @@
 //! cross-checks the kernels.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Bool, Int, Tensor, TensorData, TensorPrimitive};
 
-use super::{MobaForwardOutput, MobaGradients, MobaSaved};
+use super::{ForwardGiven, MobaForwardOutput, MobaGradients, MobaSaved};
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
 use crate::memory::{bytes_of, check_host};
@@ -261,18 +261,24 @@ fn probabilities<B: Backend>(
     ((scores - lse.clone()).exp(), lse)
 }
 
-/// The forward of `[q, k, v]`: o, lse and selection; with the sequence starts of a packed
-/// batch (`[nb]` int, [`super::ForwardGiven::sequence_starts`]) where given.
+/// The forward of `[q, k, v]`: o, lse and selection; with what is given
+/// ([`super::ForwardGiven`]: the sequence starts of a packed batch, or the selection itself;
+/// the block means are pooled again).
 pub fn forward<B: Backend>(
     qkv: [FloatTensor<B>; 3],
-    sequence_starts: Option<IntTensor<B>>,
+    given: ForwardGiven<B>,
     config: &MobaConfig,
 ) -> MobaForwardOutput<B> {
     let [q, k, v] = qkv.map(float::<B>);
     let shape = Shape::of_dims(&q.dims(), &k.dims());
     let nb = shape.num_blocks(config.block_size);
     // Index arithmetic the host builds the masks from (a small int tensor).
-    let sequence_starts: Vec<usize> = match sequence_starts {
+    if let Some(selection) = given.selection {
+        let selection = Tensor::<B, 4, Int>::from_primitive(selection);
+        let chosen = chosen_from_selection(selection.clone(), nb);
+        return attend(q, k, v, chosen, selection, &shape, config);
+    }
+    let sequence_starts: Vec<usize> = match given.sequence_starts {
         Some(starts) => Tensor::<B, 1, Int>::from_primitive(starts)
             .into_data()
             .iter::<i64>()
@@ -281,14 +287,28 @@ pub fn forward<B: Backend>(
         None => vec![0; nb],
     };
     let chosen = chosen_blocks(&q, &k, &sequence_starts, &shape, config);
-    let attended = attended_keys(chosen.clone(), &shape, config);
-    let (k, v) = (expand_heads(k, &shape), expand_heads(v, &shape));
+    let selection = selection_of(chosen.clone(), config.top_k);
+    attend(q, k, v, chosen, selection, &shape, config)
+}
+
+/// The attention of the `chosen` blocks (`[B, Hq, S, nb]`), and `selection` as the forward's.
+fn attend<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    chosen: Tensor<B, 4, Bool>,
+    selection: Tensor<B, 4, Int>,
+    shape: &Shape,
+    config: &MobaConfig,
+) -> MobaForwardOutput<B> {
+    let attended = attended_keys(chosen, shape, config);
+    let (k, v) = (expand_heads(k, shape), expand_heads(v, shape));
     let (p, lse) = probabilities(&q, &k, attended, config.scale_for(shape.head_dim));
     let [b, h, s, _] = q.dims();
     MobaForwardOutput {
         o: primitive(p.matmul(v)),
         lse: primitive(lse.reshape([b, h, s])),
-        selection: selection_of(chosen, config.top_k).into_primitive(),
+        selection: selection.into_primitive(),
     }
 }
 

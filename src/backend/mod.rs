@@ -28,7 +28,7 @@ mod wgpu_device;
 
 pub use api::{
     MobaAttentionStats, moba_attention, moba_attention_varlen, moba_attention_with_means,
-    moba_attention_with_stats,
+    moba_attention_with_selection, moba_attention_with_stats,
 };
 pub use nsa::{NsaAttention, nsa_attention};
 #[cfg(feature = "burn")]
@@ -65,6 +65,11 @@ pub struct ForwardGiven<B: Backend> {
     /// [`crate::varlen`]); causal rows rank only their own sequence's blocks. Every backend
     /// reads it; without it every block's sequence starts at block 0.
     pub sequence_starts: Option<IntTensor<B>>,
+    /// Int `[B, Hq, S, top_k]`: the blocks each query row attends, as the gate would write
+    /// them (ascending, -1 padded, a causal row's own block among them and none after it;
+    /// [`moba_attention_with_selection`] checks that). The gate does not run: the caller
+    /// routes (NSA's group-shared selection, say). Every backend reads it.
+    pub selection: Option<IntTensor<B>>,
 }
 
 impl<B: Backend> ForwardGiven<B> {
@@ -73,6 +78,7 @@ impl<B: Backend> ForwardGiven<B> {
         Self {
             means: None,
             sequence_starts: None,
+            selection: None,
         }
     }
 }

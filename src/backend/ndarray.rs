@@ -24,7 +24,7 @@ where
         given: ForwardGiven<Self>,
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
-        generic::forward(qkv, given.sequence_starts, config)
+        generic::forward(qkv, given, config)
     }
 
     fn moba_backward(

@@ -168,12 +168,13 @@ fn check_float_type(dtype: DType) -> Result<()> {
 }
 
 /// MoBA forward on burn-wgpu tensors (f32 or f16, head dim a multiple of 4), with the
-/// keys' block means (padded like k) and the sequence starts where given: `(o, lse,
-/// selection)`, o in q's float type, lse in f32.
+/// keys' block means (padded like k), the sequence starts and the selection where given:
+/// `(o, lse, selection)`, o in q's float type, lse in f32.
 fn forward(
     qkv: [Tensor; 3],
     means: Option<Tensor>,
     starts: Option<Tensor>,
+    selection: Option<Tensor>,
     config: &MobaConfig,
 ) -> [Tensor; 3] {
     let dtype = qkv[0].dtype;
@@ -186,12 +187,16 @@ fn forward(
     let given = Given {
         means: means.is_some(),
         sequence_starts: starts.is_some(),
+        selection: selection.is_some(),
     };
     let (schedule, _) = schedules(&shape, config, &caps, given).expect(PREPARED);
     let rows = vec![shape.batch, shape.q_heads, shape.q_len];
     let o = empty(&q, q.meta.shape().to_vec(), DType::F32);
     let lse = empty(&q, rows.clone(), DType::F32);
-    let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
+    let selection = match selection {
+        Some(given) => into_contiguous(given),
+        None => empty(&q, [rows, vec![config.top_k]].concat(), DType::I32),
+    };
     let mut io = vec![&q, &k, &v, &o, &lse, &selection];
     io.extend(means.as_ref());
     io.extend(starts.as_ref());
@@ -237,7 +242,7 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
         let (_, pad) = padding::<Self>(qkv[0].meta.shape()[3], HEAD_DIM_MULTIPLE, config);
         let means = given.means.map(pad);
         padded_forward::<WgpuRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
-            forward(qkv, means, given.sequence_starts, config)
+            forward(qkv, means, given.sequence_starts, given.selection, config)
         })
     }
 

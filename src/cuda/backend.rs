@@ -16,7 +16,9 @@ use burn_cubecl::kernel::cast;
 
 use super::launch::{CudaPlan, HEAD_DIM_MULTIPLE};
 use super::runtime::CudaRuntime as Driver;
-use super::schedule::{BackwardTensors, CudaSchedule, ForwardTensors, Launch, Scratch};
+use super::schedule::{
+    BackwardTensors, CudaSchedule, ForwardTensors, Given as Steps, Launch, Scratch,
+};
 use super::source::{CudaConstants, ElemKind};
 use crate::backend::cube::{empty, padded_backward, padded_forward, problem_shape};
 use crate::backend::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
@@ -139,6 +141,8 @@ pub(crate) struct Given {
     pub sequence_starts: Option<CudaTensor>,
     /// The keys' block means, f32 `[B, Hkv, num_blocks, D]` (a KV cache keeps them).
     pub means: Option<CudaTensor>,
+    /// The selection, i32 `[B, Hq, S, top_k]`: no gate runs.
+    pub selection: Option<CudaTensor>,
 }
 
 /// Runs a forward (`backward: false`) or a backward of a problem on `q`'s device: `tensors`
@@ -181,7 +185,13 @@ fn execute<F: FloatElement, BT: BoolElement>(
     let (_buffers, scratch) = scratch(q, &plan, given.means.as_ref(), &mut at);
     let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, config), config);
     let launches = match backward {
-        false => schedule.forward(&forward, &scratch, given.means.is_some()),
+        false => {
+            let steps = Steps {
+                means: given.means.is_some(),
+                selection: given.selection.is_some(),
+            };
+            schedule.forward(&forward, &scratch, steps)
+        }
         true => schedule.backward(&addresses, &scratch),
     };
     let times = run::<F, BT>(q, constants, &launches, timed)?;
@@ -203,7 +213,12 @@ pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
     let rows = q.meta.shape()[..3].to_vec();
     let o = empty(&q, q.meta.shape().to_vec(), dtype);
     let lse = empty(&q, rows.clone(), DType::F32);
-    let selection = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
+    // A given selection is the output's too (the tensors' selection, no gate writes it).
+    let chosen = given.selection.map(into_contiguous);
+    let selection = match &chosen {
+        Some(chosen) => chosen.clone(),
+        None => empty(&q, [rows, vec![config.top_k]].concat(), DType::I32),
+    };
     let tensors = [&q, &k, &v, &o, &lse, &selection];
     let num_blocks = problem_shape(&q, &k).num_blocks(config.block_size);
     let [batch, kv_heads, _, head_dim] = k.meta.shape()[..] else {
@@ -215,6 +230,7 @@ pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
         means: (given.means)
             .filter(|means| means.meta.shape()[..] == means_dims)
             .map(|means| into_contiguous(cast(means, DType::F32))),
+        selection: chosen,
     };
     let times = execute::<F, BT>(config, &tensors, &given, timed, false)?;
     Ok(([o, lse, selection], times))
@@ -280,6 +296,7 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
             let given = Given {
                 sequence_starts: given.sequence_starts,
                 means: given.means,
+                selection: given.selection,
             };
             forward::<F, BT>(qkv, given, config, false)
                 .unwrap_or_else(|e| panic!("MoBA CUDA forward: {e}"))

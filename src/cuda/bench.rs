@@ -109,6 +109,7 @@ pub fn measure(
         let given = Given {
             sequence_starts: None,
             means: means[set].clone(),
+            selection: None,
         };
         forward::<f32, u8>([q, k, v], given, &config, timed)
     };

@@ -46,6 +46,13 @@ pub struct Scratch {
     pub partial_stats: u64,
 }
 
+/// What a forward's caller gives, that its steps need not compute.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Given {
+    pub means: bool,
+    pub selection: bool,
+}
+
 /// Device addresses of the forward's tensors.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardTensors {
@@ -103,18 +110,16 @@ impl CudaSchedule {
     }
 
     /// The forward on these tensors: [`launch_plan::decode_forward`] where the plan
-    /// decodes, [`launch_plan::forward`] otherwise; without the block means where the
-    /// caller gives them (in `s.means`).
-    pub fn forward(&self, t: &ForwardTensors, s: &Scratch, means_given: bool) -> Vec<Launch> {
+    /// decodes, [`launch_plan::forward`] otherwise; less what the caller gives
+    /// ([`launch_plan::with_given`]: the block means in `s.means`, the selection in
+    /// `t.selection`).
+    pub fn forward(&self, t: &ForwardTensors, s: &Scratch, given: Given) -> Vec<Launch> {
         let t = BackwardTensors::forward_only(*t);
         let steps = match self.plan.decode {
             Some(_) => launch_plan::decode_forward(&self.config),
             None => launch_plan::forward(&self.config),
         };
-        let steps = match means_given {
-            true => launch_plan::with_given_means(steps),
-            false => steps,
-        };
+        let steps = launch_plan::with_given(steps, given.means, given.selection);
         self.launches(steps, &t, s)
     }
 
@@ -361,7 +366,7 @@ mod tests {
     fn the_forward_runs_one_attention_pass_per_slot_in_order() {
         let config = MobaConfig::new(256, 3);
         let (t, s) = tensors();
-        let launches = schedule(&config).forward(&t.forward, &s, false);
+        let launches = schedule(&config).forward(&t.forward, &s, Given::default());
         assert_eq!(
             kernels(&launches),
             [
@@ -387,7 +392,7 @@ mod tests {
     fn static_gates_skip_the_block_means() {
         let config = MobaConfig::sliding_window(256, 2);
         let (t, s) = tensors();
-        let launches = schedule(&config).forward(&t.forward, &s, false);
+        let launches = schedule(&config).forward(&t.forward, &s, Given::default());
         assert_eq!(launches[0].step, Step::GateTopk);
     }
 
@@ -395,7 +400,7 @@ mod tests {
     fn the_gate_gives_each_query_head_its_own_thread_blocks() {
         let config = MobaConfig::new(256, 2);
         let (t, s) = tensors();
-        let launches = schedule(&config).forward(&t.forward, &s, false);
+        let launches = schedule(&config).forward(&t.forward, &s, Given::default());
         let gate = launches.iter().find(|l| l.step == Step::GateTopk).unwrap();
         // 3000 rows per head: 23 full blocks of 128 and one of 56, for each of 4 heads.
         assert_eq!(gate.grid, (24, 4, 1));
@@ -405,7 +410,7 @@ mod tests {
     fn the_finalize_gives_each_thread_eight_columns() {
         let config = MobaConfig::new(256, 2);
         let (t, s) = tensors();
-        let launches = schedule(&config).forward(&t.forward, &s, false);
+        let launches = schedule(&config).forward(&t.forward, &s, Given::default());
         let finalize = launches.last().unwrap();
         assert_eq!(finalize.step, Step::AttentionFinalize);
         // 4 heads x 3000 rows x 64 columns, 8 per thread, 256 threads per block.
@@ -435,6 +440,11 @@ mod tests {
         assert_eq!(&launches[7].args[8..], [Arg::Ptr(9), Arg::Ptr(10)]);
     }
 
+    const MEANS: Given = Given {
+        means: true,
+        selection: false,
+    };
+
     /// One query per head over a cache of 3000 keys, 4 query heads over 2 kv heads.
     fn decode_schedule(config: &MobaConfig) -> CudaSchedule {
         let shape = Shape {
@@ -451,7 +461,7 @@ mod tests {
         let config = MobaConfig::new(256, 3);
         let (t, s) = tensors();
         let schedule = decode_schedule(&config);
-        let launches = schedule.forward(&t.forward, &s, false);
+        let launches = schedule.forward(&t.forward, &s, Given::default());
         assert_eq!(
             kernels(&launches),
             ["block_means", "gate_topk", "decode_split", "decode_combine"]
@@ -462,7 +472,7 @@ mod tests {
         assert_eq!(&launches[2].args[5..], [Arg::Ptr(18), Arg::Ptr(19)]);
         assert_eq!(&launches[3].args[2..4], [Arg::Ptr(18), Arg::Ptr(19)]);
         // With the cache's means given, nothing pools the keys.
-        let cached = schedule.forward(&t.forward, &s, true);
+        let cached = schedule.forward(&t.forward, &s, MEANS);
         assert_eq!(kernels(&cached)[0], "gate_topk");
         // Partials: 4 rows x 3 slots x 2 chunks.
         let words = schedule.plan.scratch_words();
@@ -475,9 +485,12 @@ mod tests {
         let (t, s) = tensors();
         let (schedule, decode) = (schedule(&config), decode_schedule(&config));
         let launches = [
-            (&schedule, schedule.forward(&t.forward, &s, false)),
+            (
+                &schedule,
+                schedule.forward(&t.forward, &s, Given::default()),
+            ),
             (&schedule, schedule.backward(&t, &s)),
-            (&decode, decode.forward(&t.forward, &s, false)),
+            (&decode, decode.forward(&t.forward, &s, Given::default())),
         ];
         for (schedule, launch) in launches
             .iter()

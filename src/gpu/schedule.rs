@@ -75,6 +75,8 @@ pub(crate) struct Given {
     /// The first block of each block's sequence (`Io::SequenceStarts`); without it every
     /// block's sequence starts at block 0.
     pub sequence_starts: bool,
+    /// The selection (in `Io::Selection`, which the gate writes otherwise): no gate runs.
+    pub selection: bool,
 }
 
 impl Given {
@@ -205,8 +207,8 @@ impl Schedule {
         schedule.scratch.extend([
             Scratch {
                 label: "block means",
-                bytes: match given.means {
-                    true => 0, // the caller's buffer holds them
+                bytes: match given.means || given.selection {
+                    true => 0, // the caller's buffer holds them, or no gate reads them
                     false => shape.groups() as u64 * nb * head_dim * 4,
                 },
                 zeroed: false,
@@ -248,10 +250,7 @@ impl Schedule {
             }
             None => launch_plan::forward(config),
         };
-        let steps = match given.means {
-            true => launch_plan::with_given_means(steps),
-            false => steps,
-        };
+        let steps = launch_plan::with_given(steps, given.means, given.selection);
         for step in steps {
             schedule.lower(step, shape, config, kernels);
         }
@@ -613,13 +612,19 @@ mod tests {
             (shape, cooperative),
             (decode_shape, decode),
         ] {
-            let everything_given = Given {
+            let means_and_starts = Given {
                 means: true,
                 sequence_starts: true,
+                selection: false,
+            };
+            let selection = Given {
+                selection: true,
+                ..Given::default()
             };
             for schedule in [
                 Schedule::forward(&shape, &config, kernels, Given::default()),
-                Schedule::forward(&shape, &config, kernels, everything_given),
+                Schedule::forward(&shape, &config, kernels, means_and_starts),
+                Schedule::forward(&shape, &config, kernels, selection),
                 Schedule::backward(&shape, &config, kernels),
             ] {
                 for launch in &schedule.launches {

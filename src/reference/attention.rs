@@ -70,13 +70,53 @@ pub fn forward_rows(
 ) -> Result<Forward> {
     config.validate()?;
     shape.check_inputs(q, k, v)?;
+    let means = block_means(k, shape, config.block_size);
+    forward_selected([q, k, v], shape, config, rows, |index| {
+        gate_row(q, &means, shape, config, index).selected
+    })
+}
+
+/// MoBA's attention of every row over the blocks `selection` lists (`[rows, top_k]`, -1
+/// padded; as [`crate::backend::moba_attention_with_selection`] takes it): no gate.
+pub fn forward_with_selection(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: &Shape,
+    config: &MobaConfig,
+    selection: &[i32],
+) -> Result<Forward> {
+    config.validate()?;
+    shape.check_inputs(q, k, v)?;
+    let rows: Vec<usize> = (0..shape.q_rows()).collect();
+    forward_selected([q, k, v], shape, config, &rows, |index| {
+        listed_blocks(selection, config.top_k, index)
+    })
+}
+
+/// The blocks row `index` of a `[rows, top_k]` selection lists.
+pub(crate) fn listed_blocks(selection: &[i32], top_k: usize, index: usize) -> Vec<usize> {
+    let row = &selection[index * top_k..(index + 1) * top_k];
+    row.iter()
+        .filter(|&&j| j >= 0)
+        .map(|&j| j as usize)
+        .collect()
+}
+
+/// The forward of `rows` over the blocks `selected` gives each.
+fn forward_selected(
+    [q, k, v]: [&[f32]; 3],
+    shape: &Shape,
+    config: &MobaConfig,
+    rows: &[usize],
+    selected: impl Fn(usize) -> Vec<usize>,
+) -> Result<Forward> {
     let d = shape.head_dim;
     check_host(
         "the reference's outputs (o, lse and the selection of every row)",
         bytes_of(&[rows.len(), d + 1 + config.top_k], 8),
     )?;
     let scale = config.scale_for(d) as f64;
-    let means = block_means(k, shape, config.block_size);
     let mut out = Forward {
         o: Vec::with_capacity(rows.len() * d),
         lse: Vec::with_capacity(rows.len()),
@@ -84,12 +124,12 @@ pub fn forward_rows(
     };
     for &index in rows {
         let row = Row::new(shape, index);
-        let gate = gate_row(q, &means, shape, config, index);
-        let keys = attended_keys(&gate.selected, shape, config, row.position);
+        let blocks = selected(index);
+        let keys = attended_keys(&blocks, shape, config, row.position);
         let (o, lse) = attend_row(row.query(q, d), &keys, k, v, shape, row.group, scale);
         out.o.extend(o);
         out.lse.push(lse);
-        out.selection.extend(padded(&gate.selected, config.top_k));
+        out.selection.extend(padded(&blocks, config.top_k));
     }
     Ok(out)
 }

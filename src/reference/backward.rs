@@ -1,6 +1,6 @@
 //! Backward: gradients of the MoBA forward with the selection held constant (DESIGN §1.6).
 
-use super::attention::{attend_row, attended_keys};
+use super::attention::{attend_row, attended_keys, listed_blocks};
 use super::gate::{block_means, gate_row};
 use super::{Row, dot, key_offset};
 use crate::config::{MobaConfig, Shape};
@@ -27,9 +27,37 @@ pub fn backward(
     config.validate()?;
     shape.check_inputs(q, k, v)?;
     shape.check_dout(dout)?;
+    let means = block_means(k, shape, config.block_size);
+    backward_selected([q, k, v, dout], shape, config, |index| {
+        gate_row(q, &means, shape, config, index).selected
+    })
+}
+
+/// Gradients of `sum(o * dout)` where every row attends the blocks `selection` lists
+/// ([`super::forward_with_selection`]).
+pub fn backward_with_selection(
+    [q, k, v, dout]: [&[f32]; 4],
+    shape: &Shape,
+    config: &MobaConfig,
+    selection: &[i32],
+) -> Result<Gradients> {
+    config.validate()?;
+    shape.check_inputs(q, k, v)?;
+    shape.check_dout(dout)?;
+    backward_selected([q, k, v, dout], shape, config, |index| {
+        listed_blocks(selection, config.top_k, index)
+    })
+}
+
+/// The gradients where row `index` attends the blocks `selected(index)`.
+fn backward_selected(
+    [q, k, v, dout]: [&[f32]; 4],
+    shape: &Shape,
+    config: &MobaConfig,
+    selected: impl Fn(usize) -> Vec<usize>,
+) -> Result<Gradients> {
     let d = shape.head_dim;
     let scale = config.scale_for(d) as f64;
-    let means = block_means(k, shape, config.block_size);
     let mut grads = Gradients {
         dq: vec![0.0; shape.q_elems()],
         dk: vec![0.0; shape.kv_elems()],
@@ -38,8 +66,7 @@ pub fn backward(
     for index in 0..shape.q_rows() {
         let row = Row::new(shape, index);
         let query = row.query(q, d);
-        let gate = gate_row(q, &means, shape, config, index);
-        let keys = attended_keys(&gate.selected, shape, config, row.position);
+        let keys = attended_keys(&selected(index), shape, config, row.position);
         let (o, lse) = attend_row(query, &keys, k, v, shape, row.group, scale);
         let grad_out = row.query(dout, d);
         // delta = rowsum(dout * o): the softmax Jacobian's shared term.

@@ -12,8 +12,8 @@ mod gate;
 mod nsa;
 mod varlen;
 
-pub use attention::{Forward, dense_forward, forward, forward_rows};
-pub use backward::{Gradients, backward};
+pub use attention::{Forward, dense_forward, forward, forward_rows, forward_with_selection};
+pub use backward::{Gradients, backward, backward_with_selection};
 pub use check::{Check, GATE_NEAR_TIE, Precision, SampledRows, check_rows, tolerance};
 pub use gate::{RowGate, block_means, gate_row, selection};
 pub(crate) use nsa::selection_from_importance;
