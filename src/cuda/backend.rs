@@ -134,23 +134,13 @@ fn constants(
     })
 }
 
-/// What a forward's caller gives beside q, k and v (contiguous, on their device).
-#[derive(Default)]
-pub(crate) struct Given {
-    /// The first block of each block's sequence (a packed batch), i32 `[num_blocks]`.
-    pub sequence_starts: Option<CudaTensor>,
-    /// The keys' block means, f32 `[B, Hkv, num_blocks, D]` (a KV cache keeps them).
-    pub means: Option<CudaTensor>,
-    /// The selection, i32 `[B, Hq, S, top_k]`: no gate runs.
-    pub selection: Option<CudaTensor>,
-}
-
 /// Runs a forward (`backward: false`) or a backward of a problem on `q`'s device: `tensors`
-/// are the forward's six (q, k, v, o, lse, selection) and, for a backward, dout, dq, dk, dv.
+/// are the forward's six (q, k, v, o, lse, selection) and, for a backward, dout, dq, dk, dv;
+/// `given` holds contiguous tensors (the means f32, of the kernels' head dim).
 fn execute<F: FloatElement, BT: BoolElement>(
     config: &MobaConfig,
     tensors: &[&CudaTensor],
-    given: &Given,
+    given: &ForwardGiven<CudaBackend<F, BT>>,
     timed: bool,
     backward: bool,
 ) -> Result<KernelTimes> {
@@ -203,7 +193,7 @@ fn execute<F: FloatElement, BT: BoolElement>(
 /// `timed` each kernel's GPU time.
 pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
     qkv: [CudaTensor; 3],
-    given: Given,
+    given: ForwardGiven<CudaBackend<F, BT>>,
     config: &MobaConfig,
     timed: bool,
 ) -> Result<([CudaTensor; 3], KernelTimes)> {
@@ -225,7 +215,7 @@ pub(crate) fn forward<F: FloatElement, BT: BoolElement>(
         unreachable!("k has four dims")
     };
     let means_dims = [batch, kv_heads, num_blocks, head_dim];
-    let given = Given {
+    let given = ForwardGiven {
         sequence_starts: given.sequence_starts.map(into_contiguous),
         means: (given.means)
             .filter(|means| means.meta.shape()[..] == means_dims)
@@ -252,7 +242,7 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     let dk = empty(&q, k.meta.shape().to_vec(), dtype);
     let dv = empty(&q, k.meta.shape().to_vec(), dtype);
     let tensors = [&q, &k, &v, &o, &lse, &selection, &dout, &dq, &dk, &dv];
-    let times = execute::<F, BT>(config, &tensors, &Given::default(), timed, true)?;
+    let times = execute::<F, BT>(config, &tensors, &ForwardGiven::none(), timed, true)?;
     Ok(([dq, dk, dv], times))
 }
 
@@ -293,11 +283,6 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
         padded_forward::<CudaRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
-            let given = Given {
-                sequence_starts: given.sequence_starts,
-                means: given.means,
-                selection: given.selection,
-            };
             forward::<F, BT>(qkv, given, config, false)
                 .unwrap_or_else(|e| panic!("MoBA CUDA forward: {e}"))
                 .0

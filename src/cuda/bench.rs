@@ -9,10 +9,11 @@ use burn::cubecl::cuda::CudaRuntime;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Distribution, Int, Tensor, TensorPrimitive};
 
-use super::backend::{Given, KernelTimes, backward, forward};
+use super::backend::{KernelTimes, backward, forward};
 use super::launch::CudaPlan;
 use super::runtime::CudaRuntime as Driver;
 use super::source::{ElemKind, MmaKind};
+use crate::backend::ForwardGiven;
 use crate::bench::{DeviceDescription, Measurement, Record, median_wall_seconds};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -106,10 +107,9 @@ pub fn measure(
         .collect();
     let run_forward = |set: usize, timed: bool| {
         let [q, k, v, _] = sets[set].clone().map(primitive);
-        let given = Given {
-            sequence_starts: None,
+        let given = ForwardGiven {
             means: means[set].clone(),
-            selection: None,
+            ..ForwardGiven::none()
         };
         forward::<f32, u8>([q, k, v], given, &config, timed)
     };
@@ -129,7 +129,7 @@ pub fn measure(
             let [q, k, v, dout] = sets[set].clone().map(primitive);
             let ([o, lse, selection], _) = forward::<f32, u8>(
                 [q.clone(), k.clone(), v.clone()],
-                Given::default(),
+                ForwardGiven::none(),
                 &config,
                 false,
             )?;
