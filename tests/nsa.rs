@@ -1,14 +1,15 @@
-//! NSA on burn's tensor ops (`moba::backend::nsa_attention`) against the f64 reference
+//! NSA (`moba::backend::nsa_attention`: the selected branch on each backend's MoBA kernels,
+//! the compressed and window branches on burn's tensor ops) against the f64 reference
 //! (`moba::reference::nsa_forward`, `nsa_backward`), over the cases of NSA.md: GQA 1, 2, 4
 //! and 16, a decode, no complete compressed block, top-n covering every block, l = l' = d
-//! and overlapping compressed blocks. Forward and gradients (q, k, v, gates) on ndarray, and
-//! the forward on wgpu (lavapipe in CI).
+//! and overlapping compressed blocks. Forward and gradients (q, k, v, gates) on ndarray and
+//! on wgpu (lavapipe in CI: the WGSL kernels over a given selection).
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use moba::backend::{burn_wgpu_device, nsa_attention};
+use moba::backend::{MobaBackend, burn_wgpu_device, nsa_attention};
 use moba::{NsaConfig, Shape, random, reference};
 
 fn shape(q_heads: usize, kv_heads: usize, q_len: usize, kv_len: usize, head_dim: usize) -> Shape {
@@ -93,7 +94,7 @@ fn tensors<B: Backend>(
 const TOLERANCE: f64 = 1e-4;
 
 /// The forward of every case on one backend: o and the selection.
-fn check_forward<B: Backend>(name: &str, device: &B::Device) {
+fn check_forward<B: MobaBackend>(name: &str, device: &B::Device) {
     for (index, (what, shape, config)) in cases().into_iter().enumerate() {
         let data = random::nsa_inputs(&shape, 10 * index as u64);
         let [q, k, v, gates] = tensors::<B>(&data, &shape, device);
@@ -118,17 +119,15 @@ fn nsa_on_wgpu_matches_the_reference() {
     check_forward::<Wgpu>("wgpu", &device);
 }
 
-#[test]
-fn nsa_gradients_through_autodiff_match_the_reference() {
-    type B = Autodiff<NdArray>;
-    let device = Default::default();
+/// The gradients of every case through `Autodiff<B>`.
+fn check_gradients<B: MobaBackend>(name: &str, device: &B::Device) {
     for (index, (what, shape, config)) in cases().into_iter().enumerate() {
         let data = random::nsa_inputs(&shape, 10 * index as u64);
         let dout = random::normal(shape.q_elems(), 10 * index as u64 + 4);
-        let inputs = tensors::<B>(&data, &shape, &device).map(Tensor::require_grad);
+        let inputs = tensors::<Autodiff<B>>(&data, &shape, device).map(Tensor::require_grad);
         let [q, k, v, gates] = inputs.clone();
         let o = nsa_attention(q, k, v, gates, &config).unwrap().o;
-        let grads = (o * tensor::<B>(&dout, shape.q_dims(), &device))
+        let grads = (o * tensor::<Autodiff<B>>(&dout, shape.q_dims(), device))
             .sum()
             .backward();
         let [q, k, v, gates] = &data;
@@ -141,9 +140,20 @@ fn nsa_gradients_through_autodiff_match_the_reference() {
         ] {
             let got = values(input.grad(&grads).expect("a gradient"));
             let error = reference::max_abs_error(&got, want);
-            assert!(error < TOLERANCE, "{what}: {label} error {error:e}");
+            assert!(error < TOLERANCE, "{name}, {what}: {label} error {error:e}");
         }
     }
+}
+
+#[test]
+fn nsa_gradients_on_ndarray_match_the_reference() {
+    check_gradients::<NdArray>("ndarray", &Default::default());
+}
+
+#[test]
+fn nsa_gradients_on_wgpu_match_the_reference() {
+    let device: WgpuDevice = burn_wgpu_device(&Default::default()).unwrap().0;
+    check_gradients::<Wgpu>("wgpu", &device);
 }
 
 #[test]

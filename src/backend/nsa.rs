@@ -1,17 +1,20 @@
-//! NSA (`../shared/NSA.md`) composed of burn tensor ops, for any burn backend, and
-//! differentiable by burn's autodiff: the three branches as dense masked softmaxes over
-//! `[B, Hq, S, Sk]` scores, the importance as a product with the blocks' overlap, the
-//! group-shared top-n on the host. Exact, and slow beside kernels (it materialises the
-//! scores of every branch): it makes NSA trainable on every backend today and is the
-//! yardstick its kernels will be checked against.
+//! NSA (`../shared/NSA.md`) for any backend with the MoBA op, differentiable by burn's
+//! autodiff. The selected branch runs on MoBA's kernels over the group-shared selection
+//! ([`super::moba_attention_with_selection`]); the compressed branch is a masked softmax
+//! over `[B, Hq, S, nc]` pooled-key scores with the importance as a product with the
+//! blocks' overlap and the top-n on the host; the window branch is a masked softmax in
+//! query chunks of `w` rows over `2w` keys each. So nothing is `S x Sk`: the scores take
+//! `S * (nc + 2w)` per head. The compressed and window branches are burn tensor ops (NSA's
+//! own kernels for them are still to come).
 
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
-use super::api::qkv_shape;
+use super::MobaBackend;
+use super::api::{moba_attention_with_selection, qkv_shape};
 use super::generic::{expand_heads, host_tensor, sum_groups};
-use crate::config::{NsaConfig, Shape};
+use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::memory::{bytes_of, check_host};
 use crate::reference::selection_from_importance;
@@ -31,7 +34,7 @@ pub struct NsaAttention<B: Backend> {
 /// branch gates `gates: [B, Hq, S, 3]` (cmp, slc, win), exactly as NSA.md states it
 /// ([`crate::reference::nsa_forward`] is its f64 twin). Differentiable on `Autodiff<B>`:
 /// q, k, v (the compressed branch through the block means) and the gates get gradients;
-/// the selection is a constant.
+/// the selection is a constant. The selected branch runs on `B`'s MoBA kernels.
 ///
 /// ```
 /// use burn::backend::{Autodiff, NdArray};
@@ -49,7 +52,7 @@ pub struct NsaAttention<B: Backend> {
 /// assert!(q.grad(&grads).is_some());
 /// # Ok::<(), moba::MobaError>(())
 /// ```
-pub fn nsa_attention<B: Backend>(
+pub fn nsa_attention<B: MobaBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -65,15 +68,13 @@ pub fn nsa_attention<B: Backend>(
             gates.dims()
         )));
     }
-    check_memory(&shape)?;
+    check_memory(&shape, config)?;
     let scale = config.scale_for(shape.head_dim);
-    let (k, v) = (expand_heads(k, &shape), expand_heads(v, &shape));
     let (o_cmp, importance) = compressed_branch(&q, &k, &v, &shape, config, scale);
     let selection = select(importance, &shape, config)?;
-    let selected = selected_keys(&selection, &shape, config, &q.device());
-    let window = window_keys::<B>(&shape, config, &q.device());
-    let o_slc = attend(&q, &k, &v, selected, scale);
-    let o_win = attend(&q, &k, &v, window, scale);
+    let o_slc = selected_branch(&q, &k, &v, &selection, &shape, config, scale)?;
+    let (k, v) = (expand_heads(k, &shape), expand_heads(v, &shape));
+    let o_win = window_branch(q, k, v, &shape, config, scale);
     let gate = |c: usize| {
         let [b, h, s, _] = gate_dims;
         gates.clone().slice([0..b, 0..h, 0..s, c..c + 1])
@@ -89,21 +90,18 @@ pub fn nsa_attention<B: Backend>(
     Ok(NsaAttention { o, selection })
 }
 
-/// Fails unless about five `[B, Hq, S, Sk]` score-sized tensors fit in host memory (the
-/// CPU backends hold their tensors there; the GPU ones have their own limits).
-fn check_memory(shape: &Shape) -> Result<()> {
-    let scores = bytes_of(
-        &[shape.batch, shape.q_heads, shape.q_len, shape.kv_len, 5],
-        4,
-    );
-    check_host(
-        "the scores that NSA on burn's tensor ops materialises",
-        scores,
-    )
+/// Fails unless the branches' scores fit in host memory (the CPU backends hold their
+/// tensors there; the GPU ones have their own limits): about four `[B, Hq, S, nc]`
+/// tensors for the compressed branch and three `[B, Hq, S, 2w]` for the window.
+fn check_memory(shape: &Shape, config: &NsaConfig) -> Result<()> {
+    let per_row = 4 * config.compressed_blocks(shape.kv_len) + 3 * 2 * config.window;
+    let scores = bytes_of(&[shape.batch, shape.q_heads, shape.q_len, per_row], 4);
+    check_host("the scores of NSA's compressed and window branches", scores)
 }
 
-/// The compressed branch, `o_cmp: [B, Hq, S, D]` (0 for a query with no eligible block),
-/// and the group importances `[B, Hkv, S, ns]` of the selection blocks.
+/// The compressed branch over `k, v: [B, Hkv, Sk, D]`, `o_cmp: [B, Hq, S, D]` (0 for a
+/// query with no eligible block), and the group importances `[B, Hkv, S, ns]` of the
+/// selection blocks.
 fn compressed_branch<B: Backend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
@@ -122,7 +120,9 @@ fn compressed_branch<B: Backend>(
         let importance = Tensor::zeros([b, shape.kv_heads, s, ns], &device);
         return (Tensor::zeros([b, h, s, d], &device), importance);
     }
-    let (kc, vc) = (block_means(k, config, nc), block_means(v, config, nc));
+    // Pooled per kv head, then shared by the group's query heads.
+    let pooled = |x: &Tensor<B, 4>| expand_heads(block_means(x, config, nc), shape);
+    let (kc, vc) = (pooled(k), pooled(v));
     // Block i is eligible for the query at p iff i*d + l - 1 <= p.
     let eligible: Vec<f32> = (0..s * nc)
         .map(|at| {
@@ -212,77 +212,107 @@ fn select<B: Backend>(
     Ok(selection_from_importance(&importance, shape, config))
 }
 
-/// Keys of the selected branch, `[B, Hq, S, Sk]`: those of the group's selected blocks up
-/// to the query's position.
-fn selected_keys<B: Backend>(
-    selection: &[i32],
-    shape: &Shape,
-    config: &NsaConfig,
-    device: &B::Device,
-) -> Tensor<B, 4, Bool> {
-    let (b, g, s) = (shape.batch, shape.kv_heads, shape.q_len);
-    let ns = config.selection_blocks(shape.kv_len);
-    let mut chosen = vec![0.0f32; b * g * s * ns];
-    for (row, blocks) in selection.chunks(config.top_n).enumerate() {
-        for &j in blocks.iter().filter(|&&j| j >= 0) {
-            chosen[row * ns + j as usize] = 1.0;
-        }
-    }
-    let group = shape.group_size();
-    let l = config.select_block;
-    let blocks = host_tensor::<B, 4>(chosen, [b, g, s, ns], device)
-        .unsqueeze_dim::<5>(2)
-        .expand([b, g, group, s, ns])
-        .reshape([b, g * group, s, ns]);
-    let keys = blocks
-        .unsqueeze_dim::<5>(4)
-        .expand([b, shape.q_heads, s, ns, l])
-        .reshape([b, shape.q_heads, s, ns * l])
-        .slice([0..b, 0..shape.q_heads, 0..s, 0..shape.kv_len]);
-    let causal = position_mask::<B>(shape, device, |key, position| key <= position);
-    keys.bool().bool_and(causal)
-}
-
-/// Keys of the window branch, `[B, Hq, S, Sk]`: `[max(0, p - w + 1), p]`.
-fn window_keys<B: Backend>(
-    shape: &Shape,
-    config: &NsaConfig,
-    device: &B::Device,
-) -> Tensor<B, 4, Bool> {
-    position_mask::<B>(shape, device, |key, position| {
-        key <= position && key + config.window > position
-    })
-}
-
-/// `[B, Hq, S, Sk]`: whether `visible(key, position)` for every query's position.
-fn position_mask<B: Backend>(
-    shape: &Shape,
-    device: &B::Device,
-    visible: impl Fn(usize, usize) -> bool,
-) -> Tensor<B, 4, Bool> {
-    let (s, sk) = (shape.q_len, shape.kv_len);
-    let mask = (0..s * sk)
-        .map(|at| f32::from(u8::from(visible(at % sk, shape.query_position(at / sk)))))
-        .collect();
-    host_tensor::<B, 2>(mask, [s, sk], device)
-        .reshape([1, 1, s, sk])
-        .expand([shape.batch, shape.q_heads, s, sk])
-        .bool()
-}
-
-/// One softmax over the `keys` of each row (every row has one: its own position), and the
-/// weighted values.
-fn attend<B: Backend>(
+/// The selected branch, `[B, Hq, S, D]`: MoBA's attention over blocks of `l'` keys with
+/// the group's selection (`[B, Hkv, S, top_n]`, ascending, -1 padded) given to every query
+/// head of the group. NSA forces each row's own block and never selects a later one, so
+/// every row is one MoBA can attend.
+fn selected_branch<B: MobaBackend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
     v: &Tensor<B, 4>,
-    keys: Tensor<B, 4, Bool>,
+    selection: &[i32],
+    shape: &Shape,
+    config: &NsaConfig,
+    scale: f32,
+) -> Result<Tensor<B, 4>> {
+    let rows = shape.q_len * config.top_n;
+    let group = shape.group_size();
+    let per_head: Vec<i64> = selection
+        .chunks(rows)
+        .flat_map(|kv_head| std::iter::repeat_n(kv_head, group).flatten())
+        .map(|&j| i64::from(j))
+        .collect();
+    let dims = [shape.batch, shape.q_heads, shape.q_len, config.top_n];
+    let per_head = Tensor::<B, 4, Int>::from_data(TensorData::new(per_head, dims), &q.device());
+    let moba = MobaConfig {
+        scale: Some(scale),
+        ..MobaConfig::new(config.select_block, config.top_n)
+    };
+    Ok(moba_attention_with_selection(q.clone(), k.clone(), v.clone(), per_head, &moba)?.o)
+}
+
+/// The window branch, `[B, Hq, S, D]`, over `k, v: [B, Hq, Sk, D]`, in chunks of `w`
+/// query rows: the rows of chunk `m` (positions `p0 + m*w ..`, `p0 = Sk - S`) see keys
+/// `[p - w + 1, p]`, all inside the `2w` keys from position `p0 + m*w - w`. The keys are
+/// padded with `w` zero rows in front (positions before 0, masked) and behind (seen only by
+/// the padding rows of the last chunk, which are dropped).
+fn window_branch<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    shape: &Shape,
+    config: &NsaConfig,
     scale: f32,
 ) -> Tensor<B, 4> {
+    let [b, h, s, d] = q.dims();
+    let w = config.window;
+    let chunks = s.div_ceil(w);
+    let first = shape.kv_len - s;
+    let device = q.device();
+    // `rows` zero rows after x (none where there are none: some backends refuse empty
+    // tensors).
+    let pad_rows = |x: Tensor<B, 4>, rows: usize| match rows {
+        0 => x,
+        _ => Tensor::cat(vec![x, Tensor::zeros([b, h, rows, d], &device)], 2),
+    };
+    // [B, H, chunks, 2w, D]: chunk m's keys, padded index = position + w.
+    let spans = |x: Tensor<B, 4>| {
+        let front = Tensor::zeros([b, h, w, d], &device);
+        let padded = pad_rows(Tensor::cat(vec![front, x], 2), chunks * w - s)
+            .slice([0..b, 0..h, first..first + (chunks + 1) * w, 0..d])
+            .reshape([b, h, chunks + 1, w, d]);
+        Tensor::cat(
+            vec![
+                padded.clone().slice([0..b, 0..h, 0..chunks, 0..w, 0..d]),
+                padded.slice([0..b, 0..h, 1..chunks + 1, 0..w, 0..d]),
+            ],
+            3,
+        )
+    };
+    let q = pad_rows(q, chunks * w - s).reshape([b, h, chunks, w, d]);
+    // Row r of a chunk sees span keys r + 1 ..= r + w; span key j of chunk m sits at
+    // position first + m*w - w + j, which must not be before 0.
+    let in_window = host_tensor::<B, 2>(
+        (0..w * 2 * w)
+            .map(|at| {
+                let (r, j) = (at / (2 * w), at % (2 * w));
+                f32::from(u8::from(j > r && j <= r + w))
+            })
+            .collect(),
+        [w, 2 * w],
+        &device,
+    )
+    .reshape([1, 1, 1, w, 2 * w]);
+    let present = host_tensor::<B, 2>(
+        (0..chunks * 2 * w)
+            .map(|at| {
+                let (m, j) = (at / (2 * w), at % (2 * w));
+                f32::from(u8::from(first + m * w + j >= w))
+            })
+            .collect(),
+        [chunks, 2 * w],
+        &device,
+    )
+    .reshape([1, 1, chunks, 1, 2 * w]);
+    let full = [b, h, chunks, w, 2 * w];
+    let hidden: Tensor<B, 5, Bool> =
+        (in_window.expand(full) * present.expand(full)).equal_elem(0.0);
     let scores = q
-        .clone()
-        .matmul(k.clone().swap_dims(2, 3))
+        .matmul(spans(k).swap_dims(3, 4))
         .mul_scalar(scale)
-        .mask_fill(keys.bool_not(), f32::NEG_INFINITY);
-    softmax(scores, 3).matmul(v.clone())
+        .mask_fill(hidden, f32::NEG_INFINITY);
+    softmax(scores, 4)
+        .matmul(spans(v))
+        .reshape([b, h, chunks * w, d])
+        .slice([0..b, 0..h, 0..s, 0..d])
 }

@@ -43,8 +43,8 @@ pub enum AttentionKind {
     },
     /// NSA (`NsaConfig` names the fields): a compressed, a selected and a sliding-window
     /// branch mixed by per-head gates, a sigmoid of a linear map of the layer input (the
-    /// query projection makes them). Runs on burn's tensor ops
-    /// ([`crate::backend::nsa_attention`]), not yet on kernels.
+    /// query projection makes them). The selected branch runs on MoBA's kernels, the
+    /// compressed and window branches on burn's tensor ops ([`crate::backend::nsa_attention`]).
     Nsa {
         compress_block: usize,
         stride: usize,

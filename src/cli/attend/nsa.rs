@@ -161,8 +161,9 @@ fn compute_reference(p: &Problem, config: &NsaConfig) -> Result<Outputs> {
     })
 }
 
-/// NSA on burn's tensor ops of `B`, the gradients through `Autodiff<B>`.
-fn compute_burn<B: burn::tensor::backend::Backend>(
+/// NSA on `B` (its selected branch on `B`'s MoBA kernels), the gradients through
+/// `Autodiff<B>`.
+fn compute_burn<B: MobaBackend>(
     device: &B::Device,
     p: &Problem,
     config: &NsaConfig,
