@@ -5,7 +5,8 @@
 # and 16, with PyTorch's dense decode (scripts/decode_peers.py) in the same call. Stage the
 # build with scripts/stage-device.sh (or only the binary: .device/moba.gz), then run from the
 # repository root on the device with `.device` and `.gl` carried.
-# Environment: OUT (default results/device-decode).
+# Environment: OUT (default results/device-decode), KV_HEADS (default 2: GQA 8; 16 is
+# multi-head attention, where every head reads its own blocks), BATCHES (default "1 16").
 set -u
 OUT=${OUT:-results/device-decode}
 source scripts/device-env.sh
@@ -13,14 +14,16 @@ for deb in .gl/*.deb; do dpkg -x "$deb" / 2>/dev/null; done
 ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 
-# H 16 query heads over 2 kv heads (GQA 8), D 128; block 512 top-3 at 8K, block 4096
+# H 16 query heads over KV_HEADS kv heads, D 128; block 512 top-3 at 8K, block 4096
 # top-12 beyond (the MoBA paper's long-context setting).
-common="--decode --heads 16 --kv-heads 2 --head-dim 128"
+kv_heads=${KV_HEADS:-2}
+batches=${BATCHES:-1 16}
+common="--decode --heads 16 --kv-heads $kv_heads --head-dim 128"
 settings=(
     "--seq-lens 8192 --block-size 512 --top-k 3"
     "--seq-lens 131072,1048576 --block-size 4096 --top-k 12"
 )
-for batch in 1 16; do
+for batch in $batches; do
     for setting in "${settings[@]}"; do
         echo "== CUDA bf16, batch $batch: $setting"
         # shellcheck disable=SC2086
@@ -37,16 +40,18 @@ for setting in "${settings[@]}"; do
         --out "$OUT/vulkan.jsonl" > /dev/null 2>> "$OUT/vulkan.log" \
         || { echo "failed"; tail -3 "$OUT/vulkan.log"; }
 done
-echo "== Vulkan, batch 16: 8K and 128K"
-timeout 240 .device/moba --api vulkan bench $common --batch 16 --seq-lens 8192 \
-    --block-size 512 --top-k 3 --runs 5 --out "$OUT/vulkan.jsonl" > /dev/null 2>> "$OUT/vulkan.log" \
-    || { echo "failed"; tail -3 "$OUT/vulkan.log"; }
-timeout 240 .device/moba --api vulkan bench $common --batch 16 --seq-lens 131072 \
-    --block-size 4096 --top-k 12 --runs 5 --out "$OUT/vulkan.jsonl" > /dev/null 2>> "$OUT/vulkan.log" \
-    || { echo "failed"; tail -3 "$OUT/vulkan.log"; }
+if [[ " $batches " == *" 16 "* ]]; then
+    echo "== Vulkan, batch 16: 8K and 128K"
+    timeout 240 .device/moba --api vulkan bench $common --batch 16 --seq-lens 8192 \
+        --block-size 512 --top-k 3 --runs 5 --out "$OUT/vulkan.jsonl" > /dev/null 2>> "$OUT/vulkan.log" \
+        || { echo "failed"; tail -3 "$OUT/vulkan.log"; }
+    timeout 240 .device/moba --api vulkan bench $common --batch 16 --seq-lens 131072 \
+        --block-size 4096 --top-k 12 --runs 5 --out "$OUT/vulkan.jsonl" > /dev/null 2>> "$OUT/vulkan.log" \
+        || { echo "failed"; tail -3 "$OUT/vulkan.log"; }
+fi
 
 echo "== PyTorch SDPA decode (bf16, dense over the same caches)"
-python3 scripts/decode_peers.py | tee "$OUT/peers.jsonl"
+DECODE_KV_HEADS=$kv_heads DECODE_BATCHES=${batches// /,} python3 scripts/decode_peers.py | tee "$OUT/peers.jsonl"
 
 echo "== moba"
 .device/moba bench report "$OUT/cuda.jsonl" "$OUT/vulkan.jsonl" --plots "$OUT" 2>/dev/null \

@@ -10,11 +10,17 @@ pub const GATE_RECENT: u32 = 1;
 /// `Params::gate`: blocks `[0, sink_blocks)` win, then the most recent.
 pub const GATE_SINK_AND_RECENT: u32 = 2;
 
+/// Threads that merge one (row, columns) of a split decode's partials, each every
+/// `DECODE_COMBINE_LANES`-th partial of the row, then in lane order: a long row's hundreds of
+/// partials (12 blocks of 4,096 keys make 384 chunks) are no single thread's serial walk.
+pub const DECODE_COMBINE_LANES: u32 = 16;
+
 /// The constants every kernel language sees.
-pub const EVERY_KERNEL: [(&str, u32); 3] = [
+pub const EVERY_KERNEL: [(&str, u32); 4] = [
     ("GATE_MEAN_KEY", GATE_MEAN_KEY),
     ("GATE_RECENT", GATE_RECENT),
     ("GATE_SINK_AND_RECENT", GATE_SINK_AND_RECENT),
+    ("DECODE_COMBINE_LANES", DECODE_COMBINE_LANES),
 ];
 
 /// WGSL `const` lines for `constants`.

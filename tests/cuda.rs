@@ -73,7 +73,7 @@ impl Precision for f32 {
 
 /// The grid: odd lengths, partial blocks, top-k 1 / 2 / >= nb, GQA 1 / 2 / 8, head dims
 /// 16 / 64 / 128 (and 40, padded), batch 2, decode (the split decode: at most 16 rows per kv
-/// head, the first case and the last three), non-causal, the static gates.
+/// head, the first case and the last four), non-causal, the static gates.
 fn grid() -> Vec<(Shape, MobaConfig)> {
     vec![
         (shape(1, 1, 1, 1, 1, 16), MobaConfig::new(4, 2)),
@@ -100,6 +100,9 @@ fn grid() -> Vec<(Shape, MobaConfig)> {
             shape(1, 2, 2, 1, 257, 16),
             MobaConfig::new(100, 2).with_causal(false),
         ),
+        // 5 chunks of 128 keys per block, top-4: more partials per row than the combine
+        // has lanes (DECODE_COMBINE_LANES), so its lanes take several each.
+        (shape(1, 4, 2, 1, 3000, 64), MobaConfig::new(640, 4)),
     ]
 }
 

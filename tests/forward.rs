@@ -23,6 +23,8 @@ common::shape_grid_tests! { check_moba;
     split_decode_top_k_beyond_the_blocks: shape(1, 2, 1, 1, 100, 16), MobaConfig::new(16, 20), 18;
     split_decode_sink_gate_head_dim_24: shape(1, 8, 4, 3, 90, 24), MobaConfig::sink(16, 1, 2), 19;
     split_decode_sixteen_rows: shape(1, 16, 1, 1, 257, 32), MobaConfig::new(64, 2), 20;
+    // 7 chunks per block, top-4: more partials per row than the combine has lanes.
+    split_decode_more_partials_than_lanes: shape(1, 4, 2, 1, 2000, 32), MobaConfig::new(448, 4), 21;
 }
 
 /// Checks GPU output against an independent dense attention at the tolerance.

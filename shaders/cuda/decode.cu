@@ -15,9 +15,11 @@
 //   selected, and chunks past a partial block's keys, exit at once.
 //   Shared: the group's queries (DECODE_MAX_ROWS x HEAD_DIM f32), the chunk's scores then
 //   probabilities (DECODE_MAX_ROWS x DECODE_KEYS f32), each row's slot.
-// decode_combine — one thread per (row, 8 columns): the partials merged over the row's slots
-//   and their chunks in that fixed order (the same bits on every run), o as elem_t and lse in
-//   the natural log.
+// decode_combine — DECODE_COMBINE_LANES threads per (row, 8 columns), ELEMENT_THREADS per
+//   block, the lanes of one item ELEMENT_THREADS / DECODE_COMBINE_LANES apart: each lane
+//   merges every DECODE_COMBINE_LANES-th partial of the row (counted over its slots and their
+//   chunks), then lane 0 merges the lanes in lane order (the same bits on every run); o as
+//   elem_t and lse in the natural log. Shared: each thread's (max, sum) and 8 columns.
 
 #define NO_SLOT 0xffffffffu
 
@@ -149,41 +151,59 @@ decode_split(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const 
     }
 }
 
-extern "C" __global__ void decode_combine(Params p, const int* selection, const float* partial_out,
-                                          const float2* partial_stats, elem_t* o, float* lse) {
+// A running (max, sum) and accumulator with one more partial merged in (log2 domain); a
+// chunk the row sees no key of adds nothing.
+__device__ __forceinline__ void merge_partial(float2& into, float* acc, float2 stats, const float* part) {
+    if (stats.y == 0.0f) return;
+    float top = fmaxf(into.x, stats.x);
+    float kept = exp2f(into.x - top), added = exp2f(stats.x - top);
+    into = make_float2(top, into.y * kept + stats.y * added);
+#pragma unroll
+    for (u32 j = 0; j < 8; j++) acc[j] = acc[j] * kept + part[j] * added;
+}
+
+extern "C" __global__ void __launch_bounds__(ELEMENT_THREADS)
+decode_combine(Params p, const int* selection, const float* partial_out, const float2* partial_stats,
+               elem_t* o, float* lse) {
     constexpr u32 column_groups = HEAD_DIM / 8;
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    constexpr u32 items = ELEMENT_THREADS / DECODE_COMBINE_LANES;
+    __shared__ float2 lane_stats[ELEMENT_THREADS];
+    __shared__ float lane_acc[ELEMENT_THREADS][8];
+    u32 lane = threadIdx.x / items;
+    size_t i = (size_t)blockIdx.x * items + threadIdx.x % items;
     size_t rows = (size_t)p.batch * p.q_heads * p.q_len;
-    if (i >= rows * column_groups) return;
-    u32 row = i / column_groups, c = i % column_groups;
-    float row_max = NEG_INF;
-    for (u32 s = 0; s < TOP_K; s++) {
-        int block = selection[(size_t)row * TOP_K + s];
-        if (block < 0) continue;
-        for (u32 chunk = 0; chunk < chunks_in_block(p, block); chunk++) {
-            row_max = fmaxf(row_max, partial_stats[partial_index(p, row, s, chunk)].x);
-        }
-    }
-    float sum = 0.0f;
+    bool live = i < rows * column_groups;
+    u32 row = live ? i / column_groups : 0, c = i % column_groups;
+    float2 merged = make_float2(NEG_INF, 0.0f);
     float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    for (u32 s = 0; s < TOP_K; s++) {
+    // The row's partials, counted over its slots and their chunks, go to the lanes in turn.
+    u32 before = 0;
+    for (u32 s = 0; live && s < TOP_K; s++) {
         int block = selection[(size_t)row * TOP_K + s];
         if (block < 0) continue;
-        for (u32 chunk = 0; chunk < chunks_in_block(p, block); chunk++) {
+        u32 chunks = chunks_in_block(p, block);
+        u32 first = (lane + DECODE_COMBINE_LANES - before % DECODE_COMBINE_LANES) % DECODE_COMBINE_LANES;
+        for (u32 chunk = first; chunk < chunks; chunk += DECODE_COMBINE_LANES) {
             size_t at = partial_index(p, row, s, chunk);
-            float2 stats = partial_stats[at];
-            if (stats.y == 0.0f) continue;
-            float factor = exp2f(stats.x - row_max);
-            sum += stats.y * factor;
             const float4* part = (const float4*)(partial_out + at * HEAD_DIM + c * 8);
             float4 low = part[0], high = part[1];
             float x[8] = {low.x, low.y, low.z, low.w, high.x, high.y, high.z, high.w};
-#pragma unroll
-            for (u32 j = 0; j < 8; j++) acc[j] += x[j] * factor;
+            merge_partial(merged, acc, partial_stats[at], x);
         }
+        before += chunks;
+    }
+    lane_stats[threadIdx.x] = merged;
+#pragma unroll
+    for (u32 j = 0; j < 8; j++) lane_acc[threadIdx.x][j] = acc[j];
+    __syncthreads();
+    if (!live || lane != 0) return;
+    // The lanes in lane order: the same bits on every run.
+    for (u32 l = 1; l < DECODE_COMBINE_LANES; l++) {
+        u32 other = threadIdx.x + l * items;
+        merge_partial(merged, acc, lane_stats[other], lane_acc[other]);
     }
 #pragma unroll
-    for (u32 j = 0; j < 8; j++) acc[j] /= sum;
+    for (u32 j = 0; j < 8; j++) acc[j] /= merged.y;
     store8(o + (size_t)row * HEAD_DIM + c * 8, acc);
-    if (c == 0) lse[row] = (row_max + log2f(sum)) * LN2;
+    if (c == 0) lse[row] = (merged.x + log2f(merged.y)) * LN2;
 }

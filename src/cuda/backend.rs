@@ -55,14 +55,19 @@ impl Addresses {
     }
 }
 
-/// Scratch buffers of a plan, as f32/u32 tensors on the device of `like`; the block means
-/// are the caller's where given.
+/// Alignment of each scratch region in the one scratch allocation, in 4-byte words: 256
+/// bytes, what a separate allocation would get and the kernels' vector accesses assume.
+const SCRATCH_ALIGN_WORDS: usize = 64;
+
+/// The scratch buffers of a plan as regions of one f32 tensor on the device of `like` (one
+/// allocation and one address lookup, each a round trip to burn's device thread, instead of
+/// one per buffer: a decode step's fixed cost); the block means are the caller's where given.
 fn scratch(
     like: &CudaTensor,
     plan: &CudaPlan,
     means: Option<&CudaTensor>,
     addresses: &mut Addresses,
-) -> (Vec<CudaTensor>, Scratch) {
+) -> (CudaTensor, Scratch) {
     let words = plan.scratch_words();
     let sizes = [
         if means.is_some() { 0 } else { words.means },
@@ -75,11 +80,15 @@ fn scratch(
         words.partial_out,
         words.partial_stats,
     ];
-    let buffers: Vec<CudaTensor> = sizes
-        .iter()
-        .map(|&n| empty(like, vec![n.max(1)], DType::F32))
-        .collect();
-    let at: Vec<u64> = buffers.iter().map(|b| addresses.of(b)).collect();
+    let mut offsets = [0; 9];
+    let mut end = 0;
+    for (offset, size) in offsets.iter_mut().zip(sizes) {
+        *offset = end;
+        end += size.next_multiple_of(SCRATCH_ALIGN_WORDS);
+    }
+    let buffer = empty(like, vec![end.max(1)], DType::F32);
+    let base = addresses.of(&buffer);
+    let at = offsets.map(|offset| base + 4 * offset as u64);
     let scratch = Scratch {
         means: means.map_or(at[0], |means| addresses.of(means)),
         counts: at[1],
@@ -91,7 +100,7 @@ fn scratch(
         partial_out: at[7],
         partial_stats: at[8],
     };
-    (buffers, scratch)
+    (buffer, scratch)
 }
 
 /// Drains burn's queue on the tensor's device, runs `launches` on ours, and waits for them;
@@ -172,7 +181,7 @@ fn execute<F: FloatElement, BT: BoolElement>(
         },
         _ => BackwardTensors::forward_only(forward),
     };
-    let (_buffers, scratch) = scratch(q, &plan, given.means.as_ref(), &mut at);
+    let (_buffer, scratch) = scratch(q, &plan, given.means.as_ref(), &mut at);
     let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, config), config);
     let launches = match backward {
         false => {

@@ -37,7 +37,7 @@ const TILE_PAD: usize = 8;
 const SWIZZLE_ALIGN: usize = 1024;
 
 /// The constants above as every CUDA source sees them (`#define`s the host prepends).
-pub fn source_constants() -> [(&'static str, u32); 15] {
+pub fn source_constants() -> [(&'static str, u32); 16] {
     [
         ("WARP", WARP),
         ("ROW_TILE", ROW_TILE as u32),
@@ -50,6 +50,7 @@ pub fn source_constants() -> [(&'static str, u32); 15] {
         ("INVERT_THREADS", INVERT_THREADS),
         ("GATE_THREADS", GATE_THREADS),
         ("MEAN_THREADS", MEAN_THREADS),
+        ("ELEMENT_THREADS", ELEMENT_THREADS),
         ("TILE_PAD", TILE_PAD as u32),
         ("SWIZZLE_ALIGN", SWIZZLE_ALIGN as u32),
         ("DECODE_KEYS", DECODE_KEYS),

@@ -10,6 +10,7 @@ use super::source::CudaProgram;
 use crate::config::MobaConfig;
 use crate::kernel_params::KernelParams;
 use crate::launch_plan::{self, Step};
+use crate::shared_constants::DECODE_COMBINE_LANES;
 
 /// One argument of a kernel launch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -288,10 +289,13 @@ impl CudaSchedule {
                     Ptr(s.partial_stats),
                 ],
             ),
-            // One thread per 8 columns, as the finalize.
+            // DECODE_COMBINE_LANES threads per 8 columns of a row.
             Step::DecodeCombine => (
                 CudaProgram::Decode,
-                CudaPlan::cover(plan.rows * plan.head_dim / 8, ELEMENT_THREADS),
+                CudaPlan::cover(
+                    plan.rows * plan.head_dim / 8 * DECODE_COMBINE_LANES as usize,
+                    ELEMENT_THREADS,
+                ),
                 ELEMENT_THREADS,
                 0,
                 vec![

@@ -8,6 +8,7 @@ use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::launch_plan;
 use crate::reference::Precision;
+use crate::shared_constants;
 
 /// Threads per workgroup we aim for: one query row per thread in the attention tiles.
 const PREFERRED_WORKGROUP: u32 = 64;
@@ -103,7 +104,10 @@ pub(crate) fn decode_constants(
     let threads = portable.workgroup_size as usize;
     // The group's queries, the chunk's scores, each row's slot and a flag.
     let bytes = rows * (shape.head_dim + threads + 1) * 4 + 4;
-    let fits = rows <= threads && bytes <= workgroup_bytes as usize;
+    // The combine's lanes split its workgroups evenly.
+    let lanes = shared_constants::DECODE_COMBINE_LANES as usize;
+    let fits =
+        rows <= threads && bytes <= workgroup_bytes as usize && threads.is_multiple_of(lanes);
     (launch_plan::decodes(shape) && fits).then_some(KernelConstants {
         query_tile: rows as u32,
         ..portable

@@ -9,6 +9,7 @@ use super::kernels::{Kernel, KernelConstants};
 use crate::config::{MobaConfig, Shape};
 use crate::kernel_params::KernelParams;
 use crate::launch_plan::{self, Stage, Step};
+use crate::shared_constants;
 
 /// Buffers the caller owns. Callers pass them as a slice in this order: a forward takes
 /// `[q, k, v, o, lse, selection]`, a backward all ten.
@@ -429,7 +430,9 @@ impl Schedule {
                 let decode = kernels
                     .decode
                     .expect("a decode schedule has decode kernels");
-                let elements = rows * (shape.head_dim / 4) as u64;
+                // DECODE_COMBINE_LANES threads per (row, column vector).
+                let lanes = u64::from(shared_constants::DECODE_COMBINE_LANES);
+                let elements = rows * (shape.head_dim / 4) as u64 * lanes;
                 (
                     (Kernel::DecodeCombine, decode),
                     vec![
@@ -678,9 +681,10 @@ mod tests {
             Kernel::DecodeCombine,
         ];
         assert_eq!(steps, expected);
-        // (group, block, chunk) = 2 * 2 * 2 workgroups; 8 rows of 4 vectors in one.
+        // (group, block, chunk) = 2 * 2 * 2 workgroups; 8 rows of 4 vectors, 16 lanes each,
+        // in 64-thread workgroups.
         assert_eq!(schedule.launches[2].workgroups, 8);
-        assert_eq!(schedule.launches[3].workgroups, 1);
+        assert_eq!(schedule.launches[3].workgroups, 8);
         // Partials: 8 rows x 2 slots (no more than the blocks) x 2 chunks; nothing of the
         // inversion. Only the gate's sequence starts (none given: all 0) are cleared.
         let zeroed: Vec<&str> = (schedule.scratch.iter())

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# One call on the lent NVIDIA GPU measuring generation (issue 23): trains a `--preset 32k`
+# model for a few steps through Vulkan (the weights do not change the speed), then runs
+# `moba generate` twice on each backend (wgpu through Vulkan, then CUDA): the first run pays
+# kernel compilation, the second starts from the caches (cubecl's, kept in
+# .device/cubecl-cache by scripts/device-env.sh). Also one prefill of a long prompt.
+# Stage the binary and corpus with scripts/stage-device.sh, then run from the repository
+# root on the device with `.device` and `.gl` carried.
+# Environment: OUT (default results/device-generate), STEPS (default 4), MAX_NEW (512),
+# PROMPT_BYTES (the long prompt, default 16384).
+set -u
+OUT=${OUT:-results/device-generate}
+STEPS=${STEPS:-4}
+MAX_NEW=${MAX_NEW:-512}
+source scripts/device-env.sh
+for deb in .gl/*.deb; do dpkg -x "$deb" / 2>/dev/null; done
+ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+run=/tmp/moba-generate
+rm -rf "$run"
+
+echo "== moba train --preset 32k: $STEPS steps of one sequence (Vulkan)"
+timeout 240 .device/moba --api vulkan train --backend wgpu --preset 32k \
+    --text .device/python-stdlib.txt --steps "$STEPS" --batch-size 1 --run "$run" \
+    > "$OUT/train.log" 2>&1 || { echo "train failed"; tail -5 "$OUT/train.log"; exit 1; }
+tail -1 "$OUT/train.log"
+head -c "${PROMPT_BYTES:-16384}" .device/python-stdlib.txt > "$OUT/long-prompt.txt"
+
+# generate BACKEND LABEL [moba generate flags]: one run, its summary line and wall time.
+generate() {
+    local backend=$1 label=$2
+    shift 2
+    local start
+    start=$(date +%s%N)
+    timeout 240 .device/moba --api vulkan generate --backend "$backend" --run "$run" \
+        --max-new "$MAX_NEW" --seed 1 "$@" > "$OUT/$label.txt" 2> "$OUT/$label.log"
+    local status=$?
+    printf '%-22s exit %s, wall %s ms: %s\n' "$label" "$status" \
+        "$((($(date +%s%N) - start) / 1000000))" "$(grep -E 'prefill|error|Error' "$OUT/$label.log" | tail -1)"
+}
+for backend in wgpu cuda; do
+    generate "$backend" "$backend-first" --prompt 'def main():'
+    generate "$backend" "$backend-cached" --prompt 'def main():'
+    generate "$backend" "$backend-long-prompt" --prompt-file "$OUT/long-prompt.txt" --max-new 64
+done
