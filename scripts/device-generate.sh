@@ -7,7 +7,9 @@
 # Stage the binary and corpus with scripts/stage-device.sh, then run from the repository
 # root on the device with `.device` and `.gl` carried.
 # Environment: OUT (default results/device-generate), STEPS (default 4), MAX_NEW (512),
-# PROMPT_BYTES (the long prompt, default 16384).
+# PROMPT_BYTES (the long prompt, default 16384), BACKENDS (default "wgpu cuda"), PROFILE=1
+# (then one more run of 32 bytes per backend logs every burn (cubecl) kernel it launches,
+# with its time, to $OUT/BACKEND-profile.log: what a decode step costs besides MoBA's own).
 set -u
 OUT=${OUT:-results/device-generate}
 STEPS=${STEPS:-4}
@@ -26,20 +28,27 @@ timeout 240 .device/moba --api vulkan train --backend wgpu --preset 32k \
 tail -1 "$OUT/train.log"
 head -c "${PROMPT_BYTES:-16384}" .device/python-stdlib.txt > "$OUT/long-prompt.txt"
 
-# generate BACKEND LABEL [moba generate flags]: one run, its summary line and wall time.
+# generate BACKEND LABEL BYTES [moba generate flags]: one run of BYTES new bytes, its
+# summary line and wall time.
 generate() {
-    local backend=$1 label=$2
-    shift 2
+    local backend=$1 label=$2 bytes=$3
+    shift 3
     local start
     start=$(date +%s%N)
     timeout 240 .device/moba --api vulkan generate --backend "$backend" --run "$run" \
-        --max-new "$MAX_NEW" --seed 1 "$@" > "$OUT/$label.txt" 2> "$OUT/$label.log"
+        --max-new "$bytes" --seed 1 "$@" > "$OUT/$label.txt" 2> "$OUT/$label.log"
     local status=$?
     printf '%-22s exit %s, wall %s ms: %s\n' "$label" "$status" \
         "$((($(date +%s%N) - start) / 1000000))" "$(grep -E 'prefill|error|Error' "$OUT/$label.log" | tail -1)"
 }
-for backend in wgpu cuda; do
-    generate "$backend" "$backend-first" --prompt 'def main():'
-    generate "$backend" "$backend-cached" --prompt 'def main():'
-    generate "$backend" "$backend-long-prompt" --prompt-file "$OUT/long-prompt.txt" --max-new 64
+for backend in ${BACKENDS:-wgpu cuda}; do
+    generate "$backend" "$backend-first" "$MAX_NEW" --prompt 'def main():'
+    generate "$backend" "$backend-cached" "$MAX_NEW" --prompt 'def main():'
+    generate "$backend" "$backend-long-prompt" 64 --prompt-file "$OUT/long-prompt.txt"
 done
+if [ "${PROFILE:-0}" = 1 ]; then
+    for backend in ${BACKENDS:-wgpu cuda}; do
+        CUBECL_DEBUG_LOG="$OUT/$backend-profile.log" CUBECL_DEBUG_OPTION=profile \
+            generate "$backend" "$backend-profiled" 32 --prompt 'def main():'
+    done
+fi
