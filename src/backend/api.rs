@@ -135,6 +135,39 @@ pub fn moba_attention_with_selection<B: MobaBackend>(
     selection: Tensor<B, 4, Int>,
     config: &MobaConfig,
 ) -> Result<MobaAttentionStats<B>> {
+    let chosen: Vec<i64> = selection
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .to_vec()
+        .map_err(|e| MobaError::Config(format!("reading the selection: {e:?}")))?;
+    attend_selection(q, k, v, selection, &chosen, config)
+}
+
+/// [`moba_attention_with_selection`] for a caller that chose the blocks on the host
+/// (NSA's top-n): the same checks, without reading the selection back from the device.
+pub(crate) fn moba_attention_with_host_selection<B: MobaBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    chosen: Vec<i64>,
+    dims: [usize; 4],
+    config: &MobaConfig,
+) -> Result<MobaAttentionStats<B>> {
+    let selection = Tensor::from_data(TensorData::new(chosen.clone(), dims), &q.device());
+    attend_selection(q, k, v, selection, &chosen, config)
+}
+
+/// The attention over `selection`, whose values `chosen` holds on the host: its shape and
+/// rows checked, then the forward with the gate skipped.
+fn attend_selection<B: MobaBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    selection: Tensor<B, 4, Int>,
+    chosen: &[i64],
+    config: &MobaConfig,
+) -> Result<MobaAttentionStats<B>> {
     let shape = prepared(&q, &k, &v, config)?;
     let expected = [shape.batch, shape.q_heads, shape.q_len, config.top_k];
     if selection.dims() != expected {
@@ -144,13 +177,7 @@ pub fn moba_attention_with_selection<B: MobaBackend>(
             config.top_k
         )));
     }
-    let chosen: Vec<i64> = selection
-        .clone()
-        .into_data()
-        .convert::<i64>()
-        .to_vec()
-        .map_err(|e| MobaError::Config(format!("reading the selection: {e:?}")))?;
-    check_selection(&chosen, &shape, config)?;
+    check_selection(chosen, &shape, config)?;
     let qkv = [q, k, v].map(|t| t.into_primitive().tensor());
     let given = ForwardGiven {
         selection: Some(selection.into_primitive()),

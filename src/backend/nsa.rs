@@ -1,6 +1,6 @@
 //! NSA (`../shared/NSA.md`) for any backend with the MoBA op, differentiable by burn's
 //! autodiff. The selected branch runs on MoBA's kernels over the group-shared selection
-//! ([`super::moba_attention_with_selection`]); the compressed branch is a masked softmax
+//! ([`super::moba_attention_with_selection`], given the host's selection directly); the compressed branch is a masked softmax
 //! over `[B, Hq, S, nc]` pooled-key scores with the importance as a product with the
 //! blocks' overlap and the top-n on the host; the window branch is a masked softmax in
 //! query chunks of `w` rows over `2w` keys each. So nothing is `S x Sk`: the scores take
@@ -12,7 +12,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::MobaBackend;
-use super::api::{moba_attention_with_selection, qkv_shape};
+use super::api::{moba_attention_with_host_selection, qkv_shape};
 use super::generic::{expand_heads, host_tensor, sum_groups};
 use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -233,12 +233,12 @@ fn selected_branch<B: MobaBackend>(
         .map(|&j| i64::from(j))
         .collect();
     let dims = [shape.batch, shape.q_heads, shape.q_len, config.top_n];
-    let per_head = Tensor::<B, 4, Int>::from_data(TensorData::new(per_head, dims), &q.device());
     let moba = MobaConfig {
         scale: Some(scale),
         ..MobaConfig::new(config.select_block, config.top_n)
     };
-    Ok(moba_attention_with_selection(q.clone(), k.clone(), v.clone(), per_head, &moba)?.o)
+    let (q, k, v) = (q.clone(), k.clone(), v.clone());
+    Ok(moba_attention_with_host_selection(q, k, v, per_head, dims, &moba)?.o)
 }
 
 /// The window branch, `[B, Hq, S, D]`, over `k, v: [B, Hq, Sk, D]`, in chunks of `w`
