@@ -232,3 +232,36 @@ fn a_forward_with_given_block_means_matches_the_reference() {
         }
     }
 }
+
+/// The grid runs the fastest forward each adapter has, so on CI's two adapters it checks both
+/// f32 forwards: lavapipe's Vulkan has subgroups (the lanes kernel at head dims that are
+/// multiples of 16), OpenGL has none (the portable kernel).
+#[test]
+fn the_grid_runs_the_subgroup_kernel_where_the_adapter_has_subgroups() {
+    use moba::gpu::AttentionKernel;
+    for gpu in common::every_gpu() {
+        let caps = gpu.caps();
+        if caps.cooperative_subgroup_size.is_some() {
+            continue; // tests/cooperative.rs checks those adapters
+        }
+        let subgroups = caps.subgroup_min_size.is_some_and(|size| size >= 4);
+        if gpu.is_cpu() {
+            // Mesa's CPU drivers: subgroups on Vulkan, none on OpenGL.
+            assert_eq!(subgroups, gpu.info().backend == wgpu::Backend::Vulkan);
+        }
+        for (head_dim, lanes) in [
+            (16, true),
+            (64, true),
+            (128, true),
+            (24, false),
+            (264, false),
+        ] {
+            let want = match subgroups && lanes {
+                true => AttentionKernel::Subgroup,
+                false => AttentionKernel::Portable,
+            };
+            let got = AttentionKernel::best(caps, head_dim);
+            assert_eq!(got, want, "{}: head_dim {head_dim}", gpu.describe());
+        }
+    }
+}

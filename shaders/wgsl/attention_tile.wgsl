@@ -1,15 +1,10 @@
-// Shared by the f32 attention kernels: the workgroup tiles that keys and values stream
-// through, and one online-softmax step of a query row.
+// Shared by the f32 attention kernels whose thread owns a whole query row: its query and one
+// online-softmax step against the staged keys (key_tiles.wgsl).
 //
 // One thread owns one query row: its query (pre-scaled by scale * log2(e), so exp2 replaces
 // exp) and its output accumulator stay in registers, HEAD_VECS vec4 each: the loops over them
 // are marked `// unroll` (the host writes them out, src/gpu/unroll.rs), since an array indexed
 // by a rolled loop's variable lives in local memory (2.4x slower on an H200).
-// Workgroup memory: KEY_TILE keys and KEY_TILE values of HEAD_DIM f32 each
-//                   (2 * KEY_TILE * HEAD_DIM * 4 bytes, sized by the host to the adapter).
-
-var<workgroup> key_tile: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
-var<workgroup> value_tile: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
 
 // The query of a flat row, scaled into the log2 domain.
 fn load_query(row: u32) -> HeadVector {
@@ -19,17 +14,6 @@ fn load_query(row: u32) -> HeadVector {
         query[i] = queries[row * HEAD_VECS + i] * params.scale_log2;
     }
     return query;
-}
-
-// All threads together copy keys and values [first, first + count) of a group into the
-// tiles, then wait for each other. Call from uniform control flow.
-fn stage_key_tile(group: u32, first: u32, count: u32, lid: u32) {
-    let base = (group * params.kv_len + first) * HEAD_VECS;
-    for (var i = lid; i < count * HEAD_VECS; i += WORKGROUP_SIZE) {
-        key_tile[i] = keys[base + i];
-        value_tile[i] = values[base + i];
-    }
-    workgroupBarrier();
 }
 
 // One online-softmax step: the row at `position` against the `count` staged keys, whose

@@ -51,11 +51,14 @@ pub struct DemoArgs {
 
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) enum KernelChoice {
-    /// Cooperative matrices where the adapter has them, else portable f32.
+    /// Cooperative matrices where the adapter has them, else the subgroup kernel, else
+    /// portable f32.
     #[default]
     Auto,
     /// f32 WGSL, any adapter.
     Portable,
+    /// f32 WGSL, each row's forward split over 4 subgroup lanes (adapters with subgroups).
+    Subgroup,
     /// f16 cooperative matrices (tensor cores), f32 accumulation.
     Cooperative,
 }
@@ -65,6 +68,7 @@ impl KernelChoice {
         match self {
             KernelChoice::Auto => AttentionKernel::best(gpu.caps(), head_dim),
             KernelChoice::Portable => AttentionKernel::Portable,
+            KernelChoice::Subgroup => AttentionKernel::Subgroup,
             KernelChoice::Cooperative => AttentionKernel::Cooperative,
         }
     }

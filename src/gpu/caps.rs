@@ -4,8 +4,8 @@
 
 use super::context::{COOPERATIVE_FEATURES, offers_cooperative_matrices};
 
-/// A device's limits, and the subgroup size at which the cooperative (tensor-core) kernel
-/// runs there, where it can.
+/// A device's limits, the smallest subgroup where the device has subgroup operations, and the
+/// subgroup size at which the cooperative (tensor-core) kernel runs there, where it can.
 ///
 /// ```no_run
 /// let gpu = moba::gpu::GpuContext::new_blocking(&Default::default())?;
@@ -17,6 +17,9 @@ use super::context::{COOPERATIVE_FEATURES, offers_cooperative_matrices};
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceCaps {
     pub limits: wgpu::Limits,
+    /// The adapter's smallest subgroup, where the device was opened with `SUBGROUP` (the
+    /// lanes kernel splits a row over 4 threads of one subgroup).
+    pub subgroup_min_size: Option<u32>,
     /// The subgroup size of the cooperative kernel: `Some` where the adapter offers 16x16x16
     /// f16 -> f32 matrices with a fixed subgroup size and the device was opened with them.
     pub cooperative_subgroup_size: Option<u32>,
@@ -30,16 +33,20 @@ impl DeviceCaps {
         let cooperative = device.features().contains(COOPERATIVE_FEATURES)
             && offers_cooperative_matrices(adapter)
             && fixed_subgroups;
+        let subgroups = device.features().contains(wgpu::Features::SUBGROUP);
         Self {
             limits: device.limits(),
+            subgroup_min_size: subgroups.then_some(info.subgroup_min_size),
             cooperative_subgroup_size: cooperative.then_some(info.subgroup_min_size),
         }
     }
 
-    /// Limits alone, with no cooperative kernel (a device whose adapter is not known).
+    /// Limits alone, with neither subgroups nor cooperative matrices (a device whose adapter
+    /// is not known).
     pub fn portable(limits: wgpu::Limits) -> Self {
         Self {
             limits,
+            subgroup_min_size: None,
             cooperative_subgroup_size: None,
         }
     }

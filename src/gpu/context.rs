@@ -153,12 +153,15 @@ impl GpuContext {
     pub async fn new(request: &AdapterRequest) -> Result<Self> {
         let (_, adapter) = select_adapter(request).await?;
         let cooperative = offers_cooperative_matrices(&adapter);
-        // Timestamps where offered: the benchmark splits a forward's time by stage with them.
+        // Timestamps where offered: the benchmark splits a forward's time by stage with them;
+        // subgroups where offered: the lanes kernel runs on them.
         let timestamps = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let subgroups = adapter.features() & wgpu::Features::SUBGROUP;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("moba"),
                 required_features: timestamps
+                    | subgroups
                     | if cooperative {
                         COOPERATIVE_FEATURES
                     } else {

@@ -129,7 +129,8 @@ impl GpuContext {
 
     /// Gradients of `sum(o * dout)` for the MoBA forward of host tensors: runs the forward,
     /// then the backward kernels on its saved o, lse and selection (`dout` is `[B, Hq, S, D]`),
-    /// both portable f32, so that the gradients keep f32 precision.
+    /// both on f32 kernels ([`AttentionKernel::best_f32`]), so that the gradients keep f32
+    /// precision.
     ///
     /// ```no_run
     /// use moba::{MobaConfig, Shape, gpu::GpuContext};
@@ -178,7 +179,7 @@ impl GpuContext {
         })
     }
 
-    /// The forward then the backward of host tensors, both portable f32; the forward's
+    /// The forward then the backward of host tensors, both on f32 kernels; the forward's
     /// gate reads the sequence starts of a packed batch where given.
     async fn backward_host(
         &self,
@@ -214,11 +215,11 @@ impl GpuContext {
                 self.poisoned("dv", part.kv_elems()),
             );
             let mut encoder = self.device().create_command_encoder(&Default::default());
-            // The portable forward: its f32 o and lse keep the gradients at f32 precision.
-            let kernel = AttentionKernel::Portable;
+            // f32 kernels: their o and lse keep the gradients at f32 precision.
+            let kernel = AttentionKernel::best_f32(self.caps(), part.head_dim);
             self.encode_moba(&mut encoder, part, &config, kernel, &io, starts.as_ref())?;
             let buffers = io.buffers().with_gradients(&dout, &dq, &dk, &dv);
-            MobaBackward::with_kernel(self, part, &config, AttentionKernel::Portable)?
+            MobaBackward::with_kernel(self, part, &config, kernel)?
                 .encode(&mut encoder, &buffers)?;
             self.queue().submit([encoder.finish()]);
             for (buffer, out) in [

@@ -17,9 +17,10 @@ macro_rules! wgsl_file {
 }
 
 /// Every file under `shaders/wgsl/`, embedded at build time.
-const FILES: [(&str, &str); 26] = [
+const FILES: [(&str, &str); 30] = [
     wgsl_file!("common"),
     wgsl_file!("attention_inputs"),
+    wgsl_file!("key_tiles"),
     wgsl_file!("attention_tile"),
     wgsl_file!("block_tiles"),
     wgsl_file!("attention_state"),
@@ -33,11 +34,14 @@ const FILES: [(&str, &str); 26] = [
     wgsl_file!("selection_scan"),
     wgsl_file!("selection_scatter"),
     wgsl_file!("attention_pass"),
+    wgsl_file!("row_lanes"),
+    wgsl_file!("attention_pass_lanes"),
     wgsl_file!("attention_pass_coop"),
     wgsl_file!("attention_finalize"),
     wgsl_file!("dense_attention"),
     wgsl_file!("backward_prepare"),
     wgsl_file!("dq_pass"),
+    wgsl_file!("dq_pass_lanes"),
     wgsl_file!("dq_pass_coop"),
     wgsl_file!("dkdv"),
     wgsl_file!("dkdv_coop"),
@@ -88,12 +92,16 @@ pub(crate) enum Kernel {
     SelectionScan,
     SelectionScatter,
     AttentionPass,
+    /// The attention pass with each row split over 4 lanes of a subgroup (f32).
+    AttentionPassLanes,
     /// The attention pass with its tile products on cooperative matrices (f16).
     AttentionPassCoop,
     AttentionFinalize,
     DenseAttention,
     BackwardPrepare,
     DqPass,
+    /// The dq pass with each row split over 4 lanes of a subgroup (f32).
+    DqPassLanes,
     /// The dq pass on cooperative matrices (f16).
     DqPassCoop,
     DkDv,
@@ -108,18 +116,20 @@ pub(crate) enum Kernel {
 impl Kernel {
     /// Every kernel, for checks that must not forget one.
     #[cfg(test)]
-    pub const ALL: [Kernel; 16] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::BlockMeans,
         Kernel::GateTopk,
         Kernel::SelectionCount,
         Kernel::SelectionScan,
         Kernel::SelectionScatter,
         Kernel::AttentionPass,
+        Kernel::AttentionPassLanes,
         Kernel::AttentionPassCoop,
         Kernel::AttentionFinalize,
         Kernel::DenseAttention,
         Kernel::BackwardPrepare,
         Kernel::DqPass,
+        Kernel::DqPassLanes,
         Kernel::DqPassCoop,
         Kernel::DkDv,
         Kernel::DkDvCoop,
@@ -136,11 +146,13 @@ impl Kernel {
             Kernel::SelectionScan => "selection_scan",
             Kernel::SelectionScatter => "selection_scatter",
             Kernel::AttentionPass => "attention_pass",
+            Kernel::AttentionPassLanes => "attention_pass_lanes",
             Kernel::AttentionPassCoop => "attention_pass_coop",
             Kernel::AttentionFinalize => "attention_finalize",
             Kernel::DenseAttention => "dense_attention",
             Kernel::BackwardPrepare => "backward_prepare",
             Kernel::DqPass => "dq_pass",
+            Kernel::DqPassLanes => "dq_pass_lanes",
             Kernel::DqPassCoop => "dq_pass_coop",
             Kernel::DkDv => "dkdv",
             Kernel::DkDvCoop => "dkdv_coop",
@@ -160,11 +172,21 @@ impl Kernel {
             Kernel::SelectionScatter => &["selection_entries", "selection_scatter"],
             Kernel::AttentionPass => &[
                 "attention_inputs",
+                "key_tiles",
                 "attention_tile",
                 "block_tiles",
                 "block_tile_pass",
                 "attention_state",
                 "attention_pass",
+            ],
+            Kernel::AttentionPassLanes => &[
+                "attention_inputs",
+                "key_tiles",
+                "block_tiles",
+                "block_tile_pass",
+                "row_lanes",
+                "attention_state",
+                "attention_pass_lanes",
             ],
             Kernel::AttentionPassCoop => &[
                 "attention_inputs",
@@ -174,15 +196,30 @@ impl Kernel {
                 "attention_pass_coop",
             ],
             Kernel::AttentionFinalize => &["attention_finalize"],
-            Kernel::DenseAttention => &["attention_inputs", "attention_tile", "dense_attention"],
+            Kernel::DenseAttention => &[
+                "attention_inputs",
+                "key_tiles",
+                "attention_tile",
+                "dense_attention",
+            ],
             Kernel::BackwardPrepare => &["backward_prepare"],
             Kernel::DqPass => &[
                 "attention_inputs",
+                "key_tiles",
                 "attention_tile",
                 "block_tiles",
                 "block_tile_pass",
                 "backward_rows",
                 "dq_pass",
+            ],
+            Kernel::DqPassLanes => &[
+                "attention_inputs",
+                "key_tiles",
+                "block_tiles",
+                "block_tile_pass",
+                "row_lanes",
+                "backward_rows",
+                "dq_pass_lanes",
             ],
             Kernel::DqPassCoop => &[
                 "attention_inputs",
@@ -211,11 +248,19 @@ impl Kernel {
         )
     }
 
+    /// Whether the kernel splits rows over subgroup lanes (and so needs subgroup operations).
+    pub fn is_lanes(self) -> bool {
+        matches!(self, Kernel::AttentionPassLanes | Kernel::DqPassLanes)
+    }
+
     /// WGSL extensions the kernel enables (they must open the module).
     fn enables(self) -> &'static str {
-        match self.is_cooperative() {
-            true => "enable f16;\nenable wgpu_cooperative_matrix;\n",
-            false => "",
+        match self {
+            _ if self.is_cooperative() => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            // Browsers require the extension named; naga takes subgroup operations without
+            // it (and refuses the directive).
+            _ if self.is_lanes() && cfg!(target_arch = "wasm32") => "enable subgroups;\n",
+            _ => "",
         }
     }
 
@@ -320,6 +365,10 @@ mod tests {
             },
             Kernel::DecodeSplit | Kernel::DecodeCombine => KernelConstants {
                 query_tile: 8,
+                ..portable
+            },
+            _ if kernel.is_lanes() => KernelConstants {
+                workgroup_size: 256,
                 ..portable
             },
             _ => portable,

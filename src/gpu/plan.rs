@@ -24,6 +24,12 @@ const WORKGROUP_EXTRA_BYTES: u32 = 1024;
 pub enum AttentionKernel {
     /// f32 WGSL on any adapter, the browser included.
     Portable,
+    /// f32 WGSL whose attention and dq passes split each query row over 4 lanes of a
+    /// subgroup (a quarter of the row's vectors in each thread's registers, the dot products
+    /// summed by subgroup shuffles): adapters with `SUBGROUP` (subgroups of at least 4), head
+    /// dims that are multiples of 16. The rest (gate, inversion, dk/dv) is the portable
+    /// kernels'.
+    Subgroup,
     /// f16 cooperative matrices (tensor cores) with f32 accumulation: native adapters with
     /// `EXPERIMENTAL_COOPERATIVE_MATRIX` at 16x16x16 f16 -> f32 and a fixed subgroup size.
     /// q, k, v, dout, the probabilities and their gradients are rounded to f16, so outputs
@@ -43,18 +49,39 @@ const COOP_DKDV_KEYS: u32 = 64;
 const COOP_DKDV_ROWS: u32 = 32;
 
 impl AttentionKernel {
-    /// The fastest kernel the device runs at this head dim: cooperative where possible.
+    /// The fastest kernel the device runs at this head dim: cooperative, else subgroup, else
+    /// portable.
     pub fn best(caps: &DeviceCaps, head_dim: usize) -> Self {
-        match cooperative_constants(caps, head_dim, 1) {
-            Ok(_) => AttentionKernel::Cooperative,
+        if cooperative_constants(caps, head_dim, 1).is_ok() {
+            return AttentionKernel::Cooperative;
+        }
+        let lanes = TilePlan::new(&caps.limits, head_dim)
+            .and_then(|plan| lanes_constants(caps, plan.constants(head_dim, 1)));
+        match lanes {
+            Ok(_) => AttentionKernel::Subgroup,
             Err(_) => AttentionKernel::Portable,
+        }
+    }
+
+    /// The fastest kernel at f32 precision (subgroup, else portable): what the host API's
+    /// backward runs, whose gradients keep f32 precision.
+    pub fn best_f32(caps: &DeviceCaps, head_dim: usize) -> Self {
+        match Self::best(
+            &DeviceCaps {
+                cooperative_subgroup_size: None,
+                ..caps.clone()
+            },
+            head_dim,
+        ) {
+            AttentionKernel::Cooperative => unreachable!("no cooperative matrices asked for"),
+            kernel => kernel,
         }
     }
 
     /// The arithmetic the kernel multiplies in (what its check's tolerance is measured by).
     pub fn precision(self) -> Precision {
         match self {
-            AttentionKernel::Portable => Precision::F32,
+            AttentionKernel::Portable | AttentionKernel::Subgroup => Precision::F32,
             AttentionKernel::Cooperative => Precision::F16,
         }
     }
@@ -72,10 +99,14 @@ pub(crate) fn kernel_set(
     let plan = TilePlan::new(&caps.limits, shape.head_dim)?;
     let portable = plan.constants(shape.head_dim, config.top_k);
     let cooperative = match kernel {
-        AttentionKernel::Portable => None,
         AttentionKernel::Cooperative => {
             Some(cooperative_constants(caps, shape.head_dim, config.top_k)?)
         }
+        _ => None,
+    };
+    let lanes = match kernel {
+        AttentionKernel::Subgroup => Some(lanes_constants(caps, portable)?),
+        _ => None,
     };
     let decode = decode_constants(
         shape,
@@ -85,6 +116,7 @@ pub(crate) fn kernel_set(
     Ok((
         KernelSet {
             portable,
+            lanes,
             cooperative,
             decode,
         },
@@ -135,6 +167,48 @@ fn cooperative_workgroup_bytes(head_dim: u64) -> u64 {
         + row_tile * 16
         + 48;
     attention.max(dkdv)
+}
+
+/// Threads per query row in the lanes kernels (`row_lanes.wgsl`).
+const LANES: u32 = 4;
+
+/// Constants of the lanes kernels: the portable kernels' tiles (so the passes tile the lists
+/// alike) with LANES threads per row; or why the device cannot run it.
+pub(crate) fn lanes_constants(
+    caps: &DeviceCaps,
+    portable: KernelConstants,
+) -> Result<KernelConstants> {
+    let subgroups = caps.subgroup_min_size.unwrap_or(0);
+    if subgroups < LANES {
+        return Err(MobaError::Unsupported(format!(
+            "the subgroup kernel (subgroup operations with subgroups of at least {LANES} threads)"
+        )));
+    }
+    if !portable.head_dim.is_multiple_of(4 * LANES) {
+        return Err(MobaError::Unsupported(format!(
+            "head_dim {} in the subgroup kernel (a multiple of {} is needed)",
+            portable.head_dim,
+            4 * LANES
+        )));
+    }
+    let workgroup_size = portable.query_tile * LANES;
+    let limits = &caps.limits;
+    if workgroup_size
+        > limits
+            .max_compute_invocations_per_workgroup
+            .min(limits.max_compute_workgroup_size_x)
+    {
+        return Err(MobaError::limit(
+            "the subgroup kernel's workgroup".to_string(),
+            "max_compute_invocations_per_workgroup",
+            workgroup_size as u64,
+            limits.max_compute_invocations_per_workgroup as u64,
+        ));
+    }
+    Ok(KernelConstants {
+        workgroup_size,
+        ..portable
+    })
 }
 
 /// Constants of the cooperative kernels, or why the adapter cannot run them.

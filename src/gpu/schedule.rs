@@ -166,6 +166,8 @@ const PARTIAL_STATS: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KernelSet {
     pub portable: KernelConstants,
+    /// The lanes kernel's, where the forward's attention passes run on it.
+    pub lanes: Option<KernelConstants>,
     pub cooperative: Option<KernelConstants>,
     /// The split-decode kernels' constants, where the forward decodes split over the keys
     /// (a few rows per group; `plan::decode_constants`).
@@ -177,16 +179,23 @@ impl KernelSet {
     pub fn portable(constants: KernelConstants) -> Self {
         Self {
             portable: constants,
+            lanes: None,
             cooperative: None,
             decode: None,
         }
     }
 
-    /// The kernel of a step that has a cooperative variant, with its constants.
-    fn pick(&self, portable: Kernel, cooperative: Kernel) -> (Kernel, KernelConstants) {
-        match self.cooperative {
-            Some(constants) => (cooperative, constants),
-            None => (portable, self.portable),
+    /// The kernel of a step that has lanes and cooperative variants, with its constants.
+    fn pick(
+        &self,
+        portable: Kernel,
+        lanes: Kernel,
+        cooperative: Kernel,
+    ) -> (Kernel, KernelConstants) {
+        match (self.cooperative, self.lanes) {
+            (Some(constants), _) => (cooperative, constants),
+            (None, Some(constants)) => (lanes, constants),
+            (None, None) => (portable, self.portable),
         }
     }
 
@@ -336,11 +345,15 @@ impl Schedule {
             ),
             Step::AttentionPass { slot } => {
                 let (bindings, workgroups) = slot_pass(slot, &[I(Io::O), S(ROW_STATE)]);
-                let kernel = kernels.pick(Kernel::AttentionPass, Kernel::AttentionPassCoop);
+                let kernel = kernels.pick(
+                    Kernel::AttentionPass,
+                    Kernel::AttentionPassLanes,
+                    Kernel::AttentionPassCoop,
+                );
                 (kernel, bindings, workgroups)
             }
             Step::DqPass { slot } => {
-                let kernel = kernels.pick(Kernel::DqPass, Kernel::DqPassCoop);
+                let kernel = kernels.pick(Kernel::DqPass, Kernel::DqPassLanes, Kernel::DqPassCoop);
                 // The cooperative pass also reads the largest |dout| (its scaling).
                 let own: &[Binding] = match kernel.0 {
                     Kernel::DqPassCoop => &[I(Io::Dout), S(ROW_STATE), I(Io::Dq), S(DOUT_MAX)],

@@ -1,0 +1,74 @@
+// MoBA backward, dq, with each query row split over LANES threads of a subgroup
+// (row_lanes.wgsl): dq_pass.wgsl's passes (one per selection slot over the forward's
+// schedule, block_tiles.wgsl) for adapters with subgroup operations.
+//
+// Grid: as dq_pass.wgsl; LANES consecutive threads per row (block_tile_pass.wgsl), QUERY_TILE
+//       = WORKGROUP_SIZE / LANES rows per tile.
+// Tiles: the block's keys and values stream through workgroup memory KEY_TILE at a time
+//       (key_tiles.wgsl); a causal tile stops at the last position among its rows.
+// Per row: dq += scale * sum_j p_j (dout . v_j - delta) k_j, with p from the saved lse; both
+//       dot products are the lanes' partial sums added by subgroup shuffles, and each lane
+//       adds its share of dq. Slot 0 starts dq; later slots add to it, in order, so dq is
+//       the same bits on every run.
+// Registers: the lane's shares of the query, dout and dq (the loops over them and over the
+//       staged keys are marked `// unroll`). Every lane runs every shuffle (uniform control
+//       flow): rows past the tile's compute on zeros and write nothing.
+// Memory: dq [rows, HEAD_DIM] vec4 f32.
+
+@group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
+
+// The kernel's work on one tile (block_tile_pass.wgsl's entry calls it).
+fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
+    var query: LaneVector;
+    var grad_out: LaneVector;
+    var grad_query: LaneVector;
+    var terms = vec2<f32>(0.0, 0.0);
+    if row.present {
+        // unroll
+        for (var i = 0u; i < LANE_VECS; i++) {
+            let at = row.flat * HEAD_VECS + lane_vec(i, row.lane);
+            query[i] = queries[at] * params.scale_log2;
+            grad_out[i] = dout[at];
+        }
+        terms = row_terms[row.flat];
+    }
+    for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
+        let count = min(KEY_TILE, key_end - first);
+        stage_key_tile(tile.group, first, count, lid);
+        // unroll
+        for (var j = 0u; j < KEY_TILE; j++) {
+            if j < count {
+                var score = 0.0;
+                var dp = 0.0;
+                // unroll
+                for (var i = 0u; i < LANE_VECS; i++) {
+                    let at = j * HEAD_VECS + lane_vec(i, row.lane);
+                    score += dot(query[i], key_tile[at]);
+                    dp += dot(grad_out[i], value_tile[at]);
+                }
+                score = lane_sum(score);
+                dp = lane_sum(dp);
+                if params.causal == 0u || first + j <= row.position {
+                    let ds = score_gradient(score, dp, terms).y;
+                    // unroll
+                    for (var i = 0u; i < LANE_VECS; i++) {
+                        grad_query[i] += ds * key_tile[j * HEAD_VECS + lane_vec(i, row.lane)];
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if row.present {
+        let scale = params.scale_log2 * LN_2;
+        // unroll
+        for (var i = 0u; i < LANE_VECS; i++) {
+            let at = row.flat * HEAD_VECS + lane_vec(i, row.lane);
+            var total = scale * grad_query[i];
+            if params.slot > 0u {
+                total += dq[at];
+            }
+            dq[at] = total;
+        }
+    }
+}
