@@ -8,7 +8,7 @@
 # and PyTorch, run scripts/device-sweep.sh.
 # Kernel experiments: every folder under VARIANTS (default .device/wgsl-variants) is a set of
 # WGSL files that replace the built-in ones (MOBA_WGSL_DIR); each is timed like the
-# cooperative kernel (a folder named portable-*: like the portable kernel) at TRAIN_S
+# cooperative kernel (a folder named portable-* or subgroup-*: like that kernel) at TRAIN_S
 # (forward and step), with VARIANT_LONG=1 the cooperative ones also at LONG_S (forward), and
 # gets rows of its own.
 # Environment: OUT (default results/device-vulkan), TRAIN_S (default 32768), LONG_S (default
@@ -53,9 +53,9 @@ done
 for variant in "$VARIANTS"/*/; do
     [ -d "$variant" ] || continue
     name=$(basename "$variant")
-    # A variant named portable-* replaces portable kernels; every other, cooperative ones.
+    # A variant named portable-* or subgroup-* replaces those kernels; every other, cooperative ones.
     kernel=cooperative
-    case $name in portable*) kernel=portable ;; esac
+    case $name in portable*) kernel=portable ;; subgroup*) kernel=subgroup ;; esac
     echo "== variant $name ($kernel): $(ls "$variant" | tr '\n' ' ')"
     MOBA_WGSL_DIR=$variant timeout 120 .device/moba --api vulkan bench --kernel "$kernel" \
         --heads 16 --head-dim 128 --seq-lens "$TRAIN_S" --block-size 512 --top-k 3 --runs 3 \

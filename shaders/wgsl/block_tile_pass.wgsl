@@ -1,20 +1,14 @@
-// Shared by the f32 kernels that walk a block tile (attention_pass, dq_pass and their _lanes
-// variants): the entry, LANES threads per query row, and where the tile's keys end, agreed by
-// the whole workgroup. Each kernel defines `run_tile`, its work on the tile.
-//
-// Threads: LANES = WORKGROUP_SIZE / QUERY_TILE consecutive threads share a row: 1 where a
-//       thread owns a whole row, 4 in the _lanes kernels (row_lanes.wgsl), whose lanes must
-//       share a subgroup: subgroups are runs of consecutive invocations of a power-of-two
-//       size, so a subgroup of at least LANES threads holds whole rows.
+// Shared by the f32 kernels that walk a block tile (attention_pass, dq_pass): the entry,
+// LANES threads per query row (row_lanes.wgsl), and where the tile's keys end, agreed by the
+// whole workgroup. Each kernel defines `run_tile`, its work on the tile.
 
-const LANES: u32 = WORKGROUP_SIZE / QUERY_TILE;
 const_assert LANES * QUERY_TILE == WORKGROUP_SIZE;
 
 var<workgroup> tile_last_position: atomic<u32>;
 var<workgroup> tile_key_end: u32;
 
 // A thread's row of the tile: thread i takes row i / LANES where the tile has one
-// (`present`), as its lane i % LANES.
+// (`present`), as its lane i % LANES (consecutive threads share a row).
 struct ThreadRow {
     present: bool,
     flat: u32,

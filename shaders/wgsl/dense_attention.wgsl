@@ -3,7 +3,7 @@
 //
 // Grid: one workgroup per (group, query head in group, tile of QUERY_TILE consecutive
 //       queries), linear. One thread per query row.
-// Tiles: all keys stream through workgroup memory KEY_TILE at a time (attention_tile.wgsl);
+// Tiles: all keys stream through workgroup memory KEY_TILE at a time (key_tiles.wgsl);
 //        a causal tile stops at its last query's position.
 // Memory: queries [groups, group_size, q_len, HEAD_DIM], keys/values [groups, kv_len, HEAD_DIM]
 //         vec4 f32; out [rows, HEAD_DIM] vec4 f32; lse [rows] f32 (natural log).
@@ -31,18 +31,17 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
         let last_query = min(first_query + QUERY_TILE, params.q_len) - 1u;
         key_end = query_position(last_query) + 1u;
     }
-    var query: HeadVector;
-    var acc: HeadVector;
+    // One thread per row (lanes_single.wgsl): a lane's share is the whole row.
+    var query: LaneVector;
+    var acc: LaneVector;
     var state = vec2<f32>(NEG_BIG, 0.0);
     if is_row {
-        query = load_query(row);
+        query = load_query_share(row, 0u);
     }
     for (var first = 0u; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
         stage_key_tile(group, first, count, lid);
-        if is_row {
-            attend_key_tile(&query, &acc, &state, first, count, position);
-        }
+        attend_key_tile(&query, &acc, &state, 0u, position, first, count);
         workgroupBarrier();
     }
     if is_row {

@@ -1,20 +1,26 @@
 // MoBA backward, dk and dv: for each key, the sum over the query rows that selected its block
-// (every query head of the GQA group, every selection slot), in row order.
+// (every query head of the GQA group, every selection slot), in row order. Two kernels of one
+// source: one thread per key (lanes_single.wgsl) or four lanes of a subgroup per key
+// (lanes_subgroup.wgsl).
 //
 // Grid: groups * num_blocks * key_tiles workgroups, linear (key_tiles = ceil(block_size /
-//       WORKGROUP_SIZE)); workgroup (group, block, tile) owns WORKGROUP_SIZE consecutive keys
-//       of the block, one per thread, holding its key, value, dk and dv in registers (the
-//       loops over them are marked `// unroll`, src/gpu/unroll.rs).
+//       TILE_KEYS), TILE_KEYS = WORKGROUP_SIZE / LANES); workgroup (group, block, tile) owns
+//       TILE_KEYS consecutive keys of the block, LANES threads per key (row_lanes.wgsl), each
+//       holding its share of the key, value, dk and dv in registers.
 // Rows: the workgroup walks the group's rows in order, WORKGROUP_SIZE candidates at a time
 //       (a causal walk starts at the first row that can see its first key). Each thread tests
 //       one candidate's selection; a prefix sum compacts the rows that chose the block, in
 //       order; their q, dout and row terms are staged KEY_TILE rows at a time and every
-//       thread accumulates its key's gradients over them. Summation order is the row order,
-//       so dk and dv are the same bits on every run (no atomics).
+//       key accumulates its gradients over the rows that can see it (the dot products summed
+//       over its lanes, `lane_sum`: the lanes of a key take the same branches, so a shuffle
+//       always finds its partners active). Summation order is the row order, so dk and dv are
+//       the same bits on every run (no atomics).
 // Memory: selection [rows, TOP_K] i32 (ascending, -1 padded); dk, dv [groups, kv_len,
 //       HEAD_DIM] vec4 f32, every key written (zero where no row chose its block).
 // Workgroup memory: staged q and dout (2 * KEY_TILE * HEAD_DIM f32, the forward's key/value
 //       tile budget), row terms and positions, the candidate prefix sum and compacted rows.
+
+const TILE_KEYS: u32 = WORKGROUP_SIZE / LANES;
 
 @group(0) @binding(4) var<storage, read> selection: array<i32>;
 @group(0) @binding(5) var<storage, read_write> dk: array<vec4<f32>>;
@@ -63,7 +69,7 @@ fn compact_rows(chosen: bool, row: u32, lid: u32) -> u32 {
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
-    let key_tiles = (params.block_size + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
+    let key_tiles = (params.block_size + TILE_KEYS - 1u) / TILE_KEYS;
     let index = workgroup_index(grid);
     let group = index / (params.num_blocks * key_tiles);
     if group >= groups() {
@@ -71,24 +77,23 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     }
     let block = (index / key_tiles) % params.num_blocks;
     let block_end = min((block + 1u) * params.block_size, params.kv_len);
-    let first_key = block * params.block_size + (index % key_tiles) * WORKGROUP_SIZE;
+    let first_key = block * params.block_size + (index % key_tiles) * TILE_KEYS;
     if first_key >= block_end {
         return;
     }
-    let key_index = first_key + lid;
+    let lane = lid % LANES;
+    let key_index = first_key + lid / LANES;
     let is_key = key_index < block_end;
     let key_at = (group * params.kv_len + key_index) * HEAD_VECS;
-    var key: HeadVector; // scaled into the log2 domain, as the scores are
-    var value: HeadVector;
-    var grad_key: HeadVector;
-    var grad_value: HeadVector;
+    var key: LaneVector; // scaled into the log2 domain, as the scores are
+    var value: LaneVector;
+    var grad_key: LaneVector;
+    var grad_value: LaneVector;
     if is_key {
         // unroll
-        for (var i = 0u; i < HEAD_VECS; i++) {
-            key[i] = keys[key_at + i] * params.scale_log2;
-            value[i] = values[key_at + i];
-            grad_key[i] = vec4<f32>(0.0);
-            grad_value[i] = vec4<f32>(0.0);
+        for (var i = 0u; i < LANE_VECS; i++) {
+            key[i] = keys[key_at + lane_vec(i, lane)] * params.scale_log2;
+            value[i] = values[key_at + lane_vec(i, lane)];
         }
     }
     // Causal: rows before the first key see none of this workgroup's keys.
@@ -117,23 +122,29 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
                     staged_position[lid] = query_position(row % params.q_len);
                 }
                 workgroupBarrier();
-                if is_key {
+                // Threads past the block's keys skip the rows where a key is one thread; with
+                // lanes they compute on zeros: a branch around the shuffles made dk/dv 1.36x
+                // slower on an H100 (bench-results/h100-vulkan-subgroup).
+                if is_key || LANES > 1u {
                     for (var r = 0u; r < rows; r++) {
-                        if params.causal != 0u && key_index > staged_position[r] {
-                            continue;
-                        }
                         var score = 0.0;
                         var dp = 0.0;
                         // unroll
-                        for (var i = 0u; i < HEAD_VECS; i++) {
-                            score += dot(key[i], staged_query[r * HEAD_VECS + i]);
-                            dp += dot(value[i], staged_dout[r * HEAD_VECS + i]);
+                        for (var i = 0u; i < LANE_VECS; i++) {
+                            let at = r * HEAD_VECS + lane_vec(i, lane);
+                            score += dot(key[i], staged_query[at]);
+                            dp += dot(value[i], staged_dout[at]);
                         }
-                        let gradient = score_gradient(score, dp, staged_terms[r]);
-                        // unroll
-                        for (var i = 0u; i < HEAD_VECS; i++) {
-                            grad_value[i] += gradient.x * staged_dout[r * HEAD_VECS + i];
-                            grad_key[i] += gradient.y * staged_query[r * HEAD_VECS + i];
+                        score = lane_sum(score);
+                        dp = lane_sum(dp);
+                        if params.causal == 0u || key_index <= staged_position[r] {
+                            let gradient = score_gradient(score, dp, staged_terms[r]);
+                            // unroll
+                            for (var i = 0u; i < LANE_VECS; i++) {
+                                let at = r * HEAD_VECS + lane_vec(i, lane);
+                                grad_value[i] += gradient.x * staged_dout[at];
+                                grad_key[i] += gradient.y * staged_query[at];
+                            }
                         }
                     }
                 }
@@ -144,9 +155,9 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     if is_key {
         let scale = params.scale_log2 * LN_2;
         // unroll
-        for (var i = 0u; i < HEAD_VECS; i++) {
-            dk[key_at + i] = scale * grad_key[i];
-            dv[key_at + i] = grad_value[i];
+        for (var i = 0u; i < LANE_VECS; i++) {
+            dk[key_at + lane_vec(i, lane)] = scale * grad_key[i];
+            dv[key_at + lane_vec(i, lane)] = grad_value[i];
         }
     }
 }

@@ -1,54 +1,57 @@
 // MoBA backward, dq: one pass per selection slot over the forward's schedule (block_tiles.wgsl):
-// dense tiles of gathered query rows x the keys of one block.
+// dense tiles of gathered query rows x the keys of one block. Two kernels of one source, as
+// attention_pass.wgsl: one thread per row (lanes_single.wgsl) or four lanes of a subgroup per
+// row (lanes_subgroup.wgsl).
 //
-// Grid: as attention_pass: per pass, tile_capacity workgroups per group, linear; one row per
-//       thread (QUERY_TILE = WORKGROUP_SIZE); surplus workgroups exit.
+// Grid: as attention_pass: per pass, tile_capacity workgroups per group, linear; LANES threads
+//       per row (QUERY_TILE = WORKGROUP_SIZE / LANES); surplus workgroups exit.
 // Tiles: the block's keys and values stream through workgroup memory KEY_TILE at a time
-//       (attention_tile.wgsl); a causal tile stops at the last position among its rows.
+//       (key_tiles.wgsl); a causal tile stops at the last position among its rows.
 // Per row: dq += scale * sum_j p_j (dout . v_j - delta) k_j over the pass's block, with p from
-//       the saved lse, so no softmax is recomputed. Slot 0 starts dq; later slots add to it.
-//       Each row sits in exactly one tile per slot and the slots run in order, so dq is the
-//       same bits on every run.
-// Registers: the row's query, dout and dq (the loops over them are marked `// unroll`,
-//       src/gpu/unroll.rs).
+//       the saved lse, so no softmax is recomputed; both dot products are the lanes' partial
+//       sums (`lane_sum`), and each lane adds its share of dq. Slot 0 starts dq; later slots
+//       add to it. Each row sits in exactly one tile per slot and the slots run in order, so
+//       dq is the same bits on every run.
+// Registers: the lane's shares of the query, dout and dq (row_lanes.wgsl). Every lane runs
+//       every sum (uniform control flow): rows past the tile's compute on zeros and write
+//       nothing.
 // Memory: dq [rows, HEAD_DIM] vec4 f32.
 
 @group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
 
 // The kernel's work on one tile (block_tile_pass.wgsl's entry calls it).
 fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
-    var query: HeadVector;
-    var grad_out: HeadVector;
-    var grad_query: HeadVector;
+    var query: LaneVector;
+    var grad_out: LaneVector;
+    var grad_query: LaneVector;
     var terms = vec2<f32>(0.0, 0.0);
     if row.present {
-        query = load_query(row.flat);
+        query = load_query_share(row.flat, row.lane);
         // unroll
-        for (var i = 0u; i < HEAD_VECS; i++) {
-            grad_out[i] = dout[row.flat * HEAD_VECS + i];
-            grad_query[i] = vec4<f32>(0.0);
+        for (var i = 0u; i < LANE_VECS; i++) {
+            grad_out[i] = dout[row.flat * HEAD_VECS + lane_vec(i, row.lane)];
         }
         terms = row_terms[row.flat];
     }
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
         stage_key_tile(tile.group, first, count, lid);
-        if row.present {
-            for (var j = 0u; j < count; j++) {
-                if params.causal != 0u && first + j > row.position {
-                    break; // keys ascend: the rest of the tile is masked too
-                }
-                var score = 0.0;
-                var dp = 0.0;
-                // unroll
-                for (var i = 0u; i < HEAD_VECS; i++) {
-                    score += dot(query[i], key_tile[j * HEAD_VECS + i]);
-                    dp += dot(grad_out[i], value_tile[j * HEAD_VECS + i]);
-                }
+        for (var j = 0u; j < count; j++) {
+            var score = 0.0;
+            var dp = 0.0;
+            // unroll
+            for (var i = 0u; i < LANE_VECS; i++) {
+                let at = j * HEAD_VECS + lane_vec(i, row.lane);
+                score += dot(query[i], key_tile[at]);
+                dp += dot(grad_out[i], value_tile[at]);
+            }
+            score = lane_sum(score);
+            dp = lane_sum(dp);
+            if params.causal == 0u || first + j <= row.position {
                 let ds = score_gradient(score, dp, terms).y;
                 // unroll
-                for (var i = 0u; i < HEAD_VECS; i++) {
-                    grad_query[i] += ds * key_tile[j * HEAD_VECS + i];
+                for (var i = 0u; i < LANE_VECS; i++) {
+                    grad_query[i] += ds * key_tile[j * HEAD_VECS + lane_vec(i, row.lane)];
                 }
             }
         }
@@ -57,12 +60,13 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
     if row.present {
         let scale = params.scale_log2 * LN_2;
         // unroll
-        for (var i = 0u; i < HEAD_VECS; i++) {
+        for (var i = 0u; i < LANE_VECS; i++) {
+            let at = row.flat * HEAD_VECS + lane_vec(i, row.lane);
             var total = scale * grad_query[i];
             if params.slot > 0u {
-                total += dq[row.flat * HEAD_VECS + i];
+                total += dq[at];
             }
-            dq[row.flat * HEAD_VECS + i] = total;
+            dq[at] = total;
         }
     }
 }

@@ -104,8 +104,8 @@ fn launch(schedule: &Schedule, io: &[&Tensor], limits: &wgpu::Limits) {
 }
 
 /// The attention kernels burn's wgpu path runs at `head_dim` on `device`, forward and
-/// backward: the cooperative (tensor-core) ones where the device has them (a device
-/// `burn_wgpu_device` opened), the portable ones otherwise.
+/// backward: on a device `burn_wgpu_device` opened, the cooperative (tensor-core) ones where
+/// it has them, else the subgroup ones where it has subgroups; the portable ones otherwise.
 pub fn attention_kernel(device: &WgpuDevice, head_dim: usize) -> AttentionKernel {
     let padded = head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
     AttentionKernel::best(&burn_device_caps(device), padded)

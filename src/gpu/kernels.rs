@@ -20,6 +20,9 @@ macro_rules! wgsl_file {
 const FILES: [(&str, &str); 30] = [
     wgsl_file!("common"),
     wgsl_file!("attention_inputs"),
+    wgsl_file!("lanes_single"),
+    wgsl_file!("lanes_subgroup"),
+    wgsl_file!("row_lanes"),
     wgsl_file!("key_tiles"),
     wgsl_file!("attention_tile"),
     wgsl_file!("block_tiles"),
@@ -34,14 +37,11 @@ const FILES: [(&str, &str); 30] = [
     wgsl_file!("selection_scan"),
     wgsl_file!("selection_scatter"),
     wgsl_file!("attention_pass"),
-    wgsl_file!("row_lanes"),
-    wgsl_file!("attention_pass_lanes"),
     wgsl_file!("attention_pass_coop"),
     wgsl_file!("attention_finalize"),
     wgsl_file!("dense_attention"),
     wgsl_file!("backward_prepare"),
     wgsl_file!("dq_pass"),
-    wgsl_file!("dq_pass_lanes"),
     wgsl_file!("dq_pass_coop"),
     wgsl_file!("dkdv"),
     wgsl_file!("dkdv_coop"),
@@ -105,6 +105,8 @@ pub(crate) enum Kernel {
     /// The dq pass on cooperative matrices (f16).
     DqPassCoop,
     DkDv,
+    /// dk and dv with each key split over 4 lanes of a subgroup (f32).
+    DkDvLanes,
     /// dk and dv on cooperative matrices (f16), from the inverted lists.
     DkDvCoop,
     /// Decode: a group's few rows against one chunk of a selected block's keys.
@@ -116,7 +118,7 @@ pub(crate) enum Kernel {
 impl Kernel {
     /// Every kernel, for checks that must not forget one.
     #[cfg(test)]
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::BlockMeans,
         Kernel::GateTopk,
         Kernel::SelectionCount,
@@ -132,12 +134,14 @@ impl Kernel {
         Kernel::DqPassLanes,
         Kernel::DqPassCoop,
         Kernel::DkDv,
+        Kernel::DkDvLanes,
         Kernel::DkDvCoop,
         Kernel::DecodeSplit,
         Kernel::DecodeCombine,
     ];
 
-    /// The kernel's name (its main file under `shaders/wgsl/`).
+    /// The kernel's name: its main file under `shaders/wgsl/` (`_lanes`: the subgroup kernel of
+    /// that file).
     pub fn name(self) -> &'static str {
         match self {
             Kernel::BlockMeans => "block_means",
@@ -155,6 +159,7 @@ impl Kernel {
             Kernel::DqPassLanes => "dq_pass_lanes",
             Kernel::DqPassCoop => "dq_pass_coop",
             Kernel::DkDv => "dkdv",
+            Kernel::DkDvLanes => "dkdv_lanes",
             Kernel::DkDvCoop => "dkdv_coop",
             Kernel::DecodeSplit => "decode_split",
             Kernel::DecodeCombine => "decode_combine",
@@ -172,6 +177,8 @@ impl Kernel {
             Kernel::SelectionScatter => &["selection_entries", "selection_scatter"],
             Kernel::AttentionPass => &[
                 "attention_inputs",
+                "lanes_single",
+                "row_lanes",
                 "key_tiles",
                 "attention_tile",
                 "block_tiles",
@@ -181,12 +188,14 @@ impl Kernel {
             ],
             Kernel::AttentionPassLanes => &[
                 "attention_inputs",
+                "lanes_subgroup",
+                "row_lanes",
                 "key_tiles",
+                "attention_tile",
                 "block_tiles",
                 "block_tile_pass",
-                "row_lanes",
                 "attention_state",
-                "attention_pass_lanes",
+                "attention_pass",
             ],
             Kernel::AttentionPassCoop => &[
                 "attention_inputs",
@@ -198,6 +207,8 @@ impl Kernel {
             Kernel::AttentionFinalize => &["attention_finalize"],
             Kernel::DenseAttention => &[
                 "attention_inputs",
+                "lanes_single",
+                "row_lanes",
                 "key_tiles",
                 "attention_tile",
                 "dense_attention",
@@ -205,6 +216,8 @@ impl Kernel {
             Kernel::BackwardPrepare => &["backward_prepare"],
             Kernel::DqPass => &[
                 "attention_inputs",
+                "lanes_single",
+                "row_lanes",
                 "key_tiles",
                 "attention_tile",
                 "block_tiles",
@@ -214,12 +227,14 @@ impl Kernel {
             ],
             Kernel::DqPassLanes => &[
                 "attention_inputs",
+                "lanes_subgroup",
+                "row_lanes",
                 "key_tiles",
+                "attention_tile",
                 "block_tiles",
                 "block_tile_pass",
-                "row_lanes",
                 "backward_rows",
-                "dq_pass_lanes",
+                "dq_pass",
             ],
             Kernel::DqPassCoop => &[
                 "attention_inputs",
@@ -228,7 +243,20 @@ impl Kernel {
                 "backward_rows",
                 "dq_pass_coop",
             ],
-            Kernel::DkDv => &["attention_inputs", "backward_rows", "dkdv"],
+            Kernel::DkDv => &[
+                "attention_inputs",
+                "lanes_single",
+                "row_lanes",
+                "backward_rows",
+                "dkdv",
+            ],
+            Kernel::DkDvLanes => &[
+                "attention_inputs",
+                "lanes_subgroup",
+                "row_lanes",
+                "backward_rows",
+                "dkdv",
+            ],
             Kernel::DkDvCoop => &[
                 "attention_inputs",
                 "block_tiles",
@@ -250,16 +278,22 @@ impl Kernel {
 
     /// Whether the kernel splits rows over subgroup lanes (and so needs subgroup operations).
     pub fn is_lanes(self) -> bool {
-        matches!(self, Kernel::AttentionPassLanes | Kernel::DqPassLanes)
+        matches!(
+            self,
+            Kernel::AttentionPassLanes | Kernel::DqPassLanes | Kernel::DkDvLanes
+        )
     }
 
     /// WGSL extensions the kernel enables (they must open the module).
     fn enables(self) -> &'static str {
         match self {
             _ if self.is_cooperative() => "enable f16;\nenable wgpu_cooperative_matrix;\n",
-            // Browsers require the extension named; naga takes subgroup operations without
-            // it (and refuses the directive).
-            _ if self.is_lanes() && cfg!(target_arch = "wasm32") => "enable subgroups;\n",
+            // Browsers require the extension named, and their uniformity analysis would refuse
+            // dk/dv's shuffles behind a branch that the lanes of a key take alike; naga takes
+            // subgroup operations without the extension (and refuses the directive).
+            _ if self.is_lanes() && cfg!(target_arch = "wasm32") => {
+                "enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n"
+            }
             _ => "",
         }
     }

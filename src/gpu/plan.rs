@@ -193,6 +193,17 @@ pub(crate) fn lanes_constants(
     }
     let workgroup_size = portable.query_tile * LANES;
     let limits = &caps.limits;
+    // The key and value tiles, and dk/dv's row compaction (two words per thread, three per
+    // staged row), which grows with the workgroup.
+    let bytes = (portable.key_tile * (2 * portable.head_dim * 4 + 12) + workgroup_size * 8) as u64;
+    if bytes > limits.max_compute_workgroup_storage_size as u64 {
+        return Err(MobaError::limit(
+            "the subgroup kernels' tiles".to_string(),
+            "max_compute_workgroup_storage_size",
+            bytes,
+            limits.max_compute_workgroup_storage_size as u64,
+        ));
+    }
     if workgroup_size
         > limits
             .max_compute_invocations_per_workgroup

@@ -402,9 +402,13 @@ impl Schedule {
                         ],
                         groups * nb * chunks(coop.subgroups / 2 * 16),
                     ),
-                    // Scans the selection, one key per thread.
+                    // Scans the selection, LANES threads per key: a workgroup's keys are
+                    // its query tile's worth (TILE_KEYS = WORKGROUP_SIZE / LANES).
                     None => (
-                        portable(Kernel::DkDv),
+                        match kernels.lanes {
+                            Some(lanes) => (Kernel::DkDvLanes, lanes),
+                            None => portable(Kernel::DkDv),
+                        },
                         vec![
                             P(0),
                             I(Io::Q),
@@ -416,7 +420,7 @@ impl Schedule {
                             S(ROW_STATE),
                             I(Io::Dv),
                         ],
-                        groups * nb * chunks(constants.workgroup_size),
+                        groups * nb * chunks(constants.query_tile),
                     ),
                 }
             }
