@@ -186,17 +186,6 @@ impl Kernel {
                 "attention_state",
                 "attention_pass",
             ],
-            Kernel::AttentionPassLanes => &[
-                "attention_inputs",
-                "lanes_subgroup",
-                "row_lanes",
-                "key_tiles",
-                "attention_tile",
-                "block_tiles",
-                "block_tile_pass",
-                "attention_state",
-                "attention_pass",
-            ],
             Kernel::AttentionPassCoop => &[
                 "attention_inputs",
                 "block_tiles",
@@ -225,17 +214,6 @@ impl Kernel {
                 "backward_rows",
                 "dq_pass",
             ],
-            Kernel::DqPassLanes => &[
-                "attention_inputs",
-                "lanes_subgroup",
-                "row_lanes",
-                "key_tiles",
-                "attention_tile",
-                "block_tiles",
-                "block_tile_pass",
-                "backward_rows",
-                "dq_pass",
-            ],
             Kernel::DqPassCoop => &[
                 "attention_inputs",
                 "block_tiles",
@@ -250,13 +228,11 @@ impl Kernel {
                 "backward_rows",
                 "dkdv",
             ],
-            Kernel::DkDvLanes => &[
-                "attention_inputs",
-                "lanes_subgroup",
-                "row_lanes",
-                "backward_rows",
-                "dkdv",
-            ],
+            // The subgroup kernels: their one-lane twin's files (`lanes_single` becomes
+            // `lanes_subgroup` in `source`).
+            Kernel::AttentionPassLanes | Kernel::DqPassLanes | Kernel::DkDvLanes => {
+                self.one_lane_twin().expect("a subgroup kernel").parts()
+            }
             Kernel::DkDvCoop => &[
                 "attention_inputs",
                 "block_tiles",
@@ -276,12 +252,20 @@ impl Kernel {
         )
     }
 
+    /// The portable kernel whose source a subgroup kernel shares, with four lanes per row
+    /// (`lanes_subgroup.wgsl`) where it has one (`lanes_single.wgsl`); `None` for the others.
+    fn one_lane_twin(self) -> Option<Kernel> {
+        match self {
+            Kernel::AttentionPassLanes => Some(Kernel::AttentionPass),
+            Kernel::DqPassLanes => Some(Kernel::DqPass),
+            Kernel::DkDvLanes => Some(Kernel::DkDv),
+            _ => None,
+        }
+    }
+
     /// Whether the kernel splits rows over subgroup lanes (and so needs subgroup operations).
     pub fn is_lanes(self) -> bool {
-        matches!(
-            self,
-            Kernel::AttentionPassLanes | Kernel::DqPassLanes | Kernel::DkDvLanes
-        )
+        self.one_lane_twin().is_some()
     }
 
     /// WGSL extensions the kernel enables (they must open the module).
@@ -306,7 +290,11 @@ impl Kernel {
         source.push_str(&constants.prelude());
         source.push_str(KernelParams::WGSL);
         source.push_str(&file("common"));
-        for part in self.parts() {
+        for &part in self.parts() {
+            let part = match part {
+                "lanes_single" if self.is_lanes() => "lanes_subgroup",
+                part => part,
+            };
             source.push('\n');
             source.push_str(&file(part));
         }
@@ -406,6 +394,21 @@ mod tests {
                 ..portable
             },
             _ => portable,
+        }
+    }
+
+    #[test]
+    fn subgroup_kernels_are_their_twins_with_four_lanes() {
+        for kernel in Kernel::ALL {
+            let source = kernel.source(&test_constants(kernel)).unwrap();
+            let four = source.contains("const LANES: u32 = 4u;");
+            assert_eq!(four, kernel.is_lanes(), "{}", kernel.name());
+            assert_eq!(
+                source.contains("subgroupShuffleXor"),
+                four,
+                "{}",
+                kernel.name()
+            );
         }
     }
 
