@@ -1,9 +1,9 @@
 //! NSA (`../shared/NSA.md`) for any backend with the MoBA op, differentiable by burn's
 //! autodiff. The selected branch runs on MoBA's kernels over the group-shared selection
-//! ([`super::moba_attention_with_selection`], given the host's selection directly); the compressed branch is a masked softmax
-//! over `[B, Hq, S, nc]` pooled-key scores with the importance as a product with the
-//! blocks' overlap and the top-n on the host; the window branch is a masked softmax in
-//! query chunks of `w` rows over `2w` keys each. So nothing is `S x Sk`: the scores take
+//! ([`super::moba_attention_with_selection`], given the host's selection directly); the
+//! compressed branch is a masked softmax over `[B, Hq, S, nc]` pooled-key scores with the
+//! importance as a product with the blocks' overlap and the top-n on the host; the window
+//! branch is a masked softmax in query chunks of `w` rows over `2w` keys each. So nothing is `S x Sk`: the scores take
 //! `S * (nc + 2w)` per head. The compressed and window branches are burn tensor ops (NSA's
 //! own kernels for them are still to come).
 

@@ -57,7 +57,8 @@ pub(crate) enum KernelChoice {
     Auto,
     /// f32 WGSL, any adapter.
     Portable,
-    /// f32 WGSL, each row's forward split over 4 subgroup lanes (adapters with subgroups).
+    /// f32 WGSL, each row split over 4 subgroup lanes, forward and backward (adapters with
+    /// subgroups).
     Subgroup,
     /// f16 cooperative matrices (tensor cores), f32 accumulation.
     Cooperative,

@@ -24,11 +24,11 @@ const WORKGROUP_EXTRA_BYTES: u32 = 1024;
 pub enum AttentionKernel {
     /// f32 WGSL on any adapter, the browser included.
     Portable,
-    /// f32 WGSL whose attention and dq passes split each query row over 4 lanes of a
-    /// subgroup (a quarter of the row's vectors in each thread's registers, the dot products
-    /// summed by subgroup shuffles): adapters with `SUBGROUP` (subgroups of at least 4), head
-    /// dims that are multiples of 16. The rest (gate, inversion, dk/dv) is the portable
-    /// kernels'.
+    /// f32 WGSL whose attention, dq and dk/dv passes split each query row (in dk/dv each
+    /// key) over 4 lanes of a subgroup (a quarter of the row's vectors in each thread's
+    /// registers, the dot products summed by subgroup shuffles): adapters with `SUBGROUP`
+    /// (subgroups of at least 4), head dims that are multiples of 16. The gate and the
+    /// inversion are the portable kernels'.
     Subgroup,
     /// f16 cooperative matrices (tensor cores) with f32 accumulation: native adapters with
     /// `EXPERIMENTAL_COOPERATIVE_MATRIX` at 16x16x16 f16 -> f32 and a fixed subgroup size.
@@ -52,29 +52,20 @@ impl AttentionKernel {
     /// The fastest kernel the device runs at this head dim: cooperative, else subgroup, else
     /// portable.
     pub fn best(caps: &DeviceCaps, head_dim: usize) -> Self {
-        if cooperative_constants(caps, head_dim, 1).is_ok() {
-            return AttentionKernel::Cooperative;
-        }
-        let lanes = TilePlan::new(&caps.limits, head_dim)
-            .and_then(|plan| lanes_constants(caps, plan.constants(head_dim, 1)));
-        match lanes {
-            Ok(_) => AttentionKernel::Subgroup,
-            Err(_) => AttentionKernel::Portable,
+        match cooperative_constants(caps, head_dim, 1) {
+            Ok(_) => AttentionKernel::Cooperative,
+            Err(_) => Self::best_f32(caps, head_dim),
         }
     }
 
     /// The fastest kernel at f32 precision (subgroup, else portable): what the host API's
     /// backward runs, whose gradients keep f32 precision.
     pub fn best_f32(caps: &DeviceCaps, head_dim: usize) -> Self {
-        match Self::best(
-            &DeviceCaps {
-                cooperative_subgroup_size: None,
-                ..caps.clone()
-            },
-            head_dim,
-        ) {
-            AttentionKernel::Cooperative => unreachable!("no cooperative matrices asked for"),
-            kernel => kernel,
+        let lanes = TilePlan::new(&caps.limits, head_dim)
+            .and_then(|plan| lanes_constants(caps, plan.constants(head_dim, 1)));
+        match lanes {
+            Ok(_) => AttentionKernel::Subgroup,
+            Err(_) => AttentionKernel::Portable,
         }
     }
 
@@ -169,7 +160,8 @@ fn cooperative_workgroup_bytes(head_dim: u64) -> u64 {
     attention.max(dkdv)
 }
 
-/// Threads per query row in the lanes kernels (`row_lanes.wgsl`).
+/// Threads per query row in the lanes kernels: `LANES` of `lanes_subgroup.wgsl`
+/// (`block_tile_pass.wgsl` asserts it against the workgroup the host sizes here).
 const LANES: u32 = 4;
 
 /// Constants of the lanes kernels: the portable kernels' tiles (so the passes tile the lists

@@ -166,7 +166,7 @@ const PARTIAL_STATS: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KernelSet {
     pub portable: KernelConstants,
-    /// The lanes kernel's, where the forward's attention passes run on it.
+    /// The subgroup kernels', where the attention, dq and dk/dv passes run on them.
     pub lanes: Option<KernelConstants>,
     pub cooperative: Option<KernelConstants>,
     /// The split-decode kernels' constants, where the forward decodes split over the keys
