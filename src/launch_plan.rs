@@ -81,6 +81,11 @@ pub enum Step {
     SelectionScan,
     /// Selection inversion, 3 of 3: every row into its lists, in row order.
     SelectionScatter,
+    /// k and v rounded to f16 once, for passes that stage f16 key tiles (the WGSL
+    /// cooperative kernels); timed with the inversion, which forward and backward both have
+    /// just before their passes. A backend whose kernels read the tensors' own element type
+    /// runs nothing for it.
+    HalfKeys,
     /// Attention of the rows that chose a block in `slot`, into the running row state.
     AttentionPass { slot: usize },
     /// o from the running state, and lse.
@@ -105,7 +110,10 @@ impl Step {
     pub fn stage(self) -> Stage {
         match self {
             Step::BlockMeans | Step::GateTopk => Stage::Gate,
-            Step::SelectionCount | Step::SelectionScan | Step::SelectionScatter => Stage::Inversion,
+            Step::SelectionCount
+            | Step::SelectionScan
+            | Step::SelectionScatter
+            | Step::HalfKeys => Stage::Inversion,
             Step::AttentionPass { .. } | Step::DecodeSplit => Stage::Attention,
             Step::AttentionFinalize | Step::DecodeCombine => Stage::Finalize,
             Step::BackwardPrepare => Stage::RowTerms,
@@ -123,6 +131,7 @@ impl Step {
             Step::SelectionCount => "selection_count",
             Step::SelectionScan => "selection_scan",
             Step::SelectionScatter => "selection_scatter",
+            Step::HalfKeys => "half_keys",
             Step::AttentionPass { .. } => "attention_pass",
             Step::AttentionFinalize => "attention_finalize",
             Step::BackwardPrepare => "backward_prepare",
@@ -135,10 +144,12 @@ impl Step {
     }
 }
 
-const INVERSION: [Step; 3] = [
+/// The selection inverted into per-block lists, and the f16 keys the passes may read.
+const INVERSION: [Step; 4] = [
     Step::SelectionCount,
     Step::SelectionScan,
     Step::SelectionScatter,
+    Step::HalfKeys,
 ];
 
 /// The block-means step where the gate scores blocks by them: the mean-key gate, unless

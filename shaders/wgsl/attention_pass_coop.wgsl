@@ -12,6 +12,10 @@
 //       matrices, which cannot be scaled row by row: when some row's max moves after its
 //       first tile, the whole workgroup rescales its output through s_tile (rare: a row's
 //       max settles within its first tiles).
+// Barriers per key tile: staging, products, and one that both shares the flags (did some
+//       row's max move? does the output need rescaling?) and each half's largest score;
+//       only a tile that moves a max adds one (H100, 512K: 3.81 -> 3.71 s with the f16
+//       copies, bench-results/h100-vulkan-coop-f16/).
 // Work split: subgroup s owns row strip s: its score tiles (all KEY_COLUMNS) and its output
 //       tiles (all HEAD_COLUMNS).
 // Workgroup memory: coop_block_tile.wgsl's, plus per-row max, rescale factor and a partner
@@ -24,10 +28,14 @@ const RESCALE_SLACK: f32 = 8.0;
 
 var<workgroup> row_max: array<f32, QUERY_TILE>;
 var<workgroup> row_factor: array<f32, QUERY_TILE>;
-// One value per thread, for partner_value.
+// One value per thread: its half's largest score of a tile, then partner_value's.
 var<workgroup> partner_slots: array<f32, WORKGROUP_SIZE>;
-// Padded to 16 bytes (see coop_block_tile.wgsl). Every thread that sets it writes 1.
-var<workgroup> rescale_flag: array<u32, 4>;
+// Per key tile: whether some row's max moved (MOVED) and whether some row with keys behind
+// it moved (RESCALE: the output needs rescaling). Every thread that sets one writes 1.
+// Padded to 16 bytes (see coop_block_tile.wgsl).
+var<workgroup> tile_flags: array<u32, 4>;
+const MOVED: u32 = 0u;
+const RESCALE: u32 = 1u;
 
 // The value of the thread that shares this thread's row (WORKGROUP_SIZE = 2 * QUERY_TILE).
 // Call from uniform control flow, with a barrier between two calls.
@@ -115,32 +123,41 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
         if lid == 0u {
-            rescale_flag[0] = 0u;
+            tile_flags[MOVED] = 0u;
+            tile_flags[RESCALE] = 0u;
         }
-        stage_keys(tile.group, first, count, lid, true);
+        stage_keys(tile.group, first, count, lid);
         tile_products(&query, strip, 0u);
-        // One read of each score: p against the running max, formed again for the whole
-        // tile in the rare case that the tile's max (from both threads of the row) moves it.
+        // One read of each score: p against the running max. A half whose largest score
+        // moves the max says so before the barrier that also shares the halves' maxima.
         let formed = form_probabilities(row, position, is_row, keys_first, first, count, running_max);
-        let tile_max = max(formed.x, partner_value(lid, formed.x));
+        partner_slots[lid] = formed.x;
+        if formed.x > running_max + RESCALE_SLACK {
+            tile_flags[MOVED] = 1u;
+            if running_max != NEG_BIG {
+                tile_flags[RESCALE] = 1u;
+            }
+        }
+        let flags = workgroupUniformLoad(&tile_flags);
         var tile_sum = formed.y;
         var factor = 1.0;
-        if tile_max > running_max + RESCALE_SLACK {
-            // A row whose output already holds keys needs rescaling: the workgroup does it.
-            if owns_row && running_max != NEG_BIG {
-                rescale_flag[0] = 1u;
+        if flags[MOVED] != 0u {
+            // Rare after a row's first tile: the moved rows form p again, whole.
+            let tile_max = max(formed.x, partner_slots[(lid + QUERY_TILE) % WORKGROUP_SIZE]);
+            if tile_max > running_max + RESCALE_SLACK {
+                factor = exp2(running_max - tile_max);
+                running_max = tile_max;
+                tile_sum = form_probabilities(row, position, is_row, keys_first, first, count, running_max).y;
             }
-            factor = exp2(running_max - tile_max);
-            running_max = tile_max;
-            tile_sum = form_probabilities(row, position, is_row, keys_first, first, count, running_max).y;
+            if owns_row {
+                row_factor[row] = factor;
+            }
+            workgroupBarrier();
+            if flags[RESCALE] != 0u {
+                rescale_output(&o, strip, lid);
+            }
         }
         sum = sum * factor + tile_sum;
-        if owns_row {
-            row_factor[row] = factor;
-        }
-        if workgroupUniformLoad(&rescale_flag)[0] != 0u {
-            rescale_output(&o, strip, lid);
-        }
         accumulate_products(&o, strip, V_OFFSET);
         workgroupBarrier();
     }

@@ -128,24 +128,21 @@ fn load_strip(matrices: ptr<function, RowStrip>, tile: BlockTile, strip: u32, li
     }
 }
 
-// Stages keys (and values when `with_values`) [first, first + count) of a group as f16;
-// positions past `count` are zero so that they add nothing. Ends with a barrier.
-fn stage_keys(group: u32, first: u32, count: u32, lid: u32, with_values: bool) {
-    let base = (group * params.kv_len + first) * HEAD_VECS;
+// Stages keys and values [first, first + count) of a group from their f16 copies
+// (half_inputs.wgsl); positions past `count` are zero so that they add nothing. Ends with a
+// barrier.
+fn stage_keys(group: u32, first: u32, count: u32, lid: u32) {
+    let base = (group * half_kv_len() + first) * HEAD_VECS;
     for (var i = lid; i < KEY_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
-        var key = vec4<f32>(0.0);
-        var value = vec4<f32>(0.0);
+        var key = vec4<f16>(0.0);
+        var value = vec4<f16>(0.0);
         if i < count * HEAD_VECS {
             key = keys[base + i];
-            if with_values {
-                value = values[base + i];
-            }
+            value = values[base + i];
         }
         let at = (i / HEAD_VECS) * HEAD_STRIDE + i % HEAD_VECS;
-        kv_tile[at] = vec4<f16>(key);
-        if with_values {
-            kv_tile[V_OFFSET + at] = vec4<f16>(value);
-        }
+        kv_tile[at] = key;
+        kv_tile[V_OFFSET + at] = value;
     }
     workgroupBarrier();
 }

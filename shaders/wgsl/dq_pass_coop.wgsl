@@ -68,7 +68,7 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
     var p: array<f32, HALF_KEYS>;
     for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
         let count = min(KEY_TILE, key_end - first);
-        stage_keys(tile.group, first, count, lid, true);
+        stage_keys(tile.group, first, count, lid);
         tile_products(&query, strip, 0u);
         // unroll
         for (var j = 0u; j < HALF_KEYS; j++) {

@@ -133,7 +133,7 @@ impl CudaSchedule {
     pub fn launches(&self, steps: Vec<Step>, t: &BackwardTensors, s: &Scratch) -> Vec<Launch> {
         steps
             .into_iter()
-            .map(|step| self.lower(step, t, s))
+            .filter_map(|step| self.lower(step, t, s))
             .collect()
     }
 
@@ -145,8 +145,9 @@ impl CudaSchedule {
     }
 
     /// The launch of one step: program, grid, threads, shared memory and arguments (the
-    /// parameters first, then the kernel's own, as its signature lists them).
-    fn lower(&self, step: Step, t: &BackwardTensors, s: &Scratch) -> Launch {
+    /// parameters first, then the kernel's own, as its signature lists them); `None` for a
+    /// step that needs no kernel here.
+    fn lower(&self, step: Step, t: &BackwardTensors, s: &Scratch) -> Option<Launch> {
         use Arg::{Ptr, U32};
         let plan = &self.plan;
         let f = &t.forward;
@@ -204,6 +205,8 @@ impl CudaSchedule {
                     Ptr(s.tiles),
                 ],
             ),
+            // The kernels read the tensors' own bf16 or f16.
+            Step::HalfKeys => return None,
             Step::SelectionScatter => (
                 CudaProgram::Inversion,
                 plan.chunk_grid(),
@@ -307,14 +310,14 @@ impl CudaSchedule {
                 ],
             ),
         };
-        Launch {
+        Some(Launch {
             program,
             step,
             grid,
             threads,
             shared_bytes,
             args: [Arg::Params(self.params)].into_iter().chain(args).collect(),
-        }
+        })
     }
 }
 

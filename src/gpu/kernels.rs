@@ -17,9 +17,11 @@ macro_rules! wgsl_file {
 }
 
 /// Every file under `shaders/wgsl/`, embedded at build time.
-const FILES: [(&str, &str); 30] = [
+const FILES: [(&str, &str); 32] = [
     wgsl_file!("common"),
     wgsl_file!("attention_inputs"),
+    wgsl_file!("half_inputs"),
+    wgsl_file!("half_keys"),
     wgsl_file!("lanes_single"),
     wgsl_file!("lanes_subgroup"),
     wgsl_file!("row_lanes"),
@@ -91,6 +93,8 @@ pub(crate) enum Kernel {
     SelectionCount,
     SelectionScan,
     SelectionScatter,
+    /// k and v rounded to f16 for the cooperative passes.
+    HalfKeys,
     AttentionPass,
     /// The attention pass with each row split over 4 lanes of a subgroup (f32).
     AttentionPassLanes,
@@ -118,12 +122,13 @@ pub(crate) enum Kernel {
 impl Kernel {
     /// Every kernel, for checks that must not forget one.
     #[cfg(test)]
-    pub const ALL: [Kernel; 19] = [
+    pub const ALL: [Kernel; 20] = [
         Kernel::BlockMeans,
         Kernel::GateTopk,
         Kernel::SelectionCount,
         Kernel::SelectionScan,
         Kernel::SelectionScatter,
+        Kernel::HalfKeys,
         Kernel::AttentionPass,
         Kernel::AttentionPassLanes,
         Kernel::AttentionPassCoop,
@@ -149,6 +154,7 @@ impl Kernel {
             Kernel::SelectionCount => "selection_count",
             Kernel::SelectionScan => "selection_scan",
             Kernel::SelectionScatter => "selection_scatter",
+            Kernel::HalfKeys => "half_keys",
             Kernel::AttentionPass => "attention_pass",
             Kernel::AttentionPassLanes => "attention_pass_lanes",
             Kernel::AttentionPassCoop => "attention_pass_coop",
@@ -175,6 +181,7 @@ impl Kernel {
             Kernel::SelectionCount => &["selection_entries", "selection_count"],
             Kernel::SelectionScan => &["selection_scan"],
             Kernel::SelectionScatter => &["selection_entries", "selection_scatter"],
+            Kernel::HalfKeys => &["half_keys"],
             Kernel::AttentionPass => &[
                 "attention_inputs",
                 "lanes_single",
@@ -187,7 +194,7 @@ impl Kernel {
                 "attention_pass",
             ],
             Kernel::AttentionPassCoop => &[
-                "attention_inputs",
+                "half_inputs",
                 "block_tiles",
                 "coop_block_tile",
                 "attention_state",
@@ -215,7 +222,7 @@ impl Kernel {
                 "dq_pass",
             ],
             Kernel::DqPassCoop => &[
-                "attention_inputs",
+                "half_inputs",
                 "block_tiles",
                 "coop_block_tile",
                 "backward_rows",
@@ -272,6 +279,7 @@ impl Kernel {
     fn enables(self) -> &'static str {
         match self {
             _ if self.is_cooperative() => "enable f16;\nenable wgpu_cooperative_matrix;\n",
+            Kernel::HalfKeys => "enable f16;\n",
             // Browsers require the extension named, and their uniformity analysis would refuse
             // dk/dv's shuffles behind a branch that the lanes of a key take alike; naga takes
             // subgroup operations without the extension (and refuses the directive).

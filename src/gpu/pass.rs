@@ -5,7 +5,9 @@
 use std::marker::PhantomData;
 
 use super::context::GpuContext;
-use super::plan::{AttentionKernel, TilePlan, decode_constants, groups_per_call, kernel_set};
+use super::plan::{
+    AttentionKernel, TilePlan, cooperative_tiles, decode_constants, groups_per_call, kernel_set,
+};
 use super::runner::ScheduleRunner;
 use super::schedule::{Given, KernelSet, Schedule};
 use super::timing::StageTimer;
@@ -87,22 +89,25 @@ impl<P: Pass> PlannedPass<P> {
         }
     }
 
-    /// Bytes of every buffer the pass binds at this shape with the portable kernels, inputs
-    /// and outputs included (the cooperative kernels' scratch is no larger; a decode shape's
-    /// buffers at their larger size over the two forwards).
+    /// Bytes of every buffer the pass binds at this shape, inputs and outputs included: each
+    /// at its largest over the kernels an adapter may run (portable; cooperative, whose f16
+    /// copies of k and v add half of their f32 size; a decode shape's split forward).
     pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
         let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
         let portable = KernelSet::portable(constants);
         let mut sizes =
             Self::schedule(shape, config, portable, Given::default()).buffer_sizes(shape, config);
-        // An adapter may run either forward of a decode shape: each buffer at its larger size.
-        if let Some(decode) = decode_constants(shape, constants, u32::MAX) {
-            let kernels = KernelSet {
-                decode: Some(decode),
-                ..portable
-            };
-            let split = Self::schedule(shape, config, kernels, Given::default());
-            for (name, bytes) in split.buffer_sizes(shape, config) {
+        let cooperative = KernelSet {
+            cooperative: Some(cooperative_tiles(shape.head_dim, config.top_k)),
+            ..portable
+        };
+        let decode = decode_constants(shape, constants, u32::MAX).map(|decode| KernelSet {
+            decode: Some(decode),
+            ..portable
+        });
+        for kernels in [Some(cooperative), decode].into_iter().flatten() {
+            let other = Self::schedule(shape, config, kernels, Given::default());
+            for (name, bytes) in other.buffer_sizes(shape, config) {
                 match sizes.iter_mut().find(|(known, _)| *known == name) {
                     Some((_, known)) => *known = (*known).max(bytes),
                     None => sizes.push((name, bytes)),

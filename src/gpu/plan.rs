@@ -241,21 +241,27 @@ pub(crate) fn cooperative_constants(
             available,
         ));
     }
-    let subgroups = COOP_WORKGROUP / subgroup_size;
+    let tiles = cooperative_tiles(head_dim, top_k);
     // Each subgroup owns one 16-row strip (and in dk/dv, a pair of them 16 keys).
-    if subgroups * 16 != COOP_QUERY_TILE || subgroups * 8 != COOP_DKDV_KEYS {
+    if COOP_WORKGROUP / subgroup_size != tiles.subgroups || tiles.subgroups * 8 != COOP_DKDV_KEYS {
         return Err(MobaError::Unsupported(format!(
             "subgroups of {subgroup_size} in the cooperative kernel"
         )));
     }
-    Ok(KernelConstants {
+    Ok(tiles)
+}
+
+/// The cooperative kernels' constants (what [`cooperative_constants`] gives where the
+/// adapter runs them; buffers are sized by them): one subgroup per 16-row strip.
+pub(crate) fn cooperative_tiles(head_dim: usize, top_k: usize) -> KernelConstants {
+    KernelConstants {
         head_dim: head_dim as u32,
         top_k: top_k as u32,
         workgroup_size: COOP_WORKGROUP,
         key_tile: COOP_KEY_TILE,
         query_tile: COOP_QUERY_TILE,
-        subgroups,
-    })
+        subgroups: COOP_QUERY_TILE / 16,
+    }
 }
 
 /// Tile sizes chosen for one adapter and head dim.

@@ -151,15 +151,18 @@ const STARTS: usize = 2;
 const LISTS: usize = 3;
 /// Forward: the running (max, sum) of every row; backward: (lse in log2, delta).
 const ROW_STATE: usize = 4;
+/// k and v in f16 (`half_keys.wgsl`), where cooperative passes stage them.
+const HALF_KEYS: usize = 5;
+const HALF_VALUES: usize = 6;
 /// Forward only.
-const BLOCK_MEANS: usize = 5;
+const BLOCK_MEANS: usize = 7;
 /// Backward only: the largest |dout| (f32 bits), for the cooperative kernels' scaling.
-const DOUT_MAX: usize = 5;
+const DOUT_MAX: usize = 7;
 /// Forward only: every block's sequence starting at block 0, where the caller gives none.
-const SEQUENCE_STARTS: usize = 6;
+const SEQUENCE_STARTS: usize = 8;
 /// Split decode only: every (row, slot, chunk)'s partial output, and its (max, sum).
-const PARTIAL_OUT: usize = 7;
-const PARTIAL_STATS: usize = 8;
+const PARTIAL_OUT: usize = 9;
+const PARTIAL_STATS: usize = 10;
 
 /// The kernels a schedule runs: the portable ones' constants, and the cooperative ones'
 /// where the attention passes, the dq passes and dk/dv run on cooperative matrices.
@@ -237,8 +240,8 @@ impl Schedule {
                 let partials = shape.q_rows() as u64
                     * decode_slots(config, nb)
                     * decode_chunks(config, decode);
-                // One parameter block: no per-slot passes. No inversion: its buffers (the
-                // first five) are bound by no launch.
+                // One parameter block: no per-slot passes. No inversion and no passes: their
+                // buffers (the first seven) are bound by no launch.
                 schedule.params.truncate(1);
                 for unused in &mut schedule.scratch[..BLOCK_MEANS] {
                     unused.bytes = 0;
@@ -301,11 +304,17 @@ impl Schedule {
         let entries = (rows * config.top_k as u64).div_ceil(constants.workgroup_size as u64);
         let groups = shape.groups() as u64;
         let nb = shape.num_blocks(config.block_size) as u64;
+        let head_vecs = (shape.head_dim / 4) as u64;
         let portable = |kernel| (kernel, constants);
         // One pass per slot over the inverted lists (block_tiles.wgsl): bindings
-        // `params[slot], q, k, v, lists, starts`, then the kernel's own.
+        // `params[slot], q, k, v, lists, starts`, then the kernel's own. The cooperative
+        // passes read the f16 copies of k and v.
+        let (k, v) = match kernels.cooperative {
+            Some(_) => (S(HALF_KEYS), S(HALF_VALUES)),
+            None => (I(Io::K), I(Io::V)),
+        };
         let slot_pass = |slot: usize, own: &[Binding]| {
-            let mut bindings = vec![P(slot), I(Io::Q), I(Io::K), I(Io::V), S(LISTS), S(STARTS)];
+            let mut bindings = vec![P(slot), I(Io::Q), k, v, S(LISTS), S(STARTS)];
             bindings.extend_from_slice(own);
             (bindings, groups * self.params[slot].tile_capacity as u64)
         };
@@ -343,6 +352,16 @@ impl Schedule {
                 vec![P(0), I(Io::Selection), S(STARTS), S(CURSORS), S(LISTS)],
                 groups * config.top_k as u64,
             ),
+            Step::HalfKeys => match kernels.cooperative {
+                // One thread per vector of the copies.
+                Some(coop) => (
+                    (Kernel::HalfKeys, coop),
+                    vec![P(0), I(Io::K), I(Io::V), S(HALF_KEYS), S(HALF_VALUES)],
+                    (groups * half_kv_len(shape, coop) * head_vecs)
+                        .div_ceil(coop.workgroup_size as u64),
+                ),
+                None => return,
+            },
             Step::AttentionPass { slot } => {
                 let (bindings, workgroups) = slot_pass(slot, &[I(Io::O), S(ROW_STATE)]);
                 let kernel = kernels.pick(
@@ -492,6 +511,10 @@ impl Schedule {
             bytes,
             zeroed,
         };
+        let half_bytes = match kernels.cooperative {
+            Some(coop) => groups * half_kv_len(shape, coop) * shape.head_dim as u64 * 2,
+            None => 0,
+        };
         Self {
             stages,
             io,
@@ -505,6 +528,8 @@ impl Schedule {
                 scratch("list starts", groups * (k * nb as u64 + 1) * 8, false),
                 scratch("lists", rows * k * 4, false),
                 scratch("row state", rows * 8, false),
+                scratch("f16 keys", half_bytes, false),
+                scratch("f16 values", half_bytes, false),
             ],
             launches: Vec::new(),
         }
@@ -539,6 +564,12 @@ impl Schedule {
             .chain(self.scratch.iter().map(|s| (s.label, s.bytes)))
             .collect()
     }
+}
+
+/// Keys per group in the f16 copies: `kv_len` padded with zeros to whole key tiles
+/// (`half_kv_len` in `common.wgsl`).
+fn half_kv_len(shape: &Shape, coop: KernelConstants) -> u64 {
+    (shape.kv_len as u64).next_multiple_of(coop.key_tile as u64)
 }
 
 /// Chunks of a block in the split decode: one workgroup's keys each (`decode_chunks.wgsl`).
@@ -716,6 +747,57 @@ mod tests {
         // Too many rows per group: the inverted lists.
         let prefill = Shape::prefill(1, 8, 200, 16);
         assert_eq!(decode_constants(&prefill, portable, 1 << 15), None);
+    }
+
+    #[test]
+    fn cooperative_passes_read_f16_copies_made_once() {
+        // 100 keys: copies padded to 128 keys per group (whole key tiles of 32).
+        let shape = Shape::prefill(1, 2, 100, 32);
+        let config = MobaConfig::new(16, 2);
+        let portable = KernelSet::portable(KernelConstants {
+            head_dim: 32,
+            ..constants()
+        });
+        let cooperative = KernelSet {
+            cooperative: Some(super::super::plan::cooperative_tiles(32, 2)),
+            ..portable
+        };
+        for backward in [false, true] {
+            let schedule = |kernels| match backward {
+                false => Schedule::forward(&shape, &config, kernels, Given::default()),
+                true => Schedule::backward(&shape, &config, kernels),
+            };
+            let coop = schedule(cooperative);
+            let copies: Vec<&Launch> = (coop.launches.iter())
+                .filter(|l| coop.kernels[l.kernel].0 == Kernel::HalfKeys)
+                .collect();
+            assert_eq!(copies.len(), 1);
+            let slot_passes = (coop.launches.iter()).filter(|l| {
+                matches!(
+                    coop.kernels[l.kernel].0,
+                    Kernel::AttentionPassCoop | Kernel::DqPassCoop
+                )
+            });
+            for pass in slot_passes {
+                assert_eq!(pass.bindings[2], Binding::Scratch(HALF_KEYS));
+                assert_eq!(pass.bindings[3], Binding::Scratch(HALF_VALUES));
+            }
+            let sizes = coop.buffer_sizes(&shape, &config);
+            assert!(sizes.contains(&("f16 keys", 2 * 128 * 32 * 2)));
+            // The f32 kernels read k and v themselves.
+            let plain = schedule(portable);
+            assert!(
+                plain
+                    .launches
+                    .iter()
+                    .all(|l| plain.kernels[l.kernel].0 != Kernel::HalfKeys)
+            );
+            assert!(
+                plain
+                    .buffer_sizes(&shape, &config)
+                    .contains(&("f16 keys", 0))
+            );
+        }
     }
 
     #[test]
