@@ -423,6 +423,23 @@ fn demo_on_the_opengl_adapter_passes_its_check() {
     assert!(stdout.contains("check   : PASS: "), "{stdout}");
 }
 
+/// The GL adapter has neither subgroups nor cooperative matrices: asking for their kernels
+/// is a clear error, not a silent fallback.
+#[cfg(target_os = "linux")]
+#[test]
+fn kernels_the_opengl_adapter_lacks_are_refused_by_name() {
+    let demo = "--api gl demo --seq-len 256 --heads 2 --head-dim 64 --block-size 64 --runs 1 --no-dense --kernel";
+    for (kernel, expected) in [
+        (
+            "subgroup",
+            "does not support the subgroup kernel (subgroup operations",
+        ),
+        ("cooperative", "does not support cooperative matrices"),
+    ] {
+        assert_fails(&moba(&words(&format!("{demo} {kernel}"))), expected);
+    }
+}
+
 #[test]
 fn info_lists_an_adapter() {
     assert!(stdout_of("info").contains("limits:"));
