@@ -21,6 +21,9 @@
 //       tile budget), row terms and positions, the candidate prefix sum and compacted rows.
 
 const TILE_KEYS: u32 = WORKGROUP_SIZE / LANES;
+// The host's grid counts QUERY_TILE keys per workgroup (src/gpu/schedule.rs), and sizes the
+// subgroup kernels' workgroup as QUERY_TILE times its own LANES: the two must agree.
+const_assert TILE_KEYS == QUERY_TILE;
 
 @group(0) @binding(4) var<storage, read> selection: array<i32>;
 @group(0) @binding(5) var<storage, read_write> dk: array<vec4<f32>>;
