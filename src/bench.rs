@@ -139,7 +139,7 @@ pub fn measure(
         stage_seconds: timer.as_ref().map(|_| [0.0; 4]),
         step_seconds: options.backward.then_some(0.0),
         backward_stage_seconds: backward_timer.as_ref().map(|_| [0.0; 4]),
-        memory_bytes: memory_bytes(&one_call, config, options.backward),
+        memory_bytes: memory_bytes(&one_call, config, options.kernel, options.backward),
         attended_pairs: 0,
         dense_pairs: sparsity::dense_pairs(shape, config.causal),
         check: Check::default(),
@@ -293,12 +293,18 @@ fn add_stage_times(
     Ok(())
 }
 
-/// Bytes of every buffer one call of `shape` binds: the forward's inputs, outputs and
-/// scratch, and the backward's too when `backward` (see [`Measurement::memory_bytes`]).
-pub fn memory_bytes(shape: &Shape, config: &MobaConfig, backward: bool) -> u64 {
-    let mut buffers = MobaForward::buffer_sizes(shape, config);
+/// Bytes of every buffer one call of `shape` binds with `kernel`'s passes: the forward's
+/// inputs, outputs and scratch, and the backward's too when `backward` (see
+/// [`Measurement::memory_bytes`]).
+pub fn memory_bytes(
+    shape: &Shape,
+    config: &MobaConfig,
+    kernel: AttentionKernel,
+    backward: bool,
+) -> u64 {
+    let mut buffers = MobaForward::buffer_sizes_with(shape, config, kernel);
     if backward {
-        buffers.extend(MobaBackward::buffer_sizes(shape, config));
+        buffers.extend(MobaBackward::buffer_sizes_with(shape, config, kernel));
     }
     // A buffer both passes bind (q, k, v, lse, ...) counts once, at its larger size.
     let mut seen = std::collections::BTreeMap::new();

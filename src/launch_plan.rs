@@ -83,7 +83,7 @@ pub enum Step {
     SelectionScatter,
     /// k and v rounded to f16 once, for passes that stage f16 key tiles (the WGSL
     /// cooperative kernels); timed with the inversion, which forward and backward both have
-    /// just before their passes. A backend whose kernels read the tensors' own element type
+    /// just before their passes. A backend whose kernels stage the tensors themselves (CUDA)
     /// runs nothing for it.
     HalfKeys,
     /// Attention of the rows that chose a block in `slot`, into the running row state.

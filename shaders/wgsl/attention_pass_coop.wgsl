@@ -12,14 +12,14 @@
 //       matrices, which cannot be scaled row by row: when some row's max moves after its
 //       first tile, the whole workgroup rescales its output through s_tile (rare: a row's
 //       max settles within its first tiles).
-// Barriers per key tile: staging, products, and one that both shares the flags (did some
-//       row's max move? does the output need rescaling?) and each half's largest score;
-//       only a tile that moves a max adds one (H100, 512K: 3.81 -> 3.71 s with the f16
-//       copies, bench-results/h100-vulkan-coop-f16/).
+// Barriers per key tile: staging, products, one that both shares the flags (did some
+//       row's max move? does the output need rescaling?) and each half's largest score, and
+//       the tile's end; a tile that moves a max adds one, and a rescale its own (H100, 512K:
+//       3.81 -> 3.71 s with the f16 copies, bench-results/h100-vulkan-coop-f16/).
 // Work split: subgroup s owns row strip s: its score tiles (all KEY_COLUMNS) and its output
 //       tiles (all HEAD_COLUMNS).
-// Workgroup memory: coop_block_tile.wgsl's, plus per-row max, rescale factor and a partner
-//       slot per thread (HEAD_DIM 128: 45 KiB).
+// Workgroup memory: coop_block_tile.wgsl's, plus per-row max, rescale factor, a partner
+//       slot per thread and the tile's flags (HEAD_DIM 128: 45 KiB).
 // Precision: the row sums add the f32 p, so the statistics (max, sum, lse) are exact to f32
 //       on f16-exact inputs.
 

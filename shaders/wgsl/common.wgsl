@@ -65,12 +65,6 @@ fn thread_index(grid: GridPosition, lid: u32) -> u32 {
     return workgroup_index(grid) * WORKGROUP_SIZE + lid;
 }
 
-// Keys per group in the f16 copies of k and v (half_keys.wgsl): kv_len padded with zeros
-// to whole key tiles.
-fn half_kv_len() -> u32 {
-    return (params.kv_len + KEY_TILE - 1u) / KEY_TILE * KEY_TILE;
-}
-
 // Natural-log softmax normaliser from a running (max, sum) in the log2 domain.
 fn log_sum_exp(state: vec2<f32>) -> f32 {
     return (state.x + log2(state.y)) * LN_2;

@@ -132,7 +132,7 @@ fn load_strip(matrices: ptr<function, RowStrip>, tile: BlockTile, strip: u32, li
 // (half_inputs.wgsl); positions past `count` are zero so that they add nothing. Ends with a
 // barrier.
 fn stage_keys(group: u32, first: u32, count: u32, lid: u32) {
-    let base = (group * half_kv_len() + first) * HEAD_VECS;
+    let base = (group * params.kv_len + first) * HEAD_VECS;
     for (var i = lid; i < KEY_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
         var key = vec4<f16>(0.0);
         var value = vec4<f16>(0.0);

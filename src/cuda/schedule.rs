@@ -205,8 +205,6 @@ impl CudaSchedule {
                     Ptr(s.tiles),
                 ],
             ),
-            // The kernels read the tensors' own bf16 or f16.
-            Step::HalfKeys => return None,
             Step::SelectionScatter => (
                 CudaProgram::Inversion,
                 plan.chunk_grid(),
@@ -214,6 +212,8 @@ impl CudaSchedule {
                 plan.inversion_shared_bytes(),
                 vec![Ptr(f.selection), Ptr(s.counts), Ptr(s.lists)],
             ),
+            // The CUDA kernels stage the tensors themselves.
+            Step::HalfKeys => return None,
             Step::AttentionPass { slot } => (
                 CudaProgram::Attention,
                 plan.pass_grid(),

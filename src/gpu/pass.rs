@@ -90,9 +90,20 @@ impl<P: Pass> PlannedPass<P> {
     }
 
     /// Bytes of every buffer the pass binds at this shape, inputs and outputs included: each
-    /// at its largest over the kernels an adapter may run (portable; cooperative, whose f16
-    /// copies of k and v add half of their f32 size; a decode shape's split forward).
+    /// at its largest over the kernels an adapter may run (for the adapter's limits).
     pub(crate) fn buffer_sizes(shape: &Shape, config: &MobaConfig) -> Vec<(&'static str, u64)> {
+        Self::buffer_sizes_with(shape, config, AttentionKernel::Cooperative)
+    }
+
+    /// Bytes of every buffer the pass binds at this shape with `kernel`'s passes: the
+    /// portable kernels' buffers, the cooperative ones' f16 copies of k and v (half of their
+    /// f32 size) where `kernel` is cooperative, each at its larger size where a decode shape
+    /// may run the split forward instead.
+    pub(crate) fn buffer_sizes_with(
+        shape: &Shape,
+        config: &MobaConfig,
+        kernel: AttentionKernel,
+    ) -> Vec<(&'static str, u64)> {
         let constants = TilePlan::smallest().constants(shape.head_dim, config.top_k);
         let portable = KernelSet::portable(constants);
         let mut sizes =
@@ -105,7 +116,8 @@ impl<P: Pass> PlannedPass<P> {
             decode: Some(decode),
             ..portable
         });
-        for kernels in [Some(cooperative), decode].into_iter().flatten() {
+        let cooperative = (kernel == AttentionKernel::Cooperative).then_some(cooperative);
+        for kernels in [cooperative, decode].into_iter().flatten() {
             let other = Self::schedule(shape, config, kernels, Given::default());
             for (name, bytes) in other.buffer_sizes(shape, config) {
                 match sizes.iter_mut().find(|(known, _)| *known == name) {

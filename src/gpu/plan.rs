@@ -149,7 +149,7 @@ fn cooperative_workgroup_bytes(head_dim: u64) -> u64 {
         + keys * (rows + 8) * 2
         + rows * 8
         + 48;
-    // The forward's row maxima and factors, a partner slot per thread, and a 16-byte flag.
+    // The forward's row maxima and factors, a partner slot per thread, and 16 bytes of tile flags.
     let attention = block_tile + rows * 8 + COOP_WORKGROUP as u64 * 4 + 16;
     let (chunk, row_tile) = (COOP_DKDV_KEYS as u64, COOP_DKDV_ROWS as u64);
     let dkdv = (2 * row_tile * (head_dim + 8) * 2).max(2 * chunk * 40 * 2)

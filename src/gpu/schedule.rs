@@ -152,8 +152,8 @@ const LISTS: usize = 3;
 /// Forward: the running (max, sum) of every row; backward: (lse in log2, delta).
 const ROW_STATE: usize = 4;
 /// k and v in f16 (`half_keys.wgsl`), where cooperative passes stage them.
-const HALF_KEYS: usize = 5;
-const HALF_VALUES: usize = 6;
+const F16_KEYS: usize = 5;
+const F16_VALUES: usize = 6;
 /// Forward only.
 const BLOCK_MEANS: usize = 7;
 /// Backward only: the largest |dout| (f32 bits), for the cooperative kernels' scaling.
@@ -310,7 +310,7 @@ impl Schedule {
         // `params[slot], q, k, v, lists, starts`, then the kernel's own. The cooperative
         // passes read the f16 copies of k and v.
         let (k, v) = match kernels.cooperative {
-            Some(_) => (S(HALF_KEYS), S(HALF_VALUES)),
+            Some(_) => (S(F16_KEYS), S(F16_VALUES)),
             None => (I(Io::K), I(Io::V)),
         };
         let slot_pass = |slot: usize, own: &[Binding]| {
@@ -356,9 +356,8 @@ impl Schedule {
                 // One thread per vector of the copies.
                 Some(coop) => (
                     (Kernel::HalfKeys, coop),
-                    vec![P(0), I(Io::K), I(Io::V), S(HALF_KEYS), S(HALF_VALUES)],
-                    (groups * half_kv_len(shape, coop) * head_vecs)
-                        .div_ceil(coop.workgroup_size as u64),
+                    vec![P(0), I(Io::K), I(Io::V), S(F16_KEYS), S(F16_VALUES)],
+                    (groups * shape.kv_len as u64 * head_vecs).div_ceil(coop.workgroup_size as u64),
                 ),
                 None => return,
             },
@@ -512,7 +511,7 @@ impl Schedule {
             zeroed,
         };
         let half_bytes = match kernels.cooperative {
-            Some(coop) => groups * half_kv_len(shape, coop) * shape.head_dim as u64 * 2,
+            Some(_) => (groups * shape.kv_len as u64 * shape.head_dim as u64) * 2,
             None => 0,
         };
         Self {
@@ -564,12 +563,6 @@ impl Schedule {
             .chain(self.scratch.iter().map(|s| (s.label, s.bytes)))
             .collect()
     }
-}
-
-/// Keys per group in the f16 copies: `kv_len` padded with zeros to whole key tiles
-/// (`half_kv_len` in `common.wgsl`).
-fn half_kv_len(shape: &Shape, coop: KernelConstants) -> u64 {
-    (shape.kv_len as u64).next_multiple_of(coop.key_tile as u64)
 }
 
 /// Chunks of a block in the split decode: one workgroup's keys each (`decode_chunks.wgsl`).
@@ -751,7 +744,6 @@ mod tests {
 
     #[test]
     fn cooperative_passes_read_f16_copies_made_once() {
-        // 100 keys: copies padded to 128 keys per group (whole key tiles of 32).
         let shape = Shape::prefill(1, 2, 100, 32);
         let config = MobaConfig::new(16, 2);
         let portable = KernelSet::portable(KernelConstants {
@@ -779,11 +771,11 @@ mod tests {
                 )
             });
             for pass in slot_passes {
-                assert_eq!(pass.bindings[2], Binding::Scratch(HALF_KEYS));
-                assert_eq!(pass.bindings[3], Binding::Scratch(HALF_VALUES));
+                assert_eq!(pass.bindings[2], Binding::Scratch(F16_KEYS));
+                assert_eq!(pass.bindings[3], Binding::Scratch(F16_VALUES));
             }
             let sizes = coop.buffer_sizes(&shape, &config);
-            assert!(sizes.contains(&("f16 keys", 2 * 128 * 32 * 2)));
+            assert!(sizes.contains(&("f16 keys", 2 * 100 * 32 * 2)));
             // The f32 kernels read k and v themselves.
             let plain = schedule(portable);
             assert!(

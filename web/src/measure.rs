@@ -106,7 +106,7 @@ pub async fn measure(gpu: &GpuContext, settings: &Settings) -> Result<Report> {
         stage_seconds,
         step_seconds: None,
         backward_stage_seconds: None,
-        memory_bytes: memory_bytes(&shape, &config, false),
+        memory_bytes: memory_bytes(&shape, &config, moba.kernel(), false),
         attended_pairs: sparsity::attended_pairs(&got.selection, &shape, &config),
         dense_pairs: sparsity::dense_pairs(&shape, config.causal),
         check: check.reference_check(),
