@@ -3,9 +3,9 @@
 //! ([`super::moba_attention_with_selection`], given the host's selection directly); the
 //! compressed branch is a masked softmax over `[B, Hq, S, nc]` pooled-key scores with the
 //! importance as a product with the blocks' overlap and the top-n on the host; the window
-//! branch is a masked softmax in query chunks of `w` rows over `2w` keys each. So nothing is `S x Sk`: the scores take
-//! `S * (nc + 2w)` per head. The compressed and window branches are burn tensor ops (NSA's
-//! own kernels for them are still to come).
+//! branch is a masked softmax in query chunks of `w` rows over `2w` keys each. So nothing
+//! is `S x Sk`: the scores take `S * (nc + 2w)` per head. The compressed and window
+//! branches are burn tensor ops (NSA's own kernels for them are still to come).
 
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;

@@ -108,15 +108,14 @@ impl<P: Pass> PlannedPass<P> {
         let portable = KernelSet::portable(constants);
         let mut sizes =
             Self::schedule(shape, config, portable, Given::default()).buffer_sizes(shape, config);
-        let cooperative = KernelSet {
+        let cooperative = (kernel == AttentionKernel::Cooperative).then(|| KernelSet {
             cooperative: Some(cooperative_tiles(shape.head_dim, config.top_k)),
             ..portable
-        };
+        });
         let decode = decode_constants(shape, constants, u32::MAX).map(|decode| KernelSet {
             decode: Some(decode),
             ..portable
         });
-        let cooperative = (kernel == AttentionKernel::Cooperative).then_some(cooperative);
         for kernels in [cooperative, decode].into_iter().flatten() {
             let other = Self::schedule(shape, config, kernels, Given::default());
             for (name, bytes) in other.buffer_sizes(shape, config) {

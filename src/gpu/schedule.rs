@@ -304,7 +304,6 @@ impl Schedule {
         let entries = (rows * config.top_k as u64).div_ceil(constants.workgroup_size as u64);
         let groups = shape.groups() as u64;
         let nb = shape.num_blocks(config.block_size) as u64;
-        let head_vecs = (shape.head_dim / 4) as u64;
         let portable = |kernel| (kernel, constants);
         // One pass per slot over the inverted lists (block_tiles.wgsl): bindings
         // `params[slot], q, k, v, lists, starts`, then the kernel's own. The cooperative
@@ -357,7 +356,7 @@ impl Schedule {
                 Some(coop) => (
                     (Kernel::HalfKeys, coop),
                     vec![P(0), I(Io::K), I(Io::V), S(F16_KEYS), S(F16_VALUES)],
-                    (groups * shape.kv_len as u64 * head_vecs).div_ceil(coop.workgroup_size as u64),
+                    (shape.kv_elems() as u64 / 4).div_ceil(coop.workgroup_size as u64),
                 ),
                 None => return,
             },
@@ -511,7 +510,7 @@ impl Schedule {
             zeroed,
         };
         let half_bytes = match kernels.cooperative {
-            Some(_) => (groups * shape.kv_len as u64 * shape.head_dim as u64) * 2,
+            Some(_) => shape.kv_elems() as u64 * 2,
             None => 0,
         };
         Self {
