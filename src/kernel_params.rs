@@ -61,8 +61,12 @@ kernel_params! {
         /// Workgroups of one per-slot pass per kv group (WGSL): an upper bound on the row
         /// tiles of one slot's lists.
         pub tile_capacity: u32,
-        pub reserved0: u32,
-        pub reserved1: u32,
+        /// Key (and value) rows between two (batch, kv head) groups in k and v: `kv_len`,
+        /// or a KV cache's capacity where the decode kernels read a preallocated cache.
+        pub kv_stride: u32,
+        /// Block means between two groups' in the gate's given means: `num_blocks`, or a
+        /// cache's capacity in blocks.
+        pub means_stride: u32,
     }
 }
 
@@ -86,8 +90,8 @@ impl KernelParams {
             scale_log2: scale * std::f32::consts::LOG2_E,
             slot: 0,
             tile_capacity: 0,
-            reserved0: 0,
-            reserved1: 0,
+            kv_stride: shape.kv_len as u32,
+            means_stride: shape.num_blocks(config.block_size) as u32,
         }
     }
 

@@ -598,6 +598,55 @@ fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
     let summary = std::fs::read_to_string(dir.join("run").join("train.json")).unwrap();
     assert!(summary.contains("\"pairs\": 1"), "{summary}");
     assert!(summary.contains("\"key_conv\": 3"), "{summary}");
+    // The GPU decoder has no key convolution: generation says so and runs on burn's ops.
+    let generated = moba(&[
+        "generate",
+        "--run",
+        &run,
+        "--prompt",
+        "ab",
+        "--max-new",
+        "4",
+    ]);
+    assert_ok(&generated);
+    let said = String::from_utf8_lossy(&generated.stderr);
+    assert!(
+        said.contains("key convolution") && said.contains("burn's ops"),
+        "{said}"
+    );
+}
+
+#[test]
+fn generate_draws_the_same_greedy_bytes_on_the_gpu_decoder_as_on_burn() {
+    let dir = scratch("generate-decoder");
+    let run = dir.join("run").display().to_string();
+    let mut args = one_tiny_step("train", "1");
+    let counts = ["--recall-pairs", "1", "--recall-queries", "1"];
+    args.extend(counts.map(String::from));
+    args.extend(["--run".to_string(), run.clone()]);
+    assert_ok(&moba(&args));
+    // 150 bytes: the prompt and the new bytes span five of the tiny model's blocks of 32.
+    let prompt = "def main():\n    return 0\n".repeat(3);
+    let generate = |extra: &[&str]| {
+        let mut args = vec!["generate", "--run", &run, "--prompt", &prompt];
+        args.extend(["--max-new", "70", "--temperature", "0"]);
+        args.extend(extra);
+        let output = moba(&args);
+        assert_ok(&output);
+        output
+    };
+    let decoder = generate(&[]);
+    let said = String::from_utf8_lossy(&decoder.stderr);
+    assert!(
+        said.contains("GPU decoder") && said.contains("bytes/s"),
+        "{said}"
+    );
+    let burn = generate(&["--backend", "ndarray"]);
+    assert_eq!(
+        String::from_utf8_lossy(&decoder.stdout),
+        String::from_utf8_lossy(&burn.stdout)
+    );
+    assert_eq!(decoder.stdout.len(), prompt.len() + 70);
 }
 
 #[test]

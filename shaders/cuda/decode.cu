@@ -4,7 +4,9 @@
 //
 // Rows: a (batch, kv head) group's rows are its query heads x q_len queries, the flat rows
 //   group * decode_rows .. (group + 1) * decode_rows of [B, Hq, q_len] (at most
-//   DECODE_MAX_ROWS: the host runs this plan only then).
+//   DECODE_MAX_ROWS: the host runs this plan only then). Keys and values: [groups, kv_stride,
+//   HEAD_DIM], the first kv_len rows of each group read (kv_stride: kv_len, or a KV cache's
+//   capacity).
 // Partials: every (row, slot, chunk) of a block the row selected has an unnormalised output
 //   partial_out [rows, slots, chunks, HEAD_DIM] f32 and partial_stats [rows, slots, chunks]
 //   float2 (max, sum) in the log2 domain, sum 0 where the row sees no key of the chunk.
@@ -89,7 +91,7 @@ decode_split(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const 
 #pragma unroll
     for (u32 r = 0; r < DECODE_MAX_ROWS; r++) dots[r] = 0.0f;
     if (tid < count) {
-        const elem_t* key_row = k + ((size_t)group * p.kv_len + key) * HEAD_DIM;
+        const elem_t* key_row = k + ((size_t)group * p.kv_stride + key) * HEAD_DIM;
         for (u32 i = 0; i < HEAD_DIM; i += 8) {
             float x[8];
             load8_float(x, key_row + i);
@@ -136,7 +138,7 @@ decode_split(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const 
         u32 r = e / column_groups, c = e % column_groups;
         u32 slot = row_slot[r];
         if (slot == NO_SLOT) continue;
-        const elem_t* values = v + ((size_t)group * p.kv_len + first) * HEAD_DIM + c * 8;
+        const elem_t* values = v + ((size_t)group * p.kv_stride + first) * HEAD_DIM + c * 8;
         float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
         for (u32 t = 0; t < count; t++) {
             float x[8];

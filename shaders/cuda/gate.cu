@@ -242,7 +242,7 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection,
 
     GateQuery query;
     if (mean_key) query.load(q + (size_t)bh * p.q_len * HEAD_DIM, first, p.q_len - 1);
-    const float4* block_mean = (const float4*)(means + (size_t)kv_group(p, bh) * p.num_blocks * HEAD_DIM);
+    const float4* block_mean = (const float4*)(means + (size_t)kv_group(p, bh) * p.means_stride * HEAD_DIM);
 
     // Causal rows rank the blocks of their sequence before their own for TOP_K - 1 places
     // (a packed batch gives each block's first block of its sequence; else block 0).

@@ -10,6 +10,8 @@
 //       `// unroll`); then (row, column vector) pairs for the weighted sum of the values.
 // Memory: workgroup: the group's queries (QUERY_TILE x HEAD_DIM f32), the chunk's scores then
 //       probabilities (QUERY_TILE x WORKGROUP_SIZE f32), each row's slot.
+//       keys, values [groups, kv_stride, HEAD_DIM] vec4 f32 (kv_stride: kv_len, or a KV
+//       cache's capacity, of which the first kv_len rows hold keys);
 //       selection [rows, TOP_K] i32; partial_out [rows, TOP_K, chunks, HEAD_DIM] vec4 f32,
 //       unnormalised; partial_stats [rows, TOP_K, chunks] vec2 f32 (max, sum) in the log2
 //       domain, sum 0 for a chunk whose keys the row cannot see. Every (row, slot, chunk) of
@@ -74,7 +76,7 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
         scores[r] = 0.0;
     }
     if lid < count {
-        let key_row = (group * params.kv_len + key) * HEAD_VECS;
+        let key_row = (group * params.kv_stride + key) * HEAD_VECS;
         for (var i = 0u; i < HEAD_VECS; i++) {
             let k = keys[key_row + i];
             // unroll
@@ -118,7 +120,7 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
         if slot != NO_SLOT {
             var acc = vec4<f32>(0.0);
             for (var t = 0u; t < count; t++) {
-                let value = values[(group * params.kv_len + first + t) * HEAD_VECS + i];
+                let value = values[(group * params.kv_stride + first + t) * HEAD_VECS + i];
                 acc += chunk_scores[r * WORKGROUP_SIZE + t] * value;
             }
             partial_out[partial_index(rows + r, slot, chunk) * HEAD_VECS + i] = acc;

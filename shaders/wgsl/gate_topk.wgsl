@@ -10,7 +10,8 @@
 //       `Gate::static_score` on the host.
 // Rule (DESIGN §1): causal rows force their own block and rank only earlier blocks of their
 //       own sequence; ties go to the larger block id. Non-causal rows rank every block.
-// Memory: queries [rows, HEAD_DIM] vec4 f32; block_means [groups, num_blocks, HEAD_DIM] vec4 f32;
+// Memory: queries [rows, HEAD_DIM] vec4 f32; block_means [groups, means_stride (num_blocks, or a
+//         KV cache's capacity in blocks), HEAD_DIM] vec4 f32;
 //         selection [rows, TOP_K] i32, ascending, padded with -1; sequence_starts [num_blocks]
 //         u32, the first block of each block's sequence (all 0 but where sequences of a varlen
 //         batch are packed, each from a block boundary).
@@ -35,7 +36,7 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
         query[i] = queries[row * HEAD_VECS + i];
     }
     let current = query_position(row % params.q_len) / params.block_size;
-    let means = row_group(row) * params.num_blocks * HEAD_VECS;
+    let means = row_group(row) * params.means_stride * HEAD_VECS;
 
     // Causal rows rank the blocks of their sequence before their own for TOP_K - 1 places.
     var places = TOP_K;

@@ -1,14 +1,18 @@
-//! `moba generate`: sample bytes from a trained run. The prompt goes through one MoBA
-//! prefill; every new byte through one MoBA decode step over the KV cache.
+//! `moba generate`: sample bytes from a trained run. On `--backend wgpu` the GPU decoder
+//! runs it (`moba::gpu::LmDecoder`: a few kernels per layer around MoBA's split decode, the
+//! KV cache on the GPU, one position per submission); elsewhere, and with `--decode burn`,
+//! burn's ops: the prompt through one MoBA prefill, every new byte through one MoBA decode
+//! step over the KV cache.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Args;
+use burn::backend::NdArray;
+use clap::{Args, ValueEnum};
 use moba::backend::MobaBackend;
-use moba::gpu::AdapterRequest;
-use moba::model::{Generator, Sampling};
+use moba::gpu::{AdapterRequest, GpuContext};
+use moba::model::{Generator, GpuGenerator, Sampling};
 use moba::train::{load_config, load_model, run_weights};
 use moba::{MobaError, Result};
 
@@ -38,6 +42,29 @@ pub struct GenerateArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = LmBackend::Wgpu)]
     backend: LmBackend,
+    /// What runs a decode step on `--backend wgpu`: the GPU decoder's kernels, or burn's
+    /// ops (as on the other backends).
+    #[arg(long, value_enum, default_value_t = Decode::Kernels)]
+    decode: Decode,
+}
+
+/// What runs the decode steps.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Decode {
+    /// The GPU decoder (`moba::gpu::LmDecoder`), on `--backend wgpu`; burn elsewhere.
+    Kernels,
+    /// burn's ops around the MoBA op, on every backend.
+    Burn,
+}
+
+impl GenerateArgs {
+    fn sampling(&self) -> Sampling {
+        Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+        }
+    }
 }
 
 struct Job<'a> {
@@ -53,44 +80,65 @@ impl BackendJob for Job<'_> {
         let args = self.args;
         let config = load_config(&args.run)?;
         let model = load_model::<B>(&config.model, &run_weights(&args.run)?, &device)?;
-        let sampling = Sampling {
-            temperature: args.temperature,
-            top_p: args.top_p,
-            seed: args.seed,
-        };
         // The prompt and the sampling are checked before anything is printed.
-        let mut generator = Generator::new(&model, &self.prompt, sampling)?;
-        let mut stdout = std::io::stdout();
-        stdout.write_all(&self.prompt).ok();
-        let start = Instant::now();
-        let mut first = None;
-        let mut drawn = 0;
-        while drawn < args.max_new {
-            let Some(byte) = generator.next_byte(&model)? else {
-                break;
-            };
-            first.get_or_insert_with(|| start.elapsed());
-            stdout.write_all(&[byte]).ok();
-            stdout.flush().ok();
-            drawn += 1;
-        }
-        let prefill = first.unwrap_or_default();
-        let decode = start.elapsed() - prefill;
-        eprintln!(
-            "\n{} prompt bytes: prefill and first byte {:.2} s; {} more bytes at {:.1} bytes/s (MoBA decode)",
-            self.prompt.len(),
-            prefill.as_secs_f64(),
-            drawn.saturating_sub(1),
-            drawn.saturating_sub(1) as f64 / decode.as_secs_f64().max(1e-9),
-        );
-        if drawn < args.max_new {
-            eprintln!(
-                "stopped after {drawn} of --max-new {} bytes: the model's context of {} bytes is full",
-                args.max_new, config.model.max_seq_len
-            );
-        }
-        Ok(())
+        let mut generator = Generator::new(&model, &self.prompt, args.sampling())?;
+        stream(args, &self.prompt, config.model.max_seq_len, || {
+            generator.next_byte(&model)
+        })
     }
+}
+
+/// Prints the prompt, then each byte `next` draws as it comes, then the prefill time and
+/// the decode rate.
+fn stream(
+    args: &GenerateArgs,
+    prompt: &[u8],
+    max_seq_len: usize,
+    mut next: impl FnMut() -> Result<Option<u8>>,
+) -> Result<()> {
+    let mut stdout = std::io::stdout();
+    stdout.write_all(prompt).ok();
+    let start = Instant::now();
+    let mut first = None;
+    let mut drawn = 0;
+    while drawn < args.max_new {
+        let Some(byte) = next()? else {
+            break;
+        };
+        first.get_or_insert_with(|| start.elapsed());
+        stdout.write_all(&[byte]).ok();
+        stdout.flush().ok();
+        drawn += 1;
+    }
+    let prefill = first.unwrap_or_default();
+    let decode = start.elapsed() - prefill;
+    eprintln!(
+        "\n{} prompt bytes: prefill and first byte {:.2} s; {} more bytes at {:.1} bytes/s (MoBA decode)",
+        prompt.len(),
+        prefill.as_secs_f64(),
+        drawn.saturating_sub(1),
+        drawn.saturating_sub(1) as f64 / decode.as_secs_f64().max(1e-9),
+    );
+    if drawn < args.max_new {
+        eprintln!(
+            "stopped after {drawn} of --max-new {} bytes: the model's context of {max_seq_len} bytes is full",
+            args.max_new
+        );
+    }
+    Ok(())
+}
+
+/// Generation on the GPU decoder: the weights read on the CPU, then uploaded once.
+fn run_on_decoder(request: &AdapterRequest, args: &GenerateArgs, prompt: &[u8]) -> Result<()> {
+    let config = load_config(&args.run)?;
+    let model =
+        load_model::<NdArray>(&config.model, &run_weights(&args.run)?, &Default::default())?;
+    let gpu = GpuContext::new_blocking(request)?;
+    eprintln!("adapter: {} (GPU decoder)", gpu.describe());
+    let mut generator = GpuGenerator::new(&gpu, &model, prompt, args.sampling())?;
+    stream(args, prompt, config.model.max_seq_len, || {
+        gpu.block_on(generator.next_byte())
+    })
 }
 
 pub fn run(request: &AdapterRequest, args: &GenerateArgs) -> Result<()> {
@@ -103,5 +151,15 @@ pub fn run(request: &AdapterRequest, args: &GenerateArgs) -> Result<()> {
             ));
         }
     };
-    dispatch(args.backend, request, Job { args, prompt })
+    match (args.backend, args.decode) {
+        (LmBackend::Wgpu, Decode::Kernels) => match run_on_decoder(request, args, &prompt) {
+            // Before anything is printed: burn's ops run every model.
+            Err(MobaError::Unsupported(why)) => {
+                eprintln!("{why}: decoding with burn's ops instead");
+                dispatch(args.backend, request, Job { args, prompt })
+            }
+            done => done,
+        },
+        _ => dispatch(args.backend, request, Job { args, prompt }),
+    }
 }

@@ -40,13 +40,14 @@ impl GpuContext {
         })
     }
 
-    /// A read-only storage buffer holding one value (the kernels' parameter block).
+    /// A storage buffer holding one value (the kernels' parameter block), which
+    /// `queue.write_buffer` may rewrite between submissions.
     pub(crate) fn constant<T: Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
         self.device()
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: bytemuck::bytes_of(value),
-                usage: wgpu::BufferUsages::STORAGE,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             })
     }
 

@@ -135,7 +135,8 @@ pub struct GpuContext {
     info: wgpu::AdapterInfo,
     caps: DeviceCaps,
     features: wgpu::Features,
-    pipelines: Arc<Mutex<HashMap<(Kernel, KernelConstants), wgpu::ComputePipeline>>>,
+    /// Compiled pipelines by their module's full source.
+    pipelines: Arc<Mutex<HashMap<String, wgpu::ComputePipeline>>>,
     /// First error wgpu reported or the reason the device was lost.
     failure: Arc<Mutex<Option<DeviceFailure>>>,
     /// Held by each blocking call on OpenGL (see [`GpuContext::exclusive`]).
@@ -272,21 +273,25 @@ impl GpuContext {
         kernel: Kernel,
         constants: &KernelConstants,
     ) -> Result<wgpu::ComputePipeline> {
-        let key = (kernel, *constants);
-        if let Some(pipeline) = self.pipelines.lock().unwrap().get(&key) {
+        self.compile(kernel.name(), kernel.source(constants)?)
+    }
+
+    /// The pipeline of a WGSL module whose entry point is `main`, compiled once per source
+    /// and cached.
+    pub(crate) fn compile(&self, label: &str, source: String) -> Result<wgpu::ComputePipeline> {
+        if let Some(pipeline) = self.pipelines.lock().unwrap().get(&source) {
             return Ok(pipeline.clone());
         }
-        let source = kernel.source(constants)?;
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.name()),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
             });
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(kernel.name()),
+                label: Some(label),
                 layout: None,
                 module: &module,
                 entry_point: Some("main"),
@@ -294,7 +299,10 @@ impl GpuContext {
                 cache: None,
             });
         self.check()?;
-        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        self.pipelines
+            .lock()
+            .unwrap()
+            .insert(source, pipeline.clone());
         Ok(pipeline)
     }
 

@@ -6,7 +6,8 @@ use super::plan::AttentionKernel;
 use super::schedule::Given;
 use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
-use crate::error::Result;
+use crate::error::{MobaError, Result};
+use crate::kernel_params::KernelParams;
 
 /// The buffers of one forward, row-major f32 unless noted:
 /// `q: [B, Hq, S, D]`, `k, v: [B, Hkv, Sk, D]`, `o: [B, Hq, S, D]`, `lse: [B, Hq, S]`,
@@ -115,6 +116,64 @@ impl MobaForward {
         timer: Option<&StageTimer>,
     ) -> Result<()> {
         self.encode_with(encoder, io, &[means], timer)
+    }
+
+    /// A decode over a KV cache of `shape.kv_len` positions (its capacity) that the caller
+    /// fills one step at a time: `k, v: [B, Hkv, capacity, D]`, of which the first
+    /// [`Self::set_cached_len`] positions hold keys, and for the mean-key gate their block
+    /// means `[B, Hkv, ceil(capacity / block_size), D]` f32 (record with
+    /// [`Self::encode_with_means`]; the static gates read none: [`PlannedPass::encode`]). The
+    /// queries are the `q_len` positions after the cached ones. Planned once for every
+    /// length; an error unless the shape decodes split over keys
+    /// ([`crate::launch_plan::decodes`]) on this adapter.
+    ///
+    /// ```no_run
+    /// use moba::{MobaConfig, Shape, gpu::{ForwardBuffers, GpuContext, MobaForward}};
+    /// let gpu = GpuContext::new_blocking(&Default::default())?;
+    /// // 8 query heads over 2 kv heads, one query, a cache of 4096 positions.
+    /// let capacity = Shape { q_len: 1, kv_heads: 2, ..Shape::prefill(1, 8, 4096, 64) };
+    /// let decode = MobaForward::over_cache(&gpu, &capacity, &MobaConfig::new(256, 3))?;
+    /// decode.set_cached_len(1000)?; // the cache holds 999 positions and the query's own
+    /// // ... record with decode.encode_with_means(...), submit, then the next length.
+    /// # Ok::<(), moba::MobaError>(())
+    /// ```
+    pub fn over_cache(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
+        let given = Given {
+            means: config.check_given_means().is_ok(),
+            ..Given::default()
+        };
+        let pass = Self::planned(gpu, shape, config, AttentionKernel::Portable, given)?;
+        if !pass.splits_decode() {
+            return Err(MobaError::Unsupported(format!(
+                "a decode over a KV cache needs the split-decode kernels: at most {} query \
+                 rows per kv head, within this adapter's workgroup memory (this shape has {})",
+                crate::launch_plan::DECODE_MAX_ROWS,
+                shape.group_size() * shape.q_len
+            )));
+        }
+        Ok(pass)
+    }
+
+    /// How many positions of the cache a decode planned [`Self::over_cache`] reads, the
+    /// queries' own included (at least `q_len`, at most the capacity), from the next
+    /// submission on: record and submit one step per length.
+    pub fn set_cached_len(&self, len: usize) -> Result<()> {
+        let (shape, config) = (self.shape(), self.config());
+        if len < shape.q_len || len > shape.kv_len {
+            return Err(MobaError::Config(format!(
+                "a cache of {} positions cannot hold {len} (with the {} queries' own)",
+                shape.kv_len, shape.q_len
+            )));
+        }
+        let capacity = KernelParams::new(shape, config);
+        self.runner.write_params(|planned| KernelParams {
+            kv_len: len as u32,
+            num_blocks: len.div_ceil(config.block_size) as u32,
+            kv_stride: capacity.kv_stride,
+            means_stride: capacity.means_stride,
+            ..planned
+        });
+        Ok(())
     }
 
     /// A forward over sequences packed into each batch entry, every sequence from a block

@@ -17,7 +17,7 @@ macro_rules! wgsl_file {
 }
 
 /// Every file under `shaders/wgsl/`, embedded at build time.
-const FILES: [(&str, &str); 32] = [
+const FILES: [(&str, &str); 36] = [
     wgsl_file!("common"),
     wgsl_file!("attention_inputs"),
     wgsl_file!("half_inputs"),
@@ -50,6 +50,10 @@ const FILES: [(&str, &str); 32] = [
     wgsl_file!("decode_chunks"),
     wgsl_file!("decode_split"),
     wgsl_file!("decode_combine"),
+    wgsl_file!("lm_step"),
+    wgsl_file!("lm_embed"),
+    wgsl_file!("lm_matvec"),
+    wgsl_file!("lm_rope_cache"),
 ];
 
 /// Development switch: a folder whose `.wgsl` files replace the embedded ones of the same
@@ -59,7 +63,7 @@ pub const WGSL_DIR_VARIABLE: &str = "MOBA_WGSL_DIR";
 
 /// The text of `shaders/wgsl/{stem}.wgsl`: the embedded copy, or the file of that name in
 /// [`WGSL_DIR_VARIABLE`]'s folder where it is set and has one.
-fn file(stem: &str) -> Cow<'static, str> {
+pub(crate) fn file(stem: &str) -> Cow<'static, str> {
     let embedded = FILES
         .iter()
         .find(|(name, _)| *name == stem)

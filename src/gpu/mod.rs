@@ -8,6 +8,9 @@
 //!   host vectors;
 //! - [`MobaForward`] / [`MobaBackward`] (a [`PlannedPass`] each) / [`DenseForward`] on your own
 //!   wgpu buffers: record into your encoder.
+//!
+//! And a language model's generation on the GPU, [`LmDecoder`]: its decode step as a few
+//! kernels per layer around MoBA's split decode over a KV cache kept on the GPU.
 
 mod backward;
 pub(crate) mod buffers;
@@ -17,6 +20,7 @@ mod dense;
 mod forward;
 pub(crate) mod host;
 pub(crate) mod kernels;
+mod lm_decode;
 mod pass;
 pub(crate) mod plan;
 mod runner;
@@ -33,6 +37,7 @@ pub use context::{
 pub use dense::DenseForward;
 pub use forward::{ForwardBuffers, ForwardIo, ForwardPass, MobaForward};
 pub use host::{GpuForward, GpuGradients};
+pub use lm_decode::{LayerWeights, LinearWeights, LmDecoder, LmWeights};
 pub use pass::{Pass, PlannedPass};
 pub use plan::{AttentionKernel, TilePlan};
 pub use timing::{StageTimer, StageTimes};

@@ -39,7 +39,7 @@ pub struct PlannedPass<P: Pass> {
     config: MobaConfig,
     kernel: AttentionKernel,
     plan: TilePlan,
-    runner: ScheduleRunner,
+    pub(super) runner: ScheduleRunner,
     pass: PhantomData<P>,
 }
 

@@ -9,6 +9,7 @@ use super::schedule::{Binding, Schedule};
 use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
+use crate::kernel_params::KernelParams;
 
 /// A schedule made ready on one adapter.
 pub(crate) struct ScheduleRunner {
@@ -69,6 +70,18 @@ impl ScheduleRunner {
             schedule,
             gpu: gpu.clone(),
         })
+    }
+
+    /// Rewrites every parameter block as `update` makes it from the planned one; the
+    /// kernels see it in work submitted after this call (a decode over a KV cache that
+    /// grows: its length).
+    pub fn write_params(&self, update: impl Fn(KernelParams) -> KernelParams) {
+        for (buffer, params) in self.params.iter().zip(&self.schedule.params) {
+            let params = update(*params);
+            self.gpu
+                .queue()
+                .write_buffer(buffer, 0, bytemuck::bytes_of(&params));
+        }
     }
 
     /// Whether any launch runs `kernel`.

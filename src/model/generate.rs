@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use super::lm::MobaLm;
 use crate::backend::MobaBackend;
 use crate::error::{MobaError, Result};
+use crate::gpu::{GpuContext, LmDecoder};
 use crate::module::KvCache;
 
 /// How the next byte is drawn from the model's scores.
@@ -134,12 +135,7 @@ pub fn generate<B: MobaBackend>(
 #[derive(Debug)]
 pub struct Generator<B: Backend> {
     cache: Vec<KvCache<B>>,
-    rng: StdRng,
-    sampling: Sampling,
-    /// What the next step feeds the model: the prompt, then the last byte drawn.
-    input: Vec<u8>,
-    /// Bytes that can still be drawn before the context is full.
-    room: usize,
+    draws: Draws,
 }
 
 impl<B: MobaBackend> Generator<B> {
@@ -147,41 +143,124 @@ impl<B: MobaBackend> Generator<B> {
     /// continues `prompt`; an error for an empty prompt, one longer than the model's
     /// `max_seq_len`, or bad sampling settings.
     pub fn new(model: &MobaLm<B>, prompt: &[u8], sampling: Sampling) -> Result<Self> {
-        sampling.validate()?;
-        if prompt.is_empty() || prompt.len() > model.max_seq_len {
-            return Err(MobaError::Config(format!(
-                "the prompt has {} bytes: the model takes 1 to {}",
-                prompt.len(),
-                model.max_seq_len
-            )));
-        }
         Ok(Self {
             cache: model.empty_cache(),
-            rng: StdRng::seed_from_u64(sampling.seed),
-            sampling,
-            input: prompt.to_vec(),
-            // The last byte is drawn from the logits of position max_seq_len.
-            room: model.max_seq_len - prompt.len() + 1,
+            draws: Draws::new(prompt, sampling, model.max_seq_len)?,
         })
     }
 
     /// The next byte, or `None` once the model's context is full.
     pub fn next_byte(&mut self, model: &MobaLm<B>) -> Result<Option<u8>> {
-        if self.room == 0 {
+        let Some(input) = self.draws.input() else {
             return Ok(None);
-        }
+        };
         let device = model.head.weight.device();
-        let tokens = byte_tensor::<B>(&self.input, &device);
+        let tokens = byte_tensor::<B>(input, &device);
         let logits = model.forward_cached(tokens, &mut self.cache)?;
-        let byte = self.sampling.draw(&last_row(logits), &mut self.rng) as u8;
-        self.input = vec![byte];
-        self.room -= 1;
-        Ok(Some(byte))
+        Ok(Some(self.draws.draw(&last_row(logits))))
     }
 
     /// Positions in the cache: those the model has read so far.
     pub fn position(&self) -> usize {
         self.cache.first().map_or(0, KvCache::len)
+    }
+}
+
+/// Generation on the GPU decoder ([`LmDecoder`]: a few kernels per layer around MoBA's split
+/// decode, the KV cache on the GPU, one read-back of the logits per byte), for models whose
+/// layers it runs (MoBA, full and the static patterns; not NSA or a key convolution). The
+/// same draws as [`Generator`] from the same logits.
+///
+/// ```no_run
+/// use moba::gpu::GpuContext;
+/// use moba::model::{GpuGenerator, LmConfig, Sampling};
+///
+/// let gpu = GpuContext::new_blocking(&Default::default())?;
+/// let model = LmConfig::preset("tiny")?.init::<burn::backend::NdArray>(&Default::default())?;
+/// let mut generator = GpuGenerator::new(&gpu, &model, b"Once upon", Sampling::default())?;
+/// let byte = gpu.block_on(generator.next_byte())?; // the prompt's 9 positions, then a byte
+/// assert!(byte.is_some());
+/// # Ok::<(), moba::MobaError>(())
+/// ```
+pub struct GpuGenerator {
+    decoder: LmDecoder,
+    draws: Draws,
+}
+
+impl GpuGenerator {
+    /// Uploads `model` to `gpu` and prepares to continue `prompt` (the errors of
+    /// [`Generator::new`], and [`MobaLm::decode_weights`]'s for layers the decoder lacks).
+    pub fn new<B: Backend>(
+        gpu: &GpuContext,
+        model: &MobaLm<B>,
+        prompt: &[u8],
+        sampling: Sampling,
+    ) -> Result<Self> {
+        let draws = Draws::new(prompt, sampling, model.max_seq_len)?;
+        Ok(Self {
+            decoder: LmDecoder::new(gpu, &model.decode_weights()?)?,
+            draws,
+        })
+    }
+
+    /// The next byte, or `None` once the model's context is full.
+    pub async fn next_byte(&mut self) -> Result<Option<u8>> {
+        let Some(input) = self.draws.input() else {
+            return Ok(None);
+        };
+        for &byte in input {
+            self.decoder.step(byte)?;
+        }
+        let logits = self.decoder.logits().await?;
+        Ok(Some(self.draws.draw(&logits)))
+    }
+
+    /// The decoder, with its cache and routing.
+    pub fn decoder(&self) -> &LmDecoder {
+        &self.decoder
+    }
+}
+
+/// The sampling state both generators share: what the next step reads (the prompt, then
+/// the last byte drawn) and how many bytes fit.
+#[derive(Debug)]
+struct Draws {
+    rng: StdRng,
+    sampling: Sampling,
+    input: Vec<u8>,
+    /// Bytes that can still be drawn before the context is full.
+    room: usize,
+}
+
+impl Draws {
+    fn new(prompt: &[u8], sampling: Sampling, max_seq_len: usize) -> Result<Self> {
+        sampling.validate()?;
+        if prompt.is_empty() || prompt.len() > max_seq_len {
+            return Err(MobaError::Config(format!(
+                "the prompt has {} bytes: the model takes 1 to {max_seq_len}",
+                prompt.len(),
+            )));
+        }
+        Ok(Self {
+            rng: StdRng::seed_from_u64(sampling.seed),
+            sampling,
+            input: prompt.to_vec(),
+            // The last byte is drawn from the logits of position max_seq_len.
+            room: max_seq_len - prompt.len() + 1,
+        })
+    }
+
+    /// The bytes the next step reads, or `None` once the context is full.
+    fn input(&self) -> Option<&[u8]> {
+        (self.room > 0).then_some(&self.input)
+    }
+
+    /// Draws the next byte from the logits of the last position read.
+    fn draw(&mut self, logits: &[f32]) -> u8 {
+        let byte = self.sampling.draw(logits, &mut self.rng) as u8;
+        self.input = vec![byte];
+        self.room -= 1;
+        byte
     }
 }
 

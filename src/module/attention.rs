@@ -271,6 +271,33 @@ impl MobaAttentionConfig {
     }
 }
 
+impl<B: Backend> MobaAttention<B> {
+    /// The query, key, value and output projections, in that order.
+    pub(crate) fn projections(&self) -> [&Linear<B>; 4] {
+        [&self.query, &self.key, &self.value, &self.output]
+    }
+
+    /// RoPE's table, where the layer rotates.
+    pub(crate) fn rope(&self) -> Option<&RotaryEncoding<B>> {
+        self.rope.as_ref()
+    }
+
+    /// Whether the layer convolves its keys.
+    pub(crate) fn has_key_conv(&self) -> bool {
+        self.key_conv.is_some()
+    }
+
+    /// Which attention the layer runs.
+    pub fn kind(&self) -> AttentionKind {
+        self.kind
+    }
+
+    /// (query heads, kv heads).
+    pub fn heads(&self) -> (usize, usize) {
+        (self.n_heads, self.n_kv_heads)
+    }
+}
+
 impl<B: MobaBackend> MobaAttention<B> {
     /// Causal self-attention over `x: [batch, seq, d_model]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Result<Tensor<B, 3>> {

@@ -1,0 +1,16 @@
+// A decode step's first kernel: the residual stream starts as the embedding of the step's
+// byte.
+//
+// Grid: ceil(D_MODEL / WORKGROUP_SIZE) workgroups, one thread per element of x.
+// Memory: embedding [VOCAB, D_MODEL] f32; x [D_MODEL] f32.
+
+@group(0) @binding(1) var<storage, read> embedding: array<f32>;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if i < D_MODEL {
+        x[i] = embedding[step_token() * D_MODEL + i];
+    }
+}

@@ -1,0 +1,80 @@
+// A decode step's new position into one layer's KV cache: the query and key heads rotated by
+// RoPE at the step's position (where ROPE is 1), the key and value written into the cache,
+// and the running sum and mean of the key's block updated: the gate's block means, pooled in
+// key order as they arrive (the sums block_means.wgsl makes from scratch), never re-pooled.
+//
+// Grid: ceil(THREADS / WORKGROUP_SIZE) workgroups, linear. THREADS = (Q_HEADS + KV_HEADS) *
+//       HALF + KV_HEADS * HEAD_DIM (HALF = HEAD_DIM / 2): one rotated pair of a query head,
+//       one rotated pair of a key head (with its two columns of the block sums), or one
+//       element of a value.
+// Memory: qkv [Q_HEADS * HEAD_DIM queries | KV_HEADS * HEAD_DIM keys | as many values] f32;
+//       rope [positions, HALF] vec2 f32 (cos, sin) of angle i at each position (burn's
+//       RotaryEncoding table, whose columns 2i and 2i + 1 both hold angle i, once);
+//       queries [Q_HEADS, HEAD_DIM];
+//       keys, values [KV_HEADS, CAPACITY, HEAD_DIM]; key_sums, means [KV_HEADS, MEAN_BLOCKS,
+//       HEAD_DIM] (blocks of BLOCK_SIZE keys).
+
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read> rope: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> queries: array<f32>;
+@group(0) @binding(4) var<storage, read_write> keys: array<f32>;
+@group(0) @binding(5) var<storage, read_write> values: array<f32>;
+@group(0) @binding(6) var<storage, read_write> key_sums: array<f32>;
+@group(0) @binding(7) var<storage, read_write> means: array<f32>;
+
+const HALF: u32 = HEAD_DIM / 2u;
+const QUERY_PAIRS: u32 = Q_HEADS * HALF;
+const KEY_PAIRS: u32 = KV_HEADS * HALF;
+const THREADS: u32 = QUERY_PAIRS + KEY_PAIRS + KV_HEADS * HEAD_DIM;
+
+// The pair (a, b) at columns 2i, 2i + 1 rotated by angle i at the step's position, as burn's
+// RotaryEncoding::apply computes it: (a cos - b sin, b cos + a sin).
+fn rotated(a: f32, b: f32, pair: u32) -> vec2<f32> {
+    if ROPE == 0u {
+        return vec2<f32>(a, b);
+    }
+    let angle = rope[step_position() * HALF + pair];
+    return vec2<f32>(a * angle.x - b * angle.y, b * angle.x + a * angle.y);
+}
+
+// Adds the key element `k` of column `column` of kv head `head` to its block's sum and mean.
+fn pool_key(head: u32, column: u32, k: f32) {
+    let position = step_position();
+    let block = position / BLOCK_SIZE;
+    let at = (head * MEAN_BLOCKS + block) * HEAD_DIM + column;
+    let first = position % BLOCK_SIZE == 0u;
+    let sum = select(key_sums[at], 0.0, first) + k;
+    key_sums[at] = sum;
+    means[at] = sum / f32(position % BLOCK_SIZE + 1u);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let t = id.x;
+    let position = step_position();
+    if t < QUERY_PAIRS {
+        let head = t / HALF;
+        let pair = t % HALF;
+        let at = head * HEAD_DIM + 2u * pair;
+        let q = rotated(qkv[at], qkv[at + 1u], pair);
+        queries[at] = q.x;
+        queries[at + 1u] = q.y;
+    } else if t < QUERY_PAIRS + KEY_PAIRS {
+        let head = (t - QUERY_PAIRS) / HALF;
+        let pair = (t - QUERY_PAIRS) % HALF;
+        let column = 2u * pair;
+        let at = Q_HEADS * HEAD_DIM + head * HEAD_DIM + column;
+        let k = rotated(qkv[at], qkv[at + 1u], pair);
+        let row = (head * CAPACITY + position) * HEAD_DIM + column;
+        keys[row] = k.x;
+        keys[row + 1u] = k.y;
+        pool_key(head, column, k.x);
+        pool_key(head, column + 1u, k.y);
+    } else if t < THREADS {
+        let element = t - QUERY_PAIRS - KEY_PAIRS;
+        let head = element / HEAD_DIM;
+        let column = element % HEAD_DIM;
+        let at = (Q_HEADS + KV_HEADS) * HEAD_DIM + element;
+        values[(head * CAPACITY + position) * HEAD_DIM + column] = qkv[at];
+    }
+}

@@ -1,0 +1,183 @@
+//! The decode-step kernels of a language model (`shaders/wgsl/lm_*.wgsl`): their sources with
+//! the constants the host prepends. The attention between them is MoBA's decode
+//! ([`crate::gpu::MobaForward::over_cache`]).
+
+use super::super::kernels::file;
+
+/// Threads per workgroup of every decode-step kernel.
+pub(super) const WORKGROUP_SIZE: u32 = 256;
+/// Output columns per workgroup of a matrix-vector product; the other factor of the
+/// workgroup splits the rows (16 slices of 16 columns: a few rows per thread, and enough
+/// workgroups at model widths of a few hundred to spread over the GPU).
+const MATVEC_COLUMNS: u32 = 16;
+
+/// What a matrix-vector product does with its result (`lm_matvec.wgsl`'s epilogues).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Epilogue {
+    /// `out = x W + b`.
+    Store = 0,
+    /// `out += x W + b`: a residual connection.
+    Residual = 1,
+    /// `out = silu(x W1 + b1) * (x W2 + b2)`, W1 and W2 side by side in one matrix.
+    SwiGlu = 2,
+}
+
+/// One decode-step kernel with its sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum LmKernel {
+    Embed {
+        d_model: usize,
+    },
+    Matvec {
+        d_in: usize,
+        d_out: usize,
+        /// RMS-normalise the input first, with this epsilon.
+        norm: Option<f32>,
+        epilogue: Epilogue,
+    },
+    RopeCache {
+        q_heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        capacity: usize,
+        rope: bool,
+        /// Keys per block of the gate's means.
+        block_size: usize,
+    },
+}
+
+impl LmKernel {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LmKernel::Embed { .. } => "lm_embed",
+            LmKernel::Matvec { .. } => "lm_matvec",
+            LmKernel::RopeCache { .. } => "lm_rope_cache",
+        }
+    }
+
+    /// Workgroups of one launch.
+    pub fn workgroups(&self) -> u64 {
+        let threads = match *self {
+            LmKernel::Embed { d_model } => d_model,
+            LmKernel::Matvec { d_out, .. } => {
+                return d_out.div_ceil(MATVEC_COLUMNS as usize) as u64;
+            }
+            LmKernel::RopeCache {
+                q_heads,
+                kv_heads,
+                head_dim,
+                ..
+            } => (q_heads + kv_heads) * head_dim / 2 + kv_heads * head_dim,
+        };
+        threads.div_ceil(WORKGROUP_SIZE as usize) as u64
+    }
+
+    /// Workgroup memory bytes the kernel declares.
+    pub fn workgroup_bytes(&self) -> u64 {
+        match *self {
+            LmKernel::Matvec { d_in, .. } => (d_in as u64 + 2 * WORKGROUP_SIZE as u64) * 4,
+            _ => 0,
+        }
+    }
+
+    /// The full WGSL module: constants, `lm_step.wgsl` where it reads the step, the
+    /// kernel's file.
+    pub fn source(&self) -> String {
+        let constant = |name: &str, value: usize| format!("const {name}: u32 = {value}u;\n");
+        let mut source = String::from("// Set by the host (src/gpu/lm_decode/kernels.rs).\n");
+        source.push_str(&constant("WORKGROUP_SIZE", WORKGROUP_SIZE as usize));
+        match *self {
+            LmKernel::Embed { d_model } => source.push_str(&constant("D_MODEL", d_model)),
+            LmKernel::Matvec {
+                d_in,
+                d_out,
+                norm,
+                epilogue,
+            } => {
+                let row_stride = match epilogue {
+                    Epilogue::SwiGlu => 2 * d_out,
+                    _ => d_out,
+                };
+                source.push_str(&constant("D_IN", d_in));
+                source.push_str(&constant("D_OUT", d_out));
+                source.push_str(&constant("ROW_STRIDE", row_stride));
+                source.push_str(&constant("COLUMNS", MATVEC_COLUMNS as usize));
+                source.push_str(&constant("NORM", norm.is_some() as usize));
+                source.push_str(&constant("EPILOGUE", epilogue as usize));
+                let epsilon = norm.unwrap_or(0.0);
+                source.push_str(&format!("const EPSILON: f32 = {epsilon:e};\n"));
+            }
+            LmKernel::RopeCache {
+                q_heads,
+                kv_heads,
+                head_dim,
+                capacity,
+                rope,
+                block_size,
+            } => {
+                source.push_str(&constant("Q_HEADS", q_heads));
+                source.push_str(&constant("KV_HEADS", kv_heads));
+                source.push_str(&constant("HEAD_DIM", head_dim));
+                source.push_str(&constant("CAPACITY", capacity));
+                source.push_str(&constant("ROPE", rope as usize));
+                source.push_str(&constant("BLOCK_SIZE", block_size));
+                source.push_str(&constant("MEAN_BLOCKS", capacity.div_ceil(block_size)));
+            }
+        }
+        if self.reads_step() {
+            source.push('\n');
+            source.push_str(&file("lm_step"));
+        }
+        source.push('\n');
+        source.push_str(&file(self.name()));
+        source
+    }
+
+    /// Whether the kernel reads the step's byte and position (`lm_step.wgsl`, binding 0,
+    /// before its own buffers).
+    pub fn reads_step(&self) -> bool {
+        !matches!(self, LmKernel::Matvec { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_decode_step_kernel_parses_and_validates_in_naga() {
+        let kernels = [
+            LmKernel::Embed { d_model: 64 },
+            LmKernel::RopeCache {
+                q_heads: 4,
+                kv_heads: 2,
+                head_dim: 16,
+                capacity: 256,
+                rope: true,
+                block_size: 32,
+            },
+        ]
+        .into_iter()
+        .chain(
+            [Epilogue::Store, Epilogue::Residual, Epilogue::SwiGlu].map(|epilogue| {
+                LmKernel::Matvec {
+                    d_in: 64,
+                    d_out: 176,
+                    norm: (epilogue != Epilogue::Residual).then_some(1e-5),
+                    epilogue,
+                }
+            }),
+        );
+        for kernel in kernels {
+            let source = kernel.source();
+            let module = wgpu::naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{}: {}", kernel.name(), e.emit_to_string(&source)));
+            wgpu::naga::valid::Validator::new(
+                wgpu::naga::valid::ValidationFlags::all(),
+                wgpu::naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", kernel.name()));
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The GPU decoder (`moba::gpu::LmDecoder`) against the model it was made from: at every
+//! position of a prompt, its logits against the model's own forward on burn's CPU backend
+//! (whose MoBA is checked against the f64 reference by the forward grid), on every adapter
+//! of the forward grid.
+
+mod common;
+
+use burn::backend::NdArray;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use moba::MobaError;
+use moba::gpu::{GpuContext, LmDecoder};
+use moba::model::{LmConfig, MobaLm};
+use moba::module::AttentionKind;
+
+/// 150 bytes of text: five of the tiny preset's blocks of 32, so its top-3 gate ranks.
+fn prompt() -> Vec<u8> {
+    let text = b"MoBA routes each query to the blocks whose mean key it scores highest. ";
+    text.iter().cycle().take(150).copied().collect()
+}
+
+fn logits<B: moba::backend::MobaBackend>(model: &MobaLm<B>, bytes: &[u8]) -> Vec<f64> {
+    let ints: Vec<i64> = bytes.iter().map(|&b| b as i64).collect();
+    let device = model.head.weight.device();
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ints, [1, bytes.len()]), &device);
+    let logits = model.forward(tokens).expect("the model's forward");
+    logits.into_data().convert::<f64>().to_vec().unwrap()
+}
+
+fn max_error(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            if x.is_nan() || y.is_nan() {
+                f64::INFINITY
+            } else {
+                (x - y).abs()
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The decoder's logits at every position of `bytes`, read back after each step.
+fn decoded(gpu: &GpuContext, decoder: &mut LmDecoder, bytes: &[u8]) -> Vec<f64> {
+    let mut all = Vec::new();
+    for &byte in bytes {
+        decoder.step(byte).unwrap();
+        let logits = gpu.block_on(decoder.logits()).unwrap();
+        all.extend(logits.iter().map(|&x| x as f64));
+    }
+    all
+}
+
+fn check_config(config: LmConfig) {
+    let device = Default::default();
+    NdArray::<f32>::seed(&device, 11);
+    let model = config.init::<NdArray>(&device).unwrap();
+    let bytes = prompt();
+    let expected = logits(&model, &bytes);
+    // Two f32 computations of one model differ by the summation orders of their reductions
+    // (a tree here, burn's order there; the norm gains folded into the matrices): a few
+    // ulps of the largest logit per layer. A wrong position, block, mask or weight is off
+    // by 1e-2 and more. (burn 0.21 runs an NdArray<f64> model in f32: a tensor keeps the
+    // device's default dtype, so an f64 run of the whole model is not to be had here.)
+    let largest = expected.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let tolerance = 16.0 * f32::EPSILON as f64 * largest.max(1.0);
+    let weights = model.decode_weights().unwrap();
+    for gpu in common::every_gpu() {
+        let mut decoder = LmDecoder::new(gpu, &weights).unwrap();
+        let first = decoded(gpu, &mut decoder, &bytes);
+        let error = max_error(&first, &expected);
+        eprintln!(
+            "{}: decoder error {error:.3e} (tolerance {tolerance:.3e})",
+            gpu.describe()
+        );
+        assert!(
+            error <= tolerance,
+            "{}: decoder error {error:.3e} against burn's forward of the same model",
+            gpu.describe()
+        );
+        // Every query head routed to its own (current) block at the last position.
+        let current = (bytes.len() - 1) / 32;
+        let selection = gpu.block_on(decoder.selection(0)).unwrap();
+        let top_k = selection.len() / config.n_heads;
+        for head in selection.chunks(top_k) {
+            assert!(head.contains(&(current as i32)), "{head:?}");
+        }
+        // A reset decoder reads the same bytes to the same bits.
+        decoder.reset();
+        let again = decoded(gpu, &mut decoder, &bytes[..40]);
+        assert!(
+            again == first[..40 * 256],
+            "{}: another run, other bits",
+            gpu.describe()
+        );
+    }
+}
+
+#[test]
+fn the_decoder_matches_the_model_at_every_position() {
+    check_config(LmConfig::preset("tiny").unwrap());
+}
+
+#[test]
+fn the_decoder_runs_full_attention_layers() {
+    check_config(LmConfig::preset("tiny").unwrap().with_full_layers(1));
+}
+
+#[test]
+fn the_decoder_refuses_what_it_does_not_run_by_name() {
+    let mut config = LmConfig::preset("tiny").unwrap();
+    config.attention = AttentionKind::Nsa {
+        compress_block: 16,
+        stride: 16,
+        select_block: 16,
+        top_n: 3,
+        window: 32,
+    };
+    let model = config.init::<NdArray>(&Default::default()).unwrap();
+    let error = model.decode_weights().unwrap_err();
+    assert!(matches!(error, MobaError::Unsupported(_)), "{error}");
+    assert!(error.to_string().contains("Nsa"), "{error}");
+    // A full cache is an error, not a wrap-around.
+    let mut config = LmConfig::preset("tiny").unwrap();
+    config.max_seq_len = 4;
+    let model = config.init::<NdArray>(&Default::default()).unwrap();
+    let mut decoder = LmDecoder::new(common::gpu(), &model.decode_weights().unwrap()).unwrap();
+    for byte in *b"abcd" {
+        decoder.step(byte).unwrap();
+    }
+    let error = decoder.step(b'e').unwrap_err();
+    assert!(error.to_string().contains("full"), "{error}");
+}
