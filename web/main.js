@@ -2,7 +2,7 @@
 // what it reports. URL parameters named like the controls preset them; `run=1` starts a
 // run on load (the browser test uses both).
 import init, { Demo } from './pkg/moba_web.js';
-import { setupText } from './text.js';
+import { offerGpu, setupText } from './text.js';
 import { presetForm, setCell, setStatus as setStatusOf } from './ui.js';
 
 const form = document.getElementById('controls');
@@ -151,6 +151,7 @@ async function setupDemo(params) {
     setStatus('error', 'WebGPU is not available here: this browser has no navigator.gpu. '
       + 'Use a browser with WebGPU enabled (Chromium started with --enable-unsafe-webgpu on Linux), '
       + 'and load the page from localhost or https.');
+    offerGpu(null, false);
     return;
   }
   let demo;
@@ -158,10 +159,17 @@ async function setupDemo(params) {
     demo = await Demo.open();
   } catch (error) {
     setStatus('error', `Error: no WebGPU device: ${error.message ?? error}`);
+    offerGpu(null, false);
     return;
   }
   const adapter = await navigator.gpu.requestAdapter();
-  showAdapter(demo.adapter(), adapter?.info ?? {});
+  const info = adapter?.info ?? {};
+  showAdapter(demo.adapter(), info);
+  // The text generation decodes on this device too, but for a software adapter
+  // (SwiftShader: the same CPU cores behind WebGPU's submissions), where wasm is faster.
+  const software = Boolean(info.isFallbackAdapter)
+    || /swiftshader/i.test(`${info.vendor} ${info.architecture} ${info.description}`);
+  offerGpu(demo, software);
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     run(demo);
@@ -175,7 +183,7 @@ async function main() {
   const params = new URLSearchParams(location.search);
   presetForm(form, params);
   await init();
-  // Text generation runs on the CPU: it does not wait for (or need) WebGPU.
+  // Text generation decodes on WebGPU where setupDemo opens it, else on the CPU.
   await Promise.all([setupText(params), setupDemo(params)]);
 }
 

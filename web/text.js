@@ -1,7 +1,8 @@
 // The page's text generation: loads the trained model in lm/ (train.json and model.mpk, as
 // `moba train --run DIR` writes them) into the wasm module's TextModel on first use, then
-// draws one byte per call and shows each as it comes. URL parameters named like the
-// controls preset them; `generate=1` starts on load (the browser test uses both).
+// draws one byte per call and shows each as it comes: on the page's WebGPU device where
+// main.js offers one, else on the CPU. URL parameters named like the controls preset them;
+// `generate=1` starts on load (the browser test uses both).
 import { TextModel } from './pkg/moba_web.js';
 import { presetForm, setCell, setStatus as setStatusOf } from './ui.js';
 
@@ -14,6 +15,14 @@ const generatedSpan = document.getElementById('text-generated');
 const BYTES_PER_PAINT = 4;
 
 let model = null;
+
+// The page's WebGPU device (a Demo, or null) once main.js has tried to open one, and whether
+// its adapter is a software one.
+let offerGpuTo;
+const gpuOffered = new Promise((resolve) => { offerGpuTo = resolve; });
+export function offerGpu(demo, software) { offerGpuTo({ demo, software }); }
+// Why the text runs on the CPU although WebGPU is there ('' where it does not).
+let cpuBecause = '';
 
 const setStatus = (state, text) => setStatusOf(status, state, text);
 
@@ -31,6 +40,13 @@ async function loadModel() {
     fetchOk('lm/model.mpk').then((response) => response.arrayBuffer()),
   ]);
   model = new TextModel(config, new Uint8Array(weights));
+  const { demo, software } = await gpuOffered;
+  // `decode=webgpu` decodes on a software adapter anyway (the browser test does).
+  const forced = new URLSearchParams(location.search).get('decode') === 'webgpu';
+  if (demo && (!software || forced)) model.useGpu(demo);
+  if (demo && software && !forced) {
+    cpuBecause = ' (this WebGPU adapter is a software one, slower than wasm here; ?decode=webgpu uses it)';
+  }
   const info = model.info();
   const attention = info.blockSize
     ? `MoBA block ${info.blockSize}, top-${info.topK}` + (info.fullLayers ? `, last ${info.fullLayers} layers full` : '')
@@ -71,7 +87,7 @@ async function generate() {
     let firstByteMs = 0;
     let count = 0;
     while (count < settings.maxBytes) {
-      const byte = lm.nextByte();
+      const byte = await lm.nextByte();
       if (byte === undefined) break;
       if (count === 0) firstByteMs = performance.now() - start;
       count += 1;
@@ -85,6 +101,9 @@ async function generate() {
     const rate = count > 1 ? (count - 1) / (decodeMs / 1000) : 0;
     setCell('text-rate', `${(count - 1).toLocaleString('en')} more bytes at ${rate.toFixed(1)} bytes/s`, rate);
     setCell('text-blocks', decodeBlocks(lm.info(), lm.position()), lm.position());
+    setCell('text-device', lm.runsOn() === 'WebGPU'
+      ? 'WebGPU: the GPU decoder (WGSL kernels per layer around MoBA\'s split decode)'
+      : `CPU: burn's ndarray backend in wasm${cpuBecause}`, lm.runsOn());
     document.getElementById('text-stats').hidden = false;
     const full = count < settings.maxBytes ? ' (the model\'s context is full)' : '';
     setStatus('done', `Done: ${count} bytes${full}.`);

@@ -109,15 +109,26 @@ impl GpuContext {
 
     /// Copies a buffer back to the host.
     pub async fn download<T: Pod>(&self, buffer: &wgpu::Buffer) -> Result<Vec<T>> {
-        let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: buffer.size(),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let staging = self.readback_buffer("readback", buffer.size());
         let mut encoder = self.device().create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, buffer.size());
         self.queue().submit([encoder.finish()]);
+        self.read_mapped(&staging).await
+    }
+
+    /// A buffer the host maps to read what a copy wrote into it.
+    pub(crate) fn readback_buffer(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// The contents of a [`Self::readback_buffer`] once the work submitted so far is done
+    /// (mapped, copied out, unmapped: it can take the next copy).
+    pub(crate) async fn read_mapped<T: Pod>(&self, staging: &wgpu::Buffer) -> Result<Vec<T>> {
         let slice = staging.slice(..);
         let (sender, receiver) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |result| {

@@ -3,7 +3,7 @@
 //! The root crate's wgpu layer and WGSL kernels, built for wasm32 and run on the browser's
 //! WebGPU adapter; nothing here holds a kernel. [`Demo`] is what the page (`web/main.js`)
 //! calls through wasm-bindgen; [`TextModel`] generates text with the root crate's language
-//! model (burn's CPU backend in wasm):
+//! model (on WebGPU through the GPU decoder, else burn's CPU backend in wasm):
 //!
 //! ```js
 //! import init, { Demo } from './pkg/moba_web.js';
@@ -14,8 +14,9 @@
 //!                                 topK: 3, runs: 5, dense: true });
 //!
 //! const model = new TextModel(trainJsonText, new Uint8Array(modelMpkBytes));
+//! model.useGpu(demo);                        // decode on WebGPU (leave out: on the CPU)
 //! model.start('def ', 0.8, 0.95, 1);          // prompt, temperature, top-p, seed
-//! const byte = model.nextByte();             // a number, or undefined once the context is full
+//! const byte = await model.nextByte();       // a number, or undefined once the context is full
 //! ```
 
 mod adapter;

@@ -1,20 +1,31 @@
 //! Text generation in the page: a trained byte-level MoBA model (`moba train`'s `train.json`
-//! and `model.mpk`) on burn's CPU backend in wasm. The prompt goes through one MoBA prefill,
-//! then each byte through one MoBA decode step (the query gated over the cached blocks),
-//! one byte per call so that the page shows each as it comes.
+//! and `model.mpk`), one byte per call so that the page shows each as it comes. On the
+//! page's WebGPU device ([`TextModel::use_gpu`]) the GPU decoder runs it
+//! (`moba::gpu::LmDecoder`: each position a few WGSL kernels per layer around MoBA's split
+//! decode, the KV cache on the GPU); without WebGPU, burn's CPU backend in wasm (the prompt
+//! through one MoBA prefill, then each byte through one MoBA decode step).
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use burn::backend::NdArray;
 use burn::module::Module;
-use moba::model::{Generator, LmConfig, MobaLm, Sampling, model_from_bytes};
+use moba::gpu::GpuContext;
+use moba::model::{Generator, GpuGenerator, LmConfig, MobaLm, Sampling, model_from_bytes};
 use moba::module::AttentionKind;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
-use crate::to_js;
+use crate::{Demo, to_js};
 
-/// burn's ndarray backend: the model's decode is a few small matrix products per byte,
-/// which the CPU does without a round trip to the GPU per byte.
+/// burn's ndarray backend, where the page has no WebGPU.
 type Cpu = NdArray<f32>;
+
+/// A generation in progress, on the GPU decoder or on the CPU.
+enum Generation {
+    Gpu(GpuGenerator),
+    Cpu(Generator<Cpu>),
+}
 
 /// What the page shows of a loaded model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,9 +48,12 @@ pub struct ModelInfo {
 /// A trained model and the generation in progress, if any.
 #[wasm_bindgen]
 pub struct TextModel {
-    model: MobaLm<Cpu>,
+    model: Rc<MobaLm<Cpu>>,
     config: LmConfig,
-    generator: Option<Generator<Cpu>>,
+    /// The page's WebGPU device, where [`TextModel::use_gpu`] gave it.
+    gpu: Option<GpuContext>,
+    /// Shared with the promise of [`TextModel::next_byte`], which outlives the call.
+    generation: Rc<RefCell<Option<Generation>>>,
 }
 
 #[wasm_bindgen]
@@ -51,9 +65,10 @@ impl TextModel {
         let config = run_model_config(train_json)?;
         let model = model_from_bytes::<Cpu>(&config, weights, "model.mpk", &Default::default())?;
         Ok(TextModel {
-            model,
+            model: Rc::new(model),
             config,
-            generator: None,
+            gpu: None,
+            generation: Rc::default(),
         })
     }
 
@@ -62,8 +77,15 @@ impl TextModel {
         to_js(&self.model_info())
     }
 
+    /// Generations from the next [`TextModel::start`] on run on `demo`'s WebGPU device.
+    #[wasm_bindgen(js_name = useGpu)]
+    pub fn use_gpu(&mut self, demo: &Demo) {
+        self.gpu = Some(demo.gpu.clone());
+    }
+
     /// Starts generating after `prompt` (its UTF-8 bytes): temperature 0 is greedy, `top_p`
-    /// cuts the nucleus, `seed` fixes the draws.
+    /// cuts the nucleus, `seed` fixes the draws. On WebGPU where [`TextModel::use_gpu`]
+    /// gave a device, else on the CPU ([`TextModel::runs_on`] says which).
     pub fn start(
         &mut self,
         prompt: &str,
@@ -76,23 +98,55 @@ impl TextModel {
             top_p,
             seed: seed.into(),
         };
-        self.generator = Some(Generator::new(&self.model, prompt.as_bytes(), sampling)?);
+        let prompt = prompt.as_bytes();
+        let generation = match &self.gpu {
+            Some(gpu) => Generation::Gpu(GpuGenerator::new(gpu, &self.model, prompt, sampling)?),
+            None => Generation::Cpu(Generator::new(&self.model, prompt, sampling)?),
+        };
+        *self.generation.borrow_mut() = Some(generation);
         Ok(())
     }
 
-    /// The next byte, or `undefined` once the context is full.
+    /// Where the generation runs: `"WebGPU"` (the GPU decoder) or `"CPU"` (burn in wasm).
+    #[wasm_bindgen(js_name = runsOn)]
+    pub fn runs_on(&self) -> String {
+        match &*self.generation.borrow() {
+            Some(Generation::Gpu(_)) => "WebGPU",
+            Some(Generation::Cpu(_)) => "CPU",
+            None if self.gpu.is_some() => "WebGPU",
+            None => "CPU",
+        }
+        .into()
+    }
+
+    /// A promise of the next byte, or of `undefined` once the context is full.
     #[wasm_bindgen(js_name = nextByte)]
-    pub fn next_byte(&mut self) -> Result<Option<u8>, JsError> {
-        let generator = self
-            .generator
-            .as_mut()
-            .ok_or_else(|| JsError::new("call start(prompt, ...) before nextByte()"))?;
-        Ok(generator.next_byte(&self.model)?)
+    pub fn next_byte(&self) -> js_sys::Promise {
+        let (model, generation) = (self.model.clone(), self.generation.clone());
+        wasm_bindgen_futures::future_to_promise(async move {
+            // Taken out while the GPU works, so that no borrow lives across the wait.
+            let mut taken = generation.borrow_mut().take().ok_or_else(|| {
+                JsError::new("call start(prompt, ...) before nextByte(), one call at a time")
+            })?;
+            let byte = match &mut taken {
+                Generation::Gpu(generator) => generator.next_byte().await,
+                Generation::Cpu(generator) => generator.next_byte(&model),
+            };
+            // A start() during the wait has made a new generation: that one stays.
+            generation.borrow_mut().get_or_insert(taken);
+            Ok(byte
+                .map_err(JsError::from)?
+                .map_or(JsValue::UNDEFINED, JsValue::from))
+        })
     }
 
     /// Positions the model has read: the prompt and the bytes generated so far but the last.
     pub fn position(&self) -> usize {
-        self.generator.as_ref().map_or(0, Generator::position)
+        match &*self.generation.borrow() {
+            Some(Generation::Gpu(generator)) => generator.decoder().position(),
+            Some(Generation::Cpu(generator)) => generator.position(),
+            None => 0,
+        }
     }
 }
 

@@ -216,42 +216,60 @@ fn the_check_reports_a_wrong_output_and_a_wrong_selection() {
     assert!(clean.passed && !broken.passed, "{broken:?}");
 }
 
-#[wasm_bindgen_test]
-fn the_page_model_continues_its_prompt_as_the_native_build_does() {
-    let sample: Sample = serde_json::from_str(GREEDY_SAMPLE).unwrap();
-    let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec())
-        .map_err(message)
-        .unwrap();
-    let info: ModelInfo = serde_wasm_bindgen::from_value(model.info().unwrap()).unwrap();
-    assert_eq!(info, model.model_info());
-    assert_eq!(
-        (info.block_size, info.top_k, info.context),
-        (Some(128), Some(3), 2048),
-        "{info:?}"
-    );
-    assert!(info.parameters > 100_000, "{info:?}");
-
-    // Greedy: the same bytes as the native ndarray build drew (MoBA prefill, then decode).
-    model
-        .start(&sample.prompt, 0.0, 1.0, 0)
-        .map_err(message)
-        .unwrap();
-    let generated: Vec<u8> = (0..sample.generated.len())
-        .map(|_| model.next_byte().map_err(message).unwrap().unwrap())
-        .collect();
-    assert_eq!(String::from_utf8_lossy(&generated), sample.generated);
-    assert_eq!(
-        model.position(),
-        sample.prompt.len() + sample.generated.len() - 1
-    );
-    // A new start forgets the last generation.
-    model.start("x", 0.0, 1.0, 0).map_err(message).unwrap();
-    model.next_byte().map_err(message).unwrap();
-    assert_eq!(model.position(), 1);
+/// `TextModel::nextByte` as the page awaits it: the byte, `None` once the context is full,
+/// or the error's message.
+async fn next_byte(model: &TextModel) -> Result<Option<u8>, String> {
+    match wasm_bindgen_futures::JsFuture::from(model.next_byte()).await {
+        Ok(value) => Ok(value.as_f64().map(|byte| byte as u8)),
+        Err(error) => Err(error.dyn_into::<js_sys::Error>().unwrap().message().into()),
+    }
 }
 
 #[wasm_bindgen_test]
-fn bad_model_files_and_calls_are_errors_that_say_what_is_wrong() {
+async fn the_page_model_continues_its_prompt_as_the_native_build_does() {
+    let sample: Sample = serde_json::from_str(GREEDY_SAMPLE).unwrap();
+    let demo = Demo::open().await.unwrap();
+    for on_gpu in [false, true] {
+        let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec())
+            .map_err(message)
+            .unwrap();
+        let info: ModelInfo = serde_wasm_bindgen::from_value(model.info().unwrap()).unwrap();
+        assert_eq!(info, model.model_info());
+        assert_eq!(
+            (info.block_size, info.top_k, info.context),
+            (Some(128), Some(3), 2048),
+            "{info:?}"
+        );
+        assert!(info.parameters > 100_000, "{info:?}");
+        if on_gpu {
+            model.use_gpu(&demo);
+        }
+
+        // Greedy: the same bytes as the native build drew, on the CPU (MoBA prefill, then
+        // decode) and on the GPU decoder (one position at a time).
+        model
+            .start(&sample.prompt, 0.0, 1.0, 0)
+            .map_err(message)
+            .unwrap();
+        assert_eq!(model.runs_on(), if on_gpu { "WebGPU" } else { "CPU" });
+        let mut generated = Vec::new();
+        for _ in 0..sample.generated.len() {
+            generated.push(next_byte(&model).await.unwrap().unwrap());
+        }
+        assert_eq!(String::from_utf8_lossy(&generated), sample.generated);
+        assert_eq!(
+            model.position(),
+            sample.prompt.len() + sample.generated.len() - 1
+        );
+        // A new start forgets the last generation.
+        model.start("x", 0.0, 1.0, 0).map_err(message).unwrap();
+        next_byte(&model).await.unwrap();
+        assert_eq!(model.position(), 1);
+    }
+}
+
+#[wasm_bindgen_test]
+async fn bad_model_files_and_calls_are_errors_that_say_what_is_wrong() {
     let error = message(TextModel::new("{}", WEIGHTS.to_vec()).err().unwrap());
     assert!(error.contains("train.json"), "{error}");
     let half = WEIGHTS[..WEIGHTS.len() / 2].to_vec();
@@ -261,7 +279,7 @@ fn bad_model_files_and_calls_are_errors_that_say_what_is_wrong() {
     let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec())
         .map_err(message)
         .unwrap();
-    let error = message(model.next_byte().unwrap_err());
+    let error = next_byte(&model).await.unwrap_err();
     assert!(error.contains("start"), "{error}");
     let error = message(model.start("", 0.8, 0.95, 1).unwrap_err());
     assert!(error.contains("1 to 2048"), "{error}");

@@ -136,24 +136,39 @@ await test('a browser without WebGPU gets a clear message', async () => {
   assert.match(text, /WebGPU is not available/);
 });
 
-await test('the trained model generates text byte by byte, as the native build does', async () => {
-  // Greedy decoding of the checked-in model must give its checked-in sample (lm/sample.json,
-  // written by the native `moba generate --temperature 0`), with no WebGPU needed.
+// Greedy decoding of the checked-in model must give its checked-in sample (lm/sample.json,
+// written by the native `moba generate --temperature 0`), on the CPU without WebGPU and on
+// the GPU decoder with it; returns the page's decode rate (bytes/s).
+async function generatesTheSample(withoutWebGpu) {
   const sample = JSON.parse(readFileSync(join(web, 'lm', 'sample.json'), 'utf8'));
   const query = new URLSearchParams({
     prompt: sample.prompt, temperature: '0', maxBytes: String(sample.generated.length), generate: '1',
   });
-  const page = await openPage(query.toString(), { withoutWebGpu: true, status: 'text-status' });
+  // SwiftShader is a software adapter, where the page decodes on the CPU unless told.
+  if (!withoutWebGpu) query.set('decode', 'webgpu');
+  const page = await openPage(query.toString(), { withoutWebGpu, status: 'text-status' });
   const [state, text] = await statusOf(page, 'text-status');
   assert.equal(state, 'done', text);
+  assert.equal(await page.getAttribute('#text-device', 'data-value'), withoutWebGpu ? 'CPU' : 'WebGPU');
   assert.equal(await page.textContent('#text-prompt'), sample.prompt);
   assert.equal(await page.textContent('#text-generated'), sample.generated);
   assert.equal(Number(await page.getAttribute('#text-generated', 'data-bytes')), sample.generated.length);
   assert.ok(await value(page, 'text-rate') > 0, 'decode rate');
   assert.match(await page.textContent('#text-model'), /MoBA block 128, top-3/);
-  const textScreenshot = screenshot.replace(/\.png$/, '-text.png');
+  const textScreenshot = screenshot.replace(/\.png$/, withoutWebGpu ? '-text.png' : '-text-webgpu.png');
   await page.locator('#text').screenshot({ path: textScreenshot });
-  console.log(`     ${await page.textContent('#text-rate')}, screenshot ${textScreenshot}`);
+  console.log(`     ${await page.textContent('#text-device')}: ${await page.textContent('#text-rate')}, screenshot ${textScreenshot}`);
+  return value(page, 'text-rate');
+}
+
+let cpuRate = 0;
+await test('the trained model generates text byte by byte on the CPU, as the native build does', async () => {
+  cpuRate = await generatesTheSample(true);
+});
+
+await test('on WebGPU the GPU decoder generates the same bytes', async () => {
+  const gpuRate = await generatesTheSample(false);
+  console.log(`     WebGPU decode ${gpuRate.toFixed(1)} bytes/s, CPU ${cpuRate.toFixed(1)} bytes/s`);
 });
 
 await browser.close();

@@ -73,6 +73,8 @@ pub struct LmDecoder {
     attended: wgpu::Buffer,
     lse: wgpu::Buffer,
     logits: wgpu::Buffer,
+    /// Where each step copies its logits for the host to map.
+    readback: wgpu::Buffer,
     layers: Vec<CachedLayer>,
     parts: Vec<Part>,
 }
@@ -263,6 +265,7 @@ impl LmDecoder {
             queries,
             attended,
             lse,
+            readback: gpu.readback_buffer("logits readback", logits.size()),
             logits,
             layers,
             parts,
@@ -339,18 +342,20 @@ impl LmDecoder {
                 }
             }
         }
+        encoder.copy_buffer_to_buffer(&self.logits, 0, &self.readback, 0, self.logits.size());
         queue.submit([encoder.finish()]);
         self.position += 1;
         Ok(())
     }
 
     /// The scores of the next byte after the last [`LmDecoder::step`] (`[vocab]`, the
-    /// model's logits before any softmax).
+    /// model's logits before any softmax). Await it before the next step: the step's copy
+    /// of the logits and this read share one buffer.
     pub async fn logits(&self) -> Result<Vec<f32>> {
         if self.position == 0 {
             return Err(MobaError::Config("no byte has been read yet".into()));
         }
-        self.gpu.download(&self.logits).await
+        self.gpu.read_mapped(&self.readback).await
     }
 
     /// The blocks each query head of `layer` attended at the last step, `[n_heads, top_k]`
