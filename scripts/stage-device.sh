@@ -22,7 +22,7 @@ for line in sys.stdin:
         print(m["executable"])' "$name"
 }
 cp "$(test_binary cuda --features cuda)" .device/tests/cuda
-for test in backward cooperative varlen; do
+for test in backward cooperative varlen decoder; do
     cp "$(test_binary "$test")" ".device/tests/$test"
 done
 # The call carries at most 64 MiB: the binaries travel gzipped (scripts/device-*.sh unpack).
