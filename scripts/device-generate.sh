@@ -11,7 +11,8 @@
 # PROMPT_BYTES (the long prompt, default 16384), BACKENDS (default "wgpu wgpu-burn cuda"),
 # RUN (a trained run to generate from instead of training one), PROFILE=1
 # (then one more run of 32 bytes per backend logs every burn (cubecl) kernel it launches,
-# with its time, to $OUT/BACKEND-profile.log: what a decode step costs besides MoBA's own).
+# with its time, to $OUT/BACKEND-profile.log: what a decode step costs besides MoBA's own;
+# the `wgpu` entry, the GPU decoder, launches none of burn's).
 set -u
 OUT=${OUT:-results/device-generate}
 STEPS=${STEPS:-4}

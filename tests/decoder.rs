@@ -79,8 +79,9 @@ fn check_config(config: LmConfig) {
             "{}: decoder error {error:.3e} against burn's forward of the same model",
             gpu.describe()
         );
-        // Every query head routed to its own (current) block at the last position.
-        let current = (bytes.len() - 1) / 32;
+        // Every query head attended its own (current) block at the last position.
+        let block = weights.layers[0].attention.block_size;
+        let current = (bytes.len() - 1) / block;
         let selection = gpu.block_on(decoder.selection(0)).unwrap();
         let top_k = selection.len() / config.n_heads;
         for head in selection.chunks(top_k) {
@@ -105,6 +106,23 @@ fn the_decoder_matches_the_model_at_every_position() {
 #[test]
 fn the_decoder_runs_full_attention_layers() {
     check_config(LmConfig::preset("tiny").unwrap().with_full_layers(1));
+}
+
+#[test]
+fn the_decoder_runs_the_static_gates() {
+    let mut config = LmConfig::preset("tiny").unwrap();
+    config.attention = AttentionKind::SlidingWindow {
+        block_size: 32,
+        blocks: 2,
+    };
+    check_config(config);
+    let mut config = LmConfig::preset("tiny").unwrap();
+    config.attention = AttentionKind::Sink {
+        block_size: 32,
+        first: 1,
+        recent: 2,
+    };
+    check_config(config);
 }
 
 #[test]

@@ -162,14 +162,13 @@ async function setupDemo(params) {
     offerGpu(null, false);
     return;
   }
-  const adapter = await navigator.gpu.requestAdapter();
-  const info = adapter?.info ?? {};
-  showAdapter(demo.adapter(), info);
+  const info = await navigator.gpu.requestAdapter().then((adapter) => adapter?.info ?? {}, () => ({}));
   // The text generation decodes on this device too, but for a software adapter
   // (SwiftShader: the same CPU cores behind WebGPU's submissions), where wasm is faster.
   const software = Boolean(info.isFallbackAdapter)
     || /swiftshader/i.test(`${info.vendor} ${info.architecture} ${info.description}`);
   offerGpu(demo, software);
+  showAdapter(demo.adapter(), info);
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     run(demo);

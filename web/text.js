@@ -103,7 +103,7 @@ async function generate() {
     setCell('text-blocks', decodeBlocks(lm.info(), lm.position()), lm.position());
     setCell('text-device', lm.runsOn() === 'WebGPU'
       ? 'WebGPU: the GPU decoder (WGSL kernels per layer around MoBA\'s split decode)'
-      : `CPU: burn's ndarray backend in wasm${cpuBecause}`, lm.runsOn());
+      : `CPU: burn's ndarray backend in wasm${lm.whyCpu() ? ` (${lm.whyCpu()})` : cpuBecause}`, lm.runsOn());
     document.getElementById('text-stats').hidden = false;
     const full = count < settings.maxBytes ? ' (the model\'s context is full)' : '';
     setStatus('done', `Done: ${count} bytes${full}.`);

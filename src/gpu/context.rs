@@ -137,6 +137,8 @@ pub struct GpuContext {
     features: wgpu::Features,
     /// Compiled pipelines by their module's full source.
     pipelines: Arc<Mutex<HashMap<String, wgpu::ComputePipeline>>>,
+    /// The MoBA kernels' pipelines by kernel and constants (found without making the source).
+    kernels: Arc<Mutex<HashMap<(Kernel, KernelConstants), wgpu::ComputePipeline>>>,
     /// First error wgpu reported or the reason the device was lost.
     failure: Arc<Mutex<Option<DeviceFailure>>>,
     /// Held by each blocking call on OpenGL (see [`GpuContext::exclusive`]).
@@ -211,6 +213,7 @@ impl GpuContext {
             device,
             queue,
             pipelines: Arc::default(),
+            kernels: Arc::default(),
             failure,
             serial: Arc::default(),
         }
@@ -273,7 +276,13 @@ impl GpuContext {
         kernel: Kernel,
         constants: &KernelConstants,
     ) -> Result<wgpu::ComputePipeline> {
-        self.compile(kernel.name(), kernel.source(constants)?)
+        let key = (kernel, *constants);
+        if let Some(pipeline) = self.kernels.lock().unwrap().get(&key) {
+            return Ok(pipeline.clone());
+        }
+        let pipeline = self.compile(kernel.name(), kernel.source(constants)?)?;
+        self.kernels.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
     }
 
     /// The pipeline of a WGSL module whose entry point is `main`, compiled once per source

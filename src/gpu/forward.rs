@@ -159,6 +159,13 @@ impl MobaForward {
     /// submission on: record and submit one step per length.
     pub fn set_cached_len(&self, len: usize) -> Result<()> {
         let (shape, config) = (self.shape(), self.config());
+        // Pooling the keys (block_means.wgsl) reads them at kv_len's stride: only the split
+        // decode over given means (or a static gate) reads a cache.
+        if !self.splits_decode() || self.runner.runs(super::kernels::Kernel::BlockMeans) {
+            return Err(MobaError::Config(
+                "set_cached_len is for a decode planned with MobaForward::over_cache".into(),
+            ));
+        }
         if len < shape.q_len || len > shape.kv_len {
             return Err(MobaError::Config(format!(
                 "a cache of {} positions cannot hold {len} (with the {} queries' own)",

@@ -43,7 +43,7 @@ impl<B: Backend> MobaLm<B> {
             };
             let table = layer
                 .rope()
-                .map(|rope| rope_pairs(rope.freq_complex.clone()));
+                .map(|rope| rope_pairs(rope.freq_complex.clone(), self.max_seq_len));
             if i == 0 {
                 rope = table;
             } else if table != rope {
@@ -107,11 +107,14 @@ fn gain<B: Backend>(norm: &RmsNorm<B>) -> Vec<f32> {
     host(norm.gamma.val())
 }
 
-/// burn's RoPE table `[positions, head_dim, 2]`, whose columns 2i and 2i + 1 both hold the
-/// (cos, sin) of angle i, as `[positions, head_dim / 2, 2]`: each angle once.
-fn rope_pairs<B: Backend>(table: Tensor<B, 3>) -> Vec<f32> {
-    let full = host(table);
-    full.chunks_exact(4)
+/// The first `positions` of burn's RoPE table `[positions, head_dim, 2]`, whose columns 2i
+/// and 2i + 1 both hold the (cos, sin) of angle i, as `[positions, head_dim / 2, 2]`: each
+/// angle once.
+fn rope_pairs<B: Backend>(table: Tensor<B, 3>, positions: usize) -> Vec<f32> {
+    let [len, head_dim, _] = table.dims();
+    let table = table.slice([0..positions.min(len), 0..head_dim]);
+    host(table)
+        .chunks_exact(4)
         .flat_map(|pair| [pair[0], pair[1]])
         .collect()
 }

@@ -1,7 +1,8 @@
-//! Sampling bytes from a [`MobaLm`]: the prompt goes through one MoBA prefill, then each new
-//! byte through one MoBA decode step over the KV cache (one query gated over the cached
-//! blocks), so generation is sparse too. [`generate`] runs to a length; [`Generator`] draws
-//! one byte per call.
+//! Sampling bytes from a [`MobaLm`]: each new byte through one MoBA decode step over the KV
+//! cache (one query gated over the cached blocks), so generation is sparse too.
+//! [`Generator`] runs on burn's ops (the prompt through one MoBA prefill first);
+//! [`GpuGenerator`] on the GPU decoder ([`LmDecoder`], the prompt one position at a time).
+//! [`generate`] runs to a length; both generators draw one byte per call.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -185,11 +186,15 @@ impl<B: MobaBackend> Generator<B> {
 pub struct GpuGenerator {
     decoder: LmDecoder,
     draws: Draws,
+    /// A step failed: the cache no longer matches the draws.
+    failed: bool,
 }
 
 impl GpuGenerator {
     /// Uploads `model` to `gpu` and prepares to continue `prompt` (the errors of
-    /// [`Generator::new`], and [`MobaLm::decode_weights`]'s for layers the decoder lacks).
+    /// [`Generator::new`]). `Unsupported` ([`MobaLm::decode_weights`]: layers the decoder
+    /// lacks) and `LimitExceeded` (a model too wide for the adapter) mean that the decoder
+    /// does not run this model here: [`Generator`] does.
     pub fn new<B: Backend>(
         gpu: &GpuContext,
         model: &MobaLm<B>,
@@ -200,18 +205,27 @@ impl GpuGenerator {
         Ok(Self {
             decoder: LmDecoder::new(gpu, &model.decode_weights()?)?,
             draws,
+            failed: false,
         })
     }
 
-    /// The next byte, or `None` once the model's context is full.
+    /// The next byte, or `None` once the model's context is full. After an error every
+    /// later call is one too (make a new generator).
     pub async fn next_byte(&mut self) -> Result<Option<u8>> {
+        if self.failed {
+            return Err(MobaError::Config(
+                "an earlier step of this generation failed: start a new one".into(),
+            ));
+        }
         let Some(input) = self.draws.input() else {
             return Ok(None);
         };
+        self.failed = true;
         for &byte in input {
             self.decoder.step(byte)?;
         }
         let logits = self.decoder.logits().await?;
+        self.failed = false;
         Ok(Some(self.draws.draw(&logits)))
     }
 

@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use burn::backend::NdArray;
 use burn::module::Module;
+use moba::MobaError;
 use moba::gpu::GpuContext;
 use moba::model::{Generator, GpuGenerator, LmConfig, MobaLm, Sampling, model_from_bytes};
 use moba::module::AttentionKind;
@@ -52,6 +53,8 @@ pub struct TextModel {
     config: LmConfig,
     /// The page's WebGPU device, where [`TextModel::use_gpu`] gave it.
     gpu: Option<GpuContext>,
+    /// Why the last start decodes on the CPU although a device was given.
+    why_cpu: Option<String>,
     /// Shared with the promise of [`TextModel::next_byte`], which outlives the call.
     generation: Rc<RefCell<Option<Generation>>>,
 }
@@ -68,6 +71,7 @@ impl TextModel {
             model: Rc::new(model),
             config,
             gpu: None,
+            why_cpu: None,
             generation: Rc::default(),
         })
     }
@@ -99,8 +103,17 @@ impl TextModel {
             seed: seed.into(),
         };
         let prompt = prompt.as_bytes();
-        let generation = match &self.gpu {
-            Some(gpu) => Generation::Gpu(GpuGenerator::new(gpu, &self.model, prompt, sampling)?),
+        let on_gpu =
+            (self.gpu.as_ref()).map(|gpu| GpuGenerator::new(gpu, &self.model, prompt, sampling));
+        self.why_cpu = None;
+        let generation = match on_gpu {
+            Some(Ok(generator)) => Generation::Gpu(generator),
+            // A model the GPU decoder does not run (on this adapter) decodes on the CPU.
+            Some(Err(why @ (MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }))) => {
+                self.why_cpu = Some(why.to_string());
+                Generation::Cpu(Generator::new(&self.model, prompt, sampling)?)
+            }
+            Some(Err(error)) => return Err(error.into()),
             None => Generation::Cpu(Generator::new(&self.model, prompt, sampling)?),
         };
         *self.generation.borrow_mut() = Some(generation);
@@ -117,6 +130,13 @@ impl TextModel {
             None => "CPU",
         }
         .into()
+    }
+
+    /// Why the generation runs on the CPU although [`TextModel::use_gpu`] gave a device (a
+    /// model the GPU decoder does not run there), or `undefined`.
+    #[wasm_bindgen(js_name = whyCpu)]
+    pub fn why_cpu(&self) -> Option<String> {
+        self.why_cpu.clone()
     }
 
     /// A promise of the next byte, or of `undefined` once the context is full.

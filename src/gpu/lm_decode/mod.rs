@@ -65,6 +65,7 @@ struct CachedLayer {
 pub struct LmDecoder {
     gpu: GpuContext,
     capacity: usize,
+    vocab: usize,
     position: usize,
     /// `(token, position, 0, 0)` of the step.
     step: wgpu::Buffer,
@@ -109,7 +110,7 @@ impl LmDecoder {
         let logits = zeros("logits", vocab);
         let rope = match &weights.rope {
             // The table's (cos, sin) of angle i once per pair: [positions, head_dim / 2, 2].
-            Some(table) => gpu.upload("rope", &table[..capacity * head_dim]),
+            Some(table) => gpu.upload("rope", table),
             None => zeros("no rope", 2),
         };
         let embedding = gpu.upload("embedding", &weights.embedding);
@@ -260,6 +261,7 @@ impl LmDecoder {
         Ok(Self {
             gpu: gpu.clone(),
             capacity,
+            vocab,
             position: 0,
             step,
             queries,
@@ -291,6 +293,12 @@ impl LmDecoder {
     /// logits of the byte after it are computed ([`LmDecoder::logits`] reads them). One
     /// submission, no wait; an error once the cache is full.
     pub fn step(&mut self, byte: u8) -> Result<()> {
+        if usize::from(byte) >= self.vocab {
+            return Err(MobaError::Config(format!(
+                "byte {byte} is past the model's vocabulary of {}",
+                self.vocab
+            )));
+        }
         if self.position == self.capacity {
             return Err(MobaError::Config(format!(
                 "the model's context of {} positions is full",

@@ -70,8 +70,8 @@ pub struct LmWeights {
     pub final_norm: Vec<f32>,
     /// `[d_model, vocab]`.
     pub head: LinearWeights,
-    /// RoPE's `(cos, sin)` of every angle at every position, `[positions, head_dim / 2, 2]`
-    /// (at least `max_seq_len` positions); `None`: no rotation.
+    /// RoPE's `(cos, sin)` of every angle at every position, `[max_seq_len, head_dim / 2,
+    /// 2]`; `None`: no rotation.
     pub rope: Option<Vec<f32>>,
 }
 
@@ -84,12 +84,11 @@ impl LmWeights {
     /// dimension the decoder's kernels cannot take.
     pub fn validate(&self) -> Result<()> {
         let (d, ff, v) = (self.d_model, self.d_ff, self.vocab);
-        let head_dim = self.head_dim();
         if self.n_heads == 0
             || self.n_kv_heads == 0
             || d % self.n_heads != 0
             || self.n_heads % self.n_kv_heads != 0
-            || head_dim % 4 != 0
+            || self.head_dim() % 4 != 0
         {
             return Err(MobaError::Unsupported(format!(
                 "the GPU decoder needs n_kv_heads | n_heads | d_model and a head dim that is a \
@@ -108,14 +107,13 @@ impl LmWeights {
         sized("embedding", &self.embedding, v * d)?;
         sized("final norm", &self.final_norm, d)?;
         self.head.check("head", d, v)?;
+        let head_dim = self.head_dim();
         if let Some(rope) = &self.rope {
-            if rope.len() < self.max_seq_len * head_dim {
-                return Err(MobaError::ShapeMismatch {
-                    what: "RoPE table ([positions, head_dim / 2, 2], max_seq_len positions)".into(),
-                    expected: self.max_seq_len * head_dim,
-                    actual: rope.len(),
-                });
-            }
+            sized(
+                "RoPE table ([max_seq_len, head_dim / 2, 2])",
+                rope,
+                self.max_seq_len * head_dim,
+            )?;
         }
         let kv = self.n_kv_heads * head_dim;
         for (i, layer) in self.layers.iter().enumerate() {
