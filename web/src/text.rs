@@ -24,8 +24,8 @@ type Cpu = NdArray<f32>;
 
 /// A generation in progress, on the GPU decoder or on the CPU.
 enum Generation {
-    Gpu(GpuGenerator),
-    Cpu(Generator<Cpu>),
+    Gpu(Box<GpuGenerator>),
+    Cpu(Box<Generator<Cpu>>),
 }
 
 /// What the page shows of a loaded model.
@@ -107,14 +107,14 @@ impl TextModel {
             (self.gpu.as_ref()).map(|gpu| GpuGenerator::new(gpu, &self.model, prompt, sampling));
         self.why_cpu = None;
         let generation = match on_gpu {
-            Some(Ok(generator)) => Generation::Gpu(generator),
+            Some(Ok(generator)) => Generation::Gpu(Box::new(generator)),
             // A model the GPU decoder does not run (on this adapter) decodes on the CPU.
             Some(Err(why @ (MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }))) => {
                 self.why_cpu = Some(why.to_string());
-                Generation::Cpu(Generator::new(&self.model, prompt, sampling)?)
+                Generation::Cpu(Box::new(Generator::new(&self.model, prompt, sampling)?))
             }
             Some(Err(error)) => return Err(error.into()),
-            None => Generation::Cpu(Generator::new(&self.model, prompt, sampling)?),
+            None => Generation::Cpu(Box::new(Generator::new(&self.model, prompt, sampling)?)),
         };
         *self.generation.borrow_mut() = Some(generation);
         Ok(())

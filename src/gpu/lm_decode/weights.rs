@@ -86,9 +86,9 @@ impl LmWeights {
         let (d, ff, v) = (self.d_model, self.d_ff, self.vocab);
         if self.n_heads == 0
             || self.n_kv_heads == 0
-            || d % self.n_heads != 0
-            || self.n_heads % self.n_kv_heads != 0
-            || self.head_dim() % 4 != 0
+            || !d.is_multiple_of(self.n_heads)
+            || !self.n_heads.is_multiple_of(self.n_kv_heads)
+            || !self.head_dim().is_multiple_of(4)
         {
             return Err(MobaError::Unsupported(format!(
                 "the GPU decoder needs n_kv_heads | n_heads | d_model and a head dim that is a \
