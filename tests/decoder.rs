@@ -150,3 +150,34 @@ fn the_decoder_refuses_what_it_does_not_run_by_name() {
     let error = decoder.step(b'e').unwrap_err();
     assert!(error.to_string().contains("full"), "{error}");
 }
+
+#[test]
+fn a_model_over_the_adapters_buffer_limit_is_refused_before_allocation() {
+    // A device that binds at most 32 KiB: the tiny model's embedding is 64 KiB.
+    let (_, adapter) = pollster::block_on(moba::gpu::select_adapter(&Default::default())).unwrap();
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 1 << 15,
+        ..wgpu::Limits::downlevel_defaults()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .unwrap();
+    let gpu = GpuContext::from_device(&adapter, device, queue);
+    let model = LmConfig::preset("tiny")
+        .unwrap()
+        .init::<NdArray>(&Default::default())
+        .unwrap();
+    let error = LmDecoder::new(&gpu, &model.decode_weights().unwrap())
+        .err()
+        .unwrap();
+    assert!(matches!(error, MobaError::LimitExceeded { .. }), "{error}");
+    assert!(error.to_string().contains("embedding"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("max_storage_buffer_binding_size"),
+        "{error}"
+    );
+}

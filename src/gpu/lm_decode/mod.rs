@@ -20,8 +20,12 @@ use kernels::{Epilogue, LmKernel};
 
 use super::context::GpuContext;
 use super::forward::{ForwardBuffers, MobaForward};
+use super::plan::check_buffer_sizes;
 use crate::config::{Gate, Shape};
 use crate::error::{MobaError, Result};
+
+/// Storage buffers `lm_rope_cache.wgsl` binds, the most of any decode-step kernel.
+const ROPE_CACHE_BINDINGS: u32 = 8;
 
 /// One kernel launch of a step, bound once.
 struct Launch {
@@ -91,7 +95,8 @@ struct Matvec<'a> {
 
 impl LmDecoder {
     /// Uploads `weights` and allocates the KV cache for `weights.max_seq_len` positions; an
-    /// error where the model does not fit the adapter or its kernels (a layer whose heads
+    /// error before anything is allocated where the model does not fit the adapter's limits
+    /// (`LimitExceeded`, naming the limit) or the kernels (`Unsupported`: a layer whose heads
     /// per kv head exceed the split decode's rows, a head dim not a multiple of 4).
     pub fn new(gpu: &GpuContext, weights: &LmWeights) -> Result<Self> {
         weights.validate()?;
@@ -99,6 +104,29 @@ impl LmDecoder {
         let (heads, kv_heads, head_dim) = (weights.n_heads, weights.n_kv_heads, weights.head_dim());
         let capacity = weights.max_seq_len;
         let kv = kv_heads * head_dim;
+        // Checked before anything is allocated: the largest buffers, and the most storage
+        // buffers one kernel binds (lm_rope_cache's 8).
+        let bytes = |elems: usize| elems as u64 * 4;
+        check_buffer_sizes(
+            gpu.limits(),
+            &[
+                ("cached keys", bytes(kv * capacity)),
+                ("rope", bytes(weights.rope.as_ref().map_or(0, Vec::len))),
+                ("embedding", bytes(vocab * d)),
+                ("q k v weight", bytes(d * (d + 2 * kv))),
+                ("SwiGLU weight", bytes(d * 2 * ff)),
+                ("head weight", bytes(d * vocab)),
+            ],
+        )?;
+        let available = gpu.limits().max_storage_buffers_per_shader_stage;
+        if available < ROPE_CACHE_BINDINGS {
+            return Err(MobaError::limit(
+                "the decode step's cache kernel's storage buffers",
+                "max_storage_buffers_per_shader_stage",
+                ROPE_CACHE_BINDINGS.into(),
+                available.into(),
+            ));
+        }
         let zeros = |label: &str, elems: usize| gpu.scratch(label, elems as u64 * 4);
         let step = gpu.scratch("decode step", 16);
         let x = zeros("residual stream", d);
