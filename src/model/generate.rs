@@ -229,6 +229,15 @@ impl GpuGenerator {
         Ok(Some(self.draws.draw(&logits)))
     }
 
+    /// Continues `prompt` instead, on the same decoder (its weights stay uploaded, its
+    /// cache is emptied): the errors of [`Generator::new`].
+    pub fn restart(&mut self, prompt: &[u8], sampling: Sampling) -> Result<()> {
+        self.draws = Draws::new(prompt, sampling, self.decoder.capacity())?;
+        self.decoder.reset();
+        self.failed = false;
+        Ok(())
+    }
+
     /// The decoder, with its cache and routing.
     pub fn decoder(&self) -> &LmDecoder {
         &self.decoder

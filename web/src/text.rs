@@ -103,6 +103,10 @@ impl TextModel {
             seed: seed.into(),
         };
         let prompt = prompt.as_bytes();
+        // The GPU decoder of the last generation keeps its uploaded weights.
+        if let Some(Generation::Gpu(generator)) = &mut *self.generation.borrow_mut() {
+            return Ok(generator.restart(prompt, sampling)?);
+        }
         let on_gpu =
             (self.gpu.as_ref()).map(|gpu| GpuGenerator::new(gpu, &self.model, prompt, sampling));
         self.why_cpu = None;
