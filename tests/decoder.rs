@@ -7,11 +7,12 @@ mod common;
 
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
 use moba::MobaError;
 use moba::gpu::{GpuContext, LmDecoder};
+use moba::model::generate::byte_tensor;
 use moba::model::{LmConfig, MobaLm};
 use moba::module::AttentionKind;
+use moba::reference::max_abs_error;
 
 /// 150 bytes of text: five of the tiny preset's blocks of 32, so its top-3 gate ranks.
 fn prompt() -> Vec<u8> {
@@ -20,34 +21,17 @@ fn prompt() -> Vec<u8> {
 }
 
 fn logits<B: moba::backend::MobaBackend>(model: &MobaLm<B>, bytes: &[u8]) -> Vec<f64> {
-    let ints: Vec<i64> = bytes.iter().map(|&b| b as i64).collect();
-    let device = model.head.weight.device();
-    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ints, [1, bytes.len()]), &device);
+    let tokens = byte_tensor::<B>(bytes, &model.head.weight.device());
     let logits = model.forward(tokens).expect("the model's forward");
     logits.into_data().convert::<f64>().to_vec().unwrap()
 }
 
-fn max_error(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if x.is_nan() || y.is_nan() {
-                f64::INFINITY
-            } else {
-                (x - y).abs()
-            }
-        })
-        .fold(0.0, f64::max)
-}
-
 /// The decoder's logits at every position of `bytes`, read back after each step.
-fn decoded(gpu: &GpuContext, decoder: &mut LmDecoder, bytes: &[u8]) -> Vec<f64> {
+fn decoded(gpu: &GpuContext, decoder: &mut LmDecoder, bytes: &[u8]) -> Vec<f32> {
     let mut all = Vec::new();
     for &byte in bytes {
         decoder.step(byte).unwrap();
-        let logits = gpu.block_on(decoder.logits()).unwrap();
-        all.extend(logits.iter().map(|&x| x as f64));
+        all.extend(gpu.block_on(decoder.logits()).unwrap());
     }
     all
 }
@@ -69,7 +53,7 @@ fn check_config(config: LmConfig) {
     for gpu in common::every_gpu() {
         let mut decoder = LmDecoder::new(gpu, &weights).unwrap();
         let first = decoded(gpu, &mut decoder, &bytes);
-        let error = max_error(&first, &expected);
+        let error = max_abs_error(&first, &expected);
         eprintln!(
             "{}: decoder error {error:.3e} (tolerance {tolerance:.3e})",
             gpu.describe()

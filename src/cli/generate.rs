@@ -154,7 +154,7 @@ pub fn run(request: &AdapterRequest, args: &GenerateArgs) -> Result<()> {
     match (args.backend, args.decode) {
         (LmBackend::Wgpu, Decode::Kernels) => match run_on_decoder(request, args, &prompt) {
             // Before anything is printed: burn's ops run every model.
-            Err(why @ (MobaError::Unsupported(_) | MobaError::LimitExceeded { .. })) => {
+            Err(why) if GpuGenerator::declines(&why) => {
                 eprintln!("{why}: decoding with burn's ops instead");
                 dispatch(args.backend, request, Job { args, prompt })
             }

@@ -3,7 +3,7 @@
 use super::context::GpuContext;
 use super::pass::{Pass, PlannedPass};
 use super::plan::AttentionKernel;
-use super::schedule::Given;
+use super::schedule::{Given, Io};
 use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -122,8 +122,8 @@ impl MobaForward {
     /// fills one step at a time: `k, v: [B, Hkv, capacity, D]`, of which the first
     /// [`Self::set_cached_len`] positions hold keys, and for the mean-key gate their block
     /// means `[B, Hkv, ceil(capacity / block_size), D]` f32 (record with
-    /// [`Self::encode_with_means`]; the static gates read none: [`PlannedPass::encode`]). The
-    /// queries are the `q_len` positions after the cached ones. Planned once for every
+    /// [`Self::encode_over_cache`]). The queries are the `q_len` positions after the cached
+    /// ones. Planned once for every
     /// length; an error unless the shape decodes split over keys
     /// ([`crate::launch_plan::decodes`]) on this adapter.
     ///
@@ -134,7 +134,7 @@ impl MobaForward {
     /// let capacity = Shape { q_len: 1, kv_heads: 2, ..Shape::prefill(1, 8, 4096, 64) };
     /// let decode = MobaForward::over_cache(&gpu, &capacity, &MobaConfig::new(256, 3))?;
     /// decode.set_cached_len(1000)?; // the cache holds 999 positions and the query's own
-    /// // ... record with decode.encode_with_means(...), submit, then the next length.
+    /// // ... record with decode.encode_over_cache(...), submit, then the next length.
     /// # Ok::<(), moba::MobaError>(())
     /// ```
     pub fn over_cache(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
@@ -172,15 +172,27 @@ impl MobaForward {
                 shape.kv_len, shape.q_len
             )));
         }
-        let capacity = KernelParams::new(shape, config);
+        // The planned strides are the capacity's.
         self.runner.write_params(|planned| KernelParams {
             kv_len: len as u32,
             num_blocks: len.div_ceil(config.block_size) as u32,
-            kv_stride: capacity.kv_stride,
-            means_stride: capacity.means_stride,
             ..planned
         });
         Ok(())
+    }
+
+    /// Records one step of a decode planned [`Self::over_cache`]: `means` are the cache's
+    /// block means, which only the mean-key gate reads (the static gates rank without them).
+    pub fn encode_over_cache(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        io: &ForwardBuffers<'_>,
+        means: &wgpu::Buffer,
+    ) -> Result<()> {
+        match self.runner.takes(Io::Means) {
+            true => self.encode_with(encoder, io, &[means], None),
+            false => self.encode(encoder, io),
+        }
     }
 
     /// A forward over sequences packed into each batch entry, every sequence from a block

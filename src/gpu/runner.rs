@@ -5,7 +5,7 @@ use super::buffers::check_buffer;
 use super::context::GpuContext;
 use super::kernels::Kernel;
 use super::plan::check_buffer_sizes;
-use super::schedule::{Binding, Schedule};
+use super::schedule::{Binding, Io, Schedule};
 use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -82,6 +82,11 @@ impl ScheduleRunner {
                 .queue()
                 .write_buffer(buffer, 0, bytemuck::bytes_of(&params));
         }
+    }
+
+    /// Whether the schedule binds the caller's buffer `io`.
+    pub fn takes(&self, io: Io) -> bool {
+        self.schedule.io.contains(&io)
     }
 
     /// Whether any launch runs `kernel`.

@@ -192,9 +192,7 @@ pub struct GpuGenerator {
 
 impl GpuGenerator {
     /// Uploads `model` to `gpu` and prepares to continue `prompt` (the errors of
-    /// [`Generator::new`]). `Unsupported` ([`MobaLm::decode_weights`]: layers the decoder
-    /// lacks) and `LimitExceeded` (a model too wide for the adapter) mean that the decoder
-    /// does not run this model here: [`Generator`] does.
+    /// [`Generator::new`], and those [`GpuGenerator::declines`]).
     pub fn new<B: Backend>(
         gpu: &GpuContext,
         model: &MobaLm<B>,
@@ -207,6 +205,17 @@ impl GpuGenerator {
             draws,
             failed: false,
         })
+    }
+
+    /// Whether `error` from [`GpuGenerator::new`] means that the decoder does not run this
+    /// model on this adapter, where [`Generator`] does: `Unsupported`
+    /// ([`MobaLm::decode_weights`]: layers the decoder lacks) or `LimitExceeded` (a model
+    /// over the adapter's limits).
+    pub fn declines(error: &MobaError) -> bool {
+        matches!(
+            error,
+            MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }
+        )
     }
 
     /// The next byte, or `None` once the model's context is full. After an error every

@@ -10,7 +10,6 @@ use std::rc::Rc;
 
 use burn::backend::NdArray;
 use burn::module::Module;
-use moba::MobaError;
 use moba::gpu::GpuContext;
 use moba::model::{Generator, GpuGenerator, LmConfig, MobaLm, Sampling, model_from_bytes};
 use moba::module::AttentionKind;
@@ -113,7 +112,7 @@ impl TextModel {
         let generation = match on_gpu {
             Some(Ok(generator)) => Generation::Gpu(Box::new(generator)),
             // A model the GPU decoder does not run (on this adapter) decodes on the CPU.
-            Some(Err(why @ (MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }))) => {
+            Some(Err(why)) if GpuGenerator::declines(&why) => {
                 self.why_cpu = Some(why.to_string());
                 Generation::Cpu(Box::new(Generator::new(&self.model, prompt, sampling)?))
             }

@@ -21,7 +21,7 @@ use kernels::{Epilogue, LmKernel};
 use super::context::GpuContext;
 use super::forward::{ForwardBuffers, MobaForward};
 use super::plan::check_buffer_sizes;
-use crate::config::{Gate, Shape};
+use crate::config::Shape;
 use crate::error::{MobaError, Result};
 
 /// Storage buffers `lm_rope_cache.wgsl` binds, the most of any decode-step kernel.
@@ -84,15 +84,6 @@ pub struct LmDecoder {
     parts: Vec<Part>,
 }
 
-/// Everything one launch of a matrix-vector product binds.
-struct Matvec<'a> {
-    kernel: LmKernel,
-    input: &'a wgpu::Buffer,
-    weight: wgpu::Buffer,
-    bias: wgpu::Buffer,
-    out: &'a wgpu::Buffer,
-}
-
 impl LmDecoder {
     /// Uploads `weights` and allocates the KV cache for `weights.max_seq_len` positions; an
     /// error before anything is allocated where the model does not fit the adapter's limits
@@ -127,7 +118,7 @@ impl LmDecoder {
                 available.into(),
             ));
         }
-        let zeros = |label: &str, elems: usize| gpu.scratch(label, elems as u64 * 4);
+        let zeros = |label: &str, elems: usize| gpu.scratch(label, bytes(elems));
         let step = gpu.scratch("decode step", 16);
         let x = zeros("residual stream", d);
         let qkv = zeros("q k v", d + 2 * kv);
@@ -162,8 +153,28 @@ impl LmDecoder {
                 workgroups: kernel.workgroups(),
             })
         };
-        let matvec = |m: Matvec| launch(m.kernel, &[m.input, &m.weight, &m.bias, m.out]);
-        let epsilon = Some(weights.norm_epsilon);
+        // One matrix-vector product over `maps` side by side (SwiGLU: its two matrices),
+        // the RMS norm with gain `norm` first where given.
+        let product = |maps: &[&LinearWeights],
+                       norm: Option<&[f32]>,
+                       epilogue: Epilogue,
+                       (input, out): (&wgpu::Buffer, &wgpu::Buffer),
+                       label: &str|
+         -> Result<Launch> {
+            let width = maps.iter().map(|map| map.d_out).sum();
+            let kernel = LmKernel::Matvec {
+                d_in: maps[0].d_in,
+                d_out: match epilogue {
+                    Epilogue::SwiGlu => maps[0].d_out,
+                    _ => width,
+                },
+                norm: norm.map(|_| weights.norm_epsilon),
+                epilogue,
+            };
+            let weight = gpu.upload(&format!("{label} weight"), &side_by_side(maps, norm));
+            let bias = gpu.upload(&format!("{label} bias"), &biases(maps));
+            launch(kernel, &[input, &weight, &bias, out])
+        };
 
         let mut parts = Vec::new();
         let mut layers = Vec::new();
@@ -186,22 +197,13 @@ impl LmDecoder {
                 selection: zeros("selection", heads * config.top_k),
             };
             let sums = zeros("block sums", kv * capacity.div_ceil(config.block_size));
-            let projections = [&layer.query, &layer.key, &layer.value];
-            head_of_layer.push(matvec(Matvec {
-                kernel: LmKernel::Matvec {
-                    d_in: d,
-                    d_out: d + 2 * kv,
-                    norm: epsilon,
-                    epilogue: Epilogue::Store,
-                },
-                input: &x,
-                weight: gpu.upload(
-                    "q k v weight",
-                    &side_by_side(&projections, &layer.attention_norm),
-                ),
-                bias: gpu.upload("q k v bias", &biases(&projections)),
-                out: &qkv,
-            })?);
+            head_of_layer.push(product(
+                &[&layer.query, &layer.key, &layer.value],
+                Some(&layer.attention_norm),
+                Epilogue::Store,
+                (&x, &qkv),
+                "q k v",
+            )?);
             let rope_cache = LmKernel::RopeCache {
                 q_heads: heads,
                 kv_heads,
@@ -226,64 +228,37 @@ impl LmDecoder {
             parts.push(Part::Attention(index));
             layers.push(cached);
 
-            let gates = [&layer.gate_inner, &layer.gate_outer];
             head_of_layer = vec![
-                matvec(Matvec {
-                    kernel: LmKernel::Matvec {
-                        d_in: d,
-                        d_out: d,
-                        norm: None,
-                        epilogue: Epilogue::Residual,
-                    },
-                    input: &attended,
-                    weight: gpu.upload("output weight", &layer.output.weight),
-                    bias: gpu.upload("output bias", &biases(&[&layer.output])),
-                    out: &x,
-                })?,
-                matvec(Matvec {
-                    kernel: LmKernel::Matvec {
-                        d_in: d,
-                        d_out: ff,
-                        norm: epsilon,
-                        epilogue: Epilogue::SwiGlu,
-                    },
-                    input: &x,
-                    weight: gpu.upload(
-                        "SwiGLU weight",
-                        &side_by_side(&gates, &layer.feed_forward_norm),
-                    ),
-                    bias: gpu.upload("SwiGLU bias", &biases(&gates)),
-                    out: &hidden,
-                })?,
-                matvec(Matvec {
-                    kernel: LmKernel::Matvec {
-                        d_in: ff,
-                        d_out: d,
-                        norm: None,
-                        epilogue: Epilogue::Residual,
-                    },
-                    input: &hidden,
-                    weight: gpu.upload("down weight", &layer.down.weight),
-                    bias: gpu.upload("down bias", &biases(&[&layer.down])),
-                    out: &x,
-                })?,
+                product(
+                    &[&layer.output],
+                    None,
+                    Epilogue::Residual,
+                    (&attended, &x),
+                    "output",
+                )?,
+                product(
+                    &[&layer.gate_inner, &layer.gate_outer],
+                    Some(&layer.feed_forward_norm),
+                    Epilogue::SwiGlu,
+                    (&x, &hidden),
+                    "SwiGLU",
+                )?,
+                product(
+                    &[&layer.down],
+                    None,
+                    Epilogue::Residual,
+                    (&hidden, &x),
+                    "down",
+                )?,
             ];
         }
-        head_of_layer.push(matvec(Matvec {
-            kernel: LmKernel::Matvec {
-                d_in: d,
-                d_out: vocab,
-                norm: epsilon,
-                epilogue: Epilogue::Store,
-            },
-            input: &x,
-            weight: gpu.upload(
-                "head weight",
-                &side_by_side(&[&weights.head], &weights.final_norm),
-            ),
-            bias: gpu.upload("head bias", &biases(&[&weights.head])),
-            out: &logits,
-        })?);
+        head_of_layer.push(product(
+            &[&weights.head],
+            Some(&weights.final_norm),
+            Epilogue::Store,
+            (&x, &logits),
+            "head",
+        )?);
         parts.push(Part::Kernels(head_of_layer));
         gpu.check()?;
         Ok(Self {
@@ -366,15 +341,7 @@ impl LmDecoder {
                         lse: &self.lse,
                         selection: &layer.selection,
                     };
-                    match layer.attention.config().gate {
-                        Gate::MeanKey => layer.attention.encode_with_means(
-                            &mut encoder,
-                            &io,
-                            &layer.means,
-                            None,
-                        )?,
-                        _ => layer.attention.encode(&mut encoder, &io)?,
-                    }
+                    (layer.attention).encode_over_cache(&mut encoder, &io, &layer.means)?;
                 }
             }
         }
@@ -405,12 +372,13 @@ impl LmDecoder {
 }
 
 /// The weights of linear maps over the same input side by side (`[d_in, sum of d_out]`),
-/// each row scaled by the gain of the RMS norm before them (`x / rms * g` then `W` is
-/// `x / rms` then `diag(g) W`).
-fn side_by_side(maps: &[&LinearWeights], norm_gain: &[f32]) -> Vec<f32> {
-    let width: usize = maps.iter().map(|m| m.d_out).sum();
-    let mut joined = Vec::with_capacity(norm_gain.len() * width);
-    for (row, &gain) in norm_gain.iter().enumerate() {
+/// each row scaled by the gain of the RMS norm before them where there is one (`x / rms * g`
+/// then `W` is `x / rms` then `diag(g) W`).
+fn side_by_side(maps: &[&LinearWeights], norm_gain: Option<&[f32]>) -> Vec<f32> {
+    let (rows, width) = (maps[0].d_in, maps.iter().map(|m| m.d_out).sum::<usize>());
+    let mut joined = Vec::with_capacity(rows * width);
+    for row in 0..rows {
+        let gain = norm_gain.map_or(1.0, |gain| gain[row]);
         for map in maps {
             let weights = &map.weight[row * map.d_out..(row + 1) * map.d_out];
             joined.extend(weights.iter().map(|w| w * gain));
