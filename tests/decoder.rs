@@ -79,6 +79,24 @@ fn check_config(config: LmConfig) {
             "{}: another run, other bits",
             gpu.describe()
         );
+        // The prompt read in chunks of positions: the scores after each call's last byte
+        // (the second call starts inside a block, and its chunks cross block boundaries).
+        decoder.reset();
+        assert_eq!(decoder.chunk_rows(), 8, "{}", gpu.describe());
+        for end in [100, bytes.len()] {
+            decoder.prefill(&bytes[decoder.position()..end]).unwrap();
+            let last = gpu.block_on(decoder.logits()).unwrap();
+            let error = max_abs_error(&last, &expected[(end - 1) * 256..end * 256]);
+            assert!(
+                error <= tolerance,
+                "{}: prefill to {end}: error {error:.3e} against burn's forward",
+                gpu.describe()
+            );
+        }
+        let selection = gpu.block_on(decoder.selection(0)).unwrap();
+        for head in selection.chunks(top_k) {
+            assert!(head.contains(&(current as i32)), "{head:?}");
+        }
     }
 }
 
@@ -128,9 +146,12 @@ fn the_decoder_refuses_what_it_does_not_run_by_name() {
     config.max_seq_len = 4;
     let model = config.init::<NdArray>(&Default::default()).unwrap();
     let mut decoder = LmDecoder::new(common::gpu(), &model.decode_weights().unwrap()).unwrap();
-    for byte in *b"abcd" {
-        decoder.step(byte).unwrap();
-    }
+    decoder.step(b'a').unwrap();
+    // A prompt longer than the room left is refused whole, before any of it is read.
+    let error = decoder.prefill(b"bcde").unwrap_err();
+    assert!(error.to_string().contains("full"), "{error}");
+    assert_eq!(decoder.position(), 1);
+    decoder.prefill(b"bcd").unwrap();
     let error = decoder.step(b'e').unwrap_err();
     assert!(error.to_string().contains("full"), "{error}");
 }

@@ -1,14 +1,18 @@
-// One matrix-vector product of a decode step: out = epilogue(x W + bias), x RMS-normalised
-// first where NORM is 1 (the norm's gain is folded into W's rows on the host).
+// One matrix-vector product of a decode step, for each of its ROWS rows:
+// out = epilogue(x W + bias), x RMS-normalised first where NORM is 1 (the norm's gain is
+// folded into W's rows on the host). A prefill chunk of ROWS positions reads each weight once
+// for all its rows.
 //
-// Grid: ceil(D_OUT / COLUMNS) workgroups, linear.
+// Grid: ceil(D_OUT / COLUMNS) workgroups, linear; each takes every row.
 // Threads: WORKGROUP_SIZE = COLUMNS x SLICES. Thread (slice, column) sums the rows slice,
-//       slice + SLICES, ... of one output column (neighbouring threads read neighbouring
-//       columns of a weight row); then the first slice adds the SLICES partial sums in order,
-//       so every run gives the same bits.
-// Memory: input [D_IN] f32; weight [D_IN, ROW_STRIDE] f32 row-major, burn's Linear layout
-//       (ROW_STRIDE = D_OUT, or 2 * D_OUT where a SwiGLU's two matrices sit side by side);
-//       bias [ROW_STRIDE]; out [D_OUT]. Workgroup: the (normalised) input, the partial sums.
+//       slice + SLICES, ... of one output column for every row (neighbouring threads read
+//       neighbouring columns of a weight row); then the first slice adds the SLICES partial
+//       sums in order, row by row, so every run gives the same bits.
+// Memory: input [ROWS, D_IN] f32, or where INPUT_HEAD_DIM is not 0 head-major
+//       [D_IN / INPUT_HEAD_DIM, ROWS, INPUT_HEAD_DIM] (the attention's output); weight
+//       [D_IN, ROW_STRIDE] f32 row-major, burn's Linear layout (ROW_STRIDE = D_OUT, or
+//       2 * D_OUT where a SwiGLU's two matrices sit side by side); bias [ROW_STRIDE];
+//       out [ROWS, D_OUT]. Workgroup: each row's 1 / rms, the partial sums.
 // Epilogue: STORE writes out; RESIDUAL adds into it (the residual stream); SWIGLU writes
 //       silu(a) * b of the column's products with the left (a) and right (b) matrices.
 
@@ -23,64 +27,82 @@ const SLICES: u32 = WORKGROUP_SIZE / COLUMNS;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-var<workgroup> staged: array<f32, D_IN>;
+var<workgroup> inverse_rms: array<f32, ROWS>;
 var<workgroup> partial: array<vec2<f32>, WORKGROUP_SIZE>;
+
+// Where element i of row `row` of the input lies.
+fn input_at(row: u32, i: u32) -> u32 {
+    if INPUT_HEAD_DIM == 0u {
+        return row * D_IN + i;
+    }
+    return ((i / INPUT_HEAD_DIM) * ROWS + row) * INPUT_HEAD_DIM + i % INPUT_HEAD_DIM;
+}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    var squares = 0.0;
-    for (var i = lid; i < D_IN; i += WORKGROUP_SIZE) {
-        let value = input[i];
-        staged[i] = value;
-        squares += value * value;
-    }
     if NORM != 0u {
-        // The sum of squares over the workgroup, as a tree (the same in every workgroup).
-        partial[lid] = vec2<f32>(squares, 0.0);
-        workgroupBarrier();
-        for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
-            if lid < half {
-                partial[lid].x += partial[lid + half].x;
+        for (var r = 0u; r < ROWS; r++) {
+            // The row's sum of squares over the workgroup, as a tree (the same in every
+            // workgroup).
+            var squares = 0.0;
+            for (var i = lid; i < D_IN; i += WORKGROUP_SIZE) {
+                let value = input[input_at(r, i)];
+                squares += value * value;
             }
+            partial[lid] = vec2<f32>(squares, 0.0);
             workgroupBarrier();
+            for (var half = WORKGROUP_SIZE / 2u; half > 0u; half /= 2u) {
+                if lid < half {
+                    partial[lid].x += partial[lid + half].x;
+                }
+                workgroupBarrier();
+            }
+            if lid == 0u {
+                inverse_rms[r] = 1.0 / sqrt(partial[0].x / f32(D_IN) + EPSILON);
+            }
         }
-        let rms = sqrt(partial[0].x / f32(D_IN) + EPSILON);
-        // Each thread scales the elements it staged.
-        for (var i = lid; i < D_IN; i += WORKGROUP_SIZE) {
-            staged[i] = staged[i] / rms;
-        }
+        workgroupBarrier();
     }
-    workgroupBarrier();
 
     let lane = lid % COLUMNS;
     let slice = lid / COLUMNS;
     let column = workgroup.x * COLUMNS + lane;
-    var sums = vec2<f32>(0.0);
+    var sums: array<vec2<f32>, ROWS>;
     if column < D_OUT {
         for (var i = slice; i < D_IN; i += SLICES) {
             let at = i * ROW_STRIDE + column;
-            sums.x += staged[i] * weight[at];
+            var w = vec2<f32>(weight[at], 0.0);
             if EPILOGUE == SWIGLU {
-                sums.y += staged[i] * weight[at + D_OUT];
+                w.y = weight[at + D_OUT];
+            }
+            for (var r = 0u; r < ROWS; r++) {
+                var value = input[input_at(r, i)];
+                if NORM != 0u {
+                    value *= inverse_rms[r];
+                }
+                sums[r] += value * w;
             }
         }
     }
-    partial[lid] = sums;
-    workgroupBarrier();
-    if slice != 0u || column >= D_OUT {
-        return;
-    }
-    var total = vec2<f32>(0.0);
-    for (var s = 0u; s < SLICES; s++) {
-        total += partial[s * COLUMNS + lane];
-    }
-    let a = total.x + bias[column];
-    if EPILOGUE == STORE {
-        out[column] = a;
-    } else if EPILOGUE == RESIDUAL {
-        out[column] += a;
-    } else {
-        let b = total.y + bias[D_OUT + column];
-        out[column] = a / (1.0 + exp(-a)) * b;
+    for (var r = 0u; r < ROWS; r++) {
+        partial[lid] = sums[r];
+        workgroupBarrier();
+        if slice == 0u && column < D_OUT {
+            var total = vec2<f32>(0.0);
+            for (var s = 0u; s < SLICES; s++) {
+                total += partial[s * COLUMNS + lane];
+            }
+            let at = r * D_OUT + column;
+            let a = total.x + bias[column];
+            if EPILOGUE == STORE {
+                out[at] = a;
+            } else if EPILOGUE == RESIDUAL {
+                out[at] += a;
+            } else {
+                let b = total.y + bias[D_OUT + column];
+                out[at] = a / (1.0 + exp(-a)) * b;
+            }
+        }
+        workgroupBarrier();
     }
 }

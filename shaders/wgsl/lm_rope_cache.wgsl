@@ -1,16 +1,18 @@
-// A decode step's new position into one layer's KV cache: the query and key heads rotated by
-// RoPE at the step's position (where ROPE is 1), the key and value written into the cache,
-// and the running sum and mean of the key's block updated: the gate's block means, pooled in
-// key order as they arrive (the sums block_means.wgsl makes from scratch), never re-pooled.
+// A submission's ROWS new positions into one layer's KV cache: the query and key heads of
+// each row rotated by RoPE at the row's position (where ROPE is 1), the key and value
+// written into the cache, and the running sum and mean of each key's block updated: the
+// gate's block means, pooled in key order as they arrive (the sums block_means.wgsl makes
+// from scratch), never re-pooled.
 //
 // Grid: ceil(THREADS / WORKGROUP_SIZE) workgroups, linear. THREADS = (Q_HEADS + KV_HEADS) *
 //       HALF + KV_HEADS * HEAD_DIM (HALF = HEAD_DIM / 2): one rotated pair of a query head,
 //       one rotated pair of a key head (with its two columns of the block sums), or one
-//       element of a value.
-// Memory: qkv [Q_HEADS * HEAD_DIM queries | KV_HEADS * HEAD_DIM keys | as many values] f32;
-//       rope [positions, HALF] vec2 f32 (cos, sin) of angle i at each position (burn's
-//       RotaryEncoding table, whose columns 2i and 2i + 1 both hold angle i, once);
-//       queries [Q_HEADS, HEAD_DIM];
+//       element of a value, each for the rows in order (so one thread adds a column's keys
+//       to the sums, in key order).
+// Memory: qkv [ROWS, Q_HEADS * HEAD_DIM queries | KV_HEADS * HEAD_DIM keys | as many
+//       values] f32; rope [positions, HALF] vec2 f32 (cos, sin) of angle i at each position
+//       (burn's RotaryEncoding table, whose columns 2i and 2i + 1 both hold angle i, once);
+//       queries [Q_HEADS, ROWS, HEAD_DIM] (the attention's layout);
 //       keys, values [KV_HEADS, CAPACITY, HEAD_DIM]; key_sums, means [KV_HEADS, MEAN_BLOCKS,
 //       HEAD_DIM] (blocks of BLOCK_SIZE keys).
 
@@ -26,20 +28,22 @@ const HALF: u32 = HEAD_DIM / 2u;
 const QUERY_PAIRS: u32 = Q_HEADS * HALF;
 const KEY_PAIRS: u32 = KV_HEADS * HALF;
 const THREADS: u32 = QUERY_PAIRS + KEY_PAIRS + KV_HEADS * HEAD_DIM;
+// One row of qkv.
+const QKV_WIDTH: u32 = (Q_HEADS + 2u * KV_HEADS) * HEAD_DIM;
 
-// The pair (a, b) at columns 2i, 2i + 1 rotated by angle i at the step's position, as burn's
+// The pair (a, b) at columns 2i, 2i + 1 rotated by angle i at `position`, as burn's
 // RotaryEncoding::apply computes it: (a cos - b sin, b cos + a sin).
-fn rotated(a: f32, b: f32, pair: u32) -> vec2<f32> {
+fn rotated(a: f32, b: f32, pair: u32, position: u32) -> vec2<f32> {
     if ROPE == 0u {
         return vec2<f32>(a, b);
     }
-    let angle = rope[step_position() * HALF + pair];
+    let angle = rope[position * HALF + pair];
     return vec2<f32>(a * angle.x - b * angle.y, b * angle.x + a * angle.y);
 }
 
-// Adds the key element `k` of column `column` of kv head `head` to its block's sum and mean.
-fn pool_key(head: u32, column: u32, k: f32) {
-    let position = step_position();
+// Adds the key element `k` at `position` of column `column` of kv head `head` to its block's
+// sum and mean.
+fn pool_key(head: u32, column: u32, k: f32, position: u32) {
     let block = position / BLOCK_SIZE;
     let at = (head * MEAN_BLOCKS + block) * HEAD_DIM + column;
     let first = position % BLOCK_SIZE == 0u;
@@ -51,30 +55,34 @@ fn pool_key(head: u32, column: u32, k: f32) {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let t = id.x;
-    let position = step_position();
-    if t < QUERY_PAIRS {
-        let head = t / HALF;
-        let pair = t % HALF;
-        let at = head * HEAD_DIM + 2u * pair;
-        let q = rotated(qkv[at], qkv[at + 1u], pair);
-        queries[at] = q.x;
-        queries[at + 1u] = q.y;
-    } else if t < QUERY_PAIRS + KEY_PAIRS {
-        let head = (t - QUERY_PAIRS) / HALF;
-        let pair = (t - QUERY_PAIRS) % HALF;
-        let column = 2u * pair;
-        let at = Q_HEADS * HEAD_DIM + head * HEAD_DIM + column;
-        let k = rotated(qkv[at], qkv[at + 1u], pair);
-        let row = (head * CAPACITY + position) * HEAD_DIM + column;
-        keys[row] = k.x;
-        keys[row + 1u] = k.y;
-        pool_key(head, column, k.x);
-        pool_key(head, column + 1u, k.y);
-    } else if t < THREADS {
-        let element = t - QUERY_PAIRS - KEY_PAIRS;
-        let head = element / HEAD_DIM;
-        let column = element % HEAD_DIM;
-        let at = (Q_HEADS + KV_HEADS) * HEAD_DIM + element;
-        values[(head * CAPACITY + position) * HEAD_DIM + column] = qkv[at];
+    for (var r = 0u; r < ROWS; r++) {
+        let position = step_position(r);
+        let row = r * QKV_WIDTH;
+        if t < QUERY_PAIRS {
+            let head = t / HALF;
+            let pair = t % HALF;
+            let at = head * HEAD_DIM + 2u * pair;
+            let q = rotated(qkv[row + at], qkv[row + at + 1u], pair, position);
+            let to = (head * ROWS + r) * HEAD_DIM + 2u * pair;
+            queries[to] = q.x;
+            queries[to + 1u] = q.y;
+        } else if t < QUERY_PAIRS + KEY_PAIRS {
+            let head = (t - QUERY_PAIRS) / HALF;
+            let pair = (t - QUERY_PAIRS) % HALF;
+            let column = 2u * pair;
+            let at = row + Q_HEADS * HEAD_DIM + head * HEAD_DIM + column;
+            let k = rotated(qkv[at], qkv[at + 1u], pair, position);
+            let to = (head * CAPACITY + position) * HEAD_DIM + column;
+            keys[to] = k.x;
+            keys[to + 1u] = k.y;
+            pool_key(head, column, k.x, position);
+            pool_key(head, column + 1u, k.y, position);
+        } else if t < THREADS {
+            let element = t - QUERY_PAIRS - KEY_PAIRS;
+            let head = element / HEAD_DIM;
+            let column = element % HEAD_DIM;
+            let at = row + (Q_HEADS + KV_HEADS) * HEAD_DIM + element;
+            values[(head * CAPACITY + position) * HEAD_DIM + column] = qkv[at];
+        }
     }
 }

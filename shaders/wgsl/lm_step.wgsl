@@ -1,14 +1,18 @@
-// Shared by the decode-step kernels of a language model (src/gpu/lm_decode): the step every
-// kernel of one submission sees. The host prepends the kernel's `const` lines before this file.
+// Shared by the decode-step kernels of a language model (src/gpu/lm_decode): the positions
+// every kernel of one submission reads. The host prepends the kernel's `const` lines (ROWS
+// among them) before this file.
 
-// (token, position, 0, 0): the byte the step reads and its position in the sequence, written
-// by the host before each step's submission.
-@group(0) @binding(0) var<storage, read> step: vec4<u32>;
+// [first position, then the byte of each of the ROWS rows]: a submission reads ROWS
+// consecutive positions (one while generating, a chunk of a prompt in prefill), written by
+// the host before it.
+@group(0) @binding(0) var<storage, read> step: array<u32>;
 
-fn step_token() -> u32 {
-    return step.x;
+// The byte that row `row` of the submission reads.
+fn step_token(row: u32) -> u32 {
+    return step[1u + row];
 }
 
-fn step_position() -> u32 {
-    return step.y;
+// The position of row `row` of the submission in the sequence.
+fn step_position(row: u32) -> u32 {
+    return step[0] + row;
 }

@@ -1,7 +1,8 @@
 //! Sampling bytes from a [`MobaLm`]: each new byte through one MoBA decode step over the KV
 //! cache (one query gated over the cached blocks), so generation is sparse too.
 //! [`Generator`] runs on burn's ops (the prompt through one MoBA prefill first);
-//! [`GpuGenerator`] on the GPU decoder ([`LmDecoder`], the prompt one position at a time).
+//! [`GpuGenerator`] on the GPU decoder ([`LmDecoder`], the prompt a chunk of positions at a
+//! time).
 //! [`generate`] runs to a length; both generators draw one byte per call.
 
 use burn::tensor::backend::Backend;
@@ -230,9 +231,7 @@ impl GpuGenerator {
             return Ok(None);
         };
         self.failed = true;
-        for &byte in input {
-            self.decoder.step(byte)?;
-        }
+        self.decoder.prefill(input)?;
         let logits = self.decoder.logits().await?;
         self.failed = false;
         Ok(Some(self.draws.draw(&logits)))

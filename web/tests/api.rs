@@ -246,7 +246,7 @@ async fn the_page_model_continues_its_prompt_as_the_native_build_does() {
         }
 
         // Greedy: the same bytes as the native build drew, on the CPU (MoBA prefill, then
-        // decode) and on the GPU decoder (one position at a time).
+        // decode) and on the GPU decoder (the prompt in chunks, then a position at a time).
         model
             .start(&sample.prompt, 0.0, 1.0, 0)
             .map_err(message)

@@ -1,13 +1,14 @@
 //! The decode-step kernels of a language model (`shaders/wgsl/lm_*.wgsl`): their sources with
-//! the constants the host prepends. The attention between them is MoBA's decode
-//! ([`crate::gpu::MobaForward::over_cache`]).
+//! the constants the host prepends, for submissions of a given number of rows (consecutive
+//! positions: one while generating, a chunk of a prompt in prefill). The attention between
+//! them is MoBA's decode ([`crate::gpu::MobaForward::over_cache`]).
 
 use super::super::kernels::file;
 
 /// Threads per workgroup of every decode-step kernel.
 pub(super) const WORKGROUP_SIZE: u32 = 256;
 /// Output columns per workgroup of a matrix-vector product; the other factor of the
-/// workgroup splits the rows (16 slices of 16 columns: a few rows per thread, and enough
+/// workgroup splits the weight's rows (16 slices of 16 columns: a few of them per thread, and enough
 /// workgroups at model widths of a few hundred to spread over the GPU).
 const MATVEC_COLUMNS: u32 = 16;
 
@@ -34,6 +35,9 @@ pub(super) enum LmKernel {
         /// RMS-normalise the input first, with this epsilon.
         norm: Option<f32>,
         epilogue: Epilogue,
+        /// The input is head-major `[d_in / head_dim, rows, head_dim]` (the attention's
+        /// output) with this head dim; `None`: row-major `[rows, d_in]`.
+        input_head_dim: Option<usize>,
     },
     RopeCache {
         q_heads: usize,
@@ -55,10 +59,10 @@ impl LmKernel {
         }
     }
 
-    /// Workgroups of one launch.
-    pub fn workgroups(&self) -> u64 {
+    /// Workgroups of one launch over `rows` rows.
+    pub fn workgroups(&self, rows: usize) -> u64 {
         let threads = match *self {
-            LmKernel::Embed { d_model } => d_model,
+            LmKernel::Embed { d_model } => rows * d_model,
             LmKernel::Matvec { d_out, .. } => {
                 return d_out.div_ceil(MATVEC_COLUMNS as usize) as u64;
             }
@@ -72,20 +76,21 @@ impl LmKernel {
         threads.div_ceil(WORKGROUP_SIZE as usize) as u64
     }
 
-    /// Workgroup memory bytes the kernel declares.
-    pub fn workgroup_bytes(&self) -> u64 {
+    /// Workgroup memory bytes the kernel declares over `rows` rows.
+    pub fn workgroup_bytes(&self, rows: usize) -> u64 {
         match *self {
-            LmKernel::Matvec { d_in, .. } => (d_in as u64 + 2 * WORKGROUP_SIZE as u64) * 4,
+            LmKernel::Matvec { .. } => (rows as u64 + 2 * WORKGROUP_SIZE as u64) * 4,
             _ => 0,
         }
     }
 
-    /// The full WGSL module: constants, `lm_step.wgsl` where it reads the step, the
-    /// kernel's file.
-    pub fn source(&self) -> String {
+    /// The full WGSL module for submissions of `rows` rows: constants, `lm_step.wgsl` where
+    /// it reads the step, the kernel's file.
+    pub fn source(&self, rows: usize) -> String {
         let constant = |name: &str, value: usize| format!("const {name}: u32 = {value}u;\n");
         let mut source = String::from("// Set by the host (src/gpu/lm_decode/kernels.rs).\n");
         source.push_str(&constant("WORKGROUP_SIZE", WORKGROUP_SIZE as usize));
+        source.push_str(&constant("ROWS", rows));
         match *self {
             LmKernel::Embed { d_model } => source.push_str(&constant("D_MODEL", d_model)),
             LmKernel::Matvec {
@@ -93,6 +98,7 @@ impl LmKernel {
                 d_out,
                 norm,
                 epilogue,
+                input_head_dim,
             } => {
                 let row_stride = match epilogue {
                     Epilogue::SwiGlu => 2 * d_out,
@@ -104,6 +110,7 @@ impl LmKernel {
                 source.push_str(&constant("COLUMNS", MATVEC_COLUMNS as usize));
                 source.push_str(&constant("NORM", norm.is_some() as usize));
                 source.push_str(&constant("EPILOGUE", epilogue as usize));
+                source.push_str(&constant("INPUT_HEAD_DIM", input_head_dim.unwrap_or(0)));
                 let epsilon = norm.unwrap_or(0.0);
                 source.push_str(&format!("const EPSILON: f32 = {epsilon:e};\n"));
             }
@@ -165,11 +172,12 @@ mod tests {
                     d_out: 176,
                     norm: (epilogue != Epilogue::Residual).then_some(1e-5),
                     epilogue,
+                    input_head_dim: (epilogue == Epilogue::Residual).then_some(16),
                 }
             }),
         );
-        for kernel in kernels {
-            let source = kernel.source();
+        for (kernel, rows) in kernels.flat_map(|kernel| [(kernel, 1), (kernel, 16)]) {
+            let source = kernel.source(rows);
             let module = wgpu::naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{}: {}", kernel.name(), e.emit_to_string(&source)));
             wgpu::naga::valid::Validator::new(
