@@ -4,6 +4,7 @@
 // main.js offers one, else on the CPU. URL parameters named like the controls preset them;
 // `generate=1` starts on load (the browser test uses both).
 import { TextModel } from './pkg/moba_web.js';
+import { drawRouting } from './routing.js';
 import { presetForm, setCell, setStatus as setStatusOf } from './ui.js';
 
 const form = document.getElementById('text-controls');
@@ -11,8 +12,11 @@ const button = document.getElementById('generate');
 const status = document.getElementById('text-status');
 const promptSpan = document.getElementById('text-prompt');
 const generatedSpan = document.getElementById('text-generated');
+const routingView = document.getElementById('text-routing-view');
 // Bytes drawn between two chances for the page to paint.
 const BYTES_PER_PAINT = 4;
+// Least time between two redraws of the routing view (each reads every layer's selection).
+const ROUTING_EVERY_MS = 250;
 
 let model = null;
 
@@ -65,6 +69,15 @@ function settingsFromForm() {
   };
 }
 
+// Draws the routing of the position last read, for a model with MoBA layers.
+async function showRouting(lm, info) {
+  if (!info.blockSize) return;
+  const routing = await lm.routing();
+  drawRouting(document.getElementById('text-routing'), document.getElementById('text-routing-caption'),
+    routing, info.blockSize);
+  routingView.hidden = false;
+}
+
 // The blocks the last decode step chose among: its own, and the top-k - 1 best of the others.
 function decodeBlocks(info, position) {
   if (!info.blockSize) return 'full attention over every cached position';
@@ -83,24 +96,38 @@ async function generate() {
     promptSpan.textContent = settings.prompt;
     generatedSpan.textContent = '';
     const decoder = new TextDecoder();
+    const info = lm.info();
     const start = performance.now();
     let firstByteMs = 0;
     let count = 0;
+    // The routing view's time, left out of the decode rate.
+    let routingMs = 0;
+    let routedAt = start;
+    const routeNow = async () => {
+      const before = performance.now();
+      await showRouting(lm, info);
+      routedAt = performance.now();
+      routingMs += routedAt - before;
+    };
     while (count < settings.maxBytes) {
       const byte = await lm.nextByte();
       if (byte === undefined) break;
       if (count === 0) firstByteMs = performance.now() - start;
       count += 1;
       generatedSpan.textContent += decoder.decode(new Uint8Array([byte]), { stream: true });
-      if (count % BYTES_PER_PAINT === 0) await new Promise((resolve) => setTimeout(resolve, 0));
+      if (count % BYTES_PER_PAINT === 0) {
+        if (performance.now() - routedAt > ROUTING_EVERY_MS) await routeNow();
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
     }
     generatedSpan.textContent += decoder.decode();
+    const decodeMs = performance.now() - start - firstByteMs - routingMs;
+    if (count > 0) await routeNow();
     generatedSpan.dataset.bytes = String(count);
-    const decodeMs = performance.now() - start - firstByteMs;
     setCell('text-prefill', `${firstByteMs.toFixed(1)} ms for ${new TextEncoder().encode(settings.prompt).length} prompt bytes`, firstByteMs);
     const rate = count > 1 ? (count - 1) / (decodeMs / 1000) : 0;
-    setCell('text-rate', `${(count - 1).toLocaleString('en')} more bytes at ${rate.toFixed(1)} bytes/s`, rate);
-    setCell('text-blocks', decodeBlocks(lm.info(), lm.position()), lm.position());
+    setCell('text-rate', `${(count - 1).toLocaleString('en')} more bytes at ${rate.toFixed(1)} bytes/s (the routing view's reads left out)`, rate);
+    setCell('text-blocks', decodeBlocks(info, lm.position()), lm.position());
     setCell('text-device', lm.runsOn() === 'WebGPU'
       ? 'WebGPU: the GPU decoder (WGSL kernels per layer around MoBA\'s split decode)'
       : `CPU: burn's ndarray backend in wasm${lm.whyCpu() ? ` (${lm.whyCpu()})` : cpuBecause}`, lm.runsOn());

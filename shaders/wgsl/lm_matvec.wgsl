@@ -8,8 +8,8 @@
 //       slice + SLICES, ... of one output column for every row (neighbouring threads read
 //       neighbouring columns of a weight row); then the first slice adds the SLICES partial
 //       sums in order, row by row, so every run gives the same bits.
-// Memory: input [ROWS, D_IN] f32, or where INPUT_HEAD_DIM is not 0 head-major
-//       [D_IN / INPUT_HEAD_DIM, ROWS, INPUT_HEAD_DIM] (the attention's output); weight
+// Memory: input [D_IN / INPUT_HEAD_DIM, ROWS, INPUT_HEAD_DIM] f32: head-major where it is
+//       the attention's output, row-major [ROWS, D_IN] where INPUT_HEAD_DIM = D_IN; weight
 //       [D_IN, ROW_STRIDE] f32 row-major, burn's Linear layout (ROW_STRIDE = D_OUT, or
 //       2 * D_OUT where a SwiGLU's two matrices sit side by side); bias [ROW_STRIDE];
 //       out [ROWS, D_OUT]. Workgroup: each row's 1 / rms, the partial sums.
@@ -32,9 +32,6 @@ var<workgroup> partial: array<vec2<f32>, WORKGROUP_SIZE>;
 
 // Where element i of row `row` of the input lies.
 fn input_at(row: u32, i: u32) -> u32 {
-    if INPUT_HEAD_DIM == 0u {
-        return row * D_IN + i;
-    }
     return ((i / INPUT_HEAD_DIM) * ROWS + row) * INPUT_HEAD_DIM + i % INPUT_HEAD_DIM;
 }
 
@@ -76,11 +73,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
                 w.y = weight[at + D_OUT];
             }
             for (var r = 0u; r < ROWS; r++) {
-                var value = input[input_at(r, i)];
-                if NORM != 0u {
-                    value *= inverse_rms[r];
-                }
-                sums[r] += value * w;
+                sums[r] += input[input_at(r, i)] * w;
             }
         }
     }
@@ -91,6 +84,10 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             var total = vec2<f32>(0.0);
             for (var s = 0u; s < SLICES; s++) {
                 total += partial[s * COLUMNS + lane];
+            }
+            if NORM != 0u {
+                // (x / rms) W = (x W) / rms: the row's factor once per column.
+                total *= inverse_rms[r];
             }
             let at = r * D_OUT + column;
             let a = total.x + bias[column];

@@ -166,6 +166,23 @@ impl<B: MobaBackend> Generator<B> {
     pub fn position(&self) -> usize {
         self.cache.first().map_or(0, KvCache::len)
     }
+
+    /// The blocks each query head of `layer` attended at the last position read,
+    /// `[n_heads, top_k]` ascending, -1 for none (a view of the routing, as
+    /// [`LmDecoder::selection`] gives it); `None` before the first byte and for NSA layers.
+    /// On a GPU backend this waits for the device.
+    pub fn selection(&self, layer: usize) -> Result<Option<Vec<i32>>> {
+        let cache = self.cache.get(layer).ok_or_else(|| {
+            MobaError::Config(format!("the model has {} layers", self.cache.len()))
+        })?;
+        cache
+            .selection()
+            .map(|selection| {
+                (selection.into_data().convert::<i32>().to_vec())
+                    .map_err(|e| MobaError::Config(format!("reading the selection: {e:?}")))
+            })
+            .transpose()
+    }
 }
 
 /// Generation on the GPU decoder ([`LmDecoder`]: a few kernels per layer around MoBA's split

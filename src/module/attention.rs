@@ -11,8 +11,8 @@ use burn::tensor::backend::Backend;
 
 use super::{KeyConv, KvCache};
 use crate::backend::{
-    MobaBackend, moba_attention, moba_attention_varlen, moba_attention_with_means,
-    moba_attention_with_stats, nsa_attention,
+    MobaBackend, moba_attention_varlen, moba_attention_with_means, moba_attention_with_stats,
+    nsa_attention,
 };
 use crate::config::{MobaConfig, NsaConfig};
 use crate::error::{MobaError, Result};
@@ -360,16 +360,25 @@ impl<B: MobaBackend> MobaAttention<B> {
         }
         let (k, v) = cache.append(k, v);
         let o = match (self.kind.config(past + seq), self.kind.nsa_config(), gates) {
-            (None, Some(nsa), Some(gates)) => nsa_attention(q, k, v, gates, &nsa)?.o,
+            (None, Some(nsa), Some(gates)) => {
+                cache.set_selection(None);
+                nsa_attention(q, k, v, gates, &nsa)?.o
+            }
             // After the prefill, the gate reads the block means the cache keeps (one block
             // pooled again per step) rather than pooling the whole cache every step.
             (Some(config), ..) if past > 0 && matches!(self.kind, AttentionKind::Moba { .. }) => {
                 let means = cache
                     .block_means(config.block_size)
                     .expect("the cache holds keys");
-                moba_attention_with_means(q, k, v, means, &config)?.o
+                let stats = moba_attention_with_means(q, k, v, means, &config)?;
+                cache.set_selection(Some(stats.selection));
+                stats.o
             }
-            (Some(config), ..) => moba_attention(q, k, v, &config)?,
+            (Some(config), ..) => {
+                let stats = moba_attention_with_stats(q, k, v, &config)?;
+                cache.set_selection(Some(stats.selection));
+                stats.o
+            }
             _ => unreachable!("every kind is MoBA's or NSA's, and NSA's makes gates"),
         };
         Ok(self

@@ -3,7 +3,7 @@
 //! the mean key of every block for that gate, updated as positions arrive.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Tensor};
+use burn::tensor::{FloatDType, Int, Tensor};
 
 /// Keys (already rotated by RoPE) and values of the positions a layer has seen:
 /// `[batch, n_kv_heads, len, head_dim]` each. Empty until the first call.
@@ -14,6 +14,9 @@ pub struct KvCache<B: Backend> {
     /// The last keys before a key convolution (`taps - 1` of them), which the next
     /// positions' convolved keys read.
     key_history: Option<Tensor<B, 4>>,
+    /// `[batch, n_heads, 1, top_k]`: the blocks MoBA's gate chose for the last position
+    /// read (a view of the routing).
+    selection: Option<Tensor<B, 4, Int>>,
 }
 
 /// The mean key of every block of the cached keys, as of `len` positions.
@@ -31,6 +34,7 @@ impl<B: Backend> Default for KvCache<B> {
             entries: None,
             means: None,
             key_history: None,
+            selection: None,
         }
     }
 }
@@ -54,6 +58,21 @@ impl<B: Backend> KvCache<B> {
     /// The batch size of the cached positions, if any.
     pub fn batch(&self) -> Option<usize> {
         self.entries.as_ref().map(|(k, _)| k.dims()[0])
+    }
+
+    /// The blocks each query head attended at the last position read, `[batch, n_heads, 1,
+    /// top_k]` ascending and padded with -1: `None` before the first call and for layers
+    /// that attend without MoBA's selection (NSA).
+    pub fn selection(&self) -> Option<Tensor<B, 4, Int>> {
+        self.selection.clone()
+    }
+
+    /// Keeps the last row of a call's `selection: [batch, n_heads, rows, top_k]`, or none.
+    pub(crate) fn set_selection(&mut self, selection: Option<Tensor<B, 4, Int>>) {
+        self.selection = selection.map(|selection| {
+            let rows = selection.dims()[2];
+            selection.slice_dim(2, rows - 1..rows)
+        });
     }
 
     /// The unconvolved keys a key convolution reads before the next positions.

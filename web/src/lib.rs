@@ -31,7 +31,7 @@ pub use check::Check;
 pub use heatmap::Heatmap;
 pub use measure::{Report, StageTime, measure};
 pub use settings::Settings;
-pub use text::{ModelInfo, TextModel};
+pub use text::{ModelInfo, Routing, TextModel};
 
 use moba::gpu::{AdapterRequest, GpuContext};
 use serde::Serialize;

@@ -163,6 +163,22 @@ impl TextModel {
         })
     }
 
+    /// A promise of the routing at the last position read, a [`Routing`] object: for each
+    /// layer the blocks each query head attended (`null` for a layer that attends every
+    /// position). On the GPU decoder this reads each layer's selection back.
+    pub fn routing(&self) -> js_sys::Promise {
+        let (model, generation) = (self.model.clone(), self.generation.clone());
+        wasm_bindgen_futures::future_to_promise(async move {
+            let taken = generation.borrow_mut().take().ok_or_else(|| {
+                JsError::new("call start(prompt, ...) and nextByte() before routing()")
+            })?;
+            let routing = routing_of(&model, &taken).await;
+            // A start() during the wait has made a new generation: that one stays.
+            generation.borrow_mut().get_or_insert(taken);
+            Ok(to_js(&routing.map_err(JsError::from)?)?)
+        })
+    }
+
     /// Positions the model has read: the prompt and the bytes generated so far but the last.
     pub fn position(&self) -> usize {
         match &*self.generation.borrow() {
@@ -194,6 +210,46 @@ impl TextModel {
             full_layers: config.full_layers,
         }
     }
+}
+
+/// What [`TextModel::routing`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Routing {
+    /// The position whose routing this is (the last one read).
+    pub position: usize,
+    /// Per layer, `[n_heads][top_k]`: the blocks each query head attended, ascending, -1
+    /// for none; `None` for a layer that attends every position (full attention) or routes
+    /// otherwise (NSA).
+    pub layers: Vec<Option<Vec<Vec<i32>>>>,
+}
+
+/// The routing of `generation` at its last position; layers of `model` without a block
+/// selection are `None`.
+async fn routing_of(model: &MobaLm<Cpu>, generation: &Generation) -> moba::Result<Routing> {
+    let mut layers = Vec::new();
+    for (index, block) in model.blocks.iter().enumerate() {
+        let selection = match block.attention.kind() {
+            AttentionKind::Full | AttentionKind::Nsa { .. } => None,
+            _ => match generation {
+                Generation::Gpu(generator) => Some(generator.decoder().selection(index).await?),
+                Generation::Cpu(generator) => generator.selection(index)?,
+            },
+        };
+        let heads = block.attention.heads().0;
+        layers.push(selection.map(|blocks| {
+            let top_k = blocks.len() / heads;
+            blocks.chunks(top_k).map(<[i32]>::to_vec).collect()
+        }));
+    }
+    let position = match generation {
+        Generation::Gpu(generator) => generator.decoder().position(),
+        Generation::Cpu(generator) => generator.position(),
+    };
+    Ok(Routing {
+        position: position.saturating_sub(1),
+        layers,
+    })
 }
 
 /// The model config inside a run's `train.json`.

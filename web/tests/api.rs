@@ -4,7 +4,9 @@
 
 use moba::gpu::GpuForward;
 use moba::{MobaConfig, Shape, random, reference};
-use moba_web::{AdapterReport, Check, Demo, Heatmap, ModelInfo, Report, Settings, TextModel};
+use moba_web::{
+    AdapterReport, Check, Demo, Heatmap, ModelInfo, Report, Routing, Settings, TextModel,
+};
 use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsError, JsValue};
 use wasm_bindgen_test::*;
@@ -266,6 +268,44 @@ async fn the_page_model_continues_its_prompt_as_the_native_build_does() {
         next_byte(&model).await.unwrap();
         assert_eq!(model.position(), 1);
     }
+}
+
+#[wasm_bindgen_test]
+async fn the_routing_view_reads_the_blocks_each_head_chose_on_both_paths() {
+    let demo = Demo::open().await.unwrap();
+    // 400 bytes: four of the model's blocks of 128, so its top-3 gate ranks three.
+    let text = "def double(x):\n    return x * 2\n".repeat(13);
+    let prompt = &text[..400];
+    let mut routings = Vec::new();
+    for on_gpu in [false, true] {
+        let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec())
+            .map_err(message)
+            .unwrap();
+        if on_gpu {
+            model.use_gpu(&demo);
+        }
+        model.start(prompt, 0.0, 1.0, 0).map_err(message).unwrap();
+        next_byte(&model).await.unwrap();
+        let routing = wasm_bindgen_futures::JsFuture::from(model.routing())
+            .await
+            .unwrap();
+        let routing: Routing = serde_wasm_bindgen::from_value(routing).unwrap();
+        assert_eq!(routing.position, 399);
+        assert_eq!(routing.layers.len(), 4);
+        for heads in &routing.layers {
+            let heads = heads.as_ref().expect("every layer is MoBA's");
+            assert_eq!(heads.len(), 4);
+            for blocks in heads {
+                // The own block (399 / 128 = 3) and two of the three before it.
+                assert_eq!(blocks.len(), 3, "{blocks:?}");
+                assert!(blocks.contains(&3), "{blocks:?}");
+                assert!(blocks.iter().all(|&b| (0..4).contains(&b)), "{blocks:?}");
+            }
+        }
+        routings.push(routing);
+    }
+    // The GPU decoder's gate chose what burn's did.
+    assert_eq!(routings[0], routings[1]);
 }
 
 #[wasm_bindgen_test]

@@ -110,7 +110,7 @@ impl LmKernel {
                 source.push_str(&constant("COLUMNS", MATVEC_COLUMNS as usize));
                 source.push_str(&constant("NORM", norm.is_some() as usize));
                 source.push_str(&constant("EPILOGUE", epilogue as usize));
-                source.push_str(&constant("INPUT_HEAD_DIM", input_head_dim.unwrap_or(0)));
+                source.push_str(&constant("INPUT_HEAD_DIM", input_head_dim.unwrap_or(d_in)));
                 let epsilon = norm.unwrap_or(0.0);
                 source.push_str(&format!("const EPSILON: f32 = {epsilon:e};\n"));
             }
