@@ -79,11 +79,14 @@ fn check_config(config: LmConfig) {
             "{}: another run, other bits",
             gpu.describe()
         );
-        // The prompt read in chunks of positions: the scores after each call's last byte
-        // (the second call starts inside a block, and its chunks cross block boundaries).
+        // The prompt read in chunks of positions: the scores after each call's last byte.
+        // The first call ends with single positions (100 = 12 chunks of 8 and 4); the second
+        // starts inside a block, its chunks cross block boundaries, and its last position
+        // is a chunk's last row (48 = 6 chunks).
         decoder.reset();
         assert_eq!(decoder.chunk_rows(), 8, "{}", gpu.describe());
-        for end in [100, bytes.len()] {
+        let ends = [100, 148];
+        for end in ends {
             decoder.prefill(&bytes[decoder.position()..end]).unwrap();
             let last = gpu.block_on(decoder.logits()).unwrap();
             let error = max_abs_error(&last, &expected[(end - 1) * 256..end * 256]);
@@ -94,6 +97,7 @@ fn check_config(config: LmConfig) {
             );
         }
         let selection = gpu.block_on(decoder.selection(0)).unwrap();
+        let current = (ends[1] - 1) / block;
         for head in selection.chunks(top_k) {
             assert!(head.contains(&(current as i32)), "{head:?}");
         }

@@ -43,6 +43,6 @@ export function drawRouting(canvas, caption, routing, blockSize) {
   const full = routing.layers.length - routed.length;
   caption.textContent = `Byte ${(routing.position + 1).toLocaleString('en')} of the context: the blocks of ${blockSize} `
     + `each query head chose (filled) among the ${blocks} cached, one row per head, one band per `
-    + `MoBA layer (${routed.length})` + (full ? `; ${full} full-attention layers attend every block` : '')
+    + `MoBA layer (${routed.length})` + (full ? `; ${full} layers attend without blocks (full attention or NSA)` : '')
     + '. Left is the start of the context.';
 }

@@ -1,8 +1,8 @@
 //! `moba generate`: sample bytes from a trained run. On `--backend wgpu` the GPU decoder
 //! runs it (`moba::gpu::LmDecoder`: a few kernels per layer around MoBA's split decode, the
-//! KV cache on the GPU, one position per submission, a prompt in chunks); elsewhere, and with `--decode burn`,
-//! burn's ops: the prompt through one MoBA prefill, every new byte through one MoBA decode
-//! step over the KV cache.
+//! KV cache on the GPU, one position per submission, a prompt in chunks); elsewhere, and
+//! with `--decode burn`, burn's ops: the prompt through one MoBA prefill, every new byte
+//! through one MoBA decode step over the KV cache.
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -169,8 +169,9 @@ impl<B: MobaBackend> Generator<B> {
 
     /// The blocks each query head of `layer` attended at the last position read,
     /// `[n_heads, top_k]` ascending, -1 for none (a view of the routing, as
-    /// [`LmDecoder::selection`] gives it); `None` before the first byte and for NSA layers.
-    /// On a GPU backend this waits for the device.
+    /// [`LmDecoder::selection`] gives it; a full-attention layer's one block holds the
+    /// context); `None` before the first byte and for NSA layers. On a GPU backend this
+    /// waits for the device.
     pub fn selection(&self, layer: usize) -> Result<Option<Vec<i32>>> {
         let cache = self.cache.get(layer).ok_or_else(|| {
             MobaError::Config(format!("the model has {} layers", self.cache.len()))

@@ -227,6 +227,15 @@ pub struct Routing {
 /// The routing of `generation` at its last position; layers of `model` without a block
 /// selection are `None`.
 async fn routing_of(model: &MobaLm<Cpu>, generation: &Generation) -> moba::Result<Routing> {
+    let position = match generation {
+        Generation::Gpu(generator) => generator.decoder().position(),
+        Generation::Cpu(generator) => generator.position(),
+    };
+    if position == 0 {
+        return Err(moba::MobaError::Config(
+            "no byte has been read yet: call nextByte() first".into(),
+        ));
+    }
     let mut layers = Vec::new();
     for (index, block) in model.blocks.iter().enumerate() {
         let selection = match block.attention.kind() {
@@ -242,12 +251,8 @@ async fn routing_of(model: &MobaLm<Cpu>, generation: &Generation) -> moba::Resul
             blocks.chunks(top_k).map(<[i32]>::to_vec).collect()
         }));
     }
-    let position = match generation {
-        Generation::Gpu(generator) => generator.decoder().position(),
-        Generation::Cpu(generator) => generator.position(),
-    };
     Ok(Routing {
-        position: position.saturating_sub(1),
+        position: position - 1,
         layers,
     })
 }

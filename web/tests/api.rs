@@ -227,6 +227,13 @@ async fn next_byte(model: &TextModel) -> Result<Option<u8>, String> {
     }
 }
 
+async fn routing(model: &TextModel) -> Result<Routing, String> {
+    match wasm_bindgen_futures::JsFuture::from(model.routing()).await {
+        Ok(value) => Ok(serde_wasm_bindgen::from_value(value).unwrap()),
+        Err(error) => Err(error.dyn_into::<js_sys::Error>().unwrap().message().into()),
+    }
+}
+
 #[wasm_bindgen_test]
 async fn the_page_model_continues_its_prompt_as_the_native_build_does() {
     let sample: Sample = serde_json::from_str(GREEDY_SAMPLE).unwrap();
@@ -285,14 +292,14 @@ async fn the_routing_view_reads_the_blocks_each_head_chose_on_both_paths() {
             model.use_gpu(&demo);
         }
         model.start(prompt, 0.0, 1.0, 0).map_err(message).unwrap();
+        // Nothing to show before the first byte is read.
+        let error = routing(&model).await.unwrap_err();
+        assert!(error.contains("no byte"), "{error}");
         next_byte(&model).await.unwrap();
-        let routing = wasm_bindgen_futures::JsFuture::from(model.routing())
-            .await
-            .unwrap();
-        let routing: Routing = serde_wasm_bindgen::from_value(routing).unwrap();
-        assert_eq!(routing.position, 399);
-        assert_eq!(routing.layers.len(), 4);
-        for heads in &routing.layers {
+        let chosen = routing(&model).await.unwrap();
+        assert_eq!(chosen.position, 399);
+        assert_eq!(chosen.layers.len(), 4);
+        for heads in &chosen.layers {
             let heads = heads.as_ref().expect("every layer is MoBA's");
             assert_eq!(heads.len(), 4);
             for blocks in heads {
@@ -302,7 +309,7 @@ async fn the_routing_view_reads_the_blocks_each_head_chose_on_both_paths() {
                 assert!(blocks.iter().all(|&b| (0..4).contains(&b)), "{blocks:?}");
             }
         }
-        routings.push(routing);
+        routings.push(chosen);
     }
     // The GPU decoder's gate chose what burn's did.
     assert_eq!(routings[0], routings[1]);
@@ -320,6 +327,8 @@ async fn bad_model_files_and_calls_are_errors_that_say_what_is_wrong() {
         .map_err(message)
         .unwrap();
     let error = next_byte(&model).await.unwrap_err();
+    assert!(error.contains("start"), "{error}");
+    let error = routing(&model).await.unwrap_err();
     assert!(error.contains("start"), "{error}");
     let error = message(model.start("", 0.8, 0.95, 1).unwrap_err());
     assert!(error.contains("1 to 2048"), "{error}");

@@ -8,8 +8,8 @@ use super::super::kernels::file;
 /// Threads per workgroup of every decode-step kernel.
 pub(super) const WORKGROUP_SIZE: u32 = 256;
 /// Output columns per workgroup of a matrix-vector product; the other factor of the
-/// workgroup splits the weight's rows (16 slices of 16 columns: a few of them per thread, and enough
-/// workgroups at model widths of a few hundred to spread over the GPU).
+/// workgroup splits the weight's rows (16 slices of 16 columns: a few of them per thread,
+/// and enough workgroups at model widths of a few hundred to spread over the GPU).
 const MATVEC_COLUMNS: u32 = 16;
 
 /// What a matrix-vector product does with its result (`lm_matvec.wgsl`'s epilogues).

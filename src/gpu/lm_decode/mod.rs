@@ -193,12 +193,16 @@ impl LmDecoder {
         decoder
             .programs
             .push(decoder.program(weights, &model, &activations, 1)?);
-        // The chunk's attention may not fit the adapter's workgroup memory: then the
-        // prompt is read a position at a time.
-        if chunk > 1 {
-            match decoder.program(weights, &model, &activations, chunk) {
-                Ok(program) => decoder.programs.push(program),
-                Err(MobaError::Unsupported(_)) => {}
+        // The chunk's attention may not fit the adapter's workgroup memory: then half the
+        // chunk, down to a position at a time.
+        let mut rows = chunk;
+        while rows > 1 {
+            match decoder.program(weights, &model, &activations, rows) {
+                Ok(program) => {
+                    decoder.programs.push(program);
+                    break;
+                }
+                Err(MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }) => rows /= 2,
                 Err(error) => return Err(error),
             }
         }
@@ -308,8 +312,8 @@ impl LmDecoder {
     }
 
     /// Positions one submission of [`LmDecoder::prefill`] reads at most: the heads' split
-    /// decode takes 16 query rows per kv head (1 where the adapter's workgroup memory holds
-    /// only one position's).
+    /// decode takes 16 query rows per kv head (fewer where the adapter's workgroup memory
+    /// holds fewer).
     pub fn chunk_rows(&self) -> usize {
         self.programs.last().map_or(1, |program| program.rows)
     }
@@ -317,6 +321,7 @@ impl LmDecoder {
     /// Forgets every cached position (the next step is position 0).
     pub fn reset(&mut self) {
         self.position = 0;
+        self.last_rows = 1;
     }
 
     /// Reads `byte` at the next position: its key and value join the cache, and the
@@ -422,11 +427,15 @@ impl LmDecoder {
     }
 
     /// The blocks each query head of `layer` attended at the last position read,
-    /// `[n_heads, top_k]` ascending, -1 for none (a view of the routing).
+    /// `[n_heads, top_k]` ascending, -1 for none (a view of the routing); an error before
+    /// the first byte.
     pub async fn selection(&self, layer: usize) -> Result<Vec<i32>> {
         let cached = self.layers.get(layer).ok_or_else(|| {
             MobaError::Config(format!("the model has {} layers", self.layers.len()))
         })?;
+        if self.position == 0 {
+            return Err(MobaError::Config("no byte has been read yet".into()));
+        }
         let all: Vec<i32> = self.gpu.download(&cached.selection).await?;
         // The last submission's `[n_heads, rows, top_k]`: each head's last row.
         let rows = self.last_rows;
