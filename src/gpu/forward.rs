@@ -142,7 +142,9 @@ impl MobaForward {
             means: config.check_given_means().is_ok(),
             ..Given::default()
         };
-        let pass = Self::planned(gpu, shape, config, AttentionKernel::Portable, given)?;
+        let mut pass = Self::planned(gpu, shape, config, AttentionKernel::Portable, given)?;
+        // A decode step binds the same cache and buffers as the one before.
+        pass.runner.keep_bindings();
         if !pass.splits_decode() {
             return Err(MobaError::Unsupported(format!(
                 "a decode over a KV cache needs the split-decode kernels: at most {} query \

@@ -1,5 +1,8 @@
 //! Records a [`Schedule`] into a wgpu command encoder: pipelines, parameter blocks and
-//! scratch buffers are made once per plan, bind groups per run.
+//! scratch buffers are made once per plan, bind groups per run (or once, for a plan that
+//! runs over the same buffers every time: a decode over a KV cache).
+
+use std::sync::Mutex;
 
 use super::buffers::check_buffer;
 use super::context::GpuContext;
@@ -20,6 +23,15 @@ pub(crate) struct ScheduleRunner {
     pipelines: Vec<wgpu::ComputePipeline>,
     params: Vec<wgpu::Buffer>,
     scratch: Vec<wgpu::Buffer>,
+    /// Where [`Self::keep_bindings`] asked for it: the last run's io buffers and every
+    /// launch's bind group over them, reused while a run binds the same buffers.
+    kept: Option<Mutex<Option<KeptBindings>>>,
+}
+
+/// A run's io buffers and the bind group of each launch of the schedule over them.
+struct KeptBindings {
+    io: Vec<wgpu::Buffer>,
+    groups: Vec<wgpu::BindGroup>,
 }
 
 impl ScheduleRunner {
@@ -69,7 +81,15 @@ impl ScheduleRunner {
             pipelines,
             schedule,
             gpu: gpu.clone(),
+            kept: None,
         })
+    }
+
+    /// Keeps the bind groups of the last run for the next one over the same buffers (a
+    /// decode over a KV cache binds the same buffers every step). They hold those buffers
+    /// alive until a run over others or the end of the plan.
+    pub fn keep_bindings(&mut self) {
+        self.kept = Some(Mutex::default());
     }
 
     /// Rewrites every parameter block as `update` makes it from the planned one; the
@@ -119,30 +139,58 @@ impl ScheduleRunner {
                 encoder.clear_buffer(buffer, 0, None);
             }
         }
-        let buffer = |binding: &Binding| match *binding {
-            Binding::Params(n) => &self.params[n],
-            Binding::Io(kind) => {
-                let at = self.schedule.io.iter().position(|&i| i == kind);
-                io[at.expect("a schedule binds only its own io")]
-            }
-            Binding::Scratch(n) => &self.scratch[n],
-        };
+        let groups = self.bind_groups(io);
         for (index, &stage) in self.schedule.stages.iter().enumerate() {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some(stage.name()),
                 timestamp_writes: timer.map(|t| t.writes(index)),
             });
-            for launch in self.schedule.launches.iter().filter(|l| l.stage == stage) {
+            let launches = self.schedule.launches.iter().zip(&groups);
+            for (launch, bind_group) in launches.filter(|(l, _)| l.stage == stage) {
                 let pipeline = &self.pipelines[launch.kernel];
-                let buffers: Vec<&wgpu::Buffer> = launch.bindings.iter().map(buffer).collect();
-                let bind_group = self.gpu.bind(pipeline, &buffers);
                 self.gpu
-                    .dispatch(&mut pass, pipeline, &bind_group, launch.workgroups)?;
+                    .dispatch(&mut pass, pipeline, bind_group, launch.workgroups)?;
             }
         }
         if let Some(timer) = timer {
             timer.resolve(encoder);
         }
         Ok(())
+    }
+
+    /// Every launch's bind group over the caller's `io` (in the schedule's io order): the
+    /// kept ones where the last run bound the same buffers, else made now.
+    fn bind_groups(&self, io: &[&wgpu::Buffer]) -> Vec<wgpu::BindGroup> {
+        let make = || -> Vec<wgpu::BindGroup> {
+            let buffer = |binding: &Binding| match *binding {
+                Binding::Params(n) => &self.params[n],
+                Binding::Io(kind) => {
+                    let at = self.schedule.io.iter().position(|&i| i == kind);
+                    io[at.expect("a schedule binds only its own io")]
+                }
+                Binding::Scratch(n) => &self.scratch[n],
+            };
+            (self.schedule.launches.iter())
+                .map(|launch| {
+                    let buffers: Vec<&wgpu::Buffer> = launch.bindings.iter().map(buffer).collect();
+                    self.gpu.bind(&self.pipelines[launch.kernel], &buffers)
+                })
+                .collect()
+        };
+        let Some(kept) = &self.kept else {
+            return make();
+        };
+        let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &*kept {
+            Some(last) if last.io.iter().eq(io.iter().copied()) => last.groups.clone(),
+            _ => {
+                let groups = make();
+                *kept = Some(KeptBindings {
+                    io: io.iter().map(|&buffer| buffer.clone()).collect(),
+                    groups: groups.clone(),
+                });
+                groups
+            }
+        }
     }
 }
