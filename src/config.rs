@@ -2,7 +2,9 @@
 
 use crate::error::{MobaError, Result};
 use crate::memory::{bytes_of, check_host};
-use crate::shared_constants::{GATE_MEAN_KEY, GATE_RECENT, GATE_SINK_AND_RECENT};
+use crate::shared_constants::{
+    GATE_KEY_WINDOW, GATE_MEAN_KEY, GATE_RECENT, GATE_SINK_AND_RECENT,
+};
 
 /// How the gate scores the eligible blocks. Every gate feeds the same top-k rule and the
 /// same kernels: the static patterns of DESIGN §1 are MoBA with a fixed score.
@@ -15,6 +17,10 @@ pub enum Gate {
     Recent,
     /// Attention sink: the first `sink_blocks` blocks always win, then the most recent.
     SinkAndRecent { sink_blocks: usize },
+    /// A window of keys: the most recent blocks win, as [`Gate::Recent`], and a query at `p`
+    /// sees only the `block_size` keys `(p - block_size, p]` of them (NSA's window branch;
+    /// [`MobaConfig::key_window`]).
+    KeyWindow,
 }
 
 impl Gate {
@@ -23,7 +29,7 @@ impl Gate {
     pub fn static_score(&self, block: usize, num_blocks: usize) -> Option<f64> {
         match *self {
             Gate::MeanKey => None,
-            Gate::Recent => Some(block as f64),
+            Gate::Recent | Gate::KeyWindow => Some(block as f64),
             Gate::SinkAndRecent { sink_blocks } if block < sink_blocks => {
                 Some((num_blocks + block) as f64)
             }
@@ -38,6 +44,7 @@ impl Gate {
             Gate::MeanKey => (GATE_MEAN_KEY, 0),
             Gate::Recent => (GATE_RECENT, 0),
             Gate::SinkAndRecent { sink_blocks } => (GATE_SINK_AND_RECENT, sink_blocks as u32),
+            Gate::KeyWindow => (GATE_KEY_WINDOW, 0),
         }
     }
 }
@@ -98,6 +105,34 @@ impl MobaConfig {
         }
     }
 
+    /// Sliding-window attention over keys: each query attends exactly the `keys` keys that
+    /// end at it (fewer at the start), as NSA's window branch does. Blocks of `keys` keys,
+    /// the query's own and the one before, with the earlier keys masked in the kernels.
+    ///
+    /// ```
+    /// use moba::MobaConfig;
+    ///
+    /// let window = MobaConfig::key_window(512);
+    /// assert_eq!((window.block_size, window.top_k), (512, 2));
+    /// // The query at 1000 sees keys 489..=1000.
+    /// assert!(window.sees(489, 1000) && !window.sees(488, 1000) && !window.sees(1001, 1000));
+    /// assert!(window.with_causal(false).validate().is_err());
+    /// ```
+    pub fn key_window(keys: usize) -> Self {
+        Self {
+            gate: Gate::KeyWindow,
+            ..Self::new(keys, 2)
+        }
+    }
+
+    /// Whether the query at `position` sees key `key` of a block it attends: not a key
+    /// after it (causal), nor one before its window ([`Gate::KeyWindow`]). The kernels'
+    /// `key_visible` (WGSL) and `key_hidden` (CUDA) state the same rule.
+    pub fn sees(&self, key: usize, position: usize) -> bool {
+        (!self.causal || key <= position)
+            && (self.gate != Gate::KeyWindow || key + self.block_size > position)
+    }
+
     /// The same config with an explicit softmax scale.
     pub fn with_scale(mut self, scale: f32) -> Self {
         self.scale = Some(scale);
@@ -128,6 +163,13 @@ impl MobaConfig {
         {
             return Err(MobaError::Config(format!(
                 "scale must be finite and > 0, got {s}"
+            )));
+        }
+        if self.gate == Gate::KeyWindow && !(self.causal && self.top_k >= 2) {
+            return Err(MobaError::Config(format!(
+                "a key window is causal and spans two blocks (the query's own and the one \
+                 before): causal {} and top_k {} will not do",
+                self.causal, self.top_k
             )));
         }
         Ok(())

@@ -9,6 +9,9 @@ pub const GATE_MEAN_KEY: u32 = 0;
 pub const GATE_RECENT: u32 = 1;
 /// `Params::gate`: blocks `[0, sink_blocks)` win, then the most recent.
 pub const GATE_SINK_AND_RECENT: u32 = 2;
+/// `Params::gate`: the most recent blocks win, and a query at `p` sees keys
+/// `(p - block_size, p]` only (`MobaConfig::key_window`).
+pub const GATE_KEY_WINDOW: u32 = 3;
 
 /// Threads that merge one (row, columns) of a split decode's partials, each every
 /// `DECODE_COMBINE_LANES`-th partial of the row, then in lane order: a long row's hundreds of
@@ -16,10 +19,11 @@ pub const GATE_SINK_AND_RECENT: u32 = 2;
 pub const DECODE_COMBINE_LANES: u32 = 16;
 
 /// The constants every kernel language sees.
-pub const EVERY_KERNEL: [(&str, u32); 4] = [
+pub const EVERY_KERNEL: [(&str, u32); 5] = [
     ("GATE_MEAN_KEY", GATE_MEAN_KEY),
     ("GATE_RECENT", GATE_RECENT),
     ("GATE_SINK_AND_RECENT", GATE_SINK_AND_RECENT),
+    ("GATE_KEY_WINDOW", GATE_KEY_WINDOW),
     ("DECODE_COMBINE_LANES", DECODE_COMBINE_LANES),
 ];
 

@@ -1,8 +1,9 @@
 //! Counting attended (query, key) pairs: density, and the FLOPs that speed is measured on.
 
-use crate::config::{MobaConfig, Shape};
+use crate::config::{Gate, MobaConfig, Shape};
 
-/// Keys a row at `position` attends in the selected `blocks` (-1 entries ignored).
+/// Keys a row at `position` attends in the selected `blocks` (-1 entries ignored): those
+/// it sees ([`MobaConfig::sees`]).
 pub fn row_pairs(blocks: &[i32], position: usize, shape: &Shape, config: &MobaConfig) -> u64 {
     let bs = config.block_size;
     blocks
@@ -14,7 +15,12 @@ pub fn row_pairs(blocks: &[i32], position: usize, shape: &Shape, config: &MobaCo
             if config.causal {
                 end = end.min(position + 1);
             }
-            end.saturating_sub(first) as u64
+            // A key window starts at position + 1 - block_size (within the selected blocks).
+            let start = match config.gate {
+                Gate::KeyWindow => first.max((position + 1).saturating_sub(bs)),
+                _ => first,
+            };
+            end.saturating_sub(start) as u64
         })
         .sum()
 }
@@ -79,5 +85,19 @@ mod tests {
         );
         assert_eq!(dense_pairs(&shape, true), 55);
         assert_eq!(dense_pairs(&shape, false), 100);
+    }
+
+    #[test]
+    fn a_key_window_counts_the_keys_each_row_sees() {
+        let shape = Shape::prefill(1, 1, 10, 4);
+        let config = MobaConfig::key_window(4);
+        // The key-window gate's selection: the row's block and the one before.
+        let selection: Vec<i32> = (0..10)
+            .flat_map(|t: i32| [t / 4 - 1, t / 4])
+            .collect();
+        // Rows 0..=3 see 1..=4 keys, every later row 4.
+        assert_eq!(attended_pairs(&selection, &shape, &config), 10 + 6 * 4);
+        let seen = |t: usize| (0..10).filter(|&i| config.sees(i, t)).count() as u64;
+        assert_eq!((0..10).map(seen).sum::<u64>(), 34);
     }
 }

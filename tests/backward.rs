@@ -13,10 +13,12 @@ common::shape_grid_tests! { check_moba_backward;
 }
 
 #[test]
-fn sliding_window_and_sink_gates() {
+fn sliding_window_sink_and_key_window_gates() {
     let s = shape(1, 2, 1, 120, 120, 16);
     check_moba_backward(s, MobaConfig::sliding_window(10, 3), 13);
     check_moba_backward(s, MobaConfig::sink(10, 1, 2), 14);
+    check_moba_backward(s, MobaConfig::key_window(24), 15);
+    check_moba_backward(shape(1, 4, 2, 37, 300, 16), MobaConfig::key_window(40), 16);
 }
 
 #[test]

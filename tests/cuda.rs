@@ -92,6 +92,8 @@ fn grid() -> Vec<(Shape, MobaConfig)> {
             MobaConfig::sliding_window(32, 3),
         ),
         (shape(1, 2, 1, 256, 256, 64), MobaConfig::sink(32, 1, 2)),
+        (shape(1, 4, 2, 300, 300, 64), MobaConfig::key_window(48)),
+        (shape(1, 4, 2, 3, 300, 64), MobaConfig::key_window(48)),
         (shape(1, 2, 1, 100, 100, 40), MobaConfig::new(16, 2)),
         (shape(2, 4, 4, 700, 700, 128), MobaConfig::new(100, 3)),
         (shape(1, 8, 1, 1, 1000, 128), MobaConfig::new(64, 3)),

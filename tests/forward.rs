@@ -25,6 +25,12 @@ common::shape_grid_tests! { check_moba;
     split_decode_sixteen_rows: shape(1, 16, 1, 1, 257, 32), MobaConfig::new(64, 2), 20;
     // 7 chunks per block, top-4: more partials per row than the combine has lanes.
     split_decode_more_partials_than_lanes: shape(1, 4, 2, 1, 2000, 32), MobaConfig::new(448, 4), 21;
+    // A key window (NSA's window branch): each row sees the 24 keys ending at it, the earlier
+    // block's keys masked from the left; a window of one key is the row's own value.
+    key_window_gqa: shape(1, 4, 2, 150, 150, 16), MobaConfig::key_window(24), 22;
+    key_window_of_one_key: shape(1, 2, 1, 40, 40, 8), MobaConfig::key_window(1), 23;
+    key_window_longer_than_the_keys: shape(1, 2, 1, 50, 50, 16), MobaConfig::key_window(64), 24;
+    split_decode_key_window: shape(1, 8, 2, 3, 300, 32), MobaConfig::key_window(64), 25;
 }
 
 /// Checks GPU output against an independent dense attention at the tolerance.

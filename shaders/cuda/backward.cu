@@ -261,14 +261,14 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
         TileLayout::scores<KEY_TILE, DKDV_ROWS>(dp, v_tile, warp * 16, do_tile);
         // The step's rows ascend (one list): its first has the smallest position, so most
         // steps mask nothing. Rows past the step have lse +inf, hence p = 0.
-        bool masked = p.causal && key_first + KEY_TILE - 1 > row_pos[b][0];
+        bool masked = tile_masked(p, key_first, key_stop, row_pos[b][0]);
 #pragma unroll
         for (u32 n = 0; n < DKDV_ROWS / 8; n++) {
 #pragma unroll
             for (u32 e = 0; e < 4; e++) {
                 u32 col = n * 8 + 2 * t + (e & 1);
                 float prob = exp2_approx(fmaf(s[n][e], p.scale_log2, -row_lse[b][col]));
-                if (masked && (e < 2 ? key0 : key1) > row_pos[b][col]) prob = 0.0f;
+                if (masked && key_hidden(p, e < 2 ? key0 : key1, key_stop, row_pos[b][col])) prob = 0.0f;
                 s[n][e] = prob;                                  // p^T
                 dp[n][e] = prob * (dp[n][e] - row_delta[b][col]); // ds^T
             }

@@ -59,16 +59,19 @@ __device__ __forceinline__ u32 query_position(const Params& p, u32 t) {
     return p.kv_len - p.q_len + t;
 }
 // Whether key `key` is hidden from a query at position `pos` in a tile of keys ending at
-// `key_stop`: past the tile, or (causal) after the query.
+// `key_stop`: past the tile, (causal) after the query, or (key-window gate) before its
+// window (`MobaConfig::sees` on the host, `key_visible` in WGSL).
 __device__ __forceinline__ bool key_hidden(const Params& p, u32 key, u32 key_stop, u32 pos) {
-    return key >= key_stop || (p.causal && key > pos);
+    return key >= key_stop || (p.causal && key > pos)
+        || (p.gate == GATE_KEY_WINDOW && key + p.block_size <= pos);
 }
-// Whether any key of the KEY_TILE keys from `first_key` is hidden from some row of a tile of
-// gathered rows whose smallest position is `first_pos` (rows ascend, so the first decides
-// for the whole block). Most tiles hide none and skip the per-key tests.
+// Whether any key of the KEY_TILE keys from `first_key` may be hidden from some row of a tile
+// of gathered rows whose smallest position is `first_pos` (rows ascend, so the first decides
+// for the causal mask; a key window can hide keys from any row, so its tiles always test).
+// Most tiles hide none and skip the per-key tests.
 __device__ __forceinline__ bool tile_masked(const Params& p, u32 first_key, u32 key_stop,
                                             u32 first_pos) {
-    return key_hidden(p, first_key + KEY_TILE - 1, key_stop, first_pos);
+    return p.gate == GATE_KEY_WINDOW || key_hidden(p, first_key + KEY_TILE - 1, key_stop, first_pos);
 }
 
 // One past the last key of block `j`.

@@ -18,7 +18,7 @@ fn load_query_share(row: u32, lane: u32) -> LaneVector {
 
 // One online-softmax step: the row at `position` against the `count` staged keys, whose
 // first sits at `first`. `state` is the running (max, sum) in the log2 domain and `acc` the
-// lane's share of the unnormalised output. Keys after the query are masked when causal.
+// lane's share of the unnormalised output. Keys the row does not see are masked (key_visible).
 // `count` is the same in every thread, so the lanes' sums run in uniform control flow: call
 // it from uniform control flow (rows past a tile's compute on zeros and write nothing).
 fn attend_key_tile(
@@ -40,7 +40,7 @@ fn attend_key_tile(
         }
         let score = lane_sum(partial);
         scores[j] = NEG_BIG;
-        if params.causal == 0u || first + j <= position {
+        if key_visible(first + j, position) {
             scores[j] = score;
             tile_max = max(tile_max, score);
         }

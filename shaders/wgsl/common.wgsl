@@ -47,6 +47,14 @@ fn query_position(t: u32) -> u32 {
     return params.kv_len - params.q_len + t;
 }
 
+// Whether the query at `position` sees key `key` of a block it attends (DESIGN §1): not a
+// key after it when causal, nor one before its window under the key-window gate
+// (`MobaConfig::sees` on the host).
+fn key_visible(key: u32, position: u32) -> bool {
+    return (params.causal == 0u || key <= position)
+        && (params.gate != GATE_KEY_WINDOW || key + params.block_size > position);
+}
+
 // Where a workgroup sits in the grid: every kernel's entry point takes it, beside its
 // `local_invocation_index` (kept apart: the position is uniform, the index is not, and
 // WGSL's uniformity analysis judges an argument whole).

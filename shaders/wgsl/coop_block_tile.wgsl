@@ -192,9 +192,9 @@ fn zero_output_strip(acc: ptr<function, OutputStrip>) {
 }
 
 // Score of staged key j for tile row r (at `position`) in the log2 domain, or NEG_BIG where
-// masked (causal, or past `count`).
+// masked (not visible, or past `count`).
 fn visible_score(r: u32, position: u32, j: u32, first: u32, count: u32) -> f32 {
-    if j >= count || (params.causal != 0u && first + j > position) {
+    if j >= count || !key_visible(first + j, position) {
         return NEG_BIG;
     }
     return s_tile[j * S_STRIDE + r] * params.scale_log2;

@@ -87,8 +87,8 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     }
     // unroll
     for (var r = 0u; r < QUERY_TILE; r++) {
-        let causal_ok = params.causal == 0u || key <= query_position(r % params.q_len);
-        let visible = lid < count && row_slot[r] != NO_SLOT && causal_ok;
+        let visible = lid < count && row_slot[r] != NO_SLOT
+            && key_visible(key, query_position(r % params.q_len));
         chunk_scores[r * WORKGROUP_SIZE + lid] = select(NEG_BIG, scores[r] * params.scale_log2, visible);
     }
     workgroupBarrier();

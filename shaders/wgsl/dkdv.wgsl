@@ -140,7 +140,7 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
                         }
                         score = lane_sum(score);
                         dp = lane_sum(dp);
-                        if params.causal == 0u || key_index <= staged_position[r] {
+                        if key_visible(key_index, staged_position[r]) {
                             let gradient = score_gradient(score, dp, staged_terms[r]);
                             // unroll
                             for (var i = 0u; i < LANE_VECS; i++) {

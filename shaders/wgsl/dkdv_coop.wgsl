@@ -13,7 +13,7 @@
 //       dk += ds^T . q. Control flow never depends on the subgroup (cooperative operations
 //       must stay in uniform control flow): only the addresses do.
 // Row-wise work: thread lid takes row lid % ROW_TILE and every (WORKGROUP_SIZE / ROW_TILE)-th
-//       key: p = exp2(s * scale_log2 - lse) with the saved lse (masked: causal, rows past the
+//       key: p = exp2(s * scale_log2 - lse) with the saved lse (masked: keys the row does not see, rows past the
 //       list, keys past the block), ds = p (dp - delta); both as f16 for the products.
 // Output: dk = scale * sum ds q, dv = sum p dout, a column slice at a time through sd_tile;
 //       every key of the block written (zero where no row chose it). Summation order is
@@ -210,7 +210,7 @@ fn main(
             for (var key = lid / ROW_TILE; key < CHUNK_KEYS; key += KEY_STEP) {
                 let position = chunk.first + key;
                 let masked = r >= rows || position >= chunk.end
-                    || (params.causal != 0u && position > staged_position[r]);
+                    || !key_visible(position, staged_position[r]);
                 var p = 0.0;
                 if !masked {
                     p = exp2(sd_tile[key * SD_STRIDE + r] * params.scale_log2 - terms.x);

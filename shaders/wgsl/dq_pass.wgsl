@@ -47,7 +47,7 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
             }
             score = lane_sum(score);
             dp = lane_sum(dp);
-            if params.causal == 0u || first + j <= row.position {
+            if key_visible(first + j, row.position) {
                 let ds = score_gradient(score, dp, terms).y;
                 // unroll
                 for (var i = 0u; i < LANE_VECS; i++) {

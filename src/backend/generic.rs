@@ -200,8 +200,8 @@ fn selection_of<B: Backend>(chosen: Tensor<B, 4, Bool>, top_k: usize) -> Tensor<
     selection.reshape([b, h, s, top_k])
 }
 
-/// Keys every row attends, `[B, Hq, S, Sk]`: the chosen blocks, minus keys after the query
-/// when causal.
+/// Keys every row attends, `[B, Hq, S, Sk]`: the chosen blocks' keys that the query sees
+/// ([`MobaConfig::sees`]).
 fn attended_keys<B: Backend>(
     chosen: Tensor<B, 4, Bool>,
     shape: &Shape,
@@ -220,11 +220,7 @@ fn attended_keys<B: Backend>(
     let visible: Vec<f32> = (0..s * shape.kv_len)
         .map(|at| {
             let (t, i) = (at / shape.kv_len, at % shape.kv_len);
-            if i <= shape.query_position(t) {
-                1.0
-            } else {
-                0.0
-            }
+            f32::from(u8::from(config.sees(i, shape.query_position(t))))
         })
         .collect();
     let visible = host_tensor::<B, 2>(visible, [s, shape.kv_len], &keys.device())

@@ -3,16 +3,17 @@
 //! ([`super::moba_attention_with_selection`], given the host's selection directly); the
 //! compressed branch is a masked softmax over `[B, Hq, S, nc]` pooled-key scores with the
 //! importance as a product with the blocks' overlap and the top-n on the host; the window
-//! branch is a masked softmax in query chunks of `w` rows over `2w` keys each. So nothing
-//! is `S x Sk`: the scores take `S * (nc + 2w)` per head. The compressed and window
-//! branches are burn tensor ops (NSA's own kernels for them are still to come).
+//! branch is MoBA's attention with the key-window gate ([`MobaConfig::key_window`]), so it
+//! runs on MoBA's kernels too. Nothing is `S x Sk`: the compressed branch's scores take
+//! `S * nc` per head. The compressed branch is burn tensor ops (its kernel is still to
+//! come).
 
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use super::MobaBackend;
-use super::api::{moba_attention_with_host_selection, qkv_shape};
+use super::api::{moba_attention, moba_attention_with_host_selection, qkv_shape};
 use super::generic::{expand_heads, host_tensor, sum_groups};
 use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -73,8 +74,7 @@ pub fn nsa_attention<B: MobaBackend>(
     let (o_cmp, importance) = compressed_branch(&q, &k, &v, &shape, config, scale);
     let selection = select(importance, &shape, config)?;
     let o_slc = selected_branch(&q, &k, &v, &selection, &shape, config, scale)?;
-    let (k, v) = (expand_heads(k, &shape), expand_heads(v, &shape));
-    let o_win = window_branch(q, k, v, &shape, config, scale);
+    let o_win = window_branch(q, k, v, config, scale)?;
     let gate = |c: usize| {
         let [b, h, s, _] = gate_dims;
         gates.clone().slice([0..b, 0..h, 0..s, c..c + 1])
@@ -90,13 +90,13 @@ pub fn nsa_attention<B: MobaBackend>(
     Ok(NsaAttention { o, selection })
 }
 
-/// Fails unless the branches' scores fit in host memory (the CPU backends hold their
-/// tensors there; the GPU ones have their own limits): about four `[B, Hq, S, nc]`
-/// tensors for the compressed branch and three `[B, Hq, S, 2w]` for the window.
+/// Fails unless the compressed branch's scores fit in host memory (the CPU backends hold
+/// their tensors there; the GPU ones have their own limits): about four `[B, Hq, S, nc]`
+/// tensors. The other branches run on MoBA's op, which checks its own.
 fn check_memory(shape: &Shape, config: &NsaConfig) -> Result<()> {
-    let per_row = 4 * config.compressed_blocks(shape.kv_len) + 3 * 2 * config.window;
+    let per_row = 4 * config.compressed_blocks(shape.kv_len);
     let scores = bytes_of(&[shape.batch, shape.q_heads, shape.q_len, per_row], 4);
-    check_host("the scores of NSA's compressed and window branches", scores)
+    check_host("the scores of NSA's compressed branch", scores)
 }
 
 /// The compressed branch over `k, v: [B, Hkv, Sk, D]`, `o_cmp: [B, Hq, S, D]` (0 for a
@@ -241,78 +241,17 @@ fn selected_branch<B: MobaBackend>(
     Ok(moba_attention_with_host_selection(q, k, v, per_head, dims, &moba)?.o)
 }
 
-/// The window branch, `[B, Hq, S, D]`, over `k, v: [B, Hq, Sk, D]`, in chunks of `w`
-/// query rows: the rows of chunk `m` (positions `p0 + m*w ..`, `p0 = Sk - S`) see keys
-/// `[p - w + 1, p]`, all inside the `2w` keys from position `p0 + m*w - w`. The keys are
-/// padded with `w` zero rows in front (positions before 0, masked) and behind (seen only by
-/// the padding rows of the last chunk, which are dropped).
-fn window_branch<B: Backend>(
+/// The window branch, `[B, Hq, S, D]`: MoBA's attention with the key-window gate
+/// ([`MobaConfig::key_window`]: blocks of `w` keys, the query's own and the one before,
+/// keys before `p - w + 1` masked in the kernels), so it runs on every MoBA kernel, its
+/// gradients through MoBA's backward, the GQA group reading its kv head directly.
+fn window_branch<B: MobaBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-    shape: &Shape,
     config: &NsaConfig,
     scale: f32,
-) -> Tensor<B, 4> {
-    let [b, h, s, d] = q.dims();
-    let w = config.window;
-    let chunks = s.div_ceil(w);
-    let first = shape.kv_len - s;
-    let device = q.device();
-    // `rows` zero rows after x (none where there are none: some backends refuse empty
-    // tensors).
-    let pad_rows = |x: Tensor<B, 4>, rows: usize| match rows {
-        0 => x,
-        _ => Tensor::cat(vec![x, Tensor::zeros([b, h, rows, d], &device)], 2),
-    };
-    // [B, H, chunks, 2w, D]: chunk m's keys, padded index = position + w.
-    let spans = |x: Tensor<B, 4>| {
-        let front = Tensor::zeros([b, h, w, d], &device);
-        let padded = pad_rows(Tensor::cat(vec![front, x], 2), chunks * w - s)
-            .slice([0..b, 0..h, first..first + (chunks + 1) * w, 0..d])
-            .reshape([b, h, chunks + 1, w, d]);
-        Tensor::cat(
-            vec![
-                padded.clone().slice([0..b, 0..h, 0..chunks, 0..w, 0..d]),
-                padded.slice([0..b, 0..h, 1..chunks + 1, 0..w, 0..d]),
-            ],
-            3,
-        )
-    };
-    let q = pad_rows(q, chunks * w - s).reshape([b, h, chunks, w, d]);
-    // Row r of a chunk sees span keys r + 1 ..= r + w; span key j of chunk m sits at
-    // position first + m*w - w + j, which must not be before 0.
-    let in_window = host_tensor::<B, 2>(
-        (0..w * 2 * w)
-            .map(|at| {
-                let (r, j) = (at / (2 * w), at % (2 * w));
-                f32::from(u8::from(j > r && j <= r + w))
-            })
-            .collect(),
-        [w, 2 * w],
-        &device,
-    )
-    .reshape([1, 1, 1, w, 2 * w]);
-    let present = host_tensor::<B, 2>(
-        (0..chunks * 2 * w)
-            .map(|at| {
-                let (m, j) = (at / (2 * w), at % (2 * w));
-                f32::from(u8::from(first + m * w + j >= w))
-            })
-            .collect(),
-        [chunks, 2 * w],
-        &device,
-    )
-    .reshape([1, 1, chunks, 1, 2 * w]);
-    let full = [b, h, chunks, w, 2 * w];
-    let hidden: Tensor<B, 5, Bool> =
-        (in_window.expand(full) * present.expand(full)).equal_elem(0.0);
-    let scores = q
-        .matmul(spans(k).swap_dims(3, 4))
-        .mul_scalar(scale)
-        .mask_fill(hidden, f32::NEG_INFINITY);
-    softmax(scores, 4)
-        .matmul(spans(v))
-        .reshape([b, h, chunks * w, d])
-        .slice([0..b, 0..h, 0..s, 0..d])
+) -> Result<Tensor<B, 4>> {
+    let window = MobaConfig::key_window(config.window).with_scale(scale);
+    moba_attention(q, k, v, &window)
 }

@@ -15,7 +15,8 @@ pub struct Forward {
     pub selection: Vec<i32>,
 }
 
-/// Keys that one row attends: the selected blocks, minus keys after the query when causal.
+/// Keys that one row attends: the selected blocks' keys that the query sees
+/// ([`MobaConfig::sees`]: none after it when causal, none before a key window).
 pub(crate) fn attended_keys(
     blocks: &[usize],
     shape: &Shape,
@@ -26,7 +27,7 @@ pub(crate) fn attended_keys(
     blocks
         .iter()
         .flat_map(|&j| j * bs..((j + 1) * bs).min(shape.kv_len))
-        .filter(|&i| !config.causal || i <= position)
+        .filter(|&i| config.sees(i, position))
         .collect()
 }
 

@@ -648,6 +648,7 @@ mod tests {
     use super::*;
     use crate::error::MobaError;
     use crate::random;
+    use crate::config::MobaConfig;
     use crate::reference::dense_forward;
 
     fn random_inputs(shape: &Shape, seed: u64) -> Inputs {
@@ -920,6 +921,26 @@ mod tests {
         let narrow = NsaConfig::new(4, 2, 4, 3, 14);
         let forward = nsa_forward(&q, &k, &v, &g, &shape, &narrow).unwrap();
         assert!(max_abs_diff(&forward.o_win, &dense) > 1e-3);
+    }
+
+    /// The window branch is MoBA's attention with the key-window gate (what every backend's
+    /// NSA runs it as), for windows inside a block, of one key, and past every key.
+    #[test]
+    fn the_window_branch_is_moba_with_the_key_window_gate() {
+        for (dims, window) in [
+            ([1, 4, 2, 30, 30, 4], 7),
+            ([1, 2, 1, 30, 30, 4], 1),
+            ([2, 4, 1, 5, 40, 8], 9),
+            ([1, 2, 2, 12, 12, 4], 40),
+        ] {
+            let shape = shape(dims);
+            let [q, k, v, g] = random::nsa_inputs(&shape, 13);
+            let config = NsaConfig::new(4, 2, 4, 3, window);
+            let nsa = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
+            let moba = MobaConfig::key_window(window).with_scale(config.scale_for(dims[5]));
+            let moba = crate::reference::forward(&q, &k, &v, &shape, &moba).unwrap();
+            assert!(max_abs_diff(&nsa.o_win, &moba.o) < 1e-12, "{dims:?} w {window}");
+        }
     }
 
     #[test]

@@ -136,7 +136,7 @@ fn row_keys(
         .flat_map(|&j| {
             j as usize * config.block_size..((j as usize + 1) * config.block_size).min(shape.kv_len)
         })
-        .filter(|&i| !config.causal || i <= position)
+        .filter(|&i| config.sees(i, position))
         .collect();
     (group, keys)
 }
