@@ -2,9 +2,7 @@
 
 use crate::error::{MobaError, Result};
 use crate::memory::{bytes_of, check_host};
-use crate::shared_constants::{
-    GATE_KEY_WINDOW, GATE_MEAN_KEY, GATE_RECENT, GATE_SINK_AND_RECENT,
-};
+use crate::shared_constants::{GATE_KEY_WINDOW, GATE_MEAN_KEY, GATE_RECENT, GATE_SINK_AND_RECENT};
 
 /// How the gate scores the eligible blocks. Every gate feeds the same top-k rule and the
 /// same kernels: the static patterns of DESIGN §1 are MoBA with a fixed score.

@@ -92,9 +92,7 @@ mod tests {
         let shape = Shape::prefill(1, 1, 10, 4);
         let config = MobaConfig::key_window(4);
         // The key-window gate's selection: the row's block and the one before.
-        let selection: Vec<i32> = (0..10)
-            .flat_map(|t: i32| [t / 4 - 1, t / 4])
-            .collect();
+        let selection: Vec<i32> = (0..10).flat_map(|t: i32| [t / 4 - 1, t / 4]).collect();
         // Rows 0..=3 see 1..=4 keys, every later row 4.
         assert_eq!(attended_pairs(&selection, &shape, &config), 10 + 6 * 4);
         let seen = |t: usize| (0..10).filter(|&i| config.sees(i, t)).count() as u64;

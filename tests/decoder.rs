@@ -129,6 +129,9 @@ fn the_decoder_runs_the_static_gates() {
         recent: 2,
     };
     check_config(config);
+    let mut config = LmConfig::preset("tiny").unwrap();
+    config.attention = AttentionKind::KeyWindow { keys: 40 };
+    check_config(config);
 }
 
 #[test]

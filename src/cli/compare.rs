@@ -22,6 +22,8 @@ pub enum ArmChoice {
     Hybrid,
     /// NSA in every layer (the --compress-block ... --window flags).
     Nsa,
+    /// A sliding window of --window keys in every layer (the local-attention baseline).
+    Window,
 }
 
 impl ArmChoice {
@@ -31,6 +33,7 @@ impl ArmChoice {
             ArmChoice::Full => "full",
             ArmChoice::Hybrid => "hybrid",
             ArmChoice::Nsa => "nsa",
+            ArmChoice::Window => "window",
         }
     }
 }
@@ -97,6 +100,7 @@ pub fn run(request: &AdapterRequest, args: &CompareArgs) -> Result<()> {
                     .settings
                     .config(AttentionChoice::Moba, args.hybrid_full_layers)?,
                 ArmChoice::Nsa => args.settings.config(AttentionChoice::Nsa, 0)?,
+                ArmChoice::Window => args.settings.config(AttentionChoice::Window, 0)?,
             };
             let config = match &args.continue_from {
                 Some(earlier) => {

@@ -121,8 +121,12 @@ fn dispatch_cuda<J: BackendJob>(_: J) -> Result<J::Output> {
 pub enum AttentionChoice {
     Moba,
     Full,
-    /// NSA on burn's tensor ops (`--compress-block` ... `--window`; no kernels yet: slow).
+    /// NSA (`--compress-block` ... `--window`; its compressed branch is still burn's tensor
+    /// ops: slow).
     Nsa,
+    /// Sliding-window attention over the `--window` keys ending at each query (NSA's window
+    /// branch alone, on MoBA's kernels): the local-attention baseline.
+    Window,
 }
 
 /// Flags that define a training run (`moba train`; `moba compare` trains one run per arm).
@@ -174,7 +178,7 @@ pub struct RunArgs {
     /// NSA: selection blocks per GQA group and query, the forced three included.
     #[arg(long, default_value_t = 16, value_name = "N")]
     top_n: usize,
-    /// NSA: keys of the sliding window, the query's own included.
+    /// NSA and --attention window: keys of the sliding window, the query's own included.
     #[arg(long, default_value_t = 512, value_name = "W")]
     window: usize,
     /// Bytes per training sequence (default: the preset's context).
@@ -250,6 +254,7 @@ impl RunArgs {
                 top_n: self.top_n,
                 window: self.window,
             },
+            (AttentionChoice::Window, _) => AttentionKind::KeyWindow { keys: self.window },
         };
         let seq_len = self.seq_len.unwrap_or(preset.max_seq_len);
         let model = LmConfig {

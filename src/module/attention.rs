@@ -41,10 +41,14 @@ pub enum AttentionKind {
         first: usize,
         recent: usize,
     },
+    /// Sliding-window attention over exactly the `keys` keys that end at each query
+    /// ([`MobaConfig::key_window`]: NSA's window branch alone, a local-attention baseline).
+    KeyWindow { keys: usize },
     /// NSA (`NsaConfig` names the fields): a compressed, a selected and a sliding-window
     /// branch mixed by per-head gates, a sigmoid of a linear map of the layer input (the
-    /// query projection makes them). The selected branch runs on MoBA's kernels, the
-    /// compressed and window branches on burn's tensor ops ([`crate::backend::nsa_attention`]).
+    /// query projection makes them). The selected and window branches run on MoBA's
+    /// kernels, the compressed branch on burn's tensor ops
+    /// ([`crate::backend::nsa_attention`]).
     Nsa {
         compress_block: usize,
         stride: usize,
@@ -68,6 +72,7 @@ impl AttentionKind {
                 first,
                 recent,
             } => Some(MobaConfig::sink(block_size, first, recent)),
+            AttentionKind::KeyWindow { keys } => Some(MobaConfig::key_window(keys)),
             AttentionKind::Nsa { .. } => None,
         }
     }

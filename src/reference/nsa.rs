@@ -646,9 +646,9 @@ fn backward_with_selection(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MobaConfig;
     use crate::error::MobaError;
     use crate::random;
-    use crate::config::MobaConfig;
     use crate::reference::dense_forward;
 
     fn random_inputs(shape: &Shape, seed: u64) -> Inputs {
@@ -939,7 +939,10 @@ mod tests {
             let nsa = nsa_forward(&q, &k, &v, &g, &shape, &config).unwrap();
             let moba = MobaConfig::key_window(window).with_scale(config.scale_for(dims[5]));
             let moba = crate::reference::forward(&q, &k, &v, &shape, &moba).unwrap();
-            assert!(max_abs_diff(&nsa.o_win, &moba.o) < 1e-12, "{dims:?} w {window}");
+            assert!(
+                max_abs_diff(&nsa.o_win, &moba.o) < 1e-12,
+                "{dims:?} w {window}"
+            );
         }
     }
 

@@ -57,6 +57,7 @@ impl Arm {
                 first,
                 recent,
             } => format!("sink {first}+{recent} x {block_size}"),
+            AttentionKind::KeyWindow { keys } => format!("window of {keys} keys"),
             AttentionKind::Nsa {
                 compress_block,
                 stride,
