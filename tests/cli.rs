@@ -616,6 +616,58 @@ fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
     );
 }
 
+/// The page's model (`web/lm`, f16 weights) exported again: in f16 the same size, in f32
+/// twice it, and both generate the checked-in greedy sample; a run is never exported into
+/// itself.
+#[test]
+fn export_writes_runs_that_generate_the_shipped_sample() {
+    let dir = scratch("export");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/lm");
+    let sample = std::fs::read_to_string(shipped.join("sample.json")).unwrap();
+    let sample: serde_json::Value = serde_json::from_str(&sample).unwrap();
+    let (prompt, want) = (
+        sample["prompt"].as_str().unwrap(),
+        sample["generated"].as_str().unwrap(),
+    );
+    let size = |run: &Path| std::fs::metadata(run.join("model.mpk")).unwrap().len();
+    for (name, half, ratio) in [("half", true, 1.0), ("full", false, 2.0)] {
+        let out = dir.join(name);
+        let mut args = vec!["export", "--run", shipped.to_str().unwrap()];
+        args.extend(["--out", out.to_str().unwrap()]);
+        if half {
+            args.push("--half");
+        }
+        assert_ok(&moba(&args));
+        let grown = size(&out) as f64 / size(&shipped) as f64;
+        assert!((grown - ratio).abs() < 0.01, "{name}: {grown}");
+        let mut args = vec![
+            "generate",
+            "--backend",
+            "ndarray",
+            "--run",
+            out.to_str().unwrap(),
+        ];
+        args.extend(["--temperature", "0", "--max-new", "64", "--prompt", prompt]);
+        let generated = moba(&args);
+        assert_ok(&generated);
+        assert_eq!(
+            String::from_utf8_lossy(&generated.stdout),
+            format!("{prompt}{want}")
+        );
+    }
+    let run = dir.join("half");
+    let before = std::fs::read(run.join("model.mpk")).unwrap();
+    let into_itself = moba(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert_fails(&into_itself, "the run itself");
+    assert_eq!(std::fs::read(run.join("model.mpk")).unwrap(), before);
+}
+
 #[test]
 fn generate_draws_the_same_greedy_bytes_on_the_gpu_decoder_as_on_burn() {
     let dir = scratch("generate-decoder");

@@ -7,6 +7,7 @@ mod info;
 // The language-model commands.
 mod compare;
 mod eval;
+mod export;
 mod generate;
 mod lm;
 mod train;
@@ -47,6 +48,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Train MoBA and full attention alike, then plot and tabulate both.
     Compare(compare::CompareArgs),
+    /// Write a run's config and weights to a new directory to ship (--half: f16 weights).
+    Export(export::ExportArgs),
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -64,6 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         Some(Command::Eval(eval)) => eval::run(&request, &eval),
         Some(Command::Generate(generate)) => generate::run(&request, &generate),
         Some(Command::Compare(compare)) => compare::run(&request, &compare),
+        Some(Command::Export(export)) => export::run(&export),
         None => demo::run(&demo::DemoArgs::default(), &open(&request)?),
     }
 }

@@ -17,4 +17,4 @@ pub use block::{Block, FeedForward};
 pub use config::{LmConfig, PRESETS, VOCAB_SIZE};
 pub use generate::{Generator, GpuGenerator, Sampling, generate};
 pub use lm::{MobaLm, token_nll};
-pub use weights::{WeightsRecorder, model_from_bytes};
+pub use weights::{HalfWeightsRecorder, WeightsRecorder, model_from_bytes, weights_bytes};

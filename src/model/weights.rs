@@ -1,9 +1,11 @@
 //! A model's weights as `moba train` writes them (`model.mpk`: burn's named MessagePack at
 //! full precision, plain data, no code), read from bytes: a file's contents natively, a
-//! fetched file in the browser demo.
+//! fetched file in the browser demo. Weights written in half precision
+//! ([`HalfWeightsRecorder`], `moba export --half`: half the bytes to ship) read the same
+//! way, widened to the backend's floats.
 
 use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::record::{FullPrecisionSettings, HalfPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::Backend;
 
 use super::config::LmConfig;
@@ -12,6 +14,33 @@ use crate::error::{MobaError, Result};
 
 /// The recorder of `model.mpk` in memory; the same bytes as burn's `NamedMpkFileRecorder`.
 pub type WeightsRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// [`WeightsRecorder`] with f16 floats: half the bytes, each weight rounded to f16.
+/// [`model_from_bytes`] reads its bytes too.
+pub type HalfWeightsRecorder = NamedMpkBytesRecorder<HalfPrecisionSettings>;
+
+/// The bytes of `model`'s weights as a `model.mpk` holds them: f32, or f16 with `half`.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use moba::model::{LmConfig, model_from_bytes, weights_bytes};
+///
+/// let config = LmConfig::preset("tiny")?;
+/// let model = config.init::<NdArray>(&Default::default())?;
+/// let (full, half) = (weights_bytes(&model, false)?, weights_bytes(&model, true)?);
+/// assert!(half.len() * 10 < full.len() * 6);
+/// let loaded = model_from_bytes::<NdArray>(&config, half, "model.mpk", &Default::default())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn weights_bytes<B: Backend>(model: &MobaLm<B>, half: bool) -> Result<Vec<u8>> {
+    let record = model.clone().into_record();
+    let bytes = if half {
+        Recorder::<B>::record(&HalfWeightsRecorder::new(), record, ())
+    } else {
+        Recorder::<B>::record(&WeightsRecorder::new(), record, ())
+    };
+    bytes.map_err(|e| MobaError::Config(format!("writing the weights: {e}")))
+}
 
 /// The weights in `bytes` (the contents of a `model.mpk`) in a model of `config`'s shape.
 /// `source` names the bytes in errors: corrupt data, or the weights of another model.

@@ -171,6 +171,51 @@ pub fn load_model<B: MobaBackend>(
     model_from_bytes(config, bytes, &file.display().to_string(), device)
 }
 
+/// What [`export_run`] wrote: the weights file and its size, beside the size of the run's
+/// weights it read.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub weights: PathBuf,
+    pub bytes: u64,
+    pub source: PathBuf,
+    pub source_bytes: u64,
+}
+
+/// Writes the run in `run` to `out` as a run of its own, what a page or a repository ships:
+/// its `train.json` and the weights `moba generate` would read (`model.mpk`, else the newest
+/// complete checkpoint's) as `model.mpk` with its checksum, in f16 with `half` (half the
+/// bytes; [`crate::model::model_from_bytes`] widens them again). Refuses to write into `run`
+/// itself, whose full-precision weights it would replace.
+pub fn export_run(run: &Path, out: &Path, half: bool) -> Result<Exported> {
+    let config = load_config(run)?;
+    let source = run_weights(run)?.with_extension("mpk");
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same(run, out) {
+        return Err(MobaError::Config(format!(
+            "{} is the run itself: export writes another directory and keeps the run's weights",
+            out.display()
+        )));
+    }
+    let device = Default::default();
+    let model = load_model::<burn::backend::NdArray>(&config.model, &source, &device)?;
+    let bytes = crate::model::weights_bytes(&model, half)?;
+    std::fs::create_dir_all(out).map_err(|e| MobaError::io(out, e))?;
+    let json = serde_json::to_string_pretty(&config).expect("a config serialises");
+    write_atomically(&config_path(out), json.as_bytes())?;
+    let weights = model_path(out).with_extension("mpk");
+    write_checked(&weights, &bytes)?;
+    let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    Ok(Exported {
+        bytes: size(&weights),
+        weights,
+        source_bytes: size(&source),
+        source,
+    })
+}
+
 /// Draws every parameter that is still lazy. burn initialises a fresh module's weights on
 /// first use, and a clone of a lazy parameter draws its own: without this, the saved clone
 /// would hold other weights than `model`.

@@ -42,8 +42,8 @@ pub use capacity::{
     DeviceCapacity, check_capacity, largest_tensor_bytes, parameter_count, training_bytes,
 };
 pub use checkpoint::{
-    Checkpoints, RunRecorder, checkpoint_file, load_config, load_model, model_path, run_weights,
-    save_model,
+    Checkpoints, Exported, RunRecorder, checkpoint_file, export_run, load_config, load_model,
+    model_path, run_weights, save_model,
 };
 pub use config::{DataConfig, TrainConfig};
 pub use curve::{CurveLogger, Curves, metrics_path};
