@@ -617,8 +617,7 @@ fn train_takes_explicit_recall_counts_where_the_defaults_do_not_fit() {
 }
 
 /// The page's model (`web/lm`, f16 weights) exported again: in f16 the same size, in f32
-/// twice it, and both generate the checked-in greedy sample; a run is never exported into
-/// itself.
+/// twice it, and both generate the checked-in greedy sample; nothing is exported into a run.
 #[test]
 fn export_writes_runs_that_generate_the_shipped_sample() {
     let dir = scratch("export");
@@ -665,6 +664,12 @@ fn export_writes_runs_that_generate_the_shipped_sample() {
         run.to_str().unwrap(),
     ]);
     assert_fails(&into_itself, "the run itself");
+    assert_eq!(std::fs::read(run.join("model.mpk")).unwrap(), before);
+    // Nor into another training run, whose checkpoints would no longer match its weights.
+    std::fs::create_dir_all(run.join("checkpoint")).unwrap();
+    let shipped = shipped.to_str().unwrap();
+    let into_a_run = moba(&["export", "--run", shipped, "--out", run.to_str().unwrap()]);
+    assert_fails(&into_a_run, "a training run");
     assert_eq!(std::fs::read(run.join("model.mpk")).unwrap(), before);
 }
 

@@ -5,7 +5,7 @@ use super::context::GpuContext;
 use super::forward::ForwardBuffers;
 use super::kernels::Kernel;
 use super::plan::{TilePlan, check_buffer_sizes};
-use crate::config::{MobaConfig, Shape};
+use crate::config::{Gate, MobaConfig, Shape};
 use crate::error::Result;
 use crate::kernel_params::KernelParams;
 
@@ -19,7 +19,8 @@ pub struct DenseForward {
 }
 
 impl DenseForward {
-    /// Only `scale` and `causal` of the config matter here.
+    /// Only `scale` and `causal` of the config matter here (the gate is not read: a
+    /// key-window config still gives dense attention).
     pub fn new(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
         shape.validate()?;
         config.validate()?;
@@ -27,7 +28,7 @@ impl DenseForward {
         let plan = TilePlan::new(gpu.limits(), shape.head_dim)?;
         let pipeline = gpu.pipeline(Kernel::DenseAttention, &plan.constants(shape.head_dim, 1))?;
         Ok(Self {
-            params: gpu.constant("dense params", &KernelParams::new(shape, config)),
+            params: gpu.constant("dense params", &KernelParams::new(shape, &dense(config))),
             gpu: gpu.clone(),
             shape: *shape,
             plan,
@@ -75,4 +76,13 @@ fn io_sizes(shape: &Shape) -> Vec<(&'static str, u64)> {
         ("o", q),
         ("lse", shape.q_rows() as u64 * 4),
     ]
+}
+
+/// The config the dense kernel runs: `config`'s scale and causality with the mean-key gate,
+/// the one gate that adds no mask to the shared attention step (`key_visible`).
+fn dense(config: &MobaConfig) -> MobaConfig {
+    MobaConfig {
+        gate: Gate::MeanKey,
+        ..*config
+    }
 }

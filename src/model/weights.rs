@@ -33,6 +33,7 @@ pub type HalfWeightsRecorder = NamedMpkBytesRecorder<HalfPrecisionSettings>;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn weights_bytes<B: Backend>(model: &MobaLm<B>, half: bool) -> Result<Vec<u8>> {
+    materialize(model);
     let record = model.clone().into_record();
     let bytes = if half {
         Recorder::<B>::record(&HalfWeightsRecorder::new(), record, ())
@@ -86,6 +87,22 @@ pub fn model_from_bytes<B: Backend>(
         ));
     }
     Ok(model)
+}
+
+/// Draws every parameter that is still lazy. burn initialises a fresh module's weights on
+/// first use, and a clone of a lazy parameter draws its own: without this, a saved clone
+/// would hold other weights than `model`.
+pub(crate) fn materialize<B: Backend>(model: &MobaLm<B>) {
+    struct Materialize;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Materialize {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            param.val();
+        }
+    }
+    model.visit(&mut Materialize);
 }
 
 /// The shapes of every parameter, in visiting order.

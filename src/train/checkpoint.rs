@@ -21,6 +21,7 @@ use super::config::TrainConfig;
 use crate::backend::MobaBackend;
 use crate::error::{MobaError, Result};
 use crate::files::write_atomically;
+use crate::model::weights::materialize;
 use crate::model::weights::weights_error;
 use crate::model::{LmConfig, MobaLm, WeightsRecorder, model_from_bytes};
 
@@ -199,6 +200,13 @@ pub fn export_run(run: &Path, out: &Path, half: bool) -> Result<Exported> {
             out.display()
         )));
     }
+    if out.join("checkpoint").exists() {
+        return Err(MobaError::Config(format!(
+            "{} is a training run (it has checkpoint/): export writes a directory of its own \
+             (an earlier export's is fine) and replaces no run's weights",
+            out.display()
+        )));
+    }
     let device = Default::default();
     let model = load_model::<burn::backend::NdArray>(&config.model, &source, &device)?;
     let bytes = crate::model::weights_bytes(&model, half)?;
@@ -214,22 +222,6 @@ pub fn export_run(run: &Path, out: &Path, half: bool) -> Result<Exported> {
         source_bytes: size(&source),
         source,
     })
-}
-
-/// Draws every parameter that is still lazy. burn initialises a fresh module's weights on
-/// first use, and a clone of a lazy parameter draws its own: without this, the saved clone
-/// would hold other weights than `model`.
-fn materialize<B: Backend>(model: &MobaLm<B>) {
-    struct Materialize;
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Materialize {
-        fn visit_float<const D: usize>(
-            &mut self,
-            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
-        ) {
-            param.val();
-        }
-    }
-    model.visit(&mut Materialize);
 }
 
 /// The config of the run in `run`.
