@@ -1,5 +1,7 @@
 //! What to compute: the MoBA configuration and the problem shape, with their validation.
 
+use std::ops::Range;
+
 use crate::error::{MobaError, Result};
 use crate::memory::{bytes_of, check_host};
 use crate::shared_constants::{GATE_KEY_WINDOW, GATE_MEAN_KEY, GATE_RECENT, GATE_SINK_AND_RECENT};
@@ -123,12 +125,27 @@ impl MobaConfig {
         }
     }
 
-    /// Whether the query at `position` sees key `key` of a block it attends: not a key
-    /// after it (causal), nor one before its window ([`Gate::KeyWindow`]). The kernels'
-    /// `key_visible` (WGSL) and `key_hidden` (CUDA) state the same rule.
+    /// The keys the query at `position` may see in the blocks it attends: none after it
+    /// (causal), none before its window ([`Gate::KeyWindow`]: from `position + 1 -
+    /// block_size`). The kernels' `key_visible` (WGSL) and `key_hidden` (CUDA) state the same
+    /// rule.
+    pub fn visible_keys(&self, position: usize) -> Range<usize> {
+        let start = match self.gate {
+            Gate::KeyWindow => (position + 1).saturating_sub(self.block_size),
+            _ => 0,
+        };
+        let end = if self.causal {
+            position + 1
+        } else {
+            usize::MAX
+        };
+        start..end
+    }
+
+    /// Whether the query at `position` sees key `key` of a block it attends
+    /// ([`MobaConfig::visible_keys`]).
     pub fn sees(&self, key: usize, position: usize) -> bool {
-        (!self.causal || key <= position)
-            && (self.gate != Gate::KeyWindow || key + self.block_size > position)
+        self.visible_keys(position).contains(&key)
     }
 
     /// The same config with an explicit softmax scale.

@@ -1,26 +1,19 @@
 //! Counting attended (query, key) pairs: density, and the FLOPs that speed is measured on.
 
-use crate::config::{Gate, MobaConfig, Shape};
+use crate::config::{MobaConfig, Shape};
 
 /// Keys a row at `position` attends in the selected `blocks` (-1 entries ignored): those
-/// it sees ([`MobaConfig::sees`]).
+/// it sees ([`MobaConfig::visible_keys`]).
 pub fn row_pairs(blocks: &[i32], position: usize, shape: &Shape, config: &MobaConfig) -> u64 {
     let bs = config.block_size;
+    let visible = config.visible_keys(position);
     blocks
         .iter()
         .filter(|&&j| j >= 0)
         .map(|&j| {
             let first = j as usize * bs;
-            let mut end = (first + bs).min(shape.kv_len);
-            if config.causal {
-                end = end.min(position + 1);
-            }
-            // A key window starts at position + 1 - block_size (within the selected blocks).
-            let start = match config.gate {
-                Gate::KeyWindow => first.max((position + 1).saturating_sub(bs)),
-                _ => first,
-            };
-            end.saturating_sub(start) as u64
+            let end = (first + bs).min(shape.kv_len).min(visible.end);
+            end.saturating_sub(first.max(visible.start)) as u64
         })
         .sum()
 }

@@ -21,8 +21,7 @@ use super::config::TrainConfig;
 use crate::backend::MobaBackend;
 use crate::error::{MobaError, Result};
 use crate::files::write_atomically;
-use crate::model::weights::materialize;
-use crate::model::weights::weights_error;
+use crate::model::weights::{materialize, weights_error};
 use crate::model::{LmConfig, MobaLm, WeightsRecorder, model_from_bytes};
 
 /// The recorder of every model and checkpoint file: the bytes of burn's
@@ -215,11 +214,11 @@ pub fn export_run(run: &Path, out: &Path, half: bool) -> Result<Exported> {
     write_atomically(&config_path(out), json.as_bytes())?;
     let weights = model_path(out).with_extension("mpk");
     write_checked(&weights, &bytes)?;
-    let size = |path: &Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let source_bytes = std::fs::metadata(&source).map_or(0, |m| m.len());
     Ok(Exported {
-        bytes: size(&weights),
+        bytes: bytes.len() as u64,
         weights,
-        source_bytes: size(&source),
+        source_bytes,
         source,
     })
 }
