@@ -3,6 +3,7 @@
 //! the f64 reference. A problem too large for one call is measured call by call and summed.
 //! `moba demo` prints a [`Measurement`]; `moba bench` writes it as a JSON-line [`Record`].
 
+pub mod nsa;
 pub mod peers;
 
 use web_time::Instant;

@@ -340,7 +340,7 @@ fn attend_refuses_what_does_not_fit_the_attention_and_writes_nothing() {
     let cases = [
         (
             nsa_args(&dir, "wgpu", &out),
-            "NSA kernels for the wgpu backend are not built yet; use --backend burn-wgpu",
+            "NSA runs through burn: use --backend burn-wgpu",
         ),
         (
             with(nsa_args(&dir, "reference", &out), "--top-k 2"),
@@ -477,6 +477,38 @@ fn bench_decode_measures_one_query_per_sequence_over_a_cache() {
     let table = text(&output.stdout);
     assert!(table.contains("MoBA tokens/s"), "{table}");
     assert!(table.contains("| 2 | 300 | 4/2 |"), "{table}");
+}
+
+#[test]
+fn bench_times_nsa_and_checks_it_against_the_reference() {
+    let out = scratch("bench-nsa").join("nsa.jsonl");
+    let mut args = words(
+        "bench --attention nsa --heads 4 --kv-heads 2 --head-dim 16 --compress-block 8 \
+         --stride 4 --select-block 16 --top-n 3 --window 16 --runs 1 --backward \
+         --seq-lens 70 --out",
+    );
+    args.push(out.to_str().unwrap().to_string());
+    let output = moba(&args);
+    assert_ok(&output);
+    let record: moba::bench::nsa::NsaRecord =
+        serde_json::from_str(std::fs::read_to_string(&out).unwrap().trim()).unwrap();
+    assert_eq!(
+        (
+            record.attention.as_str(),
+            record.seq_len,
+            record.q_heads,
+            record.kv_heads
+        ),
+        ("nsa", 70, 4, 2)
+    );
+    assert!(record.passed && record.o_error < 1e-5, "{record:?}");
+    assert_eq!(record.wrong_selections, 0, "{record:?}");
+    assert!(record.forward_ms > 0.0 && record.step_ms.is_some_and(|ms| ms > 0.0));
+    let table = text(&output.stdout);
+    assert!(
+        table.contains("| 70 | 4 (2) | 16 | 8, 4, 16, 3, 16 |"),
+        "{table}"
+    );
 }
 
 #[test]

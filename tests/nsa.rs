@@ -66,6 +66,20 @@ fn cases() -> Vec<(&'static str, Shape, NsaConfig)> {
             shape(2, 1, 45, 45, 8),
             NsaConfig::new(16, 4, 8, 4, 10),
         ),
+        // wgpu's selection kernel holds 31 of these selection blocks' compressed blocks at
+        // a time: the rows past block 31 rank over two chunks.
+        (
+            "selection over two chunks of the kernel",
+            shape(4, 2, 300, 300, 8),
+            NsaConfig::new(8, 4, 8, 5, 6),
+        ),
+        // 65 compressed blocks per selection block: more than the kernel holds, so every
+        // backend ranks on the host.
+        (
+            "selection blocks wider than the kernel's chunk",
+            shape(2, 1, 300, 300, 8),
+            NsaConfig::new(2, 1, 65, 4, 5),
+        ),
     ]
 }
 

@@ -141,31 +141,30 @@ pub fn moba_attention_with_selection<B: MobaBackend>(
         .convert::<i64>()
         .to_vec()
         .map_err(|e| MobaError::Config(format!("reading the selection: {e:?}")))?;
-    attend_selection(q, k, v, selection, &chosen, config)
+    attend_selection(q, k, v, selection, Some(&chosen), config)
 }
 
-/// [`moba_attention_with_selection`] for a caller that chose the blocks on the host
-/// (NSA's top-n): the same checks, without reading the selection back from the device.
-pub(crate) fn moba_attention_with_host_selection<B: MobaBackend>(
+/// [`moba_attention_with_selection`] for a selection that our own rule made (NSA's top-n,
+/// on the host or on the device): well formed by construction, so neither read back nor
+/// checked.
+pub(crate) fn moba_attention_with_made_selection<B: MobaBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-    chosen: Vec<i64>,
-    dims: [usize; 4],
+    selection: Tensor<B, 4, Int>,
     config: &MobaConfig,
 ) -> Result<MobaAttentionStats<B>> {
-    let selection = Tensor::from_data(TensorData::new(chosen.clone(), dims), &q.device());
-    attend_selection(q, k, v, selection, &chosen, config)
+    attend_selection(q, k, v, selection, None, config)
 }
 
-/// The attention over `selection`, whose values `chosen` holds on the host: its shape and
-/// rows checked, then the forward with the gate skipped.
+/// The attention over `selection`: its shape checked, and its rows where the host holds
+/// their values (`chosen`), then the forward with the gate skipped.
 fn attend_selection<B: MobaBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     selection: Tensor<B, 4, Int>,
-    chosen: &[i64],
+    chosen: Option<&[i64]>,
     config: &MobaConfig,
 ) -> Result<MobaAttentionStats<B>> {
     let shape = prepared(&q, &k, &v, config)?;
@@ -177,7 +176,9 @@ fn attend_selection<B: MobaBackend>(
             config.top_k
         )));
     }
-    check_selection(chosen, &shape, config)?;
+    if let Some(chosen) = chosen {
+        check_selection(chosen, &shape, config)?;
+    }
     let qkv = [q, k, v].map(|t| t.into_primitive().tensor());
     let given = ForwardGiven {
         selection: Some(selection.into_primitive()),

@@ -7,10 +7,10 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
-use crate::config::{MobaConfig, Shape};
+use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::Result;
 
 /// The backward node of one MoBA call; its state is what the backward reads.
@@ -78,6 +78,27 @@ impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
             dk: Self::from_inner(inner.dk),
             dv: Self::from_inner(inner.dv),
         }
+    }
+
+    fn nsa_selects_on_device(config: &NsaConfig) -> bool {
+        B::nsa_selects_on_device(config)
+    }
+
+    /// The inner backend's, on the inner tensors: a selection has no gradient.
+    fn nsa_select(
+        q: FloatTensor<Self>,
+        pooled_keys: FloatTensor<Self>,
+        compressed_lse: FloatTensor<Self>,
+        kv_len: usize,
+        config: &NsaConfig,
+    ) -> IntTensor<Self> {
+        B::nsa_select(
+            q.primitive,
+            pooled_keys.primitive,
+            compressed_lse.primitive,
+            kv_len,
+            config,
+        )
     }
 }
 

@@ -5,13 +5,13 @@
 use std::marker::PhantomData;
 
 use burn::backend::ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Element, Shape};
 use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 
 use super::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
-use crate::config::MobaConfig;
+use crate::config::{MobaConfig, NsaConfig};
 
 type Handles<B> =
     HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
@@ -75,6 +75,30 @@ impl<B: FusionBackend + MobaBackend> Operation<B::FusionRuntime> for BackwardOp<
     }
 }
 
+/// NSA's selection as a fusion operation: inputs q, the pooled keys and the compressed
+/// branch's lse; output the selection.
+#[derive(Debug)]
+struct NsaSelectOp<B> {
+    desc: CustomOpIr,
+    kv_len: usize,
+    config: NsaConfig,
+    _backend: PhantomData<B>,
+}
+
+impl<B: FusionBackend + MobaBackend> Operation<B::FusionRuntime> for NsaSelectOp<B> {
+    fn execute(&self, handles: &mut Handles<B>) {
+        let ([q, pooled_keys, lse], [selection]) = self.desc.as_fixed();
+        let chosen = B::nsa_select(
+            handles.get_float_tensor::<B>(q),
+            handles.get_float_tensor::<B>(pooled_keys),
+            handles.get_float_tensor::<B>(lse),
+            self.kv_len,
+            &self.config,
+        );
+        handles.register_int_tensor::<B>(&selection.id, chosen);
+    }
+}
+
 impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
     fn moba_prepare(
         shape: &crate::config::Shape,
@@ -127,6 +151,42 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
             .try_into()
             .expect("the backward declares three outputs");
         MobaGradients { dq, dk, dv }
+    }
+
+    fn nsa_selects_on_device(config: &NsaConfig) -> bool {
+        B::nsa_selects_on_device(config)
+    }
+
+    fn nsa_select(
+        q: FloatTensor<Self>,
+        pooled_keys: FloatTensor<Self>,
+        compressed_lse: FloatTensor<Self>,
+        kv_len: usize,
+        config: &NsaConfig,
+    ) -> IntTensor<Self> {
+        let client = q.client.clone();
+        let inputs = [&q, &pooled_keys, &compressed_lse];
+        let streams = OperationStreams::with_inputs(inputs);
+        let [b, _, s, _] = q.shape.dims::<4>();
+        let groups = pooled_keys.shape.dims::<4>()[1];
+        let dims = Shape::from(vec![b, groups, s, config.top_n]);
+        let output = TensorIr::uninit(client.create_empty_handle(), dims, B::IntElem::dtype());
+        let desc = CustomOpIr::new(
+            "nsa_select",
+            &inputs.map(|tensor| tensor.clone().into_ir()),
+            &[output],
+        );
+        let op = NsaSelectOp::<B> {
+            desc: desc.clone(),
+            kv_len,
+            config: *config,
+            _backend: PhantomData,
+        };
+        let [selection] = client
+            .register(streams, OperationIr::Custom(desc), op)
+            .try_into()
+            .expect("the selection is the one output");
+        selection
     }
 }
 

@@ -39,7 +39,7 @@ pub use wgpu_device::burn_wgpu_device;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use crate::config::{MobaConfig, Shape};
+use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::Result;
 
 /// What the forward returns: `o: [B, Hq, S, D]`, `lse: [B, Hq, S]` (natural log of the
@@ -134,4 +134,28 @@ pub trait MobaBackend: Backend {
         dout: FloatTensor<Self>,
         config: &MobaConfig,
     ) -> MobaGradients<Self>;
+
+    /// Whether this backend chooses NSA's selection on the device for `config`
+    /// ([`MobaBackend::nsa_select`]). The others rank importances from burn tensor ops on
+    /// the host ([`nsa_attention`] does that).
+    fn nsa_selects_on_device(config: &NsaConfig) -> bool {
+        let _ = config;
+        false
+    }
+
+    /// NSA's group-shared top-n (`../shared/NSA.md`, a constant for autodiff) on the
+    /// device, called only where [`MobaBackend::nsa_selects_on_device`]: from `q: [B, Hq, S,
+    /// D]` at the last `S` of `kv_len` positions, the pooled keys `[B, Hkv, nc, D]` (`nc >=
+    /// 1`) and the compressed branch's lse `[B, Hq, S]` (natural log), Int `[B, Hkv, S,
+    /// top_n]`: ascending, -1 padded.
+    fn nsa_select(
+        q: FloatTensor<Self>,
+        pooled_keys: FloatTensor<Self>,
+        compressed_lse: FloatTensor<Self>,
+        kv_len: usize,
+        config: &NsaConfig,
+    ) -> IntTensor<Self> {
+        let _ = (q, pooled_keys, compressed_lse, kv_len, config);
+        unreachable!("nsa_select runs only where nsa_selects_on_device says so")
+    }
 }

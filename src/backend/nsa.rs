@@ -1,21 +1,31 @@
 //! NSA (`../shared/NSA.md`) for any backend with the MoBA op, differentiable by burn's
-//! autodiff. The selected branch runs on MoBA's kernels over the group-shared selection
-//! ([`super::moba_attention_with_selection`], given the host's selection directly); the
-//! compressed branch is a masked softmax over `[B, Hq, S, nc]` pooled-key scores with the
-//! importance as a product with the blocks' overlap and the top-n on the host; the window
-//! branch is MoBA's attention with the key-window gate ([`MobaConfig::key_window`]), so it
-//! runs on MoBA's kernels too. Nothing is `S x Sk`: the compressed branch's scores take
-//! `S * nc` per head. The compressed branch is burn tensor ops (its kernel is still to
-//! come).
+//! autodiff. All three branches run on MoBA's kernels, forward and backward:
+//! - the compressed branch is dense causal MoBA over the pooled keys, the queries that share
+//!   their newest eligible compressed block gathered as query heads of one row
+//!   ([`CompressedRows`]);
+//! - the selected branch is MoBA's attention over the group-shared selection, given to the
+//!   forward (the gate does not run);
+//! - the window branch is MoBA's attention with the key-window gate
+//!   ([`MobaConfig::key_window`]).
+//!
+//! The selection (a constant for autodiff) comes from the compressed branch's probabilities
+//! times each pooled block's overlap with the selection blocks, summed over the group:
+//! on the device where the backend has a kernel for it ([`MobaBackend::nsa_select`]: burn's
+//! wgpu, one thread per query streaming over its blocks), else from burn tensor ops over a
+//! chunk of queries at a time (`[B, Hq, rows, nc]`) with the top-n on the host. Nothing is
+//! `S x Sk`, nor `S x nc` at once.
 
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::PadMode;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::MobaBackend;
-use super::api::{moba_attention, moba_attention_with_host_selection, qkv_shape};
+use super::api::{
+    moba_attention, moba_attention_with_made_selection, moba_attention_with_stats, qkv_shape,
+};
 use super::generic::{expand_heads, host_tensor, sum_groups};
-use crate::config::{MobaConfig, NsaConfig, Shape};
+use crate::config::{Gate, MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::memory::{bytes_of, check_host};
 use crate::reference::selection_from_importance;
@@ -71,58 +81,166 @@ pub fn nsa_attention<B: MobaBackend>(
     }
     check_memory(&shape, config)?;
     let scale = config.scale_for(shape.head_dim);
-    let (o_cmp, importance) = compressed_branch(&q, &k, &v, &shape, config, scale);
-    let selection = select(importance, &shape, config)?;
-    let o_slc = selected_branch(&q, &k, &v, &selection, &shape, config, scale)?;
+    // The pooled keys and values; none before the first complete compressed block.
+    let nc = config.compressed_blocks(shape.kv_len);
+    let (o_cmp, selection) = match nc {
+        0 => (
+            Tensor::zeros(q.dims(), &q.device()),
+            select_on_host(&q, None, &shape, config, scale)?,
+        ),
+        _ => {
+            let (kc, vc) = (block_means(&k, config, nc), block_means(&v, config, nc));
+            let (o_cmp, lse) = compressed_branch(&q, kc.clone(), vc, &shape, config, scale)?;
+            let selection = match B::nsa_selects_on_device(config) {
+                true => Tensor::from_primitive(B::nsa_select(
+                    q.clone().detach().into_primitive().tensor(),
+                    kc.detach().into_primitive().tensor(),
+                    lse.into_primitive().tensor(),
+                    shape.kv_len,
+                    config,
+                )),
+                false => select_on_host(&q, Some(&kc), &shape, config, scale)?,
+            };
+            (o_cmp, selection)
+        }
+    };
+    let o_slc = selected_branch(&q, &k, &v, selection.clone(), &shape, config, scale)?;
     let o_win = window_branch(q, k, v, config, scale)?;
     let gate = |c: usize| {
         let [b, h, s, _] = gate_dims;
         gates.clone().slice([0..b, 0..h, 0..s, c..c + 1])
     };
     let o = o_cmp * gate(0) + o_slc * gate(1) + o_win * gate(2);
-    let selection = Tensor::from_data(
-        TensorData::new(
-            selection,
-            [shape.batch, shape.kv_heads, shape.q_len, config.top_n],
-        ),
-        &o.device(),
-    );
     Ok(NsaAttention { o, selection })
 }
 
-/// Fails unless the compressed branch's scores fit in host memory (the CPU backends hold
-/// their tensors there; the GPU ones have their own limits): about four `[B, Hq, S, nc]`
-/// tensors. The other branches run on MoBA's op, which checks its own.
+/// Fails unless the selection, `[B, Hkv, S, top_n]`, fits in host memory (it is chosen
+/// there, [`IMPORTANCE_BYTES`] of importances at a time). The branches run on MoBA's op,
+/// which checks its own.
 fn check_memory(shape: &Shape, config: &NsaConfig) -> Result<()> {
-    let per_row = 4 * config.compressed_blocks(shape.kv_len);
-    let scores = bytes_of(&[shape.batch, shape.q_heads, shape.q_len, per_row], 4);
-    check_host("the scores of NSA's compressed branch", scores)
+    let selection = bytes_of(&[shape.groups(), shape.q_len, config.top_n], 4);
+    check_host("NSA's selection", selection)
 }
 
-/// The compressed branch over `k, v: [B, Hkv, Sk, D]`, `o_cmp: [B, Hq, S, D]` (0 for a
-/// query with no eligible block), and the group importances `[B, Hkv, S, ns]` of the
-/// selection blocks.
-fn compressed_branch<B: Backend>(
+/// The compressed branch over the pooled keys and values `kc, vc: [B, Hkv, nc, D]` (`nc >=
+/// 1`): `o_cmp: [B, Hq, S, D]` (0 for a query with no eligible block) and its lse `[B, Hq,
+/// S]` (natural log, not differentiable; 0 for a query with no eligible block).
+///
+/// It runs on MoBA's kernels: the queries whose newest eligible compressed block is `P` see
+/// exactly blocks `0..=P`, so the `d` consecutive queries that share a `P` become `d` query
+/// heads of one row `P` ([`CompressedRows`]), and the branch is MoBA over the pooled keys
+/// with every block selected: dense causal attention, forward and backward on every MoBA
+/// kernel, GQA through the heads' groups.
+fn compressed_branch<B: MobaBackend>(
     q: &Tensor<B, 4>,
-    k: &Tensor<B, 4>,
-    v: &Tensor<B, 4>,
+    kc: Tensor<B, 4>,
+    vc: Tensor<B, 4>,
     shape: &Shape,
     config: &NsaConfig,
     scale: f32,
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let [b, h, s, d] = q.dims();
-    let device = q.device();
-    let (nc, ns) = (
-        config.compressed_blocks(shape.kv_len),
-        config.selection_blocks(shape.kv_len),
-    );
-    if nc == 0 {
-        let importance = Tensor::zeros([b, shape.kv_heads, s, ns], &device);
-        return (Tensor::zeros([b, h, s, d], &device), importance);
+) -> Result<(Tensor<B, 4>, Tensor<B, 3>)> {
+    let [b, h, s, _] = q.dims();
+    let Some(rows) = CompressedRows::of(shape, config) else {
+        let device = q.device();
+        return Ok((
+            Tensor::zeros(q.dims(), &device),
+            Tensor::zeros([b, h, s], &device),
+        ));
+    };
+    let dense = rows.dense_config(kc.dims()[2]).with_scale(scale);
+    let out = moba_attention_with_stats(rows.gather(q.clone()), kc, vc, &dense)?;
+    let lse = rows
+        .scatter(out.lse.unsqueeze_dim::<4>(3), s)
+        .squeeze_dim::<3>(3);
+    Ok((rows.scatter(out.o, s), lse))
+}
+
+/// NSA's compressed branch as a MoBA problem: the query at `p` sees compressed blocks
+/// `0..=P` with `P = (p + 1 - l) / d`, so the queries `P d + l - 1 .. (P + 1) d + l - 1`
+/// share one row `P`, and each becomes a query head of it (head `h d + u` for the `u`-th
+/// query of the run; GQA groups stay whole, their `d`-fold heads reading the same kv head).
+/// The rows end at the last compressed block (the last query's `P` is `nc - 1`), as MoBA's
+/// queries end at the last key; the runs are padded with zero queries at both ends.
+struct CompressedRows {
+    /// The first query with an eligible block (earlier ones have `o_cmp = 0`).
+    first_query: usize,
+    /// Zero queries before it in its run, and after the last query in the last run.
+    front: usize,
+    back: usize,
+    /// Runs of `d` queries: the rows of the MoBA problem.
+    runs: usize,
+    stride: usize,
+}
+
+impl CompressedRows {
+    /// `None` where no query has an eligible block (fewer than `l` keys).
+    fn of(shape: &Shape, config: &NsaConfig) -> Option<Self> {
+        let nc = config.compressed_blocks(shape.kv_len);
+        let (l, d) = (config.compress_block, config.stride);
+        let first_position = shape.query_position(0).max(l - 1);
+        if nc == 0 || first_position >= shape.kv_len {
+            return None;
+        }
+        let first_run = (first_position + 1 - l) / d;
+        let runs = nc - first_run;
+        let front = first_position - (first_run * d + l - 1);
+        let queries = shape.kv_len - first_position;
+        Some(Self {
+            first_query: first_position - shape.query_position(0),
+            front,
+            back: runs * d - front - queries,
+            runs,
+            stride: d,
+        })
     }
-    // Pooled per kv head, then shared by the group's query heads.
-    let pooled = |x: &Tensor<B, 4>| expand_heads(block_means(x, config, nc), shape);
-    let (kc, vc) = (pooled(k), pooled(v));
+
+    /// MoBA over `nc` pooled keys with every block of each row selected: dense causal
+    /// attention. Blocks of at least 64 keys, at most 16 of them (one kernel pass per slot).
+    fn dense_config(&self, nc: usize) -> MobaConfig {
+        let block = nc.div_ceil(16).next_multiple_of(64);
+        MobaConfig {
+            gate: Gate::Recent,
+            ..MobaConfig::new(block, nc.div_ceil(block))
+        }
+    }
+
+    /// `[B, Hq, S, D]` queries -> `[B, Hq d, runs, D]` rows of the MoBA problem.
+    fn gather<B: Backend>(&self, q: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, s, d] = q.dims();
+        q.slice([0..b, 0..h, self.first_query..s, 0..d])
+            .pad([(self.front, self.back), (0, 0)], PadMode::Constant(0.0))
+            .reshape([b, h, self.runs, self.stride, d])
+            .swap_dims(2, 3)
+            .reshape([b, h * self.stride, self.runs, d])
+    }
+
+    /// The inverse of [`Self::gather`] for an output: `[B, Hq d, runs, D]` -> `[B, Hq, S, D]`,
+    /// zero for the queries before the first.
+    fn scatter<B: Backend>(&self, o: Tensor<B, 4>, q_len: usize) -> Tensor<B, 4> {
+        let [b, heads, _, d] = o.dims();
+        let h = heads / self.stride;
+        let queries = q_len - self.first_query;
+        o.reshape([b, h, self.stride, self.runs, d])
+            .swap_dims(2, 3)
+            .reshape([b, h, self.runs * self.stride, d])
+            .slice([0..b, 0..h, self.front..self.front + queries, 0..d])
+            .pad([(self.first_query, 0), (0, 0)], PadMode::Constant(0.0))
+    }
+}
+
+/// The group importances `[B, Hkv, S, ns]` of the selection blocks from the compressed
+/// branch's probabilities: `p_cmp` of every eligible pooled key (`kc: [B, Hkv, nc, D]`,
+/// `nc >= 1`), times its overlap with each selection block, summed over the group's heads.
+fn importance<B: Backend>(
+    q: Tensor<B, 4>,
+    kc: Tensor<B, 4>,
+    shape: &Shape,
+    config: &NsaConfig,
+    scale: f32,
+) -> Tensor<B, 4> {
+    let [b, h, s, _] = q.dims();
+    let device = q.device();
+    let (nc, ns) = (kc.dims()[2], config.selection_blocks(shape.kv_len));
     // Block i is eligible for the query at p iff i*d + l - 1 <= p.
     let eligible: Vec<f32> = (0..s * nc)
         .map(|at| {
@@ -139,8 +257,7 @@ fn compressed_branch<B: Backend>(
         .expand([b, h, s, nc])
         .equal_elem(0.0);
     let scores = q
-        .clone()
-        .matmul(kc.swap_dims(2, 3))
+        .matmul(expand_heads(kc, shape).swap_dims(2, 3))
         .mul_scalar(scale)
         .mask_fill(hidden.clone(), f32::NEG_INFINITY)
         .mask_fill(
@@ -149,11 +266,7 @@ fn compressed_branch<B: Backend>(
         );
     let p_cmp = softmax(scores, 3) * any;
     let overlap = overlap(config, nc, ns, &device).reshape([1, 1, nc, ns]);
-    let importance = p_cmp
-        .clone()
-        .detach()
-        .matmul(overlap.expand([b, h, nc, ns]));
-    (p_cmp.matmul(vc), sum_groups(importance, shape))
+    sum_groups(p_cmp.matmul(overlap.expand([b, h, nc, ns])), shape)
 }
 
 /// Means of the `nc` compressed blocks of `x: [B, H, Sk, D]`: the block of `l` keys at
@@ -198,18 +311,63 @@ fn overlap<B: Backend>(
     host_tensor::<B, 2>(weights, [nc, ns], device)
 }
 
-/// The group-shared top-n of every query from the importances, on the host (a constant).
-fn select<B: Backend>(
-    importance: Tensor<B, 4>,
+/// Bytes of importances (`[B, Hq, rows, nc]` and its companions) computed at a time.
+const IMPORTANCE_BYTES: usize = 1 << 28;
+
+/// The group-shared top-n of every query, `[B, Hkv, S, top_n]` (a constant for autodiff),
+/// for backends that do not choose it on the device: the importances of a chunk of
+/// queries at a time from burn tensor ops, their top-n on the host. A chunk ending at query
+/// `t1` is the problem of the keys up to its last query (no later block is eligible for
+/// it), so each needs only those blocks' importances. `kc`: the pooled keys, none before
+/// the first compressed block.
+fn select_on_host<B: Backend>(
+    q: &Tensor<B, 4>,
+    kc: Option<&Tensor<B, 4>>,
     shape: &Shape,
     config: &NsaConfig,
-) -> Result<Vec<i32>> {
-    let importance: Vec<f64> = importance
-        .into_data()
-        .convert::<f64>()
-        .to_vec()
-        .map_err(|e| MobaError::Config(format!("reading NSA's importances: {e:?}")))?;
-    Ok(selection_from_importance(&importance, shape, config))
+    scale: f32,
+) -> Result<Tensor<B, 4, Int>> {
+    let [b, h, s, d] = q.dims();
+    let nc = config.compressed_blocks(shape.kv_len);
+    let per_row = b * h * nc.max(1) * 16;
+    let chunk = (IMPORTANCE_BYTES / per_row).clamp(1, s);
+    let top_n = config.top_n;
+    let mut selection = vec![-1; shape.groups() * s * top_n];
+    for first in (0..s).step_by(chunk) {
+        let last = (first + chunk).min(s);
+        let part = Shape {
+            q_len: last - first,
+            kv_len: shape.kv_len - (s - last),
+            ..*shape
+        };
+        let (ns, nc) = (
+            config.selection_blocks(part.kv_len),
+            config.compressed_blocks(part.kv_len),
+        );
+        let importance = match kc {
+            Some(kc) if nc > 0 => {
+                let kc = kc.clone().slice([0..b, 0..shape.kv_heads, 0..nc, 0..d]);
+                let q = q.clone().slice([0..b, 0..h, first..last, 0..d]);
+                importance(q.detach(), kc.detach(), &part, config, scale)
+            }
+            _ => Tensor::zeros([b, shape.kv_heads, part.q_len, ns], &q.device()),
+        };
+        let importance: Vec<f64> = importance
+            .into_data()
+            .convert::<f64>()
+            .to_vec()
+            .map_err(|e| MobaError::Config(format!("reading NSA's importances: {e:?}")))?;
+        let rows = selection_from_importance(&importance, &part, config);
+        for (group, rows) in rows.chunks(part.q_len * top_n).enumerate() {
+            let at = (group * s + first) * top_n;
+            selection[at..at + rows.len()].copy_from_slice(rows);
+        }
+    }
+    let dims = [b, shape.kv_heads, s, top_n];
+    Ok(Tensor::from_data(
+        TensorData::new(selection, dims),
+        &q.device(),
+    ))
 }
 
 /// The selected branch, `[B, Hq, S, D]`: MoBA's attention over blocks of `l'` keys with
@@ -220,25 +378,19 @@ fn selected_branch<B: MobaBackend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
     v: &Tensor<B, 4>,
-    selection: &[i32],
+    selection: Tensor<B, 4, Int>,
     shape: &Shape,
     config: &NsaConfig,
     scale: f32,
 ) -> Result<Tensor<B, 4>> {
-    let rows = shape.q_len * config.top_n;
-    let group = shape.group_size();
-    let per_head: Vec<i64> = selection
-        .chunks(rows)
-        .flat_map(|kv_head| std::iter::repeat_n(kv_head, group).flatten())
-        .map(|&j| i64::from(j))
-        .collect();
-    let dims = [shape.batch, shape.q_heads, shape.q_len, config.top_n];
-    let moba = MobaConfig {
-        scale: Some(scale),
-        ..MobaConfig::new(config.select_block, config.top_n)
-    };
+    let [b, kv_heads, s, n] = selection.dims();
+    let per_head = selection
+        .unsqueeze_dim::<5>(2)
+        .expand([b, kv_heads, shape.group_size(), s, n])
+        .reshape([b, shape.q_heads, s, n]);
+    let moba = MobaConfig::new(config.select_block, config.top_n).with_scale(scale);
     let (q, k, v) = (q.clone(), k.clone(), v.clone());
-    Ok(moba_attention_with_host_selection(q, k, v, per_head, dims, &moba)?.o)
+    Ok(moba_attention_with_made_selection(q, k, v, per_head, &moba)?.o)
 }
 
 /// The window branch, `[B, Hq, S, D]`: MoBA's attention with the key-window gate

@@ -11,13 +11,15 @@ use burn::cubecl::prelude::KernelId;
 use burn::cubecl::server::{Handle, KernelArguments};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::DType;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn_cubecl::kernel::cast;
 
-use super::cube::{empty, padded_backward, padded_config, padded_forward, padding, problem_shape};
+use super::cube::{
+    KernelBackend, empty, padded_backward, padded_config, padded_forward, padding, problem_shape,
+};
 use super::wgpu_device::burn_device_caps;
 use super::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
-use crate::config::{MobaConfig, Shape};
+use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::gpu::buffers::fold_grid;
 use crate::gpu::host::HEAD_DIM_MULTIPLE;
@@ -25,6 +27,7 @@ use crate::gpu::kernels::{Kernel, KernelConstants};
 use crate::gpu::plan::{check_buffer_sizes, kernel_set};
 use crate::gpu::schedule::{Binding, Given, Schedule};
 use crate::gpu::{AttentionKernel, DeviceCaps};
+use crate::kernel_params::KernelParams;
 use crate::memory::bytes_of;
 
 type Tensor = CubeTensor<WgpuRuntime>;
@@ -226,6 +229,92 @@ fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3
     [cast(dq, dq_type), cast(dk, dk_type), cast(dv, dv_type)]
 }
 
+/// Threads per workgroup of the NSA selection kernel (one query row each).
+const NSA_SELECT_WORKGROUP: u32 = 64;
+/// Compressed blocks whose probabilities one selection thread holds (`CHUNK` in
+/// `nsa_select.wgsl`).
+const NSA_SELECT_CHUNK: usize = 64;
+
+/// Whether `nsa_select.wgsl` takes `config`: one selection block's compressed blocks (its
+/// own `l' / d` and the `l / d - 1` that start before it) fit in its chunk.
+fn nsa_select_fits(config: &NsaConfig) -> bool {
+    let stride = config.stride;
+    config.select_block / stride + config.compress_block / stride - 1 <= NSA_SELECT_CHUNK
+}
+
+/// NSA's selection on burn-wgpu tensors (`nsa_select.wgsl`): q `[B, Hq, S, D]`, the pooled
+/// keys `[B, Hkv, nc, D]`, the compressed branch's lse `[B, Hq, S]`; Int `[B, Hkv, S,
+/// top_n]`. One thread per (group, query); no importance matrix.
+fn nsa_select<B: KernelBackend<WgpuRuntime>>(
+    q: Tensor,
+    pooled_keys: Tensor,
+    lse: Tensor,
+    kv_len: usize,
+    config: &NsaConfig,
+) -> Tensor {
+    let head_dim = q.meta.shape()[3];
+    let scale = config.scale_for(head_dim);
+    let moba = MobaConfig::new(config.select_block, config.top_n).with_scale(scale);
+    let (moba, pad) = padding::<B>(head_dim, HEAD_DIM_MULTIPLE, &moba);
+    let [q, pooled_keys] = [q, pooled_keys].map(|t| into_contiguous(cast(pad(t), DType::F32)));
+    let lse = into_contiguous(cast(lse, DType::F32));
+    let [batch, q_heads, q_len, padded] = q.meta.shape().dims::<4>();
+    let [_, kv_heads, blocks, _] = pooled_keys.meta.shape().dims::<4>();
+    let shape = Shape {
+        batch,
+        q_heads,
+        kv_heads,
+        q_len,
+        kv_len,
+        head_dim: padded,
+    };
+    let params = KernelParams::new(&shape, &moba);
+    let compression = [config.compress_block, config.stride, blocks, 0].map(|x| x as u32);
+    let constants = KernelConstants {
+        head_dim: padded as u32,
+        top_k: config.top_n as u32,
+        workgroup_size: NSA_SELECT_WORKGROUP,
+        // No tiles: one thread per row.
+        key_tile: 1,
+        query_tile: 1,
+        subgroups: 1,
+    };
+    let selection = empty(&q, vec![batch, kv_heads, q_len, config.top_n], DType::I32);
+    let client = &q.client;
+    let caps = burn_device_caps(&q.device);
+    let rows = (shape.groups() * q_len) as u64;
+    let (x, y) = fold_grid(
+        rows.div_ceil(NSA_SELECT_WORKGROUP as u64),
+        caps.limits.max_compute_workgroups_per_dimension,
+    )
+    .expect("a grid of one thread per (group, query) folds within the device's limits");
+    let buffers = vec![
+        client
+            .create_from_slice(bytemuck::bytes_of(&params))
+            .binding(),
+        q.handle.clone().binding(),
+        pooled_keys.handle.clone().binding(),
+        lse.handle.clone().binding(),
+        client
+            .create_from_slice(bytemuck::cast_slice(&compression))
+            .binding(),
+        selection.handle.clone().binding(),
+    ];
+    let source = MobaKernelSource {
+        kernel: Kernel::NsaSelect,
+        constants,
+    };
+    client.launch(
+        Box::new(SourceKernel::new(
+            source,
+            CubeDim::new_1d(NSA_SELECT_WORKGROUP),
+        )),
+        CubeCount::Static(x, y, 1),
+        KernelArguments::new().with_buffers(buffers),
+    );
+    selection
+}
+
 /// burn's wgpu backend with f32 or f16 floats and i32 ints. `Fusion` of it (burn's default
 /// `Wgpu`, and `Wgpu<f16>`) reaches it through `super::fusion`.
 impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, F, i32, BT> {
@@ -252,5 +341,19 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
         config: &MobaConfig,
     ) -> MobaGradients<Self> {
         padded_backward::<WgpuRuntime, Self>(saved, dout, config, HEAD_DIM_MULTIPLE, backward)
+    }
+
+    fn nsa_selects_on_device(config: &NsaConfig) -> bool {
+        nsa_select_fits(config)
+    }
+
+    fn nsa_select(
+        q: FloatTensor<Self>,
+        pooled_keys: FloatTensor<Self>,
+        compressed_lse: FloatTensor<Self>,
+        kv_len: usize,
+        config: &NsaConfig,
+    ) -> IntTensor<Self> {
+        nsa_select::<Self>(q, pooled_keys, compressed_lse, kv_len, config)
     }
 }

@@ -162,9 +162,8 @@ impl Method<'_> {
                 refuse_flags(&args.moba.given(), Attention::Moba, Attention::Nsa)?;
                 if args.backend == Backend::Wgpu {
                     return Err(MobaError::Config(
-                        "NSA kernels for the wgpu backend are not built yet; use --backend \
-                         burn-wgpu (NSA on burn's tensor ops, on the same adapter), \
-                         burn-ndarray, cuda or reference"
+                        "NSA runs through burn: use --backend burn-wgpu (the same WGSL \
+                         kernels on the same adapter), burn-ndarray, cuda or reference"
                             .into(),
                     ));
                 }

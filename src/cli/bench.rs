@@ -17,6 +17,8 @@ use moba::{MobaConfig, MobaError, Result, Shape};
 
 use super::demo::KernelChoice;
 
+mod nsa;
+
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
@@ -68,6 +70,40 @@ pub struct BenchArgs {
     /// JSON-lines file the records are appended to (created with its folder).
     #[arg(long, default_value = "results/bench.jsonl")]
     out: PathBuf,
+    /// `nsa`: NSA (`../shared/NSA.md`, random gates) through burn's backend with the MoBA
+    /// op: burn's wgpu, or with `--cuda` the CUDA path's (`--dtype`); forward, and with
+    /// `--backward` the training step.
+    #[arg(long, value_enum, default_value_t = BenchAttention::Moba)]
+    attention: BenchAttention,
+    #[command(flatten)]
+    nsa: NsaBenchArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum BenchAttention {
+    Moba,
+    Nsa,
+}
+
+/// NSA's sizes (the paper's by default), with `--attention nsa`.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "NSA (--attention nsa)")]
+struct NsaBenchArgs {
+    /// Keys per compressed block, l.
+    #[arg(long, value_name = "L", default_value_t = 32)]
+    compress_block: usize,
+    /// Distance between compressed blocks, d.
+    #[arg(long, value_name = "D", default_value_t = 16)]
+    stride: usize,
+    /// Keys per selection block, l'.
+    #[arg(long, value_name = "L'", default_value_t = 64)]
+    select_block: usize,
+    /// Selection blocks per GQA group and query, the forced ones included.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    top_n: usize,
+    /// Keys of the sliding window.
+    #[arg(long, value_name = "W", default_value_t = 512)]
+    window: usize,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -126,6 +162,9 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
     }
     if args.runs == 0 {
         return Err(MobaError::Config("--runs must be at least 1".into()));
+    }
+    if args.attention == BenchAttention::Nsa {
+        return nsa::run(args, request);
     }
     // The forward tables, plots and peers match records by sequence length and heads alone.
     if !args.decode && (args.batch != 1 || args.kv_heads.is_some()) {

@@ -121,8 +121,7 @@ fn dispatch_cuda<J: BackendJob>(_: J) -> Result<J::Output> {
 pub enum AttentionChoice {
     Moba,
     Full,
-    /// NSA (`--compress-block` ... `--window`; its compressed branch is still burn's tensor
-    /// ops: slow).
+    /// NSA (`--compress-block` ... `--window`): its three branches on MoBA's kernels.
     Nsa,
     /// Sliding-window attention over the `--window` keys ending at each query (NSA's window
     /// branch alone, on MoBA's kernels): the local-attention baseline.

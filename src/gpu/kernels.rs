@@ -17,7 +17,7 @@ macro_rules! wgsl_file {
 }
 
 /// Every file under `shaders/wgsl/`, embedded at build time.
-const FILES: [(&str, &str); 36] = [
+const FILES: [(&str, &str); 37] = [
     wgsl_file!("common"),
     wgsl_file!("attention_inputs"),
     wgsl_file!("half_inputs"),
@@ -54,6 +54,7 @@ const FILES: [(&str, &str); 36] = [
     wgsl_file!("lm_embed"),
     wgsl_file!("lm_matvec"),
     wgsl_file!("lm_rope_cache"),
+    wgsl_file!("nsa_select"),
 ];
 
 /// Development switch: a folder whose `.wgsl` files replace the embedded ones of the same
@@ -121,12 +122,14 @@ pub(crate) enum Kernel {
     DecodeSplit,
     /// Decode: the partials of every row merged into o and lse.
     DecodeCombine,
+    /// NSA's group-shared top-n from the compressed branch's probabilities.
+    NsaSelect,
 }
 
 impl Kernel {
     /// Every kernel, for checks that must not forget one.
     #[cfg(test)]
-    pub const ALL: [Kernel; 20] = [
+    pub const ALL: [Kernel; 21] = [
         Kernel::BlockMeans,
         Kernel::GateTopk,
         Kernel::SelectionCount,
@@ -147,6 +150,7 @@ impl Kernel {
         Kernel::DkDvCoop,
         Kernel::DecodeSplit,
         Kernel::DecodeCombine,
+        Kernel::NsaSelect,
     ];
 
     /// The kernel's name: its main file under `shaders/wgsl/` (`_lanes`: the subgroup kernel of
@@ -173,6 +177,7 @@ impl Kernel {
             Kernel::DkDvCoop => "dkdv_coop",
             Kernel::DecodeSplit => "decode_split",
             Kernel::DecodeCombine => "decode_combine",
+            Kernel::NsaSelect => "nsa_select",
         }
     }
 
@@ -252,6 +257,7 @@ impl Kernel {
             ],
             Kernel::DecodeSplit => &["attention_inputs", "decode_chunks", "decode_split"],
             Kernel::DecodeCombine => &["decode_chunks", "decode_combine"],
+            Kernel::NsaSelect => &["nsa_select"],
         }
     }
 

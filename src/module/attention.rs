@@ -46,8 +46,7 @@ pub enum AttentionKind {
     KeyWindow { keys: usize },
     /// NSA (`NsaConfig` names the fields): a compressed, a selected and a sliding-window
     /// branch mixed by per-head gates, a sigmoid of a linear map of the layer input (the
-    /// query projection makes them). The selected and window branches run on MoBA's
-    /// kernels, the compressed branch on burn's tensor ops
+    /// query projection makes them). All three branches run on MoBA's kernels
     /// ([`crate::backend::nsa_attention`]).
     Nsa {
         compress_block: usize,

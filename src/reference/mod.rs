@@ -10,6 +10,7 @@ mod backward;
 mod check;
 mod gate;
 mod nsa;
+mod nsa_check;
 mod varlen;
 
 pub use attention::{Forward, dense_forward, forward, forward_rows, forward_with_selection};
@@ -17,7 +18,10 @@ pub use backward::{Gradients, backward, backward_with_selection};
 pub use check::{Check, GATE_NEAR_TIE, Precision, SampledRows, check_rows, tolerance};
 pub use gate::{RowGate, block_means, gate_row, selection};
 pub(crate) use nsa::selection_from_importance;
-pub use nsa::{NsaForward, NsaGradients, nsa_backward, nsa_forward};
+pub use nsa::{
+    NsaForward, NsaGradients, nsa_backward, nsa_forward, nsa_forward_given, nsa_importance,
+};
+pub use nsa_check::{NSA_NEAR_TIE, NsaInputs, check_nsa_rows};
 pub use varlen::{cut_rows, varlen_backward, varlen_forward};
 
 use crate::config::Shape;

@@ -67,6 +67,47 @@ pub fn nsa_forward(
     Ok(forward_with_selection(&inputs, shape, config, &selection))
 }
 
+/// [`nsa_forward`] with a given selection (`[B, Hkv, S, top_n]`, ascending, -1 padded, as
+/// [`NsaForward::selection`]): what a backend computed from the blocks it chose, to check
+/// its branches apart from its ranking.
+pub fn nsa_forward_given(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    gates: &[f32],
+    shape: &Shape,
+    config: &NsaConfig,
+    selection: &[i32],
+) -> Result<NsaForward> {
+    let inputs = Inputs::checked(q, k, v, gates, shape, config)?;
+    check_len(
+        "selection [B, Hkv, S, top_n]",
+        selection.len(),
+        shape.groups() * shape.q_len * config.top_n,
+    )?;
+    let blocks = config.selection_blocks(shape.kv_len) as i32;
+    if let Some(&bad) = selection.iter().find(|&&j| j < -1 || j >= blocks) {
+        return Err(crate::error::MobaError::Config(format!(
+            "selection block {bad} is not one of the {blocks} blocks (or -1)"
+        )));
+    }
+    Ok(forward_with_selection(&inputs, shape, config, selection))
+}
+
+/// The group importances of every selection block, `[B, Hkv, S, ceil(Sk / l')]` (NSA.md's
+/// `imp(j)`: what the top-n ranks).
+pub fn nsa_importance(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    gates: &[f32],
+    shape: &Shape,
+    config: &NsaConfig,
+) -> Result<Vec<f64>> {
+    let inputs = Inputs::checked(q, k, v, gates, shape, config)?;
+    Ok(group_importances(&inputs, shape, config))
+}
+
 /// NSA backward: gradients of `sum(o * dout)` with respect to q, k, v and the gates, with
 /// the selection of the forward held constant. `dout: [B, Hq, S, D]`.
 pub fn nsa_backward(
@@ -430,6 +471,11 @@ fn select_blocks(importance: &[f64], position: usize, config: &NsaConfig) -> Vec
 /// The selection of every GQA group and query, `[B, Hkv, S, top_n]` ascending and padded
 /// with -1: each from the summed importance of the group's query heads.
 fn selection(inputs: &Inputs, shape: &Shape, config: &NsaConfig) -> Vec<i32> {
+    selection_from_importance(&group_importances(inputs, shape, config), shape, config)
+}
+
+/// The group importances `[B, Hkv, S, ceil(Sk / l')]`.
+fn group_importances(inputs: &Inputs, shape: &Shape, config: &NsaConfig) -> Vec<f64> {
     let d = shape.head_dim;
     let scale = config.scale_for(d) as f64;
     let compressed = compressed_means(&inputs.k, &inputs.v, shape, config);
@@ -447,7 +493,7 @@ fn selection(inputs: &Inputs, shape: &Shape, config: &NsaConfig) -> Vec<i32> {
             importance.extend(group_importance(&p_cmp_of_heads, config, blocks));
         }
     }
-    selection_from_importance(&importance, shape, config)
+    importance
 }
 
 /// The selection of every GQA group and query, `[B, Hkv, S, top_n]` ascending and padded
