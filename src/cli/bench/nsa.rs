@@ -144,7 +144,7 @@ fn measure_cuda(
         use burn::backend::Cuda;
         use burn::tensor::{bf16, f16};
         let device = Default::default();
-        let described = moba::cuda::CudaRuntime::get(0)?.describe();
+        let described = moba::cuda::CudaRuntime::get(0)?.describe().to_string();
         let (backend, precision) = match args.dtype {
             CudaDtype::F32 => ("cuda f32", Precision::Bf16),
             CudaDtype::F16 => ("cuda f16", Precision::F16),
