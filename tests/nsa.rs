@@ -193,9 +193,16 @@ fn bad_gates_and_configs_are_errors() {
 
 /// An NSA layer (`AttentionKind::Nsa`, its gates from the query projection) gives the same
 /// rows decoding through its KV cache as in one forward, and trains: every projection,
-/// the gates' part of the query projection included, gets a gradient.
+/// the gates' part of the query projection included, gets a gradient; with a learned
+/// compression, its MLPs and position embeddings too.
 #[test]
 fn an_nsa_layer_decodes_as_it_prefills_and_trains() {
+    for learned in [false, true] {
+        nsa_layer_decodes_as_it_prefills_and_trains(learned);
+    }
+}
+
+fn nsa_layer_decodes_as_it_prefills_and_trains(learned_compression: bool) {
     use moba::module::{AttentionKind, KvCache, MobaAttentionConfig};
     type B = Autodiff<NdArray>;
     let device = Default::default();
@@ -206,9 +213,19 @@ fn an_nsa_layer_decodes_as_it_prefills_and_trains() {
         top_n: 3,
         window: 5,
     };
-    let layer = MobaAttentionConfig::new(16, 4, 2, kind)
+    let config = MobaAttentionConfig::new(16, 4, 2, kind);
+    let layer = (config.clone())
+        .with_learned_compression(learned_compression)
         .init::<B>(&device)
         .unwrap();
+    // The MLPs over blocks of 4 keys of head dim 4: position rows 4 x 4, 16 -> 4 and 4 -> 4
+    // with biases, for the keys and for the values.
+    let mlps = 2 * (4 * 4 + (16 * 4 + 4) + (4 * 4 + 4));
+    let params = burn::module::Module::num_params;
+    assert_eq!(
+        params(&layer),
+        params(&config.init::<B>(&device).unwrap()) + usize::from(learned_compression) * mlps
+    );
     let x = Tensor::<B, 3>::from_data(
         TensorData::new(random::normal(40 * 16, 5), [1, 40, 16]),
         &device,
@@ -230,7 +247,10 @@ fn an_nsa_layer_decodes_as_it_prefills_and_trains() {
         .iter()
         .zip(&want)
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(error < 1e-5, "decode differs by {error:e}");
+    assert!(
+        error < 1e-5,
+        "decode differs by {error:e} (learned compression: {learned_compression})"
+    );
 
     let grads = full.powf_scalar(2.0).sum().backward();
     let mut missing = 0;
@@ -246,5 +266,25 @@ fn an_nsa_layer_decodes_as_it_prefills_and_trains() {
         }
     }
     burn::module::Module::visit(&layer, &mut Count(&grads, &mut missing));
-    assert_eq!(missing, 0, "parameters without a gradient");
+    assert_eq!(
+        missing, 0,
+        "parameters without a gradient (learned compression: {learned_compression})"
+    );
+}
+
+#[test]
+fn a_learned_compression_is_nsa_s_alone() {
+    use moba::module::{AttentionKind, MobaAttentionConfig};
+    let moba = AttentionKind::Moba {
+        block_size: 8,
+        top_k: 2,
+    };
+    let error = MobaAttentionConfig::new(16, 4, 2, moba)
+        .with_learned_compression(true)
+        .validate()
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("a learned compression is NSA's"),
+        "{error}"
+    );
 }

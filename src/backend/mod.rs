@@ -30,7 +30,7 @@ pub use api::{
     MobaAttentionStats, moba_attention, moba_attention_varlen, moba_attention_with_means,
     moba_attention_with_selection, moba_attention_with_stats,
 };
-pub use nsa::{NsaAttention, nsa_attention};
+pub use nsa::{NsaAttention, nsa_attention, nsa_attention_with_compression};
 #[cfg(feature = "burn")]
 pub use wgpu::attention_kernel;
 #[cfg(feature = "burn")]

@@ -71,6 +71,41 @@ pub fn nsa_attention<B: MobaBackend>(
     config: &NsaConfig,
 ) -> Result<NsaAttention<B>> {
     config.validate()?;
+    let nc = config.compressed_blocks(k.dims()[2]);
+    let means = (nc > 0).then(|| (block_means(&k, config, nc), block_means(&v, config, nc)));
+    nsa_attention_with_compression(q, k, v, means, gates, config)
+}
+
+/// [`nsa_attention`] with the compressed keys and values given, `kc, vc: [B, Hkv, nc, D]`
+/// with `nc = config.compressed_blocks(Sk)` (`None` where that is 0): a learned compression
+/// ([`crate::module::NsaCompression`]) in place of the blocks' means. They get gradients
+/// through the compressed branch; the selection they rank is a constant.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::tensor::{Distribution, Tensor};
+/// use moba::{NsaConfig, backend::nsa_attention_with_compression};
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// let random = |dims| Tensor::<B, 4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+/// let (q, kv, gates) = (random([1, 4, 64, 16]), random([1, 2, 64, 16]), random([1, 4, 64, 3]));
+/// // Blocks of 8 keys every 4: 15 compressed blocks of 64 keys.
+/// let config = NsaConfig::new(8, 4, 16, 3, 16);
+/// let kc = random([1, 2, 15, 16]).require_grad();
+/// let out = nsa_attention_with_compression(q, kv.clone(), kv, Some((kc.clone(), random([1, 2, 15, 16]))), gates, &config)?;
+/// assert!(kc.grad(&out.o.sum().backward()).is_some());
+/// # Ok::<(), moba::MobaError>(())
+/// ```
+pub fn nsa_attention_with_compression<B: MobaBackend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    compressed: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    gates: Tensor<B, 4>,
+    config: &NsaConfig,
+) -> Result<NsaAttention<B>> {
+    config.validate()?;
     let shape = qkv_shape(&q, &k, &v)?;
     let gate_dims = [shape.batch, shape.q_heads, shape.q_len, 3];
     if gates.dims() != gate_dims {
@@ -79,17 +114,31 @@ pub fn nsa_attention<B: MobaBackend>(
             gates.dims()
         )));
     }
+    let nc = config.compressed_blocks(shape.kv_len);
+    let want = [shape.batch, shape.kv_heads, nc, shape.head_dim];
+    let given = compressed.as_ref().map(|(kc, vc)| [kc.dims(), vc.dims()]);
+    if given != (nc > 0).then_some([want; 2]) {
+        return Err(MobaError::Config(format!(
+            "the compressed keys and values are {given:?}; {} keys in blocks of {} every {} \
+             need {} of {want:?}",
+            shape.kv_len,
+            config.compress_block,
+            config.stride,
+            if nc > 0 {
+                "two"
+            } else {
+                "none (no complete block)"
+            }
+        )));
+    }
     check_memory(&shape, config)?;
     let scale = config.scale_for(shape.head_dim);
-    // The pooled keys and values; none before the first complete compressed block.
-    let nc = config.compressed_blocks(shape.kv_len);
-    let (o_cmp, selection) = match nc {
-        0 => (
+    let (o_cmp, selection) = match compressed {
+        None => (
             Tensor::zeros(q.dims(), &q.device()),
             select_on_host(&q, None, &shape, config, scale)?,
         ),
-        _ => {
-            let (kc, vc) = (block_means(&k, config, nc), block_means(&v, config, nc));
+        Some((kc, vc)) => {
             let (o_cmp, lse) = compressed_branch(&q, kc.clone(), vc, &shape, config, scale)?;
             let selection = match B::nsa_selects_on_device(config) {
                 true => Tensor::from_primitive(B::nsa_select(

@@ -180,6 +180,10 @@ pub struct RunArgs {
     /// NSA and --attention window: keys of the sliding window, the query's own included.
     #[arg(long, default_value_t = 512, value_name = "W")]
     window: usize,
+    /// NSA: compress each block of keys (and of values) with a learned MLP over its keys and
+    /// an intra-block position embedding, as the paper does, instead of their mean.
+    #[arg(long)]
+    learned_compression: bool,
     /// Bytes per training sequence (default: the preset's context).
     #[arg(long)]
     seq_len: Option<usize>,
@@ -267,6 +271,7 @@ impl RunArgs {
             max_seq_len: seq_len.max(preset.max_seq_len),
             rope_theta: self.rope_theta.unwrap_or(preset.rope_theta),
             key_conv: self.key_conv,
+            learned_compression: self.learned_compression,
         };
         let data = if self.text.is_empty() {
             // The default counts only where a count is left out: at short lengths they may

@@ -48,6 +48,10 @@ pub struct LmConfig {
     /// Taps of the MoBA layers' key convolution ([`crate::module::KeyConv`]); `None`: none.
     #[config(default = "None")]
     pub key_conv: Option<usize>,
+    /// NSA layers compress blocks with a learned MLP instead of their mean
+    /// ([`crate::module::NsaCompression`]).
+    #[config(default = false)]
+    pub learned_compression: bool,
 }
 
 /// The presets: name, what it is for.
@@ -124,6 +128,12 @@ impl LmConfig {
                 self.rope_theta
             )));
         }
+        if self.learned_compression && !matches!(self.attention, AttentionKind::Nsa { .. }) {
+            return Err(MobaError::Config(format!(
+                "a learned compression is NSA's; the model's attention is {:?}",
+                self.attention
+            )));
+        }
         if self.full_layers > self.n_layers {
             return Err(MobaError::Config(format!(
                 "full_layers ({}) exceeds n_layers ({})",
@@ -147,6 +157,10 @@ impl LmConfig {
             AttentionKind::Moba { .. } => self.key_conv,
             _ => None,
         })
+        .with_learned_compression(
+            self.learned_compression
+                && matches!(self.layer_attention(index), AttentionKind::Nsa { .. }),
+        )
     }
 
     /// The model with fresh weights, or an error naming the setting that does not fit.

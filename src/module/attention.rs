@@ -9,10 +9,10 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 
-use super::{KeyConv, KvCache};
+use super::{KeyConv, KvCache, NsaCompression};
 use crate::backend::{
     MobaBackend, moba_attention_varlen, moba_attention_with_means, moba_attention_with_stats,
-    nsa_attention,
+    nsa_attention, nsa_attention_with_compression,
 };
 use crate::config::{MobaConfig, NsaConfig};
 use crate::error::{MobaError, Result};
@@ -183,6 +183,10 @@ pub struct MobaAttentionConfig {
     /// keys, [`super::KeyConv`]); `None`: none.
     #[config(default = "None")]
     pub key_conv: Option<usize>,
+    /// NSA layers only: compress each block of keys (and of values) with a learned MLP
+    /// ([`super::NsaCompression`]) instead of taking its mean.
+    #[config(default = false)]
+    pub learned_compression: bool,
 }
 
 /// Multi-head MoBA attention: `x: [batch, seq, d_model]` -> `[batch, seq, d_model]`.
@@ -209,6 +213,7 @@ pub struct MobaAttention<B: Backend> {
     output: Linear<B>,
     rope: Option<RotaryEncoding<B>>,
     key_conv: Option<KeyConv<B>>,
+    compression: Option<NsaCompression<B>>,
     #[module(skip)]
     kind: AttentionKind,
     d_model: usize,
@@ -242,6 +247,12 @@ impl MobaAttentionConfig {
                 "key convolution needs at least one tap".into(),
             ));
         }
+        if self.learned_compression && self.kind.nsa_config().is_none() {
+            return Err(MobaError::Config(format!(
+                "a learned compression is NSA's; this layer's attention is {:?}",
+                self.kind
+            )));
+        }
         self.kind.validate()
     }
 
@@ -267,6 +278,9 @@ impl MobaAttentionConfig {
             }),
             key_conv: (self.key_conv)
                 .map(|taps| KeyConv::new(taps, self.n_kv_heads, head_dim, device)),
+            compression: (self.kind.nsa_config())
+                .filter(|_| self.learned_compression)
+                .map(|nsa| NsaCompression::new(&nsa, head_dim, device)),
             kind: self.kind,
             d_model: self.d_model,
             n_heads: self.n_heads,
@@ -366,7 +380,13 @@ impl<B: MobaBackend> MobaAttention<B> {
         let o = match (self.kind.config(past + seq), self.kind.nsa_config(), gates) {
             (None, Some(nsa), Some(gates)) => {
                 cache.set_selection(None);
-                nsa_attention(q, k, v, gates, &nsa)?.o
+                match &self.compression {
+                    Some(mlp) => {
+                        let compressed = mlp.forward(k.clone(), v.clone(), &nsa);
+                        nsa_attention_with_compression(q, k, v, compressed, gates, &nsa)?.o
+                    }
+                    None => nsa_attention(q, k, v, gates, &nsa)?.o,
+                }
             }
             // After the prefill, the gate reads the block means the cache keeps (one block
             // pooled again per step) rather than pooling the whole cache every step.
