@@ -1,9 +1,9 @@
-//! NSA (`moba::backend::nsa_attention`: the selected branch on each backend's MoBA kernels,
-//! the compressed and window branches on burn's tensor ops) against the f64 reference
+//! NSA (`moba::backend::nsa_attention`: all three branches on each backend's MoBA kernels,
+//! the selection on wgpu's device and on ndarray's host) against the f64 reference
 //! (`moba::reference::nsa_forward`, `nsa_backward`), over the cases of NSA.md: GQA 1, 2, 4
 //! and 16, a decode, no complete compressed block, top-n covering every block, l = l' = d
 //! and overlapping compressed blocks. Forward and gradients (q, k, v, gates) on ndarray and
-//! on wgpu (lavapipe in CI: the WGSL kernels over a given selection).
+//! on wgpu (lavapipe in CI: the WGSL kernels and the selection kernel).
 
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, NdArray, Wgpu};

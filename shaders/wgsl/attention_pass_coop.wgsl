@@ -16,6 +16,10 @@
 //       row's max move? does the output need rescaling?) and each half's largest score, and
 //       the tile's end; a tile that moves a max adds one, and a rescale its own (H100, 512K:
 //       3.81 -> 3.71 s with the f16 copies, bench-results/h100-vulkan-coop-f16/).
+// Masks: a key tile that every row of the tile sees whole (causal: it ends before the
+//       tile's first row; never under the key-window gate) forms p from the scores alone,
+//       without a per-key test (H100, 512K: attention 4.44 -> 3.24 s in one call,
+//       bench-results/h100-vulkan-coop-f16/full-tile/).
 // Work split: subgroup s owns row strip s: its score tiles (all KEY_COLUMNS) and its output
 //       tiles (all HEAD_COLUMNS).
 // Workgroup memory: coop_block_tile.wgsl's, plus per-row max, rescale factor, a partner
@@ -86,13 +90,19 @@ fn rescale_output(o: ptr<function, OutputStrip>, strip: u32, lid: u32) {
 // `row` into p_tile: 0 where masked, for rows past the tile's, and everywhere while the row
 // has no max yet (NEG_BIG: before its first visible key). Returns (the half's largest score,
 // the sum of its p).
-fn form_probabilities(row: u32, position: u32, is_row: bool, keys_first: u32, first: u32, count: u32, row_max: f32) -> vec2<f32> {
+// `every_row_sees`: the tile's keys are all visible to every row (no per-key test).
+fn form_probabilities(row: u32, position: u32, is_row: bool, keys_first: u32, first: u32, count: u32, row_max: f32, every_row_sees: bool) -> vec2<f32> {
     var largest = NEG_BIG;
     var sum = 0.0;
     for (var j = keys_first; j < keys_first + HALF_KEYS; j++) {
         var p = 0.0;
         if is_row {
-            let score = visible_score(row, position, j, first, count);
+            var score: f32;
+            if every_row_sees {
+                score = s_tile[j * S_STRIDE + row] * params.scale_log2;
+            } else {
+                score = visible_score(row, position, j, first, count);
+            }
             largest = max(largest, score);
             if score != NEG_BIG && row_max != NEG_BIG {
                 p = exp2(score - row_max);
@@ -116,6 +126,15 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
     let position = row_position[row];
     let owns_row = lid < QUERY_TILE;
 
+    // Keys before this one are visible to every row of the tile (a key window tests each).
+    var seen_by_all = 0xffffffffu;
+    if params.causal != 0u {
+        seen_by_all = tile_first_position() + 1u;
+    }
+    if params.gate == GATE_KEY_WINDOW {
+        seen_by_all = 0u;
+    }
+
     var o: OutputStrip;
     zero_output_strip(&o);
     var running_max = NEG_BIG;
@@ -130,7 +149,8 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
         tile_products(&query, strip, 0u);
         // One read of each score: p against the running max. A half whose largest score
         // moves the max says so before the barrier that also shares the halves' maxima.
-        let formed = form_probabilities(row, position, is_row, keys_first, first, count, running_max);
+        let every_row_sees = count == KEY_TILE && first + KEY_TILE <= seen_by_all;
+        let formed = form_probabilities(row, position, is_row, keys_first, first, count, running_max, every_row_sees);
         partner_slots[lid] = formed.x;
         if formed.x > running_max + RESCALE_SLACK {
             tile_flags[MOVED] = 1u;
@@ -147,7 +167,7 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
             if tile_max > running_max + RESCALE_SLACK {
                 factor = exp2(running_max - tile_max);
                 running_max = tile_max;
-                tile_sum = form_probabilities(row, position, is_row, keys_first, first, count, running_max).y;
+                tile_sum = form_probabilities(row, position, is_row, keys_first, first, count, running_max, every_row_sees).y;
             }
             if owns_row {
                 row_factor[row] = factor;

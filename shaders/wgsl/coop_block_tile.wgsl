@@ -83,10 +83,12 @@ fn open_block_tile(grid: GridPosition, lid: u32) -> BlockTile {
 }
 
 // Fills row_index and row_position for the tile's rows and returns where its keys end (a
-// causal tile stops at its last row's position), the same value in every thread.
+// causal tile stops at its last row's position), the same value in every thread; keeps the
+// first row's position for tile_first_position.
 fn load_tile_rows(tile: BlockTile, lid: u32) -> u32 {
     if lid == 0u {
         atomicStore(&tile_last_position[0], 0u);
+        atomicStore(&tile_last_position[1], 0xffffffffu);
     }
     workgroupBarrier();
     if lid < tile.rows {
@@ -94,12 +96,20 @@ fn load_tile_rows(tile: BlockTile, lid: u32) -> u32 {
         row_index[lid] = row.x;
         row_position[lid] = row.y;
         atomicMax(&tile_last_position[0], row.y);
+        atomicMin(&tile_last_position[1], row.y);
     }
     workgroupBarrier();
     if lid == 0u {
         tile_key_end[0] = tile_key_range(tile, atomicLoad(&tile_last_position[0])).y;
+        tile_key_end[1] = atomicLoad(&tile_last_position[1]);
     }
     return workgroupUniformLoad(&tile_key_end)[0];
+}
+
+// The smallest position of the tile's rows, the same value in every thread (after
+// load_tile_rows).
+fn tile_first_position() -> u32 {
+    return workgroupUniformLoad(&tile_key_end)[1];
 }
 
 // Loads the subgroup's strip of the rows of `source` (see `strip_source`, which each kernel

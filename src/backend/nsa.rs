@@ -163,8 +163,8 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
     Ok(NsaAttention { o, selection })
 }
 
-/// Fails unless the selection, `[B, Hkv, S, top_n]`, fits in host memory (it is chosen
-/// there, [`IMPORTANCE_BYTES`] of importances at a time). The branches run on MoBA's op,
+/// Fails unless the selection, `[B, Hkv, S, top_n]`, fits in host memory (where a backend
+/// chooses it on the host, [`IMPORTANCE_BYTES`] of importances at a time). The branches run on MoBA's op,
 /// which checks its own.
 fn check_memory(shape: &Shape, config: &NsaConfig) -> Result<()> {
     let selection = bytes_of(&[shape.groups(), shape.q_len, config.top_n], 4);
@@ -198,8 +198,10 @@ fn compressed_branch<B: MobaBackend>(
     };
     let dense = rows.dense_config(kc.dims()[2]).with_scale(scale);
     let out = moba_attention_with_stats(rows.gather(q.clone()), kc, vc, &dense)?;
+    // The kernels' lse is f32 whatever the float type: in q's for burn's tensor ops (a bf16
+    // backend's ops refuse to mix them), widened again by the selection kernel.
     let lse = rows
-        .scatter(out.lse.unsqueeze_dim::<4>(3), s)
+        .scatter(out.lse.cast(q.dtype()).unsqueeze_dim::<4>(3), s)
         .squeeze_dim::<3>(3);
     Ok((rows.scatter(out.o, s), lse))
 }

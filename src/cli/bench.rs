@@ -333,12 +333,14 @@ fn open_records(path: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// The records of one JSON-lines file; a bad line is an error naming the file and line.
+/// The MoBA records of one JSON-lines file (NSA's, which `--attention nsa` may have
+/// appended to the same file, are its own table's); a bad line is an error naming the file
+/// and line.
 fn read_records(path: &Path) -> Result<Vec<Record>> {
     let text = std::fs::read_to_string(path).map_err(|e| MobaError::io(path, e))?;
     text.lines()
         .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
+        .filter(|(_, line)| !line.trim().is_empty() && !line.contains(r#""attention":"nsa""#))
         .map(|(number, line)| {
             serde_json::from_str(line).map_err(|e| MobaError::Io {
                 path: format!("{}:{}", path.display(), number + 1),

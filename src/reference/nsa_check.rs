@@ -12,7 +12,7 @@
 
 use super::check::{Check, Precision};
 use super::nsa::{nsa_forward, nsa_forward_given, nsa_importance};
-use crate::config::{NsaConfig, Shape};
+use crate::config::{NsaConfig, Shape, check_len};
 use crate::error::Result;
 
 /// Relative importance gap under which two selection blocks count as tied: the backends
@@ -59,6 +59,24 @@ pub fn check_nsa_rows(
     precision: Precision,
 ) -> Result<Check> {
     let (d, top_n) = (shape.head_dim, config.top_n);
+    check_len("sampled o [rows, D]", o.len(), rows.len() * d)?;
+    check_len(
+        "sampled selection [rows, top_n]",
+        selection.len(),
+        rows.len() * top_n,
+    )?;
+    shape.check_inputs(inputs.q, inputs.k, inputs.v)?;
+    check_len(
+        "gates [B, Hq, S, 3]",
+        inputs.gates.len(),
+        shape.q_rows() * 3,
+    )?;
+    if let Some(&row) = rows.iter().find(|&&row| row >= shape.q_rows()) {
+        return Err(crate::error::MobaError::Config(format!(
+            "sampled row {row} of {} rows",
+            shape.q_rows()
+        )));
+    }
     let mut check = Check {
         rows: rows.len(),
         ..Check::default()
@@ -97,8 +115,15 @@ pub fn check_nsa_rows(
 }
 
 /// Whether the blocks in which two selections differ have importances within
-/// [`NSA_NEAR_TIE`] of each other, relative to the largest importance of the row.
+/// [`NSA_NEAR_TIE`] of each other, relative to the largest importance of the row (a block
+/// the row may not select is never a tie).
 fn near_tie(importance: &[f64], want: &[i32], got: &[i32]) -> bool {
+    if got
+        .iter()
+        .any(|&j| j >= 0 && j as usize >= importance.len())
+    {
+        return false;
+    }
     let only = |a: &[i32], b: &[i32]| -> Vec<f64> {
         a.iter()
             .filter(|&&j| j >= 0 && !b.contains(&j))

@@ -13,9 +13,6 @@ use moba::{MobaError, NsaConfig, Result, Shape};
 use super::{BenchArgs, CudaDtype, open_records};
 
 pub(super) fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
-    if args.runs == 0 {
-        return Err(MobaError::Config("--runs must be at least 1".into()));
-    }
     if args.decode || args.burn_baseline {
         return Err(MobaError::Config(
             "--attention nsa times prefill through burn: no --decode or --burn-baseline".into(),
