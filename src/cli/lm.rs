@@ -272,7 +272,9 @@ impl RunArgs {
             rope_theta: self.rope_theta.unwrap_or(preset.rope_theta),
             key_conv: self.key_conv,
             // NSA's alone: `moba compare` gives it to the NSA arm, as --key-conv to MoBA's.
-            learned_compression: self.learned_compression && attention == AttentionChoice::Nsa,
+            learned_compression: Some(
+                self.learned_compression && attention == AttentionChoice::Nsa,
+            ),
         };
         let data = if self.text.is_empty() {
             // The default counts only where a count is left out: at short lengths they may

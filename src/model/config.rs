@@ -48,10 +48,11 @@ pub struct LmConfig {
     /// Taps of the MoBA layers' key convolution ([`crate::module::KeyConv`]); `None`: none.
     #[config(default = "None")]
     pub key_conv: Option<usize>,
-    /// NSA layers compress blocks with a learned MLP instead of their mean
-    /// ([`crate::module::NsaCompression`]).
-    #[config(default = false)]
-    pub learned_compression: bool,
+    /// `Some(true)`: NSA layers compress blocks with a learned MLP instead of their mean
+    /// ([`crate::module::NsaCompression`]). An `Option` so that runs saved before it
+    /// existed (no such field) still load, as the mean.
+    #[config(default = "None")]
+    pub learned_compression: Option<bool>,
 }
 
 /// The presets: name, what it is for.
@@ -128,7 +129,9 @@ impl LmConfig {
                 self.rope_theta
             )));
         }
-        if self.learned_compression && !matches!(self.attention, AttentionKind::Nsa { .. }) {
+        if self.learned_compression == Some(true)
+            && !matches!(self.attention, AttentionKind::Nsa { .. })
+        {
             return Err(MobaError::Config(format!(
                 "a learned compression is NSA's; the model's attention is {:?}",
                 self.attention
@@ -158,7 +161,7 @@ impl LmConfig {
             _ => None,
         })
         .with_learned_compression(
-            self.learned_compression
+            self.learned_compression == Some(true)
                 && matches!(self.layer_attention(index), AttentionKind::Nsa { .. }),
         )
     }
