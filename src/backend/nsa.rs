@@ -164,8 +164,8 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
 }
 
 /// Fails unless the selection, `[B, Hkv, S, top_n]`, fits in host memory (where a backend
-/// chooses it on the host, [`IMPORTANCE_BYTES`] of importances at a time). The branches run on MoBA's op,
-/// which checks its own.
+/// chooses it on the host, [`IMPORTANCE_BYTES`] of importances at a time). The branches run
+/// on MoBA's op, which checks its own.
 fn check_memory(shape: &Shape, config: &NsaConfig) -> Result<()> {
     let selection = bytes_of(&[shape.groups(), shape.q_len, config.top_n], 4);
     check_host("NSA's selection", selection)
@@ -188,14 +188,8 @@ fn compressed_branch<B: MobaBackend>(
     config: &NsaConfig,
     scale: f32,
 ) -> Result<(Tensor<B, 4>, Tensor<B, 3>)> {
-    let [b, h, s, _] = q.dims();
-    let Some(rows) = CompressedRows::of(shape, config) else {
-        let device = q.device();
-        return Ok((
-            Tensor::zeros(q.dims(), &device),
-            Tensor::zeros([b, h, s], &device),
-        ));
-    };
+    let s = shape.q_len;
+    let rows = CompressedRows::of(shape, config);
     let dense = rows.dense_config(kc.dims()[2]).with_scale(scale);
     let out = moba_attention_with_stats(rows.gather(q.clone()), kc, vc, &dense)?;
     // The kernels' lse is f32 whatever the float type: in q's for burn's tensor ops (a bf16
@@ -224,25 +218,27 @@ struct CompressedRows {
 }
 
 impl CompressedRows {
-    /// `None` where no query has an eligible block (fewer than `l` keys).
-    fn of(shape: &Shape, config: &NsaConfig) -> Option<Self> {
+    /// The rows of a problem with at least one compressed block (`Sk >= l`: then the last
+    /// query has one, so some query does).
+    fn of(shape: &Shape, config: &NsaConfig) -> Self {
         let nc = config.compressed_blocks(shape.kv_len);
+        debug_assert!(
+            nc > 0,
+            "CompressedRows of a problem with no compressed block"
+        );
         let (l, d) = (config.compress_block, config.stride);
         let first_position = shape.query_position(0).max(l - 1);
-        if nc == 0 || first_position >= shape.kv_len {
-            return None;
-        }
         let first_run = (first_position + 1 - l) / d;
         let runs = nc - first_run;
         let front = first_position - (first_run * d + l - 1);
         let queries = shape.kv_len - first_position;
-        Some(Self {
+        Self {
             first_query: first_position - shape.query_position(0),
             front,
             back: runs * d - front - queries,
             runs,
             stride: d,
-        })
+        }
     }
 
     /// MoBA over `nc` pooled keys with every block of each row selected: dense causal
