@@ -18,13 +18,19 @@ pub const GATE_KEY_WINDOW: u32 = 3;
 /// partials (12 blocks of 4,096 keys make 384 chunks) are no single thread's serial walk.
 pub const DECODE_COMBINE_LANES: u32 = 16;
 
+/// Compressed blocks whose probabilities one thread of NSA's selection kernel
+/// (`nsa_select.wgsl`) holds at once: one selection block's reach, `l' / d + l / d - 1`
+/// compressed blocks, must fit.
+pub const NSA_SELECT_CHUNK: u32 = 64;
+
 /// The constants every kernel language sees.
-pub const EVERY_KERNEL: [(&str, u32); 5] = [
+pub const EVERY_KERNEL: [(&str, u32); 6] = [
     ("GATE_MEAN_KEY", GATE_MEAN_KEY),
     ("GATE_RECENT", GATE_RECENT),
     ("GATE_SINK_AND_RECENT", GATE_SINK_AND_RECENT),
     ("GATE_KEY_WINDOW", GATE_KEY_WINDOW),
     ("DECODE_COMBINE_LANES", DECODE_COMBINE_LANES),
+    ("NSA_SELECT_CHUNK", NSA_SELECT_CHUNK),
 ];
 
 /// WGSL `const` lines for `constants`.

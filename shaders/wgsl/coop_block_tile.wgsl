@@ -4,10 +4,20 @@
 // units. Native adapters with EXPERIMENTAL_COOPERATIVE_MATRIX only.
 //
 // Workgroup: WORKGROUP_SIZE (256) threads in SUBGROUPS subgroups; subgroup s owns the 16-row
-//       strip s of the tile. Control flow never depends on the subgroup (cooperative
-//       operations must stay in uniform control flow): only the addresses do.
-// Row-wise work: two threads per row (WORKGROUP_SIZE = 2 * QUERY_TILE), each taking half of
-//       every staged key tile.
+//       strip s of the tile. Cooperative operations stay in control flow uniform in their
+//       subgroup: besides addresses, only the forward's rescale (behind subgroupAny) depends
+//       on the subgroup.
+// Row-wise work: the lanes of subgroup s do its strip's, two lanes a row (lane l takes row
+//       16 s + l % 16 and half l / 16 of every staged key tile; 32 lanes a subgroup, as the
+//       host checks), so that a subgroup reads back only the scores it stored and the
+//       kernels synchronize the subgroup alone between its products (subgroupBarrier). Known
+//       limit: naga 29 lowers it for Vulkan to a subgroup-scope control barrier without
+//       workgroup-memory semantics, which NVIDIA's driver orders workgroup memory with
+//       anyway (the cooperative tests check it there); Metal's simdgroup_barrier names
+//       threadgroup memory.
+// Staging: each thread issues all its loads of a key tile before its stores into workgroup
+//       memory, so that their round trips overlap (one at a time, they were the largest
+//       cost of the forward: H100, 512K, attention 3.24 -> 2.79 s).
 // Workgroup memory (HEAD_DIM 128, 43 KiB): kv_tile f16 [32 keys][D + 8] of keys then of values
 //       (first, [128 rows][32 + 8] row columns while strips load); s_tile f32
 //       [32 keys][128 + 4 rows] (key-major, so that the thread of a row walks its keys without
@@ -26,6 +36,11 @@ const KEY_COLUMNS: u32 = KEY_TILE / MATRIX;
 const HEAD_COLUMNS: u32 = HEAD_DIM / MATRIX;
 const HALF_KEYS: u32 = KEY_TILE / 2u;
 
+// The two halves of a row walk their keys HALF_ROTATION apart (mod HALF_KEYS), so that a
+// subgroup's two 16-lane halves hit disjoint banks of s_tile (rows S_STRIDE = 4 mod 32 words
+// apart: keys HALF_KEYS + 4 apart are 16 banks apart) and of p_tile (likewise).
+const HALF_ROTATION: u32 = 4u;
+
 // Row strides: rows padded by 16 bytes. The staged tiles hold vec4<f16> (one 8-byte store per
 // staged vec4), so their strides and offsets count vec4s.
 const HEAD_STRIDE: u32 = (HEAD_DIM + 8u) / 4u;
@@ -37,6 +52,10 @@ const STRIP_ROUNDS: u32 = HEAD_DIM / STRIP_COLUMNS;
 // The output leaves a KEY_TILE-wide column slice at a time.
 const OUTPUT_SLICES: u32 = HEAD_COLUMNS / KEY_COLUMNS;
 const STRIP_STRIDE: u32 = (STRIP_COLUMNS + 8u) / 4u;
+// Vec4s of a key tile (keys or values) each thread stages (HEAD_DIM is a multiple of 32, so
+// the tile's KEY_TILE * HEAD_VECS is a multiple of WORKGROUP_SIZE).
+const STAGE_ROUNDS: u32 = KEY_TILE * HEAD_VECS / WORKGROUP_SIZE;
+const_assert STAGE_ROUNDS * WORKGROUP_SIZE == KEY_TILE * HEAD_VECS;
 const V_OFFSET: u32 = KEY_TILE * HEAD_STRIDE;
 const S_STRIDE: u32 = QUERY_TILE + 4u;
 const P_STRIDE: u32 = QUERY_TILE + 8u;
@@ -52,6 +71,17 @@ var<workgroup> tile_last_position: array<atomic<u32>, 4>;
 var<workgroup> tile_key_end: array<u32, 4>;
 var<workgroup> shared_tile: BlockTile;
 
+// The subgroup that runs a thread (it owns row strip `index`), and the thread's lane in it.
+struct Strip {
+    index: u32,
+    lane: u32,
+}
+
+// The staged key that half `half` of a row reads at step i of its HALF_KEYS.
+fn half_key(half: u32, i: u32) -> u32 {
+    return half * HALF_KEYS + (i + half * HALF_ROTATION) % HALF_KEYS;
+}
+
 // A subgroup's 16-row strip of the tile's rows (of q, or of dout) as cooperative A matrices,
 // 16 head dims each.
 alias RowStrip = array<coop_mat16x16<f16, A>, HEAD_COLUMNS>;
@@ -65,12 +95,13 @@ fn main(
     grid: GridPosition,
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_id) subgroup: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let tile = open_block_tile(grid, lid);
     if tile.rows == 0u {
         return;
     }
-    run_tile(tile, load_tile_rows(tile, lid), lid, subgroup);
+    run_tile(tile, load_tile_rows(tile, lid), lid, Strip(subgroup, lane));
 }
 
 // The tile of this workgroup, the same value in every thread (rows == 0: no work).
@@ -143,22 +174,32 @@ fn load_strip(matrices: ptr<function, RowStrip>, tile: BlockTile, strip: u32, li
 // barrier.
 fn stage_keys(group: u32, first: u32, count: u32, lid: u32) {
     let base = (group * params.kv_len + first) * HEAD_VECS;
-    for (var i = lid; i < KEY_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
-        var key = vec4<f16>(0.0);
-        var value = vec4<f16>(0.0);
+    // Every load first, then the stores: the thread's loads are in flight together rather
+    // than one round trip to memory per round.
+    var key: array<vec4<f16>, STAGE_ROUNDS>;
+    var value: array<vec4<f16>, STAGE_ROUNDS>;
+    // unroll
+    for (var round = 0u; round < STAGE_ROUNDS; round++) {
+        let i = lid + round * WORKGROUP_SIZE;
+        key[round] = vec4<f16>(0.0);
+        value[round] = vec4<f16>(0.0);
         if i < count * HEAD_VECS {
-            key = keys[base + i];
-            value = values[base + i];
+            key[round] = keys[base + i];
+            value[round] = values[base + i];
         }
+    }
+    // unroll
+    for (var round = 0u; round < STAGE_ROUNDS; round++) {
+        let i = lid + round * WORKGROUP_SIZE;
         let at = (i / HEAD_VECS) * HEAD_STRIDE + i % HEAD_VECS;
-        kv_tile[at] = key;
-        kv_tile[V_OFFSET + at] = value;
+        kv_tile[at] = key[round];
+        kv_tile[V_OFFSET + at] = value[round];
     }
     workgroupBarrier();
 }
 
 // s_tile = (rows . staged^T)^T for the subgroup's strip on the matrix units (key-major): the
-// staged keys (offset 0) or values (V_OFFSET). Ends with a barrier.
+// staged keys (offset 0) or values (V_OFFSET). The caller places the barrier its readers need.
 fn tile_products(rows: ptr<function, RowStrip>, strip: u32, offset: u32) {
     for (var column = 0u; column < KEY_COLUMNS; column++) {
         var acc = coop_mat16x16<f32, C>();
@@ -171,7 +212,6 @@ fn tile_products(rows: ptr<function, RowStrip>, strip: u32, offset: u32) {
         // Column-major store: element (row r, key j) lands at j * S_STRIDE + r.
         coopStore(acc, &s_tile[column * MATRIX * S_STRIDE + strip * MATRIX], S_STRIDE);
     }
-    workgroupBarrier();
 }
 
 // acc += p_tile's strip (16 rows x KEY_TILE) . the staged keys or values (at `offset`),

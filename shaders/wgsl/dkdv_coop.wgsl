@@ -37,6 +37,9 @@ const KEY_STRIPS: u32 = SUBGROUPS / 2u;
 const CHUNK_KEYS: u32 = KEY_STRIPS * MATRIX;
 const ROW_TILE: u32 = 32u;
 const ROW_COLUMNS: u32 = ROW_TILE / MATRIX;
+// Vec4s of a row tile (q or dout) each thread stages (HEAD_DIM is a multiple of 32).
+const ROW_ROUNDS: u32 = ROW_TILE * HEAD_VECS / WORKGROUP_SIZE;
+const_assert ROW_ROUNDS * WORKGROUP_SIZE == ROW_TILE * HEAD_VECS;
 // Keys each thread takes per row tile, WORKGROUP_SIZE / ROW_TILE apart.
 const KEY_STEP: u32 = WORKGROUP_SIZE / ROW_TILE;
 // Head-dim columns per round while the key strips load, and per output slice.
@@ -176,17 +179,26 @@ fn main(
             if workgroupUniformLoad(&rows_see_chunk)[0] == 0u {
                 continue;
             }
-            for (var i = lid; i < ROW_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
-                let at = (i / HEAD_VECS) * ROW_STRIDE + i % HEAD_VECS;
-                var q = vec4<f32>(0.0);
-                var d = vec4<f32>(0.0);
+            // Every load first, then the stores (the loads in flight together).
+            var q: array<vec4<f32>, ROW_ROUNDS>;
+            var d: array<vec4<f32>, ROW_ROUNDS>;
+            // unroll
+            for (var round = 0u; round < ROW_ROUNDS; round++) {
+                let i = lid + round * WORKGROUP_SIZE;
+                q[round] = vec4<f32>(0.0);
+                d[round] = vec4<f32>(0.0);
                 if i / HEAD_VECS < rows {
                     let source = staged_row[i / HEAD_VECS] * HEAD_VECS + i % HEAD_VECS;
-                    q = queries[source];
-                    d = dout[source] * dout_scale;
+                    q[round] = queries[source];
+                    d[round] = dout[source];
                 }
-                row_tile[at] = vec4<f16>(q);
-                row_tile[DOUT_OFFSET + at] = vec4<f16>(d);
+            }
+            // unroll
+            for (var round = 0u; round < ROW_ROUNDS; round++) {
+                let i = lid + round * WORKGROUP_SIZE;
+                let at = (i / HEAD_VECS) * ROW_STRIDE + i % HEAD_VECS;
+                row_tile[at] = vec4<f16>(q[round]);
+                row_tile[DOUT_OFFSET + at] = vec4<f16>(d[round] * dout_scale);
             }
             workgroupBarrier();
             // s^T = k . q^T (role 0) or dp^T = v . dout^T (role 1): 16 keys x ROW_TILE rows.

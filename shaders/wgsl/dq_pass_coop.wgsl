@@ -45,17 +45,18 @@ fn store_output(r: u32, d: u32, value: f32) {
 }
 
 // The kernel's work on one tile (coop_block_tile.wgsl's entry calls it): its rows' keys end
-// at `key_end`; subgroup `strip` owns row strip `strip`.
-fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
+// at `key_end`; the subgroup owns row strip `subgroup.index` and does its row-wise work.
+fn run_tile(tile: BlockTile, key_end: u32, lid: u32, subgroup: Strip) {
+    let strip = subgroup.index;
     dout_scale = dout_factor(bitcast<f32>(dout_max[0]));
     dq_scale = params.scale_log2 * LN_2 / dout_scale;
     var query: RowStrip;
     var grad_out: RowStrip;
     load_strip(&query, tile, strip, lid, STRIP_QUERIES);
     load_strip(&grad_out, tile, strip, lid, STRIP_DOUT);
-    // Thread `lid` takes row `row` and the keys of its half of every staged tile.
-    let row = lid % QUERY_TILE;
-    let keys_first = (lid / QUERY_TILE) * HALF_KEYS;
+    // This thread's row and half of every staged key tile.
+    let row = strip * MATRIX + subgroup.lane % MATRIX;
+    let half = subgroup.lane / MATRIX;
     let is_row = row < tile.rows;
     let position = row_position[row];
     var terms = vec2<f32>(0.0, 0.0); // (lse in the log2 domain, delta)
@@ -70,22 +71,24 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, strip: u32) {
         let count = min(KEY_TILE, key_end - first);
         stage_keys(tile.group, first, count, lid);
         tile_products(&query, strip, 0u);
+        subgroupBarrier();
         // unroll
-        for (var j = 0u; j < HALF_KEYS; j++) {
-            p[j] = 0.0;
+        for (var i = 0u; i < HALF_KEYS; i++) {
+            p[i] = 0.0;
             if is_row {
-                p[j] = exp2(visible_score(row, position, keys_first + j, first, count) - terms.x);
+                p[i] = exp2(visible_score(row, position, half_key(half, i), first, count) - terms.x);
             }
         }
-        workgroupBarrier();
+        subgroupBarrier();
         tile_products(&grad_out, strip, V_OFFSET);
+        subgroupBarrier();
         // unroll
-        for (var j = 0u; j < HALF_KEYS; j++) {
-            let key = keys_first + j;
+        for (var i = 0u; i < HALF_KEYS; i++) {
+            let key = half_key(half, i);
             // Rows past the tile's have p = 0 and zero dout.
-            p_tile[key * P_STRIDE + row] = f16(p[j] * (s_tile[key * S_STRIDE + row] - terms.y));
+            p_tile[key * P_STRIDE + row] = f16(p[i] * (s_tile[key * S_STRIDE + row] - terms.y));
         }
-        workgroupBarrier();
+        subgroupBarrier();
         accumulate_products(&grad_query, strip, 0u);
         workgroupBarrier();
     }

@@ -9,7 +9,7 @@
 //       workgroup, linear.
 // Registers: the best TOP_K - forced (importance, block) pairs while the thread walks its
 //       eligible selection blocks in order, a chunk of them at a time; the probabilities of
-//       the chunk's compressed blocks (CHUNK of them at most), summed over the group's heads,
+//       the chunk's compressed blocks (NSA_SELECT_CHUNK of them at most), summed over the group's heads,
 //       one head's query at a time. No [rows, ns] importance matrix ever exists.
 // Importance: imp(j) = sum over eligible compressed blocks i of p(i) * (overlap of i's keys
 //       [i d, i d + l) with j's [j l', (j + 1) l')) / d, where p(i) = sum over the group's
@@ -20,9 +20,6 @@
 //       HEAD_DIM] vec4 f32; compressed_lse [groups, group_size, q_len] f32; selection
 //       [groups, q_len, TOP_K] i32, ascending, padded with -1.
 
-// Compressed blocks whose probabilities a thread holds at once (the host checks that one
-// selection block's reach fits: l' / d + l / d - 1 <= CHUNK).
-const CHUNK: u32 = 64u;
 // No block: above every block id.
 const NO_BLOCK: u32 = 0xffffffffu;
 
@@ -72,7 +69,7 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     // earlier blocks that still overlap it).
     let per_block = params.block_size / compression.stride;
     let reach = compression.block / compression.stride - 1u;
-    let chunk_blocks = (CHUNK - reach) / per_block;
+    let chunk_blocks = (NSA_SELECT_CHUNK - reach) / per_block;
 
     var forced_count = 1u;
     if current >= 1u {
@@ -89,13 +86,13 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     // The chunk's probabilities, cleared by assignment for each chunk (a `var` declared in
     // the loop body is not cleared each iteration by every compiler: lavapipe kept the
     // last chunk's sums).
-    var probs: array<f32, CHUNK>;
+    var probs: array<f32, NSA_SELECT_CHUNK>;
     for (var chunk_first = 0u; chunk_first <= current; chunk_first += chunk_blocks) {
         let chunk_end = min(chunk_first + chunk_blocks, current + 1u);
         // Compressed blocks [first_i, end_i) overlap the chunk's selection blocks.
         let first_i = chunk_first * per_block - min(reach, chunk_first * per_block);
         let end_i = min(chunk_end * per_block, eligible);
-        probs = array<f32, CHUNK>();
+        probs = array<f32, NSA_SELECT_CHUNK>();
         for (var head = 0u; head < group_size(); head++) {
             let query_row = (group * group_size() + head) * params.q_len + t;
             var query: HeadVector;
@@ -151,7 +148,9 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
         kept += 1u;
     }
     // Ascending block ids, then -1 padding: each output is the smallest kept id above the
-    // previous one (reads only, as gate_topk.wgsl writes its selection).
+    // previous one (reads only, as gate_topk.wgsl writes its selection). The two kernels
+    // keep their top-k inline: shared as WGSL functions (in private or function storage),
+    // it made NSA's forward 20% slower on an H100 (bench-results/h100-nsa/shared-top-k/).
     var floor = 0u;
     for (var i = 0u; i < TOP_K; i++) {
         var next = NO_BLOCK;

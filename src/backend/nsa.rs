@@ -136,7 +136,7 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
     let (o_cmp, selection) = match compressed {
         None => (
             Tensor::zeros(q.dims(), &q.device()),
-            select_on_host(&q, None, &shape, config, scale)?,
+            select_on_host(&q, None, &shape, config, scale, IMPORTANCE_BYTES)?,
         ),
         Some((kc, vc)) => {
             let (o_cmp, lse) = compressed_branch(&q, kc.clone(), vc, &shape, config, scale)?;
@@ -148,7 +148,7 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
                     shape.kv_len,
                     config,
                 )),
-                false => select_on_host(&q, Some(&kc), &shape, config, scale)?,
+                false => select_on_host(&q, Some(&kc), &shape, config, scale, IMPORTANCE_BYTES)?,
             };
             (o_cmp, selection)
         }
@@ -361,23 +361,29 @@ fn overlap<B: Backend>(
 /// Bytes of importances (`[B, Hq, rows, nc]` and its companions) computed at a time.
 const IMPORTANCE_BYTES: usize = 1 << 28;
 
+/// Bytes of importances and their companions per query row.
+fn importance_row_bytes(batch: usize, q_heads: usize, nc: usize) -> usize {
+    batch * q_heads * nc.max(1) * 16
+}
+
 /// The group-shared top-n of every query, `[B, Hkv, S, top_n]` (a constant for autodiff),
 /// for backends that do not choose it on the device: the importances of a chunk of
 /// queries at a time from burn tensor ops, their top-n on the host. A chunk ending at query
 /// `t1` is the problem of the keys up to its last query (no later block is eligible for
 /// it), so each needs only those blocks' importances. `kc`: the pooled keys, none before
-/// the first compressed block.
+/// the first compressed block; `importance_bytes`: the chunk's budget ([`IMPORTANCE_BYTES`]).
 fn select_on_host<B: Backend>(
     q: &Tensor<B, 4>,
     kc: Option<&Tensor<B, 4>>,
     shape: &Shape,
     config: &NsaConfig,
     scale: f32,
+    importance_bytes: usize,
 ) -> Result<Tensor<B, 4, Int>> {
     let [b, h, s, d] = q.dims();
     let nc = config.compressed_blocks(shape.kv_len);
-    let per_row = b * h * nc.max(1) * 16;
-    let chunk = (IMPORTANCE_BYTES / per_row).clamp(1, s);
+    let per_row = importance_row_bytes(b, h, nc);
+    let chunk = (importance_bytes / per_row).clamp(1, s);
     let top_n = config.top_n;
     let mut selection = vec![-1; shape.groups() * s * top_n];
     for first in (0..s).step_by(chunk) {
@@ -453,4 +459,45 @@ fn window_branch<B: MobaBackend>(
 ) -> Result<Tensor<B, 4>> {
     let window = MobaConfig::key_window(config.window).with_scale(scale);
     moba_attention(q, k, v, &window)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::Distribution;
+
+    /// The host path reads importances a chunk of queries at a time, each chunk as the
+    /// problem of the keys up to its last query: chunks of 7 rows (the last one short)
+    /// choose what one chunk of every row does.
+    #[test]
+    fn host_selection_in_chunks_is_the_whole_selection() {
+        let device = Default::default();
+        let random =
+            |dims| Tensor::<NdArray, 4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        let (q, k) = (random([1, 4, 100, 16]), random([1, 2, 100, 16]));
+        // Blocks of 8 keys every 4 (24 compressed blocks), selection blocks of 16, top-5:
+        // two places ranked by importance past the three forced blocks.
+        let config = NsaConfig::new(8, 4, 16, 5, 16);
+        let shape = qkv_shape(&q, &k, &k).unwrap();
+        let nc = config.compressed_blocks(shape.kv_len);
+        let kc = block_means(&k, &config, nc);
+        let scale = config.scale_for(shape.head_dim);
+        let select = |bytes| {
+            select_on_host(&q, Some(&kc), &shape, &config, scale, bytes)
+                .unwrap()
+                .into_data()
+        };
+        let whole = select(usize::MAX);
+        let chunked = select(7 * importance_row_bytes(1, 4, nc));
+        assert_eq!(chunked, whole);
+        // Rows past the forced blocks rank some block by importance (not every kept block
+        // is among the three forced ones).
+        let kept: Vec<i64> = whole.convert::<i64>().to_vec().unwrap();
+        let ranked = kept.chunks(5).enumerate().any(|(row, blocks)| {
+            let current = (row % 100) as i64 / 16;
+            blocks.iter().any(|&j| j > 0 && j < current - 1)
+        });
+        assert!(ranked);
+    }
 }

@@ -231,15 +231,12 @@ fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3
 
 /// Threads per workgroup of the NSA selection kernel (one query row each).
 const NSA_SELECT_WORKGROUP: u32 = 64;
-/// Compressed blocks whose probabilities one selection thread holds (`CHUNK` in
-/// `nsa_select.wgsl`).
-const NSA_SELECT_CHUNK: usize = 64;
-
 /// Whether `nsa_select.wgsl` takes `config`: one selection block's compressed blocks (its
 /// own `l' / d` and the `l / d - 1` that start before it) fit in its chunk.
 fn nsa_select_fits(config: &NsaConfig) -> bool {
     let stride = config.stride;
-    config.select_block / stride + config.compress_block / stride - 1 <= NSA_SELECT_CHUNK
+    let reach = config.select_block / stride + config.compress_block / stride - 1;
+    reach <= crate::shared_constants::NSA_SELECT_CHUNK as usize
 }
 
 /// NSA's selection on burn-wgpu tensors (`nsa_select.wgsl`): q `[B, Hq, S, D]`, the pooled

@@ -41,9 +41,11 @@ fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
     wgpu::Instance::new(descriptor)
 }
 
-/// Features the cooperative-matrix kernel needs.
+/// Features the cooperative-matrix kernels need (the forward and dq synchronize a subgroup
+/// alone between their products: `subgroupBarrier`).
 pub(crate) const COOPERATIVE_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::SUBGROUP_BARRIER)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
 
 /// Whether the adapter has the features and the 16x16x16 f16 -> f32 matrix shape.

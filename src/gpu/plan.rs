@@ -149,8 +149,8 @@ fn cooperative_workgroup_bytes(head_dim: u64) -> u64 {
         + keys * (rows + 8) * 2
         + rows * 8
         + 48;
-    // The forward's row maxima and factors, a partner slot per thread, and 16 bytes of tile flags.
-    let attention = block_tile + rows * 8 + COOP_WORKGROUP as u64 * 4 + 16;
+    // The forward's row maxima.
+    let attention = block_tile + rows * 4;
     let (chunk, row_tile) = (COOP_DKDV_KEYS as u64, COOP_DKDV_ROWS as u64);
     let dkdv = (2 * row_tile * (head_dim + 8) * 2).max(2 * chunk * 40 * 2)
         + 2 * chunk * (row_tile + 4) * 4

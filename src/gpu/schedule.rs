@@ -577,7 +577,7 @@ fn decode_slots(config: &MobaConfig, num_blocks: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::plan::decode_constants;
+    use super::super::plan::{cooperative_tiles, decode_constants};
     use super::*;
 
     fn constants() -> KernelConstants {
@@ -636,12 +636,7 @@ mod tests {
             ..constants()
         });
         let cooperative = KernelSet {
-            cooperative: Some(KernelConstants {
-                workgroup_size: 256,
-                query_tile: 128,
-                subgroups: 8,
-                ..portable.portable
-            }),
+            cooperative: Some(cooperative_tiles(32, 3)),
             ..portable
         };
         let decode_shape = Shape { q_len: 1, ..shape };
