@@ -5,10 +5,49 @@ use rand_distr::StandardNormal;
 
 use crate::config::Shape;
 
-/// `len` standard-normal f32 values from `seed`.
+/// Values per independently seeded stream: a longer input is drawn a stream at a time on
+/// every core (one input of the benchmark at 512K tokens is 1G values, a minute on one core),
+/// each stream seeded from `seed` and its index, so the values do not depend on the cores.
+const STREAM_LEN: usize = 1 << 24;
+
+/// `len` standard-normal f32 values from `seed` (up to `STREAM_LEN` of them, one stream from
+/// `seed`; more, in streams of that length).
 pub fn normal(len: usize, seed: u64) -> Vec<f32> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    normal_in_streams(len, seed, STREAM_LEN, threads)
+}
+
+fn normal_in_streams(len: usize, seed: u64, stream_len: usize, threads: usize) -> Vec<f32> {
+    let mut values = vec![0.0; len];
+    if len <= stream_len {
+        fill_normal(&mut values, seed);
+        return values;
+    }
+    let mut streams: Vec<(usize, &mut [f32])> = values.chunks_mut(stream_len).enumerate().collect();
+    let per_thread = streams.len().div_ceil(threads.max(1));
+    std::thread::scope(|scope| {
+        while !streams.is_empty() {
+            let batch: Vec<_> = streams.drain(..per_thread.min(streams.len())).collect();
+            scope.spawn(move || {
+                for (index, stream) in batch {
+                    fill_normal(stream, stream_seed(seed, index));
+                }
+            });
+        }
+    });
+    values
+}
+
+fn fill_normal(values: &mut [f32], seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    (0..len).map(|_| rng.sample(StandardNormal)).collect()
+    for value in values {
+        *value = rng.sample(StandardNormal);
+    }
+}
+
+/// The seed of stream `index` of an input drawn from `seed` (a golden-ratio step apart).
+fn stream_seed(seed: u64, index: usize) -> u64 {
+    seed.wrapping_add((index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// NSA's inputs for `shape` from `seed`: standard-normal `q`, `k`, `v`, and gates
@@ -25,4 +64,30 @@ pub fn nsa_inputs(shape: &Shape, seed: u64) -> [Vec<f32>; 4] {
         normal(shape.kv_elems(), seed + 2),
         gates,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_inputs_are_the_same_on_any_number_of_cores() {
+        let one = normal_in_streams(1000, 7, 64, 1);
+        assert_eq!(one, normal_in_streams(1000, 7, 64, 3));
+        assert_eq!(one, normal_in_streams(1000, 7, 64, 64));
+        // Each stream is its own: stream 1 is not stream 0 again, and is drawn from its seed.
+        assert_ne!(one[..64], one[64..128]);
+        assert_eq!(
+            one[64..128],
+            normal_in_streams(64, stream_seed(7, 1), 64, 1)[..]
+        );
+        // Short inputs are one stream from the seed itself.
+        assert_eq!(normal(100, 7), normal_in_streams(100, 7, 100, 1));
+        let mean = one.iter().sum::<f32>() / one.len() as f32;
+        let variance = one.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / one.len() as f32;
+        assert!(
+            mean.abs() < 0.1 && (variance - 1.0).abs() < 0.15,
+            "{mean} {variance}"
+        );
+    }
 }
