@@ -24,7 +24,14 @@ fn normal_in_streams(len: usize, seed: u64, stream_len: usize, threads: usize) -
         return values;
     }
     let mut streams: Vec<(usize, &mut [f32])> = values.chunks_mut(stream_len).enumerate().collect();
-    let per_thread = streams.len().div_ceil(threads.max(1));
+    if threads <= 1 {
+        // No thread spawned: one core, or a target without threads (wasm32).
+        for (index, stream) in streams {
+            fill_normal(stream, stream_seed(seed, index));
+        }
+        return values;
+    }
+    let per_thread = streams.len().div_ceil(threads);
     std::thread::scope(|scope| {
         while !streams.is_empty() {
             let batch: Vec<_> = streams.drain(..per_thread.min(streams.len())).collect();

@@ -177,10 +177,7 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             "--decode times the forward step alone: no --backward or --burn-baseline".into(),
         ));
     }
-    if let Some(folder) = args.out.parent().filter(|f| !f.as_os_str().is_empty()) {
-        std::fs::create_dir_all(folder).map_err(|e| MobaError::io(folder, e))?;
-    }
-    let mut out = open_records(&args.out)?;
+    let mut out = RecordsFile::open(&args.out)?;
     let mut records = Vec::new();
     let gpu = match args.cuda {
         true => None,
@@ -205,8 +202,7 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         let Some(gpu) = &gpu else {
             let mut record = measure_cuda(args, &shape, &config, progress)?;
             record.pass = pass.into();
-            let line = serde_json::to_string(&record).expect("a record serialises");
-            writeln!(out, "{line}").map_err(|e| MobaError::io(&args.out, e))?;
+            out.append(&record)?;
             records.push(record);
             continue;
         };
@@ -228,16 +224,10 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             let (device, _) = burn_wgpu_device(request)?;
             record.burn_ms = Some(burn_attention_seconds(&device, &shape, options.runs)? * 1e3);
         }
-        let line = serde_json::to_string(&record).expect("a record serialises");
-        writeln!(out, "{line}").map_err(|e| MobaError::io(&args.out, e))?;
+        out.append(&record)?;
         records.push(record);
     }
-    eprintln!(
-        "\r{:60}\rwrote {} records to {}",
-        "",
-        records.len(),
-        args.out.display()
-    );
+    out.report();
     if args.decode {
         // The plots' x axis is the sequence length: not a decode's.
         print!("{}", decode_table(&records));
@@ -261,12 +251,17 @@ pub fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             )
         })
         .collect();
+    check_failures(&failed, records.len())
+}
+
+/// `Ok` where no measurement failed its check; else the failures (each described) as one
+/// error, after every record was written.
+fn check_failures(failed: &[String], measured: usize) -> Result<()> {
     match failed.is_empty() {
         true => Ok(()),
         false => Err(MobaError::CheckFailed(format!(
-            "FAIL: {} of {} measurements disagree with the reference past the bound: {}",
+            "FAIL: {} of {measured} measurements disagree with the reference past the bound: {}",
             failed.len(),
-            records.len(),
             failed.join(", ")
         ))),
     }
@@ -311,26 +306,61 @@ fn report_plots(records: &[Record], peers: &[Peer], folder: &Path) -> Result<()>
     Ok(())
 }
 
-/// `path` opened to append JSON lines; a file whose last line lacks its newline gets one
-/// first, so that the new record starts a line of its own.
-fn open_records(path: &Path) -> Result<std::fs::File> {
-    use std::io::{Read, Seek, SeekFrom};
-    let error = |e| MobaError::io(path, e);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(path)
-        .map_err(error)?;
-    if file.metadata().map_err(error)?.len() > 0 {
-        let mut last = [0u8; 1];
-        file.seek(SeekFrom::End(-1)).map_err(error)?;
-        file.read_exact(&mut last).map_err(error)?;
-        if last[0] != b'\n' {
-            file.write_all(b"\n").map_err(error)?;
+/// The JSON-lines file a bench run appends its records to, a line as soon as each is
+/// measured (an interrupted run keeps what it measured).
+struct RecordsFile {
+    path: PathBuf,
+    file: std::fs::File,
+    written: usize,
+}
+
+impl RecordsFile {
+    /// Opens `path` for appending, with its folder; a file whose last line lacks its newline
+    /// gets one first.
+    fn open(path: &Path) -> Result<Self> {
+        use std::io::{Read, Seek, SeekFrom};
+        if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|e| MobaError::io(folder, e))?;
         }
+        let error = |e| MobaError::io(path, e);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(error)?;
+        if file.metadata().map_err(error)?.len() > 0 {
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::End(-1)).map_err(error)?;
+            file.read_exact(&mut last).map_err(error)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n").map_err(error)?;
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            written: 0,
+        })
     }
-    Ok(file)
+
+    /// Appends `record` as one line.
+    fn append(&mut self, record: &impl serde::Serialize) -> Result<()> {
+        let line = serde_json::to_string(record).expect("a record serialises");
+        writeln!(self.file, "{line}").map_err(|e| MobaError::io(&self.path, e))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Says how many records went where, over the progress line.
+    fn report(&self) {
+        eprintln!(
+            "\r{:60}\rwrote {} records to {}",
+            "",
+            self.written,
+            self.path.display()
+        );
+    }
 }
 
 /// The MoBA records of one JSON-lines file (NSA's, which `--attention nsa` may have

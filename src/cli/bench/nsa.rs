@@ -2,15 +2,13 @@
 //! through burn's wgpu backend or the CUDA path, checked on sampled rows, written as JSON
 //! lines ([`moba::bench::nsa::NsaRecord`]) and printed as a table.
 
-use std::io::Write;
-
 use moba::backend::{attention_kernel, burn_wgpu_device};
 use moba::bench::nsa::{NsaBenchOptions, NsaRecord, measure_nsa};
 use moba::gpu::AdapterRequest;
 use moba::reference::Precision;
 use moba::{MobaError, NsaConfig, Result, Shape};
 
-use super::{BenchArgs, CudaDtype, open_records};
+use super::{BenchArgs, CudaDtype, RecordsFile, check_failures};
 
 pub(super) fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
     if args.decode || args.burn_baseline {
@@ -27,10 +25,7 @@ pub(super) fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
         n.window,
     );
     config.validate()?;
-    if let Some(folder) = args.out.parent().filter(|f| !f.as_os_str().is_empty()) {
-        std::fs::create_dir_all(folder).map_err(|e| MobaError::io(folder, e))?;
-    }
-    let mut out = open_records(&args.out)?;
+    let mut out = RecordsFile::open(&args.out)?;
     let mut records = Vec::new();
     for (index, &seq_len) in args.seq_lens.iter().enumerate() {
         let shape = Shape {
@@ -61,34 +56,22 @@ pub(super) fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
                 NsaRecord::new(described, backend, &shape, &config, &measured)
             }
         };
-        let line = serde_json::to_string(&record).expect("a record serialises");
-        writeln!(out, "{line}").map_err(|e| MobaError::io(&args.out, e))?;
+        out.append(&record)?;
         records.push(record);
     }
-    eprintln!(
-        "\r{:60}\rwrote {} records to {}",
-        "",
-        records.len(),
-        args.out.display()
-    );
+    out.report();
     print!("{}", table(&records));
     let failed: Vec<String> = records
         .iter()
         .filter(|r| !r.passed)
         .map(|r| {
             format!(
-                "S={}: o error {:.2e} (bound {:.2e}), {} wrong selections",
+                "NSA S={}: o error {:.2e} (bound {:.2e}), {} wrong selections",
                 r.seq_len, r.o_error, r.o_bound, r.wrong_selections
             )
         })
         .collect();
-    match failed.is_empty() {
-        true => Ok(()),
-        false => Err(MobaError::CheckFailed(format!(
-            "FAIL: NSA disagrees with the reference: {}",
-            failed.join(", ")
-        ))),
-    }
+    check_failures(&failed, records.len())
 }
 
 fn options(args: &BenchArgs, precision: Precision) -> NsaBenchOptions {
