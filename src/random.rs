@@ -7,11 +7,11 @@ use crate::config::Shape;
 
 /// Values per independently seeded stream: a longer input is drawn a stream at a time on
 /// every core (one input of the benchmark at 512K tokens is 1G values, a minute on one core),
-/// each stream seeded from `seed` and its index, so the values do not depend on the cores.
+/// stream i seeded from `seed` and i, so the values do not depend on the cores.
 const STREAM_LEN: usize = 1 << 24;
 
-/// `len` standard-normal f32 values from `seed` (up to `STREAM_LEN` of them, one stream from
-/// `seed`; more, in streams of that length).
+/// `len` standard-normal f32 values from `seed`, in streams of `STREAM_LEN` (the first, and
+/// so every input up to that length, drawn from `seed` itself).
 pub fn normal(len: usize, seed: u64) -> Vec<f32> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     normal_in_streams(len, seed, STREAM_LEN, threads)
@@ -19,42 +19,35 @@ pub fn normal(len: usize, seed: u64) -> Vec<f32> {
 
 fn normal_in_streams(len: usize, seed: u64, stream_len: usize, threads: usize) -> Vec<f32> {
     let mut values = vec![0.0; len];
-    if len <= stream_len {
-        fill_normal(&mut values, seed);
-        return values;
-    }
     let mut streams: Vec<(usize, &mut [f32])> = values.chunks_mut(stream_len).enumerate().collect();
-    if threads <= 1 {
-        // No thread spawned: one core, or a target without threads (wasm32).
-        for (index, stream) in streams {
-            fill_normal(stream, stream_seed(seed, index));
-        }
-        return values;
-    }
-    let per_thread = streams.len().div_ceil(threads);
+    let per_thread = streams.len().div_ceil(threads.max(1)).max(1);
+    // This thread fills the first batch itself: no thread is spawned for one batch (one core,
+    // a short input, or a target without threads such as wasm32).
+    let own: Vec<_> = streams.drain(..per_thread.min(streams.len())).collect();
     std::thread::scope(|scope| {
         while !streams.is_empty() {
             let batch: Vec<_> = streams.drain(..per_thread.min(streams.len())).collect();
-            scope.spawn(move || {
-                for (index, stream) in batch {
-                    fill_normal(stream, stream_seed(seed, index));
-                }
-            });
+            scope.spawn(move || fill_streams(batch, seed));
         }
+        fill_streams(own, seed);
     });
     values
 }
 
-fn fill_normal(values: &mut [f32], seed: u64) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    for value in values {
-        *value = rng.sample(StandardNormal);
+/// Fills each (index, stream) from its seed.
+fn fill_streams(streams: Vec<(usize, &mut [f32])>, seed: u64) {
+    for (index, stream) in streams {
+        let mut rng = StdRng::seed_from_u64(stream_seed(seed, index));
+        for value in stream {
+            *value = rng.sample(StandardNormal);
+        }
     }
 }
 
-/// The seed of stream `index` of an input drawn from `seed` (a golden-ratio step apart).
+/// The seed of stream `index` of an input drawn from `seed`: `seed` itself for the first,
+/// then a golden-ratio step apart.
 fn stream_seed(seed: u64, index: usize) -> u64 {
-    seed.wrapping_add((index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    seed.wrapping_add((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// NSA's inputs for `shape` from `seed`: standard-normal `q`, `k`, `v`, and gates
@@ -88,8 +81,12 @@ mod tests {
             one[64..128],
             normal_in_streams(64, stream_seed(7, 1), 64, 1)[..]
         );
-        // Short inputs are one stream from the seed itself.
-        assert_eq!(normal(100, 7), normal_in_streams(100, 7, 100, 1));
+        // The first stream, and so a short input, is drawn from the seed itself.
+        let mut rng = StdRng::seed_from_u64(7);
+        let plain: Vec<f32> = (0..100).map(|_| rng.sample(StandardNormal)).collect();
+        assert_eq!(normal(100, 7), plain);
+        assert_eq!(one[..64], plain[..64]);
+        assert!(normal(0, 7).is_empty());
         let mean = one.iter().sum::<f32>() / one.len() as f32;
         let variance = one.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / one.len() as f32;
         assert!(

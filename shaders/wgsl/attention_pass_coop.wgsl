@@ -108,9 +108,8 @@ fn form_probabilities(row: u32, position: u32, is_row: bool, half: u32, first: u
 
 // The kernel's work on one tile (coop_block_tile.wgsl's entry calls it): its rows' keys end
 // at `key_end`; the subgroup owns row strip `subgroup.index`.
-// The branches on subgroupAny are uniform in the subgroup, as the matrix operations need;
-// WGSL's uniformity analysis would ask for the workgroup's.
-@diagnostic(off, derivative_uniformity)
+// The branches on subgroupAny are uniform in the subgroup, as the matrix operations need
+// (naga checks uniformity only within a function, so rescale_output's operations pass).
 fn run_tile(tile: BlockTile, key_end: u32, lid: u32, subgroup: Strip) {
     let strip = subgroup.index;
     var query: RowStrip;

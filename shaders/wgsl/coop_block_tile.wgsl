@@ -67,9 +67,13 @@ var<workgroup> row_index: array<u32, QUERY_TILE>;
 var<workgroup> row_position: array<u32, QUERY_TILE>;
 // Scalars padded to 16 bytes: drivers may place f16 tiles after every 4-byte variable, and
 // the matrix loads need their rows 16-byte aligned.
-var<workgroup> tile_last_position: array<atomic<u32>, 4>;
-var<workgroup> tile_key_end: array<u32, 4>;
+// The tile rows' largest (LAST_ROW) and smallest (FIRST_ROW) positions, gathered with
+// atomics; then shared as plain values, the largest turned into where the tile's keys end.
+var<workgroup> tile_positions: array<atomic<u32>, 4>;
+var<workgroup> tile_bounds: array<u32, 4>;
 var<workgroup> shared_tile: BlockTile;
+const LAST_ROW: u32 = 0u;
+const FIRST_ROW: u32 = 1u;
 
 // The subgroup that runs a thread (it owns row strip `index`), and the thread's lane in it.
 struct Strip {
@@ -118,29 +122,29 @@ fn open_block_tile(grid: GridPosition, lid: u32) -> BlockTile {
 // first row's position for tile_first_position.
 fn load_tile_rows(tile: BlockTile, lid: u32) -> u32 {
     if lid == 0u {
-        atomicStore(&tile_last_position[0], 0u);
-        atomicStore(&tile_last_position[1], 0xffffffffu);
+        atomicStore(&tile_positions[LAST_ROW], 0u);
+        atomicStore(&tile_positions[FIRST_ROW], 0xffffffffu);
     }
     workgroupBarrier();
     if lid < tile.rows {
         let row = tile_row(tile, lid);
         row_index[lid] = row.x;
         row_position[lid] = row.y;
-        atomicMax(&tile_last_position[0], row.y);
-        atomicMin(&tile_last_position[1], row.y);
+        atomicMax(&tile_positions[LAST_ROW], row.y);
+        atomicMin(&tile_positions[FIRST_ROW], row.y);
     }
     workgroupBarrier();
     if lid == 0u {
-        tile_key_end[0] = tile_key_range(tile, atomicLoad(&tile_last_position[0])).y;
-        tile_key_end[1] = atomicLoad(&tile_last_position[1]);
+        tile_bounds[LAST_ROW] = tile_key_range(tile, atomicLoad(&tile_positions[LAST_ROW])).y;
+        tile_bounds[FIRST_ROW] = atomicLoad(&tile_positions[FIRST_ROW]);
     }
-    return workgroupUniformLoad(&tile_key_end)[0];
+    return workgroupUniformLoad(&tile_bounds)[LAST_ROW];
 }
 
 // The smallest position of the tile's rows, the same value in every thread (after
 // load_tile_rows).
 fn tile_first_position() -> u32 {
-    return workgroupUniformLoad(&tile_key_end)[1];
+    return workgroupUniformLoad(&tile_bounds)[FIRST_ROW];
 }
 
 // Loads the subgroup's strip of the rows of `source` (see `strip_source`, which each kernel

@@ -9,8 +9,9 @@
 //       workgroup, linear.
 // Registers: the best TOP_K - forced (importance, block) pairs while the thread walks its
 //       eligible selection blocks in order, a chunk of them at a time; the probabilities of
-//       the chunk's compressed blocks (NSA_SELECT_CHUNK of them at most), summed over the group's heads,
-//       one head's query at a time. No [rows, ns] importance matrix ever exists.
+//       the chunk's compressed blocks (NSA_SELECT_CHUNK of them at most), summed over the
+//       group's heads, one head's query at a time. No [rows, ns] importance matrix ever
+//       exists.
 // Importance: imp(j) = sum over eligible compressed blocks i of p(i) * (overlap of i's keys
 //       [i d, i d + l) with j's [j l', (j + 1) l')) / d, where p(i) = sum over the group's
 //       heads of exp(scale q . kc_i - lse) and lse is the compressed branch's (natural log).

@@ -13,7 +13,7 @@
 use super::check::{Check, Precision};
 use super::nsa::{nsa_forward, nsa_forward_given, nsa_importance};
 use crate::config::{NsaConfig, Shape, check_len};
-use crate::error::Result;
+use crate::error::{MobaError, Result};
 
 /// Relative importance gap under which two selection blocks count as tied: the backends
 /// rank importances summed in their own float type (bf16 on CUDA keeps 8 bits).
@@ -72,7 +72,7 @@ pub fn check_nsa_rows(
         shape.q_rows() * 3,
     )?;
     if let Some(&row) = rows.iter().find(|&&row| row >= shape.q_rows()) {
-        return Err(crate::error::MobaError::Config(format!(
+        return Err(MobaError::Config(format!(
             "sampled row {row} of {} rows",
             shape.q_rows()
         )));
