@@ -82,7 +82,7 @@ pub enum Step {
     /// Selection inversion, 3 of 3: every row into its lists, in row order.
     SelectionScatter,
     /// k and v rounded to f16 once, for passes that stage f16 key tiles (the WGSL
-    /// cooperative kernels); timed with the inversion, which forward and backward both have
+    /// cooperative kernels and the subgroup kernels' f16 variant); timed with the inversion, which forward and backward both have
     /// just before their passes. A backend whose kernels stage the tensors themselves (CUDA)
     /// runs nothing for it.
     HalfKeys,

@@ -12,8 +12,11 @@
 
 mod common;
 
-use common::{gpu, inputs, naive, naive_backward, shape, tolerance};
-use moba::gpu::{AttentionKernel, ForwardIo, GpuContext, MobaBackward, MobaForward};
+use common::{
+    backward_with, download, f16_round, forward_with, gpu, inputs, naive, naive_backward, shape,
+    to_f16, tolerance, within,
+};
+use moba::gpu::{AttentionKernel, GpuContext};
 use moba::{MobaConfig, Shape, random, reference};
 
 /// The default adapter, which must have cooperative matrices.
@@ -190,7 +193,13 @@ fn moba_forward_matches_the_reference_at_f16_precision() {
     ] {
         let (q, k, v) = inputs(&shape, 51);
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
-        let (o, lse) = cooperative_forward(gpu, (&q, &k, &v), &shape, &config);
+        let (o, lse) = forward_with(
+            gpu,
+            AttentionKernel::Cooperative,
+            (&q, &k, &v),
+            &shape,
+            &config,
+        );
         let d = shape.head_dim;
         let bad_rows: Vec<usize> = (0..shape.q_rows())
             .filter(|&r| {
@@ -242,7 +251,13 @@ fn forward_rescales_when_later_keys_score_higher() {
         let (q, k, v) = inputs(&shape, 123);
         let [q, k, v] = [q, k, v].map(to_f16);
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
-        let (o, lse) = cooperative_forward(gpu, (&q, &k, &v), &shape, &config);
+        let (o, lse) = forward_with(
+            gpu,
+            AttentionKernel::Cooperative,
+            (&q, &k, &v),
+            &shape,
+            &config,
+        );
         let (naive_o, naive_lse) = naive([&q, &k, &v], &shape, &config, &want.selection, f16_round);
         let mut line = format!("{shape:?} {config:?}:");
         for (name, got, naive, want) in [
@@ -328,44 +343,16 @@ fn lse_is_exact_to_f32_on_f16_exact_inputs() {
     let (q, k, v) = inputs(&shape, 77);
     let [q, k, v] = [q, k, v].map(to_f16);
     let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
-    let (_, lse) = cooperative_forward(gpu, (&q, &k, &v), &shape, &config);
+    let (_, lse) = forward_with(
+        gpu,
+        AttentionKernel::Cooperative,
+        (&q, &k, &v),
+        &shape,
+        &config,
+    );
     let lse_error = reference::max_abs_error(&lse, &want.lse);
     eprintln!("lse error on f16-exact inputs: {lse_error:.2e}");
     assert!(lse_error < 2e-5, "lse error {lse_error:.2e}");
-}
-
-/// `x` rounded to the nearest f16.
-fn f16_round(x: f32) -> f32 {
-    half::f16::from_f32(x).to_f32()
-}
-
-/// Values that f16 holds exactly (inputs whose only rounding is the kernel's own).
-fn to_f16(data: Vec<f32>) -> Vec<f32> {
-    data.into_iter().map(f16_round).collect()
-}
-
-/// Whether `got`'s largest error against `want` is within `bound` (NaN never is: the error
-/// is then infinite); adds `name error (bound)` to `line`.
-fn within(line: &mut String, name: &str, got: &[f32], want: &[f64], bound: f64) -> bool {
-    let error = reference::max_abs_error(got, want);
-    *line += &format!(" {name} {error:.2e} (bound {bound:.2e})");
-    error <= bound
-}
-
-/// The tensor-core forward's o and lse.
-fn cooperative_forward(
-    gpu: &GpuContext,
-    (q, k, v): (&[f32], &[f32], &[f32]),
-    shape: &Shape,
-    config: &MobaConfig,
-) -> (Vec<f32>, Vec<f32>) {
-    let forward =
-        MobaForward::with_kernel(gpu, shape, config, AttentionKernel::Cooperative).unwrap();
-    let io = ForwardIo::new(gpu, q, k, v, shape.q_rows(), config.top_k);
-    let mut encoder = gpu.device().create_command_encoder(&Default::default());
-    forward.encode(&mut encoder, &io.buffers()).unwrap();
-    gpu.submit_and_wait(encoder.finish()).unwrap();
-    (download(gpu, &io.o), download(gpu, &io.lse))
 }
 
 /// The tensor-core backward (dq passes and dk/dv on cooperative matrices) after the
@@ -402,8 +389,21 @@ fn moba_backward_matches_the_reference_at_f16_precision() {
         let (q, k, v) = inputs(&shape, seed);
         let dout = random::normal(shape.q_elems(), seed ^ 0x5eed_0003);
         let [q, k, v, dout] = [q, k, v, dout].map(to_f16);
-        let (selection, grads) = cooperative_backward(gpu, [&q, &k, &v, &dout], &shape, &config);
-        let again = cooperative_backward(gpu, [&q, &k, &v, &dout], &shape, &config).1;
+        let (selection, grads) = backward_with(
+            gpu,
+            AttentionKernel::Cooperative,
+            [&q, &k, &v, &dout],
+            &shape,
+            &config,
+        );
+        let again = backward_with(
+            gpu,
+            AttentionKernel::Cooperative,
+            [&q, &k, &v, &dout],
+            &shape,
+            &config,
+        )
+        .1;
         let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
         let exact_selection = reference::selection(&q, &k, &shape, &config);
         assert_eq!(selection, exact_selection, "case {index}: the gate differs");
@@ -422,7 +422,14 @@ fn moba_backward_matches_the_reference_at_f16_precision() {
         // dout by a power of two before the f16 rounding, so the gradients scale exactly.
         let tiny = 2f32.powi(-20);
         let small_dout: Vec<f32> = dout.iter().map(|x| x * tiny).collect();
-        let small = cooperative_backward(gpu, [&q, &k, &v, &small_dout], &shape, &config).1;
+        let small = backward_with(
+            gpu,
+            AttentionKernel::Cooperative,
+            [&q, &k, &v, &small_dout],
+            &shape,
+            &config,
+        )
+        .1;
         let scales = small
             .iter()
             .zip(&grads)
@@ -439,34 +446,6 @@ fn moba_backward_matches_the_reference_at_f16_precision() {
         failures += usize::from(!same) + usize::from(!scales);
     }
     assert_eq!(failures, 0);
-}
-
-/// The selection of the tensor-core forward and the gradients of the tensor-core backward
-/// on its saved outputs: `(selection, [dq, dk, dv])`.
-fn cooperative_backward(
-    gpu: &GpuContext,
-    [q, k, v, dout]: [&[f32]; 4],
-    shape: &Shape,
-    config: &MobaConfig,
-) -> (Vec<i32>, [Vec<f32>; 3]) {
-    let kernel = AttentionKernel::Cooperative;
-    let forward = MobaForward::with_kernel(gpu, shape, config, kernel).unwrap();
-    let backward = MobaBackward::with_kernel(gpu, shape, config, kernel).unwrap();
-    assert_eq!(backward.kernel(), kernel);
-    let io = ForwardIo::new(gpu, q, k, v, shape.q_rows(), config.top_k);
-    let dout = gpu.upload("dout", dout);
-    let dq = gpu.poisoned("dq", shape.q_elems());
-    let (dk, dv) = (
-        gpu.poisoned("dk", shape.kv_elems()),
-        gpu.poisoned("dv", shape.kv_elems()),
-    );
-    let mut encoder = gpu.device().create_command_encoder(&Default::default());
-    forward.encode(&mut encoder, &io.buffers()).unwrap();
-    let buffers = io.buffers().with_gradients(&dout, &dq, &dk, &dv);
-    backward.encode(&mut encoder, &buffers).unwrap();
-    gpu.submit_and_wait(encoder.finish()).unwrap();
-    let selection = pollster::block_on(gpu.download::<i32>(&io.selection)).unwrap();
-    (selection, [&dq, &dk, &dv].map(|b| download(gpu, b)))
 }
 
 /// Runs one workgroup of a shader with `buffers` bound at bindings 0, 1, 2, ...
@@ -493,10 +472,6 @@ fn dispatch_one(gpu: &GpuContext, source: &str, buffers: &[&wgpu::Buffer]) {
         pass.dispatch_workgroups(1, 1, 1);
     }
     gpu.submit_and_wait(encoder.finish()).unwrap();
-}
-
-fn download(gpu: &GpuContext, buffer: &wgpu::Buffer) -> Vec<f32> {
-    pollster::block_on(gpu.download(buffer)).unwrap()
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn attend_key_tile(
         var partial = 0.0;
         // unroll
         for (var i = 0u; i < LANE_VECS; i++) {
-            partial += dot((*query)[i], key_tile[j * HEAD_VECS + lane_vec(i, lane)]);
+            partial += dot((*query)[i], tile_key(j * HEAD_VECS + lane_vec(i, lane)));
         }
         let score = lane_sum(partial);
         scores[j] = NEG_BIG;
@@ -60,7 +60,7 @@ fn attend_key_tile(
         sum += p;
         // unroll
         for (var i = 0u; i < LANE_VECS; i++) {
-            (*acc)[i] += p * value_tile[j * HEAD_VECS + lane_vec(i, lane)];
+            (*acc)[i] += p * tile_value(j * HEAD_VECS + lane_vec(i, lane));
         }
     }
     *state = vec2<f32>(new_max, sum);

@@ -17,8 +17,9 @@
 //       the same bits on every run (no atomics).
 // Memory: selection [rows, TOP_K] i32 (ascending, -1 padded); dk, dv [groups, kv_len,
 //       HEAD_DIM] vec4 f32, every key written (zero where no row chose its block).
-// Workgroup memory: staged q and dout (2 * KEY_TILE * HEAD_DIM f32, the forward's key/value
-//       tile budget), row terms and positions, the candidate prefix sum and compacted rows.
+// Workgroup memory: staged q and dout (2 * KEY_TILE * HEAD_DIM StagedVector elements, f32 or
+//       in the f16 variant f16 (staged_f16.wgsl): the forward's key/value tile budget), row
+//       terms and positions, the candidate prefix sum and compacted rows.
 
 const TILE_KEYS: u32 = WORKGROUP_SIZE / LANES;
 // The host's grid counts QUERY_TILE keys per workgroup (src/gpu/schedule.rs), and sizes the
@@ -29,8 +30,8 @@ const_assert TILE_KEYS == QUERY_TILE;
 @group(0) @binding(5) var<storage, read_write> dk: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> dv: array<vec4<f32>>;
 
-var<workgroup> staged_query: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
-var<workgroup> staged_dout: array<vec4<f32>, KEY_TILE * HEAD_VECS>;
+var<workgroup> staged_query: array<StagedVector, KEY_TILE * HEAD_VECS>;
+var<workgroup> staged_dout: array<StagedVector, KEY_TILE * HEAD_VECS>;
 var<workgroup> staged_terms: array<vec2<f32>, KEY_TILE>;
 var<workgroup> staged_position: array<u32, KEY_TILE>;
 var<workgroup> prefix: array<u32, WORKGROUP_SIZE>;
@@ -116,8 +117,8 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
                 let rows = min(KEY_TILE, count - base);
                 for (var i = lid; i < rows * HEAD_VECS; i += WORKGROUP_SIZE) {
                     let row = matched[base + i / HEAD_VECS];
-                    staged_query[i] = queries[row * HEAD_VECS + i % HEAD_VECS];
-                    staged_dout[i] = dout[row * HEAD_VECS + i % HEAD_VECS];
+                    staged_query[i] = StagedVector(queries[row * HEAD_VECS + i % HEAD_VECS]);
+                    staged_dout[i] = StagedVector(dout[row * HEAD_VECS + i % HEAD_VECS]);
                 }
                 if lid < rows {
                     let row = matched[base + lid];
@@ -135,8 +136,8 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
                         // unroll
                         for (var i = 0u; i < LANE_VECS; i++) {
                             let at = r * HEAD_VECS + lane_vec(i, lane);
-                            score += dot(key[i], staged_query[at]);
-                            dp += dot(value[i], staged_dout[at]);
+                            score += dot(key[i], vec4<f32>(staged_query[at]));
+                            dp += dot(value[i], vec4<f32>(staged_dout[at]));
                         }
                         score = lane_sum(score);
                         dp = lane_sum(dp);
@@ -145,8 +146,8 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
                             // unroll
                             for (var i = 0u; i < LANE_VECS; i++) {
                                 let at = r * HEAD_VECS + lane_vec(i, lane);
-                                grad_value[i] += gradient.x * staged_dout[at];
-                                grad_key[i] += gradient.y * staged_query[at];
+                                grad_value[i] += gradient.x * vec4<f32>(staged_dout[at]);
+                                grad_key[i] += gradient.y * vec4<f32>(staged_query[at]);
                             }
                         }
                     }

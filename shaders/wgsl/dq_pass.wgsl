@@ -42,8 +42,8 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
             // unroll
             for (var i = 0u; i < LANE_VECS; i++) {
                 let at = j * HEAD_VECS + lane_vec(i, row.lane);
-                score += dot(query[i], key_tile[at]);
-                dp += dot(grad_out[i], value_tile[at]);
+                score += dot(query[i], tile_key(at));
+                dp += dot(grad_out[i], tile_value(at));
             }
             score = lane_sum(score);
             dp = lane_sum(dp);
@@ -51,7 +51,7 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
                 let ds = score_gradient(score, dp, terms).y;
                 // unroll
                 for (var i = 0u; i < LANE_VECS; i++) {
-                    grad_query[i] += ds * key_tile[j * HEAD_VECS + lane_vec(i, row.lane)];
+                    grad_query[i] += ds * tile_key(j * HEAD_VECS + lane_vec(i, row.lane));
                 }
             }
         }

@@ -60,6 +60,9 @@ pub(crate) enum KernelChoice {
     /// f32 WGSL, each row split over 4 subgroup lanes, forward and backward (adapters with
     /// subgroups).
     Subgroup,
+    /// The subgroup kernels staging f16 tiles (k, v, and dk/dv's q and dout rounded to f16),
+    /// f32 arithmetic (adapters with subgroups and shader-f16).
+    SubgroupF16,
     /// f16 cooperative matrices (tensor cores), f32 accumulation.
     Cooperative,
 }
@@ -70,6 +73,7 @@ impl KernelChoice {
             KernelChoice::Auto => AttentionKernel::best(gpu.caps(), head_dim),
             KernelChoice::Portable => AttentionKernel::Portable,
             KernelChoice::Subgroup => AttentionKernel::Subgroup,
+            KernelChoice::SubgroupF16 => AttentionKernel::SubgroupF16,
             KernelChoice::Cooperative => AttentionKernel::Cooperative,
         }
     }

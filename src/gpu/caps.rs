@@ -4,8 +4,9 @@
 
 use super::context::{COOPERATIVE_FEATURES, offers_cooperative_matrices};
 
-/// A device's limits, the smallest subgroup where the device has subgroup operations, and the
-/// subgroup size at which the cooperative (tensor-core) kernel runs there, where it can.
+/// A device's limits, the smallest subgroup where the device has subgroup operations, whether
+/// it has f16 in shaders, and the subgroup size at which the cooperative (tensor-core) kernel
+/// runs there, where it can.
 ///
 /// ```no_run
 /// let gpu = moba::gpu::GpuContext::new_blocking(&Default::default())?;
@@ -20,6 +21,9 @@ pub struct DeviceCaps {
     /// The adapter's smallest subgroup, where the device was opened with `SUBGROUP` (the
     /// lanes kernel splits a row over 4 threads of one subgroup).
     pub subgroup_min_size: Option<u32>,
+    /// Whether the device was opened with `SHADER_F16` (the subgroup kernels' f16 variant
+    /// stages f16 tiles).
+    pub shader_f16: bool,
     /// The subgroup size of the cooperative kernel: `Some` where the adapter offers 16x16x16
     /// f16 -> f32 matrices with a fixed subgroup size and the device was opened with them.
     pub cooperative_subgroup_size: Option<u32>,
@@ -37,16 +41,18 @@ impl DeviceCaps {
         Self {
             limits: device.limits(),
             subgroup_min_size: subgroups.then_some(info.subgroup_min_size),
+            shader_f16: device.features().contains(wgpu::Features::SHADER_F16),
             cooperative_subgroup_size: cooperative.then_some(info.subgroup_min_size),
         }
     }
 
-    /// Limits alone, with neither subgroups nor cooperative matrices (a device whose adapter
-    /// is not known).
+    /// Limits alone, with neither subgroups, f16 nor cooperative matrices (a device whose
+    /// adapter is not known).
     pub fn portable(limits: wgpu::Limits) -> Self {
         Self {
             limits,
             subgroup_min_size: None,
+            shader_f16: false,
             cooperative_subgroup_size: None,
         }
     }

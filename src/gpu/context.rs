@@ -159,14 +159,15 @@ impl GpuContext {
         let (_, adapter) = select_adapter(request).await?;
         let cooperative = offers_cooperative_matrices(&adapter);
         // Timestamps where offered: the benchmark splits a forward's time by stage with them;
-        // subgroups where offered: the lanes kernel runs on them.
+        // subgroups and f16 where offered: the lanes kernels (and their f16 variant) run on
+        // them.
         let timestamps = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
-        let subgroups = adapter.features() & wgpu::Features::SUBGROUP;
+        let lanes = adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("moba"),
                 required_features: timestamps
-                    | subgroups
+                    | lanes
                     | if cooperative {
                         COOPERATIVE_FEATURES
                     } else {

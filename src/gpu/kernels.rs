@@ -17,7 +17,7 @@ macro_rules! wgsl_file {
 }
 
 /// Every file under `shaders/wgsl/`, embedded at build time.
-const FILES: [(&str, &str); 37] = [
+const FILES: [(&str, &str); 39] = [
     wgsl_file!("common"),
     wgsl_file!("attention_inputs"),
     wgsl_file!("half_inputs"),
@@ -25,6 +25,8 @@ const FILES: [(&str, &str); 37] = [
     wgsl_file!("lanes_single"),
     wgsl_file!("lanes_subgroup"),
     wgsl_file!("row_lanes"),
+    wgsl_file!("staged_f32"),
+    wgsl_file!("staged_f16"),
     wgsl_file!("key_tiles"),
     wgsl_file!("attention_tile"),
     wgsl_file!("block_tiles"),
@@ -103,6 +105,8 @@ pub(crate) enum Kernel {
     AttentionPass,
     /// The attention pass with each row split over 4 lanes of a subgroup (f32).
     AttentionPassLanes,
+    /// [`Kernel::AttentionPassLanes`] staging f16 copies of k and v (f32 arithmetic).
+    AttentionPassHalf,
     /// The attention pass with its tile products on cooperative matrices (f16).
     AttentionPassCoop,
     AttentionFinalize,
@@ -111,11 +115,15 @@ pub(crate) enum Kernel {
     DqPass,
     /// The dq pass with each row split over 4 lanes of a subgroup (f32).
     DqPassLanes,
+    /// [`Kernel::DqPassLanes`] staging f16 copies of k and v (f32 arithmetic).
+    DqPassHalf,
     /// The dq pass on cooperative matrices (f16).
     DqPassCoop,
     DkDv,
     /// dk and dv with each key split over 4 lanes of a subgroup (f32).
     DkDvLanes,
+    /// [`Kernel::DkDvLanes`] staging q and dout rounded to f16 (f32 arithmetic).
+    DkDvHalf,
     /// dk and dv on cooperative matrices (f16), from the inverted lists.
     DkDvCoop,
     /// Decode: a group's few rows against one chunk of a selected block's keys.
@@ -129,7 +137,7 @@ pub(crate) enum Kernel {
 impl Kernel {
     /// Every kernel, for checks that must not forget one.
     #[cfg(test)]
-    pub const ALL: [Kernel; 21] = [
+    pub const ALL: [Kernel; 24] = [
         Kernel::BlockMeans,
         Kernel::GateTopk,
         Kernel::SelectionCount,
@@ -138,15 +146,18 @@ impl Kernel {
         Kernel::HalfKeys,
         Kernel::AttentionPass,
         Kernel::AttentionPassLanes,
+        Kernel::AttentionPassHalf,
         Kernel::AttentionPassCoop,
         Kernel::AttentionFinalize,
         Kernel::DenseAttention,
         Kernel::BackwardPrepare,
         Kernel::DqPass,
         Kernel::DqPassLanes,
+        Kernel::DqPassHalf,
         Kernel::DqPassCoop,
         Kernel::DkDv,
         Kernel::DkDvLanes,
+        Kernel::DkDvHalf,
         Kernel::DkDvCoop,
         Kernel::DecodeSplit,
         Kernel::DecodeCombine,
@@ -154,7 +165,7 @@ impl Kernel {
     ];
 
     /// The kernel's name: its main file under `shaders/wgsl/` (`_lanes`: the subgroup kernel of
-    /// that file).
+    /// that file; `_half`: its f16 variant).
     pub fn name(self) -> &'static str {
         match self {
             Kernel::BlockMeans => "block_means",
@@ -165,15 +176,18 @@ impl Kernel {
             Kernel::HalfKeys => "half_keys",
             Kernel::AttentionPass => "attention_pass",
             Kernel::AttentionPassLanes => "attention_pass_lanes",
+            Kernel::AttentionPassHalf => "attention_pass_half",
             Kernel::AttentionPassCoop => "attention_pass_coop",
             Kernel::AttentionFinalize => "attention_finalize",
             Kernel::DenseAttention => "dense_attention",
             Kernel::BackwardPrepare => "backward_prepare",
             Kernel::DqPass => "dq_pass",
             Kernel::DqPassLanes => "dq_pass_lanes",
+            Kernel::DqPassHalf => "dq_pass_half",
             Kernel::DqPassCoop => "dq_pass_coop",
             Kernel::DkDv => "dkdv",
             Kernel::DkDvLanes => "dkdv_lanes",
+            Kernel::DkDvHalf => "dkdv_half",
             Kernel::DkDvCoop => "dkdv_coop",
             Kernel::DecodeSplit => "decode_split",
             Kernel::DecodeCombine => "decode_combine",
@@ -195,6 +209,7 @@ impl Kernel {
                 "attention_inputs",
                 "lanes_single",
                 "row_lanes",
+                "staged_f32",
                 "key_tiles",
                 "attention_tile",
                 "block_tiles",
@@ -214,6 +229,7 @@ impl Kernel {
                 "attention_inputs",
                 "lanes_single",
                 "row_lanes",
+                "staged_f32",
                 "key_tiles",
                 "attention_tile",
                 "dense_attention",
@@ -223,6 +239,7 @@ impl Kernel {
                 "attention_inputs",
                 "lanes_single",
                 "row_lanes",
+                "staged_f32",
                 "key_tiles",
                 "attention_tile",
                 "block_tiles",
@@ -241,14 +258,19 @@ impl Kernel {
                 "attention_inputs",
                 "lanes_single",
                 "row_lanes",
+                "staged_f32",
                 "backward_rows",
                 "dkdv",
             ],
-            // The subgroup kernels: their one-lane twin's files (`lanes_single` becomes
-            // `lanes_subgroup` in `source`).
-            Kernel::AttentionPassLanes | Kernel::DqPassLanes | Kernel::DkDvLanes => {
-                self.one_lane_twin().expect("a subgroup kernel").parts()
-            }
+            // The subgroup kernels and their f16 variants: their one-lane twin's files
+            // (`source` swaps `lanes_single` for `lanes_subgroup`, and in the f16 variants
+            // `staged_f32` for `staged_f16` and the passes' f32 inputs for the f16 copies).
+            Kernel::AttentionPassLanes
+            | Kernel::DqPassLanes
+            | Kernel::DkDvLanes
+            | Kernel::AttentionPassHalf
+            | Kernel::DqPassHalf
+            | Kernel::DkDvHalf => self.one_lane_twin().expect("a subgroup kernel").parts(),
             Kernel::DkDvCoop => &[
                 "attention_inputs",
                 "block_tiles",
@@ -273,9 +295,9 @@ impl Kernel {
     /// (`lanes_subgroup.wgsl`) where it has one (`lanes_single.wgsl`); `None` for the others.
     fn one_lane_twin(self) -> Option<Kernel> {
         match self {
-            Kernel::AttentionPassLanes => Some(Kernel::AttentionPass),
-            Kernel::DqPassLanes => Some(Kernel::DqPass),
-            Kernel::DkDvLanes => Some(Kernel::DkDv),
+            Kernel::AttentionPassLanes | Kernel::AttentionPassHalf => Some(Kernel::AttentionPass),
+            Kernel::DqPassLanes | Kernel::DqPassHalf => Some(Kernel::DqPass),
+            Kernel::DkDvLanes | Kernel::DkDvHalf => Some(Kernel::DkDv),
             _ => None,
         }
     }
@@ -285,36 +307,56 @@ impl Kernel {
         self.one_lane_twin().is_some()
     }
 
-    /// WGSL extensions the kernel enables (they must open the module).
-    fn enables(self) -> &'static str {
-        match self {
-            _ if self.is_cooperative() => "enable f16;\nenable wgpu_cooperative_matrix;\n",
-            Kernel::HalfKeys => "enable f16;\n",
-            // Browsers require the extension named, and their uniformity analysis would refuse
-            // dk/dv's shuffles behind a branch that the lanes of a key take alike; naga takes
-            // subgroup operations without the extension (and refuses the directive).
-            _ if self.is_lanes() && cfg!(target_arch = "wasm32") => {
-                "enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n"
-            }
-            _ => "",
+    /// Whether the kernel is a subgroup kernel's f16 variant (and so needs `SHADER_F16`).
+    pub fn is_half(self) -> bool {
+        matches!(
+            self,
+            Kernel::AttentionPassHalf | Kernel::DqPassHalf | Kernel::DkDvHalf
+        )
+    }
+
+    /// The file a part of the kernel's module is read from: its one-lane twin's parts with
+    /// the lanes (and in the f16 variants the staged type and the passes' f16 key copies)
+    /// swapped in.
+    fn part_file(self, part: &'static str) -> &'static str {
+        match part {
+            "lanes_single" if self.is_lanes() => "lanes_subgroup",
+            "staged_f32" if self.is_half() => "staged_f16",
+            // dk/dv reads its own keys in f32 and rounds the rows it stages.
+            "attention_inputs" if self.is_half() && self != Kernel::DkDvHalf => "half_inputs",
+            part => part,
         }
+    }
+
+    /// WGSL extensions the kernel enables (they must open the module).
+    fn enables(self) -> String {
+        let mut enables = String::new();
+        if self.is_cooperative() || self.is_half() || self == Kernel::HalfKeys {
+            enables.push_str("enable f16;\n");
+        }
+        if self.is_cooperative() {
+            enables.push_str("enable wgpu_cooperative_matrix;\n");
+        }
+        // Browsers require the extension named, and their uniformity analysis would refuse
+        // dk/dv's shuffles behind a branch that the lanes of a key take alike; naga takes
+        // subgroup operations without the extension (and refuses the directive).
+        if self.is_lanes() && cfg!(target_arch = "wasm32") {
+            enables.push_str("enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n");
+        }
+        enables
     }
 
     /// The full WGSL module: extensions, constants, `struct Params`, `common.wgsl`, then the
     /// kernel's own files, with the loops marked `// unroll` written out (`unroll.rs`; an
     /// error names a malformed marked loop, which a `MOBA_WGSL_DIR` file may have).
     pub fn source(self, constants: &KernelConstants) -> Result<String> {
-        let mut source = self.enables().to_string();
+        let mut source = self.enables();
         source.push_str(&constants.prelude());
         source.push_str(KernelParams::WGSL);
         source.push_str(&file("common"));
         for &part in self.parts() {
-            let part = match part {
-                "lanes_single" if self.is_lanes() => "lanes_subgroup",
-                part => part,
-            };
             source.push('\n');
-            source.push_str(&file(part));
+            source.push_str(&file(self.part_file(part)));
         }
         super::unroll::unroll_marked_loops(&source)
             .map_err(|e| MobaError::Gpu(format!("kernel {}: {e}", self.name())))
@@ -421,6 +463,35 @@ mod tests {
             let source = kernel.source(&test_constants(kernel)).unwrap();
             let four = source.contains("const LANES: u32 = 4u;");
             assert_eq!(four, kernel.is_lanes(), "{}", kernel.name());
+            // The f16 variants stage f16 and nothing else differs in their sources.
+            let half = source.contains("alias StagedVector = vec4<f16>;");
+            assert_eq!(half, kernel.is_half(), "{}", kernel.name());
+            if half {
+                let f32_twin = match kernel {
+                    Kernel::AttentionPassHalf => Kernel::AttentionPassLanes,
+                    Kernel::DqPassHalf => Kernel::DqPassLanes,
+                    _ => Kernel::DkDvLanes,
+                };
+                let twin = f32_twin.source(&test_constants(f32_twin)).unwrap();
+                let code = |source: &str| -> Vec<String> {
+                    (source.lines().map(str::trim))
+                        .filter(|line| !line.is_empty() && !line.starts_with("//"))
+                        .filter(|line| !line.starts_with("enable"))
+                        .map(str::to_string)
+                        .collect()
+                };
+                let (code, twin) = (code(&source), code(&twin));
+                assert_eq!(code.len(), twin.len(), "{}", kernel.name());
+                let differing: Vec<_> = (code.iter().zip(&twin))
+                    .filter(|(a, b)| a != b)
+                    .map(|(a, _)| a.as_str())
+                    .collect();
+                assert!(
+                    differing.iter().all(|line| line.contains("vec4<f16>")),
+                    "{}: {differing:?}",
+                    kernel.name()
+                );
+            }
             // The cooperative forward shuffles a row's maxima between the row's two lanes.
             let shuffles = four || kernel == Kernel::AttentionPassCoop;
             assert_eq!(

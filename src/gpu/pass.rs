@@ -9,7 +9,7 @@ use super::plan::{
     AttentionKernel, TilePlan, cooperative_tiles, decode_constants, groups_per_call, kernel_set,
 };
 use super::runner::ScheduleRunner;
-use super::schedule::{Given, KernelSet, Schedule};
+use super::schedule::{Given, KernelSet, LanesKernels, Schedule};
 use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::Result;
@@ -96,8 +96,8 @@ impl<P: Pass> PlannedPass<P> {
     }
 
     /// Bytes of every buffer the pass binds at this shape with `kernel`'s passes: the
-    /// portable kernels' buffers, the cooperative ones' f16 copies of k and v (half of their
-    /// f32 size) where `kernel` is cooperative, each at its larger size where a decode shape
+    /// portable kernels' buffers, the f16 copies of k and v (half of their f32 size) where
+    /// `kernel`'s passes stage them (cooperative, and the subgroup kernels' f16 variant), each at its larger size where a decode shape
     /// may run the split forward instead.
     pub(crate) fn buffer_sizes_with(
         shape: &Shape,
@@ -108,15 +108,25 @@ impl<P: Pass> PlannedPass<P> {
         let portable = KernelSet::portable(constants);
         let mut sizes =
             Self::schedule(shape, config, portable, Given::default()).buffer_sizes(shape, config);
-        let cooperative = (kernel == AttentionKernel::Cooperative).then(|| KernelSet {
-            cooperative: Some(cooperative_tiles(shape.head_dim, config.top_k)),
-            ..portable
-        });
+        let half_copies = match kernel {
+            AttentionKernel::Cooperative => Some(KernelSet {
+                cooperative: Some(cooperative_tiles(shape.head_dim, config.top_k)),
+                ..portable
+            }),
+            AttentionKernel::SubgroupF16 => Some(KernelSet {
+                lanes: Some(LanesKernels {
+                    constants,
+                    half: true,
+                }),
+                ..portable
+            }),
+            AttentionKernel::Portable | AttentionKernel::Subgroup => None,
+        };
         let decode = decode_constants(shape, constants, u32::MAX).map(|decode| KernelSet {
             decode: Some(decode),
             ..portable
         });
-        for kernels in [cooperative, decode].into_iter().flatten() {
+        for kernels in [half_copies, decode].into_iter().flatten() {
             let other = Self::schedule(shape, config, kernels, Given::default());
             for (name, bytes) in other.buffer_sizes(shape, config) {
                 match sizes.iter_mut().find(|(known, _)| *known == name) {

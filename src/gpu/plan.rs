@@ -3,7 +3,7 @@
 
 use super::caps::DeviceCaps;
 use super::kernels::KernelConstants;
-use super::schedule::KernelSet;
+use super::schedule::{KernelSet, LanesKernels};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::launch_plan;
@@ -30,6 +30,13 @@ pub enum AttentionKernel {
     /// (subgroups of at least 4), head dims that are multiples of 16. The gate and the
     /// inversion are the portable kernels'.
     Subgroup,
+    /// The subgroup kernels staging f16 tiles (`staged_f16.wgsl`): the attention and dq
+    /// passes stage f16 copies of k and v made once, dk/dv rounds the q and dout rows it
+    /// stages; products and sums stay f32. Half the workgroup memory a staged key, so tiles
+    /// of twice the keys fit where workgroup memory limits them (32 KiB in browsers, on
+    /// Metal and lavapipe). Adapters with `SUBGROUP` and `SHADER_F16`. Outputs and gradients
+    /// carry the error of f16 inputs.
+    SubgroupF16,
     /// f16 cooperative matrices (tensor cores) with f32 accumulation: native adapters with
     /// `EXPERIMENTAL_COOPERATIVE_MATRIX` at 16x16x16 f16 -> f32 and a fixed subgroup size.
     /// q, k, v, dout, the probabilities and their gradients are rounded to f16, so outputs
@@ -50,7 +57,8 @@ const COOP_DKDV_ROWS: u32 = 32;
 
 impl AttentionKernel {
     /// The fastest kernel the device runs at this head dim: cooperative, else subgroup, else
-    /// portable.
+    /// portable. (The subgroup kernels' f16 variant is chosen by name: BENCHMARKS.md
+    /// "Subgroup kernels staging f16" has where it is faster.)
     pub fn best(caps: &DeviceCaps, head_dim: usize) -> Self {
         match cooperative_constants(caps, head_dim, 1) {
             Ok(_) => AttentionKernel::Cooperative,
@@ -62,7 +70,7 @@ impl AttentionKernel {
     /// backward runs, whose gradients keep f32 precision.
     pub fn best_f32(caps: &DeviceCaps, head_dim: usize) -> Self {
         let lanes = TilePlan::new(&caps.limits, head_dim)
-            .and_then(|plan| lanes_constants(caps, plan.constants(head_dim, 1)));
+            .and_then(|plan| lanes_constants(caps, plan.constants(head_dim, 1), false));
         match lanes {
             Ok(_) => AttentionKernel::Subgroup,
             Err(_) => AttentionKernel::Portable,
@@ -73,7 +81,7 @@ impl AttentionKernel {
     pub fn precision(self) -> Precision {
         match self {
             AttentionKernel::Portable | AttentionKernel::Subgroup => Precision::F32,
-            AttentionKernel::Cooperative => Precision::F16,
+            AttentionKernel::SubgroupF16 | AttentionKernel::Cooperative => Precision::F16,
         }
     }
 }
@@ -96,7 +104,13 @@ pub(crate) fn kernel_set(
         _ => None,
     };
     let lanes = match kernel {
-        AttentionKernel::Subgroup => Some(lanes_constants(caps, portable)?),
+        AttentionKernel::Subgroup | AttentionKernel::SubgroupF16 => {
+            let half = kernel == AttentionKernel::SubgroupF16;
+            Some(LanesKernels {
+                constants: lanes_constants(caps, portable, half)?,
+                half,
+            })
+        }
         _ => None,
     };
     let decode = decode_constants(
@@ -164,17 +178,25 @@ fn cooperative_workgroup_bytes(head_dim: u64) -> u64 {
 /// (`block_tile_pass.wgsl` asserts it against the workgroup the host sizes here).
 const LANES: u32 = 4;
 
-/// Constants of the lanes kernels: the portable kernels' tiles (so the passes tile the lists
-/// alike) with LANES threads per row; or why the device cannot run it.
+/// Constants of the lanes kernels (`half`: their f16 variant): the portable kernels' query
+/// tiles (so the passes tile the lists alike) with LANES threads per row, and their key
+/// tiles (in the f16 variant up to twice the keys, in the same workgroup memory); or why the
+/// device cannot run them.
 pub(crate) fn lanes_constants(
     caps: &DeviceCaps,
     portable: KernelConstants,
+    half: bool,
 ) -> Result<KernelConstants> {
     let subgroups = caps.subgroup_min_size.unwrap_or(0);
     if subgroups < LANES {
         return Err(MobaError::Unsupported(format!(
             "the subgroup kernel (subgroup operations with subgroups of at least {LANES} threads)"
         )));
+    }
+    if half && !caps.shader_f16 {
+        return Err(MobaError::Unsupported(
+            "the subgroup kernels' f16 variant (SHADER_F16)".into(),
+        ));
     }
     if !portable.head_dim.is_multiple_of(4 * LANES) {
         return Err(MobaError::Unsupported(format!(
@@ -187,13 +209,24 @@ pub(crate) fn lanes_constants(
     let limits = &caps.limits;
     // The key and value tiles, and dk/dv's row compaction (two words per thread, three per
     // staged row), which grows with the workgroup.
-    let bytes = (portable.key_tile * (2 * portable.head_dim * 4 + 12) + workgroup_size * 8) as u64;
-    if bytes > limits.max_compute_workgroup_storage_size as u64 {
+    let element_bytes = if half { 2 } else { 4 };
+    let bytes = |key_tile: u32| {
+        (key_tile * (2 * portable.head_dim * element_bytes + 12) + workgroup_size * 8) as u64
+    };
+    let available = limits.max_compute_workgroup_storage_size as u64;
+    let mut key_tile = match half {
+        true => (2 * portable.key_tile).min(MAX_KEY_TILE),
+        false => portable.key_tile,
+    };
+    while key_tile > portable.key_tile && bytes(key_tile) > available {
+        key_tile /= 2;
+    }
+    if bytes(key_tile) > available {
         return Err(MobaError::limit(
             "the subgroup kernels' tiles".to_string(),
             "max_compute_workgroup_storage_size",
-            bytes,
-            limits.max_compute_workgroup_storage_size as u64,
+            bytes(key_tile),
+            available,
         ));
     }
     if workgroup_size
@@ -210,6 +243,7 @@ pub(crate) fn lanes_constants(
     }
     Ok(KernelConstants {
         workgroup_size,
+        key_tile,
         ..portable
     })
 }
@@ -388,6 +422,33 @@ mod tests {
         assert_eq!(TilePlan::new(&web, 128).unwrap().key_tile, 16);
         assert_eq!(TilePlan::new(&web, 64).unwrap().key_tile, 32);
         assert!(TilePlan::new(&web, 10).is_err());
+    }
+
+    #[test]
+    fn the_f16_variant_stages_twice_the_keys_where_workgroup_memory_limits_them() {
+        // lavapipe's and Chromium's 32 KiB, at head dim 128: 16 f32 keys, 32 f16 ones.
+        let caps = DeviceCaps {
+            subgroup_min_size: Some(8),
+            shader_f16: true,
+            ..DeviceCaps::portable(wgpu::Limits {
+                max_compute_workgroup_storage_size: 32768,
+                ..Default::default()
+            })
+        };
+        let portable = TilePlan::new(&caps.limits, 128).unwrap().constants(128, 3);
+        let key_tile = |half| lanes_constants(&caps, portable, half).unwrap().key_tile;
+        assert_eq!((key_tile(false), key_tile(true)), (16, 32));
+        // Never past the largest tile, and only with shader-f16.
+        let small = TilePlan::new(&caps.limits, 32).unwrap().constants(32, 3);
+        assert_eq!(
+            lanes_constants(&caps, small, true).unwrap().key_tile,
+            MAX_KEY_TILE
+        );
+        let no_f16 = DeviceCaps {
+            shader_f16: false,
+            ..caps.clone()
+        };
+        assert!(lanes_constants(&no_f16, portable, true).is_err());
     }
 
     #[test]

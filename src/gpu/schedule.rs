@@ -164,17 +164,26 @@ const SEQUENCE_STARTS: usize = 8;
 const PARTIAL_OUT: usize = 9;
 const PARTIAL_STATS: usize = 10;
 
-/// The kernels a schedule runs: the portable ones' constants, and the cooperative ones'
-/// where the attention passes, the dq passes and dk/dv run on cooperative matrices.
+/// The kernels a schedule runs: the portable ones' constants, and the subgroup or
+/// cooperative ones' where the attention passes, the dq passes and dk/dv run on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KernelSet {
     pub portable: KernelConstants,
     /// The subgroup kernels', where the attention, dq and dk/dv passes run on them.
-    pub lanes: Option<KernelConstants>,
+    pub lanes: Option<LanesKernels>,
     pub cooperative: Option<KernelConstants>,
     /// The split-decode kernels' constants, where the forward decodes split over the keys
     /// (a few rows per group; `plan::decode_constants`).
     pub decode: Option<KernelConstants>,
+}
+
+/// The subgroup kernels of a [`KernelSet`]: their constants, and which of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LanesKernels {
+    pub constants: KernelConstants,
+    /// The f16 variant (`staged_f16.wgsl`): the attention and dq passes stage the f16
+    /// copies of k and v, dk/dv rounds the rows it stages.
+    pub half: bool,
 }
 
 impl KernelSet {
@@ -188,18 +197,43 @@ impl KernelSet {
         }
     }
 
-    /// The kernel of a step that has lanes and cooperative variants, with its constants.
+    /// The kernel of a step that has subgroup (f32 and f16) and cooperative variants, with
+    /// its constants.
     fn pick(
         &self,
         portable: Kernel,
         lanes: Kernel,
+        half: Kernel,
         cooperative: Kernel,
     ) -> (Kernel, KernelConstants) {
-        match (self.cooperative, self.lanes) {
-            (Some(constants), _) => (cooperative, constants),
-            (None, Some(constants)) => (lanes, constants),
-            (None, None) => (portable, self.portable),
+        match self.cooperative {
+            Some(constants) => (cooperative, constants),
+            None => self.pick_lanes(portable, lanes, half),
         }
+    }
+
+    /// The kernel of a step that has subgroup (f32 and f16) variants, with its constants.
+    fn pick_lanes(
+        &self,
+        portable: Kernel,
+        lanes: Kernel,
+        half: Kernel,
+    ) -> (Kernel, KernelConstants) {
+        match self.lanes {
+            Some(LanesKernels {
+                constants,
+                half: true,
+            }) => (half, constants),
+            Some(LanesKernels { constants, .. }) => (lanes, constants),
+            None => (portable, self.portable),
+        }
+    }
+
+    /// The constants of the step that rounds k and v to f16 once, where the passes stage
+    /// those copies (the cooperative ones and the subgroup kernels' f16 variant).
+    fn half_keys(&self) -> Option<KernelConstants> {
+        let half_lanes = self.lanes.filter(|lanes| lanes.half);
+        self.cooperative.or(half_lanes.map(|lanes| lanes.constants))
     }
 
     /// Rows per tile of the passes over the inverted lists (what the inversion counts in).
@@ -307,8 +341,8 @@ impl Schedule {
         let portable = |kernel| (kernel, constants);
         // One pass per slot over the inverted lists (block_tiles.wgsl): bindings
         // `params[slot], q, k, v, lists, starts`, then the kernel's own. The cooperative
-        // passes read the f16 copies of k and v.
-        let (k, v) = match kernels.cooperative {
+        // passes and the subgroup kernels' f16 variant read the f16 copies of k and v.
+        let (k, v) = match kernels.half_keys() {
             Some(_) => (S(F16_KEYS), S(F16_VALUES)),
             None => (I(Io::K), I(Io::V)),
         };
@@ -351,12 +385,12 @@ impl Schedule {
                 vec![P(0), I(Io::Selection), S(STARTS), S(CURSORS), S(LISTS)],
                 groups * config.top_k as u64,
             ),
-            Step::HalfKeys => match kernels.cooperative {
+            Step::HalfKeys => match kernels.half_keys() {
                 // One thread per vector of the copies.
-                Some(coop) => (
-                    (Kernel::HalfKeys, coop),
+                Some(half) => (
+                    (Kernel::HalfKeys, half),
                     vec![P(0), I(Io::K), I(Io::V), S(F16_KEYS), S(F16_VALUES)],
-                    (shape.kv_elems() as u64 / 4).div_ceil(coop.workgroup_size as u64),
+                    (shape.kv_elems() as u64 / 4).div_ceil(half.workgroup_size as u64),
                 ),
                 None => return,
             },
@@ -365,12 +399,18 @@ impl Schedule {
                 let kernel = kernels.pick(
                     Kernel::AttentionPass,
                     Kernel::AttentionPassLanes,
+                    Kernel::AttentionPassHalf,
                     Kernel::AttentionPassCoop,
                 );
                 (kernel, bindings, workgroups)
             }
             Step::DqPass { slot } => {
-                let kernel = kernels.pick(Kernel::DqPass, Kernel::DqPassLanes, Kernel::DqPassCoop);
+                let kernel = kernels.pick(
+                    Kernel::DqPass,
+                    Kernel::DqPassLanes,
+                    Kernel::DqPassHalf,
+                    Kernel::DqPassCoop,
+                );
                 // The cooperative pass also reads the largest |dout| (its scaling).
                 let own: &[Binding] = match kernel.0 {
                     Kernel::DqPassCoop => &[I(Io::Dout), S(ROW_STATE), I(Io::Dq), S(DOUT_MAX)],
@@ -422,10 +462,7 @@ impl Schedule {
                     // Scans the selection, LANES threads per key: a workgroup's keys are
                     // its query tile's worth (TILE_KEYS = WORKGROUP_SIZE / LANES).
                     None => (
-                        match kernels.lanes {
-                            Some(lanes) => (Kernel::DkDvLanes, lanes),
-                            None => portable(Kernel::DkDv),
-                        },
+                        kernels.pick_lanes(Kernel::DkDv, Kernel::DkDvLanes, Kernel::DkDvHalf),
                         vec![
                             P(0),
                             I(Io::Q),
@@ -509,7 +546,7 @@ impl Schedule {
             bytes,
             zeroed,
         };
-        let half_bytes = match kernels.cooperative {
+        let half_bytes = match kernels.half_keys() {
             Some(_) => shape.kv_elems() as u64 * 2,
             None => 0,
         };
@@ -639,6 +676,16 @@ mod tests {
             cooperative: Some(cooperative_tiles(32, 3)),
             ..portable
         };
+        let lanes = |half| KernelSet {
+            lanes: Some(LanesKernels {
+                constants: KernelConstants {
+                    workgroup_size: 4 * portable.portable.workgroup_size,
+                    ..portable.portable
+                },
+                half,
+            }),
+            ..portable
+        };
         let decode_shape = Shape { q_len: 1, ..shape };
         let decode = KernelSet {
             decode: decode_constants(&decode_shape, portable.portable, 1 << 15),
@@ -647,6 +694,8 @@ mod tests {
         assert!(decode.decode.is_some());
         for (shape, kernels) in [
             (shape, portable),
+            (shape, lanes(false)),
+            (shape, lanes(true)),
             (shape, cooperative),
             (decode_shape, decode),
         ] {
@@ -737,7 +786,7 @@ mod tests {
     }
 
     #[test]
-    fn cooperative_passes_read_f16_copies_made_once() {
+    fn f16_passes_read_f16_copies_made_once() {
         let shape = Shape::prefill(1, 2, 100, 32);
         let config = MobaConfig::new(16, 2);
         let portable = KernelSet::portable(KernelConstants {
@@ -748,27 +797,43 @@ mod tests {
             cooperative: Some(super::super::plan::cooperative_tiles(32, 2)),
             ..portable
         };
-        for backward in [false, true] {
+        let half_lanes = KernelSet {
+            lanes: Some(LanesKernels {
+                constants: portable.portable,
+                half: true,
+            }),
+            ..portable
+        };
+        for (backward, kernels) in [false, true]
+            .into_iter()
+            .flat_map(|backward| [(backward, cooperative), (backward, half_lanes)])
+        {
             let schedule = |kernels| match backward {
                 false => Schedule::forward(&shape, &config, kernels, Given::default()),
                 true => Schedule::backward(&shape, &config, kernels),
             };
-            let coop = schedule(cooperative);
-            let copies: Vec<&Launch> = (coop.launches.iter())
-                .filter(|l| coop.kernels[l.kernel].0 == Kernel::HalfKeys)
+            let f16 = schedule(kernels);
+            let copies: Vec<&Launch> = (f16.launches.iter())
+                .filter(|l| f16.kernels[l.kernel].0 == Kernel::HalfKeys)
                 .collect();
             assert_eq!(copies.len(), 1);
-            let slot_passes = (coop.launches.iter()).filter(|l| {
-                matches!(
-                    coop.kernels[l.kernel].0,
-                    Kernel::AttentionPassCoop | Kernel::DqPassCoop
-                )
-            });
+            let slot_passes: Vec<&Launch> = (f16.launches.iter())
+                .filter(|l| {
+                    matches!(
+                        f16.kernels[l.kernel].0,
+                        Kernel::AttentionPassCoop
+                            | Kernel::DqPassCoop
+                            | Kernel::AttentionPassHalf
+                            | Kernel::DqPassHalf
+                    )
+                })
+                .collect();
+            assert_eq!(slot_passes.len(), config.top_k);
             for pass in slot_passes {
                 assert_eq!(pass.bindings[2], Binding::Scratch(F16_KEYS));
                 assert_eq!(pass.bindings[3], Binding::Scratch(F16_VALUES));
             }
-            let sizes = coop.buffer_sizes(&shape, &config);
+            let sizes = f16.buffer_sizes(&shape, &config);
             assert!(sizes.contains(&("f16 keys", 2 * 100 * 32 * 2)));
             // The f32 kernels read k and v themselves.
             let plain = schedule(portable);

@@ -4,7 +4,9 @@
 
 use std::sync::OnceLock;
 
-use moba::gpu::{AdapterRequest, GpuContext};
+use moba::gpu::{
+    AdapterRequest, AttentionKernel, ForwardIo, GpuContext, MobaBackward, MobaForward,
+};
 use moba::{MobaConfig, Shape, random, reference};
 
 /// The `moba` binary: running it and reading what it did (it needs the `burn` feature).
@@ -364,4 +366,70 @@ pub fn check_moba_on(gpu: &GpuContext, shape: Shape, config: MobaConfig, seed: u
         "{}: {shape:?} {config:?}: lse error {lse_error:e} > bound {lse_bound:e}",
         gpu.describe()
     );
+}
+
+/// `x` rounded to the nearest f16.
+pub fn f16_round(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// Values that f16 holds exactly (inputs whose only rounding is the kernel's own).
+pub fn to_f16(data: Vec<f32>) -> Vec<f32> {
+    data.into_iter().map(f16_round).collect()
+}
+
+/// Whether `got`'s largest error against `want` is within `bound` (NaN never is: the error
+/// is then infinite); adds `name error (bound)` to `line`.
+pub fn within(line: &mut String, name: &str, got: &[f32], want: &[f64], bound: f64) -> bool {
+    let error = reference::max_abs_error(got, want);
+    *line += &format!(" {name} {error:.2e} (bound {bound:.2e})");
+    error <= bound
+}
+
+pub fn download(gpu: &GpuContext, buffer: &wgpu::Buffer) -> Vec<f32> {
+    pollster::block_on(gpu.download(buffer)).unwrap()
+}
+
+/// The forward of `kernel`'s passes: o and lse.
+pub fn forward_with(
+    gpu: &GpuContext,
+    kernel: AttentionKernel,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    shape: &Shape,
+    config: &MobaConfig,
+) -> (Vec<f32>, Vec<f32>) {
+    let forward = MobaForward::with_kernel(gpu, shape, config, kernel).unwrap();
+    let io = ForwardIo::new(gpu, q, k, v, shape.q_rows(), config.top_k);
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    forward.encode(&mut encoder, &io.buffers()).unwrap();
+    gpu.submit_and_wait(encoder.finish()).unwrap();
+    (download(gpu, &io.o), download(gpu, &io.lse))
+}
+
+/// The selection of `kernel`'s forward and the gradients of its backward on the forward's
+/// saved outputs (every gradient buffer starts poisoned): `(selection, [dq, dk, dv])`.
+pub fn backward_with(
+    gpu: &GpuContext,
+    kernel: AttentionKernel,
+    [q, k, v, dout]: [&[f32]; 4],
+    shape: &Shape,
+    config: &MobaConfig,
+) -> (Vec<i32>, [Vec<f32>; 3]) {
+    let forward = MobaForward::with_kernel(gpu, shape, config, kernel).unwrap();
+    let backward = MobaBackward::with_kernel(gpu, shape, config, kernel).unwrap();
+    assert_eq!(backward.kernel(), kernel);
+    let io = ForwardIo::new(gpu, q, k, v, shape.q_rows(), config.top_k);
+    let dout = gpu.upload("dout", dout);
+    let dq = gpu.poisoned("dq", shape.q_elems());
+    let (dk, dv) = (
+        gpu.poisoned("dk", shape.kv_elems()),
+        gpu.poisoned("dv", shape.kv_elems()),
+    );
+    let mut encoder = gpu.device().create_command_encoder(&Default::default());
+    forward.encode(&mut encoder, &io.buffers()).unwrap();
+    let buffers = io.buffers().with_gradients(&dout, &dq, &dk, &dv);
+    backward.encode(&mut encoder, &buffers).unwrap();
+    gpu.submit_and_wait(encoder.finish()).unwrap();
+    let selection = pollster::block_on(gpu.download::<i32>(&io.selection)).unwrap();
+    (selection, [&dq, &dk, &dv].map(|b| download(gpu, b)))
 }
