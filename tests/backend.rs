@@ -9,13 +9,15 @@ use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::cubecl::Runtime;
 use burn::module::Module;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::{Distribution, Element, Int, Tensor, TensorCreationOptions, TensorData, f16};
+use burn::tensor::{
+    DType, Distribution, Element, Int, Tensor, TensorCreationOptions, TensorData, f16,
+};
 use common::{naive, naive_backward, shape, tolerance};
 use moba::backend::{
     MobaBackend, burn_wgpu_device, moba_attention, moba_attention_varlen,
     moba_attention_with_means, moba_attention_with_selection, moba_attention_with_stats,
 };
-use moba::gpu::AdapterRequest;
+use moba::gpu::{AdapterRequest, AttentionKernel};
 use moba::module::{AttentionKind, KvCache, MobaAttentionConfig};
 use moba::reference::Precision;
 use moba::{MobaConfig, MobaError, Shape, random, reference};
@@ -195,7 +197,7 @@ fn varlen_batches_match_the_reference() {
 
 /// burn's wgpu device on a Vulkan, Metal or DX12 adapter with `shader-f16` (lavapipe has it),
 /// opened apart from `wgpu_device()`: burn keeps one default float type per device.
-fn f16_device() -> WgpuDevice {
+fn f16_device() -> (WgpuDevice, wgpu::AdapterInfo) {
     let request = AdapterRequest {
         name: None,
         backends: Some(wgpu::Backends::PRIMARY),
@@ -207,12 +209,20 @@ fn f16_device() -> WgpuDevice {
         "{} has no shader-f16 for the f16 tests",
         adapter.name
     );
-    device
+    (device, adapter)
 }
 
 #[test]
 fn f16_tensors_on_wgpu_match_the_reference() {
-    let device = f16_device();
+    let (device, adapter) = f16_device();
+    // Mesa's CPU Vulkan (CI) has subgroups and shader-f16 and no cooperative matrices: f16
+    // tensors run the subgroup kernels' f16 variant there (exact on them), f32 ones the f32
+    // kernels.
+    if adapter.device_type == wgpu::DeviceType::Cpu {
+        let kernel = |dtype| moba::backend::attention_kernel(&device, 16, dtype);
+        assert_eq!(kernel(DType::F16), AttentionKernel::SubgroupF16);
+        assert_eq!(kernel(DType::F32), AttentionKernel::Subgroup);
+    }
     check_backend::<CubeBackend<WgpuRuntime, f16, i32, u32>>("wgpu f16", &device, Precision::F16);
     check_backend::<Wgpu<f16>>("fusion wgpu f16", &device, Precision::F16);
 }

@@ -550,7 +550,7 @@ fn burn_wgpu_runs_the_cooperative_forward_where_the_device_has_it() {
     cooperative_gpu();
     let (device, _) = moba::backend::burn_wgpu_device(&Default::default()).unwrap();
     assert_eq!(
-        moba::backend::attention_kernel(&device, 128),
+        moba::backend::attention_kernel(&device, 128, burn::tensor::DType::F32),
         AttentionKernel::Cooperative
     );
     let shape = Shape {

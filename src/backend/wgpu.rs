@@ -106,23 +106,34 @@ fn launch(schedule: &Schedule, io: &[&Tensor], limits: &wgpu::Limits) {
     }
 }
 
-/// The attention kernels burn's wgpu path runs at `head_dim` on `device`, forward and
-/// backward: on a device `burn_wgpu_device` opened, the cooperative (tensor-core) ones where
-/// it has them, else the subgroup ones where it has subgroups; the portable ones otherwise.
-pub fn attention_kernel(device: &WgpuDevice, head_dim: usize) -> AttentionKernel {
+/// The attention kernels burn's wgpu path runs at `head_dim` on `device` for tensors of
+/// `dtype`, forward and backward: on a device `burn_wgpu_device` opened, the cooperative
+/// (tensor-core) ones where it has them, else the subgroup ones where it has subgroups (for
+/// f16 tensors their f16 variant where it has shader-f16); the portable ones otherwise.
+pub fn attention_kernel(device: &WgpuDevice, head_dim: usize, dtype: DType) -> AttentionKernel {
     let padded = head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
-    AttentionKernel::best(&burn_device_caps(device), padded)
+    kernel_for(&burn_device_caps(device), padded, dtype)
+}
+
+/// The fastest kernel for tensors of `dtype`: f16 tensors are exact in the f16 variant's
+/// tiles, so it computes what the f32 subgroup kernels do on them, faster.
+fn kernel_for(caps: &DeviceCaps, head_dim: usize, dtype: DType) -> AttentionKernel {
+    match dtype {
+        DType::F16 => AttentionKernel::best_for_f16_inputs(caps, head_dim),
+        _ => AttentionKernel::best(caps, head_dim),
+    }
 }
 
 /// The forward (with what its caller gives) and backward schedules of a problem (head dim
-/// padded) on `device`.
+/// padded) on `device`, for tensors of `dtype`.
 fn schedules(
     shape: &Shape,
     config: &MobaConfig,
     caps: &DeviceCaps,
     given: Given,
+    dtype: DType,
 ) -> Result<(Schedule, Schedule)> {
-    let kernel = AttentionKernel::best(caps, shape.head_dim);
+    let kernel = kernel_for(caps, shape.head_dim, dtype);
     let (kernels, _) = kernel_set(caps, shape, config, kernel)?;
     Ok((
         Schedule::forward(shape, config, kernels, given),
@@ -134,7 +145,7 @@ fn schedules(
 /// within the device's largest binding, and every grid within its workgroup counts. (burn
 /// runs a problem in one call: no tensor of burn's exceeds that binding, so only a scratch
 /// buffer could, and that is an error here rather than a split.)
-fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()> {
+fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice, dtype: DType) -> Result<()> {
     let caps = burn_device_caps(device);
     let (config, pad) = padded_config(shape.head_dim, HEAD_DIM_MULTIPLE, config);
     let shape = Shape {
@@ -146,7 +157,7 @@ fn prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()
     let selection = bytes_of(&[shape.q_rows(), config.top_k], 4).unwrap_or(u64::MAX);
     check_buffer_sizes(&caps.limits, &[("selection", selection)])?;
     // A forward with given inputs binds the same buffers, some of them the caller's.
-    let (forward, backward) = schedules(&shape, &config, &caps, Given::default())?;
+    let (forward, backward) = schedules(&shape, &config, &caps, Given::default(), dtype)?;
     for schedule in [&forward, &backward] {
         check_buffer_sizes(&caps.limits, &schedule.buffer_sizes(&shape, &config))?;
         for step in &schedule.launches {
@@ -192,7 +203,7 @@ fn forward(
         sequence_starts: starts.is_some(),
         selection: selection.is_some(),
     };
-    let (schedule, _) = schedules(&shape, config, &caps, given).expect(PREPARED);
+    let (schedule, _) = schedules(&shape, config, &caps, given, dtype).expect(PREPARED);
     let rows = vec![shape.batch, shape.q_heads, shape.q_len];
     let o = empty(&q, q.meta.shape().to_vec(), DType::F32);
     let lse = empty(&q, rows.clone(), DType::F32);
@@ -216,7 +227,8 @@ fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3
     let [lse, selection] = [lse, selection].map(into_contiguous);
     let shape = problem_shape(&q, &k);
     let caps = burn_device_caps(&q.device);
-    let (_, schedule) = schedules(&shape, config, &caps, Given::default()).expect(PREPARED);
+    let (_, schedule) =
+        schedules(&shape, config, &caps, Given::default(), dtypes[0]).expect(PREPARED);
     let dq = empty(&q, q.meta.shape().to_vec(), DType::F32);
     let dk = empty(&q, k.meta.shape().to_vec(), DType::F32);
     let dv = empty(&q, k.meta.shape().to_vec(), DType::F32);
@@ -317,7 +329,7 @@ fn nsa_select<B: KernelBackend<WgpuRuntime>>(
 impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, F, i32, BT> {
     fn moba_prepare(shape: &Shape, config: &MobaConfig, device: &WgpuDevice) -> Result<()> {
         check_float_type(F::dtype())?;
-        prepare(shape, config, device)
+        prepare(shape, config, device, F::dtype())
     }
 
     fn moba_forward_given(

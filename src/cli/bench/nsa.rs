@@ -2,6 +2,7 @@
 //! through burn's wgpu backend or the CUDA path, checked on sampled rows, written as JSON
 //! lines ([`moba::bench::nsa::NsaRecord`]) and printed as a table.
 
+use burn::tensor::DType;
 use moba::backend::{attention_kernel, burn_wgpu_device};
 use moba::bench::nsa::{NsaBenchOptions, NsaRecord, measure_nsa};
 use moba::gpu::AdapterRequest;
@@ -43,7 +44,7 @@ pub(super) fn run(args: &BenchArgs, request: &AdapterRequest) -> Result<()> {
             true => measure_cuda(args, &shape, &config, progress)?,
             false => {
                 let (device, adapter) = burn_wgpu_device(request)?;
-                let kernel = attention_kernel(&device, shape.head_dim);
+                let kernel = attention_kernel(&device, shape.head_dim, DType::F32);
                 let described = format!(
                     "{} ({:?}, {})",
                     adapter.name, adapter.backend, adapter.driver_info
