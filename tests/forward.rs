@@ -194,6 +194,36 @@ fn ties_go_to_the_more_recent_block() {
     }
 }
 
+/// A decode's gate runs one workgroup per row, its lanes splitting the blocks: over 300
+/// blocks (several per lane) it chooses what the reference does, for every gate, causal or
+/// not, and on exact ties (every block mean the same) the most recent blocks, on every
+/// adapter.
+#[test]
+fn decode_gates_split_over_a_workgroup_choose_as_the_reference() {
+    // 8 query heads of one kv head, 2 queries each: 16 rows in the group, a decode.
+    let shape = shape(1, 8, 1, 2, 3000, 16);
+    let configs = [
+        MobaConfig::new(10, 8),
+        MobaConfig::new(10, 8).with_causal(false),
+        MobaConfig::sink(10, 2, 6),
+        MobaConfig::sliding_window(10, 5),
+    ];
+    for gpu in common::every_gpu() {
+        for (seed, config) in configs.into_iter().enumerate() {
+            common::check_moba_on(gpu, shape, config, 60 + seed as u64);
+        }
+        let (q, _, v) = inputs(&shape, 70);
+        let k = vec![0.5f32; shape.kv_elems()];
+        for config in &configs[..2] {
+            let got = gpu
+                .block_on(gpu.moba_forward(&q, &k, &v, &shape, config))
+                .unwrap();
+            let want = reference::selection(&q, &k, &shape, config);
+            assert_eq!(got.selection, want, "{}: {config:?}", gpu.describe());
+        }
+    }
+}
+
 /// A decode whose gate reads the block means from the caller (as a KV cache keeps them)
 /// computes what the reference does, on every adapter: split decodes and a forward over the
 /// inverted lists.

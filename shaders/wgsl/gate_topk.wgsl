@@ -1,7 +1,10 @@
 // Gate and top-k: the blocks every query row attends.
 //
-// Grid: one thread per query row (groups * group_size * q_len rows), WORKGROUP_SIZE rows per
-//       workgroup, linear.
+// Grid: GATE_LANES threads per query row (groups * group_size * q_len rows), linear, from
+//       gate_row_thread.wgsl (one thread a row, WORKGROUP_SIZE rows per workgroup: prefills)
+//       or gate_row_workgroup.wgsl (one workgroup a row: decodes, whose few rows would leave
+//       the GPU idle); lane l of a row ranks its blocks l, l + GATE_LANES, ... and
+//       `merge_lanes` gives lane 0 the best of all of them.
 // Registers: each thread keeps its query (HEAD_VECS vec4) and its best TOP_K (score, block)
 //       pairs while it streams over the block means, so no [rows, num_blocks] score matrix
 //       ever exists. The loops over the query are marked `// unroll` (src/gpu/unroll.rs).
@@ -10,6 +13,8 @@
 //       `Gate::static_score` on the host.
 // Rule (DESIGN §1): causal rows force their own block and rank only earlier blocks of their
 //       own sequence; ties go to the larger block id. Non-causal rows rank every block.
+//       (score, block) pairs are totally ordered, so how the lanes split the blocks does
+//       not change the choice.
 // Memory: queries [rows, HEAD_DIM] vec4 f32; block_means [groups, means_stride (num_blocks, or a
 //         KV cache's capacity in blocks), HEAD_DIM] vec4 f32;
 //         selection [rows, TOP_K] i32, ascending, padded with -1; sequence_starts [num_blocks]
@@ -24,12 +29,45 @@ const NO_BLOCK: u32 = 0xffffffffu;
 @group(0) @binding(3) var<storage, read_write> selection: array<i32>;
 @group(0) @binding(4) var<storage, read> sequence_starts: array<u32>;
 
+// Whether (score, block) ranks above (other_score, other_block): a higher score, or an
+// equal score and a more recent block.
+fn outranks(score: f32, block: u32, other_score: f32, other_block: u32) -> bool {
+    return score > other_score || (score == other_score && block > other_block);
+}
+
+// Keeps (score, block) among the best `places` pairs so far (`best_score`/`best_block`, best
+// first, `*kept` of them valid).
+fn keep_best(
+    score: f32,
+    block: u32,
+    best_score: ptr<function, array<f32, TOP_K>>,
+    best_block: ptr<function, array<u32, TOP_K>>,
+    kept: ptr<function, u32>,
+    places: u32,
+) {
+    if *kept < places {
+        *kept += 1u;
+    } else if places == 0u
+        || !outranks(score, block, (*best_score)[places - 1u], (*best_block)[places - 1u]) {
+        return;
+    }
+    var at = *kept - 1u;
+    while at > 0u && outranks(score, block, (*best_score)[at - 1u], (*best_block)[at - 1u]) {
+        (*best_score)[at] = (*best_score)[at - 1u];
+        (*best_block)[at] = (*best_block)[at - 1u];
+        at -= 1u;
+    }
+    (*best_score)[at] = score;
+    (*best_block)[at] = block;
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
-    let row = thread_index(grid, lid);
+    let row = gate_row(grid, lid);
     if row >= q_rows() {
         return;
     }
+    let lane = lid % GATE_LANES;
     var query: array<vec4<f32>, HEAD_VECS>;
     // unroll
     for (var i = 0u; i < HEAD_VECS; i++) {
@@ -52,7 +90,7 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     var best_score: array<f32, TOP_K>;
     var best_block: array<u32, TOP_K>;
     var kept = 0u;
-    for (var block = first; block < eligible; block++) {
+    for (var block = first + lane; block < eligible; block += GATE_LANES) {
         let local = block - first; // the block's id within the row's sequence
         var score = f32(local); // the static gates: recent blocks first
         if params.gate == GATE_MEAN_KEY {
@@ -64,21 +102,11 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
         } else if params.gate == GATE_SINK_AND_RECENT && local < params.sink_blocks {
             score = f32(params.num_blocks + local);
         }
-        if kept < places {
-            kept += 1u;
-        } else if places == 0u || score < best_score[places - 1u] {
-            continue;
-        }
-        // Blocks arrive in ascending order, so the new block outranks kept blocks of equal
-        // score: ties go to the more recent block.
-        var at = kept - 1u;
-        while at > 0u && best_score[at - 1u] <= score {
-            best_score[at] = best_score[at - 1u];
-            best_block[at] = best_block[at - 1u];
-            at -= 1u;
-        }
-        best_score[at] = score;
-        best_block[at] = block;
+        keep_best(score, block, &best_score, &best_block, &kept, places);
+    }
+    kept = merge_lanes(&best_score, &best_block, kept, places, lane);
+    if lane != 0u {
+        return;
     }
     if params.causal != 0u {
         best_block[kept] = current;

@@ -17,7 +17,7 @@ macro_rules! wgsl_file {
 }
 
 /// Every file under `shaders/wgsl/`, embedded at build time.
-const FILES: [(&str, &str); 39] = [
+const FILES: [(&str, &str); 41] = [
     wgsl_file!("common"),
     wgsl_file!("attention_inputs"),
     wgsl_file!("half_inputs"),
@@ -36,6 +36,8 @@ const FILES: [(&str, &str); 39] = [
     wgsl_file!("selection_entries"),
     wgsl_file!("coop_block_tile"),
     wgsl_file!("block_means"),
+    wgsl_file!("gate_row_thread"),
+    wgsl_file!("gate_row_workgroup"),
     wgsl_file!("gate_topk"),
     wgsl_file!("selection_count"),
     wgsl_file!("selection_scan"),
@@ -97,6 +99,8 @@ pub(crate) fn file(stem: &str) -> Cow<'static, str> {
 pub(crate) enum Kernel {
     BlockMeans,
     GateTopk,
+    /// The gate with one workgroup per row, its lanes splitting the blocks (decodes).
+    GateTopkSplit,
     SelectionCount,
     SelectionScan,
     SelectionScatter,
@@ -137,9 +141,10 @@ pub(crate) enum Kernel {
 impl Kernel {
     /// Every kernel, for checks that must not forget one.
     #[cfg(test)]
-    pub const ALL: [Kernel; 24] = [
+    pub const ALL: [Kernel; 25] = [
         Kernel::BlockMeans,
         Kernel::GateTopk,
+        Kernel::GateTopkSplit,
         Kernel::SelectionCount,
         Kernel::SelectionScan,
         Kernel::SelectionScatter,
@@ -165,11 +170,12 @@ impl Kernel {
     ];
 
     /// The kernel's name: its main file under `shaders/wgsl/` (`_lanes`: the subgroup kernel of
-    /// that file; `_half`: its f16 variant).
+    /// that file; `_half`: its f16 variant; `_split`: one workgroup per row).
     pub fn name(self) -> &'static str {
         match self {
             Kernel::BlockMeans => "block_means",
             Kernel::GateTopk => "gate_topk",
+            Kernel::GateTopkSplit => "gate_topk_split",
             Kernel::SelectionCount => "selection_count",
             Kernel::SelectionScan => "selection_scan",
             Kernel::SelectionScatter => "selection_scatter",
@@ -200,7 +206,8 @@ impl Kernel {
     fn parts(self) -> &'static [&'static str] {
         match self {
             Kernel::BlockMeans => &["block_means"],
-            Kernel::GateTopk => &["gate_topk"],
+            Kernel::GateTopk => &["gate_row_thread", "gate_topk"],
+            Kernel::GateTopkSplit => &["gate_row_workgroup", "gate_topk"],
             Kernel::SelectionCount => &["selection_entries", "selection_count"],
             Kernel::SelectionScan => &["selection_scan"],
             Kernel::SelectionScatter => &["selection_entries", "selection_scatter"],

@@ -128,17 +128,15 @@ pub(crate) fn kernel_set(
         }
         _ => None,
     };
-    let decode = decode_constants(
-        shape,
-        portable,
-        caps.limits.max_compute_workgroup_storage_size,
-    );
+    let workgroup_bytes = caps.limits.max_compute_workgroup_storage_size;
+    let decode = decode_constants(shape, portable, workgroup_bytes);
     Ok((
         KernelSet {
             portable,
             lanes,
             cooperative,
             decode,
+            split_gate: decode.is_some() && split_gate_fits(portable, workgroup_bytes),
         },
         plan,
     ))
@@ -164,6 +162,13 @@ pub(crate) fn decode_constants(
         query_tile: rows as u32,
         ..portable
     })
+}
+
+/// Whether the gate with one workgroup per row (`gate_row_workgroup.wgsl`) fits
+/// `workgroup_bytes`: each lane's best TOP_K (score, block) pairs and its count.
+fn split_gate_fits(portable: KernelConstants, workgroup_bytes: u32) -> bool {
+    let bytes = portable.workgroup_size as u64 * (portable.top_k as u64 * 8 + 4);
+    bytes <= workgroup_bytes as u64
 }
 
 /// Workgroup bytes of the cooperative kernels at a head dim, as laid out in their sources:
@@ -464,6 +469,32 @@ mod tests {
             ..caps.clone()
         };
         assert!(lanes_constants(&no_f16, portable, true).is_err());
+    }
+
+    #[test]
+    fn the_split_gate_runs_where_its_lanes_pairs_fit() {
+        let plan = TilePlan::new(&wgpu::Limits::default(), 128).unwrap();
+        // 64 lanes of 12 pairs: 6.4 KB; of 99 pairs: 51 KB, past 32 KiB.
+        assert!(split_gate_fits(plan.constants(128, 12), 32768));
+        assert!(!split_gate_fits(plan.constants(128, 99), 32768));
+        let caps = DeviceCaps::portable(wgpu::Limits {
+            max_compute_workgroup_storage_size: 32768,
+            ..Default::default()
+        });
+        let decode = Shape {
+            q_len: 1,
+            ..Shape::prefill(1, 8, 4096, 128)
+        };
+        let split = |shape: &Shape, top_k| {
+            let config = MobaConfig::new(64, top_k);
+            kernel_set(&caps, shape, &config, AttentionKernel::Portable)
+                .unwrap()
+                .0
+                .split_gate
+        };
+        assert!(split(&decode, 12));
+        assert!(!split(&decode, 99));
+        assert!(!split(&Shape::prefill(1, 8, 4096, 128), 12));
     }
 
     #[test]

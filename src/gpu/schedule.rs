@@ -175,6 +175,10 @@ pub(crate) struct KernelSet {
     /// The split-decode kernels' constants, where the forward decodes split over the keys
     /// (a few rows per group; `plan::decode_constants`).
     pub decode: Option<KernelConstants>,
+    /// Whether the gate runs one workgroup per row, its lanes splitting the blocks
+    /// (`gate_row_workgroup.wgsl`): a decode's few rows, where the lanes' best pairs fit
+    /// workgroup memory (`plan::split_gate_fits`).
+    pub split_gate: bool,
 }
 
 /// The subgroup kernels of a [`KernelSet`]: their constants, and which of them.
@@ -194,6 +198,7 @@ impl KernelSet {
             lanes: None,
             cooperative: None,
             decode: None,
+            split_gate: false,
         }
     }
 
@@ -364,11 +369,11 @@ impl Schedule {
                 };
                 let means = given(Io::Means, BLOCK_MEANS);
                 let starts = given(Io::SequenceStarts, SEQUENCE_STARTS);
-                (
-                    portable(Kernel::GateTopk),
-                    vec![P(0), I(Io::Q), means, I(Io::Selection), starts],
-                    per_thread_rows,
-                )
+                let bindings = vec![P(0), I(Io::Q), means, I(Io::Selection), starts];
+                match kernels.split_gate {
+                    true => (portable(Kernel::GateTopkSplit), bindings, rows),
+                    false => (portable(Kernel::GateTopk), bindings, per_thread_rows),
+                }
             }
             Step::SelectionCount => (
                 portable(Kernel::SelectionCount),
@@ -689,6 +694,7 @@ mod tests {
         let decode_shape = Shape { q_len: 1, ..shape };
         let decode = KernelSet {
             decode: decode_constants(&decode_shape, portable.portable, 1 << 15),
+            split_gate: true,
             ..portable
         };
         assert!(decode.decode.is_some());
@@ -750,6 +756,7 @@ mod tests {
         assert_eq!(decode.query_tile, 4);
         let kernels = KernelSet {
             decode: Some(decode),
+            split_gate: true,
             ..KernelSet::portable(portable)
         };
         let schedule = Schedule::forward(&shape, &config, kernels, Given::default());
@@ -760,11 +767,13 @@ mod tests {
             .collect();
         let expected = [
             Kernel::BlockMeans,
-            Kernel::GateTopk,
+            Kernel::GateTopkSplit,
             Kernel::DecodeSplit,
             Kernel::DecodeCombine,
         ];
         assert_eq!(steps, expected);
+        // The gate: one workgroup per row (8 rows).
+        assert_eq!(schedule.launches[1].workgroups, 8);
         // (group, block, chunk) = 2 * 2 * 2 workgroups; 8 rows of 4 vectors, 16 lanes each,
         // in 64-thread workgroups.
         assert_eq!(schedule.launches[2].workgroups, 8);
