@@ -536,13 +536,19 @@ fn bench_writes_records_and_report_merges_them() {
         assert!(!record.adapter.is_empty() && record.dense_ms.is_some());
         assert!(record.burn_ms.is_some_and(|ms| ms > 0.0), "{record:?}");
     }
-    // Two files (here the same one twice) merge into one table of four rows.
+    // Two files (here the same one twice) merge into one table of four rows; an NSA record
+    // in a file (`--attention nsa` appends to the same file), however it is spaced, is its
+    // own table's and left out.
+    let with_nsa = dir.join("with-nsa.jsonl");
+    let nsa_line = "{\"attention\": \"nsa\", \"seq_len\": 70}\n";
+    std::fs::write(&with_nsa, std::fs::read_to_string(&out).unwrap() + nsa_line).unwrap();
     let report = moba(&[
         "bench",
         "report",
         out.to_str().unwrap(),
-        out.to_str().unwrap(),
+        with_nsa.to_str().unwrap(),
     ]);
+    assert_ok(&report);
     let table = text(&report.stdout);
     assert_eq!(
         table

@@ -368,14 +368,20 @@ impl RecordsFile {
 /// and line.
 fn read_records(path: &Path) -> Result<Vec<Record>> {
     let text = std::fs::read_to_string(path).map_err(|e| MobaError::io(path, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty() && !line.contains(r#""attention":"nsa""#))
-        .map(|(number, line)| {
-            serde_json::from_str(line).map_err(|e| MobaError::Io {
-                path: format!("{}:{}", path.display(), number + 1),
-                error: format!("not a benchmark record: {e}").into(),
-            })
-        })
-        .collect()
+    let mut records = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |e: serde_json::Error| MobaError::Io {
+            path: format!("{}:{}", path.display(), number + 1),
+            error: format!("not a benchmark record: {e}").into(),
+        };
+        let value: serde_json::Value = serde_json::from_str(line).map_err(bad)?;
+        if value.get("attention").and_then(|a| a.as_str()) == Some("nsa") {
+            continue;
+        }
+        records.push(serde_json::from_value(value).map_err(bad)?);
+    }
+    Ok(records)
 }

@@ -136,7 +136,7 @@ pub(crate) fn kernel_set(
             lanes,
             cooperative,
             decode,
-            split_gate: decode.is_some() && split_gate_fits(portable, workgroup_bytes),
+            split_gate: decode.and_then(|_| split_gate_constants(&caps.limits, portable)),
         },
         plan,
     ))
@@ -164,11 +164,33 @@ pub(crate) fn decode_constants(
     })
 }
 
-/// Whether the gate with one workgroup per row (`gate_row_workgroup.wgsl`) fits
-/// `workgroup_bytes`: each lane's best TOP_K (score, block) pairs and its count.
-fn split_gate_fits(portable: KernelConstants, workgroup_bytes: u32) -> bool {
-    let bytes = portable.workgroup_size as u64 * (portable.top_k as u64 * 8 + 4);
-    bytes <= workgroup_bytes as u64
+/// Lanes of the gate with one workgroup per row (`gate_row_workgroup.wgsl`) where the device
+/// allows: a 1M cache's 256 blocks, one per lane.
+const SPLIT_GATE_LANES: u32 = 256;
+
+/// Constants of the gate with one workgroup per row: the most lanes, a power of two up to
+/// [`SPLIT_GATE_LANES`], whose best TOP_K (score, block) pairs and counts fit the device's
+/// workgroup memory and invocations; `None` where not even 32 do.
+fn split_gate_constants(
+    limits: &wgpu::Limits,
+    portable: KernelConstants,
+) -> Option<KernelConstants> {
+    let invocations = limits
+        .max_compute_invocations_per_workgroup
+        .min(limits.max_compute_workgroup_size_x);
+    let bytes = |lanes: u32| lanes as u64 * (portable.top_k as u64 * 8 + 4);
+    let mut lanes = SPLIT_GATE_LANES;
+    while lanes > 32
+        && (lanes > invocations || bytes(lanes) > limits.max_compute_workgroup_storage_size as u64)
+    {
+        lanes /= 2;
+    }
+    let fits =
+        lanes <= invocations && bytes(lanes) <= limits.max_compute_workgroup_storage_size as u64;
+    fits.then_some(KernelConstants {
+        workgroup_size: lanes,
+        ..portable
+    })
 }
 
 /// Workgroup bytes of the cooperative kernels at a head dim, as laid out in their sources:
@@ -473,28 +495,33 @@ mod tests {
 
     #[test]
     fn the_split_gate_runs_where_its_lanes_pairs_fit() {
-        let plan = TilePlan::new(&wgpu::Limits::default(), 128).unwrap();
-        // 64 lanes of 12 pairs: 6.4 KB; of 99 pairs: 51 KB, past 32 KiB.
-        assert!(split_gate_fits(plan.constants(128, 12), 32768));
-        assert!(!split_gate_fits(plan.constants(128, 99), 32768));
-        let caps = DeviceCaps::portable(wgpu::Limits {
+        let limits = wgpu::Limits {
             max_compute_workgroup_storage_size: 32768,
             ..Default::default()
-        });
+        };
+        let plan = TilePlan::new(&limits, 128).unwrap();
+        let lanes = |top_k| {
+            split_gate_constants(&limits, plan.constants(128, top_k)).map(|c| c.workgroup_size)
+        };
+        // 256 lanes of 12 pairs: 25.6 KB; of 16: 33.8 KB, past 32 KiB (128 lanes); of 99:
+        // 32 lanes would need 25.5 KB; of 200, 51 KB: none.
+        assert_eq!(lanes(12), Some(256));
+        assert_eq!(lanes(16), Some(128));
+        assert_eq!(lanes(99), Some(32));
+        assert_eq!(lanes(200), None);
+        let caps = DeviceCaps::portable(limits);
         let decode = Shape {
             q_len: 1,
             ..Shape::prefill(1, 8, 4096, 128)
         };
         let split = |shape: &Shape, top_k| {
             let config = MobaConfig::new(64, top_k);
-            kernel_set(&caps, shape, &config, AttentionKernel::Portable)
-                .unwrap()
-                .0
-                .split_gate
+            let set = kernel_set(&caps, shape, &config, AttentionKernel::Portable).unwrap();
+            set.0.split_gate.map(|c| c.workgroup_size)
         };
-        assert!(split(&decode, 12));
-        assert!(!split(&decode, 99));
-        assert!(!split(&Shape::prefill(1, 8, 4096, 128), 12));
+        assert_eq!(split(&decode, 12), Some(256));
+        assert_eq!(split(&decode, 200), None);
+        assert_eq!(split(&Shape::prefill(1, 8, 4096, 128), 12), None);
     }
 
     #[test]

@@ -175,10 +175,10 @@ pub(crate) struct KernelSet {
     /// The split-decode kernels' constants, where the forward decodes split over the keys
     /// (a few rows per group; `plan::decode_constants`).
     pub decode: Option<KernelConstants>,
-    /// Whether the gate runs one workgroup per row, its lanes splitting the blocks
-    /// (`gate_row_workgroup.wgsl`): a decode's few rows, where the lanes' best pairs fit
-    /// workgroup memory (`plan::split_gate_fits`).
-    pub split_gate: bool,
+    /// The constants of the gate with one workgroup per row, its lanes splitting the blocks
+    /// (`gate_row_workgroup.wgsl`), where it runs: a decode's few rows, where the lanes'
+    /// best pairs fit workgroup memory (`plan::split_gate_constants`).
+    pub split_gate: Option<KernelConstants>,
 }
 
 /// The subgroup kernels of a [`KernelSet`]: their constants, and which of them.
@@ -198,7 +198,7 @@ impl KernelSet {
             lanes: None,
             cooperative: None,
             decode: None,
-            split_gate: false,
+            split_gate: None,
         }
     }
 
@@ -371,8 +371,8 @@ impl Schedule {
                 let starts = given(Io::SequenceStarts, SEQUENCE_STARTS);
                 let bindings = vec![P(0), I(Io::Q), means, I(Io::Selection), starts];
                 match kernels.split_gate {
-                    true => (portable(Kernel::GateTopkSplit), bindings, rows),
-                    false => (portable(Kernel::GateTopk), bindings, per_thread_rows),
+                    Some(split) => ((Kernel::GateTopkSplit, split), bindings, rows),
+                    None => (portable(Kernel::GateTopk), bindings, per_thread_rows),
                 }
             }
             Step::SelectionCount => (
@@ -694,7 +694,7 @@ mod tests {
         let decode_shape = Shape { q_len: 1, ..shape };
         let decode = KernelSet {
             decode: decode_constants(&decode_shape, portable.portable, 1 << 15),
-            split_gate: true,
+            split_gate: Some(portable.portable),
             ..portable
         };
         assert!(decode.decode.is_some());
@@ -756,7 +756,7 @@ mod tests {
         assert_eq!(decode.query_tile, 4);
         let kernels = KernelSet {
             decode: Some(decode),
-            split_gate: true,
+            split_gate: Some(portable),
             ..KernelSet::portable(portable)
         };
         let schedule = Schedule::forward(&shape, &config, kernels, Given::default());
