@@ -165,8 +165,8 @@ pub(crate) fn decode_constants(
 }
 
 /// Lanes of the gate with one workgroup per row (`gate_row_workgroup.wgsl`) where the device
-/// allows: a 1M cache's 256 blocks, one per lane.
-const SPLIT_GATE_LANES: u32 = 256;
+/// allows.
+const SPLIT_GATE_LANES: u32 = 64;
 
 /// Constants of the gate with one workgroup per row: the most lanes, a power of two up to
 /// [`SPLIT_GATE_LANES`], whose best TOP_K (score, block) pairs and counts fit the device's
@@ -503,10 +503,10 @@ mod tests {
         let lanes = |top_k| {
             split_gate_constants(&limits, plan.constants(128, top_k)).map(|c| c.workgroup_size)
         };
-        // 256 lanes of 12 pairs: 25.6 KB; of 16: 33.8 KB, past 32 KiB (128 lanes); of 99:
-        // 32 lanes would need 25.5 KB; of 200, 51 KB: none.
-        assert_eq!(lanes(12), Some(256));
-        assert_eq!(lanes(16), Some(128));
+        // 64 lanes of 12 or 16 pairs: 6.4 or 8.4 KB; of 99, 51 KB, past 32 KiB: 32 lanes
+        // (25.5 KB); of 200, 51 KB in 32 lanes: none.
+        assert_eq!(lanes(12), Some(64));
+        assert_eq!(lanes(16), Some(64));
         assert_eq!(lanes(99), Some(32));
         assert_eq!(lanes(200), None);
         let caps = DeviceCaps::portable(limits);
@@ -519,7 +519,7 @@ mod tests {
             let set = kernel_set(&caps, shape, &config, AttentionKernel::Portable).unwrap();
             set.0.split_gate.map(|c| c.workgroup_size)
         };
-        assert_eq!(split(&decode, 12), Some(256));
+        assert_eq!(split(&decode, 12), Some(64));
         assert_eq!(split(&decode, 200), None);
         assert_eq!(split(&Shape::prefill(1, 8, 4096, 128), 12), None);
     }
