@@ -19,6 +19,8 @@ use common::{
 use moba::gpu::{AttentionKernel, GpuContext};
 use moba::{MobaConfig, Shape, random, reference};
 
+const COOPERATIVE: AttentionKernel = AttentionKernel::Cooperative;
+
 /// The default adapter, which must have cooperative matrices.
 fn cooperative_gpu() -> &'static GpuContext {
     let gpu = gpu();
@@ -193,13 +195,7 @@ fn moba_forward_matches_the_reference_at_f16_precision() {
     ] {
         let (q, k, v) = inputs(&shape, 51);
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
-        let (o, lse) = forward_with(
-            gpu,
-            AttentionKernel::Cooperative,
-            (&q, &k, &v),
-            &shape,
-            &config,
-        );
+        let (o, lse) = forward_with(gpu, COOPERATIVE, (&q, &k, &v), &shape, &config);
         let d = shape.head_dim;
         let bad_rows: Vec<usize> = (0..shape.q_rows())
             .filter(|&r| {
@@ -251,13 +247,7 @@ fn forward_rescales_when_later_keys_score_higher() {
         let (q, k, v) = inputs(&shape, 123);
         let [q, k, v] = [q, k, v].map(to_f16);
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
-        let (o, lse) = forward_with(
-            gpu,
-            AttentionKernel::Cooperative,
-            (&q, &k, &v),
-            &shape,
-            &config,
-        );
+        let (o, lse) = forward_with(gpu, COOPERATIVE, (&q, &k, &v), &shape, &config);
         let (naive_o, naive_lse) = naive([&q, &k, &v], &shape, &config, &want.selection, f16_round);
         let mut line = format!("{shape:?} {config:?}:");
         for (name, got, naive, want) in [
@@ -343,13 +333,7 @@ fn lse_is_exact_to_f32_on_f16_exact_inputs() {
     let (q, k, v) = inputs(&shape, 77);
     let [q, k, v] = [q, k, v].map(to_f16);
     let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
-    let (_, lse) = forward_with(
-        gpu,
-        AttentionKernel::Cooperative,
-        (&q, &k, &v),
-        &shape,
-        &config,
-    );
+    let (_, lse) = forward_with(gpu, COOPERATIVE, (&q, &k, &v), &shape, &config);
     let lse_error = reference::max_abs_error(&lse, &want.lse);
     eprintln!("lse error on f16-exact inputs: {lse_error:.2e}");
     assert!(lse_error < 2e-5, "lse error {lse_error:.2e}");
@@ -389,21 +373,9 @@ fn moba_backward_matches_the_reference_at_f16_precision() {
         let (q, k, v) = inputs(&shape, seed);
         let dout = random::normal(shape.q_elems(), seed ^ 0x5eed_0003);
         let [q, k, v, dout] = [q, k, v, dout].map(to_f16);
-        let (selection, grads) = backward_with(
-            gpu,
-            AttentionKernel::Cooperative,
-            [&q, &k, &v, &dout],
-            &shape,
-            &config,
-        );
-        let again = backward_with(
-            gpu,
-            AttentionKernel::Cooperative,
-            [&q, &k, &v, &dout],
-            &shape,
-            &config,
-        )
-        .1;
+        let (selection, grads) =
+            backward_with(gpu, COOPERATIVE, [&q, &k, &v, &dout], &shape, &config);
+        let again = backward_with(gpu, COOPERATIVE, [&q, &k, &v, &dout], &shape, &config).1;
         let want = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
         let exact_selection = reference::selection(&q, &k, &shape, &config);
         assert_eq!(selection, exact_selection, "case {index}: the gate differs");
@@ -422,14 +394,7 @@ fn moba_backward_matches_the_reference_at_f16_precision() {
         // dout by a power of two before the f16 rounding, so the gradients scale exactly.
         let tiny = 2f32.powi(-20);
         let small_dout: Vec<f32> = dout.iter().map(|x| x * tiny).collect();
-        let small = backward_with(
-            gpu,
-            AttentionKernel::Cooperative,
-            [&q, &k, &v, &small_dout],
-            &shape,
-            &config,
-        )
-        .1;
+        let small = backward_with(gpu, COOPERATIVE, [&q, &k, &v, &small_dout], &shape, &config).1;
         let scales = small
             .iter()
             .zip(&grads)
