@@ -144,10 +144,16 @@ fn on_any_inputs_the_errors_are_those_of_f16() {
             let (selection, grads) =
                 backward_with(gpu, KERNEL, [&q, &k, &v, &dout], &shape, &config);
             assert_eq!(selection, want.selection, "{shape:?}: the gate differs");
-            let rounded = [&q, &k, &v, &dout].map(|x| to_f16(x.clone()));
-            let [rq, rk, rv, rdout] = [&rounded[0], &rounded[1], &rounded[2], &rounded[3]];
-            let naive_o = naive([rq, rk, rv], &shape, &config, &selection, f16_round).0;
-            let naive = naive_backward([rq, rk, rv], rdout, &shape, &config, &selection, f16_round);
+            let [rq, rk, rv, rdout] = [&q, &k, &v, &dout].map(|x| to_f16(x.clone()));
+            let naive_o = naive([&rq, &rk, &rv], &shape, &config, &selection, f16_round).0;
+            let naive = naive_backward(
+                [&rq, &rk, &rv],
+                &rdout,
+                &shape,
+                &config,
+                &selection,
+                f16_round,
+            );
             let mut line = format!("{}: {shape:?} {config:?}:", gpu.describe());
             let mut ok = true;
             for (name, got, naive, want) in [

@@ -97,8 +97,8 @@ impl<P: Pass> PlannedPass<P> {
 
     /// Bytes of every buffer the pass binds at this shape with `kernel`'s passes: the
     /// portable kernels' buffers, the f16 copies of k and v (half of their f32 size) where
-    /// `kernel`'s passes stage them (cooperative, and the subgroup kernels' f16 variant), each at its larger size where a decode shape
-    /// may run the split forward instead.
+    /// `kernel`'s passes stage them (cooperative, and the subgroup kernels' f16 variant),
+    /// each at its larger size where a decode shape may run the split forward instead.
     pub(crate) fn buffer_sizes_with(
         shape: &Shape,
         config: &MobaConfig,

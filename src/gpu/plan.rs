@@ -73,22 +73,20 @@ impl AttentionKernel {
     ///
     /// [`best`]: AttentionKernel::best
     pub fn best_for_f16_inputs(caps: &DeviceCaps, head_dim: usize) -> Self {
-        let half = TilePlan::new(&caps.limits, head_dim)
-            .and_then(|plan| lanes_constants(caps, plan.constants(head_dim, 1), true));
-        match (Self::best(caps, head_dim), half) {
-            (AttentionKernel::Subgroup, Ok(_)) => AttentionKernel::SubgroupF16,
-            (best, _) => best,
+        match Self::best(caps, head_dim) {
+            AttentionKernel::Subgroup if runs_lanes(caps, head_dim, true) => {
+                AttentionKernel::SubgroupF16
+            }
+            best => best,
         }
     }
 
     /// The fastest kernel at f32 precision (subgroup, else portable): what the host API's
     /// backward runs, whose gradients keep f32 precision.
     pub fn best_f32(caps: &DeviceCaps, head_dim: usize) -> Self {
-        let lanes = TilePlan::new(&caps.limits, head_dim)
-            .and_then(|plan| lanes_constants(caps, plan.constants(head_dim, 1), false));
-        match lanes {
-            Ok(_) => AttentionKernel::Subgroup,
-            Err(_) => AttentionKernel::Portable,
+        match runs_lanes(caps, head_dim, false) {
+            true => AttentionKernel::Subgroup,
+            false => AttentionKernel::Portable,
         }
     }
 
@@ -99,6 +97,13 @@ impl AttentionKernel {
             AttentionKernel::SubgroupF16 | AttentionKernel::Cooperative => Precision::F16,
         }
     }
+}
+
+/// Whether the device runs the lanes kernels (`half`: their f16 variant) at `head_dim`.
+fn runs_lanes(caps: &DeviceCaps, head_dim: usize, half: bool) -> bool {
+    TilePlan::new(&caps.limits, head_dim)
+        .and_then(|plan| lanes_constants(caps, plan.constants(head_dim, 1), half))
+        .is_ok()
 }
 
 /// The kernels of a problem on a device with `kernel` running the attention passes, the dq
@@ -165,7 +170,8 @@ pub(crate) fn decode_constants(
 }
 
 /// Lanes of the gate with one workgroup per row (`gate_row_workgroup.wgsl`) where the device
-/// allows.
+/// allows. At 256, Mesa's GL compiler took about a minute per gate kernel (long enough for a
+/// parallel test to hit wgpu's GL context-lock timeout); at 64 a few seconds.
 const SPLIT_GATE_LANES: u32 = 64;
 
 /// Constants of the gate with one workgroup per row: the most lanes, a power of two up to
