@@ -2,13 +2,15 @@
 # One call on the lent NVIDIA GPU measuring generation (issue 23): trains a `--preset 32k`
 # model for a few steps through Vulkan (the weights do not change the speed), then runs
 # `moba generate` twice on each backend (wgpu through Vulkan: the GPU decoder, then burn's
-# ops with `--decode burn`; then CUDA): the first run pays kernel compilation, the second
-# starts from the caches (cubecl's, kept in .device/cubecl-cache by scripts/device-env.sh).
+# ops with `--decode burn`; then CUDA: its decoder, then burn's ops): the first run pays
+# kernel compilation, the second starts from the caches (NVRTC's and cubecl's, kept in
+# .device/cubecl-cache by scripts/device-env.sh).
 # Also one prefill of a long prompt.
 # Stage the binary and corpus with scripts/stage-device.sh, then run from the repository
 # root on the device with `.device` and `.gl` carried.
 # Environment: OUT (default results/device-generate), STEPS (default 4), MAX_NEW (512),
-# PROMPT_BYTES (the long prompt, default 16384), BACKENDS (default "wgpu wgpu-burn cuda"),
+# PROMPT_BYTES (the long prompt, default 16384), BACKENDS (default "wgpu wgpu-burn cuda
+# cuda-burn"),
 # RUN (a trained run to generate from instead of training one), PROFILE=1
 # (then one more run of 32 bytes per backend logs every burn (cubecl) kernel it launches,
 # with its time, to $OUT/BACKEND-profile.log: what a decode step costs besides MoBA's own;
@@ -36,6 +38,7 @@ head -c "${PROMPT_BYTES:-16384}" .device/python-stdlib.txt > "$OUT/long-prompt.t
 flags() {
     case $1 in
         wgpu-burn) echo "--backend wgpu --decode burn" ;;
+        cuda-burn) echo "--backend cuda --decode burn" ;;
         *) echo "--backend $1" ;;
     esac
 }
@@ -53,13 +56,13 @@ generate() {
     printf '%-22s exit %s, wall %s ms: %s\n' "$label" "$status" \
         "$((($(date +%s%N) - start) / 1000000))" "$(grep -E 'prefill|error|Error' "$OUT/$label.log" | tail -1)"
 }
-for backend in ${BACKENDS:-wgpu wgpu-burn cuda}; do
+for backend in ${BACKENDS:-wgpu wgpu-burn cuda cuda-burn}; do
     generate "$backend" "$backend-first" "$MAX_NEW" --prompt 'def main():'
     generate "$backend" "$backend-cached" "$MAX_NEW" --prompt 'def main():'
     generate "$backend" "$backend-long-prompt" 64 --prompt-file "$OUT/long-prompt.txt"
 done
 if [ "${PROFILE:-0}" = 1 ]; then
-    for backend in ${BACKENDS:-wgpu wgpu-burn cuda}; do
+    for backend in ${BACKENDS:-wgpu wgpu-burn cuda cuda-burn}; do
         CUBECL_DEBUG_LOG="$OUT/$backend-profile.log" CUBECL_DEBUG_OPTION=profile \
             generate "$backend" "$backend-profiled" 32 --prompt 'def main():'
     done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds what the lent GPU runs (release, stripped) into .device/ (git-ignored): the moba
-# binary with the CUDA path, the GPU test binaries (the CUDA grid with `--features cuda`;
-# the wgpu ones as CI builds them), and a copy of the PyTorch peers script.
+# binary with the CUDA path, the GPU test binaries (the CUDA grid and the decoders' tests
+# with `--features cuda`; the other wgpu ones as CI builds them), and a copy of the PyTorch
+# peers script.
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p .device/tests
@@ -21,8 +22,10 @@ for line in sys.stdin:
             and m["target"]["name"] == sys.argv[1]:
         print(m["executable"])' "$name"
 }
-cp "$(test_binary cuda --features cuda)" .device/tests/cuda
-for test in backward cooperative varlen decoder; do
+for test in cuda decoder; do
+    cp "$(test_binary "$test" --features cuda)" ".device/tests/$test"
+done
+for test in backward cooperative varlen subgroup_f16; do
     cp "$(test_binary "$test")" ".device/tests/$test"
 done
 # The call carries at most 64 MiB: the binaries travel gzipped (scripts/device-*.sh unpack).

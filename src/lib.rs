@@ -40,6 +40,7 @@ pub mod config;
 pub mod cuda;
 #[cfg(feature = "burn")]
 pub mod data;
+pub mod decode_plan;
 pub mod error;
 pub mod files;
 pub mod gpu;

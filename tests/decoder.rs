@@ -1,14 +1,16 @@
-//! The GPU decoder (`moba::gpu::LmDecoder`) against the model it was made from: at every
-//! position of a prompt, its logits against the model's own forward on burn's CPU backend
-//! (whose MoBA is checked against the f64 reference by the forward grid), on every adapter
-//! of the forward grid.
+//! The GPU decoders against the model they were made from: at every position of a prompt,
+//! their logits against the model's own forward on burn's CPU backend (whose MoBA is checked
+//! against the f64 reference by the forward grid). The wgpu decoder (`moba::gpu::LmDecoder`)
+//! on every adapter of the forward grid; with `--features cuda` (on the lent GPU), the CUDA
+//! decoder (`moba::cuda::CudaLmDecoder`) too.
 
 mod common;
 
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use moba::MobaError;
-use moba::gpu::{GpuContext, LmDecoder};
+use moba::decode_plan::Decoder;
+use moba::gpu::{GpuContext, LmDecoder, LmWeights};
 use moba::model::generate::byte_tensor;
 use moba::model::{LmConfig, MobaLm};
 use moba::module::AttentionKind;
@@ -26,22 +28,56 @@ fn logits<B: moba::backend::MobaBackend>(model: &MobaLm<B>, bytes: &[u8]) -> Vec
     logits.into_data().convert::<f64>().to_vec().unwrap()
 }
 
+/// Waits for a decoder's futures: the wgpu device's polling, or none (CUDA).
+trait Wait {
+    fn wait<T>(&self, call: impl Future<Output = T>) -> T;
+}
+
+impl Wait for GpuContext {
+    fn wait<T>(&self, call: impl Future<Output = T>) -> T {
+        self.block_on(call)
+    }
+}
+
 /// The decoder's logits at every position of `bytes`, read back after each step.
-fn decoded(gpu: &GpuContext, decoder: &mut LmDecoder, bytes: &[u8]) -> Vec<f32> {
+fn decoded(wait: &impl Wait, decoder: &mut impl Decoder, bytes: &[u8]) -> Vec<f32> {
     let mut all = Vec::new();
     for &byte in bytes {
         decoder.step(byte).unwrap();
-        all.extend(gpu.block_on(decoder.logits()).unwrap());
+        all.extend(wait.wait(decoder.logits()).unwrap());
     }
     all
 }
 
-fn check_config(config: LmConfig) {
+/// A model of `config` (the same weights every call), the test's prompt, and the logits of
+/// the model's own forward at every position.
+fn model_and_logits(config: &LmConfig) -> (LmWeights, Vec<u8>, Vec<f64>) {
     let device = Default::default();
     NdArray::<f32>::seed(&device, 11);
     let model = config.init::<NdArray>(&device).unwrap();
     let bytes = prompt();
     let expected = logits(&model, &bytes);
+    (model.decode_weights().unwrap(), bytes, expected)
+}
+
+fn check_config(config: LmConfig) {
+    let (weights, bytes, expected) = model_and_logits(&config);
+    for gpu in common::every_gpu() {
+        let decoder = LmDecoder::new(gpu, &weights).unwrap();
+        check_decoder(&gpu.describe(), gpu, decoder, &weights, &bytes, &expected);
+    }
+}
+
+/// `decoder` of `weights` reads `bytes` one position at a time, then in chunks, and gives
+/// the model's `expected` logits at every position; `name` says which decoder.
+fn check_decoder(
+    name: &str,
+    wait: &impl Wait,
+    mut decoder: impl Decoder,
+    weights: &LmWeights,
+    bytes: &[u8],
+    expected: &[f64],
+) {
     // Two f32 computations of one model differ by the summation orders of their reductions
     // (a tree here, burn's order there; the norm gains folded into the matrices): a few
     // ulps of the largest logit per layer. A wrong position, block, mask or weight is off
@@ -49,58 +85,48 @@ fn check_config(config: LmConfig) {
     // device's default dtype, so an f64 run of the whole model is not to be had here.)
     let largest = expected.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let tolerance = 16.0 * f32::EPSILON as f64 * largest.max(1.0);
-    let weights = model.decode_weights().unwrap();
-    for gpu in common::every_gpu() {
-        let mut decoder = LmDecoder::new(gpu, &weights).unwrap();
-        let first = decoded(gpu, &mut decoder, &bytes);
-        let error = max_abs_error(&first, &expected);
-        eprintln!(
-            "{}: decoder error {error:.3e} (tolerance {tolerance:.3e})",
-            gpu.describe()
-        );
+    let first = decoded(wait, &mut decoder, bytes);
+    let error = max_abs_error(&first, expected);
+    eprintln!("{name}: decoder error {error:.3e} (tolerance {tolerance:.3e})");
+    assert!(
+        error <= tolerance,
+        "{name}: decoder error {error:.3e} against burn's forward of the same model"
+    );
+    // Every query head attended its own (current) block at the last position.
+    let block = weights.layers[0].attention.block_size;
+    let current = (bytes.len() - 1) / block;
+    let selection = wait.wait(decoder.selection(0)).unwrap();
+    let top_k = selection.len() / weights.n_heads;
+    for head in selection.chunks(top_k) {
+        assert!(head.contains(&(current as i32)), "{head:?}");
+    }
+    // A reset decoder reads the same bytes to the same bits.
+    decoder.reset();
+    let again = decoded(wait, &mut decoder, &bytes[..40]);
+    assert!(
+        again == first[..40 * 256],
+        "{name}: another run, other bits"
+    );
+    // The prompt read in chunks of positions: the scores after each call's last byte.
+    // The first call ends with single positions (100 = 12 chunks of 8 and 4); the second
+    // starts inside a block, its chunks cross block boundaries, and its last position
+    // is a chunk's last row (48 = 6 chunks).
+    decoder.reset();
+    assert_eq!(decoder.chunk_rows(), 8, "{name}");
+    let ends = [100, 148];
+    for end in ends {
+        decoder.prefill(&bytes[decoder.position()..end]).unwrap();
+        let last = wait.wait(decoder.logits()).unwrap();
+        let error = max_abs_error(&last, &expected[(end - 1) * 256..end * 256]);
         assert!(
             error <= tolerance,
-            "{}: decoder error {error:.3e} against burn's forward of the same model",
-            gpu.describe()
+            "{name}: prefill to {end}: error {error:.3e} against burn's forward"
         );
-        // Every query head attended its own (current) block at the last position.
-        let block = weights.layers[0].attention.block_size;
-        let current = (bytes.len() - 1) / block;
-        let selection = gpu.block_on(decoder.selection(0)).unwrap();
-        let top_k = selection.len() / config.n_heads;
-        for head in selection.chunks(top_k) {
-            assert!(head.contains(&(current as i32)), "{head:?}");
-        }
-        // A reset decoder reads the same bytes to the same bits.
-        decoder.reset();
-        let again = decoded(gpu, &mut decoder, &bytes[..40]);
-        assert!(
-            again == first[..40 * 256],
-            "{}: another run, other bits",
-            gpu.describe()
-        );
-        // The prompt read in chunks of positions: the scores after each call's last byte.
-        // The first call ends with single positions (100 = 12 chunks of 8 and 4); the second
-        // starts inside a block, its chunks cross block boundaries, and its last position
-        // is a chunk's last row (48 = 6 chunks).
-        decoder.reset();
-        assert_eq!(decoder.chunk_rows(), 8, "{}", gpu.describe());
-        let ends = [100, 148];
-        for end in ends {
-            decoder.prefill(&bytes[decoder.position()..end]).unwrap();
-            let last = gpu.block_on(decoder.logits()).unwrap();
-            let error = max_abs_error(&last, &expected[(end - 1) * 256..end * 256]);
-            assert!(
-                error <= tolerance,
-                "{}: prefill to {end}: error {error:.3e} against burn's forward",
-                gpu.describe()
-            );
-        }
-        let selection = gpu.block_on(decoder.selection(0)).unwrap();
-        let current = (ends[1] - 1) / block;
-        for head in selection.chunks(top_k) {
-            assert!(head.contains(&(current as i32)), "{head:?}");
-        }
+    }
+    let selection = wait.wait(decoder.selection(0)).unwrap();
+    let current = (ends[1] - 1) / block;
+    for head in selection.chunks(top_k) {
+        assert!(head.contains(&(current as i32)), "{head:?}");
     }
 }
 
@@ -114,24 +140,31 @@ fn the_decoder_runs_full_attention_layers() {
     check_config(LmConfig::preset("tiny").unwrap().with_full_layers(1));
 }
 
+/// The tiny preset with each static gate in place of MoBA's.
+fn static_gate_configs() -> Vec<LmConfig> {
+    let gates = [
+        AttentionKind::SlidingWindow {
+            block_size: 32,
+            blocks: 2,
+        },
+        AttentionKind::Sink {
+            block_size: 32,
+            first: 1,
+            recent: 2,
+        },
+        AttentionKind::KeyWindow { keys: 40 },
+    ];
+    (gates.into_iter())
+        .map(|attention| LmConfig {
+            attention,
+            ..LmConfig::preset("tiny").unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn the_decoder_runs_the_static_gates() {
-    let mut config = LmConfig::preset("tiny").unwrap();
-    config.attention = AttentionKind::SlidingWindow {
-        block_size: 32,
-        blocks: 2,
-    };
-    check_config(config);
-    let mut config = LmConfig::preset("tiny").unwrap();
-    config.attention = AttentionKind::Sink {
-        block_size: 32,
-        first: 1,
-        recent: 2,
-    };
-    check_config(config);
-    let mut config = LmConfig::preset("tiny").unwrap();
-    config.attention = AttentionKind::KeyWindow { keys: 40 };
-    check_config(config);
+    static_gate_configs().into_iter().for_each(check_config);
 }
 
 #[test]
@@ -192,4 +225,32 @@ fn a_model_over_the_adapters_buffer_limit_is_refused_before_allocation() {
             .contains("max_storage_buffer_binding_size"),
         "{error}"
     );
+}
+
+/// Waits for the CUDA decoder's futures, which need no polling.
+#[cfg(feature = "cuda")]
+struct NoPolling;
+
+#[cfg(feature = "cuda")]
+impl Wait for NoPolling {
+    fn wait<T>(&self, call: impl Future<Output = T>) -> T {
+        pollster::block_on(call)
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn the_cuda_decoder_matches_the_model_at_every_position() {
+    let tiny = LmConfig::preset("tiny").unwrap();
+    let configs = [tiny.clone(), tiny.with_full_layers(1)];
+    for config in configs.into_iter().chain(static_gate_configs()) {
+        let (weights, bytes, expected) = model_and_logits(&config);
+        let decoder = moba::cuda::CudaLmDecoder::new(0, &weights).unwrap();
+        let name = format!(
+            "{} (CUDA decoder, {:?})",
+            decoder.describe(),
+            config.attention
+        );
+        check_decoder(&name, &NoPolling, decoder, &weights, &bytes, &expected);
+    }
 }

@@ -1,8 +1,9 @@
-//! `moba generate`: sample bytes from a trained run. On `--backend wgpu` the GPU decoder
-//! runs it (`moba::gpu::LmDecoder`: a few kernels per layer around MoBA's split decode, the
-//! KV cache on the GPU, one position per submission, a prompt in chunks); elsewhere, and
-//! with `--decode burn`, burn's ops: the prompt through one MoBA prefill, every new byte
-//! through one MoBA decode step over the KV cache.
+//! `moba generate`: sample bytes from a trained run. On `--backend wgpu` and `--backend
+//! cuda` a GPU decoder runs it (`moba::gpu::LmDecoder`, `moba::cuda::CudaLmDecoder`: a few
+//! kernels per layer around MoBA's split decode, the KV cache on the GPU, one position per
+//! submission, a prompt in chunks); on ndarray, and with `--decode burn`, burn's ops: the
+//! prompt through one MoBA prefill, every new byte through one MoBA decode step over the KV
+//! cache.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,8 +43,8 @@ pub struct GenerateArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = LmBackend::Wgpu)]
     backend: LmBackend,
-    /// What runs a decode step on `--backend wgpu`: the GPU decoder's kernels, or burn's
-    /// ops (as on the other backends).
+    /// What runs a decode step on `--backend wgpu` and `cuda`: the GPU decoder's kernels,
+    /// or burn's ops (as on ndarray).
     #[arg(long, value_enum, default_value_t = Decode::Kernels)]
     decode: Decode,
 }
@@ -51,7 +52,8 @@ pub struct GenerateArgs {
 /// What runs the decode steps.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
 enum Decode {
-    /// The GPU decoder (`moba::gpu::LmDecoder`), on `--backend wgpu`; burn elsewhere.
+    /// The GPU decoder (`moba::gpu::LmDecoder`, `moba::cuda::CudaLmDecoder`); burn's ops on
+    /// ndarray.
     Kernels,
     /// burn's ops around the MoBA op, on every backend.
     Burn,
@@ -128,7 +130,7 @@ fn stream(
     Ok(())
 }
 
-/// Generation on the GPU decoder: the weights read on the CPU, then uploaded once.
+/// Generation on the wgpu decoder: the weights read on the CPU, then uploaded once.
 fn run_on_decoder(request: &AdapterRequest, args: &GenerateArgs, prompt: &[u8]) -> Result<()> {
     let config = load_config(&args.run)?;
     let model =
@@ -139,6 +141,25 @@ fn run_on_decoder(request: &AdapterRequest, args: &GenerateArgs, prompt: &[u8]) 
     stream(args, prompt, config.model.max_seq_len, || {
         gpu.block_on(generator.next_byte())
     })
+}
+
+/// Generation on the CUDA decoder of GPU 0: the weights read on the CPU, then uploaded once.
+#[cfg(feature = "cuda")]
+fn run_on_cuda_decoder(args: &GenerateArgs, prompt: &[u8]) -> Result<()> {
+    let config = load_config(&args.run)?;
+    let model =
+        load_model::<NdArray>(&config.model, &run_weights(&args.run)?, &Default::default())?;
+    let decoder = moba::cuda::CudaLmDecoder::new(0, &model.decode_weights()?)?;
+    eprintln!("device: {} (CUDA decoder)", decoder.describe());
+    let mut generator = GpuGenerator::with_decoder(decoder, prompt, args.sampling())?;
+    stream(args, prompt, config.model.max_seq_len, || {
+        pollster::block_on(generator.next_byte())
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_on_cuda_decoder(_: &GenerateArgs, _: &[u8]) -> Result<()> {
+    Err(moba::cuda::not_built())
 }
 
 pub fn run(request: &AdapterRequest, args: &GenerateArgs) -> Result<()> {
@@ -154,6 +175,13 @@ pub fn run(request: &AdapterRequest, args: &GenerateArgs) -> Result<()> {
     match (args.backend, args.decode) {
         (LmBackend::Wgpu, Decode::Kernels) => match run_on_decoder(request, args, &prompt) {
             // Before anything is printed: burn's ops run every model.
+            Err(why) if GpuGenerator::declines(&why) => {
+                eprintln!("{why}: decoding with burn's ops instead");
+                dispatch(args.backend, request, Job { args, prompt })
+            }
+            done => done,
+        },
+        (LmBackend::Cuda, Decode::Kernels) => match run_on_cuda_decoder(args, &prompt) {
             Err(why) if GpuGenerator::declines(&why) => {
                 eprintln!("{why}: decoding with burn's ops instead");
                 dispatch(args.backend, request, Job { args, prompt })

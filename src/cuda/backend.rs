@@ -55,52 +55,20 @@ impl Addresses {
     }
 }
 
-/// Alignment of each scratch region in the one scratch allocation, in 4-byte words: 256
-/// bytes, what a separate allocation would get and the kernels' vector accesses assume.
-const SCRATCH_ALIGN_WORDS: usize = 64;
-
 /// The scratch buffers of a plan as regions of one f32 tensor on the device of `like` (one
-/// allocation and one address lookup, each a round trip to burn's device thread, instead of
-/// one per buffer: a decode step's fixed cost); the block means are the caller's where given.
+/// allocation and one address lookup, each a round trip to burn's device thread); the block
+/// means are the caller's where given.
 fn scratch(
     like: &CudaTensor,
     plan: &CudaPlan,
     means: Option<&CudaTensor>,
     addresses: &mut Addresses,
 ) -> (CudaTensor, Scratch) {
-    let words = plan.scratch_words();
-    let sizes = [
-        if means.is_some() { 0 } else { words.means },
-        words.counts,
-        words.starts,
-        words.starts,
-        words.lists,
-        words.row_state,
-        words.row_accumulator,
-        words.partial_out,
-        words.partial_stats,
-    ];
-    let mut offsets = [0; 9];
-    let mut end = 0;
-    for (offset, size) in offsets.iter_mut().zip(sizes) {
-        *offset = end;
-        end += size.next_multiple_of(SCRATCH_ALIGN_WORDS);
-    }
-    let buffer = empty(like, vec![end.max(1)], DType::F32);
+    let words = Scratch::words(plan, means.is_some());
+    let buffer = empty(like, vec![words], DType::F32);
     let base = addresses.of(&buffer);
-    let at = offsets.map(|offset| base + 4 * offset as u64);
-    let scratch = Scratch {
-        means: means.map_or(at[0], |means| addresses.of(means)),
-        counts: at[1],
-        starts: at[2],
-        tiles: at[3],
-        lists: at[4],
-        row_state: at[5],
-        row_accumulator: at[6],
-        partial_out: at[7],
-        partial_stats: at[8],
-    };
-    (buffer, scratch)
+    let means = means.map(|means| addresses.of(means));
+    (buffer, Scratch::in_one_buffer(plan, base, means))
 }
 
 /// Drains burn's queue on the tensor's device, runs `launches` on ours, and waits for them;

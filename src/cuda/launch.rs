@@ -31,13 +31,18 @@ pub const MEAN_THREADS: u32 = 256;
 pub const ELEMENT_THREADS: u32 = 256;
 /// Keys per chunk of the split decode, one per thread.
 pub const DECODE_KEYS: u32 = 128;
+/// Threads of the language model's decode-step kernels (`lm.cu`).
+pub const LM_THREADS: u32 = 256;
+/// Output columns per thread block of `lm_matvec`; the other factor of [`LM_THREADS`] splits
+/// the weight's rows (the WGSL decoder's split).
+pub const LM_COLUMNS: u32 = 16;
 /// Padding of every padded shared tile row, in 16-bit elements.
 const TILE_PAD: usize = 8;
 /// Alignment of swizzled shared tiles, in bytes.
 const SWIZZLE_ALIGN: usize = 1024;
 
 /// The constants above as every CUDA source sees them (`#define`s the host prepends).
-pub fn source_constants() -> [(&'static str, u32); 16] {
+pub fn source_constants() -> [(&'static str, u32); 18] {
     [
         ("WARP", WARP),
         ("ROW_TILE", ROW_TILE as u32),
@@ -55,6 +60,8 @@ pub fn source_constants() -> [(&'static str, u32); 16] {
         ("SWIZZLE_ALIGN", SWIZZLE_ALIGN as u32),
         ("DECODE_KEYS", DECODE_KEYS),
         ("DECODE_MAX_ROWS", DECODE_MAX_ROWS as u32),
+        ("LM_THREADS", LM_THREADS),
+        ("LM_COLUMNS", LM_COLUMNS),
     ]
 }
 

@@ -28,6 +28,9 @@
 //! # Ok::<(), moba::MobaError>(())
 //! ```
 //!
+//! [`CudaLmDecoder`] runs a language model's decode step with the same plan as the wgpu
+//! decoder ([`crate::decode_plan`]), for `moba generate --backend cuda`.
+//!
 //! Without the feature, the sources and the launch arithmetic still build (and are tested):
 //! [`source`], [`launch`], [`schedule`].
 
@@ -41,8 +44,12 @@ mod backend;
 #[cfg(feature = "cuda")]
 pub mod bench;
 #[cfg(feature = "cuda")]
+mod lm_decode;
+#[cfg(feature = "cuda")]
 mod runtime;
 
+#[cfg(feature = "cuda")]
+pub use lm_decode::CudaLmDecoder;
 #[cfg(feature = "cuda")]
 pub use runtime::CudaRuntime;
 

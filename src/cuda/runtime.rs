@@ -168,49 +168,82 @@ impl CudaRuntime {
     /// Builds every program for `constants` (NVRTC on first use), so that a compile error
     /// surfaces before a forward runs.
     pub(crate) fn prepare(&self, constants: CudaConstants) -> Result<()> {
-        for program in CudaProgram::ALL {
+        for program in CudaProgram::MOBA {
             self.module(program, constants)?;
         }
         Ok(())
     }
 
-    fn function(&self, launch: &Launch, constants: CudaConstants) -> Result<CudaFunction> {
+    /// Kernel `name` of `program` built for `constants`, allowed `shared_bytes` of dynamic
+    /// shared memory.
+    pub(crate) fn kernel(
+        &self,
+        program: CudaProgram,
+        constants: CudaConstants,
+        name: &str,
+        shared_bytes: u32,
+    ) -> Result<CudaFunction> {
         let function = self
-            .module(launch.program, constants)?
-            .load_function(launch.step.name())
-            .map_err(|e| cuda_error(launch.step.name(), e))?;
-        if launch.shared_bytes > DEFAULT_SHARED_BYTES {
+            .module(program, constants)?
+            .load_function(name)
+            .map_err(|e| cuda_error(name, e))?;
+        if shared_bytes > DEFAULT_SHARED_BYTES {
             function
                 .set_attribute(
                     CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    launch.shared_bytes as i32,
+                    shared_bytes as i32,
                 )
-                .map_err(|e| cuda_error(&format!("{} shared memory", launch.step.name()), e))?;
+                .map_err(|e| cuda_error(&format!("{name} shared memory"), e))?;
         }
         Ok(function)
     }
 
-    /// Queues one kernel on our stream.
+    /// Queues `function` (kernel `name`) on our stream with `args` (as its signature lists
+    /// them).
+    pub(crate) fn launch_kernel(
+        &self,
+        name: &str,
+        function: &CudaFunction,
+        config: LaunchConfig,
+        args: &[Arg],
+    ) -> Result<()> {
+        let mut builder = self.stream.launch_builder(function);
+        for arg in args {
+            match arg {
+                Arg::Params(params) => builder.arg(params),
+                Arg::U32(value) => builder.arg(value),
+                Arg::F32(value) => builder.arg(value),
+                Arg::Ptr(address) => builder.arg(address),
+            };
+        }
+        // SAFETY: the arguments match the kernel's signature (see `super::schedule` and
+        // `super::lm_decode`), and every address is a live allocation of the size the kernel
+        // indexes (`CudaPlan`, the decoder's buffers).
+        unsafe { builder.launch(config) }
+            .map(|_| ())
+            .map_err(|e| cuda_error(&format!("launching {name}"), e))
+    }
+
+    /// Queues one step's kernel on our stream.
     fn launch(&self, launch: &Launch, constants: CudaConstants) -> Result<()> {
-        let function = self.function(launch, constants)?;
+        let name = launch.step.name();
+        let function = self.kernel(launch.program, constants, name, launch.shared_bytes)?;
         let config = LaunchConfig {
             grid_dim: launch.grid,
             block_dim: (launch.threads, 1, 1),
             shared_mem_bytes: launch.shared_bytes,
         };
-        let mut builder = self.stream.launch_builder(&function);
-        for arg in &launch.args {
-            match arg {
-                Arg::Params(params) => builder.arg(params),
-                Arg::U32(value) => builder.arg(value),
-                Arg::Ptr(address) => builder.arg(address),
-            };
-        }
-        // SAFETY: the arguments match the kernel's signature (see `super::schedule`), and every
-        // address is a live allocation of the size the kernel indexes (`CudaPlan`).
-        unsafe { builder.launch(config) }
-            .map(|_| ())
-            .map_err(|e| cuda_error(&format!("launching {}", launch.step.name()), e))
+        self.launch_kernel(name, &function, config, &launch.args)
+    }
+
+    /// Our stream, where every kernel runs: allocations and copies of the decoder go there.
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits for everything queued on our stream; `what` names it in the error.
+    pub(crate) fn synchronize(&self, what: &str) -> Result<()> {
+        self.stream.synchronize().map_err(|e| cuda_error(what, e))
     }
 
     /// Runs `launches` in order and waits for them (a kernel fault is reported here). With
@@ -236,9 +269,7 @@ impl CudaRuntime {
                 events.push(event()?);
             }
         }
-        self.stream
-            .synchronize()
-            .map_err(|e| cuda_error("running the MoBA kernels", e))?;
+        self.synchronize("running the MoBA kernels")?;
         events
             .windows(2)
             .map(|pair| {

@@ -17,6 +17,7 @@ use crate::shared_constants::DECODE_COMBINE_LANES;
 pub enum Arg {
     Params(KernelParams),
     U32(u32),
+    F32(f32),
     /// A device address (of a burn-cuda tensor or a scratch buffer).
     Ptr(u64),
 }
@@ -45,6 +46,59 @@ pub struct Scratch {
     pub row_accumulator: u64,
     pub partial_out: u64,
     pub partial_stats: u64,
+}
+
+/// Alignment of each scratch region in one scratch allocation, in 4-byte words: 256 bytes,
+/// what a separate allocation would get and the kernels' vector accesses assume.
+const SCRATCH_ALIGN_WORDS: usize = 64;
+
+impl Scratch {
+    /// The scratch buffers of `plan` as regions of one f32 allocation of
+    /// [`Scratch::words`] words at `base` (one allocation instead of one per buffer: a
+    /// decode step's fixed cost); the block means at `means` where the caller gives them.
+    pub fn in_one_buffer(plan: &CudaPlan, base: u64, means: Option<u64>) -> Scratch {
+        let (offsets, _) = Self::layout(plan, means.is_some());
+        let at = offsets.map(|offset| base + 4 * offset as u64);
+        Scratch {
+            means: means.unwrap_or(at[0]),
+            counts: at[1],
+            starts: at[2],
+            tiles: at[3],
+            lists: at[4],
+            row_state: at[5],
+            row_accumulator: at[6],
+            partial_out: at[7],
+            partial_stats: at[8],
+        }
+    }
+
+    /// Words of the allocation [`Scratch::in_one_buffer`] takes (at least 1).
+    pub fn words(plan: &CudaPlan, means_given: bool) -> usize {
+        Self::layout(plan, means_given).1.max(1)
+    }
+
+    /// Each region's first word, in the fields' order, and the end.
+    fn layout(plan: &CudaPlan, means_given: bool) -> ([usize; 9], usize) {
+        let words = plan.scratch_words();
+        let sizes = [
+            if means_given { 0 } else { words.means },
+            words.counts,
+            words.starts,
+            words.starts,
+            words.lists,
+            words.row_state,
+            words.row_accumulator,
+            words.partial_out,
+            words.partial_stats,
+        ];
+        let mut offsets = [0; 9];
+        let mut end = 0;
+        for (offset, size) in offsets.iter_mut().zip(sizes) {
+            *offset = end;
+            end += size.next_multiple_of(SCRATCH_ALIGN_WORDS);
+        }
+        (offsets, end)
+    }
 }
 
 /// What a forward's caller gives, that its steps need not compute.

@@ -100,18 +100,30 @@ pub enum CudaProgram {
     Backward,
     /// `decode_split`, `decode_combine`.
     Decode,
+    /// `lm_embed`, `lm_matvec`, `lm_rope_cache`: a language model's decode step around
+    /// MoBA's (`cuda::CudaLmDecoder`).
+    Lm,
 }
 
 const COMMON: &str = include_str!("../../shaders/cuda/common.cuh");
 
 impl CudaProgram {
-    /// Every program, for tests.
-    pub const ALL: [CudaProgram; 5] = [
+    /// MoBA's programs, built before a problem's first run.
+    pub const MOBA: [CudaProgram; 5] = [
         CudaProgram::Gate,
         CudaProgram::Inversion,
         CudaProgram::Attention,
         CudaProgram::Backward,
         CudaProgram::Decode,
+    ];
+    /// Every program.
+    pub const ALL: [CudaProgram; 6] = [
+        CudaProgram::Gate,
+        CudaProgram::Inversion,
+        CudaProgram::Attention,
+        CudaProgram::Backward,
+        CudaProgram::Decode,
+        CudaProgram::Lm,
     ];
 
     /// The file's own source.
@@ -122,6 +134,7 @@ impl CudaProgram {
             CudaProgram::Attention => include_str!("../../shaders/cuda/attention.cu"),
             CudaProgram::Backward => include_str!("../../shaders/cuda/backward.cu"),
             CudaProgram::Decode => include_str!("../../shaders/cuda/decode.cu"),
+            CudaProgram::Lm => include_str!("../../shaders/cuda/lm.cu"),
         }
     }
 
@@ -133,6 +146,7 @@ impl CudaProgram {
             CudaProgram::Attention => "attention.cu",
             CudaProgram::Backward => "backward.cu",
             CudaProgram::Decode => "decode.cu",
+            CudaProgram::Lm => "lm.cu",
         }
     }
 

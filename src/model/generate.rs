@@ -1,8 +1,8 @@
 //! Sampling bytes from a [`MobaLm`]: each new byte through one MoBA decode step over the KV
 //! cache (one query gated over the cached blocks), so generation is sparse too.
 //! [`Generator`] runs on burn's ops (the prompt through one MoBA prefill first);
-//! [`GpuGenerator`] on the GPU decoder ([`LmDecoder`], the prompt a chunk of positions at a
-//! time).
+//! [`GpuGenerator`] on a GPU decoder ([`Decoder`]: [`LmDecoder`] through wgpu, or CUDA's;
+//! the prompt a chunk of positions at a time).
 //! [`generate`] runs to a length; both generators draw one byte per call.
 
 use burn::tensor::backend::Backend;
@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 
 use super::lm::MobaLm;
 use crate::backend::MobaBackend;
+use crate::decode_plan::Decoder;
 use crate::error::{MobaError, Result};
 use crate::gpu::{GpuContext, LmDecoder};
 use crate::module::KvCache;
@@ -169,7 +170,7 @@ impl<B: MobaBackend> Generator<B> {
 
     /// The blocks each query head of `layer` attended at the last position read,
     /// `[n_heads, top_k]` ascending, -1 for none (a view of the routing, as
-    /// [`LmDecoder::selection`] gives it; a full-attention layer's one block holds the
+    /// [`Decoder::selection`] gives it; a full-attention layer's one block holds the
     /// context); `None` before the first byte and for NSA layers. On a GPU backend this
     /// waits for the device.
     pub fn selection(&self, layer: usize) -> Result<Option<Vec<i32>>> {
@@ -186,10 +187,11 @@ impl<B: MobaBackend> Generator<B> {
     }
 }
 
-/// Generation on the GPU decoder ([`LmDecoder`]: a few kernels per layer around MoBA's split
+/// Generation on a GPU decoder ([`Decoder`]: a few kernels per layer around MoBA's split
 /// decode, the KV cache on the GPU, one read-back of the logits per byte), for models whose
 /// layers it runs (MoBA, full and the static patterns; not NSA or a key convolution). The
-/// same draws as [`Generator`] from the same logits.
+/// same draws as [`Generator`] from the same logits. [`GpuGenerator::new`] makes the wgpu
+/// decoder ([`LmDecoder`]); [`GpuGenerator::with_decoder`] takes any, such as CUDA's.
 ///
 /// ```no_run
 /// use moba::gpu::GpuContext;
@@ -202,14 +204,14 @@ impl<B: MobaBackend> Generator<B> {
 /// assert!(byte.is_some());
 /// # Ok::<(), moba::MobaError>(())
 /// ```
-pub struct GpuGenerator {
-    decoder: LmDecoder,
+pub struct GpuGenerator<D = LmDecoder> {
+    decoder: D,
     draws: Draws,
     /// A step failed: the cache no longer matches the draws.
     failed: bool,
 }
 
-impl GpuGenerator {
+impl GpuGenerator<LmDecoder> {
     /// Uploads `model` to `gpu` and prepares to continue `prompt` (the errors of
     /// [`Generator::new`], and those [`GpuGenerator::declines`]).
     pub fn new<B: Backend>(
@@ -218,12 +220,10 @@ impl GpuGenerator {
         prompt: &[u8],
         sampling: Sampling,
     ) -> Result<Self> {
-        let draws = Draws::new(prompt, sampling, model.max_seq_len)?;
-        Ok(Self {
-            decoder: LmDecoder::new(gpu, &model.decode_weights()?)?,
-            draws,
-            failed: false,
-        })
+        // The prompt and the sampling are checked before the upload.
+        Draws::new(prompt, sampling, model.max_seq_len)?;
+        let decoder = LmDecoder::new(gpu, &model.decode_weights()?)?;
+        Self::with_decoder(decoder, prompt, sampling)
     }
 
     /// Whether `error` from [`GpuGenerator::new`] means that the decoder does not run this
@@ -235,6 +235,20 @@ impl GpuGenerator {
             error,
             MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }
         )
+    }
+}
+
+impl<D: Decoder> GpuGenerator<D> {
+    /// Continues `prompt` on `decoder` (from its first position: it is reset): the errors of
+    /// [`Generator::new`].
+    pub fn with_decoder(mut decoder: D, prompt: &[u8], sampling: Sampling) -> Result<Self> {
+        let draws = Draws::new(prompt, sampling, decoder.capacity())?;
+        decoder.reset();
+        Ok(Self {
+            decoder,
+            draws,
+            failed: false,
+        })
     }
 
     /// The next byte, or `None` once the model's context is full. After an error every
@@ -265,7 +279,7 @@ impl GpuGenerator {
     }
 
     /// The decoder, with its cache and routing.
-    pub fn decoder(&self) -> &LmDecoder {
+    pub fn decoder(&self) -> &D {
         &self.decoder
     }
 }

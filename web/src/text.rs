@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use burn::backend::NdArray;
 use burn::module::Module;
+use moba::decode_plan::Decoder;
 use moba::gpu::GpuContext;
 use moba::model::{Generator, GpuGenerator, LmConfig, MobaLm, Sampling, model_from_bytes};
 use moba::module::AttentionKind;

@@ -1,9 +1,11 @@
 //! The decode-step kernels of a language model (`shaders/wgsl/lm_*.wgsl`): their sources with
 //! the constants the host prepends, for submissions of a given number of rows (consecutive
 //! positions: one while generating, a chunk of a prompt in prefill). The attention between
-//! them is MoBA's decode ([`crate::gpu::MobaForward::over_cache`]).
+//! them is MoBA's decode ([`crate::gpu::MobaForward::over_cache`]). The kernels and their
+//! order are the decode plan's ([`crate::decode_plan`]).
 
 use super::super::kernels::file;
+use crate::decode_plan::LmKernel;
 
 /// Threads per workgroup of every decode-step kernel.
 pub(super) const WORKGROUP_SIZE: u32 = 256;
@@ -12,55 +14,21 @@ pub(super) const WORKGROUP_SIZE: u32 = 256;
 /// and enough workgroups at model widths of a few hundred to spread over the GPU).
 const MATVEC_COLUMNS: u32 = 16;
 
-/// What a matrix-vector product does with its result (`lm_matvec.wgsl`'s epilogues).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Epilogue {
-    /// `out = x W + b`.
-    Store = 0,
-    /// `out += x W + b`: a residual connection.
-    Residual = 1,
-    /// `out = silu(x W1 + b1) * (x W2 + b2)`, W1 and W2 side by side in one matrix.
-    SwiGlu = 2,
-}
-
-/// One decode-step kernel with its sizes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum LmKernel {
-    Embed {
-        d_model: usize,
-    },
-    Matvec {
-        d_in: usize,
-        d_out: usize,
-        /// RMS-normalise the input first, with this epsilon.
-        norm: Option<f32>,
-        epilogue: Epilogue,
-        /// The input is head-major `[d_in / head_dim, rows, head_dim]` (the attention's
-        /// output) with this head dim; `None`: row-major `[rows, d_in]`.
-        input_head_dim: Option<usize>,
-    },
-    RopeCache {
-        q_heads: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        capacity: usize,
-        rope: bool,
-        /// Keys per block of the gate's means.
-        block_size: usize,
-    },
-}
-
-impl LmKernel {
-    pub fn name(&self) -> &'static str {
-        match self {
-            LmKernel::Embed { .. } => "lm_embed",
-            LmKernel::Matvec { .. } => "lm_matvec",
-            LmKernel::RopeCache { .. } => "lm_rope_cache",
-        }
-    }
-
+/// How the WGSL decoder launches a decode-step kernel.
+pub(super) trait WgslKernel {
     /// Workgroups of one launch over `rows` rows.
-    pub fn workgroups(&self, rows: usize) -> u64 {
+    fn workgroups(&self, rows: usize) -> u64;
+    /// Workgroup memory bytes the kernel declares over `rows` rows.
+    fn workgroup_bytes(&self, rows: usize) -> u64;
+    /// The full WGSL module for submissions of `rows` rows.
+    fn source(&self, rows: usize) -> String;
+    /// Whether the kernel reads the step's byte and position (`lm_step.wgsl`, binding 0,
+    /// before its own buffers).
+    fn reads_step(&self) -> bool;
+}
+
+impl WgslKernel for LmKernel {
+    fn workgroups(&self, rows: usize) -> u64 {
         let threads = match *self {
             LmKernel::Embed { d_model } => rows * d_model,
             LmKernel::Matvec { d_out, .. } => {
@@ -76,17 +44,15 @@ impl LmKernel {
         threads.div_ceil(WORKGROUP_SIZE as usize) as u64
     }
 
-    /// Workgroup memory bytes the kernel declares over `rows` rows.
-    pub fn workgroup_bytes(&self, rows: usize) -> u64 {
+    fn workgroup_bytes(&self, rows: usize) -> u64 {
         match *self {
             LmKernel::Matvec { .. } => (rows as u64 + 2 * WORKGROUP_SIZE as u64) * 4,
             _ => 0,
         }
     }
 
-    /// The full WGSL module for submissions of `rows` rows: constants, `lm_step.wgsl` where
-    /// it reads the step, the kernel's file.
-    pub fn source(&self, rows: usize) -> String {
+    // Constants, `lm_step.wgsl` where it reads the step, the kernel's file.
+    fn source(&self, rows: usize) -> String {
         let constant = |name: &str, value: usize| format!("const {name}: u32 = {value}u;\n");
         let mut source = String::from("// Set by the host (src/gpu/lm_decode/kernels.rs).\n");
         source.push_str(&constant("WORKGROUP_SIZE", WORKGROUP_SIZE as usize));
@@ -100,13 +66,9 @@ impl LmKernel {
                 epilogue,
                 input_head_dim,
             } => {
-                let row_stride = match epilogue {
-                    Epilogue::SwiGlu => 2 * d_out,
-                    _ => d_out,
-                };
                 source.push_str(&constant("D_IN", d_in));
                 source.push_str(&constant("D_OUT", d_out));
-                source.push_str(&constant("ROW_STRIDE", row_stride));
+                source.push_str(&constant("ROW_STRIDE", self.row_stride()));
                 source.push_str(&constant("COLUMNS", MATVEC_COLUMNS as usize));
                 source.push_str(&constant("NORM", norm.is_some() as usize));
                 source.push_str(&constant("EPILOGUE", epilogue as usize));
@@ -140,9 +102,7 @@ impl LmKernel {
         source
     }
 
-    /// Whether the kernel reads the step's byte and position (`lm_step.wgsl`, binding 0,
-    /// before its own buffers).
-    pub fn reads_step(&self) -> bool {
+    fn reads_step(&self) -> bool {
         !matches!(self, LmKernel::Matvec { .. })
     }
 }
@@ -150,6 +110,7 @@ impl LmKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode_plan::Epilogue;
 
     #[test]
     fn every_decode_step_kernel_parses_and_validates_in_naga() {
