@@ -177,7 +177,7 @@ fn load_strip(matrices: ptr<function, RowStrip>, tile: BlockTile, strip: u32, li
 // (half_inputs.wgsl); positions past `count` are zero so that they add nothing. Ends with a
 // barrier.
 fn stage_keys(group: u32, first: u32, count: u32, lid: u32) {
-    let base = (group * params.kv_len + first) * HEAD_VECS;
+    let base = (group * params.kv_stride + first) * HEAD_VECS;
     // Every load first, then the stores: the thread's loads are in flight together rather
     // than one round trip to memory per round.
     var key: array<vec4<f16>, STAGE_ROUNDS>;

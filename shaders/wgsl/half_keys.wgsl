@@ -3,8 +3,8 @@
 // query tile that selected its block.
 //
 // Grid: one thread per vec4 of k (and of v), WORKGROUP_SIZE per workgroup, linear.
-// Memory: keys/values [groups, kv_len, HEAD_DIM] vec4 f32 in; half_keys/half_values the same
-//         in vec4 f16.
+// Memory: keys/values [groups, kv_stride, HEAD_DIM] vec4 f32 in (kv_stride: kv_len, or a KV
+//         cache's capacity); half_keys/half_values the same in vec4 f16.
 
 @group(0) @binding(1) var<storage, read> keys: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> values: array<vec4<f32>>;
@@ -14,7 +14,7 @@
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
     let i = thread_index(grid, lid);
-    if i >= groups() * params.kv_len * HEAD_VECS {
+    if i >= groups() * params.kv_stride * HEAD_VECS {
         return;
     }
     half_keys[i] = vec4<f16>(keys[i]);

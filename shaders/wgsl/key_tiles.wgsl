@@ -22,9 +22,10 @@ fn tile_value(at: u32) -> vec4<f32> {
 const STAGE_BATCH: u32 = 4u;
 
 // All threads together copy keys and values [first, first + count) of a group into the
-// tiles, then wait for each other. Call from uniform control flow.
+// tiles, then wait for each other. Keys and values are [groups, kv_stride, HEAD_DIM]
+// (kv_stride: kv_len, or a KV cache's capacity). Call from uniform control flow.
 fn stage_key_tile(group: u32, first: u32, count: u32, lid: u32) {
-    let base = (group * params.kv_len + first) * HEAD_VECS;
+    let base = (group * params.kv_stride + first) * HEAD_VECS;
     let total = count * HEAD_VECS;
     for (var start = lid; start < total; start += STAGE_BATCH * WORKGROUP_SIZE) {
         var key: array<StagedVector, STAGE_BATCH>;

@@ -1,18 +1,19 @@
 // One matrix-vector product of a decode step, for each of its ROWS rows:
 // out = epilogue(x W + bias), x RMS-normalised first where NORM is 1 (the norm's gain is
-// folded into W's rows on the host). A prefill chunk of ROWS positions reads each weight once
-// for all its rows.
+// folded into W's rows on the host). A workgroup takes TILE_ROWS rows (all of a decode's or
+// a prompt chunk's; a tile of a long prompt's): it reads each weight once for them.
 //
-// Grid: ceil(D_OUT / COLUMNS) workgroups, linear; each takes every row.
+// Grid: COLUMN_GROUPS x ceil(ROWS / TILE_ROWS) workgroups, linear (column group fastest);
+//       each takes COLUMNS output columns of TILE_ROWS rows.
 // Threads: WORKGROUP_SIZE = COLUMNS x SLICES. Thread (slice, column) sums the rows slice,
-//       slice + SLICES, ... of one output column for every row (neighbouring threads read
-//       neighbouring columns of a weight row); then the first slice adds the SLICES partial
-//       sums in order, row by row, so every run gives the same bits.
+//       slice + SLICES, ... of one output column for every row of the tile (neighbouring
+//       threads read neighbouring columns of a weight row); then the first slice adds the
+//       SLICES partial sums in order, row by row, so every run gives the same bits.
 // Memory: input [D_IN / INPUT_HEAD_DIM, ROWS, INPUT_HEAD_DIM] f32: head-major where it is
 //       the attention's output, row-major [ROWS, D_IN] where INPUT_HEAD_DIM = D_IN; weight
 //       [D_IN, ROW_STRIDE] f32 row-major, burn's Linear layout (ROW_STRIDE = D_OUT, or
 //       2 * D_OUT where a SwiGLU's two matrices sit side by side); bias [ROW_STRIDE];
-//       out [ROWS, D_OUT]. Workgroup: each row's 1 / rms, the partial sums.
+//       out [ROWS, D_OUT]. Workgroup: each tile row's 1 / rms, the partial sums.
 // Epilogue: STORE writes out; RESIDUAL adds into it (the residual stream); SWIGLU writes
 //       silu(a) * b of the column's products with the left (a) and right (b) matrices.
 
@@ -27,7 +28,7 @@ const SLICES: u32 = WORKGROUP_SIZE / COLUMNS;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-var<workgroup> inverse_rms: array<f32, ROWS>;
+var<workgroup> inverse_rms: array<f32, TILE_ROWS>;
 var<workgroup> partial: array<vec2<f32>, WORKGROUP_SIZE>;
 
 // Where element i of row `row` of the input lies.
@@ -37,13 +38,15 @@ fn input_at(row: u32, i: u32) -> u32 {
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first_row = workgroup.x / COLUMN_GROUPS * TILE_ROWS;
+    let rows = min(TILE_ROWS, ROWS - first_row);
     if NORM != 0u {
-        for (var r = 0u; r < ROWS; r++) {
+        for (var r = 0u; r < rows; r++) {
             // The row's sum of squares over the workgroup, as a tree (the same in every
             // workgroup).
             var squares = 0.0;
             for (var i = lid; i < D_IN; i += WORKGROUP_SIZE) {
-                let value = input[input_at(r, i)];
+                let value = input[input_at(first_row + r, i)];
                 squares += value * value;
             }
             partial[lid] = vec2<f32>(squares, 0.0);
@@ -63,8 +66,8 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
 
     let lane = lid % COLUMNS;
     let slice = lid / COLUMNS;
-    let column = workgroup.x * COLUMNS + lane;
-    var sums: array<vec2<f32>, ROWS>;
+    let column = workgroup.x % COLUMN_GROUPS * COLUMNS + lane;
+    var sums: array<vec2<f32>, TILE_ROWS>;
     if column < D_OUT {
         for (var i = slice; i < D_IN; i += SLICES) {
             let at = i * ROW_STRIDE + column;
@@ -72,12 +75,15 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
             if EPILOGUE == SWIGLU {
                 w.y = weight[at + D_OUT];
             }
-            for (var r = 0u; r < ROWS; r++) {
-                sums[r] += input[input_at(r, i)] * w;
+            // Over the constant TILE_ROWS: the sums stay in registers.
+            for (var r = 0u; r < TILE_ROWS; r++) {
+                if r < rows {
+                    sums[r] += input[input_at(first_row + r, i)] * w;
+                }
             }
         }
     }
-    for (var r = 0u; r < ROWS; r++) {
+    for (var r = 0u; r < rows; r++) {
         partial[lid] = sums[r];
         workgroupBarrier();
         if slice == 0u && column < D_OUT {
@@ -89,7 +95,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
                 // (x / rms) W = (x W) / rms: the row's factor once per column.
                 total *= inverse_rms[r];
             }
-            let at = r * D_OUT + column;
+            let at = (first_row + r) * D_OUT + column;
             let a = total.x + bias[column];
             if EPILOGUE == STORE {
                 out[at] = a;

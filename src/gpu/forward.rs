@@ -138,13 +138,7 @@ impl MobaForward {
     /// # Ok::<(), moba::MobaError>(())
     /// ```
     pub fn over_cache(gpu: &GpuContext, shape: &Shape, config: &MobaConfig) -> Result<Self> {
-        let given = Given {
-            means: config.check_given_means().is_ok(),
-            ..Given::default()
-        };
-        let mut pass = Self::planned(gpu, shape, config, AttentionKernel::Portable, given)?;
-        // A decode step binds the same cache and buffers as the one before.
-        pass.runner.keep_bindings();
+        let pass = Self::planned_over_cache(gpu, shape, config, AttentionKernel::Portable)?;
         if !pass.splits_decode() {
             return Err(MobaError::Unsupported(format!(
                 "a decode over a KV cache needs the split-decode kernels: at most {} query \
@@ -156,16 +150,50 @@ impl MobaForward {
         Ok(pass)
     }
 
-    /// How many positions of the cache a decode planned [`Self::over_cache`] reads, the
+    /// A prefill over a KV cache laid out as for [`Self::over_cache`]: `shape.q_len` queries
+    /// (a prompt's chunk of positions, many more than a decode takes) after the cached
+    /// positions, through the row-tiled passes of the fastest f32 kernel (subgroup, else
+    /// portable), each causally over the cache up to its own position. Set the length with
+    /// [`Self::set_cached_len`] and record with [`Self::encode_over_cache`], as a decode.
+    pub fn prefill_over_cache(
+        gpu: &GpuContext,
+        shape: &Shape,
+        config: &MobaConfig,
+    ) -> Result<Self> {
+        let kernel = AttentionKernel::best_f32(gpu.caps(), shape.head_dim);
+        Self::planned_over_cache(gpu, shape, config, kernel)
+    }
+
+    /// A forward over a cache: the block means given for the mean-key gate, the bindings kept
+    /// from one step to the next (a step binds the same cache and buffers as the one before).
+    fn planned_over_cache(
+        gpu: &GpuContext,
+        shape: &Shape,
+        config: &MobaConfig,
+        kernel: AttentionKernel,
+    ) -> Result<Self> {
+        let given = Given {
+            means: config.check_given_means().is_ok(),
+            ..Given::default()
+        };
+        let mut pass = Self::planned(gpu, shape, config, kernel, given)?;
+        pass.runner.keep_bindings();
+        Ok(pass)
+    }
+
+    /// How many positions of the cache a forward planned [`Self::over_cache`] or
+    /// [`Self::prefill_over_cache`] reads, the
     /// queries' own included (at least `q_len`, at most the capacity), from the next
     /// submission on: record and submit one step per length.
     pub fn set_cached_len(&self, len: usize) -> Result<()> {
         let (shape, config) = (self.shape(), self.config());
-        // Pooling the keys (block_means.wgsl) reads them at kv_len's stride: only the split
-        // decode over given means (or a static gate) reads a cache.
-        if !self.splits_decode() || self.runner.runs(super::kernels::Kernel::BlockMeans) {
+        // Pooling the keys (block_means.wgsl) reads them at kv_len's stride: only a forward
+        // over given means (or a static gate) reads a cache.
+        if self.runner.runs(super::kernels::Kernel::BlockMeans) {
             return Err(MobaError::Config(
-                "set_cached_len is for a decode planned with MobaForward::over_cache".into(),
+                "set_cached_len is for a forward planned with MobaForward::over_cache or \
+                 prefill_over_cache"
+                    .into(),
             ));
         }
         if len < shape.q_len || len > shape.kv_len {

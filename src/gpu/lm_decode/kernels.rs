@@ -13,6 +13,14 @@ pub(super) const WORKGROUP_SIZE: u32 = 256;
 /// workgroup splits the weight's rows (16 slices of 16 columns: a few of them per thread,
 /// and enough workgroups at model widths of a few hundred to spread over the GPU).
 const MATVEC_COLUMNS: u32 = 16;
+/// Rows per workgroup of a matrix-vector product at most: a decode's or a prompt chunk's
+/// every row (the split decode takes at most 16), a long prompt's in tiles of 16.
+const MATVEC_TILE_ROWS: usize = 16;
+
+/// Rows of a matrix-vector product's workgroup in a submission of `rows` rows.
+fn matvec_tile_rows(rows: usize) -> usize {
+    rows.min(MATVEC_TILE_ROWS)
+}
 
 /// How the WGSL decoder launches a decode-step kernel.
 pub(super) trait WgslKernel {
@@ -32,7 +40,8 @@ impl WgslKernel for LmKernel {
         let threads = match *self {
             LmKernel::Embed { d_model } => rows * d_model,
             LmKernel::Matvec { d_out, .. } => {
-                return d_out.div_ceil(MATVEC_COLUMNS as usize) as u64;
+                let column_groups = d_out.div_ceil(MATVEC_COLUMNS as usize);
+                return (column_groups * rows.div_ceil(matvec_tile_rows(rows))) as u64;
             }
             LmKernel::RopeCache {
                 q_heads,
@@ -46,7 +55,9 @@ impl WgslKernel for LmKernel {
 
     fn workgroup_bytes(&self, rows: usize) -> u64 {
         match *self {
-            LmKernel::Matvec { .. } => (rows as u64 + 2 * WORKGROUP_SIZE as u64) * 4,
+            LmKernel::Matvec { .. } => {
+                (matvec_tile_rows(rows) as u64 + 2 * WORKGROUP_SIZE as u64) * 4
+            }
             _ => 0,
         }
     }
@@ -70,6 +81,9 @@ impl WgslKernel for LmKernel {
                 source.push_str(&constant("D_OUT", d_out));
                 source.push_str(&constant("ROW_STRIDE", self.row_stride()));
                 source.push_str(&constant("COLUMNS", MATVEC_COLUMNS as usize));
+                let column_groups = d_out.div_ceil(MATVEC_COLUMNS as usize);
+                source.push_str(&constant("COLUMN_GROUPS", column_groups));
+                source.push_str(&constant("TILE_ROWS", matvec_tile_rows(rows)));
                 source.push_str(&constant("NORM", norm.is_some() as usize));
                 source.push_str(&constant("EPILOGUE", epilogue as usize));
                 source.push_str(&constant("INPUT_HEAD_DIM", input_head_dim.unwrap_or(d_in)));
@@ -137,7 +151,8 @@ mod tests {
                 }
             }),
         );
-        for (kernel, rows) in kernels.flat_map(|kernel| [(kernel, 1), (kernel, 16)]) {
+        let sizes = |kernel| [(kernel, 1), (kernel, 16), (kernel, 40)];
+        for (kernel, rows) in kernels.flat_map(sizes) {
             let source = kernel.source(rows);
             let module = wgpu::naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{}: {}", kernel.name(), e.emit_to_string(&source)));
