@@ -18,6 +18,11 @@ use crate::error::{MobaError, Result};
 use crate::gpu::{LinearWeights, LmWeights};
 use crate::launch_plan::DECODE_MAX_ROWS;
 
+/// Positions a submission of a long prompt reads at most by default: MoBA's row-tiled
+/// prefill passes attend them over the cache, the products read each weight once per tile
+/// of rows.
+pub const PREFILL_ROWS: usize = 256;
+
 /// A language model with its KV cache on a GPU, run by the decode plan: the wgpu decoder
 /// ([`crate::gpu::LmDecoder`]) and the CUDA one (`moba::cuda::CudaLmDecoder`). Feed it bytes
 /// ([`Decoder::step`] one, [`Decoder::prefill`] a prompt) and read the next byte's scores

@@ -13,7 +13,8 @@
 //   Padded rows of HEAD_DIM + 8 16-bit values, ldmatrix fragments. WGMMA build: Swizzled
 //   tiles, each of the two warpgroups multiplies its 64 rows with m64n64k16 warpgroup MMAs
 //   (q and k from shared memory; p from registers times v from shared memory).
-//   State: state_o [rows, HEAD_DIM] f32 (unnormalised), state_ml [rows, 2] f32 (max in
+//   Keys and values: [groups, kv_stride, HEAD_DIM] (kv_stride: kv_len, or a KV cache's
+//   capacity). State: state_o [rows, HEAD_DIM] f32 (unnormalised), state_ml [rows, 2] f32 (max in
 //   base 2, sum); slot 0 writes it, later slots merge.
 // attention_finalize — one thread per 8 columns of a row (16-byte loads and stores): o =
 //   acc / sum as elem_t, and lse = (max + log2 sum) * ln 2.
@@ -35,7 +36,7 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     stage_async<ROW_TILE, TILE_THREADS, TileLayout>(q_tile, q + (size_t)bh * p.q_len * HEAD_DIM, Listed{rows},
                                       tile.count);
 
-    size_t kv_base = (size_t)kv_group(p, bh) * p.kv_len * HEAD_DIM;
+    size_t kv_base = (size_t)kv_group(p, bh) * p.kv_stride * HEAD_DIM;
     u32 key_first = tile.block * p.block_size;
     u32 key_stop = block_end(p, tile.block);
     if (p.causal) {

@@ -2,17 +2,19 @@
 // kernels of the decode plan (src/decode_plan.rs) that lm_embed.wgsl, lm_matvec.wgsl and
 // lm_rope_cache.wgsl are on wgpu, f32 throughout, summed in the same orders. Sizes are
 // arguments (one module per model); a submission's `rows` are consecutive positions (one
-// while generating, a chunk of a prompt), at most DECODE_MAX_ROWS.
+// while generating, a chunk or a tile of a prompt).
 //
 // step: [first position, the byte of each row] u32, written by the host before a submission.
 //
 // lm_embed — grid cover(rows * d_model, LM_THREADS): one thread per element of x.
 //   embedding [vocab, d_model]; x [rows, d_model].
-// lm_matvec — grid ceil(d_out / LM_COLUMNS) blocks of LM_THREADS = LM_COLUMNS x slices:
-//   out = epilogue(x W + bias) for every row, x RMS-normalised first where `norm` (the gain
-//   folded into W's rows). Thread (slice, column) sums rows slice, slice + slices, ... of
-//   its column for every row (neighbouring threads read neighbouring columns of a weight
-//   row); the first slice adds the slices' partial sums in order. Input: head-major
+// lm_matvec — grid (ceil(d_out / LM_COLUMNS), ceil(rows / DECODE_MAX_ROWS)) blocks of
+//   LM_THREADS = LM_COLUMNS x slices: out = epilogue(x W + bias) for every row, x
+//   RMS-normalised first where `norm` (the gain folded into W's rows). A block takes up to
+//   DECODE_MAX_ROWS rows (a decode's or a chunk's every row, a tile of a long prompt's) and
+//   reads each weight once for them. Thread (slice, column) sums rows slice, slice +
+//   slices, ... of its column for each of them (neighbouring threads read neighbouring
+//   columns of a weight row); the first slice adds the slices' partial sums in order. Input: head-major
 //   [d_in / input_head_dim, rows, input_head_dim] (the attention's output), or row-major
 //   [rows, d_in] where input_head_dim = d_in; weight [d_in, row_stride] row-major
 //   (row_stride = d_out, or 2 d_out for SwiGLU's two matrices side by side); bias
@@ -42,12 +44,15 @@ lm_matvec(u32 rows, u32 d_in, u32 d_out, u32 row_stride, u32 norm, float epsilon
     __shared__ float inverse_rms[DECODE_MAX_ROWS];
     __shared__ float2 partial[LM_THREADS];
     u32 tid = threadIdx.x;
-    // Where element i of row r of the input lies.
+    u32 first_row = blockIdx.y * DECODE_MAX_ROWS;
+    u32 tile_rows = min((u32)DECODE_MAX_ROWS, rows - first_row);
+    // Where element i of row r of the tile lies.
     auto input_at = [&](u32 r, u32 i) {
-        return ((size_t)(i / input_head_dim) * rows + r) * input_head_dim + i % input_head_dim;
+        return ((size_t)(i / input_head_dim) * rows + first_row + r) * input_head_dim
+            + i % input_head_dim;
     };
     if (norm) {
-        for (u32 r = 0; r < rows; r++) {
+        for (u32 r = 0; r < tile_rows; r++) {
             // The row's sum of squares over the block, as a tree (the same in every block).
             float squares = 0.0f;
             for (u32 i = tid; i < d_in; i += LM_THREADS) {
@@ -76,7 +81,7 @@ lm_matvec(u32 rows, u32 d_in, u32 d_out, u32 row_stride, u32 norm, float epsilon
             float2 w = make_float2(weight[at], epilogue == LM_SWIGLU ? weight[at + d_out] : 0.0f);
 #pragma unroll
             for (u32 r = 0; r < DECODE_MAX_ROWS; r++) {
-                if (r < rows) {
+                if (r < tile_rows) {
                     float x = input[input_at(r, i)];
                     sums[r].x += x * w.x;
                     sums[r].y += x * w.y;
@@ -86,7 +91,7 @@ lm_matvec(u32 rows, u32 d_in, u32 d_out, u32 row_stride, u32 norm, float epsilon
     }
 #pragma unroll
     for (u32 r = 0; r < DECODE_MAX_ROWS; r++) {
-        if (r >= rows) break;
+        if (r >= tile_rows) break;
         partial[tid] = sums[r];
         __syncthreads();
         if (slice == 0 && column < d_out) {
@@ -100,7 +105,7 @@ lm_matvec(u32 rows, u32 d_in, u32 d_out, u32 row_stride, u32 norm, float epsilon
                 total.x *= inverse_rms[r];
                 total.y *= inverse_rms[r];
             }
-            size_t at = (size_t)r * d_out + column;
+            size_t at = (size_t)(first_row + r) * d_out + column;
             float a = total.x + bias[column];
             if (epilogue == LM_STORE) {
                 out[at] = a;

@@ -27,16 +27,13 @@ use super::forward::{ForwardBuffers, MobaForward};
 use super::plan::check_buffer_sizes;
 use crate::config::Shape;
 use crate::decode_plan::{
-    Activation, DecodePlan, Decoder, HostProduct, LmKernel, LmStep, last_selection, submissions,
+    Activation, DecodePlan, Decoder, HostProduct, LmKernel, LmStep, PREFILL_ROWS, last_selection,
+    submissions,
 };
 use crate::error::{MobaError, Result};
 
 /// Storage buffers `lm_rope_cache.wgsl` binds, the most of any decode-step kernel.
 const ROPE_CACHE_BINDINGS: u32 = 8;
-
-/// Positions a submission of a long prompt reads at most by default: MoBA's row-tiled
-/// prefill passes attend them, the products read each weight once per 16 of them.
-pub const PREFILL_ROWS: usize = 256;
 
 /// How a program's attention runs over the cache.
 #[derive(Debug, Clone, Copy)]
