@@ -28,10 +28,10 @@ pub const PREFILL_ROWS: usize = 256;
 /// ([`Decoder::step`] one, [`Decoder::prefill`] a prompt) and read the next byte's scores
 /// ([`Decoder::logits`]); [`crate::model::GpuGenerator`] samples from one.
 pub trait Decoder {
-    /// Reads `bytes` at the next positions, [`Decoder::chunk_rows`] per submission (the rest
-    /// one at a time), with no wait; [`Decoder::logits`] then reads the scores of the byte
-    /// after the last. An error, before anything is submitted, for a byte past the
-    /// vocabulary or more bytes than the cache has room for.
+    /// Reads `bytes` at the next positions, [`Decoder::chunk_rows`] per submission at most,
+    /// with no wait; [`Decoder::logits`] then reads the scores of the byte after the last.
+    /// An error, before anything is submitted, for a byte past the vocabulary or more bytes
+    /// than the cache has room for.
     fn prefill(&mut self, bytes: &[u8]) -> Result<()>;
 
     /// Reads `byte` at the next position: its key and value join the cache, and the logits
@@ -50,63 +50,141 @@ pub trait Decoder {
     /// the first byte.
     fn selection(&self, layer: usize) -> impl Future<Output = Result<Vec<i32>>>;
 
+    /// Where the decoder is in its cache.
+    fn cursor(&self) -> &Cursor;
+
+    /// The same, to reset.
+    fn cursor_mut(&mut self) -> &mut Cursor;
+
     /// Positions in the cache: the bytes read so far.
-    fn position(&self) -> usize;
+    fn position(&self) -> usize {
+        self.cursor().position
+    }
 
     /// Positions the cache holds at most (the model's context).
-    fn capacity(&self) -> usize;
+    fn capacity(&self) -> usize {
+        self.cursor().capacity
+    }
 
     /// Positions one submission of [`Decoder::prefill`] reads at most.
-    fn chunk_rows(&self) -> usize;
+    fn chunk_rows(&self) -> usize {
+        self.cursor().program_rows.last().copied().unwrap_or(1)
+    }
 
     /// Forgets every cached position (the next step is position 0).
-    fn reset(&mut self);
+    fn reset(&mut self) {
+        let cursor = self.cursor_mut();
+        cursor.position = 0;
+        cursor.last_rows = 1;
+    }
 }
 
-/// `bytes` as a decoder's submissions: each the largest of `rows` (the positions its
-/// programs read, the first 1) that the rest fills, as `(program, its bytes)`; an error
-/// for a byte past `vocab`, or more bytes than the `room` left in the cache.
-pub fn submissions<'a>(
-    bytes: &'a [u8],
-    rows: &[usize],
+/// A decoder's place in its cache and the rows of its programs (a submission runs the
+/// largest program that the bytes left fill): the bookkeeping both decoders share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    capacity: usize,
     vocab: usize,
-    (capacity, position): (usize, usize),
-) -> Result<Vec<(usize, &'a [u8])>> {
-    if let Some(&byte) = bytes.iter().find(|&&byte| usize::from(byte) >= vocab) {
-        return Err(MobaError::Config(format!(
-            "byte {byte} is past the model's vocabulary of {vocab}"
-        )));
-    }
-    if bytes.len() > capacity - position {
-        return Err(MobaError::Config(format!(
-            "the model's context of {capacity} positions is full ({position} are cached, {} \
-             more given)",
-            bytes.len()
-        )));
-    }
-    let mut rest = bytes;
-    let mut submissions = Vec::new();
-    while !rest.is_empty() {
-        let program = (0..rows.len())
-            .rev()
-            .find(|&p| rows[p] <= rest.len())
-            .unwrap_or(0);
-        let (chunk, tail) = rest.split_at(rows[program]);
-        submissions.push((program, chunk));
-        rest = tail;
-    }
-    Ok(submissions)
+    position: usize,
+    /// Rows of the last submission.
+    last_rows: usize,
+    /// Rows of each program, ascending; the first is 1.
+    program_rows: Vec<usize>,
 }
 
-/// The last row of each query head in a decoder's selection `[n_heads, rows, top_k]` of a
-/// submission of `rows` rows: `[n_heads, top_k]`.
-pub fn last_selection(all: &[i32], heads: usize, rows: usize, top_k: usize) -> Vec<i32> {
-    (0..heads)
-        .flat_map(|head| {
-            let at = ((head * rows) + rows - 1) * top_k;
-            all[at..at + top_k].to_vec()
-        })
-        .collect()
+impl Cursor {
+    /// A decoder of `capacity` positions over `vocab` bytes, with no program yet.
+    pub fn new(capacity: usize, vocab: usize) -> Self {
+        Cursor {
+            capacity,
+            vocab,
+            position: 0,
+            last_rows: 1,
+            program_rows: Vec::new(),
+        }
+    }
+
+    /// Adds a program of `rows` rows, more than the one before.
+    pub fn add_program(&mut self, rows: usize) {
+        assert!(self.program_rows.last().is_none_or(|&last| last < rows));
+        self.program_rows.push(rows);
+    }
+
+    /// `bytes` as submissions, each `(program, its bytes)`: the largest program that the
+    /// rest fills; an error for a byte past the vocabulary, or more bytes than the room
+    /// left in the cache.
+    pub fn submissions<'a>(&self, bytes: &'a [u8]) -> Result<Vec<(usize, &'a [u8])>> {
+        let (capacity, position, vocab) = (self.capacity, self.position, self.vocab);
+        if let Some(&byte) = bytes.iter().find(|&&byte| usize::from(byte) >= vocab) {
+            return Err(MobaError::Config(format!(
+                "byte {byte} is past the model's vocabulary of {vocab}"
+            )));
+        }
+        if bytes.len() > capacity - position {
+            return Err(MobaError::Config(format!(
+                "the model's context of {capacity} positions is full ({position} are cached, {} \
+                 more given)",
+                bytes.len()
+            )));
+        }
+        let rows = &self.program_rows;
+        let mut rest = bytes;
+        let mut submissions = Vec::new();
+        while !rest.is_empty() {
+            let program = (0..rows.len())
+                .rev()
+                .find(|&p| rows[p] <= rest.len())
+                .unwrap_or(0);
+            let (chunk, tail) = rest.split_at(rows[program]);
+            submissions.push((program, chunk));
+            rest = tail;
+        }
+        Ok(submissions)
+    }
+
+    /// A submission of `rows` positions was queued.
+    pub fn advance(&mut self, rows: usize) {
+        self.position += rows;
+        self.last_rows = rows;
+    }
+
+    /// An error before the first byte is read (nothing to read back yet).
+    pub fn check_read(&self) -> Result<()> {
+        match self.position {
+            0 => Err(MobaError::Config("no byte has been read yet".into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The last row of each query head in a selection `[n_heads, rows, top_k]` of the last
+    /// submission: `[n_heads, top_k]`.
+    pub fn last_selection(&self, all: &[i32], heads: usize, top_k: usize) -> Vec<i32> {
+        let rows = self.last_rows;
+        (0..heads)
+            .flat_map(|head| {
+                let at = ((head * rows) + rows - 1) * top_k;
+                all[at..at + top_k].to_vec()
+            })
+            .collect()
+    }
+
+    /// Positions in the cache.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Rows of the last submission (its last row's logits are the ones to read).
+    pub fn last_rows(&self) -> usize {
+        self.last_rows
+    }
+}
+
+/// The error of a layer index past the model's `layers`.
+pub fn check_layer(layer: usize, layers: usize) -> Result<()> {
+    match layer < layers {
+        true => Ok(()),
+        false => Err(MobaError::Config(format!("the model has {layers} layers"))),
+    }
 }
 
 /// What a matrix-vector product does with its result.
@@ -359,17 +437,26 @@ mod tests {
 
     #[test]
     fn a_prompt_goes_in_the_largest_chunks_that_fit() {
+        let mut cursor = Cursor::new(100, 256);
+        assert!(cursor.check_read().is_err());
+        cursor.add_program(1);
+        cursor.add_program(8);
         let bytes = [7u8; 21];
-        let split = submissions(&bytes, &[1, 8], 256, (100, 0)).unwrap();
+        let split = cursor.submissions(&bytes).unwrap();
         let programs: Vec<(usize, usize)> = split.iter().map(|(p, b)| (*p, b.len())).collect();
         assert_eq!(
             programs,
             [(1, 8), (1, 8), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1)]
         );
-        let error = submissions(&bytes, &[1, 8], 256, (100, 80)).unwrap_err();
+        cursor.advance(80);
+        let error = cursor.submissions(&bytes).unwrap_err();
         assert!(error.to_string().contains("full"), "{error}");
-        let error = submissions(&[3, 200], &[1], 128, (100, 0)).unwrap_err();
+        let error = Cursor::new(100, 128).submissions(&[3, 200]).unwrap_err();
         assert!(error.to_string().contains("byte 200"), "{error}");
+        // The last row of each of 2 heads of a submission of 80 rows, top-1.
+        let all: Vec<i32> = (0..160).collect();
+        assert_eq!(cursor.last_selection(&all, 2, 1), [79, 159]);
+        assert!(check_layer(2, 2).is_err() && check_layer(1, 2).is_ok());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::schedule::{Arg, CudaSchedule, ForwardTensors, Given, Scratch};
 use super::source::{CudaConstants, CudaProgram, ElemKind};
 use crate::config::{MobaConfig, Shape};
 use crate::decode_plan::{
-    Activation, DecodePlan, Decoder, LmKernel, LmStep, PREFILL_ROWS, last_selection, submissions,
+    Activation, Cursor, DecodePlan, Decoder, LmKernel, LmStep, PREFILL_ROWS, check_layer,
 };
 use crate::error::{MobaError, Result};
 use crate::gpu::LmWeights;
@@ -105,9 +105,7 @@ pub struct CudaLmDecoder {
     capacity: usize,
     vocab: usize,
     heads: usize,
-    position: usize,
-    /// Rows of the last submission.
-    last_rows: usize,
+    cursor: Cursor,
     buffers: Buffers,
     layers: Vec<CachedLayer>,
     /// One position per submission, then a prompt's chunk.
@@ -201,8 +199,7 @@ impl CudaLmDecoder {
             capacity,
             vocab,
             heads,
-            position: 0,
-            last_rows: 1,
+            cursor: Cursor::new(capacity, vocab),
             buffers,
             layers,
             programs: Vec::new(),
@@ -213,6 +210,7 @@ impl CudaLmDecoder {
         for rows in [1, chunk, prefill_rows] {
             if decoder.programs.last().is_none_or(|last| last.rows < rows) {
                 let program = decoder.program(weights, &plan, rows)?;
+                decoder.cursor.add_program(rows);
                 decoder.programs.push(program);
             }
         }
@@ -420,12 +418,13 @@ impl CudaLmDecoder {
         let stream = self.runtime.stream();
         let program = &self.programs[program];
         let rows = program.rows;
-        let mut step = vec![self.position as u32];
+        let position = self.cursor.position();
+        let mut step = vec![position as u32];
         step.extend(bytes.iter().map(|&byte| u32::from(byte)));
         stream
             .memcpy_htod(&step, &mut self.buffers.step)
             .map_err(|e| cuda_error("writing the step", e))?;
-        let len = self.position + rows;
+        let len = position + rows;
         for part in &program.parts {
             match part {
                 Part::Kernel(launch) => self.launch(launch, &launch.args)?,
@@ -443,8 +442,7 @@ impl CudaLmDecoder {
                 }
             }
         }
-        self.position = len;
-        self.last_rows = rows;
+        self.cursor.advance(rows);
         Ok(())
     }
 
@@ -460,9 +458,7 @@ impl CudaLmDecoder {
 
 impl Decoder for CudaLmDecoder {
     fn prefill(&mut self, bytes: &[u8]) -> Result<()> {
-        let rows: Vec<usize> = self.programs.iter().map(|program| program.rows).collect();
-        let at = (self.capacity, self.position);
-        for (program, chunk) in submissions(bytes, &rows, self.vocab, at)? {
+        for (program, chunk) in self.cursor.submissions(bytes)? {
             self.submit(program, chunk)?;
         }
         Ok(())
@@ -470,10 +466,8 @@ impl Decoder for CudaLmDecoder {
 
     // Waits for the submissions before it.
     async fn logits(&self) -> Result<Vec<f32>> {
-        if self.position == 0 {
-            return Err(MobaError::Config("no byte has been read yet".into()));
-        }
-        let first = (self.last_rows - 1) * self.vocab;
+        self.cursor.check_read()?;
+        let first = (self.cursor.last_rows() - 1) * self.vocab;
         let row = self.buffers.logits.slice(first..first + self.vocab);
         let mut logits = vec![0.0f32; self.vocab];
         (self.runtime.stream())
@@ -484,34 +478,23 @@ impl Decoder for CudaLmDecoder {
     }
 
     async fn selection(&self, layer: usize) -> Result<Vec<i32>> {
-        let cached = self.layers.get(layer).ok_or_else(|| {
-            MobaError::Config(format!("the model has {} layers", self.layers.len()))
-        })?;
-        if self.position == 0 {
-            return Err(MobaError::Config("no byte has been read yet".into()));
-        }
+        check_layer(layer, self.layers.len())?;
+        self.cursor.check_read()?;
+        let cached = &self.layers[layer];
         let all = (self.runtime.stream())
             .clone_dtoh(&cached.selection)
             .map_err(|e| cuda_error("reading the selection", e))?;
         self.runtime.synchronize("reading the selection")?;
-        let top_k = cached.config.top_k;
-        Ok(last_selection(&all, self.heads, self.last_rows, top_k))
+        Ok(self
+            .cursor
+            .last_selection(&all, self.heads, cached.config.top_k))
     }
 
-    fn position(&self) -> usize {
-        self.position
+    fn cursor(&self) -> &Cursor {
+        &self.cursor
     }
 
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    fn chunk_rows(&self) -> usize {
-        self.programs.last().map_or(1, |program| program.rows)
-    }
-
-    fn reset(&mut self) {
-        self.position = 0;
-        self.last_rows = 1;
+    fn cursor_mut(&mut self) -> &mut Cursor {
+        &mut self.cursor
     }
 }

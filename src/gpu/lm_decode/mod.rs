@@ -27,8 +27,8 @@ use super::forward::{ForwardBuffers, MobaForward};
 use super::plan::check_buffer_sizes;
 use crate::config::Shape;
 use crate::decode_plan::{
-    Activation, DecodePlan, Decoder, HostProduct, LmKernel, LmStep, PREFILL_ROWS, last_selection,
-    submissions,
+    Activation, Cursor, DecodePlan, Decoder, HostProduct, LmKernel, LmStep, PREFILL_ROWS,
+    check_layer,
 };
 use crate::error::{MobaError, Result};
 
@@ -104,8 +104,7 @@ struct Product {
 pub struct LmDecoder {
     gpu: GpuContext,
     capacity: usize,
-    vocab: usize,
-    position: usize,
+    cursor: Cursor,
     /// `[first position, the byte of each row]` of the submission.
     step: wgpu::Buffer,
     /// `[n_heads, rows, head_dim]`: what the attention reads and writes.
@@ -120,8 +119,6 @@ pub struct LmDecoder {
     /// One position per submission, then (where the attention takes more) a prompt's chunk,
     /// then a long prompt's tile of positions.
     programs: Vec<Program>,
-    /// Rows of the last submission.
-    last_rows: usize,
 }
 
 impl LmDecoder {
@@ -190,8 +187,7 @@ impl LmDecoder {
         let mut decoder = Self {
             gpu: gpu.clone(),
             capacity,
-            vocab,
-            position: 0,
+            cursor: Cursor::new(capacity, vocab),
             step: zeros("decode step", 1 + most),
             queries: zeros("queries", most * d),
             attended: zeros("attention output", most * d),
@@ -200,7 +196,6 @@ impl LmDecoder {
             readback: gpu.readback_buffer("logits readback", bytes(vocab)),
             layers,
             programs: Vec::new(),
-            last_rows: 1,
         };
         let model = Uploaded::new(gpu, weights, &plan);
         let activations = Activations {
@@ -211,15 +206,19 @@ impl LmDecoder {
         let program = |decoder: &Self, rows, attention| {
             decoder.program(weights, &plan, &model, &activations, rows, attention)
         };
+        let push = |decoder: &mut Self, program: Program| {
+            decoder.cursor.add_program(program.rows);
+            decoder.programs.push(program);
+        };
         let one = program(&decoder, 1, Attention::Split)?;
-        decoder.programs.push(one);
+        push(&mut decoder, one);
         // The chunk's attention may not fit the adapter's workgroup memory: then half the
         // chunk, down to a position at a time.
         let mut rows = chunk;
         while rows > 1 {
             match program(&decoder, rows, Attention::Split) {
                 Ok(chunked) => {
-                    decoder.programs.push(chunked);
+                    push(&mut decoder, chunked);
                     break;
                 }
                 Err(MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }) => rows /= 2,
@@ -227,9 +226,8 @@ impl LmDecoder {
             }
         }
         if prefill_rows > rows {
-            decoder
-                .programs
-                .push(program(&decoder, prefill_rows, Attention::Tiled)?);
+            let tiled = program(&decoder, prefill_rows, Attention::Tiled)?;
+            push(&mut decoder, tiled);
         }
         gpu.check()?;
         Ok(decoder)
@@ -335,11 +333,12 @@ impl LmDecoder {
         let program = &self.programs[program];
         let rows = program.rows;
         let queue = self.gpu.queue();
-        let mut step = vec![self.position as u32];
+        let position = self.cursor.position();
+        let mut step = vec![position as u32];
         step.extend(bytes.iter().map(|&byte| u32::from(byte)));
         queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&step));
         for attention in &program.attention {
-            attention.set_cached_len(self.position + rows)?;
+            attention.set_cached_len(position + rows)?;
         }
         let mut encoder = self
             .gpu
@@ -376,17 +375,14 @@ impl LmDecoder {
         let last_row = (rows as u64 - 1) * row_bytes;
         encoder.copy_buffer_to_buffer(&self.logits, last_row, &self.readback, 0, row_bytes);
         queue.submit([encoder.finish()]);
-        self.position += rows;
-        self.last_rows = rows;
+        self.cursor.advance(rows);
         Ok(())
     }
 }
 
 impl Decoder for LmDecoder {
     fn prefill(&mut self, bytes: &[u8]) -> Result<()> {
-        let rows: Vec<usize> = self.programs.iter().map(|program| program.rows).collect();
-        let at = (self.capacity, self.position);
-        for (program, chunk) in submissions(bytes, &rows, self.vocab, at)? {
+        for (program, chunk) in self.cursor.submissions(bytes)? {
             self.submit(program, chunk)?;
         }
         Ok(())
@@ -394,42 +390,25 @@ impl Decoder for LmDecoder {
 
     // The step's copy of the logits and this read share one buffer.
     async fn logits(&self) -> Result<Vec<f32>> {
-        if self.position == 0 {
-            return Err(MobaError::Config("no byte has been read yet".into()));
-        }
+        self.cursor.check_read()?;
         self.gpu.read_mapped(&self.readback).await
     }
 
     async fn selection(&self, layer: usize) -> Result<Vec<i32>> {
-        let cached = self.layers.get(layer).ok_or_else(|| {
-            MobaError::Config(format!("the model has {} layers", self.layers.len()))
-        })?;
-        if self.position == 0 {
-            return Err(MobaError::Config("no byte has been read yet".into()));
-        }
-        let all: Vec<i32> = self.gpu.download(&cached.selection).await?;
+        check_layer(layer, self.layers.len())?;
+        self.cursor.check_read()?;
+        let all: Vec<i32> = self.gpu.download(&self.layers[layer].selection).await?;
         let attention = &self.programs[0].attention[layer];
         let (heads, top_k) = (attention.shape().q_heads, attention.config().top_k);
-        Ok(last_selection(&all, heads, self.last_rows, top_k))
+        Ok(self.cursor.last_selection(&all, heads, top_k))
     }
 
-    fn position(&self) -> usize {
-        self.position
+    fn cursor(&self) -> &Cursor {
+        &self.cursor
     }
 
-    fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    // The heads' split decode takes 16 query rows per kv head (fewer where the adapter's
-    // workgroup memory holds fewer).
-    fn chunk_rows(&self) -> usize {
-        self.programs.last().map_or(1, |program| program.rows)
-    }
-
-    fn reset(&mut self) {
-        self.position = 0;
-        self.last_rows = 1;
+    fn cursor_mut(&mut self) -> &mut Cursor {
+        &mut self.cursor
     }
 }
 
