@@ -66,7 +66,8 @@ pub trait Decoder {
         self.cursor().capacity
     }
 
-    /// Positions one submission of [`Decoder::prefill`] reads at most.
+    /// Positions one submission of [`Decoder::prefill`] reads at most (a long prompt's tile,
+    /// else the split decode's chunk).
     fn chunk_rows(&self) -> usize {
         self.cursor().program_rows.last().copied().unwrap_or(1)
     }
@@ -104,15 +105,23 @@ impl Cursor {
         }
     }
 
-    /// Adds a program of `rows` rows, more than the one before.
+    /// Adds a program of `rows` rows: 1 first, then each more than the one before.
     pub fn add_program(&mut self, rows: usize) {
-        assert!(self.program_rows.last().is_none_or(|&last| last < rows));
+        let next = self
+            .program_rows
+            .last()
+            .map_or(rows == 1, |&last| last < rows);
+        assert!(
+            next,
+            "programs of 1 row first, then ascending ({rows} after {:?})",
+            self.program_rows
+        );
         self.program_rows.push(rows);
     }
 
     /// `bytes` as submissions, each `(program, its bytes)`: the largest program that the
     /// rest fills; an error for a byte past the vocabulary, or more bytes than the room
-    /// left in the cache.
+    /// left in the cache. Call after the first [`Cursor::add_program`].
     pub fn submissions<'a>(&self, bytes: &'a [u8]) -> Result<Vec<(usize, &'a [u8])>> {
         let (capacity, position, vocab) = (self.capacity, self.position, self.vocab);
         if let Some(&byte) = bytes.iter().find(|&&byte| usize::from(byte) >= vocab) {
@@ -302,7 +311,8 @@ pub struct DecodePlan {
 }
 
 impl DecodePlan {
-    /// The decode step of `weights` (checked with [`LmWeights::validate`] first).
+    /// The decode step of `weights`, which the caller has checked with
+    /// [`LmWeights::validate`].
     pub fn new(weights: &LmWeights) -> Self {
         let (heads, kv_heads) = (weights.n_heads, weights.n_kv_heads);
         let mut products = Vec::new();

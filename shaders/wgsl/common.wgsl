@@ -5,7 +5,8 @@
 //
 // The kernels see a problem as `groups()` independent (batch, kv head) pairs: kv tensors
 // are [groups, kv_len, HEAD_DIM] and query tensors [groups, group_size, q_len, HEAD_DIM],
-// which is exactly the row-major layout of [B, Hkv, Sk, D] and [B, Hq, S, D].
+// which is exactly the row-major layout of [B, Hkv, Sk, D] and [B, Hq, S, D]. A forward over
+// a KV cache reads keys and values at the cache's stride (params.kv_stride, its capacity).
 
 // `struct Params` (the problem, DESIGN §1) is generated from src/kernel_params.rs and
 // stands before this file, with the shared constants.

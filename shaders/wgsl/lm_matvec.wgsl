@@ -3,7 +3,8 @@
 // folded into W's rows on the host). A workgroup takes TILE_ROWS rows (all of a decode's or
 // a prompt chunk's; a tile of a long prompt's): it reads each weight once for them.
 //
-// Grid: COLUMN_GROUPS x ceil(ROWS / TILE_ROWS) workgroups, linear (column group fastest);
+// Grid: COLUMN_GROUPS x ceil(ROWS / TILE_ROWS) workgroups, linear (column group fastest;
+//       folded into x and y where longer than a dimension holds);
 //       each takes COLUMNS output columns of TILE_ROWS rows.
 // Threads: WORKGROUP_SIZE = COLUMNS x SLICES. Thread (slice, column) sums the rows slice,
 //       slice + SLICES, ... of one output column for every row of the tile (neighbouring
@@ -37,8 +38,14 @@ fn input_at(row: u32, i: u32) -> u32 {
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first_row = workgroup.x / COLUMN_GROUPS * TILE_ROWS;
+fn main(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    // The host folds a long grid into x and y.
+    let workgroup = workgroup_id.y * workgroups.x + workgroup_id.x;
+    let first_row = workgroup / COLUMN_GROUPS * TILE_ROWS;
     let rows = min(TILE_ROWS, ROWS - first_row);
     if NORM != 0u {
         for (var r = 0u; r < rows; r++) {
@@ -66,7 +73,7 @@ fn main(@builtin(workgroup_id) workgroup: vec3<u32>, @builtin(local_invocation_i
 
     let lane = lid % COLUMNS;
     let slice = lid / COLUMNS;
-    let column = workgroup.x % COLUMN_GROUPS * COLUMNS + lane;
+    let column = workgroup % COLUMN_GROUPS * COLUMNS + lane;
     var sums: array<vec2<f32>, TILE_ROWS>;
     if column < D_OUT {
         for (var i = slice; i < D_IN; i += SLICES) {

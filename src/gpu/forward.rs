@@ -211,7 +211,8 @@ impl MobaForward {
         Ok(())
     }
 
-    /// Records one step of a decode planned [`Self::over_cache`]: `means` are the cache's
+    /// Records one step of a forward planned [`Self::over_cache`] or
+    /// [`Self::prefill_over_cache`]: `means` are the cache's
     /// block means, which only the mean-key gate reads (the static gates rank without them).
     pub fn encode_over_cache(
         &self,

@@ -1,8 +1,9 @@
 //! The decode-step kernels of a language model (`shaders/wgsl/lm_*.wgsl`): their sources with
 //! the constants the host prepends, for submissions of a given number of rows (consecutive
-//! positions: one while generating, a chunk of a prompt in prefill). The attention between
-//! them is MoBA's decode ([`crate::gpu::MobaForward::over_cache`]). The kernels and their
-//! order are the decode plan's ([`crate::decode_plan`]).
+//! positions: one while generating, a chunk or a tile of a prompt in prefill). The attention
+//! between them is MoBA's over the cache ([`crate::gpu::MobaForward::over_cache`],
+//! [`crate::gpu::MobaForward::prefill_over_cache`]). The kernels and their order are the
+//! decode plan's ([`crate::decode_plan`]).
 
 use super::super::kernels::file;
 use crate::decode_plan::LmKernel;

@@ -225,9 +225,13 @@ impl LmDecoder {
                 Err(error) => return Err(error),
             }
         }
+        // Without the prefill passes (an adapter's limits), prompts go in chunks.
         if prefill_rows > rows {
-            let tiled = program(&decoder, prefill_rows, Attention::Tiled)?;
-            push(&mut decoder, tiled);
+            match program(&decoder, prefill_rows, Attention::Tiled) {
+                Ok(tiled) => push(&mut decoder, tiled),
+                Err(MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }) => {}
+                Err(error) => return Err(error),
+            }
         }
         gpu.check()?;
         Ok(decoder)
