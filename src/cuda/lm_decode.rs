@@ -21,7 +21,7 @@ use super::launch::{CudaPlan, HEAD_DIM_MULTIPLE, LM_COLUMNS, LM_THREADS};
 use super::runtime::CudaRuntime;
 use super::schedule::{Arg, CudaSchedule, ForwardTensors, Given, Scratch};
 use super::source::{CudaConstants, CudaProgram, ElemKind};
-use crate::config::{MobaConfig, Shape};
+use crate::config::MobaConfig;
 use crate::decode_plan::{Activation, Cursor, DecodePlan, Decoder, LmKernel, LmStep, check_layer};
 use crate::error::{MobaError, Result};
 use crate::gpu::LmWeights;
@@ -103,7 +103,6 @@ struct Buffers {
 /// ```
 pub struct CudaLmDecoder {
     runtime: Arc<CudaRuntime>,
-    capacity: usize,
     vocab: usize,
     heads: usize,
     cursor: Cursor,
@@ -207,7 +206,6 @@ impl CudaLmDecoder {
         };
         let mut decoder = Self {
             runtime,
-            capacity,
             vocab,
             heads,
             cursor: Cursor::new(capacity, vocab),
@@ -353,14 +351,7 @@ impl CudaLmDecoder {
                 }
                 LmStep::Attention { layer } => {
                     let cached = &self.layers[layer];
-                    let shape = Shape {
-                        batch: 1,
-                        q_heads: weights.n_heads,
-                        kv_heads: weights.n_kv_heads,
-                        q_len: rows,
-                        kv_len: self.capacity,
-                        head_dim,
-                    };
+                    let shape = weights.attention_shape(rows);
                     let config = &cached.config;
                     let constants = constants(config);
                     let cuda_plan = CudaPlan::new(&shape, config, constants.mma);

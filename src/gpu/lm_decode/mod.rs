@@ -25,7 +25,6 @@ use kernels::WgslKernel;
 use super::context::GpuContext;
 use super::forward::{ForwardBuffers, MobaForward};
 use super::plan::check_buffer_sizes;
-use crate::config::Shape;
 use crate::decode_plan::{
     Activation, Cursor, DecodePlan, Decoder, HostProduct, LmKernel, LmStep, PREFILL_ROWS,
     check_layer,
@@ -103,7 +102,6 @@ struct Product {
 /// ```
 pub struct LmDecoder {
     gpu: GpuContext,
-    capacity: usize,
     cursor: Cursor,
     /// `[first position, the byte of each row]` of the submission.
     step: wgpu::Buffer,
@@ -186,7 +184,6 @@ impl LmDecoder {
             .collect();
         let mut decoder = Self {
             gpu: gpu.clone(),
-            capacity,
             cursor: Cursor::new(capacity, vocab),
             step: zeros("decode step", 1 + most),
             queries: zeros("queries", most * d),
@@ -305,14 +302,7 @@ impl LmDecoder {
                     )?);
                 }
                 LmStep::Attention { layer } => {
-                    let shape = Shape {
-                        batch: 1,
-                        q_heads: weights.n_heads,
-                        kv_heads: weights.n_kv_heads,
-                        q_len: rows,
-                        kv_len: self.capacity,
-                        head_dim: weights.head_dim(),
-                    };
+                    let shape = weights.attention_shape(rows);
                     let config = &weights.layers[layer].attention;
                     attention.push(match kind {
                         Attention::Split => MobaForward::over_cache(gpu, &shape, config)?,

@@ -2,7 +2,7 @@
 //! model from any framework (or a file) can be decoded. `moba::model` makes one from a
 //! [`crate::model::MobaLm`].
 
-use crate::config::MobaConfig;
+use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 
 /// A linear map `y = x W + b`: `weight: [d_in, d_out]` row-major (burn's layout), `bias:
@@ -78,6 +78,19 @@ pub struct LmWeights {
 impl LmWeights {
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_heads
+    }
+
+    /// The attention's problem in a decoder's submission of `rows` positions: its queries
+    /// over the KV cache, planned for the cache's capacity (the model's context).
+    pub fn attention_shape(&self, rows: usize) -> Shape {
+        Shape {
+            batch: 1,
+            q_heads: self.n_heads,
+            kv_heads: self.n_kv_heads,
+            q_len: rows,
+            kv_len: self.max_seq_len,
+            head_dim: self.head_dim(),
+        }
     }
 
     /// An error naming the first array whose size does not fit the dimensions, or a
