@@ -151,6 +151,15 @@ impl Cursor {
         Ok(submissions)
     }
 
+    /// The words of a decoder's step buffer for a submission of `bytes` at the next
+    /// positions: the first position, then each row's byte.
+    pub fn step_words(&self, bytes: &[u8]) -> Vec<u32> {
+        let first = self.position as u32;
+        std::iter::once(first)
+            .chain(bytes.iter().map(|&byte| u32::from(byte)))
+            .collect()
+    }
+
     /// A submission of `rows` positions was queued.
     pub fn advance(&mut self, rows: usize) {
         self.position += rows;
@@ -458,7 +467,9 @@ mod tests {
             programs,
             [(1, 8), (1, 8), (0, 1), (0, 1), (0, 1), (0, 1), (0, 1)]
         );
+        assert_eq!(cursor.step_words(b"ab"), [0, 97, 98]);
         cursor.advance(80);
+        assert_eq!(cursor.step_words(b"a"), [80, 97]);
         let error = cursor.submissions(&bytes).unwrap_err();
         assert!(error.to_string().contains("full"), "{error}");
         let error = Cursor::new(100, 128).submissions(&[3, 200]).unwrap_err();

@@ -103,6 +103,16 @@ impl KernelParams {
             ..self
         }
     }
+
+    /// These parameters, planned for a KV cache's capacity (its strides), for a run over
+    /// its first `len` positions in blocks of `block_size`.
+    pub fn with_cached_len(self, len: usize, block_size: usize) -> Self {
+        KernelParams {
+            kv_len: len as u32,
+            num_blocks: len.div_ceil(block_size) as u32,
+            ..self
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +139,11 @@ mod tests {
         assert_eq!(params.num_blocks, 8);
         assert!((params.scale - 0.125).abs() < 1e-7);
         assert_eq!(params.for_slot(2, 9).slot, 2);
+        // A cache of 1000 positions holding 300: the capacity's strides stay.
+        let cached = params.with_cached_len(300, 128);
+        assert_eq!(
+            (cached.kv_len, cached.num_blocks, cached.kv_stride),
+            (300, 3, 1000)
+        );
     }
 }

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig};
 
 use super::launch::{CudaPlan, HEAD_DIM_MULTIPLE, LM_COLUMNS, LM_THREADS};
 use super::runtime::CudaRuntime;
@@ -114,6 +114,11 @@ pub struct CudaLmDecoder {
 
 fn cuda_error(what: &str, error: impl std::fmt::Debug) -> MobaError {
     MobaError::Cuda(format!("{what}: {error:?}"))
+}
+
+/// The device address of `slice`, for a kernel argument.
+fn pointer<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    slice.device_ptr(stream).0
 }
 
 impl CudaLmDecoder {
@@ -231,9 +236,9 @@ impl CudaLmDecoder {
     fn program(&self, weights: &LmWeights, plan: &DecodePlan, rows: usize) -> Result<Program> {
         let runtime = &self.runtime;
         let stream = runtime.stream();
-        let address = |slice: &CudaSlice<f32>| Arg::Ptr(slice.device_ptr(stream).0);
+        let address = |slice: &CudaSlice<f32>| Arg::Ptr(pointer(slice, stream));
         let b = &self.buffers;
-        let step_address = Arg::Ptr(b.step.device_ptr(stream).0);
+        let step_address = Arg::Ptr(pointer(&b.step, stream));
         let activation = |activation: Activation| match activation {
             Activation::Residual => address(&b.x),
             Activation::Qkv => address(&b.qkv),
@@ -361,17 +366,16 @@ impl CudaLmDecoder {
                         .stream()
                         .alloc_zeros::<f32>(Scratch::words(&cuda_plan, given_means))
                         .map_err(|e| cuda_error("allocating the attention's scratch", e))?;
-                    let means = given_means.then(|| cached.means.device_ptr(stream).0);
-                    let at = Scratch::in_one_buffer(&cuda_plan, buffer.device_ptr(stream).0, means);
+                    let means = given_means.then(|| pointer(&cached.means, stream));
+                    let at = Scratch::in_one_buffer(&cuda_plan, pointer(&buffer, stream), means);
                     scratch.push(buffer);
-                    let pointer = |slice: &CudaSlice<f32>| slice.device_ptr(stream).0;
                     let tensors = ForwardTensors {
-                        q: pointer(&b.queries),
-                        k: pointer(&cached.keys),
-                        v: pointer(&cached.values),
-                        o: pointer(&b.attended),
-                        lse: pointer(&b.lse),
-                        selection: cached.selection.device_ptr(stream).0,
+                        q: pointer(&b.queries, stream),
+                        k: pointer(&cached.keys, stream),
+                        v: pointer(&cached.values, stream),
+                        o: pointer(&b.attended, stream),
+                        lse: pointer(&b.lse, stream),
+                        selection: pointer(&cached.selection, stream),
                         sequence_starts: 0,
                     };
                     let params = KernelParams::new(&shape, config);
@@ -421,8 +425,7 @@ impl CudaLmDecoder {
         let program = &self.programs[program];
         let rows = program.rows;
         let position = self.cursor.position();
-        let mut step = vec![position as u32];
-        step.extend(bytes.iter().map(|&byte| u32::from(byte)));
+        let step = self.cursor.step_words(bytes);
         stream
             .memcpy_htod(&step, &mut self.buffers.step)
             .map_err(|e| cuda_error("writing the step", e))?;
@@ -431,13 +434,12 @@ impl CudaLmDecoder {
             match part {
                 Part::Kernel(launch) => self.launch(launch, &launch.args)?,
                 Part::Attention { layer, launches } => {
-                    // The planned strides are the capacity's; the cache holds `len` positions.
+                    // The cache holds `len` positions.
                     let block_size = self.layers[*layer].config.block_size;
                     for launch in launches {
                         let mut args = launch.args.clone();
                         if let Some(Arg::Params(params)) = args.first_mut() {
-                            params.kv_len = len as u32;
-                            params.num_blocks = len.div_ceil(block_size) as u32;
+                            *params = params.with_cached_len(len, block_size);
                         }
                         self.launch(launch, &args)?;
                     }

@@ -7,7 +7,6 @@ use super::schedule::{Given, Io};
 use super::timing::StageTimer;
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
-use crate::kernel_params::KernelParams;
 
 /// The buffers of one forward, row-major f32 unless noted:
 /// `q: [B, Hq, S, D]`, `k, v: [B, Hkv, Sk, D]`, `o: [B, Hq, S, D]`, `lse: [B, Hq, S]`,
@@ -202,12 +201,7 @@ impl MobaForward {
                 shape.kv_len, shape.q_len
             )));
         }
-        // The planned strides are the capacity's.
-        self.runner.write_params(|planned| KernelParams {
-            kv_len: len as u32,
-            num_blocks: len.div_ceil(config.block_size) as u32,
-            ..planned
-        });
+        (self.runner).write_params(|planned| planned.with_cached_len(len, config.block_size));
         Ok(())
     }
 

@@ -328,8 +328,7 @@ impl LmDecoder {
         let rows = program.rows;
         let queue = self.gpu.queue();
         let position = self.cursor.position();
-        let mut step = vec![position as u32];
-        step.extend(bytes.iter().map(|&byte| u32::from(byte)));
+        let step = self.cursor.step_words(bytes);
         queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&step));
         for attention in &program.attention {
             attention.set_cached_len(position + rows)?;
