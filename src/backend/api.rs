@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 
-use super::{ForwardGiven, MobaBackend, MobaForwardOutput};
+use super::{ForwardGiven, MobaBackend, MobaForwardOutput, RowMove};
 use crate::config::{MobaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::varlen::packed_problem;
@@ -255,20 +255,18 @@ pub fn moba_attention_varlen<B: MobaBackend>(
         let len = values.len();
         Tensor::<B, 1, Int>::from_data(TensorData::new(values, [len]), &device)
     };
-    // Every aligned position reads its packed token; the gaps read a zero row appended
-    // after the last token.
+    // Every aligned position takes its packed token; the gaps take zeros. The output goes
+    // back by the reversed move (its gradient gathers too: RowMove).
     let positions = packing.aligned_positions();
     let mut sources = vec![packing.tokens(); len];
     for (token, &at) in positions.iter().enumerate() {
         sources[at] = token;
     }
-    let sources = index(sources);
-    let align = |x: Tensor<B, 4>| {
-        let [b, h, _, d] = x.dims();
-        let gap = Tensor::<B, 4>::zeros([b, h, 1, d], &device).cast(x.dtype());
-        Tensor::cat(vec![x, gap], 2).select(2, sources.clone())
+    let to_aligned = RowMove {
+        sources: index(sources).into_primitive(),
+        destinations: index(positions.clone()).into_primitive(),
     };
-    let qkv = [q, k, v].map(|t| align(t).into_primitive().tensor());
+    let qkv = [q, k, v].map(|t| B::moba_move_rows(t.into_primitive().tensor(), to_aligned.clone()));
     let starts = packing.sequence_starts().into_iter().map(|b| b as usize);
     let given = ForwardGiven {
         sequence_starts: Some(index(starts.collect()).into_primitive()),
@@ -276,6 +274,7 @@ pub fn moba_attention_varlen<B: MobaBackend>(
     };
     let out = stats(B::moba_forward_given(qkv, given, config), &aligned);
     // Back to the packed tokens; block ids from each row's sequence's first block.
+    let o = B::moba_move_rows(out.o.into_primitive().tensor(), to_aligned.reversed());
     let positions = index(positions);
     let selection = out.selection.select(2, positions.clone());
     let first_blocks: Vec<i64> = packing.first_blocks().into_iter().map(i64::from).collect();
@@ -284,7 +283,8 @@ pub fn moba_attention_varlen<B: MobaBackend>(
             .reshape([1, 1, packing.tokens(), 1]);
     let padding = selection.clone().lower_elem(0);
     Ok(MobaAttentionStats {
-        o: out.o.select(2, positions.clone()),
+        o: Tensor::from_primitive(TensorPrimitive::Float(o)),
+        // Not differentiable (MobaAttentionStats::lse): a plain select.
         lse: out.lse.select(2, positions),
         selection: (selection.clone() - first_blocks).mask_where(padding, selection),
     })

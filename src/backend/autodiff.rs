@@ -9,7 +9,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
+use super::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, RowMove};
 use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::Result;
 
@@ -29,6 +29,21 @@ impl<B: MobaBackend> Backward<B, 3> for MobaBackwardNode {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, gradient);
             }
+        }
+    }
+}
+
+/// The backward node of one row move; its state is the move back.
+#[derive(Debug)]
+struct MoveRowsBackwardNode;
+
+impl<B: MobaBackend> Backward<B, 1> for MoveRowsBackwardNode {
+    type State = RowMove<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        if let [Some(node)] = &ops.parents {
+            grads.register::<B>(node.id, B::moba_move_rows(grad, ops.state));
         }
     }
 }
@@ -77,6 +92,25 @@ impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
             dq: Self::from_inner(inner.dq),
             dk: Self::from_inner(inner.dk),
             dv: Self::from_inner(inner.dv),
+        }
+    }
+
+    /// The inner backend's move; its gradient moves rows back.
+    fn moba_move_rows(x: FloatTensor<Self>, rows: RowMove<Self>) -> FloatTensor<Self> {
+        let node = x.node.clone();
+        let rows = RowMove::<B> {
+            sources: rows.sources,
+            destinations: rows.destinations,
+        };
+        let back = rows.clone().reversed();
+        let moved = B::moba_move_rows(x.primitive, rows);
+        match MoveRowsBackwardNode
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(back, moved),
+            OpsKind::UnTracked(prep) => prep.finish(moved),
         }
     }
 

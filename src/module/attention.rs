@@ -86,18 +86,16 @@ impl AttentionKind {
         }
     }
 
-    /// The MoBA config of this kind over documents packed in rows of `seq` positions, the
-    /// longest of `longest`: full attention runs in [`AttentionKind::packed_block`]s with a
-    /// `top_k` that keeps every block of the longest document (so it is dense within each
-    /// one), the other kinds as [`AttentionKind::config`]. `None` for NSA.
-    pub fn packed_config(&self, seq: usize, longest: usize) -> Option<MobaConfig> {
+    /// The MoBA config of this kind over documents packed in rows of `seq` positions: full
+    /// attention runs in [`AttentionKind::packed_block`]s with a `top_k` that keeps every
+    /// block of a document as long as the row (so it is dense within each one; the same
+    /// `top_k` for every batch, so its kernels compile once), the other kinds as
+    /// [`AttentionKind::config`]. `None` for NSA.
+    pub fn packed_config(&self, seq: usize) -> Option<MobaConfig> {
         match *self {
             AttentionKind::Full => {
                 let block_size = full_packed_block(seq);
-                Some(MobaConfig::new(
-                    block_size,
-                    longest.div_ceil(block_size).max(1),
-                ))
+                Some(MobaConfig::new(block_size, seq.div_ceil(block_size).max(1)))
             }
             _ => self.config(seq),
         }
@@ -414,8 +412,8 @@ impl<B: MobaBackend> MobaAttention<B> {
     /// documents each: `cu_seqlens` are the documents' offsets in the flattened `[batch *
     /// seq]` positions (every row's start among them, as [`crate::data::TokenBatch`] makes
     /// them), and no position attends another document ([`crate::varlen`]). Full attention
-    /// gives each document one block of the longest one's length. NSA over packed documents
-    /// is not built yet: an error.
+    /// keeps every block of each document. NSA over packed documents is not built yet: an
+    /// error.
     pub fn forward_packed(&self, x: Tensor<B, 3>, cu_seqlens: &[usize]) -> Result<Tensor<B, 3>> {
         let [batch, seq, _] = x.dims();
         // Checked before any index arithmetic: ascending from 0 to every position, each
@@ -432,8 +430,7 @@ impl<B: MobaBackend> MobaAttention<B> {
                 batch
             )));
         }
-        let longest = cu_seqlens.windows(2).map(|w| w[1] - w[0]).max();
-        let Some(config) = self.kind.packed_config(seq, longest.unwrap_or(1)) else {
+        let Some(config) = self.kind.packed_config(seq) else {
             return Err(MobaError::Unsupported(
                 "NSA over packed documents (varlen); train NSA on one document per sequence".into(),
             ));

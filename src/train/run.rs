@@ -365,9 +365,7 @@ fn check_attention<B: MobaBackend>(
             Autodiff::<B>::moba_prepare(&shape(rows, seq), &attention, device)?;
         }
         let packed = (config.document_grain(), kind.packed_block(seq));
-        if let ((Some(grain), Some(block)), Some(attention)) =
-            (packed, kind.packed_config(seq, seq))
-        {
+        if let ((Some(grain), Some(block)), Some(attention)) = (packed, kind.packed_config(seq)) {
             let documents = (seq - 1) / grain + 1;
             let len = rows * (seq + documents * (block - 1));
             Autodiff::<B>::moba_prepare(&shape(1, len), &attention, device)?;
