@@ -30,6 +30,7 @@ pub use api::{
     MobaAttentionStats, moba_attention, moba_attention_varlen, moba_attention_with_means,
     moba_attention_with_selection, moba_attention_with_stats,
 };
+pub(crate) use nsa::forward_stage_seconds as nsa_forward_stage_seconds;
 pub use nsa::{NsaAttention, nsa_attention, nsa_attention_with_compression};
 #[cfg(feature = "burn")]
 pub use wgpu::attention_kernel;

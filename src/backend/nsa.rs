@@ -140,16 +140,7 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
         ),
         Some((kc, vc)) => {
             let (o_cmp, lse) = compressed_branch(&q, kc.clone(), vc, &shape, config, scale)?;
-            let selection = match B::nsa_selects_on_device(config) {
-                true => Tensor::from_primitive(B::nsa_select(
-                    q.clone().detach().into_primitive().tensor(),
-                    kc.detach().into_primitive().tensor(),
-                    lse.into_primitive().tensor(),
-                    shape.kv_len,
-                    config,
-                )),
-                false => select_on_host(&q, Some(&kc), &shape, config, scale, IMPORTANCE_BYTES)?,
-            };
+            let selection = select(&q, &kc, lse, &shape, config, scale)?;
             (o_cmp, selection)
         }
     };
@@ -161,6 +152,80 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
     };
     let o = o_cmp * gate(0) + o_slc * gate(1) + o_win * gate(2);
     Ok(NsaAttention { o, selection })
+}
+
+/// The forward's stages one at a time, for `moba bench --attention nsa`'s breakdown of
+/// where the time goes: `time` runs a stage (and waits for the device) and returns its
+/// seconds; each stage's inputs are made once beforehand. Pooling, compressed branch,
+/// selection, selected branch, window branch, in that order; a problem with no compressed
+/// block has `None` for the first three.
+pub(crate) fn forward_stage_seconds<B: MobaBackend>(
+    [q, k, v]: [Tensor<B, 4>; 3],
+    config: &NsaConfig,
+    mut time: impl FnMut(&mut dyn FnMut() -> Result<()>) -> Result<f64>,
+) -> Result<[(&'static str, Option<f64>); 5]> {
+    let shape = qkv_shape(&q, &k, &v)?;
+    let scale = config.scale_for(shape.head_dim);
+    let nc = config.compressed_blocks(shape.kv_len);
+    let mut compressed = [None; 3];
+    let selection = if nc > 0 {
+        compressed[0] = Some(time(&mut || {
+            drop((block_means(&k, config, nc), block_means(&v, config, nc)));
+            Ok(())
+        })?);
+        let (kc, vc) = (block_means(&k, config, nc), block_means(&v, config, nc));
+        compressed[1] = Some(time(&mut || {
+            drop(compressed_branch(&q, kc.clone(), vc.clone(), &shape, config, scale)?);
+            Ok(())
+        })?);
+        let (_, lse) = compressed_branch(&q, kc.clone(), vc, &shape, config, scale)?;
+        compressed[2] = Some(time(&mut || {
+            drop(select(&q, &kc, lse.clone(), &shape, config, scale)?);
+            Ok(())
+        })?);
+        select(&q, &kc, lse, &shape, config, scale)?
+    } else {
+        select_on_host(&q, None, &shape, config, scale, IMPORTANCE_BYTES)?
+    };
+    let selected = time(&mut || {
+        drop(selected_branch(&q, &k, &v, selection.clone(), &shape, config, scale)?);
+        Ok(())
+    })?;
+    let window = time(&mut || {
+        drop(window_branch(q.clone(), k.clone(), v.clone(), config, scale)?);
+        Ok(())
+    })?;
+    let [pool, cmp, slc] = compressed;
+    Ok([
+        ("pool", pool),
+        ("compressed", cmp),
+        ("select", slc),
+        ("selected", Some(selected)),
+        ("window", Some(window)),
+    ])
+}
+
+/// The group-shared top-n `[B, Hkv, S, top_n]` from the pooled keys `kc: [B, Hkv, nc, D]`
+/// (`nc >= 1`) and the compressed branch's lse: on the device where the backend has a
+/// kernel for it, else on the host.
+fn select<B: MobaBackend>(
+    q: &Tensor<B, 4>,
+    kc: &Tensor<B, 4>,
+    lse: Tensor<B, 3>,
+    shape: &Shape,
+    config: &NsaConfig,
+    scale: f32,
+) -> Result<Tensor<B, 4, Int>> {
+    match B::nsa_selects_on_device(config) {
+        true => Ok(Tensor::from_primitive(B::nsa_select(
+            q.clone().detach().into_primitive().tensor(),
+            kc.clone().detach().into_primitive().tensor(),
+            lse.into_primitive().tensor(),
+            shape.kv_len,
+            config,
+        ))),
+        false => select_on_host(q, Some(kc), shape, config, scale, IMPORTANCE_BYTES),
+    }
 }
 
 /// Fails unless the selection, `[B, Hkv, S, top_n]`, fits in host memory (where a backend

@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::median_wall_seconds;
-use crate::backend::{MobaBackend, nsa_attention};
+use crate::backend::{MobaBackend, nsa_attention, nsa_forward_stage_seconds};
 use crate::config::{NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::random;
@@ -48,6 +48,10 @@ pub struct NsaRecord {
     pub top_n: usize,
     pub window: usize,
     pub forward_ms: f64,
+    /// The forward's stages each run alone (pool, compressed, select, selected, window):
+    /// where its time goes.
+    #[serde(default)]
+    pub stages: Vec<NsaStageTime>,
     /// Forward and backward, where timed.
     pub step_ms: Option<f64>,
     pub o_error: f64,
@@ -82,6 +86,7 @@ impl NsaRecord {
             top_n: config.top_n,
             window: config.window,
             forward_ms: measured.forward_seconds * 1e3,
+            stages: measured.stages.clone(),
             step_ms: measured.step_seconds.map(|s| s * 1e3),
             o_error: check.o_error,
             o_bound: check.o_bound,
@@ -92,10 +97,18 @@ impl NsaRecord {
     }
 }
 
+/// One stage of NSA's forward run alone ([`NsaRecord::stages`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NsaStageTime {
+    pub stage: String,
+    pub ms: f64,
+}
+
 /// What [`measure_nsa`] found.
 #[derive(Debug, Clone)]
 pub struct NsaMeasured {
     pub forward_seconds: f64,
+    pub stages: Vec<NsaStageTime>,
     pub step_seconds: Option<f64>,
     pub check: Check,
 }
@@ -122,6 +135,21 @@ pub fn measure_nsa<B: MobaBackend>(
         drop(nsa_attention(q, k, v, gates, config)?);
         sync()
     })?;
+    progress("the forward's stages");
+    let stages = nsa_forward_stage_seconds([0, 1, 2].map(|i| inputs[i].clone()), config, |stage| {
+        median_wall_seconds(options.runs, 1, |_| {
+            stage()?;
+            sync()
+        })
+    })?
+    .into_iter()
+    .filter_map(|(stage, seconds)| {
+        Some(NsaStageTime {
+            stage: stage.into(),
+            ms: seconds? * 1e3,
+        })
+    })
+    .collect();
     let step = match options.backward {
         false => None,
         true => {
@@ -141,6 +169,7 @@ pub fn measure_nsa<B: MobaBackend>(
     let out = nsa_attention(q, k, v, gates, config)?;
     Ok(NsaMeasured {
         forward_seconds: forward,
+        stages,
         step_seconds: step,
         check: check_sample(&data, out.o, out.selection, shape, config, options)?,
     })

@@ -87,13 +87,17 @@ fn options(args: &BenchArgs, precision: Precision) -> NsaBenchOptions {
 /// The records as a markdown table.
 fn table(records: &[NsaRecord]) -> String {
     let mut text = String::from(
-        "| backend | S | heads (kv) | D | l, d, l', top-n, w | forward ms | step ms | o error (bound) |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| backend | S | heads (kv) | D | l, d, l', top-n, w | forward ms | its stages alone, ms | step ms | o error (bound) |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for r in records {
         let step = r.step_ms.map_or("-".into(), |ms| format!("{ms:.2}"));
+        let stages: Vec<String> = (r.stages.iter())
+            .map(|s| format!("{} {:.2}", s.stage, s.ms))
+            .collect();
+        let stages = stages.join(", ");
         text.push_str(&format!(
-            "| {} | {} | {} ({}) | {} | {}, {}, {}, {}, {} | {:.2} | {step} | {:.1e} ({:.1e}) |\n",
+            "| {} | {} | {} ({}) | {} | {}, {}, {}, {}, {} | {:.2} | {stages} | {step} | {:.1e} ({:.1e}) |\n",
             r.backend,
             r.seq_len,
             r.q_heads,
