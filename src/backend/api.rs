@@ -141,30 +141,42 @@ pub fn moba_attention_with_selection<B: MobaBackend>(
         .convert::<i64>()
         .to_vec()
         .map_err(|e| MobaError::Config(format!("reading the selection: {e:?}")))?;
-    attend_selection(q, k, v, selection, Some(&chosen), config)
+    attend_selection(q, k, v, selection, &chosen, config)
 }
 
-/// [`moba_attention_with_selection`] for a selection that our own rule made (NSA's top-n,
-/// on the host or on the device): well formed by construction, so neither read back nor
-/// checked.
-pub(crate) fn moba_attention_with_made_selection<B: MobaBackend>(
+/// MoBA's attention over a selection our own rule made that each GQA group shares (NSA's
+/// top-n, `selection: [B, Hkv, S, top_k]`, on the host or on the device): well formed by
+/// construction, so neither read back nor checked; the output's selection is per query
+/// head ([`MobaBackend::moba_forward_group_selection`]).
+pub(crate) fn moba_attention_with_group_selection<B: MobaBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     selection: Tensor<B, 4, Int>,
     config: &MobaConfig,
 ) -> Result<MobaAttentionStats<B>> {
-    attend_selection(q, k, v, selection, None, config)
+    let shape = prepared(&q, &k, &v, config)?;
+    let expected = [shape.batch, shape.kv_heads, shape.q_len, config.top_k];
+    if selection.dims() != expected {
+        return Err(MobaError::Config(format!(
+            "the group selection has shape {:?}; q, k and top_k {} need {expected:?}",
+            selection.dims(),
+            config.top_k
+        )));
+    }
+    let qkv = [q, k, v].map(|t| t.into_primitive().tensor());
+    let out = B::moba_forward_group_selection(qkv, selection.into_primitive(), config);
+    Ok(stats(out, &shape))
 }
 
-/// The attention over `selection`: its shape checked, and its rows where the host holds
-/// their values (`chosen`), then the forward with the gate skipped.
+/// The attention over `selection` (its shape and rows checked), the forward with the gate
+/// skipped.
 fn attend_selection<B: MobaBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     selection: Tensor<B, 4, Int>,
-    chosen: Option<&[i64]>,
+    chosen: &[i64],
     config: &MobaConfig,
 ) -> Result<MobaAttentionStats<B>> {
     let shape = prepared(&q, &k, &v, config)?;
@@ -176,9 +188,7 @@ fn attend_selection<B: MobaBackend>(
             config.top_k
         )));
     }
-    if let Some(chosen) = chosen {
-        check_selection(chosen, &shape, config)?;
-    }
+    check_selection(chosen, &shape, config)?;
     let qkv = [q, k, v].map(|t| t.into_primitive().tensor());
     let given = ForwardGiven {
         selection: Some(selection.into_primitive()),

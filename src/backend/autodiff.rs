@@ -70,6 +70,17 @@ impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
         record(qkv, out, config)
     }
 
+    /// The inner backend's; the backward reads the per-head selection it returns.
+    fn moba_forward_group_selection(
+        qkv: [FloatTensor<Self>; 3],
+        selection: IntTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let inner = qkv.each_ref().map(|t| t.primitive.clone());
+        let out = B::moba_forward_group_selection(inner, selection, config);
+        record(qkv, out, config)
+    }
+
     fn moba_backward(
         saved: MobaSaved<Self>,
         dout: FloatTensor<Self>,

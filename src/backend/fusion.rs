@@ -24,6 +24,9 @@ struct ForwardOp<B> {
     config: MobaConfig,
     /// Which of the means, the sequence starts and the selection are inputs.
     given: [bool; 3],
+    /// Whether the given selection is each GQA group's
+    /// ([`MobaBackend::moba_forward_group_selection`]).
+    group_selection: bool,
     _backend: PhantomData<B>,
 }
 
@@ -41,7 +44,15 @@ impl<B: FusionBackend + MobaBackend> Operation<B::FusionRuntime> for ForwardOp<B
             sequence_starts: starts.then(|| handles.get_int_tensor::<B>(next())),
             selection: chosen.then(|| handles.get_int_tensor::<B>(next())),
         };
-        let out = B::moba_forward_given(qkv, given, &self.config);
+        let out = match (self.group_selection, given.selection) {
+            (true, Some(selection)) => {
+                B::moba_forward_group_selection(qkv, selection, &self.config)
+            }
+            (_, selection) => {
+                let given = ForwardGiven { selection, ..given };
+                B::moba_forward_given(qkv, given, &self.config)
+            }
+        };
         handles.register_float_tensor::<B>(&o.id, out.o);
         handles.register_float_tensor::<B>(&lse.id, out.lse);
         handles.register_int_tensor::<B>(&selection.id, out.selection);
@@ -113,7 +124,19 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
         given: ForwardGiven<Self>,
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
-        register_forward::<B>(qkv, given, config)
+        register_forward::<B>(qkv, given, config, false)
+    }
+
+    fn moba_forward_group_selection(
+        qkv: [FloatTensor<Self>; 3],
+        selection: IntTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let given = ForwardGiven {
+            selection: Some(selection),
+            ..ForwardGiven::none()
+        };
+        register_forward::<B>(qkv, given, config, true)
     }
 
     fn moba_backward(
@@ -190,11 +213,13 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
     }
 }
 
-/// Registers the forward in the fusion stream: its inputs are q, k, v and what is given.
+/// Registers the forward in the fusion stream: its inputs are q, k, v and what is given
+/// (the selection each GQA group's where `group_selection`; the output's is per head).
 fn register_forward<B: FusionBackend + MobaBackend>(
     qkv: [FloatTensor<Fusion<B>>; 3],
     given: ForwardGiven<Fusion<B>>,
     config: &MobaConfig,
+    group_selection: bool,
 ) -> MobaForwardOutput<Fusion<B>> {
     let flags = [
         given.means.is_some(),
@@ -229,6 +254,7 @@ fn register_forward<B: FusionBackend + MobaBackend>(
         desc: desc.clone(),
         config: *config,
         given: flags,
+        group_selection,
         _backend: PhantomData,
     };
     let [o, lse, selection] = client

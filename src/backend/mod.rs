@@ -39,7 +39,7 @@ pub use wgpu_device::burn_wgpu_device;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Int, Tensor, TensorPrimitive};
+use burn::tensor::{Int, Tensor, TensorMetadata, TensorPrimitive};
 
 use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::Result;
@@ -105,6 +105,27 @@ pub struct MobaGradients<B: Backend> {
     pub dv: FloatTensor<B>,
 }
 
+/// [`MobaBackend::moba_forward_group_selection`] through
+/// [`MobaBackend::moba_forward_given`]: the group's selection copied to each of its heads.
+pub(crate) fn forward_per_head<B: MobaBackend>(
+    qkv: [FloatTensor<B>; 3],
+    selection: IntTensor<B>,
+    config: &MobaConfig,
+) -> MobaForwardOutput<B> {
+    let q_heads = qkv[0].shape().dims::<4>()[1];
+    let selection = Tensor::<B, 4, Int>::from_primitive(selection);
+    let [batch, kv_heads, q_len, top_k] = selection.dims();
+    let per_head = selection
+        .unsqueeze_dim::<5>(2)
+        .expand([batch, kv_heads, q_heads / kv_heads, q_len, top_k])
+        .reshape([batch, q_heads, q_len, top_k]);
+    let given = ForwardGiven {
+        selection: Some(per_head.into_primitive()),
+        ..ForwardGiven::none()
+    };
+    B::moba_forward_given(qkv, given, config)
+}
+
 /// A one-to-one move of the rows (dim 2) of a `[B, H, S_in, D]` tensor to `[B, H, S_out,
 /// D]` ([`MobaBackend::moba_move_rows`]): how a varlen batch lays its tokens out from block
 /// boundaries and back ([`crate::varlen`]). No input row goes to two places.
@@ -150,6 +171,20 @@ pub trait MobaBackend: Backend {
         given: ForwardGiven<Self>,
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self>;
+
+    /// The forward over a selection each GQA group shares, Int `[B, Hkv, S, top_k]` (NSA's
+    /// selected branch: ascending, -1 padded, a causal row's own block listed and none after
+    /// it): o and lse as [`MobaBackend::moba_forward_given`] with that selection given to
+    /// every query head of the group, and that per-head selection `[B, Hq, S, top_k]` (what
+    /// the backward reads). Burn's wgpu backend reads each selected block once for the
+    /// group (`nsa_selected.wgsl`); the others give each head its copy.
+    fn moba_forward_group_selection(
+        qkv: [FloatTensor<Self>; 3],
+        selection: IntTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        forward_per_head::<Self>(qkv, selection, config)
+    }
 
     /// Gradients of `sum(o * dout)` with the selection held constant (DESIGN §1.6).
     fn moba_backward(

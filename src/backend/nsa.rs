@@ -22,7 +22,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use super::MobaBackend;
 use super::api::{
-    moba_attention, moba_attention_with_made_selection, moba_attention_with_stats, qkv_shape,
+    moba_attention, moba_attention_with_group_selection, moba_attention_with_stats, qkv_shape,
 };
 use super::generic::{expand_heads, host_tensor, sum_groups};
 use crate::config::{Gate, MobaConfig, NsaConfig, Shape};
@@ -144,7 +144,7 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
             (o_cmp, selection)
         }
     };
-    let o_slc = selected_branch(&q, &k, &v, selection.clone(), &shape, config, scale)?;
+    let o_slc = selected_branch(&q, &k, &v, selection.clone(), config, scale)?;
     let o_win = window_branch(q, k, v, config, scale)?;
     let gate = |c: usize| {
         let [b, h, s, _] = gate_dims;
@@ -175,7 +175,14 @@ pub(crate) fn forward_stage_seconds<B: MobaBackend>(
         })?);
         let (kc, vc) = (block_means(&k, config, nc), block_means(&v, config, nc));
         compressed[1] = Some(time(&mut || {
-            drop(compressed_branch(&q, kc.clone(), vc.clone(), &shape, config, scale)?);
+            drop(compressed_branch(
+                &q,
+                kc.clone(),
+                vc.clone(),
+                &shape,
+                config,
+                scale,
+            )?);
             Ok(())
         })?);
         let (_, lse) = compressed_branch(&q, kc.clone(), vc, &shape, config, scale)?;
@@ -188,11 +195,24 @@ pub(crate) fn forward_stage_seconds<B: MobaBackend>(
         select_on_host(&q, None, &shape, config, scale, IMPORTANCE_BYTES)?
     };
     let selected = time(&mut || {
-        drop(selected_branch(&q, &k, &v, selection.clone(), &shape, config, scale)?);
+        drop(selected_branch(
+            &q,
+            &k,
+            &v,
+            selection.clone(),
+            config,
+            scale,
+        )?);
         Ok(())
     })?;
     let window = time(&mut || {
-        drop(window_branch(q.clone(), k.clone(), v.clone(), config, scale)?);
+        drop(window_branch(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            config,
+            scale,
+        )?);
         Ok(())
     })?;
     let [pool, cmp, slc] = compressed;
@@ -489,26 +509,21 @@ fn select_on_host<B: Backend>(
 }
 
 /// The selected branch, `[B, Hq, S, D]`: MoBA's attention over blocks of `l'` keys with
-/// the group's selection (`[B, Hkv, S, top_n]`, ascending, -1 padded) given to every query
-/// head of the group. NSA forces each row's own block and never selects a later one, so
-/// every row is one MoBA can attend.
+/// the group's selection (`[B, Hkv, S, top_n]`, ascending, -1 padded) for every query head
+/// of the group, each selected block read once for the group where the backend can
+/// ([`MobaBackend::moba_forward_group_selection`]). NSA forces each row's own block and
+/// never selects a later one, so every row is one MoBA can attend.
 fn selected_branch<B: MobaBackend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
     v: &Tensor<B, 4>,
     selection: Tensor<B, 4, Int>,
-    shape: &Shape,
     config: &NsaConfig,
     scale: f32,
 ) -> Result<Tensor<B, 4>> {
-    let [b, kv_heads, s, n] = selection.dims();
-    let per_head = selection
-        .unsqueeze_dim::<5>(2)
-        .expand([b, kv_heads, shape.group_size(), s, n])
-        .reshape([b, shape.q_heads, s, n]);
     let moba = MobaConfig::new(config.select_block, config.top_n).with_scale(scale);
     let (q, k, v) = (q.clone(), k.clone(), v.clone());
-    Ok(moba_attention_with_made_selection(q, k, v, per_head, &moba)?.o)
+    Ok(moba_attention_with_group_selection(q, k, v, selection, &moba)?.o)
 }
 
 /// The window branch, `[B, Hq, S, D]`: MoBA's attention with the key-window gate

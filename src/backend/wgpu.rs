@@ -18,7 +18,9 @@ use super::cube::{
     KernelBackend, empty, padded_backward, padded_config, padded_forward, padding, problem_shape,
 };
 use super::wgpu_device::burn_device_caps;
-use super::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
+use super::{
+    ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, forward_per_head,
+};
 use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::gpu::buffers::fold_grid;
@@ -289,39 +291,124 @@ fn nsa_select<B: KernelBackend<WgpuRuntime>>(
         subgroups: 1,
     };
     let selection = empty(&q, vec![batch, kv_heads, q_len, config.top_n], DType::I32);
-    let client = &q.client;
-    let caps = burn_device_caps(&q.device);
+    let compression = q
+        .client
+        .create_from_slice(bytemuck::cast_slice(&compression));
     let rows = (shape.groups() * q_len) as u64;
-    let (x, y) = fold_grid(
-        rows.div_ceil(NSA_SELECT_WORKGROUP as u64),
-        caps.limits.max_compute_workgroups_per_dimension,
-    )
-    .expect("a grid of one thread per (group, query) folds within the device's limits");
-    let buffers = vec![
-        client
-            .create_from_slice(bytemuck::bytes_of(&params))
-            .binding(),
-        q.handle.clone().binding(),
-        pooled_keys.handle.clone().binding(),
-        lse.handle.clone().binding(),
-        client
-            .create_from_slice(bytemuck::cast_slice(&compression))
-            .binding(),
-        selection.handle.clone().binding(),
-    ];
-    let source = MobaKernelSource {
-        kernel: Kernel::NsaSelect,
+    launch_one(
+        Kernel::NsaSelect,
         constants,
-    };
+        rows.div_ceil(NSA_SELECT_WORKGROUP as u64),
+        &params,
+        [
+            &q.handle,
+            &pooled_keys.handle,
+            &lse.handle,
+            &compression,
+            &selection.handle,
+        ],
+        &q,
+    );
+    selection
+}
+
+/// Launches one of our kernels over `workgroups` (folded into x and y) on `like`'s device,
+/// with `params` at binding 0 and `buffers` after it.
+fn launch_one<const N: usize>(
+    kernel: Kernel,
+    constants: KernelConstants,
+    workgroups: u64,
+    params: &KernelParams,
+    buffers: [&Handle; N],
+    like: &Tensor,
+) {
+    let client = &like.client;
+    let caps = burn_device_caps(&like.device);
+    let (x, y) = fold_grid(workgroups, caps.limits.max_compute_workgroups_per_dimension)
+        .unwrap_or_else(|e| panic!("{}: {e}", kernel.name()));
+    let params = client.create_from_slice(bytemuck::bytes_of(params));
+    let buffers = std::iter::once(&params)
+        .chain(buffers)
+        .map(|handle| handle.clone().binding())
+        .collect();
+    let source = MobaKernelSource { kernel, constants };
     client.launch(
         Box::new(SourceKernel::new(
             source,
-            CubeDim::new_1d(NSA_SELECT_WORKGROUP),
+            CubeDim::new_1d(constants.workgroup_size),
         )),
         CubeCount::Static(x, y, 1),
         KernelArguments::new().with_buffers(buffers),
     );
-    selection
+}
+
+/// Threads per workgroup of `nsa_selected.wgsl`: the keys of a tile.
+const NSA_SELECTED_WORKGROUP: usize = 64;
+/// The most query heads one workgroup of it holds.
+const NSA_SELECTED_MAX_HEADS: usize = 16;
+
+/// Query heads per workgroup of `nsa_selected.wgsl` for GQA groups of `group_size` heads at
+/// head dim `head_dim` (padded) on a device of `limits`: the largest divisor of the group up
+/// to [`NSA_SELECTED_MAX_HEADS`] whose tiles fit its workgroup memory. `None` where the
+/// kernel does not take the problem (a head dim whose vectors do not divide its threads).
+fn nsa_selected_heads(limits: &wgpu::Limits, head_dim: usize, group_size: usize) -> Option<usize> {
+    let vectors = head_dim / 4;
+    if vectors == 0 || !NSA_SELECTED_WORKGROUP.is_multiple_of(vectors) {
+        return None;
+    }
+    // Queries, scores, each row's state (8 bytes) and rescale (4), the slot's block.
+    let bytes = |heads: usize| heads * (head_dim + NSA_SELECTED_WORKGROUP) * 4 + heads * 12 + 4;
+    (1..=group_size.min(NSA_SELECTED_MAX_HEADS))
+        .rev()
+        .find(|&heads| {
+            group_size.is_multiple_of(heads)
+                && bytes(heads) <= limits.max_compute_workgroup_storage_size as usize
+        })
+}
+
+/// NSA's selected branch on burn-wgpu tensors (`nsa_selected.wgsl`, head dim padded): q, k,
+/// v and the group's selection `[B, Hkv, S, top_k]`, `heads` query heads per workgroup;
+/// `(o, lse, selection per head)` as [`forward`] returns them.
+fn nsa_selected(
+    qkv: [Tensor; 3],
+    selection: Tensor,
+    config: &MobaConfig,
+    heads: usize,
+) -> [Tensor; 3] {
+    let dtype = qkv[0].dtype;
+    let [q, k, v] = qkv.map(|t| into_contiguous(cast(t, DType::F32)));
+    let selection = into_contiguous(selection);
+    let shape = problem_shape(&q, &k);
+    let constants = KernelConstants {
+        head_dim: shape.head_dim as u32,
+        top_k: config.top_k as u32,
+        workgroup_size: NSA_SELECTED_WORKGROUP as u32,
+        key_tile: NSA_SELECTED_WORKGROUP as u32,
+        query_tile: heads as u32,
+        subgroups: 1,
+    };
+    let rows = vec![shape.batch, shape.q_heads, shape.q_len];
+    let o = empty(&q, q.meta.shape().to_vec(), DType::F32);
+    let lse = empty(&q, rows.clone(), DType::F32);
+    let per_head = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
+    let workgroups = shape.groups() * shape.q_len * (shape.group_size() / heads);
+    launch_one(
+        Kernel::NsaSelected,
+        constants,
+        workgroups as u64,
+        &KernelParams::new(&shape, config),
+        [
+            &q.handle,
+            &k.handle,
+            &v.handle,
+            &selection.handle,
+            &o.handle,
+            &lse.handle,
+            &per_head.handle,
+        ],
+        &q,
+    );
+    [cast(o, dtype), lse, per_head]
 }
 
 /// burn's wgpu backend with f32 or f16 floats and i32 ints. `Fusion` of it (burn's default
@@ -342,6 +429,27 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
         padded_forward::<WgpuRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
             forward(qkv, means, given.sequence_starts, given.selection, config)
         })
+    }
+
+    /// `nsa_selected.wgsl` where it takes the problem, else each head given its copy.
+    fn moba_forward_group_selection(
+        qkv: [FloatTensor<Self>; 3],
+        selection: IntTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let [_, q_heads, _, head_dim] = qkv[0].meta.shape().dims::<4>();
+        let group_size = q_heads / selection.meta.shape()[1];
+        let padded = head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
+        let limits = burn_device_caps(&qkv[0].device).limits;
+        match nsa_selected_heads(&limits, padded, group_size) {
+            Some(heads) => padded_forward::<WgpuRuntime, Self>(
+                qkv,
+                config,
+                HEAD_DIM_MULTIPLE,
+                |qkv, config| nsa_selected(qkv, selection, config, heads),
+            ),
+            None => forward_per_head::<Self>(qkv, selection, config),
+        }
     }
 
     fn moba_backward(

@@ -136,20 +136,21 @@ pub fn measure_nsa<B: MobaBackend>(
         sync()
     })?;
     progress("the forward's stages");
-    let stages = nsa_forward_stage_seconds([0, 1, 2].map(|i| inputs[i].clone()), config, |stage| {
-        median_wall_seconds(options.runs, 1, |_| {
-            stage()?;
-            sync()
+    let stages =
+        nsa_forward_stage_seconds([0, 1, 2].map(|i| inputs[i].clone()), config, |stage| {
+            median_wall_seconds(options.runs, 1, |_| {
+                stage()?;
+                sync()
+            })
+        })?
+        .into_iter()
+        .filter_map(|(stage, seconds)| {
+            Some(NsaStageTime {
+                stage: stage.into(),
+                ms: seconds? * 1e3,
+            })
         })
-    })?
-    .into_iter()
-    .filter_map(|(stage, seconds)| {
-        Some(NsaStageTime {
-            stage: stage.into(),
-            ms: seconds? * 1e3,
-        })
-    })
-    .collect();
+        .collect();
     let step = match options.backward {
         false => None,
         true => {

@@ -17,7 +17,7 @@ macro_rules! wgsl_file {
 }
 
 /// Every file under `shaders/wgsl/`, embedded at build time.
-const FILES: [(&str, &str); 41] = [
+const FILES: [(&str, &str); 42] = [
     wgsl_file!("common"),
     wgsl_file!("attention_inputs"),
     wgsl_file!("half_inputs"),
@@ -59,6 +59,7 @@ const FILES: [(&str, &str); 41] = [
     wgsl_file!("lm_matvec"),
     wgsl_file!("lm_rope_cache"),
     wgsl_file!("nsa_select"),
+    wgsl_file!("nsa_selected"),
 ];
 
 /// Development switch: a folder whose `.wgsl` files replace the embedded ones of the same
@@ -136,12 +137,14 @@ pub(crate) enum Kernel {
     DecodeCombine,
     /// NSA's group-shared top-n from the compressed branch's probabilities.
     NsaSelect,
+    /// NSA's selected branch: a group's heads at one query against its selected blocks.
+    NsaSelected,
 }
 
 impl Kernel {
     /// Every kernel, for checks that must not forget one.
     #[cfg(test)]
-    pub const ALL: [Kernel; 25] = [
+    pub const ALL: [Kernel; 26] = [
         Kernel::BlockMeans,
         Kernel::GateTopk,
         Kernel::GateTopkSplit,
@@ -167,6 +170,7 @@ impl Kernel {
         Kernel::DecodeSplit,
         Kernel::DecodeCombine,
         Kernel::NsaSelect,
+        Kernel::NsaSelected,
     ];
 
     /// The kernel's name: its main file under `shaders/wgsl/` (`_lanes`: the subgroup kernel of
@@ -198,6 +202,7 @@ impl Kernel {
             Kernel::DecodeSplit => "decode_split",
             Kernel::DecodeCombine => "decode_combine",
             Kernel::NsaSelect => "nsa_select",
+            Kernel::NsaSelected => "nsa_selected",
         }
     }
 
@@ -287,6 +292,7 @@ impl Kernel {
             Kernel::DecodeSplit => &["attention_inputs", "decode_chunks", "decode_split"],
             Kernel::DecodeCombine => &["decode_chunks", "decode_combine"],
             Kernel::NsaSelect => &["nsa_select"],
+            Kernel::NsaSelected => &["nsa_selected"],
         }
     }
 
@@ -454,6 +460,10 @@ mod tests {
             },
             Kernel::DecodeSplit | Kernel::DecodeCombine => KernelConstants {
                 query_tile: 8,
+                ..portable
+            },
+            Kernel::NsaSelected => KernelConstants {
+                query_tile: 16,
                 ..portable
             },
             _ if kernel.is_lanes() => KernelConstants {
