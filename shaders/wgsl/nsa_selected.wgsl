@@ -6,7 +6,8 @@
 // Params: MoBA's, with block_size = l' (keys per selection block) and scale_log2 the
 //       softmax's scale times log2(e); keys and values are read at params.kv_stride.
 //       TOP_K = top_n; QUERY_TILE = query heads per workgroup (a divisor of the group size);
-//       WORKGROUP_SIZE a multiple of HEAD_VECS.
+//       WORKGROUP_SIZE a multiple of HEAD_VECS. Causal, with no other mask: the host
+//       launches it for no other config.
 // Grid: groups * q_len * (group_size / QUERY_TILE) workgroups (folded): (group, query, head
 //       tile), linear.
 // Threads: for the scores, one key of a tile of WORKGROUP_SIZE keys each, against every row

@@ -21,7 +21,7 @@ use super::wgpu_device::burn_device_caps;
 use super::{
     ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, forward_per_head,
 };
-use crate::config::{MobaConfig, NsaConfig, Shape};
+use crate::config::{Gate, MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::gpu::buffers::fold_grid;
 use crate::gpu::host::HEAD_DIM_MULTIPLE;
@@ -431,7 +431,8 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
         })
     }
 
-    /// `nsa_selected.wgsl` where it takes the problem, else each head given its copy.
+    /// `nsa_selected.wgsl` where it takes the problem (causal, no key-window mask: NSA's
+    /// selected branch), else each head given its copy.
     fn moba_forward_group_selection(
         qkv: [FloatTensor<Self>; 3],
         selection: IntTensor<Self>,
@@ -441,7 +442,9 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
         let group_size = q_heads / selection.meta.shape()[1];
         let padded = head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
         let limits = burn_device_caps(&qkv[0].device).limits;
-        match nsa_selected_heads(&limits, padded, group_size) {
+        let masks_as_the_kernel = config.causal && config.gate != Gate::KeyWindow;
+        let heads = nsa_selected_heads(&limits, padded, group_size).filter(|_| masks_as_the_kernel);
+        match heads {
             Some(heads) => padded_forward::<WgpuRuntime, Self>(
                 qkv,
                 config,
