@@ -477,3 +477,26 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
         nsa_select::<Self>(q, pooled_keys, compressed_lse, kv_len, config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The selected-branch kernel holds whole groups up to 16 heads where they fit WebGPU's
+    /// default 16 KiB of workgroup memory, fewer heads at a wider head dim, and refuses a
+    /// head dim whose vectors do not divide its 64 threads.
+    #[test]
+    fn nsa_selected_heads_fit_the_group_and_the_memory() {
+        let limits = wgpu::Limits {
+            max_compute_workgroup_storage_size: 16384,
+            ..wgpu::Limits::default()
+        };
+        assert_eq!(nsa_selected_heads(&limits, 128, 16), Some(16));
+        assert_eq!(nsa_selected_heads(&limits, 128, 64), Some(16));
+        assert_eq!(nsa_selected_heads(&limits, 128, 12), Some(12));
+        assert_eq!(nsa_selected_heads(&limits, 128, 1), Some(1));
+        // 16 heads at 256 need 20,676 bytes: 8 heads, 10,340.
+        assert_eq!(nsa_selected_heads(&limits, 256, 16), Some(8));
+        assert_eq!(nsa_selected_heads(&limits, 96, 16), None);
+    }
+}
