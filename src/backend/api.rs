@@ -267,14 +267,16 @@ pub fn moba_attention_varlen<B: MobaBackend>(
     };
     // Every aligned position takes its packed token; the gaps take zeros. The output goes
     // back by the reversed move (its gradient gathers too: RowMove).
-    let positions = packing.aligned_positions();
+    let aligned_positions = packing.aligned_positions();
     let mut sources = vec![packing.tokens(); len];
-    for (token, &at) in positions.iter().enumerate() {
+    for (token, &at) in aligned_positions.iter().enumerate() {
         sources[at] = token;
     }
+    // Uploaded once: the move's destinations, and the rows lse and the selection keep.
+    let positions = index(aligned_positions);
     let to_aligned = RowMove {
         sources: index(sources).into_primitive(),
-        destinations: index(positions.clone()).into_primitive(),
+        destinations: positions.clone().into_primitive(),
     };
     let qkv = [q, k, v].map(|t| B::moba_move_rows(t.into_primitive().tensor(), to_aligned.clone()));
     let starts = packing.sequence_starts().into_iter().map(|b| b as usize);
@@ -285,7 +287,6 @@ pub fn moba_attention_varlen<B: MobaBackend>(
     let out = stats(B::moba_forward_given(qkv, given, config), &aligned);
     // Back to the packed tokens; block ids from each row's sequence's first block.
     let o = B::moba_move_rows(out.o.into_primitive().tensor(), to_aligned.reversed());
-    let positions = index(positions);
     let selection = out.selection.select(2, positions.clone());
     let first_blocks: Vec<i64> = packing.first_blocks().into_iter().map(i64::from).collect();
     let first_blocks =
