@@ -73,6 +73,13 @@ fn cases() -> Vec<(&'static str, Shape, NsaConfig)> {
             shape(4, 2, 300, 300, 8),
             NsaConfig::new(8, 4, 8, 5, 6),
         ),
+        // A group of 8 (burn-wgpu's group-centric selected kernel) over selection blocks
+        // of 72 keys: two of its key tiles each.
+        (
+            "GQA 8, selection blocks over two key tiles",
+            shape(8, 1, 200, 200, 8),
+            NsaConfig::new(8, 4, 72, 4, 5),
+        ),
         // 65 compressed blocks per selection block: more than the kernel holds, so every
         // backend ranks on the host.
         (

@@ -176,8 +176,9 @@ pub trait MobaBackend: Backend {
     /// selected branch: ascending, -1 padded, a causal row's own block listed and none after
     /// it): o and lse as [`MobaBackend::moba_forward_given`] with that selection given to
     /// every query head of the group, and that per-head selection `[B, Hq, S, top_k]` (what
-    /// the backward reads). Burn's wgpu backend reads each selected block once for the
-    /// group (`nsa_selected.wgsl`); the others give each head its copy.
+    /// the backward reads). Burn's wgpu backend reads each selected block once for a group
+    /// of 8 heads or more (`nsa_selected.wgsl`); the others, and smaller groups, give each
+    /// head its copy.
     fn moba_forward_group_selection(
         qkv: [FloatTensor<Self>; 3],
         selection: IntTensor<Self>,

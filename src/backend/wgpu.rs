@@ -346,14 +346,23 @@ fn launch_one<const N: usize>(
 const NSA_SELECTED_WORKGROUP: usize = 64;
 /// The most query heads one workgroup of it holds.
 const NSA_SELECTED_MAX_HEADS: usize = 16;
+/// The smallest GQA group it runs: with fewer heads a workgroup per query has too little
+/// work, and the per-head path was faster (lavapipe, `bench-results/lavapipe-nsa/
+/// group-selected/`: 2.1x at 2 heads per kv head, 1.3x at 4, even at 8; 16 ran 1.4x faster
+/// on the kernel).
+const NSA_SELECTED_MIN_GROUP: usize = 8;
 
 /// Query heads per workgroup of `nsa_selected.wgsl` for GQA groups of `group_size` heads at
 /// head dim `head_dim` (padded) on a device of `limits`: the largest divisor of the group up
 /// to [`NSA_SELECTED_MAX_HEADS`] whose tiles fit its workgroup memory. `None` where the
-/// kernel does not take the problem (a head dim whose vectors do not divide its threads).
+/// kernel does not take the problem: a group under [`NSA_SELECTED_MIN_GROUP`], a head dim
+/// whose vectors do not divide its threads.
 fn nsa_selected_heads(limits: &wgpu::Limits, head_dim: usize, group_size: usize) -> Option<usize> {
     let vectors = head_dim / 4;
-    if vectors == 0 || !NSA_SELECTED_WORKGROUP.is_multiple_of(vectors) {
+    if group_size < NSA_SELECTED_MIN_GROUP
+        || vectors == 0
+        || !NSA_SELECTED_WORKGROUP.is_multiple_of(vectors)
+    {
         return None;
     }
     // Queries, scores, each row's state (8 bytes) and rescale (4), the slot's block.
@@ -483,8 +492,8 @@ mod tests {
     use super::*;
 
     /// The selected-branch kernel holds whole groups up to 16 heads where they fit WebGPU's
-    /// default 16 KiB of workgroup memory, fewer heads at a wider head dim, and refuses a
-    /// head dim whose vectors do not divide its 64 threads.
+    /// default 16 KiB of workgroup memory, fewer heads at a wider head dim, and refuses
+    /// groups under 8 heads and a head dim whose vectors do not divide its 64 threads.
     #[test]
     fn nsa_selected_heads_fit_the_group_and_the_memory() {
         let limits = wgpu::Limits {
@@ -494,7 +503,9 @@ mod tests {
         assert_eq!(nsa_selected_heads(&limits, 128, 16), Some(16));
         assert_eq!(nsa_selected_heads(&limits, 128, 64), Some(16));
         assert_eq!(nsa_selected_heads(&limits, 128, 12), Some(12));
-        assert_eq!(nsa_selected_heads(&limits, 128, 1), Some(1));
+        assert_eq!(nsa_selected_heads(&limits, 128, 8), Some(8));
+        assert_eq!(nsa_selected_heads(&limits, 128, 4), None);
+        assert_eq!(nsa_selected_heads(&limits, 128, 1), None);
         // 16 heads at 256 need 20,676 bytes: 8 heads, 10,340.
         assert_eq!(nsa_selected_heads(&limits, 256, 16), Some(8));
         assert_eq!(nsa_selected_heads(&limits, 96, 16), None);
