@@ -155,8 +155,8 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
 }
 
 /// The forward's stages one at a time, for `moba bench --attention nsa`'s breakdown of
-/// where the time goes: `time` runs a stage (and waits for the device) and returns its
-/// seconds; each stage's inputs are made once beforehand. Pooling, compressed branch,
+/// where the time goes: `time` runs a stage at least once (and waits for the device) and
+/// returns its seconds; each stage reads the last output of the one before. Pooling, compressed branch,
 /// selection, selected branch, window branch, in that order; a problem with no compressed
 /// block has `None` for the first three.
 pub(crate) fn forward_stage_seconds<B: MobaBackend>(
@@ -167,30 +167,27 @@ pub(crate) fn forward_stage_seconds<B: MobaBackend>(
     let shape = qkv_shape(&q, &k, &v)?;
     let scale = config.scale_for(shape.head_dim);
     let nc = config.compressed_blocks(shape.kv_len);
+    // Each stage keeps its last run's output for the next one.
     let mut compressed = [None; 3];
     let selection = if nc > 0 {
+        let mut means = None;
         compressed[0] = Some(time(&mut || {
-            drop((block_means(&k, config, nc), block_means(&v, config, nc)));
+            means = Some((block_means(&k, config, nc), block_means(&v, config, nc)));
             Ok(())
         })?);
-        let (kc, vc) = (block_means(&k, config, nc), block_means(&v, config, nc));
+        let (kc, vc) = means.expect("the stage ran");
+        let mut lse = None;
         compressed[1] = Some(time(&mut || {
-            drop(compressed_branch(
-                &q,
-                kc.clone(),
-                vc.clone(),
-                &shape,
-                config,
-                scale,
-            )?);
+            lse = Some(compressed_branch(&q, kc.clone(), vc.clone(), &shape, config, scale)?.1);
             Ok(())
         })?);
-        let (_, lse) = compressed_branch(&q, kc.clone(), vc, &shape, config, scale)?;
+        let lse = lse.expect("the stage ran");
+        let mut selection = None;
         compressed[2] = Some(time(&mut || {
-            drop(select(&q, &kc, lse.clone(), &shape, config, scale)?);
+            selection = Some(select(&q, &kc, lse.clone(), &shape, config, scale)?);
             Ok(())
         })?);
-        select(&q, &kc, lse, &shape, config, scale)?
+        selection.expect("the stage ran")
     } else {
         select_on_host(&q, None, &shape, config, scale, IMPORTANCE_BYTES)?
     };
