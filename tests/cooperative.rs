@@ -192,6 +192,7 @@ fn moba_forward_matches_the_reference_at_f16_precision() {
             MobaConfig::new(32, 2).with_causal(false),
         ),
         (Shape::prefill(1, 2, 300, 64), MobaConfig::key_window(48)),
+        (Shape::prefill(1, 2, 700, 64), MobaConfig::key_window(300)),
     ] {
         let (q, k, v) = inputs(&shape, 51);
         let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
@@ -365,6 +366,7 @@ fn moba_backward_matches_the_reference_at_f16_precision() {
         (shape(1, 2, 2, 1025, 1025, 128), MobaConfig::new(100, 3)),
         (shape(1, 2, 2, 1024, 1024, 128), MobaConfig::new(512, 2)),
         (shape(1, 4, 2, 300, 300, 64), MobaConfig::key_window(48)),
+        (shape(1, 2, 1, 700, 700, 64), MobaConfig::key_window(300)),
     ]
     .into_iter()
     .enumerate()

@@ -31,6 +31,9 @@ common::shape_grid_tests! { check_moba;
     key_window_of_one_key: shape(1, 2, 1, 40, 40, 8), MobaConfig::key_window(1), 23;
     key_window_longer_than_the_keys: shape(1, 2, 1, 50, 50, 16), MobaConfig::key_window(64), 24;
     split_decode_key_window: shape(1, 8, 2, 3, 300, 32), MobaConfig::key_window(64), 25;
+    // Windows longer than a query tile: a tile of late rows starts at its first row's window,
+    // key tiles before it skipped (block_tiles.wgsl: tile_key_range).
+    key_window_skips_key_tiles_every_row_masks: shape(1, 2, 1, 700, 700, 32), MobaConfig::key_window(200), 26;
 }
 
 /// Checks GPU output against an independent dense attention at the tolerance.

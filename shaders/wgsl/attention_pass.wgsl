@@ -9,13 +9,13 @@
 //       block and rows; surplus workgroups exit. LANES threads per row (block_tile_pass.wgsl,
 //       row_lanes.wgsl): QUERY_TILE = WORKGROUP_SIZE / LANES.
 // Tiles: the block's keys and values stream through workgroup memory KEY_TILE at a time
-//       (key_tiles.wgsl); a causal tile stops at the last position among its rows.
+//       (key_tiles.wgsl), only those some row sees (block_tiles.wgsl: tile_key_range).
 // State: the running output and (max, sum) carry over between passes in `out` and `stats`;
 //        attention_finalize normalises after the last pass. Slot 0 is valid for every row
 //        (selections are ascending, -1 padded), so it starts the state.
 
 // The kernel's work on one tile (block_tile_pass.wgsl's entry calls it).
-fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
+fn run_tile(tile: BlockTile, row: ThreadRow, keys: vec2<u32>, lid: u32) {
     var query: LaneVector;
     var acc: LaneVector;
     var state = vec2<f32>(NEG_BIG, 0.0);
@@ -29,8 +29,8 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
             state = stats[row.flat];
         }
     }
-    for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
-        let count = min(KEY_TILE, key_end - first);
+    for (var first = keys.x; first < keys.y; first += KEY_TILE) {
+        let count = min(KEY_TILE, keys.y - first);
         stage_key_tile(tile.group, first, count, lid);
         attend_key_tile(&query, &acc, &state, row.lane, row.position, first, count);
         workgroupBarrier();

@@ -106,11 +106,9 @@ fn form_probabilities(row: u32, position: u32, is_row: bool, half: u32, first: u
     return vec2<f32>(largest, sum);
 }
 
-// The kernel's work on one tile (coop_block_tile.wgsl's entry calls it): its rows' keys end
-// at `key_end`; the subgroup owns row strip `subgroup.index`.
-// The branches on subgroupAny are uniform in the subgroup, as the matrix operations need
-// (naga checks uniformity only within a function, so rescale_output's operations pass).
-fn run_tile(tile: BlockTile, key_end: u32, lid: u32, subgroup: Strip) {
+// The kernel's work on one tile (coop_block_tile.wgsl's entry calls it): its rows walk the
+// block's keys `keys` ([first, end)); the subgroup owns row strip `subgroup.index`.
+fn run_tile(tile: BlockTile, keys: vec2<u32>, lid: u32, subgroup: Strip) {
     let strip = subgroup.index;
     var query: RowStrip;
     load_strip(&query, tile, strip, lid, 0u);
@@ -132,8 +130,8 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, subgroup: Strip) {
     zero_output_strip(&o);
     var running_max = NEG_BIG;
     var sum = 0.0;
-    for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
-        let count = min(KEY_TILE, key_end - first);
+    for (var first = keys.x; first < keys.y; first += KEY_TILE) {
+        let count = min(KEY_TILE, keys.y - first);
         stage_keys(tile.group, first, count, lid);
         tile_products(&query, strip, 0u);
         subgroupBarrier();

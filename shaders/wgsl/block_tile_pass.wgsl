@@ -1,11 +1,13 @@
 // Shared by the f32 kernels that walk a block tile (attention_pass, dq_pass): the entry,
-// LANES threads per query row (row_lanes.wgsl), and where the tile's keys end, agreed by the
-// whole workgroup. Each kernel defines `run_tile`, its work on the tile.
+// LANES threads per query row (row_lanes.wgsl), and which of the block's keys the tile walks
+// (tile_key_range), agreed by the whole workgroup. Each kernel defines `run_tile`, its work
+// on the tile.
 
 const_assert LANES * QUERY_TILE == WORKGROUP_SIZE;
 
-var<workgroup> tile_last_position: atomic<u32>;
-var<workgroup> tile_key_end: u32;
+// The tile rows' smallest and largest positions, then the keys they walk.
+var<workgroup> tile_positions: array<atomic<u32>, 2>;
+var<workgroup> tile_keys: vec2<u32>;
 
 // A thread's row of the tile: thread i takes row i / LANES where the tile has one
 // (`present`), as its lane i % LANES (consecutive threads share a row).
@@ -28,22 +30,24 @@ fn main(grid: GridPosition, @builtin(local_invocation_index) lid: u32) {
         row.flat = at.x;
         row.position = at.y;
     }
-    run_tile(tile, row, shared_key_end(tile, row, lid), lid);
+    run_tile(tile, row, shared_key_range(tile, row, lid), lid);
 }
 
-// The end of the keys any row of the tile can see (a causal tile stops at its last row's
-// position), the same value in every thread. Call from uniform control flow.
-fn shared_key_end(tile: BlockTile, row: ThreadRow, lid: u32) -> u32 {
+// The keys [first, end) any row of the tile can see (tile_key_range), the same value in
+// every thread. Call from uniform control flow.
+fn shared_key_range(tile: BlockTile, row: ThreadRow, lid: u32) -> vec2<u32> {
     if lid == 0u {
-        atomicStore(&tile_last_position, 0u);
+        atomicStore(&tile_positions[0], 0xffffffffu);
+        atomicStore(&tile_positions[1], 0u);
     }
     workgroupBarrier();
     if row.present {
-        atomicMax(&tile_last_position, row.position);
+        atomicMin(&tile_positions[0], row.position);
+        atomicMax(&tile_positions[1], row.position);
     }
     workgroupBarrier();
     if lid == 0u {
-        tile_key_end = tile_key_range(tile, atomicLoad(&tile_last_position)).y;
+        tile_keys = tile_key_range(tile, atomicLoad(&tile_positions[0]), atomicLoad(&tile_positions[1]));
     }
-    return workgroupUniformLoad(&tile_key_end);
+    return workgroupUniformLoad(&tile_keys);
 }

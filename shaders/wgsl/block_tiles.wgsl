@@ -50,13 +50,20 @@ fn tile_row(tile: BlockTile, i: u32) -> vec2<u32> {
     return vec2<u32>(tile.group * rows_per_group + local_row, query_position(local_row % params.q_len));
 }
 
-// Keys [first, end) of the tile's block that any of its rows can see: a causal tile stops at
-// its last row's position. `last_position` is the largest position among the rows.
-fn tile_key_range(tile: BlockTile, last_position: u32) -> vec2<u32> {
-    let first = tile.block * params.block_size;
-    var end = min(first + params.block_size, params.kv_len);
+// Keys [first, end) of the tile's block that any of its rows can see, given the smallest and
+// largest positions among the rows: a causal tile stops at its last row's position; under the
+// key-window gate it starts at the first key its first row's window holds (rounded down to a
+// whole KEY_TILE from the block's start), so no key tile that every row masks is walked.
+fn tile_key_range(tile: BlockTile, first_position: u32, last_position: u32) -> vec2<u32> {
+    let block_first = tile.block * params.block_size;
+    var first = block_first;
+    var end = min(block_first + params.block_size, params.kv_len);
     if params.causal != 0u {
         end = min(end, last_position + 1u);
+    }
+    if params.gate == GATE_KEY_WINDOW && first_position + 1u > block_first + params.block_size {
+        let window_first = first_position + 1u - params.block_size;
+        first = block_first + (window_first - block_first) / KEY_TILE * KEY_TILE;
     }
     return vec2<u32>(first, end);
 }

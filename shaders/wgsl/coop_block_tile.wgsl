@@ -68,12 +68,15 @@ var<workgroup> row_position: array<u32, QUERY_TILE>;
 // Scalars padded to 16 bytes: drivers may place f16 tiles after every 4-byte variable, and
 // the matrix loads need their rows 16-byte aligned.
 // The tile rows' largest (LAST_ROW) and smallest (FIRST_ROW) positions, gathered with
-// atomics; then shared as plain values, the largest turned into where the tile's keys end.
+// atomics; then shared as plain values: the smallest, and the keys the tile walks
+// (FIRST_KEY, KEY_END).
 var<workgroup> tile_positions: array<atomic<u32>, 4>;
 var<workgroup> tile_bounds: array<u32, 4>;
 var<workgroup> shared_tile: BlockTile;
 const LAST_ROW: u32 = 0u;
 const FIRST_ROW: u32 = 1u;
+const FIRST_KEY: u32 = 2u;
+const KEY_END: u32 = 3u;
 
 // The subgroup that runs a thread (it owns row strip `index`), and the thread's lane in it.
 struct Strip {
@@ -117,10 +120,10 @@ fn open_block_tile(grid: GridPosition, lid: u32) -> BlockTile {
     return workgroupUniformLoad(&shared_tile);
 }
 
-// Fills row_index and row_position for the tile's rows and returns where its keys end (a
-// causal tile stops at its last row's position), the same value in every thread; keeps the
-// first row's position for tile_first_position.
-fn load_tile_rows(tile: BlockTile, lid: u32) -> u32 {
+// Fills row_index and row_position for the tile's rows and returns the keys [first, end) it
+// walks (tile_key_range), the same value in every thread; keeps the first row's position for
+// tile_first_position.
+fn load_tile_rows(tile: BlockTile, lid: u32) -> vec2<u32> {
     if lid == 0u {
         atomicStore(&tile_positions[LAST_ROW], 0u);
         atomicStore(&tile_positions[FIRST_ROW], 0xffffffffu);
@@ -135,10 +138,14 @@ fn load_tile_rows(tile: BlockTile, lid: u32) -> u32 {
     }
     workgroupBarrier();
     if lid == 0u {
-        tile_bounds[LAST_ROW] = tile_key_range(tile, atomicLoad(&tile_positions[LAST_ROW])).y;
-        tile_bounds[FIRST_ROW] = atomicLoad(&tile_positions[FIRST_ROW]);
+        let first_position = atomicLoad(&tile_positions[FIRST_ROW]);
+        let keys = tile_key_range(tile, first_position, atomicLoad(&tile_positions[LAST_ROW]));
+        tile_bounds[FIRST_KEY] = keys.x;
+        tile_bounds[KEY_END] = keys.y;
+        tile_bounds[FIRST_ROW] = first_position;
     }
-    return workgroupUniformLoad(&tile_bounds)[LAST_ROW];
+    let bounds = workgroupUniformLoad(&tile_bounds);
+    return vec2<u32>(bounds[FIRST_KEY], bounds[KEY_END]);
 }
 
 // The smallest position of the tile's rows, the same value in every thread (after

@@ -6,7 +6,7 @@
 // Grid: as attention_pass: per pass, tile_capacity workgroups per group, linear; LANES threads
 //       per row (QUERY_TILE = WORKGROUP_SIZE / LANES); surplus workgroups exit.
 // Tiles: the block's keys and values stream through workgroup memory KEY_TILE at a time
-//       (key_tiles.wgsl); a causal tile stops at the last position among its rows.
+//       (key_tiles.wgsl), only those some row sees (block_tiles.wgsl: tile_key_range).
 // Per row: dq += scale * sum_j p_j (dout . v_j - delta) k_j over the pass's block, with p from
 //       the saved lse, so no softmax is recomputed; both dot products are the lanes' partial
 //       sums (`lane_sum`), and each lane adds its share of dq. Slot 0 starts dq; later slots
@@ -20,7 +20,7 @@
 @group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;
 
 // The kernel's work on one tile (block_tile_pass.wgsl's entry calls it).
-fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
+fn run_tile(tile: BlockTile, row: ThreadRow, keys: vec2<u32>, lid: u32) {
     var query: LaneVector;
     var grad_out: LaneVector;
     var grad_query: LaneVector;
@@ -33,8 +33,8 @@ fn run_tile(tile: BlockTile, row: ThreadRow, key_end: u32, lid: u32) {
         }
         terms = row_terms[row.flat];
     }
-    for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
-        let count = min(KEY_TILE, key_end - first);
+    for (var first = keys.x; first < keys.y; first += KEY_TILE) {
+        let count = min(KEY_TILE, keys.y - first);
         stage_key_tile(tile.group, first, count, lid);
         for (var j = 0u; j < count; j++) {
             var score = 0.0;

@@ -44,9 +44,10 @@ fn store_output(r: u32, d: u32, value: f32) {
     dq[at][d % 4u] = total;
 }
 
-// The kernel's work on one tile (coop_block_tile.wgsl's entry calls it): its rows' keys end
-// at `key_end`; the subgroup owns row strip `subgroup.index` and does its row-wise work.
-fn run_tile(tile: BlockTile, key_end: u32, lid: u32, subgroup: Strip) {
+// The kernel's work on one tile (coop_block_tile.wgsl's entry calls it): its rows walk the
+// block's keys `keys` ([first, end)); the subgroup owns row strip `subgroup.index` and does
+// its row-wise work.
+fn run_tile(tile: BlockTile, keys: vec2<u32>, lid: u32, subgroup: Strip) {
     let strip = subgroup.index;
     dout_scale = dout_factor(bitcast<f32>(dout_max[0]));
     dq_scale = params.scale_log2 * LN_2 / dout_scale;
@@ -67,8 +68,8 @@ fn run_tile(tile: BlockTile, key_end: u32, lid: u32, subgroup: Strip) {
     var grad_query: OutputStrip;
     zero_output_strip(&grad_query);
     var p: array<f32, HALF_KEYS>;
-    for (var first = tile.block * params.block_size; first < key_end; first += KEY_TILE) {
-        let count = min(KEY_TILE, key_end - first);
+    for (var first = keys.x; first < keys.y; first += KEY_TILE) {
+        let count = min(KEY_TILE, keys.y - first);
         stage_keys(tile.group, first, count, lid);
         tile_products(&query, strip, 0u);
         subgroupBarrier();
