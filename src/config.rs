@@ -180,7 +180,9 @@ impl MobaConfig {
                 "scale must be finite and > 0, got {s}"
             )));
         }
-        if self.gate == Gate::KeyWindow && !(self.causal && self.top_k >= 2) {
+        // A third block would hold no key any row sees (every kernel's merge then meets a
+        // slot with nothing in it for every row).
+        if self.gate == Gate::KeyWindow && !(self.causal && self.top_k == 2) {
             return Err(MobaError::Config(format!(
                 "a key window is causal and spans two blocks (the query's own and the one \
                  before): causal {} and top_k {} will not do",

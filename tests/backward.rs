@@ -20,7 +20,17 @@ fn sliding_window_sink_and_key_window_gates() {
     check_moba_backward(s, MobaConfig::key_window(24), 15);
     check_moba_backward(shape(1, 4, 2, 37, 300, 16), MobaConfig::key_window(40), 16);
     // A window longer than a query tile: late tiles skip the key tiles every row masks.
-    check_moba_backward(shape(1, 2, 1, 500, 500, 16), MobaConfig::key_window(160), 17);
+    check_moba_backward(
+        shape(1, 2, 1, 500, 500, 16),
+        MobaConfig::key_window(160),
+        17,
+    );
+    // A tile of the block's last row alone, whose window is its own block: one masked tile.
+    check_moba_backward(
+        shape(1, 2, 2, 129, 1024, 16),
+        MobaConfig::key_window(512),
+        18,
+    );
 }
 
 #[test]

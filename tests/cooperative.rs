@@ -367,6 +367,7 @@ fn moba_backward_matches_the_reference_at_f16_precision() {
         (shape(1, 2, 2, 1024, 1024, 128), MobaConfig::new(512, 2)),
         (shape(1, 4, 2, 300, 300, 64), MobaConfig::key_window(48)),
         (shape(1, 2, 1, 700, 700, 64), MobaConfig::key_window(300)),
+        (shape(1, 2, 2, 129, 1024, 64), MobaConfig::key_window(512)),
     ]
     .into_iter()
     .enumerate()

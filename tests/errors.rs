@@ -78,13 +78,21 @@ fn query_heads_must_be_a_multiple_of_kv_heads() {
 }
 
 #[test]
-fn zero_top_k_block_size_and_bad_scale_are_config_errors() {
+fn zero_top_k_block_size_bad_scale_and_bad_key_windows_are_config_errors() {
     let shape = small();
     for (config, word) in [
         (MobaConfig::new(4, 0), "top_k"),
         (MobaConfig::new(0, 2), "block_size"),
         (MobaConfig::new(4, 2).with_scale(f32::NAN), "scale"),
         (MobaConfig::new(4, 2).with_scale(-1.0), "scale"),
+        (MobaConfig::key_window(4).with_causal(false), "key window"),
+        (
+            MobaConfig {
+                top_k: 3,
+                ..MobaConfig::key_window(4)
+            },
+            "key window",
+        ),
     ] {
         let err = run_on_halves(&shape, &config);
         assert!(

@@ -34,6 +34,9 @@ common::shape_grid_tests! { check_moba;
     // Windows longer than a query tile: a tile of late rows starts at its first row's window,
     // key tiles before it skipped (block_tiles.wgsl: tile_key_range).
     key_window_skips_key_tiles_every_row_masks: shape(1, 2, 1, 700, 700, 32), MobaConfig::key_window(200), 26;
+    // The last tile of the previous block's list holds the block's last row alone, whose
+    // window is its own block: it keeps one key tile, all masked.
+    key_window_tile_of_a_row_that_sees_none_of_the_block: shape(1, 2, 2, 129, 1024, 32), MobaConfig::key_window(512), 27;
 }
 
 /// Checks GPU output against an independent dense attention at the tolerance.

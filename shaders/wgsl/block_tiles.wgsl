@@ -53,7 +53,9 @@ fn tile_row(tile: BlockTile, i: u32) -> vec2<u32> {
 // Keys [first, end) of the tile's block that any of its rows can see, given the smallest and
 // largest positions among the rows: a causal tile stops at its last row's position; under the
 // key-window gate it starts at the first key its first row's window holds (rounded down to a
-// whole KEY_TILE from the block's start), so no key tile that every row masks is walked.
+// whole KEY_TILE from the block's start), so no key tile that every row masks is walked. It
+// keeps at least the key tile of its last key (all masked where no row sees this block),
+// as CUDA's `tile_key_first` does: that path's staging waits on a first key tile.
 fn tile_key_range(tile: BlockTile, first_position: u32, last_position: u32) -> vec2<u32> {
     let block_first = tile.block * params.block_size;
     var first = block_first;
@@ -61,8 +63,9 @@ fn tile_key_range(tile: BlockTile, first_position: u32, last_position: u32) -> v
     if params.causal != 0u {
         end = min(end, last_position + 1u);
     }
-    if params.gate == GATE_KEY_WINDOW && first_position + 1u > block_first + params.block_size {
-        let window_first = first_position + 1u - params.block_size;
+    if params.gate == GATE_KEY_WINDOW && end > block_first
+        && first_position + 1u > block_first + params.block_size {
+        let window_first = min(first_position + 1u - params.block_size, end - 1u);
         first = block_first + (window_first - block_first) / KEY_TILE * KEY_TILE;
     }
     return vec2<u32>(first, end);
