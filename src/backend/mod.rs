@@ -31,6 +31,8 @@ pub use api::{
     moba_attention_with_selection, moba_attention_with_stats,
 };
 pub(crate) use nsa::forward_stage_seconds as nsa_forward_stage_seconds;
+#[cfg(feature = "burn")]
+pub(crate) use nsa::selection_fits_a_chunk as nsa_selection_fits_a_chunk;
 pub use nsa::{NsaAttention, nsa_attention, nsa_attention_with_compression};
 #[cfg(feature = "burn")]
 pub use wgpu::attention_kernel;

@@ -323,13 +323,13 @@ impl CompressedRows {
         }
     }
 
-    /// MoBA over `nc` pooled keys with every block of each row selected: dense causal
-    /// attention. Blocks of at least 64 keys, at most 16 of them (one kernel pass per slot).
+    /// MoBA over `nc` pooled keys with every row's one block selected: dense causal
+    /// attention in one kernel pass (no per-slot merges; 16 blocks, 16 passes, took the
+    /// branch 25% longer on lavapipe: `bench-results/lavapipe-nsa/compressed-one-pass/`).
     fn dense_config(&self, nc: usize) -> MobaConfig {
-        let block = nc.div_ceil(16).next_multiple_of(64);
         MobaConfig {
             gate: Gate::Recent,
-            ..MobaConfig::new(block, nc.div_ceil(block))
+            ..MobaConfig::new(nc, 1)
         }
     }
 
@@ -438,6 +438,16 @@ fn overlap<B: Backend>(
         })
         .collect();
     host_tensor::<B, 2>(weights, [nc, ns], device)
+}
+
+/// Whether the device selection kernels (`nsa_select.wgsl`, `nsa.cu`) take `config`: one
+/// selection block's compressed blocks (its own `l' / d` and the `l / d - 1` that start
+/// before it) fit in their chunk of probabilities.
+#[cfg(feature = "burn")]
+pub(crate) fn selection_fits_a_chunk(config: &NsaConfig) -> bool {
+    let stride = config.stride;
+    let reach = config.select_block / stride + config.compress_block / stride - 1;
+    reach <= crate::shared_constants::NSA_SELECT_CHUNK as usize
 }
 
 /// Bytes of importances (`[B, Hq, rows, nc]` and its companions) computed at a time.

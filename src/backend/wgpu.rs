@@ -20,6 +20,7 @@ use super::cube::{
 use super::wgpu_device::burn_device_caps;
 use super::{
     ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, forward_per_head,
+    nsa_selection_fits_a_chunk,
 };
 use crate::config::{Gate, MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -245,14 +246,6 @@ fn backward(saved: [Tensor; 6], dout: Tensor, config: &MobaConfig) -> [Tensor; 3
 
 /// Threads per workgroup of the NSA selection kernel (one query row each).
 const NSA_SELECT_WORKGROUP: u32 = 64;
-/// Whether `nsa_select.wgsl` takes `config`: one selection block's compressed blocks (its
-/// own `l' / d` and the `l / d - 1` that start before it) fit in its chunk.
-fn nsa_select_fits(config: &NsaConfig) -> bool {
-    let stride = config.stride;
-    let reach = config.select_block / stride + config.compress_block / stride - 1;
-    reach <= crate::shared_constants::NSA_SELECT_CHUNK as usize
-}
-
 /// NSA's selection on burn-wgpu tensors (`nsa_select.wgsl`): q `[B, Hq, S, D]`, the pooled
 /// keys `[B, Hkv, nc, D]`, the compressed branch's lse `[B, Hq, S]`; Int `[B, Hkv, S,
 /// top_n]`. One thread per (group, query); no importance matrix.
@@ -473,7 +466,7 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
     }
 
     fn nsa_selects_on_device(config: &NsaConfig) -> bool {
-        nsa_select_fits(config)
+        nsa_selection_fits_a_chunk(config)
     }
 
     fn nsa_select(
