@@ -440,9 +440,9 @@ fn overlap<B: Backend>(
     host_tensor::<B, 2>(weights, [nc, ns], device)
 }
 
-/// Whether the device selection kernels (`nsa_select.wgsl`, `nsa.cu`) take `config`: one
-/// selection block's compressed blocks (its own `l' / d` and the `l / d - 1` that start
-/// before it) fit in their chunk of probabilities.
+/// Whether the device selection kernel (`nsa_select.wgsl`) takes `config`: one selection
+/// block's compressed blocks (its own `l' / d` and the `l / d - 1` that start before it) fit
+/// in its chunk of probabilities.
 #[cfg(feature = "burn")]
 pub(crate) fn selection_fits_a_chunk(config: &NsaConfig) -> bool {
     let stride = config.stride;
