@@ -54,8 +54,7 @@ fn tile_row(tile: BlockTile, i: u32) -> vec2<u32> {
 // largest positions among the rows: a causal tile stops at its last row's position; under the
 // key-window gate it starts at the first key its first row's window holds (rounded down to a
 // whole KEY_TILE from the block's start), so no key tile that every row masks is walked. It
-// keeps at least the key tile of its last key (all masked where no row sees this block),
-// as CUDA's `tile_key_first` does: that path's staging waits on a first key tile.
+// keeps at least the key tile of its last key (all masked where no row sees this block).
 fn tile_key_range(tile: BlockTile, first_position: u32, last_position: u32) -> vec2<u32> {
     let block_first = tile.block * params.block_size;
     var first = block_first;
