@@ -108,6 +108,8 @@ fn form_probabilities(row: u32, position: u32, is_row: bool, half: u32, first: u
 
 // The kernel's work on one tile (coop_block_tile.wgsl's entry calls it): its rows walk the
 // block's keys `keys` ([first, end)); the subgroup owns row strip `subgroup.index`.
+// The branches on subgroupAny are uniform in the subgroup, as the matrix operations need
+// (naga checks uniformity only within a function, so rescale_output's operations pass).
 fn run_tile(tile: BlockTile, keys: vec2<u32>, lid: u32, subgroup: Strip) {
     let strip = subgroup.index;
     var query: RowStrip;

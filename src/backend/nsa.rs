@@ -156,9 +156,9 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
 
 /// The forward's stages one at a time, for `moba bench --attention nsa`'s breakdown of
 /// where the time goes: `time` runs a stage at least once (and waits for the device) and
-/// returns its seconds; each stage reads the last output of the one before. Pooling, compressed branch,
-/// selection, selected branch, window branch, in that order; a problem with no compressed
-/// block has `None` for the first three.
+/// returns its seconds; each stage reads the last output of the one before. Pooling,
+/// compressed branch, selection, selected branch, window branch, in that order; a problem
+/// with no compressed block has `None` for the first three.
 pub(crate) fn forward_stage_seconds<B: MobaBackend>(
     [q, k, v]: [Tensor<B, 4>; 3],
     config: &NsaConfig,
@@ -324,8 +324,9 @@ impl CompressedRows {
     }
 
     /// MoBA over `nc` pooled keys with every row's one block selected: dense causal
-    /// attention in one kernel pass (no per-slot merges; 16 blocks, 16 passes, took the
-    /// branch 25% longer on lavapipe: `bench-results/lavapipe-nsa/compressed-one-pass/`).
+    /// attention in one kernel pass, no per-slot merges (blocks of 64 keys, one pass each,
+    /// took the branch 27-32% longer at 4 passes on lavapipe:
+    /// `bench-results/lavapipe-nsa/compressed-one-pass/`).
     fn dense_config(&self, nc: usize) -> MobaConfig {
         MobaConfig {
             gate: Gate::Recent,
