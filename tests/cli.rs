@@ -742,6 +742,13 @@ fn generate_draws_the_same_greedy_bytes_on_the_gpu_decoder_as_on_burn() {
         String::from_utf8_lossy(&burn.stdout)
     );
     assert_eq!(decoder.stdout.len(), prompt.len() + 70);
+    // f16 weights on the decoder (each weight rounded: the bytes may differ), and a refusal
+    // where no wgpu decoder runs.
+    let half = generate(&["--half-weights"]);
+    assert_eq!(half.stdout.len(), prompt.len() + 70);
+    let mut args = vec!["generate", "--run", &run, "--prompt", &prompt];
+    args.extend(["--backend", "ndarray", "--half-weights"]);
+    assert_fails(&moba(&args), "the wgpu decoder's");
 }
 
 #[test]

@@ -147,6 +147,40 @@ fn the_decoder_runs_full_attention_layers() {
     check_config(LmConfig::preset("tiny").unwrap().with_full_layers(1));
 }
 
+/// A model whose weights are f16 already (`moba export --half`, read back) decodes with f16
+/// weights on the GPU (two to a 32-bit word, widened in the kernel) as it does with f32
+/// ones, to the bit: its fresh norm gains are 1, so the matrices they fold into stay f16.
+#[test]
+fn f16_weights_decode_an_f16_model_as_f32_weights_do() {
+    use moba::gpu::{DecoderOptions, WeightPrecision};
+    use moba::model::{model_from_bytes, weights_bytes};
+
+    let config = LmConfig::preset("tiny").unwrap();
+    let (model, bytes, _) = model_and_logits(&config);
+    let half = weights_bytes(&model, true).unwrap();
+    let model =
+        model_from_bytes::<NdArray>(&config, half, "half.mpk", &Default::default()).unwrap();
+    let expected = logits(&model, &bytes);
+    let weights = model.decode_weights().unwrap();
+    for gpu in common::every_gpu() {
+        let options = |weights| DecoderOptions {
+            prefill_rows: 32,
+            weights,
+        };
+        let decoder = |precision| LmDecoder::with_options(gpu, &weights, options(precision));
+        let name = format!("{} (f16 weights)", gpu.describe());
+        let mut f16 = decoder(WeightPrecision::F16).unwrap();
+        let mut f32 = decoder(WeightPrecision::F32).unwrap();
+        let at_f16 = decoded(gpu, &mut f16, &bytes[..64]);
+        assert!(
+            at_f16 == decoded(gpu, &mut f32, &bytes[..64]),
+            "{name}: other bits than f32 weights"
+        );
+        f16.reset();
+        check_decoder(&name, gpu, f16, &weights, &bytes, &expected, 0.0);
+    }
+}
+
 /// The tiny preset with each static gate in place of MoBA's.
 fn static_gate_configs() -> Vec<LmConfig> {
     let gates = [

@@ -12,8 +12,9 @@
 //       SLICES partial sums in order, row by row, so every run gives the same bits.
 // Memory: input [D_IN / INPUT_HEAD_DIM, ROWS, INPUT_HEAD_DIM] f32: head-major where it is
 //       the attention's output, row-major [ROWS, D_IN] where INPUT_HEAD_DIM = D_IN; weight
-//       [D_IN, ROW_STRIDE] f32 row-major, burn's Linear layout (ROW_STRIDE = D_OUT, or
-//       2 * D_OUT where a SwiGLU's two matrices sit side by side); bias [ROW_STRIDE];
+//       [D_IN, ROW_STRIDE] row-major, burn's Linear layout (ROW_STRIDE = D_OUT, or
+//       2 * D_OUT where a SwiGLU's two matrices sit side by side), f32, or f16 two to a
+//       32-bit word where WEIGHT_HALF is 1 (element 2i in the low half); bias [ROW_STRIDE];
 //       out [ROWS, D_OUT]. Workgroup: each tile row's 1 / rms, the partial sums.
 // Epilogue: STORE writes out; RESIDUAL adds into it (the residual stream); SWIGLU writes
 //       silu(a) * b of the column's products with the left (a) and right (b) matrices.
@@ -25,12 +26,23 @@ const SWIGLU: u32 = 2u;
 const SLICES: u32 = WORKGROUP_SIZE / COLUMNS;
 
 @group(0) @binding(0) var<storage, read> input: array<f32>;
-@group(0) @binding(1) var<storage, read> weight: array<f32>;
+// f32 bits, or two f16 (WEIGHT_HALF): widened by unpack2x16float, which needs no adapter
+// feature (no `shader-f16`), so every adapter can keep its weights at half the bytes.
+@group(0) @binding(1) var<storage, read> weight: array<u32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 var<workgroup> inverse_rms: array<f32, TILE_ROWS>;
 var<workgroup> partial: array<vec2<f32>, WORKGROUP_SIZE>;
+
+// Element `at` of the flat weight matrix.
+fn weight_at(at: u32) -> f32 {
+    if WEIGHT_HALF != 0u {
+        let pair = unpack2x16float(weight[at / 2u]);
+        return select(pair.x, pair.y, at % 2u == 1u);
+    }
+    return bitcast<f32>(weight[at]);
+}
 
 // Where element i of row `row` of the input lies.
 fn input_at(row: u32, i: u32) -> u32 {
@@ -78,9 +90,9 @@ fn main(
     if column < D_OUT {
         for (var i = slice; i < D_IN; i += SLICES) {
             let at = i * ROW_STRIDE + column;
-            var w = vec2<f32>(weight[at], 0.0);
+            var w = vec2<f32>(weight_at(at), 0.0);
             if EPILOGUE == SWIGLU {
-                w.y = weight[at + D_OUT];
+                w.y = weight_at(at + D_OUT);
             }
             // Over the constant TILE_ROWS: the sums stay in registers.
             for (var r = 0u; r < TILE_ROWS; r++) {

@@ -12,7 +12,7 @@ use std::time::Instant;
 use burn::backend::NdArray;
 use clap::{Args, ValueEnum};
 use moba::backend::MobaBackend;
-use moba::gpu::{AdapterRequest, GpuContext};
+use moba::gpu::{AdapterRequest, DecoderOptions, GpuContext, WeightPrecision};
 use moba::model::{Generator, GpuGenerator, Sampling};
 use moba::train::{load_config, load_model, run_weights};
 use moba::{MobaError, Result};
@@ -47,6 +47,11 @@ pub struct GenerateArgs {
     /// or burn's ops (as on ndarray).
     #[arg(long, value_enum, default_value_t = Decode::Kernels)]
     decode: Decode,
+    /// The wgpu decoder keeps the matrix products' weights in f16: half the GPU memory and
+    /// half the weight reads of a step, each weight rounded to f16 (exact for a model
+    /// exported with `moba export --half`, but for its folded norm gains).
+    #[arg(long)]
+    half_weights: bool,
 }
 
 /// What runs the decode steps.
@@ -137,7 +142,14 @@ fn run_on_decoder(request: &AdapterRequest, args: &GenerateArgs, prompt: &[u8]) 
         load_model::<NdArray>(&config.model, &run_weights(&args.run)?, &Default::default())?;
     let gpu = GpuContext::new_blocking(request)?;
     eprintln!("adapter: {} (GPU decoder)", gpu.describe());
-    let mut generator = GpuGenerator::new(&gpu, &model, prompt, args.sampling())?;
+    let options = DecoderOptions {
+        weights: match args.half_weights {
+            true => WeightPrecision::F16,
+            false => WeightPrecision::F32,
+        },
+        ..Default::default()
+    };
+    let mut generator = GpuGenerator::with_options(&gpu, &model, prompt, args.sampling(), options)?;
     stream(args, prompt, config.model.max_seq_len, || {
         gpu.block_on(generator.next_byte())
     })
@@ -172,6 +184,11 @@ pub fn run(request: &AdapterRequest, args: &GenerateArgs) -> Result<()> {
             ));
         }
     };
+    if args.half_weights && (args.backend, args.decode) != (LmBackend::Wgpu, Decode::Kernels) {
+        return Err(MobaError::Config(
+            "--half-weights is the wgpu decoder's (--backend wgpu --decode kernels)".into(),
+        ));
+    }
     match (args.backend, args.decode) {
         (LmBackend::Wgpu, Decode::Kernels) => match run_on_decoder(request, args, &prompt) {
             // Before anything is printed: burn's ops run every model.

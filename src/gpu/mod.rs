@@ -37,7 +37,9 @@ pub use context::{
 pub use dense::DenseForward;
 pub use forward::{ForwardBuffers, ForwardIo, ForwardPass, MobaForward};
 pub use host::{GpuForward, GpuGradients};
-pub use lm_decode::{LayerWeights, LinearWeights, LmDecoder, LmWeights};
+pub use lm_decode::{
+    DecoderOptions, LayerWeights, LinearWeights, LmDecoder, LmWeights, WeightPrecision,
+};
 pub use pass::{Pass, PlannedPass};
 pub use plan::{AttentionKernel, TilePlan};
 pub use timing::{StageTimer, StageTimes};

@@ -14,7 +14,7 @@ use super::lm::MobaLm;
 use crate::backend::MobaBackend;
 use crate::decode_plan::Decoder;
 use crate::error::{MobaError, Result};
-use crate::gpu::{GpuContext, LmDecoder};
+use crate::gpu::{DecoderOptions, GpuContext, LmDecoder};
 use crate::module::KvCache;
 
 /// How the next byte is drawn from the model's scores.
@@ -220,9 +220,21 @@ impl GpuGenerator<LmDecoder> {
         prompt: &[u8],
         sampling: Sampling,
     ) -> Result<Self> {
+        Self::with_options(gpu, model, prompt, sampling, DecoderOptions::default())
+    }
+
+    /// [`GpuGenerator::new`] on a decoder built with `options` ([`LmDecoder::with_options`]:
+    /// f16 weights, the prompt's submissions).
+    pub fn with_options<B: Backend>(
+        gpu: &GpuContext,
+        model: &MobaLm<B>,
+        prompt: &[u8],
+        sampling: Sampling,
+        options: DecoderOptions,
+    ) -> Result<Self> {
         // The prompt and the sampling are checked before the upload.
         Draws::new(prompt, sampling, model.max_seq_len)?;
-        let decoder = LmDecoder::new(gpu, &model.decode_weights()?)?;
+        let decoder = LmDecoder::with_options(gpu, &model.decode_weights()?, options)?;
         Self::with_decoder(decoder, prompt, sampling)
     }
 

@@ -2,7 +2,7 @@
 //! and `model.mpk`), one byte per call so that the page shows each as it comes. On the
 //! page's WebGPU device ([`TextModel::use_gpu`]) the GPU decoder runs it
 //! (`moba::gpu::LmDecoder`: each position a few WGSL kernels per layer around MoBA's split
-//! decode, the KV cache on the GPU); without WebGPU, burn's CPU backend in wasm (the prompt
+//! decode, the KV cache on the GPU, the weights in f16); without WebGPU, burn's CPU backend in wasm (the prompt
 //! through one MoBA prefill, then each byte through one MoBA decode step).
 
 use std::cell::RefCell;
@@ -11,7 +11,7 @@ use std::rc::Rc;
 use burn::backend::NdArray;
 use burn::module::Module;
 use moba::decode_plan::Decoder;
-use moba::gpu::GpuContext;
+use moba::gpu::{DecoderOptions, GpuContext, WeightPrecision};
 use moba::model::{Generator, GpuGenerator, LmConfig, MobaLm, Sampling, model_from_bytes};
 use moba::module::AttentionKind;
 use serde::{Deserialize, Serialize};
@@ -107,8 +107,14 @@ impl TextModel {
         if let Some(Generation::Gpu(generator)) = &mut *self.generation.borrow_mut() {
             return Ok(generator.restart(prompt, sampling)?);
         }
-        let on_gpu =
-            (self.gpu.as_ref()).map(|gpu| GpuGenerator::new(gpu, &self.model, prompt, sampling));
+        // f16 weights on the GPU: the model ships in f16, so only its matrices with a norm's
+        // gain folded in are rounded once more, and the decoder reads half the bytes.
+        let options = DecoderOptions {
+            weights: WeightPrecision::F16,
+            ..Default::default()
+        };
+        let on_gpu = (self.gpu.as_ref())
+            .map(|gpu| GpuGenerator::with_options(gpu, &self.model, prompt, sampling, options));
         self.why_cpu = None;
         let generation = match on_gpu {
             Some(Ok(generator)) => Generation::Gpu(Box::new(generator)),

@@ -6,6 +6,7 @@
 //! decode plan's ([`crate::decode_plan`]).
 
 use super::super::kernels::file;
+use super::WeightPrecision;
 use crate::decode_plan::LmKernel;
 
 /// Threads per workgroup of every decode-step kernel.
@@ -29,8 +30,9 @@ pub(super) trait WgslKernel {
     fn workgroups(&self, rows: usize) -> u64;
     /// Workgroup memory bytes the kernel declares over `rows` rows.
     fn workgroup_bytes(&self, rows: usize) -> u64;
-    /// The full WGSL module for submissions of `rows` rows.
-    fn source(&self, rows: usize) -> String;
+    /// The full WGSL module for submissions of `rows` rows, a product's weights kept in
+    /// `weights`.
+    fn source(&self, rows: usize, weights: WeightPrecision) -> String;
     /// Whether the kernel reads the step's byte and position (`lm_step.wgsl`, binding 0,
     /// before its own buffers).
     fn reads_step(&self) -> bool;
@@ -64,7 +66,7 @@ impl WgslKernel for LmKernel {
     }
 
     // Constants, `lm_step.wgsl` where it reads the step, the kernel's file.
-    fn source(&self, rows: usize) -> String {
+    fn source(&self, rows: usize, weights: WeightPrecision) -> String {
         let constant = |name: &str, value: usize| format!("const {name}: u32 = {value}u;\n");
         let mut source = String::from("// Set by the host (src/gpu/lm_decode/kernels.rs).\n");
         source.push_str(&constant("WORKGROUP_SIZE", WORKGROUP_SIZE as usize));
@@ -88,6 +90,8 @@ impl WgslKernel for LmKernel {
                 source.push_str(&constant("NORM", norm.is_some() as usize));
                 source.push_str(&constant("EPILOGUE", epilogue as usize));
                 source.push_str(&constant("INPUT_HEAD_DIM", input_head_dim.unwrap_or(d_in)));
+                let half = weights == WeightPrecision::F16;
+                source.push_str(&constant("WEIGHT_HALF", half as usize));
                 let epsilon = norm.unwrap_or(0.0);
                 source.push_str(&format!("const EPSILON: f32 = {epsilon:e};\n"));
             }
@@ -153,8 +157,12 @@ mod tests {
             }),
         );
         let sizes = |kernel| [(kernel, 1), (kernel, 16), (kernel, 40)];
-        for (kernel, rows) in kernels.flat_map(sizes) {
-            let source = kernel.source(rows);
+        let precisions = [WeightPrecision::F32, WeightPrecision::F16];
+        for ((kernel, rows), weights) in kernels
+            .flat_map(sizes)
+            .flat_map(|size| precisions.map(|weights| (size, weights)))
+        {
+            let source = kernel.source(rows, weights);
             let module = wgpu::naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{}: {}", kernel.name(), e.emit_to_string(&source)));
             wgpu::naga::valid::Validator::new(

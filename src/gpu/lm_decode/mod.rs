@@ -20,6 +20,7 @@ mod weights;
 
 pub use weights::{LayerWeights, LinearWeights, LmWeights};
 
+use half::f16;
 use kernels::WgslKernel;
 
 use super::context::GpuContext;
@@ -75,6 +76,64 @@ struct CachedLayer {
     selection: wgpu::Buffer,
 }
 
+/// How the decoder keeps the matrix products' weights (every weight but the embedding's) on
+/// the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightPrecision {
+    /// f32, the model's own weights.
+    #[default]
+    F32,
+    /// f16, two to a 32-bit word, widened in the kernel with WGSL's `unpack2x16float`, which
+    /// needs no adapter feature: half the memory and half the weight reads of a step. Each
+    /// weight is rounded to the nearest f16 once the RMS norm's gain is folded into its row,
+    /// so a model whose weights are f16 already (`moba export --half`) is rounded only
+    /// where its norm gains are not 1.
+    F16,
+}
+
+impl WeightPrecision {
+    /// Bytes of `elements` weights.
+    fn bytes(self, elements: usize) -> u64 {
+        match self {
+            WeightPrecision::F32 => elements as u64 * 4,
+            WeightPrecision::F16 => elements.div_ceil(2) as u64 * 4,
+        }
+    }
+
+    /// `weights` as the kernels read them: f32 bits, or f16 pairs in 32-bit words.
+    fn words(self, weights: &[f32]) -> Vec<u32> {
+        match self {
+            WeightPrecision::F32 => weights.iter().map(|w| w.to_bits()).collect(),
+            WeightPrecision::F16 => weights
+                .chunks(2)
+                .map(|pair| {
+                    let half = |i: usize| pair.get(i).map_or(0, |&w| f16::from_f32(w).to_bits());
+                    u32::from(half(0)) | u32::from(half(1)) << 16
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What [`LmDecoder::with_options`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderOptions {
+    /// Positions a prompt's submission reads at most through MoBA's row-tiled prefill
+    /// passes ([`MobaForward::prefill_over_cache`]); 1 or the split decode's chunk: none.
+    pub prefill_rows: usize,
+    /// How the products' weights are kept.
+    pub weights: WeightPrecision,
+}
+
+impl Default for DecoderOptions {
+    fn default() -> Self {
+        Self {
+            prefill_rows: PREFILL_ROWS,
+            weights: WeightPrecision::F32,
+        }
+    }
+}
+
 /// A matrix product's weights on the GPU.
 struct Product {
     kernel: LmKernel,
@@ -117,6 +176,8 @@ pub struct LmDecoder {
     /// One position per submission, then (where the attention takes more) a prompt's chunk,
     /// then a long prompt's tile of positions.
     programs: Vec<Program>,
+    /// How the products' weights are kept.
+    precision: WeightPrecision,
 }
 
 impl LmDecoder {
@@ -125,17 +186,44 @@ impl LmDecoder {
     /// (`LimitExceeded`, naming the limit) or the kernels (`Unsupported`: a layer whose heads
     /// per kv head exceed the split decode's rows, a head dim not a multiple of 4).
     pub fn new(gpu: &GpuContext, weights: &LmWeights) -> Result<Self> {
-        Self::with_prefill_rows(gpu, weights, PREFILL_ROWS)
+        Self::with_options(gpu, weights, DecoderOptions::default())
     }
 
     /// [`LmDecoder::new`] whose prompt submissions read at most `prefill_rows` positions
-    /// through MoBA's row-tiled prefill passes ([`MobaForward::prefill_over_cache`]; the
-    /// default [`PREFILL_ROWS`]); 1 or the split decode's chunk: none.
+    /// through MoBA's row-tiled prefill passes (the default [`PREFILL_ROWS`]).
     pub fn with_prefill_rows(
         gpu: &GpuContext,
         weights: &LmWeights,
         prefill_rows: usize,
     ) -> Result<Self> {
+        let options = DecoderOptions {
+            prefill_rows,
+            ..Default::default()
+        };
+        Self::with_options(gpu, weights, options)
+    }
+
+    /// [`LmDecoder::new`] with `options`: the prompt's submissions, and f16 weights.
+    ///
+    /// ```no_run
+    /// use moba::gpu::{DecoderOptions, GpuContext, LmDecoder, WeightPrecision};
+    /// use moba::model::LmConfig;
+    ///
+    /// let gpu = GpuContext::new_blocking(&Default::default())?;
+    /// let model = LmConfig::preset("tiny")?.init::<burn::backend::NdArray>(&Default::default())?;
+    /// let options = DecoderOptions { weights: WeightPrecision::F16, ..Default::default() };
+    /// let decoder = LmDecoder::with_options(&gpu, &model.decode_weights()?, options)?;
+    /// # Ok::<(), moba::MobaError>(())
+    /// ```
+    pub fn with_options(
+        gpu: &GpuContext,
+        weights: &LmWeights,
+        options: DecoderOptions,
+    ) -> Result<Self> {
+        let DecoderOptions {
+            prefill_rows,
+            weights: precision,
+        } = options;
         weights.validate()?;
         let (d, ff, vocab) = (weights.d_model, weights.d_ff, weights.vocab);
         let (heads, kv_heads, head_dim) = (weights.n_heads, weights.n_kv_heads, weights.head_dim());
@@ -154,9 +242,9 @@ impl LmDecoder {
                 ("cached keys", bytes(kv * capacity)),
                 ("rope", bytes(weights.rope.as_ref().map_or(0, Vec::len))),
                 ("embedding", bytes(vocab * d)),
-                ("q k v weight", bytes(d * (d + 2 * kv))),
-                ("SwiGLU weight", bytes(d * 2 * ff)),
-                ("head weight", bytes(d * vocab)),
+                ("q k v weight", precision.bytes(d * (d + 2 * kv))),
+                ("SwiGLU weight", precision.bytes(d * 2 * ff)),
+                ("head weight", precision.bytes(d * vocab)),
                 ("logits", bytes(most * vocab)),
             ],
         )?;
@@ -193,8 +281,9 @@ impl LmDecoder {
             readback: gpu.readback_buffer("logits readback", bytes(vocab)),
             layers,
             programs: Vec::new(),
+            precision,
         };
-        let model = Uploaded::new(gpu, weights, &plan);
+        let model = Uploaded::new(gpu, weights, &plan, precision);
         let activations = Activations {
             x: zeros("residual stream", most * d),
             qkv: zeros("q k v", most * (d + 2 * kv)),
@@ -256,7 +345,7 @@ impl LmDecoder {
                     available,
                 ));
             }
-            let pipeline = gpu.compile(kernel.name(), kernel.source(rows))?;
+            let pipeline = gpu.compile(kernel.name(), kernel.source(rows, self.precision))?;
             let mut bound = Vec::from_iter(kernel.reads_step().then_some(&self.step));
             bound.extend_from_slice(buffers);
             Ok(Launch {
@@ -414,10 +503,18 @@ struct Uploaded {
 }
 
 impl Uploaded {
-    fn new(gpu: &GpuContext, weights: &LmWeights, plan: &DecodePlan) -> Self {
+    fn new(
+        gpu: &GpuContext,
+        weights: &LmWeights,
+        plan: &DecodePlan,
+        precision: WeightPrecision,
+    ) -> Self {
         let upload = |index: usize, product: &HostProduct| Product {
             kernel: product.kernel,
-            weight: gpu.upload(&format!("product {index} weight"), &product.weight),
+            weight: gpu.upload(
+                &format!("product {index} weight"),
+                &precision.words(&product.weight),
+            ),
             bias: gpu.upload(&format!("product {index} bias"), &product.bias),
         };
         Self {
