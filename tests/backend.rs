@@ -14,8 +14,9 @@ use burn::tensor::{
 };
 use common::{naive, naive_backward, shape, tolerance};
 use moba::backend::{
-    MobaBackend, burn_wgpu_device, moba_attention, moba_attention_varlen,
-    moba_attention_with_means, moba_attention_with_selection, moba_attention_with_stats,
+    ContextShard, MobaBackend, burn_wgpu_device, moba_attention, moba_attention_context_parallel,
+    moba_attention_varlen, moba_attention_with_means, moba_attention_with_selection,
+    moba_attention_with_stats,
 };
 use moba::gpu::{AdapterRequest, AttentionKernel};
 use moba::module::{AttentionKind, KvCache, MobaAttentionConfig};
@@ -193,6 +194,123 @@ fn varlen_batches_match_the_reference() {
     check_varlen::<NdArray>("ndarray", &Default::default());
     check_varlen::<WgpuPlain>("wgpu", &wgpu_device());
     check_varlen::<Wgpu>("fusion wgpu", &wgpu_device());
+}
+
+/// One sequence split by position over `devices` (in turn), in shards of lengths that are
+/// not whole blocks: each shard's o and its q, k and v gradients, put together, against the
+/// reference of the whole sequence on one device, at `check_backend`'s bound.
+fn check_context_parallel<B: MobaBackend>(name: &str, devices: &[B::Device]) {
+    let lengths = [72, 64, 64];
+    let len: usize = lengths.iter().sum();
+    let shape = shape(1, 4, 2, len, len, 16);
+    let d = shape.head_dim;
+    for (seed, config) in [MobaConfig::new(32, 3), MobaConfig::sliding_window(32, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 100 + seed as u64 * 10;
+        let [q, k, v, dout] = [0, 1, 2, 3].map(|i| {
+            let elems = [shape.q_elems(), shape.kv_elems()][(i == 1 || i == 2) as usize];
+            random::normal(elems, seed + i)
+        });
+        let want = reference::forward(&q, &k, &v, &shape, &config).unwrap();
+        let grads = reference::backward(&q, &k, &v, &dout, &shape, &config).unwrap();
+        let mut start = 0;
+        let mut shards = Vec::new();
+        let mut douts = Vec::new();
+        for (i, &rows) in lengths.iter().enumerate() {
+            let device = &devices[i % devices.len()];
+            let tokens = start..start + rows;
+            start += rows;
+            let cut = |x: &[f32], heads| {
+                let part = reference::cut_rows(x, heads, len, d, &tokens);
+                tensor::<Autodiff<B>>(&part, [1, heads, rows, d], device)
+            };
+            let (hq, hkv) = (shape.q_heads, shape.kv_heads);
+            shards.push(ContextShard {
+                q: cut(&q, hq).require_grad(),
+                k: cut(&k, hkv).require_grad(),
+                v: cut(&v, hkv).require_grad(),
+            });
+            douts.push(cut(&dout, hq));
+        }
+        let o = moba_attention_context_parallel(shards.clone(), &config).unwrap();
+        let first = &devices[0];
+        let loss = (o.iter().zip(douts))
+            .map(|(o, dout)| (o.clone() * dout).sum().to_device(first))
+            .reduce(|a, b| a + b)
+            .unwrap();
+        let gradients = loss.backward();
+        // Each shard's rows back in one tensor, on the first device.
+        let whole = |parts: Vec<Tensor<Autodiff<B>, 4>>| {
+            let parts = parts.into_iter().map(|t| t.to_device(first)).collect();
+            values(Tensor::cat(parts, 2))
+        };
+        let gradient = |pick: fn(&ContextShard<Autodiff<B>>) -> &Tensor<Autodiff<B>, 4>| {
+            let parts = shards.iter().map(|s| {
+                let gradient = pick(s).grad(&gradients).expect("a gradient");
+                Tensor::<Autodiff<B>, 4>::from_inner(gradient)
+            });
+            whole(parts.collect())
+        };
+        let (naive_o, _) = naive([&q, &k, &v], &shape, &config, &want.selection, |x| x);
+        let naive = naive_backward([&q, &k, &v], &dout, &shape, &config, &want.selection, |x| x);
+        let bound = |naive: &[f32], want: &[f64]| {
+            tolerance(reference::max_abs_error(naive, want)).max(1e-4)
+        };
+        for (label, got, naive, want) in [
+            ("o", whole(o), &naive_o, &want.o),
+            ("dq", gradient(|s| &s.q), &naive.0, &grads.dq),
+            ("dk", gradient(|s| &s.k), &naive.1, &grads.dk),
+            ("dv", gradient(|s| &s.v), &naive.2, &grads.dv),
+        ] {
+            let error = reference::max_abs_error(&got, want);
+            assert!(
+                error <= bound(naive, want),
+                "{name} {config:?}: {label} error {error:e}"
+            );
+        }
+    }
+    // A non-causal query would need later shards' keys; shards must agree on their heads.
+    let device = &devices[0];
+    let zeros = |heads, rows| Tensor::<Autodiff<B>, 4>::zeros([1, heads, rows, 16], device);
+    let shard = |kv_heads| ContextShard {
+        q: zeros(4, 8),
+        k: zeros(kv_heads, 8),
+        v: zeros(kv_heads, 8),
+    };
+    let non_causal = MobaConfig::new(8, 2).with_causal(false);
+    let error = moba_attention_context_parallel(vec![shard(2)], &non_causal).unwrap_err();
+    assert!(error.to_string().contains("causal"), "{error}");
+    let config = MobaConfig::new(8, 2);
+    let error = moba_attention_context_parallel(vec![shard(2), shard(1)], &config).unwrap_err();
+    assert!(error.to_string().contains("shard 1: k"), "{error}");
+}
+
+#[test]
+fn context_parallel_shards_match_the_reference_of_the_whole_sequence() {
+    check_context_parallel::<NdArray>("ndarray", &[Default::default(), Default::default()]);
+    let (first, adapter) = burn_wgpu_device(&Default::default()).unwrap();
+    check_context_parallel::<Wgpu>("fusion wgpu", std::slice::from_ref(&first));
+    // Two burn devices of wgpu (a second request opens its own device on the adapter):
+    // burn 0.21 cannot move tensors between them, which is an error, not a panic.
+    let request = AdapterRequest {
+        name: Some(adapter.name),
+        backends: Some(wgpu::Backends::from(adapter.backend)),
+    };
+    let (second, _) = burn_wgpu_device(&request).unwrap();
+    assert!(first != second, "two burn devices");
+    let shards = [&first, &second].map(|device| {
+        let zeros = |heads| Tensor::<Wgpu, 4>::zeros([1, heads, 8, 16], device);
+        ContextShard {
+            q: zeros(2),
+            k: zeros(1),
+            v: zeros(1),
+        }
+    });
+    let error = moba_attention_context_parallel(shards.into(), &MobaConfig::new(8, 2)).unwrap_err();
+    assert!(matches!(error, MobaError::Unsupported(_)), "{error}");
+    assert!(error.to_string().contains("cuda"), "{error}");
 }
 
 /// burn's wgpu device on a Vulkan, Metal or DX12 adapter with `shader-f16` (lavapipe has it),

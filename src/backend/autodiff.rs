@@ -129,6 +129,10 @@ impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
         B::nsa_selects_on_device(config)
     }
 
+    fn moba_moves_between_devices() -> bool {
+        B::moba_moves_between_devices()
+    }
+
     /// The inner backend's, on the inner tensors: a selection has no gradient.
     fn nsa_select(
         q: FloatTensor<Self>,

@@ -180,6 +180,10 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
         B::nsa_selects_on_device(config)
     }
 
+    fn moba_moves_between_devices() -> bool {
+        B::moba_moves_between_devices()
+    }
+
     fn nsa_select(
         q: FloatTensor<Self>,
         pooled_keys: FloatTensor<Self>,

@@ -8,12 +8,14 @@
 //! - `Autodiff<B>` records a custom backward that calls `B::moba_backward`, saving q, k, v,
 //!   o, lse and the selection;
 //! - `NdArray` (and any backend through [`generic`]) composes burn tensor ops: slower, exact;
-//! - [`moba_attention`] is the function to call; [`crate::module::MobaAttention`] the module.
+//! - [`moba_attention`] is the function to call; [`crate::module::MobaAttention`] the module;
+//!   [`moba_attention_context_parallel`] splits one sequence over several devices.
 
 mod api;
 mod autodiff;
 #[cfg(feature = "burn")]
 pub mod baseline;
+mod context_parallel;
 #[cfg(feature = "burn")]
 pub(crate) mod cube;
 #[cfg(feature = "burn")]
@@ -30,6 +32,7 @@ pub use api::{
     MobaAttentionStats, moba_attention, moba_attention_varlen, moba_attention_with_means,
     moba_attention_with_selection, moba_attention_with_stats,
 };
+pub use context_parallel::{ContextShard, moba_attention_context_parallel};
 pub(crate) use nsa::forward_stage_seconds as nsa_forward_stage_seconds;
 #[cfg(feature = "burn")]
 pub(crate) use nsa::selection_fits_a_chunk as nsa_selection_fits_a_chunk;
@@ -216,6 +219,15 @@ pub trait MobaBackend: Backend {
     fn nsa_selects_on_device(config: &NsaConfig) -> bool {
         let _ = config;
         false
+    }
+
+    /// Whether burn moves this backend's tensors from one of its devices to another
+    /// (`Tensor::to_device`), as context parallel attention does
+    /// ([`moba_attention_context_parallel`]): ndarray (one device) and CUDA do; burn 0.21's
+    /// wgpu backend does not (burn-cubecl asks cubecl's server for a device-to-device copy,
+    /// which cubecl's wgpu server does not have: it panics).
+    fn moba_moves_between_devices() -> bool {
+        true
     }
 
     /// NSA's group-shared top-n (`../shared/NSA.md`, a constant for autodiff) on the

@@ -469,6 +469,10 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
         nsa_selection_fits_a_chunk(config)
     }
 
+    fn moba_moves_between_devices() -> bool {
+        false
+    }
+
     fn nsa_select(
         q: FloatTensor<Self>,
         pooled_keys: FloatTensor<Self>,
