@@ -21,7 +21,9 @@ use super::schedule::{
     Arg, BackwardTensors, CudaSchedule, ForwardTensors, Given as Steps, Launch, Scratch,
 };
 use super::source::{CudaConstants, CudaProgram, ElemKind};
-use crate::backend::cube::{empty, padded_backward, padded_forward, padding, problem_shape};
+use crate::backend::cube::{
+    NsaSelectInputs, empty, nsa_select_inputs, padded_backward, padded_forward, problem_shape,
+};
 use crate::backend::{
     ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved,
     nsa_selection_fits_a_chunk,
@@ -239,27 +241,25 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
     kv_len: usize,
     config: &NsaConfig,
 ) -> Result<CudaTensor> {
-    let head_dim = q.meta.shape()[3];
-    let moba =
-        MobaConfig::new(config.select_block, config.top_n).with_scale(config.scale_for(head_dim));
-    let (moba, pad) = padding::<CudaBackend<F, BT>>(head_dim, HEAD_DIM_MULTIPLE, &moba);
-    let [q, pooled_keys] = [q, pooled_keys].map(|t| into_contiguous(cast(pad(t), DType::F32)));
-    let lse = into_contiguous(cast(lse, DType::F32));
-    let [batch, q_heads, q_len, padded] = q.meta.shape().dims::<4>();
-    let [_, kv_heads, blocks, _] = pooled_keys.meta.shape().dims::<4>();
-    let shape = Shape {
-        batch,
-        q_heads,
-        kv_heads,
-        q_len,
+    let NsaSelectInputs {
+        q,
+        pooled_keys,
+        lse,
+        shape,
+        config: moba,
+        pooled,
+    } = nsa_select_inputs::<CudaRuntime, CudaBackend<F, BT>>(
+        [q, pooled_keys, lse],
         kv_len,
-        head_dim: padded,
-    };
+        config,
+        HEAD_DIM_MULTIPLE,
+    );
+    let [batch, kv_heads, q_len] = [shape.batch, shape.kv_heads, shape.q_len];
     let selection = empty(&q, vec![batch, kv_heads, q_len, config.top_n], DType::I32);
     let driver = Driver::get(q.device.index)?;
     let function = driver.kernel(
         CudaProgram::Nsa,
-        constants(&q, padded, DType::F32, &moba)?,
+        constants(&q, shape.head_dim, DType::F32, &moba)?,
         "nsa_select",
         0,
     )?;
@@ -268,7 +268,7 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
         Arg::Params(KernelParams::new(&shape, &moba)),
         Arg::U32(config.compress_block as u32),
         Arg::U32(config.stride as u32),
-        Arg::U32(blocks as u32),
+        Arg::U32(pooled as u32),
         Arg::Ptr(at.of(&q)),
         Arg::Ptr(at.of(&pooled_keys)),
         Arg::Ptr(at.of(&lse)),
