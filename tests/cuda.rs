@@ -105,6 +105,12 @@ fn grid() -> Vec<(Shape, MobaConfig)> {
         // 5 chunks of 128 keys per block, top-4: more partials per row than the combine
         // has lanes (DECODE_COMBINE_LANES), so its lanes take several each.
         (shape(1, 4, 2, 1, 3000, 64), MobaConfig::new(640, 4)),
+        // A window longer than a row tile: late tiles start at their first row's window,
+        // the key tiles before it skipped (common.cuh: tile_key_first).
+        (shape(1, 2, 1, 700, 700, 64), MobaConfig::key_window(300)),
+        // The last tile of block 0's list holds row 1023 alone, whose window is block 1:
+        // it keeps one key tile, all masked (its q staging is waited on with it).
+        (shape(1, 2, 2, 129, 1024, 64), MobaConfig::key_window(512)),
     ]
 }
 

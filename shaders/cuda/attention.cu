@@ -37,19 +37,19 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
                                       tile.count);
 
     size_t kv_base = (size_t)kv_group(p, bh) * p.kv_stride * HEAD_DIM;
-    u32 key_first = tile.block * p.block_size;
     u32 key_stop = block_end(p, tile.block);
     if (p.causal) {
         // Rows are in ascending order: the last one sees the most keys.
         key_stop = min(key_stop, query_position(p, rows[tile.count - 1]) + 1);
     }
+    u32 first_pos = query_position(p, rows[0]);
+    u32 key_first = tile_key_first(p, tile.block, first_pos, key_stop);
 
     u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     u32 g = lane / 4, t = lane % 4;
     // This thread's two accumulator rows (g and g + 8 of the warp's 16).
     u32 r0 = warp * 16 + g, r1 = r0 + 8;
     u32 pos0 = query_position(p, rows[r0]), pos1 = query_position(p, rows[r1]);
-    u32 first_pos = query_position(p, rows[0]);
 
     float acc[HEAD_DIM / 8][4];
 #pragma unroll

@@ -66,15 +66,15 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
     stage_async<ROW_TILE, TILE_THREADS, TileLayout>(do_tile, dout + q_base, Listed{rows}, tile.count);
 
     size_t kv_base = (size_t)kv_group(p, bh) * p.kv_len * HEAD_DIM;
-    u32 key_first = tile.block * p.block_size;
     u32 key_stop = block_end(p, tile.block);
     if (p.causal) key_stop = min(key_stop, query_position(p, rows[tile.count - 1]) + 1);
+    u32 first_pos = query_position(p, rows[0]);
+    u32 key_first = tile_key_first(p, tile.block, first_pos, key_stop);
 
     u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     u32 g = lane / 4, t = lane % 4;
     u32 r0 = warp * 16 + g, r1 = r0 + 8;
     u32 pos0 = query_position(p, rows[r0]), pos1 = query_position(p, rows[r1]);
-    u32 first_pos = query_position(p, rows[0]);
     size_t row0 = (size_t)bh * p.q_len + rows[r0], row1 = (size_t)bh * p.q_len + rows[r1];
     float lse0 = row_terms[row0 * 2], delta0 = row_terms[row0 * 2 + 1];
     float lse1 = row_terms[row1 * 2], delta1 = row_terms[row1 * 2 + 1];

@@ -78,6 +78,20 @@ __device__ __forceinline__ bool tile_masked(const Params& p, u32 first_key, u32 
 __device__ __forceinline__ u32 block_end(const Params& p, u32 j) {
     return min((j + 1) * p.block_size, p.kv_len);
 }
+// The first key of block `j` that a tile of gathered rows whose smallest position is
+// `first_pos` and whose keys end at `key_stop` walks: the block's first, or under the
+// key-window gate the first key of that row's window rounded down to a whole KEY_TILE from
+// the block's start (every row masks the key tiles before it; `tile_key_range` in WGSL).
+// The tile keeps at least the key tile of its last key (all masked where no row sees this
+// block): the q (and dO) staging is waited on with the first key tile.
+__device__ __forceinline__ u32 tile_key_first(const Params& p, u32 j, u32 first_pos, u32 key_stop) {
+    u32 first = j * p.block_size;
+    if (p.gate == GATE_KEY_WINDOW && key_stop > first && first_pos + 1 > first + p.block_size) {
+        u32 window_first = min(first_pos + 1 - p.block_size, key_stop - 1);
+        first += (window_first - first) / KEY_TILE * KEY_TILE;
+    }
+    return first;
+}
 
 // ---- element conversions ----
 

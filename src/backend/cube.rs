@@ -8,8 +8,11 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape as TensorShape, Tensor, TensorPrimitive};
 use burn_cubecl::CubeRuntime as Runtime;
 
+use burn::backend::wgpu::into_contiguous;
+use burn_cubecl::kernel::cast;
+
 use super::{MobaForwardOutput, MobaGradients, MobaSaved};
-use crate::config::{MobaConfig, Shape};
+use crate::config::{MobaConfig, NsaConfig, Shape};
 
 /// A new contiguous tensor of `dims` on the device of `like`.
 pub(crate) fn empty<R: Runtime>(
@@ -134,4 +137,52 @@ pub(crate) fn unpad<B: Backend>(tensor: FloatTensor<B>, head_dim: usize) -> Floa
         .slice([0..b, 0..h, 0..l, 0..head_dim])
         .into_primitive()
         .tensor()
+}
+
+/// What NSA's selection kernels (`nsa_select.wgsl`, `nsa.cu`) read, from q `[B, Hq, S, D]`
+/// at the last `S` of `kv_len` positions, the pooled keys `[B, Hkv, nc, D]` and the
+/// compressed branch's lse `[B, Hq, S]`.
+pub(crate) struct NsaSelectInputs<R: Runtime> {
+    /// q and the pooled keys in f32, contiguous, the head dim padded to the kernels'
+    /// multiple; the lse in f32, contiguous.
+    pub q: CubeTensor<R>,
+    pub pooled_keys: CubeTensor<R>,
+    pub lse: CubeTensor<R>,
+    /// The problem at the padded head dim.
+    pub shape: Shape,
+    /// MoBA's view of it: blocks of `l'`, top-n, the true head dim's scale.
+    pub config: MobaConfig,
+    /// The pooled keys' count, `nc`.
+    pub pooled: usize,
+}
+
+/// [`NsaSelectInputs`] for a kernel backend whose kernels pad the head dim to `multiple`.
+pub(crate) fn nsa_select_inputs<R: Runtime, B: KernelBackend<R>>(
+    [q, pooled_keys, lse]: [CubeTensor<R>; 3],
+    kv_len: usize,
+    config: &NsaConfig,
+    multiple: usize,
+) -> NsaSelectInputs<R> {
+    let head_dim = q.meta.shape()[3];
+    let scale = config.scale_for(head_dim);
+    let moba = MobaConfig::new(config.select_block, config.top_n).with_scale(scale);
+    let (moba, pad) = padding::<B>(head_dim, multiple, &moba);
+    let [q, pooled_keys] = [q, pooled_keys].map(|t| into_contiguous(cast(pad(t), DType::F32)));
+    let [batch, q_heads, q_len, padded] = q.meta.shape().dims::<4>();
+    let [_, kv_heads, pooled, _] = pooled_keys.meta.shape().dims::<4>();
+    NsaSelectInputs {
+        q,
+        pooled_keys,
+        lse: into_contiguous(cast(lse, DType::F32)),
+        shape: Shape {
+            batch,
+            q_heads,
+            kv_heads,
+            q_len,
+            kv_len,
+            head_dim: padded,
+        },
+        config: moba,
+        pooled,
+    }
 }

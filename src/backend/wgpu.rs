@@ -15,7 +15,8 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn_cubecl::kernel::cast;
 
 use super::cube::{
-    KernelBackend, empty, padded_backward, padded_config, padded_forward, padding, problem_shape,
+    KernelBackend, NsaSelectInputs, empty, nsa_select_inputs, padded_backward, padded_config,
+    padded_forward, padding, problem_shape,
 };
 use super::wgpu_device::burn_device_caps;
 use super::{
@@ -256,26 +257,23 @@ fn nsa_select<B: KernelBackend<WgpuRuntime>>(
     kv_len: usize,
     config: &NsaConfig,
 ) -> Tensor {
-    let head_dim = q.meta.shape()[3];
-    let scale = config.scale_for(head_dim);
-    let moba = MobaConfig::new(config.select_block, config.top_n).with_scale(scale);
-    let (moba, pad) = padding::<B>(head_dim, HEAD_DIM_MULTIPLE, &moba);
-    let [q, pooled_keys] = [q, pooled_keys].map(|t| into_contiguous(cast(pad(t), DType::F32)));
-    let lse = into_contiguous(cast(lse, DType::F32));
-    let [batch, q_heads, q_len, padded] = q.meta.shape().dims::<4>();
-    let [_, kv_heads, blocks, _] = pooled_keys.meta.shape().dims::<4>();
-    let shape = Shape {
-        batch,
-        q_heads,
-        kv_heads,
-        q_len,
+    let NsaSelectInputs {
+        q,
+        pooled_keys,
+        lse,
+        shape,
+        config: moba,
+        pooled,
+    } = nsa_select_inputs::<WgpuRuntime, B>(
+        [q, pooled_keys, lse],
         kv_len,
-        head_dim: padded,
-    };
+        config,
+        HEAD_DIM_MULTIPLE,
+    );
     let params = KernelParams::new(&shape, &moba);
-    let compression = [config.compress_block, config.stride, blocks, 0].map(|x| x as u32);
+    let compression = [config.compress_block, config.stride, pooled, 0].map(|x| x as u32);
     let constants = KernelConstants {
-        head_dim: padded as u32,
+        head_dim: shape.head_dim as u32,
         top_k: config.top_n as u32,
         workgroup_size: NSA_SELECT_WORKGROUP,
         // No tiles: one thread per row.
@@ -283,6 +281,7 @@ fn nsa_select<B: KernelBackend<WgpuRuntime>>(
         query_tile: 1,
         subgroups: 1,
     };
+    let [batch, kv_heads, q_len] = [shape.batch, shape.kv_heads, shape.q_len];
     let selection = empty(&q, vec![batch, kv_heads, q_len, config.top_n], DType::I32);
     let compression = q
         .client

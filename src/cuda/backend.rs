@@ -10,19 +10,25 @@ use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, FloatElement, in
 use burn::cubecl::cuda::CudaRuntime;
 use burn::tensor::DType;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use cudarc::driver::LaunchConfig;
 
 use burn_cubecl::kernel::cast;
 
-use super::launch::{CudaPlan, HEAD_DIM_MULTIPLE};
+use super::launch::{CudaPlan, ELEMENT_THREADS, HEAD_DIM_MULTIPLE};
 use super::runtime::CudaRuntime as Driver;
 use super::schedule::{
-    BackwardTensors, CudaSchedule, ForwardTensors, Given as Steps, Launch, Scratch,
+    Arg, BackwardTensors, CudaSchedule, ForwardTensors, Given as Steps, Launch, Scratch,
 };
-use super::source::{CudaConstants, ElemKind};
-use crate::backend::cube::{empty, padded_backward, padded_forward, problem_shape};
-use crate::backend::{ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved};
-use crate::config::{MobaConfig, Shape};
+use super::source::{CudaConstants, CudaProgram, ElemKind};
+use crate::backend::cube::{
+    NsaSelectInputs, empty, nsa_select_inputs, padded_backward, padded_forward, problem_shape,
+};
+use crate::backend::{
+    ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved,
+    nsa_selection_fits_a_chunk,
+};
+use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::kernel_params::KernelParams;
 use crate::launch_plan::Stage;
@@ -223,6 +229,67 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     Ok(([dq, dk, dv], times))
 }
 
+/// NSA's selection on burn-cuda tensors (`nsa.cu`, the walk of `nsa_select.wgsl`): q `[B,
+/// Hq, S, D]` at the last `S` of `kv_len` positions, the pooled keys `[B, Hkv, nc, D]`, the
+/// compressed branch's lse `[B, Hq, S]`; Int `[B, Hkv, S, top_n]`. q and the keys are read
+/// in f32, the head dim padded to the tensor-core step as the other CUDA kernels see it; one
+/// thread per (group, query), no importance matrix.
+fn nsa_select<F: FloatElement, BT: BoolElement>(
+    q: CudaTensor,
+    pooled_keys: CudaTensor,
+    lse: CudaTensor,
+    kv_len: usize,
+    config: &NsaConfig,
+) -> Result<CudaTensor> {
+    let NsaSelectInputs {
+        q,
+        pooled_keys,
+        lse,
+        shape,
+        config: moba,
+        pooled,
+    } = nsa_select_inputs::<CudaRuntime, CudaBackend<F, BT>>(
+        [q, pooled_keys, lse],
+        kv_len,
+        config,
+        HEAD_DIM_MULTIPLE,
+    );
+    let [batch, kv_heads, q_len] = [shape.batch, shape.kv_heads, shape.q_len];
+    let selection = empty(&q, vec![batch, kv_heads, q_len, config.top_n], DType::I32);
+    let driver = Driver::get(q.device.index)?;
+    let function = driver.kernel(
+        CudaProgram::Nsa,
+        constants(&q, shape.head_dim, DType::F32, &moba)?,
+        "nsa_select",
+        0,
+    )?;
+    let mut at = Addresses::new();
+    let args = [
+        Arg::Params(KernelParams::new(&shape, &moba)),
+        Arg::U32(config.compress_block as u32),
+        Arg::U32(config.stride as u32),
+        Arg::U32(pooled as u32),
+        Arg::Ptr(at.of(&q)),
+        Arg::Ptr(at.of(&pooled_keys)),
+        Arg::Ptr(at.of(&lse)),
+        Arg::Ptr(at.of(&selection)),
+    ];
+    let launch = LaunchConfig {
+        grid_dim: (
+            q_len.div_ceil(ELEMENT_THREADS as usize) as u32,
+            (batch * kv_heads) as u32,
+            1,
+        ),
+        block_dim: (ELEMENT_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    CudaBackend::<F, BT>::sync(&q.device)
+        .map_err(|e| MobaError::Cuda(format!("burn-cuda queue: {e:?}")))?;
+    driver.launch_kernel("nsa_select", &function, launch, &args)?;
+    driver.synchronize("NSA's selection")?;
+    Ok(selection)
+}
+
 impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
     /// A driver and a GPU of compute capability 8.0+, and every program built (NVRTC) for
     /// this head dim, top-k and float type, so that compile errors surface here.
@@ -283,5 +350,20 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
                     .0
             },
         )
+    }
+
+    fn nsa_selects_on_device(config: &NsaConfig) -> bool {
+        nsa_selection_fits_a_chunk(config)
+    }
+
+    fn nsa_select(
+        q: FloatTensor<Self>,
+        pooled_keys: FloatTensor<Self>,
+        compressed_lse: FloatTensor<Self>,
+        kv_len: usize,
+        config: &NsaConfig,
+    ) -> IntTensor<Self> {
+        nsa_select::<F, BT>(q, pooled_keys, compressed_lse, kv_len, config)
+            .unwrap_or_else(|e| panic!("NSA's selection on CUDA: {e}"))
     }
 }

@@ -103,6 +103,8 @@ pub enum CudaProgram {
     /// `lm_embed`, `lm_matvec`, `lm_rope_cache`: a language model's decode step around
     /// MoBA's (`cuda::CudaLmDecoder`).
     Lm,
+    /// `nsa_select`: NSA's group-shared top-n (`crate::backend::nsa_attention`).
+    Nsa,
 }
 
 const COMMON: &str = include_str!("../../shaders/cuda/common.cuh");
@@ -117,13 +119,14 @@ impl CudaProgram {
         CudaProgram::Decode,
     ];
     /// Every program.
-    pub const ALL: [CudaProgram; 6] = [
+    pub const ALL: [CudaProgram; 7] = [
         CudaProgram::Gate,
         CudaProgram::Inversion,
         CudaProgram::Attention,
         CudaProgram::Backward,
         CudaProgram::Decode,
         CudaProgram::Lm,
+        CudaProgram::Nsa,
     ];
 
     /// The file's own source.
@@ -135,6 +138,7 @@ impl CudaProgram {
             CudaProgram::Backward => include_str!("../../shaders/cuda/backward.cu"),
             CudaProgram::Decode => include_str!("../../shaders/cuda/decode.cu"),
             CudaProgram::Lm => include_str!("../../shaders/cuda/lm.cu"),
+            CudaProgram::Nsa => include_str!("../../shaders/cuda/nsa.cu"),
         }
     }
 
@@ -147,6 +151,7 @@ impl CudaProgram {
             CudaProgram::Backward => "backward.cu",
             CudaProgram::Decode => "decode.cu",
             CudaProgram::Lm => "lm.cu",
+            CudaProgram::Nsa => "nsa.cu",
         }
     }
 
