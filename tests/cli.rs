@@ -746,6 +746,8 @@ fn generate_draws_the_same_greedy_bytes_on_the_gpu_decoder_as_on_burn() {
     // where no wgpu decoder runs.
     let half = generate(&["--half-weights"]);
     assert_eq!(half.stdout.len(), prompt.len() + 70);
+    let said = String::from_utf8_lossy(&half.stderr);
+    assert!(said.contains("GPU decoder"), "{said}");
     let mut args = vec!["generate", "--run", &run, "--prompt", &prompt];
     args.extend(["--backend", "ndarray", "--half-weights"]);
     assert_fails(&moba(&args), "the wgpu decoder's");

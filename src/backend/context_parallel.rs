@@ -1,6 +1,8 @@
 //! Context parallel MoBA: one sequence split by position over several devices of a backend,
-//! each device keeping its own queries, keys and values (a shard), for sequences whose
-//! activations one device cannot hold.
+//! each device keeping its own queries, keys and values (a shard) and doing the attention
+//! of its own queries. The keys and values are not split: each device gathers those of
+//! every position before its own, so the last one holds them all (gathering only the
+//! blocks its queries select is the way to split them too).
 //!
 //! Causal MoBA lets a shard's queries see no key after them, so a shard needs the keys and
 //! values of its own positions and of every shard before it: each device gathers that prefix
