@@ -154,6 +154,8 @@ pub(crate) struct NsaSelectInputs<R: Runtime> {
     pub config: MobaConfig,
     /// The pooled keys' count, `nc`.
     pub pooled: usize,
+    /// The output the kernel writes: Int `[B, Hkv, S, top_n]`.
+    pub selection: CubeTensor<R>,
 }
 
 /// [`NsaSelectInputs`] for a kernel backend whose kernels pad the head dim to `multiple`.
@@ -170,6 +172,7 @@ pub(crate) fn nsa_select_inputs<R: Runtime, B: KernelBackend<R>>(
     let [q, pooled_keys] = [q, pooled_keys].map(|t| into_contiguous(cast(pad(t), DType::F32)));
     let [batch, q_heads, q_len, padded] = q.meta.shape().dims::<4>();
     let [_, kv_heads, pooled, _] = pooled_keys.meta.shape().dims::<4>();
+    let selection = empty(&q, vec![batch, kv_heads, q_len, config.top_n], DType::I32);
     NsaSelectInputs {
         q,
         pooled_keys,
@@ -184,5 +187,6 @@ pub(crate) fn nsa_select_inputs<R: Runtime, B: KernelBackend<R>>(
         },
         config: moba,
         pooled,
+        selection,
     }
 }

@@ -15,8 +15,8 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn_cubecl::kernel::cast;
 
 use super::cube::{
-    KernelBackend, NsaSelectInputs, empty, nsa_select_inputs, padded_backward, padded_config,
-    padded_forward, padding, problem_shape,
+    KernelBackend, empty, nsa_select_inputs, padded_backward, padded_config, padded_forward,
+    padding, problem_shape,
 };
 use super::wgpu_device::burn_device_caps;
 use super::{
@@ -257,21 +257,15 @@ fn nsa_select<B: KernelBackend<WgpuRuntime>>(
     kv_len: usize,
     config: &NsaConfig,
 ) -> Tensor {
-    let NsaSelectInputs {
-        q,
-        pooled_keys,
-        lse,
-        shape,
-        config: moba,
-        pooled,
-    } = nsa_select_inputs::<WgpuRuntime, B>(
+    let inputs = nsa_select_inputs::<WgpuRuntime, B>(
         [q, pooled_keys, lse],
         kv_len,
         config,
         HEAD_DIM_MULTIPLE,
     );
-    let params = KernelParams::new(&shape, &moba);
-    let compression = [config.compress_block, config.stride, pooled, 0].map(|x| x as u32);
+    let shape = inputs.shape;
+    let params = KernelParams::new(&shape, &inputs.config);
+    let compression = [config.compress_block, config.stride, inputs.pooled, 0].map(|x| x as u32);
     let constants = KernelConstants {
         head_dim: shape.head_dim as u32,
         top_k: config.top_n as u32,
@@ -281,27 +275,26 @@ fn nsa_select<B: KernelBackend<WgpuRuntime>>(
         query_tile: 1,
         subgroups: 1,
     };
-    let [batch, kv_heads, q_len] = [shape.batch, shape.kv_heads, shape.q_len];
-    let selection = empty(&q, vec![batch, kv_heads, q_len, config.top_n], DType::I32);
-    let compression = q
+    let compression = inputs
+        .q
         .client
         .create_from_slice(bytemuck::cast_slice(&compression));
-    let rows = (shape.groups() * q_len) as u64;
+    let rows = (shape.groups() * shape.q_len) as u64;
     launch_one(
         Kernel::NsaSelect,
         constants,
         rows.div_ceil(NSA_SELECT_WORKGROUP as u64),
         &params,
         [
-            &q.handle,
-            &pooled_keys.handle,
-            &lse.handle,
+            &inputs.q.handle,
+            &inputs.pooled_keys.handle,
+            &inputs.lse.handle,
             &compression,
-            &selection.handle,
+            &inputs.selection.handle,
         ],
-        &q,
+        &inputs.q,
     );
-    selection
+    inputs.selection
 }
 
 /// Launches one of our kernels over `workgroups` (folded into x and y) on `like`'s device,

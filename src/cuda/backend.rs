@@ -22,7 +22,7 @@ use super::schedule::{
 };
 use super::source::{CudaConstants, CudaProgram, ElemKind};
 use crate::backend::cube::{
-    NsaSelectInputs, empty, nsa_select_inputs, padded_backward, padded_forward, problem_shape,
+    empty, nsa_select_inputs, padded_backward, padded_forward, problem_shape,
 };
 use crate::backend::{
     ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved,
@@ -241,53 +241,45 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
     kv_len: usize,
     config: &NsaConfig,
 ) -> Result<CudaTensor> {
-    let NsaSelectInputs {
-        q,
-        pooled_keys,
-        lse,
-        shape,
-        config: moba,
-        pooled,
-    } = nsa_select_inputs::<CudaRuntime, CudaBackend<F, BT>>(
+    let inputs = nsa_select_inputs::<CudaRuntime, CudaBackend<F, BT>>(
         [q, pooled_keys, lse],
         kv_len,
         config,
         HEAD_DIM_MULTIPLE,
     );
-    let [batch, kv_heads, q_len] = [shape.batch, shape.kv_heads, shape.q_len];
-    let selection = empty(&q, vec![batch, kv_heads, q_len, config.top_n], DType::I32);
-    let driver = Driver::get(q.device.index)?;
+    let shape = inputs.shape;
+    let driver = Driver::get(inputs.q.device.index)?;
     let function = driver.kernel(
         CudaProgram::Nsa,
-        constants(&q, shape.head_dim, DType::F32, &moba)?,
+        constants(&inputs.q, shape.head_dim, DType::F32, &inputs.config)?,
         "nsa_select",
         0,
     )?;
     let mut at = Addresses::new();
     let args = [
-        Arg::Params(KernelParams::new(&shape, &moba)),
+        Arg::Params(KernelParams::new(&shape, &inputs.config)),
         Arg::U32(config.compress_block as u32),
         Arg::U32(config.stride as u32),
-        Arg::U32(pooled as u32),
-        Arg::Ptr(at.of(&q)),
-        Arg::Ptr(at.of(&pooled_keys)),
-        Arg::Ptr(at.of(&lse)),
-        Arg::Ptr(at.of(&selection)),
+        Arg::U32(inputs.pooled as u32),
+        Arg::Ptr(at.of(&inputs.q)),
+        Arg::Ptr(at.of(&inputs.pooled_keys)),
+        Arg::Ptr(at.of(&inputs.lse)),
+        Arg::Ptr(at.of(&inputs.selection)),
     ];
     let launch = LaunchConfig {
         grid_dim: (
-            q_len.div_ceil(ELEMENT_THREADS as usize) as u32,
-            (batch * kv_heads) as u32,
+            shape.q_len.div_ceil(ELEMENT_THREADS as usize) as u32,
+            shape.groups() as u32,
             1,
         ),
         block_dim: (ELEMENT_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
-    CudaBackend::<F, BT>::sync(&q.device)
+    CudaBackend::<F, BT>::sync(&inputs.q.device)
         .map_err(|e| MobaError::Cuda(format!("burn-cuda queue: {e:?}")))?;
     driver.launch_kernel("nsa_select", &function, launch, &args)?;
     driver.synchronize("NSA's selection")?;
-    Ok(selection)
+    Ok(inputs.selection)
 }
 
 impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
