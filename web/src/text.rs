@@ -2,8 +2,9 @@
 //! and `model.mpk`), one byte per call so that the page shows each as it comes. On the
 //! page's WebGPU device ([`TextModel::use_gpu`]) the GPU decoder runs it
 //! (`moba::gpu::LmDecoder`: each position a few WGSL kernels per layer around MoBA's split
-//! decode, the KV cache on the GPU, the weights in f16); without WebGPU, burn's CPU backend in wasm (the prompt
-//! through one MoBA prefill, then each byte through one MoBA decode step).
+//! decode, the KV cache on the GPU, the weights in f16); without WebGPU, burn's CPU backend
+//! in wasm (the prompt through one MoBA prefill, then each byte through one MoBA decode
+//! step).
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -20,6 +20,8 @@ mod weights;
 
 pub use weights::{LayerWeights, LinearWeights, LmWeights};
 
+use std::borrow::Cow;
+
 use half::f16;
 use kernels::WgslKernel;
 
@@ -100,10 +102,11 @@ impl WeightPrecision {
         }
     }
 
-    /// `weights` as the kernels read them: f32 bits, or f16 pairs in 32-bit words.
-    fn words(self, weights: &[f32]) -> Vec<u32> {
+    /// `weights` as the kernels read them: f32 bits as they are, or f16 pairs in 32-bit
+    /// words.
+    fn words(self, weights: &[f32]) -> Cow<'_, [u32]> {
         match self {
-            WeightPrecision::F32 => weights.iter().map(|w| w.to_bits()).collect(),
+            WeightPrecision::F32 => Cow::Borrowed(bytemuck::cast_slice(weights)),
             WeightPrecision::F16 => weights
                 .chunks(2)
                 .map(|pair| {
