@@ -18,10 +18,10 @@ use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use common::{NEAR_TIE, inputs, naive, naive_backward, shape, tolerance};
 use moba::backend::{
     ForwardGiven, MobaBackend, MobaSaved, moba_attention, moba_attention_varlen,
-    moba_attention_with_stats,
+    moba_attention_with_stats, nsa_attention,
 };
 use moba::module::KvCache;
-use moba::{MobaConfig, Shape, random, reference};
+use moba::{MobaConfig, NsaConfig, Shape, random, reference};
 
 /// burn-cuda without fusion. The kernels follow each tensor's dtype, which the tests set
 /// explicitly (burn keeps a default dtype per device, shared by every float type).
@@ -417,4 +417,80 @@ fn varlen_batches_match_each_sequence_alone() {
             "sequence {rows:?}: o error {error:e} > {bound:e}"
         );
     }
+}
+
+/// NSA through burn-cuda (`nsa_attention`: the selection on the device, `nsa.cu`; the
+/// three branches on the MoBA kernels) against the f64 reference: NSA.md's cases and the
+/// Triton setting's blocks at a small scale (a group of 16 at head dim 128; 1100 queries: a
+/// partial last tile of the selection kernel, the later rows ranking over two of its chunks).
+/// Rows are checked as `moba bench --attention nsa` checks them
+/// ([`reference::check_nsa_rows`]): each row's selection is the reference's or a near tie,
+/// and o is within twice the error that rounding the inputs to the kernels' precision causes.
+fn check_nsa<B: MobaBackend>(precision: reference::Precision, round_inputs: bool) {
+    let mut cases = common::nsa::cases();
+    cases.push((
+        "the Triton setting's blocks",
+        common::nsa::shape(16, 1, 1100, 1100, 128),
+        NsaConfig::new(32, 16, 64, 16, 128),
+    ));
+    for (index, (what, shape, config)) in cases.into_iter().enumerate() {
+        let data = random::nsa_inputs(&shape, 10 * index as u64).map(|x| match round_inputs {
+            true => x.into_iter().map(|x| precision.round(x)).collect(),
+            false => x,
+        });
+        let gate_dims = [shape.batch, shape.q_heads, shape.q_len, 3];
+        let dims = [shape.q_dims(), shape.kv_dims(), shape.kv_dims(), gate_dims];
+        let [q, k, v, gates]: [Tensor<B, 4>; 4] = std::array::from_fn(|i| {
+            Tensor::from_data(
+                TensorData::new(data[i].clone(), dims[i]),
+                &Default::default(),
+            )
+        });
+        let out = nsa_attention(q, k, v, gates, &config).unwrap();
+        let (o, selection) = (values(out.o), out.selection.into_data().convert::<i32>());
+        let selection: Vec<i32> = selection.to_vec().unwrap();
+        // About 300 rows spread over the heads, and the last of each head.
+        let step = (shape.q_rows() / 300).max(7);
+        let rows: Vec<usize> = (0..shape.q_rows())
+            .filter(|row| row % step == 0 || row % shape.q_len == shape.q_len - 1)
+            .collect();
+        let (d, top_n, s) = (shape.head_dim, config.top_n, shape.q_len);
+        let o_rows: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| o[r * d..][..d].to_vec())
+            .collect();
+        let chosen: Vec<i32> = (rows.iter())
+            .flat_map(|&r| {
+                let group = r / s / shape.group_size();
+                selection[(group * s + r % s) * top_n..][..top_n].to_vec()
+            })
+            .collect();
+        let [q, k, v, gates] = &data;
+        let inputs = reference::NsaInputs { q, k, v, gates };
+        let check =
+            reference::check_nsa_rows(inputs, &shape, &config, &rows, &o_rows, &chosen, precision)
+                .unwrap();
+        println!("NSA {precision:?}, {what}: {}", check.summary());
+        assert!(
+            check.passed(),
+            "NSA {precision:?}, {what}: {}",
+            check.summary()
+        );
+    }
+}
+
+#[test]
+fn nsa_in_bf16_matches_the_reference() {
+    check_nsa::<Cuda<bf16>>(reference::Precision::Bf16, true);
+}
+
+#[test]
+fn nsa_in_f16_matches_the_reference() {
+    check_nsa::<Cuda<f16>>(reference::Precision::F16, true);
+}
+
+/// f32 tensors are multiplied in bf16 on the tensor cores.
+#[test]
+fn nsa_in_f32_matches_the_reference_at_bf16_precision() {
+    check_nsa::<Cuda<f32>>(reference::Precision::Bf16, false);
 }

@@ -15,6 +15,7 @@
 //! chunk of queries at a time (`[B, Hq, rows, nc]`) with the top-n on the host. Nothing is
 //! `S x Sk`, nor `S x nc` at once.
 
+use burn::backend::Autodiff;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::PadMode;
@@ -135,7 +136,7 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
     let scale = config.scale_for(shape.head_dim);
     let (o_cmp, selection) = match compressed {
         None => (
-            Tensor::zeros(q.dims(), &q.device()),
+            q.zeros_like(),
             select_on_host(&q, None, &shape, config, scale, IMPORTANCE_BYTES)?,
         ),
         Some((kc, vc)) => {
@@ -217,6 +218,45 @@ pub(crate) fn forward_stage_seconds<B: MobaBackend>(
         ("pool", pool),
         ("compressed", cmp),
         ("select", slc),
+        ("selected", Some(selected)),
+        ("window", Some(window)),
+    ])
+}
+
+/// The training step's branches one at a time, for `moba bench --attention nsa
+/// --backward`'s breakdown: each branch's forward and backward (to q, k and v) on
+/// `Autodiff<B>`, timed by `time` as [`forward_stage_seconds`] times the forward's stages.
+/// Compressed (with its pooling), selected (over the given `selection`, `[B, Hkv, S,
+/// top_n]`), window, in that order; a problem with no compressed block has `None` for the
+/// first. The gated sum and the gates' gradients are the whole step's remainder.
+pub(crate) fn step_stage_seconds<B: MobaBackend>(
+    [q, k, v]: [Tensor<B, 4>; 3],
+    selection: Tensor<B, 4, Int>,
+    config: &NsaConfig,
+    mut time: impl FnMut(&mut dyn FnMut() -> Result<()>) -> Result<f64>,
+) -> Result<[(&'static str, Option<f64>); 3]> {
+    let shape = qkv_shape(&q, &k, &v)?;
+    let scale = config.scale_for(shape.head_dim);
+    let nc = config.compressed_blocks(shape.kv_len);
+    let [q, k, v] = [q, k, v].map(|x| Tensor::<Autodiff<B>, 4>::from_inner(x).require_grad());
+    let selection = Tensor::<Autodiff<B>, 4, Int>::from_primitive(selection.into_primitive());
+    let mut step = |branch: &mut dyn FnMut() -> Result<Tensor<Autodiff<B>, 4>>| {
+        time(&mut || {
+            drop(branch()?.sum().backward());
+            Ok(())
+        })
+    };
+    let compressed = match nc {
+        0 => None,
+        _ => Some(step(&mut || {
+            let (kc, vc) = (block_means(&k, config, nc), block_means(&v, config, nc));
+            Ok(compressed_branch(&q, kc, vc, &shape, config, scale)?.0)
+        })?),
+    };
+    let selected = step(&mut || selected_branch(&q, &k, &v, selection.clone(), config, scale))?;
+    let window = step(&mut || window_branch(q.clone(), k.clone(), v.clone(), config, scale))?;
+    Ok([
+        ("compressed", compressed),
         ("selected", Some(selected)),
         ("window", Some(window)),
     ])

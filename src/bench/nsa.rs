@@ -9,7 +9,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::median_wall_seconds;
-use crate::backend::{MobaBackend, nsa_attention, nsa_forward_stage_seconds};
+use crate::backend::{
+    MobaBackend, nsa_attention, nsa_forward_stage_seconds, nsa_step_stage_seconds,
+};
 use crate::config::{NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::random;
@@ -54,6 +56,10 @@ pub struct NsaRecord {
     pub stages: Vec<NsaStageTime>,
     /// Forward and backward, where timed.
     pub step_ms: Option<f64>,
+    /// The step's branches each run alone, forward and backward (compressed with its
+    /// pooling, selected, window), where the step is timed.
+    #[serde(default)]
+    pub step_stages: Vec<NsaStageTime>,
     pub o_error: f64,
     pub o_bound: f64,
     pub near_ties: usize,
@@ -88,6 +94,7 @@ impl NsaRecord {
             forward_ms: measured.forward_seconds * 1e3,
             stages: measured.stages.clone(),
             step_ms: measured.step_seconds.map(|s| s * 1e3),
+            step_stages: measured.step_stages.clone(),
             o_error: check.o_error,
             o_bound: check.o_bound,
             near_ties: check.near_ties,
@@ -97,7 +104,8 @@ impl NsaRecord {
     }
 }
 
-/// One stage of NSA's forward run alone ([`NsaRecord::stages`]).
+/// One stage of NSA's forward or step run alone ([`NsaRecord::stages`],
+/// [`NsaRecord::step_stages`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NsaStageTime {
     pub stage: String,
@@ -110,6 +118,7 @@ pub struct NsaMeasured {
     pub forward_seconds: f64,
     pub stages: Vec<NsaStageTime>,
     pub step_seconds: Option<f64>,
+    pub step_stages: Vec<NsaStageTime>,
     pub check: Check,
 }
 
@@ -135,45 +144,55 @@ pub fn measure_nsa<B: MobaBackend>(
         drop(nsa_attention(q, k, v, gates, config)?);
         sync()
     })?;
-    progress("the forward's stages");
-    let stages =
-        nsa_forward_stage_seconds([0, 1, 2].map(|i| inputs[i].clone()), config, |stage| {
-            median_wall_seconds(options.runs, 1, |_| {
-                stage()?;
-                sync()
-            })
-        })?
-        .into_iter()
-        .filter_map(|(stage, seconds)| {
-            Some(NsaStageTime {
-                stage: stage.into(),
-                ms: seconds? * 1e3,
-            })
+    let time_stage = |stage: &mut dyn FnMut() -> Result<()>| {
+        median_wall_seconds(options.runs, 1, |_| {
+            stage()?;
+            sync()
         })
-        .collect();
-    let step = match options.backward {
-        false => None,
+    };
+    let qkv = || [0, 1, 2].map(|i| inputs[i].clone());
+    progress("the forward's stages");
+    let stages = stage_times(nsa_forward_stage_seconds(qkv(), config, time_stage)?);
+    let [q, k, v, gates] = inputs.clone();
+    let out = nsa_attention(q, k, v, gates, config)?;
+    let (step, step_stages) = match options.backward {
+        false => (None, Vec::new()),
         true => {
             progress("forward and backward");
-            Some(median_wall_seconds(options.runs, 1, |_| {
+            let step = median_wall_seconds(options.runs, 1, |_| {
                 let [q, k, v, gates] = inputs
                     .clone()
                     .map(|x| Tensor::<Autodiff<B>, 4>::from_inner(x).require_grad());
                 let o = nsa_attention(q, k, v, gates, config)?.o;
                 drop(o.sum().backward());
                 sync()
-            })?)
+            })?;
+            progress("the step's branches");
+            let selection = out.selection.clone();
+            let stages = nsa_step_stage_seconds(qkv(), selection, config, time_stage)?;
+            (Some(step), stage_times(stages))
         }
     };
     progress("checking against the reference");
-    let [q, k, v, gates] = inputs;
-    let out = nsa_attention(q, k, v, gates, config)?;
     Ok(NsaMeasured {
         forward_seconds: forward,
         stages,
         step_seconds: step,
+        step_stages,
         check: check_sample(&data, out.o, out.selection, shape, config, options)?,
     })
+}
+
+/// The stages that ran, in milliseconds.
+fn stage_times<const N: usize>(stages: [(&str, Option<f64>); N]) -> Vec<NsaStageTime> {
+    (stages.into_iter())
+        .filter_map(|(stage, seconds)| {
+            Some(NsaStageTime {
+                stage: stage.into(),
+                ms: seconds? * 1e3,
+            })
+        })
+        .collect()
 }
 
 /// The output and selection of `options.check_rows` spread rows and the last, checked.

@@ -13,6 +13,9 @@ use moba::{MobaConfig, Shape, random, reference};
 #[cfg(feature = "burn")]
 pub mod binary;
 
+/// NSA.md's cases.
+pub mod nsa;
+
 /// The default adapter (lavapipe in CI), opened once per test binary.
 pub fn gpu() -> &'static GpuContext {
     static GPU: OnceLock<GpuContext> = OnceLock::new();

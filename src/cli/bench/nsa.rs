@@ -4,7 +4,7 @@
 
 use burn::tensor::DType;
 use moba::backend::{attention_kernel, burn_wgpu_device};
-use moba::bench::nsa::{NsaBenchOptions, NsaRecord, measure_nsa};
+use moba::bench::nsa::{NsaBenchOptions, NsaRecord, NsaStageTime, measure_nsa};
 use moba::gpu::AdapterRequest;
 use moba::reference::Precision;
 use moba::{MobaError, NsaConfig, Result, Shape};
@@ -84,20 +84,28 @@ fn options(args: &BenchArgs, precision: Precision) -> NsaBenchOptions {
     }
 }
 
+/// `stage ms, ...`, or `-` for none.
+fn list(stages: &[NsaStageTime]) -> String {
+    match stages {
+        [] => "-".into(),
+        _ => (stages.iter())
+            .map(|s| format!("{} {:.2}", s.stage, s.ms))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
 /// The records as a markdown table.
 fn table(records: &[NsaRecord]) -> String {
     let mut text = String::from(
-        "| backend | S | heads (kv) | D | l, d, l', top-n, w | forward ms | its stages alone, ms | step ms | o error (bound) |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| backend | S | heads (kv) | D | l, d, l', top-n, w | forward ms | its stages alone, ms | step ms | its branches alone (fwd+bwd), ms | o error (bound) |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in records {
         let step = r.step_ms.map_or("-".into(), |ms| format!("{ms:.2}"));
-        let stages: Vec<String> = (r.stages.iter())
-            .map(|s| format!("{} {:.2}", s.stage, s.ms))
-            .collect();
-        let stages = stages.join(", ");
+        let (stages, step_stages) = (list(&r.stages), list(&r.step_stages));
         text.push_str(&format!(
-            "| {} | {} | {} ({}) | {} | {}, {}, {}, {}, {} | {:.2} | {stages} | {step} | {:.1e} ({:.1e}) |\n",
+            "| {} | {} | {} ({}) | {} | {}, {}, {}, {}, {} | {:.2} | {stages} | {step} | {step_stages} | {:.1e} ({:.1e}) |\n",
             r.backend,
             r.seq_len,
             r.q_heads,
