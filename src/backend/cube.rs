@@ -143,8 +143,8 @@ pub(crate) fn unpad<B: Backend>(tensor: FloatTensor<B>, head_dim: usize) -> Floa
 /// at the last `S` of `kv_len` positions, the pooled keys `[B, Hkv, nc, D]` and the
 /// compressed branch's lse `[B, Hq, S]`.
 pub(crate) struct NsaSelectInputs<R: Runtime> {
-    /// q and the pooled keys in f32, contiguous, the head dim padded to the kernels'
-    /// multiple; the lse in f32, contiguous.
+    /// q and the pooled keys in the kernel's float type, contiguous, the head dim padded to
+    /// the kernels' multiple; the lse in f32, contiguous.
     pub q: CubeTensor<R>,
     pub pooled_keys: CubeTensor<R>,
     pub lse: CubeTensor<R>,
@@ -158,18 +158,20 @@ pub(crate) struct NsaSelectInputs<R: Runtime> {
     pub selection: CubeTensor<R>,
 }
 
-/// [`NsaSelectInputs`] for a kernel backend whose kernels pad the head dim to `multiple`.
+/// [`NsaSelectInputs`] for a kernel backend whose kernels pad the head dim to `multiple`
+/// and read q and the pooled keys as `dtype`.
 pub(crate) fn nsa_select_inputs<R: Runtime, B: KernelBackend<R>>(
     [q, pooled_keys, lse]: [CubeTensor<R>; 3],
     kv_len: usize,
     config: &NsaConfig,
     multiple: usize,
+    dtype: DType,
 ) -> NsaSelectInputs<R> {
     let head_dim = q.meta.shape()[3];
     let scale = config.scale_for(head_dim);
     let moba = MobaConfig::new(config.select_block, config.top_n).with_scale(scale);
     let (moba, pad) = padding::<B>(head_dim, multiple, &moba);
-    let [q, pooled_keys] = [q, pooled_keys].map(|t| into_contiguous(cast(pad(t), DType::F32)));
+    let [q, pooled_keys] = [q, pooled_keys].map(|t| into_contiguous(cast(pad(t), dtype)));
     let [batch, q_heads, q_len, padded] = q.meta.shape().dims::<4>();
     let [_, kv_heads, pooled, _] = pooled_keys.meta.shape().dims::<4>();
     let selection = empty(&q, vec![batch, kv_heads, q_len, config.top_n], DType::I32);

@@ -262,6 +262,7 @@ fn nsa_select<B: KernelBackend<WgpuRuntime>>(
         kv_len,
         config,
         HEAD_DIM_MULTIPLE,
+        DType::F32,
     );
     let shape = inputs.shape;
     let params = KernelParams::new(&shape, &inputs.config);

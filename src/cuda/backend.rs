@@ -15,7 +15,9 @@ use cudarc::driver::LaunchConfig;
 
 use burn_cubecl::kernel::cast;
 
-use super::launch::{CudaPlan, ELEMENT_THREADS, HEAD_DIM_MULTIPLE};
+use super::launch::{
+    CudaPlan, HEAD_DIM_MULTIPLE, SELECT_ROWS, SELECT_THREADS, nsa_select_shared_bytes,
+};
 use super::runtime::CudaRuntime as Driver;
 use super::schedule::{
     Arg, BackwardTensors, CudaSchedule, ForwardTensors, Given as Steps, Launch, Scratch,
@@ -229,11 +231,12 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     Ok(([dq, dk, dv], times))
 }
 
-/// NSA's selection on burn-cuda tensors (`nsa.cu`, the walk of `nsa_select.wgsl`): q `[B,
+/// NSA's selection on burn-cuda tensors (`nsa.cu`, the rule of `nsa_select.wgsl`): q `[B,
 /// Hq, S, D]` at the last `S` of `kv_len` positions, the pooled keys `[B, Hkv, nc, D]`, the
 /// compressed branch's lse `[B, Hq, S]`; Int `[B, Hkv, S, top_n]`. q and the keys are read
-/// in f32, the head dim padded to the tensor-core step as the other CUDA kernels see it; one
-/// thread per (group, query), no importance matrix.
+/// in q's float type, the head dim padded to the tensor-core step as the other CUDA kernels
+/// see it; one thread block per group and tile of queries, the scores on the tensor cores,
+/// no importance matrix.
 fn nsa_select<F: FloatElement, BT: BoolElement>(
     q: CudaTensor,
     pooled_keys: CudaTensor,
@@ -241,19 +244,22 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
     kv_len: usize,
     config: &NsaConfig,
 ) -> Result<CudaTensor> {
+    let q_dtype = q.dtype;
     let inputs = nsa_select_inputs::<CudaRuntime, CudaBackend<F, BT>>(
         [q, pooled_keys, lse],
         kv_len,
         config,
         HEAD_DIM_MULTIPLE,
+        q_dtype,
     );
     let shape = inputs.shape;
     let driver = Driver::get(inputs.q.device.index)?;
+    let shared_bytes = nsa_select_shared_bytes(shape.head_dim);
     let function = driver.kernel(
         CudaProgram::Nsa,
-        constants(&inputs.q, shape.head_dim, DType::F32, &inputs.config)?,
+        constants(&inputs.q, shape.head_dim, q_dtype, &inputs.config)?,
         "nsa_select",
-        0,
+        shared_bytes,
     )?;
     let mut at = Addresses::new();
     let args = [
@@ -268,12 +274,12 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
     ];
     let launch = LaunchConfig {
         grid_dim: (
-            shape.q_len.div_ceil(ELEMENT_THREADS as usize) as u32,
+            shape.q_len.div_ceil(SELECT_ROWS) as u32,
             shape.groups() as u32,
             1,
         ),
-        block_dim: (ELEMENT_THREADS, 1, 1),
-        shared_mem_bytes: 0,
+        block_dim: (SELECT_THREADS, 1, 1),
+        shared_mem_bytes: shared_bytes,
     };
     CudaBackend::<F, BT>::sync(&inputs.q.device)
         .map_err(|e| MobaError::Cuda(format!("burn-cuda queue: {e:?}")))?;

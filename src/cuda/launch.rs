@@ -29,6 +29,9 @@ pub const GATE_THREADS: u32 = 128;
 pub const MEAN_THREADS: u32 = 256;
 /// Threads of the element-wise and per-row kernels.
 pub const ELEMENT_THREADS: u32 = 256;
+/// Queries per thread block of NSA's selection (`nsa.cu`), 16 per warp.
+pub const SELECT_ROWS: usize = 64;
+pub const SELECT_THREADS: u32 = (SELECT_ROWS / 16) as u32 * WARP;
 /// Keys per chunk of the split decode, one per thread.
 pub const DECODE_KEYS: u32 = 128;
 /// Threads of the language model's decode-step kernels (`lm.cu`).
@@ -42,7 +45,7 @@ const TILE_PAD: usize = 8;
 const SWIZZLE_ALIGN: usize = 1024;
 
 /// The constants above as every CUDA source sees them (`#define`s the host prepends).
-pub fn source_constants() -> [(&'static str, u32); 18] {
+pub fn source_constants() -> [(&'static str, u32); 20] {
     [
         ("WARP", WARP),
         ("ROW_TILE", ROW_TILE as u32),
@@ -56,6 +59,8 @@ pub fn source_constants() -> [(&'static str, u32); 18] {
         ("GATE_THREADS", GATE_THREADS),
         ("MEAN_THREADS", MEAN_THREADS),
         ("ELEMENT_THREADS", ELEMENT_THREADS),
+        ("SELECT_ROWS", SELECT_ROWS as u32),
+        ("SELECT_THREADS", SELECT_THREADS),
         ("TILE_PAD", TILE_PAD as u32),
         ("SWIZZLE_ALIGN", SWIZZLE_ALIGN as u32),
         ("DECODE_KEYS", DECODE_KEYS),
@@ -63,6 +68,14 @@ pub fn source_constants() -> [(&'static str, u32); 18] {
         ("LM_THREADS", LM_THREADS),
         ("LM_COLUMNS", LM_COLUMNS),
     ]
+}
+
+/// Dynamic shared memory of `nsa_select` at `head_dim`: the chunk's key tile and two query
+/// tiles (padded rows), and the chunk's summed probabilities (padded f32 rows).
+pub fn nsa_select_shared_bytes(head_dim: usize) -> u32 {
+    let chunk = crate::shared_constants::NSA_SELECT_CHUNK as usize;
+    let tiles = (chunk + 2 * SELECT_ROWS) * (head_dim + TILE_PAD) * 2;
+    (tiles + SELECT_ROWS * (chunk + 1) * 4) as u32
 }
 
 /// The tensor-core k step: head dims are padded to a multiple of it.
