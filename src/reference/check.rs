@@ -179,7 +179,7 @@ pub fn tolerance(straightforward_error: f64) -> f64 {
 /// weighted sum over the keys of `blocks`, inputs and every product rounded (as matrix
 /// products in that precision read and write them), sums in f32. Returns `(o, lse)`.
 #[allow(clippy::too_many_arguments)]
-fn straightforward_row(
+pub(super) fn straightforward_row(
     q: &[f32],
     k: &[f32],
     v: &[f32],
