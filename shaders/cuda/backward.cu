@@ -135,17 +135,26 @@ extern "C" __global__ void dq_finalize(Params p, const float* dq_state, elem_t* 
 }
 
 // The rows that chose key block `j`, DKDV_ROWS at a time: every query head of the kv group,
-// slot by slot, each list in row order (a fixed order: deterministic sums).
+// slot by slot, each list in row order (a fixed order: deterministic sums). Causal rows
+// before the first key of the thread block's tile see none of it and are skipped: a list
+// is in row order, so they are its front (a binary search finds where they end). For a
+// block of many tiles (NSA's compressed branch is one block of every pooled key) that is
+// most of the early tiles' walk.
 struct RowWalk {
     const u32* lists;
     const u32* starts;
     u32 q_len, num_blocks, j;
+    u32 first_row; // the first row (query index t) that sees a key of the tile
     u32 end_bh; // one past the group's last query head
     u32 bh, slot;
     u32 first, end; // the step's first row and the end of its list (indices into the list)
 
-    __device__ RowWalk(const Params& p, const u32* lists, const u32* starts, u32 j, u32 group)
+    __device__ RowWalk(const Params& p, const u32* lists, const u32* starts, u32 j, u32 group,
+                       u32 key_first)
         : lists(lists), starts(starts), q_len(p.q_len), num_blocks(p.num_blocks), j(j), slot(0) {
+        // Query t sits at position kv_len - q_len + t and sees keys up to it.
+        u32 offset = p.kv_len - p.q_len;
+        first_row = p.causal && key_first > offset ? key_first - offset : 0;
         bh = (group / p.kv_heads) * p.q_heads + (group % p.kv_heads) * group_size(p);
         end_bh = bh + group_size(p);
         open();
@@ -159,11 +168,18 @@ struct RowWalk {
         first += DKDV_ROWS;
         settle();
     }
-    // Block j's part of list (bh, slot).
+    // Block j's part of list (bh, slot), from its first row that sees the tile.
     __device__ void open() {
         const u32* list_starts = starts + (size_t)(bh * TOP_K + slot) * (num_blocks + 1);
         first = list_starts[j];
         end = list_starts[j + 1];
+        const u32* list = lists + (size_t)(bh * TOP_K + slot) * q_len;
+        u32 low = first, high = end;
+        while (low < high) {
+            u32 mid = (low + high) / 2;
+            if (list[mid] < first_row) low = mid + 1; else high = mid;
+        }
+        first = low;
     }
     // Moves past finished (or empty) lists.
     __device__ void settle() {
@@ -241,7 +257,7 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
         dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] = dv_acc[n][3] = 0.0f;
     }
 
-    RowWalk step(p, lists, starts, j, group);
+    RowWalk step(p, lists, starts, j, group, key_first);
     if (!step.done()) gathered.fetch(p, step, 0, q, dout, row_terms);
     for (u32 b = 0; !step.done(); b ^= 1) {
         // As in KeyValueTiles: wait for this step's rows, show them to the block, then copy
