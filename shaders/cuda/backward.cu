@@ -174,6 +174,8 @@ struct RowWalk {
         first = list_starts[j];
         end = list_starts[j + 1];
         const u32* list = lists + (size_t)(bh * TOP_K + slot) * q_len;
+        // Most lists have nothing to skip: one load settles that.
+        if (first == end || list[first] >= first_row) return;
         u32 low = first, high = end;
         while (low < high) {
             u32 mid = (low + high) / 2;
