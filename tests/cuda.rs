@@ -423,10 +423,12 @@ fn varlen_batches_match_each_sequence_alone() {
 /// three branches on the MoBA kernels) against the f64 reference: NSA.md's cases and the
 /// Triton setting's blocks at a small scale (a group of 16 at head dim 128; 1100 queries: a
 /// partial last tile of the selection kernel, the later rows ranking over two of its chunks).
+/// The inputs are made in `dtype` explicitly (burn's default float type is the device's,
+/// shared by every float type: an earlier test's bf16 would otherwise stand in for f16).
 /// Rows are checked as `moba bench --attention nsa` checks them
 /// ([`reference::check_nsa_rows`]): each row's selection is the reference's or a near tie,
 /// and o is within twice the error that rounding the inputs to the kernels' precision causes.
-fn check_nsa<B: MobaBackend>(precision: reference::Precision, round_inputs: bool) {
+fn check_nsa<B: MobaBackend>(dtype: DType, precision: reference::Precision, round_inputs: bool) {
     let mut cases = common::nsa::cases();
     cases.push((
         "the Triton setting's blocks",
@@ -440,12 +442,8 @@ fn check_nsa<B: MobaBackend>(precision: reference::Precision, round_inputs: bool
         });
         let gate_dims = [shape.batch, shape.q_heads, shape.q_len, 3];
         let dims = [shape.q_dims(), shape.kv_dims(), shape.kv_dims(), gate_dims];
-        let [q, k, v, gates]: [Tensor<B, 4>; 4] = std::array::from_fn(|i| {
-            Tensor::from_data(
-                TensorData::new(data[i].clone(), dims[i]),
-                &Default::default(),
-            )
-        });
+        let [q, k, v, gates]: [Tensor<B, 4>; 4] =
+            std::array::from_fn(|i| tensor::<B>(&data[i], dims[i], dtype));
         let out = nsa_attention(q, k, v, gates, &config).unwrap();
         let (o, selection) = (values(out.o), out.selection.into_data().convert::<i32>());
         let selection: Vec<i32> = selection.to_vec().unwrap();
@@ -481,16 +479,16 @@ fn check_nsa<B: MobaBackend>(precision: reference::Precision, round_inputs: bool
 
 #[test]
 fn nsa_in_bf16_matches_the_reference() {
-    check_nsa::<Cuda<bf16>>(reference::Precision::Bf16, true);
+    check_nsa::<Cuda<bf16>>(DType::BF16, reference::Precision::Bf16, true);
 }
 
 #[test]
 fn nsa_in_f16_matches_the_reference() {
-    check_nsa::<Cuda<f16>>(reference::Precision::F16, true);
+    check_nsa::<Cuda<f16>>(DType::F16, reference::Precision::F16, true);
 }
 
 /// f32 tensors are multiplied in bf16 on the tensor cores.
 #[test]
 fn nsa_in_f32_matches_the_reference_at_bf16_precision() {
-    check_nsa::<Cuda<f32>>(reference::Precision::Bf16, false);
+    check_nsa::<Cuda<f32>>(DType::F32, reference::Precision::Bf16, false);
 }

@@ -419,7 +419,9 @@ fn importance<B: Backend>(
             f32::from(u8::from(last_key <= shape.query_position(t)))
         })
         .collect();
-    let eligible = host_tensor::<B, 2>(eligible, [s, nc], &device);
+    // In q's float type: burn's default is per device, not per backend type.
+    let dtype = q.dtype();
+    let eligible = host_tensor::<B, 2>(eligible, [s, nc], &device).cast(dtype);
     // Rows with no eligible block get zero scores (a finite softmax), then zero weights.
     let any = eligible.clone().max_dim(1).reshape([1, 1, s, 1]);
     let hidden = eligible
@@ -435,7 +437,7 @@ fn importance<B: Backend>(
             0.0,
         );
     let p_cmp = softmax(scores, 3) * any;
-    let overlap = overlap(config, nc, ns, &device).reshape([1, 1, nc, ns]);
+    let overlap = (overlap(config, nc, ns, &device).cast(dtype)).reshape([1, 1, nc, ns]);
     sum_groups(p_cmp.matmul(overlap.expand([b, h, nc, ns])), shape)
 }
 

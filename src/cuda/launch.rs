@@ -303,7 +303,10 @@ mod tests {
         assert!(plan.dq_shared_bytes() <= 227 * 1024);
         // NSA's selection: a key tile and two query tiles of padded rows, 64 x 65 f32 sums;
         // three blocks per SM on sm_90.
-        assert_eq!(nsa_select_shared_bytes(128), (64 + 2 * 64) * 136 * 2 + 64 * 65 * 4);
+        assert_eq!(
+            nsa_select_shared_bytes(128),
+            (64 + 2 * 64) * 136 * 2 + 64 * 65 * 4
+        );
         assert!(3 * nsa_select_shared_bytes(128) <= 228 * 1024);
     }
 

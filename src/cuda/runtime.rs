@@ -254,6 +254,8 @@ impl CudaRuntime {
         constants: CudaConstants,
         timed: bool,
     ) -> Result<Vec<f64>> {
+        let profiled = profile_launches();
+        let timed = timed || profiled;
         let event = || {
             self.stream
                 .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
@@ -270,7 +272,7 @@ impl CudaRuntime {
             }
         }
         self.synchronize("running the MoBA kernels")?;
-        events
+        let times = events
             .windows(2)
             .map(|pair| {
                 pair[0]
@@ -278,6 +280,24 @@ impl CudaRuntime {
                     .map(f64::from)
                     .map_err(|e| cuda_error("reading an event", e))
             })
-            .collect()
+            .collect::<Result<Vec<f64>>>()?;
+        if profiled {
+            for (launch, ms) in launches.iter().zip(&times) {
+                let (x, y, z) = launch.grid;
+                let name = launch.step.name();
+                eprintln!(
+                    "moba cuda: {name} grid {x}x{y}x{z} x {} threads: {ms:.3} ms",
+                    launch.threads
+                );
+            }
+        }
+        Ok(times)
     }
+}
+
+/// Whether `MOBA_CUDA_PROFILE` asks for each MoBA kernel's GPU time on standard error (one
+/// line per launch: kernel, grid, threads, milliseconds), to see where a call's time goes.
+fn profile_launches() -> bool {
+    static PROFILE: OnceLock<bool> = OnceLock::new();
+    *PROFILE.get_or_init(|| std::env::var_os("MOBA_CUDA_PROFILE").is_some_and(|v| v != "0"))
 }
