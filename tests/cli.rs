@@ -504,6 +504,12 @@ fn bench_times_nsa_and_checks_it_against_the_reference() {
     assert!(record.passed && record.o_error < 1e-5, "{record:?}");
     assert_eq!(record.wrong_selections, 0, "{record:?}");
     assert!(record.forward_ms > 0.0 && record.step_ms.is_some_and(|ms| ms > 0.0));
+    // The step's three branches, each timed alone.
+    let branches: Vec<&str> = (record.step_stages.iter())
+        .map(|s| s.stage.as_str())
+        .collect();
+    assert_eq!(branches, ["compressed", "selected", "window"], "{record:?}");
+    assert!(record.step_stages.iter().all(|s| s.ms > 0.0), "{record:?}");
     let table = text(&output.stdout);
     assert!(
         table.contains("| 70 | 4 (2) | 16 | 8, 4, 16, 3, 16 |"),
