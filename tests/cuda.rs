@@ -432,7 +432,7 @@ fn check_nsa<B: MobaBackend>(dtype: DType, precision: reference::Precision, roun
     let mut cases = common::nsa::cases();
     cases.push((
         "the Triton setting's blocks",
-        common::nsa::shape(16, 1, 1100, 1100, 128),
+        shape(1, 16, 1, 1100, 1100, 128),
         NsaConfig::new(32, 16, 64, 16, 128),
     ));
     for (index, (what, shape, config)) in cases.into_iter().enumerate() {

@@ -11,7 +11,8 @@ use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, NdArray, Wgpu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use common::nsa::{cases, shape};
+use common::nsa::cases;
+use common::shape;
 use moba::backend::{MobaBackend, burn_wgpu_device, nsa_attention};
 use moba::{NsaConfig, Shape, random, reference};
 
@@ -105,7 +106,7 @@ fn nsa_gradients_on_wgpu_match_the_reference() {
 #[test]
 fn bad_gates_and_configs_are_errors() {
     let device = Default::default();
-    let shape = shape(2, 1, 16, 16, 8);
+    let shape = shape(1, 2, 1, 16, 16, 8);
     let data = random::nsa_inputs(&shape, 1);
     let [q, k, v, gates] = tensors::<NdArray>(&data, &shape, &device);
     let short = gates.clone().slice([0..1, 0..2, 0..16, 0..2]);
