@@ -427,7 +427,8 @@ fn varlen_batches_match_each_sequence_alone() {
 /// shared by every float type: an earlier test's bf16 would otherwise stand in for f16).
 /// Rows are checked as `moba bench --attention nsa` checks them
 /// ([`reference::check_nsa_rows`]): each row's selection is the reference's or a near tie,
-/// and o is within twice the error that rounding the inputs to the kernels' precision causes.
+/// and each row's o is within twice the error of a straightforward implementation in the
+/// kernels' precision.
 fn check_nsa<B: MobaBackend>(dtype: DType, precision: reference::Precision, round_inputs: bool) {
     let mut cases = common::nsa::cases();
     cases.push((

@@ -53,6 +53,8 @@ pub struct Check {
     pub near_ties: usize,
     /// Rows whose blocks differ from the reference's with no near tie: wrong results.
     pub wrong_selections: usize,
+    /// The largest error of o and the bound of all rows; NSA's check, which bounds each
+    /// row by its own straightforward twin, reports the row nearest its bound.
     pub o_error: f64,
     pub o_bound: f64,
     pub lse_error: Option<f64>,
