@@ -109,9 +109,7 @@ pub fn check_nsa_rows(
         let head = own.head * d..(own.head + 1) * d;
         let error = super::max_abs_error(&o[i * d..(i + 1) * d], &want.o[head.clone()]);
         let plain = own.straightforward_o(config, got_blocks, precision);
-        let plain_error = (plain.iter().zip(&want.o[head]))
-            .fold(0.0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
-        let bound = 2.0 * plain_error + F32_FLOOR;
+        let bound = 2.0 * super::max_abs_error(&plain, &want.o[head]) + F32_FLOOR;
         if error / bound > worst.0 / worst.1 {
             worst = (error, bound);
         }
@@ -216,7 +214,8 @@ impl RowProblem {
             straightforward_row(&self.q, k, v, shape, &moba, row, blocks, precision).0
         };
         let position = shape.kv_len - 1;
-        let cmp = match self.eligible_compressed_blocks(config) {
+        // The compressed blocks whose last key the row sees (`i d + l - 1 <= position`).
+        let cmp = match config.compressed_blocks(shape.kv_len) {
             0 => vec![0.0; shape.head_dim],
             eligible => {
                 let [kc, vc] = [&self.k, &self.v].map(|x| self.pooled(x, config, eligible, round));
@@ -242,11 +241,6 @@ impl RowProblem {
         (0..shape.head_dim)
             .map(|c| round(round(gate(0, cmp[c]) + gate(1, slc[c])) + gate(2, win[c])))
             .collect()
-    }
-
-    /// Compressed blocks whose last key the row sees (`i d + l - 1 <= position`).
-    fn eligible_compressed_blocks(&self, config: &NsaConfig) -> usize {
-        config.compressed_blocks(self.shape.kv_len)
     }
 
     /// The means of the first `blocks` compressed blocks of `x` (keys or values, `[Sk, D]`),
@@ -351,8 +345,8 @@ mod tests {
                 (got[head.clone()].iter().zip(&exact[head.clone()]))
                     .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
             };
-            let plain_error = (plain[i * d..(i + 1) * d].iter().zip(&exact[head.clone()]))
-                .fold(0.0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs()));
+            let plain_error =
+                super::super::max_abs_error(&plain[i * d..(i + 1) * d], &exact[head.clone()]);
             plain_error > 2.0 * error_of(&round) + F32_FLOOR
         });
         assert!(input_rounding_fails);
