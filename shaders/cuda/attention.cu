@@ -54,9 +54,10 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     float acc[HEAD_DIM / 8][4];
 #pragma unroll
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.0f, l1 = 0.0f;
+    RowPairSoftmax softmax;
 
-    KeyValueTiles<TILE_THREADS, TileLayout> kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
+    KeyValueTiles<TILE_THREADS, TileLayout> kv(kv_buffers, k + kv_base, v + kv_base,
+                                              KeySpan{key_first, key_stop});
     for (u32 i = 0; i < kv.count; i++) {
         kv.arrive(i);
         u32 kb = kv.key(i);
@@ -76,50 +77,16 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
                 }
             }
         }
-        float max0 = NEG_INF, max1 = NEG_INF;
-#pragma unroll
-        for (u32 n = 0; n < KEY_TILE / 8; n++) {
-            max0 = fmaxf(max0, fmaxf(s[n][0], s[n][1]));
-            max1 = fmaxf(max1, fmaxf(s[n][2], s[n][3]));
-        }
-        // Maxima in base 2 (the scale is positive, so it keeps the order); the scores are
-        // scaled inside the exponent below, one FMA each.
-        float new0 = fmaxf(m0, quad_max(max0) * p.scale_log2);
-        float new1 = fmaxf(m1, quad_max(max1) * p.scale_log2);
-        // A row with every key masked so far keeps max -inf: subtract 0 instead (no NaN).
-        float base0 = new0 == NEG_INF ? 0.0f : new0, base1 = new1 == NEG_INF ? 0.0f : new1;
-        float corr0 = exp2_approx(m0 - base0), corr1 = exp2_approx(m1 - base1);
-        m0 = new0;
-        m1 = new1;
-        float sum0 = 0.0f, sum1 = 0.0f;
-#pragma unroll
-        for (u32 n = 0; n < KEY_TILE / 8; n++) {
-            s[n][0] = exp2_approx(fmaf(s[n][0], p.scale_log2, -base0));
-            s[n][1] = exp2_approx(fmaf(s[n][1], p.scale_log2, -base0));
-            s[n][2] = exp2_approx(fmaf(s[n][2], p.scale_log2, -base1));
-            s[n][3] = exp2_approx(fmaf(s[n][3], p.scale_log2, -base1));
-            sum0 += s[n][0] + s[n][1];
-            sum1 += s[n][2] + s[n][3];
-        }
-        l0 = l0 * corr0 + sum0;
-        l1 = l1 * corr1 + sum1;
-#pragma unroll
-        for (u32 n = 0; n < HEAD_DIM / 8; n++) {
-            acc[n][0] *= corr0;
-            acc[n][1] *= corr0;
-            acc[n][2] *= corr1;
-            acc[n][3] *= corr1;
-        }
+        softmax.step<KEY_TILE>(s, acc, p.scale_log2);
         TileLayout::accumulate<KEY_TILE>(acc, s, kv.v_tile(i));
     }
-    l0 = quad_sum(l0);
-    l1 = quad_sum(l1);
+    softmax.finish();
 
     // Merge into the rows' state: slot 0 writes it, later slots combine by their maxima.
 #pragma unroll
     for (u32 half = 0; half < 2; half++) {
         u32 r = half ? r1 : r0;
-        float m = half ? m1 : m0, l = half ? l1 : l0;
+        float m = half ? softmax.m1 : softmax.m0, l = half ? softmax.l1 : softmax.l0;
         bool valid = r < tile.count;
         size_t row = (size_t)bh * p.q_len + rows[r];
         float keep = 0.0f, add = 1.0f, merged_m = m, merged_l = l;

@@ -83,7 +83,8 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
 #pragma unroll
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
-    KeyValueTiles<TILE_THREADS, TileLayout> kv(kv_buffers, k + kv_base, v + kv_base, key_first, key_stop);
+    KeyValueTiles<TILE_THREADS, TileLayout> kv(kv_buffers, k + kv_base, v + kv_base,
+                                              KeySpan{key_first, key_stop});
     for (u32 i = 0; i < kv.count; i++) {
         kv.arrive(i);
         u32 kb = kv.key(i);

@@ -351,24 +351,42 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" :: "n"(PENDING));
 }
 
-// The key and value tiles of keys `first..stop`, KEY_TILE keys at a time, double-buffered in
-// `buffers` (k0, v0, k1, v1: four tiles of `Layout`): tile i sits in buffer i % 2 while tile
-// i + 1 is copied into the other, by the block's THREADS threads. For each tile i: arrive(i),
-// then use k_tile(i) and v_tile(i). One barrier per tile.
-template <int THREADS, typename Layout = Padded>
+// Which keys tile i of a key walk holds: keys key(i) .. min(key(i) + KEY_TILE, end(i)).
+// A span of consecutive keys, KEY_TILE at a time...
+struct KeySpan {
+    u32 first, stop;
+    __device__ u32 count() const { return (stop - first + KEY_TILE - 1) / KEY_TILE; }
+    __device__ u32 key(u32 i) const { return first + i * KEY_TILE; }
+    __device__ u32 end(u32) const { return stop; }
+};
+// ...or listed tiles (NSA's union of the selected blocks): each tile's first key and stop.
+struct ListedKeyTiles {
+    const u32* first;
+    const u32* stop;
+    u32 tiles;
+    __device__ u32 count() const { return tiles; }
+    __device__ u32 key(u32 i) const { return first[i]; }
+    __device__ u32 end(u32 i) const { return stop[i]; }
+};
+
+// The key and value tiles of a key walk (`Walk`: KeySpan or ListedKeyTiles), double-buffered
+// in `buffers` (k0, v0, k1, v1: four tiles of `Layout`): tile i sits in buffer i % 2 while
+// tile i + 1 is copied into the other, by the block's THREADS threads. For each tile i:
+// arrive(i), then use k_tile(i) and v_tile(i). One barrier per tile.
+template <int THREADS, typename Layout = Padded, typename Walk = KeySpan>
 struct KeyValueTiles {
     u16* buffers;
     const elem_t* k;
     const elem_t* v;
-    u32 first, stop, count;
+    Walk walk;
+    u32 count;
 
-    __device__ KeyValueTiles(u16* buffers, const elem_t* k, const elem_t* v, u32 first, u32 stop)
-        : buffers(buffers), k(k), v(v), first(first), stop(stop),
-          count((stop - first + KEY_TILE - 1) / KEY_TILE) {
+    __device__ KeyValueTiles(u16* buffers, const elem_t* k, const elem_t* v, Walk walk)
+        : buffers(buffers), k(k), v(v), walk(walk), count(walk.count()) {
         fetch(0);
     }
     // The first key of tile i.
-    __device__ u32 key(u32 i) const { return first + i * KEY_TILE; }
+    __device__ u32 key(u32 i) const { return walk.key(i); }
     // The buffers of tile i: its keys, then its values.
     __device__ u16* k_tile(u32 i) const { return buffers + 2 * (i % 2) * Layout::elems(KEY_TILE); }
     __device__ u16* v_tile(u32 i) const { return k_tile(i) + Layout::elems(KEY_TILE); }
@@ -377,7 +395,7 @@ struct KeyValueTiles {
     // block may be short).
     __device__ void fetch(u32 i) const {
         if (i >= count) return;
-        u32 keys = stop - key(i);
+        u32 keys = walk.end(i) - key(i);
         if (keys >= KEY_TILE) {
             copy(i, KEY_TILE);
         } else {
@@ -418,6 +436,60 @@ __device__ __forceinline__ float quad_sum(float x) {
     x += __shfl_xor_sync(0xffffffff, x, 1);
     return x + __shfl_xor_sync(0xffffffff, x, 2);
 }
+
+// The online softmax of a warp's two accumulator rows (g and g + 8 of its 16) over key
+// tiles, in base 2: running maxima m (of the scores times scale_log2) and sums l.
+struct RowPairSoftmax {
+    float m0, m1, l0, l1;
+
+    __device__ RowPairSoftmax() : m0(NEG_INF), m1(NEG_INF), l0(0.0f), l1(0.0f) {}
+
+    // Turns one key tile's scores `s` (hidden keys -inf) into probabilities against the new
+    // maxima, and rescales the output accumulator `acc` to them.
+    template <int KEYS>
+    __device__ __forceinline__ void step(float (*s)[4], float (*acc)[4], float scale_log2) {
+        float max0 = NEG_INF, max1 = NEG_INF;
+#pragma unroll
+        for (u32 n = 0; n < KEYS / 8; n++) {
+            max0 = fmaxf(max0, fmaxf(s[n][0], s[n][1]));
+            max1 = fmaxf(max1, fmaxf(s[n][2], s[n][3]));
+        }
+        // Maxima in base 2 (the scale is positive, so it keeps the order); the scores are
+        // scaled inside the exponent below, one FMA each.
+        float new0 = fmaxf(m0, quad_max(max0) * scale_log2);
+        float new1 = fmaxf(m1, quad_max(max1) * scale_log2);
+        // A row with every key masked so far keeps max -inf: subtract 0 instead (no NaN).
+        float base0 = new0 == NEG_INF ? 0.0f : new0, base1 = new1 == NEG_INF ? 0.0f : new1;
+        float corr0 = exp2_approx(m0 - base0), corr1 = exp2_approx(m1 - base1);
+        m0 = new0;
+        m1 = new1;
+        float sum0 = 0.0f, sum1 = 0.0f;
+#pragma unroll
+        for (u32 n = 0; n < KEYS / 8; n++) {
+            s[n][0] = exp2_approx(fmaf(s[n][0], scale_log2, -base0));
+            s[n][1] = exp2_approx(fmaf(s[n][1], scale_log2, -base0));
+            s[n][2] = exp2_approx(fmaf(s[n][2], scale_log2, -base1));
+            s[n][3] = exp2_approx(fmaf(s[n][3], scale_log2, -base1));
+            sum0 += s[n][0] + s[n][1];
+            sum1 += s[n][2] + s[n][3];
+        }
+        l0 = l0 * corr0 + sum0;
+        l1 = l1 * corr1 + sum1;
+#pragma unroll
+        for (u32 n = 0; n < HEAD_DIM / 8; n++) {
+            acc[n][0] *= corr0;
+            acc[n][1] *= corr0;
+            acc[n][2] *= corr1;
+            acc[n][3] *= corr1;
+        }
+    }
+
+    // The rows' whole sums (each lane held a quarter of the columns).
+    __device__ __forceinline__ void finish() {
+        l0 = quad_sum(l0);
+        l1 = quad_sum(l1);
+    }
+};
 
 // ---- the inverted selection (see inversion.cu) ----
 // For query head `bh` and slot `s` ("list" bh * TOP_K + s), `lists` holds the query rows

@@ -23,6 +23,28 @@
 //   Memory: queries [groups, group_size, q_len, HEAD_DIM]; pooled_keys [groups, nc,
 //   HEAD_DIM]; compressed_lse [groups, group_size, q_len] f32 (natural log); selection
 //   [groups, q_len, TOP_K] i32, ascending, padded with -1.
+//
+// nsa_selected — grid (ceil(items / SELECTED_WARPS), batch * kv_heads), SELECTED_THREADS
+//   threads: NSA's selected branch (step 2: o_slc), group-centric, the rule of
+//   nsa_selected.wgsl on the tensor cores. Each warp holds 16 query rows of its group
+//   (SelectedRows: 16 heads of one query, or a small group's heads at several queries; at
+//   least 4 heads, so that a thread block has at most SELECTED_QUERIES queries). The thread
+//   block walks the union of its queries' selected blocks in ascending order, KEY_TILE keys
+//   at a time up to its last query, and copies each key and value tile into shared memory
+//   once for all the queries that chose the block; a warp none of whose queries chose it
+//   skips the tile, a row whose query did not choose it masks it. Per tile, as
+//   attention_pass: s = q.k^T, the masks, online softmax in base 2, o += p.v. The state
+//   stays in registers: no per-slot merges. Params: MoBA's, with block_size = l' and
+//   TOP_K = top_n; causal, no other mask (the host launches it for no other config).
+//   Shared memory (dynamic): the q tile [SELECTED_WARPS * 16 rows], two k and two v tiles
+//   [KEY_TILE] (Padded), then the walk: each tile's first key, stop and queries (a bit per
+//   slot), SELECTED_QUERIES * TOP_K * ceil(block_size / KEY_TILE) of each.
+//   Memory: queries [groups, group_size, q_len, HEAD_DIM]; keys, values [groups, kv_len,
+//   HEAD_DIM]; selection [groups, q_len, TOP_K] i32, ascending, -1 padded (NSA forces the
+//   query's own block and lists none after it); out [groups, group_size, q_len, HEAD_DIM];
+//   lse [groups, group_size, q_len] f32, natural log; head_selection [groups, group_size,
+//   q_len, TOP_K] i32: the group's selection for each of its heads (what MoBA's backward
+//   reads).
 
 #define PROBS_STRIDE (NSA_SELECT_CHUNK + 1)
 
@@ -203,5 +225,152 @@ nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blo
             floor_block = next + 1;
         }
         out[i] = chosen;
+    }
+}
+
+#define SELECTED_ROWS (SELECTED_WARPS * 16)
+
+// The rows of nsa_selected's q tile, 16 per warp: for a group of 16 query heads or more,
+// 16 heads of one query (warp item i: query i / head_tiles, head tile i % head_tiles); for a
+// smaller group, its heads at 16 / group_size consecutive queries. Rows past those, or past
+// the group's heads, repeat a valid row and are never stored. Slot: a query's place among
+// the thread block's (at most SELECTED_QUERIES).
+struct SelectedRows {
+    u32 first_item, heads, q_len;
+
+    __device__ u32 rows_per_query() const { return min(heads, 16u); }
+    __device__ u32 queries_per_warp() const { return 16 / rows_per_query(); }
+    __device__ u32 head_tiles() const { return (heads + 15) / 16; }
+    __device__ u32 item(u32 r) const { return first_item + r / 16; }
+    __device__ u32 query(u32 r) const {
+        u32 unit = min(r % 16 / rows_per_query(), queries_per_warp() - 1);
+        return item(r) / head_tiles() * queries_per_warp() + unit;
+    }
+    __device__ u32 head(u32 r) const {
+        return item(r) % head_tiles() * 16 + r % 16 % rows_per_query();
+    }
+    __device__ u32 slot(u32 r) const { return query(r) - query(0); }
+    __device__ bool stored(u32 r) const {
+        return r % 16 < queries_per_warp() * rows_per_query() && head(r) < heads && query(r) < q_len;
+    }
+    // The row's index in its group's queries [group_size, q_len].
+    __device__ u32 operator()(u32 r) const {
+        return min(head(r), heads - 1) * q_len + min(query(r), q_len - 1);
+    }
+};
+
+extern "C" __global__ void __launch_bounds__(SELECTED_THREADS)
+nsa_selected(Params p, const elem_t* queries, const elem_t* keys, const elem_t* values,
+             const int* selection, elem_t* out, float* lse, int* head_selection) {
+    extern __shared__ __align__(16) u16 shared[];
+    u16* q_tile = shared;
+    u16* kv_buffers = q_tile + Padded::elems(SELECTED_ROWS);
+    u32 tiles_per_block = (p.block_size + KEY_TILE - 1) / KEY_TILE;
+    u32 capacity = SELECTED_QUERIES * TOP_K * tiles_per_block;
+    u32* walk_first = (u32*)(kv_buffers + 4 * Padded::elems(KEY_TILE));
+    u32* walk_stop = walk_first + capacity;
+    u32* walk_queries = walk_stop + capacity;
+    __shared__ int chosen[SELECTED_QUERIES][TOP_K];
+    __shared__ u32 walk_tiles;
+
+    u32 group = blockIdx.y;
+    u32 heads = group_size(p);
+    SelectedRows rows = {blockIdx.x * SELECTED_WARPS, heads, p.q_len};
+    u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    u32 g = lane / 4, quad = lane % 4;
+    u32 first_query = rows.query(0);
+    u32 slots = rows.slot(SELECTED_ROWS - 1) + 1;
+
+    // The queries' selections, then their union (warp 0: lane i follows slot i's list; each
+    // round takes the smallest block a list holds next, and the slots that hold it).
+    for (u32 i = threadIdx.x; i < slots * TOP_K; i += SELECTED_THREADS) {
+        u32 t = first_query + i / TOP_K;
+        chosen[i / TOP_K][i % TOP_K] =
+            t < p.q_len ? selection[((size_t)group * p.q_len + t) * TOP_K + i % TOP_K] : -1;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        // Keys after the block's last query are hidden from all of its queries.
+        u32 visible_end = query_position(p, min(first_query + slots - 1, p.q_len - 1)) + 1;
+        u32 at = 0, tiles = 0;
+        while (true) {
+            int head = lane < slots && at < TOP_K ? chosen[lane][at] : -1;
+            u32 candidate = head >= 0 ? (u32)head : 0xffffffffu;
+            u32 next = __reduce_min_sync(0xffffffffu, candidate);
+            if (next == 0xffffffffu) break;
+            u32 holders = __ballot_sync(0xffffffffu, candidate == next);
+            if (candidate == next) at++;
+            u32 first = next * p.block_size, stop = min(block_end(p, next), visible_end);
+            u32 count = stop > first ? (stop - first + KEY_TILE - 1) / KEY_TILE : 0;
+            for (u32 i = lane; i < count; i += WARP) {
+                walk_first[tiles + i] = first + i * KEY_TILE;
+                walk_stop[tiles + i] = stop;
+                walk_queries[tiles + i] = holders;
+            }
+            tiles += count;
+        }
+        if (lane == 0) walk_tiles = tiles;
+    }
+    __syncthreads();
+
+    size_t kv_base = (size_t)group * p.kv_len * HEAD_DIM;
+    const elem_t* group_queries = queries + (size_t)group * heads * p.q_len * HEAD_DIM;
+    // Copied with the first key tile (KeyValueTiles commits both, arrive(0) waits for both).
+    stage_async<SELECTED_ROWS, SELECTED_THREADS>(q_tile, group_queries, rows, SELECTED_ROWS);
+    KeyValueTiles<SELECTED_THREADS, Padded, ListedKeyTiles> kv(
+        kv_buffers, keys + kv_base, values + kv_base, ListedKeyTiles{walk_first, walk_stop, walk_tiles});
+
+    // This thread's two accumulator rows (g and g + 8 of the warp's 16), their queries'
+    // slots and positions, and the slots of the whole warp.
+    u32 r0 = warp * 16 + g, r1 = r0 + 8;
+    u32 slot0 = rows.slot(r0), slot1 = rows.slot(r1);
+    u32 pos0 = query_position(p, min(rows.query(r0), p.q_len - 1));
+    u32 pos1 = query_position(p, min(rows.query(r1), p.q_len - 1));
+    u32 warp_slots = __reduce_or_sync(0xffffffffu, (1u << slot0) | (1u << slot1));
+    float acc[HEAD_DIM / 8][4];
+#pragma unroll
+    for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    RowPairSoftmax softmax;
+    for (u32 i = 0; i < kv.count; i++) {
+        kv.arrive(i);
+        u32 holders = walk_queries[i];
+        if (!(holders & warp_slots)) continue;
+        u32 kb = kv.key(i), key_stop = walk_stop[i];
+        float s[KEY_TILE / 8][4];
+        Padded::scores<SELECTED_ROWS, KEY_TILE>(s, q_tile, warp * 16, kv.k_tile(i));
+        // A row sees the tile's keys if its query chose the block, up to the tile's stop
+        // and (causal) its position.
+        bool sees0 = (holders >> slot0) & 1, sees1 = (holders >> slot1) & 1;
+        if (!sees0 || !sees1 || key_hidden(p, kb + KEY_TILE - 1, key_stop, min(pos0, pos1))) {
+#pragma unroll
+            for (u32 n = 0; n < KEY_TILE / 8; n++) {
+#pragma unroll
+                for (u32 e = 0; e < 4; e++) {
+                    u32 key = kb + n * 8 + 2 * quad + (e & 1);
+                    bool low = e < 2;
+                    if (!(low ? sees0 : sees1) || key_hidden(p, key, key_stop, low ? pos0 : pos1))
+                        s[n][e] = NEG_INF;
+                }
+            }
+        }
+        softmax.step<KEY_TILE>(s, acc, p.scale_log2);
+        Padded::accumulate<KEY_TILE>(acc, s, kv.v_tile(i));
+    }
+    softmax.finish();
+
+#pragma unroll
+    for (u32 half = 0; half < 2; half++) {
+        u32 r = half ? r1 : r0;
+        if (!rows.stored(r)) continue;
+        float m = half ? softmax.m1 : softmax.m0, l = half ? softmax.l1 : softmax.l0;
+        size_t row = ((size_t)group * heads + rows.head(r)) * p.q_len + rows.query(r);
+#pragma unroll
+        for (u32 n = 0; n < HEAD_DIM / 8; n++) {
+            store_elem(out, row * HEAD_DIM + n * 8 + 2 * quad, acc[n][2 * half] / l);
+            store_elem(out, row * HEAD_DIM + n * 8 + 2 * quad + 1, acc[n][2 * half + 1] / l);
+        }
+        if (quad != 0) continue;
+        lse[row] = (m + log2f(l)) * LN2;
+        for (u32 i = 0; i < TOP_K; i++) head_selection[row * TOP_K + i] = chosen[half ? slot1 : slot0][i];
     }
 }

@@ -5,6 +5,9 @@
 //! burn's tensors: burn's queue is drained first, ours before returning, so burn's next op
 //! sees the results.
 
+use std::sync::Mutex;
+use std::time::Instant;
+
 use burn::backend::cuda::CudaDevice;
 use burn::backend::wgpu::{BoolElement, CubeBackend, CubeTensor, FloatElement, into_contiguous};
 use burn::cubecl::cuda::CudaRuntime;
@@ -16,9 +19,10 @@ use cudarc::driver::LaunchConfig;
 use burn_cubecl::kernel::cast;
 
 use super::launch::{
-    CudaPlan, HEAD_DIM_MULTIPLE, SELECT_ROWS, SELECT_THREADS, nsa_select_shared_bytes,
+    CudaPlan, HEAD_DIM_MULTIPLE, SELECT_ROWS, SELECT_THREADS, SELECTED_MIN_GROUP, SELECTED_THREADS,
+    nsa_select_shared_bytes, nsa_selected_grid, nsa_selected_shared_bytes,
 };
-use super::runtime::CudaRuntime as Driver;
+use super::runtime::{CudaRuntime as Driver, profile_launches};
 use super::schedule::{
     Arg, BackwardTensors, CudaSchedule, ForwardTensors, Given as Steps, Launch, Scratch,
 };
@@ -27,10 +31,10 @@ use crate::backend::cube::{
     empty, nsa_select_inputs, padded_backward, padded_forward, problem_shape,
 };
 use crate::backend::{
-    ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved,
+    ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, forward_per_head,
     nsa_selection_fits_a_chunk,
 };
-use crate::config::{MobaConfig, NsaConfig, Shape};
+use crate::config::{Gate, MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::kernel_params::KernelParams;
 use crate::launch_plan::Stage;
@@ -81,15 +85,33 @@ fn scratch(
 
 /// Drains burn's queue on the tensor's device, runs `launches` on ours, and waits for them;
 /// with `timed`, returns each launch's GPU milliseconds.
+/// Under `MOBA_CUDA_PROFILE`, each call also prints its host times: since the last call
+/// ended (burn's ops and the host in between), the wait for burn's queue, and our launches.
 fn run<F: FloatElement, BT: BoolElement>(
     like: &CudaTensor,
     constants: CudaConstants,
     launches: &[Launch],
     timed: bool,
 ) -> Result<Vec<f64>> {
+    static LAST_END: Mutex<Option<Instant>> = Mutex::new(None);
+    let start = Instant::now();
     CudaBackend::<F, BT>::sync(&like.device)
         .map_err(|e| MobaError::Cuda(format!("burn-cuda queue: {e:?}")))?;
-    Driver::get(like.device.index)?.execute(launches, constants, timed)
+    let drained = Instant::now();
+    let times = Driver::get(like.device.index)?.execute(launches, constants, timed)?;
+    if profile_launches() {
+        let mut last = LAST_END.lock().unwrap_or_else(|e| e.into_inner());
+        let between = last.map_or(0.0, |end| start.duration_since(end).as_secs_f64() * 1e3);
+        eprintln!(
+            "moba cuda: call of {} launches: {between:.3} ms since the last, burn's queue \
+             {:.3} ms, ours {:.3} ms",
+            launches.len(),
+            (drained - start).as_secs_f64() * 1e3,
+            drained.elapsed().as_secs_f64() * 1e3
+        );
+        *last = Some(Instant::now());
+    }
+    Ok(times)
 }
 
 /// GPU milliseconds of each kernel launched, by its stage (for the benchmark's split).
@@ -253,14 +275,6 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
         q_dtype,
     );
     let shape = inputs.shape;
-    let driver = Driver::get(inputs.q.device.index)?;
-    let shared_bytes = nsa_select_shared_bytes(shape.head_dim);
-    let function = driver.kernel(
-        CudaProgram::Nsa,
-        constants(&inputs.q, shape.head_dim, q_dtype, &inputs.config)?,
-        "nsa_select",
-        shared_bytes,
-    )?;
     let mut at = Addresses::new();
     let args = [
         Arg::Params(KernelParams::new(&shape, &inputs.config)),
@@ -279,13 +293,70 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
             1,
         ),
         block_dim: (SELECT_THREADS, 1, 1),
-        shared_mem_bytes: shared_bytes,
+        shared_mem_bytes: nsa_select_shared_bytes(shape.head_dim),
     };
-    CudaBackend::<F, BT>::sync(&inputs.q.device)
-        .map_err(|e| MobaError::Cuda(format!("burn-cuda queue: {e:?}")))?;
-    driver.launch_kernel("nsa_select", &function, launch, &args)?;
-    driver.synchronize("NSA's selection")?;
+    let constants = constants(&inputs.q, shape.head_dim, q_dtype, &inputs.config)?;
+    run_nsa::<F, BT>(&inputs.q, constants, "nsa_select", launch, &args)?;
     Ok(inputs.selection)
+}
+
+/// Runs kernel `name` of `nsa.cu` on burn-cuda tensors of `like`'s device (burn's queue
+/// drained first) and waits for it.
+fn run_nsa<F: FloatElement, BT: BoolElement>(
+    like: &CudaTensor,
+    constants: CudaConstants,
+    name: &str,
+    launch: LaunchConfig,
+    args: &[Arg],
+) -> Result<()> {
+    let driver = Driver::get(like.device.index)?;
+    let function = driver.kernel(CudaProgram::Nsa, constants, name, launch.shared_mem_bytes)?;
+    CudaBackend::<F, BT>::sync(&like.device)
+        .map_err(|e| MobaError::Cuda(format!("burn-cuda queue: {e:?}")))?;
+    driver.launch_kernel(name, &function, launch, args)?;
+    driver.synchronize(name)
+}
+
+/// NSA's selected branch on burn-cuda tensors (`nsa_selected` in `nsa.cu`, the rule of
+/// `nsa_selected.wgsl`): q, k, v of a head dim the kernels take, the group's selection
+/// `[B, Hkv, S, top_k]`; `[o, lse, per-head selection]` as the forward gives them. Each
+/// selected key tile is read once for the queries of a thread block that chose it.
+fn nsa_selected<F: FloatElement, BT: BoolElement>(
+    qkv: [CudaTensor; 3],
+    selection: CudaTensor,
+    config: &MobaConfig,
+) -> Result<[CudaTensor; 3]> {
+    let dtype = qkv[0].dtype;
+    let [q, k, v] = qkv.map(|t| into_contiguous(cast(t, dtype)));
+    let selection = into_contiguous(selection);
+    let shape = problem_shape(&q, &k);
+    let rows = vec![shape.batch, shape.q_heads, shape.q_len];
+    let o = empty(&q, q.meta.shape().to_vec(), dtype);
+    let lse = empty(&q, rows.clone(), DType::F32);
+    let per_head = empty(&q, [rows, vec![config.top_k]].concat(), DType::I32);
+    let mut at = Addresses::new();
+    let args = [
+        Arg::Params(KernelParams::new(&shape, config)),
+        Arg::Ptr(at.of(&q)),
+        Arg::Ptr(at.of(&k)),
+        Arg::Ptr(at.of(&v)),
+        Arg::Ptr(at.of(&selection)),
+        Arg::Ptr(at.of(&o)),
+        Arg::Ptr(at.of(&lse)),
+        Arg::Ptr(at.of(&per_head)),
+    ];
+    let launch = LaunchConfig {
+        grid_dim: nsa_selected_grid(&shape),
+        block_dim: (SELECTED_THREADS, 1, 1),
+        shared_mem_bytes: nsa_selected_shared_bytes(
+            shape.head_dim,
+            config.block_size,
+            config.top_k,
+        ),
+    };
+    let constants = constants(&q, shape.head_dim, dtype, config)?;
+    run_nsa::<F, BT>(&q, constants, "nsa_selected", launch, &args)?;
+    Ok([o, lse, per_head])
 }
 
 impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
@@ -328,6 +399,24 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
             forward::<F, BT>(qkv, given, config, false)
                 .unwrap_or_else(|e| panic!("MoBA CUDA forward: {e}"))
                 .0
+        })
+    }
+
+    /// `nsa_selected` where it takes the problem (causal, no key-window mask: NSA's selected
+    /// branch; groups of at least [`SELECTED_MIN_GROUP`] heads), else each head given its
+    /// copy.
+    fn moba_forward_group_selection(
+        qkv: [FloatTensor<Self>; 3],
+        selection: IntTensor<Self>,
+        config: &MobaConfig,
+    ) -> MobaForwardOutput<Self> {
+        let group_size = qkv[0].meta.shape()[1] / selection.meta.shape()[1];
+        if !config.causal || config.gate == Gate::KeyWindow || group_size < SELECTED_MIN_GROUP {
+            return forward_per_head::<Self>(qkv, selection, config);
+        }
+        padded_forward::<CudaRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {
+            nsa_selected::<F, BT>(qkv, selection, config)
+                .unwrap_or_else(|e| panic!("NSA's selected branch on CUDA: {e}"))
         })
     }
 

@@ -32,6 +32,14 @@ pub const ELEMENT_THREADS: u32 = 256;
 /// Queries per thread block of NSA's selection (`nsa.cu`), 16 per warp.
 pub const SELECT_ROWS: usize = 64;
 pub const SELECT_THREADS: u32 = (SELECT_ROWS / 16) as u32 * WARP;
+/// Warps per thread block of NSA's selected branch (`nsa_selected`), 16 query rows each:
+/// the block's queries share the key and value tiles of the blocks they chose.
+pub const SELECTED_WARPS: u32 = 8;
+pub const SELECTED_THREADS: u32 = SELECTED_WARPS * WARP;
+/// Most queries of one `nsa_selected` thread block (a lane of one warp follows each one's
+/// selection): groups of at least [`SELECTED_MIN_GROUP`] query heads.
+pub const SELECTED_QUERIES: u32 = WARP;
+pub const SELECTED_MIN_GROUP: usize = 16 * SELECTED_WARPS as usize / SELECTED_QUERIES as usize;
 /// Keys per chunk of the split decode, one per thread.
 pub const DECODE_KEYS: u32 = 128;
 /// Threads of the language model's decode-step kernels (`lm.cu`).
@@ -45,7 +53,7 @@ const TILE_PAD: usize = 8;
 const SWIZZLE_ALIGN: usize = 1024;
 
 /// The constants above as every CUDA source sees them (`#define`s the host prepends).
-pub fn source_constants() -> [(&'static str, u32); 20] {
+pub fn source_constants() -> [(&'static str, u32); 23] {
     [
         ("WARP", WARP),
         ("ROW_TILE", ROW_TILE as u32),
@@ -61,6 +69,9 @@ pub fn source_constants() -> [(&'static str, u32); 20] {
         ("ELEMENT_THREADS", ELEMENT_THREADS),
         ("SELECT_ROWS", SELECT_ROWS as u32),
         ("SELECT_THREADS", SELECT_THREADS),
+        ("SELECTED_WARPS", SELECTED_WARPS),
+        ("SELECTED_THREADS", SELECTED_THREADS),
+        ("SELECTED_QUERIES", SELECTED_QUERIES),
         ("TILE_PAD", TILE_PAD as u32),
         ("SWIZZLE_ALIGN", SWIZZLE_ALIGN as u32),
         ("DECODE_KEYS", DECODE_KEYS),
@@ -76,6 +87,33 @@ pub fn nsa_select_shared_bytes(head_dim: usize) -> u32 {
     let chunk = crate::shared_constants::NSA_SELECT_CHUNK as usize;
     let tiles = (chunk + 2 * SELECT_ROWS) * (head_dim + TILE_PAD) * 2;
     (tiles + SELECT_ROWS * (chunk + 1) * 4) as u32
+}
+
+/// Dynamic shared memory of `nsa_selected` at `head_dim` for selection blocks of
+/// `block_size` keys and top-`top_n`: the q tile and two k and two v tiles (padded rows), and
+/// the walk's first key, stop and queries of each of the most key tiles its queries can
+/// choose.
+pub fn nsa_selected_shared_bytes(head_dim: usize, block_size: usize, top_n: usize) -> u32 {
+    let rows = SELECTED_WARPS as usize * 16;
+    let tiles = (rows + 4 * KEY_TILE) * (head_dim + TILE_PAD) * 2;
+    let walk = SELECTED_QUERIES as usize * top_n * block_size.div_ceil(KEY_TILE);
+    (tiles + 3 * walk * 4) as u32
+}
+
+/// Thread blocks of `nsa_selected` (a group of at least [`SELECTED_MIN_GROUP`] heads):
+/// (warp items of a group over [`SELECTED_WARPS`], groups). A warp takes 16 heads of one
+/// query, or a smaller group's heads at `16 / group_size` queries.
+pub fn nsa_selected_grid(shape: &Shape) -> (u32, u32, u32) {
+    let group = shape.group_size();
+    let items = match group >= 16 {
+        true => shape.q_len * group.div_ceil(16),
+        false => shape.q_len.div_ceil(16 / group),
+    };
+    (
+        items.div_ceil(SELECTED_WARPS as usize) as u32,
+        shape.groups() as u32,
+        1,
+    )
 }
 
 /// The tensor-core k step: head dims are padded to a multiple of it.
@@ -308,6 +346,29 @@ mod tests {
             (64 + 2 * 64) * 136 * 2 + 64 * 65 * 4
         );
         assert!(3 * nsa_select_shared_bytes(128) <= 228 * 1024);
+        // NSA's selected branch (8 warps): the q tile, two k and two v tiles, and a walk of
+        // at most 32 queries' 16 blocks of 64 keys; two blocks per SM.
+        assert_eq!(
+            nsa_selected_shared_bytes(128, 64, 16),
+            (128 + 4 * 64) * 136 * 2 + 3 * 32 * 16 * 4
+        );
+        assert!(2 * nsa_selected_shared_bytes(128, 64, 16) <= 228 * 1024);
+        assert_eq!(
+            nsa_selected_grid(&Shape {
+                kv_heads: 4,
+                ..Shape::prefill(1, 64, 1000, 128)
+            }),
+            (125, 4, 1)
+        );
+        // Groups of 4 heads: 4 queries a warp, 32 a thread block.
+        assert_eq!(
+            nsa_selected_grid(&Shape {
+                kv_heads: 4,
+                ..Shape::prefill(1, 16, 1000, 128)
+            }),
+            (32, 4, 1)
+        );
+        assert_eq!(SELECTED_MIN_GROUP, 4);
     }
 
     #[test]

@@ -297,7 +297,7 @@ impl CudaRuntime {
 
 /// Whether `MOBA_CUDA_PROFILE` asks for each MoBA kernel's GPU time on standard error (one
 /// line per launch: kernel, grid, threads, milliseconds), to see where a call's time goes.
-fn profile_launches() -> bool {
+pub(crate) fn profile_launches() -> bool {
     static PROFILE: OnceLock<bool> = OnceLock::new();
     *PROFILE.get_or_init(|| std::env::var_os("MOBA_CUDA_PROFILE").is_some_and(|v| v != "0"))
 }
