@@ -98,6 +98,9 @@ pub enum Step {
     DqFinalize,
     /// dk and dv of every key over the rows that chose its block.
     DkDv,
+    /// dk and dv from the partial sums of a dk/dv walk split over the group's query heads
+    /// (where a backend splits it to fill the GPU); nothing where the walk is whole.
+    DkDvCombine,
     /// Decode: a group's few rows against one chunk of keys of a block they selected, into
     /// partial outputs (flash-decoding; no inversion).
     DecodeSplit,
@@ -118,7 +121,7 @@ impl Step {
             Step::AttentionFinalize | Step::DecodeCombine => Stage::Finalize,
             Step::BackwardPrepare => Stage::RowTerms,
             Step::DqPass { .. } | Step::DqFinalize => Stage::Dq,
-            Step::DkDv => Stage::DkDv,
+            Step::DkDv | Step::DkDvCombine => Stage::DkDv,
         }
     }
 
@@ -138,6 +141,7 @@ impl Step {
             Step::DqPass { .. } => "dq_pass",
             Step::DqFinalize => "dq_finalize",
             Step::DkDv => "dkdv",
+            Step::DkDvCombine => "dkdv_combine",
             Step::DecodeSplit => "decode_split",
             Step::DecodeCombine => "decode_combine",
         }
@@ -195,13 +199,13 @@ pub fn with_given(steps: Vec<Step>, means: bool, selection: bool) -> Vec<Step> {
 }
 
 /// The backward from a forward's saved o, lse and selection: row terms, the inversion of
-/// the saved selection, one dq pass per slot, dq, then dk and dv.
+/// the saved selection, one dq pass per slot, dq, then dk and dv (combined where split).
 pub fn backward(config: &MobaConfig) -> Vec<Step> {
     [Step::BackwardPrepare]
         .into_iter()
         .chain(INVERSION)
         .chain((0..config.top_k).map(|slot| Step::DqPass { slot }))
-        .chain([Step::DqFinalize, Step::DkDv])
+        .chain([Step::DqFinalize, Step::DkDv, Step::DkDvCombine])
         .collect()
 }
 

@@ -12,15 +12,18 @@
 //   Shared memory (dynamic, TileLayout): q, dO [ROW_TILE], then two k and two v [KEY_TILE]
 //   tiles (KeyValueTiles: the next key tile is copied while this one is used).
 // dq_finalize — one thread per element: dq = scale * dq_state as elem_t.
-// dkdv — grid (key tiles per block * num_blocks, batch * kv_heads), KEY_THREADS threads:
-//   a thread block owns KEY_TILE keys of one block (each warp 16 of them) and walks every
-//   row that chose the block: the query heads of the GQA group, slot by slot, each list in
-//   row order, DKDV_ROWS rows at a time (RowWalk). Per row step: s^T = k.q^T, p^T,
+// dkdv — grid (key tiles per block * num_blocks, batch * kv_heads, splits), KEY_THREADS
+//   threads: a thread block owns KEY_TILE keys of one block (each warp 16 of them) and walks
+//   every row that chose the block: the query heads of the GQA group (or, where the host
+//   splits a small grid, its share of them), slot by slot, each list in row order,
+//   DKDV_ROWS rows at a time (RowWalk). Per row step: s^T = k.q^T, p^T,
 //   dv += p^T.dO, dp^T = v.dO^T, ds^T, dk += ds^T.q. A fixed order: deterministic. In the
 //   WGMMA build the thread block is one warpgroup: its 64 keys are the MMAs' rows.
 //   Shared memory (dynamic, TileLayout): k, v [KEY_TILE], then two q and two dO
 //   [DKDV_ROWS] tiles (GatheredRows: the next step's rows are copied while this step's are
-//   used).
+//   used). A split walk writes f32 partial sums (in the dq accumulator, free by then).
+// dkdv_combine — one thread per element of dk: dk and dv as elem_t from a split walk's
+//   partials (only where the walk is split).
 
 // Rows per dk/dv step (DKDV_ROWS_*, set by the host): the n of the step's products.
 // Warpgroup MMAs take 64 (m64n64k16, half the steps and barriers); the mma.sync build
@@ -135,8 +138,9 @@ extern "C" __global__ void dq_finalize(Params p, const float* dq_state, elem_t* 
     store_elem(dq, i, dq_state[i] * p.scale);
 }
 
-// The rows that chose key block `j`, DKDV_ROWS at a time: every query head of the kv group,
-// slot by slot, each list in row order (a fixed order: deterministic sums). Causal rows
+// The rows that chose key block `j`, DKDV_ROWS at a time: the query heads of the kv group
+// (split `split` of `splits` equal shares of them), slot by slot, each list in row order (a
+// fixed order: deterministic sums). Causal rows
 // before the first key of the thread block's tile see none of it and are skipped: a list
 // is in row order, so they are its front (a binary search finds where they end). For a
 // block of many tiles (NSA's compressed branch is one block of every pooled key) that is
@@ -146,18 +150,22 @@ struct RowWalk {
     const u32* starts;
     u32 q_len, num_blocks, j;
     u32 first_row; // the first row (query index t) that sees a key of the tile
-    u32 end_bh; // one past the group's last query head
+    u32 end_bh; // one past the split's last query head
     u32 bh, slot;
     u32 first, end; // the step's first row and the end of its list (indices into the list)
 
     __device__ RowWalk(const Params& p, const u32* lists, const u32* starts, u32 j, u32 group,
-                       u32 key_first)
-        : lists(lists), starts(starts), q_len(p.q_len), num_blocks(p.num_blocks), j(j), slot(0) {
+                       u32 split, u32 splits, u32 key_first)
+        : lists(lists), starts(starts), q_len(p.q_len), num_blocks(p.num_blocks), j(j), slot(0),
+          first(0), end(0) {
         // Query t sits at position kv_len - q_len + t and sees keys up to it.
         u32 offset = p.kv_len - p.q_len;
         first_row = p.causal && key_first > offset ? key_first - offset : 0;
-        bh = (group / p.kv_heads) * p.q_heads + (group % p.kv_heads) * group_size(p);
-        end_bh = bh + group_size(p);
+        u32 heads = group_size(p), share = (heads + splits - 1) / splits;
+        u32 group_bh = (group / p.kv_heads) * p.q_heads + (group % p.kv_heads) * heads;
+        bh = group_bh + min(split * share, heads);
+        end_bh = group_bh + min((split + 1) * share, heads);
+        if (done()) return;
         open();
         settle();
     }
@@ -229,7 +237,8 @@ struct GatheredRows {
 
 extern "C" __global__ void __launch_bounds__(KEY_THREADS)
 dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* dout,
-     const float* row_terms, const u32* lists, const u32* starts, elem_t* dk, elem_t* dv) {
+     const float* row_terms, const u32* lists, const u32* starts, elem_t* dk, elem_t* dv,
+     float* partials) {
     extern __shared__ __align__(16) u16 shared[];
     u16* k_tile = TileLayout::base(shared);
     u16* v_tile = k_tile + TileLayout::elems(KEY_TILE);
@@ -260,7 +269,7 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
         dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] = dv_acc[n][3] = 0.0f;
     }
 
-    RowWalk step(p, lists, starts, j, group, key_first);
+    RowWalk step(p, lists, starts, j, group, blockIdx.z, gridDim.z, key_first);
     if (!step.done()) gathered.fetch(p, step, 0, q, dout, row_terms);
     for (u32 b = 0; !step.done(); b ^= 1) {
         // As in KeyValueTiles: wait for this step's rows, show them to the block, then copy
@@ -299,6 +308,11 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
     // A block no row chose still waits for its key copy before it exits.
     cp_async_wait<0>();
 
+    // A split walk's sums go to its partials (dk's, then dv's, [splits, groups, kv_len,
+    // HEAD_DIM] f32 each), which dkdv_combine adds up.
+    size_t elems = (size_t)gridDim.y * p.kv_len * HEAD_DIM;
+    float* dk_part = partials + (size_t)blockIdx.z * elems;
+    float* dv_part = partials + (size_t)(gridDim.z + blockIdx.z) * elems;
 #pragma unroll
     for (u32 half = 0; half < 2; half++) {
         u32 key = half ? key1 : key0;
@@ -306,10 +320,33 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
         size_t at = kv_base + (size_t)key * HEAD_DIM + 2 * t;
 #pragma unroll
         for (u32 n = 0; n < HEAD_DIM / 8; n++) {
-            store_elem(dk, at + n * 8, dk_acc[n][2 * half] * p.scale);
-            store_elem(dk, at + n * 8 + 1, dk_acc[n][2 * half + 1] * p.scale);
-            store_elem(dv, at + n * 8, dv_acc[n][2 * half]);
-            store_elem(dv, at + n * 8 + 1, dv_acc[n][2 * half + 1]);
+            float2 dk_pair = make_float2(dk_acc[n][2 * half] * p.scale, dk_acc[n][2 * half + 1] * p.scale);
+            float2 dv_pair = make_float2(dv_acc[n][2 * half], dv_acc[n][2 * half + 1]);
+            if (gridDim.z > 1) {
+                *(float2*)(dk_part + at + n * 8) = dk_pair;
+                *(float2*)(dv_part + at + n * 8) = dv_pair;
+            } else {
+                store_elem(dk, at + n * 8, dk_pair.x);
+                store_elem(dk, at + n * 8 + 1, dk_pair.y);
+                store_elem(dv, at + n * 8, dv_pair.x);
+                store_elem(dv, at + n * 8 + 1, dv_pair.y);
+            }
         }
     }
+}
+
+// One thread per element of dk (and of dv): the sums of a split dk/dv walk's partials, in
+// split order (deterministic).
+extern "C" __global__ void dkdv_combine(Params p, u32 splits, const float* partials, elem_t* dk,
+                                        elem_t* dv) {
+    size_t elems = (size_t)p.batch * p.kv_heads * p.kv_len * HEAD_DIM;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= elems) return;
+    float dk_sum = 0.0f, dv_sum = 0.0f;
+    for (u32 split = 0; split < splits; split++) {
+        dk_sum += partials[split * elems + i];
+        dv_sum += partials[(splits + split) * elems + i];
+    }
+    store_elem(dk, i, dk_sum);
+    store_elem(dv, i, dv_sum);
 }

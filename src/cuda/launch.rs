@@ -29,6 +29,9 @@ pub const GATE_THREADS: u32 = 128;
 pub const MEAN_THREADS: u32 = 256;
 /// Threads of the element-wise and per-row kernels.
 pub const ELEMENT_THREADS: u32 = 256;
+/// Thread blocks the dk/dv walk fills at least where it can (two per SM of an H100 or
+/// H200): below that, each group's query heads are split over several thread blocks.
+pub const DKDV_MIN_BLOCKS: usize = 264;
 /// Queries per thread block of NSA's selection (`nsa.cu`), 16 per warp.
 pub const SELECT_ROWS: usize = 64;
 pub const SELECT_THREADS: u32 = (SELECT_ROWS / 16) as u32 * WARP;
@@ -129,6 +132,8 @@ pub struct CudaPlan {
     pub kv_groups: usize,
     /// Query rows (`batch * q_heads * q_len`).
     pub rows: usize,
+    /// Keys (and values) per group.
+    pub kv_len: usize,
     /// (query head, slot) lists of the inversion.
     pub lists: usize,
     /// Row chunks of the counting sort.
@@ -138,6 +143,10 @@ pub struct CudaPlan {
     pub tile_capacity: usize,
     /// Key tiles per block in the dk/dv grid.
     pub key_tiles_per_block: usize,
+    /// Thread blocks that share one key tile's walk, each over its share of the group's
+    /// query heads ([`CudaPlan::dkdv_splits`]); above 1, they write f32 partial sums (into
+    /// the dq accumulator, free by then) that `dkdv_combine` adds up.
+    pub dkdv_splits: usize,
     pub head_dim: usize,
     /// The tensor-core instructions of the forward (they set its tile layout).
     pub mma: MmaKind,
@@ -164,10 +173,12 @@ impl CudaPlan {
             query_heads,
             kv_groups: shape.batch * shape.kv_heads,
             rows: shape.q_rows(),
+            kv_len: shape.kv_len,
             lists: query_heads * config.top_k,
             chunks: shape.q_len.div_ceil(CHUNK_ROWS),
             tile_capacity: shape.q_len.div_ceil(ROW_TILE) + num_blocks,
             key_tiles_per_block: config.block_size.div_ceil(KEY_TILE),
+            dkdv_splits: Self::dkdv_splits(shape, config),
             head_dim: shape.head_dim,
             mma,
             decode: decodes(shape).then(|| DecodeSplit {
@@ -186,6 +197,20 @@ impl CudaPlan {
             MmaKind::Warpgroup => rows * self.head_dim * 2 + SWIZZLE_ALIGN,
         };
         bytes as u32
+    }
+
+    /// How many thread blocks split each key tile's dk/dv walk: enough to bring the grid to
+    /// [`DKDV_MIN_BLOCKS`], at most half the group (two query heads or more each), and no
+    /// more than the dq accumulator (`[rows, head_dim]` f32) holds partial dk and dv for.
+    pub fn dkdv_splits(shape: &Shape, config: &MobaConfig) -> usize {
+        let tiles = shape.num_blocks(config.block_size) * config.block_size.div_ceil(KEY_TILE);
+        let blocks = tiles * shape.groups();
+        let partials_fit = shape.q_rows() / (2 * shape.groups() * shape.kv_len);
+        DKDV_MIN_BLOCKS
+            .div_ceil(blocks)
+            .min(shape.group_size() / 2)
+            .min(partials_fit)
+            .max(1)
     }
 
     /// Dynamic shared memory of `attention_pass`: the q tile, and two k and two v tiles
@@ -219,10 +244,10 @@ impl CudaPlan {
         (self.tile_capacity as u32, self.query_heads as u32, 1)
     }
 
-    /// Grid of `dkdv`: (key tiles of every block, kv groups).
+    /// Grid of `dkdv`: (key tiles of every block, kv groups, splits of a group's heads).
     pub fn dkdv_grid(&self) -> (u32, u32, u32) {
         let tiles = self.key_tiles_per_block * self.num_blocks;
-        (tiles as u32, self.kv_groups as u32, 1)
+        (tiles as u32, self.kv_groups as u32, self.dkdv_splits as u32)
     }
 
     /// Grid of `decode_split`: (chunks of a block, blocks, kv groups).
@@ -242,6 +267,11 @@ impl CudaPlan {
     /// Blocks of `threads` threads covering `items`, one item per thread.
     pub fn cover(items: usize, threads: u32) -> (u32, u32, u32) {
         (items.div_ceil(threads as usize) as u32, 1, 1)
+    }
+
+    /// Elements of k (and of v): `[kv groups, kv_len, head_dim]`.
+    pub fn kv_elements(&self) -> usize {
+        self.kv_groups * self.kv_len * self.head_dim
     }
 
     /// Element counts of the scratch buffers, in 4-byte words.
@@ -314,6 +344,44 @@ mod tests {
         assert_eq!(plan.pass_grid(), (18, 2, 1));
         assert_eq!(plan.dkdv_grid(), (20, 2, 1));
         assert_eq!(plan.chunk_grid(), (1, 6, 1));
+    }
+
+    #[test]
+    fn a_small_dkdv_grid_splits_the_group_heads() {
+        // NSA's compressed branch at 8K: 1024 heads over 4 kv heads, one block of 511 keys
+        // (8 tiles): 32 thread blocks alone, so 9 splits of 29 heads each (the last 24).
+        let shape = Shape {
+            kv_heads: 4,
+            ..Shape::prefill(1, 1024, 511, 128)
+        };
+        let config = MobaConfig::new(511, 1);
+        assert_eq!(CudaPlan::dkdv_splits(&shape, &config), 9);
+        let plan = CudaPlan::new(&shape, &config, MmaKind::Sync);
+        assert_eq!(plan.dkdv_grid(), (8, 4, 9));
+        // The partial dk and dv fit in the dq accumulator.
+        let partials = 2 * 9 * 4 * 511 * 128;
+        assert!(partials <= plan.scratch_words().row_accumulator);
+        // No group to split (MHA), a grid that fills the GPU, a decode's few rows: whole.
+        for (shape, config) in [
+            (Shape::prefill(1, 2, 1000, 128), MobaConfig::new(100, 3)),
+            (
+                Shape {
+                    kv_heads: 4,
+                    ..Shape::prefill(1, 64, 65536, 128)
+                },
+                MobaConfig::new(64, 16),
+            ),
+            (
+                Shape {
+                    kv_heads: 4,
+                    q_len: 1,
+                    ..Shape::prefill(1, 64, 8192, 128)
+                },
+                MobaConfig::new(64, 16),
+            ),
+        ] {
+            assert_eq!(CudaPlan::dkdv_splits(&shape, &config), 1, "{shape:?}");
+        }
     }
 
     #[test]

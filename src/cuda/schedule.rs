@@ -330,7 +330,25 @@ impl CudaSchedule {
                 plan.dkdv_grid(),
                 KEY_THREADS,
                 plan.dkdv_shared_bytes(),
-                [backward_rows.to_vec(), vec![Ptr(t.dk), Ptr(t.dv)]].concat(),
+                [
+                    backward_rows.to_vec(),
+                    vec![Ptr(t.dk), Ptr(t.dv), Ptr(s.row_accumulator)],
+                ]
+                .concat(),
+            ),
+            Step::DkDvCombine if plan.dkdv_splits == 1 => return None,
+            // One thread per element of dk (and of dv).
+            Step::DkDvCombine => (
+                CudaProgram::Backward,
+                CudaPlan::cover(plan.kv_elements(), ELEMENT_THREADS),
+                ELEMENT_THREADS,
+                0,
+                vec![
+                    U32(plan.dkdv_splits as u32),
+                    Ptr(s.row_accumulator),
+                    Ptr(t.dk),
+                    Ptr(t.dv),
+                ],
             ),
             Step::DecodeSplit => (
                 CudaProgram::Decode,
@@ -498,7 +516,36 @@ mod tests {
         );
         assert_eq!(launches[1].args[1], Arg::Ptr(6));
         assert_eq!(launches[6].args.last(), Some(&Arg::Ptr(8)));
-        assert_eq!(&launches[7].args[8..], [Arg::Ptr(9), Arg::Ptr(10)]);
+        // dk, dv, and where a split walk's partials go (the dq accumulator).
+        assert_eq!(
+            &launches[7].args[8..],
+            [Arg::Ptr(9), Arg::Ptr(10), Arg::Ptr(17)]
+        );
+    }
+
+    #[test]
+    fn a_split_dkdv_walk_is_combined_into_dk_and_dv() {
+        // 8 query heads over 1 kv head, 2 blocks of 4 key tiles: a grid of 8, split 4 ways.
+        let shape = Shape {
+            kv_heads: 1,
+            ..Shape::prefill(1, 8, 300, 64)
+        };
+        let config = MobaConfig::new(256, 2);
+        let plan = CudaPlan::new(&shape, &config, MmaKind::Sync);
+        let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, &config), &config);
+        let (t, s) = tensors();
+        let launches = schedule.backward(&t, &s);
+        let [.., dkdv, combine] = &launches[..] else {
+            panic!("{:?}", kernels(&launches))
+        };
+        assert_eq!((dkdv.step, dkdv.grid), (Step::DkDv, (8, 1, 4)));
+        assert_eq!(combine.step, Step::DkDvCombine);
+        // One thread per element of dk: 300 keys x 64 columns.
+        assert_eq!(combine.grid, (75, 1, 1));
+        assert_eq!(
+            combine.args[1..],
+            [Arg::U32(4), Arg::Ptr(17), Arg::Ptr(9), Arg::Ptr(10)]
+        );
     }
 
     const MEANS: Given = Given {

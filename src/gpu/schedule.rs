@@ -443,6 +443,8 @@ impl Schedule {
             ),
             // Both dq passes accumulate into dq itself: nothing to convert.
             Step::DqFinalize => return,
+            // The dk/dv kernels walk a group's heads whole.
+            Step::DkDvCombine => return,
             Step::DkDv => {
                 let chunks = |keys: u32| (config.block_size as u64).div_ceil(keys as u64);
                 match kernels.cooperative {
