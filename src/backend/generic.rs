@@ -100,7 +100,7 @@ fn chosen_blocks<B: Backend>(
                 _ => Tensor::cat(
                     vec![
                         k.clone(),
-                        Tensor::zeros([b, shape.kv_heads, padding, d], &device),
+                        Tensor::zeros([b, shape.kv_heads, padding, d], (&device, k.dtype())),
                     ],
                     2,
                 ),

