@@ -305,7 +305,9 @@ dkdv(Params p, const elem_t* q, const elem_t* k, const elem_t* v, const elem_t* 
         TileLayout::accumulate<DKDV_ROWS>(dk_acc, dp, q_tile);
         step = next;
     }
-    // A block no row chose still waits for its key copy before it exits.
+    // A block no row chose still waits for its key copy before it exits (committed here:
+    // only a row step's fetch commits it otherwise).
+    cp_async_commit();
     cp_async_wait<0>();
 
     // A split walk's sums go to its partials (dk's, then dv's, [splits, groups, kv_len,

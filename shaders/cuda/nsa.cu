@@ -315,8 +315,10 @@ nsa_selected(Params p, const elem_t* queries, const elem_t* keys, const elem_t* 
 
     size_t kv_base = (size_t)group * p.kv_len * HEAD_DIM;
     const elem_t* group_queries = queries + (size_t)group * heads * p.q_len * HEAD_DIM;
-    // Copied with the first key tile (KeyValueTiles commits both, arrive(0) waits for both).
+    // Its own copy group (arrive(0) waits for it with the first key tile; a walk with no
+    // tile still leaves nothing in flight).
     stage_async<SELECTED_ROWS, SELECTED_THREADS>(q_tile, group_queries, rows, SELECTED_ROWS);
+    cp_async_commit();
     KeyValueTiles<SELECTED_THREADS, Padded, ListedKeyTiles> kv(
         kv_buffers, keys + kv_base, values + kv_base, ListedKeyTiles{walk_first, walk_stop, walk_tiles});
 

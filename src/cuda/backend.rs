@@ -19,8 +19,8 @@ use cudarc::driver::LaunchConfig;
 use burn_cubecl::kernel::cast;
 
 use super::launch::{
-    CudaPlan, HEAD_DIM_MULTIPLE, SELECT_ROWS, SELECT_THREADS, SELECTED_MIN_GROUP, SELECTED_THREADS,
-    nsa_select_shared_bytes, nsa_selected_grid, nsa_selected_shared_bytes,
+    CudaPlan, HEAD_DIM_MULTIPLE, MAX_SHARED_BYTES, SELECT_ROWS, SELECT_THREADS, SELECTED_MIN_GROUP,
+    SELECTED_THREADS, nsa_select_shared_bytes, nsa_selected_grid, nsa_selected_shared_bytes,
 };
 use super::runtime::{CudaRuntime as Driver, profile_launches};
 use super::schedule::{
@@ -403,15 +403,22 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
     }
 
     /// `nsa_selected` where it takes the problem (causal, no key-window mask: NSA's selected
-    /// branch; groups of at least [`SELECTED_MIN_GROUP`] heads), else each head given its
-    /// copy.
+    /// branch; groups of at least [`SELECTED_MIN_GROUP`] heads; its shared memory within
+    /// sm_80/sm_90's [`MAX_SHARED_BYTES`]), else each head given its copy.
     fn moba_forward_group_selection(
         qkv: [FloatTensor<Self>; 3],
         selection: IntTensor<Self>,
         config: &MobaConfig,
     ) -> MobaForwardOutput<Self> {
-        let group_size = qkv[0].meta.shape()[1] / selection.meta.shape()[1];
-        if !config.causal || config.gate == Gate::KeyWindow || group_size < SELECTED_MIN_GROUP {
+        let [_, q_heads, _, head_dim] = qkv[0].meta.shape().dims::<4>();
+        let group_size = q_heads / selection.meta.shape()[1];
+        let padded = head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
+        let shared = nsa_selected_shared_bytes(padded, config.block_size, config.top_k);
+        if !config.causal
+            || config.gate == Gate::KeyWindow
+            || group_size < SELECTED_MIN_GROUP
+            || shared > MAX_SHARED_BYTES
+        {
             return forward_per_head::<Self>(qkv, selection, config);
         }
         padded_forward::<CudaRuntime, Self>(qkv, config, HEAD_DIM_MULTIPLE, |qkv, config| {

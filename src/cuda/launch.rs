@@ -119,6 +119,9 @@ pub fn nsa_selected_grid(shape: &Shape) -> (u32, u32, u32) {
     )
 }
 
+/// Dynamic shared memory a thread block may opt into on sm_80 and sm_90 (227 KiB).
+pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
+
 /// The tensor-core k step: head dims are padded to a multiple of it.
 pub const HEAD_DIM_MULTIPLE: usize = 16;
 
