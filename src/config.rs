@@ -148,6 +148,12 @@ impl MobaConfig {
         self.visible_keys(position).contains(&key)
     }
 
+    /// Whether the only mask is the causal one (no key window): what NSA's group-centric
+    /// selected kernels apply, so the backends run them for no other config.
+    pub(crate) fn masks_causally_only(&self) -> bool {
+        self.causal && self.gate != Gate::KeyWindow
+    }
+
     /// The same config with an explicit softmax scale.
     pub fn with_scale(mut self, scale: f32) -> Self {
         self.scale = Some(scale);

@@ -23,7 +23,7 @@ use super::{
     ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, forward_per_head,
     nsa_selection_fits_a_chunk,
 };
-use crate::config::{Gate, MobaConfig, NsaConfig, Shape};
+use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::gpu::buffers::fold_grid;
 use crate::gpu::host::HEAD_DIM_MULTIPLE;
@@ -437,8 +437,8 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
         let group_size = q_heads / selection.meta.shape()[1];
         let padded = head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
         let limits = burn_device_caps(&qkv[0].device).limits;
-        let masks_as_the_kernel = config.causal && config.gate != Gate::KeyWindow;
-        let heads = nsa_selected_heads(&limits, padded, group_size).filter(|_| masks_as_the_kernel);
+        let heads = nsa_selected_heads(&limits, padded, group_size)
+            .filter(|_| config.masks_causally_only());
         match heads {
             Some(heads) => padded_forward::<WgpuRuntime, Self>(
                 qkv,

@@ -34,7 +34,7 @@ use crate::backend::{
     ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, forward_per_head,
     nsa_selection_fits_a_chunk,
 };
-use crate::config::{Gate, MobaConfig, NsaConfig, Shape};
+use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
 use crate::kernel_params::KernelParams;
 use crate::launch_plan::Stage;
@@ -414,8 +414,7 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
         let group_size = q_heads / selection.meta.shape()[1];
         let padded = head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
         let shared = nsa_selected_shared_bytes(padded, config.block_size, config.top_k);
-        if !config.causal
-            || config.gate == Gate::KeyWindow
+        if !config.masks_causally_only()
             || group_size < SELECTED_MIN_GROUP
             || shared > MAX_SHARED_BYTES
         {
