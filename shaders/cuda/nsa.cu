@@ -5,21 +5,25 @@
 // (selection_from_importance). Here the scores are tensor-core products, a tile of queries
 // against a chunk of pooled keys, and the top-n streams over the chunks.
 //
-// nsa_select — grid (ceil(q_len / SELECT_ROWS), batch * kv_heads), SELECT_THREADS threads:
-//   one thread block per SELECT_ROWS consecutive queries of one group. Params: MoBA's, with
-//   block_size = l' (keys per selection block), num_blocks = ns, scale_log2 the softmax's
-//   scale times log2(e); TOP_K = top_n. compress_block, compress_stride, compressed_blocks:
-//   l, d and nc.
-//   Per chunk of NSA_SELECT_CHUNK pooled keys (the selection blocks they cover, with the
-//   `reach` earlier keys that overlap the first): for each query head of the group, s =
-//   q.k^T (mma.sync, each warp 16 queries), p = 2^(s scale_log2 - lse / ln 2) for the
-//   eligible keys, summed over the heads in the accumulators; the sums go to shared memory,
-//   and thread r (r < SELECT_ROWS) weighs them by each selection block's overlap and keeps
-//   its query's best TOP_K - forced blocks in registers. No [rows, ns] importance matrix
-//   ever exists.
-//   Shared memory (dynamic): the chunk's key tile, two query tiles (the next head's is
-//   copied while this one's is used; Padded rows), then the summed probabilities [SELECT_ROWS]
-//   [NSA_SELECT_CHUNK + 1] f32 (a padded row: thread r reads row r, conflict-free).
+// nsa_select — grid (ceil(q_len / queries), batch * kv_heads), SELECT_THREADS threads
+//   (SELECT_WARPS warps): one thread block per `queries` consecutive queries of one group.
+//   Params: MoBA's, with block_size = l' (keys per selection block), num_blocks = ns,
+//   scale_log2 the softmax's scale times log2(e); TOP_K = top_n. compress_block,
+//   compress_stride, compressed_blocks: l, d and nc. rows_per_query, queries: the q tile's
+//   layout (SelectRows; the host's `select_layout`): each query's heads are R consecutive
+//   rows, so that one pass of the tensor cores scores all of a query's heads.
+//   The q tile (every head of the block's queries, SELECT_ROWS rows) is read once. Per chunk
+//   of NSA_SELECT_CHUNK pooled keys (the selection blocks they cover, with the `reach`
+//   earlier keys that overlap the first; the next chunk's keys copied meanwhile): each warp
+//   takes its m-tiles (whole queries), s = q.k^T (mma.sync), p = 2^(s scale_log2 - lse /
+//   ln 2) for the eligible keys, summed over each query's rows by shuffles into
+//   probs[query]; then a thread per (query, selection block) weighs the query's sums by
+//   the block's overlap (IMPORTANCE_PAIRS pairs each), and thread r (r < queries) offers
+//   its query's importances, keeping its best TOP_K - forced blocks in registers. No [rows,
+//   ns] importance matrix ever exists, and q is not read again per chunk.
+//   Shared memory (dynamic): the q tile [SELECT_ROWS] and two key tiles (Padded rows), the
+//   chunk's summed probabilities [SELECT_QUERIES][NSA_SELECT_CHUNK + 1] f32 (a padded row:
+//   thread r reads row r, conflict-free), each row's lse (base 2) and eligible count.
 //   Memory: queries [groups, group_size, q_len, HEAD_DIM]; pooled_keys [groups, nc,
 //   HEAD_DIM]; compressed_lse [groups, group_size, q_len] f32 (natural log); selection
 //   [groups, q_len, TOP_K] i32, ascending, padded with -1.
@@ -47,6 +51,9 @@
 //   reads).
 
 #define PROBS_STRIDE (NSA_SELECT_CHUNK + 1)
+// (query, selection block) pairs of a chunk per thread of nsa_select: a chunk holds at most
+// NSA_SELECT_CHUNK selection blocks (one pooled key each, where l' = d).
+#define IMPORTANCE_PAIRS ((SELECT_QUERIES * NSA_SELECT_CHUNK + SELECT_THREADS - 1) / SELECT_THREADS)
 
 // Strides of compressed block `i`'s keys (l of them from i d) inside selection block `j`.
 __device__ __forceinline__ float overlap_strides(const Params& p, u32 block, u32 stride, u32 i,
@@ -93,27 +100,65 @@ struct TopBlocks {
     }
 };
 
-extern "C" __global__ void __launch_bounds__(SELECT_THREADS)
+// The rows of nsa_select's q tile: `rows_per_query` (R) rows per query, the group's heads
+// then unused rows (R is the group size rounded up to a power of two below 16, or to a
+// multiple of 16), `queries` (at most SELECT_QUERIES) queries from t0. An m-tile (16 rows)
+// holds 16 / R whole queries, or one of a query's R / 16 head tiles.
+struct SelectRows {
+    u32 t0, heads, q_len, rows_per_query;
+    __device__ u32 slot(u32 r) const { return r / rows_per_query; }
+    __device__ u32 head(u32 r) const { return r % rows_per_query; }
+    __device__ bool used(u32 r) const { return head(r) < heads && t0 + slot(r) < q_len; }
+    // The row's index in its group's queries [group_size, q_len] (a used row's own, else a
+    // valid one, never read).
+    __device__ u32 operator()(u32 r) const {
+        return min(head(r), heads - 1) * q_len + min(t0 + slot(r), q_len - 1);
+    }
+};
+
+// Sums each column of an m-tile's probabilities over the rows of one query: R rows of
+// consecutive g within each half (rows g and g + 8), or all 16 rows where R >= 16 (the two
+// halves added first). The sums land in every lane of the rows' g-range.
+__device__ __forceinline__ void sum_query_rows(float (*s)[4], u32 rows_per_query) {
+    u32 span = min(rows_per_query, 8u);
+    if (rows_per_query >= 16) {
+#pragma unroll
+        for (u32 n = 0; n < NSA_SELECT_CHUNK / 8; n++) {
+            s[n][0] += s[n][2];
+            s[n][1] += s[n][3];
+        }
+    }
+    // Lanes 4 apart hold consecutive rows (g) of the same columns.
+    for (u32 offset = 4; offset < 4 * span; offset *= 2) {
+#pragma unroll
+        for (u32 n = 0; n < NSA_SELECT_CHUNK / 8; n++) {
+#pragma unroll
+            for (u32 e = 0; e < 4; e++) s[n][e] += __shfl_xor_sync(0xffffffffu, s[n][e], offset);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 2)
 nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blocks,
-           const elem_t* queries, const elem_t* pooled_keys, const float* compressed_lse,
-           int* selection) {
+           u32 rows_per_query, u32 queries, const elem_t* queries_in, const elem_t* pooled_keys,
+           const float* compressed_lse, int* selection) {
     extern __shared__ __align__(16) u16 shared[];
-    u16* key_tile = shared;
-    u16* q_tiles = key_tile + Padded::elems(NSA_SELECT_CHUNK);
-    float* probs = (float*)(q_tiles + 2 * Padded::elems(SELECT_ROWS));
+    u16* q_tile = shared;
+    u16* key_tiles = q_tile + Padded::elems(SELECT_ROWS);
+    float* probs = (float*)(key_tiles + 2 * Padded::elems(NSA_SELECT_CHUNK));
+    float* row_lse2 = probs + SELECT_QUERIES * PROBS_STRIDE;
+    u32* row_eligible = (u32*)(row_lse2 + SELECT_ROWS);
 
     u32 group = blockIdx.y;
-    u32 t0 = blockIdx.x * SELECT_ROWS;
-    u32 count = min((u32)SELECT_ROWS, p.q_len - t0);
+    u32 t0 = blockIdx.x * queries;
+    u32 count = min(queries, p.q_len - t0);
     u32 heads = group_size(p);
+    SelectRows rows = {t0, heads, p.q_len, rows_per_query};
+    u32 m_tiles = queries * rows_per_query / 16;
+    // Each warp takes whole queries: two m-tiles, or every head tile of one query.
+    u32 warp_tiles = max(SELECT_ROWS / 16 / SELECT_WARPS, rows_per_query / 16);
     u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     u32 g = lane / 4, quad = lane % 4;
-    // This thread's two accumulator rows (g and g + 8 of the warp's 16), clamped to the tile.
-    u32 r0 = min(warp * 16 + g, count - 1), r1 = min(warp * 16 + g + 8, count - 1);
-    u32 eligible0 = eligible_blocks(query_position(p, t0 + r0), compress_block, compress_stride,
-                                    compressed_blocks);
-    u32 eligible1 = eligible_blocks(query_position(p, t0 + r1), compress_block, compress_stride,
-                                    compressed_blocks);
     // The tile's last query sees the most blocks.
     u32 last_position = query_position(p, t0 + count - 1);
     u32 last_current = last_position / p.block_size;
@@ -123,87 +168,139 @@ nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blo
     bool ranks = threadIdx.x < count;
     u32 current = query_position(p, t0 + min(threadIdx.x, count - 1)) / p.block_size;
 
+    const elem_t* keys = pooled_keys + (size_t)group * compressed_blocks * HEAD_DIM;
+    const elem_t* group_queries = queries_in + (size_t)group * heads * p.q_len * HEAD_DIM;
+    const float* group_lse = compressed_lse + (size_t)group * heads * p.q_len;
+    // Each row's lse in base 2 and its eligible compressed blocks (none for an unused row:
+    // its probabilities are all masked).
+    for (u32 r = threadIdx.x; r < SELECT_ROWS; r += SELECT_THREADS) {
+        bool used = r < m_tiles * 16 && rows.used(r);
+        row_lse2[r] = used ? group_lse[rows(r)] / LN2 : 0.0f;
+        row_eligible[r] = used ? eligible_blocks(query_position(p, t0 + rows.slot(r)), compress_block,
+                                                 compress_stride, compressed_blocks)
+                               : 0;
+    }
+    // The q tile, every head of the block's queries, read once.
+    stage_async<SELECT_ROWS, SELECT_THREADS>(q_tile, group_queries, rows, m_tiles * 16);
+
     // A chunk of selection blocks starts `reach` compressed blocks before its first key (the
     // earlier blocks that still overlap it).
     u32 per_block = p.block_size / compress_stride;
     u32 reach = compress_block / compress_stride - 1;
     u32 chunk_blocks = (NSA_SELECT_CHUNK - reach) / per_block;
+    u32 chunks = last_current / chunk_blocks + 1;
+    // Compressed blocks [first, end) overlap chunk c's selection blocks.
+    auto chunk_first_key = [&](u32 c) {
+        u32 first_block = c * chunk_blocks * per_block;
+        return first_block - min(reach, first_block);
+    };
+    auto chunk_end_key = [&](u32 c) {
+        return min(min(c * chunk_blocks + chunk_blocks, last_current + 1) * per_block, last_eligible);
+    };
+    // Copies chunk c's pooled keys into its buffer (its copy group may be empty).
+    auto fetch = [&](u32 c) {
+        u32 first = chunk_first_key(c), end = chunk_end_key(c);
+        if (end > first)
+            stage_async<NSA_SELECT_CHUNK, SELECT_THREADS>(key_tiles + (c % 2) * Padded::elems(NSA_SELECT_CHUNK),
+                                                          keys, Span{first}, end - first);
+        cp_async_commit();
+    };
+    fetch(0);
+
     u32 forced_count = 1 + (current >= 1) + (current >= 2);
     u32 places = TOP_K - forced_count;
     TopBlocks best;
     best.kept = 0;
-
-    const elem_t* keys = pooled_keys + (size_t)group * compressed_blocks * HEAD_DIM;
-    const elem_t* group_queries = queries + (size_t)group * heads * p.q_len * HEAD_DIM;
-    const float* group_lse = compressed_lse + (size_t)group * heads * p.q_len;
-    for (u32 chunk_first = 0; chunk_first <= last_current; chunk_first += chunk_blocks) {
+    for (u32 c = 0; c < chunks; c++) {
+        u32 chunk_first = c * chunk_blocks;
         u32 chunk_end = min(chunk_first + chunk_blocks, last_current + 1);
-        // Compressed blocks [first_i, end_i) overlap the chunk's selection blocks.
-        u32 first_i = chunk_first * per_block - min(reach, chunk_first * per_block);
-        u32 end_i = min(chunk_end * per_block, last_eligible);
-        float sum[NSA_SELECT_CHUNK / 8][4];
+        u32 first_i = chunk_first_key(c), end_i = chunk_end_key(c);
+        if (c + 1 < chunks) {
+            fetch(c + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        // Each m-tile's probabilities p = 2^(s scale_log2 - lse / ln 2) over the eligible
+        // keys, summed over each query's heads into probs[slot].
+        const u16* key_tile = key_tiles + (c % 2) * Padded::elems(NSA_SELECT_CHUNK);
+        for (u32 m = warp * warp_tiles; m < min((warp + 1) * warp_tiles, m_tiles) && end_i > first_i; m++) {
+            u32 r0 = m * 16 + g, r1 = r0 + 8;
+            float lse0 = row_lse2[r0], lse1 = row_lse2[r1];
+            u32 eligible0 = min(row_eligible[r0], end_i), eligible1 = min(row_eligible[r1], end_i);
+            float s[NSA_SELECT_CHUNK / 8][4];
+            Padded::scores<SELECT_ROWS, NSA_SELECT_CHUNK>(s, q_tile, m * 16, key_tile);
 #pragma unroll
-        for (u32 n = 0; n < NSA_SELECT_CHUNK / 8; n++) sum[n][0] = sum[n][1] = sum[n][2] = sum[n][3] = 0.0f;
-        if (end_i > first_i) {
-            stage_async<NSA_SELECT_CHUNK, SELECT_THREADS>(key_tile, keys, Span{first_i},
-                                                          end_i - first_i);
-            stage_async<SELECT_ROWS, SELECT_THREADS>(q_tiles, group_queries, Span{t0}, count);
-            cp_async_commit();
-            for (u32 head = 0; head < heads; head++) {
-                if (head + 1 < heads) {
-                    const elem_t* next = group_queries + (size_t)(head + 1) * p.q_len * HEAD_DIM;
-                    stage_async<SELECT_ROWS, SELECT_THREADS>(
-                        q_tiles + ((head + 1) % 2) * Padded::elems(SELECT_ROWS), next, Span{t0}, count);
-                    cp_async_commit();
-                    cp_async_wait<1>();
-                } else {
-                    cp_async_wait<0>();
+            for (u32 n = 0; n < NSA_SELECT_CHUNK / 8; n++) {
+#pragma unroll
+                for (u32 e = 0; e < 4; e++) {
+                    u32 i = first_i + n * 8 + 2 * quad + (e & 1);
+                    bool low = e < 2;
+                    s[n][e] = i < (low ? eligible0 : eligible1)
+                        ? exp2_approx(fmaf(s[n][e], p.scale_log2, -(low ? lse0 : lse1)))
+                        : 0.0f;
                 }
-                __syncthreads();
-                float lse2_0 = group_lse[(size_t)head * p.q_len + t0 + r0] / LN2;
-                float lse2_1 = group_lse[(size_t)head * p.q_len + t0 + r1] / LN2;
-                float s[NSA_SELECT_CHUNK / 8][4];
-                Padded::scores<SELECT_ROWS, NSA_SELECT_CHUNK>(
-                    s, q_tiles + (head % 2) * Padded::elems(SELECT_ROWS), warp * 16, key_tile);
+            }
+            sum_query_rows(s, rows_per_query);
+            // The lanes of each query's first row store (its first head tile) or add (the
+            // others, after it in this warp) the sums: columns 2 quad and 2 quad + 1.
+            bool first_tile = m * 16 % rows_per_query == 0;
+#pragma unroll
+            for (u32 half = 0; half < 2; half++) {
+                u32 r = half ? r1 : r0;
+                if (r % min(rows_per_query, 16u) != 0 || (half && rows_per_query >= 16)) continue;
+                float* row = probs + rows.slot(r) * PROBS_STRIDE;
 #pragma unroll
                 for (u32 n = 0; n < NSA_SELECT_CHUNK / 8; n++) {
 #pragma unroll
-                    for (u32 e = 0; e < 4; e++) {
-                        u32 i = first_i + n * 8 + 2 * quad + (e & 1);
-                        bool low = e < 2;
-                        u32 eligible = min(low ? eligible0 : eligible1, end_i);
-                        float lse2 = low ? lse2_0 : lse2_1;
-                        if (i < eligible) sum[n][e] += exp2_approx(fmaf(s[n][e], p.scale_log2, -lse2));
+                    for (u32 e = 0; e < 2; e++) {
+                        u32 col = n * 8 + 2 * quad + e;
+                        float sum = s[n][2 * half + e];
+                        row[col] = first_tile ? sum : row[col] + sum;
                     }
                 }
-                // The buffer read here is the one the next head's copy fills.
-                __syncthreads();
             }
         }
+        __syncthreads();
+        // Each (query, selection block) pair's importance, a thread per pair: the query's
+        // sums weighed by the block's overlaps (-1: not offered, being forced, later than the
+        // query's own block, or past the chunk).
+        float importance[IMPORTANCE_PAIRS];
 #pragma unroll
-        for (u32 n = 0; n < NSA_SELECT_CHUNK / 8; n++) {
-            u32 c = n * 8 + 2 * quad;
-            u32 row0 = warp * 16 + g;
-            probs[row0 * PROBS_STRIDE + c] = sum[n][0];
-            probs[row0 * PROBS_STRIDE + c + 1] = sum[n][1];
-            probs[(row0 + 8) * PROBS_STRIDE + c] = sum[n][2];
-            probs[(row0 + 8) * PROBS_STRIDE + c + 1] = sum[n][3];
+        for (u32 k = 0; k < IMPORTANCE_PAIRS; k++) {
+            u32 at = k * SELECT_THREADS + threadIdx.x;
+            u32 slot = at / chunk_blocks, j = chunk_first + at % chunk_blocks;
+            importance[k] = -1.0f;
+            if (slot >= count) continue;
+            u32 own = query_position(p, t0 + slot) / p.block_size;
+            if (j >= chunk_end || j > own || forced_block(j, own)) continue;
+            const float* row = probs + slot * PROBS_STRIDE;
+            float sum = 0.0f;
+            u32 from = j * per_block - min(reach, j * per_block);
+            for (u32 i = max(first_i, from); i < min(end_i, (j + 1) * per_block); i++)
+                sum += row[i - first_i] * overlap_strides(p, compress_block, compress_stride, i, j);
+            importance[k] = sum;
+        }
+        // Every sum is read: the importances take the rows' first columns.
+        __syncthreads();
+#pragma unroll
+        for (u32 k = 0; k < IMPORTANCE_PAIRS; k++) {
+            u32 at = k * SELECT_THREADS + threadIdx.x;
+            if (at / chunk_blocks < count)
+                probs[at / chunk_blocks * PROBS_STRIDE + at % chunk_blocks] = importance[k];
         }
         __syncthreads();
+        // Thread r offers its query's blocks in ascending order.
         if (ranks) {
             const float* row = probs + threadIdx.x * PROBS_STRIDE;
-            for (u32 j = chunk_first; j < min(chunk_end, current + 1); j++) {
-                if (forced_block(j, current)) continue;
-                float importance = 0.0f;
-                u32 from = j * per_block - min(reach, j * per_block);
-                for (u32 i = max(first_i, from); i < min(end_i, (j + 1) * per_block); i++)
-                    importance += row[i - first_i]
-                        * overlap_strides(p, compress_block, compress_stride, i, j);
-                best.offer(j, importance, places);
+            for (u32 j = chunk_first; j < chunk_end; j++) {
+                float offered = row[j - chunk_first];
+                if (offered >= 0.0f) best.offer(j, offered, places);
             }
         }
-        // The next chunk's keys and sums overwrite what was read here.
-        __syncthreads();
+        // The next chunk's sums overwrite what was read here; its keys land in the buffer
+        // read in this chunk only after the next barrier.
     }
     if (!ranks) return;
     // The forced blocks join the kept ones: c, then c - 1 and 0 where they are others.
@@ -259,7 +356,7 @@ struct SelectedRows {
     }
 };
 
-extern "C" __global__ void __launch_bounds__(SELECTED_THREADS)
+extern "C" __global__ void __launch_bounds__(SELECTED_THREADS, 2)
 nsa_selected(Params p, const elem_t* queries, const elem_t* keys, const elem_t* values,
              const int* selection, elem_t* out, float* lse, int* head_selection) {
     extern __shared__ __align__(16) u16 shared[];

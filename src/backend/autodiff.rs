@@ -125,8 +125,8 @@ impl<B: MobaBackend, C: CheckpointStrategy> MobaBackend for Autodiff<B, C> {
         }
     }
 
-    fn nsa_selects_on_device(config: &NsaConfig) -> bool {
-        B::nsa_selects_on_device(config)
+    fn nsa_selects_on_device(shape: &Shape, config: &NsaConfig) -> bool {
+        B::nsa_selects_on_device(shape, config)
     }
 
     fn moba_moves_between_devices() -> bool {

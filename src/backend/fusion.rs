@@ -176,8 +176,8 @@ impl<B: FusionBackend + MobaBackend> MobaBackend for Fusion<B> {
         MobaGradients { dq, dk, dv }
     }
 
-    fn nsa_selects_on_device(config: &NsaConfig) -> bool {
-        B::nsa_selects_on_device(config)
+    fn nsa_selects_on_device(shape: &crate::config::Shape, config: &NsaConfig) -> bool {
+        B::nsa_selects_on_device(shape, config)
     }
 
     fn moba_moves_between_devices() -> bool {

@@ -215,11 +215,11 @@ pub trait MobaBackend: Backend {
             .tensor()
     }
 
-    /// Whether this backend chooses NSA's selection on the device for `config`
-    /// ([`MobaBackend::nsa_select`]). The others rank importances from burn tensor ops on
-    /// the host ([`nsa_attention`] does that).
-    fn nsa_selects_on_device(config: &NsaConfig) -> bool {
-        let _ = config;
+    /// Whether this backend chooses NSA's selection on the device for `config` and a problem
+    /// of `shape` ([`MobaBackend::nsa_select`]). The others rank importances from burn
+    /// tensor ops on the host ([`nsa_attention`] does that).
+    fn nsa_selects_on_device(shape: &Shape, config: &NsaConfig) -> bool {
+        let _ = (shape, config);
         false
     }
 

@@ -286,7 +286,7 @@ fn select<B: MobaBackend>(
     config: &NsaConfig,
     scale: f32,
 ) -> Result<Tensor<B, 4, Int>> {
-    match B::nsa_selects_on_device(config) {
+    match B::nsa_selects_on_device(shape, config) {
         true => Ok(Tensor::from_primitive(B::nsa_select(
             q.clone().detach().into_primitive().tensor(),
             kc.clone().detach().into_primitive().tensor(),

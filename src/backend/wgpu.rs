@@ -458,7 +458,7 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CubeBackend<WgpuRuntime, 
         padded_backward::<WgpuRuntime, Self>(saved, dout, config, HEAD_DIM_MULTIPLE, backward)
     }
 
-    fn nsa_selects_on_device(config: &NsaConfig) -> bool {
+    fn nsa_selects_on_device(_: &Shape, config: &NsaConfig) -> bool {
         nsa_selection_fits_a_chunk(config)
     }
 

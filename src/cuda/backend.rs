@@ -19,8 +19,9 @@ use cudarc::driver::LaunchConfig;
 use burn_cubecl::kernel::cast;
 
 use super::launch::{
-    CudaPlan, HEAD_DIM_MULTIPLE, MAX_SHARED_BYTES, SELECT_ROWS, SELECT_THREADS, SELECTED_MIN_GROUP,
+    CudaPlan, HEAD_DIM_MULTIPLE, MAX_SHARED_BYTES, SELECT_THREADS, SELECTED_MIN_GROUP,
     SELECTED_THREADS, nsa_select_shared_bytes, nsa_selected_grid, nsa_selected_shared_bytes,
+    select_layout,
 };
 use super::runtime::{CudaRuntime as Driver, profile_launches};
 use super::schedule::{
@@ -257,8 +258,8 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
 /// Hq, S, D]` at the last `S` of `kv_len` positions, the pooled keys `[B, Hkv, nc, D]`, the
 /// compressed branch's lse `[B, Hq, S]`; Int `[B, Hkv, S, top_n]`. q and the keys are read
 /// in q's float type, the head dim padded to the tensor-core step as the other CUDA kernels
-/// see it; one thread block per group and tile of queries, the scores on the tensor cores,
-/// no importance matrix.
+/// see it; one thread block per group and tile of queries, every head of its queries scored
+/// against each chunk of pooled keys on the tensor cores, no importance matrix.
 fn nsa_select<F: FloatElement, BT: BoolElement>(
     q: CudaTensor,
     pooled_keys: CudaTensor,
@@ -275,12 +276,16 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
         q_dtype,
     );
     let shape = inputs.shape;
+    let (rows_per_query, queries) = select_layout(shape.group_size())
+        .expect("nsa_selects_on_device admits groups that fit nsa_select's q tile");
     let mut at = Addresses::new();
     let args = [
         Arg::Params(KernelParams::new(&shape, &inputs.config)),
         Arg::U32(config.compress_block as u32),
         Arg::U32(config.stride as u32),
         Arg::U32(inputs.pooled as u32),
+        Arg::U32(rows_per_query as u32),
+        Arg::U32(queries as u32),
         Arg::Ptr(at.of(&inputs.q)),
         Arg::Ptr(at.of(&inputs.pooled_keys)),
         Arg::Ptr(at.of(&inputs.lse)),
@@ -288,7 +293,7 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
     ];
     let launch = LaunchConfig {
         grid_dim: (
-            shape.q_len.div_ceil(SELECT_ROWS) as u32,
+            shape.q_len.div_ceil(queries) as u32,
             shape.groups() as u32,
             1,
         ),
@@ -445,8 +450,13 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
         )
     }
 
-    fn nsa_selects_on_device(config: &NsaConfig) -> bool {
+    /// Where the chunk holds a selection block's pooled keys, and the q tile a query's heads
+    /// (groups of up to 256 heads) within the shared memory of one thread block.
+    fn nsa_selects_on_device(shape: &Shape, config: &NsaConfig) -> bool {
         nsa_selection_fits_a_chunk(config)
+            && select_layout(shape.group_size()).is_some()
+            && nsa_select_shared_bytes(shape.head_dim.next_multiple_of(HEAD_DIM_MULTIPLE))
+                <= MAX_SHARED_BYTES
     }
 
     fn nsa_select(

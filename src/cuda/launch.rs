@@ -32,9 +32,13 @@ pub const ELEMENT_THREADS: u32 = 256;
 /// Thread blocks the dk/dv walk fills at least where it can (two per SM of an H100 or
 /// H200): below that, each group's query heads are split over several thread blocks.
 pub const DKDV_MIN_BLOCKS: usize = 264;
-/// Queries per thread block of NSA's selection (`nsa.cu`), 16 per warp.
-pub const SELECT_ROWS: usize = 64;
-pub const SELECT_THREADS: u32 = (SELECT_ROWS / 16) as u32 * WARP;
+/// Warps of NSA's selection (`nsa_select`), two 16-row m-tiles of its q tile each.
+pub const SELECT_WARPS: u32 = 8;
+pub const SELECT_THREADS: u32 = SELECT_WARPS * WARP;
+/// Rows of `nsa_select`'s q tile: every head of its queries ([`select_layout`]).
+pub const SELECT_ROWS: usize = 2 * 16 * SELECT_WARPS as usize;
+/// Most queries of one `nsa_select` thread block (one ranking thread each).
+pub const SELECT_QUERIES: usize = 32;
 /// Warps per thread block of NSA's selected branch (`nsa_selected`), 16 query rows each:
 /// the block's queries share the key and value tiles of the blocks they chose.
 pub const SELECTED_WARPS: u32 = 8;
@@ -56,7 +60,7 @@ const TILE_PAD: usize = 8;
 const SWIZZLE_ALIGN: usize = 1024;
 
 /// The constants above as every CUDA source sees them (`#define`s the host prepends).
-pub fn source_constants() -> [(&'static str, u32); 23] {
+pub fn source_constants() -> [(&'static str, u32); 25] {
     [
         ("WARP", WARP),
         ("ROW_TILE", ROW_TILE as u32),
@@ -70,8 +74,10 @@ pub fn source_constants() -> [(&'static str, u32); 23] {
         ("GATE_THREADS", GATE_THREADS),
         ("MEAN_THREADS", MEAN_THREADS),
         ("ELEMENT_THREADS", ELEMENT_THREADS),
-        ("SELECT_ROWS", SELECT_ROWS as u32),
+        ("SELECT_WARPS", SELECT_WARPS),
         ("SELECT_THREADS", SELECT_THREADS),
+        ("SELECT_ROWS", SELECT_ROWS as u32),
+        ("SELECT_QUERIES", SELECT_QUERIES as u32),
         ("SELECTED_WARPS", SELECTED_WARPS),
         ("SELECTED_THREADS", SELECTED_THREADS),
         ("SELECTED_QUERIES", SELECTED_QUERIES),
@@ -84,12 +90,25 @@ pub fn source_constants() -> [(&'static str, u32); 23] {
     ]
 }
 
-/// Dynamic shared memory of `nsa_select` at `head_dim`: the chunk's key tile and two query
-/// tiles (padded rows), and the chunk's summed probabilities (padded f32 rows).
+/// `nsa_select`'s q tile for a group of `group_size` query heads: (rows per query, queries
+/// per thread block). Each query's heads are consecutive rows, the group rounded up to a
+/// power of two below 16 (m-tiles of 16 rows hold whole queries) or to a multiple of 16 (a
+/// query fills whole m-tiles); `None` for a group larger than the tile.
+pub fn select_layout(group_size: usize) -> Option<(usize, usize)> {
+    let rows = match group_size >= 16 {
+        true => group_size.next_multiple_of(16),
+        false => group_size.next_power_of_two(),
+    };
+    (rows <= SELECT_ROWS).then(|| (rows, (SELECT_ROWS / rows).min(SELECT_QUERIES)))
+}
+
+/// Dynamic shared memory of `nsa_select` at `head_dim`: the q tile and two key tiles
+/// (padded rows), the chunk's summed probabilities (padded f32 rows), and each row's lse and
+/// eligible count.
 pub fn nsa_select_shared_bytes(head_dim: usize) -> u32 {
     let chunk = crate::shared_constants::NSA_SELECT_CHUNK as usize;
-    let tiles = (chunk + 2 * SELECT_ROWS) * (head_dim + TILE_PAD) * 2;
-    (tiles + SELECT_ROWS * (chunk + 1) * 4) as u32
+    let tiles = (SELECT_ROWS + 2 * chunk) * (head_dim + TILE_PAD) * 2;
+    (tiles + SELECT_QUERIES * (chunk + 1) * 4 + SELECT_ROWS * 8) as u32
 }
 
 /// Dynamic shared memory of `nsa_selected` at `head_dim` for selection blocks of
@@ -410,13 +429,26 @@ mod tests {
         assert_eq!(plan.dq_shared_bytes(), (2 * 128 + 4 * 64) * 136 * 2);
         assert_eq!(plan.dkdv_shared_bytes(), (2 * 64 + 4 * 32) * 136 * 2);
         assert!(plan.dq_shared_bytes() <= 227 * 1024);
-        // NSA's selection: a key tile and two query tiles of padded rows, 64 x 65 f32 sums;
-        // three blocks per SM on sm_90.
+        // NSA's selection: the q tile (256 rows) and two key tiles of padded rows, 32 x 65
+        // f32 sums, 256 rows' lse and eligible counts; two blocks per SM on sm_90 (each
+        // with the 1 KiB the driver reserves).
         assert_eq!(
             nsa_select_shared_bytes(128),
-            (64 + 2 * 64) * 136 * 2 + 64 * 65 * 4
+            (256 + 2 * 64) * 136 * 2 + 32 * 65 * 4 + 256 * 8
         );
-        assert!(3 * nsa_select_shared_bytes(128) <= 228 * 1024);
+        assert!(2 * (nsa_select_shared_bytes(128) + 1024) <= 228 * 1024);
+        // Its q tile: a query's heads rounded up (to 8 below 16, to 48 above), whole
+        // queries per m-tile or whole m-tiles per query, 32 queries at most.
+        assert_eq!(select_layout(1), Some((1, 32)));
+        assert_eq!(select_layout(5), Some((8, 32)));
+        assert_eq!(select_layout(16), Some((16, 16)));
+        assert_eq!(select_layout(40), Some((48, 5)));
+        assert_eq!(select_layout(256), Some((256, 1)));
+        assert_eq!(select_layout(257), None);
+        for group in 1..=256 {
+            let (rows, queries) = select_layout(group).unwrap();
+            assert!(rows * queries <= SELECT_ROWS && (rows * queries).is_multiple_of(16));
+        }
         // NSA's selected branch (8 warps): the q tile, two k and two v tiles, and a walk of
         // at most 32 queries' 16 blocks of 64 keys; two blocks per SM.
         assert_eq!(

@@ -268,6 +268,38 @@ mod tests {
         assert_eq!(MmaKind::Sync.target("sm_86"), "sm_86");
     }
 
+    /// Every program compiles with NVRTC for both kinds of tensor-core instructions, in each
+    /// element type, at the head dims the launchers pad to: a kernel that does not build
+    /// fails here, on a machine without a GPU (NVRTC alone: `scripts/setup.sh` installs it
+    /// from PyPI's `nvidia-cuda-nvrtc-cu12`), not on the lent one.
+    #[test]
+    fn every_program_compiles_with_nvrtc() {
+        use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+        for (mma, arch) in [(MmaKind::Sync, "sm_80"), (MmaKind::Warpgroup, "sm_90")] {
+            for elem in [ElemKind::F32, ElemKind::F16, ElemKind::Bf16] {
+                for head_dim in [64, 128] {
+                    let constants = CudaConstants {
+                        head_dim,
+                        elem,
+                        top_k: 16,
+                        mma,
+                    };
+                    for program in CudaProgram::ALL {
+                        let options = CompileOptions {
+                            arch: Some(mma.target(arch)),
+                            name: Some(program.name().into()),
+                            ..Default::default()
+                        };
+                        let built = compile_ptx_with_opts(constants.source(program), options);
+                        if let Err(e) = built {
+                            panic!("{} for {constants:?}: {e:?}", program.name());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     #[should_panic(expected = "multiple of 16")]
     fn head_dims_off_the_tensor_core_step_are_refused() {

@@ -21,7 +21,7 @@ pub(crate) use nsa::selection_from_importance;
 pub use nsa::{
     NsaForward, NsaGradients, nsa_backward, nsa_forward, nsa_forward_given, nsa_importance,
 };
-pub use nsa_check::{NSA_NEAR_TIE, NsaInputs, check_nsa_rows};
+pub use nsa_check::{NSA_NEAR_TIE, NSA_NEAR_TIES_PER_100, NsaInputs, check_nsa_rows};
 pub use varlen::{cut_rows, varlen_backward, varlen_forward};
 
 use crate::config::Shape;

@@ -4,14 +4,18 @@
 //! group's query heads at its query, the keys up to it.
 //!
 //! The output is checked over the blocks the backend selected (its branches apart from its
-//! ranking) at the FlashAttention-style tolerance of DESIGN §4, per row: [`ROW_FACTOR`]
-//! times the error of a straightforward implementation in the backend's precision (each
-//! branch a plain attention row with its products rounded, the pooled keys and values and
-//! each branch's output kept in that precision, the gated sum in its arithmetic), plus a
-//! floor for f32 arithmetic over the three branches. Each row is held to its own bound:
-//! rows near the start, whose outputs
-//! are near one value's (several units), would otherwise set a bound that later rows' small
-//! outputs could miss by a wrong block. The [`Check`] reports the row nearest its bound. The
+//! ranking) at the FlashAttention-style tolerance of DESIGN §4: [`FACTOR`] times the error
+//! of a straightforward implementation in the backend's precision (each branch a plain
+//! attention row with its products rounded, the pooled keys and values and each branch's
+//! output kept in that precision, the gated sum in its arithmetic), plus a floor for f32
+//! arithmetic over the three branches. FlashAttention takes the twin's largest error over a
+//! whole tensor; here the rows' magnitudes differ (rows near the start output near one
+//! value's, several units; later rows' outputs are small, and could hide a wrong block
+//! under a bound the early rows set), so the errors are taken relative to each row's
+//! largest |o|: a row's bound is [`FACTOR`] times the twin's largest relative error over the
+//! sampled rows, times the row's own largest |o|. (One row's own twin error, over D columns,
+//! is too noisy a statistic: a lucky row's small error failed correct kernels.) The
+//! [`Check`] reports the row nearest its bound. The
 //! selection is checked against the reference's own: a row whose blocks differ counts as a
 //! near tie where the importances of the blocks swapped are within [`NSA_NEAR_TIE`] of each
 //! other (relative to the row's largest), else as a wrong selection.
@@ -25,14 +29,16 @@ use crate::error::{MobaError, Result};
 /// rank importances summed in their own float type (bf16 on CUDA keeps 8 bits).
 pub const NSA_NEAR_TIE: f64 = 1e-2;
 
+/// Near ties NSA's check allows per 100 rows. Each is a row whose output is still held to
+/// its bound over the blocks it chose; many more would mean the ranking drifts. The CUDA
+/// path's bf16 ranking over bf16 pooled keys left 3 of 176 rows (1.7%) on near-uniform
+/// importances (head dim 8, 38 blocks, top-5).
+pub const NSA_NEAR_TIES_PER_100: usize = 3;
+
 /// Error floor on top of the rounding bound: f32 sums over the keys of three branches.
 const F32_FLOOR: f64 = 1e-5;
-/// A row's bound over its straightforward twin's error. FlashAttention's tolerance takes
-/// twice the twin's largest error over a whole tensor; one row's largest (over D columns)
-/// is a noisier statistic, and twice it failed a correct CUDA kernel by 2% on one row of
-/// 236 (H100, f32 inputs in bf16 arithmetic: 3.16e-3 against 3.10e-3). A wrong block moves
-/// a row by that block's share of its output, far above either.
-const ROW_FACTOR: f64 = 3.0;
+/// The bound over the straightforward twin's error, FlashAttention's factor.
+const FACTOR: f64 = 2.0;
 
 /// The inputs of NSA, `q: [B, Hq, S, D]`, `k, v: [B, Hkv, Sk, D]`, `gates: [B, Hq, S, 3]`.
 #[derive(Debug, Clone, Copy)]
@@ -91,10 +97,11 @@ pub fn check_nsa_rows(
     }
     let mut check = Check {
         rows: rows.len(),
+        near_ties_per_100: NSA_NEAR_TIES_PER_100,
         ..Check::default()
     };
-    // The row nearest its bound so far: (error, bound).
-    let mut worst = (0.0f64, F32_FLOOR);
+    // Each row's error, its twin's error, and its largest |o|.
+    let mut measured = Vec::with_capacity(rows.len());
     for (i, &row) in rows.iter().enumerate() {
         let own = RowProblem::of(inputs, shape, row);
         let parts = own.inputs();
@@ -113,10 +120,17 @@ pub fn check_nsa_rows(
             nsa_forward_given(p.q, p.k, p.v, p.gates, &x.shape, config, got_blocks)
         };
         let want = given(&own)?;
-        let head = own.head * d..(own.head + 1) * d;
-        let error = super::max_abs_error(&o[i * d..(i + 1) * d], &want.o[head.clone()]);
+        let want = &want.o[own.head * d..(own.head + 1) * d];
+        let error = super::max_abs_error(&o[i * d..(i + 1) * d], want);
         let plain = own.straightforward_o(config, got_blocks, precision);
-        let bound = ROW_FACTOR * super::max_abs_error(&plain, &want.o[head]) + F32_FLOOR;
+        let magnitude = want.iter().fold(f64::MIN_POSITIVE, |m, x| m.max(x.abs()));
+        measured.push((error, super::max_abs_error(&plain, want), magnitude));
+    }
+    let twin_relative = (measured.iter()).fold(0.0f64, |m, &(_, twin, scale)| m.max(twin / scale));
+    // The row nearest its bound: (error, bound).
+    let mut worst = (0.0f64, F32_FLOOR);
+    for &(error, _, scale) in &measured {
+        let bound = FACTOR * twin_relative * scale + F32_FLOOR;
         if error / bound > worst.0 / worst.1 {
             worst = (error, bound);
         }
