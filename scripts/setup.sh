@@ -6,6 +6,9 @@
 #   - The browser demo's test (tests/browser.rs runs web/test.sh): Debian's Chromium and its
 #     driver (never a downloaded browser), node and npm, the wasm32 target, the
 #     wasm-bindgen-cli that matches Cargo.lock, and playwright-core from web/package-lock.json.
+#   - NVRTC alone (no GPU, no driver), for the CUDA kernels' compile test (scripts/test.sh):
+#     PyPI's wheel of it (nvidia-cuda-nvrtc-cu12, fetched with pip from Debian's python3-pip),
+#     unpacked into target/nvrtc.
 # apt-get runs as root, or through sudo where that exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,4 +59,15 @@ fi
 if [ ! -d web/node_modules/playwright-core ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
     say "installing web/'s npm packages (npm ci)"
     (cd web && npm ci --no-audit --no-fund --silent)
+fi
+# NVRTC's libraries, unpacked from its wheel (pip only downloads it: nothing is installed
+# into Python).
+nvrtc=target/nvrtc/nvidia/cuda_nvrtc/lib
+if [ ! -e "$nvrtc/libnvrtc.so" ]; then
+    command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    say "fetching NVRTC (PyPI's nvidia-cuda-nvrtc-cu12 wheel) into target/nvrtc"
+    rm -rf target/nvrtc-wheel
+    python3 -m pip download --quiet --no-deps --dest target/nvrtc-wheel nvidia-cuda-nvrtc-cu12==12.9.86
+    python3 -m zipfile -e target/nvrtc-wheel/nvidia_cuda_nvrtc_cu12-*.whl target/nvrtc
+    ln -sf libnvrtc.so.12 "$nvrtc/libnvrtc.so"
 fi

@@ -273,6 +273,7 @@ mod tests {
     /// fails here, on a machine without a GPU (NVRTC alone: `scripts/setup.sh` installs it
     /// from PyPI's `nvidia-cuda-nvrtc-cu12`), not on the lent one.
     #[test]
+    #[cfg(feature = "cuda")]
     fn every_program_compiles_with_nvrtc() {
         use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
         for (mma, arch) in [(MmaKind::Sync, "sm_80"), (MmaKind::Warpgroup, "sm_90")] {
