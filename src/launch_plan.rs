@@ -98,8 +98,8 @@ pub enum Step {
     DqFinalize,
     /// dk and dv of every key over the rows that chose its block.
     DkDv,
-    /// dk and dv from the partial sums of a dk/dv walk split over each key tile's rows
-    /// (where a backend splits it); nothing where the walk is whole.
+    /// dk and dv from the partial sums of a dk/dv walk split over the group's query heads
+    /// (where a backend splits it to fill the GPU); nothing where the walk is whole.
     DkDvCombine,
     /// Decode: a group's few rows against one chunk of keys of a block they selected, into
     /// partial outputs (flash-decoding; no inversion).

@@ -14,9 +14,9 @@
 // dq_finalize — one thread per element: dq = scale * dq_state as elem_t.
 // dkdv — grid (key tiles per block * num_blocks, batch * kv_heads, splits), KEY_THREADS
 //   threads: a thread block owns KEY_TILE keys of one block (each warp 16 of them) and walks
-//   every row that chose the block: the query heads of the GQA group, slot by slot, each
-//   list in row order, DKDV_ROWS rows at a time (RowWalk); where the host splits the walk,
-//   split z takes the z-th share of the tile's visible rows (query indices). Per row step: s^T = k.q^T, p^T,
+//   every row that chose the block: the query heads of the GQA group (or, where the host
+//   splits a small grid, its share of them), slot by slot, each list in row order,
+//   DKDV_ROWS rows at a time (RowWalk). Per row step: s^T = k.q^T, p^T,
 //   dv += p^T.dO, dp^T = v.dO^T, ds^T, dk += ds^T.q. A fixed order: deterministic. In the
 //   WGMMA build the thread block is one warpgroup: its 64 keys are the MMAs' rows.
 //   Shared memory (dynamic, TileLayout): k, v [KEY_TILE], then two q and two dO
@@ -138,30 +138,21 @@ extern "C" __global__ void dq_finalize(Params p, const float* dq_state, elem_t* 
     store_elem(dq, i, dq_state[i] * p.scale);
 }
 
-// The first index in list[low, high) (ascending) whose row is at least `row`.
-__device__ __forceinline__ u32 lower_bound(const u32* list, u32 low, u32 high, u32 row) {
-    while (low < high) {
-        u32 mid = (low + high) / 2;
-        if (list[mid] < row) low = mid + 1; else high = mid;
-    }
-    return low;
-}
-
-// The rows that chose key block `j`, DKDV_ROWS at a time: every query head of the kv group,
-// slot by slot, each list in row order (a fixed order: deterministic sums), the rows
-// (query indices t) in split `split`'s share of the tile's visible rows. Causal rows before
-// the first key of the thread block's tile see none of it; the shares divide the rows from
-// the first that does, so a tile that many rows chose (NSA forces block 0 for every query)
-// is walked by `splits` thread blocks, not one. A list is in row order, so a share's rows
-// are one run of it (binary searches find its ends; most lists need none).
+// The rows that chose key block `j`, DKDV_ROWS at a time: the query heads of the kv group
+// (split `split` of `splits` equal shares of them), slot by slot, each list in row order (a
+// fixed order: deterministic sums). Causal rows
+// before the first key of the thread block's tile see none of it and are skipped: a list
+// is in row order, so they are its front (a binary search finds where they end). For a
+// block of many tiles (NSA's compressed branch is one block of every pooled key) that is
+// most of the early tiles' walk.
 struct RowWalk {
     const u32* lists;
     const u32* starts;
     u32 q_len, num_blocks, j;
-    u32 row_lo, row_hi; // the split's rows
-    u32 end_bh; // one past the group's last query head (the first, where the split has no rows)
+    u32 first_row; // the first row (query index t) that sees a key of the tile
+    u32 end_bh; // one past the split's last query head
     u32 bh, slot;
-    u32 first, end; // the step's first row and the end of its run (indices into the list)
+    u32 first, end; // the step's first row and the end of its list (indices into the list)
 
     __device__ RowWalk(const Params& p, const u32* lists, const u32* starts, u32 j, u32 group,
                        u32 split, u32 splits, u32 key_first)
@@ -169,13 +160,11 @@ struct RowWalk {
           first(0), end(0) {
         // Query t sits at position kv_len - q_len + t and sees keys up to it.
         u32 offset = p.kv_len - p.q_len;
-        u32 first_row = min(p.causal && key_first > offset ? key_first - offset : 0, p.q_len);
-        u32 share = (p.q_len - first_row + splits - 1) / splits;
-        row_lo = min(first_row + split * share, p.q_len);
-        row_hi = min(row_lo + share, p.q_len);
-        u32 heads = group_size(p);
-        bh = (group / p.kv_heads) * p.q_heads + (group % p.kv_heads) * heads;
-        end_bh = row_lo < row_hi ? bh + heads : bh;
+        first_row = p.causal && key_first > offset ? key_first - offset : 0;
+        u32 heads = group_size(p), share = (heads + splits - 1) / splits;
+        u32 group_bh = (group / p.kv_heads) * p.q_heads + (group % p.kv_heads) * heads;
+        bh = group_bh + min(split * share, heads);
+        end_bh = group_bh + min((split + 1) * share, heads);
         if (done()) return;
         open();
         settle();
@@ -188,14 +177,20 @@ struct RowWalk {
         first += DKDV_ROWS;
         settle();
     }
-    // Block j's part of list (bh, slot), its rows in [row_lo, row_hi).
+    // Block j's part of list (bh, slot), from its first row that sees the tile.
     __device__ void open() {
         const u32* list_starts = starts + (size_t)(bh * TOP_K + slot) * (num_blocks + 1);
         first = list_starts[j];
         end = list_starts[j + 1];
         const u32* list = lists + (size_t)(bh * TOP_K + slot) * q_len;
-        if (first < end && list[first] < row_lo) first = lower_bound(list, first, end, row_lo);
-        if (first < end && list[end - 1] >= row_hi) end = lower_bound(list, first, end, row_hi);
+        // Most lists have nothing to skip: one load settles that.
+        if (first == end || list[first] >= first_row) return;
+        u32 low = first, high = end;
+        while (low < high) {
+            u32 mid = (low + high) / 2;
+            if (list[mid] < first_row) low = mid + 1; else high = mid;
+        }
+        first = low;
     }
     // Moves past finished (or empty) lists.
     __device__ void settle() {

@@ -30,13 +30,8 @@ pub const MEAN_THREADS: u32 = 256;
 /// Threads of the element-wise and per-row kernels.
 pub const ELEMENT_THREADS: u32 = 256;
 /// Thread blocks the dk/dv walk fills at least where it can (two per SM of an H100 or
-/// H200): below that, each key tile's rows are split over several thread blocks.
+/// H200): below that, each group's query heads are split over several thread blocks.
 pub const DKDV_MIN_BLOCKS: usize = 264;
-/// Splits of every key tile's dk/dv walk over its rows wherever the scratch holds their
-/// partial sums: a tile that many rows chose is walked by several thread blocks, not one.
-/// NSA forces block 0 for every query: at 8K its tile's walk took 12.6 ms of the selected
-/// branch's 24.6, the other tiles' a few hundred rows each.
-pub const DKDV_ROW_SPLITS: usize = 8;
 /// Warps of NSA's selection (`nsa_select`), two 16-row m-tiles of its q tile each.
 pub const SELECT_WARPS: u32 = 8;
 pub const SELECT_THREADS: u32 = SELECT_WARPS * WARP;
@@ -171,7 +166,7 @@ pub struct CudaPlan {
     /// Key tiles per block in the dk/dv grid.
     pub key_tiles_per_block: usize,
     /// Thread blocks that share one key tile's walk, each over its share of the group's
-    /// rows ([`CudaPlan::dkdv_splits`]); above 1, they write f32 partial sums (into
+    /// query heads ([`CudaPlan::dkdv_splits`]); above 1, they write f32 partial sums (into
     /// the dq accumulator, free by then) that `dkdv_combine` adds up.
     pub dkdv_splits: usize,
     pub head_dim: usize,
@@ -226,17 +221,16 @@ impl CudaPlan {
         bytes as u32
     }
 
-    /// How many thread blocks split each key tile's dk/dv walk over its rows:
-    /// [`DKDV_ROW_SPLITS`], or more to bring the grid to [`DKDV_MIN_BLOCKS`], and no more than
-    /// the dq accumulator (`[rows, head_dim]` f32) holds partial dk and dv for (none for
-    /// MHA, where it holds one head's rows per kv head).
+    /// How many thread blocks split each key tile's dk/dv walk: enough to bring the grid to
+    /// [`DKDV_MIN_BLOCKS`], at most half the group (two query heads or more each), and no
+    /// more than the dq accumulator (`[rows, head_dim]` f32) holds partial dk and dv for.
     pub fn dkdv_splits(shape: &Shape, config: &MobaConfig) -> usize {
         let tiles = shape.num_blocks(config.block_size) * config.block_size.div_ceil(KEY_TILE);
         let blocks = tiles * shape.groups();
         let partials_fit = shape.q_rows() / (2 * shape.groups() * shape.kv_len);
         DKDV_MIN_BLOCKS
             .div_ceil(blocks)
-            .max(DKDV_ROW_SPLITS)
+            .min(shape.group_size() / 2)
             .min(partials_fit)
             .max(1)
     }
@@ -375,9 +369,9 @@ mod tests {
     }
 
     #[test]
-    fn the_dkdv_walk_splits_its_rows_where_the_scratch_holds_the_partials() {
+    fn a_small_dkdv_grid_splits_the_group_heads() {
         // NSA's compressed branch at 8K: 1024 heads over 4 kv heads, one block of 511 keys
-        // (8 tiles): 32 thread blocks alone, so 9 splits of each tile's rows.
+        // (8 tiles): 32 thread blocks alone, so 9 splits of 29 heads each (the last 24).
         let shape = Shape {
             kv_heads: 4,
             ..Shape::prefill(1, 1024, 511, 128)
@@ -389,24 +383,16 @@ mod tests {
         // The partial dk and dv fit in the dq accumulator.
         let partials = 2 * 9 * 4 * 511 * 128;
         assert!(partials <= plan.scratch_words().row_accumulator);
-        // A grid that fills the GPU still splits each tile's rows 8 ways (NSA's selected
-        // branch at 64K: groups of 16 heads, whose dq accumulator holds 8 splits).
-        let selected = Shape {
-            kv_heads: 4,
-            ..Shape::prefill(1, 64, 65536, 128)
-        };
-        assert_eq!(
-            CudaPlan::dkdv_splits(&selected, &MobaConfig::new(64, 16)),
-            8
-        );
-        // Groups of 2 hold one split's partials; MHA's and a decode's few rows none: whole.
-        let pairs = Shape {
-            kv_heads: 4,
-            ..Shape::prefill(1, 8, 4096, 128)
-        };
-        assert_eq!(CudaPlan::dkdv_splits(&pairs, &MobaConfig::new(64, 16)), 1);
+        // No group to split (MHA), a grid that fills the GPU, a decode's few rows: whole.
         for (shape, config) in [
             (Shape::prefill(1, 2, 1000, 128), MobaConfig::new(100, 3)),
+            (
+                Shape {
+                    kv_heads: 4,
+                    ..Shape::prefill(1, 64, 65536, 128)
+                },
+                MobaConfig::new(64, 16),
+            ),
             (
                 Shape {
                     kv_heads: 4,
