@@ -155,8 +155,9 @@ nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blo
     u32 heads = group_size(p);
     SelectRows rows = {t0, heads, p.q_len, rows_per_query};
     u32 m_tiles = queries * rows_per_query / 16;
-    // Each warp takes whole queries: two m-tiles, or every head tile of one query.
-    u32 warp_tiles = max(SELECT_ROWS / 16 / SELECT_WARPS, rows_per_query / 16);
+    // Each warp takes whole queries: an equal share of the m-tiles (a small group's few
+    // m-tiles spread over the warps), or every head tile of one query.
+    u32 warp_tiles = max((m_tiles + SELECT_WARPS - 1) / SELECT_WARPS, rows_per_query / 16);
     u32 warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     u32 g = lane / 4, quad = lane % 4;
     // The tile's last query sees the most blocks.
@@ -249,7 +250,8 @@ nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blo
 #pragma unroll
             for (u32 half = 0; half < 2; half++) {
                 u32 r = half ? r1 : r0;
-                if (r % min(rows_per_query, 16u) != 0 || (half && rows_per_query >= 16)) continue;
+                // (Where R >= 16, row g + 8 is never a query's first row.)
+                if (r % min(rows_per_query, 16u) != 0) continue;
                 float* row = probs + rows.slot(r) * PROBS_STRIDE;
 #pragma unroll
                 for (u32 n = 0; n < NSA_SELECT_CHUNK / 8; n++) {
