@@ -18,11 +18,11 @@
 //   takes its m-tiles (whole queries), s = q.k^T (mma.sync), p = 2^(s scale_log2 - lse /
 //   ln 2) for the eligible keys, summed over each query's rows by shuffles into
 //   probs[query]; then a thread per (query, selection block) weighs the query's sums by
-//   the block's overlap (IMPORTANCE_PAIRS pairs each), and thread r (r < queries) offers
+//   the block's overlap (SELECT_PAIRS pairs each), and thread r (r < queries) offers
 //   its query's importances, keeping its best TOP_K - forced blocks in registers. No [rows,
 //   ns] importance matrix ever exists, and q is not read again per chunk.
 //   Shared memory (dynamic): the q tile [SELECT_ROWS] and two key tiles (Padded rows), the
-//   chunk's summed probabilities [SELECT_QUERIES][NSA_SELECT_CHUNK + 1] f32 (a padded row:
+//   chunk's summed probabilities [queries][NSA_SELECT_CHUNK + 1] f32 (a padded row:
 //   thread r reads row r, conflict-free), each row's lse (base 2) and eligible count.
 //   Memory: queries [groups, group_size, q_len, HEAD_DIM]; pooled_keys [groups, nc,
 //   HEAD_DIM]; compressed_lse [groups, group_size, q_len] f32 (natural log); selection
@@ -51,9 +51,6 @@
 //   reads).
 
 #define PROBS_STRIDE (NSA_SELECT_CHUNK + 1)
-// (query, selection block) pairs of a chunk per thread of nsa_select: a chunk holds at most
-// NSA_SELECT_CHUNK selection blocks (one pooled key each, where l' = d).
-#define IMPORTANCE_PAIRS ((SELECT_QUERIES * NSA_SELECT_CHUNK + SELECT_THREADS - 1) / SELECT_THREADS)
 
 // Strides of compressed block `i`'s keys (l of them from i d) inside selection block `j`.
 __device__ __forceinline__ float overlap_strides(const Params& p, u32 block, u32 stride, u32 i,
@@ -102,7 +99,7 @@ struct TopBlocks {
 
 // The rows of nsa_select's q tile: `rows_per_query` (R) rows per query, the group's heads
 // then unused rows (R is the group size rounded up to a power of two below 16, or to a
-// multiple of 16), `queries` (at most SELECT_QUERIES) queries from t0. An m-tile (16 rows)
+// multiple of 16), `queries` (at most the host's SELECT_QUERIES) queries from t0. An m-tile (16 rows)
 // holds 16 / R whole queries, or one of a query's R / 16 head tiles.
 struct SelectRows {
     u32 t0, heads, q_len, rows_per_query;
@@ -146,7 +143,7 @@ nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blo
     u16* q_tile = shared;
     u16* key_tiles = q_tile + Padded::elems(SELECT_ROWS);
     float* probs = (float*)(key_tiles + 2 * Padded::elems(NSA_SELECT_CHUNK));
-    float* row_lse2 = probs + SELECT_QUERIES * PROBS_STRIDE;
+    float* row_lse2 = probs + queries * PROBS_STRIDE;
     u32* row_eligible = (u32*)(row_lse2 + SELECT_ROWS);
 
     u32 group = blockIdx.y;
@@ -268,9 +265,10 @@ nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blo
         // Each (query, selection block) pair's importance, a thread per pair: the query's
         // sums weighed by the block's overlaps (-1: not offered, being forced, later than the
         // query's own block, or past the chunk).
-        float importance[IMPORTANCE_PAIRS];
+        // (The host holds queries * chunk_blocks to SELECT_PAIRS per thread.)
+        float importance[SELECT_PAIRS];
 #pragma unroll
-        for (u32 k = 0; k < IMPORTANCE_PAIRS; k++) {
+        for (u32 k = 0; k < SELECT_PAIRS; k++) {
             u32 at = k * SELECT_THREADS + threadIdx.x;
             u32 slot = at / chunk_blocks, j = chunk_first + at % chunk_blocks;
             importance[k] = -1.0f;
@@ -287,7 +285,7 @@ nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blo
         // Every sum is read: the importances take the rows' first columns.
         __syncthreads();
 #pragma unroll
-        for (u32 k = 0; k < IMPORTANCE_PAIRS; k++) {
+        for (u32 k = 0; k < SELECT_PAIRS; k++) {
             u32 at = k * SELECT_THREADS + threadIdx.x;
             if (at / chunk_blocks < count)
                 probs[at / chunk_blocks * PROBS_STRIDE + at % chunk_blocks] = importance[k];

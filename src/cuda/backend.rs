@@ -21,7 +21,7 @@ use burn_cubecl::kernel::cast;
 use super::launch::{
     CudaPlan, HEAD_DIM_MULTIPLE, MAX_SHARED_BYTES, SELECT_THREADS, SELECTED_MIN_GROUP,
     SELECTED_THREADS, nsa_select_shared_bytes, nsa_selected_grid, nsa_selected_shared_bytes,
-    select_layout,
+    select_chunk_blocks, select_layout,
 };
 use super::runtime::{CudaRuntime as Driver, profile_launches};
 use super::schedule::{
@@ -276,7 +276,7 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
         q_dtype,
     );
     let shape = inputs.shape;
-    let (rows_per_query, queries) = select_layout(shape.group_size())
+    let (rows_per_query, queries) = select_layout(shape.group_size(), select_chunk_blocks(config))
         .expect("nsa_selects_on_device admits groups that fit nsa_select's q tile");
     let mut at = Addresses::new();
     let args = [
@@ -298,7 +298,7 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
             1,
         ),
         block_dim: (SELECT_THREADS, 1, 1),
-        shared_mem_bytes: nsa_select_shared_bytes(shape.head_dim),
+        shared_mem_bytes: nsa_select_shared_bytes(shape.head_dim, queries),
     };
     let constants = constants(&inputs.q, shape.head_dim, q_dtype, &inputs.config)?;
     run_nsa::<F, BT>(&inputs.q, constants, "nsa_select", launch, &args)?;
@@ -453,10 +453,12 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
     /// Where the chunk holds a selection block's pooled keys, and the q tile a query's heads
     /// (groups of up to 256 heads) within the shared memory of one thread block.
     fn nsa_selects_on_device(shape: &Shape, config: &NsaConfig) -> bool {
+        let layout = select_layout(shape.group_size(), select_chunk_blocks(config));
+        let head_dim = shape.head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
         nsa_selection_fits_a_chunk(config)
-            && select_layout(shape.group_size()).is_some()
-            && nsa_select_shared_bytes(shape.head_dim.next_multiple_of(HEAD_DIM_MULTIPLE))
-                <= MAX_SHARED_BYTES
+            && layout.is_some_and(|(_, queries)| {
+                nsa_select_shared_bytes(head_dim, queries) <= MAX_SHARED_BYTES
+            })
     }
 
     fn nsa_select(

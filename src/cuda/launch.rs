@@ -2,7 +2,7 @@
 //! sizes. Pure functions (no driver), so CI checks them.
 
 use super::source::MmaKind;
-use crate::config::{MobaConfig, Shape};
+use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::launch_plan::{DECODE_MAX_ROWS, decodes};
 
 /// Threads of a warp.
@@ -38,7 +38,10 @@ pub const SELECT_THREADS: u32 = SELECT_WARPS * WARP;
 /// Rows of `nsa_select`'s q tile: every head of its queries ([`select_layout`]).
 pub const SELECT_ROWS: usize = 2 * 16 * SELECT_WARPS as usize;
 /// Most queries of one `nsa_select` thread block (one ranking thread each).
-pub const SELECT_QUERIES: usize = 32;
+pub const SELECT_QUERIES: usize = 128;
+/// (query, selection block) pairs each `nsa_select` thread weighs per chunk: a thread block
+/// holds no more queries than its threads can weigh every block of a chunk for.
+pub const SELECT_PAIRS: usize = 8;
 /// Warps per thread block of NSA's selected branch (`nsa_selected`), 16 query rows each:
 /// the block's queries share the key and value tiles of the blocks they chose.
 pub const SELECTED_WARPS: u32 = 8;
@@ -77,7 +80,7 @@ pub fn source_constants() -> [(&'static str, u32); 25] {
         ("SELECT_WARPS", SELECT_WARPS),
         ("SELECT_THREADS", SELECT_THREADS),
         ("SELECT_ROWS", SELECT_ROWS as u32),
-        ("SELECT_QUERIES", SELECT_QUERIES as u32),
+        ("SELECT_PAIRS", SELECT_PAIRS as u32),
         ("SELECTED_WARPS", SELECTED_WARPS),
         ("SELECTED_THREADS", SELECTED_THREADS),
         ("SELECTED_QUERIES", SELECTED_QUERIES),
@@ -90,25 +93,40 @@ pub fn source_constants() -> [(&'static str, u32); 25] {
     ]
 }
 
-/// `nsa_select`'s q tile for a group of `group_size` query heads: (rows per query, queries
-/// per thread block). Each query's heads are consecutive rows, the group rounded up to a
-/// power of two below 16 (m-tiles of 16 rows hold whole queries) or to a multiple of 16 (a
-/// query fills whole m-tiles); `None` for a group larger than the tile.
-pub fn select_layout(group_size: usize) -> Option<(usize, usize)> {
+/// `nsa_select`'s q tile for a group of `group_size` query heads, ranking `chunk_blocks`
+/// selection blocks a chunk: (rows per query, queries per thread block). Each query's heads
+/// are consecutive rows, the group rounded up to a power of two below 16 (m-tiles of 16 rows
+/// hold whole queries) or to a multiple of 16 (a query fills whole m-tiles); as many queries
+/// as the tile's [`SELECT_ROWS`] hold, up to [`SELECT_QUERIES`] and to what the threads weigh
+/// ([`SELECT_PAIRS`] each). `None` for a group larger than the tile.
+pub fn select_layout(group_size: usize, chunk_blocks: usize) -> Option<(usize, usize)> {
     let rows = match group_size >= 16 {
         true => group_size.next_multiple_of(16),
         false => group_size.next_power_of_two(),
     };
-    (rows <= SELECT_ROWS).then(|| (rows, (SELECT_ROWS / rows).min(SELECT_QUERIES)))
+    let weighed = SELECT_PAIRS * SELECT_THREADS as usize / chunk_blocks.max(1);
+    let most = (SELECT_ROWS / rows).min(SELECT_QUERIES).min(weighed);
+    // Whole m-tiles: a multiple of the queries an m-tile holds.
+    let per_tile = (16 / rows).max(1);
+    let queries = most / per_tile * per_tile;
+    (rows <= SELECT_ROWS && queries > 0).then_some((rows, queries))
 }
 
-/// Dynamic shared memory of `nsa_select` at `head_dim`: the q tile and two key tiles
-/// (padded rows), the chunk's summed probabilities (padded f32 rows), and each row's lse and
-/// eligible count.
-pub fn nsa_select_shared_bytes(head_dim: usize) -> u32 {
+/// Selection blocks in one chunk of `nsa_select`'s pooled keys (`nsa.cu`): the chunk holds
+/// their compressed blocks and the `l / d - 1` before the first that overlap it.
+pub fn select_chunk_blocks(config: &NsaConfig) -> usize {
+    let chunk = crate::shared_constants::NSA_SELECT_CHUNK as usize;
+    let reach = config.compress_block / config.stride - 1;
+    chunk.saturating_sub(reach) / (config.select_block / config.stride)
+}
+
+/// Dynamic shared memory of `nsa_select` at `head_dim` for thread blocks of `queries`: the
+/// q tile and two key tiles (padded rows), the chunk's summed probabilities (padded f32 rows
+/// of the block's queries), and each row's lse and eligible count.
+pub fn nsa_select_shared_bytes(head_dim: usize, queries: usize) -> u32 {
     let chunk = crate::shared_constants::NSA_SELECT_CHUNK as usize;
     let tiles = (SELECT_ROWS + 2 * chunk) * (head_dim + TILE_PAD) * 2;
-    (tiles + SELECT_QUERIES * (chunk + 1) * 4 + SELECT_ROWS * 8) as u32
+    (tiles + queries * (chunk + 1) * 4 + SELECT_ROWS * 8) as u32
 }
 
 /// Dynamic shared memory of `nsa_selected` at `head_dim` for selection blocks of
@@ -429,25 +447,37 @@ mod tests {
         assert_eq!(plan.dq_shared_bytes(), (2 * 128 + 4 * 64) * 136 * 2);
         assert_eq!(plan.dkdv_shared_bytes(), (2 * 64 + 4 * 32) * 136 * 2);
         assert!(plan.dq_shared_bytes() <= 227 * 1024);
-        // NSA's selection: the q tile (256 rows) and two key tiles of padded rows, 32 x 65
-        // f32 sums, 256 rows' lse and eligible counts; two blocks per SM on sm_90 (each
-        // with the 1 KiB the driver reserves).
+        // NSA's selection: the q tile (256 rows) and two key tiles of padded rows, 16 x 65
+        // f32 sums for a group of 16 (32 for 8), 256 rows' lse and eligible counts; two
+        // blocks per SM on sm_90 (each with the 1 KiB the driver reserves).
         assert_eq!(
-            nsa_select_shared_bytes(128),
-            (256 + 2 * 64) * 136 * 2 + 32 * 65 * 4 + 256 * 8
+            nsa_select_shared_bytes(128, 16),
+            (256 + 2 * 64) * 136 * 2 + 16 * 65 * 4 + 256 * 8
         );
-        assert!(2 * (nsa_select_shared_bytes(128) + 1024) <= 228 * 1024);
+        assert!(2 * (nsa_select_shared_bytes(128, 32) + 1024) <= 228 * 1024);
         // Its q tile: a query's heads rounded up (to 8 below 16, to 48 above), whole
-        // queries per m-tile or whole m-tiles per query, 32 queries at most.
-        assert_eq!(select_layout(1), Some((1, 32)));
-        assert_eq!(select_layout(5), Some((8, 32)));
-        assert_eq!(select_layout(16), Some((16, 16)));
-        assert_eq!(select_layout(40), Some((48, 5)));
-        assert_eq!(select_layout(256), Some((256, 1)));
-        assert_eq!(select_layout(257), None);
+        // queries per m-tile or whole m-tiles per query; small groups hold up to 128
+        // queries, as far as the threads weigh their blocks (15 a chunk in the Triton
+        // setting, 31 with l' = 2d, 64 with l' = d).
+        let triton = NsaConfig::new(32, 16, 64, 16, 512);
+        assert_eq!(select_chunk_blocks(&triton), 15);
+        assert_eq!(select_chunk_blocks(&NsaConfig::new(8, 4, 8, 5, 6)), 31);
+        assert_eq!(select_chunk_blocks(&NsaConfig::new(16, 16, 16, 4, 16)), 64);
+        assert_eq!(select_layout(1, 15), Some((1, 128)));
+        assert_eq!(select_layout(2, 31), Some((2, 64)));
+        assert_eq!(select_layout(1, 64), Some((1, 32)));
+        assert_eq!(select_layout(5, 15), Some((8, 32)));
+        assert_eq!(select_layout(16, 15), Some((16, 16)));
+        assert_eq!(select_layout(40, 15), Some((48, 5)));
+        assert_eq!(select_layout(256, 15), Some((256, 1)));
+        assert_eq!(select_layout(257, 15), None);
         for group in 1..=256 {
-            let (rows, queries) = select_layout(group).unwrap();
-            assert!(rows * queries <= SELECT_ROWS && (rows * queries).is_multiple_of(16));
+            for chunk_blocks in [1, 15, 31, 64] {
+                let (rows, queries) = select_layout(group, chunk_blocks).unwrap();
+                assert!(rows * queries <= SELECT_ROWS && (rows * queries).is_multiple_of(16));
+                assert!(queries <= SELECT_QUERIES);
+                assert!(queries * chunk_blocks <= SELECT_PAIRS * SELECT_THREADS as usize);
+            }
         }
         // NSA's selected branch (8 warps): the q tile, two k and two v tiles, and a walk of
         // at most 32 queries' 16 blocks of 64 keys; two blocks per SM.
