@@ -99,8 +99,8 @@ struct TopBlocks {
 
 // The rows of nsa_select's q tile: `rows_per_query` (R) rows per query, the group's heads
 // then unused rows (R is the group size rounded up to a power of two below 16, or to a
-// multiple of 16), `queries` (at most the host's SELECT_QUERIES) queries from t0. An m-tile (16 rows)
-// holds 16 / R whole queries, or one of a query's R / 16 head tiles.
+// multiple of 16), `queries` (at most the host's SELECT_QUERIES) queries from t0. An m-tile
+// (16 rows) holds 16 / R whole queries, or one of a query's R / 16 head tiles.
 struct SelectRows {
     u32 t0, heads, q_len, rows_per_query;
     __device__ u32 slot(u32 r) const { return r / rows_per_query; }

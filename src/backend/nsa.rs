@@ -519,14 +519,21 @@ fn overlap<B: Backend>(
     host_tensor::<B, 2>(weights, [nc, ns], device)
 }
 
-/// Whether the device selection kernel (`nsa_select.wgsl`) takes `config`: one selection
-/// block's compressed blocks (its own `l' / d` and the `l / d - 1` that start before it) fit
-/// in its chunk of probabilities.
+/// Selection blocks in one chunk of the device selection kernels' pooled keys
+/// (`nsa_select.wgsl`, `nsa.cu`): the chunk holds their compressed blocks (`l' / d` each)
+/// and the `l / d - 1` before the first that overlap it.
+#[cfg(feature = "burn")]
+pub(crate) fn selection_chunk_blocks(config: &NsaConfig) -> usize {
+    let chunk = crate::shared_constants::NSA_SELECT_CHUNK as usize;
+    let reach = config.compress_block / config.stride - 1;
+    chunk.saturating_sub(reach) / (config.select_block / config.stride)
+}
+
+/// Whether the device selection kernels take `config`: one selection block's compressed
+/// blocks fit in their chunk.
 #[cfg(feature = "burn")]
 pub(crate) fn selection_fits_a_chunk(config: &NsaConfig) -> bool {
-    let stride = config.stride;
-    let reach = config.select_block / stride + config.compress_block / stride - 1;
-    reach <= crate::shared_constants::NSA_SELECT_CHUNK as usize
+    selection_chunk_blocks(config) > 0
 }
 
 /// Bytes of importances (`[B, Hq, rows, nc]` and its companions) computed at a time.

@@ -21,7 +21,7 @@ use burn_cubecl::kernel::cast;
 use super::launch::{
     CudaPlan, HEAD_DIM_MULTIPLE, MAX_SHARED_BYTES, SELECT_THREADS, SELECTED_MIN_GROUP,
     SELECTED_THREADS, nsa_select_shared_bytes, nsa_selected_grid, nsa_selected_shared_bytes,
-    select_chunk_blocks, select_layout,
+    select_layout,
 };
 use super::runtime::{CudaRuntime as Driver, profile_launches};
 use super::schedule::{
@@ -33,7 +33,7 @@ use crate::backend::cube::{
 };
 use crate::backend::{
     ForwardGiven, MobaBackend, MobaForwardOutput, MobaGradients, MobaSaved, forward_per_head,
-    nsa_selection_fits_a_chunk,
+    nsa_selection_chunk_blocks, nsa_selection_fits_a_chunk,
 };
 use crate::config::{MobaConfig, NsaConfig, Shape};
 use crate::error::{MobaError, Result};
@@ -276,8 +276,9 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
         q_dtype,
     );
     let shape = inputs.shape;
-    let (rows_per_query, queries) = select_layout(shape.group_size(), select_chunk_blocks(config))
-        .expect("nsa_selects_on_device admits groups that fit nsa_select's q tile");
+    let (rows_per_query, queries) =
+        select_layout(shape.group_size(), nsa_selection_chunk_blocks(config))
+            .expect("nsa_selects_on_device admits groups that fit nsa_select's q tile");
     let mut at = Addresses::new();
     let args = [
         Arg::Params(KernelParams::new(&shape, &inputs.config)),
@@ -453,7 +454,7 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
     /// Where the chunk holds a selection block's pooled keys, and the q tile a query's heads
     /// (groups of up to 256 heads) within the shared memory of one thread block.
     fn nsa_selects_on_device(shape: &Shape, config: &NsaConfig) -> bool {
-        let layout = select_layout(shape.group_size(), select_chunk_blocks(config));
+        let layout = select_layout(shape.group_size(), nsa_selection_chunk_blocks(config));
         let head_dim = shape.head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
         nsa_selection_fits_a_chunk(config)
             && layout.is_some_and(|(_, queries)| {

@@ -2,7 +2,7 @@
 //! sizes. Pure functions (no driver), so CI checks them.
 
 use super::source::MmaKind;
-use crate::config::{MobaConfig, NsaConfig, Shape};
+use crate::config::{MobaConfig, Shape};
 use crate::launch_plan::{DECODE_MAX_ROWS, decodes};
 
 /// Threads of a warp.
@@ -110,14 +110,6 @@ pub fn select_layout(group_size: usize, chunk_blocks: usize) -> Option<(usize, u
     let per_tile = (16 / rows).max(1);
     let queries = most / per_tile * per_tile;
     (rows <= SELECT_ROWS && queries > 0).then_some((rows, queries))
-}
-
-/// Selection blocks in one chunk of `nsa_select`'s pooled keys (`nsa.cu`): the chunk holds
-/// their compressed blocks and the `l / d - 1` before the first that overlap it.
-pub fn select_chunk_blocks(config: &NsaConfig) -> usize {
-    let chunk = crate::shared_constants::NSA_SELECT_CHUNK as usize;
-    let reach = config.compress_block / config.stride - 1;
-    chunk.saturating_sub(reach) / (config.select_block / config.stride)
 }
 
 /// Dynamic shared memory of `nsa_select` at `head_dim` for thread blocks of `queries`: the
@@ -368,7 +360,8 @@ pub struct ScratchWords {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Shape;
+    use crate::backend::nsa_selection_chunk_blocks;
+    use crate::config::{NsaConfig, Shape};
 
     #[test]
     fn the_tile_grid_covers_every_list_of_a_slot() {
@@ -459,10 +452,11 @@ mod tests {
         // queries per m-tile or whole m-tiles per query; small groups hold up to 128
         // queries, as far as the threads weigh their blocks (15 a chunk in the Triton
         // setting, 31 with l' = 2d, 64 with l' = d).
-        let triton = NsaConfig::new(32, 16, 64, 16, 512);
-        assert_eq!(select_chunk_blocks(&triton), 15);
-        assert_eq!(select_chunk_blocks(&NsaConfig::new(8, 4, 8, 5, 6)), 31);
-        assert_eq!(select_chunk_blocks(&NsaConfig::new(16, 16, 16, 4, 16)), 64);
+        let chunk_blocks =
+            |l, d, l_sel| nsa_selection_chunk_blocks(&NsaConfig::new(l, d, l_sel, 4, 16));
+        assert_eq!(chunk_blocks(32, 16, 64), 15);
+        assert_eq!(chunk_blocks(8, 4, 8), 31);
+        assert_eq!(chunk_blocks(16, 16, 16), 64);
         assert_eq!(select_layout(1, 15), Some((1, 128)));
         assert_eq!(select_layout(2, 31), Some((2, 64)));
         assert_eq!(select_layout(1, 64), Some((1, 32)));

@@ -59,7 +59,7 @@ pub struct Check {
     /// Rows whose blocks differ from the reference's with no near tie: wrong results.
     pub wrong_selections: usize,
     /// The largest error of o and the bound of all rows; NSA's check, which bounds each
-    /// row by its own straightforward twin, reports the row nearest its bound.
+    /// row relative to its |o|, reports the row nearest its bound.
     pub o_error: f64,
     pub o_bound: f64,
     pub lse_error: Option<f64>,
