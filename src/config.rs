@@ -150,6 +150,7 @@ impl MobaConfig {
 
     /// Whether the only mask is the causal one (no key window): what NSA's group-centric
     /// selected kernels apply, so the backends run them for no other config.
+    #[cfg(feature = "burn")]
     pub(crate) fn masks_causally_only(&self) -> bool {
         self.causal && self.gate != Gate::KeyWindow
     }

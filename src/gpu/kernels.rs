@@ -135,9 +135,12 @@ pub(crate) enum Kernel {
     DecodeSplit,
     /// Decode: the partials of every row merged into o and lse.
     DecodeCombine,
-    /// NSA's group-shared top-n from the compressed branch's probabilities.
+    /// NSA's group-shared top-n from the compressed branch's probabilities (NSA runs through
+    /// the burn op only: the wgpu layer alone, as the web page builds it, never launches it).
+    #[cfg_attr(not(feature = "burn"), allow(dead_code))]
     NsaSelect,
     /// NSA's selected branch: a group's heads at one query against its selected blocks.
+    #[cfg_attr(not(feature = "burn"), allow(dead_code))]
     NsaSelected,
 }
 

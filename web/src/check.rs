@@ -27,6 +27,8 @@ pub struct Check {
     pub lse_bound: f64,
     /// Rows whose selection differs at a near tie of gate scores (left out of the errors).
     pub near_ties: usize,
+    /// Near ties allowed per 100 rows.
+    pub near_ties_per_100: usize,
     /// Rows whose selection differs with no near tie: a wrong gate.
     pub selection_mismatches: usize,
     /// Errors within their bounds and no wrong selection.
@@ -75,6 +77,7 @@ impl Check {
             lse_error: check.lse_error.unwrap_or(0.0),
             lse_bound: check.lse_bound.unwrap_or(0.0),
             near_ties: check.near_ties,
+            near_ties_per_100: check.near_ties_per_100,
             selection_mismatches: check.wrong_selections,
             passed: check.passed(),
         })
@@ -85,6 +88,7 @@ impl Check {
         reference::Check {
             rows: self.rows,
             near_ties: self.near_ties,
+            near_ties_per_100: self.near_ties_per_100,
             wrong_selections: self.selection_mismatches,
             o_error: self.o_error,
             o_bound: self.o_bound,
