@@ -64,6 +64,7 @@ fn check_config(config: LmConfig) {
     let (model, bytes, expected) = model_and_logits(&config);
     let weights = model.decode_weights().unwrap();
     for gpu in common::every_gpu() {
+        let gpu = &*gpu;
         // Prompts of 32 positions and more go through the prefill passes.
         let decoder = LmDecoder::with_prefill_rows(gpu, &weights, 32).unwrap();
         let name = gpu.describe();
@@ -163,6 +164,7 @@ fn f16_weights_decode_an_f16_model_as_f32_weights_do() {
     let expected = logits(&model, &bytes);
     let weights = model.decode_weights().unwrap();
     for gpu in common::every_gpu() {
+        let gpu = &*gpu;
         let options = |weights| DecoderOptions {
             prefill_rows: 32,
             weights,

@@ -215,6 +215,7 @@ fn decode_gates_split_over_a_workgroup_choose_as_the_reference() {
         MobaConfig::sliding_window(10, 5),
     ];
     for gpu in common::every_gpu() {
+        let gpu = &*gpu;
         for (seed, config) in configs.into_iter().enumerate() {
             common::check_moba_on(gpu, shape, config, 60 + seed as u64);
         }
@@ -237,6 +238,7 @@ fn decode_gates_split_over_a_workgroup_choose_as_the_reference() {
 fn a_forward_with_given_block_means_matches_the_reference() {
     use moba::gpu::{AttentionKernel, ForwardIo, MobaForward};
     for gpu in common::every_gpu() {
+        let gpu = &*gpu;
         for (seed, (shape, config)) in [
             (shape(2, 8, 2, 1, 300, 16), MobaConfig::new(64, 3)),
             (shape(1, 2, 1, 40, 100, 16), MobaConfig::new(16, 2)),
@@ -282,6 +284,7 @@ fn a_forward_with_given_block_means_matches_the_reference() {
 fn the_grid_runs_the_subgroup_kernel_where_the_adapter_has_subgroups() {
     use moba::gpu::AttentionKernel;
     for gpu in common::every_gpu() {
+        let gpu = &*gpu;
         let caps = gpu.caps();
         if caps.cooperative_subgroup_size.is_some() {
             continue; // tests/cooperative.rs checks those adapters

@@ -10,19 +10,18 @@
 mod common;
 
 use common::{
-    backward_with, every_gpu, f16_round, forward_with, inputs, naive, naive_backward, shape,
-    to_f16, tolerance, within,
+    GpuTurn, backward_with, every_gpu, f16_round, forward_with, inputs, naive, naive_backward,
+    shape, to_f16, tolerance, within,
 };
-use moba::gpu::{AttentionKernel, GpuContext};
+use moba::gpu::AttentionKernel;
 use moba::{MobaConfig, Shape, random, reference};
 
 const KERNEL: AttentionKernel = AttentionKernel::SubgroupF16;
 
 /// The adapters of the grid that run the f16 variant; fails where none does (a test that
 /// cannot run must not pass), or where Mesa's CPU Vulkan stops offering it.
-fn f16_gpus() -> Vec<&'static GpuContext> {
+fn f16_gpus() -> Vec<GpuTurn> {
     let gpus: Vec<_> = every_gpu()
-        .into_iter()
         .filter(|gpu| {
             let caps = gpu.caps();
             let runs = caps.shader_f16 && caps.subgroup_min_size.is_some_and(|size| size >= 4);
@@ -65,6 +64,7 @@ fn cases() -> Vec<(Shape, MobaConfig)> {
 fn forward_on_f16_exact_inputs_is_as_exact_as_f32() {
     let mut failures = 0;
     for gpu in f16_gpus() {
+        let gpu = &*gpu;
         for (index, (shape, config)) in cases().into_iter().enumerate() {
             let (q, k, v) = inputs(&shape, 300 + index as u64);
             let [q, k, v] = [q, k, v].map(to_f16);
@@ -88,6 +88,7 @@ fn forward_on_f16_exact_inputs_is_as_exact_as_f32() {
 fn backward_on_f16_exact_inputs_is_as_exact_as_f32_and_the_same_bits_twice() {
     let mut failures = 0;
     for gpu in f16_gpus() {
+        let gpu = &*gpu;
         for (index, (shape, config)) in cases().into_iter().enumerate() {
             let seed = 400 + index as u64;
             let (q, k, v) = inputs(&shape, seed);
@@ -134,6 +135,7 @@ fn backward_on_f16_exact_inputs_is_as_exact_as_f32_and_the_same_bits_twice() {
 fn on_any_inputs_the_errors_are_those_of_f16() {
     let mut failures = 0;
     for gpu in f16_gpus() {
+        let gpu = &*gpu;
         for (index, (shape, config)) in cases().into_iter().enumerate() {
             let seed = 500 + index as u64;
             let (q, k, v) = inputs(&shape, seed);

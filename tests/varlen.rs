@@ -146,6 +146,7 @@ fn check_packed(gpu: &GpuContext, lengths: &[usize], config: MobaConfig, seed: u
 #[test]
 fn mixed_lengths_match_each_sequence_alone() {
     for gpu in every_gpu() {
+        let gpu = &*gpu;
         check_packed(gpu, &LENGTHS, MobaConfig::new(64, 3), 31);
     }
 }
@@ -154,6 +155,7 @@ fn mixed_lengths_match_each_sequence_alone() {
 fn empty_sequences_and_the_static_gates() {
     let lengths = [40, 0, 3, 90];
     for gpu in every_gpu() {
+        let gpu = &*gpu;
         check_packed(gpu, &lengths, MobaConfig::sliding_window(16, 3), 32);
         check_packed(gpu, &lengths, MobaConfig::sink(16, 1, 2), 33);
     }

@@ -35,13 +35,12 @@ pub use api::{
 };
 pub use context_parallel::{ContextShard, moba_attention_context_parallel};
 pub(crate) use nsa::forward_stage_seconds as nsa_forward_stage_seconds;
+#[cfg(feature = "cuda")]
+pub(crate) use nsa::selection_chunk_blocks as nsa_selection_chunk_blocks;
+#[cfg(feature = "burn")]
+pub(crate) use nsa::selection_fits_a_chunk as nsa_selection_fits_a_chunk;
 pub(crate) use nsa::step_stage_seconds as nsa_step_stage_seconds;
 pub use nsa::{NsaAttention, nsa_attention, nsa_attention_with_compression};
-#[cfg(feature = "burn")]
-pub(crate) use nsa::{
-    selection_chunk_blocks as nsa_selection_chunk_blocks,
-    selection_fits_a_chunk as nsa_selection_fits_a_chunk,
-};
 #[cfg(feature = "burn")]
 pub use wgpu::attention_kernel;
 #[cfg(feature = "burn")]

@@ -2,7 +2,8 @@
 //! FlashAttention-style tolerance (DESIGN §4).
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::ops::Deref;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use moba::gpu::{
     AdapterRequest, AttentionKernel, ForwardIo, GpuContext, MobaBackward, MobaForward,
@@ -44,9 +45,10 @@ pub fn gl() -> &'static GpuContext {
 }
 
 /// Every adapter the grid runs on: the default one and, on Linux, the OpenGL one (once, where
-/// the default is OpenGL already). `MOBA_TEST_SKIP_GL=1` leaves OpenGL out, saying so (for
-/// GPU machines whose EGL cannot open a device); without it a missing GL adapter fails.
-pub fn every_gpu() -> Vec<&'static GpuContext> {
+/// the default is OpenGL already), each as a [`GpuTurn`] taken when the loop reaches it.
+/// `MOBA_TEST_SKIP_GL=1` leaves OpenGL out, saying so (for GPU machines whose EGL cannot open
+/// a device); without it a missing GL adapter fails.
+pub fn every_gpu() -> impl Iterator<Item = GpuTurn> {
     let mut gpus = vec![gpu()];
     let skip_gl = std::env::var_os("MOBA_TEST_SKIP_GL").is_some_and(|v| v == "1");
     if skip_gl {
@@ -55,7 +57,36 @@ pub fn every_gpu() -> Vec<&'static GpuContext> {
     if cfg!(target_os = "linux") && gpu().info().backend != wgpu::Backend::Gl && !skip_gl {
         gpus.push(gl());
     }
-    gpus
+    gpus.into_iter().map(GpuTurn::take)
+}
+
+/// A test's use of one adapter: on OpenGL, the test binary's turn at it, held while the value
+/// lives. wgpu drives GL through one context whose lock panics after 6 s of waiting, and on
+/// llvmpipe one test's shader compile or kernel can hold it that long while another test's
+/// call outside [`GpuContext::block_on`] (a decoder's submission, a buffer's drop) waits.
+pub struct GpuTurn {
+    gpu: &'static GpuContext,
+    _turn: Option<MutexGuard<'static, ()>>,
+}
+
+impl GpuTurn {
+    fn take(gpu: &'static GpuContext) -> Self {
+        static GL_TURN: Mutex<()> = Mutex::new(());
+        let turn = (gpu.info().backend == wgpu::Backend::Gl).then(|| {
+            GL_TURN
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        });
+        GpuTurn { gpu, _turn: turn }
+    }
+}
+
+impl Deref for GpuTurn {
+    type Target = GpuContext;
+
+    fn deref(&self) -> &GpuContext {
+        self.gpu
+    }
 }
 
 /// One `#[test]` per case of the DESIGN §4 shape grid, each calling `$check(shape, config,
@@ -235,7 +266,7 @@ pub fn naive_backward(
 /// another selection differ by design).
 pub fn check_moba_backward(shape: Shape, config: MobaConfig, seed: u64) {
     for gpu in every_gpu() {
-        check_moba_backward_on(gpu, shape, config, seed);
+        check_moba_backward_on(&gpu, shape, config, seed);
     }
 }
 
@@ -314,7 +345,7 @@ pub fn selection_mismatches(
 /// Checks a GPU MoBA forward against the reference at the FlashAttention-style tolerance.
 pub fn check_moba(shape: Shape, config: MobaConfig, seed: u64) {
     for gpu in every_gpu() {
-        check_moba_on(gpu, shape, config, seed);
+        check_moba_on(&gpu, shape, config, seed);
     }
 }
 
