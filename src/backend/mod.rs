@@ -35,7 +35,7 @@ pub use api::{
 };
 pub use context_parallel::{ContextShard, moba_attention_context_parallel};
 pub(crate) use nsa::forward_stage_seconds as nsa_forward_stage_seconds;
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", test))]
 pub(crate) use nsa::selection_chunk_blocks as nsa_selection_chunk_blocks;
 #[cfg(feature = "burn")]
 pub(crate) use nsa::selection_fits_a_chunk as nsa_selection_fits_a_chunk;
