@@ -8,41 +8,13 @@
 use super::super::kernels::file;
 use super::WeightPrecision;
 use crate::decode_plan::LmKernel;
-use crate::gpu::GpuContext;
 
-/// How the decode-step kernels spread their work over an adapter: threads per workgroup,
-/// and a matrix-vector product's output columns per workgroup (the workgroup's other factor
-/// splits the weight's rows into slices, whose partial sums a barrier joins).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Layout {
-    pub workgroup_size: u32,
-    pub matvec_columns: u32,
-}
-
-impl Layout {
-    /// GPUs: 256 threads, 16 slices of 16 columns (a few rows of the weight per thread, and
-    /// enough workgroups at model widths of a few hundred to spread over the GPU).
-    const GPU: Layout = Layout {
-        workgroup_size: 256,
-        matvec_columns: 16,
-    };
-    /// CPU adapters (lavapipe, SwiftShader, WARP) run a workgroup as a few SIMD vectors of
-    /// threads and switch between them at every barrier: 64 threads, a column each, no
-    /// slices (`moba generate` of `web/lm` on lavapipe: 108 bytes/s against 77).
-    const CPU: Layout = Layout {
-        workgroup_size: 64,
-        matvec_columns: 64,
-    };
-
-    /// The layout for `gpu`'s adapter.
-    pub fn for_adapter(gpu: &GpuContext) -> Layout {
-        match gpu.is_cpu() {
-            true => Layout::CPU,
-            false => Layout::GPU,
-        }
-    }
-}
-
+/// Threads per workgroup of every decode-step kernel.
+pub(super) const WORKGROUP_SIZE: u32 = 256;
+/// Output columns per workgroup of a matrix-vector product; the other factor of the
+/// workgroup splits the weight's rows (16 slices of 16 columns: a few of them per thread,
+/// and enough workgroups at model widths of a few hundred to spread over the GPU).
+const MATVEC_COLUMNS: u32 = 16;
 /// Rows per workgroup of a matrix-vector product at most: a decode's or a prompt chunk's
 /// every row (the split decode takes at most 16), a long prompt's in tiles of 16.
 const MATVEC_TILE_ROWS: usize = 16;
@@ -55,23 +27,23 @@ fn matvec_tile_rows(rows: usize) -> usize {
 /// How the WGSL decoder launches a decode-step kernel.
 pub(super) trait WgslKernel {
     /// Workgroups of one launch over `rows` rows.
-    fn workgroups(&self, rows: usize, layout: Layout) -> u64;
+    fn workgroups(&self, rows: usize) -> u64;
     /// Workgroup memory bytes the kernel declares over `rows` rows.
-    fn workgroup_bytes(&self, rows: usize, layout: Layout) -> u64;
+    fn workgroup_bytes(&self, rows: usize) -> u64;
     /// The full WGSL module for submissions of `rows` rows, a product's weights kept in
     /// `weights`.
-    fn source(&self, rows: usize, weights: WeightPrecision, layout: Layout) -> String;
+    fn source(&self, rows: usize, weights: WeightPrecision) -> String;
     /// Whether the kernel reads the step's byte and position (`lm_step.wgsl`, binding 0,
     /// before its own buffers).
     fn reads_step(&self) -> bool;
 }
 
 impl WgslKernel for LmKernel {
-    fn workgroups(&self, rows: usize, layout: Layout) -> u64 {
+    fn workgroups(&self, rows: usize) -> u64 {
         let threads = match *self {
             LmKernel::Embed { d_model } => rows * d_model,
             LmKernel::Matvec { d_out, .. } => {
-                let column_groups = d_out.div_ceil(layout.matvec_columns as usize);
+                let column_groups = d_out.div_ceil(MATVEC_COLUMNS as usize);
                 return (column_groups * rows.div_ceil(matvec_tile_rows(rows))) as u64;
             }
             LmKernel::RopeCache {
@@ -81,23 +53,23 @@ impl WgslKernel for LmKernel {
                 ..
             } => (q_heads + kv_heads) * head_dim / 2 + kv_heads * head_dim,
         };
-        threads.div_ceil(layout.workgroup_size as usize) as u64
+        threads.div_ceil(WORKGROUP_SIZE as usize) as u64
     }
 
-    fn workgroup_bytes(&self, rows: usize, layout: Layout) -> u64 {
+    fn workgroup_bytes(&self, rows: usize) -> u64 {
         match *self {
             LmKernel::Matvec { .. } => {
-                (matvec_tile_rows(rows) as u64 + 2 * layout.workgroup_size as u64) * 4
+                (matvec_tile_rows(rows) as u64 + 2 * WORKGROUP_SIZE as u64) * 4
             }
             _ => 0,
         }
     }
 
     // Constants, `lm_step.wgsl` where it reads the step, the kernel's file.
-    fn source(&self, rows: usize, weights: WeightPrecision, layout: Layout) -> String {
+    fn source(&self, rows: usize, weights: WeightPrecision) -> String {
         let constant = |name: &str, value: usize| format!("const {name}: u32 = {value}u;\n");
         let mut source = String::from("// Set by the host (src/gpu/lm_decode/kernels.rs).\n");
-        source.push_str(&constant("WORKGROUP_SIZE", layout.workgroup_size as usize));
+        source.push_str(&constant("WORKGROUP_SIZE", WORKGROUP_SIZE as usize));
         source.push_str(&constant("ROWS", rows));
         match *self {
             LmKernel::Embed { d_model } => source.push_str(&constant("D_MODEL", d_model)),
@@ -111,9 +83,8 @@ impl WgslKernel for LmKernel {
                 source.push_str(&constant("D_IN", d_in));
                 source.push_str(&constant("D_OUT", d_out));
                 source.push_str(&constant("ROW_STRIDE", self.row_stride()));
-                let columns = layout.matvec_columns as usize;
-                source.push_str(&constant("COLUMNS", columns));
-                let column_groups = d_out.div_ceil(columns);
+                source.push_str(&constant("COLUMNS", MATVEC_COLUMNS as usize));
+                let column_groups = d_out.div_ceil(MATVEC_COLUMNS as usize);
                 source.push_str(&constant("COLUMN_GROUPS", column_groups));
                 source.push_str(&constant("TILE_ROWS", matvec_tile_rows(rows)));
                 source.push_str(&constant("NORM", norm.is_some() as usize));
@@ -187,12 +158,11 @@ mod tests {
         );
         let sizes = |kernel| [(kernel, 1), (kernel, 16), (kernel, 40)];
         let precisions = [WeightPrecision::F32, WeightPrecision::F16];
-        for (((kernel, rows), weights), layout) in kernels
+        for ((kernel, rows), weights) in kernels
             .flat_map(sizes)
             .flat_map(|size| precisions.map(|weights| (size, weights)))
-            .flat_map(|case| [Layout::GPU, Layout::CPU].map(|layout| (case, layout)))
         {
-            let source = kernel.source(rows, weights, layout);
+            let source = kernel.source(rows, weights);
             let module = wgpu::naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{}: {}", kernel.name(), e.emit_to_string(&source)));
             wgpu::naga::valid::Validator::new(

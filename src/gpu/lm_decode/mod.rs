@@ -23,7 +23,7 @@ pub use weights::{LayerWeights, LinearWeights, LmWeights};
 use std::borrow::Cow;
 
 use half::f16;
-use kernels::{Layout, WgslKernel};
+use kernels::WgslKernel;
 
 use super::context::GpuContext;
 use super::forward::{ForwardBuffers, MobaForward};
@@ -181,8 +181,6 @@ pub struct LmDecoder {
     programs: Vec<Program>,
     /// How the products' weights are kept.
     precision: WeightPrecision,
-    /// How the kernels spread over the adapter.
-    layout: Layout,
 }
 
 impl LmDecoder {
@@ -287,7 +285,6 @@ impl LmDecoder {
             layers,
             programs: Vec::new(),
             precision,
-            layout: Layout::for_adapter(gpu),
         };
         let model = Uploaded::new(gpu, weights, &plan, precision);
         let activations = Activations {
@@ -343,23 +340,21 @@ impl LmDecoder {
         let gpu = &self.gpu;
         let launch = |kernel: LmKernel, buffers: &[&wgpu::Buffer]| -> Result<Launch> {
             let available = gpu.limits().max_compute_workgroup_storage_size as u64;
-            let layout = self.layout;
-            if kernel.workgroup_bytes(rows, layout) > available {
+            if kernel.workgroup_bytes(rows) > available {
                 return Err(MobaError::limit(
                     "a decode kernel's workgroup memory",
                     "max_compute_workgroup_storage_size",
-                    kernel.workgroup_bytes(rows, layout),
+                    kernel.workgroup_bytes(rows),
                     available,
                 ));
             }
-            let pipeline =
-                gpu.compile(kernel.name(), kernel.source(rows, self.precision, layout))?;
+            let pipeline = gpu.compile(kernel.name(), kernel.source(rows, self.precision))?;
             let mut bound = Vec::from_iter(kernel.reads_step().then_some(&self.step));
             bound.extend_from_slice(buffers);
             Ok(Launch {
                 bind_group: gpu.bind(&pipeline, &bound),
                 pipeline,
-                workgroups: kernel.workgroups(rows, layout),
+                workgroups: kernel.workgroups(rows),
             })
         };
         let buffer = |activation: Activation| match activation {
