@@ -254,6 +254,12 @@ pub(crate) fn backward<F: FloatElement, BT: BoolElement>(
     Ok(([dq, dk, dv], times))
 }
 
+/// `nsa_select`'s q tile for `shape` and `config` ([`select_layout`]): the one layout that
+/// [`MobaBackend::nsa_selects_on_device`] admits and the launch runs.
+fn nsa_select_layout(shape: &Shape, config: &NsaConfig) -> Option<(usize, usize)> {
+    select_layout(shape.group_size(), nsa_selection_chunk_blocks(config))
+}
+
 /// NSA's selection on burn-cuda tensors (`nsa.cu`, the rule of `nsa_select.wgsl`): q `[B,
 /// Hq, S, D]` at the last `S` of `kv_len` positions, the pooled keys `[B, Hkv, nc, D]`, the
 /// compressed branch's lse `[B, Hq, S]`; Int `[B, Hkv, S, top_n]`. q and the keys are read
@@ -276,9 +282,8 @@ fn nsa_select<F: FloatElement, BT: BoolElement>(
         q_dtype,
     );
     let shape = inputs.shape;
-    let (rows_per_query, queries) =
-        select_layout(shape.group_size(), nsa_selection_chunk_blocks(config))
-            .expect("nsa_selects_on_device admits groups that fit nsa_select's q tile");
+    let (rows_per_query, queries) = nsa_select_layout(&shape, config)
+        .expect("nsa_selects_on_device admits groups that fit nsa_select's q tile");
     let mut at = Addresses::new();
     let args = [
         Arg::Params(KernelParams::new(&shape, &inputs.config)),
@@ -454,7 +459,7 @@ impl<F: FloatElement, BT: BoolElement> MobaBackend for CudaBackend<F, BT> {
     /// Where the chunk holds a selection block's pooled keys, and the q tile a query's heads
     /// (groups of up to 256 heads) within the shared memory of one thread block.
     fn nsa_selects_on_device(shape: &Shape, config: &NsaConfig) -> bool {
-        let layout = select_layout(shape.group_size(), nsa_selection_chunk_blocks(config));
+        let layout = nsa_select_layout(shape, config);
         let head_dim = shape.head_dim.next_multiple_of(HEAD_DIM_MULTIPLE);
         nsa_selection_fits_a_chunk(config)
             && layout.is_some_and(|(_, queries)| {
