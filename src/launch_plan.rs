@@ -75,7 +75,8 @@ pub enum Step {
     BlockMeans,
     /// Every query row's top-k blocks, ascending: the selection.
     GateTopk,
-    /// Selection inversion, 1 of 3: rows per (slot, block).
+    /// Selection inversion, 1 of 3: entries per (list, block); a list is one slot of a query
+    /// head (its entries rows), or all of its slots where the attention runs by block.
     SelectionCount,
     /// Selection inversion, 2 of 3: list starts from the counts.
     SelectionScan,
@@ -90,6 +91,13 @@ pub enum Step {
     AttentionPass { slot: usize },
     /// o from the running state, and lse.
     AttentionFinalize,
+    /// Attention of every (row, block) pair in one pass over the blocks (the inversion's
+    /// lists hold all of a query head's slots), each pair's normalised output and lse kept
+    /// apart: the forward for small blocks, whose per-slot passes would spend their time
+    /// reading and writing the running state ([`forward_by_block`]).
+    AttentionBlocks,
+    /// o and lse from every row's [`Step::AttentionBlocks`] outputs.
+    AttentionCombine,
     /// Row terms of the backward: lse in log2 and delta = rowsum(dO * o).
     BackwardPrepare,
     /// dq of the rows that chose a block in `slot` (slot 0 writes, later slots add).
@@ -117,8 +125,12 @@ impl Step {
             | Step::SelectionScan
             | Step::SelectionScatter
             | Step::HalfKeys => Stage::Inversion,
-            Step::AttentionPass { .. } | Step::DecodeSplit => Stage::Attention,
-            Step::AttentionFinalize | Step::DecodeCombine => Stage::Finalize,
+            Step::AttentionPass { .. } | Step::AttentionBlocks | Step::DecodeSplit => {
+                Stage::Attention
+            }
+            Step::AttentionFinalize | Step::AttentionCombine | Step::DecodeCombine => {
+                Stage::Finalize
+            }
             Step::BackwardPrepare => Stage::RowTerms,
             Step::DqPass { .. } | Step::DqFinalize => Stage::Dq,
             Step::DkDv | Step::DkDvCombine => Stage::DkDv,
@@ -137,6 +149,8 @@ impl Step {
             Step::HalfKeys => "half_keys",
             Step::AttentionPass { .. } => "attention_pass",
             Step::AttentionFinalize => "attention_finalize",
+            Step::AttentionBlocks => "attention_blocks",
+            Step::AttentionCombine => "attention_combine",
             Step::BackwardPrepare => "backward_prepare",
             Step::DqPass { .. } => "dq_pass",
             Step::DqFinalize => "dq_finalize",
@@ -172,6 +186,19 @@ pub fn forward(config: &MobaConfig) -> Vec<Step> {
         .chain(INVERSION)
         .chain((0..config.top_k).map(|slot| Step::AttentionPass { slot }))
         .chain([Step::AttentionFinalize])
+        .collect()
+}
+
+/// The forward by block: gate, the inversion into one list per query head (every slot),
+/// the attention of every (row, block) pair in one pass, then each row's pairs combined.
+/// A backend takes it where blocks are small (the CUDA path: `CudaPlan::by_block`); the
+/// backward is the same as after [`forward`].
+pub fn forward_by_block(config: &MobaConfig) -> Vec<Step> {
+    means_step(config)
+        .into_iter()
+        .chain([Step::GateTopk])
+        .chain(INVERSION)
+        .chain([Step::AttentionBlocks, Step::AttentionCombine])
         .collect()
 }
 
@@ -218,6 +245,7 @@ mod tests {
         let config = MobaConfig::new(64, 3);
         for (steps, stages, skipped) in [
             (forward(&config), Stage::FORWARD, None),
+            (forward_by_block(&config), Stage::FORWARD, None),
             (backward(&config), Stage::BACKWARD, None),
             // A decode needs no inversion.
             (

@@ -44,6 +44,7 @@ pub mod decode_plan;
 pub mod error;
 pub mod files;
 pub mod gpu;
+mod kernel_override;
 pub mod kernel_params;
 pub mod launch_plan;
 pub mod memory;

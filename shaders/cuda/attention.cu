@@ -18,20 +18,24 @@
 //   base 2, sum); slot 0 writes it, later slots merge.
 // attention_finalize — one thread per 8 columns of a row (16-byte loads and stores): o =
 //   acc / sum as elem_t, and lse = (max + log2 sum) * ln 2.
+// attention_blocks — the forward by block (small blocks): grid (tile capacity of a list,
+//   batch * q_heads), the same tiles over lists of all TOP_K slots (inversion.cu), so one
+//   launch walks every (row, block) pair and each block's rows fill whole tiles. No state is
+//   read: each pair writes its own output, normalised, partial_o [rows, TOP_K, HEAD_DIM]
+//   elem_t, and lse in base 2, partial_lse [rows, TOP_K] f32 (-inf where the row sees none
+//   of the block's keys).
+// attention_combine — one thread per 8 columns of a row: the row's pairs (its slots that
+//   hold a block) weighted by exp2(lse - max), o as elem_t and lse in the natural log.
 
-// Two blocks per SM: 128 registers per thread.
-extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
-attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v,
-               const u32* lists, const u32* starts, const u32* tiles,
-               float* state_o, float* state_ml) {
-    extern __shared__ __align__(16) u16 shared[];
+// The attention of one tile of gathered rows `rows[0..tile.count)` of query head bh over its
+// block's keys (the body of attention_pass and attention_blocks): this thread's two
+// accumulator rows' unnormalised outputs `acc` and their softmax (max in base 2, whole sums).
+__device__ __forceinline__ void attend_tile(const Params& p, const GatheredTile& tile, const u32* rows,
+                                            u32 bh, const elem_t* q, const elem_t* k,
+                                            const elem_t* v, u16* shared, float (*acc)[4],
+                                            RowPairSoftmax& softmax) {
     u16* q_tile = TileLayout::base(shared);
     u16* kv_buffers = q_tile + TileLayout::elems(ROW_TILE);
-    __shared__ u32 rows[ROW_TILE];
-
-    GatheredTile tile = gathered_tile(rows, p, lists, starts, tiles, slot);
-    if (tile.count == 0) return;
-    u32 bh = blockIdx.y;
     // Copied with the first key tile (KeyValueTiles commits both, arrive(0) waits for both).
     stage_async<ROW_TILE, TILE_THREADS, TileLayout>(q_tile, q + (size_t)bh * p.q_len * HEAD_DIM, Listed{rows},
                                       tile.count);
@@ -51,10 +55,8 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
     u32 r0 = warp * 16 + g, r1 = r0 + 8;
     u32 pos0 = query_position(p, rows[r0]), pos1 = query_position(p, rows[r1]);
 
-    float acc[HEAD_DIM / 8][4];
 #pragma unroll
     for (u32 n = 0; n < HEAD_DIM / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    RowPairSoftmax softmax;
 
     KeyValueTiles<TILE_THREADS, TileLayout> kv(kv_buffers, k + kv_base, v + kv_base,
                                               KeySpan{key_first, key_stop});
@@ -81,7 +83,25 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
         TileLayout::accumulate<KEY_TILE>(acc, s, kv.v_tile(i));
     }
     softmax.finish();
+}
 
+// Two blocks per SM: 128 registers per thread.
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
+attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v,
+               const u32* lists, const u32* starts, const u32* tiles,
+               float* state_o, float* state_ml) {
+    extern __shared__ __align__(16) u16 shared[];
+    __shared__ u32 rows[ROW_TILE];
+
+    GatheredTile tile = slot_tile(rows, p, lists, starts, tiles, slot);
+    if (tile.count == 0) return;
+    u32 bh = blockIdx.y;
+    float acc[HEAD_DIM / 8][4];
+    RowPairSoftmax softmax;
+    attend_tile(p, tile, rows, bh, q, k, v, shared, acc, softmax);
+
+    u32 lane = threadIdx.x % WARP, t = lane % 4;
+    u32 r0 = threadIdx.x / WARP * 16 + lane / 4, r1 = r0 + 8;
     // Merge into the rows' state: slot 0 writes it, later slots combine by their maxima.
 #pragma unroll
     for (u32 half = 0; half < 2; half++) {
@@ -118,6 +138,92 @@ attention_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_
             }
         }
     }
+}
+
+// Two elements as a pair of consecutive outputs (4 bytes for 16-bit types).
+__device__ __forceinline__ void store2(elem_t* out, float lo, float hi) {
+#if ELEM_KIND == ELEM_F32
+    *(float2*)out = make_float2(lo, hi);
+#else
+    *(u32*)out = pack2(lo, hi);
+#endif
+}
+
+// The same tiles as attention_pass over the lists of every slot: a tile's entries are
+// (row, slot) pairs, and each pair's output is its own (no merge between thread blocks).
+extern "C" __global__ void __launch_bounds__(TILE_THREADS, 2)
+attention_blocks(Params p, const elem_t* q, const elem_t* k, const elem_t* v,
+                 const u32* lists, const u32* starts, const u32* tiles,
+                 elem_t* partial_o, float* partial_lse) {
+    extern __shared__ __align__(16) u16 shared[];
+    __shared__ u32 rows[ROW_TILE];
+    __shared__ u32 slots[ROW_TILE];
+
+    u32 bh = blockIdx.y;
+    GatheredTile tile = gathered_tile(rows, p, lists, starts, tiles, bh, list_entries(p, TOP_K));
+    if (tile.count == 0) return;
+    // Entries t * TOP_K + slot -> rows t (ascending, as attend_tile needs) and their slots.
+    for (u32 i = threadIdx.x; i < ROW_TILE; i += TILE_THREADS) {
+        slots[i] = rows[i] % TOP_K;
+        rows[i] /= TOP_K;
+    }
+    __syncthreads();
+    float acc[HEAD_DIM / 8][4];
+    RowPairSoftmax softmax;
+    attend_tile(p, tile, rows, bh, q, k, v, shared, acc, softmax);
+
+    u32 lane = threadIdx.x % WARP, t = lane % 4;
+    u32 r0 = threadIdx.x / WARP * 16 + lane / 4;
+#pragma unroll
+    for (u32 half = 0; half < 2; half++) {
+        u32 r = r0 + 8 * half;
+        if (r >= tile.count) continue;
+        float m = half ? softmax.m1 : softmax.m0, l = half ? softmax.l1 : softmax.l0;
+        // A pair whose keys are all hidden from the row adds nothing: lse -inf, o 0.
+        float scale = l > 0.0f ? 1.0f / l : 0.0f;
+        size_t pair = ((size_t)bh * p.q_len + rows[r]) * TOP_K + slots[r];
+        elem_t* out = partial_o + pair * HEAD_DIM + 2 * t;
+#pragma unroll
+        for (u32 n = 0; n < HEAD_DIM / 8; n++) {
+            store2(out + n * 8, acc[n][2 * half] * scale, acc[n][2 * half + 1] * scale);
+        }
+        if (t == 0) partial_lse[pair] = l > 0.0f ? m + log2f(l) : NEG_INF;
+    }
+}
+
+extern "C" __global__ void attention_combine(Params p, const int* selection, const elem_t* partial_o,
+                                             const float* partial_lse, elem_t* o, float* lse) {
+    constexpr u32 groups = HEAD_DIM / 8;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t rows = (size_t)p.batch * p.q_heads * p.q_len;
+    if (i >= rows * groups) return;
+    size_t row = i / groups;
+    u32 c = (i % groups) * 8;
+    // Slots holding -1 (fewer eligible blocks than TOP_K) have no output.
+    float pair_lse[TOP_K];
+    float top = NEG_INF;
+#pragma unroll
+    for (u32 s = 0; s < TOP_K; s++) {
+        pair_lse[s] = selection[row * TOP_K + s] >= 0 ? partial_lse[row * TOP_K + s] : NEG_INF;
+        top = fmaxf(top, pair_lse[s]);
+    }
+    float base = top == NEG_INF ? 0.0f : top;
+    float sum = 0.0f, x[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (u32 s = 0; s < TOP_K; s++) {
+        if (pair_lse[s] == NEG_INF) continue;
+        float w = exp2_approx(pair_lse[s] - base);
+        float y[8];
+        load8_float(y, partial_o + (row * TOP_K + s) * HEAD_DIM + c);
+        sum += w;
+#pragma unroll
+        for (u32 e = 0; e < 8; e++) x[e] = fmaf(w, y[e], x[e]);
+    }
+    float scale = sum > 0.0f ? 1.0f / sum : 0.0f;
+#pragma unroll
+    for (u32 e = 0; e < 8; e++) x[e] *= scale;
+    store8(o + row * HEAD_DIM + c, x);
+    if (c == 0) lse[row] = sum > 0.0f ? (base + log2f(sum)) * LN2 : NEG_INF;
 }
 
 extern "C" __global__ void attention_finalize(Params p, const float* state_o, const float* state_ml,

@@ -60,7 +60,7 @@ dq_pass(Params p, u32 slot, const elem_t* q, const elem_t* k, const elem_t* v, c
     u16* kv_buffers = do_tile + TileLayout::elems(ROW_TILE);
     __shared__ u32 rows[ROW_TILE];
 
-    GatheredTile tile = gathered_tile(rows, p, lists, starts, tiles, slot);
+    GatheredTile tile = slot_tile(rows, p, lists, starts, tiles, slot);
     if (tile.count == 0) return;
     u32 bh = blockIdx.y;
     size_t q_base = (size_t)bh * p.q_len * HEAD_DIM;

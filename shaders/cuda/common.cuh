@@ -492,51 +492,74 @@ struct RowPairSoftmax {
 };
 
 // ---- the inverted selection (see inversion.cu) ----
-// For query head `bh` and slot `s` ("list" bh * TOP_K + s), `lists` holds the query rows
-// (t) grouped by the block chosen in that slot, in row order: block j's rows are
-// lists[starts[j] .. starts[j + 1]). `tiles[j]` counts the ROW_TILE-row tiles of the blocks
-// before j, so one grid enumerates every (block, tile) pair of a slot.
-//   lists [lists, q_len] u32; starts, tiles [lists, num_blocks + 1] u32.
+// A list holds `list_slots` selection slots of one query head: one slot (list = bh * TOP_K +
+// slot, its entries the query rows t) or all TOP_K (list = bh, entries t * TOP_K + slot).
+// `lists` holds each list's entries grouped by the block they chose, in entry order (so in
+// row order): block j's are lists[starts[j] .. starts[j + 1]). `tiles[j]` counts the
+// ROW_TILE-entry tiles of the blocks before j, so one grid enumerates every (block, tile)
+// pair of a list.
+//   lists [lists, entries] u32; starts, tiles [lists, num_blocks + 1] u32.
 
-// The block of tile `x`: the last j with tiles[j] <= x (binary search; tiles[0] = 0 and
-// x < tiles[num_blocks]).
+// The entries of a list of `list_slots` slots.
+__device__ __forceinline__ u32 list_entries(const Params& p, u32 list_slots) {
+    return p.q_len * list_slots;
+}
+
+// The block of tile `x`: the last j with tiles[j] <= x (tiles[0] = 0 and x <
+// tiles[num_blocks]), searched by the whole thread block: each round its TILE_THREADS
+// threads test evenly spaced j of [lo, hi) at once (tiles ascend, so the ones that pass are
+// the first ones) and the range shrinks to the gap after the last that passed. Two rounds
+// cover 65,536 blocks, where a binary search of one thread waited on ten loads in a row:
+// most of a small block's tile. Uniform: every thread gets the block.
 __device__ __forceinline__ u32 tile_block(const u32* tiles, u32 num_blocks, u32 x) {
     u32 lo = 0, hi = num_blocks;
     while (hi - lo > 1) {
-        u32 mid = (lo + hi) / 2;
-        if (tiles[mid] <= x) lo = mid; else hi = mid;
+        u32 step = (hi - lo + TILE_THREADS - 1) / TILE_THREADS;
+        u32 j = lo + threadIdx.x * step;
+        u32 passed = __syncthreads_count(j < hi && tiles[j] <= x);
+        lo += (passed - 1) * step;
+        hi = min(lo + step, hi);
     }
     return lo;
 }
 
-// The rows of one tile of gathered queries: block `block`, rows `rows[0..count)`.
+// The entries of one tile of gathered queries: block `block`, entries `rows[0..count)`.
 struct GatheredTile {
     u32 block;
-    u32 first; // index of the first row in the list
+    u32 first; // index of the first entry in the list
     u32 count;
 };
 
-// This thread block's tile of slot `slot`'s list of query head blockIdx.y: tile blockIdx.x
-// of the list; count is 0 past the last tile (the grid is an upper bound). Its query rows go
-// into shared `rows`, the last one repeated past `count` so that every row of the tile reads
-// a real query; then a barrier (uniform: the tile is the block's).
+// This thread block's tile of list `list` (of `entries` entries): tile blockIdx.x of the
+// list; count is 0 past the last tile (the grid is an upper bound). Its entries go into
+// shared `rows`, the last one repeated past `count` so that every row of the tile reads a
+// real query; then a barrier (uniform: the tile is the block's).
 __device__ __forceinline__ GatheredTile gathered_tile(u32* rows, const Params& p, const u32* lists,
                                                      const u32* starts, const u32* tiles,
-                                                     u32 slot) {
-    u32 list = blockIdx.y * TOP_K + slot, x = blockIdx.x;
+                                                     u32 list, u32 entries) {
+    u32 x = blockIdx.x;
     const u32* list_starts = starts + (size_t)list * (p.num_blocks + 1);
     const u32* list_tiles = tiles + (size_t)list * (p.num_blocks + 1);
     GatheredTile tile = {0, 0, 0};
+    // Uniform: the whole thread block leaves, or searches together.
     if (x >= list_tiles[p.num_blocks]) return tile;
     tile.block = tile_block(list_tiles, p.num_blocks, x);
     tile.first = list_starts[tile.block] + (x - list_tiles[tile.block]) * ROW_TILE;
     tile.count = min((u32)ROW_TILE, list_starts[tile.block + 1] - tile.first);
-    const u32* list_rows = lists + (size_t)list * p.q_len + tile.first;
+    const u32* list_rows = lists + (size_t)list * entries + tile.first;
     for (u32 i = threadIdx.x; i < ROW_TILE; i += TILE_THREADS) {
         rows[i] = list_rows[min(i, tile.count - 1)];
     }
     __syncthreads();
     return tile;
+}
+
+// The tile of slot `slot`'s list of query head blockIdx.y (the passes per slot): entries
+// are rows.
+__device__ __forceinline__ GatheredTile slot_tile(u32* rows, const Params& p, const u32* lists,
+                                                 const u32* starts, const u32* tiles, u32 slot) {
+    return gathered_tile(rows, p, lists, starts, tiles, blockIdx.y * TOP_K + slot,
+                         list_entries(p, 1));
 }
 
 // ---- warpgroup MMA (sm_90a) ----

@@ -9,8 +9,9 @@
 //   a thread block's rows are one query head's, so they share one kv head's block means.
 //   The means pass through shared memory MEAN_STAGE blocks at a time; each stage's scores
 //   go to shared memory (GateQuery::score), then every thread ranks its row's scores into
-//   its best TOP_K (score, block) pairs, kept in registers: no [rows, num_blocks] score
-//   matrix exists. Scores: 16-bit inputs on the tensor cores (`mma.m16n8k8` in tf32, each
+//   its best TOP_K (score, block) pairs, kept in registers (a block below the last kept
+//   score skips the insertion: most blocks, once the places are full): no [rows,
+//   num_blocks] score matrix exists. Scores: 16-bit inputs on the tensor cores (`mma.m16n8k8` in tf32, each
 //   warp its 32 rows x MEAN_STAGE blocks): 16-bit queries are exact in tf32 and each f32
 //   mean is staged as a tf32 head plus its remainder, so the products keep about 21 bits of
 //   the mean (f32 keeps 24). f32 inputs: each thread its row in f32 FMAs. Same rule as the
@@ -190,11 +191,19 @@ struct GateQuery {
 struct RankedBlocks {
     float score[TOP_K];
     int block[TOP_K];
+    // The score a new block must reach to take a place: -inf while one of the first
+    // `places` is free, then the last kept one's (ties go to the new block); +inf where no
+    // place is ranked. Most blocks fall short of it and skip `insert`.
+    float bar;
 
-    __device__ RankedBlocks() {
+    __device__ RankedBlocks(u32 places) : bar(places == 0 ? __int_as_float(0x7f800000) : NEG_INF) {
 #pragma unroll
         for (u32 i = 0; i < TOP_K; i++) { score[i] = NEG_INF; block[i] = -1; }
     }
+
+    // Whether a block of `new_score` would be kept (`insert` leaves the ranking as it is
+    // for any other; NaN is let through, as `insert` places it first).
+    __device__ __forceinline__ bool reaches_bar(float new_score) const { return !(new_score < bar); }
 
     // Blocks arrive in ascending order, so a new block outranks kept blocks of equal score
     // (ties to the more recent block): it takes the place after the kept blocks that score
@@ -211,6 +220,15 @@ struct RankedBlocks {
             block[i] = moves ? block[i - 1] : (i == place && i < places ? new_block : block[i]);
         }
         if (place == 0 && places > 0) { score[0] = new_score; block[0] = new_block; }
+        // The last ranked place is places - 1: TOP_K - 1 or TOP_K - 2 (constant indices keep
+        // the arrays in registers).
+        if (places > 0) {
+            constexpr u32 second_last = TOP_K > 1 ? TOP_K - 2 : 0;
+            bool whole = places == TOP_K;
+            float last_score = whole ? score[TOP_K - 1] : score[second_last];
+            int last_block = whole ? block[TOP_K - 1] : block[second_last];
+            bar = last_block >= 0 ? last_score : NEG_INF;
+        }
     }
 
     // Ascending block ids with -1 last (-1 wraps to the largest unsigned).
@@ -249,7 +267,7 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection,
     u32 places = p.causal ? TOP_K - 1 : TOP_K;
     u32 eligible = p.causal ? current : p.num_blocks;
     u32 from = p.causal && sequence_starts ? (u32)sequence_starts[current] : 0;
-    RankedBlocks best;
+    RankedBlocks best(places);
 
     // The stages walk the blocks any row of the thread block ranks; each row ranks its own.
     u32 blocks = eligible;
@@ -277,7 +295,7 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection,
             } else if (p.gate == GATE_SINK_AND_RECENT && local < p.sink_blocks) {
                 score = (float)(p.num_blocks + local);
             }
-            best.insert(score, (int)j, places);
+            if (best.reaches_bar(score)) best.insert(score, (int)j, places);
         }
     }
     if (p.causal) {

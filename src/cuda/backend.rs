@@ -68,20 +68,21 @@ impl Addresses {
     }
 }
 
-/// The scratch buffers of a plan as regions of one f32 tensor on the device of `like` (one
-/// allocation and one address lookup, each a round trip to burn's device thread); the block
-/// means are the caller's where given.
+/// The scratch buffers of a forward (`forward`) or backward of a plan as regions of one
+/// f32 tensor on the device of `like` (one allocation and one address lookup, each a round
+/// trip to burn's device thread); the block means are the caller's where given.
 fn scratch(
     like: &CudaTensor,
     plan: &CudaPlan,
     means: Option<&CudaTensor>,
+    forward: bool,
     addresses: &mut Addresses,
 ) -> (CudaTensor, Scratch) {
-    let words = Scratch::words(plan, means.is_some());
+    let words = Scratch::words(plan, means.is_some(), forward);
     let buffer = empty(like, vec![words], DType::F32);
     let base = addresses.of(&buffer);
     let means = means.map(|means| addresses.of(means));
-    (buffer, Scratch::in_one_buffer(plan, base, means))
+    (buffer, Scratch::in_one_buffer(plan, base, means, forward))
 }
 
 /// Drains burn's queue on the tensor's device, runs `launches` on ours, and waits for them;
@@ -155,7 +156,7 @@ fn execute<F: FloatElement, BT: BoolElement>(
     let (q, k) = (tensors[0], tensors[1]);
     let shape = problem_shape(q, k);
     let constants = constants(q, shape.head_dim, q.dtype, config)?;
-    let plan = CudaPlan::new(&shape, config, constants.mma);
+    let plan = CudaPlan::new(&shape, config, constants.mma, constants.elem);
     let mut at = Addresses::new();
     let address: Vec<u64> = tensors.iter().map(|t| at.of(t)).collect();
     let forward = ForwardTensors {
@@ -180,7 +181,7 @@ fn execute<F: FloatElement, BT: BoolElement>(
         },
         _ => BackwardTensors::forward_only(forward),
     };
-    let (_buffer, scratch) = scratch(q, &plan, given.means.as_ref(), &mut at);
+    let (_buffer, scratch) = scratch(q, &plan, given.means.as_ref(), !backward, &mut at);
     let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, config), config);
     let launches = match backward {
         false => {

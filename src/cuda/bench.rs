@@ -208,8 +208,8 @@ pub fn measure(
     let check = reference::check_rows((&q, &k, &v), &one_head, &config, &rows, &got, precision)?;
 
     let mma = driver.mma_kind(shape.head_dim);
-    let plan = CudaPlan::new(shape, &config, mma);
-    let scratch_bytes = 4 * plan.scratch_words().total();
+    let plan = CudaPlan::new(shape, &config, mma, elem);
+    let scratch_bytes = 4 * plan.scratch_words(true).total();
     let elem_bytes = if elem == ElemKind::F32 { 4 } else { 2 };
     let tensors = elem_bytes * (2 * shape.q_elems() + 2 * shape.kv_elems())
         + 4 * shape.q_rows() * (1 + config.top_k);

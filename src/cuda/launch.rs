@@ -1,7 +1,7 @@
 //! Launch arithmetic of the CUDA kernels: their parameters, grids, shared memory and scratch
 //! sizes. Pure functions (no driver), so CI checks them.
 
-use super::source::MmaKind;
+use super::source::{ElemKind, MmaKind};
 use crate::config::{MobaConfig, Shape};
 use crate::launch_plan::{DECODE_MAX_ROWS, decodes};
 
@@ -19,7 +19,7 @@ pub const KEY_THREADS: u32 = (KEY_TILE / 16) as u32 * WARP;
 pub const DKDV_ROWS_SYNC: usize = 32;
 /// Rows per dk/dv step with warpgroup MMAs.
 pub const DKDV_ROWS_WGMMA: usize = 64;
-/// Rows per chunk of the counting sort.
+/// Rows per chunk of the counting sort (their entries in every slot a list holds).
 pub const CHUNK_ROWS: usize = 1024;
 /// Threads of the histogram and scan kernels.
 pub const INVERT_THREADS: u32 = 256;
@@ -27,6 +27,12 @@ pub const INVERT_THREADS: u32 = 256;
 pub const GATE_THREADS: u32 = 128;
 /// Threads of the block means.
 pub const MEAN_THREADS: u32 = 256;
+/// Largest block the forward runs by block ([`CudaPlan::by_block`]): a tile of such a
+/// block's rows walks at most two key tiles, so the per-slot passes spend their time
+/// gathering rows and reading and writing each row's running state.
+pub const BY_BLOCK_MAX_BLOCK: usize = 2 * KEY_TILE;
+/// Most bytes of the forward by block's per-(row, slot) outputs.
+pub const BY_BLOCK_MAX_PARTIAL_BYTES: usize = 16 << 30;
 /// Threads of the element-wise and per-row kernels.
 pub const ELEMENT_THREADS: u32 = 256;
 /// Thread blocks the dk/dv walk fills at least where it can (two per SM of an H100 or
@@ -166,13 +172,15 @@ pub struct CudaPlan {
     pub rows: usize,
     /// Keys (and values) per group.
     pub kv_len: usize,
-    /// (query head, slot) lists of the inversion.
-    pub lists: usize,
-    /// Row chunks of the counting sort.
-    pub chunks: usize,
-    /// Upper bound on the row tiles of one slot of one query head: every block's list
-    /// wastes at most one partial tile.
-    pub tile_capacity: usize,
+    /// The inversion's lists of the passes per slot (the backward's, and the forward's
+    /// where it does not run by block).
+    pub slot_lists: ListLayout,
+    /// The forward's lists where it runs by block ([`crate::launch_plan::forward_by_block`]):
+    /// blocks of at most [`BY_BLOCK_MAX_BLOCK`] keys, two slots or more, and outputs of
+    /// every (row, slot) within [`BY_BLOCK_MAX_PARTIAL_BYTES`]; `None` otherwise.
+    pub by_block: Option<ListLayout>,
+    /// Bytes of one input element (the by-block outputs are stored as the inputs).
+    pub elem_bytes: usize,
     /// Key tiles per block in the dk/dv grid.
     pub key_tiles_per_block: usize,
     /// Thread blocks that share one key tile's walk, each over its share of the group's
@@ -187,6 +195,35 @@ pub struct CudaPlan {
     pub decode: Option<DecodeSplit>,
 }
 
+/// The inversion's lists: `lists` lists of `slots` selection slots of one query head each
+/// (1: a list per (query head, slot); top-k: a list per query head), their entries counted
+/// in `chunks` chunks of [`CHUNK_ROWS`] rows' entries, at most `tile_capacity` tiles of [`ROW_TILE`]
+/// entries per list (every block's list wastes at most one partial tile).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ListLayout {
+    pub lists: usize,
+    pub slots: usize,
+    pub chunks: usize,
+    pub tile_capacity: usize,
+}
+
+impl ListLayout {
+    fn new(shape: &Shape, config: &MobaConfig, slots: usize) -> Self {
+        let entries = shape.q_len * slots;
+        ListLayout {
+            lists: shape.batch * shape.q_heads * config.top_k / slots,
+            slots,
+            chunks: shape.q_len.div_ceil(CHUNK_ROWS),
+            tile_capacity: entries.div_ceil(ROW_TILE) + shape.num_blocks(config.block_size),
+        }
+    }
+
+    /// Grid of `selection_count` and `selection_scatter`: (chunks, lists).
+    pub fn chunk_grid(&self) -> (u32, u32, u32) {
+        (self.chunks as u32, self.lists as u32, 1)
+    }
+}
+
 /// The split decode's partials: `chunks` chunks of [`DECODE_KEYS`] keys per block, `slots`
 /// selection slots per row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -197,18 +234,23 @@ pub struct DecodeSplit {
 
 impl CudaPlan {
     /// `shape.head_dim` must be a multiple of [`HEAD_DIM_MULTIPLE`].
-    pub fn new(shape: &Shape, config: &MobaConfig, mma: MmaKind) -> Self {
+    pub fn new(shape: &Shape, config: &MobaConfig, mma: MmaKind, elem: ElemKind) -> Self {
         let num_blocks = shape.num_blocks(config.block_size);
-        let query_heads = shape.batch * shape.q_heads;
+        let elem_bytes = elem.bytes();
+        let partial_bytes = shape.q_rows() * config.top_k * shape.head_dim * elem_bytes;
+        let by_block = config.block_size <= BY_BLOCK_MAX_BLOCK
+            && config.top_k > 1
+            && partial_bytes <= BY_BLOCK_MAX_PARTIAL_BYTES
+            && !decodes(shape);
         CudaPlan {
             num_blocks,
-            query_heads,
+            query_heads: shape.batch * shape.q_heads,
             kv_groups: shape.batch * shape.kv_heads,
             rows: shape.q_rows(),
             kv_len: shape.kv_len,
-            lists: query_heads * config.top_k,
-            chunks: shape.q_len.div_ceil(CHUNK_ROWS),
-            tile_capacity: shape.q_len.div_ceil(ROW_TILE) + num_blocks,
+            slot_lists: ListLayout::new(shape, config, 1),
+            by_block: by_block.then(|| ListLayout::new(shape, config, config.top_k)),
+            elem_bytes,
             key_tiles_per_block: config.block_size.div_ceil(KEY_TILE),
             dkdv_splits: Self::dkdv_splits(shape, config),
             head_dim: shape.head_dim,
@@ -271,9 +313,15 @@ impl CudaPlan {
         (self.num_blocks * 4) as u32
     }
 
-    /// Grid of the tile passes (attention, dq): (tile capacity, query heads).
-    pub fn pass_grid(&self) -> (u32, u32, u32) {
-        (self.tile_capacity as u32, self.query_heads as u32, 1)
+    /// Grid of the tile passes over `lists` (attention, dq; attention by block): (tile
+    /// capacity, query heads).
+    pub fn pass_grid(&self, lists: &ListLayout) -> (u32, u32, u32) {
+        (lists.tile_capacity as u32, self.query_heads as u32, 1)
+    }
+
+    /// The lists of the forward's inversion: by block where it runs so, else per slot.
+    pub fn forward_lists(&self) -> ListLayout {
+        self.by_block.unwrap_or(self.slot_lists)
     }
 
     /// Grid of `dkdv`: (key tiles of every block, kv groups, splits of a group's heads).
@@ -291,11 +339,6 @@ impl CudaPlan {
         )
     }
 
-    /// Grid of `selection_count` and `selection_scatter`: (chunks, lists).
-    pub fn chunk_grid(&self) -> (u32, u32, u32) {
-        (self.chunks as u32, self.lists as u32, 1)
-    }
-
     /// Blocks of `threads` threads covering `items`, one item per thread.
     pub fn cover(items: usize, threads: u32) -> (u32, u32, u32) {
         (items.div_ceil(threads as usize) as u32, 1, 1)
@@ -306,18 +349,34 @@ impl CudaPlan {
         self.kv_groups * self.kv_len * self.head_dim
     }
 
-    /// Element counts of the scratch buffers, in 4-byte words.
-    pub fn scratch_words(&self) -> ScratchWords {
-        let partials = self.decode.map_or(0, |d| self.rows * d.slots * d.chunks);
+    /// Element counts of the scratch buffers of a forward (`forward`) or a backward, in
+    /// 4-byte words. The per-slot lists are the largest (a by-block list holds a query
+    /// head's slots in one, counted in as many chunks or fewer).
+    pub fn scratch_words(&self, forward: bool) -> ScratchWords {
+        let lists = &self.slot_lists;
+        // The split decode's f32 partials of every (row, slot, chunk) with (max, sum); the
+        // forward by block's outputs of every (row, slot) as elements with their lse.
+        let (partial_out, partial_stats) = match (self.decode, self.by_block) {
+            _ if !forward => (0, 0),
+            (Some(d), _) => {
+                let partials = self.rows * d.slots * d.chunks;
+                (partials * self.head_dim, partials * 2)
+            }
+            (None, Some(by_block)) => {
+                let pairs = self.rows * by_block.slots;
+                ((pairs * self.head_dim * self.elem_bytes).div_ceil(4), pairs)
+            }
+            (None, None) => (0, 0),
+        };
         ScratchWords {
             means: self.kv_groups * self.num_blocks * self.head_dim,
-            counts: self.lists * self.num_blocks * self.chunks,
-            starts: self.lists * (self.num_blocks + 1),
-            lists: self.lists * (self.rows / self.query_heads),
+            counts: lists.lists * self.num_blocks * lists.chunks,
+            starts: lists.lists * (self.num_blocks + 1),
+            lists: lists.lists * (self.rows / self.query_heads),
             row_state: self.rows * 2,
             row_accumulator: self.rows * self.head_dim,
-            partial_out: partials * self.head_dim,
-            partial_stats: partials * 2,
+            partial_out,
+            partial_stats,
         }
     }
 }
@@ -351,9 +410,11 @@ pub struct ScratchWords {
     pub row_state: usize,
     /// Per-row f32 accumulator (o or dq), `[rows, D]`.
     pub row_accumulator: usize,
-    /// The split decode's partial outputs, f32 `[rows, slots, chunks, D]` (0 without).
+    /// The split decode's partial outputs, f32 `[rows, slots, chunks, D]`, or the forward
+    /// by block's, elements `[rows, top_k, D]` (0 without either).
     pub partial_out: usize,
-    /// The split decode's (max, sum) pairs, f32 `[rows, slots, chunks, 2]` (0 without).
+    /// The split decode's (max, sum) pairs, f32 `[rows, slots, chunks, 2]`, or the forward
+    /// by block's lse (base 2), f32 `[rows, top_k]` (0 without either).
     pub partial_stats: usize,
 }
 
@@ -367,16 +428,24 @@ mod tests {
     fn the_tile_grid_covers_every_list_of_a_slot() {
         // Worst case: every block's list ends in a partial tile.
         let shape = Shape::prefill(1, 2, 1000, 128);
-        let plan = CudaPlan::new(&shape, &MobaConfig::new(100, 3), MmaKind::Sync);
+        let plan = CudaPlan::new(
+            &shape,
+            &MobaConfig::new(100, 3),
+            MmaKind::Sync,
+            ElemKind::Bf16,
+        );
         let (num_blocks, q_len): (usize, usize) = (10, 1000);
         let partial_tiles: usize = (0..num_blocks)
             .map(|_| (q_len / num_blocks).div_ceil(ROW_TILE))
             .sum();
-        assert!(plan.tile_capacity >= partial_tiles);
-        assert_eq!(plan.tile_capacity, q_len.div_ceil(ROW_TILE) + num_blocks);
-        assert_eq!(plan.pass_grid(), (18, 2, 1));
+        assert!(plan.slot_lists.tile_capacity >= partial_tiles);
+        assert_eq!(
+            plan.slot_lists.tile_capacity,
+            q_len.div_ceil(ROW_TILE) + num_blocks
+        );
+        assert_eq!(plan.pass_grid(&plan.slot_lists), (18, 2, 1));
         assert_eq!(plan.dkdv_grid(), (20, 2, 1));
-        assert_eq!(plan.chunk_grid(), (1, 6, 1));
+        assert_eq!(plan.slot_lists.chunk_grid(), (1, 6, 1));
     }
 
     #[test]
@@ -389,11 +458,11 @@ mod tests {
         };
         let config = MobaConfig::new(511, 1);
         assert_eq!(CudaPlan::dkdv_splits(&shape, &config), 9);
-        let plan = CudaPlan::new(&shape, &config, MmaKind::Sync);
+        let plan = CudaPlan::new(&shape, &config, MmaKind::Sync, ElemKind::Bf16);
         assert_eq!(plan.dkdv_grid(), (8, 4, 9));
         // The partial dk and dv fit in the dq accumulator.
         let partials = 2 * 9 * 4 * 511 * 128;
-        assert!(partials <= plan.scratch_words().row_accumulator);
+        assert!(partials <= plan.scratch_words(true).row_accumulator);
         // No group to split (MHA), a grid that fills the GPU, a decode's few rows: whole.
         for (shape, config) in [
             (Shape::prefill(1, 2, 1000, 128), MobaConfig::new(100, 3)),
@@ -421,11 +490,21 @@ mod tests {
     fn shared_memory_fits_an_sm80_block_at_head_dim_128() {
         // 227 KiB is the opt-in limit of sm_80 / sm_90; the kernels raise their limit to this.
         let shape = Shape::prefill(1, 16, 32768, 128);
-        let plan = CudaPlan::new(&shape, &MobaConfig::new(512, 3), MmaKind::Sync);
+        let plan = CudaPlan::new(
+            &shape,
+            &MobaConfig::new(512, 3),
+            MmaKind::Sync,
+            ElemKind::Bf16,
+        );
         assert_eq!(plan.attention_shared_bytes(), (128 + 4 * 64) * 136 * 2);
         // Two attention blocks per SM on sm_90 (228 KiB), with either layout.
         assert!(2 * plan.attention_shared_bytes() <= 228 * 1024);
-        let wgmma = CudaPlan::new(&shape, &MobaConfig::new(512, 3), MmaKind::Warpgroup);
+        let wgmma = CudaPlan::new(
+            &shape,
+            &MobaConfig::new(512, 3),
+            MmaKind::Warpgroup,
+            ElemKind::Bf16,
+        );
         assert_eq!(
             wgmma.attention_shared_bytes(),
             (128 + 4 * 64) * 128 * 2 + 1024
@@ -501,14 +580,51 @@ mod tests {
     #[test]
     fn scratch_sizes_follow_the_problem() {
         let shape = Shape::prefill(1, 2, 2048, 64);
-        let plan = CudaPlan::new(&shape, &MobaConfig::new(256, 3), MmaKind::Sync);
-        let words = plan.scratch_words();
+        let plan = CudaPlan::new(
+            &shape,
+            &MobaConfig::new(256, 3),
+            MmaKind::Sync,
+            ElemKind::Bf16,
+        );
+        let words = plan.scratch_words(true);
         assert_eq!(words.means, 2 * 8 * 64);
         assert_eq!(words.counts, 6 * 8 * 2);
         assert_eq!(words.starts, 6 * 9);
         assert_eq!(words.lists, 6 * 2048);
         assert_eq!(words.row_state, 2 * 2048 * 2);
         assert_eq!(words.row_accumulator, 2 * 2048 * 64);
+        assert_eq!((words.partial_out, words.partial_stats), (0, 0));
         assert_eq!(CudaPlan::cover(1000, 256), (4, 1, 1));
+    }
+
+    #[test]
+    fn small_blocks_run_the_forward_by_block_within_its_scratch() {
+        let plan = |shape: &Shape, block, top_k, elem| {
+            CudaPlan::new(shape, &MobaConfig::new(block, top_k), MmaKind::Sync, elem)
+        };
+        let shape = Shape::prefill(2, 4, 3000, 64);
+        let small = plan(&shape, 128, 8, ElemKind::Bf16);
+        let by_block = small.by_block.expect("blocks of 128 run by block");
+        assert_eq!((by_block.lists, by_block.slots), (8, 8));
+        assert_eq!(by_block.chunks, 3000_usize.div_ceil(CHUNK_ROWS));
+        assert_eq!(by_block.tile_capacity, 24000_usize.div_ceil(ROW_TILE) + 24);
+        // The per-slot lists' scratch holds the by-block ones.
+        let slots = small.slot_lists;
+        assert!(slots.lists * slots.chunks >= by_block.lists * by_block.chunks);
+        // A forward keeps every (row, slot)'s output as bf16 with its lse; a backward none.
+        let rows = 2 * 4 * 3000;
+        let words = small.scratch_words(true);
+        assert_eq!(words.partial_out, rows * 8 * 64 * 2 / 4);
+        assert_eq!(words.partial_stats, rows * 8);
+        assert_eq!(small.scratch_words(false).partial_out, 0);
+        // Larger blocks, one slot, a decode, or outputs past the limit: per slot.
+        assert!(plan(&shape, 256, 8, ElemKind::Bf16).by_block.is_none());
+        assert!(plan(&shape, 64, 1, ElemKind::Bf16).by_block.is_none());
+        let decode = Shape { q_len: 1, ..shape };
+        assert!(plan(&decode, 64, 8, ElemKind::Bf16).by_block.is_none());
+        // 1M rows of 16 heads at top-8: 32 GiB of bf16 outputs.
+        let long = Shape::prefill(1, 16, 1 << 20, 128);
+        assert!(plan(&long, 128, 8, ElemKind::Bf16).by_block.is_none());
+        assert!(plan(&long, 128, 2, ElemKind::Bf16).by_block.is_some());
     }
 }

@@ -360,15 +360,16 @@ impl CudaLmDecoder {
                     let shape = weights.attention_shape(rows);
                     let config = &cached.config;
                     let constants = constants(config);
-                    let cuda_plan = CudaPlan::new(&shape, config, constants.mma);
+                    let cuda_plan = CudaPlan::new(&shape, config, constants.mma, constants.elem);
                     let given_means = config.check_given_means().is_ok();
                     let buffer = self
                         .runtime
                         .stream()
-                        .alloc_zeros::<f32>(Scratch::words(&cuda_plan, given_means))
+                        .alloc_zeros::<f32>(Scratch::words(&cuda_plan, given_means, true))
                         .map_err(|e| cuda_error("allocating the attention's scratch", e))?;
                     let means = given_means.then(|| pointer(&cached.means, stream));
-                    let at = Scratch::in_one_buffer(&cuda_plan, pointer(&buffer, stream), means);
+                    let at =
+                        Scratch::in_one_buffer(&cuda_plan, pointer(&buffer, stream), means, true);
                     scratch.push(buffer);
                     let tensors = ForwardTensors {
                         q: pointer(&b.queries, stream),

@@ -4,7 +4,7 @@
 
 use super::launch::{
     CudaPlan, DECODE_KEYS, DecodeSplit, ELEMENT_THREADS, GATE_THREADS, INVERT_THREADS, KEY_THREADS,
-    MEAN_THREADS, TILE_THREADS, WARP,
+    ListLayout, MEAN_THREADS, TILE_THREADS, WARP,
 };
 use super::source::CudaProgram;
 use crate::config::MobaConfig;
@@ -53,11 +53,12 @@ pub struct Scratch {
 const SCRATCH_ALIGN_WORDS: usize = 64;
 
 impl Scratch {
-    /// The scratch buffers of `plan` as regions of one f32 allocation of
-    /// [`Scratch::words`] words at `base` (one allocation instead of one per buffer: a
-    /// decode step's fixed cost); the block means at `means` where the caller gives them.
-    pub fn in_one_buffer(plan: &CudaPlan, base: u64, means: Option<u64>) -> Scratch {
-        let (offsets, _) = Self::layout(plan, means.is_some());
+    /// The scratch buffers of a forward (`forward`) or backward of `plan` as regions of one
+    /// f32 allocation of [`Scratch::words`] words at `base` (one allocation instead of one
+    /// per buffer: a decode step's fixed cost); the block means at `means` where the caller
+    /// gives them.
+    pub fn in_one_buffer(plan: &CudaPlan, base: u64, means: Option<u64>, forward: bool) -> Scratch {
+        let (offsets, _) = Self::layout(plan, means.is_some(), forward);
         let at = offsets.map(|offset| base + 4 * offset as u64);
         Scratch {
             means: means.unwrap_or(at[0]),
@@ -73,13 +74,13 @@ impl Scratch {
     }
 
     /// Words of the allocation [`Scratch::in_one_buffer`] takes (at least 1).
-    pub fn words(plan: &CudaPlan, means_given: bool) -> usize {
-        Self::layout(plan, means_given).1.max(1)
+    pub fn words(plan: &CudaPlan, means_given: bool, forward: bool) -> usize {
+        Self::layout(plan, means_given, forward).1.max(1)
     }
 
     /// Each region's first word, in the fields' order, and the end.
-    fn layout(plan: &CudaPlan, means_given: bool) -> ([usize; 9], usize) {
-        let words = plan.scratch_words();
+    fn layout(plan: &CudaPlan, means_given: bool, forward: bool) -> ([usize; 9], usize) {
+        let words = plan.scratch_words(forward);
         let sizes = [
             if means_given { 0 } else { words.means },
             words.counts,
@@ -170,24 +171,36 @@ impl CudaSchedule {
     /// `t.selection`).
     pub fn forward(&self, t: &ForwardTensors, s: &Scratch, given: Given) -> Vec<Launch> {
         let t = BackwardTensors::forward_only(*t);
-        let steps = match self.plan.decode {
-            Some(_) => launch_plan::decode_forward(&self.config),
-            None => launch_plan::forward(&self.config),
+        let steps = match (self.plan.decode, self.plan.by_block) {
+            (Some(_), _) => launch_plan::decode_forward(&self.config),
+            (None, Some(_)) => launch_plan::forward_by_block(&self.config),
+            (None, None) => launch_plan::forward(&self.config),
         };
         let steps = launch_plan::with_given(steps, given.means, given.selection);
-        self.launches(steps, &t, s)
+        self.launches(steps, &t, s, &self.plan.forward_lists())
     }
 
     /// The backward ([`launch_plan::backward`]) on these tensors.
     pub fn backward(&self, t: &BackwardTensors, s: &Scratch) -> Vec<Launch> {
-        self.launches(launch_plan::backward(&self.config), t, s)
+        self.launches(
+            launch_plan::backward(&self.config),
+            t,
+            s,
+            &self.plan.slot_lists,
+        )
     }
 
-    /// The launches of `steps`, in order.
-    pub fn launches(&self, steps: Vec<Step>, t: &BackwardTensors, s: &Scratch) -> Vec<Launch> {
+    /// The launches of `steps`, in order, the inversion into `lists`.
+    pub fn launches(
+        &self,
+        steps: Vec<Step>,
+        t: &BackwardTensors,
+        s: &Scratch,
+        lists: &ListLayout,
+    ) -> Vec<Launch> {
         steps
             .into_iter()
-            .filter_map(|step| self.lower(step, t, s))
+            .filter_map(|step| self.lower(step, t, s, lists))
             .collect()
     }
 
@@ -201,7 +214,13 @@ impl CudaSchedule {
     /// The launch of one step: program, grid, threads, shared memory and arguments (the
     /// parameters first, then the kernel's own, as its signature lists them); `None` for a
     /// step that needs no kernel here.
-    fn lower(&self, step: Step, t: &BackwardTensors, s: &Scratch) -> Option<Launch> {
+    fn lower(
+        &self,
+        step: Step,
+        t: &BackwardTensors,
+        s: &Scratch,
+        lists: &ListLayout,
+    ) -> Option<Launch> {
         use Arg::{Ptr, U32};
         let plan = &self.plan;
         let f = &t.forward;
@@ -242,18 +261,18 @@ impl CudaSchedule {
             }
             Step::SelectionCount => (
                 CudaProgram::Inversion,
-                plan.chunk_grid(),
+                lists.chunk_grid(),
                 INVERT_THREADS,
                 plan.inversion_shared_bytes(),
-                vec![Ptr(f.selection), Ptr(s.counts)],
+                vec![U32(lists.slots as u32), Ptr(f.selection), Ptr(s.counts)],
             ),
             Step::SelectionScan => (
                 CudaProgram::Inversion,
-                (plan.lists as u32, 1, 1),
+                (lists.lists as u32, 1, 1),
                 INVERT_THREADS,
                 0,
                 vec![
-                    U32(plan.chunks as u32),
+                    U32(lists.chunks as u32),
                     Ptr(s.counts),
                     Ptr(s.starts),
                     Ptr(s.tiles),
@@ -261,16 +280,21 @@ impl CudaSchedule {
             ),
             Step::SelectionScatter => (
                 CudaProgram::Inversion,
-                plan.chunk_grid(),
+                lists.chunk_grid(),
                 WARP,
                 plan.inversion_shared_bytes(),
-                vec![Ptr(f.selection), Ptr(s.counts), Ptr(s.lists)],
+                vec![
+                    U32(lists.slots as u32),
+                    Ptr(f.selection),
+                    Ptr(s.counts),
+                    Ptr(s.lists),
+                ],
             ),
             // The CUDA kernels stage the tensors themselves.
             Step::HalfKeys => return None,
             Step::AttentionPass { slot } => (
                 CudaProgram::Attention,
-                plan.pass_grid(),
+                plan.pass_grid(lists),
                 TILE_THREADS,
                 plan.attention_shared_bytes(),
                 vec![
@@ -283,6 +307,36 @@ impl CudaSchedule {
                     Ptr(s.tiles),
                     Ptr(s.row_accumulator),
                     Ptr(s.row_state),
+                ],
+            ),
+            Step::AttentionBlocks => (
+                CudaProgram::Attention,
+                plan.pass_grid(lists),
+                TILE_THREADS,
+                plan.attention_shared_bytes(),
+                vec![
+                    Ptr(f.q),
+                    Ptr(f.k),
+                    Ptr(f.v),
+                    Ptr(s.lists),
+                    Ptr(s.starts),
+                    Ptr(s.tiles),
+                    Ptr(s.partial_out),
+                    Ptr(s.partial_stats),
+                ],
+            ),
+            // One thread per 8 columns of a row.
+            Step::AttentionCombine => (
+                CudaProgram::Attention,
+                CudaPlan::cover(plan.rows * plan.head_dim / 8, ELEMENT_THREADS),
+                ELEMENT_THREADS,
+                0,
+                vec![
+                    Ptr(f.selection),
+                    Ptr(s.partial_out),
+                    Ptr(s.partial_stats),
+                    Ptr(f.o),
+                    Ptr(f.lse),
                 ],
             ),
             // One thread per 8 columns (head dims are multiples of 16).
@@ -308,7 +362,7 @@ impl CudaSchedule {
             ),
             Step::DqPass { slot } => (
                 CudaProgram::Backward,
-                plan.pass_grid(),
+                plan.pass_grid(lists),
                 TILE_THREADS,
                 plan.dq_shared_bytes(),
                 [
@@ -401,7 +455,7 @@ mod tests {
 
     fn schedule(config: &MobaConfig) -> CudaSchedule {
         let shape = Shape::prefill(1, 4, 3000, 64);
-        let plan = CudaPlan::new(&shape, config, MmaKind::Sync);
+        let plan = CudaPlan::new(&shape, config, MmaKind::Sync, ElemKind::Bf16);
         CudaSchedule::new(plan, KernelParams::new(&shape, config), config)
     }
 
@@ -462,9 +516,53 @@ mod tests {
         );
         let slots: Vec<Arg> = launches[5..8].iter().map(|l| l.args[1]).collect();
         assert_eq!(slots, [Arg::U32(0), Arg::U32(1), Arg::U32(2)]);
-        // The gate writes the selection the inversion reads.
+        // The gate writes the selection the inversion reads, into lists of one slot.
         assert_eq!(launches[1].args[3], Arg::Ptr(6));
-        assert_eq!(launches[2].args[1], Arg::Ptr(6));
+        assert_eq!(launches[2].args[1..3], [Arg::U32(1), Arg::Ptr(6)]);
+        // 4 heads x 3 slots, 3 chunks of 1024 rows; tiles of 3000 rows over 12 blocks.
+        assert_eq!(launches[2].grid, (3, 12, 1));
+        assert_eq!(launches[5].grid, (24 + 12, 4, 1));
+    }
+
+    #[test]
+    fn small_blocks_run_the_forward_by_block() {
+        let config = MobaConfig::new(64, 3);
+        let (t, s) = tensors();
+        let launches = schedule(&config).forward(&t.forward, &s, Given::default());
+        assert_eq!(
+            kernels(&launches),
+            [
+                "block_means",
+                "gate_topk",
+                "selection_count",
+                "selection_scan",
+                "selection_scatter",
+                "attention_blocks",
+                "attention_combine"
+            ]
+        );
+        // One list per head of its 3 slots: 9000 entries in chunks of 1024 rows' (3), tiles
+        // over 47 blocks.
+        assert_eq!(launches[2].args[1..3], [Arg::U32(3), Arg::Ptr(6)]);
+        assert_eq!(launches[2].grid, (3, 4, 1));
+        assert_eq!(launches[3].args[1], Arg::U32(3));
+        assert_eq!(launches[5].grid, (71 + 47, 4, 1));
+        // Every pair's output goes to the partials the combine reads with the selection.
+        assert_eq!(launches[5].args[7..], [Arg::Ptr(18), Arg::Ptr(19)]);
+        assert_eq!(
+            launches[6].args[1..],
+            [
+                Arg::Ptr(6),
+                Arg::Ptr(18),
+                Arg::Ptr(19),
+                Arg::Ptr(4),
+                Arg::Ptr(5)
+            ]
+        );
+        // The backward inverts per slot, whatever the forward did.
+        let backward = schedule(&config).backward(&t, &s);
+        assert_eq!(backward[1].args[1], Arg::U32(1));
+        assert_eq!(backward[1].grid, (3, 12, 1));
     }
 
     #[test]
@@ -514,7 +612,7 @@ mod tests {
                 "dkdv"
             ]
         );
-        assert_eq!(launches[1].args[1], Arg::Ptr(6));
+        assert_eq!(launches[1].args[2], Arg::Ptr(6));
         assert_eq!(launches[6].args.last(), Some(&Arg::Ptr(8)));
         // dk, dv, and where a split walk's partials go (the dq accumulator).
         assert_eq!(
@@ -531,7 +629,7 @@ mod tests {
             ..Shape::prefill(1, 8, 300, 64)
         };
         let config = MobaConfig::new(256, 2);
-        let plan = CudaPlan::new(&shape, &config, MmaKind::Sync);
+        let plan = CudaPlan::new(&shape, &config, MmaKind::Sync, ElemKind::Bf16);
         let schedule = CudaSchedule::new(plan, KernelParams::new(&shape, &config), &config);
         let (t, s) = tensors();
         let launches = schedule.backward(&t, &s);
@@ -560,7 +658,7 @@ mod tests {
             kv_heads: 2,
             ..Shape::prefill(1, 4, 3000, 64)
         };
-        let plan = CudaPlan::new(&shape, config, MmaKind::Sync);
+        let plan = CudaPlan::new(&shape, config, MmaKind::Sync, ElemKind::Bf16);
         CudaSchedule::new(plan, KernelParams::new(&shape, config), config)
     }
 
@@ -583,7 +681,7 @@ mod tests {
         let cached = schedule.forward(&t.forward, &s, MEANS);
         assert_eq!(kernels(&cached)[0], "gate_topk");
         // Partials: 4 rows x 3 slots x 2 chunks.
-        let words = schedule.plan.scratch_words();
+        let words = schedule.plan.scratch_words(true);
         assert_eq!((words.partial_out, words.partial_stats), (24 * 64, 24 * 2));
     }
 

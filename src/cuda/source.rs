@@ -2,6 +2,7 @@
 //! problem: the compile-time constants go in as `#define`s before the shared header.
 
 use super::launch::source_constants;
+use crate::kernel_override;
 use crate::kernel_params::KernelParams;
 use crate::shared_constants;
 
@@ -25,6 +26,14 @@ impl ElemKind {
             DType::F16 => Some(ElemKind::F16),
             DType::BF16 => Some(ElemKind::Bf16),
             _ => None,
+        }
+    }
+
+    /// Bytes of one element.
+    pub fn bytes(self) -> usize {
+        match self {
+            ElemKind::F32 => 4,
+            ElemKind::F16 | ElemKind::Bf16 => 2,
         }
     }
 
@@ -108,6 +117,11 @@ pub enum CudaProgram {
 }
 
 const COMMON: &str = include_str!("../../shaders/cuda/common.cuh");
+
+/// Development switch: a folder whose `.cu` files and `common.cuh` replace the embedded
+/// ones of the same name when a program is compiled (the NVRTC cache keys on the source,
+/// so an edited kernel is compiled afresh).
+pub const CUDA_DIR_VARIABLE: &str = "MOBA_CUDA_DIR";
 
 impl CudaProgram {
     /// MoBA's programs, built before a problem's first run.
@@ -199,11 +213,9 @@ impl CudaConstants {
         ]
         .map(shared_constants::cuda_lines)
         .concat();
-        format!(
-            "{defines}{}{COMMON}\n{}",
-            KernelParams::CUDA,
-            program.body()
-        )
+        let common = kernel_override::source(CUDA_DIR_VARIABLE, "common.cuh", COMMON);
+        let body = kernel_override::source(CUDA_DIR_VARIABLE, program.name(), program.body());
+        format!("{defines}{}{common}\n{body}", KernelParams::CUDA)
     }
 }
 

@@ -75,24 +75,7 @@ pub(crate) fn file(stem: &str) -> Cow<'static, str> {
         .find(|(name, _)| *name == stem)
         .map(|(_, text)| *text)
         .unwrap_or_else(|| panic!("no shaders/wgsl/{stem}.wgsl"));
-    let Some(dir) = std::env::var_os(WGSL_DIR_VARIABLE) else {
-        return Cow::Borrowed(embedded);
-    };
-    let path = std::path::Path::new(&dir).join(format!("{stem}.wgsl"));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            // Never silent: the first replaced file says where the kernels come from.
-            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                eprintln!(
-                    "{WGSL_DIR_VARIABLE}={}: WGSL files there replace the built-in kernels",
-                    dir.to_string_lossy()
-                );
-            }
-            Cow::Owned(text)
-        }
-        Err(_) => Cow::Borrowed(embedded),
-    }
+    crate::kernel_override::source(WGSL_DIR_VARIABLE, &format!("{stem}.wgsl"), embedded)
 }
 
 /// Every compute kernel of the wgpu path.

@@ -429,6 +429,11 @@ impl Schedule {
                 vec![P(0), I(Io::O), S(ROW_STATE), I(Io::Lse)],
                 per_thread_rows,
             ),
+            // The wgpu forward runs per slot (`launch_plan::forward`): storage buffers of
+            // every slot's outputs would pass the binding limits of most adapters.
+            Step::AttentionBlocks | Step::AttentionCombine => {
+                unreachable!("the wgpu schedule never runs the forward by block")
+            }
             Step::BackwardPrepare => (
                 portable(Kernel::BackwardPrepare),
                 vec![
