@@ -111,6 +111,9 @@ fn grid() -> Vec<(Shape, MobaConfig)> {
         // The last tile of block 0's list holds row 1023 alone, whose window is block 1:
         // it keeps one key tile, all masked (its q staging is waited on with it).
         (shape(1, 2, 2, 129, 1024, 64), MobaConfig::key_window(512)),
+        // Blocks past `BY_BLOCK_MAX_BLOCK` (128): the forward per slot, four slots merged
+        // into each row's state (smaller blocks run by block, one list per head).
+        (shape(1, 4, 2, 1100, 1100, 64), MobaConfig::new(160, 4)),
         // Groups of 5 heads over a grid of 8 dk/dv tiles: the walk splits in two, 3 heads
         // and 2 (launch.rs: CudaPlan::dkdv_splits), partials added by dkdv_combine.
         (shape(1, 10, 2, 200, 200, 64), MobaConfig::new(64, 2)),
@@ -295,7 +298,7 @@ fn bf16_grid_matches_the_reference() {
 
 #[test]
 fn f16_grid_matches_the_reference() {
-    check_grid::<f16>(&[1, 2, 4, 5, 6, 10, 12, 20]);
+    check_grid::<f16>(&[1, 2, 4, 5, 6, 10, 12, 20, 21]);
 }
 
 #[test]
