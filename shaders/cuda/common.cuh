@@ -505,20 +505,13 @@ __device__ __forceinline__ u32 list_entries(const Params& p, u32 list_slots) {
     return p.q_len * list_slots;
 }
 
-// The block of tile `x`: the last j with tiles[j] <= x (tiles[0] = 0 and x <
-// tiles[num_blocks]), searched by the whole thread block: each round its TILE_THREADS
-// threads test evenly spaced j of [lo, hi) at once (tiles ascend, so the ones that pass are
-// the first ones) and the range shrinks to the gap after the last that passed. Two rounds
-// cover 65,536 blocks, where a binary search of one thread waited on ten loads in a row:
-// most of a small block's tile. Uniform: every thread gets the block.
+// The block of tile `x`: the last j with tiles[j] <= x (binary search; tiles[0] = 0 and
+// x < tiles[num_blocks]).
 __device__ __forceinline__ u32 tile_block(const u32* tiles, u32 num_blocks, u32 x) {
     u32 lo = 0, hi = num_blocks;
     while (hi - lo > 1) {
-        u32 step = (hi - lo + TILE_THREADS - 1) / TILE_THREADS;
-        u32 j = lo + threadIdx.x * step;
-        u32 passed = __syncthreads_count(j < hi && tiles[j] <= x);
-        lo += (passed - 1) * step;
-        hi = min(lo + step, hi);
+        u32 mid = (lo + hi) / 2;
+        if (tiles[mid] <= x) lo = mid; else hi = mid;
     }
     return lo;
 }
@@ -541,7 +534,6 @@ __device__ __forceinline__ GatheredTile gathered_tile(u32* rows, const Params& p
     const u32* list_starts = starts + (size_t)list * (p.num_blocks + 1);
     const u32* list_tiles = tiles + (size_t)list * (p.num_blocks + 1);
     GatheredTile tile = {0, 0, 0};
-    // Uniform: the whole thread block leaves, or searches together.
     if (x >= list_tiles[p.num_blocks]) return tile;
     tile.block = tile_block(list_tiles, p.num_blocks, x);
     tile.first = list_starts[tile.block] + (x - list_tiles[tile.block]) * ROW_TILE;
