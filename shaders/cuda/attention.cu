@@ -1,5 +1,7 @@
 // MoBA forward on the tensor cores: dense tiles of gathered queries x one selected block,
-// one launch per selection slot, merged into a per-row online-softmax state.
+// one launch per selection slot, merged into a per-row online-softmax state; or, for small
+// blocks, one launch over every slot, each (row, block) pair's output kept apart and
+// combined per row after.
 //
 // attention_pass — grid (tile capacity of a slot, batch * q_heads), TILE_THREADS threads.
 //   A thread block takes one tile of the inverted selection (inversion.cu): up to ROW_TILE

@@ -201,8 +201,8 @@ struct RankedBlocks {
         for (u32 i = 0; i < TOP_K; i++) { score[i] = NEG_INF; block[i] = -1; }
     }
 
-    // Whether a block of `new_score` would be kept (`insert` leaves the ranking as it is
-    // for any other; NaN is let through, as `insert` places it first).
+    // Whether a block of `new_score` would be kept: for finite scores (the inputs are
+    // checked), `insert` leaves the ranking as it is for any other.
     __device__ __forceinline__ bool reaches_bar(float new_score) const { return !(new_score < bar); }
 
     // Blocks arrive in ascending order, so a new block outranks kept blocks of equal score

@@ -23,7 +23,7 @@
 __device__ __forceinline__ int chosen_block(const int* selection, const Params& p, u32 list,
                                             u32 list_slots, u32 e) {
     u32 lists_per_head = TOP_K / list_slots;
-    u32 bh = list / lists_per_head, slot = list % lists_per_head + e % list_slots;
+    u32 bh = list / lists_per_head, slot = list % lists_per_head * list_slots + e % list_slots;
     return selection[((size_t)bh * p.q_len + e / list_slots) * TOP_K + slot];
 }
 

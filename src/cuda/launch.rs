@@ -368,13 +368,15 @@ impl CudaPlan {
             }
             (None, None) => (0, 0),
         };
+        // The forward by block keeps no running state per row.
+        let state = !(forward && self.by_block.is_some());
         ScratchWords {
             means: self.kv_groups * self.num_blocks * self.head_dim,
             counts: lists.lists * self.num_blocks * lists.chunks,
             starts: lists.lists * (self.num_blocks + 1),
             lists: lists.lists * (self.rows / self.query_heads),
-            row_state: self.rows * 2,
-            row_accumulator: self.rows * self.head_dim,
+            row_state: if state { self.rows * 2 } else { 0 },
+            row_accumulator: if state { self.rows * self.head_dim } else { 0 },
             partial_out,
             partial_stats,
         }
@@ -616,7 +618,10 @@ mod tests {
         let words = small.scratch_words(true);
         assert_eq!(words.partial_out, rows * 8 * 64 * 2 / 4);
         assert_eq!(words.partial_stats, rows * 8);
-        assert_eq!(small.scratch_words(false).partial_out, 0);
+        assert_eq!((words.row_state, words.row_accumulator), (0, 0));
+        let backward = small.scratch_words(false);
+        assert_eq!(backward.partial_out, 0);
+        assert_eq!(backward.row_accumulator, rows * 64);
         // Larger blocks, one slot, a decode, or outputs past the limit: per slot.
         assert!(plan(&shape, 256, 8, ElemKind::Bf16).by_block.is_none());
         assert!(plan(&shape, 64, 1, ElemKind::Bf16).by_block.is_none());
