@@ -234,6 +234,23 @@ impl CudaSchedule {
             Ptr(s.lists),
             Ptr(s.starts),
         ];
+        // What both attention passes read: the inputs and the inverted selection's tiles.
+        let tiles = [
+            Ptr(f.q),
+            Ptr(f.k),
+            Ptr(f.v),
+            Ptr(s.lists),
+            Ptr(s.starts),
+            Ptr(s.tiles),
+        ];
+        // What both merges of partial outputs (by block, split decode) read and write.
+        let combine = [
+            Ptr(f.selection),
+            Ptr(s.partial_out),
+            Ptr(s.partial_stats),
+            Ptr(f.o),
+            Ptr(f.lse),
+        ];
         let (program, grid, threads, shared_bytes, args) = match step {
             Step::BlockMeans => (
                 CudaProgram::Gate,
@@ -297,33 +314,19 @@ impl CudaSchedule {
                 plan.pass_grid(lists),
                 TILE_THREADS,
                 plan.attention_shared_bytes(),
-                vec![
-                    U32(slot as u32),
-                    Ptr(f.q),
-                    Ptr(f.k),
-                    Ptr(f.v),
-                    Ptr(s.lists),
-                    Ptr(s.starts),
-                    Ptr(s.tiles),
-                    Ptr(s.row_accumulator),
-                    Ptr(s.row_state),
-                ],
+                [
+                    &[U32(slot as u32)][..],
+                    &tiles,
+                    &[Ptr(s.row_accumulator), Ptr(s.row_state)],
+                ]
+                .concat(),
             ),
             Step::AttentionBlocks => (
                 CudaProgram::Attention,
                 plan.pass_grid(lists),
                 TILE_THREADS,
                 plan.attention_shared_bytes(),
-                vec![
-                    Ptr(f.q),
-                    Ptr(f.k),
-                    Ptr(f.v),
-                    Ptr(s.lists),
-                    Ptr(s.starts),
-                    Ptr(s.tiles),
-                    Ptr(s.partial_out),
-                    Ptr(s.partial_stats),
-                ],
+                [&tiles[..], &[Ptr(s.partial_out), Ptr(s.partial_stats)]].concat(),
             ),
             // One thread per 8 columns of a row.
             Step::AttentionCombine => (
@@ -331,13 +334,7 @@ impl CudaSchedule {
                 CudaPlan::cover(plan.rows * plan.head_dim / 8, ELEMENT_THREADS),
                 ELEMENT_THREADS,
                 0,
-                vec![
-                    Ptr(f.selection),
-                    Ptr(s.partial_out),
-                    Ptr(s.partial_stats),
-                    Ptr(f.o),
-                    Ptr(f.lse),
-                ],
+                combine.to_vec(),
             ),
             // One thread per 8 columns (head dims are multiples of 16).
             Step::AttentionFinalize => (
@@ -427,13 +424,7 @@ impl CudaSchedule {
                 ),
                 ELEMENT_THREADS,
                 0,
-                vec![
-                    Ptr(f.selection),
-                    Ptr(s.partial_out),
-                    Ptr(s.partial_stats),
-                    Ptr(f.o),
-                    Ptr(f.lse),
-                ],
+                combine.to_vec(),
             ),
         };
         Some(Launch {
