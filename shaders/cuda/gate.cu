@@ -11,13 +11,13 @@
 //   go to shared memory (GateQuery::score), then every thread ranks its row's scores into
 //   its best TOP_K (score, block) pairs, kept in registers (a block below the last kept
 //   score skips the insertion: most blocks, once the places are full): no [rows,
-//   num_blocks] score matrix exists. Scores: 16-bit inputs on the tensor cores (`mma.m16n8k8` in tf32, each
-//   warp its 32 rows x MEAN_STAGE blocks): 16-bit queries are exact in tf32 and each f32
-//   mean is staged as a tf32 head plus its remainder, so the products keep about 21 bits of
-//   the mean (f32 keeps 24). f32 inputs: each thread its row in f32 FMAs. Same rule as the
-//   reference and the WGSL gate: causal rows force their own block and rank the earlier
-//   ones of their sequence; ties go to the larger block id; the static gates score by block
-//   id (sinks above every other block).
+//   num_blocks] score matrix exists. Scores: 16-bit inputs on the tensor cores
+//   (`mma.m16n8k8` in tf32, each warp its 32 rows x MEAN_STAGE blocks): 16-bit queries
+//   are exact in tf32 and each f32 mean is staged as a tf32 head plus its remainder, so
+//   the products keep about 21 bits of the mean (f32 keeps 24). f32 inputs: each thread
+//   its row in f32 FMAs. Same rule as the reference and the WGSL gate: causal rows force
+//   their own block and rank the earlier ones of their sequence; ties go to the larger
+//   block id; the static gates score by block id (sinks above every other block).
 //   Memory: q [rows, HEAD_DIM] elem_t; selection [rows, TOP_K] i32, ascending, padded with
 //   -1; sequence_starts [num_blocks] i32 or null, the first block of each block's sequence
 //   (a packed varlen batch; null: all 0). Shared: the staged means as (head, remainder) pairs in rows of STAGE_STRIDE (a

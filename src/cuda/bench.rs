@@ -210,7 +210,7 @@ pub fn measure(
     let mma = driver.mma_kind(shape.head_dim);
     let plan = CudaPlan::new(shape, &config, mma, elem);
     let scratch_bytes = 4 * plan.scratch_words(true).total();
-    let elem_bytes = if elem == ElemKind::F32 { 4 } else { 2 };
+    let elem_bytes = elem.bytes();
     let tensors = elem_bytes * (2 * shape.q_elems() + 2 * shape.kv_elems())
         + 4 * shape.q_rows() * (1 + config.top_k);
     let training = if backward_too {

@@ -351,7 +351,7 @@ impl CudaPlan {
 
     /// Element counts of the scratch buffers of a forward (`forward`) or a backward, in
     /// 4-byte words. The per-slot lists are the largest (a by-block list holds a query
-    /// head's slots in one, counted in as many chunks or fewer).
+    /// head's slots in one, counted in as many chunks).
     pub fn scratch_words(&self, forward: bool) -> ScratchWords {
         let lists = &self.slot_lists;
         // The split decode's f32 partials of every (row, slot, chunk) with (max, sum); the
@@ -462,9 +462,9 @@ mod tests {
         assert_eq!(CudaPlan::dkdv_splits(&shape, &config), 9);
         let plan = CudaPlan::new(&shape, &config, MmaKind::Sync, ElemKind::Bf16);
         assert_eq!(plan.dkdv_grid(), (8, 4, 9));
-        // The partial dk and dv fit in the dq accumulator.
+        // The partial dk and dv fit in the backward's dq accumulator.
         let partials = 2 * 9 * 4 * 511 * 128;
-        assert!(partials <= plan.scratch_words(true).row_accumulator);
+        assert!(partials <= plan.scratch_words(false).row_accumulator);
         // No group to split (MHA), a grid that fills the GPU, a decode's few rows: whole.
         for (shape, config) in [
             (Shape::prefill(1, 2, 1000, 128), MobaConfig::new(100, 3)),
