@@ -28,25 +28,37 @@ pub const PREFILL_ROWS: usize = 256;
 /// ([`Decoder::step`] one, [`Decoder::prefill`] a prompt) and read the next byte's scores
 /// ([`Decoder::logits`]); [`crate::model::GpuGenerator`] samples from one.
 pub trait Decoder {
-    /// Reads `bytes` at the next positions, [`Decoder::chunk_rows`] per submission at most,
-    /// with no wait; [`Decoder::logits`] then reads the scores of the byte after the last.
-    /// An error, before anything is submitted, for a byte past the vocabulary or more bytes
-    /// than the cache has room for.
-    fn prefill(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Reads `sequences[s]` at the next positions of sequence `s`, every sequence as many
+    /// bytes, [`Decoder::chunk_rows`] positions per submission at most, with no wait;
+    /// [`Decoder::logits`] then reads the scores of the byte after each sequence's last. An
+    /// error, before anything is submitted, for a count of sequences other than
+    /// [`Decoder::sequences`], sequences of different lengths, a byte past the vocabulary or
+    /// more bytes than the cache has room for.
+    fn read(&mut self, sequences: &[&[u8]]) -> Result<()>;
 
-    /// Reads `byte` at the next position: its key and value join the cache, and the logits
-    /// of the byte after it are computed. One submission, no wait; an error once the cache
-    /// is full.
+    /// Reads `bytes` at the next positions of every sequence ([`Decoder::read`]).
+    fn prefill(&mut self, bytes: &[u8]) -> Result<()> {
+        self.read(&vec![bytes; self.sequences()])
+    }
+
+    /// Reads `byte` at the next position of every sequence: its key and value join the
+    /// cache, and the logits of the byte after it are computed. One submission, no wait; an
+    /// error once the cache is full.
     fn step(&mut self, byte: u8) -> Result<()> {
         self.prefill(&[byte])
     }
 
-    /// The scores of the next byte after the last [`Decoder::step`] or [`Decoder::prefill`]
-    /// (`[vocab]`, the model's logits before any softmax). Await it before the next step.
+    /// Reads `bytes[s]` at the next position of sequence `s`: one submission for the batch.
+    fn step_each(&mut self, bytes: &[u8]) -> Result<()> {
+        self.read(&bytes.chunks(1).collect::<Vec<_>>())
+    }
+
+    /// The scores of the next byte of each sequence after the last read, `[sequences,
+    /// vocab]` (the model's logits before any softmax). Await it before the next read.
     fn logits(&self) -> impl Future<Output = Result<Vec<f32>>>;
 
-    /// The blocks each query head of `layer` attended at the last position read,
-    /// `[n_heads, top_k]` ascending, -1 for none (a view of the routing); an error before
+    /// The blocks each query head of `layer` attended at the last position read, `[sequences,
+    /// n_heads, top_k]` ascending, -1 for none (a view of the routing); an error before
     /// the first byte.
     fn selection(&self, layer: usize) -> impl Future<Output = Result<Vec<i32>>>;
 
@@ -56,23 +68,28 @@ pub trait Decoder {
     /// The same, to reset.
     fn cursor_mut(&mut self) -> &mut Cursor;
 
-    /// Positions in the cache: the bytes read so far.
+    /// Sequences the decoder reads side by side, each with its own cache (a batch).
+    fn sequences(&self) -> usize {
+        self.cursor().sequences
+    }
+
+    /// Positions in each sequence's cache: the bytes read so far.
     fn position(&self) -> usize {
         self.cursor().position
     }
 
-    /// Positions the cache holds at most (the model's context).
+    /// Positions each sequence's cache holds at most (the model's context).
     fn capacity(&self) -> usize {
         self.cursor().capacity
     }
 
-    /// Positions one submission of [`Decoder::prefill`] reads at most (a long prompt's tile,
-    /// else the split decode's chunk).
+    /// Positions of each sequence one submission reads at most (a long prompt's tile, else
+    /// the split decode's chunk).
     fn chunk_rows(&self) -> usize {
         self.cursor().program_rows.last().copied().unwrap_or(1)
     }
 
-    /// Forgets every cached position (the next step is position 0).
+    /// Forgets every cached position (the next read is position 0).
     fn reset(&mut self) {
         let cursor = self.cursor_mut();
         cursor.position = 0;
@@ -80,90 +97,139 @@ pub trait Decoder {
     }
 }
 
+/// The rows of one submission: the next `positions` of each of `sequences` sequences,
+/// sequence-major (row `s * positions + p` is position `p` of sequence `s`). Every decode-step
+/// kernel takes them at once; the attention sees a batch of `sequences`, `positions` queries
+/// each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rows {
+    pub sequences: usize,
+    pub positions: usize,
+}
+
+impl Rows {
+    /// Rows in all.
+    pub fn count(&self) -> usize {
+        self.sequences * self.positions
+    }
+}
+
 /// A decoder's place in its cache and the rows of its programs (a submission runs the
-/// largest program that the bytes left fill): the bookkeeping both decoders share.
+/// largest program that the bytes left fill): the bookkeeping both decoders share. Every
+/// sequence of a batch is at the same position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cursor {
     capacity: usize,
     vocab: usize,
+    sequences: usize,
     position: usize,
-    /// Rows of the last submission.
+    /// Positions of the last submission.
     last_rows: usize,
-    /// Rows of each program, ascending; the first is 1.
+    /// Positions of each program, ascending; the first is 1.
     program_rows: Vec<usize>,
 }
 
 impl Cursor {
-    /// A decoder of `capacity` positions over `vocab` bytes, with no program yet.
-    pub fn new(capacity: usize, vocab: usize) -> Self {
+    /// A decoder of `sequences` caches of `capacity` positions over `vocab` bytes, with no
+    /// program yet.
+    pub fn new(capacity: usize, vocab: usize, sequences: usize) -> Self {
         Cursor {
             capacity,
             vocab,
+            sequences,
             position: 0,
             last_rows: 1,
             program_rows: Vec::new(),
         }
     }
 
-    /// Adds a program of `rows` rows: 1 first, then each more than the one before.
-    pub fn add_program(&mut self, rows: usize) {
+    /// Adds a program of `positions` positions per sequence: 1 first, then each more than
+    /// the one before.
+    pub fn add_program(&mut self, positions: usize) {
         let next = self
             .program_rows
             .last()
-            .map_or(rows == 1, |&last| last < rows);
+            .map_or(positions == 1, |&last| last < positions);
         assert!(
             next,
-            "programs of 1 row first, then ascending ({rows} after {:?})",
+            "programs of 1 position first, then ascending ({positions} after {:?})",
             self.program_rows
         );
-        self.program_rows.push(rows);
+        self.program_rows.push(positions);
     }
 
-    /// `bytes` as submissions, each `(program, its bytes)`: the largest program that the
-    /// rest fills; an error for a byte past the vocabulary, or more bytes than the room
-    /// left in the cache. Call after the first [`Cursor::add_program`].
-    pub fn submissions<'a>(&self, bytes: &'a [u8]) -> Result<Vec<(usize, &'a [u8])>> {
+    /// The rows of a program of `positions` positions per sequence.
+    pub fn rows(&self, positions: usize) -> Rows {
+        Rows {
+            sequences: self.sequences,
+            positions,
+        }
+    }
+
+    /// `sequences` (one slice per sequence, all of one length) as submissions, each
+    /// `(program, its rows' bytes)` in row order: the largest program that the rest fills;
+    /// an error for a count of sequences other than the decoder's, sequences of different
+    /// lengths, a byte past the vocabulary, or more bytes than the room left in the cache.
+    /// Call after the first [`Cursor::add_program`].
+    pub fn submissions(&self, sequences: &[&[u8]]) -> Result<Vec<(usize, Vec<u8>)>> {
         let (capacity, position, vocab) = (self.capacity, self.position, self.vocab);
-        if let Some(&byte) = bytes.iter().find(|&&byte| usize::from(byte) >= vocab) {
+        if sequences.len() != self.sequences {
+            return Err(MobaError::Config(format!(
+                "the decoder reads {} sequences side by side, {} given",
+                self.sequences,
+                sequences.len()
+            )));
+        }
+        let len = sequences[0].len();
+        if let Some(other) = sequences.iter().find(|bytes| bytes.len() != len) {
+            return Err(MobaError::Config(format!(
+                "a batch's sequences advance together: {len} bytes for the first sequence, {} \
+                 for another",
+                other.len()
+            )));
+        }
+        let all = sequences.iter().flat_map(|bytes| bytes.iter());
+        if let Some(&byte) = all.clone().find(|&&byte| usize::from(byte) >= vocab) {
             return Err(MobaError::Config(format!(
                 "byte {byte} is past the model's vocabulary of {vocab}"
             )));
         }
-        if bytes.len() > capacity - position {
+        if len > capacity - position {
             return Err(MobaError::Config(format!(
-                "the model's context of {capacity} positions is full ({position} are cached, {} \
-                 more given)",
-                bytes.len()
+                "the model's context of {capacity} positions is full ({position} are cached, \
+                 {len} more given)"
             )));
         }
-        let rows = &self.program_rows;
-        let mut rest = bytes;
+        let programs = &self.program_rows;
         let mut submissions = Vec::new();
-        while !rest.is_empty() {
-            let program = (0..rows.len())
+        let mut done = 0;
+        while done < len {
+            let rest = len - done;
+            let program = (0..programs.len())
                 .rev()
-                .find(|&p| rows[p] <= rest.len())
+                .find(|&p| programs[p] <= rest)
                 .unwrap_or(0);
-            let (chunk, tail) = rest.split_at(rows[program]);
-            submissions.push((program, chunk));
-            rest = tail;
+            let chunk = done..done + programs[program];
+            let rows = sequences.iter().flat_map(|bytes| &bytes[chunk.clone()]);
+            submissions.push((program, rows.copied().collect()));
+            done = chunk.end;
         }
         Ok(submissions)
     }
 
-    /// The words of a decoder's step buffer for a submission of `bytes` at the next
-    /// positions: the first position, then each row's byte.
-    pub fn step_words(&self, bytes: &[u8]) -> Vec<u32> {
+    /// The words of a decoder's step buffer for a submission of `rows` (bytes in row order)
+    /// at the next positions: the first position, then each row's byte.
+    pub fn step_words(&self, rows: &[u8]) -> Vec<u32> {
         let first = self.position as u32;
         std::iter::once(first)
-            .chain(bytes.iter().map(|&byte| u32::from(byte)))
+            .chain(rows.iter().map(|&byte| u32::from(byte)))
             .collect()
     }
 
-    /// A submission of `rows` positions was queued.
-    pub fn advance(&mut self, rows: usize) {
-        self.position += rows;
-        self.last_rows = rows;
+    /// A submission of `positions` positions per sequence was queued.
+    pub fn advance(&mut self, positions: usize) {
+        self.position += positions;
+        self.last_rows = positions;
     }
 
     /// An error before the first byte is read (nothing to read back yet).
@@ -174,26 +240,27 @@ impl Cursor {
         }
     }
 
-    /// The last row of each query head in a selection `[n_heads, rows, top_k]` of the last
-    /// submission: `[n_heads, top_k]`.
+    /// The rows whose logits the last submission leaves to read: each sequence's last.
+    pub fn last_rows_read(&self) -> impl Iterator<Item = usize> {
+        let positions = self.last_rows;
+        (0..self.sequences).map(move |s| (s + 1) * positions - 1)
+    }
+
+    /// The last row of each sequence and query head in a selection `[sequences, n_heads,
+    /// positions, top_k]` of the last submission: `[sequences, n_heads, top_k]`.
     pub fn last_selection(&self, all: &[i32], heads: usize, top_k: usize) -> Vec<i32> {
-        let rows = self.last_rows;
-        (0..heads)
+        let positions = self.last_rows;
+        (0..self.sequences * heads)
             .flat_map(|head| {
-                let at = ((head * rows) + rows - 1) * top_k;
+                let at = (head * positions + positions - 1) * top_k;
                 all[at..at + top_k].to_vec()
             })
             .collect()
     }
 
-    /// Positions in the cache.
+    /// Positions in each sequence's cache.
     pub fn position(&self) -> usize {
         self.position
-    }
-
-    /// Rows of the last submission (its last row's logits are the ones to read).
-    pub fn last_rows(&self) -> usize {
-        self.last_rows
     }
 }
 
@@ -456,12 +523,12 @@ mod tests {
 
     #[test]
     fn a_prompt_goes_in_the_largest_chunks_that_fit() {
-        let mut cursor = Cursor::new(100, 256);
+        let mut cursor = Cursor::new(100, 256, 1);
         assert!(cursor.check_read().is_err());
         cursor.add_program(1);
         cursor.add_program(8);
         let bytes = [7u8; 21];
-        let split = cursor.submissions(&bytes).unwrap();
+        let split = cursor.submissions(&[&bytes]).unwrap();
         let programs: Vec<(usize, usize)> = split.iter().map(|(p, b)| (*p, b.len())).collect();
         assert_eq!(
             programs,
@@ -470,14 +537,35 @@ mod tests {
         assert_eq!(cursor.step_words(b"ab"), [0, 97, 98]);
         cursor.advance(80);
         assert_eq!(cursor.step_words(b"a"), [80, 97]);
-        let error = cursor.submissions(&bytes).unwrap_err();
+        let error = cursor.submissions(&[&bytes]).unwrap_err();
         assert!(error.to_string().contains("full"), "{error}");
-        let error = Cursor::new(100, 128).submissions(&[3, 200]).unwrap_err();
-        assert!(error.to_string().contains("byte 200"), "{error}");
+        let error = Cursor::new(100, 128, 1).submissions(&[&[3, 200]]);
+        assert!(error.unwrap_err().to_string().contains("byte 200"));
         // The last row of each of 2 heads of a submission of 80 rows, top-1.
         let all: Vec<i32> = (0..160).collect();
         assert_eq!(cursor.last_selection(&all, 2, 1), [79, 159]);
         assert!(check_layer(2, 2).is_err() && check_layer(1, 2).is_ok());
+    }
+
+    #[test]
+    fn a_batch_of_sequences_goes_sequence_major() {
+        let mut cursor = Cursor::new(100, 256, 2);
+        cursor.add_program(1);
+        cursor.add_program(4);
+        // 5 positions of each sequence: a program of 4, then of 1.
+        let split = cursor.submissions(&[b"abcde", b"vwxyz"]).unwrap();
+        assert_eq!(split[0], (1, b"abcdvwxy".to_vec()));
+        assert_eq!(split[1], (0, b"ez".to_vec()));
+        assert_eq!(cursor.rows(4).count(), 8);
+        cursor.advance(4);
+        assert_eq!(cursor.last_rows_read().collect::<Vec<_>>(), [3, 7]);
+        // [2 sequences, 3 heads, 4 positions, top-1]: each sequence's and head's last.
+        let all: Vec<i32> = (0..24).collect();
+        assert_eq!(cursor.last_selection(&all, 3, 1), [3, 7, 11, 15, 19, 23]);
+        let error = cursor.submissions(&[b"ab", b"c"]).unwrap_err();
+        assert!(error.to_string().contains("advance together"), "{error}");
+        let error = cursor.submissions(&[b"ab"]).unwrap_err();
+        assert!(error.to_string().contains("2 sequences"), "{error}");
     }
 
     #[test]

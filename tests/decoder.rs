@@ -143,6 +143,100 @@ fn the_decoder_matches_the_model_at_every_position() {
     check_config(LmConfig::preset("tiny").unwrap());
 }
 
+/// Three prompts of the test's length, each its own text.
+fn three_prompts() -> Vec<Vec<u8>> {
+    let text = b"Blocks of keys, a gate over their means, one softmax over the chosen. ";
+    let cycled = |skip| text.iter().cycle().skip(skip).take(150).copied().collect();
+    vec![prompt(), cycled(0), cycled(31)]
+}
+
+/// `batch`, a decoder of three sequences, reads `prompts` side by side: the first 40
+/// positions in one call (a tile of 32 through the prefill passes, then a chunk of 8), then
+/// a byte of each per step. Every sequence's logits are its prompt's alone (the model's
+/// `expected`, and to the bit those of `single`, a decoder of one sequence reading that
+/// prompt alone), so no sequence reads another's cache, block means or rows.
+fn check_batch(
+    name: &str,
+    wait: &impl Wait,
+    (mut batch, mut single): (impl Decoder, impl Decoder),
+    weights: &LmWeights,
+    prompts: &[Vec<u8>],
+    expected: &[Vec<f64>],
+    prefill_slack: f64,
+) {
+    let vocab = 256;
+    let largest = (expected.iter().flatten()).fold(0.0f64, |m, x| m.max(x.abs()));
+    let tolerance = 16.0 * f32::EPSILON as f64 * largest.max(1.0);
+    assert_eq!(batch.sequences(), 3, "{name}");
+    let alone: Vec<Vec<f32>> = (prompts.iter())
+        .map(|prompt| {
+            single.reset();
+            single.prefill(&prompt[..40]).unwrap();
+            let mut all = wait.wait(single.logits()).unwrap();
+            all.extend(decoded(wait, &mut single, &prompt[40..]));
+            all
+        })
+        .collect();
+    let firsts: Vec<&[u8]> = prompts.iter().map(|prompt| &prompt[..40]).collect();
+    batch.read(&firsts).unwrap();
+    let mut logits = wait.wait(batch.logits()).unwrap();
+    let check = |position: usize, logits: &[f32], slack: f64| {
+        for (s, row) in logits.chunks(vocab).enumerate() {
+            let want = &expected[s][position * vocab..(position + 1) * vocab];
+            let error = max_abs_error(row, want);
+            assert!(
+                error <= tolerance + slack,
+                "{name}: sequence {s} at {position}: error {error:.3e} against its prompt alone"
+            );
+            let at = (position - 39) * vocab;
+            assert!(
+                row == &alone[s][at..at + vocab],
+                "{name}: sequence {s} at {position}: other bits than alone"
+            );
+        }
+    };
+    check(39, &logits, prefill_slack);
+    for position in 40..prompts[0].len() {
+        let bytes: Vec<u8> = prompts.iter().map(|prompt| prompt[position]).collect();
+        batch.step_each(&bytes).unwrap();
+        logits = wait.wait(batch.logits()).unwrap();
+        check(position, &logits, 0.0);
+    }
+    // [3 sequences, heads, top_k]: every query head of each attended its current block.
+    let selection = wait.wait(batch.selection(0)).unwrap();
+    let attention = &weights.layers[0].attention;
+    let current = (prompts[0].len() - 1) / attention.block_size;
+    assert_eq!(selection.len(), 3 * weights.n_heads * attention.top_k);
+    for head in selection.chunks(attention.top_k) {
+        assert!(head.contains(&(current as i32)), "{name}: {head:?}");
+    }
+    let error = batch.read(&firsts[..2]).unwrap_err();
+    assert!(error.to_string().contains("3 sequences"), "{error}");
+}
+
+#[test]
+fn a_batch_of_sequences_decodes_each_as_alone() {
+    use moba::gpu::DecoderOptions;
+
+    let config = LmConfig::preset("tiny").unwrap();
+    let (model, _, _) = model_and_logits(&config);
+    let prompts = three_prompts();
+    let expected: Vec<Vec<f64>> = prompts.iter().map(|p| logits(&model, p)).collect();
+    let weights = model.decode_weights().unwrap();
+    for gpu in common::every_gpu() {
+        let gpu = &*gpu;
+        let options = |sequences| DecoderOptions {
+            prefill_rows: 32,
+            sequences,
+            ..Default::default()
+        };
+        let decoder = |sequences| LmDecoder::with_options(gpu, &weights, options(sequences));
+        let name = format!("{} (3 sequences)", gpu.describe());
+        let decoders = (decoder(3).unwrap(), decoder(1).unwrap());
+        check_batch(&name, gpu, decoders, &weights, &prompts, &expected, 0.0);
+    }
+}
+
 #[test]
 fn the_decoder_runs_full_attention_layers() {
     check_config(LmConfig::preset("tiny").unwrap().with_full_layers(1));
@@ -168,6 +262,7 @@ fn f16_weights_decode_an_f16_model_as_f32_weights_do() {
         let options = |weights| DecoderOptions {
             prefill_rows: 32,
             weights,
+            ..Default::default()
         };
         let decoder = |precision| LmDecoder::with_options(gpu, &weights, options(precision));
         let name = format!("{} (f16 weights)", gpu.describe());
@@ -285,10 +380,11 @@ impl Wait for NoPolling {
 #[test]
 fn the_cuda_decoder_matches_the_model_at_every_position() {
     use burn::backend::Cuda;
+    use moba::cuda::{CudaDecoderOptions, CudaLmDecoder};
     use moba::model::{model_from_bytes, weights_bytes};
 
     let tiny = LmConfig::preset("tiny").unwrap();
-    let configs = [tiny.clone(), tiny.with_full_layers(1)];
+    let configs = [tiny.clone(), tiny.clone().with_full_layers(1)];
     for config in configs.into_iter().chain(static_gate_configs()) {
         let (model, bytes, expected) = model_and_logits(&config);
         let weights = model.decode_weights().unwrap();
@@ -301,7 +397,7 @@ fn the_cuda_decoder_matches_the_model_at_every_position() {
             .map(|x| x as f32)
             .collect();
         let baseline = max_abs_error(&on_cuda, &expected);
-        let decoder = moba::cuda::CudaLmDecoder::with_prefill_rows(0, &weights, 32).unwrap();
+        let decoder = CudaLmDecoder::with_prefill_rows(0, &weights, 32).unwrap();
         let name = format!(
             "{} (CUDA decoder, {:?})",
             decoder.describe(),
@@ -312,5 +408,21 @@ fn the_cuda_decoder_matches_the_model_at_every_position() {
         check_decoder(
             &name, &NoPolling, decoder, &weights, &bytes, &expected, slack,
         );
+        if config == tiny {
+            let prompts = three_prompts();
+            let expected: Vec<Vec<f64>> = prompts.iter().map(|p| logits(&model, p)).collect();
+            let decoder = |sequences| {
+                let options = CudaDecoderOptions {
+                    prefill_rows: 32,
+                    sequences,
+                };
+                CudaLmDecoder::with_options(0, &weights, options).unwrap()
+            };
+            let name = format!("{name} (3 sequences)");
+            let decoders = (decoder(3), decoder(1));
+            check_batch(
+                &name, &NoPolling, decoders, &weights, &prompts, &expected, slack,
+            );
+        }
     }
 }

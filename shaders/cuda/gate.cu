@@ -11,18 +11,19 @@
 //   go to shared memory (GateQuery::score), then every thread ranks its row's scores into
 //   its best TOP_K (score, block) pairs, kept in registers (a block below the last kept
 //   score skips the insertion: most blocks, once the places are full): no [rows,
-//   num_blocks] score matrix exists. Scores: 16-bit inputs on the tensor cores
-//   (`mma.m16n8k8` in tf32, each warp its 32 rows x MEAN_STAGE blocks): 16-bit queries
-//   are exact in tf32 and each f32 mean is staged as a tf32 head plus its remainder, so
-//   the products keep about 21 bits of the mean (f32 keeps 24). f32 inputs: each thread
-//   its row in f32 FMAs. Same rule as the reference and the WGSL gate: causal rows force
-//   their own block and rank the earlier ones of their sequence; ties go to the larger
-//   block id; the static gates score by block id (sinks above every other block).
+//   num_blocks] score matrix exists. Scores, each warp its 32 rows x MEAN_STAGE blocks on
+//   the tensor cores: bf16 queries in bf16 (`mma.m16n8k16`), each f32 mean staged as three
+//   bf16 terms (each the bf16 nearest to what the terms before it left), which carry its 24
+//   bits; f16 queries in tf32 (`mma.m16n8k8`: f16 is exact in tf32), each mean staged as a
+//   tf32 head plus its remainder, about 21 bits of it. f32 inputs: each thread its row in
+//   f32 FMAs. Same rule as the reference and the WGSL gate: causal rows force their own
+//   block and rank the earlier ones of their sequence; ties go to the larger block id; the
+//   static gates score by block id (sinks above every other block).
 //   Memory: q [rows, HEAD_DIM] elem_t; selection [rows, TOP_K] i32, ascending, padded with
 //   -1; sequence_starts [num_blocks] i32 or null, the first block of each block's sequence
-//   (a packed varlen batch; null: all 0). Shared: the staged means as (head, remainder) pairs in rows of STAGE_STRIDE (a
-//   fragment read of 8 blocks x 4 columns falls in 32 distinct banks), and the stage's
-//   scores [GATE_THREADS][SCORE_STRIDE].
+//   (a packed varlen batch; null: all 0). Shared: the stage's means (GateQuery::Staged:
+//   tf32 pairs in rows of STAGE_STRIDE, bf16 terms in rows of TERM_STRIDE, laid out so a
+//   fragment read falls in 32 distinct banks), and its scores [GATE_THREADS][SCORE_STRIDE].
 
 #define MEAN_STAGE 16
 #define STAGE_STRIDE (HEAD_DIM + 4)
@@ -60,9 +61,9 @@ block_means(Params p, const elem_t* k, float* means) {
 
 // One stage of block means as (tf32 head, f32 remainder) pairs: head + remainder is the
 // mean exactly. Blocks past the last are zero.
-typedef float2 StagedMeans[MEAN_STAGE][STAGE_STRIDE];
+typedef float2 StagedPairs[MEAN_STAGE][STAGE_STRIDE];
 
-__device__ __forceinline__ void stage_means(StagedMeans& staged, const float4* block_mean,
+__device__ __forceinline__ void stage_pairs(StagedPairs& staged, const float4* block_mean,
                                             u32 first_block, u32 num_blocks) {
     constexpr u32 chunks = HEAD_DIM / 4;
     for (u32 i = threadIdx.x; i < MEAN_STAGE * chunks; i += GATE_THREADS) {
@@ -84,7 +85,13 @@ typedef float StageScores[GATE_THREADS][SCORE_STRIDE];
 #if ELEM_KIND == ELEM_F32
 // f32 inputs (not exact in tf32): each thread scores its own row in f32 FMAs.
 struct GateQuery {
+    typedef StagedPairs Staged;
     float query[HEAD_DIM];
+
+    __device__ static void stage(Staged& staged, const float4* block_mean, u32 first_block,
+                                 u32 num_blocks) {
+        stage_pairs(staged, block_mean, first_block, num_blocks);
+    }
 
     // Rows `first + threadIdx.x` of this query head, the ones past `last` repeating it.
     __device__ void load(const elem_t* q_head, u32 first, u32 last) {
@@ -93,7 +100,7 @@ struct GateQuery {
         for (u32 c = 0; c < HEAD_DIM; c += 8) load8_float(query + c, row + c);
     }
 
-    __device__ void score(const StagedMeans& staged, StageScores& scores) const {
+    __device__ void score(const Staged& staged, StageScores& scores) const {
         for (u32 j = 0; j < MEAN_STAGE; j++) {
             float score = 0.0f;
 #pragma unroll
@@ -102,6 +109,94 @@ struct GateQuery {
                 score = fmaf(query[c], mean.x + mean.y, score);
             }
             scores[threadIdx.x][j] = score;
+        }
+    }
+};
+#elif ELEM_KIND == ELEM_BF16
+// One stage of block means as three bf16 terms, [term][block][column]: each term is the
+// bf16 nearest to what the terms before it left of the mean, so the three carry its 24 bits
+// (bf16 keeps f32's exponent range: no remainder underflows). Rows of HEAD_DIM + 8 values:
+// a fragment read of 8 blocks x 4 column pairs falls in 32 distinct banks.
+#define TERM_STRIDE (HEAD_DIM + 8)
+typedef u16 StagedTerms[3][MEAN_STAGE][TERM_STRIDE];
+
+__device__ __forceinline__ u16 bf16_bits(float x) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+}
+
+// bf16 inputs: each warp scores its 32 rows (two m-tiles) on the bf16 tensor cores
+// (mma.m16n8k16), the rows' A fragments loaded once as they are, each mean's three terms
+// multiplied into one f32 accumulator.
+struct GateQuery {
+    typedef StagedTerms Staged;
+    // [m][kk]: the mma.m16n8k16 A fragment of m-tile m, columns kk * 16 ..
+    u32 a[2][HEAD_DIM / 16][4];
+
+    __device__ static void stage(Staged& staged, const float4* block_mean, u32 first_block,
+                                 u32 num_blocks) {
+        constexpr u32 chunks = HEAD_DIM / 4;
+        for (u32 i = threadIdx.x; i < MEAN_STAGE * chunks; i += GATE_THREADS) {
+            u32 j = i / chunks, c = (i % chunks) * 4;
+            float4 m = first_block + j < num_blocks ? block_mean[first_block * chunks + i]
+                                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            float values[4] = {m.x, m.y, m.z, m.w};
+#pragma unroll
+            for (u32 e = 0; e < 4; e++) {
+                float left = values[e];
+#pragma unroll
+                for (u32 term = 0; term < 3; term++) {
+                    u16 bits = bf16_bits(left);
+                    staged[term][j][c + e] = bits;
+                    left -= bits_to_float(bits);
+                }
+            }
+        }
+    }
+
+    // The fragments of this warp's 32 rows from `first`, the ones past `last` repeating it.
+    __device__ void load(const elem_t* q_head, u32 first, u32 last) {
+        u32 lane = threadIdx.x % WARP, g = lane / 4, t = lane % 4;
+        u32 warp_row = first + threadIdx.x / WARP * WARP;
+#pragma unroll
+        for (u32 m = 0; m < 2; m++) {
+            const u32* upper = (const u32*)(q_head + (size_t)min(warp_row + m * 16 + g, last) * HEAD_DIM);
+            const u32* lower = (const u32*)(q_head + (size_t)min(warp_row + m * 16 + g + 8, last) * HEAD_DIM);
+#pragma unroll
+            for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) {
+                a[m][kk][0] = upper[kk * 8 + t];
+                a[m][kk][1] = lower[kk * 8 + t];
+                a[m][kk][2] = upper[kk * 8 + t + 4];
+                a[m][kk][3] = lower[kk * 8 + t + 4];
+            }
+        }
+    }
+
+    __device__ void score(const Staged& staged, StageScores& scores) const {
+        u32 lane = threadIdx.x % WARP, g = lane / 4, t = lane % 4;
+        float d[2][MEAN_STAGE / 8][4] = {};
+#pragma unroll
+        for (u32 kk = 0; kk < HEAD_DIM / 16; kk++) {
+#pragma unroll
+            for (u32 term = 0; term < 3; term++) {
+#pragma unroll
+                for (u32 n = 0; n < MEAN_STAGE / 8; n++) {
+                    const u16* row = staged[term][n * 8 + g] + kk * 16 + 2 * t;
+                    u32 b0 = *(const u32*)row, b1 = *(const u32*)(row + 8);
+#pragma unroll
+                    for (u32 m = 0; m < 2; m++) mma(d[m][n], a[m][kk], b0, b1);
+                }
+            }
+        }
+        u32 warp_row = threadIdx.x / WARP * WARP;
+#pragma unroll
+        for (u32 m = 0; m < 2; m++) {
+#pragma unroll
+            for (u32 n = 0; n < MEAN_STAGE / 8; n++) {
+                *(float2*)&scores[warp_row + m * 16 + g][n * 8 + 2 * t] = make_float2(d[m][n][0], d[m][n][1]);
+                *(float2*)&scores[warp_row + m * 16 + g + 8][n * 8 + 2 * t] = make_float2(d[m][n][2], d[m][n][3]);
+            }
         }
     }
 };
@@ -117,10 +212,17 @@ __device__ __forceinline__ void mma_tf32(float d[4], const u32 a[4], float b0, f
                    "r"(__float_as_uint(b1)));
 }
 
-// 16-bit inputs: each warp scores its 32 rows (two m-tiles) on the tensor cores; the
+// f16 inputs: each warp scores its 32 rows (two m-tiles) on the tensor cores; the
 // rows' A fragments stay in registers for every stage, as 16-bit pairs (half the registers
 // of tf32 values), widened to tf32 where a stage uses them.
 struct GateQuery {
+    typedef StagedPairs Staged;
+
+    __device__ static void stage(Staged& staged, const float4* block_mean, u32 first_block,
+                                 u32 num_blocks) {
+        stage_pairs(staged, block_mean, first_block, num_blocks);
+    }
+
     // [m][kk]: {a0 | a2 << 16, a1 | a3 << 16} (each row's columns t and t + 4).
     u32 packed[2][HEAD_DIM / 8][2];
 
@@ -150,7 +252,7 @@ struct GateQuery {
     }
 
     // Heads and remainders accumulate apart (twice the independent MMA chains).
-    __device__ void score(const StagedMeans& staged, StageScores& scores) const {
+    __device__ void score(const Staged& staged, StageScores& scores) const {
         u32 lane = threadIdx.x % WARP, g = lane / 4, t = lane % 4;
         float heads[2][MEAN_STAGE / 8][4] = {}, rests[2][MEAN_STAGE / 8][4] = {};
 #pragma unroll
@@ -247,7 +349,7 @@ struct RankedBlocks {
 extern "C" __global__ void __launch_bounds__(GATE_THREADS)
 gate_topk(Params p, const elem_t* q, const float* means, int* selection,
           const int* sequence_starts) {
-    __shared__ StagedMeans staged;
+    __shared__ __align__(16) GateQuery::Staged staged;
     __shared__ __align__(16) StageScores scores;
     __shared__ u32 walk;
     u32 bh = blockIdx.y, first = blockIdx.x * GATE_THREADS;
@@ -281,7 +383,7 @@ gate_topk(Params p, const elem_t* q, const float* means, int* selection,
     for (u32 first_block = 0; first_block < blocks; first_block += MEAN_STAGE) {
         if (mean_key) {
             __syncthreads(); // every thread is done with the previous stage
-            stage_means(staged, block_mean, first_block, p.num_blocks);
+            GateQuery::stage(staged, block_mean, first_block, p.num_blocks);
             __syncthreads();
             query.score(staged, scores);
             __syncwarp(); // a thread's row was scored by its own warp

@@ -10,8 +10,9 @@
 //       slice + SLICES, ... of one output column for every row of the tile (neighbouring
 //       threads read neighbouring columns of a weight row); then the first slice adds the
 //       SLICES partial sums in order, row by row, so every run gives the same bits.
-// Memory: input [D_IN / INPUT_HEAD_DIM, ROWS, INPUT_HEAD_DIM] f32: head-major where it is
-//       the attention's output, row-major [ROWS, D_IN] where INPUT_HEAD_DIM = D_IN; weight
+// Memory: input [SEQUENCES, D_IN / INPUT_HEAD_DIM, POSITIONS, INPUT_HEAD_DIM] f32:
+//       head-major per sequence where it is the attention's output (ROWS = SEQUENCES x
+//       POSITIONS), row-major [ROWS, D_IN] where INPUT_HEAD_DIM = D_IN; weight
 //       [D_IN, ROW_STRIDE] row-major, burn's Linear layout (ROW_STRIDE = D_OUT, or
 //       2 * D_OUT where a SwiGLU's two matrices sit side by side), f32, or f16 two to a
 //       32-bit word where WEIGHT_HALF is 1 (element 2i in the low half); bias [ROW_STRIDE];
@@ -44,9 +45,11 @@ fn weight_at(at: u32) -> f32 {
     return bitcast<f32>(weight[at]);
 }
 
-// Where element i of row `row` of the input lies.
+// Where element i of row `row` (position row % POSITIONS of sequence row / POSITIONS) of
+// the input lies.
 fn input_at(row: u32, i: u32) -> u32 {
-    return ((i / INPUT_HEAD_DIM) * ROWS + row) * INPUT_HEAD_DIM + i % INPUT_HEAD_DIM;
+    let head = row / POSITIONS * (D_IN / INPUT_HEAD_DIM) + i / INPUT_HEAD_DIM;
+    return (head * POSITIONS + row % POSITIONS) * INPUT_HEAD_DIM + i % INPUT_HEAD_DIM;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -1,20 +1,21 @@
-// A submission's ROWS new positions into one layer's KV cache: the query and key heads of
-// each row rotated by RoPE at the row's position (where ROPE is 1), the key and value
-// written into the cache, and the running sum and mean of each key's block updated: the
+// A submission's new positions into one layer's KV cache, for each of SEQUENCES sequences
+// (POSITIONS positions each, row s * POSITIONS + p): the query and key heads of each row
+// rotated by RoPE at the row's position (where ROPE is 1), the key and value written into
+// the sequence's cache, and the running sum and mean of each key's block updated: the
 // gate's block means, pooled in key order as they arrive (the sums block_means.wgsl makes
 // from scratch), never re-pooled.
 //
-// Grid: ceil(THREADS / WORKGROUP_SIZE) workgroups, linear. THREADS = (Q_HEADS + KV_HEADS) *
-//       HALF + KV_HEADS * HEAD_DIM (HALF = HEAD_DIM / 2): one rotated pair of a query head,
-//       one rotated pair of a key head (with its two columns of the block sums), or one
-//       element of a value, each for the rows in order (so one thread adds a column's keys
-//       to the sums, in key order).
+// Grid: ceil(SEQUENCES * THREADS / WORKGROUP_SIZE) workgroups, linear. THREADS = (Q_HEADS +
+//       KV_HEADS) * HALF + KV_HEADS * HEAD_DIM (HALF = HEAD_DIM / 2) per sequence: one
+//       rotated pair of a query head, one rotated pair of a key head (with its two columns
+//       of the block sums), or one element of a value, each for the sequence's positions in
+//       order (so one thread adds a column's keys to the sums, in key order).
 // Memory: qkv [ROWS, Q_HEADS * HEAD_DIM queries | KV_HEADS * HEAD_DIM keys | as many
 //       values] f32; rope [positions, HALF] vec2 f32 (cos, sin) of angle i at each position
 //       (burn's RotaryEncoding table, whose columns 2i and 2i + 1 both hold angle i, once);
-//       queries [Q_HEADS, ROWS, HEAD_DIM] (the attention's layout);
-//       keys, values [KV_HEADS, CAPACITY, HEAD_DIM]; key_sums, means [KV_HEADS, MEAN_BLOCKS,
-//       HEAD_DIM] (blocks of BLOCK_SIZE keys).
+//       queries [SEQUENCES, Q_HEADS, POSITIONS, HEAD_DIM] (the attention's layout);
+//       keys, values [SEQUENCES, KV_HEADS, CAPACITY, HEAD_DIM]; key_sums, means
+//       [SEQUENCES, KV_HEADS, MEAN_BLOCKS, HEAD_DIM] (blocks of BLOCK_SIZE keys).
 
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> rope: array<vec2<f32>>;
@@ -41,11 +42,11 @@ fn rotated(a: f32, b: f32, pair: u32, position: u32) -> vec2<f32> {
     return vec2<f32>(a * angle.x - b * angle.y, b * angle.x + a * angle.y);
 }
 
-// Adds the key element `k` at `position` of column `column` of kv head `head` to its block's
-// sum and mean.
-fn pool_key(head: u32, column: u32, k: f32, position: u32) {
+// Adds the key element `k` at `position` of column `column` of cached head `cached` (a kv
+// head of a sequence) to its block's sum and mean.
+fn pool_key(cached: u32, column: u32, k: f32, position: u32) {
     let block = position / BLOCK_SIZE;
-    let at = (head * MEAN_BLOCKS + block) * HEAD_DIM + column;
+    let at = (cached * MEAN_BLOCKS + block) * HEAD_DIM + column;
     let first = position % BLOCK_SIZE == 0u;
     let sum = select(key_sums[at], 0.0, first) + k;
     key_sums[at] = sum;
@@ -54,8 +55,13 @@ fn pool_key(head: u32, column: u32, k: f32, position: u32) {
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    let t = id.x;
-    for (var r = 0u; r < ROWS; r++) {
+    let sequence = id.x / THREADS;
+    let t = id.x % THREADS;
+    if sequence >= SEQUENCES {
+        return;
+    }
+    for (var p = 0u; p < POSITIONS; p++) {
+        let r = sequence * POSITIONS + p;
         let position = step_position(r);
         let row = r * QKV_WIDTH;
         if t < QUERY_PAIRS {
@@ -63,7 +69,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
             let pair = t % HALF;
             let at = head * HEAD_DIM + 2u * pair;
             let q = rotated(qkv[row + at], qkv[row + at + 1u], pair, position);
-            let to = (head * ROWS + r) * HEAD_DIM + 2u * pair;
+            let to = ((sequence * Q_HEADS + head) * POSITIONS + p) * HEAD_DIM + 2u * pair;
             queries[to] = q.x;
             queries[to + 1u] = q.y;
         } else if t < QUERY_PAIRS + KEY_PAIRS {
@@ -72,17 +78,18 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
             let column = 2u * pair;
             let at = row + Q_HEADS * HEAD_DIM + head * HEAD_DIM + column;
             let k = rotated(qkv[at], qkv[at + 1u], pair, position);
-            let to = (head * CAPACITY + position) * HEAD_DIM + column;
+            let cached = sequence * KV_HEADS + head;
+            let to = (cached * CAPACITY + position) * HEAD_DIM + column;
             keys[to] = k.x;
             keys[to + 1u] = k.y;
-            pool_key(head, column, k.x, position);
-            pool_key(head, column + 1u, k.y, position);
-        } else if t < THREADS {
+            pool_key(cached, column, k.x, position);
+            pool_key(cached, column + 1u, k.y, position);
+        } else {
             let element = t - QUERY_PAIRS - KEY_PAIRS;
-            let head = element / HEAD_DIM;
+            let cached = sequence * KV_HEADS + element / HEAD_DIM;
             let column = element % HEAD_DIM;
             let at = row + (Q_HEADS + KV_HEADS) * HEAD_DIM + element;
-            values[(head * CAPACITY + position) * HEAD_DIM + column] = qkv[at];
+            values[(cached * CAPACITY + position) * HEAD_DIM + column] = qkv[at];
         }
     }
 }

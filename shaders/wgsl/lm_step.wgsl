@@ -1,10 +1,11 @@
 // Shared by the decode-step kernels of a language model (src/gpu/lm_decode): the positions
-// every kernel of one submission reads. The host prepends the kernel's `const` lines (ROWS
-// among them) before this file.
+// every kernel of one submission reads. The host prepends the kernel's `const` lines (ROWS,
+// SEQUENCES and POSITIONS among them) before this file.
 
-// [first position, then the byte of each of the ROWS rows]: a submission reads ROWS
-// consecutive positions (one while generating, a chunk of a prompt in prefill), written by
-// the host before it.
+// [first position, then the byte of each of the ROWS rows]: a submission reads POSITIONS
+// consecutive positions (one while generating, a chunk of a prompt in prefill) of each of
+// SEQUENCES sequences, all at the same positions; row s * POSITIONS + p is position p of
+// sequence s. Written by the host before it.
 @group(0) @binding(0) var<storage, read> step: array<u32>;
 
 // The byte that row `row` of the submission reads.
@@ -12,7 +13,7 @@ fn step_token(row: u32) -> u32 {
     return step[1u + row];
 }
 
-// The position of row `row` of the submission in the sequence.
+// The position of row `row` of the submission in its sequence.
 fn step_position(row: u32) -> u32 {
-    return step[0] + row;
+    return step[0] + row % POSITIONS;
 }

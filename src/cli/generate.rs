@@ -3,7 +3,8 @@
 //! kernels per layer around MoBA's split decode, the KV cache on the GPU, one position per
 //! submission, a prompt in chunks); on ndarray, and with `--decode burn`, burn's ops: the
 //! prompt through one MoBA prefill, every new byte through one MoBA decode step over the KV
-//! cache.
+//! cache. `--samples N` draws N continuations of the prompt side by side on the GPU
+//! decoders (a batch of N sequences: each step reads the weights once for all of them).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ pub struct GenerateArgs {
     /// exported with `moba export --half`, but for its folded norm gains).
     #[arg(long)]
     half_weights: bool,
+    /// Continuations of the prompt to draw side by side (the GPU decoders: a batch of
+    /// sequences, sample s drawn with seed --seed + s), printed when all are done.
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
 }
 
 /// What runs the decode steps.
@@ -90,41 +95,67 @@ impl BackendJob for Job<'_> {
         // The prompt and the sampling are checked before anything is printed.
         let mut generator = Generator::new(&model, &self.prompt, args.sampling())?;
         stream(args, &self.prompt, config.model.max_seq_len, || {
-            generator.next_byte(&model)
+            Ok(generator.next_byte(&model)?.map(|byte| vec![byte]))
         })
     }
 }
 
-/// Prints the prompt, then each byte `next` draws as it comes, then the prefill time and
-/// the decode rate.
+/// Prints the prompt, then each byte `next` draws as it comes (a byte of each of
+/// `--samples` sequences per call: with more than one, each sample once all are drawn),
+/// then the prefill time and the decode rate.
 fn stream(
     args: &GenerateArgs,
     prompt: &[u8],
     max_seq_len: usize,
-    mut next: impl FnMut() -> Result<Option<u8>>,
+    mut next: impl FnMut() -> Result<Option<Vec<u8>>>,
 ) -> Result<()> {
     let mut stdout = std::io::stdout();
-    stdout.write_all(prompt).ok();
+    let single = args.samples == 1;
+    if single {
+        stdout.write_all(prompt).ok();
+    }
     let start = Instant::now();
     let mut first = None;
+    let mut samples = vec![Vec::new(); args.samples];
     let mut drawn = 0;
     while drawn < args.max_new {
-        let Some(byte) = next()? else {
+        let Some(bytes) = next()? else {
             break;
         };
         first.get_or_insert_with(|| start.elapsed());
-        stdout.write_all(&[byte]).ok();
-        stdout.flush().ok();
+        if single {
+            stdout.write_all(&bytes).ok();
+            stdout.flush().ok();
+        }
+        for (sample, byte) in samples.iter_mut().zip(bytes) {
+            sample.push(byte);
+        }
         drawn += 1;
     }
     let prefill = first.unwrap_or_default();
     let decode = start.elapsed() - prefill;
+    if !single {
+        for (s, sample) in samples.iter().enumerate() {
+            println!("--- sample {s} (seed {})", args.seed.wrapping_add(s as u64));
+            stdout.write_all(prompt).ok();
+            stdout.write_all(sample).ok();
+            println!();
+        }
+    }
+    let rate = drawn.saturating_sub(1) as f64 / decode.as_secs_f64().max(1e-9);
+    let batch = match single {
+        true => String::new(),
+        false => format!(
+            " in each of {} samples, {:.1} bytes/s in all",
+            args.samples,
+            rate * args.samples as f64
+        ),
+    };
     eprintln!(
-        "\n{} prompt bytes: prefill and first byte {:.2} s; {} more bytes at {:.1} bytes/s (MoBA decode)",
+        "\n{} prompt bytes: prefill and first byte {:.2} s; {} more bytes at {rate:.1} bytes/s{batch} (MoBA decode)",
         prompt.len(),
         prefill.as_secs_f64(),
         drawn.saturating_sub(1),
-        drawn.saturating_sub(1) as f64 / decode.as_secs_f64().max(1e-9),
     );
     if drawn < args.max_new {
         eprintln!(
@@ -147,11 +178,12 @@ fn run_on_decoder(request: &AdapterRequest, args: &GenerateArgs, prompt: &[u8]) 
             true => WeightPrecision::F16,
             false => WeightPrecision::F32,
         },
+        sequences: args.samples,
         ..Default::default()
     };
     let mut generator = GpuGenerator::with_options(&gpu, &model, prompt, args.sampling(), options)?;
     stream(args, prompt, config.model.max_seq_len, || {
-        gpu.block_on(generator.next_byte())
+        gpu.block_on(generator.next_bytes())
     })
 }
 
@@ -161,11 +193,15 @@ fn run_on_cuda_decoder(args: &GenerateArgs, prompt: &[u8]) -> Result<()> {
     let config = load_config(&args.run)?;
     let model =
         load_model::<NdArray>(&config.model, &run_weights(&args.run)?, &Default::default())?;
-    let decoder = moba::cuda::CudaLmDecoder::new(0, &model.decode_weights()?)?;
+    let options = moba::cuda::CudaDecoderOptions {
+        sequences: args.samples,
+        ..Default::default()
+    };
+    let decoder = moba::cuda::CudaLmDecoder::with_options(0, &model.decode_weights()?, options)?;
     eprintln!("device: {} (CUDA decoder)", decoder.describe());
     let mut generator = GpuGenerator::with_decoder(decoder, prompt, args.sampling())?;
     stream(args, prompt, config.model.max_seq_len, || {
-        pollster::block_on(generator.next_byte())
+        pollster::block_on(generator.next_bytes())
     })
 }
 
@@ -189,17 +225,27 @@ pub fn run(request: &AdapterRequest, args: &GenerateArgs) -> Result<()> {
             "--half-weights is the wgpu decoder's (--backend wgpu --decode kernels)".into(),
         ));
     }
+    let gpu_decoder =
+        matches!(args.backend, LmBackend::Wgpu | LmBackend::Cuda) && args.decode == Decode::Kernels;
+    if args.samples == 0 || (args.samples > 1 && !gpu_decoder) {
+        return Err(MobaError::Config(format!(
+            "--samples {}: at least 1, and more than 1 only on the GPU decoders (--backend \
+             wgpu or cuda, --decode kernels)",
+            args.samples
+        )));
+    }
     match (args.backend, args.decode) {
         (LmBackend::Wgpu, Decode::Kernels) => match run_on_decoder(request, args, &prompt) {
             // Before anything is printed: burn's ops run every model.
-            Err(why) if GpuGenerator::declines(&why) => {
+            // A batch of samples is the decoders' alone.
+            Err(why) if GpuGenerator::declines(&why) && args.samples == 1 => {
                 eprintln!("{why}: decoding with burn's ops instead");
                 dispatch(args.backend, request, Job { args, prompt })
             }
             done => done,
         },
         (LmBackend::Cuda, Decode::Kernels) => match run_on_cuda_decoder(args, &prompt) {
-            Err(why) if GpuGenerator::declines(&why) => {
+            Err(why) if GpuGenerator::declines(&why) && args.samples == 1 => {
                 eprintln!("{why}: decoding with burn's ops instead");
                 dispatch(args.backend, request, Job { args, prompt })
             }

@@ -22,7 +22,7 @@ use super::schedule::{Arg, CudaSchedule, ForwardTensors, Given, Scratch};
 use super::source::{CudaConstants, CudaProgram, ElemKind};
 use crate::config::MobaConfig;
 use crate::decode_plan::{
-    Activation, Cursor, DecodePlan, Decoder, LmKernel, LmStep, PREFILL_ROWS, check_layer,
+    Activation, Cursor, DecodePlan, Decoder, LmKernel, LmStep, PREFILL_ROWS, Rows, check_layer,
 };
 use crate::error::{MobaError, Result};
 use crate::gpu::LmWeights;
@@ -46,28 +46,29 @@ enum Part {
     Attention { layer: usize, launches: Vec<Launch> },
 }
 
-/// The launches of a submission of `rows` consecutive positions.
+/// The launches of a submission of `rows`: consecutive positions of each sequence.
 struct Program {
-    rows: usize,
+    rows: Rows,
     parts: Vec<Part>,
     /// Each layer's MoBA scratch (partials of the split decode), kept alive.
     _scratch: Vec<CudaSlice<f32>>,
 }
 
-/// One layer's KV cache.
+/// One layer's KV cache, each sequence's its own.
 struct CachedLayer {
     config: MobaConfig,
+    /// `[sequences, n_kv_heads, capacity, head_dim]`.
     keys: CudaSlice<f32>,
     values: CudaSlice<f32>,
     /// The keys' running block sums, and their means (what the gate reads).
     sums: CudaSlice<f32>,
     means: CudaSlice<f32>,
-    /// `[n_heads, rows, top_k]` of the last submission.
+    /// `[sequences, n_heads, positions, top_k]` of the last submission.
     selection: CudaSlice<i32>,
 }
 
 /// The model's weights and the activations on the GPU, `[rows, width]` for the largest
-/// program (the attention's head-major).
+/// program (the attention's head-major per sequence).
 struct Buffers {
     /// `[first position, the byte of each row]` of the submission.
     step: CudaSlice<u32>,
@@ -113,6 +114,28 @@ pub struct CudaLmDecoder {
     programs: Vec<Program>,
 }
 
+/// What [`CudaLmDecoder::with_options`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaDecoderOptions {
+    /// Positions a prompt's submission reads at most through MoBA's row-tiled prefill
+    /// passes, which multiply in bf16 on the tensor cores (`tests/decoder.rs` bounds their
+    /// error by twice burn-cuda's bf16 forward's); 1 or the split decode's chunk: none, the
+    /// prompt goes in exact f32 chunks.
+    pub prefill_rows: usize,
+    /// Sequences read side by side, each with its own cache ([`Decoder::read`]): a step
+    /// reads each product's weights once for all of them.
+    pub sequences: usize,
+}
+
+impl Default for CudaDecoderOptions {
+    fn default() -> Self {
+        Self {
+            prefill_rows: PREFILL_ROWS,
+            sequences: 1,
+        }
+    }
+}
+
 fn cuda_error(what: &str, error: impl std::fmt::Debug) -> MobaError {
     MobaError::Cuda(format!("{what}: {error:?}"))
 }
@@ -132,16 +155,52 @@ impl CudaLmDecoder {
     }
 
     /// [`CudaLmDecoder::new`] whose prompt submissions read up to `prefill_rows` positions
-    /// (the default [`PREFILL_ROWS`]) through MoBA's row-tiled prefill passes, which
-    /// multiply in bf16 on the tensor cores (`tests/decoder.rs` bounds their error by twice
-    /// burn-cuda's bf16 forward's); 1 or the split decode's chunk: none, the prompt goes in
-    /// exact f32 chunks.
+    /// ([`CudaDecoderOptions::prefill_rows`]).
     pub fn with_prefill_rows(
         ordinal: usize,
         weights: &LmWeights,
         prefill_rows: usize,
     ) -> Result<Self> {
+        let options = CudaDecoderOptions {
+            prefill_rows,
+            ..Default::default()
+        };
+        Self::with_options(ordinal, weights, options)
+    }
+
+    /// [`CudaLmDecoder::new`] with `options`: the prompt's submissions, a batch of
+    /// sequences.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "cuda")] {
+    /// use moba::cuda::{CudaDecoderOptions, CudaLmDecoder};
+    /// use moba::decode_plan::Decoder;
+    /// use moba::model::LmConfig;
+    ///
+    /// let model = LmConfig::preset("tiny")?.init::<burn::backend::NdArray>(&Default::default())?;
+    /// let options = CudaDecoderOptions { sequences: 4, ..Default::default() };
+    /// let mut decoder = CudaLmDecoder::with_options(0, &model.decode_weights()?, options)?;
+    /// decoder.prefill(b"Once upon")?; // the same prompt in each of the 4 sequences
+    /// decoder.step_each(b"abcd")?; // a byte of each
+    /// let logits = pollster::block_on(decoder.logits())?; // [4, 256]
+    /// # }
+    /// # Ok::<(), moba::MobaError>(())
+    /// ```
+    pub fn with_options(
+        ordinal: usize,
+        weights: &LmWeights,
+        options: CudaDecoderOptions,
+    ) -> Result<Self> {
+        let CudaDecoderOptions {
+            prefill_rows,
+            sequences,
+        } = options;
         weights.validate()?;
+        if sequences == 0 {
+            return Err(MobaError::Config(
+                "a decoder reads at least 1 sequence".into(),
+            ));
+        }
         let head_dim = weights.head_dim();
         if !head_dim.is_multiple_of(HEAD_DIM_MULTIPLE) {
             return Err(MobaError::Unsupported(format!(
@@ -173,15 +232,17 @@ impl CudaLmDecoder {
         let (heads, kv_heads) = (weights.n_heads, weights.n_kv_heads);
         let (capacity, chunk) = (weights.max_seq_len, plan.chunk_rows);
         let prefill_rows = prefill_rows.min(capacity);
-        let most = chunk.max(prefill_rows);
+        // Rows of the largest submission.
+        let most = sequences * chunk.max(prefill_rows);
         let kv = kv_heads * head_dim;
+        let cached = sequences * kv * capacity;
         let layers = (weights.layers.iter())
             .map(|layer| {
-                let means = kv * capacity.div_ceil(layer.attention.block_size);
+                let means = sequences * kv * capacity.div_ceil(layer.attention.block_size);
                 Ok(CachedLayer {
                     config: layer.attention,
-                    keys: zeros(kv * capacity)?,
-                    values: zeros(kv * capacity)?,
+                    keys: zeros(cached)?,
+                    values: zeros(cached)?,
                     sums: zeros(means)?,
                     means: zeros(means)?,
                     selection: stream
@@ -214,7 +275,7 @@ impl CudaLmDecoder {
             runtime,
             vocab,
             heads,
-            cursor: Cursor::new(capacity, vocab),
+            cursor: Cursor::new(capacity, vocab, sequences),
             buffers,
             layers,
             programs: Vec::new(),
@@ -222,10 +283,10 @@ impl CudaLmDecoder {
         // A position, a chunk for the split decode, a tile for the prefill passes (the CUDA
         // plan decodes split over keys exactly where a submission's rows fit it), each
         // larger than the one before.
-        for rows in [1, chunk, prefill_rows] {
-            if decoder.programs.last().is_none_or(|last| last.rows < rows) {
-                let program = decoder.program(weights, &plan, rows)?;
-                decoder.cursor.add_program(rows);
+        for positions in [1, chunk, prefill_rows] {
+            if (decoder.programs.last()).is_none_or(|last| last.rows.positions < positions) {
+                let program = decoder.program(weights, &plan, decoder.cursor.rows(positions))?;
+                decoder.cursor.add_program(positions);
                 decoder.programs.push(program);
             }
         }
@@ -233,8 +294,10 @@ impl CudaLmDecoder {
         Ok(decoder)
     }
 
-    /// The launches of a submission of `rows` positions: the plan's steps in order.
-    fn program(&self, weights: &LmWeights, plan: &DecodePlan, rows: usize) -> Result<Program> {
+    /// The launches of a submission of `rows`: the plan's steps in order.
+    fn program(&self, weights: &LmWeights, plan: &DecodePlan, rows: Rows) -> Result<Program> {
+        let shape = weights.attention_shape(rows);
+        let (positions, count) = (rows.positions, rows.count());
         let runtime = &self.runtime;
         let stream = runtime.stream();
         let address = |slice: &CudaSlice<f32>| Arg::Ptr(pointer(slice, stream));
@@ -276,10 +339,10 @@ impl CudaLmDecoder {
             let part = match *step {
                 LmStep::Embed(LmKernel::Embed { d_model }) => ours(
                     "lm_embed",
-                    cover(rows * d_model),
+                    cover(count * d_model),
                     vec![
                         step_address,
-                        size(rows),
+                        size(count),
                         size(d_model),
                         address(&b.embedding),
                         address(&b.x),
@@ -299,12 +362,13 @@ impl CudaLmDecoder {
                     };
                     let (weight, bias) = &b.products[index];
                     // Tiles of the split decode's most rows.
-                    let tiles = rows.div_ceil(DECODE_MAX_ROWS);
+                    let tiles = count.div_ceil(DECODE_MAX_ROWS);
                     ours(
                         "lm_matvec",
                         (d_out.div_ceil(LM_COLUMNS as usize), tiles),
                         vec![
-                            size(rows),
+                            size(count),
+                            size(positions),
                             size(d_in),
                             size(d_out),
                             size(product.kernel.row_stride()),
@@ -335,10 +399,11 @@ impl CudaLmDecoder {
                     let threads = (q_heads + kv_heads) * head_dim / 2 + kv_heads * head_dim;
                     ours(
                         "lm_rope_cache",
-                        cover(threads),
+                        cover(rows.sequences * threads),
                         vec![
                             step_address,
-                            size(rows),
+                            size(count),
+                            size(positions),
                             size(q_heads),
                             size(kv_heads),
                             size(head_dim),
@@ -357,7 +422,6 @@ impl CudaLmDecoder {
                 }
                 LmStep::Attention { layer } => {
                     let cached = &self.layers[layer];
-                    let shape = weights.attention_shape(rows);
                     let config = &cached.config;
                     let constants = constants(config);
                     let cuda_plan = CudaPlan::new(&shape, config, constants.mma, constants.elem);
@@ -421,17 +485,18 @@ impl CudaLmDecoder {
         })
     }
 
-    /// Queues `programs[program]` over `bytes` (as many as its rows) at the next positions.
+    /// Queues `programs[program]` over `bytes` (a byte per row, in row order) at the next
+    /// positions.
     fn submit(&mut self, program: usize, bytes: &[u8]) -> Result<()> {
         let stream = self.runtime.stream();
         let program = &self.programs[program];
-        let rows = program.rows;
+        let positions = program.rows.positions;
         let position = self.cursor.position();
         let step = self.cursor.step_words(bytes);
         stream
             .memcpy_htod(&step, &mut self.buffers.step)
             .map_err(|e| cuda_error("writing the step", e))?;
-        let len = position + rows;
+        let len = position + positions;
         for part in &program.parts {
             match part {
                 Part::Kernel(launch) => self.launch(launch, &launch.args)?,
@@ -448,7 +513,7 @@ impl CudaLmDecoder {
                 }
             }
         }
-        self.cursor.advance(rows);
+        self.cursor.advance(positions);
         Ok(())
     }
 
@@ -463,9 +528,9 @@ impl CudaLmDecoder {
 }
 
 impl Decoder for CudaLmDecoder {
-    fn prefill(&mut self, bytes: &[u8]) -> Result<()> {
-        for (program, chunk) in self.cursor.submissions(bytes)? {
-            self.submit(program, chunk)?;
+    fn read(&mut self, sequences: &[&[u8]]) -> Result<()> {
+        for (program, rows) in self.cursor.submissions(sequences)? {
+            self.submit(program, &rows)?;
         }
         Ok(())
     }
@@ -473,12 +538,14 @@ impl Decoder for CudaLmDecoder {
     // Waits for the submissions before it.
     async fn logits(&self) -> Result<Vec<f32>> {
         self.cursor.check_read()?;
-        let first = (self.cursor.last_rows() - 1) * self.vocab;
-        let row = self.buffers.logits.slice(first..first + self.vocab);
-        let mut logits = vec![0.0f32; self.vocab];
-        (self.runtime.stream())
-            .memcpy_dtoh(&row, &mut logits)
-            .map_err(|e| cuda_error("reading the logits", e))?;
+        let vocab = self.vocab;
+        let mut logits = vec![0.0f32; self.sequences() * vocab];
+        for (row, out) in self.cursor.last_rows_read().zip(logits.chunks_mut(vocab)) {
+            let row = self.buffers.logits.slice(row * vocab..(row + 1) * vocab);
+            (self.runtime.stream())
+                .memcpy_dtoh(&row, out)
+                .map_err(|e| cuda_error("reading the logits", e))?;
+        }
         self.runtime.synchronize("running the decode step")?;
         Ok(logits)
     }

@@ -49,7 +49,7 @@ mod lm_decode;
 mod runtime;
 
 #[cfg(feature = "cuda")]
-pub use lm_decode::CudaLmDecoder;
+pub use lm_decode::{CudaDecoderOptions, CudaLmDecoder};
 #[cfg(feature = "cuda")]
 pub use runtime::CudaRuntime;
 

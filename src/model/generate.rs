@@ -191,7 +191,9 @@ impl<B: MobaBackend> Generator<B> {
 /// decode, the KV cache on the GPU, one read-back of the logits per byte), for models whose
 /// layers it runs (MoBA, full and the static patterns; not NSA or a key convolution). The
 /// same draws as [`Generator`] from the same logits. [`GpuGenerator::new`] makes the wgpu
-/// decoder ([`LmDecoder`]); [`GpuGenerator::with_decoder`] takes any, such as CUDA's.
+/// decoder ([`LmDecoder`]); [`GpuGenerator::with_decoder`] takes any, such as CUDA's. A
+/// decoder of several sequences ([`DecoderOptions::sequences`]) draws that many samples
+/// side by side ([`GpuGenerator::next_bytes`]), sequence `s` with seed `seed + s`.
 ///
 /// ```no_run
 /// use moba::gpu::GpuContext;
@@ -206,7 +208,8 @@ impl<B: MobaBackend> Generator<B> {
 /// ```
 pub struct GpuGenerator<D = LmDecoder> {
     decoder: D,
-    draws: Draws,
+    /// Each sequence's.
+    draws: Vec<Draws>,
     /// A step failed: the cache no longer matches the draws.
     failed: bool,
 }
@@ -224,7 +227,7 @@ impl GpuGenerator<LmDecoder> {
     }
 
     /// [`GpuGenerator::new`] on a decoder built with `options` ([`LmDecoder::with_options`]:
-    /// f16 weights, the prompt's submissions).
+    /// f16 weights, the prompt's submissions, a batch of samples).
     pub fn with_options<B: Backend>(
         gpu: &GpuContext,
         model: &MobaLm<B>,
@@ -251,10 +254,10 @@ impl GpuGenerator<LmDecoder> {
 }
 
 impl<D: Decoder> GpuGenerator<D> {
-    /// Continues `prompt` on `decoder` (from its first position: it is reset): the errors of
-    /// [`Generator::new`].
+    /// Continues `prompt` on `decoder` (from its first position: it is reset) in each of
+    /// its sequences: the errors of [`Generator::new`].
     pub fn with_decoder(mut decoder: D, prompt: &[u8], sampling: Sampling) -> Result<Self> {
-        let draws = Draws::new(prompt, sampling, decoder.capacity())?;
+        let draws = Draws::each(prompt, sampling, &decoder)?;
         decoder.reset();
         Ok(Self {
             decoder,
@@ -263,28 +266,56 @@ impl<D: Decoder> GpuGenerator<D> {
         })
     }
 
-    /// The next byte, or `None` once the model's context is full. After an error every
-    /// later call is one too (make a new generator).
-    pub async fn next_byte(&mut self) -> Result<Option<u8>> {
+    /// The next byte of each sequence, or `None` once the model's context is full. After an
+    /// error every later call is one too (make a new generator).
+    ///
+    /// ```no_run
+    /// use moba::gpu::{DecoderOptions, GpuContext};
+    /// use moba::model::{GpuGenerator, LmConfig, Sampling};
+    ///
+    /// let gpu = GpuContext::new_blocking(&Default::default())?;
+    /// let model = LmConfig::preset("tiny")?.init::<burn::backend::NdArray>(&Default::default())?;
+    /// let options = DecoderOptions { sequences: 8, ..Default::default() };
+    /// let mut samples = GpuGenerator::with_options(&gpu, &model, b"Once", Sampling::default(), options)?;
+    /// let bytes = gpu.block_on(samples.next_bytes())?; // a byte of each of 8 samples
+    /// assert_eq!(bytes.map(|b| b.len()), Some(8));
+    /// # Ok::<(), moba::MobaError>(())
+    /// ```
+    pub async fn next_bytes(&mut self) -> Result<Option<Vec<u8>>> {
         if self.failed {
             return Err(MobaError::Config(
                 "an earlier step of this generation failed: start a new one".into(),
             ));
         }
-        let Some(input) = self.draws.input() else {
+        let Some(inputs) = self
+            .draws
+            .iter()
+            .map(Draws::input)
+            .collect::<Option<Vec<_>>>()
+        else {
             return Ok(None);
         };
         self.failed = true;
-        self.decoder.prefill(input)?;
+        self.decoder.read(&inputs)?;
         let logits = self.decoder.logits().await?;
         self.failed = false;
-        Ok(Some(self.draws.draw(&logits)))
+        let vocab = logits.len() / self.draws.len();
+        let draws = self.draws.iter_mut().zip(logits.chunks(vocab));
+        Ok(Some(
+            draws.map(|(draws, logits)| draws.draw(logits)).collect(),
+        ))
+    }
+
+    /// The next byte of the first sequence (each sequence draws one), or `None` once the
+    /// model's context is full: [`GpuGenerator::next_bytes`] for a decoder of one sequence.
+    pub async fn next_byte(&mut self) -> Result<Option<u8>> {
+        Ok(self.next_bytes().await?.map(|bytes| bytes[0]))
     }
 
     /// Continues `prompt` instead, on the same decoder (its weights stay uploaded, its
     /// cache is emptied): the errors of [`Generator::new`].
     pub fn restart(&mut self, prompt: &[u8], sampling: Sampling) -> Result<()> {
-        self.draws = Draws::new(prompt, sampling, self.decoder.capacity())?;
+        self.draws = Draws::each(prompt, sampling, &self.decoder)?;
         self.decoder.reset();
         self.failed = false;
         Ok(())
@@ -323,6 +354,16 @@ impl Draws {
             // The last byte is drawn from the logits of position max_seq_len.
             room: max_seq_len - prompt.len() + 1,
         })
+    }
+
+    /// The draws of each of `decoder`'s sequences: sequence `s` with seed `seed + s`.
+    fn each(prompt: &[u8], sampling: Sampling, decoder: &impl Decoder) -> Result<Vec<Self>> {
+        (0..decoder.sequences() as u64)
+            .map(|s| {
+                let seed = sampling.seed.wrapping_add(s);
+                Self::new(prompt, Sampling { seed, ..sampling }, decoder.capacity())
+            })
+            .collect()
     }
 
     /// The bytes the next step reads, or `None` once the context is full.

@@ -1,13 +1,14 @@
 //! The decode-step kernels of a language model (`shaders/wgsl/lm_*.wgsl`): their sources with
-//! the constants the host prepends, for submissions of a given number of rows (consecutive
-//! positions: one while generating, a chunk or a tile of a prompt in prefill). The attention
+//! the constants the host prepends, for submissions of given rows ([`Rows`]: consecutive
+//! positions of each sequence of a batch, one while generating, a chunk or a tile of a
+//! prompt in prefill). The attention
 //! between them is MoBA's over the cache ([`crate::gpu::MobaForward::over_cache`],
 //! [`crate::gpu::MobaForward::prefill_over_cache`]). The kernels and their order are the
 //! decode plan's ([`crate::decode_plan`]).
 
 use super::super::kernels::file;
 use super::WeightPrecision;
-use crate::decode_plan::LmKernel;
+use crate::decode_plan::{LmKernel, Rows};
 
 /// Threads per workgroup of every decode-step kernel.
 pub(super) const WORKGROUP_SIZE: u32 = 256;
@@ -26,20 +27,21 @@ fn matvec_tile_rows(rows: usize) -> usize {
 
 /// How the WGSL decoder launches a decode-step kernel.
 pub(super) trait WgslKernel {
-    /// Workgroups of one launch over `rows` rows.
-    fn workgroups(&self, rows: usize) -> u64;
-    /// Workgroup memory bytes the kernel declares over `rows` rows.
-    fn workgroup_bytes(&self, rows: usize) -> u64;
-    /// The full WGSL module for submissions of `rows` rows, a product's weights kept in
+    /// Workgroups of one launch over `rows`.
+    fn workgroups(&self, rows: Rows) -> u64;
+    /// Workgroup memory bytes the kernel declares over `rows`.
+    fn workgroup_bytes(&self, rows: Rows) -> u64;
+    /// The full WGSL module for submissions of `rows`, a product's weights kept in
     /// `weights`.
-    fn source(&self, rows: usize, weights: WeightPrecision) -> String;
+    fn source(&self, rows: Rows, weights: WeightPrecision) -> String;
     /// Whether the kernel reads the step's byte and position (`lm_step.wgsl`, binding 0,
     /// before its own buffers).
     fn reads_step(&self) -> bool;
 }
 
 impl WgslKernel for LmKernel {
-    fn workgroups(&self, rows: usize) -> u64 {
+    fn workgroups(&self, rows: Rows) -> u64 {
+        let (sequences, rows) = (rows.sequences, rows.count());
         let threads = match *self {
             LmKernel::Embed { d_model } => rows * d_model,
             LmKernel::Matvec { d_out, .. } => {
@@ -51,26 +53,29 @@ impl WgslKernel for LmKernel {
                 kv_heads,
                 head_dim,
                 ..
-            } => (q_heads + kv_heads) * head_dim / 2 + kv_heads * head_dim,
+            } => sequences * ((q_heads + kv_heads) * head_dim / 2 + kv_heads * head_dim),
         };
         threads.div_ceil(WORKGROUP_SIZE as usize) as u64
     }
 
-    fn workgroup_bytes(&self, rows: usize) -> u64 {
+    fn workgroup_bytes(&self, rows: Rows) -> u64 {
         match *self {
             LmKernel::Matvec { .. } => {
-                (matvec_tile_rows(rows) as u64 + 2 * WORKGROUP_SIZE as u64) * 4
+                (matvec_tile_rows(rows.count()) as u64 + 2 * WORKGROUP_SIZE as u64) * 4
             }
             _ => 0,
         }
     }
 
     // Constants, `lm_step.wgsl` where it reads the step, the kernel's file.
-    fn source(&self, rows: usize, weights: WeightPrecision) -> String {
+    fn source(&self, rows: Rows, weights: WeightPrecision) -> String {
         let constant = |name: &str, value: usize| format!("const {name}: u32 = {value}u;\n");
         let mut source = String::from("// Set by the host (src/gpu/lm_decode/kernels.rs).\n");
         source.push_str(&constant("WORKGROUP_SIZE", WORKGROUP_SIZE as usize));
-        source.push_str(&constant("ROWS", rows));
+        source.push_str(&constant("SEQUENCES", rows.sequences));
+        source.push_str(&constant("POSITIONS", rows.positions));
+        source.push_str(&constant("ROWS", rows.count()));
+        let rows = rows.count();
         match *self {
             LmKernel::Embed { d_model } => source.push_str(&constant("D_MODEL", d_model)),
             LmKernel::Matvec {
@@ -156,7 +161,17 @@ mod tests {
                 }
             }),
         );
-        let sizes = |kernel| [(kernel, 1), (kernel, 16), (kernel, 40)];
+        let rows = |sequences, positions| Rows {
+            sequences,
+            positions,
+        };
+        let sizes = |kernel| {
+            [
+                (kernel, rows(1, 1)),
+                (kernel, rows(1, 16)),
+                (kernel, rows(3, 40)),
+            ]
+        };
         let precisions = [WeightPrecision::F32, WeightPrecision::F16];
         for ((kernel, rows), weights) in kernels
             .flat_map(sizes)

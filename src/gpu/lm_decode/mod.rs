@@ -29,7 +29,7 @@ use super::context::GpuContext;
 use super::forward::{ForwardBuffers, MobaForward};
 use super::plan::check_buffer_sizes;
 use crate::decode_plan::{
-    Activation, Cursor, DecodePlan, Decoder, HostProduct, LmKernel, LmStep, PREFILL_ROWS,
+    Activation, Cursor, DecodePlan, Decoder, HostProduct, LmKernel, LmStep, PREFILL_ROWS, Rows,
     check_layer,
 };
 use crate::error::{MobaError, Result};
@@ -59,22 +59,24 @@ enum Part {
     Attention(usize),
 }
 
-/// The launches of a submission of `rows` consecutive positions.
+/// The launches of a submission of `rows`: consecutive positions of each sequence.
 struct Program {
-    rows: usize,
+    rows: Rows,
     parts: Vec<Part>,
-    /// Each layer's MoBA decode over its cache, `rows` queries per head.
+    /// Each layer's MoBA decode over its cache, `rows.positions` queries per head and
+    /// sequence.
     attention: Vec<MobaForward>,
 }
 
-/// One layer's KV cache.
+/// One layer's KV cache, each sequence's its own.
 struct CachedLayer {
+    /// `[sequences, n_kv_heads, capacity, head_dim]`.
     keys: wgpu::Buffer,
     values: wgpu::Buffer,
     /// The keys' running block sums, and their means (what the gate reads).
     sums: wgpu::Buffer,
     means: wgpu::Buffer,
-    /// `[n_heads, rows, top_k]` of the last submission.
+    /// `[sequences, n_heads, positions, top_k]` of the last submission.
     selection: wgpu::Buffer,
 }
 
@@ -126,6 +128,9 @@ pub struct DecoderOptions {
     pub prefill_rows: usize,
     /// How the products' weights are kept.
     pub weights: WeightPrecision,
+    /// Sequences read side by side, each with its own cache ([`Decoder::read`]): a step
+    /// reads each product's weights once for all of them.
+    pub sequences: usize,
 }
 
 impl Default for DecoderOptions {
@@ -133,6 +138,7 @@ impl Default for DecoderOptions {
         Self {
             prefill_rows: PREFILL_ROWS,
             weights: WeightPrecision::F32,
+            sequences: 1,
         }
     }
 }
@@ -167,14 +173,15 @@ pub struct LmDecoder {
     cursor: Cursor,
     /// `[first position, the byte of each row]` of the submission.
     step: wgpu::Buffer,
-    /// `[n_heads, rows, head_dim]`: what the attention reads and writes.
+    /// `[sequences, n_heads, positions, head_dim]`: what the attention reads and writes.
     queries: wgpu::Buffer,
     attended: wgpu::Buffer,
     lse: wgpu::Buffer,
     /// `[rows, vocab]`.
     logits: wgpu::Buffer,
-    /// Where each submission copies its last row's logits for the host to map.
+    /// Where each submission copies each sequence's last row of logits for the host to map.
     readback: wgpu::Buffer,
+    vocab: usize,
     layers: Vec<CachedLayer>,
     /// One position per submission, then (where the attention takes more) a prompt's chunk,
     /// then a long prompt's tile of positions.
@@ -206,7 +213,8 @@ impl LmDecoder {
         Self::with_options(gpu, weights, options)
     }
 
-    /// [`LmDecoder::new`] with `options`: the prompt's submissions, and f16 weights.
+    /// [`LmDecoder::new`] with `options`: the prompt's submissions, f16 weights, a batch of
+    /// sequences.
     ///
     /// ```no_run
     /// use moba::gpu::{DecoderOptions, GpuContext, LmDecoder, WeightPrecision};
@@ -214,8 +222,11 @@ impl LmDecoder {
     ///
     /// let gpu = GpuContext::new_blocking(&Default::default())?;
     /// let model = LmConfig::preset("tiny")?.init::<burn::backend::NdArray>(&Default::default())?;
-    /// let options = DecoderOptions { weights: WeightPrecision::F16, ..Default::default() };
-    /// let decoder = LmDecoder::with_options(&gpu, &model.decode_weights()?, options)?;
+    /// let options = DecoderOptions { weights: WeightPrecision::F16, sequences: 4, ..Default::default() };
+    /// let mut decoder = LmDecoder::with_options(&gpu, &model.decode_weights()?, options)?;
+    /// decoder.prefill(b"Once upon")?; // the same prompt in each of the 4 sequences
+    /// decoder.step_each(b"abcd")?; // a byte of each
+    /// let logits = gpu.block_on(decoder.logits())?; // [4, 256]
     /// # Ok::<(), moba::MobaError>(())
     /// ```
     pub fn with_options(
@@ -226,8 +237,14 @@ impl LmDecoder {
         let DecoderOptions {
             prefill_rows,
             weights: precision,
+            sequences,
         } = options;
         weights.validate()?;
+        if sequences == 0 {
+            return Err(MobaError::Config(
+                "a decoder reads at least 1 sequence".into(),
+            ));
+        }
         let (d, ff, vocab) = (weights.d_model, weights.d_ff, weights.vocab);
         let (heads, kv_heads, head_dim) = (weights.n_heads, weights.n_kv_heads, weights.head_dim());
         let capacity = weights.max_seq_len;
@@ -235,14 +252,16 @@ impl LmDecoder {
         let plan = DecodePlan::new(weights);
         let chunk = plan.chunk_rows;
         let prefill_rows = prefill_rows.min(capacity);
-        let most = chunk.max(prefill_rows);
+        // Rows of the largest submission.
+        let most = sequences * chunk.max(prefill_rows);
+        let cached = sequences * kv * capacity;
         // Checked before anything is allocated: the largest buffers, and the most storage
         // buffers one kernel binds (lm_rope_cache's 8).
         let bytes = |elems: usize| elems as u64 * 4;
         check_buffer_sizes(
             gpu.limits(),
             &[
-                ("cached keys", bytes(kv * capacity)),
+                ("cached keys", bytes(cached)),
                 ("rope", bytes(weights.rope.as_ref().map_or(0, Vec::len))),
                 ("embedding", bytes(vocab * d)),
                 ("q k v weight", precision.bytes(d * (d + 2 * kv))),
@@ -263,10 +282,10 @@ impl LmDecoder {
         let zeros = |label: &str, elems: usize| gpu.scratch(label, bytes(elems));
         let layers = (weights.layers.iter())
             .map(|layer| {
-                let means = kv * capacity.div_ceil(layer.attention.block_size);
+                let means = sequences * kv * capacity.div_ceil(layer.attention.block_size);
                 CachedLayer {
-                    keys: zeros("cached keys", kv * capacity),
-                    values: zeros("cached values", kv * capacity),
+                    keys: zeros("cached keys", cached),
+                    values: zeros("cached values", cached),
                     sums: zeros("block sums", means),
                     means: zeros("block means", means),
                     selection: zeros("selection", heads * most * layer.attention.top_k),
@@ -275,13 +294,14 @@ impl LmDecoder {
             .collect();
         let mut decoder = Self {
             gpu: gpu.clone(),
-            cursor: Cursor::new(capacity, vocab),
+            cursor: Cursor::new(capacity, vocab, sequences),
             step: zeros("decode step", 1 + most),
             queries: zeros("queries", most * d),
             attended: zeros("attention output", most * d),
             lse: zeros("attention lse", most * heads),
             logits: zeros("logits", most * vocab),
-            readback: gpu.readback_buffer("logits readback", bytes(vocab)),
+            readback: gpu.readback_buffer("logits readback", bytes(sequences * vocab)),
+            vocab,
             layers,
             programs: Vec::new(),
             precision,
@@ -292,30 +312,31 @@ impl LmDecoder {
             qkv: zeros("q k v", most * (d + 2 * kv)),
             hidden: zeros("feed-forward hidden", most * ff),
         };
-        let program = |decoder: &Self, rows, attention| {
+        let program = |decoder: &Self, positions, attention| {
+            let rows = decoder.cursor.rows(positions);
             decoder.program(weights, &plan, &model, &activations, rows, attention)
         };
         let push = |decoder: &mut Self, program: Program| {
-            decoder.cursor.add_program(program.rows);
+            decoder.cursor.add_program(program.rows.positions);
             decoder.programs.push(program);
         };
         let one = program(&decoder, 1, Attention::Split)?;
         push(&mut decoder, one);
         // The chunk's attention may not fit the adapter's workgroup memory: then half the
         // chunk, down to a position at a time.
-        let mut rows = chunk;
-        while rows > 1 {
-            match program(&decoder, rows, Attention::Split) {
+        let mut positions = chunk;
+        while positions > 1 {
+            match program(&decoder, positions, Attention::Split) {
                 Ok(chunked) => {
                     push(&mut decoder, chunked);
                     break;
                 }
-                Err(MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }) => rows /= 2,
+                Err(MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }) => positions /= 2,
                 Err(error) => return Err(error),
             }
         }
         // Without the prefill passes (an adapter's limits), prompts go in chunks.
-        if prefill_rows > rows {
+        if prefill_rows > positions {
             match program(&decoder, prefill_rows, Attention::Tiled) {
                 Ok(tiled) => push(&mut decoder, tiled),
                 Err(MobaError::Unsupported(_) | MobaError::LimitExceeded { .. }) => {}
@@ -326,15 +347,15 @@ impl LmDecoder {
         Ok(decoder)
     }
 
-    /// The launches of a submission of `rows` positions over the uploaded model: the plan's
-    /// steps in order, a compute pass for each run of our kernels.
+    /// The launches of a submission of `rows` over the uploaded model: the plan's steps in
+    /// order, a compute pass for each run of our kernels.
     fn program(
         &self,
         weights: &LmWeights,
         plan: &DecodePlan,
         model: &Uploaded,
         activations: &Activations,
-        rows: usize,
+        rows: Rows,
         kind: Attention,
     ) -> Result<Program> {
         let gpu = &self.gpu;
@@ -413,17 +434,17 @@ impl LmDecoder {
         })
     }
 
-    /// Records and submits `programs[program]` over `bytes` (as many as its rows) at the
-    /// next positions.
+    /// Records and submits `programs[program]` over `bytes` (a byte per row, in row order)
+    /// at the next positions.
     fn submit(&mut self, program: usize, bytes: &[u8]) -> Result<()> {
         let program = &self.programs[program];
-        let rows = program.rows;
+        let positions = program.rows.positions;
         let queue = self.gpu.queue();
         let position = self.cursor.position();
         let step = self.cursor.step_words(bytes);
         queue.write_buffer(&self.step, 0, bytemuck::cast_slice(&step));
         for attention in &program.attention {
-            attention.set_cached_len(position + rows)?;
+            attention.set_cached_len(position + positions)?;
         }
         let mut encoder = self
             .gpu
@@ -456,19 +477,21 @@ impl LmDecoder {
                 }
             }
         }
-        let row_bytes = self.readback.size();
-        let last_row = (rows as u64 - 1) * row_bytes;
-        encoder.copy_buffer_to_buffer(&self.logits, last_row, &self.readback, 0, row_bytes);
+        self.cursor.advance(positions);
+        let row_bytes = self.vocab as u64 * 4;
+        for (s, row) in self.cursor.last_rows_read().enumerate() {
+            let (from, to) = (row as u64 * row_bytes, s as u64 * row_bytes);
+            encoder.copy_buffer_to_buffer(&self.logits, from, &self.readback, to, row_bytes);
+        }
         queue.submit([encoder.finish()]);
-        self.cursor.advance(rows);
         Ok(())
     }
 }
 
 impl Decoder for LmDecoder {
-    fn prefill(&mut self, bytes: &[u8]) -> Result<()> {
-        for (program, chunk) in self.cursor.submissions(bytes)? {
-            self.submit(program, chunk)?;
+    fn read(&mut self, sequences: &[&[u8]]) -> Result<()> {
+        for (program, rows) in self.cursor.submissions(sequences)? {
+            self.submit(program, &rows)?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! [`crate::model::MobaLm`].
 
 use crate::config::{MobaConfig, Shape};
+use crate::decode_plan::Rows;
 use crate::error::{MobaError, Result};
 
 /// A linear map `y = x W + b`: `weight: [d_in, d_out]` row-major (burn's layout), `bias:
@@ -80,14 +81,14 @@ impl LmWeights {
         self.d_model / self.n_heads
     }
 
-    /// The attention's problem in a decoder's submission of `rows` positions: its queries
-    /// over the KV cache, planned for the cache's capacity (the model's context).
-    pub fn attention_shape(&self, rows: usize) -> Shape {
+    /// The attention's problem in a decoder's submission of `rows`: each sequence's queries
+    /// over its KV cache, planned for the cache's capacity (the model's context).
+    pub fn attention_shape(&self, rows: Rows) -> Shape {
         Shape {
-            batch: 1,
+            batch: rows.sequences,
             q_heads: self.n_heads,
             kv_heads: self.n_kv_heads,
-            q_len: rows,
+            q_len: rows.positions,
             kv_len: self.max_seq_len,
             head_dim: self.head_dim(),
         }
