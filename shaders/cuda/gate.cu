@@ -59,12 +59,12 @@ block_means(Params p, const elem_t* k, float* means) {
     }
 }
 
-// One stage of block means as (tf32 head, f32 remainder) pairs: head + remainder is the
-// mean exactly. Blocks past the last are zero.
-typedef float2 StagedPairs[MEAN_STAGE][STAGE_STRIDE];
-
-__device__ __forceinline__ void stage_pairs(StagedPairs& staged, const float4* block_mean,
-                                            u32 first_block, u32 num_blocks) {
+// Calls split(j, c, mean) for every column c of the MEAN_STAGE block means from
+// `first_block` (j: the block within the stage), the threads sharing them out with 16-byte
+// loads; blocks past the last are zero.
+template <typename Split>
+__device__ __forceinline__ void for_stage_means(const float4* block_mean, u32 first_block,
+                                                u32 num_blocks, Split split) {
     constexpr u32 chunks = HEAD_DIM / 4;
     for (u32 i = threadIdx.x; i < MEAN_STAGE * chunks; i += GATE_THREADS) {
         u32 j = i / chunks, c = (i % chunks) * 4;
@@ -72,12 +72,21 @@ __device__ __forceinline__ void stage_pairs(StagedPairs& staged, const float4* b
                                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         float values[4] = {m.x, m.y, m.z, m.w};
 #pragma unroll
-        for (u32 e = 0; e < 4; e++) {
-            u32 head;
-            asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(head) : "f"(values[e]));
-            staged[j][c + e] = make_float2(__uint_as_float(head), values[e] - __uint_as_float(head));
-        }
+        for (u32 e = 0; e < 4; e++) split(j, c + e, values[e]);
     }
+}
+
+// One stage of block means as (tf32 head, f32 remainder) pairs: head + remainder is the
+// mean exactly.
+typedef float2 StagedPairs[MEAN_STAGE][STAGE_STRIDE];
+
+__device__ __forceinline__ void stage_pairs(StagedPairs& staged, const float4* block_mean,
+                                            u32 first_block, u32 num_blocks) {
+    for_stage_means(block_mean, first_block, num_blocks, [&](u32 j, u32 c, float mean) {
+        u32 head;
+        asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(head) : "f"(mean));
+        staged[j][c] = make_float2(__uint_as_float(head), mean - __uint_as_float(head));
+    });
 }
 
 typedef float StageScores[GATE_THREADS][SCORE_STRIDE];
@@ -136,23 +145,14 @@ struct GateQuery {
 
     __device__ static void stage(Staged& staged, const float4* block_mean, u32 first_block,
                                  u32 num_blocks) {
-        constexpr u32 chunks = HEAD_DIM / 4;
-        for (u32 i = threadIdx.x; i < MEAN_STAGE * chunks; i += GATE_THREADS) {
-            u32 j = i / chunks, c = (i % chunks) * 4;
-            float4 m = first_block + j < num_blocks ? block_mean[first_block * chunks + i]
-                                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            float values[4] = {m.x, m.y, m.z, m.w};
+        for_stage_means(block_mean, first_block, num_blocks, [&](u32 j, u32 c, float mean) {
 #pragma unroll
-            for (u32 e = 0; e < 4; e++) {
-                float left = values[e];
-#pragma unroll
-                for (u32 term = 0; term < 3; term++) {
-                    u16 bits = bf16_bits(left);
-                    staged[term][j][c + e] = bits;
-                    left -= bits_to_float(bits);
-                }
+            for (u32 term = 0; term < 3; term++) {
+                u16 bits = bf16_bits(mean);
+                staged[term][j][c] = bits;
+                mean -= bits_to_float(bits);
             }
-        }
+        });
     }
 
     // The fragments of this warp's 32 rows from `first`, the ones past `last` repeating it.
