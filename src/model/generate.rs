@@ -276,7 +276,8 @@ impl<D: Decoder> GpuGenerator<D> {
     /// let gpu = GpuContext::new_blocking(&Default::default())?;
     /// let model = LmConfig::preset("tiny")?.init::<burn::backend::NdArray>(&Default::default())?;
     /// let options = DecoderOptions { sequences: 8, ..Default::default() };
-    /// let mut samples = GpuGenerator::with_options(&gpu, &model, b"Once", Sampling::default(), options)?;
+    /// let sampling = Sampling::default();
+    /// let mut samples = GpuGenerator::with_options(&gpu, &model, b"Once", sampling, options)?;
     /// let bytes = gpu.block_on(samples.next_bytes())?; // a byte of each of 8 samples
     /// assert_eq!(bytes.map(|b| b.len()), Some(8));
     /// # Ok::<(), moba::MobaError>(())

@@ -217,12 +217,17 @@ impl LmDecoder {
     /// sequences.
     ///
     /// ```no_run
+    /// use moba::decode_plan::Decoder;
     /// use moba::gpu::{DecoderOptions, GpuContext, LmDecoder, WeightPrecision};
     /// use moba::model::LmConfig;
     ///
     /// let gpu = GpuContext::new_blocking(&Default::default())?;
     /// let model = LmConfig::preset("tiny")?.init::<burn::backend::NdArray>(&Default::default())?;
-    /// let options = DecoderOptions { weights: WeightPrecision::F16, sequences: 4, ..Default::default() };
+    /// let options = DecoderOptions {
+    ///     weights: WeightPrecision::F16,
+    ///     sequences: 4,
+    ///     ..Default::default()
+    /// };
     /// let mut decoder = LmDecoder::with_options(&gpu, &model.decode_weights()?, options)?;
     /// decoder.prefill(b"Once upon")?; // the same prompt in each of the 4 sequences
     /// decoder.step_each(b"abcd")?; // a byte of each
