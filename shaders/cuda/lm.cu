@@ -50,19 +50,22 @@ lm_matvec(u32 rows, u32 positions, u32 d_in, u32 d_out, u32 row_stride, u32 norm
     u32 tid = threadIdx.x;
     u32 first_row = blockIdx.y * DECODE_MAX_ROWS;
     u32 tile_rows = min((u32)DECODE_MAX_ROWS, rows - first_row);
-    // Where element i of row r of the tile (position row % positions of sequence row /
-    // positions) lies.
-    auto input_at = [&](u32 r, u32 i) {
+    // Element i of row r of the tile (position row % positions of sequence row / positions)
+    // lies at row_start(r) + column_at(i): a head's columns are positions * input_head_dim
+    // apart in the head-major input, so the column's part is the same for every row.
+    auto row_start = [&](u32 r) {
         u32 row = first_row + r;
-        size_t head = (size_t)(row / positions) * (d_in / input_head_dim) + i / input_head_dim;
-        return (head * positions + row % positions) * input_head_dim + i % input_head_dim;
+        return (row / positions) * positions * d_in + row % positions * input_head_dim;
+    };
+    auto column_at = [&](u32 i) {
+        return i / input_head_dim * positions * input_head_dim + i % input_head_dim;
     };
     if (norm) {
         for (u32 r = 0; r < tile_rows; r++) {
             // The row's sum of squares over the block, as a tree (the same in every block).
             float squares = 0.0f;
             for (u32 i = tid; i < d_in; i += LM_THREADS) {
-                float value = input[input_at(r, i)];
+                float value = input[row_start(r) + column_at(i)];
                 squares += value * value;
             }
             partial[tid].x = squares;
@@ -79,16 +82,21 @@ lm_matvec(u32 rows, u32 positions, u32 d_in, u32 d_out, u32 row_stride, u32 norm
     u32 lane = tid % LM_COLUMNS, slice = tid / LM_COLUMNS;
     u32 column = blockIdx.x * LM_COLUMNS + lane;
     float2 sums[DECODE_MAX_ROWS];
+    u32 starts[DECODE_MAX_ROWS];
 #pragma unroll
-    for (u32 r = 0; r < DECODE_MAX_ROWS; r++) sums[r] = make_float2(0.0f, 0.0f);
+    for (u32 r = 0; r < DECODE_MAX_ROWS; r++) {
+        sums[r] = make_float2(0.0f, 0.0f);
+        starts[r] = row_start(r);
+    }
     if (column < d_out) {
         for (u32 i = slice; i < d_in; i += LM_SLICES) {
             size_t at = (size_t)i * row_stride + column;
             float2 w = make_float2(weight[at], epilogue == LM_SWIGLU ? weight[at + d_out] : 0.0f);
+            u32 column_offset = column_at(i);
 #pragma unroll
             for (u32 r = 0; r < DECODE_MAX_ROWS; r++) {
                 if (r < tile_rows) {
-                    float x = input[input_at(r, i)];
+                    float x = input[starts[r] + column_offset];
                     sums[r].x += x * w.x;
                     sums[r].y += x * w.y;
                 }

@@ -45,11 +45,15 @@ fn weight_at(at: u32) -> f32 {
     return bitcast<f32>(weight[at]);
 }
 
-// Where element i of row `row` (position row % POSITIONS of sequence row / POSITIONS) of
-// the input lies.
-fn input_at(row: u32, i: u32) -> u32 {
-    let head = row / POSITIONS * (D_IN / INPUT_HEAD_DIM) + i / INPUT_HEAD_DIM;
-    return (head * POSITIONS + row % POSITIONS) * INPUT_HEAD_DIM + i % INPUT_HEAD_DIM;
+// Element i of row `row` (position row % POSITIONS of sequence row / POSITIONS) of the input
+// lies at row_start(row) + column_at(i): a head's columns are POSITIONS * INPUT_HEAD_DIM
+// apart in the head-major input, so the column's part is the same for every row.
+fn row_start(row: u32) -> u32 {
+    return row / POSITIONS * POSITIONS * D_IN + row % POSITIONS * INPUT_HEAD_DIM;
+}
+
+fn column_at(i: u32) -> u32 {
+    return i / INPUT_HEAD_DIM * POSITIONS * INPUT_HEAD_DIM + i % INPUT_HEAD_DIM;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -68,7 +72,7 @@ fn main(
             // workgroup).
             var squares = 0.0;
             for (var i = lid; i < D_IN; i += WORKGROUP_SIZE) {
-                let value = input[input_at(first_row + r, i)];
+                let value = input[row_start(first_row + r) + column_at(i)];
                 squares += value * value;
             }
             partial[lid] = vec2<f32>(squares, 0.0);
@@ -90,6 +94,10 @@ fn main(
     let slice = lid / COLUMNS;
     let column = workgroup % COLUMN_GROUPS * COLUMNS + lane;
     var sums: array<vec2<f32>, TILE_ROWS>;
+    var starts: array<u32, TILE_ROWS>;
+    for (var r = 0u; r < TILE_ROWS; r++) {
+        starts[r] = row_start(first_row + r);
+    }
     if column < D_OUT {
         for (var i = slice; i < D_IN; i += SLICES) {
             let at = i * ROW_STRIDE + column;
@@ -97,10 +105,11 @@ fn main(
             if EPILOGUE == SWIGLU {
                 w.y = weight_at(at + D_OUT);
             }
+            let column_offset = column_at(i);
             // Over the constant TILE_ROWS: the sums stay in registers.
             for (var r = 0u; r < TILE_ROWS; r++) {
                 if r < rows {
-                    sums[r] += input[input_at(first_row + r, i)] * w;
+                    sums[r] += input[starts[r] + column_offset] * w;
                 }
             }
         }

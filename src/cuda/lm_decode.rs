@@ -538,13 +538,22 @@ impl Decoder for CudaLmDecoder {
     // Waits for the submissions before it.
     async fn logits(&self) -> Result<Vec<f32>> {
         self.cursor.check_read()?;
-        let vocab = self.vocab;
-        let mut logits = vec![0.0f32; self.sequences() * vocab];
-        for (row, out) in self.cursor.last_rows_read().zip(logits.chunks_mut(vocab)) {
-            let row = self.buffers.logits.slice(row * vocab..(row + 1) * vocab);
+        let (vocab, sequences) = (self.vocab, self.sequences());
+        let mut logits = vec![0.0f32; sequences * vocab];
+        let rows: Vec<usize> = self.cursor.last_rows_read().collect();
+        // One copy where the rows are side by side (a position per sequence), else a row each.
+        let runs = match rows.last() == Some(&(sequences - 1)) {
+            true => vec![(0, sequences)],
+            false => rows.iter().map(|&row| (row, 1)).collect(),
+        };
+        let mut out = logits.as_mut_slice();
+        for (first, count) in runs {
+            let run = (self.buffers.logits).slice(first * vocab..(first + count) * vocab);
+            let (into, rest) = std::mem::take(&mut out).split_at_mut(count * vocab);
             (self.runtime.stream())
-                .memcpy_dtoh(&row, out)
+                .memcpy_dtoh(&run, into)
                 .map_err(|e| cuda_error("reading the logits", e))?;
+            out = rest;
         }
         self.runtime.synchronize("running the decode step")?;
         Ok(logits)
