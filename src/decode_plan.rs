@@ -131,8 +131,9 @@ pub struct Cursor {
 
 impl Cursor {
     /// A decoder of `sequences` caches of `capacity` positions over `vocab` bytes, with no
-    /// program yet.
+    /// program yet. Panics for 0 sequences (the decoders refuse them first).
     pub fn new(capacity: usize, vocab: usize, sequences: usize) -> Self {
+        assert!(sequences > 0, "a decoder reads at least 1 sequence");
         Cursor {
             capacity,
             vocab,

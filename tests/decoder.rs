@@ -182,6 +182,11 @@ fn check_batch(
     batch.read(&firsts).unwrap();
     let mut logits = wait.wait(batch.logits()).unwrap();
     let check = |position: usize, logits: &[f32], slack: f64| {
+        assert_eq!(
+            logits.len(),
+            3 * vocab,
+            "{name}: a row of logits per sequence"
+        );
         for (s, row) in logits.chunks(vocab).enumerate() {
             let want = &expected[s][position * vocab..(position + 1) * vocab];
             let error = max_abs_error(row, want);

@@ -13,8 +13,8 @@
 // lm_matvec — grid (ceil(d_out / LM_COLUMNS), ceil(rows / DECODE_MAX_ROWS)) blocks of
 //   LM_THREADS = LM_COLUMNS x slices: out = epilogue(x W + bias) for every row, x
 //   RMS-normalised first where `norm` (the gain folded into W's rows). A block takes up to
-//   DECODE_MAX_ROWS rows (a decode's or a chunk's every row, a tile of a long prompt's) and
-//   reads each weight once for them. Thread (slice, column) sums rows slice, slice +
+//   DECODE_MAX_ROWS rows of the submission (across its sequences) and reads each weight
+//   once for them. Thread (slice, column) sums rows slice, slice +
 //   slices, ... of its column for each of them (neighbouring threads read neighbouring
 //   columns of a weight row); the first slice adds the slices' partial sums in order.
 //   Input: head-major per sequence [sequences, d_in / input_head_dim, positions,
@@ -55,10 +55,10 @@ lm_matvec(u32 rows, u32 positions, u32 d_in, u32 d_out, u32 row_stride, u32 norm
     // apart in the head-major input, so the column's part is the same for every row.
     auto row_start = [&](u32 r) {
         u32 row = first_row + r;
-        return (row / positions) * positions * d_in + row % positions * input_head_dim;
+        return (size_t)(row / positions) * positions * d_in + (size_t)(row % positions) * input_head_dim;
     };
     auto column_at = [&](u32 i) {
-        return i / input_head_dim * positions * input_head_dim + i % input_head_dim;
+        return (size_t)(i / input_head_dim) * positions * input_head_dim + i % input_head_dim;
     };
     if (norm) {
         for (u32 r = 0; r < tile_rows; r++) {
@@ -82,7 +82,7 @@ lm_matvec(u32 rows, u32 positions, u32 d_in, u32 d_out, u32 row_stride, u32 norm
     u32 lane = tid % LM_COLUMNS, slice = tid / LM_COLUMNS;
     u32 column = blockIdx.x * LM_COLUMNS + lane;
     float2 sums[DECODE_MAX_ROWS];
-    u32 starts[DECODE_MAX_ROWS];
+    size_t starts[DECODE_MAX_ROWS];
 #pragma unroll
     for (u32 r = 0; r < DECODE_MAX_ROWS; r++) {
         sums[r] = make_float2(0.0f, 0.0f);
@@ -92,7 +92,7 @@ lm_matvec(u32 rows, u32 positions, u32 d_in, u32 d_out, u32 row_stride, u32 norm
         for (u32 i = slice; i < d_in; i += LM_SLICES) {
             size_t at = (size_t)i * row_stride + column;
             float2 w = make_float2(weight[at], epilogue == LM_SWIGLU ? weight[at + d_out] : 0.0f);
-            u32 column_offset = column_at(i);
+            size_t column_offset = column_at(i);
 #pragma unroll
             for (u32 r = 0; r < DECODE_MAX_ROWS; r++) {
                 if (r < tile_rows) {

@@ -1,7 +1,7 @@
 // One matrix-vector product of a decode step, for each of its ROWS rows:
 // out = epilogue(x W + bias), x RMS-normalised first where NORM is 1 (the norm's gain is
-// folded into W's rows on the host). A workgroup takes TILE_ROWS rows (all of a decode's or
-// a prompt chunk's; a tile of a long prompt's): it reads each weight once for them.
+// folded into W's rows on the host). A workgroup takes TILE_ROWS rows of the submission
+// (across its sequences): it reads each weight once for them.
 //
 // Grid: COLUMN_GROUPS x ceil(ROWS / TILE_ROWS) workgroups, linear (column group fastest;
 //       folded into x and y where longer than a dimension holds);

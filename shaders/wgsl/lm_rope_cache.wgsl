@@ -5,7 +5,8 @@
 // gate's block means, pooled in key order as they arrive (the sums block_means.wgsl makes
 // from scratch), never re-pooled.
 //
-// Grid: ceil(SEQUENCES * THREADS / WORKGROUP_SIZE) workgroups, linear. THREADS = (Q_HEADS +
+// Grid: ceil(SEQUENCES * THREADS / WORKGROUP_SIZE) workgroups, linear (folded into x and y
+//       where longer than a dimension holds). THREADS = (Q_HEADS +
 //       KV_HEADS) * HALF + KV_HEADS * HEAD_DIM (HALF = HEAD_DIM / 2) per sequence: one
 //       rotated pair of a query head, one rotated pair of a key head (with its two columns
 //       of the block sums), or one element of a value, each for the sequence's positions in
@@ -54,9 +55,14 @@ fn pool_key(cached: u32, column: u32, k: f32, position: u32) {
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    let sequence = id.x / THREADS;
-    let t = id.x % THREADS;
+fn main(
+    @builtin(workgroup_id) workgroup: vec3<u32>,
+    @builtin(num_workgroups) workgroups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let thread = folded_thread(workgroup, workgroups, lid);
+    let sequence = thread / THREADS;
+    let t = thread % THREADS;
     if sequence >= SEQUENCES {
         return;
     }

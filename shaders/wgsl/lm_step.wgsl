@@ -17,3 +17,9 @@ fn step_token(row: u32) -> u32 {
 fn step_position(row: u32) -> u32 {
     return step[0] + row % POSITIONS;
 }
+
+// Flat index of this thread in a linear grid of WORKGROUP_SIZE-thread workgroups, which the
+// host folds into x and y where longer than a dimension holds (a large batch's rows).
+fn folded_thread(workgroup: vec3<u32>, workgroups: vec3<u32>, lid: u32) -> u32 {
+    return (workgroup.y * workgroups.x + workgroup.x) * WORKGROUP_SIZE + lid;
+}

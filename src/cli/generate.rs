@@ -234,23 +234,21 @@ pub fn run(request: &AdapterRequest, args: &GenerateArgs) -> Result<()> {
             args.samples
         )));
     }
-    match (args.backend, args.decode) {
-        (LmBackend::Wgpu, Decode::Kernels) => match run_on_decoder(request, args, &prompt) {
-            // Before anything is printed: burn's ops run every model.
-            // A batch of samples is the decoders' alone.
-            Err(why) if GpuGenerator::declines(&why) && args.samples == 1 => {
-                eprintln!("{why}: decoding with burn's ops instead");
-                dispatch(args.backend, request, Job { args, prompt })
-            }
-            done => done,
-        },
-        (LmBackend::Cuda, Decode::Kernels) => match run_on_cuda_decoder(args, &prompt) {
-            Err(why) if GpuGenerator::declines(&why) && args.samples == 1 => {
-                eprintln!("{why}: decoding with burn's ops instead");
-                dispatch(args.backend, request, Job { args, prompt })
-            }
-            done => done,
-        },
-        _ => dispatch(args.backend, request, Job { args, prompt }),
+    let on_decoder = match (args.backend, args.decode) {
+        (LmBackend::Wgpu, Decode::Kernels) => run_on_decoder(request, args, &prompt),
+        (LmBackend::Cuda, Decode::Kernels) => run_on_cuda_decoder(args, &prompt),
+        _ => return dispatch(args.backend, request, Job { args, prompt }),
+    };
+    match on_decoder {
+        // Before anything is printed: burn's ops run every model, one sample at a time.
+        Err(why) if GpuGenerator::declines(&why) && args.samples == 1 => {
+            eprintln!("{why}: decoding with burn's ops instead");
+            dispatch(args.backend, request, Job { args, prompt })
+        }
+        Err(why) if GpuGenerator::declines(&why) => Err(MobaError::Config(format!(
+            "{why}; --samples {} needs the GPU decoder (burn's ops draw one sample)",
+            args.samples
+        ))),
+        done => done,
     }
 }

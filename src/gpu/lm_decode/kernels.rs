@@ -16,8 +16,8 @@ pub(super) const WORKGROUP_SIZE: u32 = 256;
 /// workgroup splits the weight's rows (16 slices of 16 columns: a few of them per thread,
 /// and enough workgroups at model widths of a few hundred to spread over the GPU).
 const MATVEC_COLUMNS: u32 = 16;
-/// Rows per workgroup of a matrix-vector product at most: a decode's or a prompt chunk's
-/// every row (the split decode takes at most 16), a long prompt's in tiles of 16.
+/// Rows per workgroup of a matrix-vector product at most: a submission's rows (across its
+/// sequences) go in tiles of 16.
 const MATVEC_TILE_ROWS: usize = 16;
 
 /// Rows of a matrix-vector product's workgroup in a submission of `rows` rows.

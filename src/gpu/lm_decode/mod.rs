@@ -273,6 +273,8 @@ impl LmDecoder {
                 ("SwiGLU weight", precision.bytes(d * 2 * ff)),
                 ("head weight", precision.bytes(d * vocab)),
                 ("logits", bytes(most * vocab)),
+                ("q k v", bytes(most * (d + 2 * kv))),
+                ("feed-forward hidden", bytes(most * ff)),
             ],
         )?;
         let available = gpu.limits().max_storage_buffers_per_shader_stage;
