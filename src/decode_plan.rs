@@ -241,10 +241,16 @@ impl Cursor {
         }
     }
 
-    /// The rows whose logits the last submission leaves to read: each sequence's last.
-    pub fn last_rows_read(&self) -> impl Iterator<Item = usize> {
-        let positions = self.last_rows;
-        (0..self.sequences).map(move |s| (s + 1) * positions - 1)
+    /// The rows whose logits the last submission leaves to read, each sequence's last, as
+    /// runs of side-by-side rows `(first row, rows)` in sequence order: one run of every
+    /// sequence where the submission read a position of each, else a row per sequence.
+    pub fn logit_runs(&self) -> Vec<(usize, usize)> {
+        match self.last_rows {
+            1 => vec![(0, self.sequences)],
+            positions => (1..=self.sequences)
+                .map(|s| (s * positions - 1, 1))
+                .collect(),
+        }
     }
 
     /// The last row of each sequence and query head in a selection `[sequences, n_heads,
@@ -262,6 +268,16 @@ impl Cursor {
     /// Positions in each sequence's cache.
     pub fn position(&self) -> usize {
         self.position
+    }
+}
+
+/// The error of a decoder of no sequences.
+pub fn check_sequences(sequences: usize) -> Result<()> {
+    match sequences {
+        0 => Err(MobaError::Config(
+            "a decoder reads at least 1 sequence".into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -559,7 +575,7 @@ mod tests {
         assert_eq!(split[1], (0, b"ez".to_vec()));
         assert_eq!(cursor.rows(4).count(), 8);
         cursor.advance(4);
-        assert_eq!(cursor.last_rows_read().collect::<Vec<_>>(), [3, 7]);
+        assert_eq!(cursor.logit_runs(), [(3, 1), (7, 1)]);
         // [2 sequences, 3 heads, 4 positions, top-1]: each sequence's and head's last.
         let all: Vec<i32> = (0..24).collect();
         assert_eq!(cursor.last_selection(&all, 3, 1), [3, 7, 11, 15, 19, 23]);
@@ -567,6 +583,10 @@ mod tests {
         assert!(error.to_string().contains("advance together"), "{error}");
         let error = cursor.submissions(&[b"ab"]).unwrap_err();
         assert!(error.to_string().contains("2 sequences"), "{error}");
+        // A position of each: their rows side by side, one run.
+        cursor.advance(1);
+        assert_eq!(cursor.logit_runs(), [(0, 2)]);
+        assert!(check_sequences(0).is_err() && check_sequences(2).is_ok());
     }
 
     #[test]

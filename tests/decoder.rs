@@ -72,6 +72,17 @@ fn check_config(config: LmConfig) {
     }
 }
 
+/// How far a decoder's f32 logits may be from the model's own `expected` ones. Two f32
+/// computations of one model differ by the summation orders of their reductions (a tree
+/// here, burn's order there; the norm gains folded into the matrices): a few ulps of the
+/// largest logit per layer. A wrong position, block, mask or weight is off by 1e-2 and more.
+/// (burn 0.21 runs an NdArray<f64> model in f32: a tensor keeps the device's default dtype,
+/// so an f64 run of the whole model is not to be had here.)
+fn f32_tolerance<'a>(expected: impl IntoIterator<Item = &'a f64>) -> f64 {
+    let largest = (expected.into_iter()).fold(0.0f64, |m, x| m.max(x.abs()));
+    16.0 * f32::EPSILON as f64 * largest.max(1.0)
+}
+
 /// `decoder` of `weights` reads `bytes` one position at a time, then in chunks, and gives
 /// the model's `expected` logits at every position; `name` says which decoder. A prompt
 /// read in chunks may be off by `prefill_slack` more (CUDA's prefill passes multiply in
@@ -85,13 +96,7 @@ fn check_decoder(
     expected: &[f64],
     prefill_slack: f64,
 ) {
-    // Two f32 computations of one model differ by the summation orders of their reductions
-    // (a tree here, burn's order there; the norm gains folded into the matrices): a few
-    // ulps of the largest logit per layer. A wrong position, block, mask or weight is off
-    // by 1e-2 and more. (burn 0.21 runs an NdArray<f64> model in f32: a tensor keeps the
-    // device's default dtype, so an f64 run of the whole model is not to be had here.)
-    let largest = expected.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-    let tolerance = 16.0 * f32::EPSILON as f64 * largest.max(1.0);
+    let tolerance = f32_tolerance(expected);
     let first = decoded(wait, &mut decoder, bytes);
     let error = max_abs_error(&first, expected);
     eprintln!("{name}: decoder error {error:.3e} (tolerance {tolerance:.3e})");
@@ -166,8 +171,7 @@ fn check_batch(
     prefill_slack: f64,
 ) {
     let vocab = 256;
-    let largest = (expected.iter().flatten()).fold(0.0f64, |m, x| m.max(x.abs()));
-    let tolerance = 16.0 * f32::EPSILON as f64 * largest.max(1.0);
+    let tolerance = f32_tolerance(expected.iter().flatten());
     assert_eq!(batch.sequences(), 3, "{name}");
     let alone: Vec<Vec<f32>> = (prompts.iter())
         .map(|prompt| {

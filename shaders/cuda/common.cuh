@@ -108,17 +108,22 @@ __device__ __forceinline__ float bits_to_float(u16 x) {
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(u16 x) { return bits_to_float(x); }
 
+// The 16-bit element nearest to x (bits_to_float's inverse).
+__device__ __forceinline__ u16 float_to_bits(float x) {
+    u16 h;
+#if ELEM_KIND == ELEM_F16
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+#else
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
+#endif
+    return h;
+}
+
 __device__ __forceinline__ void store_elem(elem_t* out, size_t i, float x) {
 #if ELEM_KIND == ELEM_F32
     out[i] = x;
-#elif ELEM_KIND == ELEM_F16
-    u16 h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
-    out[i] = h;
 #else
-    u16 h;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
-    out[i] = h;
+    out[i] = float_to_bits(x);
 #endif
 }
 

@@ -129,12 +129,6 @@ struct GateQuery {
 #define TERM_STRIDE (HEAD_DIM + 8)
 typedef u16 StagedTerms[3][MEAN_STAGE][TERM_STRIDE];
 
-__device__ __forceinline__ u16 bf16_bits(float x) {
-    u16 h;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
-    return h;
-}
-
 // bf16 inputs: each warp scores its 32 rows (two m-tiles) on the bf16 tensor cores
 // (mma.m16n8k16), the rows' A fragments loaded once as they are, each mean's three terms
 // multiplied into one f32 accumulator.
@@ -148,7 +142,7 @@ struct GateQuery {
         for_stage_means(block_mean, first_block, num_blocks, [&](u32 j, u32 c, float mean) {
 #pragma unroll
             for (u32 term = 0; term < 3; term++) {
-                u16 bits = bf16_bits(mean);
+                u16 bits = float_to_bits(mean);
                 staged[term][j][c] = bits;
                 mean -= bits_to_float(bits);
             }

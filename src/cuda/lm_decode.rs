@@ -23,6 +23,7 @@ use super::source::{CudaConstants, CudaProgram, ElemKind};
 use crate::config::MobaConfig;
 use crate::decode_plan::{
     Activation, Cursor, DecodePlan, Decoder, LmKernel, LmStep, PREFILL_ROWS, Rows, check_layer,
+    check_sequences,
 };
 use crate::error::{MobaError, Result};
 use crate::gpu::LmWeights;
@@ -196,11 +197,7 @@ impl CudaLmDecoder {
             sequences,
         } = options;
         weights.validate()?;
-        if sequences == 0 {
-            return Err(MobaError::Config(
-                "a decoder reads at least 1 sequence".into(),
-            ));
-        }
+        check_sequences(sequences)?;
         let head_dim = weights.head_dim();
         if !head_dim.is_multiple_of(HEAD_DIM_MULTIPLE) {
             return Err(MobaError::Unsupported(format!(
@@ -538,16 +535,10 @@ impl Decoder for CudaLmDecoder {
     // Waits for the submissions before it.
     async fn logits(&self) -> Result<Vec<f32>> {
         self.cursor.check_read()?;
-        let (vocab, sequences) = (self.vocab, self.sequences());
-        let mut logits = vec![0.0f32; sequences * vocab];
-        let rows: Vec<usize> = self.cursor.last_rows_read().collect();
-        // One copy where the rows are side by side (a position per sequence), else a row each.
-        let runs = match rows.last() == Some(&(sequences - 1)) {
-            true => vec![(0, sequences)],
-            false => rows.iter().map(|&row| (row, 1)).collect(),
-        };
+        let vocab = self.vocab;
+        let mut logits = vec![0.0f32; self.sequences() * vocab];
         let mut out = logits.as_mut_slice();
-        for (first, count) in runs {
+        for (first, count) in self.cursor.logit_runs() {
             let run = (self.buffers.logits).slice(first * vocab..(first + count) * vocab);
             let (into, rest) = std::mem::take(&mut out).split_at_mut(count * vocab);
             (self.runtime.stream())

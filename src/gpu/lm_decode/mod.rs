@@ -30,7 +30,7 @@ use super::forward::{ForwardBuffers, MobaForward};
 use super::plan::check_buffer_sizes;
 use crate::decode_plan::{
     Activation, Cursor, DecodePlan, Decoder, HostProduct, LmKernel, LmStep, PREFILL_ROWS, Rows,
-    check_layer,
+    check_layer, check_sequences,
 };
 use crate::error::{MobaError, Result};
 
@@ -181,7 +181,6 @@ pub struct LmDecoder {
     logits: wgpu::Buffer,
     /// Where each submission copies each sequence's last row of logits for the host to map.
     readback: wgpu::Buffer,
-    vocab: usize,
     layers: Vec<CachedLayer>,
     /// One position per submission, then (where the attention takes more) a prompt's chunk,
     /// then a long prompt's tile of positions.
@@ -245,11 +244,7 @@ impl LmDecoder {
             sequences,
         } = options;
         weights.validate()?;
-        if sequences == 0 {
-            return Err(MobaError::Config(
-                "a decoder reads at least 1 sequence".into(),
-            ));
-        }
+        check_sequences(sequences)?;
         let (d, ff, vocab) = (weights.d_model, weights.d_ff, weights.vocab);
         let (heads, kv_heads, head_dim) = (weights.n_heads, weights.n_kv_heads, weights.head_dim());
         let capacity = weights.max_seq_len;
@@ -308,7 +303,6 @@ impl LmDecoder {
             lse: zeros("attention lse", most * heads),
             logits: zeros("logits", most * vocab),
             readback: gpu.readback_buffer("logits readback", bytes(sequences * vocab)),
-            vocab,
             layers,
             programs: Vec::new(),
             precision,
@@ -485,10 +479,18 @@ impl LmDecoder {
             }
         }
         self.cursor.advance(positions);
-        let row_bytes = self.vocab as u64 * 4;
-        for (s, row) in self.cursor.last_rows_read().enumerate() {
-            let (from, to) = (row as u64 * row_bytes, s as u64 * row_bytes);
-            encoder.copy_buffer_to_buffer(&self.logits, from, &self.readback, to, row_bytes);
+        let row_bytes = self.readback.size() / self.sequences() as u64;
+        let mut to = 0;
+        for (first, rows) in self.cursor.logit_runs() {
+            let bytes = rows as u64 * row_bytes;
+            encoder.copy_buffer_to_buffer(
+                &self.logits,
+                first as u64 * row_bytes,
+                &self.readback,
+                to,
+                bytes,
+            );
+            to += bytes;
         }
         queue.submit([encoder.finish()]);
         Ok(())
