@@ -180,10 +180,7 @@ fn means_step(config: &MobaConfig) -> Option<Step> {
 
 /// The forward: gate, selection inversion, one attention pass per slot, finalize.
 pub fn forward(config: &MobaConfig) -> Vec<Step> {
-    means_step(config)
-        .into_iter()
-        .chain([Step::GateTopk])
-        .chain(INVERSION)
+    routing(config)
         .chain((0..config.top_k).map(|slot| Step::AttentionPass { slot }))
         .chain([Step::AttentionFinalize])
         .collect()
@@ -194,12 +191,18 @@ pub fn forward(config: &MobaConfig) -> Vec<Step> {
 /// A backend takes it where blocks are small (the CUDA path: `CudaPlan::by_block`); the
 /// backward is the same as after [`forward`].
 pub fn forward_by_block(config: &MobaConfig) -> Vec<Step> {
+    routing(config)
+        .chain([Step::AttentionBlocks, Step::AttentionCombine])
+        .collect()
+}
+
+/// What both prefill forwards run first: the block means, the gate, and the inversion of
+/// its selection into each block's rows.
+fn routing(config: &MobaConfig) -> impl Iterator<Item = Step> {
     means_step(config)
         .into_iter()
         .chain([Step::GateTopk])
         .chain(INVERSION)
-        .chain([Step::AttentionBlocks, Step::AttentionCombine])
-        .collect()
 }
 
 /// The forward of a decode (a few query rows per group): gate, then the attention split
