@@ -152,11 +152,13 @@ pub fn nsa_attention_with_compression<B: MobaBackend>(
     mark::<B>(&device, "selected branch");
     let o_win = window_branch(q, k, v, config, scale)?;
     mark::<B>(&device, "window branch");
-    let gate = |c: usize| {
-        let [b, h, s, _] = gate_dims;
-        gates.clone().slice([0..b, 0..h, 0..s, c..c + 1])
-    };
-    let o = o_cmp * gate(0) + o_slc * gate(1) + o_win * gate(2);
+    // The three gates are sliced before the sum: with slices between them, burn's fusion
+    // ran each product and sum as a kernel of its own (18.2 ms at 128K on the H100,
+    // bench-results/h100-nsa/select-variants/); after them, the sum is one fused kernel.
+    let [b, h, s, _] = gate_dims;
+    let [g_cmp, g_slc, g_win] =
+        [0, 1, 2].map(|c| gates.clone().slice([0..b, 0..h, 0..s, c..c + 1]));
+    let o = o_cmp * g_cmp + o_slc * g_slc + o_win * g_win;
     mark::<B>(&device, "gated sum");
     Ok(NsaAttention { o, selection })
 }
