@@ -144,6 +144,11 @@ impl Cursor {
         }
     }
 
+    /// Scores per row of logits: the model's vocabulary.
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
     /// Adds a program of `positions` positions per sequence: 1 first, then each more than
     /// the one before.
     pub fn add_program(&mut self, positions: usize) {

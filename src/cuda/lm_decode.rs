@@ -106,7 +106,6 @@ struct Buffers {
 /// ```
 pub struct CudaLmDecoder {
     runtime: Arc<CudaRuntime>,
-    vocab: usize,
     heads: usize,
     cursor: Cursor,
     buffers: Buffers,
@@ -270,7 +269,6 @@ impl CudaLmDecoder {
         };
         let mut decoder = Self {
             runtime,
-            vocab,
             heads,
             cursor: Cursor::new(capacity, vocab, sequences),
             buffers,
@@ -535,7 +533,7 @@ impl Decoder for CudaLmDecoder {
     // Waits for the submissions before it.
     async fn logits(&self) -> Result<Vec<f32>> {
         self.cursor.check_read()?;
-        let vocab = self.vocab;
+        let vocab = self.cursor.vocab();
         let mut logits = vec![0.0f32; self.sequences() * vocab];
         let mut out = logits.as_mut_slice();
         for (first, count) in self.cursor.logit_runs() {

@@ -479,7 +479,7 @@ impl LmDecoder {
             }
         }
         self.cursor.advance(positions);
-        let row_bytes = self.readback.size() / self.sequences() as u64;
+        let row_bytes = self.cursor.vocab() as u64 * 4;
         let mut to = 0;
         for (first, rows) in self.cursor.logit_runs() {
             let bytes = rows as u64 * row_bytes;
