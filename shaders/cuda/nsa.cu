@@ -18,12 +18,15 @@
 //   takes its m-tiles (whole queries), s = q.k^T (mma.sync), p = 2^(s scale_log2 - lse /
 //   ln 2) for the eligible keys, summed over each query's rows by shuffles into
 //   probs[query]; then a thread per (query, selection block) weighs the query's sums by
-//   the block's overlap (SELECT_PAIRS pairs each), and thread r (r < queries) offers
-//   its query's importances, keeping its best TOP_K - forced blocks in registers. No [rows,
-//   ns] importance matrix ever exists, and q is not read again per chunk.
+//   the block's overlap (SELECT_PAIRS pairs each) and marks the block where it reaches the
+//   query's floor (the least importance its ranking still takes), and thread r (r <
+//   queries) offers its query's marked blocks only, keeping its best TOP_K - forced blocks
+//   in registers, then publishes its new floor. No [rows, ns] importance matrix ever
+//   exists, and q is not read again per chunk.
 //   Shared memory (dynamic): the q tile [SELECT_ROWS] and two key tiles (Padded rows), the
 //   chunk's summed probabilities [queries][NSA_SELECT_CHUNK + 1] f32 (a padded row:
-//   thread r reads row r, conflict-free), each row's lse (base 2) and eligible count.
+//   thread r reads row r, conflict-free), each row's lse (base 2) and eligible count, each
+//   query's floor and its survivor mask (SURVIVOR_WORDS words).
 //   Memory: queries [groups, group_size, q_len, HEAD_DIM]; pooled_keys [groups, nc,
 //   HEAD_DIM]; compressed_lse [groups, group_size, q_len] f32 (natural log); selection
 //   [groups, q_len, TOP_K] i32, ascending, padded with -1.
@@ -135,6 +138,10 @@ __device__ __forceinline__ void sum_query_rows(float (*s)[4], u32 rows_per_query
     }
 }
 
+// Words of a query's survivor mask: a bit per block of a chunk (at most one per compressed
+// block of it).
+constexpr u32 SURVIVOR_WORDS = (NSA_SELECT_CHUNK + 31) / 32;
+
 extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 2)
 nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blocks,
            u32 rows_per_query, u32 queries, const elem_t* queries_in, const elem_t* pooled_keys,
@@ -145,6 +152,8 @@ nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blo
     float* probs = (float*)(key_tiles + 2 * Padded::elems(NSA_SELECT_CHUNK));
     float* row_lse2 = probs + queries * PROBS_STRIDE;
     u32* row_eligible = (u32*)(row_lse2 + SELECT_ROWS);
+    float* floor_score = (float*)(row_eligible + SELECT_ROWS);
+    u32* survivors = (u32*)(floor_score + queries);
 
     u32 group = blockIdx.y;
     u32 t0 = blockIdx.x * queries;
@@ -209,6 +218,12 @@ nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blo
     u32 places = TOP_K - forced_count;
     TopBlocks best;
     best.kept = 0;
+    // Each query's floor (the least importance its ranking would still take; none for a
+    // query past the tile) and the chunk's blocks at or above it (a bit each).
+    if (threadIdx.x < queries) {
+        floor_score[threadIdx.x] = ranks && places > 0 ? 0.0f : -NEG_INF;
+        for (u32 w = 0; w < SURVIVOR_WORDS; w++) survivors[SURVIVOR_WORDS * threadIdx.x + w] = 0;
+    }
     for (u32 c = 0; c < chunks; c++) {
         u32 chunk_first = c * chunk_blocks;
         u32 chunk_end = min(chunk_first + chunk_blocks, last_current + 1);
@@ -287,17 +302,29 @@ nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blo
 #pragma unroll
         for (u32 k = 0; k < SELECT_PAIRS; k++) {
             u32 at = k * SELECT_THREADS + threadIdx.x;
-            if (at / chunk_blocks < count)
-                probs[at / chunk_blocks * PROBS_STRIDE + at % chunk_blocks] = importance[k];
+            u32 slot = at / chunk_blocks, b = at % chunk_blocks;
+            if (slot >= count) continue;
+            probs[slot * PROBS_STRIDE + b] = importance[k];
+            if (importance[k] >= floor_score[slot])
+                atomicOr(&survivors[SURVIVOR_WORDS * slot + b / 32], 1u << (b % 32));
         }
         __syncthreads();
-        // Thread r offers its query's blocks in ascending order.
+        // Thread r offers its query's surviving blocks in ascending order (the floor only
+        // rises within the chunk, so the others would be turned away), then clears them and
+        // publishes its new floor for the next chunk's pairs.
         if (ranks) {
             const float* row = probs + threadIdx.x * PROBS_STRIDE;
-            for (u32 j = chunk_first; j < chunk_end; j++) {
-                float offered = row[j - chunk_first];
-                if (offered >= 0.0f) best.offer(j, offered, places);
+            for (u32 w = 0; w < SURVIVOR_WORDS; w++) {
+                u32 mask = survivors[SURVIVOR_WORDS * threadIdx.x + w];
+                survivors[SURVIVOR_WORDS * threadIdx.x + w] = 0;
+                for (; mask != 0; mask &= mask - 1) {
+                    u32 b = w * 32 + __ffs(mask) - 1;
+                    best.offer(chunk_first + b, row[b], places);
+                }
             }
+            floor_score[threadIdx.x] = places == 0        ? -NEG_INF
+                                     : best.kept < places ? 0.0f
+                                                          : best.score[places - 1];
         }
         // The next chunk's sums overwrite what was read here; its keys land in the buffer
         // read in this chunk only after the next barrier.

@@ -120,11 +120,14 @@ pub fn select_layout(group_size: usize, chunk_blocks: usize) -> Option<(usize, u
 
 /// Dynamic shared memory of `nsa_select` at `head_dim` for thread blocks of `queries`: the
 /// q tile and two key tiles (padded rows), the chunk's summed probabilities (padded f32 rows
-/// of the block's queries), and each row's lse and eligible count.
+/// of the block's queries), each row's lse and eligible count, and each query's ranking
+/// floor and the chunk's blocks at or above it (a bit each: two words hold a chunk's at most
+/// `NSA_SELECT_CHUNK` blocks).
 pub fn nsa_select_shared_bytes(head_dim: usize, queries: usize) -> u32 {
     let chunk = crate::shared_constants::NSA_SELECT_CHUNK as usize;
     let tiles = (SELECT_ROWS + 2 * chunk) * (head_dim + TILE_PAD) * 2;
-    (tiles + queries * (chunk + 1) * 4 + SELECT_ROWS * 8) as u32
+    let ranking = queries * (4 + chunk.div_ceil(32) * 4);
+    (tiles + queries * (chunk + 1) * 4 + SELECT_ROWS * 8 + ranking) as u32
 }
 
 /// Dynamic shared memory of `nsa_selected` at `head_dim` for selection blocks of
@@ -522,11 +525,12 @@ mod tests {
         assert_eq!(plan.dkdv_shared_bytes(), (2 * 64 + 4 * 32) * 136 * 2);
         assert!(plan.dq_shared_bytes() <= 227 * 1024);
         // NSA's selection: the q tile (256 rows) and two key tiles of padded rows, 16 x 65
-        // f32 sums for a group of 16 (32 for 8), 256 rows' lse and eligible counts; two
-        // blocks per SM on sm_90 (each with the 1 KiB the driver reserves).
+        // f32 sums for a group of 16 (32 for 8), 256 rows' lse and eligible counts, 16
+        // floors and survivor masks; two blocks per SM on sm_90 (each with the 1 KiB the
+        // driver reserves).
         assert_eq!(
             nsa_select_shared_bytes(128, 16),
-            (256 + 2 * 64) * 136 * 2 + 16 * 65 * 4 + 256 * 8
+            (256 + 2 * 64) * 136 * 2 + 16 * 65 * 4 + 256 * 8 + 16 * 12
         );
         assert!(2 * (nsa_select_shared_bytes(128, 32) + 1024) <= 228 * 1024);
         // Its q tile: a query's heads rounded up (to 8 below 16, to 48 above), whole
