@@ -246,7 +246,7 @@ async fn the_page_model_continues_its_prompt_as_the_native_build_does() {
         assert_eq!(info, model.model_info());
         assert_eq!(
             (info.block_size, info.top_k, info.context),
-            (Some(128), Some(3), 2048),
+            (Some(512), Some(3), 8192),
             "{info:?}"
         );
         assert!(info.parameters > 100_000, "{info:?}");
@@ -280,9 +280,8 @@ async fn the_page_model_continues_its_prompt_as_the_native_build_does() {
 #[wasm_bindgen_test]
 async fn the_routing_view_reads_the_blocks_each_head_chose_on_both_paths() {
     let demo = Demo::open().await.unwrap();
-    // 400 bytes: four of the model's blocks of 128, so its top-3 gate ranks three.
-    let text = "def double(x):\n    return x * 2\n".repeat(13);
-    let prompt = &text[..400];
+    // 1,600 bytes: four of the model's blocks of 512, so its top-3 gate ranks three.
+    let prompt = "def double(x):\n    return x * 2\n".repeat(50);
     let mut routings = Vec::new();
     for on_gpu in [false, true] {
         let mut model = TextModel::new(TRAIN_JSON, WEIGHTS.to_vec())
@@ -291,19 +290,19 @@ async fn the_routing_view_reads_the_blocks_each_head_chose_on_both_paths() {
         if on_gpu {
             model.use_gpu(&demo);
         }
-        model.start(prompt, 0.0, 1.0, 0).map_err(message).unwrap();
+        model.start(&prompt, 0.0, 1.0, 0).map_err(message).unwrap();
         // Nothing to show before the first byte is read.
         let error = routing(&model).await.unwrap_err();
         assert!(error.contains("no byte"), "{error}");
         next_byte(&model).await.unwrap();
         let chosen = routing(&model).await.unwrap();
-        assert_eq!(chosen.position, 399);
-        assert_eq!(chosen.layers.len(), 4);
+        assert_eq!(chosen.position, 1599);
+        assert_eq!(chosen.layers.len(), 6);
         for heads in &chosen.layers {
             let heads = heads.as_ref().expect("every layer is MoBA's");
-            assert_eq!(heads.len(), 4);
+            assert_eq!(heads.len(), 5);
             for blocks in heads {
-                // The own block (399 / 128 = 3) and two of the three before it.
+                // The own block (1599 / 512 = 3) and two of the three before it.
                 assert_eq!(blocks.len(), 3, "{blocks:?}");
                 assert!(blocks.contains(&3), "{blocks:?}");
                 assert!(blocks.iter().all(|&b| (0..4).contains(&b)), "{blocks:?}");
@@ -331,7 +330,7 @@ async fn bad_model_files_and_calls_are_errors_that_say_what_is_wrong() {
     let error = routing(&model).await.unwrap_err();
     assert!(error.contains("start"), "{error}");
     let error = message(model.start("", 0.8, 0.95, 1).unwrap_err());
-    assert!(error.contains("1 to 2048"), "{error}");
+    assert!(error.contains("1 to 8192"), "{error}");
     let error = message(model.start("def", 0.8, 1.5, 1).unwrap_err());
     assert!(error.contains("top_p"), "{error}");
 }

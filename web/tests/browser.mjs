@@ -154,16 +154,17 @@ async function generatesTheSample(withoutWebGpu) {
   assert.equal(await page.textContent('#text-generated'), sample.generated);
   assert.equal(Number(await page.getAttribute('#text-generated', 'data-bytes')), sample.generated.length);
   assert.ok(await value(page, 'text-rate') > 0, 'decode rate');
-  assert.match(await page.textContent('#text-model'), /MoBA block 128, top-3/);
-  // The routing view drew the last position's choice: 4 layers x 4 heads, one cached block
-  // (the sample ends before position 128), each head choosing it.
+  assert.match(await page.textContent('#text-model'), /MoBA block 512, top-3/);
+  // The routing view drew the last position's choice: 6 layers x 5 heads, one cached block
+  // (the sample ends before position 512), each head choosing it.
   const routing = await page.$eval('#text-routing', (canvas) => ({ ...canvas.dataset }));
   assert.equal(Number(routing.position), sample.prompt.length + sample.generated.length - 2);
   assert.equal(Number(routing.blocks), 1);
-  assert.equal(Number(routing.chosen), 16);
+  assert.equal(Number(routing.chosen), 30);
   assert.equal(await page.isVisible('#text-routing'), true);
   const textScreenshot = screenshot.replace(/\.png$/, withoutWebGpu ? '-text.png' : '-text-webgpu.png');
   await page.locator('#text').screenshot({ path: textScreenshot });
+  console.log(`     load: ${await page.textContent('#text-load')}`);
   console.log(`     ${await page.textContent('#text-device')}: ${await page.textContent('#text-rate')}, screenshot ${textScreenshot}`);
   return value(page, 'text-rate');
 }
