@@ -39,7 +39,7 @@ async function fetchOk(url) {
 async function loadModel() {
   if (model) return model;
   setStatus('loading', 'Loading the model (lm/train.json, lm/model.mpk)...');
-  const fetched = performance.now();
+  const fetchStart = performance.now();
   const [config, weights] = await Promise.all([
     fetchOk('lm/train.json').then((response) => response.text()),
     fetchOk('lm/model.mpk').then((response) => response.arrayBuffer()),
@@ -48,7 +48,7 @@ async function loadModel() {
   // performance.now() counts from the navigation: the page, the wasm module and the model.
   const ready = performance.now();
   setCell('text-load', `${(weights.byteLength / 1e6).toFixed(2)} MB of weights fetched and loaded in `
-    + `${(ready - fetched).toFixed(0)} ms; ready ${(ready / 1000).toFixed(2)} s after the page was opened`, ready);
+    + `${(ready - fetchStart).toFixed(0)} ms; ready ${(ready / 1000).toFixed(2)} s after the page was opened`, ready);
   const { demo, software } = await gpuOffered;
   // `decode=webgpu` decodes on a software adapter anyway (the browser test does).
   const forced = new URLSearchParams(location.search).get('decode') === 'webgpu';

@@ -26,7 +26,7 @@
 //   Shared memory (dynamic): the q tile [SELECT_ROWS] and two key tiles (Padded rows), the
 //   chunk's summed probabilities [queries][NSA_SELECT_CHUNK + 1] f32 (a padded row:
 //   thread r reads row r, conflict-free), each row's lse (base 2) and eligible count, each
-//   query's floor and its survivor mask (SURVIVOR_WORDS words).
+//   query's floor and its survivor mask (SURVIVOR_WORDS words: a bit per block of a chunk).
 //   Memory: queries [groups, group_size, q_len, HEAD_DIM]; pooled_keys [groups, nc,
 //   HEAD_DIM]; compressed_lse [groups, group_size, q_len] f32 (natural log); selection
 //   [groups, q_len, TOP_K] i32, ascending, padded with -1.
@@ -137,10 +137,6 @@ __device__ __forceinline__ void sum_query_rows(float (*s)[4], u32 rows_per_query
         }
     }
 }
-
-// Words of a query's survivor mask: a bit per block of a chunk (at most one per compressed
-// block of it).
-constexpr u32 SURVIVOR_WORDS = (NSA_SELECT_CHUNK + 31) / 32;
 
 extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 2)
 nsa_select(Params p, u32 compress_block, u32 compress_stride, u32 compressed_blocks,

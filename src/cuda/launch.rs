@@ -48,6 +48,9 @@ pub const SELECT_QUERIES: usize = 128;
 /// (query, selection block) pairs each `nsa_select` thread weighs per chunk: a thread block
 /// holds no more queries than its threads can weigh every block of a chunk for.
 pub const SELECT_PAIRS: usize = 8;
+/// Words of each query's survivor mask in `nsa_select`: a bit per selection block of a chunk
+/// (at most one per pooled key of it).
+pub const SURVIVOR_WORDS: usize = (crate::shared_constants::NSA_SELECT_CHUNK as usize).div_ceil(32);
 /// Warps per thread block of NSA's selected branch (`nsa_selected`), 16 query rows each:
 /// the block's queries share the key and value tiles of the blocks they chose.
 pub const SELECTED_WARPS: u32 = 8;
@@ -69,7 +72,7 @@ const TILE_PAD: usize = 8;
 const SWIZZLE_ALIGN: usize = 1024;
 
 /// The constants above as every CUDA source sees them (`#define`s the host prepends).
-pub fn source_constants() -> [(&'static str, u32); 25] {
+pub fn source_constants() -> [(&'static str, u32); 26] {
     [
         ("WARP", WARP),
         ("ROW_TILE", ROW_TILE as u32),
@@ -87,6 +90,7 @@ pub fn source_constants() -> [(&'static str, u32); 25] {
         ("SELECT_THREADS", SELECT_THREADS),
         ("SELECT_ROWS", SELECT_ROWS as u32),
         ("SELECT_PAIRS", SELECT_PAIRS as u32),
+        ("SURVIVOR_WORDS", SURVIVOR_WORDS as u32),
         ("SELECTED_WARPS", SELECTED_WARPS),
         ("SELECTED_THREADS", SELECTED_THREADS),
         ("SELECTED_QUERIES", SELECTED_QUERIES),
@@ -121,12 +125,11 @@ pub fn select_layout(group_size: usize, chunk_blocks: usize) -> Option<(usize, u
 /// Dynamic shared memory of `nsa_select` at `head_dim` for thread blocks of `queries`: the
 /// q tile and two key tiles (padded rows), the chunk's summed probabilities (padded f32 rows
 /// of the block's queries), each row's lse and eligible count, and each query's ranking
-/// floor and the chunk's blocks at or above it (a bit each: two words hold a chunk's at most
-/// `NSA_SELECT_CHUNK` blocks).
+/// floor and the chunk's blocks at or above it ([`SURVIVOR_WORDS`]).
 pub fn nsa_select_shared_bytes(head_dim: usize, queries: usize) -> u32 {
     let chunk = crate::shared_constants::NSA_SELECT_CHUNK as usize;
     let tiles = (SELECT_ROWS + 2 * chunk) * (head_dim + TILE_PAD) * 2;
-    let ranking = queries * (4 + chunk.div_ceil(32) * 4);
+    let ranking = queries * (1 + SURVIVOR_WORDS) * 4;
     (tiles + queries * (chunk + 1) * 4 + SELECT_ROWS * 8 + ranking) as u32
 }
 
